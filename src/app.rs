@@ -1,0 +1,179 @@
+//! Assemble the server from a validated [`Config`] and run it until a
+//! shutdown signal.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    http::{self, InFlight, OpsState},
+    mcp::{self, edge::EdgeConfig, handler::McpHandler},
+    store::{Store, StoreError},
+    telemetry::metrics::Metrics,
+    toolsets::{
+        Toolbox,
+        docs::{DocIndex, DocsError},
+        notes::Notes,
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot index documents: {0}")]
+    Docs(#[from] DocsError),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+}
+
+/// A built server: the router plus what shutdown needs.
+pub struct App {
+    pub router: Router,
+    pub store: Store,
+    pub shutdown: CancellationToken,
+    pub in_flight: Arc<InFlight>,
+    store_healthy: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    grace: Duration,
+}
+
+impl App {
+    pub async fn build(config: &Config) -> Result<App, StartError> {
+        let store = Store::connect(&config.store.url, config.store.max_connections).await?;
+        let metrics = Metrics::new();
+        metrics.store_up.set(1);
+        let docs = match &config.toolsets.docs {
+            Some(docs) => Some(Arc::new(DocIndex::open(docs.path.as_deref(), &docs.url_base)?)),
+            None => None,
+        };
+        let notes = config.toolsets.notes.then(|| Notes::new(store.clone()));
+        let toolbox = Toolbox::new(config.toolsets.calc, notes, docs.clone());
+        let store_healthy = Arc::new(AtomicBool::new(true));
+        let edge = Arc::new(EdgeConfig {
+            allowed_hosts: config.http.allowed_hosts.clone(),
+            allowed_origins: config.http.allowed_origins.clone(),
+            max_body_bytes: config.http.max_body_bytes,
+            store_healthy: store_healthy.clone(),
+            metrics: metrics.clone(),
+        });
+        let shutdown = CancellationToken::new();
+        let handler = McpHandler::new(toolbox, metrics.clone());
+        let mcp_routes = mcp::routes(handler, edge, shutdown.clone());
+        let in_flight = Arc::new(InFlight::default());
+        let ops = OpsState { store: store.clone(), store_healthy: store_healthy.clone(), metrics: metrics.clone(), docs };
+        let router = http::router(mcp_routes, ops, in_flight.clone(), &config.http.allowed_origins);
+        Ok(App {
+            router,
+            store,
+            shutdown,
+            in_flight,
+            store_healthy,
+            metrics,
+            grace: Duration::from_secs(config.http.shutdown_grace_secs),
+        })
+    }
+
+    /// Probe the store every two seconds so `/mcp` can answer 503 at once
+    /// while it is down instead of failing half-way through a call.
+    fn spawn_store_probe(&self) {
+        let store = self.store.clone();
+        let healthy = self.store_healthy.clone();
+        let metrics = self.metrics.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let ok = matches!(tokio::time::timeout(Duration::from_secs(2), store.ping()).await, Ok(Ok(())));
+                if healthy.swap(ok, Ordering::Relaxed) != ok {
+                    if ok {
+                        tracing::info!("store reachable again");
+                    } else {
+                        tracing::error!("store not reachable; MCP requests get 503 until it is back");
+                    }
+                }
+                metrics.store_up.set(i64::from(ok));
+            }
+        });
+    }
+
+    /// Serve on `listener` until `signal` resolves, then drain: stop
+    /// accepting, let in-flight POSTs finish (up to the grace period), close
+    /// event streams and sessions, close the store.
+    pub async fn serve(self, listener: TcpListener, signal: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        self.spawn_store_probe();
+        let shutdown = self.shutdown.clone();
+        let in_flight = self.in_flight.clone();
+        let grace = self.grace;
+        let stop_accepting = CancellationToken::new();
+        let drain = {
+            let stop_accepting = stop_accepting.clone();
+            async move {
+                signal.await;
+                tracing::info!(in_flight = in_flight.current(), "shutdown requested; draining");
+                stop_accepting.cancel();
+                in_flight.drained(grace).await;
+                // Event streams never end on their own; end them now.
+                shutdown.cancel();
+            }
+        };
+        tokio::spawn(drain);
+        let server = axum::serve(listener, self.router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(async move { stop_accepting.cancelled().await });
+        // The hard limit: connections that outlive the grace period are cut.
+        let hard_limit = {
+            let shutdown = self.shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        };
+        tokio::select! {
+            result = server => result?,
+            _ = hard_limit => tracing::warn!("connections still open after the grace period; closing"),
+        }
+        self.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|e| StartError::Listen { addr: addr.to_string(), reason: e.to_string() })
+}

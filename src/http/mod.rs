@@ -1,0 +1,212 @@
+//! The top-level router: MCP routes, operations endpoints and the shared
+//! layers (request id, tracing, metrics, panic guard).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Json, Router,
+    extract::{MatchedPath, Path, Request, State},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use serde_json::json;
+use tokio::sync::Notify;
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    sensitive_headers::SetSensitiveRequestHeadersLayer,
+    trace::TraceLayer,
+};
+
+use crate::{
+    store::Store,
+    telemetry::metrics::{HttpLabels, Metrics, RouteLabels, status_class},
+    toolsets::docs::DocIndex,
+};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Shared state for the operations endpoints.
+#[derive(Clone)]
+pub struct OpsState {
+    pub store: Store,
+    pub store_healthy: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
+    pub docs: Option<Arc<DocIndex>>,
+}
+
+/// Requests still running, so shutdown can wait for them.
+#[derive(Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl InFlight {
+    pub fn current(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Wait until no request is running or `limit` passes.
+    pub async fn drained(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let notified = self.idle.notified();
+                if self.current() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+}
+
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Counts POSTs (the requests that carry work) until their response headers
+/// are ready; long-lived GET event streams are closed by shutdown instead.
+async fn track_in_flight(State(in_flight): State<Arc<InFlight>>, request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    in_flight.count.fetch_add(1, Ordering::SeqCst);
+    let _guard = InFlightGuard(in_flight);
+    next.run(request).await
+}
+
+async fn record_http_metrics(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics.http_duration.get_or_create(&RouteLabels { route: route.clone() }).observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .get_or_create(&HttpLabels { route, status_class: status_class(response.status().as_u16()) })
+        .inc();
+    response
+}
+
+async fn get_healthz() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn get_readyz(State(ops): State<OpsState>) -> Response {
+    let ready = matches!(tokio::time::timeout(Duration::from_secs(2), ops.store.ping()).await, Ok(Ok(())));
+    ops.store_healthy.store(ready, Ordering::Relaxed);
+    ops.metrics.store_up.set(i64::from(ready));
+    if ready {
+        Json(json!({ "status": "ready", "store": ops.store.backend() })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "store": ops.store.backend(), "error": "store not reachable" })),
+        )
+            .into_response()
+    }
+}
+
+async fn get_metrics(State(ops): State<OpsState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        ops.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The documents behind `docs` search results, so result URLs resolve.
+async fn get_doc(State(ops): State<OpsState>, Path(id): Path<String>) -> Response {
+    match ops.docs.as_ref().and_then(|d| d.get(&id)) {
+        Some(doc) => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], doc.text.clone()).into_response(),
+        None => not_found().await,
+    }
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({ "error": "not_found", "error_description": "no such endpoint" })))
+        .into_response()
+}
+
+/// A panic in a handler becomes a JSON 500; the process keeps serving.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": "server_error", "error_description": "internal error" })))
+        .into_response()
+}
+
+pub fn router(mcp: Router, ops: OpsState, in_flight: Arc<InFlight>, allowed_origins: &[String]) -> Router {
+    let origins: Vec<HeaderValue> = allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()).collect();
+    // Browser MCP clients need to read these response headers.
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("mcp-protocol-version"),
+            HeaderName::from_static("mcp-session-id"),
+            HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("mcp-method"),
+            HeaderName::from_static("mcp-name"),
+        ])
+        .expose_headers([HeaderName::from_static("mcp-session-id"), header::WWW_AUTHENTICATE])
+        .max_age(Duration::from_secs(3600));
+    let mcp = mcp.layer(cors).layer(middleware::from_fn_with_state(in_flight, track_in_flight));
+
+    let ops_routes = Router::new()
+        .route("/healthz", get(get_healthz))
+        .route("/readyz", get(get_readyz))
+        .route("/metrics", get(get_metrics))
+        .route("/docs/{*id}", get(get_doc))
+        .with_state(ops.clone());
+
+    let metrics = ops.metrics.clone();
+    Router::new()
+        .merge(mcp)
+        .merge(ops_routes)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(metrics, record_http_metrics))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                        let request_id = request
+                            .headers()
+                            .get(&REQUEST_ID)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-");
+                        tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %request_id)
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    header::AUTHORIZATION,
+                    header::COOKIE,
+                    HeaderName::from_static("mcp-session-id"),
+                ]))
+                .layer(CatchPanicLayer::custom(panic_response)),
+        )
+}

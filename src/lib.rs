@@ -1,0 +1,17 @@
+//! mcpgate: OAuth 2.1 in front of MCP servers.
+//!
+//! Layout by feature: `config` (TOML + env → typed config), `app` (assembly
+//! and shutdown), `http` (top router and shared layers), `mcp` (Streamable
+//! HTTP and legacy SSE, all rmcp types), `toolsets` (built-in tools, domain
+//! code only), `store` (SQLite/PostgreSQL), `auth` (who is calling),
+//! `telemetry` (logs and metrics).
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod mcp;
+pub mod store;
+pub mod telemetry;
+pub mod toolsets;

@@ -1,0 +1,375 @@
+//! The HTTP edge in front of every MCP route (`/mcp`, `/sse`, `/messages`).
+//!
+//! rmcp answers malformed requests with plain-text bodies (and invalid JSON
+//! with 415). Clients and the spec expect JSON-RPC error bodies and the
+//! standard statuses, so this layer checks the request first, in the order a
+//! client can act on (Host/Origin, store, media types, size, JSON, version),
+//! and turns any remaining non-JSON error from rmcp into a JSON-RPC error.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use axum::{
+    body::{Body, to_bytes},
+    extract::{Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::{
+    auth::Principal,
+    telemetry::metrics::{McpLabels, McpMethodLabels, Metrics, Outcome, method_label},
+};
+
+pub const JSONRPC_SERVER_ERROR: i64 = -32000;
+pub const JSONRPC_SESSION_NOT_FOUND: i64 = -32001;
+pub const JSONRPC_PARSE_ERROR: i64 = -32700;
+pub const JSONRPC_INVALID_REQUEST: i64 = -32600;
+pub const JSONRPC_UNSUPPORTED_VERSION: i64 = -32022;
+
+/// What the edge needs to know; shared by all MCP routes.
+pub struct EdgeConfig {
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub store_healthy: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A JSON-RPC error response with no result, as MCP transports send them.
+pub fn jsonrpc_error(status: StatusCode, id: Value, code: i64, message: &str, data: Option<Value>) -> Response {
+    let mut error = json!({ "code": code, "message": message });
+    if let Some(data) = data {
+        error["data"] = data;
+    }
+    let body = json!({ "jsonrpc": "2.0", "id": id, "error": error });
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string())
+        .into_response()
+}
+
+/// Supported `MCP-Protocol-Version` values, oldest first.
+pub fn supported_versions() -> Vec<&'static str> {
+    rmcp::model::ProtocolVersion::KNOWN_VERSIONS.iter().map(|v| v.as_str()).collect()
+}
+
+/// Host and Origin checks against DNS rebinding. `Ok` when both are acceptable.
+pub fn check_host_and_origin(headers: &HeaderMap, uri: &http::Uri, cfg: &EdgeConfig) -> Result<(), Response> {
+    let authority = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|a| a.to_string()));
+    let host_ok = authority.as_deref().is_some_and(|authority| host_allowed(authority, &cfg.allowed_hosts));
+    if !host_ok {
+        return Err(jsonrpc_error(
+            StatusCode::FORBIDDEN,
+            Value::Null,
+            JSONRPC_SERVER_ERROR,
+            "Forbidden: Host header is not an allowed host for this server",
+            None,
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .ok()
+            .is_some_and(|o| cfg.allowed_origins.iter().any(|a| origins_equal(a, o)));
+        if !allowed {
+            return Err(jsonrpc_error(
+                StatusCode::FORBIDDEN,
+                Value::Null,
+                JSONRPC_SERVER_ERROR,
+                "Forbidden: Origin is not allowed for this server",
+                None,
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn host_allowed(authority: &str, allowed: &[String]) -> bool {
+    let authority = authority.trim().to_ascii_lowercase();
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default().to_owned(),
+        None => authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h).to_owned(),
+    };
+    allowed.iter().any(|a| {
+        let a = a.to_ascii_lowercase();
+        a == host || a == authority
+    })
+}
+
+/// Origins compare as (scheme, host, port) with default ports made explicit.
+fn origins_equal(allowed: &str, origin: &str) -> bool {
+    match (url::Url::parse(allowed), url::Url::parse(origin)) {
+        (Ok(a), Ok(o)) => {
+            a.scheme() == o.scheme()
+                && a.host_str() == o.host_str()
+                && a.port_or_known_default() == o.port_or_known_default()
+        }
+        _ => false,
+    }
+}
+
+fn accepts(headers: &HeaderMap, wanted: &str) -> bool {
+    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').any(|entry| {
+            let mut parts = entry.split(';');
+            let essence = parts.next().unwrap_or_default().trim();
+            let zero_quality = parts.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
+            });
+            essence.eq_ignore_ascii_case(wanted) && !zero_quality
+        })
+    })
+}
+
+fn is_json_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The checks every POST carrying a JSON-RPC message gets. Returns the parsed
+/// message so the caller can label metrics, or the error response.
+pub async fn read_jsonrpc_post(
+    headers: &HeaderMap,
+    body: Body,
+    cfg: &EdgeConfig,
+    require_event_stream: bool,
+) -> Result<(bytes::Bytes, Value), Response> {
+    let needs_both = require_event_stream;
+    if !accepts(headers, "application/json") || (needs_both && !accepts(headers, "text/event-stream")) {
+        let wanted = if needs_both { "both application/json and text/event-stream" } else { "application/json" };
+        return Err(jsonrpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            Value::Null,
+            JSONRPC_SERVER_ERROR,
+            &format!("Not Acceptable: the Accept header must list {wanted}"),
+            None,
+        ));
+    }
+    if !is_json_content_type(headers) {
+        return Err(jsonrpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Value::Null,
+            JSONRPC_SERVER_ERROR,
+            "Unsupported Media Type: Content-Type must be application/json",
+            None,
+        ));
+    }
+    let bytes = match to_bytes(body, cfg.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return Err(jsonrpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Value::Null,
+                JSONRPC_SERVER_ERROR,
+                &format!("Payload Too Large: the body exceeds {} bytes", cfg.max_body_bytes),
+                None,
+            ));
+        }
+    };
+    let message: Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(_) => {
+            return Err(jsonrpc_error(
+                StatusCode::BAD_REQUEST,
+                Value::Null,
+                JSONRPC_PARSE_ERROR,
+                "Parse error: the body is not valid JSON",
+                None,
+            ));
+        }
+    };
+    let Some(object) = message.as_object() else {
+        let why = if message.is_array() {
+            "Invalid Request: JSON-RPC batches are not supported; send one message per POST"
+        } else {
+            "Invalid Request: the body must be a JSON-RPC object"
+        };
+        return Err(jsonrpc_error(StatusCode::BAD_REQUEST, Value::Null, JSONRPC_INVALID_REQUEST, why, None));
+    };
+    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        let id = object.get("id").cloned().unwrap_or(Value::Null);
+        return Err(jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            JSONRPC_INVALID_REQUEST,
+            "Invalid Request: \"jsonrpc\" must be \"2.0\"",
+            None,
+        ));
+    }
+    Ok((bytes, message))
+}
+
+/// Middleware for `/mcp` (Streamable HTTP).
+pub async fn streamable_http_edge(State(cfg): State<Arc<EdgeConfig>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let (mut parts, body) = request.into_parts();
+    if let Err(response) = check_host_and_origin(&parts.headers, &parts.uri, &cfg) {
+        return response;
+    }
+    if !cfg.store_healthy.load(Ordering::Relaxed) {
+        return store_unavailable();
+    }
+    // Until token validation lands (auth.mode = "none"), every caller is anonymous.
+    parts.extensions.insert(Principal::anonymous());
+
+    let mut method = None;
+    let mut id = Value::Null;
+    let request = if parts.method == Method::POST {
+        let (bytes, message) = match read_jsonrpc_post(&parts.headers, body, &cfg, true).await {
+            Ok(ok) => ok,
+            Err(response) => {
+                count(&cfg, None, Outcome::rejected, started);
+                return response;
+            }
+        };
+        method = message.get("method").and_then(Value::as_str).map(str::to_owned);
+        id = message.get("id").cloned().unwrap_or(Value::Null);
+        if let Some(version) = parts.headers.get("mcp-protocol-version") {
+            let supported = supported_versions();
+            let requested = version.to_str().unwrap_or_default();
+            if !supported.contains(&requested) {
+                count(&cfg, method.as_deref(), Outcome::rejected, started);
+                return jsonrpc_error(
+                    StatusCode::BAD_REQUEST,
+                    id,
+                    JSONRPC_UNSUPPORTED_VERSION,
+                    &format!(
+                        "Unsupported MCP-Protocol-Version {requested:?}; supported: {}",
+                        supported.join(", ")
+                    ),
+                    Some(json!({ "supported": supported, "requested": requested })),
+                );
+            }
+        }
+        Request::from_parts(parts, Body::from(bytes))
+    } else {
+        Request::from_parts(parts, body)
+    };
+
+    let response = jsonrpc_error_body(next.run(request).await, id).await;
+    let status = response.status();
+    let outcome = if status.is_server_error() {
+        Outcome::error
+    } else if status.is_client_error() {
+        Outcome::rejected
+    } else {
+        Outcome::ok
+    };
+    if method.is_some() {
+        count(&cfg, method.as_deref(), outcome, started);
+    }
+    response
+}
+
+/// Middleware for the legacy `/sse` and `/messages` routes: the same Host,
+/// Origin and store checks as `/mcp`; message checks happen in the handlers.
+pub async fn legacy_sse_edge(State(cfg): State<Arc<EdgeConfig>>, mut request: Request, next: Next) -> Response {
+    if let Err(response) = check_host_and_origin(request.headers(), request.uri(), &cfg) {
+        return response;
+    }
+    if !cfg.store_healthy.load(Ordering::Relaxed) {
+        return store_unavailable();
+    }
+    request.extensions_mut().insert(Principal::anonymous());
+    next.run(request).await
+}
+
+fn count(cfg: &EdgeConfig, method: Option<&str>, outcome: Outcome, started: Instant) {
+    let method = method_label(method);
+    cfg.metrics.mcp_duration.get_or_create(&McpMethodLabels { method: method.clone() }).observe(started.elapsed().as_secs_f64());
+    cfg.metrics.mcp_requests.get_or_create(&McpLabels { method, outcome }).inc();
+}
+
+pub fn store_unavailable() -> Response {
+    let mut response = jsonrpc_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Value::Null,
+        JSONRPC_SERVER_ERROR,
+        "Service Unavailable: the store is not reachable; retry later",
+        None,
+    );
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+/// Give an error response from rmcp a JSON-RPC body if it has none.
+async fn jsonrpc_error_body(response: Response, id: Value) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let code = if status == StatusCode::NOT_FOUND { JSONRPC_SESSION_NOT_FOUND } else { JSONRPC_SERVER_ERROR };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else if status.is_server_error() {
+        // rmcp's 5xx texts can carry internal detail; keep it in the log only.
+        tracing::error!(status = status.as_u16(), detail = %text, "mcp transport error");
+        "Internal error".to_owned()
+    } else {
+        text
+    };
+    let mut converted = jsonrpc_error(status, id, code, &message, None);
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            converted.headers_mut().append(name, value.clone());
+        }
+    }
+    converted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_matching() {
+        let allowed = vec!["127.0.0.1".to_owned(), "localhost".to_owned(), "mcp.example.com:8443".to_owned()];
+        assert!(host_allowed("127.0.0.1:8000", &allowed));
+        assert!(host_allowed("LOCALHOST", &allowed));
+        assert!(host_allowed("mcp.example.com:8443", &allowed));
+        assert!(!host_allowed("mcp.example.com:9999", &allowed));
+        assert!(!host_allowed("evil.example.com", &allowed));
+        assert!(!host_allowed("127.0.0.1.evil.example:80", &allowed));
+        assert!(host_allowed("[::1]:8000", &["::1".to_owned()]));
+    }
+
+    #[test]
+    fn origin_matching() {
+        assert!(origins_equal("https://a.example", "https://a.example:443"));
+        assert!(!origins_equal("https://a.example", "http://a.example"));
+        assert!(!origins_equal("http://localhost:8000", "http://localhost:8001"));
+        assert!(!origins_equal("http://localhost:8000", "null"));
+    }
+
+    #[test]
+    fn accept_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json;q=0, text/event-stream"));
+        assert!(!accepts(&h, "application/json"));
+        assert!(accepts(&h, "text/event-stream"));
+    }
+}

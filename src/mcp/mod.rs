@@ -1,0 +1,49 @@
+//! MCP serving. All rmcp types stay inside this module. See README.md for the
+//! protocol eras and the session model.
+
+pub mod edge;
+pub mod handler;
+pub mod legacy_sse;
+
+use std::sync::Arc;
+
+use axum::{
+    Router, middleware,
+    routing::{get, post},
+};
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
+use tokio_util::sync::CancellationToken;
+
+use self::{edge::EdgeConfig, handler::McpHandler, legacy_sse::LegacySse};
+
+/// `/mcp`, `/mcp/`, `/sse` and `/messages`, each behind the edge checks.
+pub fn routes(handler: McpHandler, edge: Arc<EdgeConfig>, shutdown: CancellationToken) -> Router {
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(edge.allowed_hosts.clone())
+        .with_allowed_origins(edge.allowed_origins.clone())
+        .enforce_origin_validation()
+        .with_max_request_body_bytes(edge.max_body_bytes)
+        .with_legacy_session_mode(true)
+        .with_json_response(true)
+        .with_cancellation_token(shutdown.child_token());
+    let factory_handler = handler.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(factory_handler.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    // `/mcp` and `/mcp/` are the same endpoint: clients differ on the slash
+    // and a redirect would drop the body or the Authorization header.
+    let streamable = Router::new()
+        .route_service("/mcp", service.clone())
+        .route_service("/mcp/", service)
+        .layer(middleware::from_fn_with_state(edge.clone(), edge::streamable_http_edge));
+    let legacy = Router::new()
+        .route("/sse", get(legacy_sse::get_sse))
+        .route("/messages", post(legacy_sse::post_messages))
+        .with_state(LegacySse::new(handler, edge.clone(), shutdown))
+        .layer(middleware::from_fn_with_state(edge, edge::legacy_sse_edge));
+    streamable.merge(legacy)
+}

@@ -1,0 +1,148 @@
+//! The store: every piece of persistent state, on SQLite (embedded default)
+//! or PostgreSQL (shared by replicas), from one SQL text.
+//!
+//! Both drivers bind `$N` placeholders, so each query is written once and run
+//! through [`on_db!`] against whichever typed pool is configured. Timestamps
+//! are epoch seconds (`BIGINT`), ids are text.
+
+mod notes;
+
+pub use notes::{Note, NoteDraft, NotePatch};
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    PgPool, SqlitePool,
+    postgres::PgPoolOptions,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the store URL is invalid: {0}")]
+    InvalidUrl(String),
+    #[error("store migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        // Driver errors can echo connection strings; keep only the kind.
+        let text = match &err {
+            sqlx::Error::Database(db) => format!("database error {}", db.code().unwrap_or_default()),
+            sqlx::Error::PoolTimedOut => "timed out waiting for a connection".to_owned(),
+            sqlx::Error::PoolClosed => "connection pool closed".to_owned(),
+            sqlx::Error::Io(io) => format!("i/o error: {}", io.kind()),
+            sqlx::Error::Tls(_) => "tls error".to_owned(),
+            sqlx::Error::Protocol(_) => "protocol error".to_owned(),
+            sqlx::Error::RowNotFound => "row not found".to_owned(),
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => "decode error".to_owned(),
+            _ => "driver error".to_owned(),
+        };
+        StoreError::Unavailable(text)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Run the same body against whichever pool backs `$db`.
+macro_rules! on_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_db;
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// Connect, creating the SQLite file if needed, and apply migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let db = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|_| StoreError::InvalidUrl("not a valid sqlite:// URL".to_owned()))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true);
+            if let Some(parent) = options.get_filename().parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Unavailable(format!(
+                        "cannot create {}: {}",
+                        parent.display(),
+                        e.kind()
+                    ))
+                })?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options)
+                .await?;
+            Db::Sqlite(pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect(url)
+                .await?;
+            Db::Postgres(pool)
+        } else {
+            return Err(StoreError::InvalidUrl("expected sqlite:// or postgres://".to_owned()));
+        };
+        let store = Store { db };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let result = match &self.db {
+            Db::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await,
+            Db::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
+        };
+        result.map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    /// `sqlite` or `postgres`, for metrics and logs.
+    pub fn backend(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A round trip to the database; what `/readyz` asks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_db!(&self.db, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_db!(&self.db, |pool| pool.close().await);
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_epoch() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
