@@ -54,7 +54,10 @@ impl App {
         let metrics = Metrics::new();
         metrics.store_up.set(1);
         let docs = match &config.toolsets.docs {
-            Some(docs) => Some(Arc::new(DocIndex::open(docs.path.as_deref(), &docs.url_base)?)),
+            Some(docs) => Some(Arc::new(DocIndex::open(
+                docs.path.as_deref(),
+                &docs.url_base,
+            )?)),
             None => None,
         };
         let notes = config.toolsets.notes.then(|| Notes::new(store.clone()));
@@ -71,8 +74,18 @@ impl App {
         let handler = McpHandler::new(toolbox, metrics.clone());
         let mcp_routes = mcp::routes(handler, edge, shutdown.clone());
         let in_flight = Arc::new(InFlight::default());
-        let ops = OpsState { store: store.clone(), store_healthy: store_healthy.clone(), metrics: metrics.clone(), docs };
-        let router = http::router(mcp_routes, ops, in_flight.clone(), &config.http.allowed_origins);
+        let ops = OpsState {
+            store: store.clone(),
+            store_healthy: store_healthy.clone(),
+            metrics: metrics.clone(),
+            docs,
+        };
+        let router = http::router(
+            mcp_routes,
+            ops,
+            in_flight.clone(),
+            &config.http.allowed_origins,
+        );
         Ok(App {
             router,
             store,
@@ -98,12 +111,17 @@ impl App {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let ok = matches!(tokio::time::timeout(Duration::from_secs(2), store.ping()).await, Ok(Ok(())));
+                let ok = matches!(
+                    tokio::time::timeout(Duration::from_secs(2), store.ping()).await,
+                    Ok(Ok(()))
+                );
                 if healthy.swap(ok, Ordering::Relaxed) != ok {
                     if ok {
                         tracing::info!("store reachable again");
                     } else {
-                        tracing::error!("store not reachable; MCP requests get 503 until it is back");
+                        tracing::error!(
+                            "store not reachable; MCP requests get 503 until it is back"
+                        );
                     }
                 }
                 metrics.store_up.set(i64::from(ok));
@@ -114,7 +132,11 @@ impl App {
     /// Serve on `listener` until `signal` resolves, then drain: stop
     /// accepting, let in-flight POSTs finish (up to the grace period), close
     /// event streams and sessions, close the store.
-    pub async fn serve(self, listener: TcpListener, signal: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         self.spawn_store_probe();
         let shutdown = self.shutdown.clone();
         let in_flight = self.in_flight.clone();
@@ -124,7 +146,10 @@ impl App {
             let stop_accepting = stop_accepting.clone();
             async move {
                 signal.await;
-                tracing::info!(in_flight = in_flight.current(), "shutdown requested; draining");
+                tracing::info!(
+                    in_flight = in_flight.current(),
+                    "shutdown requested; draining"
+                );
                 stop_accepting.cancel();
                 in_flight.drained(grace).await;
                 // Event streams never end on their own; end them now.
@@ -132,8 +157,12 @@ impl App {
             }
         };
         tokio::spawn(drain);
-        let server = axum::serve(listener, self.router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async move { stop_accepting.cancelled().await });
+        let server = axum::serve(
+            listener,
+            self.router
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop_accepting.cancelled().await });
         // The hard limit: connections that outlive the grace period are cut.
         let hard_limit = {
             let shutdown = self.shutdown.clone();
@@ -175,5 +204,10 @@ pub async fn shutdown_signal() {
 }
 
 pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|e| StartError::Listen { addr: addr.to_string(), reason: e.to_string() })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::Listen {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })
 }

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "mcpgate", version, about = "OAuth 2.1 gateway in front of MCP servers")]
+#[command(
+    name = "mcpgate",
+    version,
+    about = "OAuth 2.1 gateway in front of MCP servers"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

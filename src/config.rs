@@ -302,7 +302,9 @@ impl RawConfig {
                     errors.push(format!("public_url: {text:?} must be an http or https URL"));
                     None
                 }
-                Ok(url) if url.path() != "/" || url.query().is_some() || url.fragment().is_some() => {
+                Ok(url)
+                    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() =>
+                {
                     errors.push(format!(
                         "public_url: {text:?} must be an origin only (no path, query or fragment); the MCP endpoint is <public_url>/mcp"
                     ));
@@ -324,14 +326,20 @@ impl RawConfig {
             Url::parse("http://127.0.0.1:8000").unwrap()
         });
 
-        let data_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./data"));
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./data"));
 
         let store_url = self
             .store
             .url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("mcpgate.db").display()));
-        if !(store_url.starts_with("sqlite:") || store_url.starts_with("postgres://") || store_url.starts_with("postgresql://")) {
+        if !(store_url.starts_with("sqlite:")
+            || store_url.starts_with("postgres://")
+            || store_url.starts_with("postgresql://"))
+        {
             errors.push(format!(
                 "store.url: {:?} must start with sqlite:// or postgres://",
                 redact_url(&store_url)
@@ -339,7 +347,9 @@ impl RawConfig {
         }
         let max_connections = self.store.max_connections.unwrap_or(8);
         if max_connections == 0 || max_connections > 1000 {
-            errors.push(format!("store.max_connections: {max_connections} must be between 1 and 1000"));
+            errors.push(format!(
+                "store.max_connections: {max_connections} must be between 1 and 1000"
+            ));
         }
 
         let auth_mode = match self.auth.mode.as_deref().unwrap_or("none") {
@@ -389,7 +399,9 @@ impl RawConfig {
         let mut allowed_hosts = derived_hosts(&public_url, listen);
         for host in &self.http.allowed_hosts {
             if host.is_empty() || host.contains('/') || host.contains(' ') {
-                errors.push(format!("http.allowed_hosts: {host:?} must be a host or host:port"));
+                errors.push(format!(
+                    "http.allowed_hosts: {host:?} must be a host or host:port"
+                ));
             } else if !allowed_hosts.contains(host) {
                 allowed_hosts.push(host.clone());
             }
@@ -399,13 +411,17 @@ impl RawConfig {
             "pretty" => LogFormat::Pretty,
             "json" => LogFormat::Json,
             other => {
-                errors.push(format!("log.format: {other:?} must be \"pretty\" or \"json\""));
+                errors.push(format!(
+                    "log.format: {other:?} must be \"pretty\" or \"json\""
+                ));
                 LogFormat::Pretty
             }
         };
         let log_level = self.log.level.clone().unwrap_or_else(|| "info".to_owned());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-            errors.push(format!("log.level: {log_level:?} is not a valid filter directive"));
+            errors.push(format!(
+                "log.level: {log_level:?} is not a valid filter directive"
+            ));
         }
 
         let toolsets = match &self.toolsets {
@@ -431,7 +447,10 @@ impl RawConfig {
                         let url_base = d.url_base.clone().unwrap_or_else(|| {
                             format!("{}/docs/", public_url.as_str().trim_end_matches('/'))
                         });
-                        Some(DocsConfig { path: d.path.clone(), url_base })
+                        Some(DocsConfig {
+                            path: d.path.clone(),
+                            url_base,
+                        })
                     }
                     _ => None,
                 };
@@ -443,10 +462,13 @@ impl RawConfig {
             }
         };
         if !self.upstreams.is_empty() {
-            errors.push("upstreams: gateway upstreams are not available in this build yet".to_owned());
+            errors.push(
+                "upstreams: gateway upstreams are not available in this build yet".to_owned(),
+            );
         }
         if !self.policy.is_empty() {
-            errors.push("policy: authorization rules are not available in this build yet".to_owned());
+            errors
+                .push("policy: authorization rules are not available in this build yet".to_owned());
         }
 
         match (errors.is_empty(), auth_mode) {
@@ -454,7 +476,10 @@ impl RawConfig {
                 public_url,
                 listen,
                 data_dir,
-                store: StoreConfig { url: store_url, max_connections },
+                store: StoreConfig {
+                    url: store_url,
+                    max_connections,
+                },
                 auth_mode,
                 http: HttpConfig {
                     allowed_hosts,
@@ -462,7 +487,10 @@ impl RawConfig {
                     max_body_bytes,
                     shutdown_grace_secs: self.http.shutdown_grace_secs.unwrap_or(10),
                 },
-                log: LogConfig { format: log_format, level: log_level },
+                log: LogConfig {
+                    format: log_format,
+                    level: log_level,
+                },
                 toolsets,
             }),
             _ => Err(ConfigErrors(errors)),
@@ -573,8 +601,9 @@ mod tests {
 
     #[test]
     fn auth_none_is_refused_off_loopback() {
-        let err = from_toml("listen = \"0.0.0.0:8000\"\npublic_url = \"https://mcp.example.com\"\n")
-            .unwrap_err();
+        let err =
+            from_toml("listen = \"0.0.0.0:8000\"\npublic_url = \"https://mcp.example.com\"\n")
+                .unwrap_err();
         assert!(err.to_string().contains("loopback"), "{err}");
     }
 
@@ -585,6 +614,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
     fn environment_overrides_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

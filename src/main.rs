@@ -4,8 +4,7 @@ use clap::Parser;
 use mcpgate::{
     app::{self, App},
     cli::{Cli, Command},
-    config,
-    telemetry,
+    config, telemetry,
 };
 
 /// Exit code for configuration problems, distinct from runtime failures.
@@ -13,7 +12,10 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mcpgate: cannot start the async runtime: {e}");
@@ -73,7 +75,10 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         auth = ?cfg.auth_mode,
         "mcpgate ready"
     );
-    println!("mcpgate listening on http://{local}  (MCP endpoint: {})", cfg.mcp_resource());
+    println!(
+        "mcpgate listening on http://{local}  (MCP endpoint: {})",
+        cfg.mcp_resource()
+    );
     app.serve(listener, app::shutdown_signal()).await?;
     Ok(())
 }

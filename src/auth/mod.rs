@@ -41,8 +41,14 @@ mod tests {
 
     #[test]
     fn owner_key_separates_issuers() {
-        let a = Principal { issuer: "https://a".into(), ..Principal::anonymous() };
-        let b = Principal { issuer: "https://b".into(), ..Principal::anonymous() };
+        let a = Principal {
+            issuer: "https://a".into(),
+            ..Principal::anonymous()
+        };
+        let b = Principal {
+            issuer: "https://b".into(),
+            ..Principal::anonymous()
+        };
         assert_ne!(a.owner_key(), b.owner_key());
     }
 }

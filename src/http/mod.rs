@@ -84,7 +84,11 @@ impl Drop for InFlightGuard {
 
 /// Counts POSTs (the requests that carry work) until their response headers
 /// are ready; long-lived GET event streams are closed by shutdown instead.
-async fn track_in_flight(State(in_flight): State<Arc<InFlight>>, request: Request, next: Next) -> Response {
+async fn track_in_flight(
+    State(in_flight): State<Arc<InFlight>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if request.method() != Method::POST {
         return next.run(request).await;
     }
@@ -93,17 +97,29 @@ async fn track_in_flight(State(in_flight): State<Arc<InFlight>>, request: Reques
     next.run(request).await
 }
 
-async fn record_http_metrics(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+async fn record_http_metrics(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = Instant::now();
     let response = next.run(request).await;
-    metrics.http_duration.get_or_create(&RouteLabels { route: route.clone() }).observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_duration
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
     metrics
         .http_requests
-        .get_or_create(&HttpLabels { route, status_class: status_class(response.status().as_u16()) })
+        .get_or_create(&HttpLabels {
+            route,
+            status_class: status_class(response.status().as_u16()),
+        })
         .inc();
     response
 }
@@ -113,7 +129,10 @@ async fn get_healthz() -> Response {
 }
 
 async fn get_readyz(State(ops): State<OpsState>) -> Response {
-    let ready = matches!(tokio::time::timeout(Duration::from_secs(2), ops.store.ping()).await, Ok(Ok(())));
+    let ready = matches!(
+        tokio::time::timeout(Duration::from_secs(2), ops.store.ping()).await,
+        Ok(Ok(()))
+    );
     ops.store_healthy.store(ready, Ordering::Relaxed);
     ops.metrics.store_up.set(i64::from(ready));
     if ready {
@@ -129,7 +148,10 @@ async fn get_readyz(State(ops): State<OpsState>) -> Response {
 
 async fn get_metrics(State(ops): State<OpsState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         ops.metrics.render(),
     )
         .into_response()
@@ -138,25 +160,43 @@ async fn get_metrics(State(ops): State<OpsState>) -> Response {
 /// The documents behind `docs` search results, so result URLs resolve.
 async fn get_doc(State(ops): State<OpsState>, Path(id): Path<String>) -> Response {
     match ops.docs.as_ref().and_then(|d| d.get(&id)) {
-        Some(doc) => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], doc.text.clone()).into_response(),
+        Some(doc) => (
+            [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+            doc.text.clone(),
+        )
+            .into_response(),
         None => not_found().await,
     }
 }
 
 async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Json(json!({ "error": "not_found", "error_description": "no such endpoint" })))
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "error": "not_found", "error_description": "no such endpoint" })),
+    )
         .into_response()
 }
 
 /// A panic in a handler becomes a JSON 500; the process keeps serving.
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked");
-    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": "server_error", "error_description": "internal error" })))
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({ "error": "server_error", "error_description": "internal error" })),
+    )
         .into_response()
 }
 
-pub fn router(mcp: Router, ops: OpsState, in_flight: Arc<InFlight>, allowed_origins: &[String]) -> Router {
-    let origins: Vec<HeaderValue> = allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()).collect();
+pub fn router(
+    mcp: Router,
+    ops: OpsState,
+    in_flight: Arc<InFlight>,
+    allowed_origins: &[String],
+) -> Router {
+    let origins: Vec<HeaderValue> = allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
     // Browser MCP clients need to read these response headers.
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
@@ -171,9 +211,14 @@ pub fn router(mcp: Router, ops: OpsState, in_flight: Arc<InFlight>, allowed_orig
             HeaderName::from_static("mcp-method"),
             HeaderName::from_static("mcp-name"),
         ])
-        .expose_headers([HeaderName::from_static("mcp-session-id"), header::WWW_AUTHENTICATE])
+        .expose_headers([
+            HeaderName::from_static("mcp-session-id"),
+            header::WWW_AUTHENTICATE,
+        ])
         .max_age(Duration::from_secs(3600));
-    let mcp = mcp.layer(cors).layer(middleware::from_fn_with_state(in_flight, track_in_flight));
+    let mcp = mcp
+        .layer(cors)
+        .layer(middleware::from_fn_with_state(in_flight, track_in_flight));
 
     let ops_routes = Router::new()
         .route("/healthz", get(get_healthz))

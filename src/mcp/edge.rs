@@ -44,29 +44,52 @@ pub struct EdgeConfig {
 }
 
 /// A JSON-RPC error response with no result, as MCP transports send them.
-pub fn jsonrpc_error(status: StatusCode, id: Value, code: i64, message: &str, data: Option<Value>) -> Response {
+pub fn jsonrpc_error(
+    status: StatusCode,
+    id: Value,
+    code: i64,
+    message: &str,
+    data: Option<Value>,
+) -> Response {
     let mut error = json!({ "code": code, "message": message });
     if let Some(data) = data {
         error["data"] = data;
     }
     let body = json!({ "jsonrpc": "2.0", "id": id, "error": error });
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string())
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.to_string(),
+    )
         .into_response()
 }
 
 /// Supported `MCP-Protocol-Version` values, oldest first.
 pub fn supported_versions() -> Vec<&'static str> {
-    rmcp::model::ProtocolVersion::KNOWN_VERSIONS.iter().map(|v| v.as_str()).collect()
+    rmcp::model::ProtocolVersion::KNOWN_VERSIONS
+        .iter()
+        .map(|v| v.as_str())
+        .collect()
 }
 
 /// Host and Origin checks against DNS rebinding. `Ok` when both are acceptable.
-pub fn check_host_and_origin(headers: &HeaderMap, uri: &http::Uri, cfg: &EdgeConfig) -> Result<(), Response> {
+#[allow(clippy::result_large_err)] // the error is the response itself, built once and returned
+pub fn check_host_and_origin(
+    headers: &HeaderMap,
+    uri: &http::Uri,
+    cfg: &EdgeConfig,
+) -> Result<(), Response> {
     let authority = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
         .or_else(|| uri.authority().map(|a| a.to_string()));
-    let host_ok = authority.as_deref().is_some_and(|authority| host_allowed(authority, &cfg.allowed_hosts));
+    let host_ok = authority
+        .as_deref()
+        .is_some_and(|authority| host_allowed(authority, &cfg.allowed_hosts));
     if !host_ok {
         return Err(jsonrpc_error(
             StatusCode::FORBIDDEN,
@@ -98,7 +121,10 @@ fn host_allowed(authority: &str, allowed: &[String]) -> bool {
     let authority = authority.trim().to_ascii_lowercase();
     let host = match authority.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or_default().to_owned(),
-        None => authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h).to_owned(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority.as_str(), |(h, _)| h)
+            .to_owned(),
     };
     allowed.iter().any(|a| {
         let a = a.to_ascii_lowercase();
@@ -119,17 +145,22 @@ fn origins_equal(allowed: &str, origin: &str) -> bool {
 }
 
 fn accepts(headers: &HeaderMap, wanted: &str) -> bool {
-    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| {
-        v.split(',').any(|entry| {
-            let mut parts = entry.split(';');
-            let essence = parts.next().unwrap_or_default().trim();
-            let zero_quality = parts.any(|p| {
-                let p = p.trim();
-                p.strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
-            });
-            essence.eq_ignore_ascii_case(wanted) && !zero_quality
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',').any(|entry| {
+                let mut parts = entry.split(';');
+                let essence = parts.next().unwrap_or_default().trim();
+                let zero_quality = parts.any(|p| {
+                    let p = p.trim();
+                    p.strip_prefix("q=")
+                        .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
+                });
+                essence.eq_ignore_ascii_case(wanted) && !zero_quality
+            })
         })
-    })
 }
 
 fn is_json_content_type(headers: &HeaderMap) -> bool {
@@ -142,20 +173,23 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
 
 /// The checks every POST carrying a JSON-RPC message gets. Returns the parsed
 /// message so the caller can label metrics, or the error response.
+#[allow(clippy::result_large_err)] // the error is the response itself, built once and returned
 pub async fn read_jsonrpc_post(
     headers: &HeaderMap,
     body: Body,
     cfg: &EdgeConfig,
     require_event_stream: bool,
 ) -> Result<(bytes::Bytes, Value), Response> {
-    let needs_both = require_event_stream;
-    if !accepts(headers, "application/json") || (needs_both && !accepts(headers, "text/event-stream")) {
-        let wanted = if needs_both { "both application/json and text/event-stream" } else { "application/json" };
+    // Streamable HTTP requires both types (the answer may be either); the
+    // legacy transport answers on its event stream, so any Accept will do.
+    if require_event_stream
+        && !(accepts(headers, "application/json") && accepts(headers, "text/event-stream"))
+    {
         return Err(jsonrpc_error(
             StatusCode::NOT_ACCEPTABLE,
             Value::Null,
             JSONRPC_SERVER_ERROR,
-            &format!("Not Acceptable: the Accept header must list {wanted}"),
+            "Not Acceptable: the Accept header must list both application/json and text/event-stream",
             None,
         ));
     }
@@ -175,7 +209,10 @@ pub async fn read_jsonrpc_post(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Value::Null,
                 JSONRPC_SERVER_ERROR,
-                &format!("Payload Too Large: the body exceeds {} bytes", cfg.max_body_bytes),
+                &format!(
+                    "Payload Too Large: the body exceeds {} bytes",
+                    cfg.max_body_bytes
+                ),
                 None,
             ));
         }
@@ -198,7 +235,13 @@ pub async fn read_jsonrpc_post(
         } else {
             "Invalid Request: the body must be a JSON-RPC object"
         };
-        return Err(jsonrpc_error(StatusCode::BAD_REQUEST, Value::Null, JSONRPC_INVALID_REQUEST, why, None));
+        return Err(jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            JSONRPC_INVALID_REQUEST,
+            why,
+            None,
+        ));
     };
     if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         let id = object.get("id").cloned().unwrap_or(Value::Null);
@@ -214,7 +257,11 @@ pub async fn read_jsonrpc_post(
 }
 
 /// Middleware for `/mcp` (Streamable HTTP).
-pub async fn streamable_http_edge(State(cfg): State<Arc<EdgeConfig>>, request: Request, next: Next) -> Response {
+pub async fn streamable_http_edge(
+    State(cfg): State<Arc<EdgeConfig>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
     if let Err(response) = check_host_and_origin(&parts.headers, &parts.uri, &cfg) {
@@ -236,7 +283,10 @@ pub async fn streamable_http_edge(State(cfg): State<Arc<EdgeConfig>>, request: R
                 return response;
             }
         };
-        method = message.get("method").and_then(Value::as_str).map(str::to_owned);
+        method = message
+            .get("method")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         id = message.get("id").cloned().unwrap_or(Value::Null);
         if let Some(version) = parts.headers.get("mcp-protocol-version") {
             let supported = supported_versions();
@@ -277,7 +327,11 @@ pub async fn streamable_http_edge(State(cfg): State<Arc<EdgeConfig>>, request: R
 
 /// Middleware for the legacy `/sse` and `/messages` routes: the same Host,
 /// Origin and store checks as `/mcp`; message checks happen in the handlers.
-pub async fn legacy_sse_edge(State(cfg): State<Arc<EdgeConfig>>, mut request: Request, next: Next) -> Response {
+pub async fn legacy_sse_edge(
+    State(cfg): State<Arc<EdgeConfig>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if let Err(response) = check_host_and_origin(request.headers(), request.uri(), &cfg) {
         return response;
     }
@@ -290,8 +344,16 @@ pub async fn legacy_sse_edge(State(cfg): State<Arc<EdgeConfig>>, mut request: Re
 
 fn count(cfg: &EdgeConfig, method: Option<&str>, outcome: Outcome, started: Instant) {
     let method = method_label(method);
-    cfg.metrics.mcp_duration.get_or_create(&McpMethodLabels { method: method.clone() }).observe(started.elapsed().as_secs_f64());
-    cfg.metrics.mcp_requests.get_or_create(&McpLabels { method, outcome }).inc();
+    cfg.metrics
+        .mcp_duration
+        .get_or_create(&McpMethodLabels {
+            method: method.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    cfg.metrics
+        .mcp_requests
+        .get_or_create(&McpLabels { method, outcome })
+        .inc();
 }
 
 pub fn store_unavailable() -> Response {
@@ -302,7 +364,9 @@ pub fn store_unavailable() -> Response {
         "Service Unavailable: the store is not reachable; retry later",
         None,
     );
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     response
 }
 
@@ -322,7 +386,11 @@ async fn jsonrpc_error_body(response: Response, id: Value) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
         .unwrap_or_default();
-    let code = if status == StatusCode::NOT_FOUND { JSONRPC_SESSION_NOT_FOUND } else { JSONRPC_SERVER_ERROR };
+    let code = if status == StatusCode::NOT_FOUND {
+        JSONRPC_SESSION_NOT_FOUND
+    } else {
+        JSONRPC_SERVER_ERROR
+    };
     let message = if text.is_empty() {
         status.canonical_reason().unwrap_or("error").to_owned()
     } else if status.is_server_error() {
@@ -347,7 +415,11 @@ mod tests {
 
     #[test]
     fn host_matching() {
-        let allowed = vec!["127.0.0.1".to_owned(), "localhost".to_owned(), "mcp.example.com:8443".to_owned()];
+        let allowed = vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+            "mcp.example.com:8443".to_owned(),
+        ];
         assert!(host_allowed("127.0.0.1:8000", &allowed));
         assert!(host_allowed("LOCALHOST", &allowed));
         assert!(host_allowed("mcp.example.com:8443", &allowed));
@@ -361,14 +433,20 @@ mod tests {
     fn origin_matching() {
         assert!(origins_equal("https://a.example", "https://a.example:443"));
         assert!(!origins_equal("https://a.example", "http://a.example"));
-        assert!(!origins_equal("http://localhost:8000", "http://localhost:8001"));
+        assert!(!origins_equal(
+            "http://localhost:8000",
+            "http://localhost:8001"
+        ));
         assert!(!origins_equal("http://localhost:8000", "null"));
     }
 
     #[test]
     fn accept_parsing() {
         let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT, HeaderValue::from_static("application/json;q=0, text/event-stream"));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json;q=0, text/event-stream"),
+        );
         assert!(!accepts(&h, "application/json"));
         assert!(accepts(&h, "text/event-stream"));
     }

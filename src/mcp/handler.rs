@@ -4,6 +4,8 @@
 
 use std::{sync::Arc, time::Instant};
 
+#[allow(deprecated)] // logging/setLevel: see get_info
+use rmcp::model::SetLevelRequestParams;
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
@@ -44,11 +46,19 @@ impl McpHandler {
                     )
             })
             .collect();
-        McpHandler { toolbox, tools: Arc::new(tools), metrics, session_principal: None }
+        McpHandler {
+            toolbox,
+            tools: Arc::new(tools),
+            metrics,
+            session_principal: None,
+        }
     }
 
     pub fn for_session(&self, principal: Principal) -> Self {
-        McpHandler { session_principal: Some(principal), ..self.clone() }
+        McpHandler {
+            session_principal: Some(principal),
+            ..self.clone()
+        }
     }
 
     /// The caller: put into the request's extensions by the HTTP edge, or
@@ -64,14 +74,30 @@ impl McpHandler {
 
     fn count(&self, tool: &str, outcome: Outcome) {
         // Only known tool names become labels: the set stays bounded.
-        let tool = if self.tools.iter().any(|t| t.name == tool) { tool } else { "unknown" };
-        self.metrics.tool_calls.get_or_create(&ToolLabels { tool: tool.to_owned(), outcome }).inc();
+        let tool = if self.tools.iter().any(|t| t.name == tool) {
+            tool
+        } else {
+            "unknown"
+        };
+        self.metrics
+            .tool_calls
+            .get_or_create(&ToolLabels {
+                tool: tool.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 }
 
 impl ServerHandler for McpHandler {
+    // Logging is deprecated by SEP-2577 but still part of the 2025 revisions we serve.
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        // Resources and prompts are advertised (empty until upstreams provide
+        // some) so clients that list them unconditionally get a clean answer.
+        ServerConfig::new(
+            ServerCapabilities::builder().enable_tools().enable_logging().enable_resources().enable_prompts().build(),
+        )
             .with_server_info(Implementation::new("mcpgate", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "mcpgate built-in tools: search/fetch over documents, per-user notes, and a calculator.",
@@ -84,6 +110,17 @@ impl ServerHandler for McpHandler {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(self.tools.as_ref().clone()))
+    }
+
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        // The built-in tools send no log notifications, so any level is honoured trivially.
+        tracing::debug!(level = ?request.level, "client set its logging level");
+        Ok(())
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -100,7 +137,10 @@ impl ServerHandler for McpHandler {
         let Some(principal) = self.principal(&context) else {
             // The edge always sets a principal; reaching here means a wiring bug.
             tracing::error!(tool = name, "tool call without a principal");
-            return Err(ErrorData::internal_error("no authenticated principal", None));
+            return Err(ErrorData::internal_error(
+                "no authenticated principal",
+                None,
+            ));
         };
         let arguments = request.arguments.clone().unwrap_or_default();
         let result = self.toolbox.call(name, arguments, &principal).await;
@@ -114,14 +154,18 @@ impl ServerHandler for McpHandler {
                 Outcome::tool_error,
                 Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into()),
             ),
-            Err(err @ (ToolError::UnknownTool(_) | ToolError::InvalidArguments(_))) => {
-                (Outcome::protocol_error, Err(ErrorData::invalid_params(err.to_string(), None)))
-            }
+            Err(err @ (ToolError::UnknownTool(_) | ToolError::InvalidArguments(_))) => (
+                Outcome::protocol_error,
+                Err(ErrorData::invalid_params(err.to_string(), None)),
+            ),
             Err(ToolError::Store(err)) => {
                 tracing::error!(tool = name, error = %err, "tool call failed: store unavailable");
                 (
                     Outcome::error,
-                    Err(ErrorData::internal_error("the store is unavailable; nothing was changed", None)),
+                    Err(ErrorData::internal_error(
+                        "the store is unavailable; nothing was changed",
+                        None,
+                    )),
                 )
             }
         };

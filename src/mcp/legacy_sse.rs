@@ -71,17 +71,32 @@ impl Drop for SessionGuard {
     fn drop(&mut self) {
         if let Ok(mut sessions) = self.sse.sessions.lock() {
             sessions.remove(&self.id);
-            self.sse.edge.metrics.legacy_sse_sessions.set(sessions.len() as i64);
+            self.sse
+                .edge
+                .metrics
+                .legacy_sse_sessions
+                .set(sessions.len() as i64);
         }
     }
 }
 
 impl LegacySse {
     pub fn new(handler: McpHandler, edge: Arc<EdgeConfig>, shutdown: CancellationToken) -> Self {
-        LegacySse { handler, edge, sessions: Arc::new(Mutex::new(HashMap::new())), shutdown }
+        LegacySse {
+            handler,
+            edge,
+            sessions: Arc::new(Mutex::new(HashMap::new())),
+            shutdown,
+        }
     }
 
-    fn open_session(&self, principal: Principal) -> Option<(String, impl Stream<Item = Result<Event, Infallible>> + use<>)> {
+    fn open_session(
+        &self,
+        principal: Principal,
+    ) -> Option<(
+        String,
+        impl Stream<Item = Result<Event, Infallible>> + use<>,
+    )> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let (to_server, from_client) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL_CAPACITY);
         let (to_client, from_server) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);
@@ -90,8 +105,17 @@ impl LegacySse {
             if sessions.len() >= MAX_SESSIONS {
                 return None;
             }
-            sessions.insert(id.clone(), Session { principal: principal.clone(), to_server });
-            self.edge.metrics.legacy_sse_sessions.set(sessions.len() as i64);
+            sessions.insert(
+                id.clone(),
+                Session {
+                    principal: principal.clone(),
+                    to_server,
+                },
+            );
+            self.edge
+                .metrics
+                .legacy_sse_sessions
+                .set(sessions.len() as i64);
         }
         let handler = self.handler.for_session(principal);
         let transport = (PollSender::new(to_client), ReceiverStream::new(from_client));
@@ -104,12 +128,19 @@ impl LegacySse {
                     Ok(running) => {
                         let _ = running.waiting().await;
                     }
-                    Err(err) => tracing::debug!(session = %id, error = %err, "legacy SSE session ended before initialize"),
+                    Err(err) => {
+                        tracing::debug!(session = %id, error = %err, "legacy SSE session ended before initialize")
+                    }
                 }
             }
         });
-        let guard = SessionGuard { id: id.clone(), sse: self.clone() };
-        let endpoint = Event::default().event("endpoint").data(format!("/messages?sessionId={id}"));
+        let guard = SessionGuard {
+            id: id.clone(),
+            sse: self.clone(),
+        };
+        let endpoint = Event::default()
+            .event("endpoint")
+            .data(format!("/messages?sessionId={id}"));
         let messages = ReceiverStream::new(from_server).map(move |message| {
             let _keep = &guard;
             let data = serde_json::to_string(&message).unwrap_or_else(|_| "{}".to_owned());
@@ -127,14 +158,20 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|e| {
-            let e = e.split(';').next().unwrap_or_default().trim();
-            e.eq_ignore_ascii_case("text/event-stream") || e == "*/*"
-        }))
+        .any(|v| {
+            v.split(',').any(|e| {
+                let e = e.split(';').next().unwrap_or_default().trim();
+                e.eq_ignore_ascii_case("text/event-stream") || e == "*/*"
+            })
+        })
 }
 
 /// `GET /sse`
-pub async fn get_sse(State(sse): State<LegacySse>, Extension(principal): Extension<Principal>, headers: HeaderMap) -> Response {
+pub async fn get_sse(
+    State(sse): State<LegacySse>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+) -> Response {
     if !accepts_event_stream(&headers) {
         return jsonrpc_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -167,7 +204,13 @@ pub async fn post_messages(
     let principal = request.extensions().get::<Principal>().cloned();
     let (parts, body): (_, Body) = request.into_parts();
     let Some(session_id) = query.session_id else {
-        return jsonrpc_error(StatusCode::BAD_REQUEST, Value::Null, JSONRPC_SERVER_ERROR, "Bad Request: sessionId query parameter is required", None);
+        return jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            JSONRPC_SERVER_ERROR,
+            "Bad Request: sessionId query parameter is required",
+            None,
+        );
     };
     // Legacy clients send loose Accept headers; only the body type matters here.
     let (_bytes, value) = match read_jsonrpc_post(&parts.headers, body, &sse.edge, false).await {
@@ -178,7 +221,13 @@ pub async fn post_messages(
     let message: ClientJsonRpcMessage = match serde_json::from_value(value) {
         Ok(message) => message,
         Err(_) => {
-            return jsonrpc_error(StatusCode::BAD_REQUEST, id, JSONRPC_INVALID_REQUEST, "Invalid Request: not an MCP client message", None);
+            return jsonrpc_error(
+                StatusCode::BAD_REQUEST,
+                id,
+                JSONRPC_INVALID_REQUEST,
+                "Invalid Request: not an MCP client message",
+                None,
+            );
         }
     };
     let sender = sse.sessions.lock().ok().and_then(|sessions| {
@@ -189,10 +238,22 @@ pub async fn post_messages(
             .map(|s| s.to_server.clone())
     });
     let Some(sender) = sender else {
-        return jsonrpc_error(StatusCode::NOT_FOUND, id, JSONRPC_SESSION_NOT_FOUND, "Session not found", None);
+        return jsonrpc_error(
+            StatusCode::NOT_FOUND,
+            id,
+            JSONRPC_SESSION_NOT_FOUND,
+            "Session not found",
+            None,
+        );
     };
     if sender.send(message).await.is_err() {
-        return jsonrpc_error(StatusCode::NOT_FOUND, id, JSONRPC_SESSION_NOT_FOUND, "Session not found", None);
+        return jsonrpc_error(
+            StatusCode::NOT_FOUND,
+            id,
+            JSONRPC_SESSION_NOT_FOUND,
+            "Session not found",
+            None,
+        );
     }
     (StatusCode::ACCEPTED, "Accepted").into_response()
 }

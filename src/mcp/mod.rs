@@ -39,7 +39,10 @@ pub fn routes(handler: McpHandler, edge: Arc<EdgeConfig>, shutdown: Cancellation
     let streamable = Router::new()
         .route_service("/mcp", service.clone())
         .route_service("/mcp/", service)
-        .layer(middleware::from_fn_with_state(edge.clone(), edge::streamable_http_edge));
+        .layer(middleware::from_fn_with_state(
+            edge.clone(),
+            edge::streamable_http_edge,
+        ));
     let legacy = Router::new()
         .route("/sse", get(legacy_sse::get_sse))
         .route("/messages", post(legacy_sse::post_messages))

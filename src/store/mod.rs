@@ -31,7 +31,9 @@ impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         // Driver errors can echo connection strings; keep only the kind.
         let text = match &err {
-            sqlx::Error::Database(db) => format!("database error {}", db.code().unwrap_or_default()),
+            sqlx::Error::Database(db) => {
+                format!("database error {}", db.code().unwrap_or_default())
+            }
             sqlx::Error::PoolTimedOut => "timed out waiting for a connection".to_owned(),
             sqlx::Error::PoolClosed => "connection pool closed".to_owned(),
             sqlx::Error::Io(io) => format!("i/o error: {}", io.kind()),
@@ -104,7 +106,9 @@ impl Store {
                 .await?;
             Db::Postgres(pool)
         } else {
-            return Err(StoreError::InvalidUrl("expected sqlite:// or postgres://".to_owned()));
+            return Err(StoreError::InvalidUrl(
+                "expected sqlite:// or postgres://".to_owned(),
+            ));
         };
         let store = Store { db };
         store.migrate().await?;
@@ -129,7 +133,10 @@ impl Store {
 
     /// A round trip to the database; what `/readyz` asks.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        on_db!(&self.db, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        on_db!(&self.db, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 

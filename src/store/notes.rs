@@ -62,7 +62,11 @@ impl Store {
     }
 
     pub async fn get_note(&self, owner: &str, id: &str) -> Result<Option<Note>, StoreError> {
-        const SQL: &str = concat!("SELECT ", note_columns!(), " FROM notes WHERE owner = $1 AND id = $2");
+        const SQL: &str = concat!(
+            "SELECT ",
+            note_columns!(),
+            " FROM notes WHERE owner = $1 AND id = $2"
+        );
         let note = on_db!(self.db(), |pool| sqlx::query_as::<_, Note>(SQL)
             .bind(owner)
             .bind(id)

@@ -90,7 +90,10 @@ pub fn method_label(method: Option<&str>) -> String {
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter()
+    [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+    .into_iter()
 }
 
 pub struct Metrics {
@@ -108,23 +111,51 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("mcpgate");
         let http_requests = Family::<HttpLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by route and status class", http_requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status class",
+            http_requests.clone(),
+        );
         let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(latency_buckets())
         });
-        registry.register("http_request_duration_seconds", "HTTP request latency to response headers", http_duration.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency to response headers",
+            http_duration.clone(),
+        );
         let mcp_requests = Family::<McpLabels, Counter>::default();
-        registry.register("mcp_requests", "MCP JSON-RPC messages by method and outcome", mcp_requests.clone());
+        registry.register(
+            "mcp_requests",
+            "MCP JSON-RPC messages by method and outcome",
+            mcp_requests.clone(),
+        );
         let mcp_duration = Family::<McpMethodLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(latency_buckets())
         });
-        registry.register("mcp_request_duration_seconds", "MCP request latency to response headers", mcp_duration.clone());
+        registry.register(
+            "mcp_request_duration_seconds",
+            "MCP request latency to response headers",
+            mcp_duration.clone(),
+        );
         let tool_calls = Family::<ToolLabels, Counter>::default();
-        registry.register("tool_calls", "Built-in tool calls by tool and outcome", tool_calls.clone());
+        registry.register(
+            "tool_calls",
+            "Built-in tool calls by tool and outcome",
+            tool_calls.clone(),
+        );
         let store_up = Gauge::default();
-        registry.register("store_up", "1 when the last store probe succeeded", store_up.clone());
+        registry.register(
+            "store_up",
+            "1 when the last store probe succeeded",
+            store_up.clone(),
+        );
         let legacy_sse_sessions = Gauge::default();
-        registry.register("legacy_sse_sessions", "Open legacy HTTP+SSE sessions", legacy_sse_sessions.clone());
+        registry.register(
+            "legacy_sse_sessions",
+            "Open legacy HTTP+SSE sessions",
+            legacy_sse_sessions.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -155,14 +186,26 @@ mod tests {
     fn renders_labelled_series() {
         let m = Metrics::new();
         m.http_requests
-            .get_or_create(&HttpLabels { route: "/mcp".into(), status_class: status_class(404) })
+            .get_or_create(&HttpLabels {
+                route: "/mcp".into(),
+                status_class: status_class(404),
+            })
             .inc();
         m.mcp_requests
-            .get_or_create(&McpLabels { method: method_label(Some("tools/call")), outcome: Outcome::ok })
+            .get_or_create(&McpLabels {
+                method: method_label(Some("tools/call")),
+                outcome: Outcome::ok,
+            })
             .inc();
         let text = m.render();
-        assert!(text.contains(r#"mcpgate_http_requests_total{route="/mcp",status_class="4xx"} 1"#), "{text}");
-        assert!(text.contains(r#"mcpgate_mcp_requests_total{method="tools/call",outcome="ok"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"mcpgate_http_requests_total{route="/mcp",status_class="4xx"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"mcpgate_mcp_requests_total{method="tools/call",outcome="ok"} 1"#),
+            "{text}"
+        );
     }
 
     #[test]

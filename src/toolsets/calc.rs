@@ -24,7 +24,11 @@ pub fn specs() -> Vec<ToolSpec> {
         ("add", "Add", "Add two numbers: a + b."),
         ("subtract", "Subtract", "Subtract two numbers: a - b."),
         ("multiply", "Multiply", "Multiply two numbers: a * b."),
-        ("divide", "Divide", "Divide two numbers: a / b. Division by zero is an error."),
+        (
+            "divide",
+            "Divide",
+            "Divide two numbers: a / b. Division by zero is an error.",
+        ),
     ]
     .into_iter()
     .map(|(name, title, description)| ToolSpec {
@@ -41,7 +45,10 @@ pub fn specs() -> Vec<ToolSpec> {
 pub fn call(name: &str, arguments: Map<String, Value>) -> Result<ToolOutput, ToolError> {
     let Operands { a, b } = parse_args(arguments)?;
     let result = compute(name, a, b)?;
-    Ok(ToolOutput { text: format_number(result), structured: Some(json!({ "result": result })) })
+    Ok(ToolOutput {
+        text: format_number(result),
+        structured: Some(json!({ "result": result })),
+    })
 }
 
 pub fn compute(name: &str, a: f64, b: f64) -> Result<f64, ToolError> {
@@ -51,7 +58,9 @@ pub fn compute(name: &str, a: f64, b: f64) -> Result<f64, ToolError> {
         "multiply" => a * b,
         "divide" => {
             if b == 0.0 {
-                return Err(ToolError::Failed("division by zero: b must not be 0".to_owned()));
+                return Err(ToolError::Failed(
+                    "division by zero: b must not be 0".to_owned(),
+                ));
             }
             a / b
         }
@@ -60,7 +69,9 @@ pub fn compute(name: &str, a: f64, b: f64) -> Result<f64, ToolError> {
     if result.is_finite() {
         Ok(result)
     } else {
-        Err(ToolError::Failed(format!("{name}({a}, {b}) overflows a 64-bit float")))
+        Err(ToolError::Failed(format!(
+            "{name}({a}, {b}) overflows a 64-bit float"
+        )))
     }
 }
 
@@ -83,12 +94,30 @@ mod tests {
 
     #[test]
     fn arithmetic() {
-        assert_eq!(call("add", args(json!({"a": 2, "b": 3}))).unwrap().text, "5");
-        assert_eq!(call("subtract", args(json!({"a": 2, "b": 3}))).unwrap().text, "-1");
-        assert_eq!(call("multiply", args(json!({"a": 1.5, "b": 2}))).unwrap().text, "3");
-        assert_eq!(call("divide", args(json!({"a": 1, "b": 4}))).unwrap().text, "0.25");
         assert_eq!(
-            call("add", args(json!({"a": 2, "b": 3}))).unwrap().structured,
+            call("add", args(json!({"a": 2, "b": 3}))).unwrap().text,
+            "5"
+        );
+        assert_eq!(
+            call("subtract", args(json!({"a": 2, "b": 3})))
+                .unwrap()
+                .text,
+            "-1"
+        );
+        assert_eq!(
+            call("multiply", args(json!({"a": 1.5, "b": 2})))
+                .unwrap()
+                .text,
+            "3"
+        );
+        assert_eq!(
+            call("divide", args(json!({"a": 1, "b": 4}))).unwrap().text,
+            "0.25"
+        );
+        assert_eq!(
+            call("add", args(json!({"a": 2, "b": 3})))
+                .unwrap()
+                .structured,
             Some(json!({"result": 5.0}))
         );
     }
@@ -96,7 +125,10 @@ mod tests {
     #[test]
     fn division_by_zero_is_a_tool_error() {
         let err = call("divide", args(json!({"a": 1, "b": 0}))).unwrap_err();
-        assert!(matches!(err, ToolError::Failed(ref m) if m.contains("division by zero")), "{err}");
+        assert!(
+            matches!(err, ToolError::Failed(ref m) if m.contains("division by zero")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -107,7 +139,11 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_invalid_params() {
-        for bad in [json!({"a": "x", "b": 1}), json!({"a": 1}), json!({"a": 1, "b": 2, "c": 3})] {
+        for bad in [
+            json!({"a": "x", "b": 1}),
+            json!({"a": 1}),
+            json!({"a": 1, "b": 2, "c": 3}),
+        ] {
             let err = call("add", args(bad)).unwrap_err();
             assert!(matches!(err, ToolError::InvalidArguments(_)), "{err}");
         }

@@ -31,10 +31,19 @@ const RESULT_LIMIT: usize = 10;
 /// mcpgate's own guide, searchable when no folder is configured.
 const BUILT_IN: &[(&str, &str)] = &[
     ("overview.md", include_str!("../../docs/guide/overview.md")),
-    ("configuration.md", include_str!("../../docs/guide/configuration.md")),
+    (
+        "configuration.md",
+        include_str!("../../docs/guide/configuration.md"),
+    ),
     ("toolsets.md", include_str!("../../docs/guide/toolsets.md")),
-    ("transports.md", include_str!("../../docs/guide/transports.md")),
-    ("operations.md", include_str!("../../docs/guide/operations.md")),
+    (
+        "transports.md",
+        include_str!("../../docs/guide/transports.md"),
+    ),
+    (
+        "operations.md",
+        include_str!("../../docs/guide/operations.md"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -142,9 +151,24 @@ impl DocIndex {
         let mut parser = QueryParser::for_index(&index, vec![title_field, body_field]);
         // A hit in the title says more about a document than one in its body.
         parser.set_field_boost(title_field, 2.0);
-        let by_id = docs.iter().enumerate().map(|(i, d)| (d.id.clone(), i)).collect();
-        let url_base = if url_base.ends_with('/') { url_base.to_owned() } else { format!("{url_base}/") };
-        Ok(DocIndex { docs, by_id, reader, parser, ord_field, url_base })
+        let by_id = docs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.id.clone(), i))
+            .collect();
+        let url_base = if url_base.ends_with('/') {
+            url_base.to_owned()
+        } else {
+            format!("{url_base}/")
+        };
+        Ok(DocIndex {
+            docs,
+            by_id,
+            reader,
+            parser,
+            ord_field,
+            url_base,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -200,9 +224,9 @@ impl DocIndex {
             }
             "fetch" => {
                 let args: FetchArgs = parse_args(arguments)?;
-                let doc = self
-                    .get(&args.id)
-                    .ok_or_else(|| ToolError::Failed(format!("no document with id {:?}", args.id)))?;
+                let doc = self.get(&args.id).ok_or_else(|| {
+                    ToolError::Failed(format!("no document with id {:?}", args.id))
+                })?;
                 Ok(ToolOutput::json(json!({
                     "id": doc.id,
                     "title": doc.title,
@@ -241,7 +265,9 @@ fn read_folder(root: &Path) -> Result<Vec<Document>, DocsError> {
                 pending.push(path);
                 continue;
             }
-            let is_text = [".md", ".markdown", ".txt"].iter().any(|ext| name.ends_with(ext));
+            let is_text = [".md", ".markdown", ".txt"]
+                .iter()
+                .any(|ext| name.ends_with(ext));
             if !kind.is_file() || !is_text {
                 continue;
             }
@@ -281,7 +307,9 @@ fn title_of(text: &str, id: &str) -> String {
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| {
             let file = id.rsplit('/').next().unwrap_or(id);
-            file.rsplit_once('.').map_or(file, |(stem, _)| stem).to_owned()
+            file.rsplit_once('.')
+                .map_or(file, |(stem, _)| stem)
+                .to_owned()
         })
 }
 
@@ -290,14 +318,26 @@ mod tests {
     use super::*;
 
     fn doc(id: &str, title: &str, text: &str) -> Document {
-        Document { id: id.into(), title: title.into(), text: text.into() }
+        Document {
+            id: id.into(),
+            title: title.into(),
+            text: text.into(),
+        }
     }
 
     fn index() -> DocIndex {
         DocIndex::build(
             vec![
-                doc("a.md", "Refresh tokens", "Refresh token rotation revokes the family on reuse."),
-                doc("b.md", "Transports", "Streamable HTTP and legacy SSE. A refresh is mentioned once."),
+                doc(
+                    "a.md",
+                    "Refresh tokens",
+                    "Refresh token rotation revokes the family on reuse.",
+                ),
+                doc(
+                    "b.md",
+                    "Transports",
+                    "Streamable HTTP and legacy SSE. A refresh is mentioned once.",
+                ),
                 doc("c.md", "Calculator", "add subtract multiply divide"),
             ],
             "https://h/docs",
@@ -320,7 +360,10 @@ mod tests {
         let args = json!({"query": "divide"}).as_object().cloned().unwrap();
         let out = idx.call("search", args).unwrap();
         let v: Value = serde_json::from_str(&out.text).unwrap();
-        assert_eq!(v["results"][0], json!({"id": "c.md", "title": "Calculator", "url": "https://h/docs/c.md"}));
+        assert_eq!(
+            v["results"][0],
+            json!({"id": "c.md", "title": "Calculator", "url": "https://h/docs/c.md"})
+        );
     }
 
     #[test]

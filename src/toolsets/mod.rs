@@ -33,7 +33,10 @@ pub struct ToolOutput {
 
 impl ToolOutput {
     pub fn json(value: Value) -> Self {
-        ToolOutput { text: value.to_string(), structured: Some(value) }
+        ToolOutput {
+            text: value.to_string(),
+            structured: Some(value),
+        }
     }
 }
 
@@ -74,7 +77,12 @@ impl Toolbox {
         if calc {
             specs.extend(calc::specs());
         }
-        Toolbox { calc, notes, docs, specs: Arc::new(specs) }
+        Toolbox {
+            calc,
+            notes,
+            docs,
+            specs: Arc::new(specs),
+        }
     }
 
     pub fn specs(&self) -> &[ToolSpec] {
@@ -109,7 +117,9 @@ impl Toolbox {
 }
 
 /// Deserialize tool arguments, turning serde's message into a -32602 error.
-pub(crate) fn parse_args<T: DeserializeOwned>(arguments: Map<String, Value>) -> Result<T, ToolError> {
+pub(crate) fn parse_args<T: DeserializeOwned>(
+    arguments: Map<String, Value>,
+) -> Result<T, ToolError> {
     serde_json::from_value(Value::Object(arguments))
         .map_err(|e| ToolError::InvalidArguments(e.to_string()))
 }

@@ -11,7 +11,13 @@ use crate::{
     store::{NoteDraft, NotePatch, Store},
 };
 
-pub const NAMES: &[&str] = &["create_note", "read_note", "list_notes", "update_note", "delete_note"];
+pub const NAMES: &[&str] = &[
+    "create_note",
+    "read_note",
+    "list_notes",
+    "update_note",
+    "delete_note",
+];
 
 const MAX_TITLE_CHARS: usize = 200;
 const MAX_BODY_BYTES: usize = 100_000;
@@ -121,7 +127,16 @@ impl Notes {
                 let args: CreateNote = parse_args(arguments)?;
                 let title = check_title(&args.title)?;
                 check_body(&args.body)?;
-                let note = self.store.create_note(&owner, NoteDraft { title, body: args.body }).await?;
+                let note = self
+                    .store
+                    .create_note(
+                        &owner,
+                        NoteDraft {
+                            title,
+                            body: args.body,
+                        },
+                    )
+                    .await?;
                 Ok(ToolOutput::json(json!(note)))
             }
             "read_note" => {
@@ -155,7 +170,10 @@ impl Notes {
                 if let Some(body) = &args.body {
                     check_body(body)?;
                 }
-                let patch = NotePatch { title, body: args.body };
+                let patch = NotePatch {
+                    title,
+                    body: args.body,
+                };
                 match self.store.update_note(&owner, &args.id, patch).await? {
                     Some(note) => Ok(ToolOutput::json(json!(note))),
                     None => Err(not_found(&args.id)),
@@ -201,7 +219,9 @@ fn check_body(body: &str) -> Result<(), ToolError> {
 
 fn check_id(id: &str) -> Result<(), ToolError> {
     if id.is_empty() || id.chars().count() > MAX_ID_CHARS {
-        return Err(ToolError::InvalidArguments(format!("id must be 1 to {MAX_ID_CHARS} characters")));
+        return Err(ToolError::InvalidArguments(format!(
+            "id must be 1 to {MAX_ID_CHARS} characters"
+        )));
     }
     Ok(())
 }

@@ -1,0 +1,237 @@
+"""Shared fixtures of mcpgate's end-to-end suite.
+
+One mcpgate process serves the whole pytest session (auth disabled, loopback, a fresh temp
+config and data dir). Every test drives it with a real third-party client. Install the clients
+first with `scripts/e2e-install.sh`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+E2E_DIR = Path(__file__).resolve().parent
+REPO_ROOT = E2E_DIR.parent.parent
+WORK_DIR = E2E_DIR / ".work"
+NODE_MODULES = E2E_DIR / "node_modules"
+NODE22 = NODE_MODULES / "node" / "bin" / "node"
+DOCS_DIR = E2E_DIR / "fixtures" / "docs"
+
+EXPECTED_TOOLS = {
+    # calc
+    "add",
+    "subtract",
+    "multiply",
+    "divide",
+    # notes
+    "create_note",
+    "read_note",
+    "list_notes",
+    "update_note",
+    "delete_note",
+    # docs
+    "search",
+    "fetch",
+}
+# The contract names 11 tools (4 calc + 5 notes + 2 docs); tests assert the listing is exactly this set.
+
+
+def mcpgate_bin() -> Path:
+    return Path(os.environ.get("MCPGATE_BIN", REPO_ROOT / "target" / "debug" / "mcpgate"))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+
+
+def node_env(**extra: str) -> dict[str, str]:
+    """Environment for Node tools: Node 22 from `node@22` first on PATH, no colours."""
+    env = dict(os.environ)
+    env["PATH"] = f"{NODE22.parent}{os.pathsep}{env.get('PATH', '')}"
+    env["NO_COLOR"] = "1"
+    env["FORCE_COLOR"] = "0"
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], *, timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None):
+    """Run a subprocess with a hard timeout; its whole process group is killed on timeout."""
+    proc = subprocess.Popen(
+        [str(c) for c in cmd],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        out, err = proc.communicate()
+        raise AssertionError(
+            f"timed out after {timeout}s: {' '.join(map(str, cmd))}\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
+        ) from None
+    finally:
+        # A CLI may leave children behind in its group (e.g. a spawned helper).
+        _kill_group(proc, only_if_alive=False)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _kill_group(proc: subprocess.Popen, only_if_alive: bool = True) -> None:
+    if only_if_alive and proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def require_node_tools(*rel_paths: str) -> None:
+    if not NODE22.exists():
+        pytest.fail(f"{NODE22} missing: run scripts/e2e-install.sh")
+    for rel in rel_paths:
+        if not (NODE_MODULES / rel).exists():
+            pytest.fail(f"{NODE_MODULES / rel} missing: run scripts/e2e-install.sh")
+
+
+@dataclass
+class Gate:
+    port: int
+    base_url: str
+    mcp_url: str
+    sse_url: str
+    tmp: Path
+    log_path: Path
+    proc: subprocess.Popen
+
+    def log_tail(self, max_chars: int = 20000) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as e:
+            return f"<no log: {e}>"
+        return text[-max_chars:]
+
+
+def _write_config(tmp: Path, port: int) -> Path:
+    data = tmp / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    cfg = tmp / "mcpgate.toml"
+    cfg.write_text(
+        "\n".join(
+            [
+                f'public_url = "http://127.0.0.1:{port}"',
+                f'listen = "127.0.0.1:{port}"',
+                f"data_dir = {json.dumps(str(data))}",
+                "[store]",
+                f"url = {json.dumps('sqlite://' + str(data / 'mcpgate.db'))}",
+                "[auth]",
+                'mode = "none"',
+                "[toolsets.docs]",
+                f"path = {json.dumps(str(DOCS_DIR))}",
+                "[toolsets.notes]",
+                "[toolsets.calc]",
+                "",
+            ]
+        )
+    )
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def gate(tmp_path_factory: pytest.TempPathFactory):
+    binary = mcpgate_bin()
+    if not binary.exists():
+        pytest.fail(f"mcpgate binary not found at {binary} (build it, or set MCPGATE_BIN)")
+    tmp = tmp_path_factory.mktemp("mcpgate")
+    port = free_port()
+    cfg = _write_config(tmp, port)
+    log_path = tmp / "mcpgate.log"
+    log = open(log_path, "wb")
+    env = dict(os.environ)
+    env.setdefault("RUST_BACKTRACE", "1")
+    env["NO_COLOR"] = "1"  # plain log lines for failure reports
+    proc = subprocess.Popen(
+        [str(binary), "serve", "--config", str(cfg)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp,
+        env=env,
+        start_new_session=True,
+    )
+    g = Gate(
+        port=port,
+        base_url=f"http://127.0.0.1:{port}",
+        mcp_url=f"http://127.0.0.1:{port}/mcp",
+        sse_url=f"http://127.0.0.1:{port}/sse",
+        tmp=tmp,
+        log_path=log_path,
+        proc=proc,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mcpgate exited with {proc.returncode} before ready:\n{g.log_tail()}")
+            try:
+                status, _ = http_get(f"{g.base_url}/healthz", timeout=1)
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mcpgate not ready (GET /healthz != 200) within 30 s:\n{g.log_tail()}")
+            time.sleep(0.1)
+        yield g
+    finally:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        log.close()
+        # Keep the last run's server log where a developer can find it.
+        try:
+            WORK_DIR.mkdir(exist_ok=True)
+            shutil.copyfile(log_path, WORK_DIR / "mcpgate-last-run.log")
+        except OSError:
+            pass
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the tail of mcpgate's log to every failing test's report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        g = item.funcargs.get("gate") if hasattr(item, "funcargs") else None
+        if g is not None:
+            report.sections.append(("mcpgate log (tail)", g.log_tail(8000)))

@@ -1,0 +1,198 @@
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use mcpgate::{
+    app::App,
+    config::{Config, RawConfig, RawStore},
+};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("mcpgate.db").display())
+}
+
+/// The PostgreSQL URL for tests. In CI its absence is a failure.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("MCPGATE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "MCPGATE_TEST_POSTGRES_URL must be set in CI (scripts/test.sh starts PostgreSQL)"
+            );
+            eprintln!("MCPGATE_TEST_POSTGRES_URL not set: skipping the PostgreSQL half");
+            None
+        }
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(edit: impl FnOnce(&mut RawConfig)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut raw = RawConfig {
+            listen: Some(addr.to_string()),
+            public_url: Some(format!("http://{addr}")),
+            data_dir: Some(PathBuf::from(dir.path())),
+            store: RawStore {
+                url: Some(sqlite_url(dir.path())),
+                max_connections: None,
+            },
+            ..RawConfig::default()
+        };
+        raw.http.shutdown_grace_secs = Some(5);
+        edit(&mut raw);
+        let config: Config = raw.validate().unwrap();
+        let app = App::build(&config).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Send the shutdown signal.
+    pub fn signal_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    pub fn mcp_post(&self) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url("/mcp"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+    }
+
+    /// Initialize a 2025-11-25 session; returns its id.
+    pub async fn initialize(&self) -> String {
+        let response = self
+            .mcp_post()
+            .json(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+                "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"it","version":"1"}}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let sid = response.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let _ = response.text().await.unwrap();
+        let ack = self
+            .mcp_post()
+            .header("mcp-session-id", &sid)
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ack.status(), 202);
+        sid
+    }
+
+    /// A request on a session; returns the JSON-RPC response message
+    /// (parsed from JSON or from the SSE stream).
+    pub async fn session_call(&self, sid: &str, id: i64, method: &str, params: Value) -> Value {
+        let response = self
+            .mcp_post()
+            .header("mcp-session-id", sid)
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{method}");
+        response_message(response).await
+    }
+
+    /// A 2026-07-28 stateless request.
+    pub async fn stateless_call(
+        &self,
+        id: i64,
+        method: &str,
+        name: Option<&str>,
+        mut params: Value,
+    ) -> (u16, Value) {
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "it", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {}
+        });
+        let mut request = self
+            .mcp_post()
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method);
+        if let Some(name) = name {
+            request = request.header("mcp-name", name);
+        }
+        let response = request
+            .json(&json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response_message(response).await)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.signal_shutdown();
+    }
+}
+
+/// The JSON-RPC message with an `id` from a JSON or SSE response body.
+pub async fn response_message(response: reqwest::Response) -> Value {
+    let is_sse = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"));
+    let text = response.text().await.unwrap();
+    if !is_sse {
+        return serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    }
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|m| m.get("id").is_some())
+        .unwrap_or_else(|| panic!("no response in SSE body: {text}"))
+}
+
+/// The parsed JSON text content of a successful tools/call response.
+pub fn tool_json(message: &Value) -> Value {
+    let result = &message["result"];
+    assert_eq!(result["isError"], json!(false), "{message}");
+    serde_json::from_str(result["content"][0]["text"].as_str().unwrap()).unwrap()
+}

@@ -1,0 +1,86 @@
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
+
+fn run(args: &[&str], config: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcpgate.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .current_dir(dir.path());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MCPGATE_") {
+            command.env_remove(key);
+        }
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_config_exits_2_listing_every_problem() {
+    let (code, _, err) = run(
+        &["serve"],
+        "listen = \"0.0.0.0:99999\"\n[store]\nurl = \"redis://x\"\n[auth]\nmode = \"sometimes\"\n[log]\nformat = \"yaml\"\n",
+    );
+    assert_eq!(code, 2, "{err}");
+    for key in ["listen:", "store.url:", "auth.mode:", "log.format:"] {
+        assert!(err.contains(key), "{key} missing: {err}");
+    }
+}
+
+#[test]
+fn auth_none_off_loopback_is_refused_with_the_reason() {
+    let (code, _, err) = run(
+        &["check-config"],
+        "listen = \"0.0.0.0:8000\"\npublic_url = \"https://mcp.example.com\"\n",
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("loopback") && err.contains("without authentication"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_prints_the_effective_config_redacted() {
+    let (code, out, err) = run(
+        &["check-config"],
+        "listen = \"127.0.0.1:8123\"\n[store]\nurl = \"postgres://mcp:hunter2@127.0.0.1:1/db\"\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("127.0.0.1:8123"), "{out}");
+    assert!(
+        out.contains("mcp_resource") || out.contains("public_url"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "secret printed: {out}");
+    assert!(out.contains("***"), "{out}");
+}
+
+#[test]
+fn unreachable_store_at_start_is_a_clear_failure() {
+    // Port 1 on loopback: nothing listens there.
+    let (code, _, err) = run(
+        &["serve"],
+        "listen = \"127.0.0.1:0\"\n[store]\nurl = \"postgres://mcp:hunter2@127.0.0.1:1/db\"\n",
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot open the store"), "{err}");
+    assert!(!err.contains("hunter2"), "secret in error: {err}");
+}
+
+#[test]
+fn version_flag() {
+    let output = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains(env!("CARGO_PKG_VERSION")));
+}

@@ -1,0 +1,9 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+//! The one integration test binary: mcpgate in-process on 127.0.0.1:0,
+//! driven over real HTTP.
+
+mod common;
+mod config_cli;
+mod mcp_transport;
+mod ops;
+mod store_contract;

@@ -1,0 +1,204 @@
+//! One contract, run against both backends.
+
+use mcpgate::store::{NoteDraft, NotePatch, Store};
+
+use crate::common::postgres_url;
+
+async fn backends() -> Vec<(Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::connect(&crate::common::sqlite_url(dir.path()), 4)
+        .await
+        .unwrap();
+    let mut stores = vec![(sqlite, Some(dir))];
+    if let Some(url) = postgres_url() {
+        stores.push((Store::connect(&url, 4).await.unwrap(), None));
+    }
+    stores
+}
+
+fn owner() -> String {
+    format!("it|{}", uuid::Uuid::new_v4())
+}
+
+#[tokio::test]
+async fn notes_crud_contract() {
+    for (store, _dir) in backends().await {
+        let backend = store.backend();
+        let alice = owner();
+        let note = store
+            .create_note(
+                &alice,
+                NoteDraft {
+                    title: "t".into(),
+                    body: "b".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_note(&alice, &note.id).await.unwrap().as_ref(),
+            Some(&note),
+            "{backend}"
+        );
+        let patched = store
+            .update_note(
+                &alice,
+                &note.id,
+                NotePatch {
+                    title: Some("t2".into()),
+                    body: None,
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (patched.title.as_str(), patched.body.as_str()),
+            ("t2", "b"),
+            "{backend}"
+        );
+        assert!(patched.updated_at >= note.updated_at);
+        let second = store
+            .create_note(
+                &alice,
+                NoteDraft {
+                    title: "second".into(),
+                    body: String::new(),
+                },
+            )
+            .await
+            .unwrap();
+        let listed = store.list_notes(&alice, 10).await.unwrap();
+        assert_eq!(listed.len(), 2, "{backend}");
+        assert_eq!(
+            store.list_notes(&alice, 1).await.unwrap().len(),
+            1,
+            "{backend}"
+        );
+        assert!(listed.iter().any(|n| n.id == second.id));
+        assert!(
+            store.delete_note(&alice, &note.id).await.unwrap(),
+            "{backend}"
+        );
+        assert!(
+            !store.delete_note(&alice, &note.id).await.unwrap(),
+            "{backend}: second delete"
+        );
+        assert_eq!(store.get_note(&alice, &note.id).await.unwrap(), None);
+        assert!(
+            store
+                .update_note(&alice, &note.id, NotePatch::default())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        store.ping().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn notes_are_isolated_by_owner() {
+    for (store, _dir) in backends().await {
+        let backend = store.backend();
+        let (alice, mallory) = (owner(), owner());
+        let note = store
+            .create_note(
+                &alice,
+                NoteDraft {
+                    title: "secret".into(),
+                    body: "x".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_note(&mallory, &note.id).await.unwrap(),
+            None,
+            "{backend}"
+        );
+        assert!(
+            store.list_notes(&mallory, 100).await.unwrap().is_empty(),
+            "{backend}"
+        );
+        let patch = NotePatch {
+            title: Some("pwned".into()),
+            body: None,
+        };
+        assert!(
+            store
+                .update_note(&mallory, &note.id, patch)
+                .await
+                .unwrap()
+                .is_none(),
+            "{backend}"
+        );
+        assert!(
+            !store.delete_note(&mallory, &note.id).await.unwrap(),
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .get_note(&alice, &note.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .title,
+            "secret"
+        );
+    }
+}
+
+#[tokio::test]
+async fn text_round_trips_exactly() {
+    for (store, _dir) in backends().await {
+        let alice = owner();
+        let body = "line1\n'quoted' \"double\" ; DROP TABLE notes; -- ünïcødé 🚀 \u{0}"
+            .replace('\u{0}', "");
+        let note = store
+            .create_note(
+                &alice,
+                NoteDraft {
+                    title: "x".into(),
+                    body: body.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .get_note(&alice, &note.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .body,
+            body,
+            "{}",
+            store.backend()
+        );
+    }
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::common::sqlite_url(dir.path());
+    let first = Store::connect(&url, 2).await.unwrap();
+    let alice = owner();
+    first
+        .create_note(
+            &alice,
+            NoteDraft {
+                title: "kept".into(),
+                body: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    first.close().await;
+    let again = Store::connect(&url, 2).await.unwrap();
+    assert_eq!(again.list_notes(&alice, 10).await.unwrap().len(), 1);
+    if let Some(pg) = postgres_url() {
+        Store::connect(&pg, 2).await.unwrap();
+        Store::connect(&pg, 2).await.unwrap();
+    }
+}
