@@ -15,7 +15,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Config,
+    auth::{
+        self, AuthSetupError, ResourceServerInfo,
+        policy::{ScopePolicy, ScopeRule},
+    },
+    config::{AuthMode, Config},
     http::{self, InFlight, OpsState},
     mcp::{self, edge::EdgeConfig, handler::McpHandler},
     store::{Store, StoreError},
@@ -33,6 +37,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot index documents: {0}")]
     Docs(#[from] DocsError),
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
 }
@@ -63,15 +69,52 @@ impl App {
         let notes = config.toolsets.notes.then(|| Notes::new(store.clone()));
         let toolbox = Toolbox::new(config.toolsets.calc, notes, docs.clone());
         let store_healthy = Arc::new(AtomicBool::new(true));
+        let authenticator = auth::authenticator(config).await?;
+        let rules = config
+            .policy
+            .iter()
+            .map(|p| ScopeRule {
+                tools: p.tools.clone(),
+                scopes: p.scopes.iter().cloned().collect(),
+            })
+            .collect();
+        let scope_policy = Arc::new(ScopePolicy::new(rules));
+        let (policy, resource_server) = match (&config.auth_mode, &config.resource_auth) {
+            (AuthMode::Resource, Some(resource)) => {
+                let scopes = resource
+                    .scopes_supported
+                    .clone()
+                    .unwrap_or_else(|| scope_policy.all_scopes().into_iter().collect());
+                let info = ResourceServerInfo {
+                    resource: config.mcp_resource(),
+                    metadata_url: format!(
+                        "{}/.well-known/oauth-protected-resource/mcp",
+                        config.public_origin()
+                    ),
+                    authorization_servers: vec![resource.issuer.clone()],
+                    // offline_access is the client's business, never advertised here.
+                    scopes_supported: scopes
+                        .into_iter()
+                        .filter(|s| s != "offline_access")
+                        .collect(),
+                };
+                (Some(scope_policy), Some(info))
+            }
+            _ => (None, None),
+        };
         let edge = Arc::new(EdgeConfig {
             allowed_hosts: config.http.allowed_hosts.clone(),
             allowed_origins: config.http.allowed_origins.clone(),
             max_body_bytes: config.http.max_body_bytes,
             store_healthy: store_healthy.clone(),
             metrics: metrics.clone(),
+            authenticator,
+            resource_server: resource_server.clone(),
+            policy: policy.clone(),
+            session_owners: crate::mcp::edge::session_owner_cache(),
         });
         let shutdown = CancellationToken::new();
-        let handler = McpHandler::new(toolbox, metrics.clone());
+        let handler = McpHandler::new(toolbox, metrics.clone(), policy);
         let mcp_routes = mcp::routes(handler, edge, shutdown.clone());
         let in_flight = Arc::new(InFlight::default());
         let ops = OpsState {
@@ -79,6 +122,7 @@ impl App {
             store_healthy: store_healthy.clone(),
             metrics: metrics.clone(),
             docs,
+            resource_server,
         };
         let router = http::router(
             mcp_routes,

@@ -51,17 +51,12 @@ pub struct RawConfig {
     pub log: RawLog,
     /// Absent: every built-in toolset on. Present: only the listed ones.
     pub toolsets: Option<RawToolsets>,
-    /// Reserved for the gateway (upstream MCP servers); parsed but unused yet.
+    /// Reserved for the gateway (upstream MCP servers); refused until supported.
     #[serde(default)]
-    pub upstreams: Vec<toml_value::Value>,
-    /// Reserved for authorization rules; parsed but unused yet.
+    pub upstreams: Vec<serde_json::Value>,
+    /// Scope requirements per tool pattern; first match wins, then built-in defaults.
     #[serde(default)]
-    pub policy: Vec<toml_value::Value>,
-}
-
-/// Opaque TOML values for sections a later release interprets.
-pub mod toml_value {
-    pub type Value = serde_json::Value;
+    pub policy: Vec<RawPolicy>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -76,8 +71,45 @@ pub struct RawStore {
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
-    /// `none` (loopback development only). Other modes arrive with later releases.
+    /// `none` (loopback development only) or `resource` (validate tokens of
+    /// an external authorization server). Other modes arrive with later releases.
     pub mode: Option<String>,
+    pub resource: Option<RawResourceAuth>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResourceAuth {
+    /// The authorization server's issuer identifier, exactly as in its tokens.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values. Default: the MCP resource (`public_url + "/mcp"`).
+    pub audiences: Option<Vec<String>>,
+    /// Default: from the issuer's discovery document.
+    pub jwks_uri: Option<String>,
+    /// Accepted JWS algorithms. Default: every asymmetric one supported.
+    pub algorithms: Option<Vec<String>>,
+    /// Advertised in protected-resource metadata and challenges. Default: the policy's scopes.
+    pub scopes_supported: Option<Vec<String>>,
+    pub introspection: Option<RawIntrospection>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntrospection {
+    /// Default: `introspection_endpoint` from discovery.
+    pub endpoint: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Tool-name patterns (`*` wildcard).
+    pub tools: Vec<String>,
+    /// Scopes a caller needs for those tools.
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -134,7 +166,39 @@ pub struct RawEnabled {
 pub enum AuthMode {
     /// No authentication: every caller is the anonymous principal. Loopback only.
     None,
+    /// Bearer tokens from an external authorization server.
+    Resource,
 }
+
+/// `[auth.resource]`, validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceAuthConfig {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub jwks_uri: Option<String>,
+    pub algorithms: Vec<String>,
+    pub scopes_supported: Option<Vec<String>>,
+    pub introspection: Option<IntrospectionConfig>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IntrospectionConfig {
+    pub endpoint: Option<String>,
+    pub client_id: String,
+    #[serde(serialize_with = "serialize_secret")]
+    pub client_secret: secrecy::SecretString,
+}
+
+fn serialize_secret<S: serde::Serializer>(
+    _: &secrecy::SecretString,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str("***")
+}
+
+pub const SUPPORTED_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -151,6 +215,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub store: StoreConfig,
     pub auth_mode: AuthMode,
+    pub resource_auth: Option<ResourceAuthConfig>,
+    pub policy: Vec<RawPolicy>,
     pub http: HttpConfig,
     pub log: LogConfig,
     pub toolsets: ToolsetsConfig,
@@ -361,9 +427,10 @@ impl RawConfig {
                 }
                 Some(AuthMode::None)
             }
-            mode @ ("local" | "resource" | "proxy" | "bridge" | "auto") => {
+            "resource" => Some(AuthMode::Resource),
+            mode @ ("local" | "proxy" | "bridge" | "auto") => {
                 errors.push(format!(
-                    "auth.mode: {mode:?} is not available in this build yet; use \"none\" on a loopback address"
+                    "auth.mode: {mode:?} is not available in this build yet; use \"resource\" with an external authorization server, or \"none\" on a loopback address"
                 ));
                 None
             }
@@ -466,10 +533,34 @@ impl RawConfig {
                 "upstreams: gateway upstreams are not available in this build yet".to_owned(),
             );
         }
-        if !self.policy.is_empty() {
-            errors
-                .push("policy: authorization rules are not available in this build yet".to_owned());
+        for (i, rule) in self.policy.iter().enumerate() {
+            if rule.tools.is_empty() || rule.tools.iter().any(|t| t.is_empty()) {
+                errors.push(format!(
+                    "policy[{i}].tools: list at least one non-empty tool pattern"
+                ));
+            }
+            if rule
+                .scopes
+                .iter()
+                .any(|s| s.is_empty() || s.contains(' ') || s.contains('"'))
+            {
+                errors.push(format!(
+                    "policy[{i}].scopes: scopes are non-empty words without spaces or quotes"
+                ));
+            }
         }
+        let resource_auth = match auth_mode {
+            Some(AuthMode::Resource) => {
+                validate_resource_auth(self.auth.resource.as_ref(), &public_url, &mut errors)
+            }
+            _ => {
+                if self.auth.resource.is_some() {
+                    errors
+                        .push("auth.resource: only used with auth.mode = \"resource\"".to_owned());
+                }
+                None
+            }
+        };
 
         match (errors.is_empty(), auth_mode) {
             (true, Some(auth_mode)) => Ok(Config {
@@ -481,6 +572,8 @@ impl RawConfig {
                     max_connections,
                 },
                 auth_mode,
+                resource_auth,
+                policy: self.policy.clone(),
                 http: HttpConfig {
                     allowed_hosts,
                     allowed_origins,
@@ -496,6 +589,108 @@ impl RawConfig {
             _ => Err(ConfigErrors(errors)),
         }
     }
+}
+
+fn validate_resource_auth(
+    raw: Option<&RawResourceAuth>,
+    public_url: &Url,
+    errors: &mut Vec<String>,
+) -> Option<ResourceAuthConfig> {
+    let Some(raw) = raw else {
+        errors.push("auth.resource: required with auth.mode = \"resource\" (at least issuer = \"https://...\")".to_owned());
+        return None;
+    };
+    let issuer = raw.issuer.clone().unwrap_or_default();
+    match Url::parse(&issuer) {
+        Ok(url)
+            if matches!(url.scheme(), "https" | "http")
+                && url.fragment().is_none()
+                && url.query().is_none() =>
+        {
+            if url.scheme() == "http" && !url.host_str().is_some_and(is_loopback_host) {
+                errors.push(format!(
+                    "auth.resource.issuer: {issuer:?} must be https (http only for loopback)"
+                ));
+            }
+        }
+        _ => errors.push(format!(
+            "auth.resource.issuer: {issuer:?} must be an https URL"
+        )),
+    }
+    let resource = format!("{}/mcp", public_url.as_str().trim_end_matches('/'));
+    let audiences = raw.audiences.clone().unwrap_or_else(|| vec![resource]);
+    if audiences.is_empty() || audiences.iter().any(|a| a.is_empty() || a == "*") {
+        errors.push(
+            "auth.resource.audiences: list the exact audiences to accept (no empty or \"*\")"
+                .to_owned(),
+        );
+    }
+    let algorithms = raw.algorithms.clone().unwrap_or_else(|| {
+        SUPPORTED_ALGORITHMS
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect()
+    });
+    for alg in &algorithms {
+        if !SUPPORTED_ALGORITHMS.contains(&alg.as_str()) {
+            errors.push(format!(
+                "auth.resource.algorithms: {alg:?} is not one of {}",
+                SUPPORTED_ALGORITHMS.join(", ")
+            ));
+        }
+    }
+    if let Some(uri) = &raw.jwks_uri
+        && Url::parse(uri).is_err()
+    {
+        errors.push(format!("auth.resource.jwks_uri: {uri:?} is not a URL"));
+    }
+    let introspection = raw.introspection.as_ref().and_then(|i| {
+        let client_id = i.client_id.clone().unwrap_or_default();
+        if client_id.is_empty() {
+            errors.push("auth.resource.introspection.client_id: required".to_owned());
+        }
+        let secret = match (&i.client_secret, &i.client_secret_file) {
+            (Some(s), None) => Some(s.clone()),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(s) => Some(s.trim().to_owned()),
+                Err(e) => {
+                    errors.push(format!(
+                        "auth.resource.introspection.client_secret_file: cannot read {}: {}",
+                        path.display(),
+                        e.kind()
+                    ));
+                    None
+                }
+            },
+            _ => {
+                errors.push(
+                    "auth.resource.introspection: set exactly one of client_secret, client_secret_file".to_owned(),
+                );
+                None
+            }
+        };
+        Some(IntrospectionConfig {
+            endpoint: i.endpoint.clone(),
+            client_id,
+            client_secret: secrecy::SecretString::from(secret?),
+        })
+    });
+    Some(ResourceAuthConfig {
+        issuer,
+        audiences,
+        jwks_uri: raw.jwks_uri.clone(),
+        algorithms,
+        scopes_supported: raw.scopes_supported.clone(),
+        introspection,
+    })
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Hosts a request may name: the public origin's, and the listen address's
@@ -631,6 +826,36 @@ mod tests {
             assert!(!format!("{cfg:?}").contains("secret"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn resource_mode_config() {
+        let cfg = from_toml(
+            "public_url = \"https://mcp.example.com\"\nlisten = \"0.0.0.0:8000\"\n[auth]\nmode = \"resource\"\n[auth.resource]\nissuer = \"https://idp.example.com/realms/x\"\n[auth.resource.introspection]\nclient_id = \"rs\"\nclient_secret = \"s3cret\"\n[[policy]]\ntools = [\"add\"]\nscopes = [\"math\"]\n",
+        )
+        .unwrap();
+        let resource = cfg.resource_auth.clone().unwrap();
+        assert_eq!(resource.audiences, vec!["https://mcp.example.com/mcp"]);
+        assert_eq!(resource.algorithms.len(), SUPPORTED_ALGORITHMS.len());
+        assert!(!cfg.to_redacted_toml().unwrap().contains("s3cret"));
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+        assert_eq!(cfg.policy.len(), 1);
+    }
+
+    #[test]
+    fn resource_mode_problems_are_listed() {
+        let err = from_toml(
+            "[auth]\nmode = \"resource\"\n[auth.resource]\nissuer = \"http://idp.example.com\"\naudiences = [\"*\"]\nalgorithms = [\"HS256\"]\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for key in [
+            "auth.resource.issuer",
+            "auth.resource.audiences",
+            "auth.resource.algorithms",
+        ] {
+            assert!(text.contains(key), "{key}: {text}");
+        }
     }
 
     #[test]

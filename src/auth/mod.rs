@@ -1,7 +1,19 @@
-//! Who is calling. Until token validation lands every caller is the
-//! anonymous principal of `auth.mode = "none"`.
+//! Who is calling, and may they do this.
+//!
+//! `auth.mode = "none"`: every caller is the anonymous principal and no scope
+//! is checked (loopback only). `auth.mode = "resource"`: every request carries
+//! a bearer token from the configured authorization server, validated by
+//! [`verify::ResourceVerifier`]; tools need the scopes [`policy::ScopePolicy`] names.
 
-use std::collections::BTreeSet;
+pub mod jwks;
+pub mod policy;
+pub mod verify;
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use jsonwebtoken::Algorithm;
+
+use crate::config::{Config, ResourceAuthConfig};
 
 /// The authenticated caller, available to every tool handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +45,127 @@ impl Principal {
     pub fn owner_key(&self) -> String {
         format!("{}|{}", self.issuer, self.subject)
     }
+}
+
+/// How the MCP edge identifies callers.
+pub enum Authenticator {
+    Anonymous,
+    Resource(Arc<verify::ResourceVerifier>),
+}
+
+/// What a 401/403 challenge and the protected-resource metadata say.
+#[derive(Debug, Clone)]
+pub struct ResourceServerInfo {
+    pub resource: String,
+    pub metadata_url: String,
+    pub authorization_servers: Vec<String>,
+    /// The minimal baseline to request: never `offline_access`.
+    pub scopes_supported: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error("cannot discover the authorization server {issuer}: {reason}")]
+    Discovery { issuer: String, reason: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+fn algorithm(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+/// Build the authenticator. Resource mode reads the issuer's discovery
+/// document once here (unless `jwks_uri` and the introspection endpoint are
+/// configured) so a misconfigured issuer fails at start, not on first call.
+pub async fn authenticator(config: &Config) -> Result<Authenticator, AuthSetupError> {
+    let Some(resource) = &config.resource_auth else {
+        return Ok(Authenticator::Anonymous);
+    };
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| AuthSetupError::Client(e.to_string()))?;
+    Ok(Authenticator::Resource(Arc::new(
+        resource_verifier(resource, client).await?,
+    )))
+}
+
+async fn resource_verifier(
+    resource: &ResourceAuthConfig,
+    client: reqwest::Client,
+) -> Result<verify::ResourceVerifier, AuthSetupError> {
+    let needs_discovery = resource.jwks_uri.is_none()
+        || resource
+            .introspection
+            .as_ref()
+            .is_some_and(|i| i.endpoint.is_none());
+    let metadata = if needs_discovery {
+        Some(
+            verify::discover(&client, &resource.issuer)
+                .await
+                .map_err(|e| AuthSetupError::Discovery {
+                    issuer: resource.issuer.clone(),
+                    reason: e.to_string(),
+                })?,
+        )
+    } else {
+        None
+    };
+    let jwks_uri = resource
+        .jwks_uri
+        .clone()
+        .or_else(|| metadata.as_ref().and_then(|m| m.jwks_uri.clone()))
+        .ok_or_else(|| AuthSetupError::Discovery {
+            issuer: resource.issuer.clone(),
+            reason: "the discovery document has no jwks_uri".to_owned(),
+        })?;
+    let introspection = match &resource.introspection {
+        None => None,
+        Some(i) => Some(verify::Introspection {
+            endpoint: i
+                .endpoint
+                .clone()
+                .or_else(|| {
+                    metadata
+                        .as_ref()
+                        .and_then(|m| m.introspection_endpoint.clone())
+                })
+                .ok_or_else(|| AuthSetupError::Discovery {
+                    issuer: resource.issuer.clone(),
+                    reason: "no introspection_endpoint configured or discovered".to_owned(),
+                })?,
+            client_id: i.client_id.clone(),
+            client_secret: i.client_secret.clone(),
+        }),
+    };
+    let jwks = jwks::JwksCache::new(jwks_uri, client.clone(), Duration::from_secs(30));
+    let algorithms = resource
+        .algorithms
+        .iter()
+        .filter_map(|a| algorithm(a))
+        .collect();
+    Ok(verify::ResourceVerifier::new(
+        resource.issuer.clone(),
+        resource.audiences.clone(),
+        algorithms,
+        jwks,
+        introspection,
+        client,
+    ))
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use tower_http::{
 };
 
 use crate::{
+    auth::ResourceServerInfo,
     store::Store,
     telemetry::metrics::{HttpLabels, Metrics, RouteLabels, status_class},
     toolsets::docs::DocIndex,
@@ -43,6 +44,7 @@ pub struct OpsState {
     pub store_healthy: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
     pub docs: Option<Arc<DocIndex>>,
+    pub resource_server: Option<ResourceServerInfo>,
 }
 
 /// Requests still running, so shutdown can wait for them.
@@ -169,6 +171,21 @@ async fn get_doc(State(ops): State<OpsState>, Path(id): Path<String>) -> Respons
     }
 }
 
+/// RFC 9728 protected-resource metadata for `/mcp`.
+async fn get_protected_resource_metadata(State(ops): State<OpsState>) -> Response {
+    match &ops.resource_server {
+        Some(info) => Json(json!({
+            "resource": info.resource,
+            "authorization_servers": info.authorization_servers,
+            "scopes_supported": info.scopes_supported,
+            "bearer_methods_supported": ["header"],
+            "resource_name": "mcpgate",
+        }))
+        .into_response(),
+        None => not_found().await,
+    }
+}
+
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -226,11 +243,22 @@ pub fn router(
         .route("/metrics", get(get_metrics))
         .route("/docs/{*id}", get(get_doc))
         .with_state(ops.clone());
+    // The only protected resource is `/mcp`; a root document would name the
+    // origin as the resource, which no token is issued for, so the root is 404.
+    let well_known = Router::new()
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(get_protected_resource_metadata),
+        )
+        .route("/.well-known/oauth-protected-resource", get(not_found))
+        .with_state(ops.clone())
+        .layer(CorsLayer::permissive().max_age(Duration::from_secs(3600)));
 
     let metrics = ops.metrics.clone();
     Router::new()
         .merge(mcp)
         .merge(ops_routes)
+        .merge(well_known)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(metrics, record_http_metrics))
         .layer(

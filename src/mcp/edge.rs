@@ -24,7 +24,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::{
-    auth::Principal,
+    auth::{Authenticator, Principal, ResourceServerInfo, policy::ScopePolicy, verify::TokenError},
     telemetry::metrics::{McpLabels, McpMethodLabels, Metrics, Outcome, method_label},
 };
 
@@ -41,6 +41,116 @@ pub struct EdgeConfig {
     pub max_body_bytes: usize,
     pub store_healthy: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
+    pub authenticator: Authenticator,
+    /// Present when tokens are validated: what challenges point to.
+    pub resource_server: Option<ResourceServerInfo>,
+    /// Present when scopes are enforced.
+    pub policy: Option<Arc<ScopePolicy>>,
+    /// `Mcp-Session-Id` → owner key of the principal that created it.
+    pub session_owners: moka::sync::Cache<String, String>,
+}
+
+/// Session bindings outlive idle sessions by a margin; rmcp forgets them first.
+pub fn session_owner_cache() -> moka::sync::Cache<String, String> {
+    moka::sync::Cache::builder()
+        .max_capacity(1_000_000)
+        .time_to_idle(std::time::Duration::from_secs(24 * 3600))
+        .build()
+}
+
+/// The `Authorization: Bearer` token; never taken from the query string.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
+        .then_some(token)
+}
+
+/// A `WWW-Authenticate: Bearer` challenge with every value quoted (some
+/// clients truncate unquoted values).
+pub fn challenge(info: &ResourceServerInfo, error: Option<&str>, scope: &str) -> String {
+    let mut parts = Vec::new();
+    if let Some(error) = error {
+        parts.push(format!("error=\"{error}\""));
+    }
+    parts.push(format!("resource_metadata=\"{}\"", info.metadata_url));
+    if !scope.is_empty() {
+        parts.push(format!("scope=\"{scope}\""));
+    }
+    format!("Bearer {}", parts.join(", "))
+}
+
+fn oauth_error(
+    status: StatusCode,
+    www_authenticate: String,
+    error: &str,
+    description: &str,
+) -> Response {
+    let body = json!({ "error": error, "error_description": description }).to_string();
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&www_authenticate) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// Who is calling, or the 401/503 that says why we cannot tell.
+#[allow(clippy::result_large_err)] // the error is the response itself, built once and returned
+async fn authenticate(cfg: &EdgeConfig, headers: &HeaderMap) -> Result<Principal, Response> {
+    let verifier = match &cfg.authenticator {
+        Authenticator::Anonymous => return Ok(Principal::anonymous()),
+        Authenticator::Resource(verifier) => verifier,
+    };
+    let Some(info) = &cfg.resource_server else {
+        return Err(store_unavailable());
+    };
+    let baseline = info.scopes_supported.join(" ");
+    let Some(token) = bearer_token(headers) else {
+        tracing::info!(target: "audit", outcome = "missing_token", "authentication failed");
+        return Err(oauth_error(
+            StatusCode::UNAUTHORIZED,
+            challenge(info, None, &baseline),
+            "invalid_request",
+            "A bearer access token is required",
+        ));
+    };
+    match verifier.verify(token).await {
+        Ok(principal) => Ok(principal),
+        Err(TokenError::Upstream(reason)) => {
+            tracing::error!(target: "audit", outcome = "verifier_unavailable", %reason, "authentication failed");
+            let mut response = oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                String::new(),
+                "temporarily_unavailable",
+                "The authorization server's keys cannot be fetched right now; retry later",
+            );
+            response.headers_mut().remove(header::WWW_AUTHENTICATE);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            Err(response)
+        }
+        Err(err) => {
+            tracing::info!(target: "audit", outcome = "invalid_token", reason = %err, "authentication failed");
+            Err(oauth_error(
+                StatusCode::UNAUTHORIZED,
+                challenge(info, Some("invalid_token"), &baseline),
+                "invalid_token",
+                "The access token is invalid, expired, or not meant for this resource",
+            ))
+        }
+    }
 }
 
 /// A JSON-RPC error response with no result, as MCP transports send them.
@@ -270,8 +380,34 @@ pub async fn streamable_http_edge(
     if !cfg.store_healthy.load(Ordering::Relaxed) {
         return store_unavailable();
     }
-    // Until token validation lands (auth.mode = "none"), every caller is anonymous.
-    parts.extensions.insert(Principal::anonymous());
+    let principal = match authenticate(&cfg, &parts.headers).await {
+        Ok(principal) => principal,
+        Err(response) => {
+            count(&cfg, None, Outcome::rejected, started);
+            return response;
+        }
+    };
+    let owner = principal.owner_key();
+    let session_id = parts
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(sid) = &session_id
+        && cfg.session_owners.get(sid).is_some_and(|o| o != owner)
+    {
+        // Another principal's session: indistinguishable from an unknown one.
+        tracing::warn!(target: "audit", subject = %principal.subject, outcome = "foreign_session", "session rejected");
+        return jsonrpc_error(
+            StatusCode::NOT_FOUND,
+            Value::Null,
+            JSONRPC_SESSION_NOT_FOUND,
+            "Session not found",
+            None,
+        );
+    }
+    let is_delete = parts.method == Method::DELETE;
+    parts.extensions.insert(principal.clone());
 
     let mut method = None;
     let mut id = Value::Null;
@@ -312,6 +448,19 @@ pub async fn streamable_http_edge(
 
     let response = jsonrpc_error_body(next.run(request).await, id).await;
     let status = response.status();
+    if method.as_deref() == Some("initialize")
+        && let Some(sid) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+    {
+        cfg.session_owners.insert(sid.to_owned(), owner);
+    } else if is_delete
+        && status.is_success()
+        && let Some(sid) = &session_id
+    {
+        cfg.session_owners.invalidate(sid);
+    }
     let outcome = if status.is_server_error() {
         Outcome::error
     } else if status.is_client_error() {
@@ -338,7 +487,11 @@ pub async fn legacy_sse_edge(
     if !cfg.store_healthy.load(Ordering::Relaxed) {
         return store_unavailable();
     }
-    request.extensions_mut().insert(Principal::anonymous());
+    let principal = match authenticate(&cfg, request.headers()).await {
+        Ok(principal) => principal,
+        Err(response) => return response,
+    };
+    request.extensions_mut().insert(principal);
     next.run(request).await
 }
 

@@ -17,7 +17,7 @@ use rmcp::{
 };
 
 use crate::{
-    auth::Principal,
+    auth::{Principal, policy::ScopePolicy},
     telemetry::metrics::{Metrics, Outcome, ToolLabels},
     toolsets::{ToolError, Toolbox},
 };
@@ -27,12 +27,14 @@ pub struct McpHandler {
     toolbox: Toolbox,
     tools: Arc<Vec<Tool>>,
     metrics: Arc<Metrics>,
+    /// Present when scopes are enforced (token-authenticated modes).
+    policy: Option<Arc<ScopePolicy>>,
     /// Set for legacy SSE sessions, whose messages carry no HTTP parts.
     session_principal: Option<Principal>,
 }
 
 impl McpHandler {
-    pub fn new(toolbox: Toolbox, metrics: Arc<Metrics>) -> Self {
+    pub fn new(toolbox: Toolbox, metrics: Arc<Metrics>, policy: Option<Arc<ScopePolicy>>) -> Self {
         let tools = toolbox
             .specs()
             .iter()
@@ -50,6 +52,7 @@ impl McpHandler {
             toolbox,
             tools: Arc::new(tools),
             metrics,
+            policy,
             session_principal: None,
         }
     }
@@ -107,9 +110,20 @@ impl ServerHandler for McpHandler {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.tools.as_ref().clone()))
+        let tools = match (&self.policy, self.principal(&context)) {
+            (None, _) => self.tools.as_ref().clone(),
+            // Only what the caller may call.
+            (Some(policy), Some(principal)) => self
+                .tools
+                .iter()
+                .filter(|t| policy.allows(&principal, &t.name))
+                .cloned()
+                .collect(),
+            (Some(_), None) => Vec::new(),
+        };
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     #[allow(deprecated)]
@@ -142,6 +156,21 @@ impl ServerHandler for McpHandler {
                 None,
             ));
         };
+        // The HTTP edge already answered 403 for /mcp; this covers the legacy transport.
+        if let Some(policy) = &self.policy
+            && !policy.allows(&principal, name)
+        {
+            self.count(name, Outcome::rejected);
+            let needed = policy
+                .required(name)
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Err(ErrorData::invalid_request(
+                format!("insufficient_scope: {name} requires scope {needed}"),
+                None,
+            ));
+        }
         let arguments = request.arguments.clone().unwrap_or_default();
         let result = self.toolbox.call(name, arguments, &principal).await;
         let (outcome, response) = match result {

@@ -1,0 +1,432 @@
+//! Bearer token validation for `auth.mode = "resource"`: JWTs against the
+//! issuer's keys, opaque tokens through RFC 7662 introspection, and a cache of
+//! verified tokens so a client reusing its token does not pay a signature
+//! check on every call.
+
+use std::{
+    collections::BTreeSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{
+    Principal,
+    jwks::{JwksCache, JwksError, read_capped},
+};
+
+/// Longer tokens are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+const LEEWAY_SECS: u64 = 60;
+const POSITIVE_CACHE_MAX: Duration = Duration::from_secs(300);
+const NEGATIVE_CACHE: Duration = Duration::from_secs(10);
+
+/// Why a token was refused. The text is for logs; clients only ever see
+/// `invalid_token` with a generic description.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("token longer than {MAX_TOKEN_BYTES} bytes")]
+    TooLong,
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("algorithm {0:?} is not allowed")]
+    AlgorithmNotAllowed(Algorithm),
+    #[error("token type {0:?} is not JWT or at+jwt")]
+    WrongType(String),
+    #[error("no key matches the token's kid")]
+    UnknownKeyId,
+    #[error("token rejected: {0}")]
+    Rejected(String),
+    #[error("token is not active")]
+    Inactive,
+    #[error("the token's audience is not this resource")]
+    WrongAudience,
+    #[error("the token's issuer is not the configured one")]
+    WrongIssuer,
+    #[error("cannot reach the authorization server: {0}")]
+    Upstream(String),
+    #[error("opaque tokens are not accepted (no introspection configured)")]
+    OpaqueNotAccepted,
+}
+
+impl From<JwksError> for TokenError {
+    fn from(err: JwksError) -> Self {
+        TokenError::Upstream(err.to_string())
+    }
+}
+
+/// RFC 7662 client configuration.
+#[derive(Clone)]
+pub struct Introspection {
+    pub endpoint: String,
+    pub client_id: String,
+    pub client_secret: secrecy::SecretString,
+}
+
+pub struct ResourceVerifier {
+    issuer: String,
+    audiences: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    jwks: Arc<JwksCache>,
+    introspection: Option<Introspection>,
+    client: reqwest::Client,
+    verified: moka::sync::Cache<[u8; 32], Principal>,
+    rejected: moka::sync::Cache<[u8; 32], TokenError>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    #[serde(default)]
+    aud: Audience,
+    exp: i64,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    azp: Option<String>,
+    #[serde(default)]
+    scope: Option<Value>,
+    #[serde(default)]
+    scp: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+    #[default]
+    None,
+}
+
+impl Audience {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Audience::One(a) => vec![a],
+            Audience::Many(v) => v,
+            Audience::None => Vec::new(),
+        }
+    }
+}
+
+/// `scope` is a space-separated string (RFC 9068); `scp` is often an array.
+fn scopes_of(scope: Option<&Value>, scp: Option<&Value>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for value in [scope, scp].into_iter().flatten() {
+        match value {
+            Value::String(s) => out.extend(s.split_whitespace().map(str::to_owned)),
+            Value::Array(items) => {
+                out.extend(items.iter().filter_map(Value::as_str).map(str::to_owned))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn token_key(token: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
+}
+
+fn now_epoch() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl ResourceVerifier {
+    pub fn new(
+        issuer: String,
+        audiences: Vec<String>,
+        algorithms: Vec<Algorithm>,
+        jwks: Arc<JwksCache>,
+        introspection: Option<Introspection>,
+        client: reqwest::Client,
+    ) -> Self {
+        ResourceVerifier {
+            issuer,
+            audiences,
+            algorithms,
+            jwks,
+            introspection,
+            client,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(POSITIVE_CACHE_MAX)
+                .build(),
+            rejected: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(NEGATIVE_CACHE)
+                .build(),
+        }
+    }
+
+    pub fn jwks(&self) -> &Arc<JwksCache> {
+        &self.jwks
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLong);
+        }
+        let key = token_key(token);
+        if let Some(principal) = self.verified.get(&key) {
+            if principal
+                .expires_at
+                .is_none_or(|exp| exp + (LEEWAY_SECS as i64) > now_epoch())
+            {
+                return Ok(principal);
+            }
+            self.verified.invalidate(&key);
+        }
+        if let Some(err) = self.rejected.get(&key) {
+            return Err(err);
+        }
+        let looks_like_jwt = token.split('.').count() == 3;
+        let result = if looks_like_jwt {
+            self.verify_jwt(token).await
+        } else if self.introspection.is_some() {
+            self.introspect(token).await
+        } else {
+            Err(TokenError::OpaqueNotAccepted)
+        };
+        match &result {
+            Ok(principal) => self.verified.insert(key, principal.clone()),
+            // A network failure says nothing about the token: do not remember it.
+            Err(TokenError::Upstream(_)) => {}
+            Err(err) => self.rejected.insert(key, err.clone()),
+        }
+        result
+    }
+
+    async fn verify_jwt(&self, token: &str) -> Result<Principal, TokenError> {
+        let header = decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        // The allowlist comes from configuration; the header only selects within it.
+        if !self.algorithms.contains(&header.alg) {
+            return Err(TokenError::AlgorithmNotAllowed(header.alg));
+        }
+        if let Some(typ) = header.typ.as_deref() {
+            let typ = typ.to_ascii_lowercase();
+            if !matches!(typ.as_str(), "jwt" | "at+jwt" | "application/at+jwt") {
+                return Err(TokenError::WrongType(typ));
+            }
+        }
+        let keys = self.jwks.keys_for(header.kid.as_deref()).await?;
+        let usable: Vec<_> = keys
+            .into_iter()
+            .filter(|k| k.family.verifies(header.alg) && k.alg.is_none_or(|a| a == header.alg))
+            .collect();
+        if usable.is_empty() {
+            return Err(TokenError::UnknownKeyId);
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = vec![header.alg];
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_issuer(&[self.issuer.as_str()]);
+        validation.set_audience(&self.audiences);
+        let mut last = TokenError::UnknownKeyId;
+        for key in usable {
+            match decode::<Claims>(token, &key.key, &validation) {
+                Ok(data) => return Ok(self.principal_from_claims(data.claims)),
+                Err(err) => {
+                    use jsonwebtoken::errors::ErrorKind;
+                    last = match err.kind() {
+                        ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                        ErrorKind::InvalidSignature => {
+                            TokenError::Rejected("bad signature".to_owned())
+                        }
+                        other => TokenError::Rejected(format!("{other:?}")),
+                    };
+                    if !matches!(last, TokenError::Rejected(ref r) if r == "bad signature") {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn principal_from_claims(&self, claims: Claims) -> Principal {
+        let scopes = scopes_of(claims.scope.as_ref(), claims.scp.as_ref());
+        Principal {
+            issuer: claims.iss,
+            subject: claims.sub,
+            client_id: claims.client_id.or(claims.azp),
+            scopes,
+            audience: claims.aud.into_vec(),
+            expires_at: Some(claims.exp),
+        }
+    }
+
+    async fn introspect(&self, token: &str) -> Result<Principal, TokenError> {
+        use secrecy::ExposeSecret;
+        let Some(config) = &self.introspection else {
+            return Err(TokenError::OpaqueNotAccepted);
+        };
+        let response = self
+            .client
+            .post(&config.endpoint)
+            .basic_auth(
+                &config.client_id,
+                Some(config.client_secret.expose_secret()),
+            )
+            .form(&[("token", token), ("token_type_hint", "access_token")])
+            .send()
+            .await
+            .map_err(|e| TokenError::Upstream(e.without_url().to_string()))?;
+        if !response.status().is_success() {
+            return Err(TokenError::Upstream(format!(
+                "introspection HTTP {}",
+                response.status().as_u16()
+            )));
+        }
+        let body = read_capped(response, 64 * 1024).await?;
+        let answer: Value =
+            serde_json::from_slice(&body).map_err(|e| TokenError::Upstream(e.to_string()))?;
+        if answer.get("active").and_then(Value::as_bool) != Some(true) {
+            return Err(TokenError::Inactive);
+        }
+        let issuer = answer
+            .get("iss")
+            .and_then(Value::as_str)
+            .unwrap_or(&self.issuer);
+        if issuer != self.issuer {
+            return Err(TokenError::WrongIssuer);
+        }
+        let audience = match answer.get("aud") {
+            Some(Value::String(a)) => vec![a.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        // An introspected token must name this resource too: no "any audience" fallback.
+        if !audience.iter().any(|a| self.audiences.contains(a)) {
+            return Err(TokenError::WrongAudience);
+        }
+        let exp = answer.get("exp").and_then(Value::as_i64);
+        if exp.is_some_and(|exp| exp + (LEEWAY_SECS as i64) <= now_epoch()) {
+            return Err(TokenError::Inactive);
+        }
+        let subject = answer
+            .get("sub")
+            .and_then(Value::as_str)
+            .ok_or_else(|| TokenError::Rejected("introspection answer has no sub".to_owned()))?;
+        Ok(Principal {
+            issuer: issuer.to_owned(),
+            subject: subject.to_owned(),
+            client_id: answer
+                .get("client_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            scopes: scopes_of(answer.get("scope"), answer.get("scp")),
+            audience,
+            // Cached no longer than the token lives.
+            expires_at: exp.or(Some(now_epoch() + POSITIVE_CACHE_MAX.as_secs() as i64)),
+        })
+    }
+}
+
+/// RFC 8414 / OIDC discovery URLs for an issuer, in the order MCP clients
+/// try them; path issuers (Keycloak's `/realms/x`) get both insertions.
+pub fn discovery_urls(issuer: &str) -> Vec<String> {
+    let Ok(url) = url::Url::parse(issuer) else {
+        return Vec::new();
+    };
+    let origin = url.origin().ascii_serialization();
+    let path = url.path().trim_end_matches('/');
+    if path.is_empty() {
+        vec![
+            format!("{origin}/.well-known/oauth-authorization-server"),
+            format!("{origin}/.well-known/openid-configuration"),
+        ]
+    } else {
+        vec![
+            format!("{origin}/.well-known/oauth-authorization-server{path}"),
+            format!("{origin}/.well-known/openid-configuration{path}"),
+            format!("{origin}{path}/.well-known/openid-configuration"),
+        ]
+    }
+}
+
+/// The authorization server's metadata fields mcpgate uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IssuerMetadata {
+    pub issuer: String,
+    pub jwks_uri: Option<String>,
+    pub introspection_endpoint: Option<String>,
+}
+
+/// Fetch the first discovery document that answers, and check that it is
+/// the configured issuer's (a mismatch is a mix-up, not a fallback).
+pub async fn discover(
+    client: &reqwest::Client,
+    issuer: &str,
+) -> Result<IssuerMetadata, TokenError> {
+    let mut last = TokenError::Upstream("no discovery URL".to_owned());
+    for url in discovery_urls(issuer) {
+        let started = Instant::now();
+        match client
+            .get(&url)
+            .header("accept", "application/json")
+            .send()
+            .await
+        {
+            Ok(response) if response.status().is_success() => {
+                let body = read_capped(response, 256 * 1024).await?;
+                let meta: IssuerMetadata = serde_json::from_slice(&body)
+                    .map_err(|e| TokenError::Upstream(format!("{url}: {e}")))?;
+                if meta.issuer != issuer {
+                    return Err(TokenError::Upstream(format!(
+                        "{url} names issuer {:?}, expected {issuer:?}",
+                        meta.issuer
+                    )));
+                }
+                tracing::debug!(%url, elapsed_ms = started.elapsed().as_millis() as u64, "issuer discovered");
+                return Ok(meta);
+            }
+            Ok(response) => {
+                last = TokenError::Upstream(format!("{url}: HTTP {}", response.status().as_u16()))
+            }
+            Err(e) => last = TokenError::Upstream(format!("{url}: {}", e.without_url())),
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_path_rules() {
+        assert_eq!(
+            discovery_urls("https://kc.example/realms/mcp"),
+            vec![
+                "https://kc.example/.well-known/oauth-authorization-server/realms/mcp",
+                "https://kc.example/.well-known/openid-configuration/realms/mcp",
+                "https://kc.example/realms/mcp/.well-known/openid-configuration",
+            ]
+        );
+        assert_eq!(discovery_urls("https://a.example").len(), 2);
+    }
+
+    #[test]
+    fn scopes_from_scope_or_scp() {
+        let s = scopes_of(
+            Some(&Value::String("a b".into())),
+            Some(&serde_json::json!(["c"])),
+        );
+        assert_eq!(s.into_iter().collect::<Vec<_>>(), vec!["a", "b", "c"]);
+    }
+}
