@@ -90,6 +90,8 @@ pub struct RawResourceAuth {
     pub algorithms: Option<Vec<String>>,
     /// Advertised in protected-resource metadata and challenges. Default: the policy's scopes.
     pub scopes_supported: Option<Vec<String>>,
+    /// Least time between two key-set fetches caused by unknown `kid`s. Default 30.
+    pub jwks_refetch_interval_secs: Option<u64>,
     pub introspection: Option<RawIntrospection>,
 }
 
@@ -178,6 +180,7 @@ pub struct ResourceAuthConfig {
     pub jwks_uri: Option<String>,
     pub algorithms: Vec<String>,
     pub scopes_supported: Option<Vec<String>>,
+    pub jwks_refetch_interval_secs: u64,
     pub introspection: Option<IntrospectionConfig>,
 }
 
@@ -681,6 +684,7 @@ fn validate_resource_auth(
         jwks_uri: raw.jwks_uri.clone(),
         algorithms,
         scopes_supported: raw.scopes_supported.clone(),
+        jwks_refetch_interval_secs: raw.jwks_refetch_interval_secs.unwrap_or(30).max(1),
         introspection,
     })
 }

@@ -152,7 +152,11 @@ async fn resource_verifier(
             client_secret: i.client_secret.clone(),
         }),
     };
-    let jwks = jwks::JwksCache::new(jwks_uri, client.clone(), Duration::from_secs(30));
+    let jwks = jwks::JwksCache::new(
+        jwks_uri,
+        client.clone(),
+        Duration::from_secs(resource.jwks_refetch_interval_secs),
+    );
     let algorithms = resource
         .algorithms
         .iter()

@@ -424,6 +424,36 @@ pub async fn streamable_http_edge(
             .and_then(Value::as_str)
             .map(str::to_owned);
         id = message.get("id").cloned().unwrap_or(Value::Null);
+        if method.as_deref() == Some("tools/call")
+            && let (Some(policy), Some(info)) = (&cfg.policy, &cfg.resource_server)
+        {
+            let tool = message
+                .pointer("/params/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let required = policy.required(tool);
+            if !required.is_subset(&principal.scopes) {
+                count(&cfg, method.as_deref(), Outcome::rejected, started);
+                tracing::info!(
+                    target: "audit",
+                    subject = %principal.subject,
+                    client = principal.client_id.as_deref().unwrap_or("-"),
+                    tool,
+                    outcome = "insufficient_scope",
+                    "tool call denied"
+                );
+                // Ask for what the caller holds plus what this call needs, so
+                // stepping up does not lose scopes.
+                let wanted: Vec<String> = principal.scopes.union(&required).cloned().collect();
+                let needed: Vec<String> = required.into_iter().collect();
+                return oauth_error(
+                    StatusCode::FORBIDDEN,
+                    challenge(info, Some("insufficient_scope"), &wanted.join(" ")),
+                    "insufficient_scope",
+                    &format!("Calling {tool} requires scope {}", needed.join(" ")),
+                );
+            }
+        }
         if let Some(version) = parts.headers.get("mcp-protocol-version") {
             let supported = supported_versions();
             let requested = version.to_str().unwrap_or_default();

@@ -13,6 +13,8 @@ pub struct TestServer {
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Bearer token sent by `mcp_post` and the helpers built on it.
+    pub token: std::sync::Mutex<Option<String>>,
     _dir: tempfile::TempDir,
 }
 
@@ -71,6 +73,7 @@ impl TestServer {
                 .unwrap(),
             stop: Some(stop),
             task: Some(task),
+            token: std::sync::Mutex::new(None),
             _dir: dir,
         }
     }
@@ -86,11 +89,20 @@ impl TestServer {
         }
     }
 
+    pub fn set_token(&self, token: &str) {
+        *self.token.lock().unwrap() = Some(token.to_owned());
+    }
+
     pub fn mcp_post(&self) -> reqwest::RequestBuilder {
-        self.client
+        let request = self
+            .client
             .post(self.url("/mcp"))
             .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
+            .header("accept", "application/json, text/event-stream");
+        match self.token.lock().unwrap().as_deref() {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     /// Initialize a 2025-11-25 session; returns its id.

@@ -4,6 +4,8 @@
 
 mod common;
 mod config_cli;
+mod fake_idp;
 mod mcp_transport;
 mod ops;
+mod resource_auth;
 mod store_contract;

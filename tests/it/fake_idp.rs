@@ -1,0 +1,160 @@
+//! An in-process authorization server for the resource-mode tests: it signs
+//! tokens with keys it can rotate, serves discovery, JWKS (counting fetches,
+//! switchable to failing) and introspection. The end-to-end suite uses the
+//! real oidc-provider; this one lets tests forge exactly the bad tokens.
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use axum::{
+    Form, Json, Router, extract::State, http::HeaderMap, response::IntoResponse, routing::get,
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+pub struct SigningKey {
+    pub kid: String,
+    pub encoding: EncodingKey,
+    pub jwk: Value,
+    pub public_point: Vec<u8>,
+}
+
+pub fn new_es256_key(kid: &str) -> SigningKey {
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+    let point = pair.public_key().as_ref().to_vec();
+    assert_eq!(point.len(), 65);
+    let jwk = json!({
+        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+    });
+    SigningKey {
+        kid: kid.to_owned(),
+        encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
+        jwk,
+        public_point: point,
+    }
+}
+
+#[derive(Clone)]
+pub struct FakeIdp {
+    pub issuer: String,
+    pub keys: Arc<Mutex<Vec<SigningKey>>>,
+    pub jwks_fetches: Arc<AtomicU64>,
+    pub jwks_down: Arc<AtomicBool>,
+    pub resource: Arc<Mutex<String>>,
+}
+
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl FakeIdp {
+    pub async fn start() -> FakeIdp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let idp = FakeIdp {
+            issuer,
+            keys: Arc::new(Mutex::new(vec![new_es256_key("k1")])),
+            jwks_fetches: Arc::new(AtomicU64::new(0)),
+            jwks_down: Arc::new(AtomicBool::new(false)),
+            resource: Arc::new(Mutex::new(String::new())),
+        };
+        let app = Router::new()
+            .route("/.well-known/oauth-authorization-server", get(metadata))
+            .route("/jwks", get(jwks))
+            .route("/introspect", axum::routing::post(introspect))
+            .with_state(idp.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        idp
+    }
+
+    pub fn set_resource(&self, resource: &str) {
+        *self.resource.lock().unwrap() = resource.to_owned();
+    }
+
+    /// Standard claims for `sub` with `scope`, valid for an hour.
+    pub fn claims(&self, sub: &str, scope: &str) -> Value {
+        json!({
+            "iss": self.issuer, "sub": sub, "aud": self.resource.lock().unwrap().clone(),
+            "exp": now() + 3600, "iat": now(), "scope": scope, "client_id": "test-client",
+        })
+    }
+
+    /// Sign with the newest key.
+    pub fn sign(&self, claims: &Value) -> String {
+        let keys = self.keys.lock().unwrap();
+        let key = keys.last().unwrap();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some("at+jwt".to_owned());
+        jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+    }
+
+    pub fn token(&self, sub: &str, scope: &str) -> String {
+        self.sign(&self.claims(sub, scope))
+    }
+
+    pub fn rotate(&self, kid: &str) {
+        self.keys.lock().unwrap().push(new_es256_key(kid));
+    }
+}
+
+async fn metadata(State(idp): State<FakeIdp>) -> impl IntoResponse {
+    Json(json!({
+        "issuer": idp.issuer,
+        "jwks_uri": format!("{}/jwks", idp.issuer),
+        "introspection_endpoint": format!("{}/introspect", idp.issuer),
+        "authorization_endpoint": format!("{}/authorize", idp.issuer),
+        "token_endpoint": format!("{}/token", idp.issuer),
+    }))
+}
+
+async fn jwks(State(idp): State<FakeIdp>) -> axum::response::Response {
+    idp.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    if idp.jwks_down.load(Ordering::SeqCst) {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+    }
+    let keys: Vec<Value> = idp
+        .keys
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|k| k.jwk.clone())
+        .collect();
+    (
+        [("cache-control", "max-age=600")],
+        Json(json!({ "keys": keys })),
+    )
+        .into_response()
+}
+
+async fn introspect(
+    State(idp): State<FakeIdp>,
+    headers: HeaderMap,
+    Form(form): Form<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("rs-client:rs-secret")
+    );
+    let authorized =
+        headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str());
+    let token = form.get("token").cloned().unwrap_or_default();
+    if !authorized || !token.starts_with("opaque-good-") {
+        return Json(json!({ "active": false }));
+    }
+    let sub = token.trim_start_matches("opaque-good-");
+    Json(json!({
+        "active": true, "iss": idp.issuer, "sub": sub, "aud": idp.resource.lock().unwrap().clone(),
+        "scope": "calc notes:read", "client_id": "opaque-client", "exp": now() + 600,
+    }))
+}
