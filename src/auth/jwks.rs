@@ -87,6 +87,18 @@ impl JwksCache {
         })
     }
 
+    /// A cache that already holds `keys` and treats them as fresh for a day
+    /// (keys mcpgate holds itself, and benchmarks).
+    pub fn preloaded(keys: Vec<VerificationKey>) -> Arc<Self> {
+        let cache = Self::new(String::new(), reqwest::Client::new(), MAX_MAX_AGE);
+        cache.current.store(Arc::new(KeySet {
+            keys,
+            fetched_at: Some(Instant::now()),
+            max_age: MAX_MAX_AGE,
+        }));
+        cache
+    }
+
     /// How many HTTP fetches were made (metrics and tests).
     pub fn fetch_count(&self) -> u64 {
         self.fetches.load(std::sync::atomic::Ordering::Relaxed)
