@@ -1,3 +1,4 @@
+#![allow(clippy::expect_used, clippy::panic)] // benchmark setup: a failure should stop the run
 //! Token verification cost per algorithm, and the cache-hit path a client
 //! reusing its token takes. Keys come from `openssl genpkey` at start.
 //!
