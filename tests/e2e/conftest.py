@@ -21,6 +21,9 @@ from pathlib import Path
 
 import pytest
 
+# The real OpenID provider harness (oidc-provider): fixtures `idp`, `idp_factory`.
+from idp_fixtures import idp, idp_factory  # noqa: F401  (re-exported as fixtures)
+
 E2E_DIR = Path(__file__).resolve().parent
 REPO_ROOT = E2E_DIR.parent.parent
 WORK_DIR = E2E_DIR / ".work"
@@ -235,3 +238,6 @@ def pytest_runtest_makereport(item, call):
         g = item.funcargs.get("gate") if hasattr(item, "funcargs") else None
         if g is not None:
             report.sections.append(("mcpgate log (tail)", g.log_tail(8000)))
+        i = item.funcargs.get("idp") if hasattr(item, "funcargs") else None
+        if i is not None:
+            report.sections.append(("IdP log (tail)", i.log_tail(6000)))
