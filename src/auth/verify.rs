@@ -197,8 +197,9 @@ impl ResourceVerifier {
         };
         match &result {
             Ok(principal) => self.verified.insert(key, principal.clone()),
-            // A network failure says nothing about the token: do not remember it.
-            Err(TokenError::Upstream(_)) => {}
+            // A network failure says nothing about the token, and an unknown
+            // kid may be a key the next refetch brings: remember neither.
+            Err(TokenError::Upstream(_) | TokenError::UnknownKeyId) => {}
             Err(err) => self.rejected.insert(key, err.clone()),
         }
         result
