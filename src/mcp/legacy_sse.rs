@@ -21,7 +21,7 @@ use axum::{
 };
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, StatusCode, header};
-use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::model::{ClientJsonRpcMessage, GetExtensions, JsonRpcMessage, ServerJsonRpcMessage};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -218,7 +218,7 @@ pub async fn post_messages(
         Err(response) => return response,
     };
     let id = value.get("id").cloned().unwrap_or(Value::Null);
-    let message: ClientJsonRpcMessage = match serde_json::from_value(value) {
+    let mut message: ClientJsonRpcMessage = match serde_json::from_value(value) {
         Ok(message) => message,
         Err(_) => {
             return jsonrpc_error(
@@ -230,23 +230,24 @@ pub async fn post_messages(
             );
         }
     };
+    // A session belongs to the principal that opened it: the same issuer and
+    // subject, whatever token (refreshed, stepped up) they present now.
+    let owner = principal.as_ref().map(Principal::owner_key);
     let sender = sse.sessions.lock().ok().and_then(|sessions| {
         sessions
             .get(&session_id)
-            // A session belongs to the principal that opened it.
-            .filter(|s| Some(&s.principal) == principal.as_ref())
+            .filter(|s| Some(s.principal.owner_key()) == owner)
             .map(|s| s.to_server.clone())
     });
-    let Some(sender) = sender else {
-        return jsonrpc_error(
-            StatusCode::NOT_FOUND,
-            id,
-            JSONRPC_SESSION_NOT_FOUND,
-            "Session not found",
-            None,
-        );
+    // Each request is handled with the principal of its own POST, as on /mcp.
+    if let JsonRpcMessage::Request(request) = &mut message {
+        request.request.extensions_mut().insert(parts);
+    }
+    let delivered = match sender {
+        Some(sender) => sender.send(message).await.is_ok(),
+        None => false,
     };
-    if sender.send(message).await.is_err() {
+    if !delivered {
         return jsonrpc_error(
             StatusCode::NOT_FOUND,
             id,

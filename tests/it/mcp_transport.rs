@@ -433,7 +433,7 @@ async fn cors_preflight_exposes_mcp_headers() {
 }
 
 /// Read SSE events (name, data) from a streaming response until `want` events.
-async fn next_event(
+pub(crate) async fn next_event(
     stream: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
     buffer: &mut String,
 ) -> (String, String) {

@@ -406,3 +406,69 @@ async fn opaque_tokens_are_introspected() {
     assert_eq!(add["result"]["content"][0]["text"], "4");
     assert_eq!(try_token(&server, Some("opaque-bad-dave")).await.0, 401);
 }
+
+#[tokio::test]
+async fn legacy_sse_session_follows_its_principal() {
+    let idp = FakeIdp::start().await;
+    let server = start(&idp).await;
+    let first = idp.token("alice", "calc");
+    let response = server
+        .client
+        .get(server.url("/sse"))
+        .header("accept", "text/event-stream")
+        .bearer_auth(&first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = Box::pin(response.bytes_stream());
+    let mut buffer = String::new();
+    let (_, endpoint) = crate::mcp_transport::next_event(&mut stream, &mut buffer).await;
+    let post = |token: String, body: Value| {
+        server
+            .client
+            .post(server.url(&endpoint))
+            .header("content-type", "application/json")
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"it","version":"1"}}});
+    assert_eq!(post(first.clone(), init).await.unwrap().status(), 202);
+    let _ = crate::mcp_transport::next_event(&mut stream, &mut buffer).await;
+    let initialized = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
+    assert_eq!(
+        post(first.clone(), initialized).await.unwrap().status(),
+        202
+    );
+    // Without the scope, the call is refused on the stream.
+    let create = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"create_note","arguments":{"title":"t"}}});
+    assert_eq!(
+        post(first.clone(), create.clone()).await.unwrap().status(),
+        202
+    );
+    let (_, data) = crate::mcp_transport::next_event(&mut stream, &mut buffer).await;
+    let refused: Value = serde_json::from_str(&data).unwrap();
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("insufficient_scope"),
+        "{refused}"
+    );
+    // A stepped-up token of the same user keeps the session and is honoured.
+    let stepped_up = idp.token("alice", "calc notes:write");
+    let mut create_again = create.clone();
+    create_again["id"] = json!(3);
+    assert_eq!(post(stepped_up, create_again).await.unwrap().status(), 202);
+    let (_, data) = crate::mcp_transport::next_event(&mut stream, &mut buffer).await;
+    let created: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(created["result"]["isError"], false, "{created}");
+    // Another user cannot post into alice's session.
+    let ping = json!({"jsonrpc":"2.0","id":4,"method":"ping"});
+    assert_eq!(
+        post(idp.token("bob", "calc"), ping).await.unwrap().status(),
+        404
+    );
+}
