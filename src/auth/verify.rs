@@ -320,10 +320,18 @@ impl ResourceVerifier {
         if exp.is_some_and(|exp| exp + (LEEWAY_SECS as i64) <= now_epoch()) {
             return Err(TokenError::Inactive);
         }
+        // RFC 7662 makes `sub` optional; machine (client_credentials) tokens
+        // often have none, and then the client is the subject.
+        let client_id = answer.get("client_id").and_then(Value::as_str);
         let subject = answer
             .get("sub")
             .and_then(Value::as_str)
-            .ok_or_else(|| TokenError::Rejected("introspection answer has no sub".to_owned()))?;
+            .or(client_id)
+            .ok_or_else(|| {
+                TokenError::Rejected(
+                    "introspection answer has neither sub nor client_id".to_owned(),
+                )
+            })?;
         Ok(Principal {
             issuer: issuer.to_owned(),
             subject: subject.to_owned(),

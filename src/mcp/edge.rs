@@ -374,17 +374,11 @@ pub async fn streamable_http_edge(
 ) -> Response {
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
-    if let Err(response) = check_host_and_origin(&parts.headers, &parts.uri, &cfg) {
-        return response;
-    }
-    if !cfg.store_healthy.load(Ordering::Relaxed) {
-        return store_unavailable();
-    }
-    let principal = match authenticate(&cfg, &parts.headers).await {
+    let principal = match admit(&cfg, &parts.headers, &parts.uri).await {
         Ok(principal) => principal,
         Err(response) => {
             count(&cfg, None, Outcome::rejected, started);
-            return response;
+            return close_if_body_unread(&parts.headers, response);
         }
     };
     let owner = principal.owner_key();
@@ -398,13 +392,14 @@ pub async fn streamable_http_edge(
     {
         // Another principal's session: indistinguishable from an unknown one.
         tracing::warn!(target: "audit", subject = %principal.subject, outcome = "foreign_session", "session rejected");
-        return jsonrpc_error(
+        let response = jsonrpc_error(
             StatusCode::NOT_FOUND,
             Value::Null,
             JSONRPC_SESSION_NOT_FOUND,
             "Session not found",
             None,
         );
+        return close_if_body_unread(&parts.headers, response);
     }
     let is_delete = parts.method == Method::DELETE;
     parts.extensions.insert(principal.clone());
@@ -416,7 +411,18 @@ pub async fn streamable_http_edge(
             Ok(ok) => ok,
             Err(response) => {
                 count(&cfg, None, Outcome::rejected, started);
-                return response;
+                // 406/415/413 are answered with (part of) the body unread.
+                let unread = matches!(
+                    response.status(),
+                    StatusCode::NOT_ACCEPTABLE
+                        | StatusCode::UNSUPPORTED_MEDIA_TYPE
+                        | StatusCode::PAYLOAD_TOO_LARGE
+                );
+                return if unread {
+                    close_if_body_unread(&parts.headers, response)
+                } else {
+                    response
+                };
             }
         };
         method = message
@@ -511,18 +517,45 @@ pub async fn legacy_sse_edge(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if let Err(response) = check_host_and_origin(request.headers(), request.uri(), &cfg) {
-        return response;
-    }
-    if !cfg.store_healthy.load(Ordering::Relaxed) {
-        return store_unavailable();
-    }
-    let principal = match authenticate(&cfg, request.headers()).await {
+    let principal = match admit(&cfg, request.headers(), request.uri()).await {
         Ok(principal) => principal,
-        Err(response) => return response,
+        Err(response) => return close_if_body_unread(request.headers(), response),
     };
     request.extensions_mut().insert(principal);
     next.run(request).await
+}
+
+/// The checks before a request's body is read: Host and Origin, store
+/// health, then who is calling.
+#[allow(clippy::result_large_err)] // the error is the response itself, built once and returned
+async fn admit(
+    cfg: &EdgeConfig,
+    headers: &HeaderMap,
+    uri: &http::Uri,
+) -> Result<Principal, Response> {
+    check_host_and_origin(headers, uri, cfg)?;
+    if !cfg.store_healthy.load(Ordering::Relaxed) {
+        return Err(store_unavailable());
+    }
+    authenticate(cfg, headers).await
+}
+
+/// Answering before the body is read leaves it on the wire, so the
+/// connection cannot carry another request; say so instead of letting a
+/// pooled client find out with a reset.
+fn close_if_body_unread(headers: &HeaderMap, mut response: Response) -> Response {
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0);
+    if has_body {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 fn count(cfg: &EdgeConfig, method: Option<&str>, outcome: Outcome, started: Instant) {

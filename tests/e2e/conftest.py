@@ -23,6 +23,8 @@ import pytest
 
 # The real OpenID provider harness (oidc-provider): fixtures `idp`, `idp_factory`.
 from idp_fixtures import idp, idp_factory  # noqa: F401  (re-exported as fixtures)
+# mcpgate in auth.mode = "resource" in front of a fresh IdP: fixtures `rs`, `rs_factory`.
+from rs_fixtures import rs, rs_factory  # noqa: F401  (re-exported as fixtures)
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO_ROOT = E2E_DIR.parent.parent
@@ -241,3 +243,7 @@ def pytest_runtest_makereport(item, call):
         i = item.funcargs.get("idp") if hasattr(item, "funcargs") else None
         if i is not None:
             report.sections.append(("IdP log (tail)", i.log_tail(6000)))
+        factory = item.funcargs.get("rs_factory") if hasattr(item, "funcargs") else None
+        for n, pair in enumerate(getattr(factory, "made", [])):
+            report.sections.append((f"resource-mode mcpgate #{n} log (tail)", pair.gate.log_tail(8000)))
+            report.sections.append((f"resource-mode IdP #{n} log (tail)", pair.idp.log_tail(5000)))

@@ -405,6 +405,46 @@ async fn opaque_tokens_are_introspected() {
         .await;
     assert_eq!(add["result"]["content"][0]["text"], "4");
     assert_eq!(try_token(&server, Some("opaque-bad-dave")).await.0, 401);
+    // A machine token without `sub`: the client is the subject.
+    server.set_token("opaque-machine-1");
+    let sid = server.initialize().await;
+    let add = server
+        .session_call(
+            &sid,
+            3,
+            "tools/call",
+            json!({"name":"add","arguments":{"a":1,"b":1}}),
+        )
+        .await;
+    assert_eq!(add["result"]["content"][0]["text"], "2");
+}
+
+/// A rejection sent before the body is read must close the connection
+/// explicitly, or a pooled client's next request hits a reset.
+#[tokio::test]
+async fn early_rejection_says_connection_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let idp = FakeIdp::start().await;
+    let server = start(&idp).await;
+    let body = init_body().to_string();
+    let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer not-a-token\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n",
+        server.addr,
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut response = vec![0u8; 4096];
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        socket.read(&mut response),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8_lossy(&response[..n]).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 401"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
 }
 
 #[tokio::test]

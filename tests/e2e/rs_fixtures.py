@@ -1,0 +1,260 @@
+"""mcpgate in `auth.mode = "resource"` in front of a fresh oidc-provider IdP (for test_resource_mode.py).
+
+`rs_factory(...)` picks a free port for mcpgate, starts an IdP whose `MCP_RESOURCE` is that
+mcpgate's `public_url + "/mcp"`, then starts mcpgate pointing at the IdP (mcpgate discovers the
+issuer at start, so the IdP must be up first). Both are stopped when the test ends. `rs` is
+`rs_factory()` with the defaults. Also raw-HTTP helpers for the negative tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx2
+import pytest
+
+from idp_fixtures import Idp
+
+E2E_DIR = Path(__file__).resolve().parent
+REPO_ROOT = E2E_DIR.parent.parent
+WORK_DIR = E2E_DIR / ".work"
+DOCS_DIR = E2E_DIR / "fixtures" / "docs"
+
+# What mcpgate advertises (PRM scopes_supported, 401 challenge) and which scope each tool needs.
+ALL_SCOPES = "calc docs:read notes:read notes:write"
+TOOL_SCOPES = {
+    "add": "calc", "subtract": "calc", "multiply": "calc", "divide": "calc",
+    "search": "docs:read", "fetch": "docs:read",
+    "read_note": "notes:read", "list_notes": "notes:read",
+    "create_note": "notes:write", "update_note": "notes:write", "delete_note": "notes:write",
+}
+REFETCH_SECS = 2  # jwks_refetch_interval_secs of the gates started here
+
+ACCEPT = "application/json, text/event-stream"
+
+LEGACY_VERSION = "2025-06-18"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _mcpgate_bin() -> Path:
+    return Path(os.environ.get("MCPGATE_BIN", REPO_ROOT / "target" / "debug" / "mcpgate"))
+
+
+@dataclass
+class RsGate:
+    port: int
+    base_url: str
+    mcp_url: str
+    resource: str
+    prm_url: str
+    tmp: Path
+    log_path: Path
+    proc: subprocess.Popen
+
+    def log_tail(self, max_chars: int = 20000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-max_chars:]
+        except OSError as e:
+            return f"<no log: {e}>"
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+@contextlib.contextmanager
+def start_rs_gate(tmp: Path, port: int, issuer: str, *, introspection: bool = False,
+                  refetch_secs: int = REFETCH_SECS) -> Iterator[RsGate]:
+    """Start mcpgate in resource mode on `port`, trusting `issuer`; stop it at the end."""
+    binary = _mcpgate_bin()
+    if not binary.exists():
+        pytest.fail(f"mcpgate binary not found at {binary} (build it, or set MCPGATE_BIN)")
+    tmp.mkdir(parents=True, exist_ok=True)
+    data = tmp / "data"
+    data.mkdir(exist_ok=True)
+    base = f"http://127.0.0.1:{port}"
+    lines = [
+        f'public_url = "{base}"',
+        f'listen = "127.0.0.1:{port}"',
+        f"data_dir = {json.dumps(str(data))}",
+        "[store]",
+        f"url = {json.dumps('sqlite://' + str(data / 'mcpgate.db'))}",
+        "[auth]",
+        'mode = "resource"',
+        "[auth.resource]",
+        f"issuer = {json.dumps(issuer)}",
+        f"jwks_refetch_interval_secs = {refetch_secs}",
+    ]
+    if introspection:
+        lines += ["[auth.resource.introspection]", 'client_id = "mcpgate-rs"', 'client_secret = "mcpgate-rs-secret"']
+    lines += ["[toolsets.docs]", f"path = {json.dumps(str(DOCS_DIR))}", "[toolsets.notes]", "[toolsets.calc]", ""]
+    cfg = tmp / "mcpgate.toml"
+    cfg.write_text("\n".join(lines))
+    log_path = tmp / "mcpgate.log"
+    log = open(log_path, "wb")
+    env = dict(os.environ, NO_COLOR="1")
+    env.setdefault("RUST_BACKTRACE", "1")
+    proc = subprocess.Popen([str(binary), "serve", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, cwd=tmp, env=env, start_new_session=True)
+    gate = RsGate(port, base, f"{base}/mcp", f"{base}/mcp", f"{base}/.well-known/oauth-protected-resource/mcp",
+                  tmp, log_path, proc)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mcpgate exited with {proc.returncode} before ready:\n{gate.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mcpgate (resource mode) not ready within 30 s:\n{gate.log_tail()}")
+            time.sleep(0.05)
+        yield gate
+    finally:
+        _stop(proc)
+        log.close()
+        try:
+            WORK_DIR.mkdir(exist_ok=True)
+            (WORK_DIR / "mcpgate-resource-last-run.log").write_bytes(log_path.read_bytes())
+        except OSError:
+            pass
+
+
+@dataclass
+class Rs:
+    idp: Idp
+    gate: RsGate
+
+    def log_tails(self) -> str:
+        return f"--- mcpgate ---\n{self.gate.log_tail(8000)}\n--- IdP ---\n{self.idp.log_tail(5000)}"
+
+
+@pytest.fixture
+def rs_factory(idp_factory, tmp_path: Path):
+    """`rs_factory(idp_env={...}, introspection=False, opaque=False)` -> Rs (IdP + resource-mode mcpgate).
+    `opaque=True` makes the IdP issue opaque tokens for mcpgate's resource (and turns introspection on)."""
+    made: list[Rs] = []
+    with contextlib.ExitStack() as stack:
+        def make(idp_env: dict[str, str] | None = None, *, introspection: bool = False, opaque: bool = False,
+                 refetch_secs: int = REFETCH_SECS) -> Rs:
+            port = _free_port()
+            resource = f"http://127.0.0.1:{port}/mcp"
+            env = dict(idp_env or {})
+            if opaque:
+                env["OPAQUE_RESOURCES"] = ",".join(filter(None, [env.get("OPAQUE_RESOURCES"), resource]))
+                introspection = True
+            idp = idp_factory(mcp_resource=resource, env=env)
+            gate = stack.enter_context(start_rs_gate(tmp_path / f"gate-{len(made)}", port, idp.issuer,
+                                                     introspection=introspection, refetch_secs=refetch_secs))
+            made.append(Rs(idp, gate))
+            return made[-1]
+
+        make.made = made  # for the failure report hook
+        yield make
+
+
+@pytest.fixture
+def rs(rs_factory) -> Rs:
+    return rs_factory()
+
+
+# ------------------------------------------------------------------------ raw HTTP helpers
+def challenge(resp: httpx2.Response) -> dict[str, str]:
+    """Parameters of the response's `WWW-Authenticate: Bearer ...` challenge (quoted or bare values)."""
+    header = resp.headers.get("www-authenticate", "")
+    assert header.startswith("Bearer "), f"not a Bearer challenge: {header!r} (status {resp.status_code})"
+    out = {}
+    for m in re.finditer(r'([A-Za-z_]+)=(?:"([^"]*)"|([^\s,]+))', header):
+        out[m.group(1)] = m.group(2) if m.group(2) is not None else m.group(3)
+    return out
+
+
+def sse_json(resp: httpx2.Response) -> Any:
+    """The JSON-RPC message of a JSON or SSE response body (the last `data:` event with content)."""
+    if resp.headers.get("content-type", "").startswith("application/json"):
+        return resp.json()
+    msgs = [line[5:].strip() for line in resp.text.splitlines() if line.startswith("data:") and line[5:].strip()]
+    assert msgs, f"no data event in {resp.status_code} response: {resp.text[:500]}"
+    return json.loads(msgs[-1])
+
+
+class McpHttp:
+    """Hand-written MCP requests (legacy handshake) with an explicit bearer token."""
+
+    def __init__(self, gate: RsGate, token: str | None, client: httpx2.Client | None = None):
+        self.gate = gate
+        self.token = token
+        self.session_id: str | None = None
+        self.http = client or httpx2.Client(timeout=15)
+        self._id = 0
+
+    def headers(self, token: str | None = None, session_id: str | None = None) -> dict[str, str]:
+        h = {"Accept": ACCEPT, "Content-Type": "application/json"}
+        tok = token if token is not None else self.token
+        if tok:
+            h["Authorization"] = f"Bearer {tok}"
+        sid = session_id if session_id is not None else self.session_id
+        if sid:
+            h["Mcp-Session-Id"] = sid
+            h["MCP-Protocol-Version"] = LEGACY_VERSION
+        return h
+
+    def post(self, body: dict, *, token: str | None = None, session_id: str | None = None,
+             url: str | None = None) -> httpx2.Response:
+        return self.http.post(url or self.gate.mcp_url, json=body, headers=self.headers(token, session_id))
+
+    def request(self, method: str, params: dict | None = None, **kw) -> httpx2.Response:
+        self._id += 1
+        body: dict[str, Any] = {"jsonrpc": "2.0", "id": self._id, "method": method}
+        if params is not None:
+            body["params"] = params
+        return self.post(body, **kw)
+
+    def initialize(self) -> httpx2.Response:
+        r = self.request("initialize", {"protocolVersion": LEGACY_VERSION, "capabilities": {},
+                                        "clientInfo": {"name": "mcpgate-e2e-raw", "version": "1"}})
+        if r.status_code == 200:
+            self.session_id = r.headers.get("mcp-session-id")
+            assert self.session_id, f"initialize gave no Mcp-Session-Id: {dict(r.headers)}"
+            n = self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            assert n.status_code == 202, (n.status_code, n.text)
+        return r
+
+    def call(self, tool: str, args: dict, **kw) -> httpx2.Response:
+        return self.request("tools/call", {"name": tool, "arguments": args}, **kw)
+
+    def tool_result(self, tool: str, args: dict, **kw) -> dict:
+        r = self.call(tool, args, **kw)
+        assert r.status_code == 200, f"tools/call {tool}: {r.status_code} {r.headers.get('www-authenticate')} {r.text[:400]}"
+        msg = sse_json(r)
+        assert "result" in msg, msg
+        return msg["result"]
