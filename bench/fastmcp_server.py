@@ -3,10 +3,15 @@
 Exposes one tool, add(a, b) -> a + b, over streamable HTTP at /mcp in stateless JSON
 mode (no sessions, application/json responses instead of SSE).
 
-Usage: bench/.venv/bin/python bench/fastmcp_server.py PORT
+With --jwks-uri and --issuer (bench/run_auth.sh) /mcp requires a bearer JWT, checked by
+FastMCP's JWTVerifier: RS256 signature with the key of the token's kid from the JWKS (cached
+after the first fetch), exp, iss == ISSUER, aud == http://127.0.0.1:PORT/mcp (this server's
+resource URL) and scope containing "calc".
+
+Usage: bench/.venv/bin/python bench/fastmcp_server.py PORT [--jwks-uri URI --issuer ISSUER]
 """
 
-import sys
+import argparse
 
 from fastmcp import FastMCP
 
@@ -20,9 +25,26 @@ def add(a: float, b: float) -> float:
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        sys.exit("usage: fastmcp_server.py PORT")
-    port = int(sys.argv[1])
+    ap = argparse.ArgumentParser()
+    ap.add_argument("port", type=int)
+    ap.add_argument("--jwks-uri")
+    ap.add_argument("--issuer")
+    a = ap.parse_args()
+    port = a.port
+    if a.jwks_uri or a.issuer:
+        if not (a.jwks_uri and a.issuer):
+            ap.error("--jwks-uri and --issuer go together")
+        from fastmcp.server.auth.providers.jwt import JWTVerifier
+
+        base = f"http://127.0.0.1:{port}"
+        mcp.auth = JWTVerifier(
+            jwks_uri=a.jwks_uri,
+            issuer=a.issuer,
+            audience=f"{base}/mcp",
+            algorithm="RS256",
+            required_scopes=["calc"],
+            base_url=base,
+        )
     mcp.run(
         transport="http",
         host="127.0.0.1",

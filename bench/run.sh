@@ -34,7 +34,8 @@ export MCPGATE_LOG__LEVEL="${MCPGATE_LOG__LEVEL:-warn}"
 PY="$HERE/.venv/bin/python"
 LUA="$HERE/tools_call.lua"
 
-die() { echo "run.sh: $*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 command -v wrk >/dev/null || die "wrk missing: run bench/install.sh"
 [ -x "$PY" ] || die "bench/.venv missing: run bench/install.sh"
 [ -x "$MCPGATE_BIN" ] || die "mcpgate binary not found at $MCPGATE_BIN (cargo build --release, or set MCPGATE_BIN)"
@@ -44,40 +45,11 @@ OUT="$HERE/out/$(date +%Y%m%d-%H%M%S)"
 TMP="$(mktemp -d /tmp/mcpgate-bench.XXXXXX)"
 mkdir -p "$OUT"
 PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]:-}"; do
-    [ -n "$p" ] || continue
-    kill "$p" 2>/dev/null || true
-  done
-  for p in "${PIDS[@]:-}"; do
-    [ -n "$p" ] || continue
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime+stime, all threads
-CLK_TCK="$(getconf CLK_TCK)"
-field() { grep -o "$1=[^ ]*" <<<"$2" | head -1 | cut -d= -f2; }   # field KEY BENCHLINE
-wrk_threads() {
-  local c="$1" t
-  if [ -n "${WRK_THREADS:-}" ]; then t="$WRK_THREADS"; elif [ "$c" -eq 1 ]; then t=1; else t=2; fi
-  [ "$t" -gt "$c" ] && t="$c"
-  echo "$t"
-}
-
 # Anything else busy on 2 cores (a cargo build, say) skews every number: say so loudly.
-BUSY=""
-if pgrep -x rustc >/dev/null || pgrep -x cargo >/dev/null; then BUSY="cargo/rustc running"; fi
-LOAD1="$(cut -d' ' -f1 /proc/loadavg)"
-if awk -v l="$LOAD1" 'BEGIN{exit !(l > 0.5)}'; then BUSY="${BUSY:+$BUSY, }load average $LOAD1 at start"; fi
-[ -z "$BUSY" ] || echo "run.sh: WARNING: machine not idle ($BUSY); numbers will be skewed" >&2
+check_idle
 
 # ---------------------------------------------------------------- start-up to ready
 STARTUP_FRESH="n/a"; STARTUP_WARM="n/a"
@@ -98,28 +70,12 @@ FM_PID=$!; PIDS+=("$FM_PID")
 MG_PORT="$(free_port)"
 MG_DATA="$TMP/mcpgate-data"; mkdir -p "$MG_DATA"
 MG_CFG="$TMP/mcpgate.toml"
-cat >"$MG_CFG" <<EOF
-public_url = "http://127.0.0.1:$MG_PORT"
-listen = "127.0.0.1:$MG_PORT"
-data_dir = "$MG_DATA"
-[store]
-url = "sqlite://$MG_DATA/mcpgate.db"
-[auth]
-mode = "none"
-[toolsets.calc]
-EOF
-cp "$MG_CFG" "$OUT/mcpgate.toml"
-# shellcheck disable=SC2086
-MCPGATE_CONFIG="$MG_CFG" "$MCPGATE_BIN" ${MCPGATE_SERVE_ARGS//\{config\}/$MG_CFG} >"$OUT/mcpgate.log" 2>&1 &
-MG_PID=$!; PIDS+=("$MG_PID")
+mcpgate_config "$MG_CFG" "$MG_PORT" "$MG_DATA"
+start_mcpgate mcpgate "$MG_CFG"
+MG_PID="$STARTED_PID"
 
 # bounded readiness waits (20 s each)
-for _ in $(seq 1 200); do
-  curl -fsS -o /dev/null "http://127.0.0.1:$MG_PORT/healthz" 2>/dev/null && break
-  kill -0 "$MG_PID" 2>/dev/null || die "mcpgate exited; see $OUT/mcpgate.log"
-  sleep 0.1
-done
-curl -fsS -o /dev/null "http://127.0.0.1:$MG_PORT/healthz" || die "mcpgate not ready in 20 s; see $OUT/mcpgate.log"
+wait_healthz mcpgate "$MG_PORT" "$MG_PID"
 for _ in $(seq 1 200); do
   curl -fsS -o /dev/null -X POST "http://127.0.0.1:$FM_PORT/mcp" -H 'Content-Type: application/json' \
     -H 'Accept: application/json, text/event-stream' \
@@ -132,31 +88,6 @@ MG_RSS_IDLE="$(rss_kb "$MG_PID")"
 FM_RSS_IDLE="$(rss_kb "$FM_PID")"
 
 # ---------------------------------------------------------------- load
-# run_point NAME PORT ERA TOOL CONNS DURATION -> prints the BENCH line (+ cpu=) and keeps raw output
-run_point() {
-  local name="$1" port="$2" era="$3" tool="$4" c="$5" d="$6" pid="$7" t out c0 c1 line
-  t="$(wrk_threads "$c")"
-  out="$OUT/wrk-$name-c$c-d$d.txt"
-  c0="$(cpu_ticks "$pid")"
-  MCP_ERA="$era" TOOL_NAME="$tool" timeout $((d + 30)) \
-    wrk -t"$t" -c"$c" -d"${d}s" --latency -s "$LUA" "http://127.0.0.1:$port/mcp" >"$out" 2>&1 || true
-  c1="$(cpu_ticks "$pid")"
-  line="$(grep '^BENCH ' "$out" | head -1)"
-  [ -n "$line" ] || { cat "$out" >&2; die "wrk produced no result for $name c=$c"; }
-  # server CPU use during the point, in % of one core
-  echo "$line threads=$t server_cpu_pct=$(awk -v a="$c0" -v b="$c1" -v hz="$CLK_TCK" -v d="$d" 'BEGIN{printf "%.0f", (b-a)/hz/d*100}')"
-}
-
-# verify the request shape and warm up: every response of the warm-up must be a good result
-verify_and_warm() {
-  local name="$1" port="$2" era="$3" tool="$4" pid="$5" line
-  echo "run.sh: $name: verify request shape (era=$era, tool=$tool) + ${WARMUP}s warm-up" >&2
-  line="$(run_point "$name-warmup" "$port" "$era" "$tool" 8 "$WARMUP" "$pid")"
-  if [ "$(field ok "$line")" -eq 0 ] || [ "$(field failed "$line")" -ne 0 ]; then
-    grep -h '^BENCH_FIRST_FAILURE' "$OUT/wrk-$name-warmup-c8-d$WARMUP.txt" >&2 || true
-    die "$name: warm-up had failures ($line) -- wrong request shape? raw output in $OUT"
-  fi
-}
 verify_and_warm fastmcp "$FM_PORT" "$FASTMCP_ERA" add "$FM_PID"
 verify_and_warm mcpgate "$MG_PORT" "$MCPGATE_ERA" "$MCPGATE_TOOL" "$MG_PID"
 
@@ -173,12 +104,6 @@ FM_RSS_LOAD="$(rss_kb "$FM_PID")"
 MG_RSS_PEAK="$(awk '/^VmHWM:/ {print $2}' "/proc/$MG_PID/status")"
 
 # ---------------------------------------------------------------- report
-ms() { awk -v u="$1" 'BEGIN{ if (u < 10000) printf "%.2f", u/1000; else printf "%.1f", u/1000 }'; }
-mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
-errs() { # failed responses + socket errors
-  local l="$1"
-  echo $(( $(field failed "$l") + $(field sock_connect "$l") + $(field sock_read "$l") + $(field sock_write "$l") + $(field sock_timeout "$l") ))
-}
 ANY_FAIL=0
 for c in $CONNS; do
   [ "$(errs "${RES[mg,$c]}")" -eq 0 ] && [ "$(errs "${RES[fm,$c]}")" -eq 0 ] || ANY_FAIL=1

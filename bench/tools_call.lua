@@ -7,6 +7,8 @@
 --             = "legacy": plain tools/call with no protocol headers and no session
 --               (accepted by servers running a stateless legacy-era transport).
 --   TOOL_NAME = tool to call (default "add").
+--   BEARER_TOKEN = when set and non-empty, sent as `Authorization: Bearer <token>` on every
+--               request (the same token reused, as a real client does; bench/run_auth.sh).
 --
 -- A response counts as OK only if: status 2xx, Content-Type application/json, body is a
 -- JSON-RPC result (has "result", no top-level "error") and the tool did not report
@@ -19,6 +21,10 @@ local tool = os.getenv("TOOL_NAME") or "add"
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
+local token = os.getenv("BEARER_TOKEN") or ""
+if token ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. token
+end
 
 if era == "legacy" then
   wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"' .. tool ..

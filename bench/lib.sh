@@ -1,0 +1,132 @@
+# shellcheck shell=bash
+# Shared helpers of bench/run.sh and bench/run_auth.sh (sourced, not run).
+# The caller sets HERE, PY, LUA, OUT, TMP and a PIDS array before using them.
+
+die() { echo "${0##*/}: $*" >&2; exit 1; }
+
+cleanup() {
+  local p
+  for p in "${PIDS[@]:-}"; do
+    [ -n "$p" ] || continue
+    kill "$p" 2>/dev/null || true
+  done
+  for p in "${PIDS[@]:-}"; do
+    [ -n "$p" ] || continue
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+  rm -rf "$TMP"
+}
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime+stime, all threads
+CLK_TCK="$(getconf CLK_TCK)"
+field() { grep -o "$1=[^ ]*" <<<"$2" | head -1 | cut -d= -f2; }   # field KEY BENCHLINE
+wrk_threads() {
+  local c="$1" t
+  if [ -n "${WRK_THREADS:-}" ]; then t="$WRK_THREADS"; elif [ "$c" -eq 1 ]; then t=1; else t=2; fi
+  [ "$t" -gt "$c" ] && t="$c"
+  echo "$t"
+}
+
+# Anything else busy on 2 cores (a cargo build, say) skews every number: sets BUSY and warns.
+check_idle() {
+  BUSY=""
+  if pgrep -x rustc >/dev/null || pgrep -x cargo >/dev/null; then BUSY="cargo/rustc running"; fi
+  local load1
+  load1="$(cut -d' ' -f1 /proc/loadavg)"
+  if awk -v l="$load1" 'BEGIN{exit !(l > 0.5)}'; then BUSY="${BUSY:+$BUSY, }load average $load1 at start"; fi
+  [ -z "$BUSY" ] || echo "${0##*/}: WARNING: machine not idle ($BUSY); numbers will be skewed" >&2
+}
+
+# mcpgate_config FILE PORT DATA_DIR [MODE [EXTRA_TOML]]: the benchmark config; auth.mode MODE
+# (default "none"), EXTRA_TOML (e.g. an [auth.resource] table) goes right after it.
+mcpgate_config() {
+  local file="$1" port="$2" data="$3" mode="${4:-none}" extra="${5:-}"
+  mkdir -p "$data"
+  cat >"$file" <<EOF
+public_url = "http://127.0.0.1:$port"
+listen = "127.0.0.1:$port"
+data_dir = "$data"
+[store]
+url = "sqlite://$data/mcpgate.db"
+[auth]
+mode = "$mode"
+$extra
+[toolsets.calc]
+EOF
+}
+
+# start_mcpgate NAME CONFIG -> sets STARTED_PID; log in $OUT/NAME.log
+start_mcpgate() {
+  local name="$1" cfg="$2"
+  cp "$cfg" "$OUT/$name.toml"
+  # shellcheck disable=SC2086
+  MCPGATE_CONFIG="$cfg" "$MCPGATE_BIN" ${MCPGATE_SERVE_ARGS//\{config\}/$cfg} >"$OUT/$name.log" 2>&1 &
+  STARTED_PID=$!; PIDS+=("$STARTED_PID")
+}
+
+# wait_healthz NAME PORT PID: bounded (20 s) wait for mcpgate's /healthz
+wait_healthz() {
+  local name="$1" port="$2" pid="$3"
+  for _ in $(seq 1 200); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || die "$name exited; see $OUT/$name.log"
+    sleep 0.1
+  done
+  die "$name not ready in 20 s; see $OUT/$name.log"
+}
+
+# wait_listen NAME PORT PID: bounded (20 s) wait until something answers HTTP on PORT
+wait_listen() {
+  local name="$1" port="$2" pid="$3"
+  for _ in $(seq 1 200); do
+    curl -sS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || die "$name exited; see $OUT/$name.log"
+    sleep 0.1
+  done
+  die "$name not listening in 20 s; see $OUT/$name.log"
+}
+
+# run_point NAME PORT ERA TOOL CONNS DURATION PID [TOKEN]
+#   -> prints the BENCH line (+ threads=, server_cpu_pct=) and keeps raw output in $OUT.
+#   TOKEN, when given, is sent as `Authorization: Bearer TOKEN` on every request.
+run_point() {
+  local name="$1" port="$2" era="$3" tool="$4" c="$5" d="$6" pid="$7" token="${8:-}" t out c0 c1 line
+  t="$(wrk_threads "$c")"
+  out="$OUT/wrk-$name-c$c-d$d.txt"
+  c0="$(cpu_ticks "$pid")"
+  MCP_ERA="$era" TOOL_NAME="$tool" BEARER_TOKEN="$token" timeout $((d + 30)) \
+    wrk -t"$t" -c"$c" -d"${d}s" --latency -s "$LUA" "http://127.0.0.1:$port/mcp" >"$out" 2>&1 || true
+  c1="$(cpu_ticks "$pid")"
+  line="$(grep '^BENCH ' "$out" | head -1)"
+  [ -n "$line" ] || { cat "$out" >&2; die "wrk produced no result for $name c=$c"; }
+  # server CPU use during the point, in % of one core
+  echo "$line threads=$t server_cpu_pct=$(awk -v a="$c0" -v b="$c1" -v hz="$CLK_TCK" -v d="$d" 'BEGIN{printf "%.0f", (b-a)/hz/d*100}')"
+}
+
+# verify_and_warm NAME PORT ERA TOOL PID [TOKEN]: every response of the warm-up must be a good result
+verify_and_warm() {
+  local name="$1" port="$2" era="$3" tool="$4" pid="$5" token="${6:-}" line
+  echo "${0##*/}: $name: verify request shape (era=$era, tool=$tool) + ${WARMUP}s warm-up" >&2
+  line="$(run_point "$name-warmup" "$port" "$era" "$tool" 8 "$WARMUP" "$pid" "$token")"
+  if [ "$(field ok "$line")" -eq 0 ] || [ "$(field failed "$line")" -ne 0 ]; then
+    grep -h '^BENCH_FIRST_FAILURE' "$OUT/wrk-$name-warmup-c8-d$WARMUP.txt" >&2 || true
+    die "$name: warm-up had failures ($line) -- wrong request shape? raw output in $OUT"
+  fi
+}
+
+ms() { awk -v u="$1" 'BEGIN{ if (u < 10000) printf "%.2f", u/1000; else printf "%.1f", u/1000 }'; }
+mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
+errs() { # failed responses + socket errors
+  local l="$1"
+  echo $(( $(field failed "$l") + $(field sock_connect "$l") + $(field sock_read "$l") + $(field sock_write "$l") + $(field sock_timeout "$l") ))
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b <= 0) print "n/a"; else if (a/b < 10) printf "%.2fx", a/b; else printf "%.1fx", a/b }'; }
+machine_line() {
+  echo "- machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
+}
+fastmcp_versions() {
+  "$PY" -c 'import importlib.metadata as m; print(m.version("fastmcp"), "(mcp", m.version("mcp") + ", uvicorn", m.version("uvicorn") + ")")'
+}
