@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod mcp;
+pub mod oauth;
 pub mod store;
 pub mod telemetry;
 pub mod toolsets;

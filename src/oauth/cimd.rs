@@ -1,0 +1,437 @@
+//! Client ID Metadata Documents: a client id that is an https URL names a
+//! JSON document describing the client. Fetching attacker-chosen URLs from
+//! the server is an SSRF vector, so the fetch is fenced: https only, every
+//! resolved address must be public (loopback only with the development
+//! switch), the connection is pinned to the checked address, no redirects,
+//! at most 5 KB, a short timeout. Good documents are cached per their
+//! `Cache-Control`; failures are never cached.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use url::Url;
+
+use super::clients::{AuthMethod, ClientMetadata, classify_redirect_uri};
+
+pub const MAX_DOCUMENT_BYTES: usize = 5 * 1024;
+const DEFAULT_TTL: Duration = Duration::from_secs(300);
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CimdError {
+    #[error("the client id is not a valid metadata document URL: {0}")]
+    BadUrl(&'static str),
+    #[error("the client's metadata document host resolves to a non-public address")]
+    ForbiddenAddress,
+    #[error("the client's metadata document could not be fetched: {0}")]
+    Fetch(String),
+    #[error("the client's metadata document is invalid: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone)]
+struct Cached {
+    metadata: Arc<ClientMetadata>,
+    expires: Instant,
+}
+
+pub struct CimdResolver {
+    allow_loopback_http: bool,
+    timeout: Duration,
+    pinned: HashMap<String, Arc<ClientMetadata>>,
+    cache: moka::sync::Cache<String, Cached>,
+}
+
+/// Is this address one a server-side fetch may reach?
+pub fn is_public_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])) // CGNAT 100.64/10
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0/24
+                || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking 198.18/15
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_address(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (s[0] & 0xffc0) == 0xfe80 // link local fe80::/10
+                || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 embeds IPv4
+                || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
+        }
+    }
+}
+
+impl CimdResolver {
+    pub fn new(allow_loopback_http: bool, timeout: Duration) -> CimdResolver {
+        CimdResolver {
+            allow_loopback_http,
+            timeout,
+            pinned: HashMap::new(),
+            cache: moka::sync::Cache::builder().max_capacity(10_000).build(),
+        }
+    }
+
+    /// Use `document` for `client_id` instead of fetching it.
+    pub fn pin(&mut self, client_id: &str, document: &str) -> Result<(), CimdError> {
+        let metadata = parse_document(client_id, document.as_bytes())?;
+        self.pinned.insert(client_id.to_owned(), Arc::new(metadata));
+        Ok(())
+    }
+
+    /// Does this client id name a metadata document (rather than a registration)?
+    pub fn is_document_id(&self, client_id: &str) -> bool {
+        client_id.starts_with("https://")
+            || (self.allow_loopback_http && client_id.starts_with("http://"))
+    }
+
+    pub async fn resolve(&self, client_id: &str) -> Result<Arc<ClientMetadata>, CimdError> {
+        if let Some(doc) = self.pinned.get(client_id) {
+            return Ok(doc.clone());
+        }
+        if let Some(hit) = self.cache.get(client_id) {
+            if hit.expires > Instant::now() {
+                return Ok(hit.metadata);
+            }
+            self.cache.invalidate(client_id);
+        }
+        let url = self.check_url(client_id)?;
+        let (body, ttl) = self.fetch(&url).await?;
+        let metadata = Arc::new(parse_document(client_id, &body)?);
+        if let Some(ttl) = ttl {
+            self.cache.insert(
+                client_id.to_owned(),
+                Cached {
+                    metadata: metadata.clone(),
+                    expires: Instant::now() + ttl,
+                },
+            );
+        }
+        Ok(metadata)
+    }
+
+    fn check_url(&self, client_id: &str) -> Result<Url, CimdError> {
+        let url = Url::parse(client_id).map_err(|_| CimdError::BadUrl("not a URL"))?;
+        let loopback_dev = self.allow_loopback_http
+            && url.scheme() == "http"
+            && url.host_str().is_some_and(super::clients::is_loopback_host);
+        if url.scheme() != "https" && !loopback_dev {
+            return Err(CimdError::BadUrl("must be https"));
+        }
+        if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+            return Err(CimdError::BadUrl("no fragment or user information allowed"));
+        }
+        if url.path() == "/" || url.path().is_empty() {
+            return Err(CimdError::BadUrl("must have a path"));
+        }
+        // `Url` resolves dot segments; a client id that had any is not canonical.
+        if url.as_str() != client_id {
+            return Err(CimdError::BadUrl(
+                "must be in canonical form (no dot segments)",
+            ));
+        }
+        Ok(url)
+    }
+
+    /// Resolve, check every address, then connect to the checked one only.
+    async fn fetch(&self, url: &Url) -> Result<(Vec<u8>, Option<Duration>), CimdError> {
+        let host = url.host_str().ok_or(CimdError::BadUrl("no host"))?;
+        let port = url.port_or_known_default().unwrap_or(443);
+        let bare_host = host.trim_matches(['[', ']']);
+        let addrs: Vec<SocketAddr> = match bare_host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => {
+                tokio::time::timeout(self.timeout, tokio::net::lookup_host((bare_host, port)))
+                    .await
+                    .map_err(|_| CimdError::Fetch("DNS timeout".to_owned()))?
+                    .map_err(|_| CimdError::Fetch("DNS lookup failed".to_owned()))?
+                    .collect()
+            }
+        };
+        if addrs.is_empty() {
+            return Err(CimdError::Fetch("no address".to_owned()));
+        }
+        let allowed =
+            |ip: IpAddr| is_public_address(ip) || (self.allow_loopback_http && ip.is_loopback());
+        // Any private answer fails the whole name (DNS rebinding tricks mix them).
+        if addrs.iter().any(|a| !allowed(a.ip())) {
+            return Err(CimdError::ForbiddenAddress);
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout)
+            .resolve_to_addrs(bare_host, &addrs)
+            .no_proxy()
+            .build()
+            .map_err(|_| CimdError::Fetch("client setup failed".to_owned()))?;
+        let mut response = client
+            .get(url.clone())
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| {
+                CimdError::Fetch(
+                    if e.is_timeout() {
+                        "timeout"
+                    } else {
+                        "connection failed"
+                    }
+                    .to_owned(),
+                )
+            })?;
+        let status = response.status();
+        if status.is_redirection() {
+            return Err(CimdError::Fetch("redirects are not followed".to_owned()));
+        }
+        if !status.is_success() {
+            return Err(CimdError::Fetch(format!("HTTP status {}", status.as_u16())));
+        }
+        let ttl = cache_ttl(
+            response
+                .headers()
+                .get("cache-control")
+                .and_then(|v| v.to_str().ok()),
+        );
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|_| CimdError::Fetch("body read failed".to_owned()))?
+        {
+            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                return Err(CimdError::Fetch("document larger than 5 KB".to_owned()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, ttl))
+    }
+}
+
+/// `None`: do not cache. Otherwise max-age within bounds, or a default.
+fn cache_ttl(cache_control: Option<&str>) -> Option<Duration> {
+    let Some(cc) = cache_control else {
+        return Some(DEFAULT_TTL);
+    };
+    let directives: Vec<String> = cc
+        .split(',')
+        .map(|d| d.trim().to_ascii_lowercase())
+        .collect();
+    if directives
+        .iter()
+        .any(|d| d == "no-store" || d == "no-cache")
+    {
+        return None;
+    }
+    let max_age = directives.iter().find_map(|d| {
+        d.strip_prefix("max-age=")
+            .and_then(|v| v.parse::<u64>().ok())
+    });
+    match max_age {
+        Some(0) => None,
+        Some(secs) => Some(Duration::from_secs(secs).min(MAX_TTL)),
+        None => Some(DEFAULT_TTL),
+    }
+}
+
+/// Validate a document per the CIMD draft and MCP's rules.
+pub fn parse_document(client_id: &str, body: &[u8]) -> Result<ClientMetadata, CimdError> {
+    let invalid = |m: &str| CimdError::Invalid(m.to_owned());
+    let metadata: ClientMetadata = serde_json::from_slice(body)
+        .map_err(|_| invalid("not a JSON object of client metadata"))?;
+    if metadata.client_id.as_deref() != Some(client_id) {
+        return Err(invalid("client_id in the document differs from its URL"));
+    }
+    if metadata.client_name.as_deref().is_none_or(str::is_empty) {
+        return Err(invalid("client_name is required"));
+    }
+    if metadata.redirect_uris.is_empty() {
+        return Err(invalid("redirect_uris is required"));
+    }
+    for uri in &metadata.redirect_uris {
+        classify_redirect_uri(uri).map_err(|e| CimdError::Invalid(e.to_string()))?;
+    }
+    // A document is public; a shared secret in it would be no secret.
+    match metadata
+        .token_endpoint_auth_method
+        .as_deref()
+        .map(AuthMethod::parse)
+    {
+        None | Some(Some(AuthMethod::None)) => {}
+        _ => return Err(invalid("token_endpoint_auth_method must be none")),
+    }
+    let raw: serde_json::Value = serde_json::from_slice(body).map_err(|_| invalid("not JSON"))?;
+    if raw.get("client_secret").is_some() || raw.get("client_secret_expires_at").is_some() {
+        return Err(invalid(
+            "a metadata document must not carry a client secret",
+        ));
+    }
+    let mut metadata = metadata;
+    metadata.token_endpoint_auth_method = Some("none".to_owned());
+    Ok(metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_and_special_addresses_are_refused() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            assert!(!is_public_address(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"] {
+            assert!(is_public_address(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn document_rules() {
+        let id = "https://app.example/client.json";
+        let good = serde_json::json!({"client_id": id, "client_name": "App", "redirect_uris": ["https://app.example/cb"]});
+        assert!(parse_document(id, good.to_string().as_bytes()).is_ok());
+        let wrong_id = serde_json::json!({"client_id": "https://other.example/c", "client_name": "App", "redirect_uris": ["https://app.example/cb"]});
+        assert!(parse_document(id, wrong_id.to_string().as_bytes()).is_err());
+        let secret = serde_json::json!({"client_id": id, "client_name": "App", "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "client_secret_basic"});
+        assert!(parse_document(id, secret.to_string().as_bytes()).is_err());
+        let js = serde_json::json!({"client_id": id, "client_name": "App", "redirect_uris": ["javascript:alert(1)"]});
+        assert!(parse_document(id, js.to_string().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn cache_headers() {
+        assert_eq!(cache_ttl(Some("no-store")), None);
+        assert_eq!(cache_ttl(Some("max-age=60")), Some(Duration::from_secs(60)));
+        assert_eq!(cache_ttl(Some("max-age=99999999")), Some(MAX_TTL));
+        assert_eq!(cache_ttl(None), Some(DEFAULT_TTL));
+    }
+
+    #[tokio::test]
+    async fn urls_are_checked_before_any_fetch() {
+        let r = CimdResolver::new(false, Duration::from_secs(2));
+        for id in [
+            "http://app.example/c.json",
+            "https://app.example/",
+            "https://app.example/a/../c.json",
+            "https://u:p@app.example/c.json",
+        ] {
+            assert!(
+                matches!(r.resolve(id).await, Err(CimdError::BadUrl(_))),
+                "{id}"
+            );
+        }
+        for id in [
+            "https://127.0.0.1/c.json",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[::1]/c.json",
+            "https://localhost/c.json",
+        ] {
+            assert_eq!(
+                r.resolve(id).await.unwrap_err(),
+                CimdError::ForbiddenAddress,
+                "{id}"
+            );
+        }
+    }
+
+    /// Serve one canned HTTP response (built from the bound address) per connection.
+    async fn canned(response: impl FnOnce(std::net::SocketAddr) -> String) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let response = response(addr);
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(response.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            }
+        });
+        addr
+    }
+
+    fn http_ok(body: &str, cache_control: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: {cache_control}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[tokio::test]
+    async fn live_fetch_is_fenced() {
+        let dev = CimdResolver::new(true, Duration::from_secs(2));
+        // A redirect is not followed.
+        let redirect = canned(|_| "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned()).await;
+        let id = format!("http://{redirect}/c.json");
+        assert_eq!(
+            dev.resolve(&id).await.unwrap_err(),
+            CimdError::Fetch("redirects are not followed".to_owned())
+        );
+        // More than 5 KB is refused.
+        let big = canned(|_| http_ok(&"x".repeat(6000), "max-age=60")).await;
+        assert_eq!(
+            dev.resolve(&format!("http://{big}/c.json"))
+                .await
+                .unwrap_err(),
+            CimdError::Fetch("document larger than 5 KB".to_owned())
+        );
+        // A good document naming its own URL resolves.
+        let good = canned(|addr| {
+            let doc = serde_json::json!({
+                "client_id": format!("http://{addr}/c.json"),
+                "client_name": "Dev app",
+                "redirect_uris": ["http://127.0.0.1:9/cb"]
+            });
+            http_ok(&doc.to_string(), "max-age=60")
+        })
+        .await;
+        let id = format!("http://{good}/c.json");
+        let metadata = dev.resolve(&id).await.unwrap();
+        assert_eq!(metadata.client_name.as_deref(), Some("Dev app"));
+        // Without the development switch the same URL is refused before any connection.
+        let strict = CimdResolver::new(false, Duration::from_secs(2));
+        assert!(matches!(
+            strict.resolve(&id).await,
+            Err(CimdError::BadUrl(_))
+        ));
+        let https_loopback = format!("https://{good}/c.json");
+        assert_eq!(
+            strict.resolve(&https_loopback).await.unwrap_err(),
+            CimdError::ForbiddenAddress
+        );
+    }
+}
