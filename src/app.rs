@@ -39,6 +39,8 @@ pub enum StartError {
     Docs(#[from] DocsError),
     #[error(transparent)]
     Auth(#[from] AuthSetupError),
+    #[error("cannot set up the authorization server: {0}")]
+    Authority(String),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
 }
@@ -52,6 +54,10 @@ pub struct App {
     store_healthy: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     grace: Duration,
+    /// Set when this start created the first user: print it once, never log it.
+    pub initial_admin_password: Option<String>,
+    keys: Option<Arc<crate::oauth::keys::KeyRing>>,
+    sweep: Option<(i64, Store)>,
 }
 
 impl App {
@@ -69,7 +75,7 @@ impl App {
         let notes = config.toolsets.notes.then(|| Notes::new(store.clone()));
         let toolbox = Toolbox::new(config.toolsets.calc, notes, docs.clone());
         let store_healthy = Arc::new(AtomicBool::new(true));
-        let authenticator = auth::authenticator(config).await?;
+        let mut authenticator = auth::authenticator(config).await?;
         let rules = config
             .policy
             .iter()
@@ -98,10 +104,33 @@ impl App {
                         .filter(|s| s != "offline_access")
                         .collect(),
                 };
-                (Some(scope_policy), Some(info))
+                (Some(scope_policy.clone()), Some(info))
+            }
+            (AuthMode::Local, _) => {
+                let scopes: Vec<String> = scope_policy.all_scopes().into_iter().collect();
+                let info = ResourceServerInfo {
+                    resource: config.mcp_resource(),
+                    metadata_url: format!(
+                        "{}/.well-known/oauth-protected-resource/mcp",
+                        config.public_origin()
+                    ),
+                    authorization_servers: vec![config.public_origin()],
+                    scopes_supported: scopes,
+                };
+                (Some(scope_policy.clone()), Some(info))
             }
             _ => (None, None),
         };
+        let mut local = None;
+        let mut initial_admin_password = None;
+        if let (AuthMode::Local, Some(local_cfg)) = (&config.auth_mode, &config.local_auth) {
+            let built = crate::oauth::setup::build(config, local_cfg, &store, &scope_policy)
+                .await
+                .map_err(StartError::Authority)?;
+            authenticator = auth::Authenticator::Resource(built.verifier.clone());
+            initial_admin_password = built.initial_admin_password.clone();
+            local = Some(built);
+        }
         let edge = Arc::new(EdgeConfig {
             allowed_hosts: config.http.allowed_hosts.clone(),
             allowed_origins: config.http.allowed_origins.clone(),
@@ -129,7 +158,15 @@ impl App {
             ops,
             in_flight.clone(),
             &config.http.allowed_origins,
+            local.as_ref().map(|l| l.routes.clone()),
         );
+        let keys = local.as_ref().map(|l| l.keys.clone());
+        let sweep = config.local_auth.as_ref().map(|l| {
+            (
+                (l.unused_client_ttl_days * 86_400) as i64,
+                store.clone(),
+            )
+        });
         Ok(App {
             router,
             store,
@@ -138,6 +175,9 @@ impl App {
             store_healthy,
             metrics,
             grace: Duration::from_secs(config.http.shutdown_grace_secs),
+            initial_admin_password,
+            keys,
+            sweep,
         })
     }
 
@@ -182,6 +222,25 @@ impl App {
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         self.spawn_store_probe();
+        if let Some(keys) = &self.keys {
+            keys.spawn_reload(self.shutdown.clone());
+        }
+        if let Some((client_ttl, store)) = self.sweep.clone() {
+            let stop = self.shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(600));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    match store.sweep_oauth(crate::store::now_epoch(), client_ttl).await {
+                        Ok(swept) => tracing::debug!(clients = swept.clients, rows = swept.expired_rows, "swept expired authorization state"),
+                        Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                    }
+                }
+            });
+        }
         let shutdown = self.shutdown.clone();
         let in_flight = self.in_flight.clone();
         let grace = self.grace;

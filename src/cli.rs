@@ -28,4 +28,47 @@ pub enum Command {
         #[arg(long, env = "MCPGATE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Manage local users (auth.mode = "local").
+    Users {
+        #[arg(long, env = "MCPGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: UsersAction,
+    },
+    /// Manage token-signing keys.
+    Keys {
+        #[arg(long, env = "MCPGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersAction {
+    /// Add a user; the password is prompted for or read from stdin.
+    Add {
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+    /// Remove a user, their sessions and consents, and revoke their refresh tokens.
+    Remove { name: String },
+    /// Set a new password.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// List signing keys with their activation and retirement times.
+    List,
+    /// Add a new key (it signs after a short publication delay) and retire the others.
+    Rotate,
 }

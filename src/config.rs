@@ -71,10 +71,73 @@ pub struct RawStore {
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
-    /// `none` (loopback development only) or `resource` (validate tokens of
-    /// an external authorization server). Other modes arrive with later releases.
+    /// `local` (default: mcpgate is the authorization server, users in its
+    /// store), `resource` (validate tokens of an external authorization
+    /// server) or `none` (loopback development only).
     pub mode: Option<String>,
     pub resource: Option<RawResourceAuth>,
+    pub local: Option<RawLocalAuth>,
+}
+
+/// `[auth.local]`: the embedded authorization server.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocalAuth {
+    /// Access-token lifetime; also the bound on how long a revoked grant's
+    /// access tokens keep working. Default 3600.
+    pub access_token_ttl_secs: Option<u64>,
+    /// Default 30 days.
+    pub refresh_token_ttl_secs: Option<u64>,
+    /// A rotated refresh token presented again within this window gets the
+    /// same response (a lost response retried); later it revokes the family. Default 30.
+    pub refresh_reuse_grace_secs: Option<u64>,
+    /// Default 300.
+    pub code_ttl_secs: Option<u64>,
+    /// A code posted again by the same client within this window gets the
+    /// same response (ChatGPT posts twice). Default 10.
+    pub code_replay_window_secs: Option<u64>,
+    /// Browser login session lifetime. Default 12 hours.
+    pub session_ttl_secs: Option<u64>,
+    /// Base64 32-byte key sealing private keys and replayable responses.
+    pub encryption_key: Option<String>,
+    /// Default `<data_dir>/mcpgate.key`, created on first start.
+    pub encryption_key_file: Option<PathBuf>,
+    /// Scopes advertised besides the policy's. Default none.
+    pub extra_scopes: Option<Vec<String>>,
+    /// Skip the consent page when the user approved the same client and
+    /// scopes before and ticked "remember". Default true.
+    pub remember_consent: Option<bool>,
+    /// Failed logins per user name (and per address) per 5 minutes before 429. Default 10.
+    pub login_max_failures: Option<u32>,
+    /// Dynamic client registrations per client address per minute. Default 60.
+    pub registrations_per_minute: Option<u32>,
+    /// Clients that obtained no token for this long are deleted. Default 30.
+    pub unused_client_ttl_days: Option<u64>,
+    #[serde(default)]
+    pub cimd: RawCimd,
+}
+
+/// Client ID Metadata Documents (URL client ids).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCimd {
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// Development only: also fetch `http://` documents from loopback
+    /// addresses. Private and link-local addresses stay refused. Default false.
+    pub allow_loopback_http: Option<bool>,
+    /// Default 5.
+    pub fetch_timeout_secs: Option<u64>,
+    /// Documents used instead of a live fetch (e.g. when a CDN challenge blocks it).
+    #[serde(default)]
+    pub pinned: Vec<RawPinnedDocument>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPinnedDocument {
+    pub client_id: String,
+    pub document_file: PathBuf,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -170,6 +233,42 @@ pub enum AuthMode {
     None,
     /// Bearer tokens from an external authorization server.
     Resource,
+    /// mcpgate is the authorization server; users in its store.
+    Local,
+}
+
+/// `[auth.local]`, validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalAuthConfig {
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    pub refresh_reuse_grace_secs: u64,
+    pub code_ttl_secs: u64,
+    pub code_replay_window_secs: u64,
+    pub session_ttl_secs: u64,
+    pub encryption_key: EncryptionKeySource,
+    pub extra_scopes: Vec<String>,
+    pub remember_consent: bool,
+    pub login_max_failures: u32,
+    pub registrations_per_minute: u32,
+    pub unused_client_ttl_days: u64,
+    pub cimd: CimdConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncryptionKeySource {
+    Inline(#[serde(serialize_with = "serialize_secret")] secrecy::SecretString),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CimdConfig {
+    pub enabled: bool,
+    pub allow_loopback_http: bool,
+    pub fetch_timeout_secs: u64,
+    /// `(client_id, document text)`; read at start.
+    pub pinned: Vec<(String, String)>,
 }
 
 /// `[auth.resource]`, validated.
@@ -219,6 +318,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub auth_mode: AuthMode,
     pub resource_auth: Option<ResourceAuthConfig>,
+    pub local_auth: Option<LocalAuthConfig>,
     pub policy: Vec<RawPolicy>,
     pub http: HttpConfig,
     pub log: LogConfig,
@@ -421,7 +521,7 @@ impl RawConfig {
             ));
         }
 
-        let auth_mode = match self.auth.mode.as_deref().unwrap_or("none") {
+        let auth_mode = match self.auth.mode.as_deref().unwrap_or("local") {
             "none" => {
                 if !listen.ip().is_loopback() {
                     errors.push(format!(
@@ -431,9 +531,10 @@ impl RawConfig {
                 Some(AuthMode::None)
             }
             "resource" => Some(AuthMode::Resource),
-            mode @ ("local" | "proxy" | "bridge" | "auto") => {
+            "local" => Some(AuthMode::Local),
+            mode @ ("proxy" | "bridge" | "auto") => {
                 errors.push(format!(
-                    "auth.mode: {mode:?} is not available in this build yet; use \"resource\" with an external authorization server, or \"none\" on a loopback address"
+                    "auth.mode: {mode:?} is not available in this build yet; use \"local\" (the default), \"resource\" with an external authorization server, or \"none\" on a loopback address"
                 ));
                 None
             }
@@ -565,6 +666,21 @@ impl RawConfig {
             }
         };
 
+        let local_auth = match auth_mode {
+            Some(AuthMode::Local) => Some(validate_local_auth(
+                self.auth.local.as_ref(),
+                &data_dir,
+                &public_url,
+                &mut errors,
+            )),
+            _ => {
+                if self.auth.local.is_some() {
+                    errors.push("auth.local: only used with auth.mode = \"local\"".to_owned());
+                }
+                None
+            }
+        };
+
         match (errors.is_empty(), auth_mode) {
             (true, Some(auth_mode)) => Ok(Config {
                 public_url,
@@ -576,6 +692,7 @@ impl RawConfig {
                 },
                 auth_mode,
                 resource_auth,
+                local_auth,
                 policy: self.policy.clone(),
                 http: HttpConfig {
                     allowed_hosts,
@@ -687,6 +804,143 @@ fn validate_resource_auth(
         jwks_refetch_interval_secs: raw.jwks_refetch_interval_secs.unwrap_or(30).max(1),
         introspection,
     })
+}
+
+fn validate_local_auth(
+    raw: Option<&RawLocalAuth>,
+    data_dir: &Path,
+    public_url: &Url,
+    errors: &mut Vec<String>,
+) -> LocalAuthConfig {
+    let default = RawLocalAuth::default();
+    let raw = raw.unwrap_or(&default);
+    // OAuth endpoints must be HTTPS except for loopback development.
+    if public_url.scheme() == "http" && !public_url.host_str().is_some_and(is_loopback_host) {
+        errors.push(format!(
+            "public_url: {:?} must be https with auth.mode = \"local\" (http only on loopback)",
+            public_url.as_str()
+        ));
+    }
+    let mut bounded = |name: &str, value: Option<u64>, default: u64, min: u64, max: u64| {
+        let v = value.unwrap_or(default);
+        if !(min..=max).contains(&v) {
+            errors.push(format!(
+                "auth.local.{name}: {v} must be between {min} and {max}"
+            ));
+        }
+        v
+    };
+    let access_token_ttl_secs =
+        bounded("access_token_ttl_secs", raw.access_token_ttl_secs, 3600, 1, 86_400);
+    let refresh_token_ttl_secs = bounded(
+        "refresh_token_ttl_secs",
+        raw.refresh_token_ttl_secs,
+        30 * 86_400,
+        60,
+        400 * 86_400,
+    );
+    let refresh_reuse_grace_secs = bounded(
+        "refresh_reuse_grace_secs",
+        raw.refresh_reuse_grace_secs,
+        30,
+        0,
+        300,
+    );
+    let code_ttl_secs = bounded("code_ttl_secs", raw.code_ttl_secs, 300, 10, 600);
+    let code_replay_window_secs = bounded(
+        "code_replay_window_secs",
+        raw.code_replay_window_secs,
+        10,
+        0,
+        60,
+    );
+    let session_ttl_secs = bounded(
+        "session_ttl_secs",
+        raw.session_ttl_secs,
+        12 * 3600,
+        60,
+        30 * 86_400,
+    );
+    let unused_client_ttl_days = bounded(
+        "unused_client_ttl_days",
+        raw.unused_client_ttl_days,
+        30,
+        1,
+        3650,
+    );
+    let encryption_key = match (&raw.encryption_key, &raw.encryption_key_file) {
+        (Some(_), Some(_)) => {
+            errors.push(
+                "auth.local: set at most one of encryption_key, encryption_key_file".to_owned(),
+            );
+            EncryptionKeySource::File(data_dir.join("mcpgate.key"))
+        }
+        (Some(key), None) => {
+            EncryptionKeySource::Inline(secrecy::SecretString::from(key.clone()))
+        }
+        (None, Some(path)) => EncryptionKeySource::File(path.clone()),
+        (None, None) => EncryptionKeySource::File(data_dir.join("mcpgate.key")),
+    };
+    let extra_scopes = raw.extra_scopes.clone().unwrap_or_default();
+    if extra_scopes
+        .iter()
+        .any(|s| s.is_empty() || s.contains(' ') || s.contains('"'))
+    {
+        errors.push(
+            "auth.local.extra_scopes: scopes are non-empty words without spaces or quotes"
+                .to_owned(),
+        );
+    }
+    let login_max_failures = raw.login_max_failures.unwrap_or(10);
+    if login_max_failures == 0 {
+        errors.push("auth.local.login_max_failures: must be at least 1".to_owned());
+    }
+    let registrations_per_minute = raw.registrations_per_minute.unwrap_or(60);
+    if registrations_per_minute == 0 {
+        errors.push("auth.local.registrations_per_minute: must be at least 1".to_owned());
+    }
+    let mut pinned = Vec::new();
+    for (i, doc) in raw.cimd.pinned.iter().enumerate() {
+        if !doc.client_id.starts_with("https://") {
+            errors.push(format!(
+                "auth.local.cimd.pinned[{i}].client_id: must be an https URL"
+            ));
+        }
+        match std::fs::read_to_string(&doc.document_file) {
+            Ok(text) => pinned.push((doc.client_id.clone(), text)),
+            Err(e) => errors.push(format!(
+                "auth.local.cimd.pinned[{i}].document_file: cannot read {}: {}",
+                doc.document_file.display(),
+                e.kind()
+            )),
+        }
+    }
+    let fetch_timeout_secs = raw.cimd.fetch_timeout_secs.unwrap_or(5);
+    if !(1..=30).contains(&fetch_timeout_secs) {
+        errors.push(format!(
+            "auth.local.cimd.fetch_timeout_secs: {fetch_timeout_secs} must be between 1 and 30"
+        ));
+    }
+    LocalAuthConfig {
+        access_token_ttl_secs,
+        refresh_token_ttl_secs,
+        refresh_reuse_grace_secs,
+        code_ttl_secs,
+        code_replay_window_secs,
+        session_ttl_secs,
+        encryption_key,
+        extra_scopes,
+        remember_consent: raw.remember_consent.unwrap_or(true),
+        login_max_failures,
+        registrations_per_minute,
+        unused_client_ttl_days,
+        cimd: CimdConfig {
+            enabled: raw.cimd.enabled.unwrap_or(true),
+            allow_loopback_http: raw.cimd.allow_loopback_http.unwrap_or(false),
+            fetch_timeout_secs,
+            pinned,
+        },
+    }
 }
 
 fn is_loopback_host(host: &str) -> bool {

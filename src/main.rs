@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use mcpgate::{
     app::{self, App},
-    cli::{Cli, Command},
+    cli::{Cli, Command, KeysAction, UsersAction},
     config, telemetry,
 };
 
@@ -43,6 +43,8 @@ async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Users { config, action } => admin(config, |cfg, store| Box::pin(users(cfg, store, action))).await,
+        Command::Keys { config, action } => admin(config, |cfg, store| Box::pin(keys(cfg, store, action))).await,
         Command::Serve { config } => {
             let cfg = match config::load(config.as_deref()) {
                 Ok(cfg) => cfg,
@@ -79,6 +81,115 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         "mcpgate listening on http://{local}  (MCP endpoint: {})",
         cfg.mcp_resource()
     );
+    if let Some(password) = &app.initial_admin_password {
+        // Printed once to the terminal, never logged.
+        println!(
+            "created the first user: admin, one-time password: {password}\n  sign in when your MCP client opens {}/authorize; change it with: mcpgate users passwd admin",
+            cfg.public_origin()
+        );
+    }
     app.serve(listener, app::shutdown_signal()).await?;
+    Ok(())
+}
+
+type AdminFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + 'a>>;
+
+/// Run an administrative command against the configured store.
+async fn admin(
+    config: Option<std::path::PathBuf>,
+    run: impl for<'a> FnOnce(&'a config::Config, &'a mcpgate::store::Store) -> AdminFuture<'a>,
+) -> ExitCode {
+    let cfg = match config::load(config.as_deref()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprint!("mcpgate: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let store = match mcpgate::store::Store::connect(&cfg.store.url, 2).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mcpgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = run(&cfg, &store).await;
+    store.close().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcpgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    if !from_stdin {
+        anyhow::bail!("pass --password-stdin and write the password to standard input");
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+async fn hash(password: String) -> anyhow::Result<String> {
+    Ok(tokio::task::spawn_blocking(move || mcpgate::oauth::passwords::hash_password(&password)).await??)
+}
+
+async fn users(_cfg: &config::Config, store: &mcpgate::store::Store, action: UsersAction) -> anyhow::Result<()> {
+    match action {
+        UsersAction::Add { name, password_stdin } => {
+            if name.is_empty() || name.len() > 100 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                anyhow::bail!("user names are 1 to 100 characters without spaces");
+            }
+            let hash = hash(read_password(password_stdin)?).await?;
+            store.create_user(&name, &hash).await?;
+            println!("added user {name}");
+        }
+        UsersAction::List => {
+            for user in store.list_users().await? {
+                println!("{}\t{}\tcreated {}", user.username, user.id, user.created_at);
+            }
+        }
+        UsersAction::Remove { name } => {
+            if !store.delete_user(&name).await? {
+                anyhow::bail!("no user named {name}");
+            }
+            println!("removed user {name}; their refresh tokens are revoked");
+        }
+        UsersAction::Passwd { name, password_stdin } => {
+            let hash = hash(read_password(password_stdin)?).await?;
+            if !store.set_password(&name, &hash).await? {
+                anyhow::bail!("no user named {name}");
+            }
+            println!("password changed for {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn keys(cfg: &config::Config, store: &mcpgate::store::Store, action: KeysAction) -> anyhow::Result<()> {
+    let Some(local) = &cfg.local_auth else {
+        anyhow::bail!("signing keys exist only with auth.mode = \"local\"");
+    };
+    match action {
+        KeysAction::List => {
+            for key in store.all_signing_keys().await? {
+                println!(
+                    "{}\t{}\tactivates {}\tretires {}",
+                    key.kid,
+                    key.alg,
+                    key.activate_at,
+                    key.retire_at.map(|t| t.to_string()).unwrap_or_else(|| "-".to_owned())
+                );
+            }
+        }
+        KeysAction::Rotate => {
+            let sealer = mcpgate::oauth::setup::sealer(local).map_err(anyhow::Error::msg)?;
+            let kid = mcpgate::oauth::keys::rotate(store, &sealer, local.access_token_ttl_secs as i64).await?;
+            println!("added key {kid}; it signs in {} s, the others retire once their tokens expired", mcpgate::oauth::keys::ACTIVATION_DELAY_SECS);
+        }
+    }
     Ok(())
 }

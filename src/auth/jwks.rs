@@ -99,6 +99,15 @@ impl JwksCache {
         cache
     }
 
+    /// Swap in a new key set (keys mcpgate holds itself, after a reload).
+    pub fn replace(&self, keys: Vec<VerificationKey>) {
+        self.current.store(Arc::new(KeySet {
+            keys,
+            fetched_at: Some(Instant::now()),
+            max_age: MAX_MAX_AGE,
+        }));
+    }
+
     /// How many HTTP fetches were made (metrics and tests).
     pub fn fetch_count(&self) -> u64 {
         self.fetches.load(std::sync::atomic::Ordering::Relaxed)

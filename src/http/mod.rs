@@ -209,6 +209,7 @@ pub fn router(
     ops: OpsState,
     in_flight: Arc<InFlight>,
     allowed_origins: &[String],
+    authorization_server: Option<Router>,
 ) -> Router {
     let origins: Vec<HeaderValue> = allowed_origins
         .iter()
@@ -255,8 +256,12 @@ pub fn router(
         .layer(CorsLayer::permissive().max_age(Duration::from_secs(3600)));
 
     let metrics = ops.metrics.clone();
+    let authorization_server = authorization_server
+        .unwrap_or_default()
+        .layer(CorsLayer::permissive().max_age(Duration::from_secs(3600)));
     Router::new()
         .merge(mcp)
+        .merge(authorization_server)
         .merge(ops_routes)
         .merge(well_known)
         .fallback(not_found)

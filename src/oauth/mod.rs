@@ -15,5 +15,10 @@
 pub mod cimd;
 pub mod clients;
 pub mod crypto;
+pub mod flow;
+pub mod http;
+pub mod keys;
+pub mod pages;
 pub mod passwords;
 pub mod ratelimit;
+pub mod setup;

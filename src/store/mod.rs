@@ -6,8 +6,13 @@
 //! are epoch seconds (`BIGINT`), ids are text.
 
 mod notes;
+mod oauth;
 
 pub use notes::{Note, NoteDraft, NotePatch};
+pub use oauth::{
+    AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, RefreshRecord,
+    SigningKeyRecord, Swept, UserRecord,
+};
 
 use std::{str::FromStr, time::Duration};
 
@@ -25,6 +30,8 @@ pub enum StoreError {
     InvalidUrl(String),
     #[error("store migration failed: {0}")]
     Migration(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -1,0 +1,832 @@
+//! The authorization server's domain logic, free of HTTP: registration,
+//! the authorization request, login, consent, codes, token grants,
+//! revocation and introspection. The HTTP edge (`oauth::http`, to come)
+//! parses requests, calls these, and maps [`OAuthError`] to RFC codes.
+//!
+//! WORK IN PROGRESS (issue 4): written, not yet compiled or wired.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{
+    cimd::CimdResolver,
+    clients::{AuthMethod, ClientMetadata, MetadataError, find_redirect},
+    crypto::{Sealer, ct_eq, pkce_s256, random_token, sha256_b64},
+    keys::KeyRing,
+    passwords,
+    ratelimit::WindowLimiter,
+};
+use crate::{
+    config::LocalAuthConfig,
+    store::{
+        AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, Store, StoreError,
+        now_epoch,
+    },
+};
+
+/// Errors with their RFC 6749 / 7591 / 8707 codes; the edge picks the status.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("client authentication failed")]
+    InvalidClient,
+    #[error("{0}")]
+    InvalidGrant(String),
+    #[error("{0}")]
+    InvalidScope(String),
+    #[error("{0}")]
+    InvalidTarget(String),
+    #[error("{0}")]
+    UnsupportedGrantType(String),
+    #[error("{0}")]
+    InvalidRedirectUri(String),
+    #[error("{0}")]
+    InvalidClientMetadata(String),
+    #[error("too many requests; try again later")]
+    RateLimited,
+    #[error("the server cannot complete the request")]
+    Server(String),
+}
+
+impl OAuthError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(_) => "invalid_request",
+            OAuthError::InvalidClient => "invalid_client",
+            OAuthError::InvalidGrant(_) => "invalid_grant",
+            OAuthError::InvalidScope(_) => "invalid_scope",
+            OAuthError::InvalidTarget(_) => "invalid_target",
+            OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            OAuthError::InvalidRedirectUri(_) => "invalid_redirect_uri",
+            OAuthError::InvalidClientMetadata(_) => "invalid_client_metadata",
+            OAuthError::RateLimited => "slow_down",
+            OAuthError::Server(_) => "server_error",
+        }
+    }
+}
+
+impl From<StoreError> for OAuthError {
+    fn from(e: StoreError) -> Self {
+        OAuthError::Server(e.to_string())
+    }
+}
+
+impl From<MetadataError> for OAuthError {
+    fn from(e: MetadataError) -> Self {
+        match e {
+            MetadataError::RedirectUri(m) => OAuthError::InvalidRedirectUri(m),
+            MetadataError::Metadata(m) => OAuthError::InvalidClientMetadata(m),
+        }
+    }
+}
+
+/// A client as the flows see it: registered (DCR) or described by a document (CIMD).
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub client_id: String,
+    pub metadata: Arc<ClientMetadata>,
+    pub secret_hash: Option<String>,
+    /// The document's host for CIMD clients (shown on the consent page).
+    pub document_host: Option<String>,
+}
+
+/// An authorization request that passed validation, waiting for login and consent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingRequest {
+    pub client_id: String,
+    pub client_name: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub code_challenge: String,
+    pub scope: Vec<String>,
+    pub resource: String,
+    pub document_host: Option<String>,
+    /// Every redirect URI of the client is loopback: warn on the consent page.
+    pub loopback_only: bool,
+}
+
+/// Where an authorization error goes: a page (redirect URI not trusted yet)
+/// or back to the client.
+#[derive(Debug)]
+pub enum AuthorizeError {
+    Page(String),
+    Redirect {
+        redirect_uri: String,
+        state: Option<String>,
+        error: &'static str,
+        description: String,
+    },
+    Server(String),
+}
+
+/// Raw `/authorize` query parameters.
+#[derive(Debug, Default, Clone)]
+pub struct AuthorizeParams {
+    pub response_type: Option<String>,
+    pub client_id: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub state: Option<String>,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    /// Names that appeared more than once (RFC 6749 §3.1: an error).
+    pub duplicated: Vec<String>,
+}
+
+/// The handles the browser keeps for a pending request.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub request_id: String,
+    pub csrf: String,
+    pub request: PendingRequest,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    pub scope: String,
+}
+
+#[derive(Serialize)]
+struct AccessClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    jti: String,
+    client_id: &'a str,
+    scope: String,
+}
+
+/// Credentials a token-endpoint caller presented.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCredentials {
+    pub client_id: Option<String>,
+    pub secret: Option<String>,
+    /// Presented with HTTP Basic (the method must then be client_secret_basic).
+    pub basic: bool,
+}
+
+pub struct AuthorizationServer {
+    pub issuer: String,
+    pub resource: String,
+    pub scopes_supported: Vec<String>,
+    config: LocalAuthConfig,
+    store: Store,
+    keys: Arc<KeyRing>,
+    sealer: Arc<Sealer>,
+    cimd: CimdResolver,
+    login_failures: WindowLimiter,
+    registrations: WindowLimiter,
+}
+
+const REQUEST_TTL_SECS: i64 = 600;
+const CODE_CONTEXT: &str = "auth_codes.response";
+const REFRESH_CONTEXT: &str = "refresh_tokens.response";
+/// Scopes accepted in requests besides the resource's own; never in tokens' checks.
+const IDENTITY_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
+
+impl AuthorizationServer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        issuer: String,
+        resource: String,
+        scopes_supported: Vec<String>,
+        config: LocalAuthConfig,
+        store: Store,
+        keys: Arc<KeyRing>,
+        sealer: Arc<Sealer>,
+        cimd: CimdResolver,
+    ) -> AuthorizationServer {
+        let login_failures = WindowLimiter::new(
+            config.login_max_failures,
+            std::time::Duration::from_secs(300),
+        );
+        let registrations = WindowLimiter::new(
+            config.registrations_per_minute,
+            std::time::Duration::from_secs(60),
+        );
+        AuthorizationServer {
+            issuer,
+            resource,
+            scopes_supported,
+            config,
+            store,
+            keys,
+            sealer,
+            cimd,
+            login_failures,
+            registrations,
+        }
+    }
+
+    /// RFC 8414 metadata.
+    pub fn metadata(&self) -> serde_json::Value {
+        let i = &self.issuer;
+        let mut scopes = self.scopes_supported.clone();
+        scopes.push("offline_access".to_owned());
+        json!({
+            "issuer": i,
+            "authorization_endpoint": format!("{i}/authorize"),
+            "token_endpoint": format!("{i}/token"),
+            "registration_endpoint": format!("{i}/register"),
+            "revocation_endpoint": format!("{i}/revoke"),
+            "introspection_endpoint": format!("{i}/introspect"),
+            "jwks_uri": format!("{i}/jwks.json"),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "scopes_supported": scopes,
+            "client_id_metadata_document_supported": self.config.cimd.enabled,
+            "authorization_response_iss_parameter_supported": true,
+        })
+    }
+
+    // ------------------------------------------------------------ registration
+
+    /// RFC 7591: validate, store, answer with the registered metadata.
+    pub async fn register(
+        &self,
+        body: serde_json::Value,
+        client_address: &str,
+    ) -> Result<serde_json::Value, OAuthError> {
+        if !self.registrations.hit(client_address) {
+            return Err(OAuthError::RateLimited);
+        }
+        let metadata: ClientMetadata = serde_json::from_value(body).map_err(|_| {
+            OAuthError::InvalidClientMetadata("the body is not valid client metadata".to_owned())
+        })?;
+        let metadata = metadata.normalise_for_registration()?;
+        let client_id = random_token(18).map_err(|e| OAuthError::Server(e.to_string()))?;
+        let secret = match metadata.auth_method() {
+            AuthMethod::None => None,
+            _ => Some(random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?),
+        };
+        let now = now_epoch();
+        let stored = serde_json::to_string(&metadata)
+            .map_err(|e| OAuthError::Server(e.to_string()))?;
+        self.store
+            .insert_client(&ClientRecord {
+                client_id: client_id.clone(),
+                secret_hash: secret.as_deref().map(sha256_b64),
+                metadata: stored,
+                created_at: now,
+                last_used_at: None,
+            })
+            .await?;
+        let mut response = serde_json::to_value(&metadata)
+            .map_err(|e| OAuthError::Server(e.to_string()))?;
+        if let Some(obj) = response.as_object_mut() {
+            obj.insert("client_id".into(), json!(client_id));
+            obj.insert("client_id_issued_at".into(), json!(now));
+            if let Some(secret) = secret {
+                obj.insert("client_secret".into(), json!(secret));
+                obj.insert("client_secret_expires_at".into(), json!(0));
+            }
+        }
+        Ok(response)
+    }
+
+    /// Look a client up by id: a document URL or a registration.
+    pub async fn client(&self, client_id: &str) -> Result<Option<Client>, OAuthError> {
+        if self.config.cimd.enabled && self.cimd.is_document_id(client_id) {
+            let metadata = self
+                .cimd
+                .resolve(client_id)
+                .await
+                .map_err(|e| OAuthError::InvalidClientMetadata(e.to_string()))?;
+            return Ok(Some(Client {
+                client_id: client_id.to_owned(),
+                metadata,
+                secret_hash: None,
+                document_host: url::Url::parse(client_id)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned)),
+            }));
+        }
+        let Some(record) = self.store.get_client(client_id).await? else {
+            return Ok(None);
+        };
+        let metadata: ClientMetadata = serde_json::from_str(&record.metadata)
+            .map_err(|e| OAuthError::Server(format!("stored client metadata: {e}")))?;
+        Ok(Some(Client {
+            client_id: record.client_id,
+            metadata: Arc::new(metadata),
+            secret_hash: record.secret_hash,
+            document_host: None,
+        }))
+    }
+
+    // ------------------------------------------------------------ authorization request
+
+    /// Validate `/authorize`. Until the client and redirect URI are known
+    /// good, errors are pages, never redirects (no open redirector).
+    pub async fn begin(&self, params: AuthorizeParams) -> Result<(Pending, String), AuthorizeError> {
+        for name in ["client_id", "redirect_uri"] {
+            if params.duplicated.iter().any(|d| d == name) {
+                return Err(AuthorizeError::Page(format!("the parameter {name} appears more than once")));
+            }
+        }
+        let client_id = params
+            .client_id
+            .clone()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| AuthorizeError::Page("client_id is missing".to_owned()))?;
+        let client = match self.client(&client_id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(AuthorizeError::Page("this client is not registered here".to_owned())),
+            Err(OAuthError::InvalidClientMetadata(m)) => return Err(AuthorizeError::Page(m)),
+            Err(e) => return Err(AuthorizeError::Server(e.to_string())),
+        };
+        let redirect_uri = match &params.redirect_uri {
+            Some(requested) => match find_redirect(&client.metadata.redirect_uris, requested) {
+                Some(_) => requested.clone(),
+                None => {
+                    return Err(AuthorizeError::Page(
+                        "redirect_uri is not registered for this client".to_owned(),
+                    ));
+                }
+            },
+            None if client.metadata.redirect_uris.len() == 1 => client.metadata.redirect_uris[0].clone(),
+            None => return Err(AuthorizeError::Page("redirect_uri is missing".to_owned())),
+        };
+        let state = params.state.clone();
+        let fail = |error: &'static str, description: &str| AuthorizeError::Redirect {
+            redirect_uri: redirect_uri.clone(),
+            state: state.clone(),
+            error,
+            description: description.to_owned(),
+        };
+        if let Some(name) = params.duplicated.first() {
+            return Err(fail("invalid_request", &format!("the parameter {name} appears more than once")));
+        }
+        if params.response_type.as_deref() != Some("code") {
+            return Err(fail("unsupported_response_type", "response_type must be code"));
+        }
+        let Some(challenge) = params.code_challenge.clone() else {
+            return Err(fail("invalid_request", "PKCE is required: send code_challenge with code_challenge_method=S256"));
+        };
+        if params.code_challenge_method.as_deref() != Some("S256") {
+            return Err(fail("invalid_request", "code_challenge_method must be S256"));
+        }
+        if challenge.len() != 43 || !challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(fail("invalid_request", "code_challenge is not a S256 challenge"));
+        }
+        let resource = match &params.resource {
+            None => self.resource.clone(),
+            Some(r) if self.is_our_resource(r) => self.resource.clone(),
+            Some(_) => return Err(fail("invalid_target", "resource is not served here")),
+        };
+        let scope = self.grantable_scopes(params.scope.as_deref());
+        let request = PendingRequest {
+            client_name: client.metadata.client_name.clone().unwrap_or_else(|| client_id.clone()),
+            client_id,
+            redirect_uri,
+            state,
+            code_challenge: challenge,
+            scope,
+            resource,
+            document_host: client.document_host.clone(),
+            loopback_only: client.metadata.redirect_uris.iter().all(|u| u.starts_with("http://")),
+        };
+        let request_id = random_token(32).map_err(|e| AuthorizeError::Server(e.to_string()))?;
+        let browser = random_token(32).map_err(|e| AuthorizeError::Server(e.to_string()))?;
+        let csrf = csrf_token(&request_id, &browser);
+        let now = now_epoch();
+        let text = serde_json::to_string(&request).map_err(|e| AuthorizeError::Server(e.to_string()))?;
+        self.store
+            .insert_auth_request(&AuthRequestRecord {
+                id_hash: sha256_b64(&request_id),
+                browser_hash: sha256_b64(&browser),
+                csrf_hash: sha256_b64(&csrf),
+                request: text,
+                created_at: now,
+                expires_at: now + REQUEST_TTL_SECS,
+            })
+            .await
+            .map_err(|e| AuthorizeError::Server(e.to_string()))?;
+        Ok((Pending { request_id, csrf, request }, browser))
+    }
+
+    /// RFC 8707: our resource, tolerating case in scheme/host, a trailing
+    /// slash, and query parameters some clients append.
+    pub fn is_our_resource(&self, candidate: &str) -> bool {
+        let (Ok(ours), Ok(theirs)) = (url::Url::parse(&self.resource), url::Url::parse(candidate)) else {
+            return false;
+        };
+        theirs.fragment().is_none()
+            && ours.scheme() == theirs.scheme()
+            && ours.host_str() == theirs.host_str()
+            && ours.port_or_known_default() == theirs.port_or_known_default()
+            && ours.path().trim_end_matches('/') == theirs.path().trim_end_matches('/')
+    }
+
+    /// Requested scopes we know, or the baseline when none are known.
+    pub fn grantable_scopes(&self, requested: Option<&str>) -> Vec<String> {
+        let known: BTreeSet<String> = requested
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter(|s| self.scopes_supported.iter().any(|k| k == s) || IDENTITY_SCOPES.contains(s))
+            .map(str::to_owned)
+            .collect();
+        if known.iter().all(|s| IDENTITY_SCOPES.contains(&s.as_str())) {
+            let mut all: BTreeSet<String> = self.scopes_supported.iter().cloned().collect();
+            all.extend(known);
+            return all.into_iter().collect();
+        }
+        known.into_iter().collect()
+    }
+
+    // ------------------------------------------------------------ login and consent
+
+    /// The CSRF token of a form: only a holder of the browser cookie can compute it.
+    pub fn csrf_token(&self, request_id: &str, browser: &str) -> String {
+        csrf_token(request_id, browser)
+    }
+
+    /// Load a pending request the browser holds, checking its binding and CSRF token.
+    pub async fn pending(&self, request_id: &str, browser: &str, csrf: Option<&str>) -> Result<PendingRequest, String> {
+        let record = self
+            .store
+            .get_auth_request(&sha256_b64(request_id), now_epoch())
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("this sign-in request has expired or was already used; start again from your app")?;
+        if !ct_eq(&record.browser_hash, &sha256_b64(browser)) {
+            return Err("this sign-in request was started in another browser".to_owned());
+        }
+        if let Some(csrf) = csrf
+            && !ct_eq(&record.csrf_hash, &sha256_b64(csrf))
+        {
+            return Err("the form has expired; start again from your app".to_owned());
+        }
+        serde_json::from_str(&record.request).map_err(|e| e.to_string())
+    }
+
+    /// Check a password; rate-limited per user name and per address.
+    pub async fn login(&self, username: &str, password: &str, client_address: &str) -> Result<Option<String>, OAuthError> {
+        let user_key = format!("user:{username}");
+        let addr_key = format!("addr:{client_address}");
+        if self.login_failures.exhausted(&user_key) || self.login_failures.exhausted(&addr_key) {
+            return Err(OAuthError::RateLimited);
+        }
+        let user = self.store.find_user_by_name(username).await?;
+        let hash = user
+            .as_ref()
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_else(|| passwords::decoy_hash().to_owned());
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || passwords::verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+        match user {
+            Some(user) if ok => {
+                self.login_failures.clear(&user_key);
+                Ok(Some(user.id))
+            }
+            _ => {
+                self.login_failures.hit(&user_key);
+                self.login_failures.hit(&addr_key);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Start a browser session for `user_id`; returns the cookie value.
+    pub async fn start_session(&self, user_id: &str) -> Result<String, OAuthError> {
+        let id = random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?;
+        self.store
+            .insert_session(&sha256_b64(&id), user_id, now_epoch() + self.config.session_ttl_secs as i64)
+            .await?;
+        Ok(id)
+    }
+
+    /// The user id of a live session cookie.
+    pub async fn session_user(&self, cookie: &str) -> Result<Option<String>, OAuthError> {
+        Ok(self
+            .store
+            .session_user(&sha256_b64(cookie), now_epoch())
+            .await?
+            .map(|u| u.id))
+    }
+
+    /// Has the user already approved this client for these scopes?
+    pub async fn remembered(&self, user_id: &str, request: &PendingRequest) -> Result<bool, OAuthError> {
+        if !self.config.remember_consent {
+            return Ok(false);
+        }
+        Ok(match self.store.consent(user_id, &request.client_id).await? {
+            Some(scope) => {
+                let granted: BTreeSet<&str> = scope.split_whitespace().collect();
+                request.scope.iter().all(|s| granted.contains(s.as_str()))
+            }
+            None => false,
+        })
+    }
+
+    /// Consume the pending request (single use) and, if approved, issue a
+    /// code. Returns the URL to send the browser to.
+    pub async fn decide(&self, request_id: &str, user_id: &str, approve: bool, remember: bool) -> Result<String, OAuthError> {
+        let record = self
+            .store
+            .take_auth_request(&sha256_b64(request_id), now_epoch())
+            .await?
+            .ok_or_else(|| OAuthError::InvalidRequest("the sign-in request expired or was already used".to_owned()))?;
+        let request: PendingRequest = serde_json::from_str(&record.request)
+            .map_err(|e| OAuthError::Server(e.to_string()))?;
+        if !approve {
+            return Ok(self.redirect_with(&request.redirect_uri, &[("error", "access_denied")], request.state.as_deref()));
+        }
+        let scope = request.scope.join(" ");
+        if remember && self.config.remember_consent {
+            self.store.save_consent(user_id, &request.client_id, &scope).await?;
+        }
+        let code = random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?;
+        let now = now_epoch();
+        self.store
+            .insert_code(&CodeRecord {
+                code_hash: sha256_b64(&code),
+                client_id: request.client_id.clone(),
+                user_id: user_id.to_owned(),
+                redirect_uri: request.redirect_uri.clone(),
+                code_challenge: request.code_challenge.clone(),
+                scope,
+                resource: request.resource.clone(),
+                family_id: uuid::Uuid::new_v4().to_string(),
+                created_at: now,
+                expires_at: now + self.config.code_ttl_secs as i64,
+                redeemed_at: None,
+                response_sealed: None,
+            })
+            .await?;
+        Ok(self.redirect_with(&request.redirect_uri, &[("code", &code)], request.state.as_deref()))
+    }
+
+    /// `redirect_uri` plus parameters, `state` and `iss` (RFC 9207), each once.
+    pub fn redirect_with(&self, redirect_uri: &str, params: &[(&str, &str)], state: Option<&str>) -> String {
+        let mut url = match url::Url::parse(redirect_uri) {
+            Ok(u) => u,
+            Err(_) => return redirect_uri.to_owned(),
+        };
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in params {
+                q.append_pair(k, v);
+            }
+            if let Some(state) = state {
+                q.append_pair("state", state);
+            }
+            q.append_pair("iss", &self.issuer);
+        }
+        url.to_string()
+    }
+
+    // ------------------------------------------------------------ token endpoint
+
+    async fn authenticate_client(&self, creds: &ClientCredentials) -> Result<Client, OAuthError> {
+        let client_id = creds.client_id.as_deref().ok_or(OAuthError::InvalidClient)?;
+        let client = match self.client(client_id).await {
+            Ok(Some(c)) => c,
+            Ok(None) | Err(OAuthError::InvalidClientMetadata(_)) => return Err(OAuthError::InvalidClient),
+            Err(e) => return Err(e),
+        };
+        match (client.metadata.auth_method(), &client.secret_hash) {
+            (AuthMethod::None, _) => Ok(client),
+            (method, Some(hash)) => {
+                let presented = creds.secret.as_deref().ok_or(OAuthError::InvalidClient)?;
+                if (method == AuthMethod::SecretBasic) != creds.basic {
+                    return Err(OAuthError::InvalidClient);
+                }
+                if ct_eq(hash, &sha256_b64(presented)) { Ok(client) } else { Err(OAuthError::InvalidClient) }
+            }
+            (_, None) => Err(OAuthError::InvalidClient),
+        }
+    }
+
+    fn mint(&self, client_id: &str, user_id: &str, scope: &str, resource: &str, refresh: Option<&str>) -> Result<TokenResponse, OAuthError> {
+        let now = now_epoch();
+        let ttl = self.config.access_token_ttl_secs;
+        let claims = AccessClaims {
+            iss: &self.issuer,
+            sub: user_id,
+            aud: resource,
+            iat: now,
+            nbf: now,
+            exp: now + ttl as i64,
+            jti: uuid::Uuid::new_v4().to_string(),
+            client_id,
+            scope: scope.to_owned(),
+        };
+        let access_token = self.keys.sign(&claims).map_err(|e| OAuthError::Server(e.to_string()))?;
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer".to_owned(),
+            expires_in: ttl,
+            refresh_token: refresh.map(str::to_owned),
+            scope: scope.to_owned(),
+        })
+    }
+
+    fn seal(&self, context: &str, response: &TokenResponse) -> Result<String, OAuthError> {
+        let bytes = serde_json::to_vec(response).map_err(|e| OAuthError::Server(e.to_string()))?;
+        self.sealer.seal(context, &bytes).map_err(|e| OAuthError::Server(e.to_string()))
+    }
+
+    fn unseal(&self, context: &str, sealed: &str) -> Result<TokenResponse, OAuthError> {
+        let bytes = self.sealer.open(context, sealed).map_err(|e| OAuthError::Server(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| OAuthError::Server(e.to_string()))
+    }
+
+    /// `grant_type=authorization_code`.
+    pub async fn redeem_code(
+        &self,
+        creds: &ClientCredentials,
+        code: Option<&str>,
+        verifier: Option<&str>,
+        redirect_uri: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let client = self.authenticate_client(creds).await?;
+        let code = code.ok_or_else(|| OAuthError::InvalidRequest("code is missing".to_owned()))?;
+        let verifier = verifier.ok_or_else(|| OAuthError::InvalidRequest("code_verifier is missing (PKCE)".to_owned()))?;
+        let now = now_epoch();
+        let hash = sha256_b64(code);
+        let record = self
+            .store
+            .get_code(&hash)
+            .await?
+            .ok_or_else(|| OAuthError::InvalidGrant("unknown authorization code".to_owned()))?;
+        if record.client_id != client.client_id {
+            // Another client holding this code: treat as theft, burn what it produced.
+            self.store.revoke_family(&record.family_id, now).await?;
+            return Err(OAuthError::InvalidGrant("the code was issued to another client".to_owned()));
+        }
+        if record.expires_at <= now {
+            return Err(OAuthError::InvalidGrant("the code has expired".to_owned()));
+        }
+        if redirect_uri.is_some_and(|r| r != record.redirect_uri) {
+            return Err(OAuthError::InvalidGrant("redirect_uri differs from the authorization request".to_owned()));
+        }
+        if !ct_eq(&pkce_s256(verifier), &record.code_challenge) {
+            return Err(OAuthError::InvalidGrant("code_verifier does not match the challenge".to_owned()));
+        }
+        if resource.is_some_and(|r| !self.is_our_resource(r)) {
+            return Err(OAuthError::InvalidTarget("resource differs from the authorized one".to_owned()));
+        }
+        if record.redeemed_at.is_none() {
+            if self.store.find_user(&record.user_id).await?.is_none() {
+                return Err(OAuthError::InvalidGrant("the user no longer exists".to_owned()));
+            }
+            let refresh = (client.metadata.allows_refresh() || record.scope.split_whitespace().any(|s| s == "offline_access"))
+                .then(|| random_token(32))
+                .transpose()
+                .map_err(|e| OAuthError::Server(e.to_string()))?;
+            let response = self.mint(&record.client_id, &record.user_id, &record.scope, &record.resource, refresh.as_deref())?;
+            let sealed = self.seal(CODE_CONTEXT, &response)?;
+            let new_refresh = refresh.as_deref().map(|r| NewRefresh {
+                token_hash: sha256_b64(r),
+                family_id: record.family_id.clone(),
+                client_id: record.client_id.clone(),
+                user_id: record.user_id.clone(),
+                scope: record.scope.clone(),
+                resource: record.resource.clone(),
+                expires_at: now + self.config.refresh_token_ttl_secs as i64,
+            });
+            if self.store.redeem_code(&hash, now, &sealed, new_refresh.as_ref()).await? == Consumed::Won {
+                self.store.touch_client(&record.client_id, now).await?;
+                return Ok(response);
+            }
+        }
+        // Redeemed before: the same client retrying at once gets the same answer.
+        let record = self.store.get_code(&hash).await?.ok_or_else(|| OAuthError::InvalidGrant("unknown authorization code".to_owned()))?;
+        let within = record.redeemed_at.is_some_and(|at| now - at <= self.config.code_replay_window_secs as i64);
+        if within && let Some(sealed) = &record.response_sealed {
+            return self.unseal(CODE_CONTEXT, sealed);
+        }
+        let revoked = self.store.revoke_family(&record.family_id, now).await?;
+        tracing::warn!(client_id = %record.client_id, revoked, "authorization code replayed; its tokens are revoked");
+        Err(OAuthError::InvalidGrant("the code was already used".to_owned()))
+    }
+
+    /// `grant_type=refresh_token`: rotate; a rotated token seen again after
+    /// the grace window revokes the whole family (RFC 9700 §4.14.2).
+    pub async fn refresh(
+        &self,
+        creds: &ClientCredentials,
+        token: Option<&str>,
+        scope: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let client = self.authenticate_client(creds).await?;
+        let token = token.ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing".to_owned()))?;
+        let hash = sha256_b64(token);
+        let now = now_epoch();
+        let record = self.store.get_refresh(&hash).await?.ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".to_owned()))?;
+        if record.client_id != client.client_id {
+            return Err(OAuthError::InvalidGrant("the refresh token was issued to another client".to_owned()));
+        }
+        if record.revoked_at.is_some() || record.expires_at <= now {
+            return Err(OAuthError::InvalidGrant("the refresh token is no longer valid".to_owned()));
+        }
+        if resource.is_some_and(|r| !self.is_our_resource(r)) {
+            return Err(OAuthError::InvalidTarget("resource differs from the authorized one".to_owned()));
+        }
+        let granted: BTreeSet<&str> = record.scope.split_whitespace().collect();
+        let scope = match scope {
+            Some(s) => {
+                let asked: Vec<&str> = s.split_whitespace().collect();
+                if asked.iter().any(|a| !granted.contains(a)) {
+                    return Err(OAuthError::InvalidScope("a requested scope was not granted".to_owned()));
+                }
+                asked.join(" ")
+            }
+            None => record.scope.clone(),
+        };
+        if record.rotated_at.is_none() {
+            if self.store.find_user(&record.user_id).await?.is_none() {
+                self.store.revoke_family(&record.family_id, now).await?;
+                return Err(OAuthError::InvalidGrant("the user no longer exists".to_owned()));
+            }
+            let next = random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?;
+            let response = self.mint(&record.client_id, &record.user_id, &scope, &record.resource, Some(&next))?;
+            let sealed = self.seal(REFRESH_CONTEXT, &response)?;
+            let new = NewRefresh {
+                token_hash: sha256_b64(&next),
+                family_id: record.family_id.clone(),
+                client_id: record.client_id.clone(),
+                user_id: record.user_id.clone(),
+                scope: record.scope.clone(),
+                resource: record.resource.clone(),
+                expires_at: now + self.config.refresh_token_ttl_secs as i64,
+            };
+            if self.store.rotate_refresh(&hash, now, &sealed, &new).await? == Consumed::Won {
+                self.store.touch_client(&record.client_id, now).await?;
+                return Ok(response);
+            }
+        }
+        let record = self.store.get_refresh(&hash).await?.ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".to_owned()))?;
+        let within = record.rotated_at.is_some_and(|at| now - at <= self.config.refresh_reuse_grace_secs as i64);
+        if within && record.revoked_at.is_none() && let Some(sealed) = &record.response_sealed {
+            return self.unseal(REFRESH_CONTEXT, sealed);
+        }
+        let revoked = self.store.revoke_family(&record.family_id, now).await?;
+        tracing::warn!(client_id = %record.client_id, revoked, "rotated refresh token reused; the family is revoked");
+        Err(OAuthError::InvalidGrant("the refresh token was already used".to_owned()))
+    }
+
+    /// Introspection callers must be confidential clients.
+    pub async fn require_confidential(&self, creds: &ClientCredentials) -> Result<(), OAuthError> {
+        let client = self.authenticate_client(creds).await?;
+        if client.metadata.auth_method() == AuthMethod::None {
+            return Err(OAuthError::InvalidClient);
+        }
+        Ok(())
+    }
+
+    /// RFC 7662 for a refresh token.
+    pub async fn introspect_refresh(&self, token: &str) -> Result<serde_json::Value, OAuthError> {
+        let now = now_epoch();
+        Ok(match self.store.get_refresh(&sha256_b64(token)).await? {
+            Some(r) if r.revoked_at.is_none() && r.rotated_at.is_none() && r.expires_at > now => json!({
+                "active": true,
+                "iss": self.issuer,
+                "sub": r.user_id,
+                "client_id": r.client_id,
+                "scope": r.scope,
+                "exp": r.expires_at,
+                "token_type": "refresh_token",
+            }),
+            _ => json!({"active": false}),
+        })
+    }
+
+    /// RFC 7009: revoke a refresh token's family; unknown tokens are fine.
+    pub async fn revoke(&self, creds: &ClientCredentials, token: &str) -> Result<(), OAuthError> {
+        let client = self.authenticate_client(creds).await?;
+        if let Some(record) = self.store.get_refresh(&sha256_b64(token)).await?
+            && record.client_id == client.client_id
+        {
+            self.store.revoke_family(&record.family_id, now_epoch()).await?;
+        }
+        // Access tokens are self-contained JWTs: they lapse at `exp`.
+        Ok(())
+    }
+}
+
+fn csrf_token(request_id: &str, browser: &str) -> String {
+    sha256_b64(&format!("csrf|{request_id}|{browser}"))
+}

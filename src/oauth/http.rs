@@ -1,0 +1,409 @@
+//! The authorization server's HTTP edge: parse, call [`AuthorizationServer`],
+//! map errors to RFC status codes and JSON bodies (pages for the browser steps).
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{ConnectInfo, RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::{get, post},
+};
+use base64::Engine;
+use serde_json::json;
+
+use super::{
+    flow::{AuthorizationServer, AuthorizeError, AuthorizeParams, ClientCredentials, OAuthError},
+    keys::KeyRing,
+    pages,
+};
+use crate::auth::verify::ResourceVerifier;
+
+#[derive(Clone)]
+pub struct OAuthState {
+    pub server: Arc<AuthorizationServer>,
+    pub keys: Arc<KeyRing>,
+    pub verifier: Arc<ResourceVerifier>,
+    /// `https` issuers get `__Host-` cookies with `Secure`; http loopback development does not.
+    pub secure_cookies: bool,
+}
+
+pub fn routes(state: OAuthState) -> Router {
+    Router::new()
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route("/.well-known/oauth-authorization-server/mcp", get(metadata))
+        .route("/jwks.json", get(jwks))
+        .route("/register", post(register))
+        .route("/authorize", get(authorize))
+        .route("/login", post(login))
+        .route("/consent", get(consent_page).post(consent_post))
+        .route("/token", post(token))
+        .route("/revoke", post(revoke))
+        .route("/introspect", post(introspect))
+        .with_state(state)
+}
+
+const AUTH_COOKIE: &str = "mcpgate_auth";
+const SESSION_COOKIE: &str = "mcpgate_session";
+
+impl OAuthState {
+    fn cookie_name(&self, base: &str) -> String {
+        if self.secure_cookies { format!("__Host-{base}") } else { base.to_owned() }
+    }
+
+    fn set_cookie(&self, base: &str, value: &str, max_age: i64) -> HeaderValue {
+        let secure = if self.secure_cookies { "; Secure" } else { "" };
+        let text = format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+            self.cookie_name(base)
+        );
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    fn cookie(&self, headers: &HeaderMap, base: &str) -> Option<String> {
+        let name = self.cookie_name(base);
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_owned())
+    }
+}
+
+fn no_store(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Browser pages: no framing, no referrer, no caching.
+fn html(status: StatusCode, body: String) -> Response {
+    let mut response = (status, Html(body)).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    no_store(response)
+}
+
+fn see_other(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    no_store(response)
+}
+
+fn oauth_error(err: OAuthError) -> Response {
+    let status = match &err {
+        OAuthError::InvalidClient => StatusCode::UNAUTHORIZED,
+        OAuthError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        OAuthError::Server(detail) => {
+            tracing::error!(detail = %detail, "authorization server error");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let mut response = (status, Json(json!({"error": err.code(), "error_description": err.to_string()}))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"mcpgate\""));
+    }
+    no_store(response)
+}
+
+/// `application/x-www-form-urlencoded` pairs; a repeated name is an error (RFC 6749 §3.1).
+fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    let mut seen = std::collections::HashSet::new();
+    for (k, _) in &pairs {
+        if !seen.insert(k.as_str()) {
+            return Err(OAuthError::InvalidRequest(format!("the parameter {k} appears more than once")));
+        }
+    }
+    Ok(pairs)
+}
+
+fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+}
+
+fn client_credentials(headers: &HeaderMap, pairs: &[(String, String)]) -> Result<ClientCredentials, OAuthError> {
+    if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+        && let Some(encoded) = auth.strip_prefix("Basic ").or_else(|| auth.strip_prefix("basic "))
+    {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| OAuthError::InvalidClient)?;
+        let text = String::from_utf8(decoded).map_err(|_| OAuthError::InvalidClient)?;
+        let (id, secret) = text.split_once(':').ok_or(OAuthError::InvalidClient)?;
+        let decode = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+        return Ok(ClientCredentials { client_id: decode(id), secret: decode(secret), basic: true });
+    }
+    Ok(ClientCredentials {
+        client_id: field(pairs, "client_id").map(str::to_owned),
+        secret: field(pairs, "client_secret").map(str::to_owned),
+        basic: false,
+    })
+}
+
+async fn metadata(State(state): State<OAuthState>) -> Response {
+    Json(state.server.metadata()).into_response()
+}
+
+async fn jwks(State(state): State<OAuthState>) -> Response {
+    let mut response = Json(state.keys.jwks()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
+}
+
+async fn register(
+    State(state): State<OAuthState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        _ => return oauth_error(OAuthError::InvalidClientMetadata("the body must be a JSON object".to_owned())),
+    };
+    match state.server.register(value, &peer.ip().to_string()).await {
+        Ok(registered) => no_store((StatusCode::CREATED, Json(registered)).into_response()),
+        Err(e) => oauth_error(e),
+    }
+}
+
+async fn authorize(State(state): State<OAuthState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    let mut params = AuthorizeParams::default();
+    let mut seen = std::collections::HashSet::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()).into_owned() {
+        if !seen.insert(k.clone()) {
+            params.duplicated.push(k.clone());
+            continue;
+        }
+        let slot = match k.as_str() {
+            "response_type" => &mut params.response_type,
+            "client_id" => &mut params.client_id,
+            "redirect_uri" => &mut params.redirect_uri,
+            "code_challenge" => &mut params.code_challenge,
+            "code_challenge_method" => &mut params.code_challenge_method,
+            "state" => &mut params.state,
+            "scope" => &mut params.scope,
+            "resource" => &mut params.resource,
+            _ => continue,
+        };
+        *slot = Some(v);
+    }
+    let (pending, new_browser) = match state.server.begin(params).await {
+        Ok(p) => p,
+        Err(AuthorizeError::Page(message)) => return html(StatusCode::BAD_REQUEST, pages::error(&message)),
+        Err(AuthorizeError::Redirect { redirect_uri, state: client_state, error, description }) => {
+            let location = state.server.redirect_with(
+                &redirect_uri,
+                &[("error", error), ("error_description", &description)],
+                client_state.as_deref(),
+            );
+            return see_other(&location);
+        }
+        Err(AuthorizeError::Server(detail)) => {
+            tracing::error!(detail = %detail, "authorize failed");
+            return html(StatusCode::INTERNAL_SERVER_ERROR, pages::error("the server could not start the sign-in"));
+        }
+    };
+    // The browser binding secret was generated with the request; it is the cookie.
+    let mut response = match state.cookie(&headers, SESSION_COOKIE) {
+        Some(session) if matches!(state.server.session_user(&session).await, Ok(Some(_))) => {
+            see_other(&format!("/consent?request={}", pending.request_id))
+        }
+        _ => html(StatusCode::OK, pages::login(&pending.request_id, &pending.csrf, &pending.request.client_name, None)),
+    };
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, state.set_cookie(AUTH_COOKIE, &new_browser, 600));
+    response
+}
+
+async fn login(
+    State(state): State<OAuthState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(pairs) = form_pairs(&body) else {
+        return html(StatusCode::BAD_REQUEST, pages::error("the form is malformed"));
+    };
+    let (Some(request_id), Some(csrf)) = (field(&pairs, "request"), field(&pairs, "csrf")) else {
+        return html(StatusCode::FORBIDDEN, pages::error("the form is missing its request or CSRF token"));
+    };
+    let browser = state.cookie(&headers, AUTH_COOKIE).unwrap_or_default();
+    let request = match state.server.pending(request_id, &browser, Some(csrf)).await {
+        Ok(r) => r,
+        Err(message) => return html(StatusCode::FORBIDDEN, pages::error(&message)),
+    };
+    let username = field(&pairs, "username").unwrap_or_default();
+    let password = field(&pairs, "password").unwrap_or_default();
+    match state.server.login(username, password, &peer.ip().to_string()).await {
+        Ok(Some(user_id)) => match state.server.start_session(&user_id).await {
+            Ok(session) => {
+                let mut response = see_other(&format!("/consent?request={request_id}"));
+                response.headers_mut().append(
+                    header::SET_COOKIE,
+                    state.set_cookie(SESSION_COOKIE, &session, 12 * 3600),
+                );
+                response
+            }
+            Err(e) => oauth_error(e),
+        },
+        Ok(None) => {
+            tracing::info!(username = %username, "login failed");
+            html(StatusCode::UNAUTHORIZED, pages::login(request_id, csrf, &request.client_name, Some("Wrong user name or password.")))
+        }
+        Err(OAuthError::RateLimited) => html(StatusCode::TOO_MANY_REQUESTS, pages::error("too many failed sign-ins; wait a few minutes")),
+        Err(e) => oauth_error(e),
+    }
+}
+
+async fn consent_page(State(state): State<OAuthState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    let request_id = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "request")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let browser = state.cookie(&headers, AUTH_COOKIE).unwrap_or_default();
+    let request = match state.server.pending(&request_id, &browser, None).await {
+        Ok(r) => r,
+        Err(message) => return html(StatusCode::FORBIDDEN, pages::error(&message)),
+    };
+    let user = match state.cookie(&headers, SESSION_COOKIE) {
+        Some(s) => state.server.session_user(&s).await.ok().flatten(),
+        None => None,
+    };
+    let Some(user_id) = user else {
+        return html(StatusCode::FORBIDDEN, pages::error("you are not signed in; start again from your app"));
+    };
+    if matches!(state.server.remembered(&user_id, &request).await, Ok(true)) {
+        return match state.server.decide(&request_id, &user_id, true, false).await {
+            Ok(location) => see_other(&location),
+            Err(e) => oauth_error(e),
+        };
+    }
+    let csrf = state.server.csrf_token(&request_id, &browser);
+    html(StatusCode::OK, pages::consent(&request_id, &csrf, &request))
+}
+
+async fn consent_post(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(pairs) = form_pairs(&body) else {
+        return html(StatusCode::BAD_REQUEST, pages::error("the form is malformed"));
+    };
+    let (Some(request_id), Some(csrf)) = (field(&pairs, "request"), field(&pairs, "csrf")) else {
+        return html(StatusCode::FORBIDDEN, pages::error("the form is missing its request or CSRF token"));
+    };
+    let browser = state.cookie(&headers, AUTH_COOKIE).unwrap_or_default();
+    if let Err(message) = state.server.pending(request_id, &browser, Some(csrf)).await {
+        return html(StatusCode::FORBIDDEN, pages::error(&message));
+    }
+    let user = match state.cookie(&headers, SESSION_COOKIE) {
+        Some(s) => state.server.session_user(&s).await.ok().flatten(),
+        None => None,
+    };
+    let Some(user_id) = user else {
+        return html(StatusCode::FORBIDDEN, pages::error("you are not signed in; start again from your app"));
+    };
+    let approve = field(&pairs, "decision") == Some("approve");
+    let remember = field(&pairs, "remember") == Some("1");
+    match state.server.decide(request_id, &user_id, approve, remember).await {
+        Ok(location) => see_other(&location),
+        Err(e) => oauth_error(e),
+    }
+}
+
+async fn token(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = async {
+        let pairs = form_pairs(&body)?;
+        let creds = client_credentials(&headers, &pairs)?;
+        match field(&pairs, "grant_type") {
+            Some("authorization_code") => {
+                state
+                    .server
+                    .redeem_code(
+                        &creds,
+                        field(&pairs, "code"),
+                        field(&pairs, "code_verifier"),
+                        field(&pairs, "redirect_uri"),
+                        field(&pairs, "resource"),
+                    )
+                    .await
+            }
+            Some("refresh_token") => {
+                state
+                    .server
+                    .refresh(&creds, field(&pairs, "refresh_token"), field(&pairs, "scope"), field(&pairs, "resource"))
+                    .await
+            }
+            Some(other) => Err(OAuthError::UnsupportedGrantType(format!("grant_type {other} is not supported"))),
+            None => Err(OAuthError::InvalidRequest("grant_type is missing".to_owned())),
+        }
+    }
+    .await;
+    match result {
+        Ok(response) => no_store(Json(response).into_response()),
+        Err(e) => oauth_error(e),
+    }
+}
+
+async fn revoke(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = async {
+        let pairs = form_pairs(&body)?;
+        let creds = client_credentials(&headers, &pairs)?;
+        let token = field(&pairs, "token").ok_or_else(|| OAuthError::InvalidRequest("token is missing".to_owned()))?;
+        state.server.revoke(&creds, token).await
+    }
+    .await;
+    match result {
+        Ok(()) => no_store(StatusCode::OK.into_response()),
+        Err(e) => oauth_error(e),
+    }
+}
+
+async fn introspect(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = async {
+        let pairs = form_pairs(&body)?;
+        let creds = client_credentials(&headers, &pairs)?;
+        state.server.require_confidential(&creds).await?;
+        let token = field(&pairs, "token").ok_or_else(|| OAuthError::InvalidRequest("token is missing".to_owned()))?;
+        if token.split('.').count() == 3 {
+            return Ok(match state.verifier.verify(token).await {
+                Ok(p) => json!({
+                    "active": true,
+                    "iss": p.issuer,
+                    "sub": p.subject,
+                    "client_id": p.client_id,
+                    "scope": p.scopes.into_iter().collect::<Vec<_>>().join(" "),
+                    "aud": p.audience,
+                    "exp": p.expires_at,
+                    "token_type": "Bearer",
+                }),
+                Err(_) => json!({"active": false}),
+            });
+        }
+        state.server.introspect_refresh(token).await
+    }
+    .await;
+    match result {
+        Ok(body) => no_store(Json(body).into_response()),
+        Err(e) => oauth_error(e),
+    }
+}

@@ -1,0 +1,226 @@
+//! mcpgate's token-signing keys: ES256, private halves sealed in the store,
+//! held in memory for signing and verification.
+//!
+//! Rotation publishes a new key before it signs anything: `keys rotate`
+//! stores it with `activate_at = now + ACTIVATION_DELAY`, longer than the
+//! reload interval, so every replica already verifies it when the first
+//! token signed with it arrives. The old key stays published until every
+//! token it signed has expired.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use aws_lc_rs::{
+    rand::SystemRandom,
+    signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair},
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::JwkSet};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::crypto::{CryptoError, Sealer};
+use crate::{
+    auth::jwks::{JwksCache, keys_from_set},
+    store::{SigningKeyRecord, Store, StoreError, now_epoch},
+};
+
+/// How long a rotated-in key is published before it signs.
+pub const ACTIVATION_DELAY_SECS: i64 = 60;
+/// How often replicas re-read the key table.
+pub const RELOAD_INTERVAL_SECS: u64 = 30;
+const SEALING_CONTEXT: &str = "signing_keys";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("signing key {kid} is unusable: {reason}")]
+    Unusable { kid: String, reason: String },
+    #[error("no signing key is available")]
+    NoKey,
+    #[error("cannot sign a token: {0}")]
+    Sign(String),
+}
+
+struct Signer {
+    kid: String,
+    key: EncodingKey,
+}
+
+struct KeyState {
+    signer: Option<Signer>,
+    /// Public keys of every live key, as served at `/jwks.json`.
+    jwks: Value,
+}
+
+/// The live signing keys of this process.
+pub struct KeyRing {
+    store: Store,
+    sealer: Arc<Sealer>,
+    state: ArcSwap<KeyState>,
+    verification: Arc<JwksCache>,
+}
+
+/// A freshly generated key: the row to store.
+fn generate(sealer: &Sealer, now: i64, activate_at: i64) -> Result<SigningKeyRecord, KeyError> {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|_| KeyError::Crypto(CryptoError::Random))?;
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+        .map_err(|_| KeyError::Crypto(CryptoError::Random))?;
+    let point = pair.public_key().as_ref();
+    // Uncompressed SEC1 point: 0x04 || X || Y.
+    if point.len() != 65 || point[0] != 4 {
+        return Err(KeyError::Unusable {
+            kid: String::new(),
+            reason: "unexpected public key encoding".to_owned(),
+        });
+    }
+    let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
+    let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
+    // RFC 7638 thumbprint as the key id.
+    let thumbprint_input = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    let kid = super::crypto::sha256_b64(&thumbprint_input);
+    let jwk = json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": "ES256", "use": "sig"});
+    Ok(SigningKeyRecord {
+        private_sealed: sealer.seal(SEALING_CONTEXT, pkcs8.as_ref())?,
+        public_jwk: jwk.to_string(),
+        kid,
+        alg: "ES256".to_owned(),
+        created_at: now,
+        activate_at,
+        retire_at: None,
+    })
+}
+
+/// Add a new key that starts signing after the activation delay, and
+/// schedule the current ones to leave the key set once their tokens expired.
+pub async fn rotate(
+    store: &Store,
+    sealer: &Sealer,
+    token_lifetime_secs: i64,
+) -> Result<String, KeyError> {
+    let now = now_epoch();
+    let record = generate(sealer, now, now + ACTIVATION_DELAY_SECS)?;
+    store.insert_signing_key(&record).await?;
+    // Old keys sign until the new one activates, then their tokens live up to a lifetime.
+    let retire_at = now + ACTIVATION_DELAY_SECS + token_lifetime_secs + 300;
+    store
+        .retire_signing_keys_except(&record.kid, retire_at)
+        .await?;
+    Ok(record.kid)
+}
+
+impl KeyRing {
+    /// Load the keys, creating the first one if the store has none.
+    pub async fn open(store: Store, sealer: Arc<Sealer>) -> Result<Arc<KeyRing>, KeyError> {
+        let now = now_epoch();
+        if store.live_signing_keys(now).await?.is_empty() {
+            let record = generate(&sealer, now, now)?;
+            store.insert_signing_key(&record).await?;
+            tracing::info!(kid = %record.kid, "created the first token-signing key");
+        }
+        let ring = Arc::new(KeyRing {
+            store,
+            sealer,
+            state: ArcSwap::from_pointee(KeyState {
+                signer: None,
+                jwks: json!({"keys": []}),
+            }),
+            verification: JwksCache::preloaded(Vec::new()),
+        });
+        ring.reload().await?;
+        Ok(ring)
+    }
+
+    /// Re-read the key table (rotation by the CLI or another replica).
+    pub async fn reload(&self) -> Result<(), KeyError> {
+        let now = now_epoch();
+        let records = self.store.live_signing_keys(now).await?;
+        let public: Vec<Value> = records
+            .iter()
+            .filter_map(|r| serde_json::from_str(&r.public_jwk).ok())
+            .collect();
+        let jwks = json!({ "keys": public });
+        let set: JwkSet = serde_json::from_value(jwks.clone()).map_err(|e| KeyError::Unusable {
+            kid: String::new(),
+            reason: e.to_string(),
+        })?;
+        // The newest key already active signs; if none is active yet, the oldest.
+        let signing_record = records
+            .iter()
+            .filter(|r| r.activate_at <= now)
+            .max_by_key(|r| (r.activate_at, r.kid.clone()))
+            .or_else(|| records.first())
+            .ok_or(KeyError::NoKey)?;
+        let current = self.state.load();
+        let signer = match current.signer.as_ref() {
+            Some(s) if s.kid == signing_record.kid => Signer {
+                kid: s.kid.clone(),
+                key: s.key.clone(),
+            },
+            _ => self.open_signer(signing_record)?,
+        };
+        self.verification.replace(keys_from_set(&set));
+        self.state.store(Arc::new(KeyState {
+            signer: Some(signer),
+            jwks,
+        }));
+        Ok(())
+    }
+
+    fn open_signer(&self, record: &SigningKeyRecord) -> Result<Signer, KeyError> {
+        let pkcs8 = self
+            .sealer
+            .open(SEALING_CONTEXT, &record.private_sealed)
+            .map_err(|e| KeyError::Unusable {
+                kid: record.kid.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Signer {
+            kid: record.kid.clone(),
+            key: EncodingKey::from_ec_der(&pkcs8),
+        })
+    }
+
+    /// The verification keys, shared with the token verifier.
+    pub fn verification_keys(&self) -> Arc<JwksCache> {
+        self.verification.clone()
+    }
+
+    pub fn jwks(&self) -> Value {
+        self.state.load().jwks.clone()
+    }
+
+    /// Sign `claims` as an `at+jwt` (RFC 9068) with the active key.
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        let state = self.state.load();
+        let signer = state.signer.as_ref().ok_or(KeyError::NoKey)?;
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some("at+jwt".to_owned());
+        header.kid = Some(signer.kid.clone());
+        jsonwebtoken::encode(&header, claims, &signer.key).map_err(|e| KeyError::Sign(e.to_string()))
+    }
+
+    /// Reload every [`RELOAD_INTERVAL_SECS`] until `stop`.
+    pub fn spawn_reload(self: &Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let ring = self.clone();
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(std::time::Duration::from_secs(RELOAD_INTERVAL_SECS));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = ring.reload().await {
+                    tracing::warn!(error = %e, "cannot reload signing keys; keeping the current ones");
+                }
+            }
+        });
+    }
+}

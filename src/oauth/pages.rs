@@ -1,0 +1,96 @@
+//! The HTML pages of the authorization flow: login, consent, error. Every
+//! interpolated value is escaped; the pages carry no script.
+
+use super::flow::PendingRequest;
+
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{t}</title><style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;padding:0 1rem}}label,input,button{{display:block;width:100%;margin:.4rem 0}}.warn{{color:#8a4b00}}.err{{color:#b00020}}button{{padding:.5rem}}</style></head><body><h1>{t}</h1>{body}</body></html>",
+        t = escape(title)
+    )
+}
+
+pub fn login(request_id: &str, csrf: &str, client_name: &str, error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"err\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    page(
+        "Sign in",
+        &format!(
+            "<p>Sign in to continue to <strong>{client}</strong>.</p>{error}<form method=\"post\" action=\"/login\"><input type=\"hidden\" name=\"request\" value=\"{r}\"><input type=\"hidden\" name=\"csrf\" value=\"{c}\"><label>User name<input name=\"username\" autocomplete=\"username\" required></label><label>Password<input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label><button type=\"submit\">Sign in</button></form>",
+            client = escape(client_name),
+            r = escape(request_id),
+            c = escape(csrf),
+        ),
+    )
+}
+
+pub fn consent(request_id: &str, csrf: &str, request: &PendingRequest) -> String {
+    let redirect_host = url::Url::parse(&request.redirect_uri)
+        .ok()
+        .map(|u| match u.host_str() {
+            Some(h) => h.to_owned(),
+            None => format!("{}:", u.scheme()),
+        })
+        .unwrap_or_default();
+    let scopes: String = request
+        .scope
+        .iter()
+        .map(|s| format!("<li><code>{}</code></li>", escape(s)))
+        .collect();
+    let document = request
+        .document_host
+        .as_deref()
+        .map(|h| format!("<p>Client described by a document hosted at <strong>{}</strong>.</p>", escape(h)))
+        .unwrap_or_default();
+    let loopback = if request.loopback_only {
+        "<p class=\"warn\">This client only returns to programs on this computer (localhost). Approve only if you started it yourself just now.</p>"
+    } else {
+        ""
+    };
+    page(
+        "Allow access?",
+        &format!(
+            "<p><strong>{client}</strong> wants to use this MCP server as you.</p>{document}<p>After you decide, you go back to <strong>{host}</strong> (<code>{uri}</code>).</p><p>It asks for:</p><ul>{scopes}</ul>{loopback}<form method=\"post\" action=\"/consent\"><input type=\"hidden\" name=\"request\" value=\"{r}\"><input type=\"hidden\" name=\"csrf\" value=\"{c}\"><label><input type=\"checkbox\" name=\"remember\" value=\"1\" style=\"display:inline;width:auto\"> Remember this decision for this client</label><button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button><button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
+            client = escape(&request.client_name),
+            host = escape(&redirect_host),
+            uri = escape(&request.redirect_uri),
+            r = escape(request_id),
+            c = escape(csrf),
+        ),
+    )
+}
+
+pub fn error(message: &str) -> String {
+    page(
+        "Cannot continue",
+        &format!("<p class=\"err\">{}</p><p>Close this window and start again from your app.</p>", escape(message)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markup_is_escaped() {
+        let html = error("<script>alert(1)</script>");
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("&lt;script&gt;"));
+    }
+}

@@ -1,0 +1,115 @@
+//! Assemble the local authorization server from configuration.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::Router;
+use secrecy::ExposeSecret;
+
+use super::{
+    cimd::CimdResolver,
+    crypto::Sealer,
+    flow::AuthorizationServer,
+    http::{OAuthState, routes},
+    keys::KeyRing,
+    passwords,
+};
+use crate::{
+    auth::{policy::ScopePolicy, verify::ResourceVerifier},
+    config::{Config, EncryptionKeySource, LocalAuthConfig},
+    store::{Store, StoreError},
+};
+
+pub struct LocalAuthority {
+    pub routes: Router,
+    pub keys: Arc<KeyRing>,
+    pub verifier: Arc<ResourceVerifier>,
+    pub initial_admin_password: Option<String>,
+}
+
+pub fn sealer(config: &LocalAuthConfig) -> Result<Sealer, String> {
+    match &config.encryption_key {
+        EncryptionKeySource::Inline(key) => Sealer::from_base64(key.expose_secret()),
+        EncryptionKeySource::File(path) => Sealer::from_key_file(path),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// Create `admin` with a random password when the store has no user yet.
+pub async fn ensure_first_user(store: &Store) -> Result<Option<String>, String> {
+    if store.count_users().await.map_err(|e| e.to_string())? > 0 {
+        return Ok(None);
+    }
+    let password = passwords::generate_password().map_err(|e| e.to_string())?;
+    let hash = {
+        let password = password.clone();
+        tokio::task::spawn_blocking(move || passwords::hash_password(&password))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    match store.create_user("admin", &hash).await {
+        Ok(_) => Ok(Some(password)),
+        // Another replica created it first.
+        Err(StoreError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub async fn build(
+    config: &Config,
+    local: &LocalAuthConfig,
+    store: &Store,
+    policy: &ScopePolicy,
+) -> Result<LocalAuthority, String> {
+    let sealer = Arc::new(sealer(local)?);
+    let keys = KeyRing::open(store.clone(), sealer.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let issuer = config.public_origin();
+    let resource = config.mcp_resource();
+    let verifier = Arc::new(ResourceVerifier::new(
+        issuer.clone(),
+        vec![resource.clone()],
+        vec![jsonwebtoken::Algorithm::ES256],
+        keys.verification_keys(),
+        None,
+        reqwest::Client::new(),
+    ));
+    let mut cimd = CimdResolver::new(
+        local.cimd.allow_loopback_http,
+        Duration::from_secs(local.cimd.fetch_timeout_secs),
+    );
+    for (client_id, document) in &local.cimd.pinned {
+        cimd.pin(client_id, document)
+            .map_err(|e| format!("pinned document for {client_id}: {e}"))?;
+    }
+    let mut scopes: Vec<String> = policy.all_scopes().into_iter().collect();
+    for extra in &local.extra_scopes {
+        if !scopes.contains(extra) {
+            scopes.push(extra.clone());
+        }
+    }
+    let server = Arc::new(AuthorizationServer::new(
+        issuer.clone(),
+        resource,
+        scopes,
+        local.clone(),
+        store.clone(),
+        keys.clone(),
+        sealer,
+        cimd,
+    ));
+    let initial_admin_password = ensure_first_user(store).await?;
+    let routes = routes(OAuthState {
+        server,
+        keys: keys.clone(),
+        verifier: verifier.clone(),
+        secure_cookies: issuer.starts_with("https://"),
+    });
+    Ok(LocalAuthority {
+        routes,
+        keys,
+        verifier,
+        initial_admin_password,
+    })
+}

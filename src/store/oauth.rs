@@ -1,0 +1,694 @@
+//! Authorization-server state: users, signing keys, clients, pending
+//! authorizations, login sessions, consents, codes and refresh tokens.
+//!
+//! Single-use things are consumed with one conditional statement
+//! (`DELETE ... RETURNING`, `UPDATE ... WHERE x IS NULL`), so two replicas
+//! racing on the same code or refresh token get exactly one winner.
+
+use super::{Store, StoreError, now_epoch, on_db};
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UserRecord {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub alg: String,
+    pub private_sealed: String,
+    pub public_jwk: String,
+    pub created_at: i64,
+    pub activate_at: i64,
+    pub retire_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub secret_hash: Option<String>,
+    /// The registered metadata as JSON.
+    pub metadata: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuthRequestRecord {
+    pub id_hash: String,
+    pub browser_hash: String,
+    pub csrf_hash: String,
+    /// The validated authorization request as JSON.
+    pub request: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CodeRecord {
+    pub code_hash: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub redirect_uri: String,
+    pub code_challenge: String,
+    pub scope: String,
+    pub resource: String,
+    pub family_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub redeemed_at: Option<i64>,
+    pub response_sealed: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RefreshRecord {
+    pub token_hash: String,
+    pub family_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub scope: String,
+    pub resource: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub rotated_at: Option<i64>,
+    pub response_sealed: Option<String>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A new refresh token row.
+#[derive(Debug, Clone)]
+pub struct NewRefresh {
+    pub token_hash: String,
+    pub family_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub scope: String,
+    pub resource: String,
+    pub expires_at: i64,
+}
+
+/// The outcome of trying to consume something single-use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Consumed {
+    /// This caller won; the new state is written.
+    Won,
+    /// Someone consumed it first (or it is gone).
+    Lost,
+}
+
+/// What a sweep removed, for logs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub clients: u64,
+    pub expired_rows: u64,
+}
+
+macro_rules! user_columns {
+    () => {
+        "id, username, password_hash, created_at, updated_at"
+    };
+}
+macro_rules! key_columns {
+    () => {
+        "kid, alg, private_sealed, public_jwk, created_at, activate_at, retire_at"
+    };
+}
+macro_rules! client_columns {
+    () => {
+        "client_id, secret_hash, metadata, created_at, last_used_at"
+    };
+}
+macro_rules! code_columns {
+    () => {
+        "code_hash, client_id, user_id, redirect_uri, code_challenge, scope, resource, family_id, created_at, expires_at, redeemed_at, response_sealed"
+    };
+}
+macro_rules! refresh_columns {
+    () => {
+        "token_hash, family_id, client_id, user_id, scope, resource, created_at, expires_at, rotated_at, response_sealed, revoked_at"
+    };
+}
+
+fn conflict_or(err: sqlx::Error, what: &str) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(what.to_owned())
+        }
+        _ => err.into(),
+    }
+}
+
+impl Store {
+    // ------------------------------------------------------------ users
+
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+    ) -> Result<UserRecord, StoreError> {
+        let now = now_epoch();
+        let user = UserRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            username: username.to_owned(),
+            password_hash: password_hash.to_owned(),
+            created_at: now,
+            updated_at: now,
+        };
+        const SQL: &str = "INSERT INTO users (id, username, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)";
+        on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(&user.id)
+            .bind(&user.username)
+            .bind(&user.password_hash)
+            .bind(now)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(|e| conflict_or(e, "a user with this name exists"))?;
+        Ok(user)
+    }
+
+    pub async fn find_user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE username = $1");
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(SQL)
+            .bind(username)
+            .fetch_optional(pool)
+            .await)?)
+    }
+
+    pub async fn find_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(SQL)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?)
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users ORDER BY username");
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(SQL)
+            .fetch_all(pool)
+            .await)?)
+    }
+
+    pub async fn count_users(&self) -> Result<i64, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) FROM users";
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar::<_, i64>(SQL)
+            .fetch_one(pool)
+            .await)?)
+    }
+
+    pub async fn set_password(&self, username: &str, hash: &str) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3";
+        let done = on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(hash)
+            .bind(now_epoch())
+            .bind(username)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(done == 1)
+    }
+
+    /// Delete a user with their sessions and consents, and revoke their refresh tokens.
+    pub async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+        let Some(user) = self.find_user_by_name(username).await? else {
+            return Ok(false);
+        };
+        const SESSIONS: &str = "DELETE FROM user_sessions WHERE user_id = $1";
+        const CONSENTS: &str = "DELETE FROM consents WHERE user_id = $1";
+        const REFRESH: &str =
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
+        const USER: &str = "DELETE FROM users WHERE id = $1";
+        let now = now_epoch();
+        on_db!(self.db(), |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(SESSIONS).bind(&user.id).execute(&mut *tx).await?;
+            sqlx::query(CONSENTS).bind(&user.id).execute(&mut *tx).await?;
+            sqlx::query(REFRESH).bind(&user.id).bind(now).execute(&mut *tx).await?;
+            sqlx::query(USER).bind(&user.id).execute(&mut *tx).await?;
+            tx.commit().await
+        })?;
+        Ok(true)
+    }
+
+    // ------------------------------------------------------------ signing keys
+
+    pub async fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError> {
+        const SQL: &str = concat!(
+            "INSERT INTO signing_keys (",
+            key_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        );
+        on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(&key.private_sealed)
+            .bind(&key.public_jwk)
+            .bind(key.created_at)
+            .bind(key.activate_at)
+            .bind(key.retire_at)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Keys not yet retired at `now`, oldest first.
+    pub async fn live_signing_keys(&self, now: i64) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM signing_keys WHERE retire_at IS NULL OR retire_at > $1 ORDER BY activate_at, kid"
+        );
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, SigningKeyRecord>(SQL)
+            .bind(now)
+            .fetch_all(pool)
+            .await)?)
+    }
+
+    pub async fn all_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM signing_keys ORDER BY activate_at, kid"
+        );
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, SigningKeyRecord>(SQL)
+            .fetch_all(pool)
+            .await)?)
+    }
+
+    /// Schedule every key other than `keep` without a retirement time to retire at `retire_at`.
+    pub async fn retire_signing_keys_except(
+        &self,
+        keep: &str,
+        retire_at: i64,
+    ) -> Result<u64, StoreError> {
+        const SQL: &str =
+            "UPDATE signing_keys SET retire_at = $1 WHERE kid <> $2 AND retire_at IS NULL";
+        Ok(on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(retire_at)
+            .bind(keep)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?)
+    }
+
+    // ------------------------------------------------------------ clients
+
+    pub async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+        const SQL: &str = concat!(
+            "INSERT INTO oauth_clients (",
+            client_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5)"
+        );
+        on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(&client.client_id)
+            .bind(&client.secret_hash)
+            .bind(&client.metadata)
+            .bind(client.created_at)
+            .bind(client.last_used_at)
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .map_err(|e| conflict_or(e, "client id taken"))?;
+        Ok(())
+    }
+
+    pub async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            client_columns!(),
+            " FROM oauth_clients WHERE client_id = $1"
+        );
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, ClientRecord>(SQL)
+            .bind(client_id)
+            .fetch_optional(pool)
+            .await)?)
+    }
+
+    pub async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            client_columns!(),
+            " FROM oauth_clients ORDER BY created_at, client_id"
+        );
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, ClientRecord>(SQL)
+            .fetch_all(pool)
+            .await)?)
+    }
+
+    /// Remove a client with its consents, and revoke its refresh tokens.
+    pub async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        const CONSENTS: &str = "DELETE FROM consents WHERE client_id = $1";
+        const REFRESH: &str = "UPDATE refresh_tokens SET revoked_at = $2 WHERE client_id = $1 AND revoked_at IS NULL";
+        const CLIENT: &str = "DELETE FROM oauth_clients WHERE client_id = $1";
+        let now = now_epoch();
+        let removed = on_db!(self.db(), |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(CONSENTS).bind(client_id).execute(&mut *tx).await?;
+            sqlx::query(REFRESH).bind(client_id).bind(now).execute(&mut *tx).await?;
+            let removed = sqlx::query(CLIENT)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await.map(|_| removed)
+        })?;
+        Ok(removed == 1)
+    }
+
+    /// Record that a client obtained tokens (unused clients are swept).
+    pub async fn touch_client(&self, client_id: &str, now: i64) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE oauth_clients SET last_used_at = $1 WHERE client_id = $2";
+        on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(now)
+            .bind(client_id)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ authorization requests
+
+    pub async fn insert_auth_request(&self, record: &AuthRequestRecord) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO auth_requests (id_hash, browser_hash, csrf_hash, request, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
+        on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(&record.id_hash)
+            .bind(&record.browser_hash)
+            .bind(&record.csrf_hash)
+            .bind(&record.request)
+            .bind(record.created_at)
+            .bind(record.expires_at)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn get_auth_request(
+        &self,
+        id_hash: &str,
+        now: i64,
+    ) -> Result<Option<AuthRequestRecord>, StoreError> {
+        const SQL: &str = "SELECT id_hash, browser_hash, csrf_hash, request, created_at, expires_at FROM auth_requests WHERE id_hash = $1 AND expires_at > $2";
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, AuthRequestRecord>(SQL)
+            .bind(id_hash)
+            .bind(now)
+            .fetch_optional(pool)
+            .await)?)
+    }
+
+    /// Consume a pending authorization: only one caller gets it.
+    pub async fn take_auth_request(
+        &self,
+        id_hash: &str,
+        now: i64,
+    ) -> Result<Option<AuthRequestRecord>, StoreError> {
+        const SQL: &str = "DELETE FROM auth_requests WHERE id_hash = $1 AND expires_at > $2 RETURNING id_hash, browser_hash, csrf_hash, request, created_at, expires_at";
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, AuthRequestRecord>(SQL)
+            .bind(id_hash)
+            .bind(now)
+            .fetch_optional(pool)
+            .await)?)
+    }
+
+    // ------------------------------------------------------------ login sessions
+
+    pub async fn insert_session(
+        &self,
+        id_hash: &str,
+        user_id: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO user_sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
+        on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(id_hash)
+            .bind(user_id)
+            .bind(now_epoch())
+            .bind(expires_at)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// The user of a live session (who must still exist).
+    pub async fn session_user(
+        &self,
+        id_hash: &str,
+        now: i64,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        const SQL: &str = "SELECT u.id, u.username, u.password_hash, u.created_at, u.updated_at FROM user_sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND s.expires_at > $2";
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(SQL)
+            .bind(id_hash)
+            .bind(now)
+            .fetch_optional(pool)
+            .await)?)
+    }
+
+    // ------------------------------------------------------------ consents
+
+    pub async fn save_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO consents (user_id, client_id, scope, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, created_at = excluded.created_at";
+        on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(user_id)
+            .bind(client_id)
+            .bind(scope)
+            .bind(now_epoch())
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// The remembered scope string of (user, client), if any.
+    pub async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<String>, StoreError> {
+        const SQL: &str = "SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2";
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar::<_, String>(SQL)
+            .bind(user_id)
+            .bind(client_id)
+            .fetch_optional(pool)
+            .await)?)
+    }
+
+    /// `(client_id, scope, created_at)` of a user's remembered consents.
+    pub async fn consents_of(&self, user_id: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
+        const SQL: &str = "SELECT client_id, scope, created_at FROM consents WHERE user_id = $1 ORDER BY client_id";
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, (String, String, i64)>(SQL)
+            .bind(user_id)
+            .fetch_all(pool)
+            .await)?)
+    }
+
+    /// Forget a consent and revoke the refresh tokens it led to.
+    pub async fn revoke_consent(&self, user_id: &str, client_id: &str) -> Result<bool, StoreError> {
+        const CONSENT: &str = "DELETE FROM consents WHERE user_id = $1 AND client_id = $2";
+        const REFRESH: &str = "UPDATE refresh_tokens SET revoked_at = $3 WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL";
+        let now = now_epoch();
+        let removed = on_db!(self.db(), |pool| {
+            let mut tx = pool.begin().await?;
+            let removed = sqlx::query(CONSENT)
+                .bind(user_id)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(REFRESH)
+                .bind(user_id)
+                .bind(client_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await.map(|_| removed)
+        })?;
+        Ok(removed == 1)
+    }
+
+    // ------------------------------------------------------------ codes
+
+    pub async fn insert_code(&self, code: &CodeRecord) -> Result<(), StoreError> {
+        const SQL: &str = concat!(
+            "INSERT INTO auth_codes (",
+            code_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        );
+        on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(&code.code_hash)
+            .bind(&code.client_id)
+            .bind(&code.user_id)
+            .bind(&code.redirect_uri)
+            .bind(&code.code_challenge)
+            .bind(&code.scope)
+            .bind(&code.resource)
+            .bind(&code.family_id)
+            .bind(code.created_at)
+            .bind(code.expires_at)
+            .bind(code.redeemed_at)
+            .bind(&code.response_sealed)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn get_code(&self, code_hash: &str) -> Result<Option<CodeRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            code_columns!(),
+            " FROM auth_codes WHERE code_hash = $1"
+        );
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, CodeRecord>(SQL)
+            .bind(code_hash)
+            .fetch_optional(pool)
+            .await)?)
+    }
+
+    /// Mark the code redeemed and store the first refresh token of its family,
+    /// atomically; `Lost` if it was already redeemed.
+    pub async fn redeem_code(
+        &self,
+        code_hash: &str,
+        now: i64,
+        response_sealed: &str,
+        refresh: Option<&NewRefresh>,
+    ) -> Result<Consumed, StoreError> {
+        const REDEEM: &str = "UPDATE auth_codes SET redeemed_at = $1, response_sealed = $2 WHERE code_hash = $3 AND redeemed_at IS NULL";
+        let won = on_db!(self.db(), |pool| {
+            let mut tx = pool.begin().await?;
+            let won = sqlx::query(REDEEM)
+                .bind(now)
+                .bind(response_sealed)
+                .bind(code_hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if won {
+                if let Some(r) = refresh {
+                    sqlx::query(INSERT_REFRESH)
+                        .bind(&r.token_hash)
+                        .bind(&r.family_id)
+                        .bind(&r.client_id)
+                        .bind(&r.user_id)
+                        .bind(&r.scope)
+                        .bind(&r.resource)
+                        .bind(now)
+                        .bind(r.expires_at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            Ok::<bool, sqlx::Error>(won)
+        })?;
+        Ok(if won { Consumed::Won } else { Consumed::Lost })
+    }
+
+    // ------------------------------------------------------------ refresh tokens
+
+    pub async fn get_refresh(&self, token_hash: &str) -> Result<Option<RefreshRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            refresh_columns!(),
+            " FROM refresh_tokens WHERE token_hash = $1"
+        );
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, RefreshRecord>(SQL)
+            .bind(token_hash)
+            .fetch_optional(pool)
+            .await)?)
+    }
+
+    /// Rotate: mark `old_hash` used (keeping the sealed response for a lost-
+    /// response retry) and store its successor, atomically.
+    pub async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        now: i64,
+        response_sealed: &str,
+        next: &NewRefresh,
+    ) -> Result<Consumed, StoreError> {
+        const ROTATE: &str = "UPDATE refresh_tokens SET rotated_at = $1, response_sealed = $2 WHERE token_hash = $3 AND rotated_at IS NULL AND revoked_at IS NULL";
+        let won = on_db!(self.db(), |pool| {
+            let mut tx = pool.begin().await?;
+            let won = sqlx::query(ROTATE)
+                .bind(now)
+                .bind(response_sealed)
+                .bind(old_hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if won {
+                sqlx::query(INSERT_REFRESH)
+                    .bind(&next.token_hash)
+                    .bind(&next.family_id)
+                    .bind(&next.client_id)
+                    .bind(&next.user_id)
+                    .bind(&next.scope)
+                    .bind(&next.resource)
+                    .bind(now)
+                    .bind(next.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            Ok::<bool, sqlx::Error>(won)
+        })?;
+        Ok(if won { Consumed::Won } else { Consumed::Lost })
+    }
+
+    /// Revoke every refresh token of a family; returns how many were live.
+    pub async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, StoreError> {
+        const SQL: &str = "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL";
+        Ok(on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(now)
+            .bind(family_id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?)
+    }
+
+    // ------------------------------------------------------------ housekeeping
+
+    /// Delete expired pending state and clients unused for `client_ttl_secs`.
+    pub async fn sweep_oauth(&self, now: i64, client_ttl_secs: i64) -> Result<Swept, StoreError> {
+        // Codes are kept a day past expiry so a late replay is still recognised.
+        const REQUESTS: &str = "DELETE FROM auth_requests WHERE expires_at <= $1";
+        const SESSIONS: &str = "DELETE FROM user_sessions WHERE expires_at <= $1";
+        const CODES: &str = "DELETE FROM auth_codes WHERE expires_at <= $1 - 86400";
+        const REFRESH: &str = "DELETE FROM refresh_tokens WHERE expires_at <= $1 - 86400";
+        const CLIENTS: &str = "DELETE FROM oauth_clients WHERE COALESCE(last_used_at, created_at) <= $1 AND client_id NOT IN (SELECT DISTINCT client_id FROM refresh_tokens WHERE revoked_at IS NULL AND expires_at > $2)";
+        let mut swept = Swept::default();
+        for sql in [REQUESTS, SESSIONS, CODES, REFRESH] {
+            swept.expired_rows += on_db!(self.db(), |pool| sqlx::query(sql)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()))?;
+        }
+        swept.clients = on_db!(self.db(), |pool| sqlx::query(CLIENTS)
+            .bind(now - client_ttl_secs)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(swept)
+    }
+}
+
+const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scope, resource, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
