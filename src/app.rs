@@ -161,12 +161,10 @@ impl App {
             local.as_ref().map(|l| l.routes.clone()),
         );
         let keys = local.as_ref().map(|l| l.keys.clone());
-        let sweep = config.local_auth.as_ref().map(|l| {
-            (
-                (l.unused_client_ttl_days * 86_400) as i64,
-                store.clone(),
-            )
-        });
+        let sweep = config
+            .local_auth
+            .as_ref()
+            .map(|l| ((l.unused_client_ttl_days * 86_400) as i64, store.clone()));
         Ok(App {
             router,
             store,
@@ -234,8 +232,15 @@ impl App {
                         _ = stop.cancelled() => return,
                         _ = tick.tick() => {}
                     }
-                    match store.sweep_oauth(crate::store::now_epoch(), client_ttl).await {
-                        Ok(swept) => tracing::debug!(clients = swept.clients, rows = swept.expired_rows, "swept expired authorization state"),
+                    match store
+                        .sweep_oauth(crate::store::now_epoch(), client_ttl)
+                        .await
+                    {
+                        Ok(swept) => tracing::debug!(
+                            clients = swept.clients,
+                            rows = swept.expired_rows,
+                            "swept expired authorization state"
+                        ),
                         Err(e) => tracing::warn!(error = %e, "sweep failed"),
                     }
                 }

@@ -830,8 +830,13 @@ fn validate_local_auth(
         }
         v
     };
-    let access_token_ttl_secs =
-        bounded("access_token_ttl_secs", raw.access_token_ttl_secs, 3600, 1, 86_400);
+    let access_token_ttl_secs = bounded(
+        "access_token_ttl_secs",
+        raw.access_token_ttl_secs,
+        3600,
+        1,
+        86_400,
+    );
     let refresh_token_ttl_secs = bounded(
         "refresh_token_ttl_secs",
         raw.refresh_token_ttl_secs,
@@ -875,9 +880,7 @@ fn validate_local_auth(
             );
             EncryptionKeySource::File(data_dir.join("mcpgate.key"))
         }
-        (Some(key), None) => {
-            EncryptionKeySource::Inline(secrecy::SecretString::from(key.clone()))
-        }
+        (Some(key), None) => EncryptionKeySource::Inline(secrecy::SecretString::from(key.clone())),
         (None, Some(path)) => EncryptionKeySource::File(path.clone()),
         (None, None) => EncryptionKeySource::File(data_dir.join("mcpgate.key")),
     };
@@ -1028,7 +1031,7 @@ mod tests {
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:8000");
         assert_eq!(cfg.mcp_resource(), "http://127.0.0.1:8000/mcp");
         assert_eq!(cfg.store.url, "sqlite://./data/mcpgate.db");
-        assert_eq!(cfg.auth_mode, AuthMode::None);
+        assert_eq!(cfg.auth_mode, AuthMode::Local);
         assert!(cfg.toolsets.calc && cfg.toolsets.notes && cfg.toolsets.docs.is_some());
         assert!(cfg.http.allowed_hosts.contains(&"localhost".to_owned()));
     }
@@ -1054,10 +1057,39 @@ mod tests {
 
     #[test]
     fn auth_none_is_refused_off_loopback() {
-        let err =
-            from_toml("listen = \"0.0.0.0:8000\"\npublic_url = \"https://mcp.example.com\"\n")
-                .unwrap_err();
+        let err = from_toml(
+            "listen = \"0.0.0.0:8000\"\npublic_url = \"https://mcp.example.com\"\n[auth]\nmode = \"none\"\n",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("loopback"), "{err}");
+        // The default (local) is fine off loopback behind https.
+        let cfg =
+            from_toml("listen = \"0.0.0.0:8000\"\npublic_url = \"https://mcp.example.com\"\n")
+                .unwrap();
+        assert_eq!(cfg.auth_mode, AuthMode::Local);
+    }
+
+    #[test]
+    fn local_mode_needs_https_off_loopback_and_reports_every_bad_value() {
+        let err = from_toml(
+            "listen = \"0.0.0.0:8000\"\npublic_url = \"http://mcp.example.com\"\n[auth.local]\naccess_token_ttl_secs = 0\ncode_ttl_secs = 99999\nencryption_key = \"x\"\nencryption_key_file = \"/k\"\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "must be https",
+            "access_token_ttl_secs",
+            "code_ttl_secs",
+            "at most one of encryption_key",
+        ] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        let cfg = from_toml(
+            "[auth.local]\nencryption_key = \"c2VjcmV0LWtleS1zZWNyZXQta2V5LXNlY3JldC1rZXkh\"\n",
+        )
+        .unwrap();
+        let shown = cfg.to_redacted_toml().unwrap();
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
     }
 
     #[test]

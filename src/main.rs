@@ -43,8 +43,12 @@ async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Users { config, action } => admin(config, |cfg, store| Box::pin(users(cfg, store, action))).await,
-        Command::Keys { config, action } => admin(config, |cfg, store| Box::pin(keys(cfg, store, action))).await,
+        Command::Users { config, action } => {
+            admin(config, |cfg, store| Box::pin(users(cfg, store, action))).await
+        }
+        Command::Keys { config, action } => {
+            admin(config, |cfg, store| Box::pin(keys(cfg, store, action))).await
+        }
         Command::Serve { config } => {
             let cfg = match config::load(config.as_deref()) {
                 Ok(cfg) => cfg,
@@ -92,7 +96,8 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-type AdminFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + 'a>>;
+type AdminFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + 'a>>;
 
 /// Run an administrative command against the configured store.
 async fn admin(
@@ -134,13 +139,26 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
 }
 
 async fn hash(password: String) -> anyhow::Result<String> {
-    Ok(tokio::task::spawn_blocking(move || mcpgate::oauth::passwords::hash_password(&password)).await??)
+    Ok(
+        tokio::task::spawn_blocking(move || mcpgate::oauth::passwords::hash_password(&password))
+            .await??,
+    )
 }
 
-async fn users(_cfg: &config::Config, store: &mcpgate::store::Store, action: UsersAction) -> anyhow::Result<()> {
+async fn users(
+    _cfg: &config::Config,
+    store: &mcpgate::store::Store,
+    action: UsersAction,
+) -> anyhow::Result<()> {
     match action {
-        UsersAction::Add { name, password_stdin } => {
-            if name.is_empty() || name.len() > 100 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        UsersAction::Add {
+            name,
+            password_stdin,
+        } => {
+            if name.is_empty()
+                || name.len() > 100
+                || name.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
                 anyhow::bail!("user names are 1 to 100 characters without spaces");
             }
             let hash = hash(read_password(password_stdin)?).await?;
@@ -149,7 +167,10 @@ async fn users(_cfg: &config::Config, store: &mcpgate::store::Store, action: Use
         }
         UsersAction::List => {
             for user in store.list_users().await? {
-                println!("{}\t{}\tcreated {}", user.username, user.id, user.created_at);
+                println!(
+                    "{}\t{}\tcreated {}",
+                    user.username, user.id, user.created_at
+                );
             }
         }
         UsersAction::Remove { name } => {
@@ -158,7 +179,10 @@ async fn users(_cfg: &config::Config, store: &mcpgate::store::Store, action: Use
             }
             println!("removed user {name}; their refresh tokens are revoked");
         }
-        UsersAction::Passwd { name, password_stdin } => {
+        UsersAction::Passwd {
+            name,
+            password_stdin,
+        } => {
             let hash = hash(read_password(password_stdin)?).await?;
             if !store.set_password(&name, &hash).await? {
                 anyhow::bail!("no user named {name}");
@@ -169,7 +193,11 @@ async fn users(_cfg: &config::Config, store: &mcpgate::store::Store, action: Use
     Ok(())
 }
 
-async fn keys(cfg: &config::Config, store: &mcpgate::store::Store, action: KeysAction) -> anyhow::Result<()> {
+async fn keys(
+    cfg: &config::Config,
+    store: &mcpgate::store::Store,
+    action: KeysAction,
+) -> anyhow::Result<()> {
     let Some(local) = &cfg.local_auth else {
         anyhow::bail!("signing keys exist only with auth.mode = \"local\"");
     };
@@ -181,14 +209,21 @@ async fn keys(cfg: &config::Config, store: &mcpgate::store::Store, action: KeysA
                     key.kid,
                     key.alg,
                     key.activate_at,
-                    key.retire_at.map(|t| t.to_string()).unwrap_or_else(|| "-".to_owned())
+                    key.retire_at
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".to_owned())
                 );
             }
         }
         KeysAction::Rotate => {
             let sealer = mcpgate::oauth::setup::sealer(local).map_err(anyhow::Error::msg)?;
-            let kid = mcpgate::oauth::keys::rotate(store, &sealer, local.access_token_ttl_secs as i64).await?;
-            println!("added key {kid}; it signs in {} s, the others retire once their tokens expired", mcpgate::oauth::keys::ACTIVATION_DELAY_SECS);
+            let kid =
+                mcpgate::oauth::keys::rotate(store, &sealer, local.access_token_ttl_secs as i64)
+                    .await?;
+            println!(
+                "added key {kid}; it signs in {} s, the others retire once their tokens expired",
+                mcpgate::oauth::keys::ACTIVATION_DELAY_SECS
+            );
         }
     }
     Ok(())

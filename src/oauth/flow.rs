@@ -277,8 +277,8 @@ impl AuthorizationServer {
             _ => Some(random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?),
         };
         let now = now_epoch();
-        let stored = serde_json::to_string(&metadata)
-            .map_err(|e| OAuthError::Server(e.to_string()))?;
+        let stored =
+            serde_json::to_string(&metadata).map_err(|e| OAuthError::Server(e.to_string()))?;
         self.store
             .insert_client(&ClientRecord {
                 client_id: client_id.clone(),
@@ -288,8 +288,8 @@ impl AuthorizationServer {
                 last_used_at: None,
             })
             .await?;
-        let mut response = serde_json::to_value(&metadata)
-            .map_err(|e| OAuthError::Server(e.to_string()))?;
+        let mut response =
+            serde_json::to_value(&metadata).map_err(|e| OAuthError::Server(e.to_string()))?;
         if let Some(obj) = response.as_object_mut() {
             obj.insert("client_id".into(), json!(client_id));
             obj.insert("client_id_issued_at".into(), json!(now));
@@ -335,10 +335,15 @@ impl AuthorizationServer {
 
     /// Validate `/authorize`. Until the client and redirect URI are known
     /// good, errors are pages, never redirects (no open redirector).
-    pub async fn begin(&self, params: AuthorizeParams) -> Result<(Pending, String), AuthorizeError> {
+    pub async fn begin(
+        &self,
+        params: AuthorizeParams,
+    ) -> Result<(Pending, String), AuthorizeError> {
         for name in ["client_id", "redirect_uri"] {
             if params.duplicated.iter().any(|d| d == name) {
-                return Err(AuthorizeError::Page(format!("the parameter {name} appears more than once")));
+                return Err(AuthorizeError::Page(format!(
+                    "the parameter {name} appears more than once"
+                )));
             }
         }
         let client_id = params
@@ -348,7 +353,11 @@ impl AuthorizationServer {
             .ok_or_else(|| AuthorizeError::Page("client_id is missing".to_owned()))?;
         let client = match self.client(&client_id).await {
             Ok(Some(c)) => c,
-            Ok(None) => return Err(AuthorizeError::Page("this client is not registered here".to_owned())),
+            Ok(None) => {
+                return Err(AuthorizeError::Page(
+                    "this client is not registered here".to_owned(),
+                ));
+            }
             Err(OAuthError::InvalidClientMetadata(m)) => return Err(AuthorizeError::Page(m)),
             Err(e) => return Err(AuthorizeError::Server(e.to_string())),
         };
@@ -361,7 +370,9 @@ impl AuthorizationServer {
                     ));
                 }
             },
-            None if client.metadata.redirect_uris.len() == 1 => client.metadata.redirect_uris[0].clone(),
+            None if client.metadata.redirect_uris.len() == 1 => {
+                client.metadata.redirect_uris[0].clone()
+            }
             None => return Err(AuthorizeError::Page("redirect_uri is missing".to_owned())),
         };
         let state = params.state.clone();
@@ -372,19 +383,38 @@ impl AuthorizationServer {
             description: description.to_owned(),
         };
         if let Some(name) = params.duplicated.first() {
-            return Err(fail("invalid_request", &format!("the parameter {name} appears more than once")));
+            return Err(fail(
+                "invalid_request",
+                &format!("the parameter {name} appears more than once"),
+            ));
         }
         if params.response_type.as_deref() != Some("code") {
-            return Err(fail("unsupported_response_type", "response_type must be code"));
+            return Err(fail(
+                "unsupported_response_type",
+                "response_type must be code",
+            ));
         }
         let Some(challenge) = params.code_challenge.clone() else {
-            return Err(fail("invalid_request", "PKCE is required: send code_challenge with code_challenge_method=S256"));
+            return Err(fail(
+                "invalid_request",
+                "PKCE is required: send code_challenge with code_challenge_method=S256",
+            ));
         };
         if params.code_challenge_method.as_deref() != Some("S256") {
-            return Err(fail("invalid_request", "code_challenge_method must be S256"));
+            return Err(fail(
+                "invalid_request",
+                "code_challenge_method must be S256",
+            ));
         }
-        if challenge.len() != 43 || !challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(fail("invalid_request", "code_challenge is not a S256 challenge"));
+        if challenge.len() != 43
+            || !challenge
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(fail(
+                "invalid_request",
+                "code_challenge is not a S256 challenge",
+            ));
         }
         let resource = match &params.resource {
             None => self.resource.clone(),
@@ -393,7 +423,11 @@ impl AuthorizationServer {
         };
         let scope = self.grantable_scopes(params.scope.as_deref());
         let request = PendingRequest {
-            client_name: client.metadata.client_name.clone().unwrap_or_else(|| client_id.clone()),
+            client_name: client
+                .metadata
+                .client_name
+                .clone()
+                .unwrap_or_else(|| client_id.clone()),
             client_id,
             redirect_uri,
             state,
@@ -401,13 +435,18 @@ impl AuthorizationServer {
             scope,
             resource,
             document_host: client.document_host.clone(),
-            loopback_only: client.metadata.redirect_uris.iter().all(|u| u.starts_with("http://")),
+            loopback_only: client
+                .metadata
+                .redirect_uris
+                .iter()
+                .all(|u| u.starts_with("http://")),
         };
         let request_id = random_token(32).map_err(|e| AuthorizeError::Server(e.to_string()))?;
         let browser = random_token(32).map_err(|e| AuthorizeError::Server(e.to_string()))?;
         let csrf = csrf_token(&request_id, &browser);
         let now = now_epoch();
-        let text = serde_json::to_string(&request).map_err(|e| AuthorizeError::Server(e.to_string()))?;
+        let text =
+            serde_json::to_string(&request).map_err(|e| AuthorizeError::Server(e.to_string()))?;
         self.store
             .insert_auth_request(&AuthRequestRecord {
                 id_hash: sha256_b64(&request_id),
@@ -419,13 +458,21 @@ impl AuthorizationServer {
             })
             .await
             .map_err(|e| AuthorizeError::Server(e.to_string()))?;
-        Ok((Pending { request_id, csrf, request }, browser))
+        Ok((
+            Pending {
+                request_id,
+                csrf,
+                request,
+            },
+            browser,
+        ))
     }
 
     /// RFC 8707: our resource, tolerating case in scheme/host, a trailing
     /// slash, and query parameters some clients append.
     pub fn is_our_resource(&self, candidate: &str) -> bool {
-        let (Ok(ours), Ok(theirs)) = (url::Url::parse(&self.resource), url::Url::parse(candidate)) else {
+        let (Ok(ours), Ok(theirs)) = (url::Url::parse(&self.resource), url::Url::parse(candidate))
+        else {
             return false;
         };
         theirs.fragment().is_none()
@@ -459,13 +506,20 @@ impl AuthorizationServer {
     }
 
     /// Load a pending request the browser holds, checking its binding and CSRF token.
-    pub async fn pending(&self, request_id: &str, browser: &str, csrf: Option<&str>) -> Result<PendingRequest, String> {
+    pub async fn pending(
+        &self,
+        request_id: &str,
+        browser: &str,
+        csrf: Option<&str>,
+    ) -> Result<PendingRequest, String> {
         let record = self
             .store
             .get_auth_request(&sha256_b64(request_id), now_epoch())
             .await
             .map_err(|e| e.to_string())?
-            .ok_or("this sign-in request has expired or was already used; start again from your app")?;
+            .ok_or(
+                "this sign-in request has expired or was already used; start again from your app",
+            )?;
         if !ct_eq(&record.browser_hash, &sha256_b64(browser)) {
             return Err("this sign-in request was started in another browser".to_owned());
         }
@@ -478,7 +532,12 @@ impl AuthorizationServer {
     }
 
     /// Check a password; rate-limited per user name and per address.
-    pub async fn login(&self, username: &str, password: &str, client_address: &str) -> Result<Option<String>, OAuthError> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client_address: &str,
+    ) -> Result<Option<String>, OAuthError> {
         let user_key = format!("user:{username}");
         let addr_key = format!("addr:{client_address}");
         if self.login_failures.exhausted(&user_key) || self.login_failures.exhausted(&addr_key) {
@@ -510,7 +569,11 @@ impl AuthorizationServer {
     pub async fn start_session(&self, user_id: &str) -> Result<String, OAuthError> {
         let id = random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?;
         self.store
-            .insert_session(&sha256_b64(&id), user_id, now_epoch() + self.config.session_ttl_secs as i64)
+            .insert_session(
+                &sha256_b64(&id),
+                user_id,
+                now_epoch() + self.config.session_ttl_secs as i64,
+            )
             .await?;
         Ok(id)
     }
@@ -525,35 +588,57 @@ impl AuthorizationServer {
     }
 
     /// Has the user already approved this client for these scopes?
-    pub async fn remembered(&self, user_id: &str, request: &PendingRequest) -> Result<bool, OAuthError> {
+    pub async fn remembered(
+        &self,
+        user_id: &str,
+        request: &PendingRequest,
+    ) -> Result<bool, OAuthError> {
         if !self.config.remember_consent {
             return Ok(false);
         }
-        Ok(match self.store.consent(user_id, &request.client_id).await? {
-            Some(scope) => {
-                let granted: BTreeSet<&str> = scope.split_whitespace().collect();
-                request.scope.iter().all(|s| granted.contains(s.as_str()))
-            }
-            None => false,
-        })
+        Ok(
+            match self.store.consent(user_id, &request.client_id).await? {
+                Some(scope) => {
+                    let granted: BTreeSet<&str> = scope.split_whitespace().collect();
+                    request.scope.iter().all(|s| granted.contains(s.as_str()))
+                }
+                None => false,
+            },
+        )
     }
 
     /// Consume the pending request (single use) and, if approved, issue a
     /// code. Returns the URL to send the browser to.
-    pub async fn decide(&self, request_id: &str, user_id: &str, approve: bool, remember: bool) -> Result<String, OAuthError> {
+    pub async fn decide(
+        &self,
+        request_id: &str,
+        user_id: &str,
+        approve: bool,
+        remember: bool,
+    ) -> Result<String, OAuthError> {
         let record = self
             .store
             .take_auth_request(&sha256_b64(request_id), now_epoch())
             .await?
-            .ok_or_else(|| OAuthError::InvalidRequest("the sign-in request expired or was already used".to_owned()))?;
-        let request: PendingRequest = serde_json::from_str(&record.request)
-            .map_err(|e| OAuthError::Server(e.to_string()))?;
+            .ok_or_else(|| {
+                OAuthError::InvalidRequest(
+                    "the sign-in request expired or was already used".to_owned(),
+                )
+            })?;
+        let request: PendingRequest =
+            serde_json::from_str(&record.request).map_err(|e| OAuthError::Server(e.to_string()))?;
         if !approve {
-            return Ok(self.redirect_with(&request.redirect_uri, &[("error", "access_denied")], request.state.as_deref()));
+            return Ok(self.redirect_with(
+                &request.redirect_uri,
+                &[("error", "access_denied")],
+                request.state.as_deref(),
+            ));
         }
         let scope = request.scope.join(" ");
         if remember && self.config.remember_consent {
-            self.store.save_consent(user_id, &request.client_id, &scope).await?;
+            self.store
+                .save_consent(user_id, &request.client_id, &scope)
+                .await?;
         }
         let code = random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?;
         let now = now_epoch();
@@ -573,11 +658,20 @@ impl AuthorizationServer {
                 response_sealed: None,
             })
             .await?;
-        Ok(self.redirect_with(&request.redirect_uri, &[("code", &code)], request.state.as_deref()))
+        Ok(self.redirect_with(
+            &request.redirect_uri,
+            &[("code", &code)],
+            request.state.as_deref(),
+        ))
     }
 
     /// `redirect_uri` plus parameters, `state` and `iss` (RFC 9207), each once.
-    pub fn redirect_with(&self, redirect_uri: &str, params: &[(&str, &str)], state: Option<&str>) -> String {
+    pub fn redirect_with(
+        &self,
+        redirect_uri: &str,
+        params: &[(&str, &str)],
+        state: Option<&str>,
+    ) -> String {
         let mut url = match url::Url::parse(redirect_uri) {
             Ok(u) => u,
             Err(_) => return redirect_uri.to_owned(),
@@ -598,10 +692,15 @@ impl AuthorizationServer {
     // ------------------------------------------------------------ token endpoint
 
     async fn authenticate_client(&self, creds: &ClientCredentials) -> Result<Client, OAuthError> {
-        let client_id = creds.client_id.as_deref().ok_or(OAuthError::InvalidClient)?;
+        let client_id = creds
+            .client_id
+            .as_deref()
+            .ok_or(OAuthError::InvalidClient)?;
         let client = match self.client(client_id).await {
             Ok(Some(c)) => c,
-            Ok(None) | Err(OAuthError::InvalidClientMetadata(_)) => return Err(OAuthError::InvalidClient),
+            Ok(None) | Err(OAuthError::InvalidClientMetadata(_)) => {
+                return Err(OAuthError::InvalidClient);
+            }
             Err(e) => return Err(e),
         };
         match (client.metadata.auth_method(), &client.secret_hash) {
@@ -611,13 +710,24 @@ impl AuthorizationServer {
                 if (method == AuthMethod::SecretBasic) != creds.basic {
                     return Err(OAuthError::InvalidClient);
                 }
-                if ct_eq(hash, &sha256_b64(presented)) { Ok(client) } else { Err(OAuthError::InvalidClient) }
+                if ct_eq(hash, &sha256_b64(presented)) {
+                    Ok(client)
+                } else {
+                    Err(OAuthError::InvalidClient)
+                }
             }
             (_, None) => Err(OAuthError::InvalidClient),
         }
     }
 
-    fn mint(&self, client_id: &str, user_id: &str, scope: &str, resource: &str, refresh: Option<&str>) -> Result<TokenResponse, OAuthError> {
+    fn mint(
+        &self,
+        client_id: &str,
+        user_id: &str,
+        scope: &str,
+        resource: &str,
+        refresh: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
         let now = now_epoch();
         let ttl = self.config.access_token_ttl_secs;
         let claims = AccessClaims {
@@ -631,7 +741,10 @@ impl AuthorizationServer {
             client_id,
             scope: scope.to_owned(),
         };
-        let access_token = self.keys.sign(&claims).map_err(|e| OAuthError::Server(e.to_string()))?;
+        let access_token = self
+            .keys
+            .sign(&claims)
+            .map_err(|e| OAuthError::Server(e.to_string()))?;
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer".to_owned(),
@@ -643,11 +756,16 @@ impl AuthorizationServer {
 
     fn seal(&self, context: &str, response: &TokenResponse) -> Result<String, OAuthError> {
         let bytes = serde_json::to_vec(response).map_err(|e| OAuthError::Server(e.to_string()))?;
-        self.sealer.seal(context, &bytes).map_err(|e| OAuthError::Server(e.to_string()))
+        self.sealer
+            .seal(context, &bytes)
+            .map_err(|e| OAuthError::Server(e.to_string()))
     }
 
     fn unseal(&self, context: &str, sealed: &str) -> Result<TokenResponse, OAuthError> {
-        let bytes = self.sealer.open(context, sealed).map_err(|e| OAuthError::Server(e.to_string()))?;
+        let bytes = self
+            .sealer
+            .open(context, sealed)
+            .map_err(|e| OAuthError::Server(e.to_string()))?;
         serde_json::from_slice(&bytes).map_err(|e| OAuthError::Server(e.to_string()))
     }
 
@@ -662,7 +780,9 @@ impl AuthorizationServer {
     ) -> Result<TokenResponse, OAuthError> {
         let client = self.authenticate_client(creds).await?;
         let code = code.ok_or_else(|| OAuthError::InvalidRequest("code is missing".to_owned()))?;
-        let verifier = verifier.ok_or_else(|| OAuthError::InvalidRequest("code_verifier is missing (PKCE)".to_owned()))?;
+        let verifier = verifier.ok_or_else(|| {
+            OAuthError::InvalidRequest("code_verifier is missing (PKCE)".to_owned())
+        })?;
         let now = now_epoch();
         let hash = sha256_b64(code);
         let record = self
@@ -673,29 +793,49 @@ impl AuthorizationServer {
         if record.client_id != client.client_id {
             // Another client holding this code: treat as theft, burn what it produced.
             self.store.revoke_family(&record.family_id, now).await?;
-            return Err(OAuthError::InvalidGrant("the code was issued to another client".to_owned()));
+            return Err(OAuthError::InvalidGrant(
+                "the code was issued to another client".to_owned(),
+            ));
         }
         if record.expires_at <= now {
             return Err(OAuthError::InvalidGrant("the code has expired".to_owned()));
         }
         if redirect_uri.is_some_and(|r| r != record.redirect_uri) {
-            return Err(OAuthError::InvalidGrant("redirect_uri differs from the authorization request".to_owned()));
+            return Err(OAuthError::InvalidGrant(
+                "redirect_uri differs from the authorization request".to_owned(),
+            ));
         }
         if !ct_eq(&pkce_s256(verifier), &record.code_challenge) {
-            return Err(OAuthError::InvalidGrant("code_verifier does not match the challenge".to_owned()));
+            return Err(OAuthError::InvalidGrant(
+                "code_verifier does not match the challenge".to_owned(),
+            ));
         }
         if resource.is_some_and(|r| !self.is_our_resource(r)) {
-            return Err(OAuthError::InvalidTarget("resource differs from the authorized one".to_owned()));
+            return Err(OAuthError::InvalidTarget(
+                "resource differs from the authorized one".to_owned(),
+            ));
         }
         if record.redeemed_at.is_none() {
             if self.store.find_user(&record.user_id).await?.is_none() {
-                return Err(OAuthError::InvalidGrant("the user no longer exists".to_owned()));
+                return Err(OAuthError::InvalidGrant(
+                    "the user no longer exists".to_owned(),
+                ));
             }
-            let refresh = (client.metadata.allows_refresh() || record.scope.split_whitespace().any(|s| s == "offline_access"))
-                .then(|| random_token(32))
-                .transpose()
-                .map_err(|e| OAuthError::Server(e.to_string()))?;
-            let response = self.mint(&record.client_id, &record.user_id, &record.scope, &record.resource, refresh.as_deref())?;
+            let refresh = (client.metadata.allows_refresh()
+                || record
+                    .scope
+                    .split_whitespace()
+                    .any(|s| s == "offline_access"))
+            .then(|| random_token(32))
+            .transpose()
+            .map_err(|e| OAuthError::Server(e.to_string()))?;
+            let response = self.mint(
+                &record.client_id,
+                &record.user_id,
+                &record.scope,
+                &record.resource,
+                refresh.as_deref(),
+            )?;
             let sealed = self.seal(CODE_CONTEXT, &response)?;
             let new_refresh = refresh.as_deref().map(|r| NewRefresh {
                 token_hash: sha256_b64(r),
@@ -706,20 +846,33 @@ impl AuthorizationServer {
                 resource: record.resource.clone(),
                 expires_at: now + self.config.refresh_token_ttl_secs as i64,
             });
-            if self.store.redeem_code(&hash, now, &sealed, new_refresh.as_ref()).await? == Consumed::Won {
+            if self
+                .store
+                .redeem_code(&hash, now, &sealed, new_refresh.as_ref())
+                .await?
+                == Consumed::Won
+            {
                 self.store.touch_client(&record.client_id, now).await?;
                 return Ok(response);
             }
         }
         // Redeemed before: the same client retrying at once gets the same answer.
-        let record = self.store.get_code(&hash).await?.ok_or_else(|| OAuthError::InvalidGrant("unknown authorization code".to_owned()))?;
-        let within = record.redeemed_at.is_some_and(|at| now - at <= self.config.code_replay_window_secs as i64);
+        let record = self
+            .store
+            .get_code(&hash)
+            .await?
+            .ok_or_else(|| OAuthError::InvalidGrant("unknown authorization code".to_owned()))?;
+        let within = record
+            .redeemed_at
+            .is_some_and(|at| now - at <= self.config.code_replay_window_secs as i64);
         if within && let Some(sealed) = &record.response_sealed {
             return self.unseal(CODE_CONTEXT, sealed);
         }
         let revoked = self.store.revoke_family(&record.family_id, now).await?;
         tracing::warn!(client_id = %record.client_id, revoked, "authorization code replayed; its tokens are revoked");
-        Err(OAuthError::InvalidGrant("the code was already used".to_owned()))
+        Err(OAuthError::InvalidGrant(
+            "the code was already used".to_owned(),
+        ))
     }
 
     /// `grant_type=refresh_token`: rotate; a rotated token seen again after
@@ -732,25 +885,38 @@ impl AuthorizationServer {
         resource: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let client = self.authenticate_client(creds).await?;
-        let token = token.ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing".to_owned()))?;
+        let token = token
+            .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing".to_owned()))?;
         let hash = sha256_b64(token);
         let now = now_epoch();
-        let record = self.store.get_refresh(&hash).await?.ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".to_owned()))?;
+        let record = self
+            .store
+            .get_refresh(&hash)
+            .await?
+            .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".to_owned()))?;
         if record.client_id != client.client_id {
-            return Err(OAuthError::InvalidGrant("the refresh token was issued to another client".to_owned()));
+            return Err(OAuthError::InvalidGrant(
+                "the refresh token was issued to another client".to_owned(),
+            ));
         }
         if record.revoked_at.is_some() || record.expires_at <= now {
-            return Err(OAuthError::InvalidGrant("the refresh token is no longer valid".to_owned()));
+            return Err(OAuthError::InvalidGrant(
+                "the refresh token is no longer valid".to_owned(),
+            ));
         }
         if resource.is_some_and(|r| !self.is_our_resource(r)) {
-            return Err(OAuthError::InvalidTarget("resource differs from the authorized one".to_owned()));
+            return Err(OAuthError::InvalidTarget(
+                "resource differs from the authorized one".to_owned(),
+            ));
         }
         let granted: BTreeSet<&str> = record.scope.split_whitespace().collect();
         let scope = match scope {
             Some(s) => {
                 let asked: Vec<&str> = s.split_whitespace().collect();
                 if asked.iter().any(|a| !granted.contains(a)) {
-                    return Err(OAuthError::InvalidScope("a requested scope was not granted".to_owned()));
+                    return Err(OAuthError::InvalidScope(
+                        "a requested scope was not granted".to_owned(),
+                    ));
                 }
                 asked.join(" ")
             }
@@ -759,10 +925,18 @@ impl AuthorizationServer {
         if record.rotated_at.is_none() {
             if self.store.find_user(&record.user_id).await?.is_none() {
                 self.store.revoke_family(&record.family_id, now).await?;
-                return Err(OAuthError::InvalidGrant("the user no longer exists".to_owned()));
+                return Err(OAuthError::InvalidGrant(
+                    "the user no longer exists".to_owned(),
+                ));
             }
             let next = random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?;
-            let response = self.mint(&record.client_id, &record.user_id, &scope, &record.resource, Some(&next))?;
+            let response = self.mint(
+                &record.client_id,
+                &record.user_id,
+                &scope,
+                &record.resource,
+                Some(&next),
+            )?;
             let sealed = self.seal(REFRESH_CONTEXT, &response)?;
             let new = NewRefresh {
                 token_hash: sha256_b64(&next),
@@ -778,14 +952,25 @@ impl AuthorizationServer {
                 return Ok(response);
             }
         }
-        let record = self.store.get_refresh(&hash).await?.ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".to_owned()))?;
-        let within = record.rotated_at.is_some_and(|at| now - at <= self.config.refresh_reuse_grace_secs as i64);
-        if within && record.revoked_at.is_none() && let Some(sealed) = &record.response_sealed {
+        let record = self
+            .store
+            .get_refresh(&hash)
+            .await?
+            .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".to_owned()))?;
+        let within = record
+            .rotated_at
+            .is_some_and(|at| now - at <= self.config.refresh_reuse_grace_secs as i64);
+        if within
+            && record.revoked_at.is_none()
+            && let Some(sealed) = &record.response_sealed
+        {
             return self.unseal(REFRESH_CONTEXT, sealed);
         }
         let revoked = self.store.revoke_family(&record.family_id, now).await?;
         tracing::warn!(client_id = %record.client_id, revoked, "rotated refresh token reused; the family is revoked");
-        Err(OAuthError::InvalidGrant("the refresh token was already used".to_owned()))
+        Err(OAuthError::InvalidGrant(
+            "the refresh token was already used".to_owned(),
+        ))
     }
 
     /// Introspection callers must be confidential clients.
@@ -801,15 +986,17 @@ impl AuthorizationServer {
     pub async fn introspect_refresh(&self, token: &str) -> Result<serde_json::Value, OAuthError> {
         let now = now_epoch();
         Ok(match self.store.get_refresh(&sha256_b64(token)).await? {
-            Some(r) if r.revoked_at.is_none() && r.rotated_at.is_none() && r.expires_at > now => json!({
-                "active": true,
-                "iss": self.issuer,
-                "sub": r.user_id,
-                "client_id": r.client_id,
-                "scope": r.scope,
-                "exp": r.expires_at,
-                "token_type": "refresh_token",
-            }),
+            Some(r) if r.revoked_at.is_none() && r.rotated_at.is_none() && r.expires_at > now => {
+                json!({
+                    "active": true,
+                    "iss": self.issuer,
+                    "sub": r.user_id,
+                    "client_id": r.client_id,
+                    "scope": r.scope,
+                    "exp": r.expires_at,
+                    "token_type": "refresh_token",
+                })
+            }
             _ => json!({"active": false}),
         })
     }
@@ -820,7 +1007,9 @@ impl AuthorizationServer {
         if let Some(record) = self.store.get_refresh(&sha256_b64(token)).await?
             && record.client_id == client.client_id
         {
-            self.store.revoke_family(&record.family_id, now_epoch()).await?;
+            self.store
+                .revoke_family(&record.family_id, now_epoch())
+                .await?;
         }
         // Access tokens are self-contained JWTs: they lapse at `exp`.
         Ok(())

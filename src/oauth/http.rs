@@ -50,7 +50,11 @@ const SESSION_COOKIE: &str = "mcpgate_session";
 
 impl OAuthState {
     fn cookie_name(&self, base: &str) -> String {
-        if self.secure_cookies { format!("__Host-{base}") } else { base.to_owned() }
+        if self.secure_cookies {
+            format!("__Host-{base}")
+        } else {
+            base.to_owned()
+        }
     }
 
     fn set_cookie(&self, base: &str, value: &str, max_age: i64) -> HeaderValue {
@@ -91,8 +95,14 @@ fn html(status: StatusCode, body: String) -> Response {
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     no_store(response)
 }
 
@@ -114,11 +124,16 @@ fn oauth_error(err: OAuthError) -> Response {
         }
         _ => StatusCode::BAD_REQUEST,
     };
-    let mut response = (status, Json(json!({"error": err.code(), "error_description": err.to_string()}))).into_response();
+    let mut response = (
+        status,
+        Json(json!({"error": err.code(), "error_description": err.to_string()})),
+    )
+        .into_response();
     if status == StatusCode::UNAUTHORIZED {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"mcpgate\""));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"mcpgate\""),
+        );
     }
     no_store(response)
 }
@@ -129,27 +144,48 @@ fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
     let mut seen = std::collections::HashSet::new();
     for (k, _) in &pairs {
         if !seen.insert(k.as_str()) {
-            return Err(OAuthError::InvalidRequest(format!("the parameter {k} appears more than once")));
+            return Err(OAuthError::InvalidRequest(format!(
+                "the parameter {k} appears more than once"
+            )));
         }
     }
     Ok(pairs)
 }
 
 fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
 }
 
-fn client_credentials(headers: &HeaderMap, pairs: &[(String, String)]) -> Result<ClientCredentials, OAuthError> {
-    if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
-        && let Some(encoded) = auth.strip_prefix("Basic ").or_else(|| auth.strip_prefix("basic "))
+fn client_credentials(
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+) -> Result<ClientCredentials, OAuthError> {
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        && let Some(encoded) = auth
+            .strip_prefix("Basic ")
+            .or_else(|| auth.strip_prefix("basic "))
     {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
             .map_err(|_| OAuthError::InvalidClient)?;
         let text = String::from_utf8(decoded).map_err(|_| OAuthError::InvalidClient)?;
         let (id, secret) = text.split_once(':').ok_or(OAuthError::InvalidClient)?;
-        let decode = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
-        return Ok(ClientCredentials { client_id: decode(id), secret: decode(secret), basic: true });
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+        };
+        return Ok(ClientCredentials {
+            client_id: decode(id),
+            secret: decode(secret),
+            basic: true,
+        });
     }
     Ok(ClientCredentials {
         client_id: field(pairs, "client_id").map(str::to_owned),
@@ -164,9 +200,10 @@ async fn metadata(State(state): State<OAuthState>) -> Response {
 
 async fn jwks(State(state): State<OAuthState>) -> Response {
     let mut response = Json(state.keys.jwks()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     response
 }
 
@@ -177,7 +214,11 @@ async fn register(
 ) -> Response {
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v @ serde_json::Value::Object(_)) => v,
-        _ => return oauth_error(OAuthError::InvalidClientMetadata("the body must be a JSON object".to_owned())),
+        _ => {
+            return oauth_error(OAuthError::InvalidClientMetadata(
+                "the body must be a JSON object".to_owned(),
+            ));
+        }
     };
     match state.server.register(value, &peer.ip().to_string()).await {
         Ok(registered) => no_store((StatusCode::CREATED, Json(registered)).into_response()),
@@ -185,7 +226,11 @@ async fn register(
     }
 }
 
-async fn authorize(State(state): State<OAuthState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+async fn authorize(
+    State(state): State<OAuthState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let query = query.unwrap_or_default();
     let mut params = AuthorizeParams::default();
     let mut seen = std::collections::HashSet::new();
@@ -209,8 +254,15 @@ async fn authorize(State(state): State<OAuthState>, headers: HeaderMap, RawQuery
     }
     let (pending, new_browser) = match state.server.begin(params).await {
         Ok(p) => p,
-        Err(AuthorizeError::Page(message)) => return html(StatusCode::BAD_REQUEST, pages::error(&message)),
-        Err(AuthorizeError::Redirect { redirect_uri, state: client_state, error, description }) => {
+        Err(AuthorizeError::Page(message)) => {
+            return html(StatusCode::BAD_REQUEST, pages::error(&message));
+        }
+        Err(AuthorizeError::Redirect {
+            redirect_uri,
+            state: client_state,
+            error,
+            description,
+        }) => {
             let location = state.server.redirect_with(
                 &redirect_uri,
                 &[("error", error), ("error_description", &description)],
@@ -220,7 +272,10 @@ async fn authorize(State(state): State<OAuthState>, headers: HeaderMap, RawQuery
         }
         Err(AuthorizeError::Server(detail)) => {
             tracing::error!(detail = %detail, "authorize failed");
-            return html(StatusCode::INTERNAL_SERVER_ERROR, pages::error("the server could not start the sign-in"));
+            return html(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                pages::error("the server could not start the sign-in"),
+            );
         }
     };
     // The browser binding secret was generated with the request; it is the cookie.
@@ -228,11 +283,20 @@ async fn authorize(State(state): State<OAuthState>, headers: HeaderMap, RawQuery
         Some(session) if matches!(state.server.session_user(&session).await, Ok(Some(_))) => {
             see_other(&format!("/consent?request={}", pending.request_id))
         }
-        _ => html(StatusCode::OK, pages::login(&pending.request_id, &pending.csrf, &pending.request.client_name, None)),
+        _ => html(
+            StatusCode::OK,
+            pages::login(
+                &pending.request_id,
+                &pending.csrf,
+                &pending.request.client_name,
+                None,
+            ),
+        ),
     };
-    response
-        .headers_mut()
-        .append(header::SET_COOKIE, state.set_cookie(AUTH_COOKIE, &new_browser, 600));
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        state.set_cookie(AUTH_COOKIE, &new_browser, 600),
+    );
     response
 }
 
@@ -243,10 +307,16 @@ async fn login(
     body: Bytes,
 ) -> Response {
     let Ok(pairs) = form_pairs(&body) else {
-        return html(StatusCode::BAD_REQUEST, pages::error("the form is malformed"));
+        return html(
+            StatusCode::BAD_REQUEST,
+            pages::error("the form is malformed"),
+        );
     };
     let (Some(request_id), Some(csrf)) = (field(&pairs, "request"), field(&pairs, "csrf")) else {
-        return html(StatusCode::FORBIDDEN, pages::error("the form is missing its request or CSRF token"));
+        return html(
+            StatusCode::FORBIDDEN,
+            pages::error("the form is missing its request or CSRF token"),
+        );
     };
     let browser = state.cookie(&headers, AUTH_COOKIE).unwrap_or_default();
     let request = match state.server.pending(request_id, &browser, Some(csrf)).await {
@@ -255,7 +325,11 @@ async fn login(
     };
     let username = field(&pairs, "username").unwrap_or_default();
     let password = field(&pairs, "password").unwrap_or_default();
-    match state.server.login(username, password, &peer.ip().to_string()).await {
+    match state
+        .server
+        .login(username, password, &peer.ip().to_string())
+        .await
+    {
         Ok(Some(user_id)) => match state.server.start_session(&user_id).await {
             Ok(session) => {
                 let mut response = see_other(&format!("/consent?request={request_id}"));
@@ -269,14 +343,29 @@ async fn login(
         },
         Ok(None) => {
             tracing::info!(username = %username, "login failed");
-            html(StatusCode::UNAUTHORIZED, pages::login(request_id, csrf, &request.client_name, Some("Wrong user name or password.")))
+            html(
+                StatusCode::UNAUTHORIZED,
+                pages::login(
+                    request_id,
+                    csrf,
+                    &request.client_name,
+                    Some("Wrong user name or password."),
+                ),
+            )
         }
-        Err(OAuthError::RateLimited) => html(StatusCode::TOO_MANY_REQUESTS, pages::error("too many failed sign-ins; wait a few minutes")),
+        Err(OAuthError::RateLimited) => html(
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::error("too many failed sign-ins; wait a few minutes"),
+        ),
         Err(e) => oauth_error(e),
     }
 }
 
-async fn consent_page(State(state): State<OAuthState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+async fn consent_page(
+    State(state): State<OAuthState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let query = query.unwrap_or_default();
     let request_id = url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "request")
@@ -292,10 +381,17 @@ async fn consent_page(State(state): State<OAuthState>, headers: HeaderMap, RawQu
         None => None,
     };
     let Some(user_id) = user else {
-        return html(StatusCode::FORBIDDEN, pages::error("you are not signed in; start again from your app"));
+        return html(
+            StatusCode::FORBIDDEN,
+            pages::error("you are not signed in; start again from your app"),
+        );
     };
     if matches!(state.server.remembered(&user_id, &request).await, Ok(true)) {
-        return match state.server.decide(&request_id, &user_id, true, false).await {
+        return match state
+            .server
+            .decide(&request_id, &user_id, true, false)
+            .await
+        {
             Ok(location) => see_other(&location),
             Err(e) => oauth_error(e),
         };
@@ -304,12 +400,22 @@ async fn consent_page(State(state): State<OAuthState>, headers: HeaderMap, RawQu
     html(StatusCode::OK, pages::consent(&request_id, &csrf, &request))
 }
 
-async fn consent_post(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn consent_post(
+    State(state): State<OAuthState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Ok(pairs) = form_pairs(&body) else {
-        return html(StatusCode::BAD_REQUEST, pages::error("the form is malformed"));
+        return html(
+            StatusCode::BAD_REQUEST,
+            pages::error("the form is malformed"),
+        );
     };
     let (Some(request_id), Some(csrf)) = (field(&pairs, "request"), field(&pairs, "csrf")) else {
-        return html(StatusCode::FORBIDDEN, pages::error("the form is missing its request or CSRF token"));
+        return html(
+            StatusCode::FORBIDDEN,
+            pages::error("the form is missing its request or CSRF token"),
+        );
     };
     let browser = state.cookie(&headers, AUTH_COOKIE).unwrap_or_default();
     if let Err(message) = state.server.pending(request_id, &browser, Some(csrf)).await {
@@ -320,11 +426,18 @@ async fn consent_post(State(state): State<OAuthState>, headers: HeaderMap, body:
         None => None,
     };
     let Some(user_id) = user else {
-        return html(StatusCode::FORBIDDEN, pages::error("you are not signed in; start again from your app"));
+        return html(
+            StatusCode::FORBIDDEN,
+            pages::error("you are not signed in; start again from your app"),
+        );
     };
     let approve = field(&pairs, "decision") == Some("approve");
     let remember = field(&pairs, "remember") == Some("1");
-    match state.server.decide(request_id, &user_id, approve, remember).await {
+    match state
+        .server
+        .decide(request_id, &user_id, approve, remember)
+        .await
+    {
         Ok(location) => see_other(&location),
         Err(e) => oauth_error(e),
     }
@@ -350,11 +463,20 @@ async fn token(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes)
             Some("refresh_token") => {
                 state
                     .server
-                    .refresh(&creds, field(&pairs, "refresh_token"), field(&pairs, "scope"), field(&pairs, "resource"))
+                    .refresh(
+                        &creds,
+                        field(&pairs, "refresh_token"),
+                        field(&pairs, "scope"),
+                        field(&pairs, "resource"),
+                    )
                     .await
             }
-            Some(other) => Err(OAuthError::UnsupportedGrantType(format!("grant_type {other} is not supported"))),
-            None => Err(OAuthError::InvalidRequest("grant_type is missing".to_owned())),
+            Some(other) => Err(OAuthError::UnsupportedGrantType(format!(
+                "grant_type {other} is not supported"
+            ))),
+            None => Err(OAuthError::InvalidRequest(
+                "grant_type is missing".to_owned(),
+            )),
         }
     }
     .await;
@@ -368,7 +490,8 @@ async fn revoke(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes
     let result = async {
         let pairs = form_pairs(&body)?;
         let creds = client_credentials(&headers, &pairs)?;
-        let token = field(&pairs, "token").ok_or_else(|| OAuthError::InvalidRequest("token is missing".to_owned()))?;
+        let token = field(&pairs, "token")
+            .ok_or_else(|| OAuthError::InvalidRequest("token is missing".to_owned()))?;
         state.server.revoke(&creds, token).await
     }
     .await;
@@ -383,7 +506,8 @@ async fn introspect(State(state): State<OAuthState>, headers: HeaderMap, body: B
         let pairs = form_pairs(&body)?;
         let creds = client_credentials(&headers, &pairs)?;
         state.server.require_confidential(&creds).await?;
-        let token = field(&pairs, "token").ok_or_else(|| OAuthError::InvalidRequest("token is missing".to_owned()))?;
+        let token = field(&pairs, "token")
+            .ok_or_else(|| OAuthError::InvalidRequest("token is missing".to_owned()))?;
         if token.split('.').count() == 3 {
             return Ok(match state.verifier.verify(token).await {
                 Ok(p) => json!({

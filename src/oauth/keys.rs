@@ -202,7 +202,8 @@ impl KeyRing {
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some("at+jwt".to_owned());
         header.kid = Some(signer.kid.clone());
-        jsonwebtoken::encode(&header, claims, &signer.key).map_err(|e| KeyError::Sign(e.to_string()))
+        jsonwebtoken::encode(&header, claims, &signer.key)
+            .map_err(|e| KeyError::Sign(e.to_string()))
     }
 
     /// Reload every [`RELOAD_INTERVAL_SECS`] until `stop`.

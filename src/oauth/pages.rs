@@ -56,7 +56,12 @@ pub fn consent(request_id: &str, csrf: &str, request: &PendingRequest) -> String
     let document = request
         .document_host
         .as_deref()
-        .map(|h| format!("<p>Client described by a document hosted at <strong>{}</strong>.</p>", escape(h)))
+        .map(|h| {
+            format!(
+                "<p>Client described by a document hosted at <strong>{}</strong>.</p>",
+                escape(h)
+            )
+        })
         .unwrap_or_default();
     let loopback = if request.loopback_only {
         "<p class=\"warn\">This client only returns to programs on this computer (localhost). Approve only if you started it yourself just now.</p>"
@@ -79,7 +84,10 @@ pub fn consent(request_id: &str, csrf: &str, request: &PendingRequest) -> String
 pub fn error(message: &str) -> String {
     page(
         "Cannot continue",
-        &format!("<p class=\"err\">{}</p><p>Close this window and start again from your app.</p>", escape(message)),
+        &format!(
+            "<p class=\"err\">{}</p><p>Close this window and start again from your app.</p>",
+            escape(message)
+        ),
     )
 }
 

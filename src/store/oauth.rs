@@ -172,27 +172,40 @@ impl Store {
         Ok(user)
     }
 
-    pub async fn find_user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
-        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE username = $1");
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(SQL)
-            .bind(username)
-            .fetch_optional(pool)
-            .await)?)
+    pub async fn find_user_by_name(
+        &self,
+        username: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE username = $1"
+        );
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(
+            SQL
+        )
+        .bind(username)
+        .fetch_optional(pool)
+        .await)?)
     }
 
     pub async fn find_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
         const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(SQL)
-            .bind(id)
-            .fetch_optional(pool)
-            .await)?)
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(
+            SQL
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?)
     }
 
     pub async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
         const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users ORDER BY username");
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(SQL)
-            .fetch_all(pool)
-            .await)?)
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(
+            SQL
+        )
+        .fetch_all(pool)
+        .await)?)
     }
 
     pub async fn count_users(&self) -> Result<i64, StoreError> {
@@ -203,7 +216,8 @@ impl Store {
     }
 
     pub async fn set_password(&self, username: &str, hash: &str) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3";
+        const SQL: &str =
+            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3";
         let done = on_db!(self.db(), |pool| sqlx::query(SQL)
             .bind(hash)
             .bind(now_epoch())
@@ -227,9 +241,19 @@ impl Store {
         let now = now_epoch();
         on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query(SESSIONS).bind(&user.id).execute(&mut *tx).await?;
-            sqlx::query(CONSENTS).bind(&user.id).execute(&mut *tx).await?;
-            sqlx::query(REFRESH).bind(&user.id).bind(now).execute(&mut *tx).await?;
+            sqlx::query(SESSIONS)
+                .bind(&user.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(CONSENTS)
+                .bind(&user.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(REFRESH)
+                .bind(&user.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(USER).bind(&user.id).execute(&mut *tx).await?;
             tx.commit().await
         })?;
@@ -265,10 +289,13 @@ impl Store {
             key_columns!(),
             " FROM signing_keys WHERE retire_at IS NULL OR retire_at > $1 ORDER BY activate_at, kid"
         );
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, SigningKeyRecord>(SQL)
-            .bind(now)
-            .fetch_all(pool)
-            .await)?)
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<
+            _,
+            SigningKeyRecord,
+        >(SQL)
+        .bind(now)
+        .fetch_all(pool)
+        .await)?)
     }
 
     pub async fn all_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
@@ -277,9 +304,12 @@ impl Store {
             key_columns!(),
             " FROM signing_keys ORDER BY activate_at, kid"
         );
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, SigningKeyRecord>(SQL)
-            .fetch_all(pool)
-            .await)?)
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<
+            _,
+            SigningKeyRecord,
+        >(SQL)
+        .fetch_all(pool)
+        .await)?)
     }
 
     /// Schedule every key other than `keep` without a retirement time to retire at `retire_at`.
@@ -325,10 +355,12 @@ impl Store {
             client_columns!(),
             " FROM oauth_clients WHERE client_id = $1"
         );
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, ClientRecord>(SQL)
-            .bind(client_id)
-            .fetch_optional(pool)
-            .await)?)
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as::<_, ClientRecord>(SQL)
+                .bind(client_id)
+                .fetch_optional(pool)
+                .await
+        })?)
     }
 
     pub async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
@@ -337,21 +369,29 @@ impl Store {
             client_columns!(),
             " FROM oauth_clients ORDER BY created_at, client_id"
         );
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, ClientRecord>(SQL)
-            .fetch_all(pool)
-            .await)?)
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as::<_, ClientRecord>(SQL).fetch_all(pool).await
+        })?)
     }
 
     /// Remove a client with its consents, and revoke its refresh tokens.
     pub async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
         const CONSENTS: &str = "DELETE FROM consents WHERE client_id = $1";
-        const REFRESH: &str = "UPDATE refresh_tokens SET revoked_at = $2 WHERE client_id = $1 AND revoked_at IS NULL";
+        const REFRESH: &str =
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE client_id = $1 AND revoked_at IS NULL";
         const CLIENT: &str = "DELETE FROM oauth_clients WHERE client_id = $1";
         let now = now_epoch();
         let removed = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query(CONSENTS).bind(client_id).execute(&mut *tx).await?;
-            sqlx::query(REFRESH).bind(client_id).bind(now).execute(&mut *tx).await?;
+            sqlx::query(CONSENTS)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(REFRESH)
+                .bind(client_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             let removed = sqlx::query(CLIENT)
                 .bind(client_id)
                 .execute(&mut *tx)
@@ -397,11 +437,14 @@ impl Store {
         now: i64,
     ) -> Result<Option<AuthRequestRecord>, StoreError> {
         const SQL: &str = "SELECT id_hash, browser_hash, csrf_hash, request, created_at, expires_at FROM auth_requests WHERE id_hash = $1 AND expires_at > $2";
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, AuthRequestRecord>(SQL)
-            .bind(id_hash)
-            .bind(now)
-            .fetch_optional(pool)
-            .await)?)
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<
+            _,
+            AuthRequestRecord,
+        >(SQL)
+        .bind(id_hash)
+        .bind(now)
+        .fetch_optional(pool)
+        .await)?)
     }
 
     /// Consume a pending authorization: only one caller gets it.
@@ -411,11 +454,14 @@ impl Store {
         now: i64,
     ) -> Result<Option<AuthRequestRecord>, StoreError> {
         const SQL: &str = "DELETE FROM auth_requests WHERE id_hash = $1 AND expires_at > $2 RETURNING id_hash, browser_hash, csrf_hash, request, created_at, expires_at";
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, AuthRequestRecord>(SQL)
-            .bind(id_hash)
-            .bind(now)
-            .fetch_optional(pool)
-            .await)?)
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<
+            _,
+            AuthRequestRecord,
+        >(SQL)
+        .bind(id_hash)
+        .bind(now)
+        .fetch_optional(pool)
+        .await)?)
     }
 
     // ------------------------------------------------------------ login sessions
@@ -445,11 +491,13 @@ impl Store {
         now: i64,
     ) -> Result<Option<UserRecord>, StoreError> {
         const SQL: &str = "SELECT u.id, u.username, u.password_hash, u.created_at, u.updated_at FROM user_sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND s.expires_at > $2";
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(SQL)
-            .bind(id_hash)
-            .bind(now)
-            .fetch_optional(pool)
-            .await)?)
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(
+            SQL
+        )
+        .bind(id_hash)
+        .bind(now)
+        .fetch_optional(pool)
+        .await)?)
     }
 
     // ------------------------------------------------------------ consents
@@ -473,22 +521,34 @@ impl Store {
     }
 
     /// The remembered scope string of (user, client), if any.
-    pub async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<String>, StoreError> {
+    pub async fn consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<Option<String>, StoreError> {
         const SQL: &str = "SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2";
-        Ok(on_db!(self.db(), |pool| sqlx::query_scalar::<_, String>(SQL)
-            .bind(user_id)
-            .bind(client_id)
-            .fetch_optional(pool)
-            .await)?)
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar::<_, String>(
+            SQL
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .fetch_optional(pool)
+        .await)?)
     }
 
     /// `(client_id, scope, created_at)` of a user's remembered consents.
-    pub async fn consents_of(&self, user_id: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
+    pub async fn consents_of(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
         const SQL: &str = "SELECT client_id, scope, created_at FROM consents WHERE user_id = $1 ORDER BY client_id";
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, (String, String, i64)>(SQL)
-            .bind(user_id)
-            .fetch_all(pool)
-            .await)?)
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<
+            _,
+            (String, String, i64),
+        >(SQL)
+        .bind(user_id)
+        .fetch_all(pool)
+        .await)?)
     }
 
     /// Forget a consent and revoke the refresh tokens it led to.
@@ -548,10 +608,12 @@ impl Store {
             code_columns!(),
             " FROM auth_codes WHERE code_hash = $1"
         );
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, CodeRecord>(SQL)
-            .bind(code_hash)
-            .fetch_optional(pool)
-            .await)?)
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, CodeRecord>(
+            SQL
+        )
+        .bind(code_hash)
+        .fetch_optional(pool)
+        .await)?)
     }
 
     /// Mark the code redeemed and store the first refresh token of its family,
@@ -605,10 +667,12 @@ impl Store {
             refresh_columns!(),
             " FROM refresh_tokens WHERE token_hash = $1"
         );
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, RefreshRecord>(SQL)
-            .bind(token_hash)
-            .fetch_optional(pool)
-            .await)?)
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as::<_, RefreshRecord>(SQL)
+                .bind(token_hash)
+                .fetch_optional(pool)
+                .await
+        })?)
     }
 
     /// Rotate: mark `old_hash` used (keeping the sealed response for a lost-
@@ -654,7 +718,8 @@ impl Store {
 
     /// Revoke every refresh token of a family; returns how many were live.
     pub async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, StoreError> {
-        const SQL: &str = "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL";
+        const SQL: &str =
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL";
         Ok(on_db!(self.db(), |pool| sqlx::query(SQL)
             .bind(now)
             .bind(family_id)

@@ -15,6 +15,8 @@ pub struct TestServer {
     pub task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Bearer token sent by `mcp_post` and the helpers built on it.
     pub token: std::sync::Mutex<Option<String>>,
+    /// The first user's password when the server runs in local mode.
+    pub admin_password: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -57,9 +59,12 @@ impl TestServer {
             ..RawConfig::default()
         };
         raw.http.shutdown_grace_secs = Some(5);
+        // Most suites test the transport; the default (local) is set per test.
+        raw.auth.mode = Some("none".to_owned());
         edit(&mut raw);
         let config: Config = raw.validate().unwrap();
         let app = App::build(&config).await.unwrap();
+        let admin_password = app.initial_admin_password.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.serve(listener, async move {
             let _ = stopped.await;
@@ -73,6 +78,7 @@ impl TestServer {
                 .unwrap(),
             stop: Some(stop),
             task: Some(task),
+            admin_password,
             token: std::sync::Mutex::new(None),
             _dir: dir,
         }

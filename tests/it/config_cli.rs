@@ -41,7 +41,7 @@ fn bad_config_exits_2_listing_every_problem() {
 fn auth_none_off_loopback_is_refused_with_the_reason() {
     let (code, _, err) = run(
         &["check-config"],
-        "listen = \"0.0.0.0:8000\"\npublic_url = \"https://mcp.example.com\"\n",
+        "listen = \"0.0.0.0:8000\"\npublic_url = \"https://mcp.example.com\"\n[auth]\nmode = \"none\"\n",
     );
     assert_eq!(code, 2);
     assert!(

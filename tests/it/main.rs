@@ -5,6 +5,7 @@
 mod common;
 mod config_cli;
 mod fake_idp;
+mod local_auth;
 mod mcp_transport;
 mod ops;
 mod resource_auth;

@@ -1,0 +1,729 @@
+//! `auth.mode = "local"`: mcpgate as the authorization server, and the
+//! attacks on it (each test fails if its defence is removed).
+
+use base64::Engine;
+use mcpgate::config::RawLocalAuth;
+use reqwest::{StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::common::TestServer;
+
+const REDIRECT: &str = "http://127.0.0.1:9/cb";
+
+async fn local(edit: impl FnOnce(&mut RawLocalAuth)) -> TestServer {
+    let mut local = RawLocalAuth::default();
+    edit(&mut local);
+    TestServer::start_with(|raw| {
+        raw.auth.mode = Some("local".to_owned());
+        raw.auth.local = Some(local);
+    })
+    .await
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn pkce() -> (String, String) {
+    let verifier = mcpgate::oauth::crypto::random_token(40).unwrap();
+    let challenge = mcpgate::oauth::crypto::pkce_s256(&verifier);
+    (verifier, challenge)
+}
+
+/// A scripted browser: keeps the cookies mcpgate sets.
+#[derive(Default)]
+struct Browser {
+    cookies: Vec<(String, String)>,
+}
+
+impl Browser {
+    fn absorb(&mut self, response: &reqwest::Response) {
+        for v in response.headers().get_all(header::SET_COOKIE) {
+            let text = v.to_str().unwrap();
+            let (pair, _) = text.split_once(';').unwrap_or((text, ""));
+            let (k, val) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(name, _)| name != k);
+            self.cookies.push((k.to_owned(), val.to_owned()));
+        }
+    }
+    fn header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+    async fn get(&mut self, url: &str) -> reqwest::Response {
+        let r = no_redirects()
+            .get(url)
+            .header(header::COOKIE, self.header())
+            .send()
+            .await
+            .unwrap();
+        self.absorb(&r);
+        r
+    }
+    async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let r = no_redirects()
+            .post(url)
+            .header(header::COOKIE, self.header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.absorb(&r);
+        r
+    }
+}
+
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(header::LOCATION)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+fn query_of(url: &str) -> std::collections::HashMap<String, String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
+async fn register(server: &TestServer, body: Value) -> (StatusCode, Value) {
+    let r = server
+        .client
+        .post(server.url("/register"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap())
+}
+
+async fn public_client(server: &TestServer) -> String {
+    let (status, body) = register(
+        server,
+        json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"], "client_name": "it"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["client_id"].as_str().unwrap().to_owned()
+}
+
+fn authorize_url(server: &TestServer, client_id: &str, challenge: &str, redirect: &str) -> String {
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", redirect)
+        .append_pair("code_challenge", challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("state", "s-1")
+        .append_pair("resource", &server.url("/mcp"))
+        .finish();
+    server.url(&format!("/authorize?{q}"))
+}
+
+/// Log in as admin and approve; returns the redirect back to the client.
+async fn approve(
+    server: &TestServer,
+    browser: &mut Browser,
+    client_id: &str,
+    challenge: &str,
+) -> String {
+    let page = browser
+        .get(&authorize_url(server, client_id, challenge, REDIRECT))
+        .await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    let (request, csrf) = (hidden(&html, "request"), hidden(&html, "csrf"));
+    let password = server.admin_password.clone().unwrap();
+    let login = browser
+        .post(
+            &server.url("/login"),
+            &[
+                ("request", &request),
+                ("csrf", &csrf),
+                ("username", "admin"),
+                ("password", &password),
+            ],
+        )
+        .await;
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let consent = browser.get(&server.url(&location(&login))).await;
+    let html = consent.text().await.unwrap();
+    let done = browser
+        .post(
+            &server.url("/consent"),
+            &[
+                ("request", &hidden(&html, "request")),
+                ("csrf", &hidden(&html, "csrf")),
+                ("decision", "approve"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    location(&done)
+}
+
+async fn token(server: &TestServer, form: &[(&str, &str)]) -> (StatusCode, Value) {
+    let r = server
+        .client
+        .post(server.url("/token"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    if status == StatusCode::OK {
+        assert_eq!(r.headers().get(header::CACHE_CONTROL).unwrap(), "no-store");
+    }
+    (status, r.json().await.unwrap())
+}
+
+async fn code_for(server: &TestServer, client_id: &str) -> (String, String) {
+    let (verifier, challenge) = pkce();
+    let back = approve(server, &mut Browser::default(), client_id, &challenge).await;
+    let q = query_of(&back);
+    assert_eq!(q["state"], "s-1");
+    assert_eq!(q["iss"], server.base);
+    (q["code"].clone(), verifier)
+}
+
+#[tokio::test]
+async fn full_flow_tokens_work_on_mcp_and_code_replays_are_handled() {
+    let server = local(|_| {}).await;
+    // Metadata and the protected-resource document point at mcpgate itself.
+    let meta: Value = server
+        .client
+        .get(server.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["issuer"], server.base);
+    assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
+    let prm: Value = server
+        .client
+        .get(server.url("/.well-known/oauth-protected-resource/mcp"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(prm["authorization_servers"], json!([server.base]));
+
+    let client_id = public_client(&server).await;
+    let (code, verifier) = code_for(&server, &client_id).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("code_verifier", verifier.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("client_id", client_id.as_str()),
+    ];
+    let (status, first) = token(&server, &form).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["token_type"], "Bearer");
+    // ChatGPT posts twice: the same client at once gets the same answer.
+    let (status, again) = token(&server, &form).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again, first);
+
+    server.set_token(first["access_token"].as_str().unwrap());
+    let (status, reply) = server
+        .stateless_call(
+            1,
+            "tools/call",
+            Some("add"),
+            json!({"name": "add", "arguments": {"a": 2, "b": 3}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply["result"].to_string().contains('5'), "{reply}");
+
+    // Another client replaying the code: refused, and what the code produced is revoked.
+    let other = public_client(&server).await;
+    let stolen = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("code_verifier", verifier.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("client_id", other.as_str()),
+    ];
+    let (status, body) = token(&server, &stolen).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    let refresh = first["refresh_token"].as_str().unwrap();
+    let (status, body) = token(
+        &server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", client_id.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_after_grace_revokes_the_family() {
+    let server = local(|l| l.refresh_reuse_grace_secs = Some(0)).await;
+    let client_id = public_client(&server).await;
+    let (code, verifier) = code_for(&server, &client_id).await;
+    let (_, first) = token(
+        &server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    let r1 = first["refresh_token"].as_str().unwrap().to_owned();
+    let (status, second) = token(
+        &server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &r1),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let r2 = second["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(r1, r2);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, body) = token(
+        &server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &r1),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    // The legitimate holder of r2 is cut off too: the family is revoked.
+    let (status, body) = token(
+        &server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &r2),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+}
+
+#[tokio::test]
+async fn pkce_is_mandatory_and_checked() {
+    let server = local(|_| {}).await;
+    let client_id = public_client(&server).await;
+    let mut browser = Browser::default();
+    // Missing challenge, and `plain`: error back to the (trusted) redirect URI, with iss and state.
+    let q = format!(
+        "response_type=code&client_id={client_id}&redirect_uri={}&state=s-1",
+        urlencode(REDIRECT)
+    );
+    for extra in ["", "&code_challenge=abc&code_challenge_method=plain"] {
+        let r = browser
+            .get(&server.url(&format!("/authorize?{q}{extra}")))
+            .await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let back = query_of(&location(&r));
+        assert_eq!(back["error"], "invalid_request");
+        assert_eq!(back["iss"], server.base);
+        assert_eq!(back["state"], "s-1");
+    }
+    // A wrong verifier at the token endpoint.
+    let (code, _) = code_for(&server, &client_id).await;
+    let (wrong, _) = pkce();
+    let (status, body) = token(
+        &server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &wrong),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    let (status, body) = token(
+        &server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn redirect_manipulation_gets_a_page_never_a_redirect() {
+    let server = local(|_| {}).await;
+    let https_client = register(
+        &server,
+        json!({"redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none"}),
+    )
+    .await
+    .1["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, challenge) = pkce();
+    for evil in [
+        "https://app.example/other",
+        "https://evil.example/cb",
+        "https://app.example:8443/cb",
+        "https://app.example/cb?x=1",
+    ] {
+        let r = no_redirects()
+            .get(authorize_url(&server, &https_client, &challenge, evil))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{evil}");
+        assert!(r.headers().get(header::LOCATION).is_none());
+        assert_eq!(r.headers().get(header::X_FRAME_OPTIONS).unwrap(), "DENY");
+    }
+    // Unknown client: a page too (an open redirector otherwise).
+    let r = no_redirects()
+        .get(authorize_url(
+            &server,
+            "nope",
+            &challenge,
+            "https://evil.example/cb",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Loopback clients may come back on any port (RFC 8252).
+    let loopback = public_client(&server).await;
+    let r = no_redirects()
+        .get(authorize_url(
+            &server,
+            &loopback,
+            &challenge,
+            "http://127.0.0.1:5555/cb",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = no_redirects()
+        .get(authorize_url(
+            &server,
+            &loopback,
+            &challenge,
+            "http://127.0.0.1:5555/elsewhere",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn consent_needs_its_csrf_token_and_browser() {
+    let server = local(|_| {}).await;
+    let client_id = public_client(&server).await;
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    let html = browser
+        .get(&authorize_url(&server, &client_id, &challenge, REDIRECT))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (request, csrf) = (hidden(&html, "request"), hidden(&html, "csrf"));
+    let password = server.admin_password.clone().unwrap();
+    let login = browser
+        .post(
+            &server.url("/login"),
+            &[
+                ("request", &request),
+                ("csrf", &csrf),
+                ("username", "admin"),
+                ("password", &password),
+            ],
+        )
+        .await;
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    // No CSRF token; a wrong one; the right one from another browser (no binding cookie).
+    let r = browser
+        .post(
+            &server.url("/consent"),
+            &[("request", &request), ("decision", "approve")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = browser
+        .post(
+            &server.url("/consent"),
+            &[
+                ("request", &request),
+                ("csrf", "forged"),
+                ("decision", "approve"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let mut attacker = Browser::default();
+    let r = attacker
+        .post(
+            &server.url("/consent"),
+            &[
+                ("request", &request),
+                ("csrf", &csrf),
+                ("decision", "approve"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The real form still works afterwards.
+    let r = browser
+        .post(
+            &server.url("/consent"),
+            &[
+                ("request", &request),
+                ("csrf", &csrf),
+                ("decision", "approve"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(query_of(&location(&r)).contains_key("code"));
+}
+
+#[tokio::test]
+async fn login_brute_force_is_rate_limited() {
+    let server = local(|l| l.login_max_failures = Some(3)).await;
+    let client_id = public_client(&server).await;
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    let html = browser
+        .get(&authorize_url(&server, &client_id, &challenge, REDIRECT))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (request, csrf) = (hidden(&html, "request"), hidden(&html, "csrf"));
+    for _ in 0..3 {
+        let r = browser
+            .post(
+                &server.url("/login"),
+                &[
+                    ("request", &request),
+                    ("csrf", &csrf),
+                    ("username", "admin"),
+                    ("password", "wrong-password"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Even the right password is refused while the window lasts.
+    let password = server.admin_password.clone().unwrap();
+    let r = browser
+        .post(
+            &server.url("/login"),
+            &[
+                ("request", &request),
+                ("csrf", &csrf),
+                ("username", "admin"),
+                ("password", &password),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn registration_and_client_authentication() {
+    let server = local(|_| {}).await;
+    for bad in [
+        "javascript:alert(1)",
+        "http://evil.example/cb",
+        "https://a.example/cb#x",
+        "data:text/html,x",
+    ] {
+        let (status, body) = register(&server, json!({"redirect_uris": [bad]})).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_redirect_uri")),
+            "{bad}"
+        );
+        assert!(!body.to_string().contains(bad), "the URI is not echoed");
+    }
+    let r = server
+        .client
+        .post(server.url("/register"))
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "invalid_client_metadata"
+    );
+    // Confidential client: a secret, checked at the token endpoint.
+    let (status, conf) = register(
+        &server,
+        json!({"redirect_uris": ["cursor://anysphere.cursor-mcp/oauth/callback"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(conf["token_endpoint_auth_method"], "client_secret_basic");
+    let id = conf["client_id"].as_str().unwrap();
+    let basic = |secret: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+        )
+    };
+    let r = server
+        .client
+        .post(server.url("/token"))
+        .header(header::AUTHORIZATION, basic("wrong"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "x"),
+            ("code_verifier", "y"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
+    let r = server
+        .client
+        .post(server.url("/token"))
+        .header(
+            header::AUTHORIZATION,
+            basic(conf["client_secret"].as_str().unwrap()),
+        )
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "x"),
+            ("code_verifier", "y"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    // Unknown client: 401 invalid_client, which is what makes Claude re-register.
+    let (status, body) = token(
+        &server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "x"),
+            ("client_id", "gone"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
+}
+
+#[tokio::test]
+async fn metadata_document_client_ids_are_fenced_against_ssrf() {
+    let server = local(|_| {}).await;
+    let (_, challenge) = pkce();
+    for id in [
+        "https://127.0.0.1/client.json",
+        "https://169.254.169.254/latest/meta-data",
+        "https://localhost/c.json",
+        "http://app.example/c.json",
+    ] {
+        let r = no_redirects()
+            .get(authorize_url(
+                &server,
+                id,
+                &challenge,
+                "https://app.example/cb",
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{id}");
+        assert!(r.headers().get(header::LOCATION).is_none(), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn mcp_rejects_missing_and_foreign_tokens_in_local_mode() {
+    let server = local(|_| {}).await;
+    let r = server
+        .mcp_post()
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let challenge = r
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(challenge.contains("resource_metadata="), "{challenge}");
+    server.set_token("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.");
+    let r = server
+        .mcp_post()
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
