@@ -1,16 +1,11 @@
-//! The embedded authorization server (`auth.mode = "local"`), being built.
+//! The embedded authorization server (`auth.mode = "local"`); the flow is
+//! described in this folder's README.md.
 //!
-//! This release holds the building blocks, each with its own tests; the
-//! endpoints that use them (`/register`, `/authorize`, `/token`, ...) are
-//! not served yet, so `auth.mode = "local"` is still refused by the config.
-//!
-//! - `crypto`: random tokens, hashes for stored secrets, constant-time
-//!   comparison, the AES-256-GCM envelope for data at rest.
-//! - `clients`: RFC 7591 metadata validation, the redirect-URI policy and
-//!   RFC 8252 loopback matching.
-//! - `cimd`: SSRF-fenced fetching of Client ID Metadata Documents.
-//! - `passwords`: Argon2id hashes for local users.
-//! - `ratelimit`: per-key fixed windows for logins and registrations.
+//! `flow` is the domain (registration, authorization, login, consent, token
+//! grants) free of HTTP; `http` is the axum edge and `pages` its HTML;
+//! `setup` assembles it from configuration. Building blocks: `crypto`,
+//! `clients` (metadata and redirect policy), `cimd` (SSRF-fenced document
+//! fetch), `keys` (signing keys), `passwords`, `ratelimit`.
 
 pub mod cimd;
 pub mod clients;
