@@ -75,6 +75,9 @@ pub struct ResourceVerifier {
     client: reqwest::Client,
     verified: moka::sync::Cache<[u8; 32], Principal>,
     rejected: moka::sync::Cache<[u8; 32], TokenError>,
+    /// Clock-skew allowance on `exp`/`nbf`: 60 s for foreign issuers, 0 for
+    /// tokens mcpgate signs itself (same clock; clients must see expiry on time).
+    leeway: u64,
 }
 
 #[derive(Deserialize)]
@@ -163,7 +166,14 @@ impl ResourceVerifier {
                 .max_capacity(100_000)
                 .time_to_live(NEGATIVE_CACHE)
                 .build(),
+            leeway: LEEWAY_SECS,
         }
+    }
+
+    /// Replace the clock-skew allowance (0 for mcpgate's own tokens).
+    pub fn with_leeway(mut self, secs: u64) -> Self {
+        self.leeway = secs;
+        self
     }
 
     pub fn jwks(&self) -> &Arc<JwksCache> {
@@ -178,7 +188,7 @@ impl ResourceVerifier {
         if let Some(principal) = self.verified.get(&key) {
             if principal
                 .expires_at
-                .is_none_or(|exp| exp + (LEEWAY_SECS as i64) > now_epoch())
+                .is_none_or(|exp| exp + (self.leeway as i64) > now_epoch())
             {
                 return Ok(principal);
             }
@@ -228,7 +238,7 @@ impl ResourceVerifier {
         }
         let mut validation = Validation::new(header.alg);
         validation.algorithms = vec![header.alg];
-        validation.leeway = LEEWAY_SECS;
+        validation.leeway = self.leeway;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.set_issuer(&[self.issuer.as_str()]);
@@ -317,7 +327,7 @@ impl ResourceVerifier {
             return Err(TokenError::WrongAudience);
         }
         let exp = answer.get("exp").and_then(Value::as_i64);
-        if exp.is_some_and(|exp| exp + (LEEWAY_SECS as i64) <= now_epoch()) {
+        if exp.is_some_and(|exp| exp + (self.leeway as i64) <= now_epoch()) {
             return Err(TokenError::Inactive);
         }
         // RFC 7662 makes `sub` optional; machine (client_credentials) tokens

@@ -67,14 +67,18 @@ pub async fn build(
         .map_err(|e| e.to_string())?;
     let issuer = config.public_origin();
     let resource = config.mcp_resource();
-    let verifier = Arc::new(ResourceVerifier::new(
-        issuer.clone(),
-        vec![resource.clone()],
-        vec![jsonwebtoken::Algorithm::ES256],
-        keys.verification_keys(),
-        None,
-        reqwest::Client::new(),
-    ));
+    let verifier = Arc::new(
+        ResourceVerifier::new(
+            issuer.clone(),
+            vec![resource.clone()],
+            vec![jsonwebtoken::Algorithm::ES256],
+            keys.verification_keys(),
+            None,
+            reqwest::Client::new(),
+        )
+        // Same clock signs and verifies: expiry must show at once so clients refresh.
+        .with_leeway(0),
+    );
     let mut cimd = CimdResolver::new(
         local.cimd.allow_loopback_http,
         Duration::from_secs(local.cimd.fetch_timeout_secs),

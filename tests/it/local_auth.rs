@@ -727,3 +727,41 @@ async fn mcp_rejects_missing_and_foreign_tokens_in_local_mode() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn own_tokens_expire_on_time_so_clients_refresh() {
+    let server = local(|l| l.access_token_ttl_secs = Some(1)).await;
+    let client_id = public_client(&server).await;
+    let (code, verifier) = code_for(&server, &client_id).await;
+    let (_, tokens) = token(
+        &server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    server.set_token(tokens["access_token"].as_str().unwrap());
+    let (status, _) = server
+        .stateless_call(1, "tools/list", None, json!({}))
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let r = server
+        .mcp_post()
+        .json(&json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        r.headers()
+            .get(header::WWW_AUTHENTICATE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+}
