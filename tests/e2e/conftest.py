@@ -7,13 +7,9 @@ first with `scripts/e2e-install.sh`.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -25,13 +21,16 @@ import pytest
 from idp_fixtures import idp, idp_factory  # noqa: F401  (re-exported as fixtures)
 # mcpgate in auth.mode = "resource" in front of a fresh IdP: fixtures `rs`, `rs_factory`.
 from rs_fixtures import rs, rs_factory  # noqa: F401  (re-exported as fixtures)
+# mcpgate in auth.mode = "local" (its own AS and users): fixtures `local_gate`, `local_factory`.
+from local_fixtures import local_factory, local_gate  # noqa: F401  (re-exported as fixtures)
+# Process control of the binary, shared by all of them (free_port and mcpgate_bin re-exported).
+from mcpgate_process import DOCS_DIR, config_text, free_port, mcpgate_bin, running_mcpgate  # noqa: F401
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO_ROOT = E2E_DIR.parent.parent
 WORK_DIR = E2E_DIR / ".work"
 NODE_MODULES = E2E_DIR / "node_modules"
 NODE22 = NODE_MODULES / "node" / "bin" / "node"
-DOCS_DIR = E2E_DIR / "fixtures" / "docs"
 
 EXPECTED_TOOLS = {
     # calc
@@ -50,16 +49,6 @@ EXPECTED_TOOLS = {
     "fetch",
 }
 # The contract names 11 tools (4 calc + 5 notes + 2 docs); tests assert the listing is exactly this set.
-
-
-def mcpgate_bin() -> Path:
-    return Path(os.environ.get("MCPGATE_BIN", REPO_ROOT / "target" / "debug" / "mcpgate"))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -145,90 +134,27 @@ def _write_config(tmp: Path, port: int) -> Path:
     data = tmp / "data"
     data.mkdir(parents=True, exist_ok=True)
     cfg = tmp / "mcpgate.toml"
-    cfg.write_text(
-        "\n".join(
-            [
-                f'public_url = "http://127.0.0.1:{port}"',
-                f'listen = "127.0.0.1:{port}"',
-                f"data_dir = {json.dumps(str(data))}",
-                "[store]",
-                f"url = {json.dumps('sqlite://' + str(data / 'mcpgate.db'))}",
-                "[auth]",
-                'mode = "none"',
-                "[toolsets.docs]",
-                f"path = {json.dumps(str(DOCS_DIR))}",
-                "[toolsets.notes]",
-                "[toolsets.calc]",
-                "",
-            ]
-        )
-    )
+    cfg.write_text(config_text(port, data, ["[auth]", 'mode = "none"']))
     return cfg
 
 
 @pytest.fixture(scope="session")
 def gate(tmp_path_factory: pytest.TempPathFactory):
-    binary = mcpgate_bin()
-    if not binary.exists():
-        pytest.fail(f"mcpgate binary not found at {binary} (build it, or set MCPGATE_BIN)")
     tmp = tmp_path_factory.mktemp("mcpgate")
     port = free_port()
     cfg = _write_config(tmp, port)
     log_path = tmp / "mcpgate.log"
-    log = open(log_path, "wb")
-    env = dict(os.environ)
-    env.setdefault("RUST_BACKTRACE", "1")
-    env["NO_COLOR"] = "1"  # plain log lines for failure reports
-    proc = subprocess.Popen(
-        [str(binary), "serve", "--config", str(cfg)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        cwd=tmp,
-        env=env,
-        start_new_session=True,
-    )
-    g = Gate(
-        port=port,
-        base_url=f"http://127.0.0.1:{port}",
-        mcp_url=f"http://127.0.0.1:{port}/mcp",
-        sse_url=f"http://127.0.0.1:{port}/sse",
-        tmp=tmp,
-        log_path=log_path,
-        proc=proc,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mcpgate exited with {proc.returncode} before ready:\n{g.log_tail()}")
-            try:
-                status, _ = http_get(f"{g.base_url}/healthz", timeout=1)
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mcpgate not ready (GET /healthz != 200) within 30 s:\n{g.log_tail()}")
-            time.sleep(0.1)
-        yield g
-    finally:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-            except ProcessLookupError:
-                pass
-        log.close()
-        # Keep the last run's server log where a developer can find it.
-        try:
-            WORK_DIR.mkdir(exist_ok=True)
-            shutil.copyfile(log_path, WORK_DIR / "mcpgate-last-run.log")
-        except OSError:
-            pass
+    # The last run's server log is kept in .work/ where a developer can find it.
+    with running_mcpgate(cfg, port=port, log_path=log_path, cwd=tmp, last_log_name="mcpgate-last-run.log") as proc:
+        yield Gate(
+            port=port,
+            base_url=f"http://127.0.0.1:{port}",
+            mcp_url=f"http://127.0.0.1:{port}/mcp",
+            sse_url=f"http://127.0.0.1:{port}/sse",
+            tmp=tmp,
+            log_path=log_path,
+            proc=proc,
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -247,3 +173,6 @@ def pytest_runtest_makereport(item, call):
         for n, pair in enumerate(getattr(factory, "made", [])):
             report.sections.append((f"resource-mode mcpgate #{n} log (tail)", pair.gate.log_tail(8000)))
             report.sections.append((f"resource-mode IdP #{n} log (tail)", pair.idp.log_tail(5000)))
+        local = item.funcargs.get("local_factory") if hasattr(item, "funcargs") else None
+        for n, lg in enumerate(getattr(local, "made", [])):
+            report.sections.append((f"local-mode mcpgate #{n} log (tail)", lg.log_tail(10000)))

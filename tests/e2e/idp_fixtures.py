@@ -111,8 +111,105 @@ class AuthResult:
         return self.params["code"]
 
 
+class OAuthClientHelpers:
+    """A client's side of an authorization server: DCR, authorization code + PKCE, token requests.
+
+    Shared by the IdP harness (`Idp`) and mcpgate's own AS (`local_fixtures.LocalGate`). A subclass
+    provides `token_endpoint`, `authorization_endpoint`, `registration_endpoint`, `mcp_resource`
+    and `front_channel(url, user, *, redirect_uri, deny, cookie_jar, steps) -> final redirect URL`
+    (the scripted browser that logs the user in and consents)."""
+
+    token_endpoint: str
+    authorization_endpoint: str
+    registration_endpoint: str
+    mcp_resource: str
+
+    def front_channel(self, url: str, user: str, *, redirect_uri: str, deny: bool | str,
+                      cookie_jar: Any, steps: list[str]) -> str:
+        raise NotImplementedError
+
+    def register(self, **metadata: Any) -> dict:
+        """Open DCR. Defaults: a public client (auth method none) with auth code + refresh."""
+        body = {
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            **metadata,
+        }
+        status, data = http_json("POST", self.registration_endpoint, json_body=body)
+        if status != 201:
+            raise AssertionError(f"DCR failed: {status} {data}")
+        return data
+
+    def authorization_url(self, client_id: str, redirect_uri: str, *, scope: str | None = RS_SCOPES,
+                          resource: str | None = "default", state: str | None = None,
+                          code_challenge: str | None = None, extra: dict | None = None) -> tuple[str, str, str]:
+        """(url, state, code_verifier) for an authorization-code + PKCE S256 request.
+        resource="default" means `self.mcp_resource`; None omits the parameter."""
+        verifier, challenge = pkce_pair()
+        state = state or secrets.token_urlsafe(12)
+        q: dict[str, str] = {
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "state": state,
+            "code_challenge": code_challenge or challenge,
+            "code_challenge_method": "S256",
+        }
+        if scope is not None:
+            q["scope"] = scope
+        if resource == "default":
+            resource = self.mcp_resource
+        if resource is not None:
+            q["resource"] = resource
+        q.update(extra or {})
+        return f"{self.authorization_endpoint}?{urllib.parse.urlencode(q)}", state, verifier
+
+    def authorize(self, client_id: str, redirect_uri: str, *, user: str = "alice", deny: bool = False,
+                  cookie_jar=None, **kw: Any) -> AuthResult:
+        """Front channel through the AS's scripted browser (`front_channel`: login + consent), stopping at redirect_uri."""
+        url, state, verifier = self.authorization_url(client_id, redirect_uri, **kw)
+        steps: list[str] = []
+        final = self.front_channel(url, user, redirect_uri=redirect_uri, deny=deny, cookie_jar=cookie_jar, steps=steps)
+        params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(final).query))
+        return AuthResult(final, params, verifier, state, redirect_uri, steps)
+
+    def token(self, form: dict[str, str], auth: tuple[str, str] | None = None) -> tuple[int, dict]:
+        return http_json("POST", self.token_endpoint, form=form, headers=basic_auth(*auth) if auth else None)
+
+    def exchange_code(self, result: AuthResult, client_id: str, auth: tuple[str, str] | None = None,
+                      **extra: str) -> tuple[int, dict]:
+        form = {
+            "grant_type": "authorization_code",
+            "code": result.code,
+            "redirect_uri": result.redirect_uri,
+            "code_verifier": result.code_verifier,
+            **extra,
+        }
+        if auth is None:
+            form["client_id"] = client_id
+        return self.token(form, auth)
+
+    def refresh(self, refresh_token: str, client_id: str, auth: tuple[str, str] | None = None,
+                **extra: str) -> tuple[int, dict]:
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
+        if auth is None:
+            form["client_id"] = client_id
+        return self.token(form, auth)
+
+    def login_token(self, user: str = "alice", scope: str = RS_SCOPES,
+                    redirect_uri: str = "http://127.0.0.1:9/callback", resource: str | None = "default") -> dict:
+        """DCR + authorization code + PKCE in one call; returns the token response."""
+        client = self.register(redirect_uris=[redirect_uri], client_name=f"e2e-{user}")
+        res = self.authorize(client["client_id"], redirect_uri, user=user, scope=scope, resource=resource)
+        status, tok = self.exchange_code(res, client["client_id"])
+        assert status == 200, (status, tok, res.steps)
+        tok["client_id"] = client["client_id"]
+        return tok
+
+
 @dataclass
-class Idp:
+class Idp(OAuthClientHelpers):
     issuer: str
     port: int
     mcp_resource: str
@@ -201,74 +298,10 @@ class Idp:
         assert status == 200, (status, data)
         return data
 
-    def register(self, **metadata: Any) -> dict:
-        """Open DCR. Defaults: a public client (auth method none) with auth code + refresh."""
-        body = {
-            "token_endpoint_auth_method": "none",
-            "grant_types": ["authorization_code", "refresh_token"],
-            "response_types": ["code"],
-            **metadata,
-        }
-        status, data = http_json("POST", self.registration_endpoint, json_body=body)
-        if status != 201:
-            raise AssertionError(f"DCR failed: {status} {data}")
-        return data
-
-    def authorization_url(self, client_id: str, redirect_uri: str, *, scope: str | None = RS_SCOPES,
-                          resource: str | None = "default", state: str | None = None,
-                          code_challenge: str | None = None, extra: dict | None = None) -> tuple[str, str, str]:
-        """(url, state, code_verifier) for an authorization-code + PKCE S256 request.
-        resource="default" means this IdP's MCP resource; None omits the parameter."""
-        verifier, challenge = pkce_pair()
-        state = state or secrets.token_urlsafe(12)
-        q: dict[str, str] = {
-            "response_type": "code",
-            "client_id": client_id,
-            "redirect_uri": redirect_uri,
-            "state": state,
-            "code_challenge": code_challenge or challenge,
-            "code_challenge_method": "S256",
-        }
-        if scope is not None:
-            q["scope"] = scope
-        if resource == "default":
-            resource = self.mcp_resource
-        if resource is not None:
-            q["resource"] = resource
-        q.update(extra or {})
-        return f"{self.authorization_endpoint}?{urllib.parse.urlencode(q)}", state, verifier
-
-    def authorize(self, client_id: str, redirect_uri: str, *, user: str = "alice", deny: bool = False,
-                  cookie_jar=None, **kw: Any) -> AuthResult:
-        """Front channel through the scripted user agent (login + consent), stopping at redirect_uri."""
-        url, state, verifier = self.authorization_url(client_id, redirect_uri, **kw)
-        steps: list[str] = []
-        final = idp_agent.authorize(url, user, redirect_uri=redirect_uri, deny=deny, cookie_jar=cookie_jar, steps=steps)
-        params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(final).query))
-        return AuthResult(final, params, verifier, state, redirect_uri, steps)
-
-    def token(self, form: dict[str, str], auth: tuple[str, str] | None = None) -> tuple[int, dict]:
-        return http_json("POST", self.token_endpoint, form=form, headers=basic_auth(*auth) if auth else None)
-
-    def exchange_code(self, result: AuthResult, client_id: str, auth: tuple[str, str] | None = None,
-                      **extra: str) -> tuple[int, dict]:
-        form = {
-            "grant_type": "authorization_code",
-            "code": result.code,
-            "redirect_uri": result.redirect_uri,
-            "code_verifier": result.code_verifier,
-            **extra,
-        }
-        if auth is None:
-            form["client_id"] = client_id
-        return self.token(form, auth)
-
-    def refresh(self, refresh_token: str, client_id: str, auth: tuple[str, str] | None = None,
-                **extra: str) -> tuple[int, dict]:
-        form = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
-        if auth is None:
-            form["client_id"] = client_id
-        return self.token(form, auth)
+    def front_channel(self, url: str, user: str, *, redirect_uri: str, deny: bool | str = False,
+                      cookie_jar: Any = None, steps: list[str] | None = None) -> str:
+        """The generic scripted user agent (idp_agent.py) on the IdP's login and consent pages."""
+        return idp_agent.authorize(url, user, redirect_uri=redirect_uri, deny=deny, cookie_jar=cookie_jar, steps=steps)
 
     def client_credentials(self, scope: str = "calc", resource: str | None = None,
                            auth: tuple[str, str] = MACHINE_CLIENT) -> tuple[int, dict]:
@@ -282,16 +315,6 @@ class Idp:
 
     def revoke(self, token: str, auth: tuple[str, str] = MACHINE_CLIENT) -> tuple[int, Any]:
         return http_json("POST", self.revocation_endpoint, form={"token": token}, headers=basic_auth(*auth))
-
-    def login_token(self, user: str = "alice", scope: str = RS_SCOPES,
-                    redirect_uri: str = "http://127.0.0.1:9/callback", resource: str | None = "default") -> dict:
-        """DCR + authorization code + PKCE in one call; returns the token response."""
-        client = self.register(redirect_uris=[redirect_uri], client_name=f"e2e-{user}")
-        res = self.authorize(client["client_id"], redirect_uri, user=user, scope=scope, resource=resource)
-        status, tok = self.exchange_code(res, client["client_id"])
-        assert status == 200, (status, tok, res.steps)
-        tok["client_id"] = client["client_id"]
-        return tok
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -10,14 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,11 +20,7 @@ import httpx2
 import pytest
 
 from idp_fixtures import Idp
-
-E2E_DIR = Path(__file__).resolve().parent
-REPO_ROOT = E2E_DIR.parent.parent
-WORK_DIR = E2E_DIR / ".work"
-DOCS_DIR = E2E_DIR / "fixtures" / "docs"
+from mcpgate_process import config_text, free_port, running_mcpgate
 
 # What mcpgate advertises (PRM scopes_supported, 401 challenge) and which scope each tool needs.
 ALL_SCOPES = "calc docs:read notes:read notes:write"
@@ -45,16 +35,6 @@ REFETCH_SECS = 2  # jwks_refetch_interval_secs of the gates started here
 ACCEPT = "application/json, text/event-stream"
 
 LEGACY_VERSION = "2025-06-18"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _mcpgate_bin() -> Path:
-    return Path(os.environ.get("MCPGATE_BIN", REPO_ROOT / "target" / "debug" / "mcpgate"))
 
 
 @dataclass
@@ -75,36 +55,15 @@ class RsGate:
             return f"<no log: {e}>"
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
-
-
 @contextlib.contextmanager
 def start_rs_gate(tmp: Path, port: int, issuer: str, *, introspection: bool = False,
                   refetch_secs: int = REFETCH_SECS) -> Iterator[RsGate]:
     """Start mcpgate in resource mode on `port`, trusting `issuer`; stop it at the end."""
-    binary = _mcpgate_bin()
-    if not binary.exists():
-        pytest.fail(f"mcpgate binary not found at {binary} (build it, or set MCPGATE_BIN)")
     tmp.mkdir(parents=True, exist_ok=True)
     data = tmp / "data"
     data.mkdir(exist_ok=True)
     base = f"http://127.0.0.1:{port}"
-    lines = [
-        f'public_url = "{base}"',
-        f'listen = "127.0.0.1:{port}"',
-        f"data_dir = {json.dumps(str(data))}",
-        "[store]",
-        f"url = {json.dumps('sqlite://' + str(data / 'mcpgate.db'))}",
+    auth = [
         "[auth]",
         'mode = "resource"',
         "[auth.resource]",
@@ -112,41 +71,14 @@ def start_rs_gate(tmp: Path, port: int, issuer: str, *, introspection: bool = Fa
         f"jwks_refetch_interval_secs = {refetch_secs}",
     ]
     if introspection:
-        lines += ["[auth.resource.introspection]", 'client_id = "mcpgate-rs"', 'client_secret = "mcpgate-rs-secret"']
-    lines += ["[toolsets.docs]", f"path = {json.dumps(str(DOCS_DIR))}", "[toolsets.notes]", "[toolsets.calc]", ""]
+        auth += ["[auth.resource.introspection]", 'client_id = "mcpgate-rs"', 'client_secret = "mcpgate-rs-secret"']
     cfg = tmp / "mcpgate.toml"
-    cfg.write_text("\n".join(lines))
+    cfg.write_text(config_text(port, data, auth))
     log_path = tmp / "mcpgate.log"
-    log = open(log_path, "wb")
-    env = dict(os.environ, NO_COLOR="1")
-    env.setdefault("RUST_BACKTRACE", "1")
-    proc = subprocess.Popen([str(binary), "serve", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, cwd=tmp, env=env, start_new_session=True)
-    gate = RsGate(port, base, f"{base}/mcp", f"{base}/mcp", f"{base}/.well-known/oauth-protected-resource/mcp",
-                  tmp, log_path, proc)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mcpgate exited with {proc.returncode} before ready:\n{gate.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except (OSError, urllib.error.URLError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mcpgate (resource mode) not ready within 30 s:\n{gate.log_tail()}")
-            time.sleep(0.05)
-        yield gate
-    finally:
-        _stop(proc)
-        log.close()
-        try:
-            WORK_DIR.mkdir(exist_ok=True)
-            (WORK_DIR / "mcpgate-resource-last-run.log").write_bytes(log_path.read_bytes())
-        except OSError:
-            pass
+    with running_mcpgate(cfg, port=port, log_path=log_path, cwd=tmp, what="mcpgate (resource mode)",
+                         last_log_name="mcpgate-resource-last-run.log") as proc:
+        yield RsGate(port, base, f"{base}/mcp", f"{base}/mcp", f"{base}/.well-known/oauth-protected-resource/mcp",
+                     tmp, log_path, proc)
 
 
 @dataclass
@@ -166,7 +98,7 @@ def rs_factory(idp_factory, tmp_path: Path):
     with contextlib.ExitStack() as stack:
         def make(idp_env: dict[str, str] | None = None, *, introspection: bool = False, opaque: bool = False,
                  refetch_secs: int = REFETCH_SECS) -> Rs:
-            port = _free_port()
+            port = free_port()
             resource = f"http://127.0.0.1:{port}/mcp"
             env = dict(idp_env or {})
             if opaque:

@@ -29,14 +29,12 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
-from mcp.client.auth import OAuthClientProvider
-from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
-import idp_agent
-from conftest import E2E_DIR, EXPECTED_TOOLS, NODE22, NODE_MODULES, free_port, node_env, require_node_tools, run
+from conftest import E2E_DIR, EXPECTED_TOOLS, free_port
 from idp_fixtures import http_json, jwt_parts, start_idp
+from oauth_clients import (INSPECTOR_CALLBACK, AgentBrowser, MemoryStorage, Wire, inspector_env, inspector_result,
+                           read_jsonl, run_inspector, run_mcp_remote, run_ts_oauth_client, sdk_provider, tool_text)
 from rs_fixtures import ACCEPT, ALL_SCOPES, REFETCH_SECS, TOOL_SCOPES, McpHttp, Rs, challenge, sse_json, start_rs_gate
 
 TIMEOUT = 60
@@ -52,12 +50,6 @@ def with_header(token: str, header: dict, signature: str | None = None) -> str:
     """The token's payload under another JWS header (and, by default, the original signature)."""
     h, p, s = token.split(".")
     return f"{b64url(json.dumps(header, separators=(',', ':')).encode())}.{p}.{s if signature is None else signature}"
-
-
-def tool_text(result: Any) -> str:
-    assert not result.is_error, f"tool error: {result!r}"
-    assert len(result.content) == 1 and result.content[0].type == "text", result
-    return result.content[0].text
 
 
 def gate_audit(rs: Rs, needle: str) -> list[str]:
@@ -84,104 +76,12 @@ def expiring(tmp_path_factory):
 
 
 # ====================================================================== 1. Python SDK
-class MemoryStorage:
-    """TokenStorage in memory."""
-
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
-
-
-class AgentBrowser:
-    """redirect_handler / callback_handler for OAuthClientProvider, backed by the scripted agent.
-
-    `grant_only`: for the first authorization only, the user consents to just these scopes (the
-    agent narrows the `scope` of the authorization request, as a consent screen with checkboxes
-    would). Every authorization URL the SDK produced is kept in `urls`, unmodified."""
-
-    def __init__(self, user: str, grant_only: str | None = None) -> None:
-        self.user = user
-        self.grant_only = grant_only
-        self.urls: list[str] = []
-        self.finals: list[str] = []
-
-    async def redirect_handler(self, url: str) -> None:
-        self.urls.append(url)
-        if self.grant_only is not None and len(self.urls) == 1:
-            parts = urllib.parse.urlsplit(url)
-            q = dict(urllib.parse.parse_qsl(parts.query))
-            q["scope"] = self.grant_only
-            url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(q)))
-        final = await anyio.to_thread.run_sync(lambda: idp_agent.authorize(url, self.user, timeout=15))
-        self.finals.append(final)
-
-    async def callback_handler(self) -> AuthorizationCodeResult:
-        q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.finals[-1]).query))
-        assert "code" in q, f"no code in the redirect: {self.finals[-1]}"
-        return AuthorizationCodeResult(code=q["code"], state=q.get("state"), iss=q.get("iss"))
-
-
-class Wire:
-    """Every HTTP exchange the SDK's httpx2 client made (MCP requests and the OAuth flow's own)."""
-
-    def __init__(self) -> None:
-        self.log: list[dict] = []
-
-    async def on_request(self, request: httpx2.Request) -> None:
-        body = request.content.decode("utf-8", "replace") if request.method == "POST" else ""
-        self.log.append({"method": request.method, "url": str(request.url), "req": request,
-                         "auth": request.headers.get("authorization", ""), "body": body})
-
-    async def on_response(self, response: httpx2.Response) -> None:
-        for entry in reversed(self.log):
-            if entry["req"] is response.request:
-                entry["status"] = response.status_code
-                entry["www"] = response.headers.get("www-authenticate")
-                break
-
-    def token_grants(self, token_endpoint: str) -> list[tuple[str, int]]:
-        out = []
-        for e in self.log:
-            if e["url"] == token_endpoint and e["method"] == "POST":
-                out.append((dict(urllib.parse.parse_qsl(e["body"])).get("grant_type", "?"), e.get("status", 0)))
-        return out
-
-
-def sdk_provider(rs: Rs, browser: AgentBrowser, storage: MemoryStorage) -> OAuthClientProvider:
-    redirect = f"http://127.0.0.1:{free_port()}/callback"  # never fetched: the agent stops there
-    return OAuthClientProvider(
-        server_url=rs.gate.mcp_url,
-        client_metadata=OAuthClientMetadata(
-            client_name="mcpgate-e2e-python-sdk",
-            redirect_uris=[redirect],
-            grant_types=["authorization_code", "refresh_token"],
-            response_types=["code"],
-            token_endpoint_auth_method="none",
-        ),
-        storage=storage,
-        redirect_handler=browser.redirect_handler,
-        callback_handler=browser.callback_handler,
-    )
-
-
 def test_python_sdk_oauth_flow_and_refresh(rs: Rs):
     """Python SDK: 401 -> PRM -> AS metadata -> DCR -> code + PKCE (agent) -> token -> tools; then the
     access token expires (IdP TTL 4 s) and the SDK refreshes it before the next call."""
     rs.idp.set_ttl(access_token=4)
     storage, browser, wire = MemoryStorage(), AgentBrowser("alice"), Wire()
-    provider = sdk_provider(rs, browser, storage)
+    provider = sdk_provider(rs.gate.mcp_url, browser, storage)
     title = f"py-oauth-{uuid.uuid4().hex[:8]}"
 
     async def flow() -> dict:
@@ -244,7 +144,7 @@ def test_python_sdk_step_up(rs: Rs):
     """Python SDK step-up: the user first consents to `calc` only; create_note -> 403
     insufficient_scope -> the SDK re-authorizes with the union of scopes, and the call succeeds."""
     storage, browser, wire = MemoryStorage(), AgentBrowser("bob", grant_only="calc offline_access"), Wire()
-    provider = sdk_provider(rs, browser, storage)
+    provider = sdk_provider(rs.gate.mcp_url, browser, storage)
     title = f"step-up-{uuid.uuid4().hex[:8]}"
 
     async def flow() -> dict:
@@ -296,12 +196,7 @@ def test_python_sdk_step_up(rs: Rs):
 def test_ts_sdk_oauth_flow(rs: Rs):
     """TS SDK: connect -> UnauthorizedError -> finishAuth(code) -> new transport -> tools; state
     checked by our provider; then a token mcpgate rejects (401) makes the SDK refresh and retry."""
-    require_node_tools("@modelcontextprotocol/sdk/package.json")
-    proc = run([NODE22, E2E_DIR / "ts_oauth_client.mjs", rs.gate.mcp_url, "--python", sys.executable,
-                "--agent", E2E_DIR / "idp_agent.py", "--user", "carol"], timeout=60, env=node_env(), cwd=E2E_DIR)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert proc.returncode == 0 and lines, f"ts_oauth_client failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    out = json.loads(lines[-1])
+    out = run_ts_oauth_client(rs.gate.mcp_url, agent=E2E_DIR / "idp_agent.py", user="carol")
 
     assert out["unauthorizedErrors"] == 1
     assert len(out["authorizationUrls"]) == 1 and out["stateChecks"] == [
@@ -330,35 +225,20 @@ def test_ts_sdk_oauth_flow(rs: Rs):
 def test_mcp_remote_oauth_flow(rs: Rs, tmp_path: Path):
     """mcp-remote runs its own OAuth flow (DCR, its callback server, $BROWSER = the agent); a Python
     SDK stdio client then calls tools through it."""
-    require_node_tools("mcp-remote/dist/proxy.js")
     cfg = tmp_path / "mcp-remote"
-    cfg.mkdir()
     agent_log = tmp_path / "agent.jsonl"
-    env = node_env(MCP_REMOTE_CONFIG_DIR=str(cfg), HOME=str(cfg), BROWSER=str(E2E_DIR / "idp" / "browser"),
-                   IDP_AGENT_USER="dora", IDP_AGENT_LOG=str(agent_log), IDP_AGENT_PYTHON=sys.executable)
-    params = StdioServerParameters(
-        command=str(NODE22),
-        args=[str(NODE_MODULES / "mcp-remote" / "dist" / "proxy.js"), rs.gate.mcp_url, str(free_port()),
-              "--allow-http", "--host", "127.0.0.1", "--transport", "http-only"],
-        env=env,
-    )
-    errlog_path = tmp_path / "mcp-remote.stderr.log"
+    browser = dict(BROWSER=str(E2E_DIR / "idp" / "browser"), IDP_AGENT_USER="dora", IDP_AGENT_LOG=str(agent_log),
+                   IDP_AGENT_PYTHON=sys.executable)
 
-    async def flow() -> dict:
-        with open(errlog_path, "w") as errlog, anyio.fail_after(TIMEOUT):
-            async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
-                tools = {t.name for t in (await client.list_tools()).tools}
-                added = tool_text(await client.call_tool("add", {"a": 40, "b": 2}))
-                note = json.loads(tool_text(await client.call_tool("create_note", {"title": "remote", "body": "x"})))
-                return {"tools": tools, "add": added, "note": note}
+    async def flow(client: Client) -> dict:
+        tools = {t.name for t in (await client.list_tools()).tools}
+        added = tool_text(await client.call_tool("add", {"a": 40, "b": 2}))
+        note = json.loads(tool_text(await client.call_tool("create_note", {"title": "remote", "body": "x"})))
+        return {"tools": tools, "add": added, "note": note}
 
-    try:
-        out = anyio.run(flow)
-    except BaseException:
-        print("--- mcp-remote stderr ---\n" + errlog_path.read_text(errors="replace")[-6000:])
-        raise
+    out = run_mcp_remote(rs.gate.mcp_url, cfg, tmp_path / "mcp-remote.stderr.log", browser, flow)
     assert out["tools"] == EXPECTED_TOOLS and out["add"] == "42" and out["note"]["title"] == "remote"
-    records = [json.loads(line) for line in agent_log.read_text().splitlines()]
+    records = read_jsonl(agent_log)
     assert len(records) == 1 and records[0]["deliver_status"] == 200, records
     q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(records[0]["url"]).query))
     assert q["resource"] == rs.gate.resource and "notes:write" in q["scope"].split(), q
@@ -372,24 +252,16 @@ def test_mcp_remote_oauth_flow(rs: Rs, tmp_path: Path):
 def test_inspector_cli_oauth_flow(rs: Rs, tmp_path: Path):
     """The Inspector CLI (Node 22) runs the OAuth flow headless: it opens the authorization URL with
     $BROWSER (the agent), its callback server on 127.0.0.1:6276 receives the code."""
-    require_node_tools("@modelcontextprotocol/inspector/clients/launcher/build/index.js")
-    home = tmp_path / "home"
-    home.mkdir()
     agent_log = tmp_path / "agent.jsonl"
-    env = node_env(HOME=str(home), MCP_INSPECTOR_SECRET_STORE="memory", MCP_AUTO_OPEN_ENABLED="true",
-                   BROWSER=str(E2E_DIR / "idp" / "browser"), IDP_AGENT_USER="frank", IDP_AGENT_LOG=str(agent_log),
-                   IDP_AGENT_PYTHON=sys.executable)
-    inspector = NODE_MODULES / "@modelcontextprotocol" / "inspector" / "clients" / "launcher" / "build" / "index.js"
-    cmd = [NODE22, inspector, "--cli", rs.gate.mcp_url, "--transport", "http", "--method", "tools/call",
-           "--tool-name", "add", "--tool-arg", "a=1", "--tool-arg", "b=2", "--format", "json",
-           "--connect-timeout", "30000"]
-    proc = run(cmd, timeout=60, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, f"inspector exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    result = json.loads(proc.stdout)["result"]
+    env = inspector_env(tmp_path / "home", dict(BROWSER=str(E2E_DIR / "idp" / "browser"), IDP_AGENT_USER="frank",
+                                                IDP_AGENT_LOG=str(agent_log), IDP_AGENT_PYTHON=sys.executable))
+    proc = run_inspector(rs.gate.mcp_url, env, tmp_path, "--transport", "http", "--method", "tools/call",
+                         "--tool-name", "add", "--tool-arg", "a=1", "--tool-arg", "b=2")
+    result = inspector_result(proc)
     assert result["content"] == [{"type": "text", "text": "3"}] and not result.get("isError"), result
-    records = [json.loads(line) for line in agent_log.read_text().splitlines()]
+    records = read_jsonl(agent_log)
     assert len(records) == 1 and records[0]["deliver_status"] == 200, records
-    assert records[0]["final_url"].startswith("http://127.0.0.1:6276/oauth/callback?code=")
+    assert records[0]["final_url"].startswith(INSPECTOR_CALLBACK + "?code=")
     q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(records[0]["url"]).query))
     assert q["resource"] == rs.gate.resource, q
     assert gate_audit(rs, 'subject=frank') and gate_audit(rs, 'tool="add" outcome=ok')

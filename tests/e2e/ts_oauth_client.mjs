@@ -2,11 +2,13 @@
 // resource mode, with an in-memory OAuthClientProvider. The user's browser is the scripted user
 // agent (idp_agent.py, run through child_process), which stops at our redirect_uri and prints it.
 //
-// Usage: node ts_oauth_client.mjs MCP_URL --python PY --agent idp_agent.py [--user alice]
+// Usage: node ts_oauth_client.mjs MCP_URL --python PY --agent idp_agent.py|local_browser.py
+//                                  [--user alice] [--password PW] [--expire-wait-ms MS]
 // Flow: connect -> UnauthorizedError -> (agent logs in) -> check state -> transport.finishAuth(code)
-//       -> connect again on a new transport -> tools/list, add, create_note
-//       -> corrupt the access token (what a revoked/expired one looks like to the server)
-//       -> add again: mcpgate answers 401 invalid_token, the SDK refreshes and retries.
+//       -> connect again on a new transport -> tools/list, add, create_note, list_notes
+//       -> corrupt the access token (what a revoked/expired one looks like to the server), or with
+//          --expire-wait-ms wait that long so that it expires for real
+//       -> multiply: mcpgate answers 401 invalid_token, the SDK refreshes and retries.
 // Prints one JSON object on stdout (for pytest to check); exit 1 on failure.
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -23,15 +25,17 @@ const url = process.argv[2];
 const python = arg("--python", "python3");
 const agent = arg("--agent");
 const user = arg("--user", "alice");
+const password = arg("--password");
+const expireWaitMs = Number(arg("--expire-wait-ms", "0"));
 if (!url || !agent) {
-  console.error("usage: node ts_oauth_client.mjs MCP_URL --python PY --agent idp_agent.py [--user U]");
+  console.error("usage: node ts_oauth_client.mjs MCP_URL --python PY --agent AGENT.py [--user U] [--password PW] [--expire-wait-ms MS]");
   process.exit(2);
 }
 
 const watchdog = setTimeout(() => {
   console.error("ts_oauth_client: timed out");
   process.exit(3);
-}, 40_000);
+}, 40_000 + expireWaitMs);
 
 // Never listened on: the agent stops at this URL and hands it back, like a browser would.
 const REDIRECT = `http://127.0.0.1:${20000 + (process.pid % 20000)}/callback`;
@@ -86,7 +90,8 @@ class MemoryProvider {
   redirectToAuthorization(authorizationUrl) {
     out.authorizationUrls.push(authorizationUrl.href);
     // The "browser": log in and consent, stop at our redirect_uri, print it.
-    const final = execFileSync(python, [agent, authorizationUrl.href, "--user", user], {
+    const agentArgs = [agent, authorizationUrl.href, "--user", user, ...(password ? ["--password", password] : [])];
+    const final = execFileSync(python, agentArgs, {
       encoding: "utf8",
       timeout: 20_000,
     }).trim();
@@ -144,11 +149,18 @@ try {
   const title = `ts-oauth-${Date.now()}`;
   out.createNote = await client.callTool({ name: "create_note", arguments: { title, body: "via the TS SDK with OAuth" } });
   out.listNotes = await client.callTool({ name: "list_notes", arguments: {} });
+  const noteId = JSON.parse(out.createNote.content?.[0]?.text ?? "{}").id;
+  out.readNote = await client.callTool({ name: "read_note", arguments: { id: noteId } });
   out.noteTitle = title;
 
   // A token the server no longer accepts: 401 invalid_token -> the SDK refreshes and retries.
   const before = provider._tokens.access_token;
-  provider._tokens = { ...provider._tokens, access_token: before.slice(0, -6) + "AAAAAA" };
+  if (expireWaitMs > 0) {
+    out.expiresIn = provider._tokens.expires_in;
+    await new Promise((r) => setTimeout(r, expireWaitMs));
+  } else {
+    provider._tokens = { ...provider._tokens, access_token: before.slice(0, -6) + "AAAAAA" };
+  }
   out.addAfterRefresh = await client.callTool({ name: "multiply", arguments: { a: 6, b: 7 } });
   out.refreshedTokenChanged = provider._tokens.access_token !== before;
   out.mcpStatuses = statuses;
