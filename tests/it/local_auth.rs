@@ -765,3 +765,86 @@ async fn own_tokens_expire_on_time_so_clients_refresh() {
             .contains("invalid_token")
     );
 }
+
+#[tokio::test]
+async fn introspection_needs_a_confidential_client() {
+    let server = local(|_| {}).await;
+    let client_id = public_client(&server).await;
+    let (code, verifier) = code_for(&server, &client_id).await;
+    let (_, tokens) = token(
+        &server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    let access = tokens["access_token"].as_str().unwrap();
+    // A public client cannot introspect.
+    let r = server
+        .client
+        .post(server.url("/introspect"))
+        .form(&[("token", access), ("client_id", client_id.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (_, conf) = register(&server, json!({"redirect_uris": ["https://rs.example/cb"], "token_endpoint_auth_method": "client_secret_post"})).await;
+    let (id, secret) = (
+        conf["client_id"].as_str().unwrap(),
+        conf["client_secret"].as_str().unwrap(),
+    );
+    let introspect = |token: String| {
+        let form = vec![
+            ("token".to_owned(), token),
+            ("client_id".to_owned(), id.to_owned()),
+            ("client_secret".to_owned(), secret.to_owned()),
+        ];
+        server
+            .client
+            .post(server.url("/introspect"))
+            .form(&form)
+            .send()
+    };
+    let body: Value = introspect(access.to_owned())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["active"], true);
+    assert_eq!(body["client_id"], client_id.as_str());
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let body: Value = introspect(refresh.to_owned())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["active"], true);
+    // Revoked: inactive.
+    let r = server
+        .client
+        .post(server.url("/revoke"))
+        .form(&[("token", refresh), ("client_id", client_id.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = introspect(refresh.to_owned())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["active"], false);
+    let body: Value = introspect("garbage".to_owned())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["active"], false);
+}
