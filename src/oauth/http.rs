@@ -15,7 +15,10 @@ use base64::Engine;
 use serde_json::json;
 
 use super::{
-    flow::{AuthorizationServer, AuthorizeError, AuthorizeParams, ClientCredentials, OAuthError},
+    flow::{
+        AuthorizationServer, AuthorizeError, AuthorizeParams, ClientCredentials, OAuthError,
+        PendingRequest,
+    },
     keys::KeyRing,
     pages,
 };
@@ -194,6 +197,38 @@ fn client_credentials(
     })
 }
 
+/// A posted login or consent form: parsed, and checked against the pending
+/// request's browser binding and CSRF token. `Err` is the page to answer with.
+async fn bound_form(
+    state: &OAuthState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Vec<(String, String)>, PendingRequest), Response> {
+    let Ok(pairs) = form_pairs(body) else {
+        return Err(html(
+            StatusCode::BAD_REQUEST,
+            pages::error("the form is malformed"),
+        ));
+    };
+    let (Some(request_id), Some(csrf)) = (field(&pairs, "request"), field(&pairs, "csrf")) else {
+        return Err(html(
+            StatusCode::FORBIDDEN,
+            pages::error("the form is missing its request or CSRF token"),
+        ));
+    };
+    let browser = state.cookie(headers, AUTH_COOKIE).unwrap_or_default();
+    match state.server.pending(request_id, &browser, Some(csrf)).await {
+        Ok(request) => Ok((pairs, request)),
+        Err(message) => Err(html(StatusCode::FORBIDDEN, pages::error(&message))),
+    }
+}
+
+/// The user of the browser's live login session, if any.
+async fn signed_in(state: &OAuthState, headers: &HeaderMap) -> Option<String> {
+    let session = state.cookie(headers, SESSION_COOKIE)?;
+    state.server.session_user(&session).await.ok().flatten()
+}
+
 async fn metadata(State(state): State<OAuthState>) -> Response {
     Json(state.server.metadata()).into_response()
 }
@@ -279,11 +314,9 @@ async fn authorize(
         }
     };
     // The browser binding secret was generated with the request; it is the cookie.
-    let mut response = match state.cookie(&headers, SESSION_COOKIE) {
-        Some(session) if matches!(state.server.session_user(&session).await, Ok(Some(_))) => {
-            see_other(&format!("/consent?request={}", pending.request_id))
-        }
-        _ => html(
+    let mut response = match signed_in(&state, &headers).await {
+        Some(_) => see_other(&format!("/consent?request={}", pending.request_id)),
+        None => html(
             StatusCode::OK,
             pages::login(
                 &pending.request_id,
@@ -306,23 +339,14 @@ async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Ok(pairs) = form_pairs(&body) else {
-        return html(
-            StatusCode::BAD_REQUEST,
-            pages::error("the form is malformed"),
-        );
+    let (pairs, request) = match bound_form(&state, &headers, &body).await {
+        Ok(form) => form,
+        Err(page) => return page,
     };
-    let (Some(request_id), Some(csrf)) = (field(&pairs, "request"), field(&pairs, "csrf")) else {
-        return html(
-            StatusCode::FORBIDDEN,
-            pages::error("the form is missing its request or CSRF token"),
-        );
-    };
-    let browser = state.cookie(&headers, AUTH_COOKIE).unwrap_or_default();
-    let request = match state.server.pending(request_id, &browser, Some(csrf)).await {
-        Ok(r) => r,
-        Err(message) => return html(StatusCode::FORBIDDEN, pages::error(&message)),
-    };
+    let (request_id, csrf) = (
+        field(&pairs, "request").unwrap_or_default(),
+        field(&pairs, "csrf").unwrap_or_default(),
+    );
     let username = field(&pairs, "username").unwrap_or_default();
     let password = field(&pairs, "password").unwrap_or_default();
     match state
@@ -376,10 +400,7 @@ async fn consent_page(
         Ok(r) => r,
         Err(message) => return html(StatusCode::FORBIDDEN, pages::error(&message)),
     };
-    let user = match state.cookie(&headers, SESSION_COOKIE) {
-        Some(s) => state.server.session_user(&s).await.ok().flatten(),
-        None => None,
-    };
+    let user = signed_in(&state, &headers).await;
     let Some(user_id) = user else {
         return html(
             StatusCode::FORBIDDEN,
@@ -405,26 +426,12 @@ async fn consent_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Ok(pairs) = form_pairs(&body) else {
-        return html(
-            StatusCode::BAD_REQUEST,
-            pages::error("the form is malformed"),
-        );
+    let pairs = match bound_form(&state, &headers, &body).await {
+        Ok((pairs, _)) => pairs,
+        Err(page) => return page,
     };
-    let (Some(request_id), Some(csrf)) = (field(&pairs, "request"), field(&pairs, "csrf")) else {
-        return html(
-            StatusCode::FORBIDDEN,
-            pages::error("the form is missing its request or CSRF token"),
-        );
-    };
-    let browser = state.cookie(&headers, AUTH_COOKIE).unwrap_or_default();
-    if let Err(message) = state.server.pending(request_id, &browser, Some(csrf)).await {
-        return html(StatusCode::FORBIDDEN, pages::error(&message));
-    }
-    let user = match state.cookie(&headers, SESSION_COOKIE) {
-        Some(s) => state.server.session_user(&s).await.ok().flatten(),
-        None => None,
-    };
+    let request_id = field(&pairs, "request").unwrap_or_default();
+    let user = signed_in(&state, &headers).await;
     let Some(user_id) = user else {
         return html(
             StatusCode::FORBIDDEN,

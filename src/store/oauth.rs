@@ -638,17 +638,7 @@ impl Store {
                 == 1;
             if won {
                 if let Some(r) = refresh {
-                    sqlx::query(INSERT_REFRESH)
-                        .bind(&r.token_hash)
-                        .bind(&r.family_id)
-                        .bind(&r.client_id)
-                        .bind(&r.user_id)
-                        .bind(&r.scope)
-                        .bind(&r.resource)
-                        .bind(now)
-                        .bind(r.expires_at)
-                        .execute(&mut *tx)
-                        .await?;
+                    insert_refresh!(tx, r, now).await?;
                 }
                 tx.commit().await?;
             } else {
@@ -696,17 +686,7 @@ impl Store {
                 .rows_affected()
                 == 1;
             if won {
-                sqlx::query(INSERT_REFRESH)
-                    .bind(&next.token_hash)
-                    .bind(&next.family_id)
-                    .bind(&next.client_id)
-                    .bind(&next.user_id)
-                    .bind(&next.scope)
-                    .bind(&next.resource)
-                    .bind(now)
-                    .bind(next.expires_at)
-                    .execute(&mut *tx)
-                    .await?;
+                insert_refresh!(tx, next, now).await?;
                 tx.commit().await?;
             } else {
                 tx.rollback().await?;
@@ -755,5 +735,22 @@ impl Store {
         Ok(swept)
     }
 }
+
+/// Insert a [`NewRefresh`] inside the transaction `$tx` (either backend).
+macro_rules! insert_refresh {
+    ($tx:ident, $r:expr, $now:expr) => {
+        sqlx::query(INSERT_REFRESH)
+            .bind(&$r.token_hash)
+            .bind(&$r.family_id)
+            .bind(&$r.client_id)
+            .bind(&$r.user_id)
+            .bind(&$r.scope)
+            .bind(&$r.resource)
+            .bind($now)
+            .bind($r.expires_at)
+            .execute(&mut *$tx)
+    };
+}
+use insert_refresh;
 
 const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scope, resource, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
