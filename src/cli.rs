@@ -35,6 +35,20 @@ pub enum Command {
         #[command(subcommand)]
         action: UsersAction,
     },
+    /// Manage registered OAuth clients (auth.mode = "local").
+    Clients {
+        #[arg(long, env = "MCPGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: ClientsAction,
+    },
+    /// Show and revoke the consents users gave to clients.
+    Consents {
+        #[arg(long, env = "MCPGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: ConsentsAction,
+    },
     /// Manage token-signing keys.
     Keys {
         #[arg(long, env = "MCPGATE_CONFIG", global = true)]
@@ -71,4 +85,20 @@ pub enum KeysAction {
     List,
     /// Add a new key (it signs after a short publication delay) and retire the others.
     Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientsAction {
+    /// List registered clients (dynamic registrations; CIMD clients are not stored).
+    List,
+    /// Remove a client with its consents and revoke its refresh tokens.
+    Remove { client_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsentsAction {
+    /// List the clients a user has consented to.
+    List { user: String },
+    /// Forget a user's consent to a client and revoke the refresh tokens it produced.
+    Revoke { user: String, client_id: String },
 }

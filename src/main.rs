@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use mcpgate::{
     app::{self, App},
-    cli::{Cli, Command, KeysAction, UsersAction},
+    cli::{Cli, ClientsAction, Command, ConsentsAction, KeysAction, UsersAction},
     config, telemetry,
 };
 
@@ -45,6 +45,12 @@ async fn run(cli: Cli) -> ExitCode {
         },
         Command::Users { config, action } => {
             admin(config, |cfg, store| Box::pin(users(cfg, store, action))).await
+        }
+        Command::Clients { config, action } => {
+            admin(config, |_, store| Box::pin(clients(store, action))).await
+        }
+        Command::Consents { config, action } => {
+            admin(config, |_, store| Box::pin(consents(store, action))).await
         }
         Command::Keys { config, action } => {
             admin(config, |cfg, store| Box::pin(keys(cfg, store, action))).await
@@ -188,6 +194,82 @@ async fn users(
                 anyhow::bail!("no user named {name}");
             }
             println!("password changed for {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn clients(store: &mcpgate::store::Store, action: ClientsAction) -> anyhow::Result<()> {
+    match action {
+        ClientsAction::List => {
+            for client in store.list_clients().await? {
+                // Only the fields an operator recognises a client by; never the secret hash.
+                let metadata: serde_json::Value =
+                    serde_json::from_str(&client.metadata).unwrap_or_default();
+                let name = metadata["client_name"].as_str().unwrap_or("-");
+                let redirects = metadata["redirect_uris"]
+                    .as_array()
+                    .map(|uris| {
+                        uris.iter()
+                            .filter_map(|u| u.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                let last_used = client
+                    .last_used_at
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "-".to_owned());
+                println!(
+                    "{}\t{name}\t{}\tcreated {}\tlast used {last_used}\t{redirects}",
+                    client.client_id,
+                    if client.secret_hash.is_some() {
+                        "confidential"
+                    } else {
+                        "public"
+                    },
+                    client.created_at,
+                );
+            }
+        }
+        ClientsAction::Remove { client_id } => {
+            if !store.delete_client(&client_id).await? {
+                anyhow::bail!("no registered client {client_id}");
+            }
+            println!(
+                "removed client {client_id}; its consents are gone and its refresh tokens revoked"
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn consents(store: &mcpgate::store::Store, action: ConsentsAction) -> anyhow::Result<()> {
+    let user_id = |name: String| async move {
+        match store.find_user_by_name(&name).await? {
+            Some(user) => Ok(user.id),
+            None => Err(anyhow::anyhow!("no user named {name}")),
+        }
+    };
+    match action {
+        ConsentsAction::List { user } => {
+            for (client_id, scope, created_at) in store.consents_of(&user_id(user).await?).await? {
+                println!("{client_id}\t{scope}\tgiven {created_at}");
+            }
+        }
+        ConsentsAction::Revoke { user, client_id } => {
+            let (remembered, revoked) = store
+                .revoke_consent(&user_id(user.clone()).await?, &client_id)
+                .await?;
+            if !remembered && revoked == 0 {
+                anyhow::bail!(
+                    "{user} has neither a remembered consent nor live tokens for {client_id}"
+                );
+            }
+            println!(
+                "revoked {user}'s grant to {client_id}: remembered consent {}, {revoked} refresh token(s) revoked; access tokens already issued stay valid until they expire",
+                if remembered { "removed" } else { "none" }
+            );
         }
     }
     Ok(())

@@ -551,8 +551,13 @@ impl Store {
         .await)?)
     }
 
-    /// Forget a consent and revoke the refresh tokens it led to.
-    pub async fn revoke_consent(&self, user_id: &str, client_id: &str) -> Result<bool, StoreError> {
+    /// Forget a consent and revoke the user's refresh tokens for the client:
+    /// `(a remembered consent existed, refresh tokens revoked)`.
+    pub async fn revoke_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<(bool, u64), StoreError> {
         const CONSENT: &str = "DELETE FROM consents WHERE user_id = $1 AND client_id = $2";
         const REFRESH: &str = "UPDATE refresh_tokens SET revoked_at = $3 WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL";
         let now = now_epoch();
@@ -564,15 +569,16 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            sqlx::query(REFRESH)
+            let revoked = sqlx::query(REFRESH)
                 .bind(user_id)
                 .bind(client_id)
                 .bind(now)
                 .execute(&mut *tx)
-                .await?;
-            tx.commit().await.map(|_| removed)
+                .await?
+                .rows_affected();
+            tx.commit().await.map(|_| (removed == 1, revoked))
         })?;
-        Ok(removed == 1)
+        Ok(removed)
     }
 
     // ------------------------------------------------------------ codes

@@ -84,6 +84,11 @@ impl TestServer {
         }
     }
 
+    /// The server's data directory (SQLite file, key file).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

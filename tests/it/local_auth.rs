@@ -145,6 +145,17 @@ async fn approve(
     client_id: &str,
     challenge: &str,
 ) -> String {
+    approve_with(server, browser, client_id, challenge, &[]).await
+}
+
+/// `approve` with extra consent-form fields (e.g. `remember`).
+async fn approve_with(
+    server: &TestServer,
+    browser: &mut Browser,
+    client_id: &str,
+    challenge: &str,
+    extra: &[(&str, &str)],
+) -> String {
     let page = browser
         .get(&authorize_url(server, client_id, challenge, REDIRECT))
         .await;
@@ -166,16 +177,14 @@ async fn approve(
     assert_eq!(login.status(), StatusCode::SEE_OTHER);
     let consent = browser.get(&server.url(&location(&login))).await;
     let html = consent.text().await.unwrap();
-    let done = browser
-        .post(
-            &server.url("/consent"),
-            &[
-                ("request", &hidden(&html, "request")),
-                ("csrf", &hidden(&html, "csrf")),
-                ("decision", "approve"),
-            ],
-        )
-        .await;
+    let (request, csrf) = (hidden(&html, "request"), hidden(&html, "csrf"));
+    let mut form = vec![
+        ("request", request.as_str()),
+        ("csrf", csrf.as_str()),
+        ("decision", "approve"),
+    ];
+    form.extend_from_slice(extra);
+    let done = browser.post(&server.url("/consent"), &form).await;
     assert_eq!(done.status(), StatusCode::SEE_OTHER);
     location(&done)
 }
@@ -847,4 +856,114 @@ async fn introspection_needs_a_confidential_client() {
         .await
         .unwrap();
     assert_eq!(body["active"], false);
+}
+
+/// Runs the mcpgate binary's admin commands against the test server's store.
+fn admin_cli(server: &TestServer, args: &[&str]) -> (bool, String, String) {
+    let config = server.data_dir().join("admin.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[store]\nurl = {:?}\n[auth]\nmode = \"local\"\n",
+            server.data_dir().display().to_string(),
+            crate::common::sqlite_url(server.data_dir()),
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mcpgate"));
+    command.args(args).arg("--config").arg(&config);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MCPGATE_") {
+            command.env_remove(key);
+        }
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn operators_revoke_consents_and_remove_clients_from_the_cli() {
+    let server = local(|_| {}).await;
+    let client_id = public_client(&server).await;
+    let (verifier, challenge) = pkce();
+    let back = approve_with(
+        &server,
+        &mut Browser::default(),
+        &client_id,
+        &challenge,
+        &[("remember", "1")],
+    )
+    .await;
+    let code = query_of(&back)["code"].clone();
+    let (status, tokens) = token(
+        &server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    let (ok, out, err) = admin_cli(&server, &["clients", "list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&client_id) && out.contains("\tit\tpublic\t"),
+        "{out}"
+    );
+    assert!(out.contains(REDIRECT), "{out}");
+
+    let (ok, out, err) = admin_cli(&server, &["consents", "list", "admin"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with(&client_id), "{out}");
+
+    // Revoking the grant ends the refresh chain and forgets the consent.
+    let (ok, out, err) = admin_cli(&server, &["consents", "revoke", "admin", &client_id]);
+    assert!(ok, "{err}");
+    assert!(out.contains("1 refresh token(s) revoked"), "{out}");
+    let (status, body) = token(
+        &server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", &refresh),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_grant");
+    let (_, out, _) = admin_cli(&server, &["consents", "list", "admin"]);
+    assert!(out.is_empty(), "{out}");
+    // Nothing left to revoke, and unknown users, are errors with the reason.
+    let (ok, _, err) = admin_cli(&server, &["consents", "revoke", "admin", &client_id]);
+    assert!(!ok && err.contains("neither"), "{err}");
+    let (ok, _, err) = admin_cli(&server, &["consents", "list", "nobody"]);
+    assert!(!ok && err.contains("no user named nobody"), "{err}");
+
+    // A removed client is unknown at /token: 401 invalid_client (clients re-register on that).
+    let (ok, _, err) = admin_cli(&server, &["clients", "remove", &client_id]);
+    assert!(ok, "{err}");
+    let (status, body) = token(
+        &server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", &refresh),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "invalid_client");
+    let (ok, out, _) = admin_cli(&server, &["clients", "list"]);
+    assert!(ok && !out.contains(&client_id), "{out}");
+    let (ok, _, err) = admin_cli(&server, &["clients", "remove", &client_id]);
+    assert!(!ok && err.contains("no registered client"), "{err}");
 }
