@@ -335,9 +335,12 @@ impl AuthorizationServer {
 
     /// Validate `/authorize`. Until the client and redirect URI are known
     /// good, errors are pages, never redirects (no open redirector).
+    /// `browser` is the binding secret the browser already holds, reused so
+    /// sign-ins started in several tabs all stay valid; returns the one to set.
     pub async fn begin(
         &self,
         params: AuthorizeParams,
+        browser: Option<&str>,
     ) -> Result<(Pending, String), AuthorizeError> {
         for name in ["client_id", "redirect_uri"] {
             if params.duplicated.iter().any(|d| d == name) {
@@ -442,7 +445,10 @@ impl AuthorizationServer {
                 .all(|u| u.starts_with("http://")),
         };
         let request_id = random_token(32).map_err(|e| AuthorizeError::Server(e.to_string()))?;
-        let browser = random_token(32).map_err(|e| AuthorizeError::Server(e.to_string()))?;
+        let browser = match browser.filter(|b| is_browser_secret(b)) {
+            Some(existing) => existing.to_owned(),
+            None => random_token(32).map_err(|e| AuthorizeError::Server(e.to_string()))?,
+        };
         let csrf = csrf_token(&request_id, &browser);
         let now = now_epoch();
         let text =
@@ -1014,6 +1020,15 @@ impl AuthorizationServer {
         // Access tokens are self-contained JWTs: they lapse at `exp`.
         Ok(())
     }
+}
+
+/// A value we could have minted (32 random bytes, base64url): anything else
+/// in the cookie is replaced rather than trusted as a binding secret.
+fn is_browser_secret(value: &str) -> bool {
+    value.len() == 43
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn csrf_token(request_id: &str, browser: &str) -> String {

@@ -287,7 +287,8 @@ async fn authorize(
         };
         *slot = Some(v);
     }
-    let (pending, new_browser) = match state.server.begin(params).await {
+    let held = state.cookie(&headers, AUTH_COOKIE);
+    let (pending, browser) = match state.server.begin(params, held.as_deref()).await {
         Ok(p) => p,
         Err(AuthorizeError::Page(message)) => {
             return html(StatusCode::BAD_REQUEST, pages::error(&message));
@@ -313,7 +314,7 @@ async fn authorize(
             );
         }
     };
-    // The browser binding secret was generated with the request; it is the cookie.
+    // The browser binding secret is the cookie; it is per browser, not per request.
     let mut response = match signed_in(&state, &headers).await {
         Some(_) => see_other(&format!("/consent?request={}", pending.request_id)),
         None => html(
@@ -328,7 +329,7 @@ async fn authorize(
     };
     response.headers_mut().append(
         header::SET_COOKIE,
-        state.set_cookie(AUTH_COOKIE, &new_browser, 600),
+        state.set_cookie(AUTH_COOKIE, &browser, 600),
     );
     response
 }

@@ -967,3 +967,85 @@ async fn operators_revoke_consents_and_remove_clients_from_the_cli() {
     let (ok, _, err) = admin_cli(&server, &["clients", "remove", &client_id]);
     assert!(!ok && err.contains("no registered client"), "{err}");
 }
+
+#[tokio::test]
+async fn sign_ins_started_in_two_tabs_of_one_browser_both_complete() {
+    let server = local(|_| {}).await;
+    let client_id = public_client(&server).await;
+    let mut browser = Browser::default();
+    let (_, first_challenge) = pkce();
+    let (_, second_challenge) = pkce();
+    let first = browser
+        .get(&authorize_url(
+            &server,
+            &client_id,
+            &first_challenge,
+            REDIRECT,
+        ))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let second = browser
+        .get(&authorize_url(
+            &server,
+            &client_id,
+            &second_challenge,
+            REDIRECT,
+        ))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let password = server.admin_password.clone().unwrap();
+    // The first tab signs in after the second tab was opened.
+    for html in [&first, &second] {
+        let login = browser
+            .post(
+                &server.url("/login"),
+                &[
+                    ("request", &hidden(html, "request")),
+                    ("csrf", &hidden(html, "csrf")),
+                    ("username", "admin"),
+                    ("password", &password),
+                ],
+            )
+            .await;
+        assert_eq!(login.status(), StatusCode::SEE_OTHER);
+        let consent = browser.get(&server.url(&location(&login))).await;
+        assert_eq!(consent.status(), StatusCode::OK);
+        let page = consent.text().await.unwrap();
+        let done = browser
+            .post(
+                &server.url("/consent"),
+                &[
+                    ("request", &hidden(&page, "request")),
+                    ("csrf", &hidden(&page, "csrf")),
+                    ("decision", "approve"),
+                ],
+            )
+            .await;
+        assert_eq!(done.status(), StatusCode::SEE_OTHER);
+        assert!(query_of(&location(&done)).contains_key("code"));
+    }
+    // A cookie value mcpgate could not have minted is replaced, not adopted.
+    let mut planted = Browser {
+        cookies: vec![("mcpgate_auth".to_owned(), "attacker-chosen".to_owned())],
+    };
+    planted
+        .get(&authorize_url(
+            &server,
+            &client_id,
+            &first_challenge,
+            REDIRECT,
+        ))
+        .await;
+    let held = &planted
+        .cookies
+        .iter()
+        .find(|(k, _)| k == "mcpgate_auth")
+        .unwrap()
+        .1;
+    assert_ne!(held, "attacker-chosen");
+    assert_eq!(held.len(), 43);
+}
