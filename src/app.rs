@@ -106,7 +106,7 @@ impl App {
                 };
                 (Some(scope_policy.clone()), Some(info))
             }
-            (AuthMode::Local, _) => {
+            (AuthMode::Local | AuthMode::Proxy, _) => {
                 let scopes: Vec<String> = scope_policy.all_scopes().into_iter().collect();
                 let info = ResourceServerInfo {
                     resource: config.mcp_resource(),
@@ -123,7 +123,9 @@ impl App {
         };
         let mut local = None;
         let mut initial_admin_password = None;
-        if let (AuthMode::Local, Some(local_cfg)) = (&config.auth_mode, &config.local_auth) {
+        if let (AuthMode::Local | AuthMode::Proxy, Some(local_cfg)) =
+            (&config.auth_mode, &config.local_auth)
+        {
             let built = crate::oauth::setup::build(config, local_cfg, &store, &scope_policy)
                 .await
                 .map_err(StartError::Authority)?;

@@ -77,6 +77,36 @@ pub struct RawAuth {
     pub mode: Option<String>,
     pub resource: Option<RawResourceAuth>,
     pub local: Option<RawLocalAuth>,
+    pub upstream: Option<RawUpstreamIdp>,
+}
+
+/// `[auth.upstream]`: the identity provider users sign in with in `proxy` mode.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamIdp {
+    /// oidc (default), auth0, keycloak, okta, entra, google, github, cognito.
+    pub preset: Option<String>,
+    /// The provider's issuer, exactly as in its discovery document. Fixed by
+    /// the `google` and `entra` presets; not used by `github`.
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    /// Scopes requested upstream. Default: the preset's.
+    pub scopes: Option<Vec<String>>,
+    /// Auth0: the API identifier sent as `audience`.
+    pub audience: Option<String>,
+    /// Entra: tenant id, domain, or `common` / `organizations` / `consumers`.
+    pub tenant: Option<String>,
+    /// Extra authorization-request parameters (e.g. `prompt`, `hd`, `connection`).
+    #[serde(default)]
+    pub authorize_params: std::collections::BTreeMap<String, String>,
+    /// Overrides for providers without discovery (GitHub Enterprise) or a
+    /// discovery document that lies. Default: discovery or the preset.
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    /// GitHub API base. Default `https://api.github.com`.
+    pub api_base: Option<String>,
 }
 
 /// `[auth.local]`: the embedded authorization server.
@@ -235,6 +265,34 @@ pub enum AuthMode {
     Resource,
     /// mcpgate is the authorization server; users in its store.
     Local,
+    /// mcpgate is the authorization server; users sign in at an upstream IdP.
+    Proxy,
+}
+
+/// `[auth.upstream]`, validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamIdpConfig {
+    #[serde(serialize_with = "serialize_preset")]
+    pub preset: &'static crate::idp::presets::Preset,
+    /// Where discovery is read (`None` for providers without OIDC).
+    pub issuer: Option<String>,
+    pub client_id: String,
+    #[serde(serialize_with = "serialize_secret")]
+    pub client_secret: secrecy::SecretString,
+    pub scopes: Vec<String>,
+    pub audience: Option<String>,
+    pub tenant: Option<String>,
+    pub authorize_params: Vec<(String, String)>,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub api_base: Option<String>,
+}
+
+fn serialize_preset<S: serde::Serializer>(
+    preset: &&'static crate::idp::presets::Preset,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(preset.name)
 }
 
 /// `[auth.local]`, validated.
@@ -318,7 +376,9 @@ pub struct Config {
     pub store: StoreConfig,
     pub auth_mode: AuthMode,
     pub resource_auth: Option<ResourceAuthConfig>,
+    /// The embedded authorization server's settings (`local` and `proxy`).
     pub local_auth: Option<LocalAuthConfig>,
+    pub upstream_idp: Option<UpstreamIdpConfig>,
     pub policy: Vec<RawPolicy>,
     pub http: HttpConfig,
     pub log: LogConfig,
@@ -532,7 +592,8 @@ impl RawConfig {
             }
             "resource" => Some(AuthMode::Resource),
             "local" => Some(AuthMode::Local),
-            mode @ ("proxy" | "bridge" | "auto") => {
+            "proxy" => Some(AuthMode::Proxy),
+            mode @ ("bridge" | "auto") => {
                 errors.push(format!(
                     "auth.mode: {mode:?} is not available in this build yet; use \"local\" (the default), \"resource\" with an external authorization server, or \"none\" on a loopback address"
                 ));
@@ -667,7 +728,7 @@ impl RawConfig {
         };
 
         let local_auth = match auth_mode {
-            Some(AuthMode::Local) => Some(validate_local_auth(
+            Some(AuthMode::Local | AuthMode::Proxy) => Some(validate_local_auth(
                 self.auth.local.as_ref(),
                 &data_dir,
                 &public_url,
@@ -675,7 +736,20 @@ impl RawConfig {
             )),
             _ => {
                 if self.auth.local.is_some() {
-                    errors.push("auth.local: only used with auth.mode = \"local\"".to_owned());
+                    errors.push(
+                        "auth.local: only used with auth.mode = \"local\" or \"proxy\"".to_owned(),
+                    );
+                }
+                None
+            }
+        };
+        let upstream_idp = match auth_mode {
+            Some(AuthMode::Proxy) => {
+                validate_upstream_idp(self.auth.upstream.as_ref(), &mut errors)
+            }
+            _ => {
+                if self.auth.upstream.is_some() {
+                    errors.push("auth.upstream: only used with auth.mode = \"proxy\"".to_owned());
                 }
                 None
             }
@@ -693,6 +767,7 @@ impl RawConfig {
                 auth_mode,
                 resource_auth,
                 local_auth,
+                upstream_idp,
                 policy: self.policy.clone(),
                 http: HttpConfig {
                     allowed_hosts,
@@ -769,26 +844,12 @@ fn validate_resource_auth(
         if client_id.is_empty() {
             errors.push("auth.resource.introspection.client_id: required".to_owned());
         }
-        let secret = match (&i.client_secret, &i.client_secret_file) {
-            (Some(s), None) => Some(s.clone()),
-            (None, Some(path)) => match std::fs::read_to_string(path) {
-                Ok(s) => Some(s.trim().to_owned()),
-                Err(e) => {
-                    errors.push(format!(
-                        "auth.resource.introspection.client_secret_file: cannot read {}: {}",
-                        path.display(),
-                        e.kind()
-                    ));
-                    None
-                }
-            },
-            _ => {
-                errors.push(
-                    "auth.resource.introspection: set exactly one of client_secret, client_secret_file".to_owned(),
-                );
-                None
-            }
-        };
+        let secret = read_secret(
+            "auth.resource.introspection",
+            i.client_secret.as_deref(),
+            i.client_secret_file.as_deref(),
+            errors,
+        );
         Some(IntrospectionConfig {
             endpoint: i.endpoint.clone(),
             client_id,
@@ -804,6 +865,174 @@ fn validate_resource_auth(
         jwks_refetch_interval_secs: raw.jwks_refetch_interval_secs.unwrap_or(30).max(1),
         introspection,
     })
+}
+
+/// Exactly one of an inline secret and a file holding it.
+fn read_secret(
+    section: &str,
+    inline: Option<&str>,
+    file: Option<&Path>,
+    errors: &mut Vec<String>,
+) -> Option<String> {
+    match (inline, file) {
+        (Some(s), None) => Some(s.to_owned()),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(s) => Some(s.trim().to_owned()),
+            Err(e) => {
+                errors.push(format!(
+                    "{section}.client_secret_file: cannot read {}: {}",
+                    path.display(),
+                    e.kind()
+                ));
+                None
+            }
+        },
+        _ => {
+            errors.push(format!(
+                "{section}: set exactly one of client_secret, client_secret_file"
+            ));
+            None
+        }
+    }
+}
+
+fn validate_upstream_idp(
+    raw: Option<&RawUpstreamIdp>,
+    errors: &mut Vec<String>,
+) -> Option<UpstreamIdpConfig> {
+    use crate::idp::presets;
+    let Some(raw) = raw else {
+        errors.push("auth.upstream: required with auth.mode = \"proxy\" (preset, issuer, client_id, client_secret)".to_owned());
+        return None;
+    };
+    let preset_name = raw.preset.as_deref().unwrap_or("oidc");
+    let Some(preset) = presets::find(preset_name) else {
+        errors.push(format!(
+            "auth.upstream.preset: {preset_name:?} is not one of {}",
+            presets::names().join(", ")
+        ));
+        return None;
+    };
+    let tenant = raw.tenant.clone().filter(|t| !t.is_empty());
+    if preset.needs_tenant && tenant.is_none() {
+        errors.push(format!(
+            "auth.upstream.tenant: required with preset {preset_name:?} (a tenant id, or common / organizations)"
+        ));
+    }
+    if !preset.needs_tenant && tenant.is_some() {
+        errors.push(format!(
+            "auth.upstream.tenant: not used by preset {preset_name:?}"
+        ));
+    }
+    if raw.audience.is_some() && !preset.audience_param {
+        errors.push(format!(
+            "auth.upstream.audience: not used by preset {preset_name:?} (only auth0 sends one)"
+        ));
+    }
+    let issuer = match (preset.issuer_template, &raw.issuer, preset.fixed_endpoints) {
+        (_, Some(_), Some(_)) => {
+            errors.push(format!(
+                "auth.upstream.issuer: preset {preset_name:?} has no OpenID issuer; set authorization_endpoint, token_endpoint and api_base to change its endpoints"
+            ));
+            None
+        }
+        (_, None, Some(_)) => None,
+        // A preset with a fixed issuer may still be pointed elsewhere (a
+        // sovereign cloud, a test IdP).
+        (_, Some(issuer), None) => {
+            check_issuer_url(issuer, errors);
+            Some(issuer.clone())
+        }
+        (Some(template), None, None) => {
+            Some(template.replace("{tenant}", tenant.as_deref().unwrap_or("common")))
+        }
+        (None, None, None) => {
+            errors.push(format!(
+                "auth.upstream.issuer: required with preset {preset_name:?}"
+            ));
+            None
+        }
+    };
+    let client_id = raw.client_id.clone().unwrap_or_default();
+    if client_id.is_empty() {
+        errors.push("auth.upstream.client_id: required".to_owned());
+    }
+    let secret = read_secret(
+        "auth.upstream",
+        raw.client_secret.as_deref(),
+        raw.client_secret_file.as_deref(),
+        errors,
+    );
+    let scopes = raw.scopes.clone().unwrap_or_else(|| {
+        preset
+            .default_scopes
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+    });
+    if preset.identity == presets::IdentitySource::IdToken && !scopes.iter().any(|s| s == "openid")
+    {
+        errors.push(format!(
+            "auth.upstream.scopes: must include \"openid\" with preset {preset_name:?}"
+        ));
+    }
+    for (name, value) in [
+        ("authorization_endpoint", &raw.authorization_endpoint),
+        ("token_endpoint", &raw.token_endpoint),
+        ("api_base", &raw.api_base),
+    ] {
+        if let Some(v) = value
+            && Url::parse(v).is_err()
+        {
+            errors.push(format!("auth.upstream.{name}: {v:?} is not a URL"));
+        }
+    }
+    let reserved = [
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+        "scope",
+    ];
+    for key in raw.authorize_params.keys() {
+        if reserved.contains(&key.as_str()) {
+            errors.push(format!(
+                "auth.upstream.authorize_params: {key:?} is set by mcpgate"
+            ));
+        }
+    }
+    let mut authorize_params: Vec<(String, String)> = preset
+        .authorize_params
+        .iter()
+        .filter(|(k, _)| !raw.authorize_params.contains_key(*k))
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    authorize_params.extend(raw.authorize_params.clone());
+    Some(UpstreamIdpConfig {
+        preset,
+        issuer,
+        client_id,
+        client_secret: secrecy::SecretString::from(secret?),
+        scopes,
+        audience: raw.audience.clone(),
+        tenant,
+        authorize_params,
+        authorization_endpoint: raw.authorization_endpoint.clone(),
+        token_endpoint: raw.token_endpoint.clone(),
+        api_base: raw.api_base.clone(),
+    })
+}
+
+fn check_issuer_url(issuer: &str, errors: &mut Vec<String>) {
+    match Url::parse(issuer) {
+        Ok(u) if u.scheme() == "https" || u.host_str().is_some_and(is_loopback_host) => {}
+        _ => errors.push(format!(
+            "auth.upstream.issuer: {issuer:?} must be an https URL (http only on loopback)"
+        )),
+    }
 }
 
 fn validate_local_auth(
@@ -1047,6 +1276,89 @@ mod tests {
             assert!(text.contains(key), "{key} missing from {text}");
         }
         assert_eq!(err.0.len(), 4, "{text}");
+    }
+
+    #[test]
+    fn proxy_mode_validates_the_upstream_per_preset() {
+        let err = from_toml("[auth]\nmode = \"proxy\"\n").unwrap_err();
+        assert!(err.to_string().contains("auth.upstream: required"), "{err}");
+        let err = from_toml(
+            "[auth]\nmode = \"proxy\"\n[auth.upstream]\npreset = \"entra\"\naudience = \"x\"\nscopes = [\"profile\"]\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for key in [
+            "auth.upstream.tenant: required",
+            "auth.upstream.audience: not used",
+            "auth.upstream.client_id: required",
+            "exactly one of client_secret, client_secret_file",
+            "must include \"openid\"",
+        ] {
+            assert!(text.contains(key), "{key} missing from {text}");
+        }
+        let err = from_toml(
+            "[auth]\nmode = \"proxy\"\n[auth.upstream]\npreset = \"okta\"\nclient_id = \"c\"\nclient_secret = \"s\"\nauthorize_params = { state = \"x\" }\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("auth.upstream.issuer: required"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("\"state\" is set by mcpgate"),
+            "{err}"
+        );
+        let err = from_toml("[auth]\nmode = \"proxy\"\n[auth.upstream]\npreset = \"saml\"\n")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("is not one of oidc, auth0"),
+            "{err}"
+        );
+
+        let cfg = from_toml(
+            "[auth]\nmode = \"proxy\"\n[auth.upstream]\npreset = \"entra\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"c\"\nclient_secret = \"hunter2\"\n",
+        )
+        .unwrap();
+        let up = cfg.upstream_idp.as_ref().unwrap();
+        assert_eq!(
+            up.issuer.as_deref(),
+            Some("https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0")
+        );
+        assert!(
+            cfg.local_auth.is_some(),
+            "proxy mode runs the authorization server"
+        );
+        let shown = cfg.to_redacted_toml().unwrap();
+        assert!(
+            !shown.contains("hunter2") && shown.contains("preset = \"entra\""),
+            "{shown}"
+        );
+
+        let cfg = from_toml(
+            "[auth]\nmode = \"proxy\"\n[auth.upstream]\npreset = \"google\"\nclient_id = \"c\"\nclient_secret = \"s\"\nauthorize_params = { prompt = \"select_account consent\", hd = \"example.com\" }\n",
+        )
+        .unwrap();
+        let up = cfg.upstream_idp.as_ref().unwrap();
+        assert_eq!(up.issuer.as_deref(), Some("https://accounts.google.com"));
+        assert_eq!(
+            up.authorize_params,
+            vec![
+                ("access_type".to_owned(), "offline".to_owned()),
+                ("hd".to_owned(), "example.com".to_owned()),
+                ("prompt".to_owned(), "select_account consent".to_owned()),
+            ]
+        );
+        let err = from_toml(
+            "[auth]\nmode = \"proxy\"\n[auth.upstream]\npreset = \"github\"\nissuer = \"https://github.com\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("has no OpenID issuer"), "{err}");
+        let err = from_toml("[auth.upstream]\nclient_id = \"c\"\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("only used with auth.mode = \"proxy\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod idp;
 pub mod mcp;
 pub mod oauth;
 pub mod store;

@@ -25,6 +25,10 @@ pub struct Principal {
     pub audience: Vec<String>,
     /// Epoch seconds; `None` for principals that do not expire.
     pub expires_at: Option<i64>,
+    /// Identity claims when the token carries them (proxy mode, most IdPs).
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
 }
 
 impl Principal {
@@ -37,6 +41,9 @@ impl Principal {
             scopes: BTreeSet::new(),
             audience: Vec::new(),
             expires_at: None,
+            email: None,
+            name: None,
+            groups: Vec::new(),
         }
     }
 
@@ -71,7 +78,7 @@ pub enum AuthSetupError {
     Client(String),
 }
 
-fn algorithm(name: &str) -> Option<Algorithm> {
+pub(crate) fn algorithm(name: &str) -> Option<Algorithm> {
     Some(match name {
         "RS256" => Algorithm::RS256,
         "RS384" => Algorithm::RS384,

@@ -95,6 +95,13 @@ struct Claims {
     scope: Option<Value>,
     #[serde(default)]
     scp: Option<Value>,
+    // Values, not Strings: an odd claim shape must not reject the token.
+    #[serde(default)]
+    email: Option<Value>,
+    #[serde(default)]
+    name: Option<Value>,
+    #[serde(default)]
+    groups: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -217,6 +224,41 @@ impl ResourceVerifier {
 
     /// Signature and claim checks without the caches (what a cache miss costs).
     pub async fn verify_jwt(&self, token: &str) -> Result<Principal, TokenError> {
+        let claims: Claims = self.decode_checked(token, true).await?;
+        Ok(self.principal_from_claims(claims))
+    }
+
+    /// An OpenID Connect ID token for `nonce`, checked with the same rules as
+    /// access tokens (algorithm allowlist, keys, `iss`, `aud` = the client id,
+    /// `exp`). An issuer containing `{tenantid}` (Entra multi-tenant) must
+    /// match with the token's own `tid` filled in. Returns all claims.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        nonce: &str,
+    ) -> Result<serde_json::Map<String, Value>, TokenError> {
+        let templated = self.issuer.contains("{tenantid}");
+        let claims: serde_json::Map<String, Value> = self.decode_checked(token, !templated).await?;
+        if templated {
+            let tid = claims.get("tid").and_then(Value::as_str).unwrap_or("");
+            let expected = self.issuer.replace("{tenantid}", tid);
+            if tid.is_empty()
+                || claims.get("iss").and_then(Value::as_str) != Some(expected.as_str())
+            {
+                return Err(TokenError::WrongIssuer);
+            }
+        }
+        match claims.get("nonce").and_then(Value::as_str) {
+            Some(n) if crate::oauth::crypto::ct_eq(n, nonce) => Ok(claims),
+            _ => Err(TokenError::Rejected("nonce does not match".to_owned())),
+        }
+    }
+
+    async fn decode_checked<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        check_issuer: bool,
+    ) -> Result<T, TokenError> {
         let header = decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
         // The allowlist comes from configuration; the header only selects within it.
         if !self.algorithms.contains(&header.alg) {
@@ -241,12 +283,14 @@ impl ResourceVerifier {
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.set_issuer(&[self.issuer.as_str()]);
+        if check_issuer {
+            validation.set_issuer(&[self.issuer.as_str()]);
+        }
         validation.set_audience(&self.audiences);
         let mut last = TokenError::UnknownKeyId;
         for key in usable {
-            match decode::<Claims>(token, &key.key, &validation) {
-                Ok(data) => return Ok(self.principal_from_claims(data.claims)),
+            match decode::<T>(token, &key.key, &validation) {
+                Ok(data) => return Ok(data.claims),
                 Err(err) => {
                     use jsonwebtoken::errors::ErrorKind;
                     last = match err.kind() {
@@ -275,6 +319,19 @@ impl ResourceVerifier {
             scopes,
             audience: claims.aud.into_vec(),
             expires_at: Some(claims.exp),
+            email: claims
+                .email
+                .as_ref()
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            name: claims
+                .name
+                .as_ref()
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            groups: scopes_of(claims.groups.as_ref(), None)
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -353,6 +410,15 @@ impl ResourceVerifier {
             audience,
             // Cached no longer than the token lives.
             expires_at: exp.or(Some(now_epoch() + POSITIVE_CACHE_MAX.as_secs() as i64)),
+            email: answer
+                .get("email")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            name: answer
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            groups: scopes_of(answer.get("groups"), None).into_iter().collect(),
         })
     }
 }
@@ -385,6 +451,20 @@ pub struct IssuerMetadata {
     pub issuer: String,
     pub jwks_uri: Option<String>,
     pub introspection_endpoint: Option<String>,
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
+    #[serde(default)]
+    pub registration_endpoint: Option<String>,
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    #[serde(default)]
+    pub code_challenge_methods_supported: Option<Vec<String>>,
+    #[serde(default)]
+    pub client_id_metadata_document_supported: Option<bool>,
 }
 
 /// Fetch the first discovery document that answers, and check that it is
@@ -392,6 +472,16 @@ pub struct IssuerMetadata {
 pub async fn discover(
     client: &reqwest::Client,
     issuer: &str,
+) -> Result<IssuerMetadata, TokenError> {
+    discover_as(client, issuer, issuer).await
+}
+
+/// [`discover`] where the document's `issuer` differs from where it is
+/// served by design (Entra's `common` endpoint names `{tenantid}`).
+pub async fn discover_as(
+    client: &reqwest::Client,
+    issuer: &str,
+    expected_issuer: &str,
 ) -> Result<IssuerMetadata, TokenError> {
     let mut last = TokenError::Upstream("no discovery URL".to_owned());
     for url in discovery_urls(issuer) {
@@ -406,9 +496,9 @@ pub async fn discover(
                 let body = read_capped(response, 256 * 1024).await?;
                 let meta: IssuerMetadata = serde_json::from_slice(&body)
                     .map_err(|e| TokenError::Upstream(format!("{url}: {e}")))?;
-                if meta.issuer != issuer {
+                if meta.issuer != expected_issuer {
                     return Err(TokenError::Upstream(format!(
-                        "{url} names issuer {:?}, expected {issuer:?}",
+                        "{url} names issuer {:?}, expected {expected_issuer:?}",
                         meta.issuer
                     )));
                 }

@@ -1,9 +1,8 @@
 //! The authorization server's domain logic, free of HTTP: registration,
 //! the authorization request, login, consent, codes, token grants,
-//! revocation and introspection. The HTTP edge (`oauth::http`, to come)
-//! parses requests, calls these, and maps [`OAuthError`] to RFC codes.
-//!
-//! WORK IN PROGRESS (issue 4): written, not yet compiled or wired.
+//! revocation and introspection. The HTTP edge (`oauth::http`) parses
+//! requests, calls these, and maps [`OAuthError`] to RFC codes. Proxy mode's
+//! upstream sign-in is in `oauth::federation`.
 
 use std::{collections::BTreeSet, sync::Arc};
 
@@ -20,6 +19,7 @@ use super::{
 };
 use crate::{
     config::LocalAuthConfig,
+    idp::{Identity, UpstreamIdp},
     store::{
         AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, Store, StoreError,
         now_epoch,
@@ -166,6 +166,12 @@ struct AccessClaims<'a> {
     jti: String,
     client_id: &'a str,
     scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    groups: &'a [String],
 }
 
 /// Credentials a token-endpoint caller presented.
@@ -181,13 +187,15 @@ pub struct AuthorizationServer {
     pub issuer: String,
     pub resource: String,
     pub scopes_supported: Vec<String>,
-    config: LocalAuthConfig,
-    store: Store,
+    pub(super) config: LocalAuthConfig,
+    pub(super) store: Store,
     keys: Arc<KeyRing>,
-    sealer: Arc<Sealer>,
+    pub(super) sealer: Arc<Sealer>,
     cimd: CimdResolver,
     login_failures: WindowLimiter,
     registrations: WindowLimiter,
+    /// Proxy mode: users sign in at this identity provider instead of the login page.
+    pub(super) upstream: Option<Arc<UpstreamIdp>>,
 }
 
 const REQUEST_TTL_SECS: i64 = 600;
@@ -227,7 +235,18 @@ impl AuthorizationServer {
             cimd,
             login_failures,
             registrations,
+            upstream: None,
         }
+    }
+
+    /// Proxy mode: sign users in at `upstream`.
+    pub fn with_upstream(mut self, upstream: Arc<UpstreamIdp>) -> Self {
+        self.upstream = Some(upstream);
+        self
+    }
+
+    pub fn is_proxy(&self) -> bool {
+        self.upstream.is_some()
     }
 
     /// RFC 8414 metadata.
@@ -622,9 +641,23 @@ impl AuthorizationServer {
         approve: bool,
         remember: bool,
     ) -> Result<String, OAuthError> {
+        self.decide_hashed(&sha256_b64(request_id), user_id, approve, remember, None)
+            .await
+    }
+
+    /// [`Self::decide`] by the stored hash of the request id; `family_id`
+    /// names the grant in advance (proxy mode stores upstream tokens under it).
+    pub(super) async fn decide_hashed(
+        &self,
+        request_hash: &str,
+        user_id: &str,
+        approve: bool,
+        remember: bool,
+        family_id: Option<String>,
+    ) -> Result<String, OAuthError> {
         let record = self
             .store
-            .take_auth_request(&sha256_b64(request_id), now_epoch())
+            .take_auth_request(request_hash, now_epoch())
             .await?
             .ok_or_else(|| {
                 OAuthError::InvalidRequest(
@@ -657,7 +690,7 @@ impl AuthorizationServer {
                 code_challenge: request.code_challenge.clone(),
                 scope,
                 resource: request.resource.clone(),
-                family_id: uuid::Uuid::new_v4().to_string(),
+                family_id: family_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                 created_at: now,
                 expires_at: now + self.config.code_ttl_secs as i64,
                 redeemed_at: None,
@@ -733,6 +766,7 @@ impl AuthorizationServer {
         scope: &str,
         resource: &str,
         refresh: Option<&str>,
+        profile: Option<&Identity>,
     ) -> Result<TokenResponse, OAuthError> {
         let now = now_epoch();
         let ttl = self.config.access_token_ttl_secs;
@@ -746,6 +780,9 @@ impl AuthorizationServer {
             jti: uuid::Uuid::new_v4().to_string(),
             client_id,
             scope: scope.to_owned(),
+            email: profile.and_then(|p| p.email.as_deref()),
+            name: profile.and_then(|p| p.name.as_deref()),
+            groups: profile.map(|p| p.groups.as_slice()).unwrap_or_default(),
         };
         let access_token = self
             .keys
@@ -835,12 +872,14 @@ impl AuthorizationServer {
             .then(|| random_token(32))
             .transpose()
             .map_err(|e| OAuthError::Server(e.to_string()))?;
+            let profile = self.profile_of(&record.user_id).await?;
             let response = self.mint(
                 &record.client_id,
                 &record.user_id,
                 &record.scope,
                 &record.resource,
                 refresh.as_deref(),
+                profile.as_ref(),
             )?;
             let sealed = self.seal(CODE_CONTEXT, &response)?;
             let new_refresh = refresh.as_deref().map(|r| NewRefresh {
@@ -935,6 +974,9 @@ impl AuthorizationServer {
                     "the user no longer exists".to_owned(),
                 ));
             }
+            // Proxy mode: a grant the identity provider ended ends here too.
+            self.check_upstream_grant(&record.family_id, now).await?;
+            let profile = self.profile_of(&record.user_id).await?;
             let next = random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?;
             let response = self.mint(
                 &record.client_id,
@@ -942,6 +984,7 @@ impl AuthorizationServer {
                 &scope,
                 &record.resource,
                 Some(&next),
+                profile.as_ref(),
             )?;
             let sealed = self.seal(REFRESH_CONTEXT, &response)?;
             let new = NewRefresh {
@@ -1016,6 +1059,7 @@ impl AuthorizationServer {
             self.store
                 .revoke_family(&record.family_id, now_epoch())
                 .await?;
+            self.end_upstream_grant(&record.family_id).await?;
         }
         // Access tokens are self-contained JWTs: they lapse at `exp`.
         Ok(())

@@ -15,6 +15,7 @@ use base64::Engine;
 use serde_json::json;
 
 use super::{
+    federation::{CallbackError, CallbackOutcome},
     flow::{
         AuthorizationServer, AuthorizeError, AuthorizeParams, ClientCredentials, OAuthError,
         PendingRequest,
@@ -42,6 +43,7 @@ pub fn routes(state: OAuthState) -> Router {
         .route("/authorize", get(authorize))
         .route("/login", post(login))
         .route("/consent", get(consent_page).post(consent_post))
+        .route("/callback", get(callback))
         .route("/token", post(token))
         .route("/revoke", post(revoke))
         .route("/introspect", post(introspect))
@@ -315,17 +317,51 @@ async fn authorize(
         }
     };
     // The browser binding secret is the cookie; it is per browser, not per request.
-    let mut response = match signed_in(&state, &headers).await {
-        Some(_) => see_other(&format!("/consent?request={}", pending.request_id)),
-        None => html(
-            StatusCode::OK,
-            pages::login(
-                &pending.request_id,
-                &pending.csrf,
-                &pending.request.client_name,
-                None,
+    let user = signed_in(&state, &headers).await;
+    let mut response = if state.server.is_proxy() {
+        // Proxy mode: consent first, then the identity provider. A signed-in
+        // user who remembered this consent goes straight upstream, and the
+        // callback must come back as that same user.
+        let remembered = match &user {
+            Some(user_id) => matches!(
+                state.server.remembered(user_id, &pending.request).await,
+                Ok(true)
             ),
-        ),
+            None => false,
+        };
+        if remembered {
+            match state
+                .server
+                .begin_upstream(&pending.request_id, &browser, false, user.as_deref())
+                .await
+            {
+                Ok(location) => see_other(&location),
+                Err(e) => return oauth_error(e),
+            }
+        } else {
+            html(
+                StatusCode::OK,
+                pages::consent(
+                    &pending.request_id,
+                    &pending.csrf,
+                    &pending.request,
+                    state.server.upstream_name(),
+                ),
+            )
+        }
+    } else {
+        match user {
+            Some(_) => see_other(&format!("/consent?request={}", pending.request_id)),
+            None => html(
+                StatusCode::OK,
+                pages::login(
+                    &pending.request_id,
+                    &pending.csrf,
+                    &pending.request.client_name,
+                    None,
+                ),
+            ),
+        }
     };
     response.headers_mut().append(
         header::SET_COOKIE,
@@ -340,6 +376,12 @@ async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if state.server.is_proxy() {
+        return html(
+            StatusCode::NOT_FOUND,
+            pages::error("sign-in happens at the identity provider, not here"),
+        );
+    }
     let (pairs, request) = match bound_form(&state, &headers, &body).await {
         Ok(form) => form,
         Err(page) => return page,
@@ -419,7 +461,10 @@ async fn consent_page(
         };
     }
     let csrf = state.server.csrf_token(&request_id, &browser);
-    html(StatusCode::OK, pages::consent(&request_id, &csrf, &request))
+    html(
+        StatusCode::OK,
+        pages::consent(&request_id, &csrf, &request, None),
+    )
 }
 
 async fn consent_post(
@@ -432,6 +477,24 @@ async fn consent_post(
         Err(page) => return page,
     };
     let request_id = field(&pairs, "request").unwrap_or_default();
+    let approve = field(&pairs, "decision") == Some("approve");
+    let remember = field(&pairs, "remember") == Some("1");
+    if state.server.is_proxy() {
+        // Consent is recorded (in the upstream login) before the redirect upstream.
+        let result = if approve {
+            let browser = state.cookie(&headers, AUTH_COOKIE).unwrap_or_default();
+            state
+                .server
+                .begin_upstream(request_id, &browser, remember, None)
+                .await
+        } else {
+            state.server.decide(request_id, "", false, false).await
+        };
+        return match result {
+            Ok(location) => see_other(&location),
+            Err(e) => oauth_error(e),
+        };
+    }
     let user = signed_in(&state, &headers).await;
     let Some(user_id) = user else {
         return html(
@@ -439,8 +502,6 @@ async fn consent_post(
             pages::error("you are not signed in; start again from your app"),
         );
     };
-    let approve = field(&pairs, "decision") == Some("approve");
-    let remember = field(&pairs, "remember") == Some("1");
     match state
         .server
         .decide(request_id, &user_id, approve, remember)
@@ -448,6 +509,72 @@ async fn consent_post(
     {
         Ok(location) => see_other(&location),
         Err(e) => oauth_error(e),
+    }
+}
+
+/// Proxy mode: the identity provider sends the browser back here.
+async fn callback(
+    State(state): State<OAuthState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let Ok(pairs) = form_pairs(query.as_bytes()) else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            pages::error("the identity provider's answer is malformed"),
+        );
+    };
+    let Some(upstream_state) = field(&pairs, "state") else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            pages::error("the identity provider's answer has no state"),
+        );
+    };
+    let browser = state.cookie(&headers, AUTH_COOKIE).unwrap_or_default();
+    match state
+        .server
+        .finish_upstream(
+            upstream_state,
+            &browser,
+            field(&pairs, "code"),
+            field(&pairs, "error"),
+        )
+        .await
+    {
+        Ok(CallbackOutcome::Redirect { location, user_id }) => {
+            let mut response = see_other(&location);
+            if let Some(user_id) = user_id {
+                match state.server.start_session(&user_id).await {
+                    Ok(session) => {
+                        response.headers_mut().append(
+                            header::SET_COOKIE,
+                            state.set_cookie(SESSION_COOKIE, &session, 12 * 3600),
+                        );
+                    }
+                    Err(e) => tracing::warn!(error = %e, "no session after upstream sign-in"),
+                }
+            }
+            response
+        }
+        Err(CallbackError::Flow(OAuthError::Server(detail))) => {
+            tracing::error!(detail = %detail, "upstream callback failed");
+            html(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                pages::error("the server could not finish the sign-in"),
+            )
+        }
+        Err(CallbackError::Unreachable) => html(
+            StatusCode::BAD_GATEWAY,
+            pages::error(&CallbackError::Unreachable.to_string()),
+        ),
+        Err(e) => {
+            let status = match e {
+                CallbackError::WrongBrowser | CallbackError::DifferentUser => StatusCode::FORBIDDEN,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            html(status, pages::error(&e.to_string()))
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod cimd;
 pub mod clients;
 pub mod crypto;
+pub mod federation;
 pub mod flow;
 pub mod http;
 pub mod keys;

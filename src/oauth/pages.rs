@@ -40,7 +40,13 @@ pub fn login(request_id: &str, csrf: &str, client_name: &str, error: Option<&str
     )
 }
 
-pub fn consent(request_id: &str, csrf: &str, request: &PendingRequest) -> String {
+/// `sign_in_at`: proxy mode, where the user signs in after approving.
+pub fn consent(
+    request_id: &str,
+    csrf: &str,
+    request: &PendingRequest,
+    sign_in_at: Option<&str>,
+) -> String {
     let redirect_host = url::Url::parse(&request.redirect_uri)
         .ok()
         .map(|u| match u.host_str() {
@@ -68,10 +74,18 @@ pub fn consent(request_id: &str, csrf: &str, request: &PendingRequest) -> String
     } else {
         ""
     };
+    let next = sign_in_at
+        .map(|idp| {
+            format!(
+                "<p>If you allow it, you sign in with <strong>{}</strong> next.</p>",
+                escape(idp)
+            )
+        })
+        .unwrap_or_default();
     page(
         "Allow access?",
         &format!(
-            "<p><strong>{client}</strong> wants to use this MCP server as you.</p>{document}<p>After you decide, you go back to <strong>{host}</strong> (<code>{uri}</code>).</p><p>It asks for:</p><ul>{scopes}</ul>{loopback}<form method=\"post\" action=\"/consent\"><input type=\"hidden\" name=\"request\" value=\"{r}\"><input type=\"hidden\" name=\"csrf\" value=\"{c}\"><label><input type=\"checkbox\" name=\"remember\" value=\"1\" style=\"display:inline;width:auto\"> Remember this decision for this client</label><button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button><button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
+            "<p><strong>{client}</strong> wants to use this MCP server as you.</p>{document}{next}<p>After you decide, you go back to <strong>{host}</strong> (<code>{uri}</code>).</p><p>It asks for:</p><ul>{scopes}</ul>{loopback}<form method=\"post\" action=\"/consent\"><input type=\"hidden\" name=\"request\" value=\"{r}\"><input type=\"hidden\" name=\"csrf\" value=\"{c}\"><label><input type=\"checkbox\" name=\"remember\" value=\"1\" style=\"display:inline;width:auto\"> Remember this decision for this client</label><button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button><button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
             client = escape(&request.client_name),
             host = escape(&redirect_host),
             uri = escape(&request.redirect_uri),

@@ -16,6 +16,7 @@ use super::{
 use crate::{
     auth::{policy::ScopePolicy, verify::ResourceVerifier},
     config::{Config, EncryptionKeySource, LocalAuthConfig},
+    idp::UpstreamIdp,
     store::{Store, StoreError},
 };
 
@@ -93,7 +94,7 @@ pub async fn build(
             scopes.push(extra.clone());
         }
     }
-    let server = Arc::new(AuthorizationServer::new(
+    let mut server = AuthorizationServer::new(
         issuer.clone(),
         resource,
         scopes,
@@ -102,8 +103,20 @@ pub async fn build(
         keys.clone(),
         sealer,
         cimd,
-    ));
-    let initial_admin_password = ensure_first_user(store).await?;
+    );
+    // Proxy mode: users come from the identity provider, so no local admin.
+    let initial_admin_password = match &config.upstream_idp {
+        Some(upstream) => {
+            let idp = UpstreamIdp::connect(upstream.clone(), format!("{issuer}/callback"))
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(preset = idp.preset_name(), issuer = %idp.namespace(), "proxy mode: users sign in upstream");
+            server = server.with_upstream(Arc::new(idp));
+            None
+        }
+        None => ensure_first_user(store).await?,
+    };
+    let server = Arc::new(server);
     let routes = routes(OAuthState {
         server,
         keys: keys.clone(),

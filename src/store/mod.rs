@@ -5,8 +5,11 @@
 //! through [`on_db!`] against whichever typed pool is configured. Timestamps
 //! are epoch seconds (`BIGINT`), ids are text.
 
+mod federation;
 mod notes;
 mod oauth;
+
+pub use federation::{NO_PASSWORD, UpstreamLoginRecord, UpstreamTokenRecord};
 
 pub use notes::{Note, NoteDraft, NotePatch};
 pub use oauth::{

@@ -235,6 +235,7 @@ impl Store {
         };
         const SESSIONS: &str = "DELETE FROM user_sessions WHERE user_id = $1";
         const CONSENTS: &str = "DELETE FROM consents WHERE user_id = $1";
+        const UPSTREAM: &str = "DELETE FROM upstream_tokens WHERE user_id = $1";
         const REFRESH: &str =
             "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
         const USER: &str = "DELETE FROM users WHERE id = $1";
@@ -246,6 +247,10 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(CONSENTS)
+                .bind(&user.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(UPSTREAM)
                 .bind(&user.id)
                 .execute(&mut *tx)
                 .await?;
@@ -720,12 +725,22 @@ impl Store {
     pub async fn sweep_oauth(&self, now: i64, client_ttl_secs: i64) -> Result<Swept, StoreError> {
         // Codes are kept a day past expiry so a late replay is still recognised.
         const REQUESTS: &str = "DELETE FROM auth_requests WHERE expires_at <= $1";
+        const UPSTREAM_LOGINS: &str = "DELETE FROM upstream_logins WHERE expires_at <= $1";
+        // Upstream tokens live as long as their grant has a live refresh token.
+        const UPSTREAM_TOKENS: &str = "DELETE FROM upstream_tokens WHERE family_id NOT IN (SELECT family_id FROM refresh_tokens WHERE revoked_at IS NULL AND expires_at > $1) AND updated_at <= $1 - 86400";
         const SESSIONS: &str = "DELETE FROM user_sessions WHERE expires_at <= $1";
         const CODES: &str = "DELETE FROM auth_codes WHERE expires_at <= $1 - 86400";
         const REFRESH: &str = "DELETE FROM refresh_tokens WHERE expires_at <= $1 - 86400";
         const CLIENTS: &str = "DELETE FROM oauth_clients WHERE COALESCE(last_used_at, created_at) <= $1 AND client_id NOT IN (SELECT DISTINCT client_id FROM refresh_tokens WHERE revoked_at IS NULL AND expires_at > $2)";
         let mut swept = Swept::default();
-        for sql in [REQUESTS, SESSIONS, CODES, REFRESH] {
+        for sql in [
+            REQUESTS,
+            UPSTREAM_LOGINS,
+            UPSTREAM_TOKENS,
+            SESSIONS,
+            CODES,
+            REFRESH,
+        ] {
             swept.expired_rows += on_db!(self.db(), |pool| sqlx::query(sql)
                 .bind(now)
                 .execute(pool)

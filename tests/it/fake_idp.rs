@@ -49,7 +49,22 @@ pub struct FakeIdp {
     pub jwks_fetches: Arc<AtomicU64>,
     pub jwks_down: Arc<AtomicBool>,
     pub resource: Arc<Mutex<String>>,
+    /// Scripted answers of `/token` (status, body), oldest first; none left: 400 invalid_grant.
+    pub token_answers: Arc<Mutex<std::collections::VecDeque<(u16, Value)>>>,
+    /// Every `/token` request: (Authorization header, form).
+    pub token_requests: Arc<Mutex<Vec<TokenRequest>>>,
+    /// `/token` answers 503.
+    pub token_down: Arc<AtomicBool>,
+    /// Tokens posted to `/revoke`.
+    pub revoked: Arc<Mutex<Vec<String>>>,
+    /// GitHub-style `/user` and `/user/emails` answers.
+    pub github_user: Arc<Mutex<Value>>,
+    pub github_emails: Arc<Mutex<Value>>,
 }
+
+type HashMap<K, V> = std::collections::HashMap<K, V>;
+/// (Authorization header, form) of a `/token` request.
+pub type TokenRequest = (Option<String>, HashMap<String, String>);
 
 pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -65,9 +80,23 @@ impl FakeIdp {
             jwks_fetches: Arc::new(AtomicU64::new(0)),
             jwks_down: Arc::new(AtomicBool::new(false)),
             resource: Arc::new(Mutex::new(String::new())),
+            token_answers: Arc::default(),
+            token_requests: Arc::default(),
+            token_down: Arc::default(),
+            revoked: Arc::default(),
+            github_user: Arc::new(Mutex::new(Value::Null)),
+            github_emails: Arc::new(Mutex::new(json!([]))),
         };
         let app = Router::new()
             .route("/.well-known/oauth-authorization-server", get(metadata))
+            .route(
+                "/common/v2.0/.well-known/openid-configuration",
+                get(entra_metadata),
+            )
+            .route("/token", axum::routing::post(token))
+            .route("/revoke", axum::routing::post(revoke))
+            .route("/user", get(github_user))
+            .route("/user/emails", get(github_emails))
             .route("/jwks", get(jwks))
             .route("/introspect", axum::routing::post(introspect))
             .with_state(idp.clone());
@@ -103,6 +132,28 @@ impl FakeIdp {
         self.sign(&self.claims(sub, scope))
     }
 
+    /// An ID token for our upstream client.
+    pub fn id_token(&self, client_id: &str, sub: &str, nonce: &str, extra: Value) -> String {
+        let mut claims = json!({
+            "iss": self.issuer, "sub": sub, "aud": client_id, "nonce": nonce,
+            "exp": now() + 300, "iat": now(),
+        });
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            claims[k] = v;
+        }
+        let keys = self.keys.lock().unwrap();
+        let key = keys.last().unwrap();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some("JWT".to_owned());
+        jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap()
+    }
+
+    /// Queue the next `/token` answer.
+    pub fn answer_token(&self, status: u16, body: Value) {
+        self.token_answers.lock().unwrap().push_back((status, body));
+    }
+
     pub fn rotate(&self, kid: &str) {
         self.keys.lock().unwrap().push(new_es256_key(kid));
     }
@@ -115,7 +166,62 @@ async fn metadata(State(idp): State<FakeIdp>) -> impl IntoResponse {
         "introspection_endpoint": format!("{}/introspect", idp.issuer),
         "authorization_endpoint": format!("{}/authorize", idp.issuer),
         "token_endpoint": format!("{}/token", idp.issuer),
+        "revocation_endpoint": format!("{}/revoke", idp.issuer),
     }))
+}
+
+/// Entra's multi-tenant discovery: the issuer is a template.
+async fn entra_metadata(State(idp): State<FakeIdp>) -> impl IntoResponse {
+    Json(json!({
+        "issuer": format!("{}/{{tenantid}}/v2.0", idp.issuer),
+        "jwks_uri": format!("{}/jwks", idp.issuer),
+        "authorization_endpoint": format!("{}/authorize", idp.issuer),
+        "token_endpoint": format!("{}/token", idp.issuer),
+    }))
+}
+
+async fn token(
+    State(idp): State<FakeIdp>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> axum::response::Response {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    idp.token_requests.lock().unwrap().push((auth, form));
+    if idp.token_down.load(Ordering::SeqCst) {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+    }
+    let (status, body) = idp
+        .token_answers
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or((400, json!({"error": "invalid_grant"})));
+    (
+        axum::http::StatusCode::from_u16(status).unwrap(),
+        Json(body),
+    )
+        .into_response()
+}
+
+async fn revoke(State(idp): State<FakeIdp>, Form(form): Form<HashMap<String, String>>) {
+    idp.revoked
+        .lock()
+        .unwrap()
+        .push(form.get("token").cloned().unwrap_or_default());
+}
+
+async fn github_user(State(idp): State<FakeIdp>, headers: HeaderMap) -> axum::response::Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer gh-token") {
+        return (axum::http::StatusCode::UNAUTHORIZED, "bad credentials").into_response();
+    }
+    Json(idp.github_user.lock().unwrap().clone()).into_response()
+}
+
+async fn github_emails(State(idp): State<FakeIdp>) -> Json<Value> {
+    Json(idp.github_emails.lock().unwrap().clone())
 }
 
 async fn jwks(State(idp): State<FakeIdp>) -> axum::response::Response {

@@ -6,9 +6,13 @@ use mcpgate::config::RawLocalAuth;
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::common::TestServer;
-
-const REDIRECT: &str = "http://127.0.0.1:9/cb";
+use crate::{
+    common::TestServer,
+    oauth_browser::{
+        Browser, REDIRECT, authorize_url, hidden, location, no_redirects, pkce, public_client,
+        query_of, register, token,
+    },
+};
 
 async fn local(edit: impl FnOnce(&mut RawLocalAuth)) -> TestServer {
     let mut local = RawLocalAuth::default();
@@ -18,124 +22,6 @@ async fn local(edit: impl FnOnce(&mut RawLocalAuth)) -> TestServer {
         raw.auth.local = Some(local);
     })
     .await
-}
-
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-fn pkce() -> (String, String) {
-    let verifier = mcpgate::oauth::crypto::random_token(40).unwrap();
-    let challenge = mcpgate::oauth::crypto::pkce_s256(&verifier);
-    (verifier, challenge)
-}
-
-/// A scripted browser: keeps the cookies mcpgate sets.
-#[derive(Default)]
-struct Browser {
-    cookies: Vec<(String, String)>,
-}
-
-impl Browser {
-    fn absorb(&mut self, response: &reqwest::Response) {
-        for v in response.headers().get_all(header::SET_COOKIE) {
-            let text = v.to_str().unwrap();
-            let (pair, _) = text.split_once(';').unwrap_or((text, ""));
-            let (k, val) = pair.split_once('=').unwrap();
-            self.cookies.retain(|(name, _)| name != k);
-            self.cookies.push((k.to_owned(), val.to_owned()));
-        }
-    }
-    fn header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-    async fn get(&mut self, url: &str) -> reqwest::Response {
-        let r = no_redirects()
-            .get(url)
-            .header(header::COOKIE, self.header())
-            .send()
-            .await
-            .unwrap();
-        self.absorb(&r);
-        r
-    }
-    async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        let r = no_redirects()
-            .post(url)
-            .header(header::COOKIE, self.header())
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        self.absorb(&r);
-        r
-    }
-}
-
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} in {html}"))
-        + marker.len();
-    html[start..].split('"').next().unwrap().to_owned()
-}
-
-fn location(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get(header::LOCATION)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
-fn query_of(url: &str) -> std::collections::HashMap<String, String> {
-    url::Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect()
-}
-
-async fn register(server: &TestServer, body: Value) -> (StatusCode, Value) {
-    let r = server
-        .client
-        .post(server.url("/register"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status(), r.json().await.unwrap())
-}
-
-async fn public_client(server: &TestServer) -> String {
-    let (status, body) = register(
-        server,
-        json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"], "client_name": "it"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["client_id"].as_str().unwrap().to_owned()
-}
-
-fn authorize_url(server: &TestServer, client_id: &str, challenge: &str, redirect: &str) -> String {
-    let q = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("response_type", "code")
-        .append_pair("client_id", client_id)
-        .append_pair("redirect_uri", redirect)
-        .append_pair("code_challenge", challenge)
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("state", "s-1")
-        .append_pair("resource", &server.url("/mcp"))
-        .finish();
-    server.url(&format!("/authorize?{q}"))
 }
 
 /// Log in as admin and approve; returns the redirect back to the client.
@@ -187,21 +73,6 @@ async fn approve_with(
     let done = browser.post(&server.url("/consent"), &form).await;
     assert_eq!(done.status(), StatusCode::SEE_OTHER);
     location(&done)
-}
-
-async fn token(server: &TestServer, form: &[(&str, &str)]) -> (StatusCode, Value) {
-    let r = server
-        .client
-        .post(server.url("/token"))
-        .form(form)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    if status == StatusCode::OK {
-        assert_eq!(r.headers().get(header::CACHE_CONTROL).unwrap(), "no-store");
-    }
-    (status, r.json().await.unwrap())
 }
 
 async fn code_for(server: &TestServer, client_id: &str) -> (String, String) {

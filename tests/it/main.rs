@@ -7,6 +7,8 @@ mod config_cli;
 mod fake_idp;
 mod local_auth;
 mod mcp_transport;
+mod oauth_browser;
 mod ops;
+mod proxy_auth;
 mod resource_auth;
 mod store_contract;

@@ -1,0 +1,543 @@
+//! The upstream identity provider of `proxy` mode, as a client: discovery at
+//! start, the authorization URL, the code exchange, who signed in (ID token
+//! or the provider's user API), refresh and revocation. No HTTP server code
+//! here; `oauth::federation` drives it from the authorization flow.
+
+pub mod presets;
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{
+    auth::{
+        jwks::{JwksCache, read_capped},
+        verify::{self, ResourceVerifier, TokenError},
+    },
+    config::UpstreamIdpConfig,
+};
+use presets::IdentitySource;
+
+const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdpError {
+    /// The provider could not be reached or answered with a server error.
+    #[error("the identity provider is unreachable: {0}")]
+    Unreachable(String),
+    /// The grant is dead upstream (revoked, expired, user disabled).
+    #[error("the identity provider refused the grant: {0}")]
+    InvalidGrant(String),
+    /// Any other OAuth error the provider answered with.
+    #[error("the identity provider answered {error}: {description}")]
+    Refused { error: String, description: String },
+    #[error("the identity provider's ID token is not acceptable: {0}")]
+    BadIdToken(String),
+    #[error("the identity provider's answer is not usable: {0}")]
+    BadResponse(String),
+    #[error("cannot set up the identity provider: {0}")]
+    Setup(String),
+}
+
+/// Tokens the upstream issued for one sign-in; stored sealed, never sent to MCP clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpstreamTokens {
+    pub access_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Epoch seconds; `None` when the provider gives no lifetime (GitHub).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+
+/// Who signed in, as the provider says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The provider's stable subject.
+    pub subject: String,
+    /// A readable name for operators (email, login or the subject).
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientAuth {
+    Basic,
+    Post,
+}
+
+pub struct UpstreamIdp {
+    config: UpstreamIdpConfig,
+    redirect_uri: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    revocation_endpoint: Option<String>,
+    api_base: Option<String>,
+    client_auth: ClientAuth,
+    /// ID-token verifier (`aud` = our client id); `None` for OAuth-only providers.
+    id_tokens: Option<ResourceVerifier>,
+    /// What subjects are namespaced by: the issuer, or the preset name.
+    namespace: String,
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: Option<String>,
+    refresh_token: Option<String>,
+    expires_in: Option<Value>,
+    id_token: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+impl UpstreamIdp {
+    /// Read the provider's discovery document (OIDC presets) and build the client.
+    pub async fn connect(
+        config: UpstreamIdpConfig,
+        redirect_uri: String,
+    ) -> Result<UpstreamIdp, IdpError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| IdpError::Setup(e.to_string()))?;
+        match (config.preset.fixed_endpoints, config.issuer.clone()) {
+            (Some(fixed), _) => Ok(UpstreamIdp {
+                authorization_endpoint: config
+                    .authorization_endpoint
+                    .clone()
+                    .unwrap_or_else(|| fixed.authorization.to_owned()),
+                token_endpoint: config
+                    .token_endpoint
+                    .clone()
+                    .unwrap_or_else(|| fixed.token.to_owned()),
+                revocation_endpoint: None,
+                api_base: Some(
+                    config
+                        .api_base
+                        .clone()
+                        .unwrap_or_else(|| fixed.api_base.to_owned()),
+                ),
+                client_auth: ClientAuth::Post,
+                id_tokens: None,
+                namespace: config.preset.name.to_owned(),
+                redirect_uri,
+                http,
+                config,
+            }),
+            (None, Some(issuer)) => {
+                // Entra's multi-tenant endpoints publish a templated issuer.
+                let expected = match (&config.tenant, config.preset.name) {
+                    (Some(t), "entra") if presets::is_entra_multi_tenant(t) => {
+                        issuer.replace(&format!("/{t}/"), "/{tenantid}/")
+                    }
+                    _ => issuer.clone(),
+                };
+                let meta = verify::discover_as(&http, &issuer, &expected)
+                    .await
+                    .map_err(|e| IdpError::Setup(e.to_string()))?;
+                let missing =
+                    |what: &str| IdpError::Setup(format!("{issuer}: discovery has no {what}"));
+                let authorization_endpoint = config
+                    .authorization_endpoint
+                    .clone()
+                    .or(meta.authorization_endpoint.clone())
+                    .ok_or_else(|| missing("authorization_endpoint"))?;
+                let token_endpoint = config
+                    .token_endpoint
+                    .clone()
+                    .or(meta.token_endpoint.clone())
+                    .ok_or_else(|| missing("token_endpoint"))?;
+                let jwks_uri = meta.jwks_uri.clone().ok_or_else(|| missing("jwks_uri"))?;
+                // RFC 8414: absent means client_secret_basic.
+                let client_auth = match &meta.token_endpoint_auth_methods_supported {
+                    Some(methods)
+                        if !methods.iter().any(|m| m == "client_secret_basic")
+                            && methods.iter().any(|m| m == "client_secret_post") =>
+                    {
+                        ClientAuth::Post
+                    }
+                    _ => ClientAuth::Basic,
+                };
+                let algorithms = crate::config::SUPPORTED_ALGORITHMS
+                    .iter()
+                    .filter_map(|a| crate::auth::algorithm(a))
+                    .collect();
+                let jwks = JwksCache::new(jwks_uri, http.clone(), Duration::from_secs(30));
+                let id_tokens = ResourceVerifier::new(
+                    expected.clone(),
+                    vec![config.client_id.clone()],
+                    algorithms,
+                    jwks,
+                    None,
+                    http.clone(),
+                );
+                Ok(UpstreamIdp {
+                    authorization_endpoint,
+                    token_endpoint,
+                    revocation_endpoint: meta.revocation_endpoint.clone(),
+                    api_base: None,
+                    client_auth,
+                    id_tokens: Some(id_tokens),
+                    namespace: expected,
+                    redirect_uri,
+                    http,
+                    config,
+                })
+            }
+            (None, None) => Err(IdpError::Setup(
+                "auth.upstream.issuer is required".to_owned(),
+            )),
+        }
+    }
+
+    pub fn preset_name(&self) -> &'static str {
+        self.config.preset.name
+    }
+
+    /// Subjects are unique per issuer only; this names the issuer in user ids.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn uses_nonce(&self) -> bool {
+        self.config.preset.identity == IdentitySource::IdToken
+    }
+
+    /// The authorization request the browser is sent to.
+    pub fn authorize_url(&self, state: &str, nonce: &str, code_challenge: &str) -> String {
+        let mut url = match url::Url::parse(&self.authorization_endpoint) {
+            Ok(u) => u,
+            Err(_) => return self.authorization_endpoint.clone(),
+        };
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code")
+                .append_pair("client_id", &self.config.client_id)
+                .append_pair("redirect_uri", &self.redirect_uri)
+                .append_pair("scope", &self.config.scopes.join(" "))
+                .append_pair("state", state)
+                .append_pair("code_challenge", code_challenge)
+                .append_pair("code_challenge_method", "S256");
+            if self.uses_nonce() {
+                q.append_pair("nonce", nonce);
+            }
+            if self.config.preset.audience_param
+                && let Some(audience) = &self.config.audience
+            {
+                q.append_pair("audience", audience);
+            }
+            for (k, v) in &self.config.authorize_params {
+                q.append_pair(k, v);
+            }
+        }
+        url.to_string()
+    }
+
+    /// Exchange the callback's code (with our PKCE verifier) for tokens.
+    pub async fn exchange(&self, code: &str, verifier: &str) -> Result<UpstreamTokens, IdpError> {
+        self.token_request(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", &self.redirect_uri),
+            ("code_verifier", verifier),
+        ])
+        .await
+        .map(|(tokens, _)| tokens)
+    }
+
+    /// Refresh upstream tokens. A provider that omits a new refresh token
+    /// keeps the old one valid (RFC 6749 §6).
+    pub async fn refresh(&self, current: &UpstreamTokens) -> Result<UpstreamTokens, IdpError> {
+        let Some(refresh_token) = &current.refresh_token else {
+            return Err(IdpError::InvalidGrant(
+                "no upstream refresh token".to_owned(),
+            ));
+        };
+        let (mut tokens, _) = self
+            .token_request(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ])
+            .await?;
+        if tokens.refresh_token.is_none() {
+            tokens.refresh_token = Some(refresh_token.clone());
+        }
+        if tokens.id_token.is_none() {
+            tokens.id_token = current.id_token.clone();
+        }
+        Ok(tokens)
+    }
+
+    /// RFC 7009 revocation of the upstream refresh (or access) token, best effort.
+    pub async fn revoke(&self, tokens: &UpstreamTokens) {
+        let Some(endpoint) = &self.revocation_endpoint else {
+            return;
+        };
+        let (token, hint) = match &tokens.refresh_token {
+            Some(r) => (r.as_str(), "refresh_token"),
+            None => (tokens.access_token.as_str(), "access_token"),
+        };
+        let request = self.authenticated(
+            self.http.post(endpoint),
+            &[("token", token), ("token_type_hint", hint)],
+        );
+        match request.send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => tracing::warn!(status = r.status().as_u16(), "upstream revocation refused"),
+            Err(e) => tracing::warn!(error = %e.without_url(), "upstream revocation failed"),
+        }
+    }
+
+    /// Who signed in: the verified ID token, or the provider's user API.
+    pub async fn identify(
+        &self,
+        tokens: &UpstreamTokens,
+        nonce: &str,
+    ) -> Result<Identity, IdpError> {
+        match (&self.id_tokens, self.config.preset.identity) {
+            (Some(verifier), IdentitySource::IdToken) => {
+                let id_token = tokens.id_token.as_deref().ok_or_else(|| {
+                    IdpError::BadIdToken("the token response has no id_token".to_owned())
+                })?;
+                let claims =
+                    verifier
+                        .verify_id_token(id_token, nonce)
+                        .await
+                        .map_err(|e| match e {
+                            TokenError::Upstream(m) => IdpError::Unreachable(m),
+                            other => IdpError::BadIdToken(other.to_string()),
+                        })?;
+                Ok(identity_from_claims(&claims))
+            }
+            _ => self.github_identity(&tokens.access_token).await,
+        }
+    }
+
+    async fn github_identity(&self, access_token: &str) -> Result<Identity, IdpError> {
+        let base = self
+            .api_base
+            .as_deref()
+            .unwrap_or("https://api.github.com")
+            .trim_end_matches('/');
+        let user = self.api_get(&format!("{base}/user"), access_token).await?;
+        let subject = match &user["id"] {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) if !s.is_empty() => s.clone(),
+            _ => return Err(IdpError::BadResponse("GitHub /user has no id".to_owned())),
+        };
+        let login = user["login"].as_str().map(str::to_owned);
+        let mut email = user["email"].as_str().map(str::to_owned);
+        if email.is_none() {
+            // The profile email is optional; the primary verified one needs user:email.
+            if let Ok(Value::Array(emails)) = self
+                .api_get(&format!("{base}/user/emails"), access_token)
+                .await
+            {
+                email = emails
+                    .iter()
+                    .find(|e| e["primary"] == true && e["verified"] == true)
+                    .and_then(|e| e["email"].as_str())
+                    .map(str::to_owned);
+            }
+        }
+        Ok(Identity {
+            username: login.clone().unwrap_or_else(|| subject.clone()),
+            subject,
+            email,
+            name: user["name"].as_str().map(str::to_owned),
+            groups: Vec::new(),
+        })
+    }
+
+    async fn api_get(&self, url: &str, access_token: &str) -> Result<Value, IdpError> {
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(access_token)
+            .header("accept", "application/vnd.github+json")
+            .send()
+            .await
+            .map_err(|e| IdpError::Unreachable(e.without_url().to_string()))?;
+        let status = response.status();
+        let body = read_capped(response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| IdpError::Unreachable(e.to_string()))?;
+        if status.is_server_error() {
+            return Err(IdpError::Unreachable(format!(
+                "{url}: HTTP {}",
+                status.as_u16()
+            )));
+        }
+        if !status.is_success() {
+            return Err(IdpError::InvalidGrant(format!(
+                "{url}: HTTP {}",
+                status.as_u16()
+            )));
+        }
+        serde_json::from_slice(&body).map_err(|e| IdpError::BadResponse(e.to_string()))
+    }
+
+    fn authenticated(
+        &self,
+        request: reqwest::RequestBuilder,
+        form: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
+        let secret = self.config.client_secret.expose_secret();
+        let mut fields: Vec<(&str, &str)> = form.to_vec();
+        let request = match self.client_auth {
+            // RFC 6749 §2.3.1: both parts form-encoded before Basic.
+            ClientAuth::Basic => request.basic_auth(
+                form_encode(&self.config.client_id),
+                Some(form_encode(secret)),
+            ),
+            ClientAuth::Post => {
+                fields.push(("client_id", &self.config.client_id));
+                fields.push(("client_secret", secret));
+                request
+            }
+        };
+        request.header("accept", "application/json").form(&fields)
+    }
+
+    async fn token_request(
+        &self,
+        form: &[(&str, &str)],
+    ) -> Result<(UpstreamTokens, Value), IdpError> {
+        let response = self
+            .authenticated(self.http.post(&self.token_endpoint), form)
+            .send()
+            .await
+            .map_err(|e| IdpError::Unreachable(e.without_url().to_string()))?;
+        let status = response.status();
+        let body = read_capped(response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| IdpError::Unreachable(e.to_string()))?;
+        if status.is_server_error() {
+            return Err(IdpError::Unreachable(format!(
+                "token endpoint HTTP {}",
+                status.as_u16()
+            )));
+        }
+        let raw: Value = serde_json::from_slice(&body).map_err(|_| {
+            IdpError::BadResponse(format!(
+                "token endpoint HTTP {} without a JSON body",
+                status.as_u16()
+            ))
+        })?;
+        let answer: TokenAnswer = serde_json::from_value(raw.clone())
+            .map_err(|e| IdpError::BadResponse(e.to_string()))?;
+        // GitHub reports errors with status 200.
+        if let Some(error) = answer.error {
+            let description = answer.error_description.unwrap_or_default();
+            return Err(
+                if error == "invalid_grant" || error == "bad_verification_code" {
+                    IdpError::InvalidGrant(description)
+                } else {
+                    IdpError::Refused { error, description }
+                },
+            );
+        }
+        if !status.is_success() {
+            return Err(IdpError::BadResponse(format!(
+                "token endpoint HTTP {}",
+                status.as_u16()
+            )));
+        }
+        let access_token = answer
+            .access_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| IdpError::BadResponse("no access_token".to_owned()))?;
+        let expires_in = match &answer.expires_in {
+            Some(Value::Number(n)) => n.as_i64(),
+            // Some providers send it as a string.
+            Some(Value::String(s)) => s.parse().ok(),
+            _ => None,
+        };
+        Ok((
+            UpstreamTokens {
+                access_token,
+                refresh_token: answer.refresh_token.filter(|t| !t.is_empty()),
+                expires_at: expires_in.map(|s| crate::store::now_epoch() + s),
+                id_token: answer.id_token,
+            },
+            raw,
+        ))
+    }
+}
+
+fn form_encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// The claims mcpgate keeps from an ID token.
+pub fn identity_from_claims(claims: &serde_json::Map<String, Value>) -> Identity {
+    let text = |name: &str| {
+        claims
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let subject = text("sub").unwrap_or_default();
+    let email = text("email");
+    let groups = match claims.get("groups") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
+    Identity {
+        username: email
+            .clone()
+            .or_else(|| text("preferred_username"))
+            .unwrap_or_else(|| subject.clone()),
+        name: text("name"),
+        email,
+        groups,
+        subject,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn identity_takes_email_name_groups_and_falls_back_for_the_username() {
+        let claims =
+            json!({"sub": "u1", "email": "a@example.com", "name": "A", "groups": ["x", "y"]});
+        let id = identity_from_claims(claims.as_object().unwrap());
+        assert_eq!(id.subject, "u1");
+        assert_eq!(id.username, "a@example.com");
+        assert_eq!(id.groups, vec!["x", "y"]);
+        let claims = json!({"sub": "u2", "preferred_username": "bob", "groups": "a b"});
+        let id = identity_from_claims(claims.as_object().unwrap());
+        assert_eq!(id.username, "bob");
+        assert_eq!(id.email, None);
+        assert_eq!(id.groups, vec!["a", "b"]);
+        let id = identity_from_claims(json!({"sub": "u3"}).as_object().unwrap());
+        assert_eq!(id.username, "u3");
+    }
+
+    #[test]
+    fn client_credentials_are_form_encoded_for_basic() {
+        assert_eq!(form_encode("a b:c%"), "a+b%3Ac%25");
+    }
+}

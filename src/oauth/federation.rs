@@ -1,0 +1,326 @@
+//! Proxy mode: the authorization server signs users in at an upstream
+//! identity provider. Consent comes first (the confused-deputy rule: no
+//! redirect upstream for a client the user has not approved); the upstream
+//! `state` is created only then, single use, bound to the browser, and
+//! consumed at `/callback`. Upstream tokens are kept sealed per grant and
+//! refreshed when the grant is refreshed, never on the `/mcp` path.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    crypto::{ct_eq, pkce_s256, random_token, sha256_b64},
+    flow::{AuthorizationServer, OAuthError},
+};
+use crate::{
+    idp::{Identity, IdpError, UpstreamTokens},
+    store::{UpstreamLoginRecord, UpstreamTokenRecord, now_epoch},
+};
+
+const LOGIN_TTL_SECS: i64 = 600;
+const LOGIN_CONTEXT: &str = "upstream_logins.secrets";
+const TOKENS_CONTEXT: &str = "upstream_tokens.sealed";
+/// Refresh upstream tokens this long before they expire.
+const REFRESH_MARGIN_SECS: i64 = 60;
+
+#[derive(Serialize, Deserialize)]
+struct LoginSecrets {
+    verifier: String,
+    nonce: String,
+}
+
+/// Why a callback cannot finish: shown as a page, never a redirect with
+/// details, and nothing is stored.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("this sign-in has expired or was already used; start again from your app")]
+    UnknownState,
+    #[error("this sign-in was started in another browser; start again from your app")]
+    WrongBrowser,
+    #[error("the identity provider could not be reached; try again in a moment")]
+    Unreachable,
+    #[error("the identity provider's answer could not be verified; start again from your app")]
+    Unverified,
+    #[error(
+        "you signed in as a different account than the one that approved this app; start again from your app"
+    )]
+    DifferentUser,
+    #[error("{0}")]
+    Flow(OAuthError),
+}
+
+/// What the callback ends with.
+pub enum CallbackOutcome {
+    /// Back to the client (code or `access_denied`), with a session for `user_id` if signed in.
+    Redirect {
+        location: String,
+        user_id: Option<String>,
+    },
+}
+
+impl AuthorizationServer {
+    /// The provider's name for pages.
+    pub fn upstream_name(&self) -> Option<&'static str> {
+        self.upstream.as_ref().map(|u| u.preset_name())
+    }
+
+    /// After consent: record the upstream login and return the URL to send
+    /// the browser to. `consented_user` is the signed-in user whose
+    /// remembered consent skipped the page (the callback must match them).
+    pub async fn begin_upstream(
+        &self,
+        request_id: &str,
+        browser: &str,
+        remember: bool,
+        consented_user: Option<&str>,
+    ) -> Result<String, OAuthError> {
+        let upstream = self
+            .upstream
+            .as_ref()
+            .ok_or_else(|| OAuthError::Server("no upstream identity provider".to_owned()))?;
+        let server = |e: super::crypto::CryptoError| OAuthError::Server(e.to_string());
+        let state = random_token(32).map_err(server)?;
+        let secrets = LoginSecrets {
+            verifier: random_token(32).map_err(server)?,
+            nonce: random_token(24).map_err(server)?,
+        };
+        let plain = serde_json::to_vec(&secrets).map_err(|e| OAuthError::Server(e.to_string()))?;
+        let now = now_epoch();
+        self.store
+            .insert_upstream_login(&UpstreamLoginRecord {
+                state_hash: sha256_b64(&state),
+                request_hash: sha256_b64(request_id),
+                browser_hash: sha256_b64(browser),
+                secrets_sealed: self.sealer.seal(LOGIN_CONTEXT, &plain).map_err(server)?,
+                remember: i64::from(remember),
+                consented_user: consented_user.map(str::to_owned),
+                created_at: now,
+                expires_at: now + LOGIN_TTL_SECS,
+            })
+            .await?;
+        Ok(upstream.authorize_url(&state, &secrets.nonce, &pkce_s256(&secrets.verifier)))
+    }
+
+    /// `/callback`: check the state and its browser, exchange the code,
+    /// verify who signed in, then issue our code. Every check happens before
+    /// the first write, so a failure leaves nothing behind but the spent state.
+    pub async fn finish_upstream(
+        &self,
+        state: &str,
+        browser: &str,
+        code: Option<&str>,
+        upstream_error: Option<&str>,
+    ) -> Result<CallbackOutcome, CallbackError> {
+        let upstream = self
+            .upstream
+            .as_ref()
+            .ok_or_else(|| CallbackError::Flow(OAuthError::Server("not in proxy mode".into())))?;
+        let login = self
+            .store
+            .take_upstream_login(&sha256_b64(state), now_epoch())
+            .await
+            .map_err(|e| CallbackError::Flow(e.into()))?
+            .ok_or(CallbackError::UnknownState)?;
+        if !ct_eq(&login.browser_hash, &sha256_b64(browser)) {
+            return Err(CallbackError::WrongBrowser);
+        }
+        if let Some(error) = upstream_error {
+            // The user declined (or the IdP refused) upstream: the client
+            // hears access_denied, whatever the IdP said.
+            tracing::info!(upstream_error = %error, "upstream sign-in not completed");
+            let location = self
+                .decide_hashed(&login.request_hash, "", false, false, None)
+                .await
+                .map_err(CallbackError::Flow)?;
+            return Ok(CallbackOutcome::Redirect {
+                location,
+                user_id: None,
+            });
+        }
+        let code = code.ok_or(CallbackError::Unverified)?;
+        let plain = self
+            .sealer
+            .open(LOGIN_CONTEXT, &login.secrets_sealed)
+            .map_err(|e| CallbackError::Flow(OAuthError::Server(e.to_string())))?;
+        let secrets: LoginSecrets = serde_json::from_slice(&plain)
+            .map_err(|e| CallbackError::Flow(OAuthError::Server(e.to_string())))?;
+        let tokens = upstream
+            .exchange(code, &secrets.verifier)
+            .await
+            .map_err(upstream_failure)?;
+        let identity = upstream
+            .identify(&tokens, &secrets.nonce)
+            .await
+            .map_err(upstream_failure)?;
+        if identity.subject.is_empty() {
+            return Err(CallbackError::Unverified);
+        }
+        let user_id = self.upstream_user_id(&identity.subject);
+        if login
+            .consented_user
+            .as_deref()
+            .is_some_and(|u| u != user_id)
+        {
+            return Err(CallbackError::DifferentUser);
+        }
+        let profile = serde_json::to_string(&identity).map_err(|e| flow_error(e.to_string()))?;
+        let family_id = uuid::Uuid::new_v4().to_string();
+        let sealed = self.seal_tokens(&tokens).map_err(CallbackError::Flow)?;
+        let now = now_epoch();
+        self.store
+            .upsert_upstream_user(
+                &user_id,
+                &format!("{}:{}", upstream.preset_name(), identity.username),
+                &profile,
+                now,
+            )
+            .await
+            .map_err(|e| CallbackError::Flow(e.into()))?;
+        self.store
+            .save_upstream_tokens(&UpstreamTokenRecord {
+                family_id: family_id.clone(),
+                user_id: user_id.clone(),
+                sealed,
+                expires_at: tokens.expires_at,
+                updated_at: now,
+            })
+            .await
+            .map_err(|e| CallbackError::Flow(e.into()))?;
+        let location = self
+            .decide_hashed(
+                &login.request_hash,
+                &user_id,
+                true,
+                login.remember == 1,
+                Some(family_id.clone()),
+            )
+            .await;
+        match location {
+            Ok(location) => Ok(CallbackOutcome::Redirect {
+                location,
+                user_id: Some(user_id),
+            }),
+            Err(e) => {
+                // The pending request expired while the user was upstream.
+                let _ = self.store.delete_upstream_tokens(&family_id).await;
+                upstream.revoke(&tokens).await;
+                Err(CallbackError::Flow(e))
+            }
+        }
+    }
+
+    /// A stable user id per upstream subject: the same on every replica and
+    /// after restarts, without a lookup.
+    fn upstream_user_id(&self, subject: &str) -> String {
+        let namespace = self.upstream.as_ref().map(|u| u.namespace()).unwrap_or("");
+        format!(
+            "idp_{}",
+            &sha256_b64(&format!("{namespace}|{subject}"))[..27]
+        )
+    }
+
+    fn seal_tokens(&self, tokens: &UpstreamTokens) -> Result<String, OAuthError> {
+        let plain = serde_json::to_vec(tokens).map_err(|e| OAuthError::Server(e.to_string()))?;
+        self.sealer
+            .seal(TOKENS_CONTEXT, &plain)
+            .map_err(|e| OAuthError::Server(e.to_string()))
+    }
+
+    fn open_tokens(&self, sealed: &str) -> Result<UpstreamTokens, OAuthError> {
+        let plain = self
+            .sealer
+            .open(TOKENS_CONTEXT, sealed)
+            .map_err(|e| OAuthError::Server(e.to_string()))?;
+        serde_json::from_slice(&plain).map_err(|e| OAuthError::Server(e.to_string()))
+    }
+
+    /// The identity claims for tokens (proxy mode only).
+    pub(super) async fn profile_of(&self, user_id: &str) -> Result<Option<Identity>, OAuthError> {
+        if self.upstream.is_none() {
+            return Ok(None);
+        }
+        Ok(self
+            .store
+            .user_profile(user_id)
+            .await?
+            .and_then(|p| serde_json::from_str(&p).ok()))
+    }
+
+    /// On a downstream refresh: refresh the upstream tokens when they are
+    /// about to expire. If the provider ended the grant, end ours (instead of
+    /// issuing tokens the provider would no longer back, or looping). If it is
+    /// unreachable, keep serving: the tokens mcpgate issues do not depend on it.
+    pub(super) async fn check_upstream_grant(
+        &self,
+        family_id: &str,
+        now: i64,
+    ) -> Result<(), OAuthError> {
+        let Some(upstream) = &self.upstream else {
+            return Ok(());
+        };
+        let Some(record) = self.store.upstream_tokens(family_id).await? else {
+            return Ok(());
+        };
+        if record
+            .expires_at
+            .is_none_or(|at| at - REFRESH_MARGIN_SECS > now)
+        {
+            return Ok(());
+        }
+        let current = self.open_tokens(&record.sealed)?;
+        if current.refresh_token.is_none() {
+            return Ok(());
+        }
+        match upstream.refresh(&current).await {
+            Ok(tokens) => {
+                self.store
+                    .save_upstream_tokens(&UpstreamTokenRecord {
+                        family_id: family_id.to_owned(),
+                        user_id: record.user_id,
+                        sealed: self.seal_tokens(&tokens)?,
+                        expires_at: tokens.expires_at,
+                        updated_at: now,
+                    })
+                    .await?;
+                Ok(())
+            }
+            Err(IdpError::InvalidGrant(reason)) => {
+                tracing::info!(%reason, "the identity provider ended the grant; revoking it here");
+                self.store.revoke_family(family_id, now).await?;
+                self.store.delete_upstream_tokens(family_id).await?;
+                Err(OAuthError::InvalidGrant(
+                    "the identity provider ended this sign-in; sign in again".to_owned(),
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream refresh failed; the grant stays");
+                Ok(())
+            }
+        }
+    }
+
+    /// On revocation: revoke upstream too and forget the tokens.
+    pub(super) async fn end_upstream_grant(&self, family_id: &str) -> Result<(), OAuthError> {
+        let Some(upstream) = &self.upstream else {
+            return Ok(());
+        };
+        if let Some(record) = self.store.upstream_tokens(family_id).await? {
+            if let Ok(tokens) = self.open_tokens(&record.sealed) {
+                upstream.revoke(&tokens).await;
+            }
+            self.store.delete_upstream_tokens(family_id).await?;
+        }
+        Ok(())
+    }
+}
+
+fn flow_error(detail: String) -> CallbackError {
+    CallbackError::Flow(OAuthError::Server(detail))
+}
+
+fn upstream_failure(e: IdpError) -> CallbackError {
+    tracing::warn!(error = %e, "upstream sign-in failed");
+    match e {
+        IdpError::Unreachable(_) => CallbackError::Unreachable,
+        _ => CallbackError::Unverified,
+    }
+}

@@ -1,0 +1,146 @@
+//! A scripted browser and OAuth helpers shared by the authorization-server tests.
+
+use reqwest::{StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::common::TestServer;
+
+pub const REDIRECT: &str = "http://127.0.0.1:9/cb";
+
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+pub fn pkce() -> (String, String) {
+    let verifier = mcpgate::oauth::crypto::random_token(40).unwrap();
+    let challenge = mcpgate::oauth::crypto::pkce_s256(&verifier);
+    (verifier, challenge)
+}
+
+/// A scripted browser: keeps the cookies mcpgate sets.
+#[derive(Default)]
+pub struct Browser {
+    pub cookies: Vec<(String, String)>,
+}
+
+impl Browser {
+    pub fn absorb(&mut self, response: &reqwest::Response) {
+        for v in response.headers().get_all(header::SET_COOKIE) {
+            let text = v.to_str().unwrap();
+            let (pair, _) = text.split_once(';').unwrap_or((text, ""));
+            let (k, val) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(name, _)| name != k);
+            self.cookies.push((k.to_owned(), val.to_owned()));
+        }
+    }
+    pub fn header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+    pub async fn get(&mut self, url: &str) -> reqwest::Response {
+        let r = no_redirects()
+            .get(url)
+            .header(header::COOKIE, self.header())
+            .send()
+            .await
+            .unwrap();
+        self.absorb(&r);
+        r
+    }
+    pub async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let r = no_redirects()
+            .post(url)
+            .header(header::COOKIE, self.header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.absorb(&r);
+        r
+    }
+}
+
+pub fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+pub fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(header::LOCATION)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+pub fn query_of(url: &str) -> std::collections::HashMap<String, String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
+pub async fn register(server: &TestServer, body: Value) -> (StatusCode, Value) {
+    let r = server
+        .client
+        .post(server.url("/register"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap())
+}
+
+pub async fn public_client(server: &TestServer) -> String {
+    let (status, body) = register(
+        server,
+        json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"], "client_name": "it"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["client_id"].as_str().unwrap().to_owned()
+}
+
+pub fn authorize_url(
+    server: &TestServer,
+    client_id: &str,
+    challenge: &str,
+    redirect: &str,
+) -> String {
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", redirect)
+        .append_pair("code_challenge", challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("state", "s-1")
+        .append_pair("resource", &server.url("/mcp"))
+        .finish();
+    server.url(&format!("/authorize?{q}"))
+}
+
+pub async fn token(server: &TestServer, form: &[(&str, &str)]) -> (StatusCode, Value) {
+    let r = server
+        .client
+        .post(server.url("/token"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    if status == StatusCode::OK {
+        assert_eq!(r.headers().get(header::CACHE_CONTROL).unwrap(), "no-store");
+    }
+    (status, r.json().await.unwrap())
+}
