@@ -62,6 +62,15 @@ pub struct App {
 
 impl App {
     pub async fn build(config: &Config) -> Result<App, StartError> {
+        let resolved;
+        let config = if config.auth_mode == AuthMode::Auto {
+            resolved = crate::idp::auto::resolve(config)
+                .await
+                .map_err(|e| StartError::Authority(e.to_string()))?;
+            &resolved
+        } else {
+            config
+        };
         let store = Store::connect(&config.store.url, config.store.max_connections).await?;
         let metrics = Metrics::new();
         metrics.store_up.set(1);
@@ -86,7 +95,7 @@ impl App {
             .collect();
         let scope_policy = Arc::new(ScopePolicy::new(rules));
         let (policy, resource_server) = match (&config.auth_mode, &config.resource_auth) {
-            (AuthMode::Resource, Some(resource)) => {
+            (AuthMode::Resource | AuthMode::Bridge, Some(resource)) => {
                 let scopes = resource
                     .scopes_supported
                     .clone()
@@ -97,7 +106,12 @@ impl App {
                         "{}/.well-known/oauth-protected-resource/mcp",
                         config.public_origin()
                     ),
-                    authorization_servers: vec![resource.issuer.clone()],
+                    // Bridge mode serves the IdP's discovery on mcpgate's own origin.
+                    authorization_servers: vec![if config.auth_mode == AuthMode::Bridge {
+                        config.public_origin()
+                    } else {
+                        resource.issuer.clone()
+                    }],
                     // offline_access is the client's business, never advertised here.
                     scopes_supported: scopes
                         .into_iter()
@@ -133,6 +147,20 @@ impl App {
             initial_admin_password = built.initial_admin_password.clone();
             local = Some(built);
         }
+        let mut authorization_server = local.as_ref().map(|l| l.routes.clone());
+        if let (Some(bridge), Some(resource), Some(info)) =
+            (&config.bridge, &config.resource_auth, &resource_server)
+        {
+            let built = crate::bridge::Bridge::connect(
+                bridge,
+                resource,
+                config.public_origin(),
+                info.scopes_supported.clone(),
+            )
+            .await
+            .map_err(|e| StartError::Authority(e.to_string()))?;
+            authorization_server = Some(crate::bridge::http::routes(Arc::new(built)));
+        }
         let edge = Arc::new(EdgeConfig {
             allowed_hosts: config.http.allowed_hosts.clone(),
             allowed_origins: config.http.allowed_origins.clone(),
@@ -160,7 +188,7 @@ impl App {
             ops,
             in_flight.clone(),
             &config.http.allowed_origins,
-            local.as_ref().map(|l| l.routes.clone()),
+            authorization_server,
         );
         let keys = local.as_ref().map(|l| l.keys.clone());
         let sweep = config

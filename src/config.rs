@@ -78,8 +78,29 @@ pub struct RawAuth {
     pub resource: Option<RawResourceAuth>,
     pub local: Option<RawLocalAuth>,
     pub upstream: Option<RawUpstreamIdp>,
+    pub bridge: Option<RawBridge>,
 }
 
+/// `[auth.bridge]`: mcpgate serves discovery and registration for an IdP
+/// without open DCR; the IdP's own tokens are validated per `[auth.resource]`.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBridge {
+    /// `auth0` (clients created through the Management API) or `passthrough`
+    /// (the IdP's own registration endpoint, e.g. Keycloak, relayed with CORS).
+    pub registrar: Option<String>,
+    /// Sent to the IdP as `audience` in place of `resource`. Default: the
+    /// first of `auth.resource.audiences` with `auth0`, none with `passthrough`.
+    pub audience: Option<String>,
+    /// Auth0: a machine-to-machine application allowed `create:clients`.
+    pub management_client_id: Option<String>,
+    pub management_client_secret: Option<String>,
+    pub management_client_secret_file: Option<PathBuf>,
+    /// Auth0: the Management API audience. Default `<issuer>api/v2/`.
+    pub management_audience: Option<String>,
+    /// Registrations per client address per minute. Default 60.
+    pub registrations_per_minute: Option<u32>,
+}
 /// `[auth.upstream]`: the identity provider users sign in with in `proxy` mode.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -267,6 +288,31 @@ pub enum AuthMode {
     Local,
     /// mcpgate is the authorization server; users sign in at an upstream IdP.
     Proxy,
+    /// The IdP is the authorization server; mcpgate serves its discovery
+    /// and client registration, and validates its tokens.
+    Bridge,
+    /// Decided at start from the upstream IdP's discovery: `resource` or `proxy`.
+    Auto,
+}
+
+/// `[auth.bridge]`, validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct BridgeConfig {
+    pub registrar: BridgeRegistrar,
+    pub audience: Option<String>,
+    pub registrations_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BridgeRegistrar {
+    Auth0 {
+        client_id: String,
+        #[serde(serialize_with = "serialize_secret")]
+        client_secret: secrecy::SecretString,
+        audience: String,
+    },
+    Passthrough,
 }
 
 /// `[auth.upstream]`, validated.
@@ -379,6 +425,7 @@ pub struct Config {
     /// The embedded authorization server's settings (`local` and `proxy`).
     pub local_auth: Option<LocalAuthConfig>,
     pub upstream_idp: Option<UpstreamIdpConfig>,
+    pub bridge: Option<BridgeConfig>,
     pub policy: Vec<RawPolicy>,
     pub http: HttpConfig,
     pub log: LogConfig,
@@ -593,12 +640,8 @@ impl RawConfig {
             "resource" => Some(AuthMode::Resource),
             "local" => Some(AuthMode::Local),
             "proxy" => Some(AuthMode::Proxy),
-            mode @ ("bridge" | "auto") => {
-                errors.push(format!(
-                    "auth.mode: {mode:?} is not available in this build yet; use \"local\" (the default), \"resource\" with an external authorization server, or \"none\" on a loopback address"
-                ));
-                None
-            }
+            "bridge" => Some(AuthMode::Bridge),
+            "auto" => Some(AuthMode::Auto),
             other => {
                 errors.push(format!(
                     "auth.mode: {other:?} is not one of none, local, resource, proxy, bridge, auto"
@@ -715,20 +758,49 @@ impl RawConfig {
             }
         }
         let resource_auth = match auth_mode {
-            Some(AuthMode::Resource) => {
+            Some(AuthMode::Resource | AuthMode::Bridge) => {
                 validate_resource_auth(self.auth.resource.as_ref(), &public_url, &mut errors)
+            }
+            // Auto: what `resource` mode would use, if discovery picks it;
+            // by default the upstream issuer with the MCP resource as audience.
+            Some(AuthMode::Auto) => {
+                let derived = self.auth.upstream.as_ref().and_then(|u| {
+                    u.issuer.clone().map(|issuer| RawResourceAuth {
+                        issuer: Some(issuer),
+                        ..RawResourceAuth::default()
+                    })
+                });
+                match self.auth.resource.as_ref().or(derived.as_ref()) {
+                    Some(raw) => validate_resource_auth(Some(raw), &public_url, &mut errors),
+                    None => None,
+                }
             }
             _ => {
                 if self.auth.resource.is_some() {
-                    errors
-                        .push("auth.resource: only used with auth.mode = \"resource\"".to_owned());
+                    errors.push(
+                        "auth.resource: only used with auth.mode = \"resource\" or \"bridge\""
+                            .to_owned(),
+                    );
+                }
+                None
+            }
+        };
+        let bridge = match auth_mode {
+            Some(AuthMode::Bridge) => validate_bridge(
+                self.auth.bridge.as_ref(),
+                resource_auth.as_ref(),
+                &mut errors,
+            ),
+            _ => {
+                if self.auth.bridge.is_some() {
+                    errors.push("auth.bridge: only used with auth.mode = \"bridge\"".to_owned());
                 }
                 None
             }
         };
 
         let local_auth = match auth_mode {
-            Some(AuthMode::Local | AuthMode::Proxy) => Some(validate_local_auth(
+            Some(AuthMode::Local | AuthMode::Proxy | AuthMode::Auto) => Some(validate_local_auth(
                 self.auth.local.as_ref(),
                 &data_dir,
                 &public_url,
@@ -744,12 +816,15 @@ impl RawConfig {
             }
         };
         let upstream_idp = match auth_mode {
-            Some(AuthMode::Proxy) => {
+            Some(AuthMode::Proxy | AuthMode::Auto) => {
                 validate_upstream_idp(self.auth.upstream.as_ref(), &mut errors)
             }
             _ => {
                 if self.auth.upstream.is_some() {
-                    errors.push("auth.upstream: only used with auth.mode = \"proxy\"".to_owned());
+                    errors.push(
+                        "auth.upstream: only used with auth.mode = \"proxy\" or \"auto\""
+                            .to_owned(),
+                    );
                 }
                 None
             }
@@ -768,6 +843,7 @@ impl RawConfig {
                 resource_auth,
                 local_auth,
                 upstream_idp,
+                bridge,
                 policy: self.policy.clone(),
                 http: HttpConfig {
                     allowed_hosts,
@@ -1023,6 +1099,94 @@ fn validate_upstream_idp(
         authorization_endpoint: raw.authorization_endpoint.clone(),
         token_endpoint: raw.token_endpoint.clone(),
         api_base: raw.api_base.clone(),
+    })
+}
+
+fn validate_bridge(
+    raw: Option<&RawBridge>,
+    resource: Option<&ResourceAuthConfig>,
+    errors: &mut Vec<String>,
+) -> Option<BridgeConfig> {
+    let Some(raw) = raw else {
+        errors.push(
+            "auth.bridge: required with auth.mode = \"bridge\" (registrar = \"auth0\" or \"passthrough\")"
+                .to_owned(),
+        );
+        return None;
+    };
+    let registrations_per_minute = raw.registrations_per_minute.unwrap_or(60);
+    if registrations_per_minute == 0 {
+        errors.push("auth.bridge.registrations_per_minute: must be at least 1".to_owned());
+    }
+    let registrar = match raw.registrar.as_deref() {
+        Some("auth0") => {
+            let client_id = raw.management_client_id.clone().unwrap_or_default();
+            if client_id.is_empty() {
+                errors.push(
+                    "auth.bridge.management_client_id: required with registrar = \"auth0\""
+                        .to_owned(),
+                );
+            }
+            let secret = read_secret(
+                "auth.bridge.management",
+                raw.management_client_secret.as_deref(),
+                raw.management_client_secret_file.as_deref(),
+                errors,
+            );
+            let audience = raw.management_audience.clone().unwrap_or_else(|| {
+                let issuer = resource.map(|r| r.issuer.as_str()).unwrap_or("");
+                format!("{}/api/v2/", issuer.trim_end_matches('/'))
+            });
+            BridgeRegistrar::Auth0 {
+                client_id,
+                // A missing secret is already an error; keep checking the rest.
+                client_secret: secrecy::SecretString::from(secret.unwrap_or_default()),
+                audience,
+            }
+        }
+        Some("passthrough") => {
+            for (key, set) in [
+                ("management_client_id", raw.management_client_id.is_some()),
+                (
+                    "management_client_secret",
+                    raw.management_client_secret.is_some(),
+                ),
+                ("management_audience", raw.management_audience.is_some()),
+            ] {
+                if set {
+                    errors.push(format!(
+                        "auth.bridge.{key}: only used with registrar = \"auth0\""
+                    ));
+                }
+            }
+            BridgeRegistrar::Passthrough
+        }
+        other => {
+            errors.push(format!(
+                "auth.bridge.registrar: {:?} is not one of auth0, passthrough",
+                other.unwrap_or("")
+            ));
+            return None;
+        }
+    };
+    let audience = match (&registrar, &raw.audience) {
+        (_, Some(a)) => Some(a.clone()),
+        (BridgeRegistrar::Auth0 { .. }, None) => {
+            resource.and_then(|r| r.audiences.first().cloned())
+        }
+        (BridgeRegistrar::Passthrough, None) => None,
+    };
+    if let (Some(audience), Some(resource)) = (&audience, resource)
+        && !resource.audiences.contains(audience)
+    {
+        errors.push(format!(
+            "auth.bridge.audience: {audience:?} must be one of auth.resource.audiences, or its tokens are refused"
+        ));
+    }
+    Some(BridgeConfig {
+        registrar,
+        audience,
+        registrations_per_minute,
     })
 }
 
@@ -1359,6 +1523,63 @@ mod tests {
                 .contains("only used with auth.mode = \"proxy\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bridge_and_auto_modes_are_validated() {
+        let err = from_toml("[auth]\nmode = \"bridge\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("auth.resource: required"), "{text}");
+        assert!(text.contains("auth.bridge: required"), "{text}");
+        let err = from_toml(
+            "[auth]\nmode = \"bridge\"\n[auth.resource]\nissuer = \"https://t.auth0.com/\"\n[auth.bridge]\nregistrar = \"auth0\"\naudience = \"https://elsewhere\"\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for key in [
+            "auth.bridge.management_client_id: required",
+            "auth.bridge.management: set exactly one of client_secret",
+            "auth.bridge.audience: \"https://elsewhere\" must be one of auth.resource.audiences",
+        ] {
+            assert!(text.contains(key), "{key} missing from {text}");
+        }
+        let cfg = from_toml(
+            "[auth]\nmode = \"bridge\"\n[auth.resource]\nissuer = \"https://t.auth0.com/\"\n[auth.bridge]\nregistrar = \"auth0\"\nmanagement_client_id = \"m\"\nmanagement_client_secret = \"hunter2\"\n",
+        )
+        .unwrap();
+        let bridge = cfg.bridge.as_ref().unwrap();
+        assert_eq!(
+            bridge.audience.as_deref(),
+            Some("http://127.0.0.1:8000/mcp")
+        );
+        match &bridge.registrar {
+            BridgeRegistrar::Auth0 { audience, .. } => {
+                assert_eq!(audience, "https://t.auth0.com/api/v2/")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!cfg.to_redacted_toml().unwrap().contains("hunter2"));
+        let err = from_toml(
+            "[auth]\nmode = \"bridge\"\n[auth.resource]\nissuer = \"https://kc.example/realms/x\"\n[auth.bridge]\nregistrar = \"passthrough\"\nmanagement_client_id = \"m\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("only used with registrar = \"auth0\""),
+            "{err}"
+        );
+
+        // Auto needs the upstream (for proxy) and derives resource settings from it.
+        let cfg = from_toml(
+            "[auth]\nmode = \"auto\"\n[auth.upstream]\npreset = \"keycloak\"\nissuer = \"https://kc.example/realms/x\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.auth_mode, AuthMode::Auto);
+        assert_eq!(
+            cfg.resource_auth.as_ref().unwrap().issuer,
+            "https://kc.example/realms/x"
+        );
+        assert!(cfg.local_auth.is_some() && cfg.upstream_idp.is_some());
     }
 
     #[test]

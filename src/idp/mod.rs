@@ -3,6 +3,7 @@
 //! or the provider's user API), refresh and revocation. No HTTP server code
 //! here; `oauth::federation` drives it from the authorization flow.
 
+pub mod auto;
 pub mod presets;
 
 use std::time::Duration;

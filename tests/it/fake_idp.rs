@@ -60,6 +60,11 @@ pub struct FakeIdp {
     /// GitHub-style `/user` and `/user/emails` answers.
     pub github_user: Arc<Mutex<Value>>,
     pub github_emails: Arc<Mutex<Value>>,
+    /// Bodies posted to `/register` (DCR) and `/api/v2/clients` (Auth0 Management API).
+    pub registrations: Arc<Mutex<Vec<Value>>>,
+    pub management_clients: Arc<Mutex<Vec<Value>>>,
+    /// Status `/api/v2/clients` answers with (201 by default).
+    pub management_status: Arc<AtomicU64>,
 }
 
 type HashMap<K, V> = std::collections::HashMap<K, V>;
@@ -86,6 +91,9 @@ impl FakeIdp {
             revoked: Arc::default(),
             github_user: Arc::new(Mutex::new(Value::Null)),
             github_emails: Arc::new(Mutex::new(json!([]))),
+            registrations: Arc::default(),
+            management_clients: Arc::default(),
+            management_status: Arc::new(AtomicU64::new(201)),
         };
         let app = Router::new()
             .route("/.well-known/oauth-authorization-server", get(metadata))
@@ -96,6 +104,11 @@ impl FakeIdp {
             .route("/token", axum::routing::post(token))
             .route("/revoke", axum::routing::post(revoke))
             .route("/user", get(github_user))
+            .route("/register", axum::routing::post(dcr))
+            .route(
+                "/api/v2/clients",
+                axum::routing::post(management_create_client),
+            )
             .route("/user/emails", get(github_emails))
             .route("/jwks", get(jwks))
             .route("/introspect", axum::routing::post(introspect))
@@ -167,7 +180,47 @@ async fn metadata(State(idp): State<FakeIdp>) -> impl IntoResponse {
         "authorization_endpoint": format!("{}/authorize", idp.issuer),
         "token_endpoint": format!("{}/token", idp.issuer),
         "revocation_endpoint": format!("{}/revoke", idp.issuer),
+        "registration_endpoint": format!("{}/register", idp.issuer),
+        "code_challenge_methods_supported": ["S256"],
     }))
+}
+
+async fn dcr(State(idp): State<FakeIdp>, Json(body): Json<Value>) -> axum::response::Response {
+    idp.registrations.lock().unwrap().push(body.clone());
+    let mut answer = body;
+    answer["client_id"] = json!("dcr-client-1");
+    (axum::http::StatusCode::CREATED, Json(answer)).into_response()
+}
+
+async fn management_create_client(
+    State(idp): State<FakeIdp>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer mgmt-token") {
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            Json(json!({"statusCode": 401, "message": "Invalid token"})),
+        )
+            .into_response();
+    }
+    let status = idp.management_status.load(Ordering::SeqCst) as u16;
+    if status != 201 {
+        return (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            Json(json!({"statusCode": status, "message": "Insufficient scope, expected any of: create:clients"})),
+        )
+            .into_response();
+    }
+    let n = {
+        let mut created = idp.management_clients.lock().unwrap();
+        created.push(body.clone());
+        created.len()
+    };
+    let mut answer = body;
+    answer["client_id"] = json!(format!("auth0-client-{n}"));
+    answer["client_secret"] = json!("auth0-secret");
+    (axum::http::StatusCode::CREATED, Json(answer)).into_response()
 }
 
 /// Entra's multi-tenant discovery: the issuer is a template.

@@ -611,3 +611,51 @@ async fn presets_send_their_parameters_and_github_is_identified_through_its_api(
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn auto_mode_picks_resource_for_an_open_idp_and_proxy_otherwise() {
+    let idp = FakeIdp::start().await;
+    let start = |preset: &'static str| {
+        let issuer = idp.issuer.clone();
+        TestServer::start_with(move |raw| {
+            raw.auth.mode = Some("auto".to_owned());
+            raw.auth.upstream = Some(RawUpstreamIdp {
+                preset: Some(preset.to_owned()),
+                issuer: Some(issuer),
+                client_id: Some(UPSTREAM_CLIENT.to_owned()),
+                client_secret: Some("s".to_owned()),
+                ..RawUpstreamIdp::default()
+            });
+        })
+    };
+    let prm = |server: &TestServer| {
+        let url = server.url("/.well-known/oauth-protected-resource/mcp");
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // The fake IdP offers DCR and S256: clients can use it directly.
+    let open = start("oidc").await;
+    assert_eq!(
+        prm(&open).await["authorization_servers"],
+        json!([idp.issuer])
+    );
+    idp.set_resource(&open.url("/mcp"));
+    open.set_token(&idp.token("alice", "calc"));
+    open.initialize().await;
+    // Auth0's tokens cannot name the MCP resource: mcpgate proxies.
+    let auth0 = start("auth0").await;
+    assert_eq!(
+        prm(&auth0).await["authorization_servers"],
+        json!([auth0.base])
+    );
+    let r = reqwest::get(auth0.url("/.well-known/oauth-authorization-server"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}

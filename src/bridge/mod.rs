@@ -1,0 +1,392 @@
+//! `bridge` mode: the IdP stays the authorization server and issues the
+//! tokens; mcpgate fills the gaps MCP clients trip on. It serves RFC 8414
+//! metadata on its own origin, registers clients the IdP cannot register
+//! itself (Auth0: through the Management API; Keycloak and other IdPs with
+//! DCR: relayed), rewrites `/authorize` (`resource` becomes the IdP's
+//! `audience`) and relays `/token` without `resource`. Tokens on `/mcp` are
+//! checked exactly as in `resource` mode.
+
+pub mod http;
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::{
+    auth::{jwks::read_capped, verify},
+    config::{BridgeConfig, BridgeRegistrar, ResourceAuthConfig},
+    oauth::{
+        clients::{AuthMethod, ClientMetadata},
+        ratelimit::WindowLimiter,
+    },
+    store::now_epoch,
+};
+
+const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidClientMetadata(String),
+    #[error("{0}")]
+    InvalidRedirectUri(String),
+    #[error("too many registrations; try again later")]
+    RateLimited,
+    /// The IdP (or its Management API) failed or refused; details are logged only.
+    #[error("the identity provider could not complete the request")]
+    Upstream(String),
+    #[error("cannot set up the bridge: {0}")]
+    Setup(String),
+}
+
+impl BridgeError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            BridgeError::InvalidRequest(_) => "invalid_request",
+            BridgeError::InvalidClientMetadata(_) => "invalid_client_metadata",
+            BridgeError::InvalidRedirectUri(_) => "invalid_redirect_uri",
+            BridgeError::RateLimited => "slow_down",
+            BridgeError::Upstream(_) | BridgeError::Setup(_) => "temporarily_unavailable",
+        }
+    }
+}
+
+/// A relayed answer: the IdP's status and JSON body.
+pub struct Relayed {
+    pub status: u16,
+    pub body: Value,
+}
+
+struct ManagementToken {
+    token: String,
+    expires_at: i64,
+}
+
+pub struct Bridge {
+    origin: String,
+    issuer: String,
+    audience: Option<String>,
+    scopes_supported: Vec<String>,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    revocation_endpoint: Option<String>,
+    registration_endpoint: Option<String>,
+    jwks_uri: Option<String>,
+    registrar: BridgeRegistrar,
+    management_token: Mutex<Option<ManagementToken>>,
+    registrations: WindowLimiter,
+    http: reqwest::Client,
+}
+
+impl Bridge {
+    /// Read the IdP's discovery once; a misconfigured IdP fails at start.
+    pub async fn connect(
+        config: &BridgeConfig,
+        resource: &ResourceAuthConfig,
+        origin: String,
+        scopes_supported: Vec<String>,
+    ) -> Result<Bridge, BridgeError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| BridgeError::Setup(e.to_string()))?;
+        let meta = verify::discover(&http, &resource.issuer)
+            .await
+            .map_err(|e| BridgeError::Setup(e.to_string()))?;
+        let missing = |what: &str| {
+            BridgeError::Setup(format!("{}: discovery has no {what}", resource.issuer))
+        };
+        let registration_endpoint = meta.registration_endpoint.clone();
+        if matches!(config.registrar, BridgeRegistrar::Passthrough)
+            && registration_endpoint.is_none()
+        {
+            return Err(missing(
+                "registration_endpoint (registrar = \"passthrough\" needs the IdP's own DCR)",
+            ));
+        }
+        Ok(Bridge {
+            origin,
+            issuer: resource.issuer.clone(),
+            audience: config.audience.clone(),
+            scopes_supported,
+            authorization_endpoint: meta
+                .authorization_endpoint
+                .clone()
+                .ok_or_else(|| missing("authorization_endpoint"))?,
+            token_endpoint: meta
+                .token_endpoint
+                .clone()
+                .ok_or_else(|| missing("token_endpoint"))?,
+            revocation_endpoint: meta.revocation_endpoint.clone(),
+            registration_endpoint,
+            jwks_uri: resource.jwks_uri.clone().or(meta.jwks_uri),
+            registrar: config.registrar.clone(),
+            management_token: Mutex::new(None),
+            registrations: WindowLimiter::new(
+                config.registrations_per_minute,
+                Duration::from_secs(60),
+            ),
+            http,
+        })
+    }
+
+    /// RFC 8414 metadata on mcpgate's origin (the issuer clients fetch it
+    /// from); tokens themselves still name the IdP.
+    pub fn metadata(&self) -> Value {
+        let o = &self.origin;
+        let mut meta = json!({
+            "issuer": o,
+            "authorization_endpoint": format!("{o}/authorize"),
+            "token_endpoint": format!("{o}/token"),
+            "registration_endpoint": format!("{o}/register"),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+            "scopes_supported": self.scopes_supported,
+        });
+        if let Some(obj) = meta.as_object_mut() {
+            if let Some(jwks) = &self.jwks_uri {
+                obj.insert("jwks_uri".into(), json!(jwks));
+            }
+            if let Some(revocation) = &self.revocation_endpoint {
+                obj.insert("revocation_endpoint".into(), json!(revocation));
+            }
+        }
+        meta
+    }
+
+    /// The IdP authorization URL for a client's `/authorize` query: every
+    /// parameter kept except `resource`, which becomes `audience`. PKCE S256
+    /// is required here so no client can downgrade it at the IdP.
+    pub fn authorize_url(&self, pairs: &[(String, String)]) -> Result<String, BridgeError> {
+        let mut seen = std::collections::HashSet::new();
+        for (k, _) in pairs {
+            if !seen.insert(k.as_str()) {
+                return Err(BridgeError::InvalidRequest(format!(
+                    "the parameter {k} appears more than once"
+                )));
+            }
+        }
+        let get = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        if get("client_id").is_none_or(str::is_empty) {
+            return Err(BridgeError::InvalidRequest(
+                "client_id is missing".to_owned(),
+            ));
+        }
+        if get("code_challenge").is_none_or(str::is_empty)
+            || get("code_challenge_method") != Some("S256")
+        {
+            return Err(BridgeError::InvalidRequest(
+                "PKCE is required: send code_challenge with code_challenge_method=S256".to_owned(),
+            ));
+        }
+        let mut url = url::Url::parse(&self.authorization_endpoint)
+            .map_err(|e| BridgeError::Setup(e.to_string()))?;
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in pairs {
+                if k == "resource" || (k == "audience" && self.audience.is_some()) {
+                    continue;
+                }
+                q.append_pair(k, v);
+            }
+            if let Some(audience) = &self.audience {
+                q.append_pair("audience", audience);
+            }
+        }
+        Ok(url.to_string())
+    }
+
+    /// `/token`: relayed to the IdP without `resource` (Auth0 and Entra
+    /// reject or misread it), with the client's own authentication.
+    pub async fn token(
+        &self,
+        body: &[u8],
+        authorization: Option<&str>,
+    ) -> Result<Relayed, BridgeError> {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body)
+            .into_owned()
+            .filter(|(k, _)| k != "resource")
+            .collect();
+        let mut request = self
+            .http
+            .post(&self.token_endpoint)
+            .header("accept", "application/json")
+            .form(&pairs);
+        if let Some(auth) = authorization {
+            request = request.header("authorization", auth);
+        }
+        self.relay(request).await
+    }
+
+    /// RFC 7591 registration.
+    pub async fn register(
+        &self,
+        body: Value,
+        client_address: &str,
+    ) -> Result<Relayed, BridgeError> {
+        if !self.registrations.hit(client_address) {
+            return Err(BridgeError::RateLimited);
+        }
+        match &self.registrar {
+            BridgeRegistrar::Passthrough => {
+                let endpoint = self
+                    .registration_endpoint
+                    .as_deref()
+                    .ok_or_else(|| BridgeError::Upstream("no registration endpoint".into()))?;
+                self.relay(self.http.post(endpoint).json(&body)).await
+            }
+            BridgeRegistrar::Auth0 {
+                client_id,
+                client_secret,
+                audience,
+            } => {
+                let metadata: ClientMetadata = serde_json::from_value(body).map_err(|_| {
+                    BridgeError::InvalidClientMetadata(
+                        "the body is not valid client metadata".to_owned(),
+                    )
+                })?;
+                // The same redirect-URI policy as mcpgate's own registration.
+                let metadata = metadata.normalise_for_registration().map_err(|e| match e {
+                    crate::oauth::clients::MetadataError::RedirectUri(m) => {
+                        BridgeError::InvalidRedirectUri(m)
+                    }
+                    crate::oauth::clients::MetadataError::Metadata(m) => {
+                        BridgeError::InvalidClientMetadata(m)
+                    }
+                })?;
+                let token = self
+                    .management_token(client_id, client_secret.expose_secret(), audience)
+                    .await?;
+                self.create_auth0_client(&token, metadata).await
+            }
+        }
+    }
+
+    async fn management_token(
+        &self,
+        client_id: &str,
+        secret: &str,
+        audience: &str,
+    ) -> Result<String, BridgeError> {
+        let mut cached = self.management_token.lock().await;
+        if let Some(t) = cached.as_ref()
+            && t.expires_at > now_epoch() + 60
+        {
+            return Ok(t.token.clone());
+        }
+        let answer = self
+            .relay(self.http.post(&self.token_endpoint).form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                ("client_secret", secret),
+                ("audience", audience),
+            ]))
+            .await?;
+        let token = match (answer.status, answer.body["access_token"].as_str()) {
+            (200, Some(token)) => token.to_owned(),
+            (status, _) => {
+                return Err(BridgeError::Upstream(format!(
+                    "Management API token: HTTP {status} {}",
+                    answer.body["error"].as_str().unwrap_or("")
+                )));
+            }
+        };
+        let expires_in = answer.body["expires_in"].as_i64().unwrap_or(300);
+        *cached = Some(ManagementToken {
+            token: token.clone(),
+            expires_at: now_epoch() + expires_in,
+        });
+        Ok(token)
+    }
+
+    async fn create_auth0_client(
+        &self,
+        management_token: &str,
+        metadata: ClientMetadata,
+    ) -> Result<Relayed, BridgeError> {
+        let method = metadata.auth_method();
+        let auth0_method = match method {
+            AuthMethod::None => "none",
+            AuthMethod::SecretBasic => "client_secret_basic",
+            AuthMethod::SecretPost => "client_secret_post",
+        };
+        let body = json!({
+            "name": metadata.client_name.clone().unwrap_or_else(|| "MCP client".to_owned()),
+            "app_type": if method == AuthMethod::None { "native" } else { "regular_web" },
+            "callbacks": metadata.redirect_uris,
+            "grant_types": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_method": auth0_method,
+            "oidc_conformant": true,
+            "client_metadata": {"created_by": "mcpgate"},
+        });
+        let url = format!("{}/api/v2/clients", self.issuer.trim_end_matches('/'));
+        let created = self
+            .relay(
+                self.http
+                    .post(&url)
+                    .bearer_auth(management_token)
+                    .json(&body),
+            )
+            .await?;
+        if created.status != 201 && created.status != 200 {
+            // Auth0's 4xx here is about our request or our rights, not the client's input.
+            return Err(BridgeError::Upstream(format!(
+                "Management API create client: HTTP {} {}",
+                created.status,
+                created.body["message"].as_str().unwrap_or("")
+            )));
+        }
+        let new_id = created.body["client_id"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| BridgeError::Upstream("created client has no client_id".into()))?;
+        let mut response =
+            serde_json::to_value(&metadata).map_err(|e| BridgeError::Upstream(e.to_string()))?;
+        if let Some(obj) = response.as_object_mut() {
+            obj.insert("client_id".into(), json!(new_id));
+            obj.insert("client_id_issued_at".into(), json!(now_epoch()));
+            if method != AuthMethod::None
+                && let Some(secret) = created.body["client_secret"].as_str()
+            {
+                obj.insert("client_secret".into(), json!(secret));
+                obj.insert("client_secret_expires_at".into(), json!(0));
+            }
+        }
+        Ok(Relayed {
+            status: 201,
+            body: response,
+        })
+    }
+
+    async fn relay(&self, request: reqwest::RequestBuilder) -> Result<Relayed, BridgeError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| BridgeError::Upstream(e.without_url().to_string()))?;
+        let status = response.status().as_u16();
+        let bytes = read_capped(response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| BridgeError::Upstream(e.to_string()))?;
+        if status >= 500 {
+            return Err(BridgeError::Upstream(format!("HTTP {status}")));
+        }
+        let body = serde_json::from_slice(&bytes)
+            .map_err(|_| BridgeError::Upstream(format!("HTTP {status} without a JSON body")))?;
+        Ok(Relayed { status, body })
+    }
+}

@@ -1,0 +1,259 @@
+//! `auth.mode = "bridge"`: the IdP issues the tokens; mcpgate serves its
+//! discovery on mcpgate's origin, registers clients through the Auth0
+//! Management API (or relays the IdP's own DCR), rewrites `/authorize` and
+//! relays `/token`. The fake IdP plays Auth0's Management API contract.
+
+use mcpgate::config::{RawBridge, RawResourceAuth};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::{
+    common::TestServer,
+    fake_idp::FakeIdp,
+    oauth_browser::{REDIRECT, location, no_redirects, pkce, query_of},
+};
+
+async fn bridge(idp: &FakeIdp, edit: impl FnOnce(&mut RawBridge)) -> TestServer {
+    let mut raw_bridge = RawBridge {
+        registrar: Some("auth0".to_owned()),
+        management_client_id: Some("m2m".to_owned()),
+        management_client_secret: Some("m2m-secret".to_owned()),
+        ..RawBridge::default()
+    };
+    edit(&mut raw_bridge);
+    let server = TestServer::start_with(|raw| {
+        raw.auth.mode = Some("bridge".to_owned());
+        raw.auth.resource = Some(RawResourceAuth {
+            issuer: Some(idp.issuer.clone()),
+            ..RawResourceAuth::default()
+        });
+        raw.auth.bridge = Some(raw_bridge);
+    })
+    .await;
+    idp.set_resource(&server.url("/mcp"));
+    server
+}
+
+async fn get_json(server: &TestServer, path: &str) -> Value {
+    server
+        .client
+        .get(server.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn register(server: &TestServer, body: Value) -> (StatusCode, Value) {
+    let r = server
+        .client
+        .post(server.url("/register"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn auth0_bridge_registers_through_the_management_api_and_rewrites_the_flow() {
+    let idp = FakeIdp::start().await;
+    let server = bridge(&idp, |_| {}).await;
+
+    // Discovery points at mcpgate; the keys are the IdP's.
+    let prm = get_json(&server, "/.well-known/oauth-protected-resource/mcp").await;
+    assert_eq!(prm["authorization_servers"], json!([server.base]));
+    let meta = get_json(&server, "/.well-known/oauth-authorization-server").await;
+    assert_eq!(meta["issuer"], server.base);
+    assert_eq!(meta["registration_endpoint"], server.url("/register"));
+    assert_eq!(meta["token_endpoint"], server.url("/token"));
+    assert_eq!(meta["jwks_uri"], format!("{}/jwks", idp.issuer));
+    assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+
+    // Registration: a Management API token (client credentials), then a client.
+    idp.answer_token(
+        200,
+        json!({"access_token": "mgmt-token", "token_type": "Bearer", "expires_in": 86400}),
+    );
+    let (status, body) = register(
+        &server,
+        json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "client_name": "Claude"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["client_id"], "auth0-client-1");
+    assert!(body.get("client_secret").is_none(), "public client: {body}");
+    assert_eq!(body["redirect_uris"], json!([REDIRECT]));
+    {
+        let requests = idp.token_requests.lock().unwrap();
+        let (_, form) = &requests[0];
+        assert_eq!(form["grant_type"], "client_credentials");
+        assert_eq!(form["client_id"], "m2m");
+        assert_eq!(form["audience"], format!("{}/api/v2/", idp.issuer));
+        let created = idp.management_clients.lock().unwrap();
+        assert_eq!(created[0]["callbacks"], json!([REDIRECT]));
+        assert_eq!(created[0]["app_type"], "native");
+        assert_eq!(created[0]["token_endpoint_auth_method"], "none");
+        assert_eq!(created[0]["name"], "Claude");
+    }
+    // The Management API token is reused while valid.
+    let (status, body) = register(
+        &server,
+        json!({"redirect_uris": ["https://chatgpt.com/connector_platform_oauth_redirect"], "token_endpoint_auth_method": "client_secret_post"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["client_secret"], "auth0-secret");
+    assert_eq!(idp.token_requests.lock().unwrap().len(), 1);
+
+    // The redirect-URI policy applies before anything reaches Auth0.
+    let (status, body) = register(&server, json!({"redirect_uris": ["javascript:alert(1)"]})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_redirect_uri");
+    assert_eq!(idp.management_clients.lock().unwrap().len(), 2);
+    // Auth0 refusing (missing create:clients) is our upstream's failure: 502, no detail leaked.
+    idp.management_status
+        .store(403, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = register(&server, json!({"redirect_uris": [REDIRECT]})).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert!(!body.to_string().contains("mgmt-token"));
+
+    // /authorize: resource becomes the audience, everything else passes through.
+    let (verifier, challenge) = pkce();
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", "auth0-client-1")
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("state", "s-1")
+        .append_pair("scope", "openid offline_access")
+        .append_pair("resource", &server.url("/mcp"))
+        .finish();
+    let r = no_redirects()
+        .get(server.url(&format!("/authorize?{q}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let to = location(&r);
+    assert!(
+        to.starts_with(&format!("{}/authorize?", idp.issuer)),
+        "{to}"
+    );
+    let p = query_of(&to);
+    assert_eq!(p["audience"], server.url("/mcp"));
+    assert!(!p.contains_key("resource"));
+    assert_eq!(p["state"], "s-1");
+    assert_eq!(p["code_challenge"], challenge);
+    assert_eq!(p["redirect_uri"], REDIRECT);
+    // Without PKCE: a page here, never a redirect.
+    let r = no_redirects()
+        .get(server.url(&format!(
+            "/authorize?response_type=code&client_id=x&redirect_uri={REDIRECT}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(location(&r).is_empty());
+
+    // /token is relayed without `resource`; the IdP's token works on /mcp.
+    let access = idp.token("auth0|alice", "calc");
+    idp.answer_token(
+        200,
+        json!({"access_token": access, "token_type": "Bearer", "expires_in": 3600}),
+    );
+    let r = server
+        .client
+        .post(server.url("/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", "auth0-client-1"),
+            ("code", "idp-code"),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+            ("resource", &server.url("/mcp")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let tokens: Value = r.json().await.unwrap();
+    {
+        let requests = idp.token_requests.lock().unwrap();
+        let (_, form) = requests.last().unwrap();
+        assert_eq!(form["code"], "idp-code");
+        assert!(!form.contains_key("resource"));
+    }
+    server.set_token(tokens["access_token"].as_str().unwrap());
+    server.initialize().await;
+    // A token for another audience is refused.
+    let mut claims = idp.claims("auth0|alice", "calc");
+    claims["aud"] = json!("https://other.example/api");
+    server.set_token(&idp.sign(&claims));
+    let r = server.mcp_post().body("{}").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // The IdP's own errors pass through with their status.
+    let r = server
+        .client
+        .post(server.url("/token"))
+        .form(&[("grant_type", "authorization_code"), ("code", "used")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn passthrough_bridge_relays_the_idps_own_registration() {
+    let idp = FakeIdp::start().await;
+    let server = bridge(&idp, |b| {
+        b.registrar = Some("passthrough".to_owned());
+        b.management_client_id = None;
+        b.management_client_secret = None;
+    })
+    .await;
+    let (status, body) = register(
+        &server,
+        json!({"redirect_uris": [REDIRECT], "client_name": "Inspector"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["client_id"], "dcr-client-1");
+    assert_eq!(
+        idp.registrations.lock().unwrap()[0]["client_name"],
+        "Inspector"
+    );
+    // Browser-based clients can call it (CORS), as they could not call the IdP's.
+    let r = server
+        .client
+        .request(reqwest::Method::OPTIONS, server.url("/register"))
+        .header("origin", "http://localhost:6274")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert!(r.headers().contains_key("access-control-allow-origin"));
+    // No audience parameter unless configured.
+    let (_, challenge) = pkce();
+    let r = no_redirects()
+        .get(server.url(&format!(
+            "/authorize?response_type=code&client_id=dcr-client-1&code_challenge={challenge}&code_challenge_method=S256&resource=x"
+        )))
+        .send()
+        .await
+        .unwrap();
+    let p = query_of(&location(&r));
+    assert!(
+        !p.contains_key("audience") && !p.contains_key("resource"),
+        "{p:?}"
+    );
+}
