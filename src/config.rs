@@ -128,6 +128,18 @@ pub struct RawUpstreamIdp {
     pub token_endpoint: Option<String>,
     /// GitHub API base. Default `https://api.github.com`.
     pub api_base: Option<String>,
+    /// Who may sign in. Empty lists admit everyone the provider signs in;
+    /// otherwise a user must match one entry of one list. Emails only count
+    /// when the provider does not mark them unverified.
+    #[serde(default)]
+    pub allowed_emails: Vec<String>,
+    #[serde(default)]
+    pub allowed_email_domains: Vec<String>,
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+    /// Provider user names (GitHub login, `preferred_username`).
+    #[serde(default)]
+    pub allowed_usernames: Vec<String>,
 }
 
 /// `[auth.local]`: the embedded authorization server.
@@ -332,6 +344,25 @@ pub struct UpstreamIdpConfig {
     pub authorization_endpoint: Option<String>,
     pub token_endpoint: Option<String>,
     pub api_base: Option<String>,
+    pub allow: SignInAllowList,
+}
+
+/// `[auth.upstream] allowed_*`, lower-cased where case does not matter.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SignInAllowList {
+    pub emails: Vec<String>,
+    pub email_domains: Vec<String>,
+    pub groups: Vec<String>,
+    pub usernames: Vec<String>,
+}
+
+impl SignInAllowList {
+    pub fn is_open(&self) -> bool {
+        self.emails.is_empty()
+            && self.email_domains.is_empty()
+            && self.groups.is_empty()
+            && self.usernames.is_empty()
+    }
 }
 
 fn serialize_preset<S: serde::Serializer>(
@@ -1099,6 +1130,20 @@ fn validate_upstream_idp(
         authorization_endpoint: raw.authorization_endpoint.clone(),
         token_endpoint: raw.token_endpoint.clone(),
         api_base: raw.api_base.clone(),
+        allow: SignInAllowList {
+            emails: raw
+                .allowed_emails
+                .iter()
+                .map(|e| e.to_lowercase())
+                .collect(),
+            email_domains: raw
+                .allowed_email_domains
+                .iter()
+                .map(|d| d.trim_start_matches('@').to_lowercase())
+                .collect(),
+            groups: raw.allowed_groups.clone(),
+            usernames: raw.allowed_usernames.clone(),
+        },
     })
 }
 
@@ -1210,7 +1255,7 @@ fn validate_local_auth(
     // OAuth endpoints must be HTTPS except for loopback development.
     if public_url.scheme() == "http" && !public_url.host_str().is_some_and(is_loopback_host) {
         errors.push(format!(
-            "public_url: {:?} must be https with auth.mode = \"local\" (http only on loopback)",
+            "public_url: {:?} must be https when mcpgate is the authorization server (http only on loopback)",
             public_url.as_str()
         ));
     }

@@ -476,6 +476,20 @@ pub async fn discover(
     discover_as(client, issuer, issuer).await
 }
 
+/// `expected` may end in `/*/v2.0`-style wildcard segment `*`: Entra names
+/// a domain tenant by its GUID in its documents.
+fn issuer_matches(actual: &str, expected: &str) -> bool {
+    match expected.split_once('*') {
+        Some((prefix, suffix)) => {
+            actual.len() > prefix.len() + suffix.len()
+                && actual.starts_with(prefix)
+                && actual.ends_with(suffix)
+                && !actual[prefix.len()..actual.len() - suffix.len()].contains('/')
+        }
+        None => actual == expected,
+    }
+}
+
 /// [`discover`] where the document's `issuer` differs from where it is
 /// served by design (Entra's `common` endpoint names `{tenantid}`).
 pub async fn discover_as(
@@ -496,11 +510,15 @@ pub async fn discover_as(
                 let body = read_capped(response, 256 * 1024).await?;
                 let meta: IssuerMetadata = serde_json::from_slice(&body)
                     .map_err(|e| TokenError::Upstream(format!("{url}: {e}")))?;
-                if meta.issuer != expected_issuer {
-                    return Err(TokenError::Upstream(format!(
+                if !issuer_matches(&meta.issuer, expected_issuer) {
+                    // Another server's document (Okta answers the RFC 8414 path
+                    // of a custom server with its org server's): never used,
+                    // but the next candidate URL may be the right one.
+                    last = TokenError::Upstream(format!(
                         "{url} names issuer {:?}, expected {expected_issuer:?}",
                         meta.issuer
-                    )));
+                    ));
+                    continue;
                 }
                 tracing::debug!(%url, elapsed_ms = started.elapsed().as_millis() as u64, "issuer discovered");
                 return Ok(meta);
@@ -517,6 +535,26 @@ pub async fn discover_as(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issuer_wildcards_match_one_path_segment() {
+        let pattern = "https://login.microsoftonline.com/*/v2.0";
+        assert!(issuer_matches(
+            "https://login.microsoftonline.com/72f988bf-86f1/v2.0",
+            pattern
+        ));
+        assert!(!issuer_matches(
+            "https://login.microsoftonline.com/a/b/v2.0",
+            pattern
+        ));
+        assert!(!issuer_matches("https://evil.example/x/v2.0", pattern));
+        assert!(!issuer_matches(
+            "https://login.microsoftonline.com//v2.0",
+            pattern
+        ));
+        assert!(issuer_matches("https://a/x", "https://a/x"));
+        assert!(!issuer_matches("https://a/x/", "https://a/x"));
+    }
 
     #[test]
     fn discovery_path_rules() {

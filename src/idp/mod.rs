@@ -68,6 +68,13 @@ pub struct Identity {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// False when the provider says the email is not verified.
+    #[serde(default = "verified_by_default", skip_serializing)]
+    pub email_verified: bool,
+}
+
+fn verified_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,16 +146,19 @@ impl UpstreamIdp {
                 config,
             }),
             (None, Some(issuer)) => {
-                // Entra's multi-tenant endpoints publish a templated issuer.
-                let expected = match (&config.tenant, config.preset.name) {
-                    (Some(t), "entra") if presets::is_entra_multi_tenant(t) => {
+                // Entra: multi-tenant endpoints publish a templated issuer, and
+                // a tenant given by domain (or `consumers`) is named by its GUID.
+                let pattern = match (&config.tenant, config.preset.name) {
+                    (Some(t), "entra") if presets::is_entra_multi_tenant(t) && t != "consumers" => {
                         issuer.replace(&format!("/{t}/"), "/{tenantid}/")
                     }
+                    (Some(t), "entra") => issuer.replace(&format!("/{t}/"), "/*/"),
                     _ => issuer.clone(),
                 };
-                let meta = verify::discover_as(&http, &issuer, &expected)
+                let meta = verify::discover_as(&http, &issuer, &pattern)
                     .await
                     .map_err(|e| IdpError::Setup(e.to_string()))?;
+                let expected = meta.issuer.clone();
                 let missing =
                     |what: &str| IdpError::Setup(format!("{issuer}: discovery has no {what}"));
                 let authorization_endpoint = config
@@ -211,6 +221,31 @@ impl UpstreamIdp {
     /// Subjects are unique per issuer only; this names the issuer in user ids.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// Does `[auth.upstream] allowed_*` admit this user?
+    pub fn admits(&self, identity: &Identity) -> bool {
+        let allow = &self.config.allow;
+        if allow.is_open() {
+            return true;
+        }
+        let email = identity
+            .email
+            .as_deref()
+            .filter(|_| identity.email_verified)
+            .map(str::to_lowercase);
+        let by_email = email.as_deref().is_some_and(|e| {
+            allow.emails.iter().any(|a| a == e)
+                || e.rsplit_once('@')
+                    .is_some_and(|(_, domain)| allow.email_domains.iter().any(|d| d == domain))
+        });
+        by_email
+            || identity.groups.iter().any(|g| allow.groups.contains(g))
+            || allow.usernames.iter().any(|u| u == &identity.username)
+    }
+
+    pub fn allow_list_is_open(&self) -> bool {
+        self.config.allow.is_open()
     }
 
     pub fn uses_nonce(&self) -> bool {
@@ -321,7 +356,10 @@ impl UpstreamIdp {
                             TokenError::Upstream(m) => IdpError::Unreachable(m),
                             other => IdpError::BadIdToken(other.to_string()),
                         })?;
-                Ok(identity_from_claims(&claims))
+                Ok(identity_from_claims(
+                    &claims,
+                    self.config.preset.groups_claim,
+                ))
             }
             _ => self.github_identity(&tokens.access_token).await,
         }
@@ -360,6 +398,8 @@ impl UpstreamIdp {
             email,
             name: user["name"].as_str().map(str::to_owned),
             groups: Vec::new(),
+            // Only the primary verified address is looked up; a profile email is public data.
+            email_verified: true,
         })
     }
 
@@ -484,7 +524,10 @@ fn form_encode(text: &str) -> String {
 }
 
 /// The claims mcpgate keeps from an ID token.
-pub fn identity_from_claims(claims: &serde_json::Map<String, Value>) -> Identity {
+pub fn identity_from_claims(
+    claims: &serde_json::Map<String, Value>,
+    groups_claim: &str,
+) -> Identity {
     let text = |name: &str| {
         claims
             .get(name)
@@ -494,7 +537,7 @@ pub fn identity_from_claims(claims: &serde_json::Map<String, Value>) -> Identity
     };
     let subject = text("sub").unwrap_or_default();
     let email = text("email");
-    let groups = match claims.get("groups") {
+    let groups = match claims.get(groups_claim) {
         Some(Value::Array(items)) => items
             .iter()
             .filter_map(Value::as_str)
@@ -512,6 +555,8 @@ pub fn identity_from_claims(claims: &serde_json::Map<String, Value>) -> Identity
         email,
         groups,
         subject,
+        // Absent means the provider makes no statement (Entra): trusted.
+        email_verified: claims.get("email_verified").and_then(Value::as_bool) != Some(false),
     }
 }
 
@@ -524,16 +569,18 @@ mod tests {
     fn identity_takes_email_name_groups_and_falls_back_for_the_username() {
         let claims =
             json!({"sub": "u1", "email": "a@example.com", "name": "A", "groups": ["x", "y"]});
-        let id = identity_from_claims(claims.as_object().unwrap());
+        let id = identity_from_claims(claims.as_object().unwrap(), "groups");
         assert_eq!(id.subject, "u1");
         assert_eq!(id.username, "a@example.com");
         assert_eq!(id.groups, vec!["x", "y"]);
-        let claims = json!({"sub": "u2", "preferred_username": "bob", "groups": "a b"});
-        let id = identity_from_claims(claims.as_object().unwrap());
+        let claims = json!({"sub": "u2", "preferred_username": "bob", "cognito:groups": "a b", "email_verified": false});
+        let id = identity_from_claims(claims.as_object().unwrap(), "cognito:groups");
+        assert!(!id.email_verified);
         assert_eq!(id.username, "bob");
         assert_eq!(id.email, None);
         assert_eq!(id.groups, vec!["a", "b"]);
-        let id = identity_from_claims(json!({"sub": "u3"}).as_object().unwrap());
+        let id = identity_from_claims(json!({"sub": "u3"}).as_object().unwrap(), "groups");
+        assert!(id.email_verified);
         assert_eq!(id.username, "u3");
     }
 

@@ -36,6 +36,8 @@ pub struct Preset {
     /// `auth.upstream.audience` is sent as the `audience` parameter (Auth0).
     pub audience_param: bool,
     pub fixed_endpoints: Option<FixedEndpoints>,
+    /// The ID-token claim listing the user's groups.
+    pub groups_claim: &'static str,
 }
 
 const OIDC_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
@@ -50,6 +52,7 @@ pub const PRESETS: &[Preset] = &[
         needs_tenant: false,
         audience_param: false,
         fixed_endpoints: None,
+        groups_claim: "groups",
     },
     Preset {
         name: "auth0",
@@ -60,6 +63,7 @@ pub const PRESETS: &[Preset] = &[
         needs_tenant: false,
         audience_param: true,
         fixed_endpoints: None,
+        groups_claim: "groups",
     },
     Preset {
         name: "keycloak",
@@ -70,6 +74,7 @@ pub const PRESETS: &[Preset] = &[
         needs_tenant: false,
         audience_param: false,
         fixed_endpoints: None,
+        groups_claim: "groups",
     },
     Preset {
         name: "okta",
@@ -80,6 +85,7 @@ pub const PRESETS: &[Preset] = &[
         needs_tenant: false,
         audience_param: false,
         fixed_endpoints: None,
+        groups_claim: "groups",
     },
     Preset {
         name: "entra",
@@ -92,6 +98,7 @@ pub const PRESETS: &[Preset] = &[
         needs_tenant: true,
         audience_param: false,
         fixed_endpoints: None,
+        groups_claim: "groups",
     },
     Preset {
         name: "google",
@@ -104,6 +111,7 @@ pub const PRESETS: &[Preset] = &[
         needs_tenant: false,
         audience_param: false,
         fixed_endpoints: None,
+        groups_claim: "groups",
     },
     Preset {
         name: "github",
@@ -118,6 +126,7 @@ pub const PRESETS: &[Preset] = &[
             token: "https://github.com/login/oauth/access_token",
             api_base: "https://api.github.com",
         }),
+        groups_claim: "groups",
     },
     Preset {
         name: "cognito",
@@ -129,6 +138,7 @@ pub const PRESETS: &[Preset] = &[
         needs_tenant: false,
         audience_param: false,
         fixed_endpoints: None,
+        groups_claim: "cognito:groups",
     },
 ];
 

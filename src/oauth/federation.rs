@@ -44,6 +44,8 @@ pub enum CallbackError {
         "you signed in as a different account than the one that approved this app; start again from your app"
     )]
     DifferentUser,
+    #[error("your account is not allowed to use this server; ask its operator")]
+    NotAllowed,
     #[error("{0}")]
     Flow(OAuthError),
 }
@@ -153,6 +155,11 @@ impl AuthorizationServer {
             .map_err(upstream_failure)?;
         if identity.subject.is_empty() {
             return Err(CallbackError::Unverified);
+        }
+        if !upstream.admits(&identity) {
+            tracing::info!(username = %identity.username, "upstream user not in the allow list");
+            upstream.revoke(&tokens).await;
+            return Err(CallbackError::NotAllowed);
         }
         let user_id = self.upstream_user_id(&identity.subject);
         if login

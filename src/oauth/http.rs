@@ -570,7 +570,9 @@ async fn callback(
         ),
         Err(e) => {
             let status = match e {
-                CallbackError::WrongBrowser | CallbackError::DifferentUser => StatusCode::FORBIDDEN,
+                CallbackError::WrongBrowser
+                | CallbackError::DifferentUser
+                | CallbackError::NotAllowed => StatusCode::FORBIDDEN,
                 _ => StatusCode::BAD_REQUEST,
             };
             html(status, pages::error(&e.to_string()))

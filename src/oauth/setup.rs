@@ -111,6 +111,12 @@ pub async fn build(
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::info!(preset = idp.preset_name(), issuer = %idp.namespace(), "proxy mode: users sign in upstream");
+            if idp.allow_list_is_open() {
+                tracing::warn!(
+                    preset = idp.preset_name(),
+                    "every account the identity provider signs in may use this server; set auth.upstream.allowed_* to restrict it"
+                );
+            }
             server = server.with_upstream(Arc::new(idp));
             None
         }

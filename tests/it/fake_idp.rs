@@ -98,7 +98,7 @@ impl FakeIdp {
         let app = Router::new()
             .route("/.well-known/oauth-authorization-server", get(metadata))
             .route(
-                "/common/v2.0/.well-known/openid-configuration",
+                "/{tenant}/v2.0/.well-known/openid-configuration",
                 get(entra_metadata),
             )
             .route("/token", axum::routing::post(token))
@@ -223,10 +223,19 @@ async fn management_create_client(
     (axum::http::StatusCode::CREATED, Json(answer)).into_response()
 }
 
-/// Entra's multi-tenant discovery: the issuer is a template.
-async fn entra_metadata(State(idp): State<FakeIdp>) -> impl IntoResponse {
+/// Entra's discovery: for `common` the issuer is a template; a tenant named
+/// by domain is answered with its GUID.
+async fn entra_metadata(
+    State(idp): State<FakeIdp>,
+    axum::extract::Path(tenant): axum::extract::Path<String>,
+) -> impl IntoResponse {
+    let tenant_id = if tenant == "common" {
+        "{tenantid}"
+    } else {
+        "9188040d-guid"
+    };
     Json(json!({
-        "issuer": format!("{}/{{tenantid}}/v2.0", idp.issuer),
+        "issuer": format!("{}/{tenant_id}/v2.0", idp.issuer),
         "jwks_uri": format!("{}/jwks", idp.issuer),
         "authorization_endpoint": format!("{}/authorize", idp.issuer),
         "token_endpoint": format!("{}/token", idp.issuer),

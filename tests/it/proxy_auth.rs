@@ -659,3 +659,91 @@ async fn auto_mode_picks_resource_for_an_open_idp_and_proxy_otherwise() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn allow_lists_admit_only_matching_verified_accounts() {
+    let idp = FakeIdp::start().await;
+    let server = proxy(&idp, |u| {
+        u.allowed_email_domains = vec!["@Example.com".to_owned()];
+        u.allowed_groups = vec!["admins".to_owned()];
+    })
+    .await;
+    let client_id = public_client(&server).await;
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    let cases = [
+        ("alice", json!({"email": "Alice@EXAMPLE.com"}), true),
+        ("mallory", json!({"email": "mallory@other.org"}), false),
+        (
+            "eve",
+            json!({"email": "eve@example.com", "email_verified": false}),
+            false,
+        ),
+        (
+            "root",
+            json!({"email": "root@other.org", "groups": ["admins"]}),
+            true,
+        ),
+    ];
+    for (sub, extra, admitted) in cases {
+        let up =
+            consent_and_go_upstream(&server, &idp, &mut browser, &client_id, &challenge, false)
+                .await;
+        idp.answer_token(
+            200,
+            json!({"access_token": "a", "token_type": "Bearer", "id_token": idp.id_token(UPSTREAM_CLIENT, sub, up.nonce(), extra)}),
+        );
+        let r = browser
+            .get(&callback_url(&server, up.state(), "up-code"))
+            .await;
+        if admitted {
+            assert_eq!(r.status(), StatusCode::SEE_OTHER, "{sub}");
+        } else {
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{sub}");
+            assert!(r.text().await.unwrap().contains("not allowed"), "{sub}");
+        }
+    }
+    assert_eq!(
+        users_in_store(&server).await,
+        2,
+        "only the admitted users exist"
+    );
+}
+
+#[tokio::test]
+async fn entra_tenant_by_domain_accepts_the_guid_issuer_discovery_names() {
+    let idp = FakeIdp::start().await;
+    let server = proxy(&idp, |u| {
+        u.preset = Some("entra".to_owned());
+        u.tenant = Some("contoso.example".to_owned());
+        u.issuer = Some(format!("{}/contoso.example/v2.0", idp.issuer));
+    })
+    .await;
+    let client_id = public_client(&server).await;
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    for (iss_tenant, ok) in [("9188040d-guid", true), ("contoso.example", false)] {
+        let up =
+            consent_and_go_upstream(&server, &idp, &mut browser, &client_id, &challenge, false)
+                .await;
+        let id_token = idp.id_token(
+            UPSTREAM_CLIENT,
+            "gina",
+            up.nonce(),
+            json!({"iss": format!("{}/{iss_tenant}/v2.0", idp.issuer)}),
+        );
+        idp.answer_token(
+            200,
+            json!({"access_token": "a", "token_type": "Bearer", "id_token": id_token}),
+        );
+        let r = browser
+            .get(&callback_url(&server, up.state(), "up-code"))
+            .await;
+        let expected = if ok {
+            StatusCode::SEE_OTHER
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(r.status(), expected, "{iss_tenant}");
+    }
+}
