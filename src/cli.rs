@@ -85,6 +85,9 @@ pub enum KeysAction {
     List,
     /// Add a new key (it signs after a short publication delay) and retire the others.
     Rotate,
+    /// Re-seal stored secrets under the current encryption key (after
+    /// setting `encryption_key` and listing the old one in `previous_encryption_keys`).
+    Reseal,
 }
 
 #[derive(Debug, Subcommand)]

@@ -165,6 +165,10 @@ pub struct RawLocalAuth {
     pub encryption_key: Option<String>,
     /// Default `<data_dir>/mcpgate.key`, created on first start.
     pub encryption_key_file: Option<PathBuf>,
+    /// Base64 keys used before `encryption_key`: data sealed under them is
+    /// still opened, and re-sealed under the current key at start.
+    #[serde(default)]
+    pub previous_encryption_keys: Vec<String>,
     /// Scopes advertised besides the policy's. Default none.
     pub extra_scopes: Option<Vec<String>>,
     /// Skip the consent page when the user approved the same client and
@@ -382,6 +386,8 @@ pub struct LocalAuthConfig {
     pub code_replay_window_secs: u64,
     pub session_ttl_secs: u64,
     pub encryption_key: EncryptionKeySource,
+    #[serde(serialize_with = "serialize_secrets")]
+    pub previous_encryption_keys: Vec<secrecy::SecretString>,
     pub extra_scopes: Vec<String>,
     pub remember_consent: bool,
     pub login_max_failures: u32,
@@ -424,6 +430,18 @@ pub struct IntrospectionConfig {
     pub client_id: String,
     #[serde(serialize_with = "serialize_secret")]
     pub client_secret: secrecy::SecretString,
+}
+
+fn serialize_secrets<S: serde::Serializer>(
+    secrets: &[secrecy::SecretString],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(secrets.len()))?;
+    for _ in secrets {
+        seq.serialize_element("***")?;
+    }
+    seq.end()
 }
 
 fn serialize_secret<S: serde::Serializer>(
@@ -1370,6 +1388,11 @@ fn validate_local_auth(
         code_replay_window_secs,
         session_ttl_secs,
         encryption_key,
+        previous_encryption_keys: raw
+            .previous_encryption_keys
+            .iter()
+            .map(|k| secrecy::SecretString::from(k.clone()))
+            .collect(),
         extra_scopes,
         remember_consent: raw.remember_consent.unwrap_or(true),
         login_max_failures,

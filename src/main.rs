@@ -297,6 +297,21 @@ async fn keys(
                 );
             }
         }
+        KeysAction::Reseal => {
+            let sealer = mcpgate::oauth::setup::sealer(local).map_err(anyhow::Error::msg)?;
+            let done = mcpgate::oauth::reseal::reseal_all(store, &sealer).await?;
+            println!(
+                "re-sealed {} value(s) under key {}; {} could not be opened by any configured key",
+                done.resealed,
+                sealer.key_id(),
+                done.unreadable
+            );
+            if done.unreadable > 0 {
+                anyhow::bail!(
+                    "keep the old keys in previous_encryption_keys until nothing is unreadable"
+                );
+            }
+        }
         KeysAction::Rotate => {
             let sealer = mcpgate::oauth::setup::sealer(local).map_err(anyhow::Error::msg)?;
             let kid =

@@ -44,17 +44,23 @@ pub fn pkce_s256(verifier: &str) -> String {
 }
 
 /// AES-256-GCM with random nonces. Sealed text is
-/// `v1.<key id>.<base64url(nonce || ciphertext || tag)>`; the key id lets a
-/// later key ring open data sealed under an older key.
+/// `v1.<key id>.<base64url(nonce || ciphertext || tag)>`; the key id lets the
+/// ring open data sealed under a previous key until it is re-sealed.
 pub struct Sealer {
     key_id: String,
     key: RandomizedNonceKey,
+    /// Keys that only open (`[auth.local] previous_encryption_keys`).
+    previous: Vec<(String, RandomizedNonceKey)>,
 }
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealer")
             .field("key_id", &self.key_id)
+            .field(
+                "previous",
+                &self.previous.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -71,7 +77,38 @@ impl Sealer {
             .map_err(|_| CryptoError::Key("rejected by AES-256-GCM".to_owned()))?;
         // A public fingerprint of the key, not the key.
         let key_id = sha256_b64(&URL_SAFE_NO_PAD.encode(key_bytes))[..8].to_owned();
-        Ok(Sealer { key_id, key })
+        Ok(Sealer {
+            key_id,
+            key,
+            previous: Vec::new(),
+        })
+    }
+
+    /// Also open data sealed under these older keys.
+    pub fn with_previous(mut self, older: Vec<Sealer>) -> Sealer {
+        for sealer in older {
+            if sealer.key_id != self.key_id {
+                self.previous.push((sealer.key_id, sealer.key));
+            }
+        }
+        self
+    }
+
+    pub fn has_previous(&self) -> bool {
+        !self.previous.is_empty()
+    }
+
+    /// The id of the key new data is sealed with.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Sealed under the current key (nothing to re-seal)?
+    pub fn is_current(&self, sealed: &str) -> bool {
+        sealed
+            .strip_prefix("v1.")
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(id, _)| id == self.key_id)
     }
 
     /// Read a base64 key from `path`, or create one (mode 0600) if absent.
@@ -129,9 +166,14 @@ impl Sealer {
         else {
             return Err(CryptoError::Open);
         };
-        if key_id != self.key_id {
-            return Err(CryptoError::Open);
-        }
+        let key = if key_id == self.key_id {
+            &self.key
+        } else {
+            match self.previous.iter().find(|(id, _)| id == key_id) {
+                Some((_, key)) => key,
+                None => return Err(CryptoError::Open),
+            }
+        };
         let raw = URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| CryptoError::Open)?;
@@ -141,8 +183,7 @@ impl Sealer {
         let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Open)?;
         let mut in_out = ciphertext.to_vec();
-        let plain = self
-            .key
+        let plain = key
             .open_in_place(nonce, Aad::from(context.as_bytes()), &mut in_out)
             .map_err(|_| CryptoError::Open)?;
         Ok(plain.to_vec())

@@ -17,8 +17,8 @@ use crate::{
 };
 
 const LOGIN_TTL_SECS: i64 = 600;
-const LOGIN_CONTEXT: &str = "upstream_logins.secrets";
-const TOKENS_CONTEXT: &str = "upstream_tokens.sealed";
+pub(super) const LOGIN_CONTEXT: &str = "upstream_logins.secrets";
+pub(super) const TOKENS_CONTEXT: &str = "upstream_tokens.sealed";
 /// Refresh upstream tokens this long before they expire.
 const REFRESH_MARGIN_SECS: i64 = 60;
 

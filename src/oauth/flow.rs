@@ -199,8 +199,8 @@ pub struct AuthorizationServer {
 }
 
 const REQUEST_TTL_SECS: i64 = 600;
-const CODE_CONTEXT: &str = "auth_codes.response";
-const REFRESH_CONTEXT: &str = "refresh_tokens.response";
+pub(super) const CODE_CONTEXT: &str = "auth_codes.response";
+pub(super) const REFRESH_CONTEXT: &str = "refresh_tokens.response";
 /// Scopes accepted in requests besides the resource's own; never in tokens' checks.
 const IDENTITY_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
 

@@ -29,7 +29,7 @@ use crate::{
 pub const ACTIVATION_DELAY_SECS: i64 = 60;
 /// How often replicas re-read the key table.
 pub const RELOAD_INTERVAL_SECS: u64 = 30;
-const SEALING_CONTEXT: &str = "signing_keys";
+pub(super) const SEALING_CONTEXT: &str = "signing_keys";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {

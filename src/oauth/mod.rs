@@ -17,4 +17,5 @@ pub mod keys;
 pub mod pages;
 pub mod passwords;
 pub mod ratelimit;
+pub mod reseal;
 pub mod setup;

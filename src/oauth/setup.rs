@@ -28,11 +28,21 @@ pub struct LocalAuthority {
 }
 
 pub fn sealer(config: &LocalAuthConfig) -> Result<Sealer, String> {
-    match &config.encryption_key {
+    let current = match &config.encryption_key {
         EncryptionKeySource::Inline(key) => Sealer::from_base64(key.expose_secret()),
         EncryptionKeySource::File(path) => Sealer::from_key_file(path),
     }
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    let previous = config
+        .previous_encryption_keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            Sealer::from_base64(key.expose_secret())
+                .map_err(|e| format!("auth.local.previous_encryption_keys[{i}]: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(current.with_previous(previous))
 }
 
 /// Create `admin` with a random password when the store has no user yet.
@@ -63,6 +73,22 @@ pub async fn build(
     policy: &ScopePolicy,
 ) -> Result<LocalAuthority, String> {
     let sealer = Arc::new(sealer(local)?);
+    if sealer.has_previous() {
+        // Old keys stay configured until this reports nothing unreadable.
+        let (store, sealer) = (store.clone(), sealer.clone());
+        tokio::spawn(async move {
+            match super::reseal::reseal_all(&store, &sealer).await {
+                Ok(done) => tracing::info!(
+                    resealed = done.resealed,
+                    unreadable = done.unreadable,
+                    "re-sealed data under the current encryption key"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "re-sealing failed; it is retried at the next start")
+                }
+            }
+        });
+    }
     let keys = KeyRing::open(store.clone(), sealer.clone())
         .await
         .map_err(|e| e.to_string())?;

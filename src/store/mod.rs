@@ -14,7 +14,7 @@ pub use federation::{NO_PASSWORD, UpstreamLoginRecord, UpstreamTokenRecord};
 pub use notes::{Note, NoteDraft, NotePatch};
 pub use oauth::{
     AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, RefreshRecord,
-    SigningKeyRecord, Swept, UserRecord,
+    SEALED_COLUMNS, SigningKeyRecord, Swept, UserRecord,
 };
 
 use std::{str::FromStr, time::Duration};

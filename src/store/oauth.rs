@@ -775,3 +775,71 @@ macro_rules! insert_refresh {
 use insert_refresh;
 
 const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scope, resource, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// Sealed columns the key ring may have to re-seal: `(table, key column, sealed column)`.
+pub const SEALED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("signing_keys", "kid", "private_sealed"),
+    ("auth_codes", "code_hash", "response_sealed"),
+    ("refresh_tokens", "token_hash", "response_sealed"),
+    ("upstream_tokens", "family_id", "sealed"),
+    ("upstream_logins", "state_hash", "secrets_sealed"),
+];
+
+impl Store {
+    /// Values of a sealed column not sealed with `current_prefix` (`v1.<key id>.`).
+    /// `column` must be one of [`SEALED_COLUMNS`].
+    pub async fn stale_sealed(
+        &self,
+        column: (&str, &str, &str),
+        current_prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let (table, key, value) = checked_column(column)?;
+        // Identifiers from the fixed list above; values are bound.
+        let sql = format!(
+            "SELECT {key}, {value} FROM {table} WHERE {value} IS NOT NULL AND substr({value}, 1, $1) <> $2"
+        );
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<
+            _,
+            (String, String),
+        >(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .bind(current_prefix.len() as i64)
+        .bind(current_prefix)
+        .fetch_all(pool)
+        .await)?)
+    }
+
+    /// Replace one sealed value if it is still `old` (a concurrent writer wins).
+    pub async fn replace_sealed(
+        &self,
+        column: (&str, &str, &str),
+        row: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let (table, key, value) = checked_column(column)?;
+        let sql = format!("UPDATE {table} SET {value} = $1 WHERE {key} = $2 AND {value} = $3");
+        Ok(
+            on_db!(self.db(), |pool| sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(new)
+                .bind(row)
+                .bind(old)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()))?
+                == 1,
+        )
+    }
+}
+
+/// Only the listed identifiers ever reach the SQL text.
+fn checked_column(
+    column: (&str, &str, &str),
+) -> Result<(&'static str, &'static str, &'static str), StoreError> {
+    SEALED_COLUMNS
+        .iter()
+        .find(|c| **c == column)
+        .copied()
+        .ok_or_else(|| StoreError::Conflict(format!("{column:?} is not a sealed column")))
+}

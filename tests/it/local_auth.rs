@@ -731,11 +731,16 @@ async fn introspection_needs_a_confidential_client() {
 
 /// Runs the mcpgate binary's admin commands against the test server's store.
 fn admin_cli(server: &TestServer, args: &[&str]) -> (bool, String, String) {
+    admin_cli_with(server, "", args)
+}
+
+/// [`admin_cli`] with extra `[auth.local]` lines.
+fn admin_cli_with(server: &TestServer, local: &str, args: &[&str]) -> (bool, String, String) {
     let config = server.data_dir().join("admin.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[store]\nurl = {:?}\n[auth]\nmode = \"local\"\n",
+            "data_dir = {:?}\n[store]\nurl = {:?}\n[auth]\nmode = \"local\"\n[auth.local]\n{local}\n",
             server.data_dir().display().to_string(),
             crate::common::sqlite_url(server.data_dir()),
         ),
@@ -919,4 +924,63 @@ async fn sign_ins_started_in_two_tabs_of_one_browser_both_complete() {
         .1;
     assert_ne!(held, "attacker-chosen");
     assert_eq!(held.len(), 43);
+}
+
+#[tokio::test]
+async fn a_new_encryption_key_reseals_everything_and_old_keys_can_then_go() {
+    let server = local(|_| {}).await;
+    let client_id = public_client(&server).await;
+    let (code, verifier) = code_for(&server, &client_id).await;
+    let (status, _) = token(
+        &server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let old = std::fs::read_to_string(server.data_dir().join("mcpgate.key")).unwrap();
+    let new = mcpgate::oauth::crypto::random_token(32).unwrap();
+    // The new key alone cannot open what the old one sealed.
+    let (ok, out, _) = admin_cli_with(
+        &server,
+        &format!("encryption_key = {new:?}"),
+        &["keys", "reseal"],
+    );
+    assert!(!ok && out.contains("re-sealed 0 value(s)"), "{out}");
+    // With the old key listed, everything moves to the new one...
+    let (ok, out, err) = admin_cli_with(
+        &server,
+        &format!(
+            "encryption_key = {new:?}\nprevious_encryption_keys = [{:?}]",
+            old.trim()
+        ),
+        &["keys", "reseal"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("0 could not be opened"), "{out}");
+    assert!(
+        !out.contains("re-sealed 0 value(s)"),
+        "the signing key and the code response: {out}"
+    );
+    // ...so the old key is no longer needed, and the old key alone opens nothing.
+    let (ok, out, _) = admin_cli_with(
+        &server,
+        &format!("encryption_key = {new:?}"),
+        &["keys", "reseal"],
+    );
+    assert!(
+        ok && out.contains("re-sealed 0 value(s)") && out.contains("0 could not"),
+        "{out}"
+    );
+    let (ok, _, _) = admin_cli_with(
+        &server,
+        &format!("encryption_key = {:?}", old.trim()),
+        &["keys", "reseal"],
+    );
+    assert!(!ok);
 }
