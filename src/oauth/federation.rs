@@ -50,13 +50,11 @@ pub enum CallbackError {
     Flow(OAuthError),
 }
 
-/// What the callback ends with.
-pub enum CallbackOutcome {
-    /// Back to the client (code or `access_denied`), with a session for `user_id` if signed in.
-    Redirect {
-        location: String,
-        user_id: Option<String>,
-    },
+/// What the callback ends with: back to the client (code or
+/// `access_denied`), with a session for `user_id` if someone signed in.
+pub struct CallbackOutcome {
+    pub location: String,
+    pub user_id: Option<String>,
 }
 
 impl AuthorizationServer {
@@ -133,7 +131,7 @@ impl AuthorizationServer {
                 .decide_hashed(&login.request_hash, "", false, false, None)
                 .await
                 .map_err(CallbackError::Flow)?;
-            return Ok(CallbackOutcome::Redirect {
+            return Ok(CallbackOutcome {
                 location,
                 user_id: None,
             });
@@ -202,7 +200,7 @@ impl AuthorizationServer {
             )
             .await;
         match location {
-            Ok(location) => Ok(CallbackOutcome::Redirect {
+            Ok(location) => Ok(CallbackOutcome {
                 location,
                 user_id: Some(user_id),
             }),

@@ -542,7 +542,7 @@ async fn callback(
         )
         .await
     {
-        Ok(CallbackOutcome::Redirect { location, user_id }) => {
+        Ok(CallbackOutcome { location, user_id }) => {
             let mut response = see_other(&location);
             if let Some(user_id) = user_id {
                 match state.server.start_session(&user_id).await {
