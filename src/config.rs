@@ -72,8 +72,11 @@ pub struct RawStore {
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
     /// `local` (default: mcpgate is the authorization server, users in its
-    /// store), `resource` (validate tokens of an external authorization
-    /// server) or `none` (loopback development only).
+    /// store), `proxy` (the same, users sign in at `[auth.upstream]`),
+    /// `resource` (validate tokens of an external authorization server),
+    /// `bridge` (the same, plus discovery and registration for IdPs without
+    /// open DCR), `auto` (`resource` or `proxy` from the upstream's
+    /// discovery) or `none` (loopback development only).
     pub mode: Option<String>,
     pub resource: Option<RawResourceAuth>,
     pub local: Option<RawLocalAuth>,
@@ -827,7 +830,7 @@ impl RawConfig {
             _ => {
                 if self.auth.resource.is_some() {
                     errors.push(
-                        "auth.resource: only used with auth.mode = \"resource\" or \"bridge\""
+                        "auth.resource: only used with auth.mode = \"resource\", \"bridge\" or \"auto\""
                             .to_owned(),
                     );
                 }
@@ -835,11 +838,14 @@ impl RawConfig {
             }
         };
         let bridge = match auth_mode {
-            Some(AuthMode::Bridge) => validate_bridge(
-                self.auth.bridge.as_ref(),
-                resource_auth.as_ref(),
-                &mut errors,
-            ),
+            Some(AuthMode::Bridge) => {
+                require_https(&public_url, &mut errors);
+                validate_bridge(
+                    self.auth.bridge.as_ref(),
+                    resource_auth.as_ref(),
+                    &mut errors,
+                )
+            }
             _ => {
                 if self.auth.bridge.is_some() {
                     errors.push("auth.bridge: only used with auth.mode = \"bridge\"".to_owned());
@@ -858,7 +864,8 @@ impl RawConfig {
             _ => {
                 if self.auth.local.is_some() {
                     errors.push(
-                        "auth.local: only used with auth.mode = \"local\" or \"proxy\"".to_owned(),
+                        "auth.local: only used with auth.mode = \"local\", \"proxy\" or \"auto\""
+                            .to_owned(),
                     );
                 }
                 None
@@ -917,7 +924,7 @@ fn validate_resource_auth(
     errors: &mut Vec<String>,
 ) -> Option<ResourceAuthConfig> {
     let Some(raw) = raw else {
-        errors.push("auth.resource: required with auth.mode = \"resource\" (at least issuer = \"https://...\")".to_owned());
+        errors.push("auth.resource: required with auth.mode = \"resource\" or \"bridge\" (at least issuer = \"https://...\")".to_owned());
         return None;
     };
     let issuer = raw.issuer.clone().unwrap_or_default();
@@ -971,6 +978,7 @@ fn validate_resource_auth(
         }
         let secret = read_secret(
             "auth.resource.introspection",
+            "client_secret",
             i.client_secret.as_deref(),
             i.client_secret_file.as_deref(),
             errors,
@@ -992,9 +1000,11 @@ fn validate_resource_auth(
     })
 }
 
-/// Exactly one of an inline secret and a file holding it.
+/// Exactly one of an inline secret (`<section>.<key>`) and a file holding
+/// it (`<section>.<key>_file`).
 fn read_secret(
     section: &str,
+    key: &str,
     inline: Option<&str>,
     file: Option<&Path>,
     errors: &mut Vec<String>,
@@ -1005,7 +1015,7 @@ fn read_secret(
             Ok(s) => Some(s.trim().to_owned()),
             Err(e) => {
                 errors.push(format!(
-                    "{section}.client_secret_file: cannot read {}: {}",
+                    "{section}.{key}_file: cannot read {}: {}",
                     path.display(),
                     e.kind()
                 ));
@@ -1013,9 +1023,7 @@ fn read_secret(
             }
         },
         _ => {
-            errors.push(format!(
-                "{section}: set exactly one of client_secret, client_secret_file"
-            ));
+            errors.push(format!("{section}: set exactly one of {key}, {key}_file"));
             None
         }
     }
@@ -1027,7 +1035,7 @@ fn validate_upstream_idp(
 ) -> Option<UpstreamIdpConfig> {
     use crate::idp::presets;
     let Some(raw) = raw else {
-        errors.push("auth.upstream: required with auth.mode = \"proxy\" (preset, issuer, client_id, client_secret)".to_owned());
+        errors.push("auth.upstream: required with auth.mode = \"proxy\" or \"auto\" (preset, issuer, client_id, client_secret)".to_owned());
         return None;
     };
     let preset_name = raw.preset.as_deref().unwrap_or("oidc");
@@ -1084,6 +1092,7 @@ fn validate_upstream_idp(
     }
     let secret = read_secret(
         "auth.upstream",
+        "client_secret",
         raw.client_secret.as_deref(),
         raw.client_secret_file.as_deref(),
         errors,
@@ -1165,6 +1174,16 @@ fn validate_upstream_idp(
     })
 }
 
+/// OAuth endpoints mcpgate serves must be HTTPS except for loopback development.
+fn require_https(public_url: &Url, errors: &mut Vec<String>) {
+    if public_url.scheme() == "http" && !public_url.host_str().is_some_and(is_loopback_host) {
+        errors.push(format!(
+            "public_url: {:?} must be https when mcpgate serves OAuth endpoints (http only on loopback)",
+            public_url.as_str()
+        ));
+    }
+}
+
 fn validate_bridge(
     raw: Option<&RawBridge>,
     resource: Option<&ResourceAuthConfig>,
@@ -1191,7 +1210,8 @@ fn validate_bridge(
                 );
             }
             let secret = read_secret(
-                "auth.bridge.management",
+                "auth.bridge",
+                "management_client_secret",
                 raw.management_client_secret.as_deref(),
                 raw.management_client_secret_file.as_deref(),
                 errors,
@@ -1270,13 +1290,7 @@ fn validate_local_auth(
 ) -> LocalAuthConfig {
     let default = RawLocalAuth::default();
     let raw = raw.unwrap_or(&default);
-    // OAuth endpoints must be HTTPS except for loopback development.
-    if public_url.scheme() == "http" && !public_url.host_str().is_some_and(is_loopback_host) {
-        errors.push(format!(
-            "public_url: {:?} must be https when mcpgate is the authorization server (http only on loopback)",
-            public_url.as_str()
-        ));
-    }
+    require_https(public_url, errors);
     let mut bounded = |name: &str, value: Option<u64>, default: u64, min: u64, max: u64| {
         let v = value.unwrap_or(default);
         if !(min..=max).contains(&v) {
@@ -1606,7 +1620,7 @@ mod tests {
         let text = err.to_string();
         for key in [
             "auth.bridge.management_client_id: required",
-            "auth.bridge.management: set exactly one of client_secret",
+            "auth.bridge: set exactly one of management_client_secret, management_client_secret_file",
             "auth.bridge.audience: \"https://elsewhere\" must be one of auth.resource.audiences",
         ] {
             assert!(text.contains(key), "{key} missing from {text}");

@@ -90,13 +90,7 @@ impl Bridge {
         origin: String,
         scopes_supported: Vec<String>,
     ) -> Result<Bridge, BridgeError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| BridgeError::Setup(e.to_string()))?;
+        let http = crate::idp::outbound_client().map_err(|e| BridgeError::Setup(e.to_string()))?;
         let meta = verify::discover(&http, &resource.issuer)
             .await
             .map_err(|e| BridgeError::Setup(e.to_string()))?;
@@ -151,7 +145,13 @@ impl Bridge {
             "grant_types_supported": ["authorization_code", "refresh_token"],
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
-            "scopes_supported": self.scopes_supported,
+            // Clients ask for refresh tokens only if they see offline_access.
+            "scopes_supported": self
+                .scopes_supported
+                .iter()
+                .map(String::as_str)
+                .chain(["openid", "offline_access"])
+                .collect::<Vec<_>>(),
         });
         if let Some(obj) = meta.as_object_mut() {
             if let Some(jwks) = &self.jwks_uri {

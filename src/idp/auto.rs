@@ -72,15 +72,10 @@ pub async fn resolve(config: &Config) -> Result<Config, AutoError> {
     };
     let meta = match &upstream.issuer {
         Some(issuer) if upstream.preset.fixed_endpoints.is_none() => {
-            let client = reqwest::Client::builder()
-                .connect_timeout(std::time::Duration::from_secs(5))
-                .timeout(std::time::Duration::from_secs(10))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| AutoError {
-                    issuer: issuer.clone(),
-                    reason: e.to_string(),
-                })?;
+            let client = super::outbound_client().map_err(|e| AutoError {
+                issuer: issuer.clone(),
+                reason: e.to_string(),
+            })?;
             // Entra's multi-tenant document names a templated issuer; it never
             // qualifies for `resource` anyway, so a mismatch is not fatal here.
             match verify::discover(&client, issuer).await {

@@ -62,6 +62,10 @@ pub struct Identity {
     pub subject: String,
     /// A readable name for operators (email, login or the subject).
     pub username: String,
+    /// The provider's user name (`preferred_username`, GitHub login):
+    /// what `allowed_usernames` matches, never an email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,13 +118,7 @@ impl UpstreamIdp {
         config: UpstreamIdpConfig,
         redirect_uri: String,
     ) -> Result<UpstreamIdp, IdpError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| IdpError::Setup(e.to_string()))?;
+        let http = outbound_client().map_err(|e| IdpError::Setup(e.to_string()))?;
         match (config.preset.fixed_endpoints, config.issuer.clone()) {
             (Some(fixed), _) => Ok(UpstreamIdp {
                 authorization_endpoint: config
@@ -241,7 +239,10 @@ impl UpstreamIdp {
         });
         by_email
             || identity.groups.iter().any(|g| allow.groups.contains(g))
-            || allow.usernames.iter().any(|u| u == &identity.username)
+            || identity
+                .login
+                .as_ref()
+                .is_some_and(|login| allow.usernames.contains(login))
     }
 
     pub fn allow_list_is_open(&self) -> bool {
@@ -394,6 +395,7 @@ impl UpstreamIdp {
         }
         Ok(Identity {
             username: login.clone().unwrap_or_else(|| subject.clone()),
+            login,
             subject,
             email,
             name: user["name"].as_str().map(str::to_owned),
@@ -404,11 +406,29 @@ impl UpstreamIdp {
     }
 
     async fn api_get(&self, url: &str, access_token: &str) -> Result<Value, IdpError> {
-        let response = self
+        let request = self
             .http
             .get(url)
             .bearer_auth(access_token)
-            .header("accept", "application/vnd.github+json")
+            .header("accept", "application/vnd.github+json");
+        let (status, body) = self.fetch(request, url).await?;
+        if !status.is_success() {
+            return Err(IdpError::InvalidGrant(format!(
+                "{url}: HTTP {}",
+                status.as_u16()
+            )));
+        }
+        serde_json::from_slice(&body).map_err(|e| IdpError::BadResponse(e.to_string()))
+    }
+
+    /// Send, read at most [`MAX_RESPONSE_BYTES`]; network failures and 5xx
+    /// are `Unreachable` (worth a retry), everything else is the caller's.
+    async fn fetch(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), IdpError> {
+        let response = request
             .send()
             .await
             .map_err(|e| IdpError::Unreachable(e.without_url().to_string()))?;
@@ -418,17 +438,11 @@ impl UpstreamIdp {
             .map_err(|e| IdpError::Unreachable(e.to_string()))?;
         if status.is_server_error() {
             return Err(IdpError::Unreachable(format!(
-                "{url}: HTTP {}",
+                "{what}: HTTP {}",
                 status.as_u16()
             )));
         }
-        if !status.is_success() {
-            return Err(IdpError::InvalidGrant(format!(
-                "{url}: HTTP {}",
-                status.as_u16()
-            )));
-        }
-        serde_json::from_slice(&body).map_err(|e| IdpError::BadResponse(e.to_string()))
+        Ok((status, body))
     }
 
     fn authenticated(
@@ -457,21 +471,8 @@ impl UpstreamIdp {
         &self,
         form: &[(&str, &str)],
     ) -> Result<(UpstreamTokens, Value), IdpError> {
-        let response = self
-            .authenticated(self.http.post(&self.token_endpoint), form)
-            .send()
-            .await
-            .map_err(|e| IdpError::Unreachable(e.without_url().to_string()))?;
-        let status = response.status();
-        let body = read_capped(response, MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|e| IdpError::Unreachable(e.to_string()))?;
-        if status.is_server_error() {
-            return Err(IdpError::Unreachable(format!(
-                "token endpoint HTTP {}",
-                status.as_u16()
-            )));
-        }
+        let request = self.authenticated(self.http.post(&self.token_endpoint), form);
+        let (status, body) = self.fetch(request, "token endpoint").await?;
         let raw: Value = serde_json::from_slice(&body).map_err(|_| {
             IdpError::BadResponse(format!(
                 "token endpoint HTTP {} without a JSON body",
@@ -519,6 +520,17 @@ impl UpstreamIdp {
     }
 }
 
+/// The HTTP client for calls to identity providers: short timeouts, no
+/// redirects (a redirected token request would carry our secret elsewhere).
+pub fn outbound_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 fn form_encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
@@ -552,6 +564,7 @@ pub fn identity_from_claims(
             .or_else(|| text("preferred_username"))
             .unwrap_or_else(|| subject.clone()),
         name: text("name"),
+        login: text("preferred_username"),
         email,
         groups,
         subject,

@@ -42,103 +42,68 @@ pub struct Preset {
 
 const OIDC_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
 
+/// The generic OpenID Connect provider; the others differ from it as noted.
+const OIDC: Preset = Preset {
+    name: "oidc",
+    identity: IdentitySource::IdToken,
+    issuer_template: None,
+    default_scopes: OIDC_SCOPES,
+    authorize_params: &[],
+    needs_tenant: false,
+    audience_param: false,
+    fixed_endpoints: None,
+    groups_claim: "groups",
+};
+
 pub const PRESETS: &[Preset] = &[
-    Preset {
-        name: "oidc",
-        identity: IdentitySource::IdToken,
-        issuer_template: None,
-        default_scopes: OIDC_SCOPES,
-        authorize_params: &[],
-        needs_tenant: false,
-        audience_param: false,
-        fixed_endpoints: None,
-        groups_claim: "groups",
-    },
+    OIDC,
     Preset {
         name: "auth0",
-        identity: IdentitySource::IdToken,
-        issuer_template: None,
-        default_scopes: OIDC_SCOPES,
-        authorize_params: &[],
-        needs_tenant: false,
         audience_param: true,
-        fixed_endpoints: None,
-        groups_claim: "groups",
+        ..OIDC
     },
     Preset {
         name: "keycloak",
-        identity: IdentitySource::IdToken,
-        issuer_template: None,
-        default_scopes: OIDC_SCOPES,
-        authorize_params: &[],
-        needs_tenant: false,
-        audience_param: false,
-        fixed_endpoints: None,
-        groups_claim: "groups",
+        ..OIDC
     },
     Preset {
         name: "okta",
-        identity: IdentitySource::IdToken,
-        issuer_template: None,
-        default_scopes: OIDC_SCOPES,
-        authorize_params: &[],
-        needs_tenant: false,
-        audience_param: false,
-        fixed_endpoints: None,
-        groups_claim: "groups",
+        ..OIDC
     },
     Preset {
         name: "entra",
-        identity: IdentitySource::IdToken,
         // v2 endpoints; `common`/`organizations` resolve to `{tenantid}` in the
         // discovery document's issuer, checked against each token's `tid`.
         issuer_template: Some("https://login.microsoftonline.com/{tenant}/v2.0"),
-        default_scopes: OIDC_SCOPES,
-        authorize_params: &[],
         needs_tenant: true,
-        audience_param: false,
-        fixed_endpoints: None,
-        groups_claim: "groups",
+        ..OIDC
     },
     Preset {
         name: "google",
-        identity: IdentitySource::IdToken,
         issuer_template: Some("https://accounts.google.com"),
         // Google rejects `offline_access`; it wants access_type=offline instead,
         // and only returns a refresh token on consent.
         default_scopes: &["openid", "profile", "email"],
         authorize_params: &[("access_type", "offline"), ("prompt", "consent")],
-        needs_tenant: false,
-        audience_param: false,
-        fixed_endpoints: None,
-        groups_claim: "groups",
+        ..OIDC
     },
     Preset {
         name: "github",
         identity: IdentitySource::GitHubApi,
-        issuer_template: None,
         default_scopes: &["read:user", "user:email"],
-        authorize_params: &[],
-        needs_tenant: false,
-        audience_param: false,
         fixed_endpoints: Some(FixedEndpoints {
             authorization: "https://github.com/login/oauth/authorize",
             token: "https://github.com/login/oauth/access_token",
             api_base: "https://api.github.com",
         }),
-        groups_claim: "groups",
+        ..OIDC
     },
     Preset {
         name: "cognito",
-        identity: IdentitySource::IdToken,
-        issuer_template: None,
         // Cognito issues refresh tokens without `offline_access` and rejects it.
         default_scopes: &["openid", "profile", "email"],
-        authorize_params: &[],
-        needs_tenant: false,
-        audience_param: false,
-        fixed_endpoints: None,
         groups_claim: "cognito:groups",
+        ..OIDC
     },
 ];
 

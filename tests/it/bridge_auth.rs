@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::{
     common::TestServer,
     fake_idp::FakeIdp,
-    oauth_browser::{REDIRECT, location, no_redirects, pkce, query_of},
+    oauth_browser::{REDIRECT, location, no_redirects, pkce, query_of, register},
 };
 
 async fn bridge(idp: &FakeIdp, edit: impl FnOnce(&mut RawBridge)) -> TestServer {
@@ -44,17 +44,6 @@ async fn get_json(server: &TestServer, path: &str) -> Value {
         .json()
         .await
         .unwrap()
-}
-
-async fn register(server: &TestServer, body: Value) -> (StatusCode, Value) {
-    let r = server
-        .client
-        .post(server.url("/register"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status(), r.json().await.unwrap())
 }
 
 #[tokio::test]

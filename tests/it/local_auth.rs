@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use crate::{
     common::TestServer,
     oauth_browser::{
-        Browser, REDIRECT, authorize_url, hidden, location, no_redirects, pkce, public_client,
-        query_of, register, token,
+        Browser, REDIRECT, authorize_url, exchange_code, hidden, location, no_redirects, pkce,
+        public_client, query_of, refresh_grant, register, token,
     },
 };
 
@@ -775,17 +775,7 @@ async fn operators_revoke_consents_and_remove_clients_from_the_cli() {
     )
     .await;
     let code = query_of(&back)["code"].clone();
-    let (status, tokens) = token(
-        &server,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", &client_id),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    )
-    .await;
+    let (status, tokens) = exchange_code(&server, &client_id, &code, &verifier).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
 
@@ -805,15 +795,7 @@ async fn operators_revoke_consents_and_remove_clients_from_the_cli() {
     let (ok, out, err) = admin_cli(&server, &["consents", "revoke", "admin", &client_id]);
     assert!(ok, "{err}");
     assert!(out.contains("1 refresh token(s) revoked"), "{out}");
-    let (status, body) = token(
-        &server,
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", &client_id),
-            ("refresh_token", &refresh),
-        ],
-    )
-    .await;
+    let (status, body) = refresh_grant(&server, &client_id, &refresh).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "invalid_grant");
     let (_, out, _) = admin_cli(&server, &["consents", "list", "admin"]);
@@ -827,15 +809,7 @@ async fn operators_revoke_consents_and_remove_clients_from_the_cli() {
     // A removed client is unknown at /token: 401 invalid_client (clients re-register on that).
     let (ok, _, err) = admin_cli(&server, &["clients", "remove", &client_id]);
     assert!(ok, "{err}");
-    let (status, body) = token(
-        &server,
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", &client_id),
-            ("refresh_token", &refresh),
-        ],
-    )
-    .await;
+    let (status, body) = refresh_grant(&server, &client_id, &refresh).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"], "invalid_client");
     let (ok, out, _) = admin_cli(&server, &["clients", "list"]);
@@ -931,17 +905,7 @@ async fn a_new_encryption_key_reseals_everything_and_old_keys_can_then_go() {
     let server = local(|_| {}).await;
     let client_id = public_client(&server).await;
     let (code, verifier) = code_for(&server, &client_id).await;
-    let (status, _) = token(
-        &server,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", &client_id),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    )
-    .await;
+    let (status, _) = exchange_code(&server, &client_id, &code, &verifier).await;
     assert_eq!(status, StatusCode::OK);
     let old = std::fs::read_to_string(server.data_dir().join("mcpgate.key")).unwrap();
     let new = mcpgate::oauth::crypto::random_token(32).unwrap();

@@ -144,3 +144,40 @@ pub async fn token(server: &TestServer, form: &[(&str, &str)]) -> (StatusCode, V
     }
     (status, r.json().await.unwrap())
 }
+
+/// `grant_type=authorization_code` for a public client registered with [`REDIRECT`].
+pub async fn exchange_code(
+    server: &TestServer,
+    client_id: &str,
+    code: &str,
+    verifier: &str,
+) -> (StatusCode, Value) {
+    token(
+        server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier),
+        ],
+    )
+    .await
+}
+
+/// `grant_type=refresh_token` for a public client.
+pub async fn refresh_grant(
+    server: &TestServer,
+    client_id: &str,
+    refresh_token: &str,
+) -> (StatusCode, Value) {
+    token(
+        server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id),
+            ("refresh_token", refresh_token),
+        ],
+    )
+    .await
+}

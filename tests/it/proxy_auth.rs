@@ -12,7 +12,8 @@ use crate::{
     common::{TestServer, sqlite_url},
     fake_idp::FakeIdp,
     oauth_browser::{
-        Browser, REDIRECT, authorize_url, hidden, location, pkce, public_client, query_of, token,
+        Browser, REDIRECT, authorize_url, exchange_code, hidden, location, pkce, public_client,
+        query_of, refresh_grant,
     },
 };
 
@@ -132,17 +133,7 @@ async fn sign_in(
     let q = query_of(&location(&back));
     assert_eq!(q["state"], "s-1");
     assert_eq!(q["iss"], server.base);
-    let (status, tokens) = token(
-        server,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", &client_id),
-            ("code", &q["code"]),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    )
-    .await;
+    let (status, tokens) = exchange_code(server, &client_id, &q["code"], &verifier).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     (tokens, client_id)
 }
@@ -188,17 +179,7 @@ async fn consent_then_upstream_sign_in_then_our_tokens_carry_the_identity() {
     let back = browser.get(&callback).await;
     assert_eq!(back.status(), StatusCode::SEE_OTHER);
     let q = query_of(&location(&back));
-    let (status, tokens) = token(
-        &server,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", &client_id),
-            ("code", &q["code"]),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    )
-    .await;
+    let (status, tokens) = exchange_code(&server, &client_id, &q["code"], &verifier).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
 
     // The code exchange upstream: client_secret_basic (form-encoded), our verifier, our callback.
@@ -378,17 +359,7 @@ async fn upstream_refresh_follows_ours_and_an_upstream_invalid_grant_ends_our_gr
     let refresh = |rt: String| {
         let server = &server;
         let client_id = client_id.clone();
-        async move {
-            token(
-                server,
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", &client_id),
-                    ("refresh_token", &rt),
-                ],
-            )
-            .await
-        }
+        async move { refresh_grant(server, &client_id, &rt).await }
     };
     idp.answer_token(
         200,
@@ -535,17 +506,7 @@ async fn presets_send_their_parameters_and_github_is_identified_through_its_api(
         if ok {
             assert_eq!(r.status(), StatusCode::SEE_OTHER);
             let code = query_of(&location(&r))["code"].clone();
-            let (status, body) = token(
-                &entra,
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("client_id", &client),
-                    ("code", &code),
-                    ("redirect_uri", REDIRECT),
-                    ("code_verifier", &verifier),
-                ],
-            )
-            .await;
+            let (status, body) = exchange_code(&entra, &client, &code, &verifier).await;
             assert_eq!(status, StatusCode::OK, "{body}");
         } else {
             assert_eq!(
@@ -587,17 +548,7 @@ async fn presets_send_their_parameters_and_github_is_identified_through_its_api(
     assert_eq!(form["client_id"], UPSTREAM_CLIENT);
     assert_eq!(form["client_secret"], "up secret:1");
     let code = query_of(&location(&r))["code"].clone();
-    let (status, body) = token(
-        &github,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", &client),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    )
-    .await;
+    let (status, body) = exchange_code(&github, &client, &code, &verifier).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let claims = claims_of(body["access_token"].as_str().unwrap());
     assert_eq!(claims["email"], "octo@example.com");
@@ -666,6 +617,7 @@ async fn allow_lists_admit_only_matching_verified_accounts() {
     let server = proxy(&idp, |u| {
         u.allowed_email_domains = vec!["@Example.com".to_owned()];
         u.allowed_groups = vec!["admins".to_owned()];
+        u.allowed_usernames = vec!["ops-bot".to_owned()];
     })
     .await;
     let client_id = public_client(&server).await;
@@ -684,6 +636,9 @@ async fn allow_lists_admit_only_matching_verified_accounts() {
             json!({"email": "root@other.org", "groups": ["admins"]}),
             true,
         ),
+        ("bot", json!({"preferred_username": "ops-bot"}), true),
+        // A user name list never matches an email address.
+        ("imposter", json!({"email": "ops-bot"}), false),
     ];
     for (sub, extra, admitted) in cases {
         let up =
@@ -705,7 +660,7 @@ async fn allow_lists_admit_only_matching_verified_accounts() {
     }
     assert_eq!(
         users_in_store(&server).await,
-        2,
+        3,
         "only the admitted users exist"
     );
 }
