@@ -458,6 +458,8 @@ pub struct IssuerMetadata {
     #[serde(default)]
     pub revocation_endpoint: Option<String>,
     #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+    #[serde(default)]
     pub registration_endpoint: Option<String>,
     #[serde(default)]
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,

@@ -93,6 +93,7 @@ pub struct UpstreamIdp {
     authorization_endpoint: String,
     token_endpoint: String,
     revocation_endpoint: Option<String>,
+    userinfo_endpoint: Option<String>,
     api_base: Option<String>,
     client_auth: ClientAuth,
     /// ID-token verifier (`aud` = our client id); `None` for OAuth-only providers.
@@ -130,6 +131,7 @@ impl UpstreamIdp {
                     .clone()
                     .unwrap_or_else(|| fixed.token.to_owned()),
                 revocation_endpoint: None,
+                userinfo_endpoint: None,
                 api_base: Some(
                     config
                         .api_base
@@ -197,6 +199,7 @@ impl UpstreamIdp {
                     authorization_endpoint,
                     token_endpoint,
                     revocation_endpoint: meta.revocation_endpoint.clone(),
+                    userinfo_endpoint: meta.userinfo_endpoint.clone(),
                     api_base: None,
                     client_auth,
                     id_tokens: Some(id_tokens),
@@ -357,12 +360,52 @@ impl UpstreamIdp {
                             TokenError::Upstream(m) => IdpError::Unreachable(m),
                             other => IdpError::BadIdToken(other.to_string()),
                         })?;
-                Ok(identity_from_claims(
-                    &claims,
-                    self.config.preset.groups_claim,
-                ))
+                let mut identity = identity_from_claims(&claims, self.config.preset.groups_claim);
+                if identity.email.is_none() {
+                    self.complete_from_userinfo(&mut identity, &tokens.access_token)
+                        .await;
+                }
+                Ok(identity)
             }
             _ => self.github_identity(&tokens.access_token).await,
+        }
+    }
+
+    /// ID tokens may carry only `sub` (OIDC Core §5.4: claims requested by
+    /// scope may be returned from UserInfo instead). Best effort: a failure
+    /// leaves the identity as the ID token made it.
+    async fn complete_from_userinfo(&self, identity: &mut Identity, access_token: &str) {
+        let Some(endpoint) = &self.userinfo_endpoint else {
+            return;
+        };
+        let request = self
+            .http
+            .get(endpoint)
+            .bearer_auth(access_token)
+            .header("accept", "application/json");
+        let claims = match self.fetch(request, "userinfo").await {
+            Ok((status, body)) if status.is_success() => {
+                serde_json::from_slice::<serde_json::Map<String, Value>>(&body).ok()
+            }
+            _ => None,
+        };
+        // UserInfo about another subject is ignored (OIDC Core §5.3.2).
+        let Some(claims) = claims
+            .filter(|c| c.get("sub").and_then(Value::as_str) == Some(identity.subject.as_str()))
+        else {
+            tracing::debug!("no usable userinfo answer");
+            return;
+        };
+        let extra = identity_from_claims(&claims, self.config.preset.groups_claim);
+        identity.email = extra.email;
+        identity.email_verified = extra.email_verified;
+        identity.name = identity.name.take().or(extra.name);
+        identity.login = identity.login.take().or(extra.login);
+        if identity.groups.is_empty() {
+            identity.groups = extra.groups;
+        }
+        if identity.username == identity.subject {
+            identity.username = extra.username;
         }
     }
 

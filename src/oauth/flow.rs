@@ -974,8 +974,6 @@ impl AuthorizationServer {
                     "the user no longer exists".to_owned(),
                 ));
             }
-            // Proxy mode: a grant the identity provider ended ends here too.
-            self.check_upstream_grant(&record.family_id, now).await?;
             let profile = self.profile_of(&record.user_id).await?;
             let next = random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?;
             let response = self.mint(
@@ -997,6 +995,10 @@ impl AuthorizationServer {
                 expires_at: now + self.config.refresh_token_ttl_secs as i64,
             };
             if self.store.rotate_refresh(&hash, now, &sealed, &new).await? == Consumed::Won {
+                // Proxy mode: only the winner of the rotation talks to the IdP
+                // (concurrent upstream refreshes would look like a replay
+                // there), and a grant the IdP ended ends here too.
+                self.check_upstream_grant(&record.family_id, now).await?;
                 self.store.touch_client(&record.client_id, now).await?;
                 return Ok(response);
             }

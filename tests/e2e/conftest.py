@@ -23,6 +23,8 @@ from idp_fixtures import idp, idp_factory  # noqa: F401  (re-exported as fixture
 from rs_fixtures import rs, rs_factory  # noqa: F401  (re-exported as fixtures)
 # mcpgate in auth.mode = "local" (its own AS and users): fixtures `local_gate`, `local_factory`.
 from local_fixtures import local_factory, local_gate  # noqa: F401  (re-exported as fixtures)
+# mcpgate in auth.mode = "proxy" (its own AS, users sign in at a fresh IdP): `proxy_gate`, `proxy_factory`.
+from proxy_fixtures import proxy_factory, proxy_gate  # noqa: F401  (re-exported as fixtures)
 # Process control of the binary, shared by all of them (free_port and mcpgate_bin re-exported).
 from mcpgate_process import DOCS_DIR, config_text, free_port, mcpgate_bin, running_mcpgate  # noqa: F401
 
@@ -173,6 +175,7 @@ def pytest_runtest_makereport(item, call):
         for n, pair in enumerate(getattr(factory, "made", [])):
             report.sections.append((f"resource-mode mcpgate #{n} log (tail)", pair.gate.log_tail(8000)))
             report.sections.append((f"resource-mode IdP #{n} log (tail)", pair.idp.log_tail(5000)))
-        local = item.funcargs.get("local_factory") if hasattr(item, "funcargs") else None
-        for n, lg in enumerate(getattr(local, "made", [])):
-            report.sections.append((f"local-mode mcpgate #{n} log (tail)", lg.log_tail(10000)))
+        for mode in ("local", "proxy"):  # a proxy gate's tail includes its IdP's
+            factory = item.funcargs.get(f"{mode}_factory") if hasattr(item, "funcargs") else None
+            for n, lg in enumerate(getattr(factory, "made", [])):
+                report.sections.append((f"{mode}-mode mcpgate #{n} log (tail)", lg.log_tail(10000)))

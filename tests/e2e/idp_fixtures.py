@@ -20,6 +20,7 @@ import secrets
 import select
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -271,6 +272,19 @@ class Idp(OAuthClientHelpers):
     def reset_jwks_hits(self) -> None:
         self.admin("POST", "jwks-hits/reset")
 
+    def counts(self) -> dict:
+        """`{"authorize": {client_id: n}, "grants": {client_id: {grant_type: n}}}`: GET /auth requests
+        and successful token grants so far."""
+        return self.admin("GET", "counts")
+
+    def grants(self, client_id: str) -> dict[str, int]:
+        """grant_type -> how many token requests of `client_id` succeeded."""
+        return self.counts()["grants"].get(client_id, {})
+
+    def stop(self) -> None:
+        """Kill the IdP now (a test of the IdP going away); start_idp's exit is then a no-op."""
+        _kill_group(self.proc)
+
     def set_ttl(self, access_token: int | None = None, refresh_token: int | None = None) -> dict:
         body = {k: v for k, v in (("access_token", access_token), ("refresh_token", refresh_token)) if v is not None}
         return self.admin("POST", "ttl", body)
@@ -302,6 +316,13 @@ class Idp(OAuthClientHelpers):
                       cookie_jar: Any = None, steps: list[str] | None = None) -> str:
         """The generic scripted user agent (idp_agent.py) on the IdP's login and consent pages."""
         return idp_agent.authorize(url, user, redirect_uri=redirect_uri, deny=deny, cookie_jar=cookie_jar, steps=steps)
+
+    @staticmethod
+    def browser_env(user: str, log: Path, **extra: str) -> dict[str, str]:
+        """`$BROWSER` = idp/browser (the agent with --deliver) for mcp-remote and the Inspector,
+        logging in as `user`; one JSON line per run in `log`."""
+        return dict(BROWSER=str(E2E_DIR / "idp" / "browser"), IDP_AGENT_USER=user, IDP_AGENT_LOG=str(log),
+                    IDP_AGENT_PYTHON=sys.executable, **extra)
 
     def client_credentials(self, scope: str = "calc", resource: str | None = None,
                            auth: tuple[str, str] = MACHINE_CLIENT) -> tuple[int, dict]:

@@ -23,13 +23,15 @@ import sys
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+import jwt
 import pytest
 
 import local_browser
 from idp_fixtures import OAuthClientHelpers, basic_auth, http_json
 from mcpgate_process import config_text, free_port, require_mcpgate_bin, running_mcpgate
+from rs_fixtures import ALL_SCOPES, McpHttp, challenge
 
 # What the issuer serves (the HTTP contract of local mode).
 AS_PATHS = {
@@ -187,11 +189,13 @@ class LocalGate(OAuthClientHelpers):
         return http_json("POST", self.introspection_endpoint, form={"token": token}, headers=basic_auth(*auth))
 
 
-def _config(gate_tmp: Path, port: int, data: Path, ttl: int | None, local_extra: list[str]) -> Path:
-    auth = ["[auth]", 'mode = "local"', "[auth.local]"]
+def _config(gate_tmp: Path, port: int, data: Path, ttl: int | None, local_extra: list[str], *,
+            mode: str = "local", auth_extra: list[str] | None = None) -> Path:
+    auth = ["[auth]", f'mode = "{mode}"', "[auth.local]"]
     if ttl is not None:
         auth.append(f"access_token_ttl_secs = {ttl}")
     auth += local_extra
+    auth += auth_extra or []
     cfg = gate_tmp / "mcpgate.toml"
     cfg.write_text(config_text(port, data, auth))
     return cfg
@@ -200,42 +204,100 @@ def _config(gate_tmp: Path, port: int, data: Path, ttl: int | None, local_extra:
 @contextlib.contextmanager
 def start_local_gate(tmp: Path, *, users: dict[str, str | None] | None = None, access_token_ttl_secs: int | None = None,
                      local_extra: list[str] | None = None, separate_stdout: bool = False,
-                     port: int | None = None) -> Iterator[LocalGate]:
+                     port: int | None = None, mode: str = "local", auth_extra: list[str] | None = None,
+                     gate_cls: type[LocalGate] = LocalGate, gate_kw: dict[str, Any] | None = None) -> Iterator[LocalGate]:
     """Create `users` (name -> password, None = random; default {"alice": None}) with the CLI, then
     start mcpgate in local mode; stop it at the end. `users={}` starts with no user at all (mcpgate
-    then makes the first-start admin; `separate_stdout` keeps its stdout in its own file)."""
+    then makes the first-start admin; `separate_stdout` keeps its stdout in its own file).
+    `mode` and `auth_extra` (more `[auth.*]` lines, e.g. `[auth.upstream]`) serve the other modes
+    with an embedded AS (proxy_fixtures.py), with `gate_cls(**gate_kw)` as the gate's class."""
     tmp.mkdir(parents=True, exist_ok=True)
     data = tmp / "data"
     data.mkdir(exist_ok=True)
     port = port or free_port()
-    cfg = _config(tmp, port, data, access_token_ttl_secs, local_extra or [])
-    gate = LocalGate(port=port, tmp=tmp, cfg=cfg, data_dir=data, log_path=tmp / "mcpgate.log",
-                     stdout_path=(tmp / "mcpgate.stdout") if separate_stdout else None, users={},
-                     access_token_ttl_secs=access_token_ttl_secs)
+    cfg = _config(tmp, port, data, access_token_ttl_secs, local_extra or [], mode=mode, auth_extra=auth_extra)
+    gate = gate_cls(port=port, tmp=tmp, cfg=cfg, data_dir=data, log_path=tmp / "mcpgate.log",
+                    stdout_path=(tmp / "mcpgate.stdout") if separate_stdout else None, users={},
+                    access_token_ttl_secs=access_token_ttl_secs, **(gate_kw or {}))
     for name, password in ({"alice": None} if users is None else users).items():
         gate.add_user(name, password)
-    with running_mcpgate(cfg, port=port, log_path=gate.log_path, cwd=tmp, what="mcpgate (local mode)",
-                         last_log_name="mcpgate-local-last-run.log", stdout_path=gate.stdout_path) as proc:
+    with running_mcpgate(cfg, port=port, log_path=gate.log_path, cwd=tmp, what=f"mcpgate ({mode} mode)",
+                         last_log_name=f"mcpgate-{mode}-last-run.log", stdout_path=gate.stdout_path) as proc:
         gate.proc = proc
         gate.starts += 1
         yield gate
+
+
+@contextlib.contextmanager
+def gate_factory(start: Callable[..., contextlib.AbstractContextManager]) -> Iterator[Callable[..., Any]]:
+    """`make(**kw)` enters `start(n, **kw)` (n = 0, 1, ...) and returns its gate; every gate is stopped
+    at exit. `make.made` lists them, for the failure report hook in conftest.py."""
+    made: list[Any] = []
+    with contextlib.ExitStack() as stack:
+        def make(*args: Any, **kw: Any) -> Any:
+            made.append(stack.enter_context(start(len(made), *args, **kw)))
+            return made[-1]
+
+        make.made = made
+        yield make
 
 
 @pytest.fixture
 def local_factory(tmp_path: Path):
     """`local_factory(users=..., access_token_ttl_secs=..., local_extra=[...], separate_stdout=False)`
     -> a running LocalGate; all are stopped at test end."""
-    made: list[LocalGate] = []
-    with contextlib.ExitStack() as stack:
-        def make(**kw: Any) -> LocalGate:
-            gate = stack.enter_context(start_local_gate(tmp_path / f"local-{len(made)}", **kw))
-            made.append(gate)
-            return gate
-
-        make.made = made  # for the failure report hook in conftest.py
+    with gate_factory(lambda n, **kw: start_local_gate(tmp_path / f"local-{n}", **kw)) as make:
         yield make
 
 
 @pytest.fixture
 def local_gate(local_factory) -> LocalGate:
     return local_factory()
+
+
+# ------------------------------------------------------------------------ checks shared by the AS modes
+def verified_claims(gate: LocalGate, token: str) -> dict:
+    """The claims of one of mcpgate's access tokens, verified with a key from its /jwks.json."""
+    assert token.count(".") == 2, f"not a JWT access token: {token[:40]}..."
+    header = jwt.get_unverified_header(token)
+    status, jwks = http_json("GET", gate.jwks_uri)
+    assert status == 200, (gate.jwks_uri, status, jwks)
+    keys = [k for k in jwks["keys"] if k.get("kid") == header.get("kid")]
+    assert len(keys) == 1, f"kid {header.get('kid')!r} not (once) in {gate.jwks_uri}: {jwks}"
+    key = jwt.PyJWK(keys[0])
+    return jwt.decode(token, key.key, algorithms=[header["alg"]], audience=gate.mcp_resource, issuer=gate.issuer,
+                      options={"verify_exp": False})
+
+
+def assert_as_discovery(g: LocalGate) -> None:
+    """mcpgate as the authorization server (local and proxy mode): the PRM names `public_url` as
+    the AS, RFC 8414 metadata at both paths with mcpgate's endpoints, a JWKS without private keys,
+    and the 401 challenge of /mcp pointing at the PRM."""
+    status, prm = http_json("GET", g.prm_url)
+    assert status == 200, (status, prm)
+    assert prm["resource"] == g.mcp_resource, prm
+    assert prm["authorization_servers"] == [g.issuer], prm
+    assert set(prm["scopes_supported"]) == set(ALL_SCOPES.split()), prm
+
+    meta = g.metadata()
+    assert g.metadata("/mcp") == meta, "the /mcp-suffixed AS metadata differs from the plain one"
+    assert meta["issuer"] == g.issuer and not meta["issuer"].endswith("/"), meta["issuer"]
+    for name, path in AS_PATHS.items():
+        assert meta[name] == g.issuer + path, (name, meta.get(name))
+    assert meta["code_challenge_methods_supported"] == ["S256"], meta
+    assert meta["client_id_metadata_document_supported"] is True, meta
+    assert meta["authorization_response_iss_parameter_supported"] is True, meta
+    assert set(ALL_SCOPES.split()) <= set(meta["scopes_supported"]), meta["scopes_supported"]
+    assert "code" in meta.get("response_types_supported", ["code"]), meta
+    assert {"authorization_code", "refresh_token"} <= set(meta.get("grant_types_supported", [])), meta
+
+    status, jwks = http_json("GET", g.jwks_uri)
+    assert status == 200 and jwks["keys"], (status, jwks)
+    for k in jwks["keys"]:
+        assert k.get("kid") and not ({"d", "p", "q", "k"} & set(k)), f"a private or symmetric key in JWKS: {k}"
+
+    # /mcp without a token: 401 pointing at the PRM (no error code, RFC 6750 §3.1).
+    resp = McpHttp(g, None).initialize()
+    assert resp.status_code == 401, (resp.status_code, resp.text)
+    ch = challenge(resp)
+    assert ch["resource_metadata"] == g.prm_url and "error" not in ch, ch

@@ -1,11 +1,13 @@
-"""Real MCP clients as OAuth clients, shared by test_resource_mode.py (the IdP logs the user in)
-and test_local_mode.py (mcpgate logs the user in):
+"""Real MCP clients as OAuth clients, shared by test_resource_mode.py (the IdP logs the user in),
+test_local_mode.py (mcpgate logs the user in) and test_proxy_mode.py (mcpgate's consent, then the
+IdP logs the user in):
 
 - Python SDK (mcp 2.3.0): `MemoryStorage`, `AgentBrowser` (redirect/callback handlers backed by a
-  scripted browser), `Wire` (every HTTP exchange), `sdk_provider(...)`.
+  scripted browser), `Wire` (every HTTP exchange), `sdk_provider(...)`, `sdk_refresh_flow(...)` (tools,
+  notes, then a call after the access token expired).
 - TypeScript SDK: `run_ts_oauth_client(...)` runs ts_oauth_client.mjs.
 - mcp-remote 0.15.1: `run_mcp_remote(...)` runs a Python SDK stdio client through it.
-- Inspector CLI 2.12.0: `run_inspector(...)`.
+- Inspector CLI 2.12.0: `run_inspector(...)`, `inspector_tokens(home)`.
 
 The browser of mcp-remote and the Inspector is `$BROWSER`: `idp/browser` (the generic agent on an
 IdP) or `local_browser.sh` (mcpgate's own login and consent pages).
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -24,6 +27,7 @@ import anyio
 import httpx2
 from mcp import Client
 from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
@@ -160,6 +164,36 @@ def sdk_provider(mcp_url: str, browser: AgentBrowser, storage: MemoryStorage,
     )
 
 
+def sdk_refresh_flow(gate: Any, provider: OAuthClientProvider, storage: MemoryStorage, wire: Wire, title: str,
+                     timeout: float = TIMEOUT) -> dict:
+    """The Python SDK through `provider` against an AS gate (`mcp_url`, `token_endpoint`): the tool
+    list, add, a notes round trip; then it waits for the access token to expire and calls again (the
+    SDK refreshes first). Returns what it saw: tools, add, created, read, token1, expires_in,
+    grants_before (token requests before the expiry), sub_after, listed, token2, last_mcp_auth."""
+
+    async def flow() -> dict:
+        out: dict[str, Any] = {}
+        async with httpx2.AsyncClient(auth=provider, timeout=httpx2.Timeout(20), event_hooks=wire.hooks) as http:
+            with anyio.fail_after(timeout):
+                async with Client(streamable_http_client(gate.mcp_url, http_client=http), cache=None) as client:
+                    out["tools"] = {t.name for t in (await client.list_tools()).tools}
+                    out["add"] = tool_text(await client.call_tool("add", {"a": 2, "b": 3}))
+                    created = json.loads(tool_text(await client.call_tool("create_note", {"title": title, "body": "py"})))
+                    out["created"] = created
+                    out["read"] = json.loads(tool_text(await client.call_tool("read_note", {"id": created["id"]})))
+                    out["token1"] = storage.tokens.access_token
+                    out["expires_in"] = storage.tokens.expires_in
+                    out["grants_before"] = len(wire.token_grants(gate.token_endpoint))
+                    await anyio.sleep(max(0.0, provider.context.token_expiry_time - time.time()) + 0.5)
+                    out["sub_after"] = tool_text(await client.call_tool("subtract", {"a": 10, "b": 4}))
+                    out["listed"] = json.loads(tool_text(await client.call_tool("list_notes", {})))["notes"]
+                    out["token2"] = storage.tokens.access_token
+                    out["last_mcp_auth"] = [e["auth"] for e in wire.log if e["url"] == gate.mcp_url][-1]
+        return out
+
+    return anyio.run(flow)
+
+
 # ====================================================================== TypeScript SDK
 def run_ts_oauth_client(mcp_url: str, *, agent: Path, user: str, password: str | None = None,
                         expire_wait_ms: int | None = None, env: dict[str, str] | None = None) -> dict:
@@ -248,3 +282,11 @@ def inspector_result(proc: subprocess.CompletedProcess) -> dict:
         return json.loads(proc.stdout)["result"]
     except (ValueError, KeyError):
         raise AssertionError(f"inspector printed no JSON result:\n{proc.stdout}\n--- stderr ---\n{proc.stderr}") from None
+
+
+def inspector_tokens(home: Path) -> dict:
+    """The Inspector's stored token response for mcpgate (its file secret store)."""
+    secrets = json.loads((home / "secrets.json").read_text())["secrets"]
+    toks = [json.loads(v) for k, v in secrets.items() if ":tokens:" in k]
+    assert len(toks) == 1, f"want one stored token set, got {list(secrets)}"
+    return toks[0]

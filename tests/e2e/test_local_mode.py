@@ -22,22 +22,17 @@ import time
 import urllib.parse
 import uuid
 from pathlib import Path
-from typing import Any
 
 import anyio
-import httpx2
-import jwt
 import pytest
 from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 
 import local_browser
 from conftest import E2E_DIR, EXPECTED_TOOLS, free_port
-from idp_fixtures import http_json
-from local_fixtures import AS_PATHS, LocalGate
+from local_fixtures import LocalGate, assert_as_discovery, verified_claims
 from oauth_clients import (INSPECTOR_CALLBACK, AgentBrowser, MemoryStorage, Wire, inspector_env, inspector_result,
-                           query, read_jsonl, run_inspector, run_mcp_remote, run_ts_oauth_client, sdk_provider,
-                           tool_text)
+                           inspector_tokens, query, read_jsonl, run_inspector, run_mcp_remote, run_ts_oauth_client,
+                           sdk_provider, sdk_refresh_flow, tool_text)
 from rs_fixtures import ALL_SCOPES, McpHttp, challenge
 
 TIMEOUT = 60
@@ -47,19 +42,6 @@ COOKIE_NAMES = {"mcpgate_auth", "mcpgate_session"}
 
 
 # ====================================================================== helpers
-def verified_claims(gate: LocalGate, token: str) -> dict:
-    """The claims of one of mcpgate's access tokens, verified with a key from its /jwks.json."""
-    assert token.count(".") == 2, f"not a JWT access token: {token[:40]}..."
-    header = jwt.get_unverified_header(token)
-    status, jwks = http_json("GET", gate.jwks_uri)
-    assert status == 200, (gate.jwks_uri, status, jwks)
-    keys = [k for k in jwks["keys"] if k.get("kid") == header.get("kid")]
-    assert len(keys) == 1, f"kid {header.get('kid')!r} not (once) in {gate.jwks_uri}: {jwks}"
-    key = jwt.PyJWK(keys[0])
-    return jwt.decode(token, key.key, algorithms=[header["alg"]], audience=gate.mcp_resource, issuer=gate.issuer,
-                      options={"verify_exp": False})
-
-
 def cookie_attrs(set_cookies: list[str]) -> dict[str, str]:
     """name -> the whole Set-Cookie header of each cookie mcpgate set."""
     return {h.split("=", 1)[0].strip(): h for h in set_cookies}
@@ -71,35 +53,7 @@ def note_of(result_text: str) -> dict:
 
 # ====================================================================== discovery
 def test_discovery_metadata_and_challenge(local_gate: LocalGate):
-    g = local_gate
-    status, prm = http_json("GET", g.prm_url)
-    assert status == 200, (status, prm)
-    assert prm["resource"] == g.mcp_resource, prm
-    assert prm["authorization_servers"] == [g.issuer], prm
-    assert set(prm["scopes_supported"]) == set(ALL_SCOPES.split()), prm
-
-    meta = g.metadata()
-    assert g.metadata("/mcp") == meta, "the /mcp-suffixed AS metadata differs from the plain one"
-    assert meta["issuer"] == g.issuer and not meta["issuer"].endswith("/"), meta["issuer"]
-    for name, path in AS_PATHS.items():
-        assert meta[name] == g.issuer + path, (name, meta.get(name))
-    assert meta["code_challenge_methods_supported"] == ["S256"], meta
-    assert meta["client_id_metadata_document_supported"] is True, meta
-    assert meta["authorization_response_iss_parameter_supported"] is True, meta
-    assert set(ALL_SCOPES.split()) <= set(meta["scopes_supported"]), meta["scopes_supported"]
-    assert "code" in meta.get("response_types_supported", ["code"]), meta
-    assert {"authorization_code", "refresh_token"} <= set(meta.get("grant_types_supported", [])), meta
-
-    status, jwks = http_json("GET", g.jwks_uri)
-    assert status == 200 and jwks["keys"], (status, jwks)
-    for k in jwks["keys"]:
-        assert k.get("kid") and not ({"d", "p", "q", "k"} & set(k)), f"a private or symmetric key in JWKS: {k}"
-
-    # /mcp without a token: 401 pointing at the PRM (no error code, RFC 6750 §3.1).
-    resp = McpHttp(g, None).initialize()
-    assert resp.status_code == 401, (resp.status_code, resp.text)
-    ch = challenge(resp)
-    assert ch["resource_metadata"] == g.prm_url and "error" not in ch, ch
+    assert_as_discovery(local_gate)
 
 
 # ====================================================================== raw OAuth
@@ -272,28 +226,7 @@ def test_python_sdk_local_oauth_flow_and_refresh(local_factory):
     browser = AgentBrowser("alice", authorize=g.browser("alice"))
     provider = sdk_provider(g.mcp_url, browser, storage)
     title = f"py-local-{uuid.uuid4().hex[:8]}"
-
-    async def flow() -> dict:
-        out: dict[str, Any] = {}
-        async with httpx2.AsyncClient(auth=provider, timeout=httpx2.Timeout(20), event_hooks=wire.hooks) as http:
-            with anyio.fail_after(TIMEOUT):
-                async with Client(streamable_http_client(g.mcp_url, http_client=http), cache=None) as client:
-                    out["tools"] = {t.name for t in (await client.list_tools()).tools}
-                    out["add"] = tool_text(await client.call_tool("add", {"a": 2, "b": 3}))
-                    created = note_of(tool_text(await client.call_tool("create_note", {"title": title, "body": "py"})))
-                    out["created"] = created
-                    out["read"] = note_of(tool_text(await client.call_tool("read_note", {"id": created["id"]})))
-                    out["token1"] = storage.tokens.access_token
-                    out["expires_in"] = storage.tokens.expires_in
-                    out["grants_before"] = len(wire.token_grants(g.token_endpoint))
-                    await anyio.sleep(max(0.0, provider.context.token_expiry_time - time.time()) + 0.5)
-                    out["sub_after"] = tool_text(await client.call_tool("subtract", {"a": 10, "b": 4}))
-                    out["listed"] = note_of(tool_text(await client.call_tool("list_notes", {})))["notes"]
-                    out["token2"] = storage.tokens.access_token
-                    out["last_mcp_auth"] = [e["auth"] for e in wire.log if e["url"] == g.mcp_url][-1]
-        return out
-
-    out = anyio.run(flow)
+    out = sdk_refresh_flow(g, provider, storage, wire, title)
 
     first = wire.log[0]
     assert first["url"] == g.mcp_url and first["status"] == 401 and first["auth"] == "", first
@@ -419,14 +352,6 @@ def test_mcp_remote_local_oauth_flow_and_refresh(local_factory, tmp_path: Path):
 
 
 # ====================================================================== Inspector CLI
-def _inspector_tokens(home: Path) -> dict:
-    """The Inspector's stored token response for mcpgate (its file secret store)."""
-    secrets = json.loads((home / "secrets.json").read_text())["secrets"]
-    toks = [json.loads(v) for k, v in secrets.items() if ":tokens:" in k]
-    assert len(toks) == 1, f"want one stored token set, got {list(secrets)}"
-    return toks[0]
-
-
 def test_inspector_local_oauth_flow_and_refresh(local_factory, tmp_path: Path):
     """The Inspector CLI runs the OAuth flow headless ($BROWSER = local_browser.sh, its callback on
     127.0.0.1:6276) and keeps the tokens in its file store; a later run after the expiry gets a
@@ -445,7 +370,7 @@ def test_inspector_local_oauth_flow_and_refresh(local_factory, tmp_path: Path):
     assert records[0]["final_url"].startswith(INSPECTOR_CALLBACK + "?code="), records[0]["final_url"]
     assert query(records[0]["final_url"]).get("iss") == g.issuer
     assert query(records[0]["url"])["resource"] == g.mcp_resource
-    first = _inspector_tokens(home)
+    first = inspector_tokens(home)
     assert first["expires_in"] == SHORT_TTL and first.get("refresh_token"), first
 
     # After the expiry, with no browser available: 401 -> refresh_token grant -> the call.
@@ -454,7 +379,7 @@ def test_inspector_local_oauth_flow_and_refresh(local_factory, tmp_path: Path):
     listing = inspector_result(run_inspector(g.mcp_url, no_browser, tmp_path, "--transport", "http",
                                              "--method", "tools/list"))
     assert {t["name"] for t in listing["tools"]} == EXPECTED_TOOLS, listing
-    second = _inspector_tokens(home)
+    second = inspector_tokens(home)
     assert second["access_token"] != first["access_token"], (
         "the Inspector did not refresh the expired token: it refreshes after a 401, and mcpgate accepted the token "
         "after its expiry (see test_expired_access_token_is_rejected)")

@@ -18,7 +18,6 @@ import hmac
 import json
 import secrets
 import socket
-import sys
 import time
 import urllib.parse
 import uuid
@@ -227,8 +226,7 @@ def test_mcp_remote_oauth_flow(rs: Rs, tmp_path: Path):
     SDK stdio client then calls tools through it."""
     cfg = tmp_path / "mcp-remote"
     agent_log = tmp_path / "agent.jsonl"
-    browser = dict(BROWSER=str(E2E_DIR / "idp" / "browser"), IDP_AGENT_USER="dora", IDP_AGENT_LOG=str(agent_log),
-                   IDP_AGENT_PYTHON=sys.executable)
+    browser = rs.idp.browser_env("dora", agent_log)
 
     async def flow(client: Client) -> dict:
         tools = {t.name for t in (await client.list_tools()).tools}
@@ -253,8 +251,7 @@ def test_inspector_cli_oauth_flow(rs: Rs, tmp_path: Path):
     """The Inspector CLI (Node 22) runs the OAuth flow headless: it opens the authorization URL with
     $BROWSER (the agent), its callback server on 127.0.0.1:6276 receives the code."""
     agent_log = tmp_path / "agent.jsonl"
-    env = inspector_env(tmp_path / "home", dict(BROWSER=str(E2E_DIR / "idp" / "browser"), IDP_AGENT_USER="frank",
-                                                IDP_AGENT_LOG=str(agent_log), IDP_AGENT_PYTHON=sys.executable))
+    env = inspector_env(tmp_path / "home", rs.idp.browser_env("frank", agent_log))
     proc = run_inspector(rs.gate.mcp_url, env, tmp_path, "--transport", "http", "--method", "tools/call",
                          "--tool-name", "add", "--tool-arg", "a=1", "--tool-arg", "b=2")
     result = inspector_result(proc)

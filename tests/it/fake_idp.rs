@@ -63,6 +63,8 @@ pub struct FakeIdp {
     /// Bodies posted to `/register` (DCR) and `/api/v2/clients` (Auth0 Management API).
     pub registrations: Arc<Mutex<Vec<Value>>>,
     pub management_clients: Arc<Mutex<Vec<Value>>>,
+    /// What `/userinfo` answers (any bearer token).
+    pub userinfo: Arc<Mutex<Value>>,
     /// Status `/api/v2/clients` answers with (201 by default).
     pub management_status: Arc<AtomicU64>,
 }
@@ -94,6 +96,7 @@ impl FakeIdp {
             registrations: Arc::default(),
             management_clients: Arc::default(),
             management_status: Arc::new(AtomicU64::new(201)),
+            userinfo: Arc::new(Mutex::new(json!({}))),
         };
         let app = Router::new()
             .route("/.well-known/oauth-authorization-server", get(metadata))
@@ -105,6 +108,7 @@ impl FakeIdp {
             .route("/revoke", axum::routing::post(revoke))
             .route("/user", get(github_user))
             .route("/register", axum::routing::post(dcr))
+            .route("/userinfo", get(userinfo))
             .route(
                 "/api/v2/clients",
                 axum::routing::post(management_create_client),
@@ -182,7 +186,12 @@ async fn metadata(State(idp): State<FakeIdp>) -> impl IntoResponse {
         "revocation_endpoint": format!("{}/revoke", idp.issuer),
         "registration_endpoint": format!("{}/register", idp.issuer),
         "code_challenge_methods_supported": ["S256"],
+        "userinfo_endpoint": format!("{}/userinfo", idp.issuer),
     }))
+}
+
+async fn userinfo(State(idp): State<FakeIdp>) -> Json<Value> {
+    Json(idp.userinfo.lock().unwrap().clone())
 }
 
 async fn dcr(State(idp): State<FakeIdp>, Json(body): Json<Value>) -> axum::response::Response {

@@ -702,3 +702,60 @@ async fn entra_tenant_by_domain_accepts_the_guid_issuer_discovery_names() {
         assert_eq!(r.status(), expected, "{iss_tenant}");
     }
 }
+
+#[tokio::test]
+async fn concurrent_refreshes_refresh_upstream_once_and_keep_the_grant() {
+    let idp = FakeIdp::start().await;
+    let server = proxy(&idp, |_| {}).await;
+    let (tokens, client_id) = sign_in(&server, &idp, &mut Browser::default(), "hana", 1).await;
+    let before = idp.token_requests.lock().unwrap().len();
+    // One good upstream answer; a second upstream refresh would get invalid_grant.
+    idp.answer_token(
+        200,
+        json!({"access_token": "up-at-2", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "up-rt-2"}),
+    );
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let results =
+        futures::future::join_all((0..3).map(|_| refresh_grant(&server, &client_id, rt))).await;
+    for (status, body) in &results {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(idp.token_requests.lock().unwrap().len(), before + 1);
+    // The grant lives on.
+    let next = results[0].1["refresh_token"].as_str().unwrap();
+    let (status, body) = refresh_grant(&server, &client_id, next).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn identity_claims_missing_from_the_id_token_come_from_userinfo() {
+    let idp = FakeIdp::start().await;
+    let server = proxy(&idp, |_| {}).await;
+    let client_id = public_client(&server).await;
+    let mut browser = Browser::default();
+    for (userinfo_sub, email) in [("ivy", Some("ivy@example.com")), ("someone-else", None)] {
+        *idp.userinfo.lock().unwrap() =
+            json!({"sub": userinfo_sub, "email": "ivy@example.com", "name": "Ivy"});
+        let (verifier, challenge) = pkce();
+        let up =
+            consent_and_go_upstream(&server, &idp, &mut browser, &client_id, &challenge, false)
+                .await;
+        // An ID token with nothing but the subject (oidc-provider's default).
+        idp.answer_token(
+            200,
+            json!({"access_token": "a", "token_type": "Bearer", "id_token": idp.id_token(UPSTREAM_CLIENT, "ivy", up.nonce(), json!({}))}),
+        );
+        let r = browser
+            .get(&callback_url(&server, up.state(), "up-code"))
+            .await;
+        let code = query_of(&location(&r))["code"].clone();
+        let (status, body) = exchange_code(&server, &client_id, &code, &verifier).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let claims = claims_of(body["access_token"].as_str().unwrap());
+        assert_eq!(
+            claims["email"].as_str(),
+            email,
+            "userinfo sub {userinfo_sub}"
+        );
+    }
+}

@@ -45,6 +45,8 @@ const state = {
     refresh: int('REFRESH_TOKEN_TTL', 86400),
   },
   jwksHits: 0,
+  // What clients asked for (test hooks): GET /auth per client_id, token grants per client_id and grant_type.
+  counts: { authorize: {}, grants: {} },
   keySeq: 0,
   keys: [], // private JWKs; the first key of each kty signs
   // resource indicator -> { format: 'jwt'|'opaque', scope: string, audience?: string }
@@ -205,6 +207,13 @@ function buildProvider(issuer) {
   };
   const provider = new Provider(issuer, configuration);
   provider.on('server_error', (_ctx, err) => console.error('[idp] server_error', err));
+  provider.on('grant.success', (ctx) => {
+    const clientId = ctx.oidc.client?.clientId ?? '?';
+    const grantType = ctx.oidc.params?.grant_type ?? '?';
+    const perClient = (state.counts.grants[clientId] ??= {});
+    perClient[grantType] = (perClient[grantType] ?? 0) + 1;
+    if (LOG_REQUESTS) console.error(`[idp] grant ${grantType} client_id=${clientId}`);
+  });
   for (const ev of ['grant.error', 'authorization.error', 'registration_create.error',
     'introspection.error', 'revocation.error', 'jwks.error', 'discovery.error', 'userinfo.error']) {
     provider.on(ev, (_ctx, err) => console.error(`[idp] ${ev}: ${err.error || err.name}: ${err.error_description || err.message}${err.error_detail ? ` (${err.error_detail})` : ''}`));
@@ -257,6 +266,7 @@ function info() {
     active_kid: activeKid(accessTokenKty()),
     kids: state.keys.map((k) => k.kid),
     jwks_hits: state.jwksHits,
+    counts: state.counts,
     ttl: { access_token: state.ttl.access, refresh_token: state.ttl.refresh },
     resources: Object.fromEntries(state.resources),
     static_clients: [...state.clients.values()].map(({ client_secret, ...c }) => ({ ...c, has_secret: !!client_secret })),
@@ -269,6 +279,8 @@ async function admin(req, res, url) {
     switch (route) {
       case 'GET /__admin/info':
         return sendJson(res, 200, info());
+      case 'GET /__admin/counts':
+        return sendJson(res, 200, state.counts);
       case 'GET /__admin/jwks-hits':
         return sendJson(res, 200, { hits: state.jwksHits });
       case 'POST /__admin/jwks-hits/reset':
@@ -322,7 +334,7 @@ async function admin(req, res, url) {
         return sendJson(res, 200, { client_id: p.client_id });
       }
       default:
-        return sendJson(res, 404, { error: 'not_found', routes: ['GET /__admin/info', 'GET /__admin/jwks-hits', 'POST /__admin/jwks-hits/reset', 'POST /__admin/rotate', 'POST /__admin/ttl', 'POST /__admin/resources', 'POST /__admin/clients'] });
+        return sendJson(res, 404, { error: 'not_found', routes: ['GET /__admin/info', 'GET /__admin/counts', 'GET /__admin/jwks-hits', 'POST /__admin/jwks-hits/reset', 'POST /__admin/rotate', 'POST /__admin/ttl', 'POST /__admin/resources', 'POST /__admin/clients'] });
     }
   } catch (e) {
     return sendJson(res, 400, { error: 'invalid_request', error_description: String(e.message || e) });
@@ -350,6 +362,10 @@ const server = http.createServer((req, res) => {
     req.url = `${url.pathname}?${url.searchParams}`;
   } else if (url.pathname === '/jwks') {
     state.jwksHits += 1;
+  }
+  if (url.pathname === '/auth') {
+    const clientId = url.searchParams.get('client_id') ?? '?';
+    state.counts.authorize[clientId] = (state.counts.authorize[clientId] ?? 0) + 1;
   }
   if (!handler) { sendJson(res, 503, { error: "starting" }); return; }
   handler(req, res);
