@@ -759,3 +759,52 @@ async fn identity_claims_missing_from_the_id_token_come_from_userinfo() {
         );
     }
 }
+
+/// The proxy flow's state (upstream logins, users with profiles, sealed
+/// upstream tokens) on PostgreSQL: sign-in, refresh through the IdP, revoke.
+#[tokio::test]
+async fn proxy_flow_on_postgres() {
+    let Some(url) = crate::common::postgres_url() else {
+        return;
+    };
+    let idp = FakeIdp::start().await;
+    let server = TestServer::start_with(|raw| {
+        raw.store.url = Some(url);
+        raw.auth.mode = Some("proxy".to_owned());
+        raw.auth.upstream = Some(RawUpstreamIdp {
+            issuer: Some(idp.issuer.clone()),
+            client_id: Some(UPSTREAM_CLIENT.to_owned()),
+            client_secret: Some("s".to_owned()),
+            ..RawUpstreamIdp::default()
+        });
+    })
+    .await;
+    let (tokens, client_id) = sign_in(&server, &idp, &mut Browser::default(), "pg-user", 1).await;
+    assert_eq!(
+        claims_of(tokens["access_token"].as_str().unwrap())["email"],
+        "pg-user@example.com"
+    );
+    idp.answer_token(
+        200,
+        json!({"access_token": "up-at-2", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "up-rt-2"}),
+    );
+    let (status, next) = refresh_grant(
+        &server,
+        &client_id,
+        tokens["refresh_token"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{next}");
+    let r = server
+        .client
+        .post(server.url("/revoke"))
+        .form(&[
+            ("client_id", client_id.as_str()),
+            ("token", next["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(*idp.revoked.lock().unwrap(), vec!["up-rt-2".to_owned()]);
+}
