@@ -194,6 +194,10 @@ pub struct AuthorizationServer {
     cimd: CimdResolver,
     login_failures: WindowLimiter,
     registrations: WindowLimiter,
+    /// Password checks running at once. Each Argon2id check holds 19 MiB;
+    /// unbounded, a login burst grows the heap by that per waiting thread
+    /// (and glibc keeps it), without finishing any sooner.
+    hashing: tokio::sync::Semaphore,
     /// Proxy mode: users sign in at this identity provider instead of the login page.
     pub(super) upstream: Option<Arc<UpstreamIdp>>,
 }
@@ -235,6 +239,9 @@ impl AuthorizationServer {
             cimd,
             login_failures,
             registrations,
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
             upstream: None,
         }
     }
@@ -574,6 +581,11 @@ impl AuthorizationServer {
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(|| passwords::decoy_hash().to_owned());
         let password = password.to_owned();
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| OAuthError::Server(e.to_string()))?;
         let ok = tokio::task::spawn_blocking(move || passwords::verify_password(&password, &hash))
             .await
             .unwrap_or(false);

@@ -229,7 +229,7 @@ impl Store {
     }
 
     /// Delete a user with their sessions and consents, and revoke their refresh tokens.
-    pub async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+    async fn delete_user_now(&self, username: &str) -> Result<bool, StoreError> {
         let Some(user) = self.find_user_by_name(username).await? else {
             return Ok(false);
         };
@@ -380,7 +380,7 @@ impl Store {
     }
 
     /// Remove a client with its consents, and revoke its refresh tokens.
-    pub async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+    async fn delete_client_now(&self, client_id: &str) -> Result<bool, StoreError> {
         const CONSENTS: &str = "DELETE FROM consents WHERE client_id = $1";
         const REFRESH: &str =
             "UPDATE refresh_tokens SET revoked_at = $2 WHERE client_id = $1 AND revoked_at IS NULL";
@@ -558,7 +558,7 @@ impl Store {
 
     /// Forget a consent and revoke the user's refresh tokens for the client:
     /// `(a remembered consent existed, refresh tokens revoked)`.
-    pub async fn revoke_consent(
+    async fn revoke_consent_now(
         &self,
         user_id: &str,
         client_id: &str,
@@ -629,7 +629,7 @@ impl Store {
 
     /// Mark the code redeemed and store the first refresh token of its family,
     /// atomically; `Lost` if it was already redeemed.
-    pub async fn redeem_code(
+    async fn redeem_code_now(
         &self,
         code_hash: &str,
         now: i64,
@@ -678,7 +678,7 @@ impl Store {
 
     /// Rotate: mark `old_hash` used (keeping the sealed response for a lost-
     /// response retry) and store its successor, atomically.
-    pub async fn rotate_refresh(
+    async fn rotate_refresh_now(
         &self,
         old_hash: &str,
         now: i64,
@@ -775,6 +775,87 @@ macro_rules! insert_refresh {
 use insert_refresh;
 
 const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scope, resource, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// sqlx's `begin`/`commit` are not cancel-safe on PostgreSQL (a request
+/// dropped mid-transaction, e.g. a client disconnecting, can leave the pooled
+/// connection inside a transaction that swallows later statements). Every
+/// transaction therefore runs to completion in its own task.
+async fn uncancellable<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+}
+
+impl Store {
+    /// Remove a user, their sessions, consents and upstream tokens, and revoke their refresh tokens.
+    pub async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+        let (store, username) = (self.clone(), username.to_owned());
+        uncancellable(async move { store.delete_user_now(&username).await }).await
+    }
+
+    /// Remove a client with its consents, and revoke its refresh tokens.
+    pub async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        let (store, client_id) = (self.clone(), client_id.to_owned());
+        uncancellable(async move { store.delete_client_now(&client_id).await }).await
+    }
+
+    /// Forget a consent and revoke the user's refresh tokens for the client:
+    /// `(a remembered consent existed, refresh tokens revoked)`.
+    pub async fn revoke_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<(bool, u64), StoreError> {
+        let (store, user_id, client_id) = (self.clone(), user_id.to_owned(), client_id.to_owned());
+        uncancellable(async move { store.revoke_consent_now(&user_id, &client_id).await }).await
+    }
+
+    /// Redeem a code once (and store the first refresh token with it).
+    pub async fn redeem_code(
+        &self,
+        code_hash: &str,
+        now: i64,
+        response_sealed: &str,
+        refresh: Option<&NewRefresh>,
+    ) -> Result<Consumed, StoreError> {
+        let (store, code_hash, sealed, refresh) = (
+            self.clone(),
+            code_hash.to_owned(),
+            response_sealed.to_owned(),
+            refresh.cloned(),
+        );
+        uncancellable(async move {
+            store
+                .redeem_code_now(&code_hash, now, &sealed, refresh.as_ref())
+                .await
+        })
+        .await
+    }
+
+    /// Rotate a refresh token once: exactly one concurrent caller wins.
+    pub async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        now: i64,
+        response_sealed: &str,
+        next: &NewRefresh,
+    ) -> Result<Consumed, StoreError> {
+        let (store, old_hash, sealed, next) = (
+            self.clone(),
+            old_hash.to_owned(),
+            response_sealed.to_owned(),
+            next.clone(),
+        );
+        uncancellable(async move {
+            store
+                .rotate_refresh_now(&old_hash, now, &sealed, &next)
+                .await
+        })
+        .await
+    }
+}
 
 /// Sealed columns the key ring may have to re-seal: `(table, key column, sealed column)`.
 pub const SEALED_COLUMNS: &[(&str, &str, &str)] = &[

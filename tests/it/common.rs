@@ -39,6 +39,23 @@ pub fn postgres_url() -> Option<String> {
     }
 }
 
+/// A new, empty PostgreSQL database on the test cluster (for servers whose
+/// state must not mix with other tests', e.g. signing keys sealed under a
+/// per-test key). `None` without `MCPGATE_TEST_POSTGRES_URL` outside CI.
+pub async fn fresh_postgres_database(prefix: &str) -> Option<String> {
+    let admin_url = postgres_url()?;
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    let db = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let mut url = url::Url::parse(&admin_url).unwrap();
+    url.set_path(&db);
+    Some(url.to_string())
+}
+
 impl TestServer {
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await

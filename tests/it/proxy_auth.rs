@@ -764,7 +764,7 @@ async fn identity_claims_missing_from_the_id_token_come_from_userinfo() {
 /// upstream tokens) on PostgreSQL: sign-in, refresh through the IdP, revoke.
 #[tokio::test]
 async fn proxy_flow_on_postgres() {
-    let Some(url) = crate::common::postgres_url() else {
+    let Some(url) = crate::common::fresh_postgres_database("proxy").await else {
         return;
     };
     let idp = FakeIdp::start().await;

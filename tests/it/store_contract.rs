@@ -202,3 +202,88 @@ async fn migrations_are_idempotent() {
         Store::connect(&pg, 2).await.unwrap();
     }
 }
+
+/// A caller dropped mid-transaction (a client hanging up) must neither stop
+/// the transaction halfway nor lose it: sqlx's begin/commit are not
+/// cancel-safe on PostgreSQL, and a half-run one leaves the pooled connection
+/// inside a transaction that swallows later statements. The store runs every
+/// transaction to completion in its own task.
+#[tokio::test]
+async fn transactions_complete_when_the_caller_is_dropped() {
+    use mcpgate::store::{CodeRecord, NewRefresh, now_epoch};
+    for (store, _dir) in backends().await {
+        let backend = store.backend();
+        let now = now_epoch();
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let family = format!("family-{tag}");
+        store
+            .insert_code(&CodeRecord {
+                code_hash: format!("code-{tag}"),
+                client_id: "c".into(),
+                user_id: "u".into(),
+                redirect_uri: "http://127.0.0.1/cb".into(),
+                code_challenge: "x".into(),
+                scope: "calc".into(),
+                resource: "r".into(),
+                family_id: family.clone(),
+                created_at: now,
+                expires_at: now + 60,
+                redeemed_at: None,
+                response_sealed: None,
+            })
+            .await
+            .unwrap();
+        let first = NewRefresh {
+            token_hash: format!("rt1-{tag}"),
+            family_id: family.clone(),
+            client_id: "c".into(),
+            user_id: "u".into(),
+            scope: "calc".into(),
+            resource: "r".into(),
+            expires_at: now + 600,
+        };
+        // The caller gives up after the first poll (the call is dropped).
+        use futures::FutureExt;
+        let _ = store
+            .redeem_code(&format!("code-{tag}"), now, "sealed", Some(&first))
+            .now_or_never();
+        let second = NewRefresh {
+            token_hash: format!("rt2-{tag}"),
+            ..first.clone()
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let code = store
+            .get_code(&format!("code-{tag}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(code.redeemed_at.is_some(), "{backend}: redemption lost");
+        assert!(
+            store
+                .get_refresh(&first.token_hash)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let _ = store
+            .rotate_refresh(&first.token_hash, now, "sealed-2", &second)
+            .now_or_never();
+        let mut rotated = false;
+        for _ in 0..100 {
+            let record = store.get_refresh(&first.token_hash).await.unwrap().unwrap();
+            if record.rotated_at.is_some() {
+                rotated = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(rotated, "{backend}: rotation lost");
+        assert!(
+            store
+                .get_refresh(&second.token_hash)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}
