@@ -8,7 +8,18 @@ FastMCP's JWTVerifier: RS256 signature with the key of the token's kid from the 
 after the first fetch), exp, iss == ISSUER, aud == http://127.0.0.1:PORT/mcp (this server's
 resource URL) and scope containing "calc".
 
-Usage: bench/.venv/bin/python bench/fastmcp_server.py PORT [--jwks-uri URI --issuer ISSUER]
+With --oauth (bench/run_oauth.sh) FastMCP is also the OAuth authorization server: FastMCP
+4.1.2's only authorization server that runs in-process (no upstream IdP) is
+`fastmcp.server.auth.providers.in_memory.InMemoryOAuthProvider` ("for testing purposes"), mounted
+on the MCP SDK's auth routes (`/register`, `/authorize`, `/token`, `/revoke`, RFC 8414 metadata).
+Read from the installed source: DCR stores the client in a dict; /authorize approves at once (no
+login, no consent page: 302 to redirect_uri with a code); /token checks PKCE and issues random
+opaque tokens kept in dicts; a refresh deletes the old refresh token and issues a new pair
+(rotation without a reuse grace, without family revocation). Nothing is persisted, hashed,
+signed or encrypted. `OAuthProxy`/`OIDCProxy` need an upstream IdP for every refresh, so they
+are no in-process comparison. /mcp then requires one of its tokens with scope "calc".
+
+Usage: bench/.venv/bin/python bench/fastmcp_server.py PORT [--jwks-uri URI --issuer ISSUER | --oauth]
 """
 
 import argparse
@@ -29,8 +40,23 @@ def main() -> None:
     ap.add_argument("port", type=int)
     ap.add_argument("--jwks-uri")
     ap.add_argument("--issuer")
+    ap.add_argument("--oauth", action="store_true")
     a = ap.parse_args()
     port = a.port
+    if a.oauth and (a.jwks_uri or a.issuer):
+        ap.error("--oauth goes without --jwks-uri/--issuer")
+    if a.oauth:
+        from fastmcp.server.auth.providers.in_memory import InMemoryOAuthProvider
+        from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
+
+        mcp.auth = InMemoryOAuthProvider(
+            base_url=f"http://127.0.0.1:{port}",
+            client_registration_options=ClientRegistrationOptions(
+                enabled=True, valid_scopes=["calc"], default_scopes=["calc"]
+            ),
+            revocation_options=RevocationOptions(enabled=True),
+            required_scopes=["calc"],
+        )
     if a.jwks_uri or a.issuer:
         if not (a.jwks_uri and a.issuer):
             ap.error("--jwks-uri and --issuer go together")

@@ -1,21 +1,57 @@
 # shellcheck shell=bash
-# Shared helpers of bench/run.sh and bench/run_auth.sh (sourced, not run).
-# The caller sets HERE, PY, LUA, OUT, TMP and a PIDS array before using them.
+# Shared helpers of bench/run.sh, bench/run_auth.sh and bench/run_oauth.sh (sourced, not run).
+# The caller sets HERE (the bench/ directory) before sourcing, and LUA (its wrk script) before
+# run_point/verify_and_warm; bench_init sets OUT, TMP and the PIDS array.
+
+# Knobs every script shares (defaults in brackets): MCPGATE_BIN [target/release/mcpgate]
+# DURATION [10] seconds per point  MCPGATE_SERVE_ARGS ['serve --config {config}']  RUST_LOG [warn]
+# MCPGATE_LOG__LEVEL [warn]: mcpgate's own log level (config `log.level`, default info) via its
+# env override; warn keeps per-request logging out of the measurement, like FastMCP's access log
+# being off.
+ROOT="$(dirname "$HERE")"
+MCPGATE_BIN="${MCPGATE_BIN:-$ROOT/target/release/mcpgate}"
+DURATION="${DURATION:-10}"
+MCPGATE_SERVE_ARGS="${MCPGATE_SERVE_ARGS:-serve --config {config}}"
+export RUST_LOG="${RUST_LOG:-warn}"
+export MCPGATE_LOG__LEVEL="${MCPGATE_LOG__LEVEL:-warn}"
+PY="$HERE/.venv/bin/python"
 
 die() { echo "${0##*/}: $*" >&2; exit 1; }
 
-cleanup() {
+# stop_pids PID...: TERM, up to 5 s grace each, then KILL
+stop_pids() {
   local p
-  for p in "${PIDS[@]:-}"; do
-    [ -n "$p" ] || continue
-    kill "$p" 2>/dev/null || true
-  done
-  for p in "${PIDS[@]:-}"; do
+  for p in "$@"; do [ -z "$p" ] || kill "$p" 2>/dev/null || true; done
+  for p in "$@"; do
     [ -n "$p" ] || continue
     for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$p" 2>/dev/null || true
   done
+}
+
+# EXIT trap: stop every started process, then run the caller's after_servers_stopped (if it
+# defines one: run_oauth.sh drops its PostgreSQL there), then delete TMP.
+cleanup() {
+  stop_pids "${PIDS[@]:-}"
+  if declare -F after_servers_stopped >/dev/null; then after_servers_stopped || true; fi
   rm -rf "$TMP"
+}
+
+# bench_init OUT_PREFIX: the checks every script needs, OUT=bench/out/<prefix><timestamp>,
+# TMP, PIDS=(), the EXIT trap, and check_idle.
+bench_init() {
+  local prefix="$1"
+  command -v wrk >/dev/null || die "wrk missing: run bench/install.sh"
+  [ -x "$PY" ] || die "bench/.venv missing: run bench/install.sh"
+  [ -x "$MCPGATE_BIN" ] || die "mcpgate binary not found at $MCPGATE_BIN (cargo build --release, or set MCPGATE_BIN)"
+  case "$MCPGATE_BIN" in *debug*) echo "${0##*/}: WARNING: $MCPGATE_BIN looks like a debug build; numbers are not representative" >&2 ;; esac
+  OUT="$HERE/out/$prefix$(date +%Y%m%d-%H%M%S)"
+  TMP="$(mktemp -d "/tmp/mcpgate-bench${prefix:+-${prefix%-}}.XXXXXX")"
+  mkdir -p "$OUT"
+  PIDS=()
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+  check_idle
 }
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -30,27 +66,38 @@ wrk_threads() {
   echo "$t"
 }
 
+compiling() { if pgrep -x rustc >/dev/null || pgrep -x cargo >/dev/null; then echo 1; else echo 0; fi; }
+steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }   # host steal ticks, all cpus
+# steal_pct TICKS0 EPOCH0: host CPU steal since then, in % of all cores
+steal_pct() {
+  awk -v a="$1" -v b="$(steal_ticks)" -v hz="$CLK_TCK" -v t="$(( $(date +%s) - $2 ))" -v n="$(nproc)" \
+    'BEGIN{ if (t < 1) t = 1; printf "%.1f", (b-a)/hz/(t*n)*100 }'
+}
+
 # Anything else busy on 2 cores (a cargo build, say) skews every number: sets BUSY and warns.
 check_idle() {
   BUSY=""
-  if pgrep -x rustc >/dev/null || pgrep -x cargo >/dev/null; then BUSY="cargo/rustc running"; fi
+  if [ "$(compiling)" = 1 ]; then BUSY="cargo/rustc running"; fi
   local load1
   load1="$(cut -d' ' -f1 /proc/loadavg)"
   if awk -v l="$load1" 'BEGIN{exit !(l > 0.5)}'; then BUSY="${BUSY:+$BUSY, }load average $load1 at start"; fi
   [ -z "$BUSY" ] || echo "${0##*/}: WARNING: machine not idle ($BUSY); numbers will be skewed" >&2
 }
 
-# mcpgate_config FILE PORT DATA_DIR [MODE [EXTRA_TOML]]: the benchmark config; auth.mode MODE
-# (default "none"), EXTRA_TOML (e.g. an [auth.resource] table) goes right after it.
+# mcpgate_config FILE PORT DATA_DIR [MODE [EXTRA_TOML [STORE_URL]]]: the benchmark config;
+# auth.mode MODE (default "none"), EXTRA_TOML (e.g. an [auth.resource] table) goes right after it;
+# the store is STORE_URL (default SQLite in DATA_DIR), with max_connections = $STORE_MAX_CONNECTIONS
+# when that is set (else mcpgate's default pool size).
 mcpgate_config() {
-  local file="$1" port="$2" data="$3" mode="${4:-none}" extra="${5:-}"
+  local file="$1" port="$2" data="$3" mode="${4:-none}" extra="${5:-}" url="${6:-sqlite://$3/mcpgate.db}"
   mkdir -p "$data"
   cat >"$file" <<EOF
 public_url = "http://127.0.0.1:$port"
 listen = "127.0.0.1:$port"
 data_dir = "$data"
 [store]
-url = "sqlite://$data/mcpgate.db"
+url = "$url"
+${STORE_MAX_CONNECTIONS:+max_connections = $STORE_MAX_CONNECTIONS}
 [auth]
 mode = "$mode"
 $extra
@@ -129,4 +176,41 @@ machine_line() {
 }
 fastmcp_versions() {
   "$PY" -c 'import importlib.metadata as m; print(m.version("fastmcp"), "(mcp", m.version("mcp") + ", uvicorn", m.version("uvicorn") + ")")'
+}
+wrk_version() { wrk -v 2>&1 | head -1 | awk '{print $2}'; }
+mcpgate_version() { "$MCPGATE_BIN" --version 2>/dev/null | head -1 || echo "version n/a"; }
+# report_warnings WHERE: the report's closing warnings (BUSY from check_idle; ANY_FAIL set by the
+# caller), WHERE naming the report's columns that show the failures
+report_warnings() {
+  if [ -n "$BUSY" ]; then
+    echo
+    echo "**WARNING: machine was not idle at the start ($BUSY); numbers are skewed.**"
+  fi
+  if [ "$ANY_FAIL" -ne 0 ]; then
+    echo
+    echo "**WARNING: some points had failed responses or socket errors (see the $1 and $OUT).**"
+  fi
+}
+
+# Rounds: a script that runs every point ROUNDS times keeps the BENCH line of round R of point
+# (K1, K2, ...) in RES[K1,K2,...,R] (an associative array it declares).
+# med FIELD K1 K2...: median over the rounds of one field (mean of the middle two if even; "-"
+# if the field is "-", i.e. not applicable)
+med() {
+  local f="$1" k r; shift; k="$(IFS=,; echo "$*")"
+  for r in $(seq 1 "$ROUNDS"); do field "$f" "${RES[$k,$r]}"; done | sort -g \
+    | awk '$1 == "-" {dash = 1} {v[NR] = $1}
+      END{ if (dash) print "-"; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2 }'
+}
+# range FIELD K1 K2...: "min-max" of one field over the rounds (at most one decimal)
+range() {
+  local f="$1" k r; shift; k="$(IFS=,; echo "$*")"
+  for r in $(seq 1 "$ROUNDS"); do field "$f" "${RES[$k,$r]}"; done | sort -g \
+    | awk 'NR==1{lo=$1} {hi=$1} END{ if (hi < 100) printf "%.1f-%.1f", lo, hi; else printf "%.0f-%.0f", lo, hi }'
+}
+# errsum K1 K2...: failed responses + socket errors of a wrk point, summed over the rounds
+errsum() {
+  local k r n=0; k="$(IFS=,; echo "$*")"
+  for r in $(seq 1 "$ROUNDS"); do n=$(( n + $(errs "${RES[$k,$r]}") )); done
+  echo "$n"
 }

@@ -16,40 +16,18 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(dirname "$HERE")"
-MCPGATE_BIN="${MCPGATE_BIN:-$ROOT/target/release/mcpgate}"
-DURATION="${DURATION:-10}"
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"   # ROOT, PY and the shared knobs: MCPGATE_BIN, DURATION, MCPGATE_SERVE_ARGS, ...
 WARMUP="${WARMUP:-3}"
 CONNS="${CONNS:-1 8 64}"
 MCPGATE_ERA="${MCPGATE_ERA:-2026}"
 FASTMCP_ERA="${FASTMCP_ERA:-2026}"
 MCPGATE_TOOL="${MCPGATE_TOOL:-add}"
-MCPGATE_SERVE_ARGS="${MCPGATE_SERVE_ARGS:-serve --config {config}}"
 STARTUP_RUNS="${STARTUP_RUNS:-5}"
 SKIP_STARTUP="${SKIP_STARTUP:-0}"
-export RUST_LOG="${RUST_LOG:-warn}"
-# mcpgate's own log level (config `log.level`, default info) via its env override; warn keeps
-# per-request logging out of the measurement, like FastMCP's access log being off.
-export MCPGATE_LOG__LEVEL="${MCPGATE_LOG__LEVEL:-warn}"
-PY="$HERE/.venv/bin/python"
 LUA="$HERE/tools_call.lua"
-
-# shellcheck source=bench/lib.sh
-. "$HERE/lib.sh"
-command -v wrk >/dev/null || die "wrk missing: run bench/install.sh"
-[ -x "$PY" ] || die "bench/.venv missing: run bench/install.sh"
-[ -x "$MCPGATE_BIN" ] || die "mcpgate binary not found at $MCPGATE_BIN (cargo build --release, or set MCPGATE_BIN)"
-case "$MCPGATE_BIN" in *debug*) echo "run.sh: WARNING: $MCPGATE_BIN looks like a debug build; numbers are not representative" >&2 ;; esac
-
-OUT="$HERE/out/$(date +%Y%m%d-%H%M%S)"
-TMP="$(mktemp -d /tmp/mcpgate-bench.XXXXXX)"
-mkdir -p "$OUT"
-PIDS=()
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Anything else busy on 2 cores (a cargo build, say) skews every number: say so loudly.
-check_idle
+# Anything else busy on 2 cores (a cargo build, say) skews every number: bench_init says so loudly.
+bench_init ""
 
 # ---------------------------------------------------------------- start-up to ready
 STARTUP_FRESH="n/a"; STARTUP_WARM="n/a"
@@ -111,17 +89,17 @@ done
 {
   echo "### Run $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
-  echo "- machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
-  echo "- load generator: wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}') on the same 2 cores as the servers (it competes with them for CPU); ${DURATION}s per point, ${WARMUP}s warm-up at 8 connections per server"
-  echo "- mcpgate: \`$MCPGATE_BIN\` ($("$MCPGATE_BIN" --version 2>/dev/null | head -1 || echo "version n/a")), MCPGATE_LOG__LEVEL=$MCPGATE_LOG__LEVEL RUST_LOG=$RUST_LOG, request era $MCPGATE_ERA, tool \`$MCPGATE_TOOL\`"
-  echo "- FastMCP: $("$PY" -c 'import importlib.metadata as m; print(m.version("fastmcp"), "(mcp", m.version("mcp") + ", uvicorn", m.version("uvicorn") + ")")'), Python $("$PY" -c 'import platform; print(platform.python_version())'), 1 uvicorn worker, stateless_http + json_response, access log off, request era $FASTMCP_ERA"
+  machine_line
+  echo "- load generator: wrk $(wrk_version) on the same 2 cores as the servers (it competes with them for CPU); ${DURATION}s per point, ${WARMUP}s warm-up at 8 connections per server"
+  echo "- mcpgate: \`$MCPGATE_BIN\` ($(mcpgate_version)), MCPGATE_LOG__LEVEL=$MCPGATE_LOG__LEVEL RUST_LOG=$RUST_LOG, request era $MCPGATE_ERA, tool \`$MCPGATE_TOOL\`"
+  echo "- FastMCP: $(fastmcp_versions), Python $("$PY" -c 'import platform; print(platform.python_version())'), 1 uvicorn worker, stateless_http + json_response, access log off, request era $FASTMCP_ERA"
   echo
   echo "| conns | mcpgate req/s | p50 ms | p99 ms | errors | CPU % | FastMCP req/s | p50 ms | p99 ms | errors | CPU % | mcpgate/FastMCP |"
   echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for c in $CONNS; do
     m="${RES[mg,$c]}"; f="${RES[fm,$c]}"
     me="$(errs "$m")"; fe="$(errs "$f")"
-    ratio="$(awk -v a="$(field rps "$m")" -v b="$(field rps "$f")" 'BEGIN{ if (b <= 0) print "n/a"; else if (a/b < 10) printf "%.2fx", a/b; else printf "%.1fx", a/b }')"
+    ratio="$(ratio "$(field rps "$m")" "$(field rps "$f")")"
     printf "| %s | %.0f | %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n" "$c" \
       "$(field rps "$m")" "$(ms "$(field p50_us "$m")")" "$(ms "$(field p99_us "$m")")" "$me" "$(field server_cpu_pct "$m")" \
       "$(field rps "$f")" "$(ms "$(field p50_us "$f")")" "$(ms "$(field p99_us "$f")")" "$fe" "$(field server_cpu_pct "$f")" "$ratio"
@@ -139,14 +117,7 @@ done
   echo
   echo "FastMCP RSS for reference: idle $(mb "$FM_RSS_IDLE") MB, after load $(mb "$FM_RSS_LOAD") MB."
   echo "Start-up runs (ms): fresh $(sed -n 's/.*runs_ms=\(.*\)/\1/p' <<<"$STARTUP_FRESH"), existing $(sed -n 's/.*runs_ms=\(.*\)/\1/p' <<<"$STARTUP_WARM")."
-  if [ -n "$BUSY" ]; then
-    echo
-    echo "**WARNING: machine was not idle at the start ($BUSY); numbers are skewed.**"
-  fi
-  if [ "$ANY_FAIL" -ne 0 ]; then
-    echo
-    echo "**WARNING: some points had failed responses or socket errors (see errors columns and $OUT).**"
-  fi
+  report_warnings "errors columns"
 } >"$OUT/report.md"
 cat "$OUT/report.md"
 for c in $CONNS; do echo "mg c=$c ${RES[mg,$c]}"; echo "fm c=$c ${RES[fm,$c]}"; done >"$OUT/bench-lines.txt"

@@ -21,35 +21,16 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(dirname "$HERE")"
-MCPGATE_BIN="${MCPGATE_BIN:-$ROOT/target/release/mcpgate}"
-DURATION="${DURATION:-10}"
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"   # ROOT, PY and the shared knobs: MCPGATE_BIN, DURATION, MCPGATE_SERVE_ARGS, ...
 WARMUP="${WARMUP:-3}"
 CONNS="${CONNS:-1 8 64}"
 ROUNDS="${ROUNDS:-3}"
-MCPGATE_SERVE_ARGS="${MCPGATE_SERVE_ARGS:-serve --config {config}}"
-export RUST_LOG="${RUST_LOG:-warn}"
-export MCPGATE_LOG__LEVEL="${MCPGATE_LOG__LEVEL:-warn}"
 ERA=2026   # request shape, both servers (see bench/tools_call.lua)
-PY="$HERE/.venv/bin/python"
 LUA="$HERE/tools_call.lua"
-
-# shellcheck source=bench/lib.sh
-. "$HERE/lib.sh"
-command -v wrk >/dev/null || die "wrk missing: run bench/install.sh"
 command -v openssl >/dev/null || die "openssl missing: run bench/install.sh"
-[ -x "$PY" ] || die "bench/.venv missing: run bench/install.sh"
+bench_init auth-
 "$PY" -c 'import jwt, cryptography' 2>/dev/null || die "PyJWT/cryptography missing in bench/.venv: run bench/install.sh"
-[ -x "$MCPGATE_BIN" ] || die "mcpgate binary not found at $MCPGATE_BIN (cargo build --release, or set MCPGATE_BIN)"
-case "$MCPGATE_BIN" in *debug*) echo "run_auth.sh: WARNING: $MCPGATE_BIN looks like a debug build; numbers are not representative" >&2 ;; esac
-
-OUT="$HERE/out/auth-$(date +%Y%m%d-%H%M%S)"
-TMP="$(mktemp -d /tmp/mcpgate-bench-auth.XXXXXX)"
-mkdir -p "$OUT"
-PIDS=()
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-check_idle
 
 # ---------------------------------------------------------------- key, JWKS, issuer
 KID="bench-$(date +%s)"
@@ -157,8 +138,7 @@ for s in "${SERVERS[@]}"; do
   read -r name port pid token <<<"$s"; [ "$token" != "-" ] || token=""
   verify_and_warm "$name" "$port" "$ERA" add "$pid" "$token"
 done
-steal() { awk '/^cpu / {print $9}' /proc/stat; }   # host steal ticks, all cpus
-STEAL0="$(steal)"; T0="$(date +%s)"
+STEAL0="$(steal_ticks)"; T0="$(date +%s)"
 declare -A RES
 for r in $(seq 1 "$ROUNDS"); do
   for c in $CONNS; do
@@ -169,7 +149,7 @@ for r in $(seq 1 "$ROUNDS"); do
     done
   done
 done
-STEAL_PCT="$(awk -v a="$STEAL0" -v b="$(steal)" -v hz="$CLK_TCK" -v t="$(( $(date +%s) - T0 ))" -v n="$(nproc)" 'BEGIN{printf "%.1f", (b-a)/hz/(t*n)*100}')"
+STEAL_PCT="$(steal_pct "$STEAL0" "$T0")"
 for s in "${SERVERS[@]}"; do
   read -r name port pid token <<<"$s"
   kill -0 "$pid" 2>/dev/null || die "$name died during the run; see $OUT/$name.log"
@@ -177,18 +157,6 @@ done
 MGA_RSS_LOAD="$(rss_kb "$MGA_PID")"
 
 # ---------------------------------------------------------------- report
-# med KEY NAME C: median over the rounds of one BENCH field (mean of the middle two if even)
-med() {
-  local r
-  for r in $(seq 1 "$ROUNDS"); do field "$1" "${RES[$2,$3,$r]}"; done | sort -g \
-    | awk '{v[NR]=$1} END{ if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2 }'
-}
-range() { # min-max req/s over the rounds
-  local r
-  for r in $(seq 1 "$ROUNDS"); do field rps "${RES[$1,$2,$r]}"; done | sort -g \
-    | awk 'NR==1{lo=$1} {hi=$1} END{printf "%.0f-%.0f", lo, hi}'
-}
-errsum() { local r n=0; for r in $(seq 1 "$ROUNDS"); do n=$(( n + $(errs "${RES[$1,$2,$r]}") )); done; echo "$n"; }
 ANY_FAIL=0
 for c in $CONNS; do
   for n in mg-none mg-auth fm-none fm-auth; do [ "$(errsum "$n" "$c")" -eq 0 ] || ANY_FAIL=1; done
@@ -200,8 +168,8 @@ label() { case "$1" in
   echo "### Authenticated run $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
   machine_line
-  echo "- load generator: wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}') on the same 2 cores as the servers; ${DURATION}s per point, $ROUNDS round(s) of every point (figures are medians over the rounds), ${WARMUP}s warm-up at 8 connections per server; order within each round and connection count: mg-none, mg-auth, fm-none, fm-auth"
-  echo "- mcpgate: \`$MCPGATE_BIN\` ($("$MCPGATE_BIN" --version 2>/dev/null | head -1 || echo "version n/a")), MCPGATE_LOG__LEVEL=$MCPGATE_LOG__LEVEL RUST_LOG=$RUST_LOG"
+  echo "- load generator: wrk $(wrk_version) on the same 2 cores as the servers; ${DURATION}s per point, $ROUNDS round(s) of every point (figures are medians over the rounds), ${WARMUP}s warm-up at 8 connections per server; order within each round and connection count: mg-none, mg-auth, fm-none, fm-auth"
+  echo "- mcpgate: \`$MCPGATE_BIN\` ($(mcpgate_version)), MCPGATE_LOG__LEVEL=$MCPGATE_LOG__LEVEL RUST_LOG=$RUST_LOG"
   echo "- FastMCP: $(fastmcp_versions), 1 uvicorn worker, stateless_http + json_response, access log off"
   echo "- token: RS256 (2048-bit key from openssl genpkey), typ at+jwt, kid in the JWKS, iss/sub/aud/exp/nbf/iat/scope=calc, $(tr -d '\n' <<<"$MG_TOKEN" | wc -c) bytes, one token per server reused for every request"
   echo "- host CPU steal during the load points: $STEAL_PCT % of the 2 cores"
@@ -210,7 +178,7 @@ label() { case "$1" in
   echo "|---:|---|---:|---:|---:|---:|---:|---:|"
   for c in $CONNS; do
     for n in mg-none mg-auth fm-none fm-auth; do
-      printf "| %s | %s | %.0f | %s | %s | %s | %s | %.0f |\n" "$c" "$(label "$n")" "$(med rps "$n" "$c")" "$(range "$n" "$c")" \
+      printf "| %s | %s | %.0f | %s | %s | %s | %s | %.0f |\n" "$c" "$(label "$n")" "$(med rps "$n" "$c")" "$(range rps "$n" "$c")" \
         "$(ms "$(med p50_us "$n" "$c")")" "$(ms "$(med p99_us "$n" "$c")")" "$(errsum "$n" "$c")" "$(med server_cpu_pct "$n" "$c")"
     done
   done
@@ -228,14 +196,7 @@ label() { case "$1" in
   echo "CPU % = server process CPU time during the point / wall time (100 = one core of the 2)."
   echo "wrk threads: $(for c in $CONNS; do printf '%s conns -> -t%s; ' "$c" "$(wrk_threads "$c")"; done)"
   echo "mcpgate (auth resource) RSS: idle $(mb "$MGA_RSS_IDLE") MB, after the load points $(mb "$MGA_RSS_LOAD") MB."
-  if [ -n "$BUSY" ]; then
-    echo
-    echo "**WARNING: machine was not idle at the start ($BUSY); numbers are skewed.**"
-  fi
-  if [ "$ANY_FAIL" -ne 0 ]; then
-    echo
-    echo "**WARNING: some points had failed responses or socket errors (see errors column and $OUT).**"
-  fi
+  report_warnings "errors column"
 } >"$OUT/report.md"
 cat "$OUT/report.md"
 for r in $(seq 1 "$ROUNDS"); do for c in $CONNS; do for n in mg-none mg-auth fm-none fm-auth; do
