@@ -91,6 +91,21 @@ pub struct Client {
     pub secret_hash: Option<String>,
     /// The document's host for CIMD clients (shown on the consent page).
     pub document_host: Option<String>,
+    /// Registered clients: when one last obtained a token (the sweeper's clock).
+    pub last_used_at: Option<i64>,
+}
+
+/// `last_used_at` is written at most this often: the sweeper counts in days,
+/// and a write per refresh would cost every refresh a store round trip.
+const TOUCH_INTERVAL_SECS: i64 = 3600;
+
+impl Client {
+    fn touch_due(&self, now: i64) -> bool {
+        self.document_host.is_none()
+            && self
+                .last_used_at
+                .is_none_or(|at| now - at >= TOUCH_INTERVAL_SECS)
+    }
 }
 
 /// An authorization request that passed validation, waiting for login and consent.
@@ -339,6 +354,7 @@ impl AuthorizationServer {
                 client_id: client_id.to_owned(),
                 metadata,
                 secret_hash: None,
+                last_used_at: None,
                 document_host: url::Url::parse(client_id)
                     .ok()
                     .and_then(|u| u.host_str().map(str::to_owned)),
@@ -354,6 +370,7 @@ impl AuthorizationServer {
             metadata: Arc::new(metadata),
             secret_hash: record.secret_hash,
             document_host: None,
+            last_used_at: record.last_used_at,
         }))
     }
 
@@ -909,7 +926,9 @@ impl AuthorizationServer {
                 .await?
                 == Consumed::Won
             {
-                self.store.touch_client(&record.client_id, now).await?;
+                if client.touch_due(now) {
+                    self.store.touch_client(&record.client_id, now).await?;
+                }
                 return Ok(response);
             }
         }
@@ -979,13 +998,9 @@ impl AuthorizationServer {
             }
             None => record.scope.clone(),
         };
+        // A removed user's refresh tokens were revoked with the user (same
+        // transaction), so `revoked_at` above already covers that case.
         if record.rotated_at.is_none() {
-            if self.store.find_user(&record.user_id).await?.is_none() {
-                self.store.revoke_family(&record.family_id, now).await?;
-                return Err(OAuthError::InvalidGrant(
-                    "the user no longer exists".to_owned(),
-                ));
-            }
             let profile = self.profile_of(&record.user_id).await?;
             let next = random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?;
             let response = self.mint(
@@ -1011,7 +1026,9 @@ impl AuthorizationServer {
                 // (concurrent upstream refreshes would look like a replay
                 // there), and a grant the IdP ended ends here too.
                 self.check_upstream_grant(&record.family_id, now).await?;
-                self.store.touch_client(&record.client_id, now).await?;
+                if client.touch_due(now) {
+                    self.store.touch_client(&record.client_id, now).await?;
+                }
                 return Ok(response);
             }
         }
