@@ -135,18 +135,13 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
 /// 503, and both recover when it comes back.
 #[tokio::test]
 async fn store_outage_is_reported_and_recovered() {
-    let Some(admin_url) = postgres_url() else {
+    let Some(store_url) = crate::common::fresh_postgres_database("outage").await else {
         return;
     };
-    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
-    let db = format!("outage_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&admin)
+    let admin = sqlx::PgPool::connect(&postgres_url().unwrap())
         .await
         .unwrap();
-    let mut url = url::Url::parse(&admin_url).unwrap();
-    url.set_path(&db);
-    let store_url = url.to_string();
+    let db = url::Url::parse(&store_url).unwrap().path()[1..].to_owned();
     let server = TestServer::start_with(|raw| raw.store.url = Some(store_url)).await;
     let sid = server.initialize().await;
     let created = server
