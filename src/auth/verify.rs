@@ -467,6 +467,8 @@ pub struct IssuerMetadata {
     pub code_challenge_methods_supported: Option<Vec<String>>,
     #[serde(default)]
     pub client_id_metadata_document_supported: Option<bool>,
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: Option<bool>,
 }
 
 /// Fetch the first discovery document that answers, and check that it is

@@ -97,6 +97,16 @@ impl Bridge {
         let missing = |what: &str| {
             BridgeError::Setup(format!("{}: discovery has no {what}", resource.issuer))
         };
+        // The IdP redirects the browser straight back to the client. If it
+        // adds `iss` there (RFC 9207), that names the IdP while the metadata
+        // clients read names mcpgate, and clients that check it (the MCP
+        // SDKs do) abort the sign-in. Refuse rather than fail every sign-in.
+        if meta.authorization_response_iss_parameter_supported == Some(true) {
+            return Err(BridgeError::Setup(format!(
+                "{} adds `iss` to its authorization responses (RFC 9207), which MCP clients compare with mcpgate's issuer and reject in bridge mode; use auth.mode = \"resource\" (the IdP registers clients itself) or \"proxy\"",
+                resource.issuer
+            )));
+        }
         let registration_endpoint = meta.registration_endpoint.clone();
         if matches!(config.registrar, BridgeRegistrar::Passthrough)
             && registration_endpoint.is_none()

@@ -246,3 +246,39 @@ async fn passthrough_bridge_relays_the_idps_own_registration() {
         "{p:?}"
     );
 }
+
+/// An IdP that adds `iss` to its authorization responses (RFC 9207) cannot be
+/// bridged: the browser goes straight from the IdP to the client, whose check
+/// of `iss` against mcpgate's issuer fails (the real Python SDK aborts there
+/// against oidc-provider). mcpgate refuses to start and says what to use.
+#[tokio::test]
+async fn an_idp_that_sends_iss_in_authorization_responses_is_refused() {
+    let idp = FakeIdp::start().await;
+    idp.advertises_iss
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let raw = mcpgate::config::RawConfig {
+        auth: mcpgate::config::RawAuth {
+            mode: Some("bridge".to_owned()),
+            resource: Some(RawResourceAuth {
+                issuer: Some(idp.issuer.clone()),
+                ..RawResourceAuth::default()
+            }),
+            bridge: Some(RawBridge {
+                registrar: Some("passthrough".to_owned()),
+                ..RawBridge::default()
+            }),
+            ..mcpgate::config::RawAuth::default()
+        },
+        data_dir: Some(tempfile::tempdir().unwrap().keep()),
+        ..mcpgate::config::RawConfig::default()
+    };
+    let config = raw.validate().unwrap();
+    let err = match mcpgate::app::App::build(&config).await {
+        Ok(_) => panic!("started against an IdP that sends iss"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("RFC 9207") && err.contains("auth.mode = \"resource\""),
+        "{err}"
+    );
+}
