@@ -156,6 +156,7 @@ impl App {
                 resource,
                 config.public_origin(),
                 info.scopes_supported.clone(),
+                store.clone(),
             )
             .await
             .map_err(|e| StartError::Authority(e.to_string()))?;
@@ -191,10 +192,12 @@ impl App {
             authorization_server,
         );
         let keys = local.as_ref().map(|l| l.keys.clone());
-        let sweep = config
-            .local_auth
-            .as_ref()
-            .map(|l| ((l.unused_client_ttl_days * 86_400) as i64, store.clone()));
+        // Bridge mode keeps pending authorizations too (no registered clients of its own).
+        let sweep = match (&config.local_auth, &config.bridge) {
+            (Some(l), _) => Some(((l.unused_client_ttl_days * 86_400) as i64, store.clone())),
+            (None, Some(_)) => Some((30 * 86_400, store.clone())),
+            _ => None,
+        };
         Ok(App {
             router,
             store,

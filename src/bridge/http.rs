@@ -23,6 +23,7 @@ pub fn routes(bridge: Arc<Bridge>) -> Router {
         .route("/authorize", get(authorize))
         .route("/token", post(token))
         .route("/register", post(register))
+        .route("/callback", get(callback))
         .with_state(bridge)
 }
 
@@ -60,21 +61,42 @@ async fn metadata(State(bridge): State<Arc<Bridge>>) -> Response {
     Json(bridge.metadata()).into_response()
 }
 
-async fn authorize(State(bridge): State<Arc<Bridge>>, RawQuery(query): RawQuery) -> Response {
-    let pairs: Vec<(String, String)> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
-    match bridge.authorize_url(&pairs) {
+fn query_pairs(query: Option<String>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// A browser step: a redirect, or an error page (never a redirect to an
+/// address that was not checked).
+fn browser_step(result: Result<String, BridgeError>) -> Response {
+    match result {
         Ok(location) => match HeaderValue::from_str(&location) {
             Ok(v) => no_store((StatusCode::FOUND, [(header::LOCATION, v)]).into_response()),
-            Err(_) => error(BridgeError::Setup("unusable authorization URL".into())),
+            Err(_) => error(BridgeError::Setup("unusable redirect URL".into())),
         },
-        // The redirect URI is the IdP's to check, so errors here are a page, never a redirect.
+        Err(e @ (BridgeError::Upstream(_) | BridgeError::Setup(_))) => {
+            tracing::warn!(error = ?e, "bridge: browser step failed");
+            no_store(
+                (
+                    StatusCode::BAD_GATEWAY,
+                    Html(pages::error("the server could not continue the sign-in")),
+                )
+                    .into_response(),
+            )
+        }
         Err(e) => {
             no_store((StatusCode::BAD_REQUEST, Html(pages::error(&e.to_string()))).into_response())
         }
     }
+}
+
+async fn authorize(State(bridge): State<Arc<Bridge>>, RawQuery(query): RawQuery) -> Response {
+    browser_step(bridge.authorize(&query_pairs(query)).await)
+}
+
+async fn callback(State(bridge): State<Arc<Bridge>>, RawQuery(query): RawQuery) -> Response {
+    browser_step(bridge.callback(&query_pairs(query)).await)
 }
 
 async fn token(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Bytes) -> Response {

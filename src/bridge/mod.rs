@@ -5,6 +5,12 @@
 //! DCR: relayed), rewrites `/authorize` (`resource` becomes the IdP's
 //! `audience`) and relays `/token` without `resource`. Tokens on `/mcp` are
 //! checked exactly as in `resource` mode.
+//!
+//! The IdP only ever sees mcpgate's `/callback` as redirect URI: clients
+//! check `iss` in the authorization response against the issuer they
+//! discovered (mcpgate), so the browser comes back through mcpgate, which
+//! checks the IdP's `iss`, restores the client's `state` and redirect URI and
+//! adds its own `iss`.
 
 pub mod http;
 
@@ -18,11 +24,15 @@ use crate::{
     auth::{jwks::read_capped, verify},
     config::{BridgeConfig, BridgeRegistrar, ResourceAuthConfig},
     oauth::{
-        clients::{AuthMethod, ClientMetadata},
+        clients::{AuthMethod, ClientMetadata, find_redirect},
+        crypto::{random_token, sha256_b64},
         ratelimit::WindowLimiter,
     },
-    store::now_epoch,
+    store::{BridgeRequestRecord, Store, now_epoch},
 };
+
+/// How long a bridged authorization may take at the IdP.
+const REQUEST_TTL_SECS: i64 = 600;
 
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
@@ -68,6 +78,9 @@ struct ManagementToken {
 
 pub struct Bridge {
     origin: String,
+    /// `origin + "/callback"`: the only redirect URI registered at the IdP.
+    callback: String,
+    store: Store,
     issuer: String,
     audience: Option<String>,
     scopes_supported: Vec<String>,
@@ -89,6 +102,7 @@ impl Bridge {
         resource: &ResourceAuthConfig,
         origin: String,
         scopes_supported: Vec<String>,
+        store: Store,
     ) -> Result<Bridge, BridgeError> {
         let http = crate::idp::outbound_client().map_err(|e| BridgeError::Setup(e.to_string()))?;
         let meta = verify::discover(&http, &resource.issuer)
@@ -97,16 +111,6 @@ impl Bridge {
         let missing = |what: &str| {
             BridgeError::Setup(format!("{}: discovery has no {what}", resource.issuer))
         };
-        // The IdP redirects the browser straight back to the client. If it
-        // adds `iss` there (RFC 9207), that names the IdP while the metadata
-        // clients read names mcpgate, and clients that check it (the MCP
-        // SDKs do) abort the sign-in. Refuse rather than fail every sign-in.
-        if meta.authorization_response_iss_parameter_supported == Some(true) {
-            return Err(BridgeError::Setup(format!(
-                "{} adds `iss` to its authorization responses (RFC 9207), which MCP clients compare with mcpgate's issuer and reject in bridge mode; use auth.mode = \"resource\" (the IdP registers clients itself) or \"proxy\"",
-                resource.issuer
-            )));
-        }
         let registration_endpoint = meta.registration_endpoint.clone();
         if matches!(config.registrar, BridgeRegistrar::Passthrough)
             && registration_endpoint.is_none()
@@ -116,6 +120,8 @@ impl Bridge {
             ));
         }
         Ok(Bridge {
+            callback: format!("{origin}/callback"),
+            store,
             origin,
             issuer: resource.issuer.clone(),
             audience: config.audience.clone(),
@@ -154,6 +160,7 @@ impl Bridge {
             "response_modes_supported": ["query"],
             "grant_types_supported": ["authorization_code", "refresh_token"],
             "code_challenge_methods_supported": ["S256"],
+            "authorization_response_iss_parameter_supported": true,
             "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
             // Clients ask for refresh tokens only if they see offline_access.
             "scopes_supported": self
@@ -175,9 +182,11 @@ impl Bridge {
     }
 
     /// The IdP authorization URL for a client's `/authorize` query: every
-    /// parameter kept except `resource`, which becomes `audience`. PKCE S256
-    /// is required here so no client can downgrade it at the IdP.
-    pub fn authorize_url(&self, pairs: &[(String, String)]) -> Result<String, BridgeError> {
+    /// parameter kept except `resource` (which becomes `audience`), and the
+    /// client's `redirect_uri` and `state`, which mcpgate keeps and replaces
+    /// with its callback and a state of its own. PKCE S256 is required here
+    /// so no client can downgrade it at the IdP.
+    pub async fn authorize(&self, pairs: &[(String, String)]) -> Result<String, BridgeError> {
         let mut seen = std::collections::HashSet::new();
         for (k, _) in pairs {
             if !seen.insert(k.as_str()) {
@@ -192,11 +201,33 @@ impl Bridge {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
-        if get("client_id").is_none_or(str::is_empty) {
-            return Err(BridgeError::InvalidRequest(
-                "client_id is missing".to_owned(),
-            ));
-        }
+        let client_id = get("client_id")
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| BridgeError::InvalidRequest("client_id is missing".to_owned()))?;
+        let registered: Vec<String> = match self.store.bridge_client_redirects(client_id).await {
+            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_default(),
+            Ok(None) => {
+                return Err(BridgeError::InvalidRequest(
+                    "this client is not registered here".to_owned(),
+                ));
+            }
+            Err(e) => return Err(BridgeError::Upstream(e.to_string())),
+        };
+        let redirect_uri = match get("redirect_uri") {
+            Some(requested) => find_redirect(&registered, requested)
+                .map(|_| requested.to_owned())
+                .ok_or_else(|| {
+                    BridgeError::InvalidRequest(
+                        "redirect_uri is not registered for this client".to_owned(),
+                    )
+                })?,
+            None if registered.len() == 1 => registered[0].clone(),
+            None => {
+                return Err(BridgeError::InvalidRequest(
+                    "redirect_uri is missing".to_owned(),
+                ));
+            }
+        };
         if get("code_challenge").is_none_or(str::is_empty)
             || get("code_challenge_method") != Some("S256")
         {
@@ -204,16 +235,32 @@ impl Bridge {
                 "PKCE is required: send code_challenge with code_challenge_method=S256".to_owned(),
             ));
         }
+        let state = random_token(32).map_err(|e| BridgeError::Upstream(e.to_string()))?;
+        let now = now_epoch();
+        self.store
+            .insert_bridge_request(&BridgeRequestRecord {
+                state_hash: sha256_b64(&state),
+                client_id: client_id.to_owned(),
+                redirect_uri,
+                client_state: get("state").map(str::to_owned),
+                created_at: now,
+                expires_at: now + REQUEST_TTL_SECS,
+            })
+            .await
+            .map_err(|e| BridgeError::Upstream(e.to_string()))?;
         let mut url = url::Url::parse(&self.authorization_endpoint)
             .map_err(|e| BridgeError::Setup(e.to_string()))?;
         {
             let mut q = url.query_pairs_mut();
             for (k, v) in pairs {
-                if k == "resource" || (k == "audience" && self.audience.is_some()) {
-                    continue;
+                let replaced = matches!(k.as_str(), "resource" | "redirect_uri" | "state")
+                    || (k == "audience" && self.audience.is_some());
+                if !replaced {
+                    q.append_pair(k, v);
                 }
-                q.append_pair(k, v);
             }
+            q.append_pair("redirect_uri", &self.callback);
+            q.append_pair("state", &state);
             if let Some(audience) = &self.audience {
                 q.append_pair("audience", audience);
             }
@@ -221,17 +268,73 @@ impl Bridge {
         Ok(url.to_string())
     }
 
+    /// `/callback`: the IdP's answer goes on to the client with the client's
+    /// `state` and mcpgate's `iss`. Single use; an answer naming another
+    /// issuer (a mix-up) stops here.
+    pub async fn callback(&self, pairs: &[(String, String)]) -> Result<String, BridgeError> {
+        let get = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let state = get("state").ok_or_else(|| {
+            BridgeError::InvalidRequest("the identity provider's answer has no state".to_owned())
+        })?;
+        let request = self
+            .store
+            .take_bridge_request(&sha256_b64(state), now_epoch())
+            .await
+            .map_err(|e| BridgeError::Upstream(e.to_string()))?
+            .ok_or_else(|| {
+                BridgeError::InvalidRequest(
+                    "this sign-in has expired or was already used; start again from your app"
+                        .to_owned(),
+                )
+            })?;
+        if let Some(iss) = get("iss")
+            && iss != self.issuer
+        {
+            return Err(BridgeError::InvalidRequest(
+                "the answer names another identity provider".to_owned(),
+            ));
+        }
+        let mut url = url::Url::parse(&request.redirect_uri)
+            .map_err(|e| BridgeError::Upstream(e.to_string()))?;
+        {
+            let mut q = url.query_pairs_mut();
+            for name in ["code", "error", "error_description", "error_uri"] {
+                if let Some(value) = get(name) {
+                    q.append_pair(name, value);
+                }
+            }
+            if let Some(client_state) = &request.client_state {
+                q.append_pair("state", client_state);
+            }
+            q.append_pair("iss", &self.origin);
+        }
+        Ok(url.to_string())
+    }
+
     /// `/token`: relayed to the IdP without `resource` (Auth0 and Entra
-    /// reject or misread it), with the client's own authentication.
+    /// reject or misread it) and with mcpgate's callback as `redirect_uri`,
+    /// with the client's own authentication.
     pub async fn token(
         &self,
         body: &[u8],
         authorization: Option<&str>,
     ) -> Result<Relayed, BridgeError> {
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body)
+        let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(body)
             .into_owned()
-            .filter(|(k, _)| k != "resource")
+            .filter(|(k, _)| k != "resource" && k != "redirect_uri")
             .collect();
+        // The code was issued to mcpgate's callback.
+        if pairs
+            .iter()
+            .any(|(k, v)| k == "grant_type" && v == "authorization_code")
+        {
+            pairs.push(("redirect_uri".to_owned(), self.callback.clone()));
+        }
         let mut request = self
             .http
             .post(&self.token_endpoint)
@@ -243,7 +346,8 @@ impl Bridge {
         self.relay(request).await
     }
 
-    /// RFC 7591 registration.
+    /// RFC 7591 registration. The client's redirect URIs pass mcpgate's
+    /// policy and are kept here; the IdP registers only mcpgate's callback.
     pub async fn register(
         &self,
         body: Value,
@@ -252,39 +356,49 @@ impl Bridge {
         if !self.registrations.hit(client_address) {
             return Err(BridgeError::RateLimited);
         }
-        match &self.registrar {
+        let metadata: ClientMetadata = serde_json::from_value(body.clone()).map_err(|_| {
+            BridgeError::InvalidClientMetadata("the body is not valid client metadata".to_owned())
+        })?;
+        let metadata = metadata.normalise_for_registration().map_err(|e| match e {
+            crate::oauth::clients::MetadataError::RedirectUri(m) => {
+                BridgeError::InvalidRedirectUri(m)
+            }
+            crate::oauth::clients::MetadataError::Metadata(m) => {
+                BridgeError::InvalidClientMetadata(m)
+            }
+        })?;
+        let own_redirects = metadata.redirect_uris.clone();
+        let mut answer = match &self.registrar {
             BridgeRegistrar::Passthrough => {
                 let endpoint = self
                     .registration_endpoint
                     .as_deref()
                     .ok_or_else(|| BridgeError::Upstream("no registration endpoint".into()))?;
-                self.relay(self.http.post(endpoint).json(&body)).await
+                let mut relayed = body;
+                relayed["redirect_uris"] = json!([self.callback]);
+                self.relay(self.http.post(endpoint).json(&relayed)).await?
             }
             BridgeRegistrar::Auth0 {
                 client_id,
                 client_secret,
                 audience,
             } => {
-                let metadata: ClientMetadata = serde_json::from_value(body).map_err(|_| {
-                    BridgeError::InvalidClientMetadata(
-                        "the body is not valid client metadata".to_owned(),
-                    )
-                })?;
-                // The same redirect-URI policy as mcpgate's own registration.
-                let metadata = metadata.normalise_for_registration().map_err(|e| match e {
-                    crate::oauth::clients::MetadataError::RedirectUri(m) => {
-                        BridgeError::InvalidRedirectUri(m)
-                    }
-                    crate::oauth::clients::MetadataError::Metadata(m) => {
-                        BridgeError::InvalidClientMetadata(m)
-                    }
-                })?;
                 let token = self
                     .management_token(client_id, client_secret.expose_secret(), audience)
                     .await?;
-                self.create_auth0_client(&token, metadata).await
+                self.create_auth0_client(&token, metadata).await?
             }
+        };
+        if let (200 | 201, Some(new_id)) = (answer.status, answer.body["client_id"].as_str()) {
+            let text = serde_json::to_string(&own_redirects)
+                .map_err(|e| BridgeError::Upstream(e.to_string()))?;
+            self.store
+                .save_bridge_client(new_id, &text, now_epoch())
+                .await
+                .map_err(|e| BridgeError::Upstream(e.to_string()))?;
+            answer.body["redirect_uris"] = json!(own_redirects);
         }
+        Ok(answer)
     }
 
     async fn management_token(
@@ -338,7 +452,7 @@ impl Bridge {
         let body = json!({
             "name": metadata.client_name.clone().unwrap_or_else(|| "MCP client".to_owned()),
             "app_type": if method == AuthMethod::None { "native" } else { "regular_web" },
-            "callbacks": metadata.redirect_uris,
+            "callbacks": [self.callback],
             "grant_types": ["authorization_code", "refresh_token"],
             "token_endpoint_auth_method": auth0_method,
             "oidc_conformant": true,

@@ -143,3 +143,82 @@ impl Store {
             == 1)
     }
 }
+
+/// A bridged authorization on its way through the IdP.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BridgeRequestRecord {
+    pub state_hash: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub client_state: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl Store {
+    /// Remember a bridged client's own redirect URIs (JSON array).
+    pub async fn save_bridge_client(
+        &self,
+        client_id: &str,
+        redirect_uris: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO bridge_clients (client_id, redirect_uris, created_at) VALUES ($1, $2, $3) ON CONFLICT (client_id) DO UPDATE SET redirect_uris = excluded.redirect_uris";
+        on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(client_id)
+            .bind(redirect_uris)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn bridge_client_redirects(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        const SQL: &str = "SELECT redirect_uris FROM bridge_clients WHERE client_id = $1";
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar::<_, String>(
+            SQL
+        )
+        .bind(client_id)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
+    pub async fn insert_bridge_request(
+        &self,
+        record: &BridgeRequestRecord,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO bridge_requests (state_hash, client_id, redirect_uri, client_state, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
+        on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(&record.state_hash)
+            .bind(&record.client_id)
+            .bind(&record.redirect_uri)
+            .bind(&record.client_state)
+            .bind(record.created_at)
+            .bind(record.expires_at)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Consume a bridged authorization by its state: one caller, once.
+    pub async fn take_bridge_request(
+        &self,
+        state_hash: &str,
+        now: i64,
+    ) -> Result<Option<BridgeRequestRecord>, StoreError> {
+        const SQL: &str = "DELETE FROM bridge_requests WHERE state_hash = $1 AND expires_at > $2 RETURNING state_hash, client_id, redirect_uri, client_state, created_at, expires_at";
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<
+            _,
+            BridgeRequestRecord,
+        >(SQL)
+        .bind(state_hash)
+        .bind(now)
+        .fetch_optional(pool)
+        .await)?)
+    }
+}

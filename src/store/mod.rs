@@ -9,7 +9,7 @@ mod federation;
 mod notes;
 mod oauth;
 
-pub use federation::{NO_PASSWORD, UpstreamLoginRecord, UpstreamTokenRecord};
+pub use federation::{BridgeRequestRecord, NO_PASSWORD, UpstreamLoginRecord, UpstreamTokenRecord};
 
 pub use notes::{Note, NoteDraft, NotePatch};
 pub use oauth::{

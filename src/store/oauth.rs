@@ -726,6 +726,7 @@ impl Store {
         // Codes are kept a day past expiry so a late replay is still recognised.
         const REQUESTS: &str = "DELETE FROM auth_requests WHERE expires_at <= $1";
         const UPSTREAM_LOGINS: &str = "DELETE FROM upstream_logins WHERE expires_at <= $1";
+        const BRIDGE_REQUESTS: &str = "DELETE FROM bridge_requests WHERE expires_at <= $1";
         // Upstream tokens live as long as their grant has a live refresh token.
         const UPSTREAM_TOKENS: &str = "DELETE FROM upstream_tokens WHERE family_id NOT IN (SELECT family_id FROM refresh_tokens WHERE revoked_at IS NULL AND expires_at > $1) AND updated_at <= $1 - 86400";
         const SESSIONS: &str = "DELETE FROM user_sessions WHERE expires_at <= $1";
@@ -736,6 +737,7 @@ impl Store {
         for sql in [
             REQUESTS,
             UPSTREAM_LOGINS,
+            BRIDGE_REQUESTS,
             UPSTREAM_TOKENS,
             SESSIONS,
             CODES,

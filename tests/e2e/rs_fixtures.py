@@ -36,6 +36,9 @@ ACCEPT = "application/json, text/event-stream"
 
 LEGACY_VERSION = "2025-06-18"
 
+# start_rs_gate's arguments for `auth.mode = "bridge"` over an IdP with its own DCR.
+BRIDGE_KW: dict[str, Any] = {"mode": "bridge", "auth_extra": ["[auth.bridge]", 'registrar = "passthrough"']}
+
 
 @dataclass
 class RsGate:
@@ -57,26 +60,29 @@ class RsGate:
 
 @contextlib.contextmanager
 def start_rs_gate(tmp: Path, port: int, issuer: str, *, introspection: bool = False,
-                  refetch_secs: int = REFETCH_SECS) -> Iterator[RsGate]:
-    """Start mcpgate in resource mode on `port`, trusting `issuer`; stop it at the end."""
+                  refetch_secs: int = REFETCH_SECS, mode: str = "resource",
+                  auth_extra: list[str] | None = None) -> Iterator[RsGate]:
+    """Start mcpgate in resource mode on `port`, trusting `issuer`; stop it at the end.
+    `mode` and `auth_extra` (more `[auth.*]` lines) serve bridge mode, which checks tokens the same way."""
     tmp.mkdir(parents=True, exist_ok=True)
     data = tmp / "data"
     data.mkdir(exist_ok=True)
     base = f"http://127.0.0.1:{port}"
     auth = [
         "[auth]",
-        'mode = "resource"',
+        f'mode = "{mode}"',
         "[auth.resource]",
         f"issuer = {json.dumps(issuer)}",
         f"jwks_refetch_interval_secs = {refetch_secs}",
     ]
     if introspection:
         auth += ["[auth.resource.introspection]", 'client_id = "mcpgate-rs"', 'client_secret = "mcpgate-rs-secret"']
+    auth += auth_extra or []
     cfg = tmp / "mcpgate.toml"
     cfg.write_text(config_text(port, data, auth))
     log_path = tmp / "mcpgate.log"
-    with running_mcpgate(cfg, port=port, log_path=log_path, cwd=tmp, what="mcpgate (resource mode)",
-                         last_log_name="mcpgate-resource-last-run.log") as proc:
+    with running_mcpgate(cfg, port=port, log_path=log_path, cwd=tmp, what=f"mcpgate ({mode} mode)",
+                         last_log_name=f"mcpgate-{mode}-last-run.log") as proc:
         yield RsGate(port, base, f"{base}/mcp", f"{base}/mcp", f"{base}/.well-known/oauth-protected-resource/mcp",
                      tmp, log_path, proc)
 
@@ -92,12 +98,15 @@ class Rs:
 
 @pytest.fixture
 def rs_factory(idp_factory, tmp_path: Path):
-    """`rs_factory(idp_env={...}, introspection=False, opaque=False)` -> Rs (IdP + resource-mode mcpgate).
-    `opaque=True` makes the IdP issue opaque tokens for mcpgate's resource (and turns introspection on)."""
+    """`rs_factory(idp_env={...}, introspection=False, opaque=False, bridge=False)` -> Rs (IdP + resource-mode
+    mcpgate). `opaque=True` makes the IdP issue opaque tokens for mcpgate's resource (and turns introspection
+    on). `bridge=True` starts mcpgate in `auth.mode = "bridge"` with `registrar = "passthrough"` instead (its
+    AS metadata, /register, /authorize and /token front the IdP; the IdP's default resource, used when
+    mcpgate drops `resource`, is still mcpgate's /mcp)."""
     made: list[Rs] = []
     with contextlib.ExitStack() as stack:
         def make(idp_env: dict[str, str] | None = None, *, introspection: bool = False, opaque: bool = False,
-                 refetch_secs: int = REFETCH_SECS) -> Rs:
+                 refetch_secs: int = REFETCH_SECS, bridge: bool = False) -> Rs:
             port = free_port()
             resource = f"http://127.0.0.1:{port}/mcp"
             env = dict(idp_env or {})
@@ -106,7 +115,8 @@ def rs_factory(idp_factory, tmp_path: Path):
                 introspection = True
             idp = idp_factory(mcp_resource=resource, env=env)
             gate = stack.enter_context(start_rs_gate(tmp_path / f"gate-{len(made)}", port, idp.issuer,
-                                                     introspection=introspection, refetch_secs=refetch_secs))
+                                                     introspection=introspection, refetch_secs=refetch_secs,
+                                                     **(BRIDGE_KW if bridge else {})))
             made.append(Rs(idp, gate))
             return made[-1]
 

@@ -82,7 +82,8 @@ async fn auth0_bridge_registers_through_the_management_api_and_rewrites_the_flow
         assert_eq!(form["client_id"], "m2m");
         assert_eq!(form["audience"], format!("{}/api/v2/", idp.issuer));
         let created = idp.management_clients.lock().unwrap();
-        assert_eq!(created[0]["callbacks"], json!([REDIRECT]));
+        // Auth0 only ever redirects to mcpgate; the client's own URIs stay here.
+        assert_eq!(created[0]["callbacks"], json!([server.url("/callback")]));
         assert_eq!(created[0]["app_type"], "native");
         assert_eq!(created[0]["token_endpoint_auth_method"], "none");
         assert_eq!(created[0]["name"], "Claude");
@@ -110,7 +111,8 @@ async fn auth0_bridge_registers_through_the_management_api_and_rewrites_the_flow
     assert_eq!(body["error"], "temporarily_unavailable");
     assert!(!body.to_string().contains("mgmt-token"));
 
-    // /authorize: resource becomes the audience, everything else passes through.
+    // /authorize: resource becomes the audience; state and redirect_uri become
+    // mcpgate's; everything else passes through.
     let (verifier, challenge) = pkce();
     let q = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("response_type", "code")
@@ -136,19 +138,46 @@ async fn auth0_bridge_registers_through_the_management_api_and_rewrites_the_flow
     let p = query_of(&to);
     assert_eq!(p["audience"], server.url("/mcp"));
     assert!(!p.contains_key("resource"));
-    assert_eq!(p["state"], "s-1");
+    assert_ne!(p["state"], "s-1");
     assert_eq!(p["code_challenge"], challenge);
-    assert_eq!(p["redirect_uri"], REDIRECT);
-    // Without PKCE: a page here, never a redirect.
-    let r = no_redirects()
-        .get(server.url(&format!(
-            "/authorize?response_type=code&client_id=x&redirect_uri={REDIRECT}"
-        )))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(p["redirect_uri"], server.url("/callback"));
+    // The IdP answers at mcpgate's callback, with its own iss (RFC 9207);
+    // the client gets its state back and mcpgate as iss, the issuer it discovered.
+    let back = server.url(&format!(
+        "/callback?code=idp-code&state={}&iss={}",
+        p["state"],
+        url::form_urlencoded::byte_serialize(idp.issuer.as_bytes()).collect::<String>()
+    ));
+    let r = no_redirects().get(&back).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let to = location(&r);
+    assert!(to.starts_with(REDIRECT), "{to}");
+    let q = query_of(&to);
+    assert_eq!(q["code"], "idp-code");
+    assert_eq!(q["state"], "s-1");
+    assert_eq!(q["iss"], server.base);
+    // Single use.
+    let r = no_redirects().get(&back).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(location(&r).is_empty());
+    // Pages, never redirects: no PKCE, an unregistered redirect URI, an unknown client.
+    for query in [
+        format!("response_type=code&client_id=auth0-client-1&redirect_uri={REDIRECT}"),
+        format!(
+            "response_type=code&client_id=auth0-client-1&redirect_uri=https://evil.example/cb&code_challenge={challenge}&code_challenge_method=S256"
+        ),
+        format!(
+            "response_type=code&client_id=unknown&code_challenge={challenge}&code_challenge_method=S256"
+        ),
+    ] {
+        let r = no_redirects()
+            .get(server.url(&format!("/authorize?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{query}");
+        assert!(location(&r).is_empty(), "{query}");
+    }
 
     // /token is relayed without `resource`; the IdP's token works on /mcp.
     let access = idp.token("auth0|alice", "calc");
@@ -178,6 +207,7 @@ async fn auth0_bridge_registers_through_the_management_api_and_rewrites_the_flow
         let (_, form) = requests.last().unwrap();
         assert_eq!(form["code"], "idp-code");
         assert!(!form.contains_key("resource"));
+        assert_eq!(form["redirect_uri"], server.url("/callback"));
     }
     server.set_token(tokens["access_token"].as_str().unwrap());
     server.initialize().await;
@@ -215,10 +245,10 @@ async fn passthrough_bridge_relays_the_idps_own_registration() {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["client_id"], "dcr-client-1");
-    assert_eq!(
-        idp.registrations.lock().unwrap()[0]["client_name"],
-        "Inspector"
-    );
+    assert_eq!(body["redirect_uris"], json!([REDIRECT]));
+    let relayed = idp.registrations.lock().unwrap()[0].clone();
+    assert_eq!(relayed["client_name"], "Inspector");
+    assert_eq!(relayed["redirect_uris"], json!([server.url("/callback")]));
     // Browser-based clients can call it (CORS), as they could not call the IdP's.
     let r = server
         .client
@@ -247,38 +277,35 @@ async fn passthrough_bridge_relays_the_idps_own_registration() {
     );
 }
 
-/// An IdP that adds `iss` to its authorization responses (RFC 9207) cannot be
-/// bridged: the browser goes straight from the IdP to the client, whose check
-/// of `iss` against mcpgate's issuer fails (the real Python SDK aborts there
-/// against oidc-provider). mcpgate refuses to start and says what to use.
+/// An answer at the callback naming another issuer (an IdP mix-up) stops
+/// there: the client gets a page, never a code.
 #[tokio::test]
-async fn an_idp_that_sends_iss_in_authorization_responses_is_refused() {
+async fn a_callback_naming_another_issuer_is_refused() {
     let idp = FakeIdp::start().await;
-    idp.advertises_iss
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    let raw = mcpgate::config::RawConfig {
-        auth: mcpgate::config::RawAuth {
-            mode: Some("bridge".to_owned()),
-            resource: Some(RawResourceAuth {
-                issuer: Some(idp.issuer.clone()),
-                ..RawResourceAuth::default()
-            }),
-            bridge: Some(RawBridge {
-                registrar: Some("passthrough".to_owned()),
-                ..RawBridge::default()
-            }),
-            ..mcpgate::config::RawAuth::default()
-        },
-        data_dir: Some(tempfile::tempdir().unwrap().keep()),
-        ..mcpgate::config::RawConfig::default()
-    };
-    let config = raw.validate().unwrap();
-    let err = match mcpgate::app::App::build(&config).await {
-        Ok(_) => panic!("started against an IdP that sends iss"),
-        Err(e) => e.to_string(),
-    };
-    assert!(
-        err.contains("RFC 9207") && err.contains("auth.mode = \"resource\""),
-        "{err}"
-    );
+    let server = bridge(&idp, |b| {
+        b.registrar = Some("passthrough".to_owned());
+        b.management_client_id = None;
+        b.management_client_secret = None;
+    })
+    .await;
+    let (status, _) = register(&server, json!({"redirect_uris": [REDIRECT]})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, challenge) = pkce();
+    let r = no_redirects()
+        .get(server.url(&format!(
+            "/authorize?response_type=code&client_id=dcr-client-1&code_challenge={challenge}&code_challenge_method=S256&state=s"
+        )))
+        .send()
+        .await
+        .unwrap();
+    let state = query_of(&location(&r))["state"].clone();
+    let r = no_redirects()
+        .get(server.url(&format!(
+            "/callback?code=c&state={state}&iss=https%3A%2F%2Fevil.example"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(location(&r).is_empty());
 }

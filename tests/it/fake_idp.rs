@@ -63,8 +63,6 @@ pub struct FakeIdp {
     /// Bodies posted to `/register` (DCR) and `/api/v2/clients` (Auth0 Management API).
     pub registrations: Arc<Mutex<Vec<Value>>>,
     pub management_clients: Arc<Mutex<Vec<Value>>>,
-    /// Discovery advertises `authorization_response_iss_parameter_supported`.
-    pub advertises_iss: Arc<AtomicBool>,
     /// What `/userinfo` answers (any bearer token).
     pub userinfo: Arc<Mutex<Value>>,
     /// Status `/api/v2/clients` answers with (201 by default).
@@ -99,7 +97,6 @@ impl FakeIdp {
             management_clients: Arc::default(),
             management_status: Arc::new(AtomicU64::new(201)),
             userinfo: Arc::new(Mutex::new(json!({}))),
-            advertises_iss: Arc::default(),
         };
         let app = Router::new()
             .route("/.well-known/oauth-authorization-server", get(metadata))
@@ -190,7 +187,6 @@ async fn metadata(State(idp): State<FakeIdp>) -> impl IntoResponse {
         "registration_endpoint": format!("{}/register", idp.issuer),
         "code_challenge_methods_supported": ["S256"],
         "userinfo_endpoint": format!("{}/userinfo", idp.issuer),
-        "authorization_response_iss_parameter_supported": idp.advertises_iss.load(Ordering::SeqCst),
     }))
 }
 
