@@ -209,10 +209,8 @@ pub struct AuthorizationServer {
     cimd: CimdResolver,
     login_failures: WindowLimiter,
     registrations: WindowLimiter,
-    /// Password checks running at once. Each Argon2id check holds 19 MiB;
-    /// unbounded, a login burst grows the heap by that per waiting thread
-    /// (and glibc keeps it), without finishing any sooner.
-    hashing: tokio::sync::Semaphore,
+    /// Password checks run on a few dedicated threads (see [`passwords::CheckPool`]).
+    password_checks: passwords::CheckPool,
     /// Proxy mode: users sign in at this identity provider instead of the login page.
     pub(super) upstream: Option<Arc<UpstreamIdp>>,
 }
@@ -254,7 +252,7 @@ impl AuthorizationServer {
             cimd,
             login_failures,
             registrations,
-            hashing: tokio::sync::Semaphore::new(
+            password_checks: passwords::CheckPool::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             upstream: None,
@@ -597,15 +595,7 @@ impl AuthorizationServer {
             .as_ref()
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(|| passwords::decoy_hash().to_owned());
-        let password = password.to_owned();
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|e| OAuthError::Server(e.to_string()))?;
-        let ok = tokio::task::spawn_blocking(move || passwords::verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
+        let ok = self.password_checks.verify(password.to_owned(), hash).await;
         match user {
             Some(user) if ok => {
                 self.login_failures.clear(&user_key);
