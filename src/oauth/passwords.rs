@@ -61,37 +61,6 @@ pub fn generate_password() -> Result<String, CryptoError> {
     super::crypto::random_token(15)
 }
 
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn the_check_pool_verifies_on_its_threads() {
-        let pool = CheckPool::new(2);
-        let phc = hash_password("correct horse").unwrap();
-        let checks = (0..6).map(|i| {
-            let password = if i % 2 == 0 {
-                "correct horse"
-            } else {
-                "wrong horse!"
-            };
-            pool.verify(password.to_owned(), phc.clone())
-        });
-        let results = futures::future::join_all(checks).await;
-        assert_eq!(results, vec![true, false, true, false, true, false]);
-    }
-
-    use super::*;
-
-    #[test]
-    fn hash_and_verify() {
-        let h = hash_password("correct horse").unwrap();
-        assert!(h.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse", &h));
-        assert!(!verify_password("wrong horse", &h));
-        assert!(!verify_password("x", "not a hash"));
-        assert!(hash_password("short").is_err());
-    }
-}
-
 type Check = Box<dyn FnOnce() + Send>;
 
 /// Password checks on a few dedicated threads. Each Argon2id check holds
@@ -142,5 +111,36 @@ impl CheckPool {
             return false;
         }
         answer.await.unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn the_check_pool_verifies_on_its_threads() {
+        let pool = CheckPool::new(2);
+        let phc = hash_password("correct horse").unwrap();
+        let checks = (0..6).map(|i| {
+            let password = if i % 2 == 0 {
+                "correct horse"
+            } else {
+                "wrong horse!"
+            };
+            pool.verify(password.to_owned(), phc.clone())
+        });
+        let results = futures::future::join_all(checks).await;
+        assert_eq!(results, vec![true, false, true, false, true, false]);
+    }
+
+    use super::*;
+
+    #[test]
+    fn hash_and_verify() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong horse", &h));
+        assert!(!verify_password("x", "not a hash"));
+        assert!(hash_password("short").is_err());
     }
 }
