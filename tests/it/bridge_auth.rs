@@ -34,27 +34,19 @@ async fn bridge(idp: &FakeIdp, edit: impl FnOnce(&mut RawBridge)) -> TestServer 
     server
 }
 
-async fn get_json(server: &TestServer, path: &str) -> Value {
-    server
-        .client
-        .get(server.url(path))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn auth0_bridge_registers_through_the_management_api_and_rewrites_the_flow() {
     let idp = FakeIdp::start().await;
     let server = bridge(&idp, |_| {}).await;
 
     // Discovery points at mcpgate; the keys are the IdP's.
-    let prm = get_json(&server, "/.well-known/oauth-protected-resource/mcp").await;
+    let prm = server
+        .get_json("/.well-known/oauth-protected-resource/mcp")
+        .await;
     assert_eq!(prm["authorization_servers"], json!([server.base]));
-    let meta = get_json(&server, "/.well-known/oauth-authorization-server").await;
+    let meta = server
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
     assert_eq!(meta["issuer"], server.base);
     assert_eq!(meta["registration_endpoint"], server.url("/register"));
     assert_eq!(meta["token_endpoint"], server.url("/token"));

@@ -89,26 +89,14 @@ async fn full_flow_tokens_work_on_mcp_and_code_replays_are_handled() {
     let server = local(|_| {}).await;
     // Metadata and the protected-resource document point at mcpgate itself.
     let meta: Value = server
-        .client
-        .get(server.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
     assert_eq!(meta["issuer"], server.base);
     assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
     let prm: Value = server
-        .client
-        .get(server.url("/.well-known/oauth-protected-resource/mcp"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/.well-known/oauth-protected-resource/mcp")
+        .await;
     assert_eq!(prm["authorization_servers"], json!([server.base]));
 
     let client_id = public_client(&server).await;
@@ -186,42 +174,18 @@ async fn refresh_rotates_and_reuse_after_grace_revokes_the_family() {
     )
     .await;
     let r1 = first["refresh_token"].as_str().unwrap().to_owned();
-    let (status, second) = token(
-        &server,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &r1),
-            ("client_id", &client_id),
-        ],
-    )
-    .await;
+    let (status, second) = refresh_grant(&server, &client_id, &r1).await;
     assert_eq!(status, StatusCode::OK, "{second}");
     let r2 = second["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(r1, r2);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let (status, body) = token(
-        &server,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &r1),
-            ("client_id", &client_id),
-        ],
-    )
-    .await;
+    let (status, body) = refresh_grant(&server, &client_id, &r1).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
     // The legitimate holder of r2 is cut off too: the family is revoked.
-    let (status, body) = token(
-        &server,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &r2),
-            ("client_id", &client_id),
-        ],
-    )
-    .await;
+    let (status, body) = refresh_grant(&server, &client_id, &r2).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
@@ -540,15 +504,7 @@ async fn registration_and_client_authentication() {
         .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     // Unknown client: 401 invalid_client, which is what makes Claude re-register.
-    let (status, body) = token(
-        &server,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", "x"),
-            ("client_id", "gone"),
-        ],
-    )
-    .await;
+    let (status, body) = refresh_grant(&server, "gone", "x").await;
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("invalid_client"))

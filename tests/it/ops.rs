@@ -14,15 +14,7 @@ async fn health_readiness_and_metrics() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let ready: Value = server
-        .client
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = server.get_json("/readyz").await;
     assert_eq!(ready["status"], "ready");
     let (status, _) = server
         .stateless_call(

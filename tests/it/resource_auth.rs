@@ -69,14 +69,8 @@ async fn metadata_and_missing_token_challenge() {
     let idp = FakeIdp::start().await;
     let server = start(&idp).await;
     let prm: Value = server
-        .client
-        .get(server.url("/.well-known/oauth-protected-resource/mcp"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/.well-known/oauth-protected-resource/mcp")
+        .await;
     assert_eq!(prm["resource"], server.url("/mcp"));
     assert_eq!(prm["authorization_servers"], json!([idp.issuer]));
     assert_eq!(prm["bearer_methods_supported"], json!(["header"]));
