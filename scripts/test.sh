@@ -117,12 +117,15 @@ if [[ "${MCPGATE_SKIP_E2E:-}" == 1 ]]; then
 fi
 
 step build
-cargo build "${CARGO_LOCKED[@]}" || fail "cargo build failed"
+# The fixture upstream (tests/fixture_upstream) is an example: the gateway e2e tests front it.
+cargo build "${CARGO_LOCKED[@]}" --bins --examples || fail "cargo build failed"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 [[ "$TARGET_DIR" == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
 MCPGATE_BIN="$TARGET_DIR/debug/mcpgate"
+MCPGATE_FIXTURE_BIN="$TARGET_DIR/debug/examples/fixture-upstream"
 [[ -x "$MCPGATE_BIN" ]] || fail "cargo build did not produce $MCPGATE_BIN"
-export MCPGATE_BIN
+[[ -x "$MCPGATE_FIXTURE_BIN" ]] || fail "cargo build did not produce $MCPGATE_FIXTURE_BIN"
+export MCPGATE_BIN MCPGATE_FIXTURE_BIN
 ok
 
 step e2e-install

@@ -15,10 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::{
-        self, AuthSetupError, ResourceServerInfo,
-        policy::{ScopePolicy, ScopeRule},
-    },
+    auth::{self, AuthSetupError, ResourceServerInfo, policy::ScopePolicy},
     config::{AuthMode, Config},
     http::{self, InFlight, OpsState},
     mcp::{self, edge::EdgeConfig, handler::McpHandler},
@@ -58,6 +55,7 @@ pub struct App {
     pub initial_admin_password: Option<String>,
     keys: Option<Arc<crate::oauth::keys::KeyRing>>,
     sweep: Option<(i64, Store)>,
+    gateway: Option<Arc<crate::upstream::Gateway>>,
 }
 
 impl App {
@@ -85,14 +83,7 @@ impl App {
         let toolbox = Toolbox::new(config.toolsets.calc, notes, docs.clone());
         let store_healthy = Arc::new(AtomicBool::new(true));
         let mut authenticator = auth::authenticator(config).await?;
-        let rules = config
-            .policy
-            .iter()
-            .map(|p| ScopeRule {
-                tools: p.tools.clone(),
-                scopes: p.scopes.iter().cloned().collect(),
-            })
-            .collect();
+        let rules = config.policy.clone();
         let scope_policy = Arc::new(ScopePolicy::new(rules));
         let (policy, resource_server) = match (&config.auth_mode, &config.resource_auth) {
             (AuthMode::Resource | AuthMode::Bridge, Some(resource)) => {
@@ -173,8 +164,24 @@ impl App {
             policy: policy.clone(),
             session_owners: crate::mcp::edge::session_owner_cache(),
         });
+        let gateway = if config.gateway.upstreams.is_empty() {
+            None
+        } else {
+            let builtin =
+                config.toolsets.calc || config.toolsets.notes || config.toolsets.docs.is_some();
+            Some(
+                crate::upstream::Gateway::start(
+                    &config.gateway,
+                    builtin,
+                    config.public_origin(),
+                    local.as_ref().map(|l| l.keys.clone()),
+                    metrics.clone(),
+                )
+                .map_err(|e| StartError::Authority(format!("gateway HTTP client: {e}")))?,
+            )
+        };
         let shutdown = CancellationToken::new();
-        let handler = McpHandler::new(toolbox, metrics.clone(), policy);
+        let handler = McpHandler::new(toolbox, metrics.clone(), policy, gateway.clone());
         let mcp_routes = mcp::routes(handler, edge, shutdown.clone());
         let in_flight = Arc::new(InFlight::default());
         let ops = OpsState {
@@ -183,6 +190,7 @@ impl App {
             metrics: metrics.clone(),
             docs,
             resource_server,
+            gateway: gateway.clone(),
         };
         let router = http::router(
             mcp_routes,
@@ -209,6 +217,7 @@ impl App {
             initial_admin_password,
             keys,
             sweep,
+            gateway,
         })
     }
 
@@ -315,6 +324,9 @@ impl App {
         tokio::select! {
             result = server => result?,
             _ = hard_limit => tracing::warn!("connections still open after the grace period; closing"),
+        }
+        if let Some(gateway) = &self.gateway {
+            gateway.shutdown();
         }
         self.store.close().await;
         tracing::info!("stopped");

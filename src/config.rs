@@ -29,6 +29,7 @@ const ENV_KEYS: &[&str] = &[
     "http",
     "log",
     "toolsets",
+    "gateway",
 ];
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -51,10 +52,13 @@ pub struct RawConfig {
     pub log: RawLog,
     /// Absent: every built-in toolset on. Present: only the listed ones.
     pub toolsets: Option<RawToolsets>,
-    /// Reserved for the gateway (upstream MCP servers); refused until supported.
+    /// How upstream names are combined with theirs.
+    pub gateway: Option<crate::upstream::settings::RawGateway>,
+    /// MCP servers mcpgate fronts (the gateway).
     #[serde(default)]
-    pub upstreams: Vec<serde_json::Value>,
-    /// Scope requirements per tool pattern; first match wins, then built-in defaults.
+    pub upstreams: Vec<crate::upstream::settings::RawUpstream>,
+    /// Access rules per tool, resource or prompt pattern; the first rule that
+    /// applies to the caller decides, then the built-in defaults.
     #[serde(default)]
     pub policy: Vec<RawPolicy>,
 }
@@ -242,9 +246,27 @@ pub struct RawIntrospection {
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     /// Tool-name patterns (`*` wildcard).
+    #[serde(default)]
     pub tools: Vec<String>,
-    /// Scopes a caller needs for those tools.
+    /// Resource-URI patterns.
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// Prompt-name patterns.
+    #[serde(default)]
+    pub prompts: Vec<String>,
+    /// Scopes a caller needs (allow rules).
+    #[serde(default)]
     pub scopes: Vec<String>,
+    /// `allow` (default) or `deny`.
+    pub effect: Option<String>,
+    /// The rule applies only to these subjects / members of these groups /
+    /// callers whose token has these claim values; empty means anyone.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub claims: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -478,7 +500,8 @@ pub struct Config {
     pub local_auth: Option<LocalAuthConfig>,
     pub upstream_idp: Option<UpstreamIdpConfig>,
     pub bridge: Option<BridgeConfig>,
-    pub policy: Vec<RawPolicy>,
+    pub policy: Vec<crate::auth::policy::ScopeRule>,
+    pub gateway: crate::upstream::settings::GatewayConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
     pub toolsets: ToolsetsConfig,
@@ -752,6 +775,12 @@ impl RawConfig {
         }
 
         let toolsets = match &self.toolsets {
+            // A gateway serves its upstreams' tools, not a calculator.
+            None if !self.upstreams.is_empty() => ToolsetsConfig {
+                docs: None,
+                notes: false,
+                calc: false,
+            },
             None => ToolsetsConfig {
                 docs: Some(DocsConfig {
                     path: None,
@@ -788,27 +817,13 @@ impl RawConfig {
                 }
             }
         };
-        if !self.upstreams.is_empty() {
-            errors.push(
-                "upstreams: gateway upstreams are not available in this build yet".to_owned(),
-            );
-        }
-        for (i, rule) in self.policy.iter().enumerate() {
-            if rule.tools.is_empty() || rule.tools.iter().any(|t| t.is_empty()) {
-                errors.push(format!(
-                    "policy[{i}].tools: list at least one non-empty tool pattern"
-                ));
-            }
-            if rule
-                .scopes
-                .iter()
-                .any(|s| s.is_empty() || s.contains(' ') || s.contains('"'))
-            {
-                errors.push(format!(
-                    "policy[{i}].scopes: scopes are non-empty words without spaces or quotes"
-                ));
-            }
-        }
+        let gateway = crate::upstream::settings::validate(
+            self.gateway.as_ref(),
+            &self.upstreams,
+            matches!(auth_mode, Some(AuthMode::Local | AuthMode::Proxy)),
+            &mut errors,
+        );
+        let policy = validate_policy(&self.policy, &mut errors);
         let resource_auth = match auth_mode {
             Some(AuthMode::Resource | AuthMode::Bridge) => {
                 validate_resource_auth(self.auth.resource.as_ref(), &public_url, &mut errors)
@@ -900,7 +915,8 @@ impl RawConfig {
                 local_auth,
                 upstream_idp,
                 bridge,
-                policy: self.policy.clone(),
+                policy,
+                gateway,
                 http: HttpConfig {
                     allowed_hosts,
                     allowed_origins,
@@ -916,6 +932,61 @@ impl RawConfig {
             _ => Err(ConfigErrors(errors)),
         }
     }
+}
+
+fn validate_policy(
+    raw: &[RawPolicy],
+    errors: &mut Vec<String>,
+) -> Vec<crate::auth::policy::ScopeRule> {
+    use crate::auth::policy::{Effect, ScopeRule};
+    let mut rules = Vec::new();
+    for (i, rule) in raw.iter().enumerate() {
+        let patterns = [&rule.tools, &rule.resources, &rule.prompts];
+        if patterns.iter().all(|p| p.is_empty())
+            || patterns.iter().any(|p| p.iter().any(String::is_empty))
+        {
+            errors.push(format!(
+                "policy[{i}]: name at least one non-empty pattern in tools, resources or prompts"
+            ));
+        }
+        if rule
+            .scopes
+            .iter()
+            .any(|s| s.is_empty() || s.contains(' ') || s.contains('"'))
+        {
+            errors.push(format!(
+                "policy[{i}].scopes: scopes are non-empty words without spaces or quotes"
+            ));
+        }
+        let effect = match rule.effect.as_deref() {
+            None | Some("allow") => Effect::Allow,
+            Some("deny") => {
+                if !rule.scopes.is_empty() {
+                    errors.push(format!(
+                        "policy[{i}]: a deny rule refuses whatever the scopes; drop scopes"
+                    ));
+                }
+                Effect::Deny
+            }
+            Some(other) => {
+                errors.push(format!(
+                    "policy[{i}].effect: {other:?} must be \"allow\" or \"deny\""
+                ));
+                Effect::Allow
+            }
+        };
+        rules.push(ScopeRule {
+            tools: rule.tools.clone(),
+            resources: rule.resources.clone(),
+            prompts: rule.prompts.clone(),
+            scopes: rule.scopes.iter().cloned().collect(),
+            effect,
+            subjects: rule.subjects.clone(),
+            groups: rule.groups.clone(),
+            claims: rule.claims.clone(),
+        });
+    }
+    rules
 }
 
 fn validate_resource_auth(
@@ -1498,6 +1569,40 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, text).unwrap();
         load_from(Some(&path), env_none())
+    }
+
+    #[test]
+    fn gateway_and_policy_sections_are_validated() {
+        let err = from_toml(
+            "[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nurl = \"http://h/mcp\"\n\
+             [[upstreams]]\nname = \"b\"\nurl = \"http://h/mcp\"\nidentity = \"jwt\"\n\
+             [gateway]\nprefix = \"sometimes\"\n\
+             [[policy]]\nscopes = [\"x\"]\n\
+             [[policy]]\ntools = [\"t\"]\neffect = \"deny\"\nscopes = [\"x\"]\n\
+             [[policy]]\nprompts = [\"p\"]\neffect = \"maybe\"\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for key in [
+            "upstreams[0]: set exactly one of command, url",
+            "upstreams[1].identity: needs isolation = \"per-user\"",
+            "gateway.prefix",
+            "policy[0]: name at least one non-empty pattern",
+            "policy[1]: a deny rule refuses whatever the scopes",
+            "policy[2].effect",
+        ] {
+            assert!(text.contains(key), "missing {key:?} in:\n{text}");
+        }
+        // Local mode mints JWTs, so identity = "jwt" is fine there.
+        let cfg = from_toml(
+            "[[upstreams]]\nname = \"b\"\nurl = \"http://h/mcp\"\nidentity = \"jwt\"\nisolation = \"per-user\"\n\
+             [[policy]]\nresources = [\"file:///*\"]\ngroups = [\"ops\"]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.gateway.upstreams.len(), 1);
+        assert_eq!(cfg.policy[0].groups, vec!["ops".to_owned()]);
+        // A gateway serves no built-in toolset unless [toolsets] asks for one.
+        assert!(!cfg.toolsets.calc && !cfg.toolsets.notes && cfg.toolsets.docs.is_none());
     }
 
     #[test]

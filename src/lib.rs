@@ -18,3 +18,4 @@ pub mod oauth;
 pub mod store;
 pub mod telemetry;
 pub mod toolsets;
+pub mod upstream;

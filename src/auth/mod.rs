@@ -29,9 +29,24 @@ pub struct Principal {
     pub email: Option<String>,
     pub name: Option<String>,
     pub groups: Vec<String>,
+    /// Other top-level string, number and boolean claims of the token, for
+    /// `[[policy]]` claim conditions.
+    pub claims: std::collections::BTreeMap<String, String>,
 }
 
 impl Principal {
+    /// A claim's value as text: the named fields first, then the rest.
+    pub fn claim(&self, name: &str) -> Option<String> {
+        match name {
+            "sub" => Some(self.subject.clone()),
+            "iss" => Some(self.issuer.clone()),
+            "client_id" | "azp" => self.client_id.clone(),
+            "email" => self.email.clone(),
+            "name" => self.name.clone(),
+            _ => self.claims.get(name).cloned(),
+        }
+    }
+
     /// The single caller of an unauthenticated (loopback development) server.
     pub fn anonymous() -> Self {
         Principal {
@@ -44,6 +59,7 @@ impl Principal {
             email: None,
             name: None,
             groups: Vec::new(),
+            claims: std::collections::BTreeMap::new(),
         }
     }
 

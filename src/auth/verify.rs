@@ -4,7 +4,7 @@
 //! check on every call.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -102,6 +102,9 @@ struct Claims {
     name: Option<Value>,
     #[serde(default)]
     groups: Option<Value>,
+    /// Everything else, for `[[policy]]` claim conditions.
+    #[serde(flatten)]
+    other: serde_json::Map<String, Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -121,6 +124,19 @@ impl Audience {
             Audience::None => Vec::new(),
         }
     }
+}
+
+/// Top-level strings, numbers and booleans as text; nested values are left out.
+fn scalar_claims(claims: &serde_json::Map<String, Value>) -> BTreeMap<String, String> {
+    claims
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Value::String(s) => Some((k.clone(), s.clone())),
+            Value::Number(n) => Some((k.clone(), n.to_string())),
+            Value::Bool(b) => Some((k.clone(), b.to_string())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// `scope` is a space-separated string (RFC 9068); `scp` is often an array.
@@ -332,6 +348,7 @@ impl ResourceVerifier {
             groups: scopes_of(claims.groups.as_ref(), None)
                 .into_iter()
                 .collect(),
+            claims: scalar_claims(&claims.other),
         }
     }
 
@@ -419,6 +436,7 @@ impl ResourceVerifier {
                 .and_then(Value::as_str)
                 .map(str::to_owned),
             groups: scopes_of(answer.get("groups"), None).into_iter().collect(),
+            claims: answer.as_object().map(scalar_claims).unwrap_or_default(),
         })
     }
 }

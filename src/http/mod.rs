@@ -45,6 +45,7 @@ pub struct OpsState {
     pub metrics: Arc<Metrics>,
     pub docs: Option<Arc<DocIndex>>,
     pub resource_server: Option<ResourceServerInfo>,
+    pub gateway: Option<Arc<crate::upstream::Gateway>>,
 }
 
 /// Requests still running, so shutdown can wait for them.
@@ -137,8 +138,20 @@ async fn get_readyz(State(ops): State<OpsState>) -> Response {
     );
     ops.store_healthy.store(ready, Ordering::Relaxed);
     ops.metrics.store_up.set(i64::from(ready));
+    // An upstream that is down degrades the gateway but does not take it out
+    // of rotation: the other upstreams (and the OAuth endpoints) still work.
+    let upstreams = ops.gateway.as_ref().map(|g| g.health());
+    let degraded = upstreams.as_ref().is_some_and(|u| {
+        u.iter()
+            .any(|h| h.isolation == crate::upstream::settings::Isolation::Shared && h.state != "up")
+    });
     if ready {
-        Json(json!({ "status": "ready", "store": ops.store.backend() })).into_response()
+        let status = if degraded { "degraded" } else { "ready" };
+        let mut body = json!({ "status": status, "store": ops.store.backend() });
+        if let Some(upstreams) = upstreams {
+            body["upstreams"] = json!(upstreams);
+        }
+        Json(body).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

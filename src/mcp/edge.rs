@@ -24,7 +24,11 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::{
-    auth::{Authenticator, Principal, ResourceServerInfo, policy::ScopePolicy, verify::TokenError},
+    auth::{
+        Authenticator, Principal, ResourceServerInfo,
+        policy::{Decision, ItemKind, ScopePolicy},
+        verify::TokenError,
+    },
     telemetry::metrics::{McpLabels, McpMethodLabels, Metrics, Outcome, method_label},
 };
 
@@ -430,23 +434,35 @@ pub async fn streamable_http_edge(
             .and_then(Value::as_str)
             .map(str::to_owned);
         id = message.get("id").cloned().unwrap_or(Value::Null);
-        if method.as_deref() == Some("tools/call")
-            && let (Some(policy), Some(info)) = (&cfg.policy, &cfg.resource_server)
+        // What the call names, for the scope check: tools and prompts by name,
+        // resources by URI.
+        let target = match method.as_deref() {
+            Some("tools/call") => Some((ItemKind::Tool, "/params/name", "tool")),
+            Some("prompts/get") => Some((ItemKind::Prompt, "/params/name", "prompt")),
+            Some("resources/read" | "resources/subscribe") => {
+                Some((ItemKind::Resource, "/params/uri", "resource"))
+            }
+            _ => None,
+        };
+        if let (Some((kind, pointer, noun)), Some(policy), Some(info)) =
+            (target, &cfg.policy, &cfg.resource_server)
         {
-            let tool = message
-                .pointer("/params/name")
+            let item = message
+                .pointer(pointer)
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let required = policy.required(tool);
-            if !required.is_subset(&principal.scopes) {
+            let decision = policy.decide(&principal, kind, item);
+            // Deny rules are answered by the handler as a JSON-RPC error.
+            if let Decision::NeedScopes(required) = decision {
                 count(&cfg, method.as_deref(), Outcome::rejected, started);
                 tracing::info!(
                     target: "audit",
                     subject = %principal.subject,
                     client = principal.client_id.as_deref().unwrap_or("-"),
-                    tool,
+                    item,
+                    kind = noun,
                     outcome = "insufficient_scope",
-                    "tool call denied"
+                    "call denied"
                 );
                 // Ask for what the caller holds plus what this call needs, so
                 // stepping up does not lose scopes.
@@ -456,7 +472,7 @@ pub async fn streamable_http_edge(
                     StatusCode::FORBIDDEN,
                     challenge(info, Some("insufficient_scope"), &wanted.join(" ")),
                     "insufficient_scope",
-                    &format!("Calling {tool} requires scope {}", needed.join(" ")),
+                    &format!("The {noun} {item} requires scope {}", needed.join(" ")),
                 );
             }
         }

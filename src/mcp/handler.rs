@@ -1,26 +1,44 @@
-//! The rmcp `ServerHandler` that serves the built-in toolsets. One instance
-//! per MCP session (or per stateless request); all of them share the
-//! [`Toolbox`].
+//! The rmcp `ServerHandler`: the built-in toolsets and, through the
+//! gateway, every upstream's tools, resources and prompts. One instance per
+//! MCP session (or per stateless request); all of them share the
+//! [`Toolbox`] and the [`Gateway`].
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
 
-#[allow(deprecated)] // logging/setLevel: see get_info
-use rmcp::model::SetLevelRequestParams;
+#[allow(deprecated)] // logging/setLevel and resources/subscribe: see get_info
+use rmcp::model::{SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams};
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-        ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-        ToolAnnotations,
+        CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams,
+        CompleteResult, ContentBlock, ErrorCode, GetPromptRequestParams, GetPromptResponse,
+        Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+        ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+        ServerCapabilities, ServerConfig, ServerResult, Tool, ToolAnnotations,
     },
-    service::RequestContext,
+    service::{NotificationContext, RequestContext},
 };
 
 use crate::{
-    auth::{Principal, policy::ScopePolicy},
-    telemetry::metrics::{Metrics, Outcome, ToolLabels},
+    auth::{
+        Principal,
+        policy::{Decision, ItemKind, ScopePolicy},
+    },
+    telemetry::metrics::{Metrics, Outcome, ToolLabels, UpstreamCallLabels},
     toolsets::{ToolError, Toolbox},
+    upstream::{Gateway, GatewayError, link::Origin},
 };
+
+/// A JSON-RPC error for calls the policy refuses regardless of scopes.
+const FORBIDDEN: ErrorCode = ErrorCode(-32003);
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Clone)]
 pub struct McpHandler {
@@ -29,12 +47,37 @@ pub struct McpHandler {
     metrics: Arc<Metrics>,
     /// Present when scopes are enforced (token-authenticated modes).
     policy: Option<Arc<ScopePolicy>>,
+    gateway: Option<Arc<Gateway>>,
     /// Set for legacy SSE sessions, whose messages carry no HTTP parts.
     session_principal: Option<Principal>,
+    /// This instance's downstream session, for relaying upstream messages.
+    session: u64,
+}
+
+fn denied(kind: &str, name: &str, decision: &Decision) -> ErrorData {
+    match decision {
+        Decision::NeedScopes(scopes) => ErrorData::invalid_request(
+            format!(
+                "insufficient_scope: {kind} {name} requires scope {}",
+                scopes.iter().cloned().collect::<Vec<_>>().join(" ")
+            ),
+            None,
+        ),
+        _ => ErrorData::new(
+            FORBIDDEN,
+            format!("{kind} {name} is not allowed for this caller"),
+            None,
+        ),
+    }
 }
 
 impl McpHandler {
-    pub fn new(toolbox: Toolbox, metrics: Arc<Metrics>, policy: Option<Arc<ScopePolicy>>) -> Self {
+    pub fn new(
+        toolbox: Toolbox,
+        metrics: Arc<Metrics>,
+        policy: Option<Arc<ScopePolicy>>,
+        gateway: Option<Arc<Gateway>>,
+    ) -> Self {
         let tools = toolbox
             .specs()
             .iter()
@@ -53,26 +96,65 @@ impl McpHandler {
             tools: Arc::new(tools),
             metrics,
             policy,
+            gateway: gateway.filter(|g| !g.is_empty()),
             session_principal: None,
+            session: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// A fresh instance for a new downstream session.
+    pub fn for_new_session(&self) -> Self {
+        McpHandler {
+            session: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            ..self.clone()
         }
     }
 
     pub fn for_session(&self, principal: Principal) -> Self {
         McpHandler {
             session_principal: Some(principal),
-            ..self.clone()
+            ..self.for_new_session()
         }
     }
 
     /// The caller: put into the request's extensions by the HTTP edge, or
     /// fixed for the session on the legacy transport.
-    fn principal(&self, context: &RequestContext<RoleServer>) -> Option<Principal> {
-        context
-            .extensions
+    fn principal_of(&self, extensions: &rmcp::model::Extensions) -> Option<Principal> {
+        extensions
             .get::<http::request::Parts>()
             .and_then(|parts| parts.extensions.get::<Principal>())
             .cloned()
             .or_else(|| self.session_principal.clone())
+    }
+
+    fn principal(&self, context: &RequestContext<RoleServer>) -> Option<Principal> {
+        self.principal_of(&context.extensions)
+    }
+
+    fn require_principal(
+        &self,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Principal, ErrorData> {
+        self.principal(context).ok_or_else(|| {
+            // The edge always sets a principal; reaching here means a wiring bug.
+            tracing::error!("request without a principal");
+            ErrorData::internal_error("no authenticated principal", None)
+        })
+    }
+
+    fn decide(&self, principal: &Principal, kind: ItemKind, name: &str) -> Decision {
+        match &self.policy {
+            Some(policy) => policy.decide(principal, kind, name),
+            None => Decision::Allow,
+        }
+    }
+
+    fn origin(&self, context: &RequestContext<RoleServer>) -> Origin {
+        Origin {
+            session: self.session,
+            peer: context.peer.clone(),
+            progress: context.meta.get_progress_token(),
+        }
     }
 
     fn count(&self, tool: &str, outcome: Outcome) {
@@ -90,89 +172,15 @@ impl McpHandler {
             })
             .inc();
     }
-}
 
-impl ServerHandler for McpHandler {
-    // Logging is deprecated by SEP-2577 but still part of the 2025 revisions we serve.
-    #[allow(deprecated)]
-    fn get_info(&self) -> ServerConfig {
-        // Resources and prompts are advertised (empty until upstreams provide
-        // some) so clients that list them unconditionally get a clean answer.
-        ServerConfig::new(
-            ServerCapabilities::builder().enable_tools().enable_logging().enable_resources().enable_prompts().build(),
-        )
-            .with_server_info(Implementation::new("mcpgate", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "mcpgate built-in tools: search/fetch over documents, per-user notes, and a calculator.",
-            )
-    }
-
-    async fn list_tools(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        context: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, ErrorData> {
-        let tools = match (&self.policy, self.principal(&context)) {
-            (None, _) => self.tools.as_ref().clone(),
-            // Only what the caller may call.
-            (Some(policy), Some(principal)) => self
-                .tools
-                .iter()
-                .filter(|t| policy.allows(&principal, &t.name))
-                .cloned()
-                .collect(),
-            (Some(_), None) => Vec::new(),
-        };
-        Ok(ListToolsResult::with_all_items(tools))
-    }
-
-    #[allow(deprecated)]
-    async fn set_level(
-        &self,
-        request: SetLevelRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<(), ErrorData> {
-        // The built-in tools send no log notifications, so any level is honoured trivially.
-        tracing::debug!(level = ?request.level, "client set its logging level");
-        Ok(())
-    }
-
-    fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.tools.iter().find(|t| t.name == name).cloned()
-    }
-
-    async fn call_tool(
+    async fn call_builtin(
         &self,
         request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, ErrorData> {
-        let started = Instant::now();
+        principal: &Principal,
+    ) -> (Outcome, Result<CallToolResponse, ErrorData>) {
         let name = request.name.as_ref();
-        let Some(principal) = self.principal(&context) else {
-            // The edge always sets a principal; reaching here means a wiring bug.
-            tracing::error!(tool = name, "tool call without a principal");
-            return Err(ErrorData::internal_error(
-                "no authenticated principal",
-                None,
-            ));
-        };
-        // The HTTP edge already answered 403 for /mcp; this covers the legacy transport.
-        if let Some(policy) = &self.policy
-            && !policy.allows(&principal, name)
-        {
-            self.count(name, Outcome::rejected);
-            let needed = policy
-                .required(name)
-                .into_iter()
-                .collect::<Vec<_>>()
-                .join(" ");
-            return Err(ErrorData::invalid_request(
-                format!("insufficient_scope: {name} requires scope {needed}"),
-                None,
-            ));
-        }
         let arguments = request.arguments.clone().unwrap_or_default();
-        let result = self.toolbox.call(name, arguments, &principal).await;
+        let result = self.toolbox.call(name, arguments, principal).await;
         let (outcome, response) = match result {
             Ok(output) => {
                 let mut result = CallToolResult::success(vec![ContentBlock::text(output.text)]);
@@ -198,16 +206,351 @@ impl ServerHandler for McpHandler {
                 )
             }
         };
+        self.count(name, outcome.clone());
+        (outcome, response)
+    }
+}
+
+fn unexpected(method: &str) -> ErrorData {
+    ErrorData::internal_error(
+        format!("the upstream answered {method} with an unexpected result"),
+        None,
+    )
+}
+
+impl ServerHandler for McpHandler {
+    // Logging and subscriptions are deprecated by SEP-2577 but still part of
+    // the 2025 revisions we serve.
+    #[allow(deprecated)]
+    fn get_info(&self) -> ServerConfig {
+        // Resources and prompts are advertised (empty unless upstreams provide
+        // some) so clients that list them unconditionally get a clean answer.
+        let capabilities = if self.gateway.is_some() {
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .enable_logging()
+                .enable_completions()
+                .enable_resources()
+                .enable_resources_subscribe()
+                .enable_resources_list_changed()
+                .enable_prompts()
+                .enable_prompts_list_changed()
+                .build()
+        } else {
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_logging()
+                .enable_resources()
+                .enable_prompts()
+                .build()
+        };
+        let instructions = if self.gateway.is_some() {
+            "mcpgate: the tools, resources and prompts of the MCP servers behind this gateway."
+        } else {
+            "mcpgate built-in tools: search/fetch over documents, per-user notes, and a calculator."
+        };
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("mcpgate", env!("CARGO_PKG_VERSION")))
+            .with_instructions(instructions)
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        if let Some(gateway) = &self.gateway {
+            let owner = self
+                .principal_of(&context.extensions)
+                .map(|p| p.owner_key())
+                .unwrap_or_default();
+            gateway
+                .hub()
+                .register(self.session, owner, context.peer.clone());
+        }
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let Some(principal) = self.principal(&context) else {
+            return Ok(ListToolsResult::with_all_items(Vec::new()));
+        };
+        let mut tools = self.tools.as_ref().clone();
+        if let Some(gateway) = &self.gateway {
+            tools.extend(gateway.list_tools(&principal, &context.ct).await);
+        }
+        // Only what the caller may call.
+        tools.retain(|t| self.decide(&principal, ItemKind::Tool, &t.name) == Decision::Allow);
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        tracing::debug!(level = ?request.level, "client set its logging level");
+        if let (Some(gateway), Some(principal)) = (&self.gateway, self.principal(&context)) {
+            gateway.set_level(request, &principal, &context.ct).await;
+        }
+        Ok(())
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        // Upstream tools are validated by their upstream.
+        self.tools.iter().find(|t| t.name == name).cloned()
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let started = Instant::now();
+        let name = request.name.to_string();
+        let principal = self.require_principal(&context)?;
+        // The HTTP edge already answered 403 for scope gaps on /mcp; this
+        // covers deny rules and the legacy transport.
+        let decision = self.decide(&principal, ItemKind::Tool, &name);
+        if decision != Decision::Allow {
+            self.count(&name, Outcome::rejected);
+            tracing::info!(
+                target: "audit",
+                subject = %principal.subject,
+                client = principal.client_id.as_deref().unwrap_or("-"),
+                tool = %name,
+                outcome = "denied",
+                "tool call"
+            );
+            return Err(denied("tool", &name, &decision));
+        }
+        let builtin = self.tools.iter().any(|t| t.name == name);
+        let route = match (&self.gateway, builtin) {
+            (Some(gateway), false) => gateway.route_name(&name),
+            _ => None,
+        };
+        let (Some(gateway), Some((upstream, original))) = (&self.gateway, route) else {
+            let (outcome, response) = self.call_builtin(request, &principal).await;
+            tracing::info!(
+                target: "audit",
+                subject = %principal.subject,
+                client = principal.client_id.as_deref().unwrap_or("-"),
+                tool = %name,
+                outcome = ?outcome,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "tool call"
+            );
+            return response;
+        };
+        let result = gateway
+            .call_tool(
+                &upstream,
+                request,
+                original.clone(),
+                &principal,
+                self.origin(&context),
+                &context.ct,
+            )
+            .await;
+        let (outcome, response) = match result {
+            Ok(ServerResult::CallToolResult(r)) => {
+                let outcome = if r.is_error == Some(true) {
+                    Outcome::tool_error
+                } else {
+                    Outcome::ok
+                };
+                (outcome, Ok(CallToolResponse::Complete(r)))
+            }
+            Ok(ServerResult::InputRequiredResult(r)) => {
+                (Outcome::ok, Ok(CallToolResponse::InputRequired(r)))
+            }
+            Ok(ServerResult::CreateTaskResult(r)) => (Outcome::ok, Ok(CallToolResponse::Task(r))),
+            Ok(_) => (Outcome::error, Err(unexpected("tools/call"))),
+            Err(GatewayError::Upstream(e)) => (Outcome::protocol_error, Err(e)),
+            Err(e) => (Outcome::error, Err(e.into_error_data())),
+        };
+        let detail = match &response {
+            Err(e) => e.message.to_string(),
+            Ok(_) => String::new(),
+        };
         tracing::info!(
             target: "audit",
             subject = %principal.subject,
             client = principal.client_id.as_deref().unwrap_or("-"),
-            tool = name,
+            upstream = %upstream.config.name,
+            tool = %original,
             outcome = ?outcome,
+            error = %detail,
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
             "tool call"
         );
-        self.count(name, outcome);
+        self.metrics
+            .upstream_calls
+            .get_or_create(&UpstreamCallLabels {
+                upstream: upstream.config.name.clone(),
+                outcome,
+            })
+            .inc();
         response
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let (Some(gateway), Some(principal)) = (&self.gateway, self.principal(&context)) else {
+            return Ok(ListPromptsResult::with_all_items(Vec::new()));
+        };
+        let mut prompts = gateway.list_prompts(&principal, &context.ct).await;
+        prompts.retain(|p| self.decide(&principal, ItemKind::Prompt, &p.name) == Decision::Allow);
+        Ok(ListPromptsResult::with_all_items(prompts))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let principal = self.require_principal(&context)?;
+        let decision = self.decide(&principal, ItemKind::Prompt, &request.name);
+        if decision != Decision::Allow {
+            return Err(denied("prompt", &request.name, &decision));
+        }
+        let not_found =
+            || ErrorData::invalid_params(format!("no prompt named {}", request.name), None);
+        let Some(gateway) = &self.gateway else {
+            return Err(not_found());
+        };
+        let Some((upstream, original)) = gateway.route_name(&request.name) else {
+            return Err(not_found());
+        };
+        match gateway
+            .get_prompt(
+                &upstream,
+                request,
+                original,
+                &principal,
+                self.origin(&context),
+                &context.ct,
+            )
+            .await
+            .map_err(GatewayError::into_error_data)?
+        {
+            ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
+            _ => Err(unexpected("prompts/get")),
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let (Some(gateway), Some(principal)) = (&self.gateway, self.principal(&context)) else {
+            return Ok(ListResourcesResult::with_all_items(Vec::new()));
+        };
+        let mut resources = gateway.list_resources(&principal, &context.ct).await;
+        resources
+            .retain(|r| self.decide(&principal, ItemKind::Resource, &r.uri) == Decision::Allow);
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let (Some(gateway), Some(principal)) = (&self.gateway, self.principal(&context)) else {
+            return Ok(ListResourceTemplatesResult::with_all_items(Vec::new()));
+        };
+        let templates = gateway
+            .list_resource_templates(&principal, &context.ct)
+            .await;
+        Ok(ListResourceTemplatesResult::with_all_items(templates))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let principal = self.require_principal(&context)?;
+        let decision = self.decide(&principal, ItemKind::Resource, &request.uri);
+        if decision != Decision::Allow {
+            return Err(denied("resource", &request.uri, &decision));
+        }
+        let Some(gateway) = &self.gateway else {
+            return Err(GatewayError::NotFound(request.uri).into_error_data());
+        };
+        match gateway
+            .read_resource(request, &principal, self.origin(&context), &context.ct)
+            .await
+            .map_err(GatewayError::into_error_data)?
+        {
+            ServerResult::ReadResourceResult(r) => Ok(ReadResourceResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
+            _ => Err(unexpected("resources/read")),
+        }
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let principal = self.require_principal(&context)?;
+        let decision = self.decide(&principal, ItemKind::Resource, &request.uri);
+        if decision != Decision::Allow {
+            return Err(denied("resource", &request.uri, &decision));
+        }
+        let Some(gateway) = &self.gateway else {
+            return Err(GatewayError::NotFound(request.uri).into_error_data());
+        };
+        gateway
+            .subscribe(request, &principal, self.session, true, &context.ct)
+            .await
+            .map_err(GatewayError::into_error_data)
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let principal = self.require_principal(&context)?;
+        let Some(gateway) = &self.gateway else {
+            return Err(GatewayError::NotFound(request.uri).into_error_data());
+        };
+        let meta = request.meta;
+        let mut request = SubscribeRequestParams::new(request.uri);
+        request.meta = meta;
+        gateway
+            .subscribe(request, &principal, self.session, false, &context.ct)
+            .await
+            .map_err(GatewayError::into_error_data)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let principal = self.require_principal(&context)?;
+        let Some(gateway) = &self.gateway else {
+            return Ok(CompleteResult::default());
+        };
+        match gateway
+            .complete(request, &principal, &context.ct)
+            .await
+            .map_err(GatewayError::into_error_data)?
+        {
+            ServerResult::CompleteResult(r) => Ok(r),
+            _ => Err(unexpected("completion/complete")),
+        }
     }
 }

@@ -30,7 +30,7 @@ pub fn routes(handler: McpHandler, edge: Arc<EdgeConfig>, shutdown: Cancellation
         .with_cancellation_token(shutdown.child_token());
     let factory_handler = handler.clone();
     let service = StreamableHttpService::new(
-        move || Ok(factory_handler.clone()),
+        move || Ok(factory_handler.for_new_session()),
         Arc::new(LocalSessionManager::default()),
         config,
     );

@@ -89,6 +89,17 @@ pub fn method_label(method: Option<&str>) -> String {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamCallLabels {
+    pub upstream: String,
+    pub outcome: Outcome,
+}
+
 fn latency_buckets() -> impl Iterator<Item = f64> {
     [
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -105,6 +116,10 @@ pub struct Metrics {
     pub tool_calls: Family<ToolLabels, Counter>,
     pub store_up: Gauge,
     pub legacy_sse_sessions: Gauge,
+    pub upstream_up: Family<UpstreamLabels, Gauge>,
+    pub upstream_restarts: Family<UpstreamLabels, Counter>,
+    pub upstream_calls: Family<UpstreamCallLabels, Counter>,
+    pub upstream_duration: Family<UpstreamLabels, Histogram>,
 }
 
 impl Metrics {
@@ -156,6 +171,32 @@ impl Metrics {
             "Open legacy HTTP+SSE sessions",
             legacy_sse_sessions.clone(),
         );
+        let upstream_up = Family::<UpstreamLabels, Gauge>::default();
+        registry.register(
+            "upstream_up",
+            "Shared upstream connections that are up (per-user: how many are up)",
+            upstream_up.clone(),
+        );
+        let upstream_restarts = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_restarts",
+            "Upstream reconnections after a crash or disconnect",
+            upstream_restarts.clone(),
+        );
+        let upstream_calls = Family::<UpstreamCallLabels, Counter>::default();
+        registry.register(
+            "upstream_calls",
+            "Proxied tools/call requests by upstream and outcome",
+            upstream_calls.clone(),
+        );
+        let upstream_duration = Family::<UpstreamLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        registry.register(
+            "upstream_call_duration_seconds",
+            "Proxied tools/call latency",
+            upstream_duration.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -165,6 +206,10 @@ impl Metrics {
             tool_calls,
             store_up,
             legacy_sse_sessions,
+            upstream_up,
+            upstream_restarts,
+            upstream_calls,
+            upstream_duration,
         })
     }
 

@@ -1,0 +1,742 @@
+//! One supervised connection to an upstream MCP server: started, watched,
+//! restarted with backoff after it drops, stopped on request. Requests from
+//! the upstream to its client (sampling, elicitation, roots) and its
+//! notifications (progress, logging, list changes, resource updates) are
+//! relayed to the downstream session they belong to.
+
+// Sampling, roots, logging and resources/subscribe are deprecated by SEP-2577
+// but still part of the 2025 revisions the gateway proxies.
+#![allow(deprecated)]
+
+use std::{
+    collections::HashMap,
+    process::Stdio,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use process_wrap::tokio::{CommandWrap, KillOnDrop, ProcessGroup};
+use rmcp::{
+    ClientHandler, ErrorData, RoleClient, RoleServer, ServiceError, ServiceExt,
+    model::{
+        CancelledNotification, CancelledNotificationParam, ClientCapabilities, ClientConfig,
+        ClientRequest, ClientResult, CreateMessageRequest, CreateMessageRequestParams,
+        CreateMessageResult, ElicitRequest, ElicitRequestParams, ElicitResult, Implementation,
+        ListRootsRequest, ListRootsResult, LoggingMessageNotificationParam,
+        ProgressNotificationParam, ProgressToken, ResourceUpdatedNotificationParam, ServerRequest,
+        ServerResult,
+    },
+    service::{NotificationContext, Peer, PeerRequestOptions, RequestContext},
+    transport::{
+        StreamableHttpClientTransport, TokioChildProcess,
+        streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader},
+    sync::{Semaphore, watch},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    GatewayError,
+    outbound::{GatewayHttpClient, HeaderSources},
+    settings::{Transport, UpstreamConfig},
+};
+
+/// The downstream sessions mcpgate serves, for notifications that belong to
+/// a session rather than to one call (list changes, resource updates).
+#[derive(Default)]
+pub struct Hub {
+    sessions: Mutex<HashMap<u64, (String, Peer<RoleServer>)>>,
+    /// (upstream, uri) → sessions subscribed to it.
+    subscriptions: Mutex<HashMap<(String, String), Vec<u64>>>,
+}
+
+impl Hub {
+    pub fn register(&self, session: u64, owner: String, peer: Peer<RoleServer>) {
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.retain(|_, (_, p)| !p.is_transport_closed());
+            sessions.insert(session, (owner, peer));
+        }
+    }
+
+    pub fn subscribe(&self, upstream: &str, uri: &str, session: u64, subscribe: bool) {
+        if let Ok(mut subs) = self.subscriptions.lock() {
+            let entry = subs
+                .entry((upstream.to_owned(), uri.to_owned()))
+                .or_default();
+            entry.retain(|s| *s != session);
+            if subscribe {
+                entry.push(session);
+            }
+            subs.retain(|_, v| !v.is_empty());
+        }
+    }
+
+    /// Sessions (of `owner`, when the link serves one principal).
+    fn peers(&self, owner: Option<&str>) -> Vec<Peer<RoleServer>> {
+        self.sessions
+            .lock()
+            .map(|s| {
+                s.values()
+                    .filter(|(o, p)| owner.is_none_or(|w| w == o) && !p.is_transport_closed())
+                    .map(|(_, p)| p.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn subscribers(&self, upstream: &str, uri: &str) -> Vec<Peer<RoleServer>> {
+        let ids = self
+            .subscriptions
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&(upstream.to_owned(), uri.to_owned())).cloned())
+            .unwrap_or_default();
+        let Ok(sessions) = self.sessions.lock() else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter_map(|id| sessions.get(id).map(|(_, p)| p.clone()))
+            .collect()
+    }
+}
+
+/// Where a proxied request came from.
+#[derive(Clone)]
+pub struct Origin {
+    pub session: u64,
+    pub peer: Peer<RoleServer>,
+    /// The downstream request's progress token, if it asked for progress.
+    pub progress: Option<ProgressToken>,
+}
+
+struct InFlight {
+    origin: Origin,
+    upstream_token: Option<ProgressToken>,
+}
+
+/// The calls in flight on one link, to attribute what the upstream sends.
+pub struct Relay {
+    upstream: String,
+    owner: Option<String>,
+    hub: Arc<Hub>,
+    calls: Mutex<HashMap<u64, InFlight>>,
+    next: AtomicU64,
+}
+
+impl Relay {
+    pub fn new(upstream: String, owner: Option<String>, hub: Arc<Hub>) -> Self {
+        Relay {
+            upstream,
+            owner,
+            hub,
+            calls: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// The downstream session a server-to-client request belongs to. stdio
+    /// and HTTP responses do not say which call caused them, so the answer
+    /// is only certain when every call in flight comes from one session;
+    /// otherwise the request is refused rather than shown to the wrong user.
+    fn attributable(&self) -> Option<Peer<RoleServer>> {
+        let calls = self.calls.lock().ok()?;
+        let mut sessions = calls.values().map(|c| (c.origin.session, &c.origin.peer));
+        let (first, peer) = sessions.next()?;
+        sessions.all(|(s, _)| s == first).then(|| peer.clone())
+    }
+}
+
+#[derive(Clone)]
+struct RelayClient {
+    relay: Arc<Relay>,
+}
+
+fn no_caller(what: &str) -> ErrorData {
+    ErrorData::invalid_request(
+        format!("mcpgate cannot tell which caller this {what} is for; it was not forwarded"),
+        None,
+    )
+}
+
+fn downstream_failed(e: ServiceError) -> ErrorData {
+    match e {
+        ServiceError::McpError(e) => e,
+        other => ErrorData::internal_error(format!("the client did not answer: {other}"), None),
+    }
+}
+
+impl ClientHandler for RelayClient {
+    fn get_info(&self) -> ClientConfig {
+        let mut capabilities = ClientCapabilities::default();
+        // Forwarded to the caller's client; refused there if it lacks them.
+        capabilities.sampling = Some(Default::default());
+        capabilities.elicitation = Some(Default::default());
+        ClientConfig::new(
+            capabilities,
+            Implementation::new("mcpgate", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let peer = self
+            .relay
+            .attributable()
+            .ok_or_else(|| no_caller("sampling request"))?;
+        match peer
+            .send_request(ServerRequest::CreateMessageRequest(
+                CreateMessageRequest::new(params),
+            ))
+            .await
+            .map_err(downstream_failed)?
+        {
+            ClientResult::CreateMessageResult(r) => Ok(*r),
+            _ => Err(ErrorData::internal_error(
+                "the client answered sampling with something else",
+                None,
+            )),
+        }
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let peer = self
+            .relay
+            .attributable()
+            .ok_or_else(|| no_caller("elicitation"))?;
+        match peer
+            .send_request(ServerRequest::ElicitRequest(ElicitRequest::new(params)))
+            .await
+            .map_err(downstream_failed)?
+        {
+            ClientResult::ElicitResult(r) => Ok(r),
+            _ => Err(ErrorData::internal_error(
+                "the client answered elicitation with something else",
+                None,
+            )),
+        }
+    }
+
+    async fn list_roots(
+        &self,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        let peer = self
+            .relay
+            .attributable()
+            .ok_or_else(|| no_caller("roots request"))?;
+        match peer
+            .send_request(ServerRequest::ListRootsRequest(ListRootsRequest::default()))
+            .await
+            .map_err(downstream_failed)?
+        {
+            ClientResult::ListRootsResult(r) => Ok(r),
+            _ => Err(ErrorData::internal_error(
+                "the client answered roots/list with something else",
+                None,
+            )),
+        }
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let target = self.relay.calls.lock().ok().and_then(|calls| {
+            calls.values().find_map(|c| {
+                (c.upstream_token.as_ref() == Some(&params.progress_token))
+                    .then(|| (c.origin.peer.clone(), c.origin.progress.clone()))
+            })
+        });
+        // Only callers that asked for progress get it, under their own token.
+        if let Some((peer, Some(token))) = target {
+            let mut forwarded = params;
+            forwarded.progress_token = token;
+            let _ = peer.notify_progress(forwarded).await;
+        }
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        match self.relay.attributable() {
+            Some(peer) => {
+                let _ = peer.notify_logging_message(params).await;
+            }
+            None => tracing::debug!(
+                upstream = %self.relay.upstream,
+                "log message from the upstream with no single caller to send it to"
+            ),
+        }
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        for peer in self
+            .relay
+            .hub
+            .subscribers(&self.relay.upstream, &params.uri)
+        {
+            let _ = peer.notify_resource_updated(params.clone()).await;
+        }
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        for peer in self.relay.hub.peers(self.relay.owner.as_deref()) {
+            let _ = peer.notify_resource_list_changed().await;
+        }
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        for peer in self.relay.hub.peers(self.relay.owner.as_deref()) {
+            let _ = peer.notify_tool_list_changed().await;
+        }
+    }
+
+    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        for peer in self.relay.hub.peers(self.relay.owner.as_deref()) {
+            let _ = peer.notify_prompt_list_changed().await;
+        }
+    }
+}
+
+/// Called on every state change: (upstream, new state, whether this is a restart).
+pub type StateHook = Arc<dyn Fn(&str, &LinkState, bool) + Send + Sync>;
+
+#[derive(Clone)]
+pub enum LinkState {
+    Starting,
+    Up(Peer<RoleClient>),
+    Down(String),
+    Stopped,
+}
+
+impl LinkState {
+    pub fn label(&self) -> &'static str {
+        match self {
+            LinkState::Starting => "starting",
+            LinkState::Up(_) => "up",
+            LinkState::Down(_) => "down",
+            LinkState::Stopped => "stopped",
+        }
+    }
+}
+
+pub struct Link {
+    pub upstream: String,
+    config: Arc<UpstreamConfig>,
+    state: watch::Sender<LinkState>,
+    relay: Arc<Relay>,
+    permits: Arc<Semaphore>,
+    stop: CancellationToken,
+    last_used: Mutex<Instant>,
+    pub restarts: AtomicU64,
+    /// The stdio child's process group while it runs.
+    process_group: Mutex<Option<i32>>,
+    /// Ends the current connection, for failures only a call notices.
+    connection: Mutex<Option<rmcp::service::RunningServiceCancellationToken>>,
+}
+
+/// Longest wait for a starting or restarting upstream before a call fails.
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
+const INITIALIZE_TIMEOUT: Duration = Duration::from_secs(30);
+/// stderr lines logged per second per upstream; the rest are counted.
+const STDERR_LINES_PER_SEC: u32 = 50;
+const STDERR_LINE_MAX: usize = 4096;
+
+impl Link {
+    pub fn start(
+        config: Arc<UpstreamConfig>,
+        relay: Arc<Relay>,
+        headers: HeaderSources,
+        http: reqwest::Client,
+        on_change: StateHook,
+    ) -> Arc<Link> {
+        let (state, _) = watch::channel(LinkState::Starting);
+        let link = Arc::new(Link {
+            upstream: config.name.clone(),
+            permits: Arc::new(Semaphore::new(config.max_concurrent_calls)),
+            config,
+            state,
+            relay,
+            stop: CancellationToken::new(),
+            last_used: Mutex::new(Instant::now()),
+            restarts: AtomicU64::new(0),
+            process_group: Mutex::new(None),
+            connection: Mutex::new(None),
+        });
+        let supervised = link.clone();
+        tokio::spawn(async move { supervised.supervise(headers, http, on_change).await });
+        link
+    }
+
+    pub fn state(&self) -> LinkState {
+        self.state.borrow().clone()
+    }
+
+    pub fn stop(&self) {
+        self.stop.cancel();
+        self.kill_process_group();
+    }
+
+    /// SIGKILL to the child's whole group, now: dropping rmcp's transport
+    /// kills from a spawned task, which a stopping runtime may never run,
+    /// and a crashed child's own children (npx → node) would outlive it.
+    pub fn kill_process_group(&self) {
+        let group = self.process_group.lock().ok().and_then(|mut g| g.take());
+        if let Some(pgid) = group {
+            use nix::{sys::signal, unistd::Pid};
+            match signal::killpg(Pid::from_raw(pgid), signal::Signal::SIGKILL) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => {
+                    tracing::warn!(upstream = %self.upstream, error = %e, "could not kill the upstream's process group")
+                }
+            }
+        }
+    }
+
+    pub fn idle_for(&self) -> Duration {
+        self.last_used
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
+    }
+
+    pub fn busy(&self) -> bool {
+        self.relay
+            .calls
+            .lock()
+            .map(|c| !c.is_empty())
+            .unwrap_or(true)
+    }
+
+    async fn supervise(
+        self: Arc<Self>,
+        headers: HeaderSources,
+        http: reqwest::Client,
+        on_change: StateHook,
+    ) {
+        let mut backoff = Duration::from_millis(250);
+        let mut first = true;
+        loop {
+            if self.stop.is_cancelled() {
+                break;
+            }
+            if !first {
+                self.restarts.fetch_add(1, Ordering::Relaxed);
+            }
+            self.state.send_replace(LinkState::Starting);
+            let connected = tokio::select! {
+                _ = self.stop.cancelled() => break,
+                c = tokio::time::timeout(INITIALIZE_TIMEOUT, self.connect(&headers, &http)) => c,
+            };
+            match connected {
+                Ok(Ok(running)) => {
+                    let up_since = Instant::now();
+                    let state = LinkState::Up(running.peer().clone());
+                    on_change(&self.upstream, &state, !first);
+                    self.state.send_replace(state);
+                    tracing::info!(upstream = %self.upstream, restarted = !first, "upstream connected");
+                    let cancel = running.cancellation_token();
+                    if let Ok(mut connection) = self.connection.lock() {
+                        *connection = Some(running.cancellation_token());
+                    }
+                    let quit = tokio::select! {
+                        _ = self.stop.cancelled() => {
+                            cancel.cancel();
+                            self.kill_process_group();
+                            break;
+                        }
+                        quit = running.waiting() => quit,
+                    };
+                    self.kill_process_group();
+                    let reason = match quit {
+                        Ok(q) => format!("connection ended ({q:?})"),
+                        Err(e) => format!("connection task failed: {e}"),
+                    };
+                    tracing::warn!(upstream = %self.upstream, reason = %reason, "upstream disconnected; restarting");
+                    let state = LinkState::Down(reason);
+                    on_change(&self.upstream, &state, false);
+                    self.state.send_replace(state);
+                    if up_since.elapsed() > Duration::from_secs(60) {
+                        backoff = Duration::from_millis(250);
+                    }
+                }
+                other => {
+                    let reason = match other {
+                        Ok(Err(e)) => e,
+                        _ => format!(
+                            "no answer to initialize within {} s",
+                            INITIALIZE_TIMEOUT.as_secs()
+                        ),
+                    };
+                    tracing::warn!(upstream = %self.upstream, reason = %reason, retry_in_ms = backoff.as_millis() as u64, "upstream could not be started");
+                    let state = LinkState::Down(reason);
+                    on_change(&self.upstream, &state, false);
+                    self.state.send_replace(state);
+                }
+            }
+            first = false;
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+        let state = LinkState::Stopped;
+        on_change(&self.upstream, &state, false);
+        self.state.send_replace(state);
+    }
+
+    async fn connect(
+        &self,
+        headers: &HeaderSources,
+        http: &reqwest::Client,
+    ) -> Result<rmcp::service::RunningService<RoleClient, RelayClient>, String> {
+        let client = RelayClient {
+            relay: self.relay.clone(),
+        };
+        match &self.config.transport {
+            Transport::Stdio {
+                program,
+                args,
+                env,
+                cwd,
+                ..
+            } => {
+                let mut command = tokio::process::Command::new(program);
+                command.args(args).env_clear().envs(env.iter().cloned());
+                if let Some(cwd) = cwd {
+                    command.current_dir(cwd);
+                }
+                let mut wrapped = CommandWrap::from(command);
+                // Its own process group: killing it takes npx's and uvx's children along.
+                wrapped.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
+                let (transport, stderr) = TokioChildProcess::builder(wrapped)
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("could not start {program}: {e}"))?;
+                if let (Some(pid), Ok(mut group)) = (transport.id(), self.process_group.lock()) {
+                    // The leader of its own group: the group id is its pid.
+                    *group = i32::try_from(pid).ok();
+                }
+                if let Some(stderr) = stderr {
+                    tokio::spawn(pump_stderr(self.upstream.clone(), stderr));
+                }
+                client
+                    .serve(transport)
+                    .await
+                    .map_err(|e| format!("initialize failed: {e}"))
+            }
+            Transport::Http { url, .. } => {
+                let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                    .max_concurrent_requests(self.config.max_concurrent_calls);
+                let transport = StreamableHttpClientTransport::with_client(
+                    GatewayHttpClient::new(http.clone(), headers.clone()),
+                    config,
+                );
+                client
+                    .serve(transport)
+                    .await
+                    .map_err(|e| format!("initialize failed: {e}"))
+            }
+        }
+    }
+
+    /// The connection, waiting a little if it is (re)starting.
+    async fn peer(&self) -> Result<Peer<RoleClient>, GatewayError> {
+        let mut rx = self.state.subscribe();
+        let wait = CONNECT_WAIT.min(self.config.call_timeout);
+        let ready = tokio::time::timeout(
+            wait,
+            rx.wait_for(|s| matches!(s, LinkState::Up(_) | LinkState::Stopped)),
+        )
+        .await;
+        match ready {
+            Ok(Ok(state)) => match &*state {
+                LinkState::Up(peer) if !peer.is_transport_closed() => Ok(peer.clone()),
+                _ => Err(GatewayError::Unavailable {
+                    upstream: self.upstream.clone(),
+                    reason: "stopped".to_owned(),
+                }),
+            },
+            _ => {
+                let reason = match &*self.state.borrow() {
+                    LinkState::Down(reason) => reason.clone(),
+                    other => other.label().to_owned(),
+                };
+                Err(GatewayError::Unavailable {
+                    upstream: self.upstream.clone(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Send one request upstream on behalf of `origin`, bounded by the call
+    /// timeout and the concurrency limit, abandoned when `cancel` fires.
+    pub async fn request(
+        &self,
+        request: ClientRequest,
+        origin: Option<Origin>,
+        cancel: &CancellationToken,
+    ) -> Result<ServerResult, GatewayError> {
+        if let Ok(mut t) = self.last_used.lock() {
+            *t = Instant::now();
+        }
+        let timeout = self.config.call_timeout;
+        let _permit =
+            match tokio::time::timeout(timeout, self.permits.clone().acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    return Err(GatewayError::Busy {
+                        upstream: self.upstream.clone(),
+                    });
+                }
+            };
+        let peer = self.peer().await?;
+        let call = self.relay.next.fetch_add(1, Ordering::Relaxed);
+        if let (Some(origin), Ok(mut calls)) = (origin, self.relay.calls.lock()) {
+            calls.insert(
+                call,
+                InFlight {
+                    origin,
+                    upstream_token: None,
+                },
+            );
+        }
+        let _registered = CallGuard {
+            relay: &self.relay,
+            call,
+        };
+        let handle = peer
+            .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
+            .await
+            .map_err(|e| self.failure(e))?;
+        if let Ok(mut calls) = self.relay.calls.lock()
+            && let Some(c) = calls.get_mut(&call)
+        {
+            c.upstream_token = Some(handle.progress_token.clone());
+        }
+        let id = handle.id.clone();
+        tokio::select! {
+            result = handle.await_response() => result.map_err(|e| self.failure(e)),
+            _ = cancel.cancelled() => {
+                let notice = CancelledNotification::new(CancelledNotificationParam::new(
+                    Some(id),
+                    Some("cancelled by the client".to_owned()),
+                ));
+                let _ = peer.send_notification(notice.into()).await;
+                Err(GatewayError::Cancelled)
+            }
+        }
+    }
+
+    fn failure(&self, e: ServiceError) -> GatewayError {
+        let upstream = self.upstream.clone();
+        match e {
+            ServiceError::McpError(e) => GatewayError::Upstream(e),
+            ServiceError::Timeout { .. } => GatewayError::Timeout {
+                upstream,
+                secs: self.config.call_timeout.as_secs(),
+            },
+            ServiceError::TransportSend(e) if unreachable(&e) => {
+                // An HTTP upstream that went away is only noticed by a call
+                // (rmcp keeps the session): end the connection so the link
+                // shows down and reconnects with backoff, like a dead child.
+                if let Some(connection) = self.connection.lock().ok().and_then(|mut c| c.take()) {
+                    connection.cancel();
+                }
+                GatewayError::Unavailable {
+                    upstream,
+                    reason: "cannot connect".to_owned(),
+                }
+            }
+            ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
+                GatewayError::Closed { upstream }
+            }
+            other => GatewayError::Unavailable {
+                upstream,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Whether a send failed because the HTTP upstream cannot be reached at all
+/// (not for an answer it gave).
+fn unreachable(e: &rmcp::transport::DynamicTransportError) -> bool {
+    use rmcp::transport::streamable_http_client::StreamableHttpError;
+    matches!(
+        e.error.downcast_ref::<StreamableHttpError<reqwest::Error>>(),
+        Some(StreamableHttpError::Client(e)) if e.is_connect()
+    )
+}
+
+struct CallGuard<'a> {
+    relay: &'a Relay,
+    call: u64,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut calls) = self.relay.calls.lock() {
+            calls.remove(&self.call);
+        }
+    }
+}
+
+/// Drain the child's stderr into the log, line by line, bounded in line
+/// length and rate: a flooding upstream must neither block on a full pipe
+/// nor flood mcpgate's log.
+async fn pump_stderr(upstream: String, stderr: impl AsyncRead + Unpin) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::with_capacity(256);
+    let mut window = Instant::now();
+    let mut logged = 0u32;
+    let mut dropped = 0u64;
+    loop {
+        line.clear();
+        let mut limited = (&mut reader).take(STDERR_LINE_MAX as u64);
+        match limited.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if window.elapsed() >= Duration::from_secs(1) {
+            if dropped > 0 {
+                tracing::warn!(upstream = %upstream, dropped, "upstream stderr lines not logged (rate limit)");
+            }
+            window = Instant::now();
+            logged = 0;
+            dropped = 0;
+        }
+        if logged < STDERR_LINES_PER_SEC {
+            logged += 1;
+            let text = String::from_utf8_lossy(&line);
+            tracing::info!(target: "upstream", upstream = %upstream, "{}", text.trim_end());
+        } else {
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        tracing::warn!(upstream = %upstream, dropped, "upstream stderr lines not logged (rate limit)");
+    }
+}

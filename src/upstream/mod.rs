@@ -1,0 +1,790 @@
+//! The gateway: MCP servers behind mcpgate, over stdio or Streamable HTTP.
+//! See README.md for naming, routing, isolation and what reaches an upstream.
+
+// Logging and resources/subscribe are deprecated by SEP-2577 but still part
+// of the 2025 revisions the gateway proxies.
+#![allow(deprecated)]
+
+pub mod link;
+pub mod outbound;
+pub mod settings;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock, atomic::Ordering},
+    time::Duration,
+};
+
+use rmcp::{
+    ErrorData,
+    model::{
+        CallToolRequest, CallToolRequestParams, ClientRequest, CompleteRequest,
+        CompleteRequestParams, ErrorCode, GetPromptRequest, GetPromptRequestParams,
+        ListPromptsRequest, ListResourceTemplatesRequest, ListResourcesRequest, ListToolsRequest,
+        PaginatedRequestParams, Prompt, ReadResourceRequest, ReadResourceRequestParams, Reference,
+        Resource, ResourceTemplate, ServerResult, SetLevelRequest, SetLevelRequestParams,
+        SubscribeRequest, SubscribeRequestParams, Tool, UnsubscribeRequest,
+        UnsubscribeRequestParams,
+    },
+};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    link::{Hub, Link, LinkState, Origin, Relay, StateHook},
+    outbound::{CallerIdentity, HeaderSources, TokenSource},
+    settings::{GatewayConfig, Identity, Isolation, PrefixMode, Transport, UpstreamConfig},
+};
+use crate::{
+    auth::Principal,
+    oauth::keys::KeyRing,
+    telemetry::metrics::{Metrics, UpstreamLabels},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("upstream {upstream} is unavailable: {reason}")]
+    Unavailable { upstream: String, reason: String },
+    #[error("upstream {upstream} did not answer within {secs} s")]
+    Timeout { upstream: String, secs: u64 },
+    #[error("upstream {upstream} has too many calls in flight")]
+    Busy { upstream: String },
+    #[error("upstream {upstream} closed the connection before answering")]
+    Closed { upstream: String },
+    #[error("cancelled by the client")]
+    Cancelled,
+    #[error("{0}")]
+    Upstream(ErrorData),
+    #[error("upstream {upstream} answered {method} with an unexpected result")]
+    UnexpectedResult { upstream: String, method: String },
+    #[error("no upstream serves {0}")]
+    NotFound(String),
+}
+
+/// The JSON-RPC code clients use for "request timed out".
+const REQUEST_TIMEOUT: ErrorCode = ErrorCode(-32001);
+/// MCP's "resource not found".
+const RESOURCE_NOT_FOUND: ErrorCode = ErrorCode(-32002);
+
+impl GatewayError {
+    /// The one place gateway failures become JSON-RPC errors; upstream
+    /// errors pass through unchanged.
+    pub fn into_error_data(self) -> ErrorData {
+        match self {
+            GatewayError::Upstream(e) => e,
+            GatewayError::Timeout { .. } => ErrorData::new(REQUEST_TIMEOUT, self.to_string(), None),
+            GatewayError::NotFound(_) => ErrorData::new(RESOURCE_NOT_FOUND, self.to_string(), None),
+            other => ErrorData::internal_error(other.to_string(), None),
+        }
+    }
+
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            GatewayError::Upstream(_) => "upstream_error",
+            GatewayError::Timeout { .. } => "timeout",
+            GatewayError::Busy { .. } => "busy",
+            GatewayError::Closed { .. } => "closed",
+            GatewayError::Cancelled => "cancelled",
+            GatewayError::Unavailable { .. } => "unavailable",
+            GatewayError::UnexpectedResult { .. } => "bad_result",
+            GatewayError::NotFound(_) => "not_found",
+        }
+    }
+}
+
+/// What an upstream needs to open a connection.
+struct Context {
+    http: reqwest::Client,
+    issuer: String,
+    keys: Option<Arc<KeyRing>>,
+    metrics: Arc<Metrics>,
+    hub: Arc<Hub>,
+}
+
+pub struct Upstream {
+    pub config: Arc<UpstreamConfig>,
+    shared: Option<Arc<Link>>,
+    per_user: Mutex<HashMap<String, Arc<Link>>>,
+    token: Option<Arc<TokenSource>>,
+    /// Resource URIs and template prefixes this upstream listed last, to
+    /// route reads when there are several upstreams.
+    resources: RwLock<Vec<String>>,
+    templates: RwLock<Vec<String>>,
+    /// Unprefixed tool and prompt names it listed last (prefix = "never").
+    names: RwLock<Vec<String>>,
+}
+
+#[derive(Serialize)]
+pub struct UpstreamHealth {
+    pub name: String,
+    pub transport: &'static str,
+    pub isolation: Isolation,
+    /// Shared: the connection's state; per-user: how many are up.
+    pub state: String,
+    pub restarts: u64,
+    pub connections: usize,
+}
+
+pub struct Gateway {
+    upstreams: Vec<Arc<Upstream>>,
+    prefixing: bool,
+    separator: String,
+    context: Arc<Context>,
+    stop: CancellationToken,
+}
+
+fn header_sources(upstream: &Upstream, caller: Option<Arc<CallerIdentity>>) -> HeaderSources {
+    let mut sources = HeaderSources {
+        upstream: upstream.config.name.clone(),
+        token: upstream.token.clone(),
+        caller,
+        ..HeaderSources::default()
+    };
+    if let Transport::Http { headers, .. } = &upstream.config.transport {
+        use secrecy::ExposeSecret;
+        sources.static_headers = headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    http::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                    http::HeaderValue::from_str(v.expose_secret()).ok()?,
+                ))
+            })
+            .collect();
+    }
+    sources
+}
+
+fn state_hook(metrics: Arc<Metrics>) -> StateHook {
+    Arc::new(move |name: &str, state: &LinkState, restarted: bool| {
+        let labels = UpstreamLabels {
+            upstream: name.to_owned(),
+        };
+        let gauge = metrics.upstream_up.get_or_create(&labels);
+        match state {
+            LinkState::Up(_) => {
+                gauge.inc();
+                if restarted {
+                    metrics.upstream_restarts.get_or_create(&labels).inc();
+                }
+            }
+            // Only a link that was up counts down (Starting never counted).
+            LinkState::Down(_) | LinkState::Stopped => {
+                if gauge.get() > 0 {
+                    gauge.dec();
+                }
+            }
+            LinkState::Starting => {}
+        }
+    })
+}
+
+/// Every page of a paginated list.
+macro_rules! list_all {
+    ($link:expr, $cancel:expr, $Req:ident, $Res:ident, $field:ident, $upstream:expr, $method:expr) => {{
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        // A bounded number of pages: an upstream that loops its cursor cannot hang a list.
+        for _ in 0..64 {
+            let params = cursor
+                .take()
+                .map(|c| PaginatedRequestParams::default().with_cursor(Some(c)));
+            let answer = $link
+                .request(
+                    ClientRequest::$Req($Req {
+                        method: Default::default(),
+                        params,
+                        extensions: Default::default(),
+                    }),
+                    None,
+                    $cancel,
+                )
+                .await?;
+            let ServerResult::$Res(page) = answer else {
+                return Err(GatewayError::UnexpectedResult {
+                    upstream: $upstream.to_owned(),
+                    method: $method.to_owned(),
+                });
+            };
+            items.extend(page.$field);
+            match page.next_cursor {
+                Some(next) if !next.is_empty() => cursor = Some(next),
+                _ => break,
+            }
+        }
+        Ok::<_, GatewayError>(items)
+    }};
+}
+
+impl Gateway {
+    /// Starts every shared upstream; per-user ones start on first use.
+    pub fn start(
+        config: &GatewayConfig,
+        builtin_tools: bool,
+        issuer: String,
+        keys: Option<Arc<KeyRing>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Gateway>, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let context = Arc::new(Context {
+            http: http.clone(),
+            issuer,
+            keys,
+            metrics,
+            hub: Arc::new(Hub::default()),
+        });
+        let mut upstreams = Vec::new();
+        for cfg in &config.upstreams {
+            let cfg = Arc::new(cfg.clone());
+            let token = match &cfg.transport {
+                Transport::Http {
+                    oauth: Some(creds), ..
+                } => Some(Arc::new(TokenSource::new((**creds).clone(), http.clone()))),
+                _ => None,
+            };
+            let mut upstream = Upstream {
+                config: cfg.clone(),
+                shared: None,
+                per_user: Mutex::new(HashMap::new()),
+                token,
+                resources: RwLock::new(Vec::new()),
+                templates: RwLock::new(Vec::new()),
+                names: RwLock::new(Vec::new()),
+            };
+            context
+                .metrics
+                .upstream_up
+                .get_or_create(&UpstreamLabels {
+                    upstream: cfg.name.clone(),
+                })
+                .set(0);
+            if cfg.isolation == Isolation::Shared {
+                let relay = Arc::new(Relay::new(cfg.name.clone(), None, context.hub.clone()));
+                upstream.shared = Some(Link::start(
+                    cfg.clone(),
+                    relay,
+                    header_sources(&upstream, None),
+                    http.clone(),
+                    state_hook(context.metrics.clone()),
+                ));
+            }
+            upstreams.push(Arc::new(upstream));
+        }
+        let prefixing = match config.prefix {
+            PrefixMode::Always => true,
+            PrefixMode::Never => false,
+            PrefixMode::Auto => upstreams.len() > 1 || builtin_tools,
+        };
+        let gateway = Arc::new(Gateway {
+            upstreams,
+            prefixing,
+            separator: config.separator.clone(),
+            context,
+            stop: CancellationToken::new(),
+        });
+        gateway.spawn_reaper();
+        Ok(gateway)
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.context.hub
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.upstreams.is_empty()
+    }
+
+    /// Close idle per-user connections.
+    fn spawn_reaper(self: &Arc<Self>) {
+        let gateway = Arc::downgrade(self);
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(gateway) = gateway.upgrade() else {
+                    return;
+                };
+                for upstream in &gateway.upstreams {
+                    let idle = upstream.config.idle_timeout;
+                    if let Ok(mut links) = upstream.per_user.lock() {
+                        links.retain(|owner, link| {
+                            let keep = link.busy() || link.idle_for() < idle;
+                            if !keep {
+                                tracing::info!(upstream = %upstream.config.name, owner = %owner, "closing an idle per-user upstream");
+                                link.stop();
+                            }
+                            keep
+                        });
+                    }
+                }
+            }
+        });
+    }
+
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+        for upstream in &self.upstreams {
+            if let Some(link) = &upstream.shared {
+                link.stop();
+            }
+            if let Ok(links) = upstream.per_user.lock() {
+                for link in links.values() {
+                    link.stop();
+                }
+            }
+        }
+    }
+
+    pub fn health(&self) -> Vec<UpstreamHealth> {
+        self.upstreams
+            .iter()
+            .map(|u| {
+                let transport = match u.config.transport {
+                    Transport::Stdio { .. } => "stdio",
+                    Transport::Http { .. } => "http",
+                };
+                let (state, restarts, connections) = match &u.shared {
+                    Some(link) => (
+                        link.state().label().to_owned(),
+                        link.restarts.load(Ordering::Relaxed),
+                        1,
+                    ),
+                    None => {
+                        let links: Vec<Arc<Link>> = u
+                            .per_user
+                            .lock()
+                            .map(|l| l.values().cloned().collect())
+                            .unwrap_or_default();
+                        let up = links
+                            .iter()
+                            .filter(|l| matches!(l.state(), LinkState::Up(_)))
+                            .count();
+                        (
+                            format!("{up} of {} up", links.len()),
+                            links
+                                .iter()
+                                .map(|l| l.restarts.load(Ordering::Relaxed))
+                                .sum(),
+                            links.len(),
+                        )
+                    }
+                };
+                UpstreamHealth {
+                    name: u.config.name.clone(),
+                    transport,
+                    isolation: u.config.isolation,
+                    state,
+                    restarts,
+                    connections,
+                }
+            })
+            .collect()
+    }
+
+    /// The connection serving `principal` on `upstream`.
+    fn link(&self, upstream: &Upstream, principal: &Principal) -> Arc<Link> {
+        if let Some(link) = &upstream.shared {
+            return link.clone();
+        }
+        let owner = principal.owner_key();
+        let mut links = match upstream.per_user.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(link) = links.get(&owner)
+            && !matches!(link.state(), LinkState::Stopped)
+        {
+            return link.clone();
+        }
+        let caller = match &upstream.config.identity {
+            Identity::None => None,
+            identity => Some(Arc::new(CallerIdentity::new(
+                identity.clone(),
+                principal.clone(),
+                self.context.issuer.clone(),
+                self.context.keys.clone(),
+            ))),
+        };
+        let relay = Arc::new(Relay::new(
+            upstream.config.name.clone(),
+            Some(owner.clone()),
+            self.context.hub.clone(),
+        ));
+        let link = Link::start(
+            upstream.config.clone(),
+            relay,
+            header_sources(upstream, caller),
+            self.context.http.clone(),
+            state_hook(self.context.metrics.clone()),
+        );
+        links.insert(owner, link.clone());
+        link
+    }
+
+    fn exposed(&self, upstream: &Upstream, name: &str) -> String {
+        if self.prefixing {
+            format!("{}{}{name}", upstream.config.name, self.separator)
+        } else {
+            name.to_owned()
+        }
+    }
+
+    /// The upstream and its own name for an exposed tool or prompt name.
+    pub fn route_name(&self, exposed: &str) -> Option<(Arc<Upstream>, String)> {
+        if self.prefixing {
+            let (prefix, rest) = exposed.split_once(&self.separator)?;
+            let upstream = self.upstreams.iter().find(|u| u.config.name == prefix)?;
+            return Some((upstream.clone(), rest.to_owned()));
+        }
+        if let [only] = self.upstreams.as_slice() {
+            return Some((only.clone(), exposed.to_owned()));
+        }
+        self.upstreams
+            .iter()
+            .find(|u| {
+                u.names
+                    .read()
+                    .map(|n| n.iter().any(|x| x == exposed))
+                    .unwrap_or(false)
+            })
+            .map(|u| (u.clone(), exposed.to_owned()))
+    }
+
+    fn route_uri(&self, uri: &str) -> Option<Arc<Upstream>> {
+        if let [only] = self.upstreams.as_slice() {
+            return Some(only.clone());
+        }
+        let listed = |u: &&Arc<Upstream>| {
+            u.resources
+                .read()
+                .map(|r| r.iter().any(|x| x == uri))
+                .unwrap_or(false)
+        };
+        let templated = |u: &&Arc<Upstream>| {
+            u.templates
+                .read()
+                .map(|t| {
+                    t.iter()
+                        .any(|p| !p.is_empty() && uri.starts_with(p.as_str()))
+                })
+                .unwrap_or(false)
+        };
+        self.upstreams
+            .iter()
+            .find(listed)
+            .or_else(|| self.upstreams.iter().find(templated))
+            .cloned()
+    }
+
+    /// Lists from every upstream at once; one failing leaves the others.
+    async fn gather<T, F, Fut>(&self, principal: &Principal, what: &str, list: F) -> Vec<T>
+    where
+        F: Fn(Arc<Upstream>, Arc<Link>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<T>, GatewayError>>,
+    {
+        let calls = self.upstreams.iter().map(|u| {
+            let link = self.link(u, principal);
+            list(u.clone(), link)
+        });
+        let mut all = Vec::new();
+        for (result, upstream) in futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .zip(&self.upstreams)
+        {
+            match result {
+                Ok(items) => all.extend(items),
+                Err(e) => {
+                    tracing::warn!(upstream = %upstream.config.name, error = %e, "{what} from an upstream failed; listing the others")
+                }
+            }
+        }
+        all
+    }
+
+    pub async fn list_tools(&self, principal: &Principal, cancel: &CancellationToken) -> Vec<Tool> {
+        self.gather(principal, "tools/list", |u, link| async move {
+            let tools = list_all!(
+                link,
+                cancel,
+                ListToolsRequest,
+                ListToolsResult,
+                tools,
+                u.config.name,
+                "tools/list"
+            )?;
+            if let Ok(mut names) = u.names.write() {
+                names.retain(|n| !tools.iter().any(|t| t.name == *n));
+                names.extend(tools.iter().map(|t| t.name.to_string()));
+            }
+            Ok(tools
+                .into_iter()
+                .map(|mut t| {
+                    t.name = self.exposed(&u, &t.name).into();
+                    t
+                })
+                .collect())
+        })
+        .await
+    }
+
+    pub async fn list_prompts(
+        &self,
+        principal: &Principal,
+        cancel: &CancellationToken,
+    ) -> Vec<Prompt> {
+        self.gather(principal, "prompts/list", |u, link| async move {
+            let prompts = list_all!(
+                link,
+                cancel,
+                ListPromptsRequest,
+                ListPromptsResult,
+                prompts,
+                u.config.name,
+                "prompts/list"
+            )?;
+            if let Ok(mut names) = u.names.write() {
+                names.extend(prompts.iter().map(|p| p.name.clone()));
+            }
+            Ok(prompts
+                .into_iter()
+                .map(|mut p| {
+                    p.name = self.exposed(&u, &p.name);
+                    p
+                })
+                .collect())
+        })
+        .await
+    }
+
+    pub async fn list_resources(
+        &self,
+        principal: &Principal,
+        cancel: &CancellationToken,
+    ) -> Vec<Resource> {
+        self.gather(principal, "resources/list", |u, link| async move {
+            let resources = list_all!(
+                link,
+                cancel,
+                ListResourcesRequest,
+                ListResourcesResult,
+                resources,
+                u.config.name,
+                "resources/list"
+            )?;
+            if let Ok(mut known) = u.resources.write() {
+                *known = resources.iter().map(|r| r.uri.clone()).collect();
+            }
+            Ok(resources)
+        })
+        .await
+    }
+
+    pub async fn list_resource_templates(
+        &self,
+        principal: &Principal,
+        cancel: &CancellationToken,
+    ) -> Vec<ResourceTemplate> {
+        self.gather(
+            principal,
+            "resources/templates/list",
+            |u, link| async move {
+                let templates = list_all!(
+                    link,
+                    cancel,
+                    ListResourceTemplatesRequest,
+                    ListResourceTemplatesResult,
+                    resource_templates,
+                    u.config.name,
+                    "resources/templates/list"
+                )?;
+                if let Ok(mut known) = u.templates.write() {
+                    // The literal part before the first variable routes reads.
+                    *known = templates
+                        .iter()
+                        .map(|t| {
+                            let uri = &t.uri_template;
+                            uri.split('{').next().unwrap_or(uri).to_owned()
+                        })
+                        .collect();
+                }
+                Ok(templates)
+            },
+        )
+        .await
+    }
+
+    /// One request to the upstream that serves `target`.
+    async fn forward(
+        &self,
+        upstream: &Upstream,
+        principal: &Principal,
+        request: ClientRequest,
+        origin: Option<Origin>,
+        cancel: &CancellationToken,
+    ) -> Result<ServerResult, GatewayError> {
+        let link = self.link(upstream, principal);
+        link.request(request, origin, cancel).await
+    }
+
+    pub async fn call_tool(
+        &self,
+        upstream: &Upstream,
+        mut params: CallToolRequestParams,
+        original: String,
+        principal: &Principal,
+        origin: Origin,
+        cancel: &CancellationToken,
+    ) -> Result<ServerResult, GatewayError> {
+        params.name = original.into();
+        // rmcp sets its own progress token upstream; the caller's is kept in `origin`.
+        if let Some(meta) = params.meta.as_mut() {
+            meta.remove("progressToken");
+        }
+        let started = std::time::Instant::now();
+        let labels = UpstreamLabels {
+            upstream: upstream.config.name.clone(),
+        };
+        let result = self
+            .forward(
+                upstream,
+                principal,
+                ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+                Some(origin),
+                cancel,
+            )
+            .await;
+        self.context
+            .metrics
+            .upstream_duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    pub async fn get_prompt(
+        &self,
+        upstream: &Upstream,
+        mut params: GetPromptRequestParams,
+        original: String,
+        principal: &Principal,
+        origin: Origin,
+        cancel: &CancellationToken,
+    ) -> Result<ServerResult, GatewayError> {
+        params.name = original;
+        self.forward(
+            upstream,
+            principal,
+            ClientRequest::GetPromptRequest(GetPromptRequest::new(params)),
+            Some(origin),
+            cancel,
+        )
+        .await
+    }
+
+    pub async fn read_resource(
+        &self,
+        params: ReadResourceRequestParams,
+        principal: &Principal,
+        origin: Origin,
+        cancel: &CancellationToken,
+    ) -> Result<ServerResult, GatewayError> {
+        let upstream = self
+            .route_uri(&params.uri)
+            .ok_or_else(|| GatewayError::NotFound(params.uri.clone()))?;
+        self.forward(
+            &upstream,
+            principal,
+            ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params)),
+            Some(origin),
+            cancel,
+        )
+        .await
+    }
+
+    pub async fn subscribe(
+        &self,
+        params: SubscribeRequestParams,
+        principal: &Principal,
+        session: u64,
+        subscribe: bool,
+        cancel: &CancellationToken,
+    ) -> Result<(), GatewayError> {
+        let upstream = self
+            .route_uri(&params.uri)
+            .ok_or_else(|| GatewayError::NotFound(params.uri.clone()))?;
+        let uri = params.uri.clone();
+        let request = if subscribe {
+            ClientRequest::SubscribeRequest(SubscribeRequest::new(params))
+        } else {
+            let mut unsubscribe = UnsubscribeRequestParams::new(params.uri);
+            unsubscribe.meta = params.meta;
+            ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(unsubscribe))
+        };
+        self.forward(&upstream, principal, request, None, cancel)
+            .await?;
+        self.context
+            .hub
+            .subscribe(&upstream.config.name, &uri, session, subscribe);
+        Ok(())
+    }
+
+    pub async fn complete(
+        &self,
+        mut params: CompleteRequestParams,
+        principal: &Principal,
+        cancel: &CancellationToken,
+    ) -> Result<ServerResult, GatewayError> {
+        let upstream = match &mut params.r#ref {
+            Reference::Prompt(prompt) => {
+                let (upstream, original) = self
+                    .route_name(&prompt.name)
+                    .ok_or_else(|| GatewayError::NotFound(prompt.name.clone()))?;
+                prompt.name = original;
+                upstream
+            }
+            Reference::Resource(resource) => self
+                .route_uri(&resource.uri)
+                .ok_or_else(|| GatewayError::NotFound(resource.uri.clone()))?,
+            _ => {
+                return Err(GatewayError::NotFound(
+                    "this completion reference".to_owned(),
+                ));
+            }
+        };
+        self.forward(
+            &upstream,
+            principal,
+            ClientRequest::CompleteRequest(CompleteRequest::new(params)),
+            None,
+            cancel,
+        )
+        .await
+    }
+
+    /// Every upstream gets the caller's level; failures are only logged.
+    pub async fn set_level(
+        &self,
+        params: SetLevelRequestParams,
+        principal: &Principal,
+        cancel: &CancellationToken,
+    ) {
+        for upstream in &self.upstreams {
+            let request = ClientRequest::SetLevelRequest(SetLevelRequest::new(params.clone()));
+            if let Err(e) = self
+                .forward(upstream, principal, request, None, cancel)
+                .await
+            {
+                tracing::debug!(upstream = %upstream.config.name, error = %e, "logging/setLevel not applied upstream");
+            }
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! What an HTTP upstream sees from mcpgate: its own static headers, an
+//! access token mcpgate obtained for it (client credentials), and optionally
+//! who the caller is, signed by mcpgate. Never the client's token: the HTTP
+//! client below builds every request's headers from these sources only.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use aws_lc_rs::hmac;
+use futures::stream::BoxStream;
+use http::{HeaderName, HeaderValue};
+use rmcp::transport::streamable_http_client::SseError;
+use rmcp::{
+    model::ClientJsonRpcMessage,
+    transport::streamable_http_client::{
+        StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
+        StreamableHttpResponseLimits,
+    },
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sse_stream::Sse;
+use tokio::sync::Mutex;
+
+use super::settings::{ClientCredentials, Identity};
+use crate::{auth::Principal, oauth::keys::KeyRing};
+
+fn now_epoch() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// An access token from the upstream's authorization server, fetched with
+/// the client-credentials grant and reused until shortly before it expires.
+pub struct TokenSource {
+    credentials: ClientCredentials,
+    client: reqwest::Client,
+    cached: Mutex<Option<(SecretString, Instant)>>,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+impl TokenSource {
+    pub fn new(credentials: ClientCredentials, client: reqwest::Client) -> Self {
+        TokenSource {
+            credentials,
+            client,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The current token; one fetch at a time (the lock is held across it).
+    pub async fn token(&self) -> Result<SecretString, String> {
+        let mut cached = self.cached.lock().await;
+        if let Some((token, until)) = cached.as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        let c = &self.credentials;
+        let mut form = vec![
+            ("grant_type", "client_credentials".to_owned()),
+            ("client_id", c.client_id.clone()),
+            ("client_secret", c.client_secret.expose_secret().to_owned()),
+        ];
+        if !c.scopes.is_empty() {
+            form.push(("scope", c.scopes.join(" ")));
+        }
+        if let Some(a) = &c.audience {
+            form.push(("audience", a.clone()));
+        }
+        if let Some(r) = &c.resource {
+            form.push(("resource", r.clone()));
+        }
+        let response = self
+            .client
+            .post(c.token_url.clone())
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| format!("token endpoint unreachable: {}", e.without_url()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("token endpoint answered {status}"));
+        }
+        let answer: TokenAnswer = response
+            .json()
+            .await
+            .map_err(|_| "token endpoint answered something other than a token".to_owned())?;
+        // Renew a little early so a call never leaves with a token about to expire.
+        let lifetime = answer.expires_in.unwrap_or(300).saturating_sub(30).max(5);
+        let token = SecretString::from(answer.access_token);
+        *cached = Some((
+            token.clone(),
+            Instant::now() + Duration::from_secs(lifetime),
+        ));
+        Ok(token)
+    }
+}
+
+/// Who is calling, for an upstream connection that serves one principal.
+pub struct CallerIdentity {
+    identity: Identity,
+    principal: Principal,
+    issuer: String,
+    keys: Option<Arc<KeyRing>>,
+    minted: std::sync::Mutex<Option<(String, i64)>>,
+}
+
+const JWT_LIFETIME_SECS: i64 = 120;
+
+impl CallerIdentity {
+    pub fn new(
+        identity: Identity,
+        principal: Principal,
+        issuer: String,
+        keys: Option<Arc<KeyRing>>,
+    ) -> Self {
+        CallerIdentity {
+            identity,
+            principal,
+            issuer,
+            keys,
+            minted: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// `X-MCP-*` headers and their signature: HMAC-SHA256 over
+    /// `v1\n<timestamp>\n<issuer>\n<subject>\n<client>\n<email>`, hex.
+    fn signed_headers(&self, secret: &SecretString, out: &mut HashMap<HeaderName, HeaderValue>) {
+        let p = &self.principal;
+        let ts = now_epoch().to_string();
+        let client = p.client_id.clone().unwrap_or_default();
+        let email = p.email.clone().unwrap_or_default();
+        let payload = format!("v1\n{ts}\n{}\n{}\n{client}\n{email}", p.issuer, p.subject);
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret.expose_secret().as_bytes());
+        let tag = hmac::sign(&key, payload.as_bytes());
+        let signature: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        for (name, value) in [
+            ("x-mcp-subject", p.subject.as_str()),
+            ("x-mcp-issuer", p.issuer.as_str()),
+            ("x-mcp-client-id", client.as_str()),
+            ("x-mcp-email", email.as_str()),
+            ("x-mcp-timestamp", ts.as_str()),
+            ("x-mcp-signature", signature.as_str()),
+        ] {
+            // A value that cannot be a header (control characters) is left out
+            // and the signature then fails at the upstream, as it should.
+            if let Ok(v) = HeaderValue::from_str(value) {
+                out.insert(HeaderName::from_static(name), v);
+            }
+        }
+    }
+
+    /// A short-lived ES256 JWT naming the caller, `aud` = the upstream.
+    fn jwt(&self, audience: &str) -> Option<String> {
+        let now = now_epoch();
+        if let Ok(guard) = self.minted.lock()
+            && let Some((token, exp)) = guard.as_ref()
+            && *exp - now > 30
+        {
+            return Some(token.clone());
+        }
+        let keys = self.keys.as_ref()?;
+        let p = &self.principal;
+        let exp = now + JWT_LIFETIME_SECS;
+        let claims = serde_json::json!({
+            "iss": self.issuer,
+            "sub": p.subject,
+            "aud": audience,
+            "iat": now,
+            "exp": exp,
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "client_id": p.client_id,
+            "email": p.email,
+            "name": p.name,
+            "groups": p.groups,
+            "act": {"sub": "mcpgate"},
+        });
+        match keys.sign(&claims) {
+            Ok(token) => {
+                if let Ok(mut guard) = self.minted.lock() {
+                    *guard = Some((token.clone(), exp));
+                }
+                Some(token)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not sign an identity token for an upstream");
+                None
+            }
+        }
+    }
+}
+
+/// Every header source of one upstream connection.
+#[derive(Clone, Default)]
+pub struct HeaderSources {
+    pub static_headers: Vec<(HeaderName, HeaderValue)>,
+    pub token: Option<Arc<TokenSource>>,
+    pub caller: Option<Arc<CallerIdentity>>,
+    pub upstream: String,
+}
+
+impl HeaderSources {
+    async fn current(&self) -> (Option<String>, HashMap<HeaderName, HeaderValue>) {
+        let mut headers: HashMap<HeaderName, HeaderValue> =
+            self.static_headers.iter().cloned().collect();
+        let mut bearer = None;
+        if let Some(source) = &self.token {
+            match source.token().await {
+                Ok(token) => bearer = Some(token.expose_secret().to_owned()),
+                // The upstream then answers 401 and the call fails with that.
+                Err(e) => {
+                    tracing::warn!(upstream = %self.upstream, error = %e, "no access token for the upstream")
+                }
+            }
+        }
+        if let Some(caller) = &self.caller {
+            match &caller.identity {
+                Identity::None => {}
+                Identity::SignedHeaders { secret } => caller.signed_headers(secret, &mut headers),
+                Identity::Jwt { audience } => {
+                    if let Some(jwt) = caller.jwt(audience) {
+                        if bearer.is_none() {
+                            bearer = Some(jwt);
+                        } else if let Ok(v) = HeaderValue::from_str(&jwt) {
+                            headers.insert(HeaderName::from_static("x-mcp-identity"), v);
+                        }
+                    }
+                }
+            }
+        }
+        (bearer, headers)
+    }
+}
+
+/// reqwest with [`HeaderSources`] applied to every request. Whatever rmcp
+/// passes as auth header or custom headers is replaced, not merged.
+#[derive(Clone)]
+pub struct GatewayHttpClient {
+    inner: reqwest::Client,
+    sources: Arc<HeaderSources>,
+}
+
+impl GatewayHttpClient {
+    pub fn new(inner: reqwest::Client, sources: HeaderSources) -> Self {
+        GatewayHttpClient {
+            inner,
+            sources: Arc::new(sources),
+        }
+    }
+}
+
+impl StreamableHttpClient for GatewayHttpClient {
+    type Error = reqwest::Error;
+
+    async fn post_message(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        _auth_header: Option<String>,
+        _custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        let (auth, headers) = self.sources.current().await;
+        self.inner
+            .post_message(uri, message, session_id, auth, headers)
+            .await
+    }
+
+    async fn post_message_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        _auth_header: Option<String>,
+        _custom_headers: HashMap<HeaderName, HeaderValue>,
+        max_sse_event_size: usize,
+    ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        let (auth, headers) = self.sources.current().await;
+        self.inner
+            .post_message_with_max_sse_event_size(
+                uri,
+                message,
+                session_id,
+                auth,
+                headers,
+                max_sse_event_size,
+            )
+            .await
+    }
+
+    async fn post_message_with_response_limits(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        _auth_header: Option<String>,
+        _custom_headers: HashMap<HeaderName, HeaderValue>,
+        limits: StreamableHttpResponseLimits,
+    ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        let (auth, headers) = self.sources.current().await;
+        self.inner
+            .post_message_with_response_limits(uri, message, session_id, auth, headers, limits)
+            .await
+    }
+
+    async fn delete_session(
+        &self,
+        uri: Arc<str>,
+        session_id: Arc<str>,
+        _auth_header: Option<String>,
+        _custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> Result<(), StreamableHttpError<Self::Error>> {
+        let (auth, headers) = self.sources.current().await;
+        self.inner
+            .delete_session(uri, session_id, auth, headers)
+            .await
+    }
+
+    async fn get_stream(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        _auth_header: Option<String>,
+        _custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> Result<BoxStream<'static, Result<Sse, SseError>>, StreamableHttpError<Self::Error>> {
+        let (auth, headers) = self.sources.current().await;
+        self.inner
+            .get_stream(uri, session_id, last_event_id, auth, headers)
+            .await
+    }
+
+    async fn get_stream_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        _auth_header: Option<String>,
+        _custom_headers: HashMap<HeaderName, HeaderValue>,
+        max_sse_event_size: usize,
+    ) -> Result<BoxStream<'static, Result<Sse, SseError>>, StreamableHttpError<Self::Error>> {
+        let (auth, headers) = self.sources.current().await;
+        self.inner
+            .get_stream_with_max_sse_event_size(
+                uri,
+                session_id,
+                last_event_id,
+                auth,
+                headers,
+                max_sse_event_size,
+            )
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_headers_name_the_caller_and_verify() {
+        let principal = Principal {
+            subject: "alice".into(),
+            issuer: "https://gate".into(),
+            client_id: Some("c1".into()),
+            ..Principal::anonymous()
+        };
+        let secret = SecretString::from("k3y".to_owned());
+        let caller = CallerIdentity::new(
+            Identity::SignedHeaders {
+                secret: secret.clone(),
+            },
+            principal,
+            "https://gate".into(),
+            None,
+        );
+        let mut headers = HashMap::new();
+        caller.signed_headers(&secret, &mut headers);
+        let get = |n: &str| {
+            headers
+                .get(&HeaderName::from_bytes(n.as_bytes()).unwrap())
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(get("x-mcp-subject"), "alice");
+        let payload = format!("v1\n{}\nhttps://gate\nalice\nc1\n", get("x-mcp-timestamp"));
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k3y");
+        let sig: Vec<u8> = (0..get("x-mcp-signature").len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&get("x-mcp-signature")[i..i + 2], 16).unwrap())
+            .collect();
+        assert!(hmac::verify(&key, payload.as_bytes(), &sig).is_ok());
+        // Another key does not verify it.
+        let other = hmac::Key::new(hmac::HMAC_SHA256, b"other");
+        assert!(hmac::verify(&other, payload.as_bytes(), &sig).is_err());
+    }
+}

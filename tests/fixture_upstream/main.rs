@@ -1,0 +1,114 @@
+//! A fixture upstream MCP server for mcpgate's gateway tests: the fixture surface of the MCP
+//! conformance suite (`@modelcontextprotocol/conformance` 0.1.16) plus tools for fault tests
+//! and benchmarks.
+//!
+//! ```text
+//! fixture-upstream [--stdio]            MCP over stdin/stdout
+//! fixture-upstream --http ADDR          Streamable HTTP at http://ADDR/mcp
+//! ```
+//!
+//! stdout carries the protocol in stdio mode, so diagnostics go to stderr only. In HTTP mode
+//! the one stdout line is `listening on http://ADDR/mcp`, printed once the socket is bound
+//! (port 0 picks a free port and the line shows which).
+
+mod catalog;
+mod server;
+mod tools;
+
+use std::{io::Write, net::SocketAddr, process::ExitCode, sync::Arc};
+
+use anyhow::Context;
+use rmcp::{
+    ServiceExt,
+    transport::{
+        stdio,
+        streamable_http_server::{
+            StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+        },
+    },
+};
+
+use crate::server::{FixtureServer, Shared};
+
+const USAGE: &str = "usage: fixture-upstream [--stdio | --http HOST:PORT]";
+
+enum Mode {
+    Stdio,
+    Http(SocketAddr),
+}
+
+fn parse_args(args: &[String]) -> Result<Mode, String> {
+    match args {
+        [] => Ok(Mode::Stdio),
+        [flag] if flag == "--stdio" => Ok(Mode::Stdio),
+        [flag, addr] if flag == "--http" => addr
+            .parse()
+            .map(Mode::Http)
+            .map_err(|err| format!("bad address {addr:?}: {err}")),
+        _ => Err(format!("unexpected arguments: {}", args.join(" "))),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if matches!(args.as_slice(), [flag] if flag == "--help" || flag == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let mode = match parse_args(&args) {
+        Ok(mode) => mode,
+        Err(err) => {
+            eprintln!("fixture-upstream: {err}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let served = match mode {
+        Mode::Stdio => serve_stdio().await,
+        Mode::Http(addr) => serve_http(addr).await,
+    };
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("fixture-upstream: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves one session until stdin closes.
+async fn serve_stdio() -> anyhow::Result<()> {
+    let running = FixtureServer::new(Shared::new())
+        .serve(stdio())
+        .await
+        .context("MCP initialization over stdio failed")?;
+    running
+        .waiting()
+        .await
+        .context("the MCP service task failed")?;
+    Ok(())
+}
+
+async fn serve_http(addr: SocketAddr) -> anyhow::Result<()> {
+    let shared = Shared::new();
+    // rmcp's defaults: sessions for the 2025 revisions, stateless for 2026-07-28, SSE
+    // responses (so notifications reach the client mid-call), and only loopback Host headers.
+    let service = StreamableHttpService::new(
+        move || Ok(FixtureServer::new(Arc::clone(&shared))),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    );
+    let router = axum::Router::new().route_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on http://{bound}/mcp")
+        .and_then(|()| stdout.flush())
+        .context("writing to stdout")?;
+    drop(stdout);
+    axum::serve(listener, router)
+        .await
+        .context("the HTTP server failed")
+}
