@@ -60,7 +60,7 @@ pub fn read(uri: &str, version: u64) -> Result<Vec<ResourceContents>, ErrorData>
             let Some(id) = template_id(uri) else {
                 return Err(ErrorData::resource_not_found(
                     format!("no resource {uri}"),
-                    None,
+                    Some(serde_json::json!({ "uri": uri })),
                 ));
             };
             let body = serde_json::json!({
