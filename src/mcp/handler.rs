@@ -20,9 +20,9 @@ use rmcp::{
         CompleteResult, ContentBlock, ErrorCode, GetPromptRequestParams, GetPromptResponse,
         Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
         ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-        ServerCapabilities, ServerConfig, ServerResult, Tool, ToolAnnotations,
+        ServerCapabilities, ServerConfig, ServerResult, SubscriptionFilter, Tool, ToolAnnotations,
     },
-    service::{NotificationContext, RequestContext},
+    service::{NotificationContext, RequestContext, SubscriptionContext},
 };
 
 use crate::{
@@ -173,6 +173,66 @@ impl McpHandler {
             .inc();
     }
 
+    async fn get_prompt_for(
+        &self,
+        request: GetPromptRequestParams,
+        principal: &Principal,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let decision = self.decide(principal, ItemKind::Prompt, &request.name);
+        if decision != Decision::Allow {
+            return Err(denied("prompt", &request.name, &decision));
+        }
+        let not_found =
+            || ErrorData::invalid_params(format!("no prompt named {}", request.name), None);
+        let Some(gateway) = &self.gateway else {
+            return Err(not_found());
+        };
+        let Some((upstream, original)) = gateway.route_name(&request.name) else {
+            return Err(not_found());
+        };
+        match gateway
+            .get_prompt(
+                &upstream,
+                request,
+                original,
+                principal,
+                self.origin(context),
+                &context.ct,
+            )
+            .await
+            .map_err(GatewayError::into_error_data)?
+        {
+            ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
+            _ => Err(unexpected("prompts/get")),
+        }
+    }
+
+    async fn read_resource_for(
+        &self,
+        request: ReadResourceRequestParams,
+        principal: &Principal,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let decision = self.decide(principal, ItemKind::Resource, &request.uri);
+        if decision != Decision::Allow {
+            return Err(denied("resource", &request.uri, &decision));
+        }
+        let Some(gateway) = &self.gateway else {
+            return Err(GatewayError::NotFound(request.uri).into_error_data());
+        };
+        match gateway
+            .read_resource(request, principal, self.origin(context), &context.ct)
+            .await
+            .map_err(GatewayError::into_error_data)?
+        {
+            ServerResult::ReadResourceResult(r) => Ok(ReadResourceResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
+            _ => Err(unexpected("resources/read")),
+        }
+    }
+
     async fn call_builtin(
         &self,
         request: CallToolRequestParams,
@@ -209,6 +269,31 @@ impl McpHandler {
         self.count(name, outcome.clone());
         (outcome, response)
     }
+}
+
+/// The audit line of a proxied `prompts/get` or `resources/read`.
+fn audit_read<T>(
+    principal: &Principal,
+    kind: &str,
+    item: &str,
+    started: Instant,
+    result: &Result<T, ErrorData>,
+) {
+    let (outcome, error) = match result {
+        Ok(_) => ("ok", String::new()),
+        Err(e) => ("error", e.message.to_string()),
+    };
+    tracing::info!(
+        target: "audit",
+        subject = %principal.subject,
+        client = principal.client_id.as_deref().unwrap_or("-"),
+        kind,
+        item,
+        outcome,
+        error = %error,
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "read"
+    );
 }
 
 fn unexpected(method: &str) -> ErrorData {
@@ -253,6 +338,55 @@ impl ServerHandler for McpHandler {
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("mcpgate", env!("CARGO_PKG_VERSION")))
             .with_instructions(instructions)
+    }
+
+    /// 2026-07-28 subscriptions: with upstreams, every category the client
+    /// asks for (rmcp narrows it to the advertised capabilities).
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        self.gateway.as_ref().map(|_| requested.clone())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let Some(gateway) = &self.gateway else {
+            context.cancelled().await;
+            return Ok(());
+        };
+        let principal = self.require_principal(context.request_context())?;
+        let stream = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        let uris = context
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        let ct = &context.request_context().ct;
+        // Resource updates need a subscription upstream; the stream's own
+        // filter then picks what it asked for.
+        for uri in &uris {
+            if self.decide(&principal, ItemKind::Resource, uri) != Decision::Allow {
+                continue;
+            }
+            if let Err(e) = gateway
+                .subscribe(
+                    SubscribeRequestParams::new(uri.clone()),
+                    &principal,
+                    stream,
+                    true,
+                    ct,
+                )
+                .await
+            {
+                tracing::debug!(uri = %uri, error = %e, "resource subscription not placed upstream");
+            }
+        }
+        gateway
+            .hub()
+            .listen(stream, principal.owner_key(), context.sink().clone());
+        context.cancelled().await;
+        gateway.hub().unlisten(stream);
+        Ok(())
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
@@ -319,7 +453,7 @@ impl ServerHandler for McpHandler {
                 target: "audit",
                 subject = %principal.subject,
                 client = principal.client_id.as_deref().unwrap_or("-"),
-                tool = %name,
+                tool = name.as_str(),
                 outcome = "denied",
                 "tool call"
             );
@@ -336,7 +470,7 @@ impl ServerHandler for McpHandler {
                 target: "audit",
                 subject = %principal.subject,
                 client = principal.client_id.as_deref().unwrap_or("-"),
-                tool = %name,
+                tool = name.as_str(),
                 outcome = ?outcome,
                 elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
                 "tool call"
@@ -379,7 +513,7 @@ impl ServerHandler for McpHandler {
             subject = %principal.subject,
             client = principal.client_id.as_deref().unwrap_or("-"),
             upstream = %upstream.config.name,
-            tool = %original,
+            tool = original.as_str(),
             outcome = ?outcome,
             error = %detail,
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -413,35 +547,12 @@ impl ServerHandler for McpHandler {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        let started = Instant::now();
         let principal = self.require_principal(&context)?;
-        let decision = self.decide(&principal, ItemKind::Prompt, &request.name);
-        if decision != Decision::Allow {
-            return Err(denied("prompt", &request.name, &decision));
-        }
-        let not_found =
-            || ErrorData::invalid_params(format!("no prompt named {}", request.name), None);
-        let Some(gateway) = &self.gateway else {
-            return Err(not_found());
-        };
-        let Some((upstream, original)) = gateway.route_name(&request.name) else {
-            return Err(not_found());
-        };
-        match gateway
-            .get_prompt(
-                &upstream,
-                request,
-                original,
-                &principal,
-                self.origin(&context),
-                &context.ct,
-            )
-            .await
-            .map_err(GatewayError::into_error_data)?
-        {
-            ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
-            ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
-            _ => Err(unexpected("prompts/get")),
-        }
+        let name = request.name.clone();
+        let result = self.get_prompt_for(request, &principal, &context).await;
+        audit_read(&principal, "prompt", &name, started, &result);
+        result
     }
 
     async fn list_resources(
@@ -477,23 +588,12 @@ impl ServerHandler for McpHandler {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        let started = Instant::now();
         let principal = self.require_principal(&context)?;
-        let decision = self.decide(&principal, ItemKind::Resource, &request.uri);
-        if decision != Decision::Allow {
-            return Err(denied("resource", &request.uri, &decision));
-        }
-        let Some(gateway) = &self.gateway else {
-            return Err(GatewayError::NotFound(request.uri).into_error_data());
-        };
-        match gateway
-            .read_resource(request, &principal, self.origin(&context), &context.ct)
-            .await
-            .map_err(GatewayError::into_error_data)?
-        {
-            ServerResult::ReadResourceResult(r) => Ok(ReadResourceResponse::Complete(r)),
-            ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
-            _ => Err(unexpected("resources/read")),
-        }
+        let uri = request.uri.clone();
+        let result = self.read_resource_for(request, &principal, &context).await;
+        audit_read(&principal, "resource", &uri, started, &result);
+        result
     }
 
     #[allow(deprecated)]

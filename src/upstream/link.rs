@@ -29,7 +29,7 @@ use rmcp::{
         ProgressNotificationParam, ProgressToken, ResourceUpdatedNotificationParam, ServerRequest,
         ServerResult,
     },
-    service::{NotificationContext, Peer, PeerRequestOptions, RequestContext},
+    service::{NotificationContext, Peer, PeerRequestOptions, RequestContext, SubscriptionSink},
     transport::{
         StreamableHttpClientTransport, TokioChildProcess,
         streamable_http_client::StreamableHttpClientTransportConfig,
@@ -54,6 +54,8 @@ pub struct Hub {
     sessions: Mutex<HashMap<u64, (String, Peer<RoleServer>)>>,
     /// (upstream, uri) → sessions subscribed to it.
     subscriptions: Mutex<HashMap<(String, String), Vec<u64>>>,
+    /// Open 2026-07-28 `subscriptions/listen` streams; each filters for itself.
+    listeners: Mutex<HashMap<u64, (String, SubscriptionSink)>>,
 }
 
 impl Hub {
@@ -62,6 +64,30 @@ impl Hub {
             sessions.retain(|_, (_, p)| !p.is_transport_closed());
             sessions.insert(session, (owner, peer));
         }
+    }
+
+    pub fn listen(&self, id: u64, owner: String, sink: SubscriptionSink) {
+        if let Ok(mut listeners) = self.listeners.lock() {
+            listeners.insert(id, (owner, sink));
+        }
+    }
+
+    pub fn unlisten(&self, id: u64) {
+        if let Ok(mut listeners) = self.listeners.lock() {
+            listeners.remove(&id);
+        }
+    }
+
+    fn sinks(&self, owner: Option<&str>) -> Vec<SubscriptionSink> {
+        self.listeners
+            .lock()
+            .map(|l| {
+                l.values()
+                    .filter(|(o, _)| owner.is_none_or(|w| w == o))
+                    .map(|(_, s)| s.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn subscribe(&self, upstream: &str, uri: &str, session: u64, subscribe: bool) {
@@ -303,11 +329,17 @@ impl ClientHandler for RelayClient {
         for peer in self.relay.hub.peers(self.relay.owner.as_deref()) {
             let _ = peer.notify_resource_list_changed().await;
         }
+        for sink in self.relay.hub.sinks(self.relay.owner.as_deref()) {
+            let _ = sink.notify_resource_list_changed().await;
+        }
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         for peer in self.relay.hub.peers(self.relay.owner.as_deref()) {
             let _ = peer.notify_tool_list_changed().await;
+        }
+        for sink in self.relay.hub.sinks(self.relay.owner.as_deref()) {
+            let _ = sink.notify_tool_list_changed().await;
         }
     }
 
@@ -315,11 +347,15 @@ impl ClientHandler for RelayClient {
         for peer in self.relay.hub.peers(self.relay.owner.as_deref()) {
             let _ = peer.notify_prompt_list_changed().await;
         }
+        for sink in self.relay.hub.sinks(self.relay.owner.as_deref()) {
+            let _ = sink.notify_prompt_list_changed().await;
+        }
     }
 }
 
-/// Called on every state change: (upstream, new state, whether this is a restart).
-pub type StateHook = Arc<dyn Fn(&str, &LinkState, bool) + Send + Sync>;
+/// Told when a link comes up (`true`; the second flag says it is a restart)
+/// and when a link that was up goes down (`false`).
+pub type StateHook = Arc<dyn Fn(&str, bool, bool) + Send + Sync>;
 
 #[derive(Clone)]
 pub enum LinkState {
@@ -353,6 +389,8 @@ pub struct Link {
     process_group: Mutex<Option<i32>>,
     /// Ends the current connection, for failures only a call notices.
     connection: Mutex<Option<rmcp::service::RunningServiceCancellationToken>>,
+    /// Set once a URL upstream turned out to speak only HTTP+SSE.
+    legacy_sse: std::sync::atomic::AtomicBool,
 }
 
 /// Longest wait for a starting or restarting upstream before a call fails.
@@ -382,6 +420,7 @@ impl Link {
             restarts: AtomicU64::new(0),
             process_group: Mutex::new(None),
             connection: Mutex::new(None),
+            legacy_sse: std::sync::atomic::AtomicBool::new(false),
         });
         let supervised = link.clone();
         tokio::spawn(async move { supervised.supervise(headers, http, on_change).await });
@@ -440,9 +479,6 @@ impl Link {
             if self.stop.is_cancelled() {
                 break;
             }
-            if !first {
-                self.restarts.fetch_add(1, Ordering::Relaxed);
-            }
             self.state.send_replace(LinkState::Starting);
             let connected = tokio::select! {
                 _ = self.stop.cancelled() => break,
@@ -451,9 +487,12 @@ impl Link {
             match connected {
                 Ok(Ok(running)) => {
                     let up_since = Instant::now();
-                    let state = LinkState::Up(running.peer().clone());
-                    on_change(&self.upstream, &state, !first);
-                    self.state.send_replace(state);
+                    self.state
+                        .send_replace(LinkState::Up(running.peer().clone()));
+                    if !first {
+                        self.restarts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    on_change(&self.upstream, true, !first);
                     tracing::info!(upstream = %self.upstream, restarted = !first, "upstream connected");
                     let cancel = running.cancellation_token();
                     if let Ok(mut connection) = self.connection.lock() {
@@ -463,6 +502,7 @@ impl Link {
                         _ = self.stop.cancelled() => {
                             cancel.cancel();
                             self.kill_process_group();
+                            on_change(&self.upstream, false, false);
                             break;
                         }
                         quit = running.waiting() => quit,
@@ -473,9 +513,8 @@ impl Link {
                         Err(e) => format!("connection task failed: {e}"),
                     };
                     tracing::warn!(upstream = %self.upstream, reason = %reason, "upstream disconnected; restarting");
-                    let state = LinkState::Down(reason);
-                    on_change(&self.upstream, &state, false);
-                    self.state.send_replace(state);
+                    self.state.send_replace(LinkState::Down(reason));
+                    on_change(&self.upstream, false, false);
                     if up_since.elapsed() > Duration::from_secs(60) {
                         backoff = Duration::from_millis(250);
                     }
@@ -489,9 +528,7 @@ impl Link {
                         ),
                     };
                     tracing::warn!(upstream = %self.upstream, reason = %reason, retry_in_ms = backoff.as_millis() as u64, "upstream could not be started");
-                    let state = LinkState::Down(reason);
-                    on_change(&self.upstream, &state, false);
-                    self.state.send_replace(state);
+                    self.state.send_replace(LinkState::Down(reason));
                 }
             }
             first = false;
@@ -501,9 +538,7 @@ impl Link {
             }
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
-        let state = LinkState::Stopped;
-        on_change(&self.upstream, &state, false);
-        self.state.send_replace(state);
+        self.state.send_replace(LinkState::Stopped);
     }
 
     async fn connect(
@@ -547,16 +582,41 @@ impl Link {
                     .map_err(|e| format!("initialize failed: {e}"))
             }
             Transport::Http { url, .. } => {
-                let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
-                    .max_concurrent_requests(self.config.max_concurrent_calls);
-                let transport = StreamableHttpClientTransport::with_client(
-                    GatewayHttpClient::new(http.clone(), headers.clone()),
-                    config,
-                );
+                // An upstream found to speak only the legacy transport stays on it.
+                if !self.legacy_sse.load(Ordering::Relaxed) {
+                    let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                        .max_concurrent_requests(self.config.max_concurrent_calls);
+                    let transport = StreamableHttpClientTransport::with_client(
+                        GatewayHttpClient::new(http.clone(), headers.clone()),
+                        config,
+                    );
+                    match client.clone().serve(transport).await {
+                        Ok(running) => return Ok(running),
+                        Err(streamable) => {
+                            let legacy = super::legacy_sse::connect(url, http, headers).await;
+                            let transport = match legacy {
+                                Ok(t) => t,
+                                Err(legacy) => {
+                                    return Err(format!(
+                                        "initialize failed: {streamable}; as legacy HTTP+SSE: {legacy}"
+                                    ));
+                                }
+                            };
+                            let running = client
+                                .serve(transport)
+                                .await
+                                .map_err(|e| format!("initialize failed over HTTP+SSE: {e}"))?;
+                            tracing::info!(upstream = %self.upstream, "upstream speaks the legacy HTTP+SSE transport; using it");
+                            self.legacy_sse.store(true, Ordering::Relaxed);
+                            return Ok(running);
+                        }
+                    }
+                }
+                let transport = super::legacy_sse::connect(url, http, headers).await?;
                 client
                     .serve(transport)
                     .await
-                    .map_err(|e| format!("initialize failed: {e}"))
+                    .map_err(|e| format!("initialize failed over HTTP+SSE: {e}"))
             }
         }
     }

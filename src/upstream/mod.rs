@@ -5,6 +5,7 @@
 // of the 2025 revisions the gateway proxies.
 #![allow(deprecated)]
 
+pub mod legacy_sse;
 pub mod link;
 pub mod outbound;
 pub mod settings;
@@ -22,8 +23,8 @@ use rmcp::{
         CompleteRequestParams, ErrorCode, GetPromptRequest, GetPromptRequestParams,
         ListPromptsRequest, ListResourceTemplatesRequest, ListResourcesRequest, ListToolsRequest,
         PaginatedRequestParams, Prompt, ReadResourceRequest, ReadResourceRequestParams, Reference,
-        Resource, ResourceTemplate, ServerResult, SetLevelRequest, SetLevelRequestParams,
-        SubscribeRequest, SubscribeRequestParams, Tool, UnsubscribeRequest,
+        Resource, ResourceTemplate, ResultType, ServerResult, SetLevelRequest,
+        SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams, Tool, UnsubscribeRequest,
         UnsubscribeRequestParams,
     },
 };
@@ -156,25 +157,18 @@ fn header_sources(upstream: &Upstream, caller: Option<Arc<CallerIdentity>>) -> H
 }
 
 fn state_hook(metrics: Arc<Metrics>) -> StateHook {
-    Arc::new(move |name: &str, state: &LinkState, restarted: bool| {
+    Arc::new(move |name: &str, up: bool, restarted: bool| {
         let labels = UpstreamLabels {
             upstream: name.to_owned(),
         };
         let gauge = metrics.upstream_up.get_or_create(&labels);
-        match state {
-            LinkState::Up(_) => {
-                gauge.inc();
-                if restarted {
-                    metrics.upstream_restarts.get_or_create(&labels).inc();
-                }
+        if up {
+            gauge.inc();
+            if restarted {
+                metrics.upstream_restarts.get_or_create(&labels).inc();
             }
-            // Only a link that was up counts down (Starting never counted).
-            LinkState::Down(_) | LinkState::Stopped => {
-                if gauge.get() > 0 {
-                    gauge.dec();
-                }
-            }
-            LinkState::Starting => {}
+        } else {
+            gauge.dec();
         }
     })
 }
@@ -214,6 +208,22 @@ macro_rules! list_all {
         }
         Ok::<_, GatewayError>(items)
     }};
+}
+
+/// A result from an upstream on a 2025 revision has no `resultType`; rmcp's
+/// own results carry `complete` and drop it for 2025 peers, so forwarded ones
+/// must look the same to a 2026-07-28 client.
+fn mark_complete(result: &mut ServerResult) {
+    let result_type = match result {
+        ServerResult::CompleteResult(r) => &mut r.result_type,
+        ServerResult::GetPromptResult(r) => &mut r.result_type,
+        ServerResult::ReadResourceResult(r) => &mut r.result_type,
+        ServerResult::CallToolResult(r) => &mut r.result_type,
+        _ => return,
+    };
+    if result_type.is_none() {
+        *result_type = Some(ResultType::COMPLETE);
+    }
 }
 
 impl Gateway {
@@ -458,6 +468,23 @@ impl Gateway {
             .map(|u| (u.clone(), exposed.to_owned()))
     }
 
+    /// The upstream serving `uri`; when no list has named it yet (a client may
+    /// read a URI it knows without listing), the caller's lists are fetched once.
+    async fn find_uri(
+        &self,
+        uri: &str,
+        principal: &Principal,
+        cancel: &CancellationToken,
+    ) -> Result<Arc<Upstream>, GatewayError> {
+        if let Some(upstream) = self.route_uri(uri) {
+            return Ok(upstream);
+        }
+        self.list_resources(principal, cancel).await;
+        self.list_resource_templates(principal, cancel).await;
+        self.route_uri(uri)
+            .ok_or_else(|| GatewayError::NotFound(uri.to_owned()))
+    }
+
     fn route_uri(&self, uri: &str) -> Option<Arc<Upstream>> {
         if let [only] = self.upstreams.as_slice() {
             return Some(only.clone());
@@ -552,7 +579,11 @@ impl Gateway {
                 "prompts/list"
             )?;
             if let Ok(mut names) = u.names.write() {
-                names.extend(prompts.iter().map(|p| p.name.clone()));
+                for p in &prompts {
+                    if !names.contains(&p.name) {
+                        names.push(p.name.clone());
+                    }
+                }
             }
             Ok(prompts
                 .into_iter()
@@ -622,7 +653,7 @@ impl Gateway {
         .await
     }
 
-    /// One request to the upstream that serves `target`.
+    /// One request to `upstream` on behalf of `principal`.
     async fn forward(
         &self,
         upstream: &Upstream,
@@ -632,7 +663,9 @@ impl Gateway {
         cancel: &CancellationToken,
     ) -> Result<ServerResult, GatewayError> {
         let link = self.link(upstream, principal);
-        link.request(request, origin, cancel).await
+        let mut result = link.request(request, origin, cancel).await?;
+        mark_complete(&mut result);
+        Ok(result)
     }
 
     pub async fn call_tool(
@@ -697,9 +730,7 @@ impl Gateway {
         origin: Origin,
         cancel: &CancellationToken,
     ) -> Result<ServerResult, GatewayError> {
-        let upstream = self
-            .route_uri(&params.uri)
-            .ok_or_else(|| GatewayError::NotFound(params.uri.clone()))?;
+        let upstream = self.find_uri(&params.uri, principal, cancel).await?;
         self.forward(
             &upstream,
             principal,
@@ -718,9 +749,7 @@ impl Gateway {
         subscribe: bool,
         cancel: &CancellationToken,
     ) -> Result<(), GatewayError> {
-        let upstream = self
-            .route_uri(&params.uri)
-            .ok_or_else(|| GatewayError::NotFound(params.uri.clone()))?;
+        let upstream = self.find_uri(&params.uri, principal, cancel).await?;
         let uri = params.uri.clone();
         let request = if subscribe {
             ClientRequest::SubscribeRequest(SubscribeRequest::new(params))
@@ -751,9 +780,9 @@ impl Gateway {
                 prompt.name = original;
                 upstream
             }
-            Reference::Resource(resource) => self
-                .route_uri(&resource.uri)
-                .ok_or_else(|| GatewayError::NotFound(resource.uri.clone()))?,
+            Reference::Resource(resource) => {
+                self.find_uri(&resource.uri, principal, cancel).await?
+            }
             _ => {
                 return Err(GatewayError::NotFound(
                     "this completion reference".to_owned(),

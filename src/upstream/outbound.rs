@@ -212,7 +212,7 @@ pub struct HeaderSources {
 }
 
 impl HeaderSources {
-    async fn current(&self) -> (Option<String>, HashMap<HeaderName, HeaderValue>) {
+    pub async fn current(&self) -> (Option<String>, HashMap<HeaderName, HeaderValue>) {
         let mut headers: HashMap<HeaderName, HeaderValue> =
             self.static_headers.iter().cloned().collect();
         let mut bearer = None;
