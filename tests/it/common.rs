@@ -56,13 +56,34 @@ pub async fn fresh_postgres_database(prefix: &str) -> Option<String> {
     Some(url.to_string())
 }
 
+/// Local users created in `dir`'s store before a server starts there (local
+/// mode then creates no `admin`); returns their ids, which are the subjects
+/// of their tokens.
+pub async fn seed_users(dir: &std::path::Path, users: &[(&str, &str)]) -> Vec<String> {
+    let store = mcpgate::store::Store::connect(&sqlite_url(dir), 1)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for (name, password) in users {
+        let hash = mcpgate::oauth::passwords::hash_password(password).unwrap();
+        ids.push(store.create_user(name, &hash).await.unwrap().id);
+    }
+    store.close().await;
+    ids
+}
+
 impl TestServer {
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await
     }
 
     pub async fn start_with(edit: impl FnOnce(&mut RawConfig)) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), edit).await
+    }
+
+    /// [`TestServer::start_with`] on a data directory prepared beforehand
+    /// (e.g. with [`seed_users`]).
+    pub async fn start_in(dir: tempfile::TempDir, edit: impl FnOnce(&mut RawConfig)) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut raw = RawConfig {

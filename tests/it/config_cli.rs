@@ -2,7 +2,7 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
 
-fn run(args: &[&str], config: &str) -> (i32, String, String) {
+pub fn run(args: &[&str], config: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mcpgate.toml");
     std::fs::write(&path, config).unwrap();

@@ -10,7 +10,7 @@ use crate::{
     common::TestServer,
     oauth_browser::{
         Browser, REDIRECT, authorize_url, exchange_code, hidden, location, no_redirects, pkce,
-        public_client, query_of, refresh_grant, register, token,
+        public_client, query_of, refresh_grant, register, sign_in_and_approve, token,
     },
 };
 
@@ -42,37 +42,15 @@ async fn approve_with(
     challenge: &str,
     extra: &[(&str, &str)],
 ) -> String {
-    let page = browser
-        .get(&authorize_url(server, client_id, challenge, REDIRECT))
-        .await;
-    assert_eq!(page.status(), StatusCode::OK);
-    let html = page.text().await.unwrap();
-    let (request, csrf) = (hidden(&html, "request"), hidden(&html, "csrf"));
     let password = server.admin_password.clone().unwrap();
-    let login = browser
-        .post(
-            &server.url("/login"),
-            &[
-                ("request", &request),
-                ("csrf", &csrf),
-                ("username", "admin"),
-                ("password", &password),
-            ],
-        )
-        .await;
-    assert_eq!(login.status(), StatusCode::SEE_OTHER);
-    let consent = browser.get(&server.url(&location(&login))).await;
-    let html = consent.text().await.unwrap();
-    let (request, csrf) = (hidden(&html, "request"), hidden(&html, "csrf"));
-    let mut form = vec![
-        ("request", request.as_str()),
-        ("csrf", csrf.as_str()),
-        ("decision", "approve"),
-    ];
-    form.extend_from_slice(extra);
-    let done = browser.post(&server.url("/consent"), &form).await;
-    assert_eq!(done.status(), StatusCode::SEE_OTHER);
-    location(&done)
+    sign_in_and_approve(
+        server,
+        browser,
+        &authorize_url(server, client_id, challenge, REDIRECT),
+        ("admin", &password),
+        extra,
+    )
+    .await
 }
 
 async fn code_for(server: &TestServer, client_id: &str) -> (String, String) {

@@ -6,6 +6,7 @@ mod bridge_auth;
 mod common;
 mod config_cli;
 mod fake_idp;
+mod gateway;
 mod local_auth;
 mod mcp_transport;
 mod oauth_browser;

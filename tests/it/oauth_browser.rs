@@ -181,3 +181,68 @@ pub async fn refresh_grant(
     )
     .await
 }
+
+/// Sign in at mcpgate's login page as `username` and approve the consent page
+/// of the authorization request at `authorize`; returns where mcpgate sends
+/// the browser back to the client. `extra`: more consent-form fields.
+pub async fn sign_in_and_approve(
+    server: &TestServer,
+    browser: &mut Browser,
+    authorize: &str,
+    (username, password): (&str, &str),
+    extra: &[(&str, &str)],
+) -> String {
+    let page = browser.get(authorize).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    let (request, csrf) = (hidden(&html, "request"), hidden(&html, "csrf"));
+    let login = browser
+        .post(
+            &server.url("/login"),
+            &[
+                ("request", &request),
+                ("csrf", &csrf),
+                ("username", username),
+                ("password", password),
+            ],
+        )
+        .await;
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let consent = browser.get(&server.url(&location(&login))).await;
+    let html = consent.text().await.unwrap();
+    let (request, csrf) = (hidden(&html, "request"), hidden(&html, "csrf"));
+    let mut form = vec![
+        ("request", request.as_str()),
+        ("csrf", csrf.as_str()),
+        ("decision", "approve"),
+    ];
+    form.extend_from_slice(extra);
+    let done = browser.post(&server.url("/consent"), &form).await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    location(&done)
+}
+
+/// An access token for a local user through the whole flow (a new public
+/// client, sign-in, consent, code exchange), asking for `scope` (`None`:
+/// every scope). Returns the token and the client's id.
+pub async fn user_token(
+    server: &TestServer,
+    login: (&str, &str),
+    scope: Option<&str>,
+) -> (String, String) {
+    let client_id = public_client(server).await;
+    let (verifier, challenge) = pkce();
+    let mut authorize = authorize_url(server, &client_id, &challenge, REDIRECT);
+    if let Some(scope) = scope {
+        let scope: String = url::form_urlencoded::byte_serialize(scope.as_bytes()).collect();
+        authorize.push_str(&format!("&scope={scope}"));
+    }
+    let back = sign_in_and_approve(server, &mut Browser::default(), &authorize, login, &[]).await;
+    let code = query_of(&back)["code"].clone();
+    let (status, tokens) = exchange_code(server, &client_id, &code, &verifier).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    (
+        tokens["access_token"].as_str().unwrap().to_owned(),
+        client_id,
+    )
+}
