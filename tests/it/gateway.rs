@@ -894,3 +894,91 @@ headers = { "X-Api-Key" = "api-key-value" }
         assert!(!out.contains(secret), "{secret} printed: {out}");
     }
 }
+
+#[tokio::test]
+async fn http_upstream_gets_a_client_credentials_token_and_a_minted_identity_jwt() {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
+    let idp = crate::fake_idp::FakeIdp::start().await;
+    idp.answer_token(
+        200,
+        json!({"access_token": "cc-token-1", "token_type": "Bearer", "expires_in": 3600}),
+    );
+    let fixture = HttpFixture::start("127.0.0.1:0");
+    let url = fixture.url.clone();
+    let token_url = format!("{}/token", idp.issuer);
+    let (server, alice) = local_gateway(|raw, _| {
+        raw.upstreams = vec![RawUpstream {
+            isolation: Some("per-user".into()),
+            identity: Some("jwt".into()),
+            identity_audience: Some("https://search.internal".into()),
+            oauth: Some(mcpgate::upstream::settings::RawUpstreamOAuth {
+                token_url: Some(token_url),
+                client_id: Some("gateway-client".into()),
+                client_secret: Some("gateway-secret".into()),
+                scopes: vec!["search".into()],
+                audience: Some("https://search.internal".into()),
+                ..Default::default()
+            }),
+            ..http("h", &url)
+        }];
+    })
+    .await;
+    let (token, client_id) = user_token(&server, ALICE, None).await;
+    server.set_token(&token);
+    let sid = server.initialize().await;
+    let first = call(&server, &sid, 2, "http_headers", json!({})).await;
+    let second = call(&server, &sid, 3, "http_headers", json!({})).await;
+    for reply in [&first, &second] {
+        let headers = &structured(reply)["headers"];
+        // mcpgate's own token for the upstream, never the client's.
+        assert_eq!(headers["authorization"], "Bearer cc-token-1", "{headers}");
+        assert!(!headers.to_string().contains(&token));
+    }
+    // One client-credentials grant serves every request until it nears expiry.
+    let requests = idp.token_requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let form = &requests[0].1;
+    assert_eq!(form["grant_type"], "client_credentials");
+    assert_eq!(form["client_id"], "gateway-client");
+    assert_eq!(form["client_secret"], "gateway-secret");
+    assert_eq!(form["scope"], "search");
+    assert_eq!(form["audience"], "https://search.internal");
+
+    // The identity JWT verifies against mcpgate's published keys.
+    let identity = structured(&first)["headers"]["x-mcp-identity"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no identity JWT: {first}"))
+        .to_owned();
+    let jwks: JwkSet = serde_json::from_value(server.get_json("/jwks.json").await).unwrap();
+    let kid = jsonwebtoken::decode_header(&identity).unwrap().kid.unwrap();
+    let key = DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_audience(&["https://search.internal"]);
+    validation.set_issuer(&[server.base.as_str()]);
+    let claims = jsonwebtoken::decode::<Value>(&identity, &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["sub"], alice.as_str());
+    assert_eq!(claims["client_id"], client_id.as_str());
+    assert!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap() <= 120);
+    // Another audience does not accept it.
+    validation.set_audience(&["https://other.internal"]);
+    assert!(jsonwebtoken::decode::<Value>(&identity, &key, &validation).is_err());
+}
+
+#[tokio::test]
+async fn a_url_upstream_on_the_legacy_sse_transport_is_used_as_such() {
+    // Another mcpgate (no auth, built-in tools) serves the 2024-11-05
+    // transport at /sse; its Streamable HTTP endpoint is not at that URL.
+    let old = TestServer::start_with(|raw| {
+        raw.auth.mode = Some("none".to_owned());
+    })
+    .await;
+    let sse_url = old.url("/sse");
+    let server = gateway(vec![http("old", &sse_url)]).await;
+    let sid = server.initialize().await;
+    let reply = call(&server, &sid, 2, "add", json!({"a": 2, "b": 3})).await;
+    assert_eq!(text(&reply), "5", "{reply}");
+    let (_, entry) = readiness(&server, "old").await;
+    assert_eq!(entry["state"], "up", "{entry}");
+}
