@@ -1073,7 +1073,7 @@ fn validate_resource_auth(
 
 /// Exactly one of an inline secret (`<section>.<key>`) and a file holding
 /// it (`<section>.<key>_file`).
-fn read_secret(
+pub(crate) fn read_secret(
     section: &str,
     key: &str,
     inline: Option<&str>,

@@ -185,7 +185,7 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
-/// Reads one secret given inline or as a file; `Ok(None)` when neither.
+/// One secret given inline or as a file; `None` when neither is set.
 fn secret(
     section: &str,
     key: &str,
@@ -193,25 +193,17 @@ fn secret(
     file: Option<&PathBuf>,
     errors: &mut Vec<String>,
 ) -> Option<SecretString> {
-    match (inline, file) {
-        (Some(s), None) => Some(SecretString::from(s.clone())),
-        (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(s) => Some(SecretString::from(s.trim().to_owned())),
-            Err(e) => {
-                errors.push(format!(
-                    "{section}.{key}_file: cannot read {}: {}",
-                    path.display(),
-                    e.kind()
-                ));
-                None
-            }
-        },
-        (Some(_), Some(_)) => {
-            errors.push(format!("{section}: set only one of {key}, {key}_file"));
-            None
-        }
-        (None, None) => None,
+    if inline.is_none() && file.is_none() {
+        return None;
     }
+    crate::config::read_secret(
+        section,
+        key,
+        inline.map(String::as_str),
+        file.map(PathBuf::as_path),
+        errors,
+    )
+    .map(SecretString::from)
 }
 
 /// `can_mint_jwt`: whether this auth mode has signing keys (local, proxy).
