@@ -982,3 +982,33 @@ async fn a_url_upstream_on_the_legacy_sse_transport_is_used_as_such() {
     let (_, entry) = readiness(&server, "old").await;
     assert_eq!(entry["state"], "up", "{entry}");
 }
+
+#[tokio::test]
+async fn sampling_is_not_relayed_when_two_sessions_share_the_upstream_call_window() {
+    // A shared stdio upstream's sampling request names no call. While two
+    // sessions have calls in flight it could belong to either: mcpgate must
+    // refuse it rather than show one user's prompt to the other.
+    let server = gateway(vec![stdio("fx")]).await;
+    let sid_a = server.initialize().await;
+    let sid_b = server.initialize().await;
+    let a = call(&server, &sid_a, 2, "sleep", json!({"seconds": 3}));
+    let b = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        call(
+            &server,
+            &sid_b,
+            2,
+            "test_sampling",
+            json!({"prompt": "bob's private question"}),
+        )
+        .await
+    };
+    let (slept, sampled) =
+        tokio::time::timeout(Duration::from_secs(15), async { tokio::join!(a, b) })
+            .await
+            .expect("neither call may hang");
+    assert_eq!(text(&slept), "slept", "{slept}");
+    assert_eq!(sampled["result"]["isError"], json!(true), "{sampled}");
+    let message = sampled["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(message.contains("cannot tell which caller"), "{sampled}");
+}
