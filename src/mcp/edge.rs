@@ -498,7 +498,12 @@ pub async fn streamable_http_edge(
         Request::from_parts(parts, body)
     };
 
-    let response = jsonrpc_error_body(next.run(request).await, id).await;
+    let mut response = jsonrpc_error_body(next.run(request).await, id).await;
+    // rmcp ends a session with 202; the Python SDK counts only 200 and 204 as
+    // success and warns "Session termination failed" otherwise.
+    if is_delete && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
     let status = response.status();
     if method.as_deref() == Some("initialize")
         && let Some(sid) = response

@@ -222,7 +222,7 @@ async fn session_errors() {
         .send()
         .await
         .unwrap();
-    assert!(deleted.status().is_success(), "{}", deleted.status());
+    assert_eq!(deleted.status(), 204);
     let response = server
         .mcp_post()
         .header("mcp-session-id", &sid)
