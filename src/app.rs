@@ -307,6 +307,14 @@ impl App {
             }
         };
         tokio::spawn(drain);
+        use axum::serve::ListenerExt;
+        // SSE answers go out in several writes; with Nagle on, the last one
+        // waits for the client's delayed ACK (~40 ms per request).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(
             listener,
             self.router

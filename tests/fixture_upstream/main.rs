@@ -108,6 +108,12 @@ async fn serve_http(addr: SocketAddr) -> anyhow::Result<()> {
         .and_then(|()| stdout.flush())
         .context("writing to stdout")?;
     drop(stdout);
+    // Its SSE answers are several writes: without TCP_NODELAY the last one
+    // waits for the client's delayed ACK (~40 ms on a kept-alive connection).
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router)
         .await
         .context("the HTTP server failed")
