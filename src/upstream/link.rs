@@ -144,7 +144,20 @@ pub struct Origin {
 struct InFlight {
     origin: Origin,
     upstream_token: Option<ProgressToken>,
+    /// When the answer arrived. rmcp handles each notification in a task of
+    /// its own, so one the upstream sent just before its answer may be
+    /// handled just after it: finished calls stay findable for a moment.
+    finished: Option<Instant>,
 }
+
+/// How long a finished call still receives its late notifications.
+const LATE_NOTIFICATION_GRACE: Duration = Duration::from_secs(2);
+/// How long a finished call still counts as a log message's possible source:
+/// long enough for a handler rmcp spawned before the answer to run, short
+/// enough that the next session's call does not look like the same caller.
+const RECENT_CALL_WINDOW: Duration = Duration::from_millis(250);
+/// The longest a finished call waits for its notifications to be relayed.
+const SETTLE_LIMIT: Duration = Duration::from_millis(50);
 
 /// The calls in flight on one link, to attribute what the upstream sends.
 pub struct Relay {
@@ -153,6 +166,8 @@ pub struct Relay {
     hub: Arc<Hub>,
     calls: Mutex<HashMap<u64, InFlight>>,
     next: AtomicU64,
+    /// Notification handlers relaying right now.
+    relaying: AtomicU64,
 }
 
 impl Relay {
@@ -163,6 +178,7 @@ impl Relay {
             hub,
             calls: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
+            relaying: AtomicU64::new(0),
         }
     }
 
@@ -170,11 +186,48 @@ impl Relay {
     /// and HTTP responses do not say which call caused them, so the answer
     /// is only certain when every call in flight comes from one session;
     /// otherwise the request is refused rather than shown to the wrong user.
-    fn attributable(&self) -> Option<Peer<RoleServer>> {
+    ///
+    /// `recent`: also count calls that just finished (for notifications; a
+    /// request such as sampling can only come from a call still running).
+    fn attributable(&self, recent: bool) -> Option<Peer<RoleServer>> {
         let calls = self.calls.lock().ok()?;
-        let mut sessions = calls.values().map(|c| (c.origin.session, &c.origin.peer));
+        let mut sessions = calls
+            .values()
+            .filter(|c| match c.finished {
+                None => true,
+                Some(at) => recent && at.elapsed() < RECENT_CALL_WINDOW,
+            })
+            .map(|c| (c.origin.session, &c.origin.peer));
         let (first, peer) = sessions.next()?;
         sessions.all(|(s, _)| s == first).then(|| peer.clone())
+    }
+
+    /// Give notification handlers rmcp spawned before the answer arrived the
+    /// chance to relay, so the caller gets them before its result.
+    async fn settle(&self) {
+        let started = Instant::now();
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        while self.relaying.load(Ordering::Acquire) > 0 && started.elapsed() < SETTLE_LIMIT {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// Counts a notification handler while it relays.
+struct Relaying<'a>(&'a AtomicU64);
+
+impl<'a> Relaying<'a> {
+    fn start(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Relaying(counter)
+    }
+}
+
+impl Drop for Relaying<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -216,7 +269,7 @@ impl ClientHandler for RelayClient {
     ) -> Result<CreateMessageResult, ErrorData> {
         let peer = self
             .relay
-            .attributable()
+            .attributable(false)
             .ok_or_else(|| no_caller("sampling request"))?;
         match peer
             .send_request(ServerRequest::CreateMessageRequest(
@@ -240,7 +293,7 @@ impl ClientHandler for RelayClient {
     ) -> Result<ElicitResult, ErrorData> {
         let peer = self
             .relay
-            .attributable()
+            .attributable(false)
             .ok_or_else(|| no_caller("elicitation"))?;
         match peer
             .send_request(ServerRequest::ElicitRequest(ElicitRequest::new(params)))
@@ -261,7 +314,7 @@ impl ClientHandler for RelayClient {
     ) -> Result<ListRootsResult, ErrorData> {
         let peer = self
             .relay
-            .attributable()
+            .attributable(false)
             .ok_or_else(|| no_caller("roots request"))?;
         match peer
             .send_request(ServerRequest::ListRootsRequest(ListRootsRequest::default()))
@@ -281,6 +334,7 @@ impl ClientHandler for RelayClient {
         params: ProgressNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
+        let _relaying = Relaying::start(&self.relay.relaying);
         let target = self.relay.calls.lock().ok().and_then(|calls| {
             calls.values().find_map(|c| {
                 (c.upstream_token.as_ref() == Some(&params.progress_token))
@@ -300,7 +354,8 @@ impl ClientHandler for RelayClient {
         params: LoggingMessageNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        match self.relay.attributable() {
+        let _relaying = Relaying::start(&self.relay.relaying);
+        match self.relay.attributable(true) {
             Some(peer) => {
                 let _ = peer.notify_logging_message(params).await;
             }
@@ -463,7 +518,7 @@ impl Link {
         self.relay
             .calls
             .lock()
-            .map(|c| !c.is_empty())
+            .map(|c| c.values().any(|c| c.finished.is_none()))
             .unwrap_or(true)
     }
 
@@ -680,6 +735,7 @@ impl Link {
                 InFlight {
                     origin,
                     upstream_token: None,
+                    finished: None,
                 },
             );
         }
@@ -698,7 +754,10 @@ impl Link {
         }
         let id = handle.id.clone();
         tokio::select! {
-            result = handle.await_response() => result.map_err(|e| self.failure(e)),
+            result = handle.await_response() => {
+                self.relay.settle().await;
+                result.map_err(|e| self.failure(e))
+            }
             _ = cancel.cancelled() => {
                 let notice = CancelledNotification::new(CancelledNotificationParam::new(
                     Some(id),
@@ -759,7 +818,13 @@ struct CallGuard<'a> {
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         if let Ok(mut calls) = self.relay.calls.lock() {
-            calls.remove(&self.call);
+            if let Some(c) = calls.get_mut(&self.call) {
+                c.finished = Some(Instant::now());
+            }
+            calls.retain(|_, c| {
+                c.finished
+                    .is_none_or(|f| f.elapsed() < LATE_NOTIFICATION_GRACE)
+            });
         }
     }
 }
