@@ -5,6 +5,8 @@
 
 # Knobs every script shares (defaults in brackets): MCPGATE_BIN [target/release/mcpgate]
 # DURATION [10] seconds per point  MCPGATE_SERVE_ARGS ['serve --config {config}']  RUST_LOG [warn]
+# WRK_TIMEOUT [unset: wrk's 2 s]: wrk's --timeout (a response slower than that counts as a
+# sock_timeout and its latency is not recorded)
 # MCPGATE_LOG__LEVEL [warn]: mcpgate's own log level (config `log.level`, default info) via its
 # env override; warn keeps per-request logging out of the measurement, like FastMCP's access log
 # being off.
@@ -87,7 +89,9 @@ check_idle() {
 # mcpgate_config FILE PORT DATA_DIR [MODE [EXTRA_TOML [STORE_URL]]]: the benchmark config;
 # auth.mode MODE (default "none"), EXTRA_TOML (e.g. an [auth.resource] table) goes right after it;
 # the store is STORE_URL (default SQLite in DATA_DIR), with max_connections = $STORE_MAX_CONNECTIONS
-# when that is set (else mcpgate's default pool size).
+# when that is set (else mcpgate's default pool size). The built-in toolsets are $TOOLSETS_TOML
+# (default `[toolsets.calc]`; set it empty for none, as bench/run_gateway.sh does so that its one
+# upstream's tool names pass through unprefixed).
 mcpgate_config() {
   local file="$1" port="$2" data="$3" mode="${4:-none}" extra="${5:-}" url="${6:-sqlite://$3/mcpgate.db}"
   mkdir -p "$data"
@@ -101,7 +105,7 @@ ${STORE_MAX_CONNECTIONS:+max_connections = $STORE_MAX_CONNECTIONS}
 [auth]
 mode = "$mode"
 $extra
-[toolsets.calc]
+${TOOLSETS_TOML-[toolsets.calc]}
 EOF
 }
 
@@ -145,7 +149,7 @@ run_point() {
   out="$OUT/wrk-$name-c$c-d$d.txt"
   c0="$(cpu_ticks "$pid")"
   MCP_ERA="$era" TOOL_NAME="$tool" BEARER_TOKEN="$token" timeout $((d + 30)) \
-    wrk -t"$t" -c"$c" -d"${d}s" --latency -s "$LUA" "http://127.0.0.1:$port/mcp" >"$out" 2>&1 || true
+    wrk -t"$t" -c"$c" -d"${d}s" ${WRK_TIMEOUT:+--timeout "$WRK_TIMEOUT"} --latency -s "$LUA" "http://127.0.0.1:$port/mcp" >"$out" 2>&1 || true
   c1="$(cpu_ticks "$pid")"
   line="$(grep '^BENCH ' "$out" | head -1)"
   [ -n "$line" ] || { cat "$out" >&2; die "wrk produced no result for $name c=$c"; }
@@ -164,13 +168,20 @@ verify_and_warm() {
   fi
 }
 
+# log_problems LOG: mcpgate's WARN and ERROR lines of LOG, counted (count, level, message without
+# the timestamp, 10 most frequent, cut at 300 characters), or "(none)"
+log_problems() {
+  sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -E '^[0-9TZ:.-]+ +(WARN|ERROR) ' | sed -E 's/^[0-9TZ:.-]+ +//' \
+    | sort | uniq -c | sort -rn | head -10 | cut -c1-300 | grep . || echo "(none)"
+}
+
 ms() { awk -v u="$1" 'BEGIN{ if (u < 10000) printf "%.2f", u/1000; else printf "%.1f", u/1000 }'; }
 mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
 errs() { # failed responses + socket errors
   local l="$1"
   echo $(( $(field failed "$l") + $(field sock_connect "$l") + $(field sock_read "$l") + $(field sock_write "$l") + $(field sock_timeout "$l") ))
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b <= 0) print "n/a"; else if (a/b < 10) printf "%.2fx", a/b; else printf "%.1fx", a/b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b <= 0) print "n/a"; else if (a/b < 0.01) printf "%.3fx", a/b; else if (a/b < 10) printf "%.2fx", a/b; else printf "%.1fx", a/b }'; }
 machine_line() {
   echo "- machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
 }
@@ -207,6 +218,13 @@ range() {
   local f="$1" k r; shift; k="$(IFS=,; echo "$*")"
   for r in $(seq 1 "$ROUNDS"); do field "$f" "${RES[$k,$r]}"; done | sort -g \
     | awk 'NR==1{lo=$1} {hi=$1} END{ if (hi < 100) printf "%.1f-%.1f", lo, hi; else printf "%.0f-%.0f", lo, hi }'
+}
+# compiled K1 K2...: " (cN)" when cargo/rustc ran during N of the rounds of the point (the point's
+# BENCH line carries compiling=0|1)
+compiled() {
+  local k r n=0; k="$(IFS=,; echo "$*")"
+  for r in $(seq 1 "$ROUNDS"); do [ "$(field compiling "${RES[$k,$r]}")" = 0 ] || n=$((n + 1)); done
+  [ "$n" = 0 ] || echo " (c$n)"
 }
 # errsum K1 K2...: failed responses + socket errors of a wrk point, summed over the rounds
 errsum() {

@@ -242,12 +242,6 @@ joined() {
   local f="$1" k r; shift; k="$(IFS=,; echo "$*")"
   for r in $(seq 1 "$ROUNDS"); do field "$f" "${RES[$k,$r]}"; echo; done | grep -v '^-\?$' | sort -u | paste -sd';' | sed 's/^$/-/'
 }
-# compiled K1 K2...: " (cN)" when cargo/rustc ran during N of the rounds of the point
-compiled() {
-  local k r n=0; k="$(IFS=,; echo "$*")"
-  for r in $(seq 1 "$ROUNDS"); do [ "$(field compiling "${RES[$k,$r]}")" = 0 ] || n=$((n + 1)); done
-  [ "$n" = 0 ] || echo " (c$n)"
-}
 # flow_fails K1 K2...: failed flows summed over the rounds
 flow_fails() {
   local k r n=0; k="$(IFS=,; echo "$*")"
@@ -339,8 +333,7 @@ ANY_FAIL=0
     echo "$(label "$s") log, WARN and ERROR lines (count, level, message without the timestamp):"
     echo
     echo '```'
-    sed 's/\x1b\[[0-9;]*m//g' "$OUT/$s.log" | grep -E '^[0-9TZ:.-]+ +(WARN|ERROR) ' | sed -E 's/^[0-9TZ:.-]+ +//' \
-      | sort | uniq -c | sort -rn | head -10 | cut -c1-300 | grep . || echo "(none)"
+    log_problems "$OUT/$s.log"
     echo '```'
   done
   report_warnings "failed columns; BENCH_FIRST_FAILURE lines there"

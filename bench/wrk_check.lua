@@ -7,7 +7,9 @@
 --   check.install({ "rpc_error", ... }, classify, { status = 201, rps = "ok" })
 --
 -- Every response must first have the expected status (opts.status, default any 2xx) and a
--- Content-Type of application/json, or it is counted as bad_status or not_json. Then
+-- Content-Type of application/json (or, with opts.sse = true, text/event-stream too: an MCP
+-- server's SSE answer to one POST, whose data: line carries the JSON-RPC message; classify then
+-- gets the whole SSE body), or it is counted as bad_status or not_json. Then
 -- classify(body, status) returns nil for an OK response, or the name of the failure counter to
 -- increment (one of the names given to install). It may have side effects (oauth_refresh.lua
 -- keeps the rotated token). install() defines the globals wrk looks for:
@@ -43,7 +45,8 @@ function M.install(body_kinds, classify, opts)
     if (opts.status and status ~= opts.status) or (not opts.status and (status < 200 or status > 299)) then
       bad = "bad_status"
       bad_codes[status] = (bad_codes[status] or 0) + 1
-    elseif not string.find(ct, "application/json", 1, true) then
+    elseif not string.find(ct, "application/json", 1, true)
+        and not (opts.sse and string.find(ct, "text/event-stream", 1, true)) then
       bad = "not_json"
     else
       bad = classify(body, status)
