@@ -2,7 +2,9 @@
 # Install the real third-party MCP clients used by the end-to-end suite, into the repo:
 #   tests/e2e/.venv          Python venv from tests/e2e/requirements.txt (mcp 2.3.0, pytest, ...)
 #   tests/e2e/node_modules   npm ci from tests/e2e/package-lock.json (TS SDK, mcp-remote,
-#                            Inspector, conformance, and node@22 whose binary runs the Node tools)
+#                            Inspector, conformance 0.1.16, conformance 0.2.0-alpha.12 under the
+#                            alias conformance-requirements (for --requirements), server-everything
+#                            (a gateway upstream), and node@22 whose binary runs the Node tools)
 # Idempotent: each half is skipped when its lock file's hash matches the last install.
 # Usage (from anywhere): scripts/e2e-install.sh [--force]
 set -euo pipefail
@@ -93,4 +95,6 @@ check_version @modelcontextprotocol/sdk 1.32.2
 check_version mcp-remote 0.15.1
 check_version @modelcontextprotocol/inspector 2.12.0
 check_version @modelcontextprotocol/conformance 0.1.16
+check_version conformance-requirements 0.2.0-alpha.12
+check_version @modelcontextprotocol/server-everything 2026.8.31
 log "ready: node $("$NODE22" --version), $("$VENV/bin/python" --version)"

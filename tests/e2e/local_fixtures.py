@@ -190,14 +190,15 @@ class LocalGate(OAuthClientHelpers):
 
 
 def _config(gate_tmp: Path, port: int, data: Path, ttl: int | None, local_extra: list[str], *,
-            mode: str = "local", auth_extra: list[str] | None = None) -> Path:
+            mode: str = "local", auth_extra: list[str] | None = None, extra_toml: list[str] | None = None,
+            toolsets: bool = True) -> Path:
     auth = ["[auth]", f'mode = "{mode}"', "[auth.local]"]
     if ttl is not None:
         auth.append(f"access_token_ttl_secs = {ttl}")
     auth += local_extra
     auth += auth_extra or []
     cfg = gate_tmp / "mcpgate.toml"
-    cfg.write_text(config_text(port, data, auth))
+    cfg.write_text(config_text(port, data, auth, toolsets=toolsets, extra=extra_toml))
     return cfg
 
 
@@ -205,17 +206,21 @@ def _config(gate_tmp: Path, port: int, data: Path, ttl: int | None, local_extra:
 def start_local_gate(tmp: Path, *, users: dict[str, str | None] | None = None, access_token_ttl_secs: int | None = None,
                      local_extra: list[str] | None = None, separate_stdout: bool = False,
                      port: int | None = None, mode: str = "local", auth_extra: list[str] | None = None,
+                     extra_toml: list[str] | None = None, toolsets: bool = True,
                      gate_cls: type[LocalGate] = LocalGate, gate_kw: dict[str, Any] | None = None) -> Iterator[LocalGate]:
     """Create `users` (name -> password, None = random; default {"alice": None}) with the CLI, then
     start mcpgate in local mode; stop it at the end. `users={}` starts with no user at all (mcpgate
     then makes the first-start admin; `separate_stdout` keeps its stdout in its own file).
     `mode` and `auth_extra` (more `[auth.*]` lines, e.g. `[auth.upstream]`) serve the other modes
-    with an embedded AS (proxy_fixtures.py), with `gate_cls(**gate_kw)` as the gate's class."""
+    with an embedded AS (proxy_fixtures.py), with `gate_cls(**gate_kw)` as the gate's class.
+    `extra_toml`: top-level tables after the rest (`[[upstreams]]`, `[[policy]]`, `[gateway]`;
+    test_gateway.py); `toolsets=False` drops the built-in toolsets."""
     tmp.mkdir(parents=True, exist_ok=True)
     data = tmp / "data"
     data.mkdir(exist_ok=True)
     port = port or free_port()
-    cfg = _config(tmp, port, data, access_token_ttl_secs, local_extra or [], mode=mode, auth_extra=auth_extra)
+    cfg = _config(tmp, port, data, access_token_ttl_secs, local_extra or [], mode=mode, auth_extra=auth_extra,
+                  extra_toml=extra_toml, toolsets=toolsets)
     gate = gate_cls(port=port, tmp=tmp, cfg=cfg, data_dir=data, log_path=tmp / "mcpgate.log",
                     stdout_path=(tmp / "mcpgate.stdout") if separate_stdout else None, users={},
                     access_token_ttl_secs=access_token_ttl_secs, **(gate_kw or {}))
@@ -244,8 +249,8 @@ def gate_factory(start: Callable[..., contextlib.AbstractContextManager]) -> Ite
 
 @pytest.fixture
 def local_factory(tmp_path: Path):
-    """`local_factory(users=..., access_token_ttl_secs=..., local_extra=[...], separate_stdout=False)`
-    -> a running LocalGate; all are stopped at test end."""
+    """`local_factory(users=..., access_token_ttl_secs=..., local_extra=[...], separate_stdout=False,
+    extra_toml=[...], toolsets=True)` -> a running LocalGate; all are stopped at test end."""
     with gate_factory(lambda n, **kw: start_local_gate(tmp_path / f"local-{n}", **kw)) as make:
         yield make
 

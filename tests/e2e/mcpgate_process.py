@@ -7,6 +7,11 @@
 - `running_mcpgate(cfg, ...)`: a context manager that starts `mcpgate serve --config cfg` in its
   own process group (stdout+stderr into a log file), waits for `GET /healthz` = 200, yields the
   process, and always stops it (SIGTERM, then SIGKILL) and copies the log to `.work/`.
+- Gateway upstreams: `fixture_bin()` (the `fixture-upstream` example: `$MCPGATE_FIXTURE_BIN` or
+  target/debug/examples/fixture-upstream), `running_fixture_http(log_path)` (it over Streamable
+  HTTP on a free loopback port, yielding its URL), `everything_command()` (npm
+  `@modelcontextprotocol/server-everything` over stdio, from node_modules), and the TOML of
+  `[[upstreams]]` (`upstream_toml`) and `[[policy]]` (`policy_toml`) for `config_text(extra=...)`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import select
 import signal
 import socket
 import subprocess
@@ -21,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -29,6 +36,8 @@ E2E_DIR = Path(__file__).resolve().parent
 REPO_ROOT = E2E_DIR.parent.parent
 WORK_DIR = E2E_DIR / ".work"
 DOCS_DIR = E2E_DIR / "fixtures" / "docs"
+NODE22 = E2E_DIR / "node_modules" / "node" / "bin" / "node"
+SERVER_EVERYTHING = E2E_DIR / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
 
 
 def mcpgate_bin() -> Path:
@@ -49,9 +58,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def config_text(port: int, data_dir: Path, auth_lines: list[str]) -> str:
+def config_text(port: int, data_dir: Path, auth_lines: list[str], *, toolsets: bool = True,
+                extra: list[str] | None = None) -> str:
     """mcpgate's TOML for a loopback instance on `port` with SQLite in `data_dir`.
-    `auth_lines` are the `[auth]` table and its sub-tables, line by line."""
+    `auth_lines` are the `[auth]` table and its sub-tables, line by line. `toolsets=False` leaves
+    out the built-in toolsets (a pure gateway); `extra` lines come last (`[[upstreams]]`,
+    `[gateway]`, `[[policy]]`)."""
+    builtin = ["[toolsets.docs]", f"path = {json.dumps(str(DOCS_DIR))}", "[toolsets.notes]", "[toolsets.calc]"]
     return "\n".join(
         [
             f'public_url = "http://127.0.0.1:{port}"',
@@ -60,13 +73,32 @@ def config_text(port: int, data_dir: Path, auth_lines: list[str]) -> str:
             "[store]",
             f"url = {json.dumps('sqlite://' + str(data_dir / 'mcpgate.db'))}",
             *auth_lines,
-            "[toolsets.docs]",
-            f"path = {json.dumps(str(DOCS_DIR))}",
-            "[toolsets.notes]",
-            "[toolsets.calc]",
+            *(builtin if toolsets else []),
+            *(extra or []),
             "",
         ]
     )
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Path):
+        return json.dumps(str(value))
+    return json.dumps(value)  # str, int, bool: JSON's spelling is TOML's
+
+
+def upstream_toml(name: str, **fields: Any) -> list[str]:
+    """One `[[upstreams]]` table: `command=[...]` or `url=...`, and any other field
+    (`env`, `set_env={...}`, `isolation`, `call_timeout_secs`, ...)."""
+    return ["[[upstreams]]", f"name = {json.dumps(name)}", *(f"{k} = {_toml_value(v)}" for k, v in fields.items())]
+
+
+def policy_toml(**fields: Any) -> list[str]:
+    """One `[[policy]]` rule (`tools`, `resources`, `prompts`, `scopes`, `effect`, `subjects`, ...)."""
+    return ["[[policy]]", *(f"{k} = {_toml_value(v)}" for k, v in fields.items())]
 
 
 def stop_process(proc: subprocess.Popen) -> None:
@@ -132,3 +164,63 @@ def running_mcpgate(cfg: Path, *, port: int, log_path: Path, cwd: Path, what: st
                 (WORK_DIR / last_log_name).write_bytes(log_path.read_bytes())
             except OSError:
                 pass
+
+
+# ------------------------------------------------------------------------ gateway upstreams
+def fixture_bin() -> Path:
+    """$MCPGATE_FIXTURE_BIN (made absolute) or target/debug/examples/fixture-upstream
+    (`cargo build --examples`)."""
+    default = REPO_ROOT / "target" / "debug" / "examples" / "fixture-upstream"
+    return Path(os.environ.get("MCPGATE_FIXTURE_BIN", default)).absolute()
+
+
+def require_fixture_bin() -> Path:
+    binary = fixture_bin()
+    if not binary.exists():
+        pytest.fail(f"fixture upstream not found at {binary} (cargo build --examples, or set MCPGATE_FIXTURE_BIN)")
+    return binary
+
+
+def everything_command() -> list[str]:
+    """npm @modelcontextprotocol/server-everything over stdio, run by Node 22 from node_modules
+    (never npx: nothing is fetched at test time)."""
+    for path in (NODE22, SERVER_EVERYTHING):
+        if not path.exists():
+            pytest.fail(f"{path} missing: run scripts/e2e-install.sh")
+    return [str(NODE22), str(SERVER_EVERYTHING), "stdio"]
+
+
+@contextlib.contextmanager
+def running_fixture_http(log_path: Path, ready_timeout: float = 15.0) -> Iterator[str]:
+    """`fixture-upstream --http 127.0.0.1:0` in its own process group; yields its MCP URL (from the
+    `listening on http://ADDR/mcp` line, printed once the socket is bound, so there is no port
+    race). stderr goes to `log_path`. The group is killed at exit."""
+    binary = require_fixture_bin()
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([str(binary), "--http", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=log,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        line = b""
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if proc.poll() is not None or left <= 0:
+                pytest.fail(f"fixture-upstream --http did not start (exit {proc.returncode}), stdout {line!r}:\n"
+                            f"{_log_tail(log_path)}")
+            if select.select([proc.stdout], [], [], min(left, 0.2))[0]:
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    continue
+                line += chunk
+        m = re.match(r"listening on (http://\S+/mcp)", line.decode())
+        assert m, f"unexpected first line of fixture-upstream: {line!r}"
+        yield m.group(1)
+    finally:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        log.close()

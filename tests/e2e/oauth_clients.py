@@ -196,10 +196,14 @@ def sdk_refresh_flow(gate: Any, provider: OAuthClientProvider, storage: MemorySt
 
 # ====================================================================== TypeScript SDK
 def run_ts_oauth_client(mcp_url: str, *, agent: Path, user: str, password: str | None = None,
-                        expire_wait_ms: int | None = None, env: dict[str, str] | None = None) -> dict:
+                        expire_wait_ms: int | None = None, env: dict[str, str] | None = None,
+                        grant_only: str | None = None, ops: list[dict] | None = None) -> dict:
     """ts_oauth_client.mjs with `agent` (idp_agent.py or local_browser.py) as the browser; returns
     its JSON report. `expire_wait_ms`: wait for the access token to expire for real before the
-    refresh step (instead of corrupting it)."""
+    refresh step (instead of corrupting it). `grant_only`: the user consents to just these scopes
+    the first time. `ops`: run these generic operations (listTools, callTool, readResource,
+    getPrompt, ...; see the script) instead of the built-in toolsets' flow; the report's `ops` has
+    one entry per operation, with `result` or `error` + `errorClass` + `code`."""
     require_node_tools("@modelcontextprotocol/sdk/package.json")
     cmd: list[Any] = [NODE22, E2E_DIR / "ts_oauth_client.mjs", mcp_url, "--python", sys.executable,
                       "--agent", agent, "--user", user]
@@ -207,6 +211,10 @@ def run_ts_oauth_client(mcp_url: str, *, agent: Path, user: str, password: str |
         cmd += ["--password", password]
     if expire_wait_ms is not None:
         cmd += ["--expire-wait-ms", str(expire_wait_ms)]
+    if grant_only is not None:
+        cmd += ["--grant-only", grant_only]
+    if ops is not None:
+        cmd += ["--ops", json.dumps(ops)]
     timeout = 60 + (expire_wait_ms or 0) / 1000
     proc = run(cmd, timeout=timeout, env=node_env(**(env or {})), cwd=E2E_DIR)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]

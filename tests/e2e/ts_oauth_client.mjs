@@ -4,11 +4,20 @@
 //
 // Usage: node ts_oauth_client.mjs MCP_URL --python PY --agent idp_agent.py|local_browser.py
 //                                  [--user alice] [--password PW] [--expire-wait-ms MS]
+//                                  [--grant-only SCOPES] [--ops JSON]
 // Flow: connect -> UnauthorizedError -> (agent logs in) -> check state -> transport.finishAuth(code)
 //       -> connect again on a new transport -> tools/list, add, create_note, list_notes
 //       -> corrupt the access token (what a revoked/expired one looks like to the server), or with
 //          --expire-wait-ms wait that long so that it expires for real
 //       -> multiply: mcpgate answers 401 invalid_token, the SDK refreshes and retries.
+// --grant-only SCOPES: in the first authorization the user consents to just these scopes (the
+//   authorization request's `scope` is narrowed, as a consent screen with checkboxes would).
+// --ops JSON: after the authorized connect, run these operations in place of the built-in flow
+//   (any MCP server), each recorded in `ops` as {op, result} or {op, error, errorClass, code}:
+//   {"op": "listTools"|"listPrompts"|"listResources"|"listResourceTemplates"|"ping"},
+//   {"op": "callTool", "name", "arguments"}, {"op": "readResource", "uri"},
+//   {"op": "getPrompt", "name", "arguments"}. The report also has `grantedScopes` (the scope
+//   of the last token) and `mcpStatuses`.
 // Prints one JSON object on stdout (for pytest to check); exit 1 on failure.
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -27,8 +36,10 @@ const agent = arg("--agent");
 const user = arg("--user", "alice");
 const password = arg("--password");
 const expireWaitMs = Number(arg("--expire-wait-ms", "0"));
+const grantOnly = arg("--grant-only");
+const ops = arg("--ops") ? JSON.parse(arg("--ops")) : undefined;
 if (!url || !agent) {
-  console.error("usage: node ts_oauth_client.mjs MCP_URL --python PY --agent AGENT.py [--user U] [--password PW] [--expire-wait-ms MS]");
+  console.error("usage: node ts_oauth_client.mjs MCP_URL --python PY --agent AGENT.py [--user U] [--password PW] [--expire-wait-ms MS] [--grant-only SCOPES] [--ops JSON]");
   process.exit(2);
 }
 
@@ -89,8 +100,14 @@ class MemoryProvider {
   }
   redirectToAuthorization(authorizationUrl) {
     out.authorizationUrls.push(authorizationUrl.href);
+    let shown = authorizationUrl;
+    if (grantOnly !== undefined && out.authorizationUrls.length === 1) {
+      shown = new URL(authorizationUrl.href);
+      shown.searchParams.set("scope", grantOnly);
+    }
     // The "browser": log in and consent, stop at our redirect_uri, print it.
-    const agentArgs = [agent, authorizationUrl.href, "--user", user, ...(password ? ["--password", password] : [])];
+    // `--password=PW`: a random password may start with "-", which argparse would take for an option.
+    const agentArgs = [agent, shown.href, "--user", user, ...(password ? [`--password=${password}`] : [])];
     const final = execFileSync(python, agentArgs, {
       encoding: "utf8",
       timeout: 20_000,
@@ -123,6 +140,29 @@ const recordingFetch = async (input, init) => {
   return res;
 };
 
+async function runOp(client, op) {
+  switch (op.op) {
+    case "listTools":
+      return (await client.listTools()).tools.map((t) => t.name);
+    case "listPrompts":
+      return (await client.listPrompts()).prompts.map((p) => p.name);
+    case "listResources":
+      return (await client.listResources()).resources.map((r) => r.uri);
+    case "listResourceTemplates":
+      return (await client.listResourceTemplates()).resourceTemplates.map((t) => t.uriTemplate);
+    case "ping":
+      return await client.ping();
+    case "callTool":
+      return await client.callTool({ name: op.name, arguments: op.arguments ?? {} });
+    case "readResource":
+      return await client.readResource({ uri: op.uri });
+    case "getPrompt":
+      return await client.getPrompt({ name: op.name, arguments: op.arguments ?? {} });
+    default:
+      throw new Error(`unknown op ${op.op}`);
+  }
+}
+
 const provider = new MemoryProvider();
 const newTransport = () => new StreamableHTTPClientTransport(new URL(url), { authProvider: provider, fetch: recordingFetch });
 
@@ -144,6 +184,26 @@ try {
   transport = newTransport();
   await client.connect(transport);
   out.sessionId = transport.sessionId ?? null;
+  if (ops) {
+    out.ops = [];
+    for (const op of ops) {
+      const entry = { op: op.op, name: op.name ?? op.uri };
+      try {
+        entry.result = await runOp(client, op);
+      } catch (err) {
+        entry.error = String(err?.message ?? err);
+        entry.errorClass = err?.constructor?.name;
+        entry.code = err?.code;
+      }
+      out.ops.push(entry);
+    }
+    out.mcpStatuses = statuses;
+    out.grantedScopes = provider._tokens?.scope;
+    await client.close();
+    clearTimeout(watchdog);
+    console.log(JSON.stringify(out));
+    process.exit(0);
+  }
   out.tools = (await client.listTools()).tools.map((t) => t.name);
   out.add = await client.callTool({ name: "add", arguments: { a: 20, b: 22 } });
   const title = `ts-oauth-${Date.now()}`;
