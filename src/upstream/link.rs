@@ -25,13 +25,15 @@ use rmcp::{
         CancelledNotification, CancelledNotificationParam, ClientCapabilities, ClientConfig,
         ClientRequest, ClientResult, CreateMessageRequest, CreateMessageRequestParams,
         CreateMessageResult, ElicitRequest, ElicitRequestParams, ElicitResult, Implementation,
-        ListRootsRequest, ListRootsResult, LoggingMessageNotificationParam,
-        ProgressNotificationParam, ProgressToken, ResourceUpdatedNotificationParam, ServerRequest,
-        ServerResult,
+        JsonRpcMessage, JsonRpcNotification, ListRootsRequest, ListRootsResult,
+        LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
+        ResourceUpdatedNotificationParam, ServerNotification, ServerRequest, ServerResult,
     },
     service::{NotificationContext, Peer, PeerRequestOptions, RequestContext, SubscriptionSink},
+    service::{RxJsonRpcMessage, TxJsonRpcMessage},
     transport::{
-        StreamableHttpClientTransport, TokioChildProcess,
+        StreamableHttpClientTransport, TokioChildProcess, Transport as RmcpTransport,
+        sink_stream::SinkStreamTransport,
         streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
@@ -152,10 +154,6 @@ struct InFlight {
 
 /// How long a finished call still receives its late notifications.
 const LATE_NOTIFICATION_GRACE: Duration = Duration::from_secs(2);
-/// How long a finished call still counts as a log message's possible source:
-/// long enough for a handler rmcp spawned before the answer to run, short
-/// enough that the next session's call does not look like the same caller.
-const RECENT_CALL_WINDOW: Duration = Duration::from_millis(250);
 /// The longest a finished call waits for its notifications to be relayed.
 const SETTLE_LIMIT: Duration = Duration::from_millis(50);
 
@@ -166,8 +164,9 @@ pub struct Relay {
     hub: Arc<Hub>,
     calls: Mutex<HashMap<u64, InFlight>>,
     next: AtomicU64,
-    /// Notification handlers relaying right now.
-    relaying: AtomicU64,
+    /// Progress and log notifications read from the upstream, and relayed.
+    received: AtomicU64,
+    relayed: AtomicU64,
 }
 
 impl Relay {
@@ -178,7 +177,8 @@ impl Relay {
             hub,
             calls: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
-            relaying: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            relayed: AtomicU64::new(0),
         }
     }
 
@@ -186,48 +186,80 @@ impl Relay {
     /// and HTTP responses do not say which call caused them, so the answer
     /// is only certain when every call in flight comes from one session;
     /// otherwise the request is refused rather than shown to the wrong user.
-    ///
-    /// `recent`: also count calls that just finished (for notifications; a
-    /// request such as sampling can only come from a call still running).
-    fn attributable(&self, recent: bool) -> Option<Peer<RoleServer>> {
+    fn attributable(&self) -> Option<Peer<RoleServer>> {
         let calls = self.calls.lock().ok()?;
         let mut sessions = calls
             .values()
-            .filter(|c| match c.finished {
-                None => true,
-                Some(at) => recent && at.elapsed() < RECENT_CALL_WINDOW,
-            })
+            .filter(|c| c.finished.is_none())
             .map(|c| (c.origin.session, &c.origin.peer));
         let (first, peer) = sessions.next()?;
         sessions.all(|(s, _)| s == first).then(|| peer.clone())
     }
 
-    /// Give notification handlers rmcp spawned before the answer arrived the
-    /// chance to relay, so the caller gets them before its result.
+    /// rmcp hands each notification to a task of its own, so progress or a
+    /// log message the upstream sent before its answer may still be waiting
+    /// to be relayed when the answer arrives. The transport counted them as
+    /// they came in; wait (briefly) until that many have been relayed, so the
+    /// caller gets them before its result and while its call still counts.
     async fn settle(&self) {
+        let received = self.received.load(Ordering::Acquire);
         let started = Instant::now();
-        for _ in 0..4 {
+        while self.relayed.load(Ordering::Acquire) < received && started.elapsed() < SETTLE_LIMIT {
             tokio::task::yield_now().await;
-        }
-        while self.relaying.load(Ordering::Acquire) > 0 && started.elapsed() < SETTLE_LIMIT {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            if started.elapsed() > Duration::from_millis(2) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
     }
 }
 
-/// Counts a notification handler while it relays.
+/// Marks one progress or log notification relayed (or dropped) when dropped.
 struct Relaying<'a>(&'a AtomicU64);
-
-impl<'a> Relaying<'a> {
-    fn start(counter: &'a AtomicU64) -> Self {
-        counter.fetch_add(1, Ordering::AcqRel);
-        Relaying(counter)
-    }
-}
 
 impl Drop for Relaying<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+fn is_relayed_notification(message: &RxJsonRpcMessage<RoleClient>) -> bool {
+    matches!(
+        message,
+        JsonRpcMessage::Notification(JsonRpcNotification {
+            notification: ServerNotification::ProgressNotification(_)
+                | ServerNotification::LoggingMessageNotification(_),
+            ..
+        })
+    )
+}
+
+/// An upstream transport that counts the progress and log notifications
+/// coming in, in the order rmcp reads them (see [`Relay::settle`]).
+pub struct CountingTransport<T> {
+    inner: T,
+    relay: Arc<Relay>,
+}
+
+impl<T: RmcpTransport<RoleClient>> RmcpTransport<RoleClient> for CountingTransport<T> {
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
+        let message = self.inner.receive().await?;
+        if is_relayed_notification(&message) {
+            self.relay.received.fetch_add(1, Ordering::AcqRel);
+        }
+        Some(message)
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.inner.close().await
     }
 }
 
@@ -269,7 +301,7 @@ impl ClientHandler for RelayClient {
     ) -> Result<CreateMessageResult, ErrorData> {
         let peer = self
             .relay
-            .attributable(false)
+            .attributable()
             .ok_or_else(|| no_caller("sampling request"))?;
         match peer
             .send_request(ServerRequest::CreateMessageRequest(
@@ -293,7 +325,7 @@ impl ClientHandler for RelayClient {
     ) -> Result<ElicitResult, ErrorData> {
         let peer = self
             .relay
-            .attributable(false)
+            .attributable()
             .ok_or_else(|| no_caller("elicitation"))?;
         match peer
             .send_request(ServerRequest::ElicitRequest(ElicitRequest::new(params)))
@@ -314,7 +346,7 @@ impl ClientHandler for RelayClient {
     ) -> Result<ListRootsResult, ErrorData> {
         let peer = self
             .relay
-            .attributable(false)
+            .attributable()
             .ok_or_else(|| no_caller("roots request"))?;
         match peer
             .send_request(ServerRequest::ListRootsRequest(ListRootsRequest::default()))
@@ -334,7 +366,7 @@ impl ClientHandler for RelayClient {
         params: ProgressNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let _relaying = Relaying::start(&self.relay.relaying);
+        let _relayed = Relaying(&self.relay.relayed);
         let target = self.relay.calls.lock().ok().and_then(|calls| {
             calls.values().find_map(|c| {
                 (c.upstream_token.as_ref() == Some(&params.progress_token))
@@ -354,8 +386,8 @@ impl ClientHandler for RelayClient {
         params: LoggingMessageNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let _relaying = Relaying::start(&self.relay.relaying);
-        match self.relay.attributable(true) {
+        let _relayed = Relaying(&self.relay.relayed);
+        match self.relay.attributable() {
             Some(peer) => {
                 let _ = peer.notify_logging_message(params).await;
             }
@@ -596,6 +628,13 @@ impl Link {
         self.state.send_replace(LinkState::Stopped);
     }
 
+    fn counted<T>(&self, inner: T) -> CountingTransport<T> {
+        CountingTransport {
+            inner,
+            relay: self.relay.clone(),
+        }
+    }
+
     async fn connect(
         &self,
         headers: &HeaderSources,
@@ -632,7 +671,7 @@ impl Link {
                     tokio::spawn(pump_stderr(self.upstream.clone(), stderr));
                 }
                 client
-                    .serve(transport)
+                    .serve(self.counted(transport))
                     .await
                     .map_err(|e| format!("initialize failed: {e}"))
             }
@@ -645,12 +684,14 @@ impl Link {
                         GatewayHttpClient::new(http.clone(), headers.clone()),
                         config,
                     );
-                    match client.clone().serve(transport).await {
+                    match client.clone().serve(self.counted(transport)).await {
                         Ok(running) => return Ok(running),
                         Err(streamable) => {
                             let legacy = super::legacy_sse::connect(url, http, headers).await;
                             let transport = match legacy {
-                                Ok(t) => t,
+                                Ok((sink, stream)) => {
+                                    self.counted(SinkStreamTransport::new(sink, stream))
+                                }
                                 Err(legacy) => {
                                     return Err(format!(
                                         "initialize failed: {streamable}; as legacy HTTP+SSE: {legacy}"
@@ -667,7 +708,8 @@ impl Link {
                         }
                     }
                 }
-                let transport = super::legacy_sse::connect(url, http, headers).await?;
+                let (sink, stream) = super::legacy_sse::connect(url, http, headers).await?;
+                let transport = self.counted(SinkStreamTransport::new(sink, stream));
                 client
                     .serve(transport)
                     .await
