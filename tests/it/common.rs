@@ -139,6 +139,18 @@ impl TestServer {
             .unwrap()
     }
 
+    /// A GET's body as text (`/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -193,15 +193,7 @@ async fn echo_until_up(server: &TestServer, sid: &str, name: &str, limit: Durati
 
 /// The sample of a metric with exactly these labels in /metrics.
 async fn metric(server: &TestServer, series: &str) -> Option<f64> {
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.get_text("/metrics").await;
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }

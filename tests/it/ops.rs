@@ -31,15 +31,7 @@ async fn health_readiness_and_metrics() {
         .send()
         .await
         .unwrap();
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.get_text("/metrics").await;
     assert!(
         metrics.contains(r#"mcpgate_mcp_requests_total{method="tools/call",outcome="ok"} 1"#),
         "{metrics}"
