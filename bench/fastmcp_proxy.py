@@ -20,6 +20,9 @@ import argparse
 
 from fastmcp.server import create_proxy
 
+# Run as a script from bench/, so its sibling is importable: the same serving settings.
+from fastmcp_server import serve_stateless_json
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -27,18 +30,7 @@ def main() -> None:
     ap.add_argument("upstream", help="Streamable HTTP URL of the upstream, e.g. http://127.0.0.1:PORT/mcp")
     a = ap.parse_args()
     proxy = create_proxy(a.upstream, name="bench-proxy")
-    proxy.run(
-        transport="http",
-        host="127.0.0.1",
-        port=a.port,
-        path="/mcp",
-        stateless_http=True,
-        json_response=True,
-        show_banner=False,
-        log_level="warning",
-        # Per-request access logging off: give FastMCP its best case.
-        uvicorn_config={"access_log": False},
-    )
+    serve_stateless_json(proxy, a.port)
 
 
 if __name__ == "__main__":

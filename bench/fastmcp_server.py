@@ -35,6 +35,23 @@ def add(a: float, b: float) -> float:
     return a + b
 
 
+def serve_stateless_json(server: FastMCP, port: int) -> None:
+    """Streamable HTTP at 127.0.0.1:PORT/mcp, stateless, JSON answers, no access log: the
+    settings every FastMCP leg of the benchmarks runs with (bench/fastmcp_proxy.py too)."""
+    server.run(
+        transport="http",
+        host="127.0.0.1",
+        port=port,
+        path="/mcp",
+        stateless_http=True,
+        json_response=True,
+        show_banner=False,
+        log_level="warning",
+        # Per-request access logging off: give FastMCP its best case.
+        uvicorn_config={"access_log": False},
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("port", type=int)
@@ -71,18 +88,7 @@ def main() -> None:
             required_scopes=["calc"],
             base_url=base,
         )
-    mcp.run(
-        transport="http",
-        host="127.0.0.1",
-        port=port,
-        path="/mcp",
-        stateless_http=True,
-        json_response=True,
-        show_banner=False,
-        log_level="warning",
-        # Per-request access logging off: give FastMCP its best case.
-        uvicorn_config={"access_log": False},
-    )
+    serve_stateless_json(mcp, port)
 
 
 if __name__ == "__main__":
