@@ -297,6 +297,14 @@ pub fn validate(
             }
             (None, Some(url)) => {
                 let parsed = match Url::parse(url) {
+                    // Credentials in the URL would reach logs and error texts
+                    // with it; headers and [upstreams.oauth] keep them out.
+                    Ok(p) if !p.username().is_empty() || p.password().is_some() => {
+                        errors.push(format!(
+                            "{section}.url: put credentials in headers or [upstreams.oauth], not in the URL"
+                        ));
+                        continue;
+                    }
                     Ok(p) if matches!(p.scheme(), "http" | "https") => p,
                     _ => {
                         errors.push(format!("{section}.url: {url:?} is not an http(s) URL"));
@@ -487,6 +495,11 @@ mod tests {
                 ..RawUpstream::default()
             },
             RawUpstream {
+                name: Some("u".into()),
+                url: Some("https://user:hunter2@example.com/mcp".into()),
+                ..RawUpstream::default()
+            },
+            RawUpstream {
                 name: Some("i".into()),
                 url: Some("http://127.0.0.1:1/mcp".into()),
                 identity: Some("signed-headers".into()),
@@ -504,6 +517,8 @@ mod tests {
         assert!(all.contains("identity_secret"), "{all}");
         assert!(all.contains("\"Authorization\""), "{all}");
         assert!(!all.contains("Bearer x"), "secret value in an error: {all}");
+        assert!(all.contains("upstreams[4].url: put credentials"), "{all}");
+        assert!(!all.contains("hunter2"), "secret value in an error: {all}");
     }
 
     #[test]
