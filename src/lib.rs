@@ -4,7 +4,8 @@
 //! and shutdown), `http` (top router and shared layers), `mcp` (Streamable
 //! HTTP and legacy SSE, all rmcp types), `toolsets` (built-in tools, domain
 //! code only), `store` (SQLite/PostgreSQL), `auth` (who is calling),
-//! `telemetry` (logs and metrics).
+//! `telemetry` (logs and metrics), `server` (listener, connection limits,
+//! client addresses).
 
 pub mod app;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod http;
 pub mod idp;
 pub mod mcp;
 pub mod oauth;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod toolsets;

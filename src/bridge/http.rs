@@ -1,12 +1,12 @@
 //! HTTP edge of `bridge` mode: parse, call [`Bridge`], map errors to RFC
 //! status codes and JSON bodies (a page for the browser's `/authorize`).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{ConnectInfo, RawQuery, State},
+    extract::{RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::{Bridge, BridgeError, Relayed};
 use crate::oauth::pages;
+use crate::server::ClientAddress;
 
 pub fn routes(bridge: Arc<Bridge>) -> Router {
     Router::new()
@@ -111,7 +112,7 @@ async fn token(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Byte
 
 async fn register(
     State(bridge): State<Arc<Bridge>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: ClientAddress,
     body: Bytes,
 ) -> Response {
     let value = match serde_json::from_slice(&body) {
@@ -122,7 +123,7 @@ async fn register(
             ));
         }
     };
-    match bridge.register(value, &peer.ip().to_string()).await {
+    match bridge.register(value, &client.limit_key()).await {
         Ok(answer) => relayed(answer),
         Err(e) => error(e),
     }

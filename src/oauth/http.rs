@@ -1,12 +1,12 @@
 //! The authorization server's HTTP edge: parse, call [`AuthorizationServer`],
 //! map errors to RFC status codes and JSON bodies (pages for the browser steps).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{ConnectInfo, RawQuery, State},
+    extract::{RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
@@ -24,6 +24,7 @@ use super::{
     pages,
 };
 use crate::auth::verify::ResourceVerifier;
+use crate::server::ClientAddress;
 
 #[derive(Clone)]
 pub struct OAuthState {
@@ -244,11 +245,7 @@ async fn jwks(State(state): State<OAuthState>) -> Response {
     response
 }
 
-async fn register(
-    State(state): State<OAuthState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Bytes,
-) -> Response {
+async fn register(State(state): State<OAuthState>, client: ClientAddress, body: Bytes) -> Response {
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v @ serde_json::Value::Object(_)) => v,
         _ => {
@@ -257,7 +254,7 @@ async fn register(
             ));
         }
     };
-    match state.server.register(value, &peer.ip().to_string()).await {
+    match state.server.register(value, &client.limit_key()).await {
         Ok(registered) => no_store((StatusCode::CREATED, Json(registered)).into_response()),
         Err(e) => oauth_error(e),
     }
@@ -372,7 +369,7 @@ async fn authorize(
 
 async fn login(
     State(state): State<OAuthState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: ClientAddress,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -394,7 +391,7 @@ async fn login(
     let password = field(&pairs, "password").unwrap_or_default();
     match state
         .server
-        .login(username, password, &peer.ip().to_string())
+        .login(username, password, &client.limit_key())
         .await
     {
         Ok(Some(user_id)) => match state.server.start_session(&user_id).await {
