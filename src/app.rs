@@ -51,6 +51,7 @@ pub struct App {
     store_healthy: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     grace: Duration,
+    server: crate::server::ServerConfig,
     /// Set when this start created the first user: print it once, never log it.
     pub initial_admin_password: Option<String>,
     keys: Option<Arc<crate::oauth::keys::KeyRing>>,
@@ -191,6 +192,7 @@ impl App {
             docs,
             resource_server,
             gateway: gateway.clone(),
+            access: Arc::new(crate::server::OpsAccess::new(&config.server.ops)),
         };
         let router = http::router(
             mcp_routes,
@@ -198,6 +200,7 @@ impl App {
             in_flight.clone(),
             &config.http.allowed_origins,
             authorization_server,
+            config.server.request_timeout,
         );
         let keys = local.as_ref().map(|l| l.keys.clone());
         // Bridge mode keeps pending authorizations too (no registered clients of its own).
@@ -214,6 +217,7 @@ impl App {
             store_healthy,
             metrics,
             grace: Duration::from_secs(config.http.shutdown_grace_secs),
+            server: config.server.clone(),
             initial_admin_password,
             keys,
             sweep,
@@ -307,20 +311,8 @@ impl App {
             }
         };
         tokio::spawn(drain);
-        use axum::serve::ListenerExt;
-        // SSE answers go out in several writes; with Nagle on, the last one
-        // waits for the client's delayed ACK (~40 ms per request).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop_accepting.cancelled().await });
+        let server =
+            crate::server::serve::serve(listener, self.router, self.server.clone(), stop_accepting);
         // The hard limit: connections that outlive the grace period are cut.
         let hard_limit = {
             let shutdown = self.shutdown.clone();

@@ -27,6 +27,7 @@ const ENV_KEYS: &[&str] = &[
     "store",
     "auth",
     "http",
+    "server",
     "log",
     "toolsets",
     "gateway",
@@ -48,6 +49,9 @@ pub struct RawConfig {
     pub auth: RawAuth,
     #[serde(default)]
     pub http: RawHttp,
+    /// Connection limits and timeouts, trusted proxies, operations access.
+    #[serde(default)]
+    pub server: crate::server::settings::RawServer,
     #[serde(default)]
     pub log: RawLog,
     /// Absent: every built-in toolset on. Present: only the listed ones.
@@ -503,6 +507,7 @@ pub struct Config {
     pub policy: Vec<crate::auth::policy::ScopeRule>,
     pub gateway: crate::upstream::settings::GatewayConfig,
     pub http: HttpConfig,
+    pub server: crate::server::ServerConfig,
     pub log: LogConfig,
     pub toolsets: ToolsetsConfig,
 }
@@ -757,6 +762,8 @@ impl RawConfig {
             }
         }
 
+        let server = crate::server::settings::validate(&self.server, &mut errors);
+
         let log_format = match self.log.format.as_deref().unwrap_or("pretty") {
             "pretty" => LogFormat::Pretty,
             "json" => LogFormat::Json,
@@ -923,6 +930,7 @@ impl RawConfig {
                     max_body_bytes,
                     shutdown_grace_secs: self.http.shutdown_grace_secs.unwrap_or(10),
                 },
+                server,
                 log: LogConfig {
                     format: log_format,
                     level: log_level,

@@ -16,7 +16,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use serde_json::json;
 use tokio::sync::Notify;
 use tower::ServiceBuilder;
@@ -30,6 +30,7 @@ use tower_http::{
 
 use crate::{
     auth::ResourceServerInfo,
+    server::ClientAddress,
     store::Store,
     telemetry::metrics::{HttpLabels, Metrics, RouteLabels, status_class},
     toolsets::docs::DocIndex,
@@ -46,6 +47,8 @@ pub struct OpsState {
     pub docs: Option<Arc<DocIndex>>,
     pub resource_server: Option<ResourceServerInfo>,
     pub gateway: Option<Arc<crate::upstream::Gateway>>,
+    /// Who may read `/metrics` and the `/readyz` detail.
+    pub access: Arc<crate::server::OpsAccess>,
 }
 
 /// Requests still running, so shutdown can wait for them.
@@ -131,7 +134,11 @@ async fn get_healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-async fn get_readyz(State(ops): State<OpsState>) -> Response {
+async fn get_readyz(
+    State(ops): State<OpsState>,
+    client: ClientAddress,
+    headers: HeaderMap,
+) -> Response {
     let ready = matches!(
         tokio::time::timeout(Duration::from_secs(2), ops.store.ping()).await,
         Ok(Ok(()))
@@ -145,6 +152,15 @@ async fn get_readyz(State(ops): State<OpsState>) -> Response {
         u.iter()
             .any(|h| h.isolation == crate::upstream::settings::Isolation::Shared && h.state != "up")
     });
+    // Upstream names and states are for operators; others learn only the verdict.
+    if !ops.access.permits(&headers, client) {
+        let (code, status) = match (ready, degraded) {
+            (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            (true, true) => (StatusCode::OK, "degraded"),
+            (true, false) => (StatusCode::OK, "ready"),
+        };
+        return (code, Json(json!({ "status": status }))).into_response();
+    }
     if ready {
         let status = if degraded { "degraded" } else { "ready" };
         let mut body = json!({ "status": status, "store": ops.store.backend() });
@@ -161,7 +177,14 @@ async fn get_readyz(State(ops): State<OpsState>) -> Response {
     }
 }
 
-async fn get_metrics(State(ops): State<OpsState>) -> Response {
+async fn get_metrics(
+    State(ops): State<OpsState>,
+    client: ClientAddress,
+    headers: HeaderMap,
+) -> Response {
+    if !ops.access.permits(&headers, client) {
+        return ops_refused(&ops.access);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -170,6 +193,54 @@ async fn get_metrics(State(ops): State<OpsState>) -> Response {
         ops.metrics.render(),
     )
         .into_response()
+}
+
+/// 401 with a challenge when a token would open it, 403 otherwise.
+fn ops_refused(access: &crate::server::OpsAccess) -> Response {
+    if access.wants_token() {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"mcpgate-ops\"")],
+            Json(json!({
+                "error": "invalid_token",
+                "error_description": "this endpoint needs server.metrics_token as a bearer token",
+            })),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "error": "access_denied",
+                "error_description": "this address is not in server.ops_allow",
+            })),
+        )
+            .into_response()
+    }
+}
+
+/// Non-streaming routes answer within `limit` or get a 503; a stuck
+/// dependency must not hold the connection (and its slot) forever.
+async fn limit_request_time(
+    State(limit): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(limit_secs = limit.as_secs(), "request timed out");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONNECTION, "close")],
+                Json(json!({
+                    "error": "temporarily_unavailable",
+                    "error_description": "the request took too long",
+                })),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// The documents behind `docs` search results, so result URLs resolve.
@@ -223,6 +294,7 @@ pub fn router(
     in_flight: Arc<InFlight>,
     allowed_origins: &[String],
     authorization_server: Option<Router>,
+    request_timeout: Duration,
 ) -> Router {
     let origins: Vec<HeaderValue> = allowed_origins
         .iter()
@@ -272,11 +344,18 @@ pub fn router(
     let authorization_server = authorization_server
         .unwrap_or_default()
         .layer(CorsLayer::permissive().max_age(Duration::from_secs(3600)));
-    Router::new()
-        .merge(mcp)
+    // MCP routes stream (and wait on tools); everything else is bounded.
+    let bounded = Router::new()
         .merge(authorization_server)
         .merge(ops_routes)
         .merge(well_known)
+        .layer(middleware::from_fn_with_state(
+            request_timeout,
+            limit_request_time,
+        ));
+    Router::new()
+        .merge(mcp)
+        .merge(bounded)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(metrics, record_http_metrics))
         .layer(
@@ -300,4 +379,38 @@ pub fn router(
                 ]))
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_stuck_handler_gets_503_at_the_request_timeout() {
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }),
+            )
+            .layer(middleware::from_fn_with_state(
+                Duration::from_millis(100),
+                limit_request_time,
+            ));
+        let started = Instant::now();
+        let response = app
+            .oneshot(
+                Request::builder()
+                    .uri("/slow")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 }
