@@ -17,7 +17,11 @@ pub use oauth::{
     SEALED_COLUMNS, SigningKeyRecord, Swept, UserRecord,
 };
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
 
 use sqlx::{
     PgPool, SqlitePool,
@@ -91,22 +95,21 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true);
-            if let Some(parent) = options.get_filename().parent()
-                && !parent.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    StoreError::Unavailable(format!(
-                        "cannot create {}: {}",
-                        parent.display(),
-                        e.kind()
-                    ))
-                })?;
+            let file = options.get_filename().to_path_buf();
+            let on_disk = file.as_os_str() != ":memory:" && !file.as_os_str().is_empty();
+            if on_disk {
+                create_private_file(&file)?;
             }
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(options)
                 .await?;
+            if on_disk {
+                // SQLite creates -wal and -shm on first use; older installs may
+                // have a world-readable database from before this check.
+                restrict_sqlite_files(&file);
+            }
             Db::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
@@ -159,7 +162,96 @@ impl Store {
     }
 }
 
+/// The SQLite file (and its directory, when it has to be made) readable by
+/// mcpgate's user only, whatever the umask: it holds password hashes and
+/// sealed secrets. Creating the file before SQLite opens it leaves no moment
+/// in which it exists with wider permissions.
+fn create_private_file(file: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let failed = |what: &Path, e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot create {}: {}", what.display(), e.kind()))
+    };
+    if let Some(parent) = file.parent()
+        && !parent.as_os_str().is_empty()
+        && !parent.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| failed(parent, e))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(failed(file, e)),
+    }
+}
+
+/// Take group and other permissions off the database and its side files.
+fn restrict_sqlite_files(file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = file.as_os_str().to_owned();
+        name.push(suffix);
+        let path = PathBuf::from(name);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0
+            && let Err(e) =
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o700))
+        {
+            tracing::warn!(
+                file = %path.display(),
+                error = %e.kind(),
+                "cannot make the database private to this user"
+            );
+        }
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_epoch() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn an_existing_world_readable_database_is_made_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("mcpgate.db");
+        for name in ["mcpgate.db", "mcpgate.db-wal"] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, b"").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        restrict_sqlite_files(&db);
+        assert_eq!(mode(&db), 0o600);
+        assert_eq!(mode(&dir.path().join("mcpgate.db-wal")), 0o600);
+    }
+
+    #[test]
+    fn a_new_database_and_its_directory_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a/b/mcpgate.db");
+        create_private_file(&db).unwrap();
+        assert_eq!(mode(&db), 0o600);
+        assert_eq!(mode(&dir.path().join("a/b")), 0o700);
+        assert_eq!(mode(&dir.path().join("a")), 0o700);
+    }
 }

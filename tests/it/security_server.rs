@@ -384,3 +384,46 @@ async fn ops_allow_opens_metrics_to_listed_addresses_only() {
         json!({ "status": "ready" })
     );
 }
+
+#[tokio::test]
+async fn the_database_is_private_to_its_user_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    // The usual umask, which left the database world-readable.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = TestServer::start_in(dir, {
+        let data = data.clone();
+        move |raw| {
+            raw.auth.mode = Some("local".to_owned());
+            raw.data_dir = Some(data.clone());
+            raw.store.url = Some(crate::common::sqlite_url(&data));
+        }
+    })
+    .await;
+    // A write, so the WAL files exist.
+    let registered = server
+        .client
+        .post(server.url("/register"))
+        .json(&json!({"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let mode = |name: &str| {
+        std::fs::metadata(data.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(""), 0o700, "data_dir");
+    for name in [
+        "mcpgate.db",
+        "mcpgate.db-wal",
+        "mcpgate.db-shm",
+        "mcpgate.key",
+    ] {
+        assert_eq!(mode(name), 0o600, "{name}");
+    }
+}
