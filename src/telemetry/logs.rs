@@ -1,7 +1,21 @@
 //! Log output: pretty for people, JSON for collectors. The `audit` target
 //! carries security events; request ids come from the HTTP trace span.
+//!
+//! Field values often carry what a client sent (user names, paths). In the
+//! pretty format every field and message is escaped: control characters
+//! (CR, LF, ESC, ...) and invisible format characters (bidi overrides,
+//! zero-width) become `\n`, `\u{202e}`, ..., so a value can neither start a
+//! forged log line nor recolour or reorder the terminal. JSON output is
+//! escaped by serde already.
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use std::fmt::{self as stdfmt, Write as _};
+
+use tracing_subscriber::{
+    EnvFilter,
+    field::RecordFields,
+    fmt::{self, FormatFields, format::Writer},
+    prelude::*,
+};
 
 use crate::config::{LogConfig, LogFormat};
 
@@ -25,9 +39,176 @@ pub fn init(config: &LogConfig) {
             )
             .try_init(),
         LogFormat::Pretty => registry
-            .with(fmt::layer().with_writer(std::io::stderr).with_target(true))
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(true)
+                    .fmt_fields(EscapedFields),
+            )
             .try_init(),
     };
     // A second init (tests) keeps the first subscriber.
     let _ = result;
+}
+
+/// The pretty format's field formatter: `name=value` pairs (the message
+/// bare), separated by spaces, every value escaped.
+#[derive(Debug, Default)]
+pub struct EscapedFields;
+
+impl<'w> FormatFields<'w> for EscapedFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> stdfmt::Result {
+        let mut visitor = FieldsVisitor {
+            writer: &mut writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct FieldsVisitor<'a, 'w> {
+    writer: &'a mut Writer<'w>,
+    first: bool,
+    result: stdfmt::Result,
+}
+
+impl tracing::field::Visit for FieldsVisitor<'_, '_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn stdfmt::Debug) {
+        // Display fields (`%value`) arrive here unescaped; format, then escape.
+        let mut text = String::new();
+        if write!(text, "{value:?}").is_err() {
+            self.result = Err(stdfmt::Error);
+            return;
+        }
+        let separator = if self.first { "" } else { " " };
+        self.first = false;
+        let written = if field.name() == "message" {
+            write!(self.writer, "{separator}{}", escape(&text))
+        } else {
+            write!(self.writer, "{separator}{}={}", field.name(), escape(&text))
+        };
+        if written.is_err() {
+            self.result = written;
+        }
+    }
+}
+
+/// `text` with control and invisible format characters written as escapes.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Unicode Cc, Cf and the line/paragraph separators.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            u32::from(c),
+            0xAD | 0x600..=0x605
+                | 0x61C
+                | 0x6DD
+                | 0x70F
+                | 0x890..=0x891
+                | 0x8E2
+                | 0x180E
+                | 0x200B..=0x200F
+                | 0x2028..=0x202E
+                | 0x2060..=0x2064
+                | 0x2066..=0x206F
+                | 0xFEFF
+                | 0xFFF9..=0xFFFB
+                | 0x110BD
+                | 0x110CD
+                | 0x13430..=0x1343F
+                | 0x1BCA0..=0x1BCA3
+                | 0x1D173..=0x1D17A
+                | 0xE0001
+                | 0xE0020..=0xE007F
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What the pretty format writes for the events `emit` produces.
+    fn pretty_output(emit: impl FnOnce()) -> String {
+        let buffer = Buffer::default();
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            fmt::layer()
+                .with_writer(move || sink.clone())
+                .with_ansi(false)
+                .fmt_fields(EscapedFields),
+        );
+        tracing::subscriber::with_default(subscriber, emit);
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    const FORGED: &str = "nobody\n2026-12-05T08:00:00.000000Z  INFO mcpgate::oauth::http: login succeeded username=admin \x1b[31mRED\r\u{202e}gnp.exe";
+
+    #[test]
+    fn a_forged_log_line_in_a_display_field_stays_one_escaped_line() {
+        let out = pretty_output(|| {
+            tracing::info!(username = %FORGED, "login failed");
+        });
+        assert_eq!(out.lines().count(), 1, "{out:?}");
+        assert!(!out.contains('\x1b') && !out.contains('\r') && !out.contains('\u{202e}'));
+        assert!(
+            out.contains(r"username=nobody\n2026-12-05T08:00:00.000000Z  INFO mcpgate::oauth::http: login succeeded username=admin \u{1b}[31mRED\r\u{202e}gnp.exe"),
+            "{out}"
+        );
+        assert!(out.contains("login failed"), "{out}");
+    }
+
+    #[test]
+    fn messages_span_fields_and_debug_fields_are_escaped_too() {
+        let out = pretty_output(|| {
+            let span = tracing::info_span!("http", path = %"/a\nINFO forged");
+            let _entered = span.enter();
+            let value = String::from("x\ny");
+            tracing::warn!(detail = ?value, "failed for {}", "b\u{1b}[2Jc");
+        });
+        assert_eq!(out.lines().count(), 1, "{out:?}");
+        assert!(out.contains(r"path=/a\nINFO forged"), "{out}");
+        assert!(out.contains(r"failed for b\u{1b}[2Jc"), "{out}");
+        // Debug already escapes; the result is not escaped twice into noise.
+        assert!(out.contains(r#"detail="x\ny""#), "{out}");
+    }
+
+    #[test]
+    fn plain_text_is_unchanged() {
+        assert_eq!(escape("admin café 東京 -_.~"), "admin café 東京 -_.~");
+        assert_eq!(escape("a\u{2028}b\u{feff}"), r"a\u{2028}b\u{feff}");
+    }
 }
