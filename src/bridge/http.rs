@@ -77,7 +77,7 @@ fn no_store(mut response: Response) -> Response {
 
 fn error(err: BridgeError) -> Response {
     let status = match &err {
-        BridgeError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        BridgeError::RateLimited | BridgeError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         BridgeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         BridgeError::Forbidden(_) => StatusCode::FORBIDDEN,
         BridgeError::BudgetExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -131,6 +131,9 @@ fn error_page(err: BridgeError) -> Response {
         e @ BridgeError::Forbidden(_) => {
             pages::page_response(StatusCode::FORBIDDEN, pages::error(&e.to_string()))
         }
+        e @ BridgeError::TooManyRequests => {
+            pages::page_response(StatusCode::TOO_MANY_REQUESTS, pages::error(&e.to_string()))
+        }
         e => pages::page_response(StatusCode::BAD_REQUEST, pages::error(&e.to_string())),
     }
 }
@@ -149,11 +152,16 @@ fn browser_step(result: Result<String, BridgeError>) -> Response {
 /// mcpgate's consent page first; the IdP only after the user approves.
 async fn authorize(
     State(bridge): State<Arc<Bridge>>,
+    client: ClientAddress,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let held = browser_cookie(&bridge, &headers);
-    let prompt = match bridge.authorize(&query_pairs(query), held.as_deref()).await {
+    let pairs = query_pairs(query);
+    let prompt = match bridge
+        .authorize(&pairs, held.as_deref(), &client.limit_key())
+        .await
+    {
         Ok(p) => p,
         Err(e) => return error_page(e),
     };

@@ -57,6 +57,9 @@ const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 /// pending request is stored before anyone signs in.
 const MAX_AUTHORIZE_QUERY_BYTES: usize = 8 * 1024;
 const MAX_CLIENT_STATE_BYTES: usize = 1024;
+/// Authorization requests per client address per minute: far above what a
+/// person clicks through, far below a storage flood.
+const AUTHORIZE_PER_MINUTE: u32 = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
@@ -75,6 +78,8 @@ pub enum BridgeError {
     TooLarge(usize),
     #[error("too many registrations; try again later")]
     RateLimited,
+    #[error("too many sign-ins started from your address; wait a minute")]
+    TooManyRequests,
     /// The daily budget of Auth0 applications is used up.
     #[error("no more clients can be registered today; try again later")]
     BudgetExhausted { retry_after_secs: i64 },
@@ -94,7 +99,7 @@ impl BridgeError {
             }
             BridgeError::InvalidRedirectUri(_) => "invalid_redirect_uri",
             BridgeError::InvalidGrant(_) => "invalid_grant",
-            BridgeError::RateLimited => "slow_down",
+            BridgeError::RateLimited | BridgeError::TooManyRequests => "slow_down",
             BridgeError::BudgetExhausted { .. }
             | BridgeError::Upstream(_)
             | BridgeError::Setup(_) => "temporarily_unavailable",
@@ -141,6 +146,7 @@ pub struct Bridge {
     unused_application_days: u32,
     management_token: Mutex<Option<ManagementToken>>,
     registrations: WindowLimiter,
+    authorizations: WindowLimiter,
     http: reqwest::Client,
 }
 
@@ -193,6 +199,7 @@ impl Bridge {
                 config.registrations_per_minute,
                 Duration::from_secs(60),
             ),
+            authorizations: WindowLimiter::new(AUTHORIZE_PER_MINUTE, Duration::from_secs(60)),
             http,
         })
     }
@@ -250,7 +257,11 @@ impl Bridge {
         &self,
         pairs: &[(String, String)],
         held: Option<&str>,
+        client_address: &str,
     ) -> Result<ConsentPrompt, BridgeError> {
+        if !self.authorizations.hit(client_address) {
+            return Err(BridgeError::TooManyRequests);
+        }
         let size: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
         if size > MAX_AUTHORIZE_QUERY_BYTES {
             return Err(BridgeError::InvalidRequest(

@@ -885,3 +885,39 @@ async fn the_bridge_store_holds_on_sqlite_and_postgres() {
         store.close().await;
     }
 }
+
+/// Every `/authorize` stores a pending request before anyone signs in: one
+/// address cannot flood the store with them, nor with oversized ones.
+#[tokio::test]
+async fn an_authorize_flood_from_one_address_is_cut_off() {
+    let idp = FakeIdp::start().await;
+    let server = passthrough(&idp).await;
+    let v = client(&server, VICTIM_APP, "V").await;
+    let (_, challenge) = pkce();
+    let big_state = "s".repeat(60 * 1024);
+    let r = no_redirects()
+        .get(server.url(&format!(
+            "/authorize?{}",
+            authorize_query(&v, VICTIM_APP, &challenge, &big_state)
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(location(&r).is_empty());
+    let query = authorize_query(&v, VICTIM_APP, &challenge, "s");
+    let mut statuses = Vec::new();
+    for _ in 0..61 {
+        let r = no_redirects()
+            .get(server.url(&format!("/authorize?{query}")))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status());
+    }
+    assert!(
+        statuses[..59].iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[60], StatusCode::TOO_MANY_REQUESTS);
+}
