@@ -1,7 +1,10 @@
 //! An in-process authorization server for the resource-mode tests: it signs
 //! tokens with keys it can rotate, serves discovery, JWKS (counting fetches,
-//! switchable to failing) and introspection. The end-to-end suite uses the
-//! real oidc-provider; this one lets tests forge exactly the bad tokens.
+//! switchable to failing) and introspection. For bridge mode it also plays
+//! a standard authorization server (`/authorize` with remembered consent,
+//! codes checked at `/token`) and Auth0's Management API. The end-to-end
+//! suite uses the real oidc-provider; this one lets tests forge exactly the
+//! bad tokens.
 
 use std::sync::{
     Arc, Mutex,
