@@ -324,11 +324,21 @@ impl Bridge {
                 "state is longer than {MAX_CLIENT_STATE_BYTES} bytes"
             )));
         }
+        // Replaced by mcpgate's own, or able to move the answer elsewhere
+        // than the client's callback's query (a request object can carry its
+        // own redirect_uri and state; only query responses are supported).
         let forwarded: Vec<(&str, &str)> = pairs
             .iter()
             .filter(|(k, _)| {
-                !(matches!(k.as_str(), "resource" | "redirect_uri" | "state")
-                    || (k == "audience" && self.audience.is_some()))
+                !(matches!(
+                    k.as_str(),
+                    "resource"
+                        | "redirect_uri"
+                        | "state"
+                        | "request"
+                        | "request_uri"
+                        | "response_mode"
+                ) || (k == "audience" && self.audience.is_some()))
             })
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();

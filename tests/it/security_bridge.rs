@@ -921,3 +921,25 @@ async fn an_authorize_flood_from_one_address_is_cut_off() {
     );
     assert_eq!(statuses[60], StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// A client cannot smuggle parameters that would move the IdP's answer away
+/// from its callback's query (a request object with its own redirect_uri
+/// and state, another response mode).
+#[tokio::test]
+async fn parameters_that_would_move_the_answer_are_not_forwarded() {
+    let idp = FakeIdp::start().await;
+    let server = passthrough(&idp).await;
+    let v = client(&server, VICTIM_APP, "V").await;
+    let (_, challenge) = pkce();
+    let query = format!(
+        "{}&response_mode=form_post&request_uri=urn%3Ax&request=e30.e30.&prompt=none",
+        authorize_query(&v, VICTIM_APP, &challenge, "s")
+    );
+    let to = approve(&server, &mut Browser::default(), &query).await;
+    let p = query_of(&to);
+    for dropped in ["response_mode", "request_uri", "request"] {
+        assert!(!p.contains_key(dropped), "{dropped}: {to}");
+    }
+    assert_eq!(p["prompt"], "none");
+    assert_eq!(p["client_id"], v);
+}
