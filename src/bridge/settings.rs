@@ -162,3 +162,54 @@ pub fn validate(
         unused_application_days,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth0() -> RawBridge {
+        RawBridge {
+            registrar: Some("auth0".to_owned()),
+            management_client_id: Some("m".to_owned()),
+            management_client_secret: Some("s".to_owned()),
+            ..RawBridge::default()
+        }
+    }
+
+    #[test]
+    fn the_auth0_budget_and_sweep_have_defaults_and_are_checked() {
+        let mut errors = Vec::new();
+        let config = validate(Some(&auth0()), None, &mut errors).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(config.applications_per_day, 200);
+        assert_eq!(config.unused_application_days, 30);
+
+        let raw = RawBridge {
+            applications_per_day: Some(0),
+            unused_application_days: Some(0),
+            ..auth0()
+        };
+        let config = validate(Some(&raw), None, &mut errors).unwrap();
+        assert_eq!(config.unused_application_days, 0);
+        assert_eq!(
+            errors,
+            ["auth.bridge.applications_per_day: must be at least 1"]
+        );
+
+        let mut errors = Vec::new();
+        let raw = RawBridge {
+            registrar: Some("passthrough".to_owned()),
+            applications_per_day: Some(5),
+            unused_application_days: Some(5),
+            ..RawBridge::default()
+        };
+        validate(Some(&raw), None, &mut errors);
+        assert_eq!(
+            errors,
+            [
+                "auth.bridge.applications_per_day: only used with registrar = \"auth0\"",
+                "auth.bridge.unused_application_days: only used with registrar = \"auth0\"",
+            ]
+        );
+    }
+}
