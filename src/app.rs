@@ -56,6 +56,7 @@ pub struct App {
     pub initial_admin_password: Option<String>,
     keys: Option<Arc<crate::oauth::keys::KeyRing>>,
     sweep: Option<(i64, Store)>,
+    bridge: Option<Arc<crate::bridge::Bridge>>,
     gateway: Option<Arc<crate::upstream::Gateway>>,
 }
 
@@ -140,6 +141,7 @@ impl App {
             local = Some(built);
         }
         let mut authorization_server = local.as_ref().map(|l| l.routes.clone());
+        let mut bridge_handle = None;
         if let (Some(bridge), Some(resource), Some(info)) =
             (&config.bridge, &config.resource_auth, &resource_server)
         {
@@ -152,7 +154,9 @@ impl App {
             )
             .await
             .map_err(|e| StartError::Authority(e.to_string()))?;
-            authorization_server = Some(crate::bridge::http::routes(Arc::new(built)));
+            let built = Arc::new(built);
+            authorization_server = Some(crate::bridge::http::routes(built.clone()));
+            bridge_handle = Some(built);
         }
         let edge = Arc::new(EdgeConfig {
             allowed_hosts: config.http.allowed_hosts.clone(),
@@ -221,6 +225,7 @@ impl App {
             initial_admin_password,
             keys,
             sweep,
+            bridge: bridge_handle,
             gateway,
         })
     }
@@ -271,6 +276,7 @@ impl App {
         }
         if let Some((client_ttl, store)) = self.sweep.clone() {
             let stop = self.shutdown.clone();
+            let bridge = self.bridge.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(600));
                 loop {
@@ -288,6 +294,9 @@ impl App {
                             "swept expired authorization state"
                         ),
                         Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                    }
+                    if let Some(bridge) = &bridge {
+                        bridge.sweep().await;
                     }
                 }
             });

@@ -18,6 +18,8 @@ use figment::{
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+pub use crate::bridge::settings::{BridgeConfig, BridgeRegistrar, RawBridge};
+
 /// Top-level keys an environment variable may override. Anything else with the
 /// `MCPGATE_` prefix (`MCPGATE_CONFIG`, test variables) is not configuration.
 const ENV_KEYS: &[&str] = &[
@@ -92,26 +94,6 @@ pub struct RawAuth {
     pub bridge: Option<RawBridge>,
 }
 
-/// `[auth.bridge]`: mcpgate serves discovery and registration for an IdP
-/// without open DCR; the IdP's own tokens are validated per `[auth.resource]`.
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBridge {
-    /// `auth0` (clients created through the Management API) or `passthrough`
-    /// (the IdP's own registration endpoint, e.g. Keycloak, relayed with CORS).
-    pub registrar: Option<String>,
-    /// Sent to the IdP as `audience` in place of `resource`. Default: the
-    /// first of `auth.resource.audiences` with `auth0`, none with `passthrough`.
-    pub audience: Option<String>,
-    /// Auth0: a machine-to-machine application allowed `create:clients`.
-    pub management_client_id: Option<String>,
-    pub management_client_secret: Option<String>,
-    pub management_client_secret_file: Option<PathBuf>,
-    /// Auth0: the Management API audience. Default `<issuer>api/v2/`.
-    pub management_audience: Option<String>,
-    /// Registrations per client address per minute. Default 60.
-    pub registrations_per_minute: Option<u32>,
-}
 /// `[auth.upstream]`: the identity provider users sign in with in `proxy` mode.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -338,26 +320,6 @@ pub enum AuthMode {
     Bridge,
     /// Decided at start from the upstream IdP's discovery: `resource` or `proxy`.
     Auto,
-}
-
-/// `[auth.bridge]`, validated.
-#[derive(Debug, Clone, Serialize)]
-pub struct BridgeConfig {
-    pub registrar: BridgeRegistrar,
-    pub audience: Option<String>,
-    pub registrations_per_minute: u32,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BridgeRegistrar {
-    Auth0 {
-        client_id: String,
-        #[serde(serialize_with = "serialize_secret")]
-        client_secret: secrecy::SecretString,
-        audience: String,
-    },
-    Passthrough,
 }
 
 /// `[auth.upstream]`, validated.
@@ -862,7 +824,7 @@ impl RawConfig {
         let bridge = match auth_mode {
             Some(AuthMode::Bridge) => {
                 require_https(&public_url, &mut errors);
-                validate_bridge(
+                crate::bridge::settings::validate(
                     self.auth.bridge.as_ref(),
                     resource_auth.as_ref(),
                     &mut errors,
@@ -1261,95 +1223,6 @@ fn require_https(public_url: &Url, errors: &mut Vec<String>) {
             public_url.as_str()
         ));
     }
-}
-
-fn validate_bridge(
-    raw: Option<&RawBridge>,
-    resource: Option<&ResourceAuthConfig>,
-    errors: &mut Vec<String>,
-) -> Option<BridgeConfig> {
-    let Some(raw) = raw else {
-        errors.push(
-            "auth.bridge: required with auth.mode = \"bridge\" (registrar = \"auth0\" or \"passthrough\")"
-                .to_owned(),
-        );
-        return None;
-    };
-    let registrations_per_minute = raw.registrations_per_minute.unwrap_or(60);
-    if registrations_per_minute == 0 {
-        errors.push("auth.bridge.registrations_per_minute: must be at least 1".to_owned());
-    }
-    let registrar = match raw.registrar.as_deref() {
-        Some("auth0") => {
-            let client_id = raw.management_client_id.clone().unwrap_or_default();
-            if client_id.is_empty() {
-                errors.push(
-                    "auth.bridge.management_client_id: required with registrar = \"auth0\""
-                        .to_owned(),
-                );
-            }
-            let secret = read_secret(
-                "auth.bridge",
-                "management_client_secret",
-                raw.management_client_secret.as_deref(),
-                raw.management_client_secret_file.as_deref(),
-                errors,
-            );
-            let audience = raw.management_audience.clone().unwrap_or_else(|| {
-                let issuer = resource.map(|r| r.issuer.as_str()).unwrap_or("");
-                format!("{}/api/v2/", issuer.trim_end_matches('/'))
-            });
-            BridgeRegistrar::Auth0 {
-                client_id,
-                // A missing secret is already an error; keep checking the rest.
-                client_secret: secrecy::SecretString::from(secret.unwrap_or_default()),
-                audience,
-            }
-        }
-        Some("passthrough") => {
-            for (key, set) in [
-                ("management_client_id", raw.management_client_id.is_some()),
-                (
-                    "management_client_secret",
-                    raw.management_client_secret.is_some(),
-                ),
-                ("management_audience", raw.management_audience.is_some()),
-            ] {
-                if set {
-                    errors.push(format!(
-                        "auth.bridge.{key}: only used with registrar = \"auth0\""
-                    ));
-                }
-            }
-            BridgeRegistrar::Passthrough
-        }
-        other => {
-            errors.push(format!(
-                "auth.bridge.registrar: {:?} is not one of auth0, passthrough",
-                other.unwrap_or("")
-            ));
-            return None;
-        }
-    };
-    let audience = match (&registrar, &raw.audience) {
-        (_, Some(a)) => Some(a.clone()),
-        (BridgeRegistrar::Auth0 { .. }, None) => {
-            resource.and_then(|r| r.audiences.first().cloned())
-        }
-        (BridgeRegistrar::Passthrough, None) => None,
-    };
-    if let (Some(audience), Some(resource)) = (&audience, resource)
-        && !resource.audiences.contains(audience)
-    {
-        errors.push(format!(
-            "auth.bridge.audience: {audience:?} must be one of auth.resource.audiences, or its tokens are refused"
-        ));
-    }
-    Some(BridgeConfig {
-        registrar,
-        audience,
-        registrations_per_minute,
-    })
 }
 
 fn check_issuer_url(issuer: &str, errors: &mut Vec<String>) {

@@ -1,19 +1,20 @@
 //! HTTP edge of `bridge` mode: parse, call [`Bridge`], map errors to RFC
-//! status codes and JSON bodies (a page for the browser's `/authorize`).
+//! status codes and JSON bodies (pages for the browser steps, all through
+//! [`pages::page_response`] and so with its security headers).
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    body::Bytes,
-    extract::{RawQuery, State},
+    body::{Body, Bytes},
+    extract::{Path, RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde_json::json;
 
-use super::{Bridge, BridgeError, Relayed};
+use super::{Bridge, BridgeError, Relayed, registrar::MAX_REGISTRATION_BYTES};
 use crate::oauth::pages;
 use crate::server::ClientAddress;
 
@@ -22,10 +23,49 @@ pub fn routes(bridge: Arc<Bridge>) -> Router {
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/oauth-authorization-server/mcp", get(metadata))
         .route("/authorize", get(authorize))
+        .route("/consent", post(consent))
         .route("/token", post(token))
         .route("/register", post(register))
-        .route("/callback", get(callback))
+        .route("/callback", get(shared_callback))
+        .route("/callback/{key}", get(callback))
         .with_state(bridge)
+}
+
+/// Binds a pending authorization to the browser that started it.
+const BROWSER_COOKIE: &str = "mcpgate_bridge";
+
+fn cookie_name(bridge: &Bridge) -> String {
+    if bridge.secure_cookies() {
+        format!("__Host-{BROWSER_COOKIE}")
+    } else {
+        BROWSER_COOKIE.to_owned()
+    }
+}
+
+fn browser_cookie(bridge: &Bridge, headers: &HeaderMap) -> Option<String> {
+    let name = cookie_name(bridge);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn set_browser_cookie(bridge: &Bridge, value: &str) -> Option<HeaderValue> {
+    let secure = if bridge.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
+    // Lax: the IdP's redirect back to /callback is a top-level GET.
+    HeaderValue::from_str(&format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age=600{secure}",
+        cookie_name(bridge)
+    ))
+    .ok()
 }
 
 fn no_store(mut response: Response) -> Response {
@@ -37,20 +77,29 @@ fn no_store(mut response: Response) -> Response {
 
 fn error(err: BridgeError) -> Response {
     let status = match &err {
-        BridgeError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        BridgeError::RateLimited | BridgeError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        BridgeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        BridgeError::Forbidden(_) => StatusCode::FORBIDDEN,
+        BridgeError::BudgetExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
         BridgeError::Upstream(detail) | BridgeError::Setup(detail) => {
             tracing::warn!(detail = %detail, "bridge: the identity provider failed");
             StatusCode::BAD_GATEWAY
         }
         _ => StatusCode::BAD_REQUEST,
     };
-    no_store(
+    let mut response = no_store(
         (
             status,
             Json(json!({"error": err.code(), "error_description": err.to_string()})),
         )
             .into_response(),
-    )
+    );
+    if let BridgeError::BudgetExhausted { retry_after_secs } = err
+        && let Ok(v) = HeaderValue::from_str(&retry_after_secs.max(1).to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
 }
 
 fn relayed(answer: Relayed) -> Response {
@@ -68,36 +117,104 @@ fn query_pairs(query: Option<String>) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A browser step: a redirect, or an error page (never a redirect to an
-/// address that was not checked).
-fn browser_step(result: Result<String, BridgeError>) -> Response {
-    match result {
-        Ok(location) => match HeaderValue::from_str(&location) {
-            Ok(v) => no_store((StatusCode::FOUND, [(header::LOCATION, v)]).into_response()),
-            Err(_) => error(BridgeError::Setup("unusable redirect URL".into())),
-        },
-        Err(e @ (BridgeError::Upstream(_) | BridgeError::Setup(_))) => {
+/// An error in a browser step: a page, never a redirect to an address that
+/// was not checked.
+fn error_page(err: BridgeError) -> Response {
+    match err {
+        e @ (BridgeError::Upstream(_) | BridgeError::Setup(_)) => {
             tracing::warn!(error = ?e, "bridge: browser step failed");
-            no_store(
-                (
-                    StatusCode::BAD_GATEWAY,
-                    Html(pages::error("the server could not continue the sign-in")),
-                )
-                    .into_response(),
+            pages::page_response(
+                StatusCode::BAD_GATEWAY,
+                pages::error("the server could not continue the sign-in"),
             )
         }
-        Err(e) => {
-            no_store((StatusCode::BAD_REQUEST, Html(pages::error(&e.to_string()))).into_response())
+        e @ BridgeError::Forbidden(_) => {
+            pages::page_response(StatusCode::FORBIDDEN, pages::error(&e.to_string()))
         }
+        e @ BridgeError::TooManyRequests => {
+            pages::page_response(StatusCode::TOO_MANY_REQUESTS, pages::error(&e.to_string()))
+        }
+        e => pages::page_response(StatusCode::BAD_REQUEST, pages::error(&e.to_string())),
     }
 }
 
-async fn authorize(State(bridge): State<Arc<Bridge>>, RawQuery(query): RawQuery) -> Response {
-    browser_step(bridge.authorize(&query_pairs(query)).await)
+/// A browser step's redirect (to the IdP or to the client's checked URI).
+fn browser_step(result: Result<String, BridgeError>) -> Response {
+    match result {
+        Ok(location) => match HeaderValue::from_str(&location) {
+            Ok(v) => no_store((StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response()),
+            Err(_) => error_page(BridgeError::Setup("unusable redirect URL".into())),
+        },
+        Err(e) => error_page(e),
+    }
 }
 
-async fn callback(State(bridge): State<Arc<Bridge>>, RawQuery(query): RawQuery) -> Response {
-    browser_step(bridge.callback(&query_pairs(query)).await)
+/// mcpgate's consent page first; the IdP only after the user approves.
+async fn authorize(
+    State(bridge): State<Arc<Bridge>>,
+    client: ClientAddress,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let held = browser_cookie(&bridge, &headers);
+    let pairs = query_pairs(query);
+    let prompt = match bridge
+        .authorize(&pairs, held.as_deref(), &client.limit_key())
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return error_page(e),
+    };
+    let mut response = pages::page_response(
+        StatusCode::OK,
+        pages::bridge_consent(&pages::BridgeConsent {
+            request_id: &prompt.request_id,
+            csrf: &prompt.csrf,
+            client_name: &prompt.client_name,
+            redirect_uri: &prompt.redirect_uri,
+            scopes: &prompt.scopes,
+            idp_host: &prompt.idp_host,
+        }),
+    );
+    if let Some(cookie) = set_browser_cookie(&bridge, &prompt.browser) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+async fn consent(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Bytes) -> Response {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let get = |name: &str| super::field(&pairs, name).unwrap_or_default();
+    let browser = browser_cookie(&bridge, &headers).unwrap_or_default();
+    browser_step(
+        bridge
+            .decide(
+                get("request"),
+                get("csrf"),
+                &browser,
+                get("decision") == "approve",
+            )
+            .await,
+    )
+}
+
+async fn callback(
+    State(bridge): State<Arc<Bridge>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let browser = browser_cookie(&bridge, &headers).unwrap_or_default();
+    browser_step(bridge.callback(&key, &query_pairs(query), &browser).await)
+}
+
+/// The shared callback of earlier versions: no answer arriving there can be
+/// tied to a client any more.
+async fn shared_callback() -> Response {
+    error_page(BridgeError::InvalidRequest(
+        "this sign-in was started with an older version of this server; start again from your app"
+            .to_owned(),
+    ))
 }
 
 async fn token(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -113,8 +230,12 @@ async fn token(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Byte
 async fn register(
     State(bridge): State<Arc<Bridge>>,
     client: ClientAddress,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    // Read no more than the cap, whatever the declared length.
+    let Ok(body) = axum::body::to_bytes(body, MAX_REGISTRATION_BYTES).await else {
+        return error(BridgeError::TooLarge(MAX_REGISTRATION_BYTES));
+    };
     let value = match serde_json::from_slice(&body) {
         Ok(v @ serde_json::Value::Object(_)) => v,
         _ => {

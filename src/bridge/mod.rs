@@ -6,35 +6,60 @@
 //! `audience`) and relays `/token` without `resource`. Tokens on `/mcp` are
 //! checked exactly as in `resource` mode.
 //!
-//! The IdP only ever sees mcpgate's `/callback` as redirect URI: clients
-//! check `iss` in the authorization response against the issuer they
+//! The IdP's answer is bound to the client it was issued for and to the
+//! browser that asked (review finding 1: a `client_id` swapped in the IdP URL
+//! must not deliver a victim's code to an attacker's redirect URI):
+//! - every client has its own callback at the IdP,
+//!   `public_url/callback/<callback key>`, so the IdP only sends a client's
+//!   codes there, and `/callback/<key>` refuses a state started for another
+//!   client;
+//! - `/authorize` shows mcpgate's own consent page first (the confused-deputy
+//!   rule) and binds the request to the browser with a cookie, which
+//!   `/callback` requires;
+//! - `/token` relays a code only for the client it was delivered to, with
+//!   that client's callback as `redirect_uri`.
+//!
+//! Clients check `iss` in the authorization response against the issuer they
 //! discovered (mcpgate), so the browser comes back through mcpgate, which
 //! checks the IdP's `iss`, restores the client's `state` and redirect URI and
 //! adds its own `iss`.
 
 pub mod http;
+mod registrar;
+pub mod settings;
 
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use base64::Engine;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+pub use settings::{BridgeConfig, BridgeRegistrar};
+
 use crate::{
     auth::{jwks::read_capped, verify},
-    config::{BridgeConfig, BridgeRegistrar, ResourceAuthConfig},
+    config::ResourceAuthConfig,
     oauth::{
-        clients::{AuthMethod, ClientMetadata, find_redirect},
-        crypto::{random_token, sha256_b64},
+        clients::find_redirect,
+        crypto::{ct_eq, random_token, sha256_b64},
         ratelimit::WindowLimiter,
     },
-    store::{BridgeRequestRecord, Store, now_epoch},
+    store::{BridgeCodeRecord, BridgeRequestRecord, BridgeStage, Store, now_epoch},
 };
 
-/// How long a bridged authorization may take at the IdP.
+/// How long a bridged authorization may take (consent page, then the IdP),
+/// and how long a delivered code may wait for `/token`.
 const REQUEST_TTL_SECS: i64 = 600;
 
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+
+/// An authorization request's query, and the client's `state` in it: every
+/// pending request is stored before anyone signs in.
+const MAX_AUTHORIZE_QUERY_BYTES: usize = 8 * 1024;
+const MAX_CLIENT_STATE_BYTES: usize = 1024;
+/// Authorization requests per client address per minute: far above what a
+/// person clicks through, far below a storage flood.
+const AUTHORIZE_PER_MINUTE: u32 = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
@@ -44,8 +69,20 @@ pub enum BridgeError {
     InvalidClientMetadata(String),
     #[error("{0}")]
     InvalidRedirectUri(String),
+    #[error("{0}")]
+    InvalidGrant(String),
+    /// The browser or the client does not match the pending request.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the registration is larger than {0} bytes")]
+    TooLarge(usize),
     #[error("too many registrations; try again later")]
     RateLimited,
+    #[error("too many sign-ins started from your address; wait a minute")]
+    TooManyRequests,
+    /// The daily budget of Auth0 applications is used up.
+    #[error("no more clients can be registered today; try again later")]
+    BudgetExhausted { retry_after_secs: i64 },
     /// The IdP (or its Management API) failed or refused; details are logged only.
     #[error("the identity provider could not complete the request")]
     Upstream(String),
@@ -56,11 +93,16 @@ pub enum BridgeError {
 impl BridgeError {
     pub fn code(&self) -> &'static str {
         match self {
-            BridgeError::InvalidRequest(_) => "invalid_request",
-            BridgeError::InvalidClientMetadata(_) => "invalid_client_metadata",
+            BridgeError::InvalidRequest(_) | BridgeError::Forbidden(_) => "invalid_request",
+            BridgeError::InvalidClientMetadata(_) | BridgeError::TooLarge(_) => {
+                "invalid_client_metadata"
+            }
             BridgeError::InvalidRedirectUri(_) => "invalid_redirect_uri",
-            BridgeError::RateLimited => "slow_down",
-            BridgeError::Upstream(_) | BridgeError::Setup(_) => "temporarily_unavailable",
+            BridgeError::InvalidGrant(_) => "invalid_grant",
+            BridgeError::RateLimited | BridgeError::TooManyRequests => "slow_down",
+            BridgeError::BudgetExhausted { .. }
+            | BridgeError::Upstream(_)
+            | BridgeError::Setup(_) => "temporarily_unavailable",
         }
     }
 }
@@ -71,6 +113,18 @@ pub struct Relayed {
     pub body: Value,
 }
 
+/// What `/authorize` shows: mcpgate's consent page for a pending request,
+/// and the browser secret the request is bound to (set as a cookie).
+pub struct ConsentPrompt {
+    pub request_id: String,
+    pub csrf: String,
+    pub browser: String,
+    pub client_name: String,
+    pub redirect_uri: String,
+    pub scopes: Vec<String>,
+    pub idp_host: String,
+}
+
 struct ManagementToken {
     token: String,
     expires_at: i64,
@@ -78,8 +132,6 @@ struct ManagementToken {
 
 pub struct Bridge {
     origin: String,
-    /// `origin + "/callback"`: the only redirect URI registered at the IdP.
-    callback: String,
     store: Store,
     issuer: String,
     audience: Option<String>,
@@ -90,8 +142,11 @@ pub struct Bridge {
     registration_endpoint: Option<String>,
     jwks_uri: Option<String>,
     registrar: BridgeRegistrar,
+    applications_per_day: u32,
+    unused_application_days: u32,
     management_token: Mutex<Option<ManagementToken>>,
     registrations: WindowLimiter,
+    authorizations: WindowLimiter,
     http: reqwest::Client,
 }
 
@@ -120,7 +175,6 @@ impl Bridge {
             ));
         }
         Ok(Bridge {
-            callback: format!("{origin}/callback"),
             store,
             origin,
             issuer: resource.issuer.clone(),
@@ -138,13 +192,27 @@ impl Bridge {
             registration_endpoint,
             jwks_uri: resource.jwks_uri.clone().or(meta.jwks_uri),
             registrar: config.registrar.clone(),
+            applications_per_day: config.applications_per_day,
+            unused_application_days: config.unused_application_days,
             management_token: Mutex::new(None),
             registrations: WindowLimiter::new(
                 config.registrations_per_minute,
                 Duration::from_secs(60),
             ),
+            authorizations: WindowLimiter::new(AUTHORIZE_PER_MINUTE, Duration::from_secs(60)),
             http,
         })
+    }
+
+    /// `https` origins get a `__Host-` cookie with `Secure`; http loopback
+    /// development does not (browsers drop `Secure` cookies on http).
+    pub fn secure_cookies(&self) -> bool {
+        self.origin.starts_with("https://")
+    }
+
+    /// The redirect URI registered at the IdP for the client with `key`.
+    fn callback_url(&self, key: &str) -> String {
+        format!("{}/callback/{key}", self.origin)
     }
 
     /// RFC 8414 metadata on mcpgate's origin (the issuer clients fetch it
@@ -181,12 +249,25 @@ impl Bridge {
         meta
     }
 
-    /// The IdP authorization URL for a client's `/authorize` query: every
-    /// parameter kept except `resource` (which becomes `audience`), and the
-    /// client's `redirect_uri` and `state`, which mcpgate keeps and replaces
-    /// with its callback and a state of its own. PKCE S256 is required here
-    /// so no client can downgrade it at the IdP.
-    pub async fn authorize(&self, pairs: &[(String, String)]) -> Result<String, BridgeError> {
+    /// `/authorize`: check the client's request and keep it, bound to the
+    /// browser (`held`: the browser secret its cookie already carries), until
+    /// the user approves it on mcpgate's consent page. Nothing goes to the IdP
+    /// yet. PKCE S256 is required here so no client can downgrade it at the IdP.
+    pub async fn authorize(
+        &self,
+        pairs: &[(String, String)],
+        held: Option<&str>,
+        client_address: &str,
+    ) -> Result<ConsentPrompt, BridgeError> {
+        if !self.authorizations.hit(client_address) {
+            return Err(BridgeError::TooManyRequests);
+        }
+        let size: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        if size > MAX_AUTHORIZE_QUERY_BYTES {
+            return Err(BridgeError::InvalidRequest(
+                "the authorization request is too large".to_owned(),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for (k, _) in pairs {
             if !seen.insert(k.as_str()) {
@@ -195,24 +276,27 @@ impl Bridge {
                 )));
             }
         }
-        let get = |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |name: &str| field(pairs, name);
         let client_id = get("client_id")
             .filter(|c| !c.is_empty())
             .ok_or_else(|| BridgeError::InvalidRequest("client_id is missing".to_owned()))?;
-        let registered: Vec<String> = match self.store.bridge_client_redirects(client_id).await {
-            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_default(),
-            Ok(None) => {
-                return Err(BridgeError::InvalidRequest(
-                    "this client is not registered here".to_owned(),
-                ));
-            }
-            Err(e) => return Err(BridgeError::Upstream(e.to_string())),
-        };
+        let client = self
+            .store
+            .bridge_client(client_id)
+            .await
+            .map_err(|e| BridgeError::Upstream(e.to_string()))?
+            .ok_or_else(|| {
+                BridgeError::InvalidRequest("this client is not registered here".to_owned())
+            })?;
+        if client.callback_key.is_none() {
+            // Registered before callbacks were per client: the IdP would send
+            // its codes to the shared callback, which no longer exists.
+            return Err(BridgeError::InvalidRequest(
+                "this client was registered with an older version of this server; remove the server in your app and add it again".to_owned(),
+            ));
+        }
+        let registered: Vec<String> =
+            serde_json::from_str(&client.redirect_uris).unwrap_or_default();
         let redirect_uri = match get("redirect_uri") {
             Some(requested) => find_redirect(&registered, requested)
                 .map(|_| requested.to_owned())
@@ -235,31 +319,143 @@ impl Bridge {
                 "PKCE is required: send code_challenge with code_challenge_method=S256".to_owned(),
             ));
         }
-        let state = random_token(32).map_err(|e| BridgeError::Upstream(e.to_string()))?;
+        if get("state").is_some_and(|s| s.len() > MAX_CLIENT_STATE_BYTES) {
+            return Err(BridgeError::InvalidRequest(format!(
+                "state is longer than {MAX_CLIENT_STATE_BYTES} bytes"
+            )));
+        }
+        // Replaced by mcpgate's own, or able to move the answer elsewhere
+        // than the client's callback's query (a request object can carry its
+        // own redirect_uri and state; only query responses are supported).
+        let forwarded: Vec<(&str, &str)> = pairs
+            .iter()
+            .filter(|(k, _)| {
+                !(matches!(
+                    k.as_str(),
+                    "resource"
+                        | "redirect_uri"
+                        | "state"
+                        | "request"
+                        | "request_uri"
+                        | "response_mode"
+                ) || (k == "audience" && self.audience.is_some()))
+            })
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let idp_query =
+            serde_json::to_string(&forwarded).map_err(|e| BridgeError::Upstream(e.to_string()))?;
+        let browser = match held {
+            Some(b) if is_token(b) => b.to_owned(),
+            _ => random_token(32).map_err(|e| BridgeError::Upstream(e.to_string()))?,
+        };
+        let request_id = random_token(32).map_err(|e| BridgeError::Upstream(e.to_string()))?;
         let now = now_epoch();
         self.store
-            .insert_bridge_request(&BridgeRequestRecord {
-                state_hash: sha256_b64(&state),
-                client_id: client_id.to_owned(),
-                redirect_uri,
-                client_state: get("state").map(str::to_owned),
-                created_at: now,
-                expires_at: now + REQUEST_TTL_SECS,
-            })
+            .insert_bridge_request(
+                BridgeStage::Consent,
+                &BridgeRequestRecord {
+                    state_hash: sha256_b64(&request_id),
+                    client_id: client_id.to_owned(),
+                    browser_hash: sha256_b64(&browser),
+                    redirect_uri: redirect_uri.clone(),
+                    client_state: get("state").map(str::to_owned),
+                    idp_query,
+                    created_at: now,
+                    expires_at: now + REQUEST_TTL_SECS,
+                },
+            )
+            .await
+            .map_err(|e| BridgeError::Upstream(e.to_string()))?;
+        Ok(ConsentPrompt {
+            csrf: csrf_token(&request_id, &browser),
+            request_id,
+            browser,
+            client_name: client
+                .client_name
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| client_id.to_owned()),
+            redirect_uri,
+            scopes: get("scope")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+            idp_host: url::Url::parse(&self.authorization_endpoint)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The consent form: only the browser that started the request, with the
+    /// CSRF token derived from its cookie, decides it, once. Approve: on to
+    /// the IdP with the client's own callback and a fresh state. Deny:
+    /// `access_denied` to the client's checked redirect URI.
+    pub async fn decide(
+        &self,
+        request_id: &str,
+        csrf: &str,
+        browser: &str,
+        approve: bool,
+    ) -> Result<String, BridgeError> {
+        if browser.is_empty() || !ct_eq(csrf, &csrf_token(request_id, browser)) {
+            return Err(BridgeError::Forbidden(
+                "this form does not belong to this browser; start again from your app".to_owned(),
+            ));
+        }
+        let now = now_epoch();
+        let request = self
+            .store
+            .take_bridge_request(BridgeStage::Consent, &sha256_b64(request_id), now)
+            .await
+            .map_err(|e| BridgeError::Upstream(e.to_string()))?
+            .ok_or_else(expired)?;
+        if !ct_eq(&request.browser_hash, &sha256_b64(browser)) {
+            return Err(BridgeError::Forbidden(
+                "this sign-in was started in another browser; start again from your app".to_owned(),
+            ));
+        }
+        if !approve {
+            return self.to_client(
+                &request,
+                &[
+                    ("error", "access_denied"),
+                    ("error_description", "the user denied access"),
+                ],
+            );
+        }
+        let key = self
+            .store
+            .bridge_client(&request.client_id)
+            .await
+            .map_err(|e| BridgeError::Upstream(e.to_string()))?
+            .and_then(|c| c.callback_key)
+            .ok_or_else(|| {
+                BridgeError::InvalidRequest("this client is not registered here".to_owned())
+            })?;
+        let forwarded: Vec<(String, String)> =
+            serde_json::from_str(&request.idp_query).unwrap_or_default();
+        let state = random_token(32).map_err(|e| BridgeError::Upstream(e.to_string()))?;
+        self.store
+            .insert_bridge_request(
+                BridgeStage::Idp,
+                &BridgeRequestRecord {
+                    state_hash: sha256_b64(&state),
+                    created_at: now,
+                    expires_at: now + REQUEST_TTL_SECS,
+                    ..request
+                },
+            )
             .await
             .map_err(|e| BridgeError::Upstream(e.to_string()))?;
         let mut url = url::Url::parse(&self.authorization_endpoint)
             .map_err(|e| BridgeError::Setup(e.to_string()))?;
         {
             let mut q = url.query_pairs_mut();
-            for (k, v) in pairs {
-                let replaced = matches!(k.as_str(), "resource" | "redirect_uri" | "state")
-                    || (k == "audience" && self.audience.is_some());
-                if !replaced {
-                    q.append_pair(k, v);
-                }
+            for (k, v) in &forwarded {
+                q.append_pair(k, v);
             }
-            q.append_pair("redirect_uri", &self.callback);
+            q.append_pair("redirect_uri", &self.callback_url(&key));
             q.append_pair("state", &state);
             if let Some(audience) = &self.audience {
                 q.append_pair("audience", audience);
@@ -268,30 +464,49 @@ impl Bridge {
         Ok(url.to_string())
     }
 
-    /// `/callback`: the IdP's answer goes on to the client with the client's
-    /// `state` and mcpgate's `iss`. Single use; an answer naming another
-    /// issuer (a mix-up) stops here.
-    pub async fn callback(&self, pairs: &[(String, String)]) -> Result<String, BridgeError> {
-        let get = |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+    /// `/callback/<key>`: the IdP's answer goes on to the client with the
+    /// client's `state` and mcpgate's `iss`, if it came back for the client
+    /// and to the browser that started the request. Single use; an answer
+    /// naming another issuer (a mix-up) stops here.
+    pub async fn callback(
+        &self,
+        key: &str,
+        pairs: &[(String, String)],
+        browser: &str,
+    ) -> Result<String, BridgeError> {
+        let get = |name: &str| field(pairs, name);
         let state = get("state").ok_or_else(|| {
             BridgeError::InvalidRequest("the identity provider's answer has no state".to_owned())
         })?;
+        let now = now_epoch();
         let request = self
             .store
-            .take_bridge_request(&sha256_b64(state), now_epoch())
+            .take_bridge_request(BridgeStage::Idp, &sha256_b64(state), now)
             .await
             .map_err(|e| BridgeError::Upstream(e.to_string()))?
-            .ok_or_else(|| {
-                BridgeError::InvalidRequest(
-                    "this sign-in has expired or was already used; start again from your app"
-                        .to_owned(),
-                )
-            })?;
+            .ok_or_else(expired)?;
+        let client = self
+            .store
+            .bridge_client(&request.client_id)
+            .await
+            .map_err(|e| BridgeError::Upstream(e.to_string()))?;
+        if client.and_then(|c| c.callback_key).as_deref() != Some(key) {
+            // The IdP sent this to another client's callback: the code (if
+            // any) was issued to that client, not to the one that asked.
+            tracing::warn!(
+                client_id = %request.client_id,
+                "bridge: an authorization answer came back for another client; refused"
+            );
+            return Err(BridgeError::Forbidden(
+                "this answer belongs to another app's sign-in; start again from your app"
+                    .to_owned(),
+            ));
+        }
+        if browser.is_empty() || !ct_eq(&request.browser_hash, &sha256_b64(browser)) {
+            return Err(BridgeError::Forbidden(
+                "this sign-in was started in another browser; start again from your app".to_owned(),
+            ));
+        }
         if let Some(iss) = get("iss")
             && iss != self.issuer
         {
@@ -299,14 +514,38 @@ impl Bridge {
                 "the answer names another identity provider".to_owned(),
             ));
         }
+        if let Some(code) = get("code") {
+            self.store
+                .save_bridge_code(&BridgeCodeRecord {
+                    code_hash: sha256_b64(code),
+                    client_id: request.client_id.clone(),
+                    redirect_uri: request.redirect_uri.clone(),
+                    callback: self.callback_url(key),
+                    expires_at: now + REQUEST_TTL_SECS,
+                })
+                .await
+                .map_err(|e| BridgeError::Upstream(e.to_string()))?;
+        }
+        let passed: Vec<(&str, &str)> = ["code", "error", "error_description", "error_uri"]
+            .into_iter()
+            .filter_map(|name| get(name).map(|v| (name, v)))
+            .collect();
+        self.to_client(&request, &passed)
+    }
+
+    /// The client's redirect URI (checked at `/authorize`) with `params`, its
+    /// `state` and mcpgate's `iss`.
+    fn to_client(
+        &self,
+        request: &BridgeRequestRecord,
+        params: &[(&str, &str)],
+    ) -> Result<String, BridgeError> {
         let mut url = url::Url::parse(&request.redirect_uri)
             .map_err(|e| BridgeError::Upstream(e.to_string()))?;
         {
             let mut q = url.query_pairs_mut();
-            for name in ["code", "error", "error_description", "error_uri"] {
-                if let Some(value) = get(name) {
-                    q.append_pair(name, value);
-                }
+            for (k, v) in params {
+                q.append_pair(k, v);
             }
             if let Some(client_state) = &request.client_state {
                 q.append_pair("state", client_state);
@@ -317,184 +556,78 @@ impl Bridge {
     }
 
     /// `/token`: relayed to the IdP without `resource` (Auth0 and Entra
-    /// reject or misread it) and with mcpgate's callback as `redirect_uri`,
-    /// with the client's own authentication.
+    /// reject or misread it), with the client's own authentication. A code
+    /// is relayed only for the client it came back for, with that client's
+    /// callback as `redirect_uri`.
     pub async fn token(
         &self,
         body: &[u8],
         authorization: Option<&str>,
     ) -> Result<Relayed, BridgeError> {
-        let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(body)
-            .into_owned()
-            .filter(|(k, _)| k != "resource" && k != "redirect_uri")
-            .collect();
-        // The code was issued to mcpgate's callback.
-        if pairs
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+        let mut seen = std::collections::HashSet::new();
+        for (k, _) in &pairs {
+            if !seen.insert(k.as_str()) {
+                return Err(BridgeError::InvalidRequest(format!(
+                    "the parameter {k} appears more than once"
+                )));
+            }
+        }
+        let presented = match authorization.and_then(basic_client_id) {
+            Some(id) => Some(id),
+            None => field(&pairs, "client_id").map(str::to_owned),
+        };
+        let mut relayed: Vec<(String, String)> = pairs
             .iter()
-            .any(|(k, v)| k == "grant_type" && v == "authorization_code")
-        {
-            pairs.push(("redirect_uri".to_owned(), self.callback.clone()));
+            .filter(|(k, _)| k != "resource" && k != "redirect_uri")
+            .cloned()
+            .collect();
+        if field(&pairs, "grant_type") == Some("authorization_code") {
+            let code = field(&pairs, "code")
+                .ok_or_else(|| BridgeError::InvalidRequest("code is missing".to_owned()))?;
+            let issued = self
+                .store
+                .bridge_code(&sha256_b64(code), now_epoch())
+                .await
+                .map_err(|e| BridgeError::Upstream(e.to_string()))?
+                .ok_or_else(|| {
+                    BridgeError::InvalidGrant(
+                        "the code is unknown or expired, or did not come through this server"
+                            .to_owned(),
+                    )
+                })?;
+            if presented.as_deref() != Some(issued.client_id.as_str()) {
+                tracing::warn!(
+                    client_id = %issued.client_id,
+                    "bridge: a code was presented by another client; refused"
+                );
+                return Err(BridgeError::InvalidGrant(
+                    "the code was not issued to this client".to_owned(),
+                ));
+            }
+            if field(&pairs, "redirect_uri").is_some_and(|r| r != issued.redirect_uri) {
+                return Err(BridgeError::InvalidGrant(
+                    "redirect_uri does not match the authorization request".to_owned(),
+                ));
+            }
+            relayed.push(("redirect_uri".to_owned(), issued.callback));
         }
         let mut request = self
             .http
             .post(&self.token_endpoint)
             .header("accept", "application/json")
-            .form(&pairs);
+            .form(&relayed);
         if let Some(auth) = authorization {
             request = request.header("authorization", auth);
         }
-        self.relay(request).await
-    }
-
-    /// RFC 7591 registration. The client's redirect URIs pass mcpgate's
-    /// policy and are kept here; the IdP registers only mcpgate's callback.
-    pub async fn register(
-        &self,
-        body: Value,
-        client_address: &str,
-    ) -> Result<Relayed, BridgeError> {
-        if !self.registrations.hit(client_address) {
-            return Err(BridgeError::RateLimited);
-        }
-        let metadata: ClientMetadata = serde_json::from_value(body.clone()).map_err(|_| {
-            BridgeError::InvalidClientMetadata("the body is not valid client metadata".to_owned())
-        })?;
-        let metadata = metadata.normalise_for_registration().map_err(|e| match e {
-            crate::oauth::clients::MetadataError::RedirectUri(m) => {
-                BridgeError::InvalidRedirectUri(m)
-            }
-            crate::oauth::clients::MetadataError::Metadata(m) => {
-                BridgeError::InvalidClientMetadata(m)
-            }
-        })?;
-        let own_redirects = metadata.redirect_uris.clone();
-        let mut answer = match &self.registrar {
-            BridgeRegistrar::Passthrough => {
-                let endpoint = self
-                    .registration_endpoint
-                    .as_deref()
-                    .ok_or_else(|| BridgeError::Upstream("no registration endpoint".into()))?;
-                let mut relayed = body;
-                relayed["redirect_uris"] = json!([self.callback]);
-                self.relay(self.http.post(endpoint).json(&relayed)).await?
-            }
-            BridgeRegistrar::Auth0 {
-                client_id,
-                client_secret,
-                audience,
-            } => {
-                let token = self
-                    .management_token(client_id, client_secret.expose_secret(), audience)
-                    .await?;
-                self.create_auth0_client(&token, metadata).await?
-            }
-        };
-        if let (200 | 201, Some(new_id)) = (answer.status, answer.body["client_id"].as_str()) {
-            let text = serde_json::to_string(&own_redirects)
-                .map_err(|e| BridgeError::Upstream(e.to_string()))?;
-            self.store
-                .save_bridge_client(new_id, &text, now_epoch())
-                .await
-                .map_err(|e| BridgeError::Upstream(e.to_string()))?;
-            answer.body["redirect_uris"] = json!(own_redirects);
+        let answer = self.relay(request).await?;
+        if answer.status == 200
+            && let Some(client_id) = &presented
+            && let Err(e) = self.store.touch_bridge_client(client_id, now_epoch()).await
+        {
+            tracing::warn!(error = %e, "bridge: could not record a client's use");
         }
         Ok(answer)
-    }
-
-    async fn management_token(
-        &self,
-        client_id: &str,
-        secret: &str,
-        audience: &str,
-    ) -> Result<String, BridgeError> {
-        let mut cached = self.management_token.lock().await;
-        if let Some(t) = cached.as_ref()
-            && t.expires_at > now_epoch() + 60
-        {
-            return Ok(t.token.clone());
-        }
-        let answer = self
-            .relay(self.http.post(&self.token_endpoint).form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client_id),
-                ("client_secret", secret),
-                ("audience", audience),
-            ]))
-            .await?;
-        let token = match (answer.status, answer.body["access_token"].as_str()) {
-            (200, Some(token)) => token.to_owned(),
-            (status, _) => {
-                return Err(BridgeError::Upstream(format!(
-                    "Management API token: HTTP {status} {}",
-                    answer.body["error"].as_str().unwrap_or("")
-                )));
-            }
-        };
-        let expires_in = answer.body["expires_in"].as_i64().unwrap_or(300);
-        *cached = Some(ManagementToken {
-            token: token.clone(),
-            expires_at: now_epoch() + expires_in,
-        });
-        Ok(token)
-    }
-
-    async fn create_auth0_client(
-        &self,
-        management_token: &str,
-        metadata: ClientMetadata,
-    ) -> Result<Relayed, BridgeError> {
-        let method = metadata.auth_method();
-        let auth0_method = match method {
-            AuthMethod::None => "none",
-            AuthMethod::SecretBasic => "client_secret_basic",
-            AuthMethod::SecretPost => "client_secret_post",
-        };
-        let body = json!({
-            "name": metadata.client_name.clone().unwrap_or_else(|| "MCP client".to_owned()),
-            "app_type": if method == AuthMethod::None { "native" } else { "regular_web" },
-            "callbacks": [self.callback],
-            "grant_types": ["authorization_code", "refresh_token"],
-            "token_endpoint_auth_method": auth0_method,
-            "oidc_conformant": true,
-            "client_metadata": {"created_by": "mcpgate"},
-        });
-        let url = format!("{}/api/v2/clients", self.issuer.trim_end_matches('/'));
-        let created = self
-            .relay(
-                self.http
-                    .post(&url)
-                    .bearer_auth(management_token)
-                    .json(&body),
-            )
-            .await?;
-        if created.status != 201 && created.status != 200 {
-            // Auth0's 4xx here is about our request or our rights, not the client's input.
-            return Err(BridgeError::Upstream(format!(
-                "Management API create client: HTTP {} {}",
-                created.status,
-                created.body["message"].as_str().unwrap_or("")
-            )));
-        }
-        let new_id = created.body["client_id"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| BridgeError::Upstream("created client has no client_id".into()))?;
-        let mut response =
-            serde_json::to_value(&metadata).map_err(|e| BridgeError::Upstream(e.to_string()))?;
-        if let Some(obj) = response.as_object_mut() {
-            obj.insert("client_id".into(), json!(new_id));
-            obj.insert("client_id_issued_at".into(), json!(now_epoch()));
-            if method != AuthMethod::None
-                && let Some(secret) = created.body["client_secret"].as_str()
-            {
-                obj.insert("client_secret".into(), json!(secret));
-                obj.insert("client_secret_expires_at".into(), json!(0));
-            }
-        }
-        Ok(Relayed {
-            status: 201,
-            body: response,
-        })
     }
 
     async fn relay(&self, request: reqwest::RequestBuilder) -> Result<Relayed, BridgeError> {
@@ -512,5 +645,71 @@ impl Bridge {
         let body = serde_json::from_slice(&bytes)
             .map_err(|_| BridgeError::Upstream(format!("HTTP {status} without a JSON body")))?;
         Ok(Relayed { status, body })
+    }
+}
+
+fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn expired() -> BridgeError {
+    BridgeError::InvalidRequest(
+        "this sign-in has expired or was already used; start again from your app".to_owned(),
+    )
+}
+
+/// A browser secret as mcpgate makes them (32 random bytes, base64url).
+fn is_token(text: &str) -> bool {
+    text.len() == 43
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The consent form's CSRF token: only the browser holding the cookie can
+/// compute it, and it names one request.
+fn csrf_token(request_id: &str, browser: &str) -> String {
+    sha256_b64(&format!("bridge-csrf|{request_id}|{browser}"))
+}
+
+/// The client id of an HTTP Basic `Authorization` header (RFC 6749 §2.3.1:
+/// form-encoded, then base64).
+fn basic_client_id(header: &str) -> Option<String> {
+    let encoded = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, _) = text.split_once(':')?;
+    url::form_urlencoded::parse(format!("x={id}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_csrf_token_depends_on_the_browser_and_the_request() {
+        let a = csrf_token("r1", "browser-a");
+        assert_ne!(a, csrf_token("r1", "browser-b"));
+        assert_ne!(a, csrf_token("r2", "browser-a"));
+        assert_eq!(a, csrf_token("r1", "browser-a"));
+    }
+
+    #[test]
+    fn basic_authentication_names_the_client() {
+        let header = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("my%20client:secret")
+        );
+        assert_eq!(basic_client_id(&header).as_deref(), Some("my client"));
+        assert_eq!(basic_client_id("Bearer x"), None);
     }
 }

@@ -8,7 +8,7 @@ use axum::{
     body::Bytes,
     extract::{RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use base64::Engine;
@@ -94,22 +94,7 @@ fn no_store(mut response: Response) -> Response {
 
 /// Browser pages: no framing, no referrer, no caching.
 fn html(status: StatusCode, body: String) -> Response {
-    let mut response = (status, Html(body)).into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    no_store(response)
+    pages::page_response(status, body)
 }
 
 fn see_other(location: &str) -> Response {

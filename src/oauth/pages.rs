@@ -1,7 +1,38 @@
 //! The HTML pages of the authorization flow: login, consent, error. Every
-//! interpolated value is escaped; the pages carry no script.
+//! interpolated value is escaped; the pages carry no script. Every page goes
+//! out through [`page_response`], which adds the browser security headers.
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+};
 
 use super::flow::PendingRequest;
+
+/// A page as an HTTP response: no framing, no script, no referrer, no
+/// sniffing, no caching. Shared by every mode that answers a browser.
+pub fn page_response(status: StatusCode, body: String) -> Response {
+    let mut response = (status, Html(body)).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
 
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -101,6 +132,49 @@ pub fn error(message: &str) -> String {
         &format!(
             "<p class=\"err\">{}</p><p>Close this window and start again from your app.</p>",
             escape(message)
+        ),
+    )
+}
+
+/// Bridge mode's consent page, shown before the browser goes to the
+/// identity provider (which may answer without asking, e.g. when the user
+/// consented to another client before). No "remember": mcpgate does not know
+/// who the user is at this point.
+pub struct BridgeConsent<'a> {
+    pub request_id: &'a str,
+    pub csrf: &'a str,
+    pub client_name: &'a str,
+    pub redirect_uri: &'a str,
+    pub scopes: &'a [String],
+    pub idp_host: &'a str,
+}
+
+pub fn bridge_consent(c: &BridgeConsent<'_>) -> String {
+    let redirect_host = url::Url::parse(c.redirect_uri)
+        .ok()
+        .map(|u| match u.host_str() {
+            Some(h) => h.to_owned(),
+            None => format!("{}:", u.scheme()),
+        })
+        .unwrap_or_default();
+    let scopes: String = if c.scopes.is_empty() {
+        "<li>the identity provider's default access</li>".to_owned()
+    } else {
+        c.scopes
+            .iter()
+            .map(|s| format!("<li><code>{}</code></li>", escape(s)))
+            .collect()
+    };
+    page(
+        "Allow access?",
+        &format!(
+            "<p><strong>{client}</strong> wants to use this MCP server as you.</p><p>If you allow it, you sign in with <strong>{idp}</strong> next.</p><p>After that, you go back to <strong>{host}</strong> (<code>{uri}</code>).</p><p>It asks for:</p><ul>{scopes}</ul><p class=\"warn\">Allow only if you started this yourself just now from that app.</p><form method=\"post\" action=\"/consent\"><input type=\"hidden\" name=\"request\" value=\"{r}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button><button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
+            client = escape(c.client_name),
+            idp = escape(c.idp_host),
+            host = escape(&redirect_host),
+            uri = escape(c.redirect_uri),
+            r = escape(c.request_id),
+            csrf = escape(c.csrf),
         ),
     )
 }

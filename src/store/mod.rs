@@ -5,11 +5,13 @@
 //! through [`on_db!`] against whichever typed pool is configured. Timestamps
 //! are epoch seconds (`BIGINT`), ids are text.
 
+mod bridge;
 mod federation;
 mod notes;
 mod oauth;
 
-pub use federation::{BridgeRequestRecord, NO_PASSWORD, UpstreamLoginRecord, UpstreamTokenRecord};
+pub use bridge::{BridgeClientRecord, BridgeCodeRecord, BridgeRequestRecord, BridgeStage};
+pub use federation::{NO_PASSWORD, UpstreamLoginRecord, UpstreamTokenRecord};
 
 pub use notes::{Note, NoteDraft, NotePatch};
 pub use oauth::{

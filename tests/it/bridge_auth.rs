@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use crate::{
     common::TestServer,
     fake_idp::FakeIdp,
-    oauth_browser::{REDIRECT, location, no_redirects, pkce, query_of, register},
+    oauth_browser::{Browser, REDIRECT, location, no_redirects, pkce, query_of, register},
+    security_bridge::approve,
 };
 
 async fn bridge(idp: &FakeIdp, edit: impl FnOnce(&mut RawBridge)) -> TestServer {
@@ -74,8 +75,16 @@ async fn auth0_bridge_registers_through_the_management_api_and_rewrites_the_flow
         assert_eq!(form["client_id"], "m2m");
         assert_eq!(form["audience"], format!("{}/api/v2/", idp.issuer));
         let created = idp.management_clients.lock().unwrap();
-        // Auth0 only ever redirects to mcpgate; the client's own URIs stay here.
-        assert_eq!(created[0]["callbacks"], json!([server.url("/callback")]));
+        // Auth0 only ever redirects to mcpgate, at the client's own callback;
+        // the client's own URIs stay here.
+        let callbacks = created[0]["callbacks"].as_array().unwrap();
+        assert_eq!(callbacks.len(), 1);
+        assert!(
+            callbacks[0]
+                .as_str()
+                .unwrap()
+                .starts_with(&server.url("/callback/"))
+        );
         assert_eq!(created[0]["app_type"], "native");
         assert_eq!(created[0]["token_endpoint_auth_method"], "none");
         assert_eq!(created[0]["name"], "Claude");
@@ -103,8 +112,9 @@ async fn auth0_bridge_registers_through_the_management_api_and_rewrites_the_flow
     assert_eq!(body["error"], "temporarily_unavailable");
     assert!(!body.to_string().contains("mgmt-token"));
 
-    // /authorize: resource becomes the audience; state and redirect_uri become
-    // mcpgate's; everything else passes through.
+    // /authorize: mcpgate's consent page first; once approved, resource
+    // becomes the audience; state and redirect_uri become mcpgate's (the
+    // client's own callback); everything else passes through.
     let (verifier, challenge) = pkce();
     let q = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("response_type", "code")
@@ -116,13 +126,8 @@ async fn auth0_bridge_registers_through_the_management_api_and_rewrites_the_flow
         .append_pair("scope", "openid offline_access")
         .append_pair("resource", &server.url("/mcp"))
         .finish();
-    let r = no_redirects()
-        .get(server.url(&format!("/authorize?{q}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::FOUND);
-    let to = location(&r);
+    let mut browser = Browser::default();
+    let to = approve(&server, &mut browser, &q).await;
     assert!(
         to.starts_with(&format!("{}/authorize?", idp.issuer)),
         "{to}"
@@ -132,16 +137,20 @@ async fn auth0_bridge_registers_through_the_management_api_and_rewrites_the_flow
     assert!(!p.contains_key("resource"));
     assert_ne!(p["state"], "s-1");
     assert_eq!(p["code_challenge"], challenge);
-    assert_eq!(p["redirect_uri"], server.url("/callback"));
-    // The IdP answers at mcpgate's callback, with its own iss (RFC 9207);
+    let callback = idp.management_clients.lock().unwrap()[0]["callbacks"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(p["redirect_uri"], callback);
+    // The IdP answers at the client's callback, with its own iss (RFC 9207);
     // the client gets its state back and mcpgate as iss, the issuer it discovered.
-    let back = server.url(&format!(
-        "/callback?code=idp-code&state={}&iss={}",
+    let back = format!(
+        "{callback}?code=idp-code&state={}&iss={}",
         p["state"],
         url::form_urlencoded::byte_serialize(idp.issuer.as_bytes()).collect::<String>()
-    ));
-    let r = no_redirects().get(&back).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::FOUND);
+    );
+    let r = browser.get(&back).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let to = location(&r);
     assert!(to.starts_with(REDIRECT), "{to}");
     let q = query_of(&to);
@@ -149,7 +158,7 @@ async fn auth0_bridge_registers_through_the_management_api_and_rewrites_the_flow
     assert_eq!(q["state"], "s-1");
     assert_eq!(q["iss"], server.base);
     // Single use.
-    let r = no_redirects().get(&back).send().await.unwrap();
+    let r = browser.get(&back).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(location(&r).is_empty());
     // Pages, never redirects: no PKCE, an unregistered redirect URI, an unknown client.
@@ -199,7 +208,7 @@ async fn auth0_bridge_registers_through_the_management_api_and_rewrites_the_flow
         let (_, form) = requests.last().unwrap();
         assert_eq!(form["code"], "idp-code");
         assert!(!form.contains_key("resource"));
-        assert_eq!(form["redirect_uri"], server.url("/callback"));
+        assert_eq!(form["redirect_uri"], callback);
     }
     server.set_token(tokens["access_token"].as_str().unwrap());
     server.initialize().await;
@@ -213,7 +222,11 @@ async fn auth0_bridge_registers_through_the_management_api_and_rewrites_the_flow
     let r = server
         .client
         .post(server.url("/token"))
-        .form(&[("grant_type", "authorization_code"), ("code", "used")])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "auth0-client-1"),
+            ("refresh_token", "used"),
+        ])
         .send()
         .await
         .unwrap();
@@ -240,7 +253,11 @@ async fn passthrough_bridge_relays_the_idps_own_registration() {
     assert_eq!(body["redirect_uris"], json!([REDIRECT]));
     let relayed = idp.registrations.lock().unwrap()[0].clone();
     assert_eq!(relayed["client_name"], "Inspector");
-    assert_eq!(relayed["redirect_uris"], json!([server.url("/callback")]));
+    let callback = relayed["redirect_uris"][0].as_str().unwrap();
+    assert!(
+        callback.starts_with(&server.url("/callback/")),
+        "each client its own callback: {relayed}"
+    );
     // Browser-based clients can call it (CORS), as they could not call the IdP's.
     let r = server
         .client
@@ -255,14 +272,15 @@ async fn passthrough_bridge_relays_the_idps_own_registration() {
     assert!(r.headers().contains_key("access-control-allow-origin"));
     // No audience parameter unless configured.
     let (_, challenge) = pkce();
-    let r = no_redirects()
-        .get(server.url(&format!(
-            "/authorize?response_type=code&client_id=dcr-client-1&code_challenge={challenge}&code_challenge_method=S256&resource=x"
-        )))
-        .send()
-        .await
-        .unwrap();
-    let p = query_of(&location(&r));
+    let to = approve(
+        &server,
+        &mut Browser::default(),
+        &format!(
+            "response_type=code&client_id=dcr-client-1&code_challenge={challenge}&code_challenge_method=S256&resource=x"
+        ),
+    )
+    .await;
+    let p = query_of(&to);
     assert!(
         !p.contains_key("audience") && !p.contains_key("resource"),
         "{p:?}"
@@ -283,21 +301,22 @@ async fn a_callback_naming_another_issuer_is_refused() {
     let (status, _) = register(&server, json!({"redirect_uris": [REDIRECT]})).await;
     assert_eq!(status, StatusCode::CREATED);
     let (_, challenge) = pkce();
-    let r = no_redirects()
-        .get(server.url(&format!(
-            "/authorize?response_type=code&client_id=dcr-client-1&code_challenge={challenge}&code_challenge_method=S256&state=s"
-        )))
-        .send()
-        .await
-        .unwrap();
-    let state = query_of(&location(&r))["state"].clone();
-    let r = no_redirects()
-        .get(server.url(&format!(
-            "/callback?code=c&state={state}&iss=https%3A%2F%2Fevil.example"
-        )))
-        .send()
-        .await
-        .unwrap();
+    let mut browser = Browser::default();
+    let to = approve(
+        &server,
+        &mut browser,
+        &format!(
+            "response_type=code&client_id=dcr-client-1&code_challenge={challenge}&code_challenge_method=S256&state=s"
+        ),
+    )
+    .await;
+    let p = query_of(&to);
+    let r = browser
+        .get(&format!(
+            "{}?code=c&state={}&iss=https%3A%2F%2Fevil.example",
+            p["redirect_uri"], p["state"]
+        ))
+        .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(location(&r).is_empty());
 }

@@ -1,7 +1,10 @@
 //! An in-process authorization server for the resource-mode tests: it signs
 //! tokens with keys it can rotate, serves discovery, JWKS (counting fetches,
-//! switchable to failing) and introspection. The end-to-end suite uses the
-//! real oidc-provider; this one lets tests forge exactly the bad tokens.
+//! switchable to failing) and introspection. For bridge mode it also plays
+//! a standard authorization server (`/authorize` with remembered consent,
+//! codes checked at `/token`) and Auth0's Management API. The end-to-end
+//! suite uses the real oidc-provider; this one lets tests forge exactly the
+//! bad tokens.
 
 use std::sync::{
     Arc, Mutex,
@@ -67,6 +70,35 @@ pub struct FakeIdp {
     pub userinfo: Arc<Mutex<Value>>,
     /// Status `/api/v2/clients` answers with (201 by default).
     pub management_status: Arc<AtomicU64>,
+    /// Ids deleted through `DELETE /api/v2/clients/{id}`.
+    pub management_deleted: Arc<Mutex<Vec<String>>>,
+    /// The standard authorization server part (see [`StandardAs`]).
+    pub standard: Arc<Mutex<StandardAs>>,
+}
+
+/// What a standard authorization server remembers, for the bridge attacks:
+/// registered clients (DCR and Management API) with their redirect URIs,
+/// consents given per (user, client), and the codes it issued. `/authorize`
+/// checks `client_id` + exact `redirect_uri` and answers silently when the
+/// signed-in user (cookie `idp_user`) consented before; `/token` checks the
+/// code's client, `redirect_uri` and PKCE.
+#[derive(Default)]
+pub struct StandardAs {
+    pub clients: HashMap<String, Vec<String>>,
+    pub consents: std::collections::HashSet<(String, String)>,
+    pub codes: HashMap<String, IssuedCode>,
+    /// Every code issued: (user, client_id).
+    pub issued: Vec<(String, String)>,
+    /// Every `/authorize` request's query.
+    pub authorize_requests: Vec<HashMap<String, String>>,
+}
+
+#[derive(Clone)]
+pub struct IssuedCode {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub challenge: String,
+    pub user: String,
 }
 
 type HashMap<K, V> = std::collections::HashMap<K, V>;
@@ -96,6 +128,8 @@ impl FakeIdp {
             registrations: Arc::default(),
             management_clients: Arc::default(),
             management_status: Arc::new(AtomicU64::new(201)),
+            management_deleted: Arc::default(),
+            standard: Arc::default(),
             userinfo: Arc::new(Mutex::new(json!({}))),
         };
         let app = Router::new()
@@ -113,6 +147,11 @@ impl FakeIdp {
                 "/api/v2/clients",
                 axum::routing::post(management_create_client),
             )
+            .route(
+                "/api/v2/clients/{id}",
+                axum::routing::delete(management_delete_client),
+            )
+            .route("/authorize", get(standard_authorize))
             .route("/user/emails", get(github_emails))
             .route("/jwks", get(jwks))
             .route("/introspect", axum::routing::post(introspect))
@@ -174,6 +213,15 @@ impl FakeIdp {
     pub fn rotate(&self, kid: &str) {
         self.keys.lock().unwrap().push(new_es256_key(kid));
     }
+
+    /// `user` approved `client_id` at this IdP before: it answers silently.
+    pub fn remember_consent(&self, user: &str, client_id: &str) {
+        self.standard
+            .lock()
+            .unwrap()
+            .consents
+            .insert((user.to_owned(), client_id.to_owned()));
+    }
 }
 
 async fn metadata(State(idp): State<FakeIdp>) -> impl IntoResponse {
@@ -195,9 +243,19 @@ async fn userinfo(State(idp): State<FakeIdp>) -> Json<Value> {
 }
 
 async fn dcr(State(idp): State<FakeIdp>, Json(body): Json<Value>) -> axum::response::Response {
-    idp.registrations.lock().unwrap().push(body.clone());
+    let n = {
+        let mut registrations = idp.registrations.lock().unwrap();
+        registrations.push(body.clone());
+        registrations.len()
+    };
+    let id = format!("dcr-client-{n}");
+    idp.standard
+        .lock()
+        .unwrap()
+        .clients
+        .insert(id.clone(), redirect_list(&body["redirect_uris"]));
     let mut answer = body;
-    answer["client_id"] = json!("dcr-client-1");
+    answer["client_id"] = json!(id);
     (axum::http::StatusCode::CREATED, Json(answer)).into_response()
 }
 
@@ -226,6 +284,10 @@ async fn management_create_client(
         created.push(body.clone());
         created.len()
     };
+    idp.standard.lock().unwrap().clients.insert(
+        format!("auth0-client-{n}"),
+        redirect_list(&body["callbacks"]),
+    );
     let mut answer = body;
     answer["client_id"] = json!(format!("auth0-client-{n}"));
     answer["client_secret"] = json!("auth0-secret");
@@ -260,7 +322,13 @@ async fn token(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    idp.token_requests.lock().unwrap().push((auth, form));
+    idp.token_requests
+        .lock()
+        .unwrap()
+        .push((auth.clone(), form.clone()));
+    if let Some(answer) = standard_token(&idp, auth.as_deref(), &form) {
+        return answer;
+    }
     if idp.token_down.load(Ordering::SeqCst) {
         return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
     }
@@ -341,4 +409,132 @@ async fn introspect(
         "active": true, "iss": idp.issuer, "sub": sub, "aud": idp.resource.lock().unwrap().clone(),
         "scope": "calc notes:read", "client_id": "opaque-client", "exp": now() + 600,
     }))
+}
+
+fn redirect_list(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn management_delete_client(
+    State(idp): State<FakeIdp>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> axum::http::StatusCode {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer mgmt-token") {
+        return axum::http::StatusCode::UNAUTHORIZED;
+    }
+    idp.management_deleted.lock().unwrap().push(id);
+    axum::http::StatusCode::NO_CONTENT
+}
+
+/// A standard `/authorize`: known client, exact redirect URI (else an error
+/// page, never a redirect), PKCE S256; a user who consented to this client
+/// before gets a code without any prompt.
+async fn standard_authorize(
+    State(idp): State<FakeIdp>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    let mut standard = idp.standard.lock().unwrap();
+    standard.authorize_requests.push(q.clone());
+    let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+    let client_id = get("client_id");
+    let redirect_uri = get("redirect_uri");
+    let Some(registered) = standard.clients.get(&client_id) else {
+        return (StatusCode::BAD_REQUEST, "unknown client").into_response();
+    };
+    if !registered.contains(&redirect_uri) {
+        return (StatusCode::BAD_REQUEST, "redirect_uri not registered").into_response();
+    }
+    if get("code_challenge_method") != "S256" || get("code_challenge").is_empty() {
+        return (StatusCode::BAD_REQUEST, "PKCE required").into_response();
+    }
+    let user = headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|p| p.trim().strip_prefix("idp_user="))
+        .map(str::to_owned)
+        .next();
+    let Some(user) = user else {
+        return (StatusCode::OK, "<html>sign in</html>").into_response();
+    };
+    if !standard
+        .consents
+        .contains(&(user.clone(), client_id.clone()))
+    {
+        return (StatusCode::OK, "<html>consent</html>").into_response();
+    }
+    let code = format!("code-{}", uuid::Uuid::new_v4().simple());
+    standard.codes.insert(
+        code.clone(),
+        IssuedCode {
+            client_id: client_id.clone(),
+            redirect_uri: redirect_uri.clone(),
+            challenge: get("code_challenge"),
+            user: user.clone(),
+        },
+    );
+    standard.issued.push((user, client_id));
+    let mut to = url::Url::parse(&redirect_uri).unwrap();
+    to.query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", &get("state"))
+        .append_pair("iss", &idp.issuer);
+    (StatusCode::FOUND, [("location", to.to_string())]).into_response()
+}
+
+/// `/token` for a code `/authorize` issued: single use, same client, same
+/// redirect URI, PKCE. `None`: not such a code (scripted answers apply).
+fn standard_token(
+    idp: &FakeIdp,
+    auth: Option<&str>,
+    form: &HashMap<String, String>,
+) -> Option<axum::response::Response> {
+    use axum::http::StatusCode;
+    if form.get("grant_type").map(String::as_str) != Some("authorization_code") {
+        return None;
+    }
+    let issued = idp
+        .standard
+        .lock()
+        .unwrap()
+        .codes
+        .remove(form.get("code")?)?;
+    let client_id = auth
+        .and_then(|a| a.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|t| t.split_once(':').map(|(id, _)| id.to_owned()))
+        .or_else(|| form.get("client_id").cloned())
+        .unwrap_or_default();
+    let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+    let ok = client_id == issued.client_id
+        && form.get("redirect_uri") == Some(&issued.redirect_uri)
+        && mcpgate::oauth::crypto::pkce_s256(&verifier) == issued.challenge;
+    Some(if ok {
+        (
+            StatusCode::OK,
+            Json(json!({
+                "access_token": format!("IDP-ACCESS-TOKEN(user={},client={})", issued.user, issued.client_id),
+                "token_type": "Bearer", "expires_in": 3600,
+            })),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_grant"})),
+        )
+            .into_response()
+    })
 }

@@ -13,5 +13,6 @@ mod oauth_browser;
 mod ops;
 mod proxy_auth;
 mod resource_auth;
+mod security_bridge;
 mod security_server;
 mod store_contract;
