@@ -905,9 +905,11 @@ impl AuthorizationServer {
             // client (a log, a referrer, a shared screen) proves nothing about
             // its holder, and burning the family on that would let anyone who
             // saw a code end the victim's session. A second presentation by
-            // the client it was issued to still revokes (below).
+            // the client it was issued to still revokes (below). Worded as
+            // for an unknown code: another client learns nothing about
+            // whether a code it holds is live.
             return Err(OAuthError::InvalidGrant(
-                "the code was issued to another client".to_owned(),
+                "unknown authorization code".to_owned(),
             ));
         }
         if record.expires_at <= now {
@@ -1020,9 +1022,9 @@ impl AuthorizationServer {
             .await?
             .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".to_owned()))?;
         if record.client_id != client.client_id {
-            return Err(OAuthError::InvalidGrant(
-                "the refresh token was issued to another client".to_owned(),
-            ));
+            // Worded as for an unknown token: /token is no status oracle for
+            // stolen refresh tokens (and nothing rotates or is revoked).
+            return Err(OAuthError::InvalidGrant("unknown refresh token".to_owned()));
         }
         if record.revoked_at.is_some() || record.expires_at <= now {
             return Err(OAuthError::InvalidGrant(

@@ -693,3 +693,26 @@ async fn the_unused_client_cap_and_the_redirect_uri_flag_hold_on_both_backends()
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn another_client_cannot_tell_a_live_token_or_code_from_garbage_at_the_token_endpoint() {
+    let server = local(|_| {}).await;
+    let victim = public_client(&server).await;
+    let attacker = public_client(&server).await;
+    let (code, verifier) = code_for(&server, &victim).await;
+    let (_, garbage) = pkce();
+    let (status, stolen) = exchange_code(&server, &attacker, &code, &verifier).await;
+    let (_, unknown) = exchange_code(&server, &attacker, &garbage, &verifier).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(stolen, unknown);
+    let (status, tokens) = exchange_code(&server, &victim, &code, &verifier).await;
+    assert_eq!(status, StatusCode::OK);
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (status, stolen) = refresh_grant(&server, &attacker, refresh).await;
+    let (_, unknown) = refresh_grant(&server, &attacker, &garbage).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(stolen, unknown);
+    // Nothing rotated or revoked: the victim refreshes as usual.
+    let (status, body) = refresh_grant(&server, &victim, refresh).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
