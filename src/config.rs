@@ -173,8 +173,29 @@ pub struct RawLocalAuth {
     pub registrations_per_minute: Option<u32>,
     /// Clients that obtained no token for this long are deleted. Default 30.
     pub unused_client_ttl_days: Option<u64>,
+    /// `/authorize` requests per client address per minute; each stores a
+    /// pending request for 10 minutes. Default 60.
+    pub authorize_requests_per_minute: Option<u32>,
+    /// Dynamic registrations that never obtained a token, at most; beyond
+    /// it `/register` answers 503 until one is used or swept. Default 10000.
+    pub max_unused_clients: Option<u64>,
+    /// Resource servers that may introspect any token. Every other
+    /// confidential client learns only about tokens issued to itself.
+    #[serde(default)]
+    pub introspection_clients: Vec<RawIntrospectionClient>,
     #[serde(default)]
     pub cimd: RawCimd,
+}
+
+/// `[[auth.local.introspection_clients]]`: a resource server's credentials
+/// at `/introspect` (HTTP Basic or form fields).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntrospectionClient {
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    /// The secret in a file (trimmed), instead of `client_secret`.
+    pub client_secret_file: Option<PathBuf>,
 }
 
 /// Client ID Metadata Documents (URL client ids).
@@ -384,7 +405,18 @@ pub struct LocalAuthConfig {
     pub login_max_failures: u32,
     pub registrations_per_minute: u32,
     pub unused_client_ttl_days: u64,
+    pub authorize_requests_per_minute: u32,
+    pub max_unused_clients: u64,
+    pub introspection_clients: Vec<IntrospectionClient>,
     pub cimd: CimdConfig,
+}
+
+/// A resource server allowed to introspect any token.
+#[derive(Debug, Clone, Serialize)]
+pub struct IntrospectionClient {
+    pub client_id: String,
+    #[serde(serialize_with = "serialize_secret")]
+    pub client_secret: secrecy::SecretString,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1295,6 +1327,13 @@ fn validate_local_auth(
         1,
         3650,
     );
+    let max_unused_clients = bounded(
+        "max_unused_clients",
+        raw.max_unused_clients,
+        10_000,
+        1,
+        10_000_000,
+    );
     let encryption_key = match (&raw.encryption_key, &raw.encryption_key_file) {
         (Some(_), Some(_)) => {
             errors.push(
@@ -1324,6 +1363,11 @@ fn validate_local_auth(
     if registrations_per_minute == 0 {
         errors.push("auth.local.registrations_per_minute: must be at least 1".to_owned());
     }
+    let authorize_requests_per_minute = raw.authorize_requests_per_minute.unwrap_or(60);
+    if authorize_requests_per_minute == 0 {
+        errors.push("auth.local.authorize_requests_per_minute: must be at least 1".to_owned());
+    }
+    let introspection_clients = validate_introspection_clients(&raw.introspection_clients, errors);
     let mut pinned = Vec::new();
     for (i, doc) in raw.cimd.pinned.iter().enumerate() {
         if !doc.client_id.starts_with("https://") {
@@ -1364,6 +1408,9 @@ fn validate_local_auth(
         login_max_failures,
         registrations_per_minute,
         unused_client_ttl_days,
+        authorize_requests_per_minute,
+        max_unused_clients,
+        introspection_clients,
         cimd: CimdConfig {
             enabled: raw.cimd.enabled.unwrap_or(true),
             allow_loopback_http: raw.cimd.allow_loopback_http.unwrap_or(false),
@@ -1371,6 +1418,55 @@ fn validate_local_auth(
             pinned,
         },
     }
+}
+
+/// Resource-server credentials: unique ids, secrets long enough that a
+/// guess is hopeless (they unlock every token's status and subject).
+fn validate_introspection_clients(
+    raw: &[RawIntrospectionClient],
+    errors: &mut Vec<String>,
+) -> Vec<IntrospectionClient> {
+    let mut out: Vec<IntrospectionClient> = Vec::new();
+    for (i, c) in raw.iter().enumerate() {
+        let at = format!("auth.local.introspection_clients[{i}]");
+        if c.client_id.is_empty()
+            || c.client_id.len() > 200
+            || !crate::oauth::clients::is_printable(&c.client_id)
+        {
+            errors.push(format!("{at}.client_id: 1 to 200 printable characters"));
+        }
+        if out.iter().any(|o| o.client_id == c.client_id) {
+            errors.push(format!("{at}.client_id: {:?} is listed twice", c.client_id));
+        }
+        let secret = match (&c.client_secret, &c.client_secret_file) {
+            (Some(s), None) => s.clone(),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(text) => text.trim().to_owned(),
+                Err(e) => {
+                    errors.push(format!(
+                        "{at}.client_secret_file: cannot read {}: {}",
+                        path.display(),
+                        e.kind()
+                    ));
+                    continue;
+                }
+            },
+            _ => {
+                errors.push(format!(
+                    "{at}: set exactly one of client_secret, client_secret_file"
+                ));
+                continue;
+            }
+        };
+        if secret.len() < 32 {
+            errors.push(format!("{at}.client_secret: at least 32 characters"));
+        }
+        out.push(IntrospectionClient {
+            client_id: c.client_id.clone(),
+            client_secret: secrecy::SecretString::from(secret),
+        });
+    }
+    out
 }
 
 fn is_loopback_host(host: &str) -> bool {
@@ -1691,6 +1787,33 @@ mod tests {
         .unwrap();
         let shown = cfg.to_redacted_toml().unwrap();
         assert!(!shown.contains("c2VjcmV0"), "{shown}");
+    }
+
+    #[test]
+    fn local_auth_limits_and_introspection_clients_are_validated() {
+        let err = from_toml(
+            "[auth.local]\nauthorize_requests_per_minute = 0\nmax_unused_clients = 0\n[[auth.local.introspection_clients]]\nclient_id = \"rs\"\nclient_secret = \"short\"\n[[auth.local.introspection_clients]]\nclient_id = \"rs\"\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "authorize_requests_per_minute",
+            "max_unused_clients",
+            "introspection_clients[0].client_secret: at least 32",
+            "introspection_clients[1]: set exactly one of",
+        ] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        let cfg = from_toml(
+            "[auth.local]\n[[auth.local.introspection_clients]]\nclient_id = \"rs\"\nclient_secret = \"0123456789abcdef0123456789abcdef-rs\"\n",
+        )
+        .unwrap();
+        let local = cfg.local_auth.as_ref().unwrap();
+        assert_eq!(local.authorize_requests_per_minute, 60);
+        assert_eq!(local.max_unused_clients, 10_000);
+        assert_eq!(local.introspection_clients[0].client_id, "rs");
+        let shown = cfg.to_redacted_toml().unwrap();
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
     }
 
     #[test]

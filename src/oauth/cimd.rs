@@ -15,7 +15,7 @@ use std::{
 
 use url::Url;
 
-use super::clients::{AuthMethod, ClientMetadata, classify_redirect_uri};
+use super::clients::{AuthMethod, ClientMetadata, check_client_name, classify_redirect_uri};
 
 pub const MAX_DOCUMENT_BYTES: usize = 5 * 1024;
 const DEFAULT_TTL: Duration = Duration::from_secs(300);
@@ -260,8 +260,10 @@ pub fn parse_document(client_id: &str, body: &[u8]) -> Result<ClientMetadata, Ci
     if metadata.client_id.as_deref() != Some(client_id) {
         return Err(invalid("client_id in the document differs from its URL"));
     }
-    if metadata.client_name.as_deref().is_none_or(str::is_empty) {
-        return Err(invalid("client_name is required"));
+    match metadata.client_name.as_deref() {
+        None | Some("") => return Err(invalid("client_name is required")),
+        // The consent page shows it: the same rules as a registration's.
+        Some(name) => check_client_name(name).map_err(|e| CimdError::Invalid(e.to_string()))?,
     }
     if metadata.redirect_uris.is_empty() {
         return Err(invalid("redirect_uris is required"));
@@ -328,6 +330,8 @@ mod tests {
         assert!(parse_document(id, secret.to_string().as_bytes()).is_err());
         let js = serde_json::json!({"client_id": id, "client_name": "App", "redirect_uris": ["javascript:alert(1)"]});
         assert!(parse_document(id, js.to_string().as_bytes()).is_err());
+        let bidi = serde_json::json!({"client_id": id, "client_name": "Claude\u{202e}gnp.exe", "redirect_uris": ["https://app.example/cb"]});
+        assert!(parse_document(id, bidi.to_string().as_bytes()).is_err());
     }
 
     #[test]

@@ -195,7 +195,7 @@ impl ClientMetadata {
                 "redirect_uris must list at least one URI".to_owned(),
             ));
         }
-        if self.redirect_uris.len() > 20 {
+        if self.redirect_uris.len() > MAX_REDIRECT_URIS {
             return meta("at most 20 redirect_uris");
         }
         let mut kinds = Vec::new();
@@ -214,6 +214,16 @@ impl ClientMetadata {
             },
         };
         self.token_endpoint_auth_method = Some(method.as_str().to_owned());
+        for (field, list) in [
+            ("grant_types", &self.grant_types),
+            ("response_types", &self.response_types),
+        ] {
+            if list.as_ref().is_some_and(|l| l.len() > MAX_LIST_ITEMS) {
+                return Err(MetadataError::Metadata(format!(
+                    "{field} may list at most {MAX_LIST_ITEMS} values"
+                )));
+            }
+        }
         // Grants we do not support (jwt-bearer, client_credentials) are dropped, not fatal.
         let grants: Vec<String> = self
             .grant_types
@@ -242,10 +252,8 @@ impl ClientMetadata {
             Some("web" | "native") => {}
             Some(_) => return meta("application_type must be web or native"),
         }
-        if let Some(name) = &self.client_name
-            && (name.chars().count() > 200 || name.chars().any(char::is_control))
-        {
-            return meta("client_name must be at most 200 printable characters");
+        if let Some(name) = &self.client_name {
+            check_client_name(name)?;
         }
         for (field, value) in [
             ("client_uri", &self.client_uri),
@@ -254,10 +262,33 @@ impl ClientMetadata {
             ("policy_uri", &self.policy_uri),
         ] {
             if let Some(v) = value
-                && !Url::parse(v).is_ok_and(|u| matches!(u.scheme(), "https" | "http"))
+                && (v.len() > MAX_URI_BYTES
+                    || !Url::parse(v).is_ok_and(|u| matches!(u.scheme(), "https" | "http")))
             {
                 return Err(MetadataError::Metadata(format!(
-                    "{field} must be an http(s) URL"
+                    "{field} must be an http(s) URL of at most {MAX_URI_BYTES} bytes"
+                )));
+            }
+        }
+        if let Some(contacts) = &self.contacts
+            && (contacts.len() > MAX_CONTACTS
+                || contacts
+                    .iter()
+                    .any(|c| c.is_empty() || c.len() > MAX_CONTACT_BYTES || !is_printable(c)))
+        {
+            return Err(MetadataError::Metadata(format!(
+                "contacts may list at most {MAX_CONTACTS} addresses of at most {MAX_CONTACT_BYTES} printable bytes"
+            )));
+        }
+        for (field, value) in [
+            ("software_id", &self.software_id),
+            ("software_version", &self.software_version),
+        ] {
+            if let Some(v) = value
+                && (v.len() > MAX_SOFTWARE_BYTES || !is_printable(v))
+            {
+                return Err(MetadataError::Metadata(format!(
+                    "{field} must be at most {MAX_SOFTWARE_BYTES} printable bytes"
                 )));
             }
         }
@@ -269,6 +300,68 @@ impl ClientMetadata {
         self.client_id = None;
         Ok(self)
     }
+}
+
+// Size caps on registered metadata: registration is anonymous and rows live
+// for `unused_client_ttl_days`, so every stored field is bounded.
+const MAX_REDIRECT_URIS: usize = 20;
+/// Entries of `grant_types` / `response_types` (only a few values are meaningful).
+const MAX_LIST_ITEMS: usize = 10;
+const MAX_URI_BYTES: usize = 2000;
+const MAX_CONTACTS: usize = 10;
+/// RFC 5321's limit on an address path.
+const MAX_CONTACT_BYTES: usize = 254;
+const MAX_SOFTWARE_BYTES: usize = 200;
+const MAX_CLIENT_NAME_CHARS: usize = 200;
+
+/// The name the consent page shows: bounded, and free of characters that
+/// change how the rest of the line renders (RTL overrides make
+/// `"App\u{202e}gnp.exe"` read as another name) or hide text.
+pub fn check_client_name(name: &str) -> Result<(), MetadataError> {
+    if name.trim().is_empty() || name.chars().count() > MAX_CLIENT_NAME_CHARS || !is_printable(name)
+    {
+        return Err(MetadataError::Metadata(format!(
+            "client_name must be 1 to {MAX_CLIENT_NAME_CHARS} printable characters, without control, format or bidirectional characters"
+        )));
+    }
+    Ok(())
+}
+
+/// No character of Unicode category Cc (controls), Cf (format: bidi
+/// embeddings, overrides and isolates, zero-width characters, soft hyphen,
+/// tags), Zl or Zp (line and paragraph separators).
+pub fn is_printable(text: &str) -> bool {
+    !text
+        .chars()
+        .any(|c| c.is_control() || is_format_or_separator(c))
+}
+
+/// Unicode 16 general categories Cf, Zl and Zp, spelled out (no table crate).
+fn is_format_or_separator(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x2028..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
 }
 
 fn dedup(items: Vec<String>) -> Vec<String> {
@@ -352,6 +445,90 @@ mod tests {
             "https://a.example/cb",
             "https://a.example/cb?x=1"
         ));
+    }
+
+    #[test]
+    fn bidi_overrides_and_invisible_characters_in_client_name_are_refused() {
+        for name in [
+            "Claude\u{202e}gnp.exe",
+            "App\u{2066}x\u{2069}",
+            "Zero\u{200b}width",
+            "Soft\u{00ad}hyphen",
+            "Bom\u{feff}",
+            "Tag\u{e0041}",
+            "Line\u{2028}break",
+            "Bell\u{7}",
+            "   ",
+        ] {
+            assert!(check_client_name(name).is_err(), "{name:?}");
+        }
+        for name in [
+            "Claude",
+            "Visual Studio Code",
+            "Café ☕",
+            "日本語のアプリ",
+            "عربي",
+        ] {
+            assert!(check_client_name(name).is_ok(), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_metadata_fields_and_lists_are_refused() {
+        let base = || serde_json::json!({"redirect_uris": ["https://a.example/cb"]});
+        let long = "x".repeat(3000);
+        let cases = [
+            ("contacts", serde_json::json!(vec!["a@example.com"; 11])),
+            (
+                "contacts",
+                serde_json::json!([format!("{long}@example.com")]),
+            ),
+            ("software_id", serde_json::json!(long)),
+            ("software_version", serde_json::json!(long)),
+            (
+                "client_uri",
+                serde_json::json!(format!("https://a.example/{long}")),
+            ),
+            (
+                "logo_uri",
+                serde_json::json!(format!("https://a.example/{long}")),
+            ),
+            (
+                "tos_uri",
+                serde_json::json!(format!("https://a.example/{long}")),
+            ),
+            (
+                "policy_uri",
+                serde_json::json!(format!("https://a.example/{long}")),
+            ),
+            ("client_name", serde_json::json!("n".repeat(201))),
+            ("scope", serde_json::json!(long)),
+            (
+                "grant_types",
+                serde_json::json!(vec!["authorization_code"; 11]),
+            ),
+            ("response_types", serde_json::json!(vec!["code"; 11])),
+            (
+                "redirect_uris",
+                serde_json::json!(vec!["https://a.example/cb"; 21]),
+            ),
+            (
+                "redirect_uris",
+                serde_json::json!([format!("https://a.example/{long}")]),
+            ),
+        ];
+        for (field, value) in cases {
+            let mut body = base();
+            body[field] = value;
+            let m: ClientMetadata = serde_json::from_value(body).unwrap();
+            assert!(m.normalise_for_registration().is_err(), "{field}");
+        }
+        let mut ok = base();
+        ok["contacts"] = serde_json::json!(["ops@example.com"]);
+        ok["software_id"] = serde_json::json!("4NRB1-0XZABZI9E6-5SM3R");
+        ok["software_version"] = serde_json::json!("2.1");
+        let m: ClientMetadata = serde_json::from_value(ok).unwrap();
+        assert!(m.normalise_for_registration().is_ok());
     }
 
     #[test]

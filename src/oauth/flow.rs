@@ -47,6 +47,11 @@ pub enum OAuthError {
     InvalidClientMetadata(String),
     #[error("too many requests; try again later")]
     RateLimited,
+    #[error("{0}")]
+    TooLarge(String),
+    /// The cap on never-used registrations is reached.
+    #[error("too many registered clients have never been used; try again later")]
+    TooManyClients,
     #[error("the server cannot complete the request")]
     Server(String),
 }
@@ -63,6 +68,8 @@ impl OAuthError {
             OAuthError::InvalidRedirectUri(_) => "invalid_redirect_uri",
             OAuthError::InvalidClientMetadata(_) => "invalid_client_metadata",
             OAuthError::RateLimited => "slow_down",
+            OAuthError::TooLarge(_) => "invalid_request",
+            OAuthError::TooManyClients => "temporarily_unavailable",
             OAuthError::Server(_) => "server_error",
         }
     }
@@ -121,19 +128,23 @@ pub struct PendingRequest {
     pub document_host: Option<String>,
     /// Every redirect URI of the client is loopback: warn on the consent page.
     pub loopback_only: bool,
+    /// The request named `redirect_uri` (rather than using the only
+    /// registered one): `/token` must then repeat it (RFC 6749 §4.1.3).
+    #[serde(default)]
+    pub redirect_uri_sent: bool,
 }
 
-/// Where an authorization error goes: a page (redirect URI not trusted yet)
-/// or back to the client.
+/// Why `/authorize` refused. Every case is answered with a page, never a
+/// redirect: the clients of this server register themselves (DCR) or are
+/// described by a document anyone can publish (CIMD), so a redirect URI of
+/// theirs is no more trusted than the attacker who chose it (RFC 9700
+/// §4.11.2). The only redirect without a code is `access_denied`, after
+/// the user saw the consent page.
 #[derive(Debug)]
 pub enum AuthorizeError {
     Page(String),
-    Redirect {
-        redirect_uri: String,
-        state: Option<String>,
-        error: &'static str,
-        description: String,
-    },
+    /// Too many authorization requests from one address.
+    RateLimited,
     Server(String),
 }
 
@@ -189,6 +200,27 @@ struct AccessClaims<'a> {
     groups: &'a [String],
 }
 
+/// An authenticated `/introspect` caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Introspector {
+    /// A configured resource server: any token.
+    ResourceServer,
+    /// A registered confidential client: only tokens issued to it. Anything
+    /// else is reported inactive (RFC 7662 §2.2 allows it), so the endpoint
+    /// is no status oracle for stolen tokens and discloses no subjects.
+    Client(String),
+}
+
+impl Introspector {
+    /// May this caller learn about a token issued to `client_id`?
+    pub fn may_see(&self, client_id: Option<&str>) -> bool {
+        match self {
+            Introspector::ResourceServer => true,
+            Introspector::Client(own) => client_id == Some(own.as_str()),
+        }
+    }
+}
+
 /// Credentials a token-endpoint caller presented.
 #[derive(Debug, Clone, Default)]
 pub struct ClientCredentials {
@@ -209,6 +241,8 @@ pub struct AuthorizationServer {
     cimd: CimdResolver,
     login_failures: WindowLimiter,
     registrations: WindowLimiter,
+    /// `/authorize` per address: each request stores a pending row.
+    authorizations: WindowLimiter,
     /// Password checks run on a few dedicated threads (see [`passwords::CheckPool`]).
     password_checks: passwords::CheckPool,
     /// Proxy mode: users sign in at this identity provider instead of the login page.
@@ -216,6 +250,9 @@ pub struct AuthorizationServer {
 }
 
 const REQUEST_TTL_SECS: i64 = 600;
+/// `state` is stored with the pending request and echoed back; clients
+/// use short random values, and anything longer is storage for free.
+pub const MAX_STATE_BYTES: usize = 2048;
 pub(super) const CODE_CONTEXT: &str = "auth_codes.response";
 pub(super) const REFRESH_CONTEXT: &str = "refresh_tokens.response";
 /// Scopes accepted in requests besides the resource's own; never in tokens' checks.
@@ -241,6 +278,10 @@ impl AuthorizationServer {
             config.registrations_per_minute,
             std::time::Duration::from_secs(60),
         );
+        let authorizations = WindowLimiter::new(
+            config.authorize_requests_per_minute,
+            std::time::Duration::from_secs(60),
+        );
         AuthorizationServer {
             issuer,
             resource,
@@ -252,6 +293,7 @@ impl AuthorizationServer {
             cimd,
             login_failures,
             registrations,
+            authorizations,
             password_checks: passwords::CheckPool::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
@@ -318,15 +360,27 @@ impl AuthorizationServer {
         let now = now_epoch();
         let stored =
             serde_json::to_string(&metadata).map_err(|e| OAuthError::Server(e.to_string()))?;
-        self.store
-            .insert_client(&ClientRecord {
-                client_id: client_id.clone(),
-                secret_hash: secret.as_deref().map(sha256_b64),
-                metadata: stored,
-                created_at: now,
-                last_used_at: None,
-            })
+        let max_unused = i64::try_from(self.config.max_unused_clients).unwrap_or(i64::MAX);
+        let inserted = self
+            .store
+            .insert_client_capped(
+                &ClientRecord {
+                    client_id: client_id.clone(),
+                    secret_hash: secret.as_deref().map(sha256_b64),
+                    metadata: stored,
+                    created_at: now,
+                    last_used_at: None,
+                },
+                max_unused,
+            )
             .await?;
+        if !inserted {
+            tracing::warn!(
+                max_unused_clients = self.config.max_unused_clients,
+                "registration refused: too many registered clients have never been used"
+            );
+            return Err(OAuthError::TooManyClients);
+        }
         let mut response =
             serde_json::to_value(&metadata).map_err(|e| OAuthError::Server(e.to_string()))?;
         if let Some(obj) = response.as_object_mut() {
@@ -374,96 +428,82 @@ impl AuthorizationServer {
 
     // ------------------------------------------------------------ authorization request
 
-    /// Validate `/authorize`. Until the client and redirect URI are known
-    /// good, errors are pages, never redirects (no open redirector).
+    /// Validate `/authorize`; every refusal is a page (see [`AuthorizeError`]).
     /// `browser` is the binding secret the browser already holds, reused so
     /// sign-ins started in several tabs all stay valid; returns the one to set.
+    /// `client_address` is the limit key of the caller: each request stores
+    /// a pending row, so requests are counted per address before anything
+    /// else (a metadata-document client id also costs a fetch).
     pub async fn begin(
         &self,
         params: AuthorizeParams,
         browser: Option<&str>,
+        client_address: &str,
     ) -> Result<(Pending, String), AuthorizeError> {
-        for name in ["client_id", "redirect_uri"] {
-            if params.duplicated.iter().any(|d| d == name) {
-                return Err(AuthorizeError::Page(format!(
-                    "the parameter {name} appears more than once"
-                )));
-            }
+        if !self.authorizations.hit(client_address) {
+            return Err(AuthorizeError::RateLimited);
+        }
+        let page = |m: &str| Err(AuthorizeError::Page(m.to_owned()));
+        if let Some(name) = params.duplicated.first() {
+            return Err(AuthorizeError::Page(format!(
+                "invalid_request: the parameter {name} appears more than once"
+            )));
         }
         let client_id = params
             .client_id
             .clone()
             .filter(|c| !c.is_empty())
             .ok_or_else(|| AuthorizeError::Page("client_id is missing".to_owned()))?;
+        // Checked before the client is looked up: an oversized request is
+        // refused the same way for every client, and nothing is stored.
+        if params
+            .state
+            .as_ref()
+            .is_some_and(|s| s.len() > MAX_STATE_BYTES)
+        {
+            return page(&format!(
+                "invalid_request: state is longer than {MAX_STATE_BYTES} bytes"
+            ));
+        }
         let client = match self.client(&client_id).await {
             Ok(Some(c)) => c,
-            Ok(None) => {
-                return Err(AuthorizeError::Page(
-                    "this client is not registered here".to_owned(),
-                ));
-            }
+            Ok(None) => return page("this client is not registered here"),
             Err(OAuthError::InvalidClientMetadata(m)) => return Err(AuthorizeError::Page(m)),
             Err(e) => return Err(AuthorizeError::Server(e.to_string())),
         };
         let redirect_uri = match &params.redirect_uri {
             Some(requested) => match find_redirect(&client.metadata.redirect_uris, requested) {
                 Some(_) => requested.clone(),
-                None => {
-                    return Err(AuthorizeError::Page(
-                        "redirect_uri is not registered for this client".to_owned(),
-                    ));
-                }
+                None => return page("redirect_uri is not registered for this client"),
             },
             None if client.metadata.redirect_uris.len() == 1 => {
                 client.metadata.redirect_uris[0].clone()
             }
-            None => return Err(AuthorizeError::Page("redirect_uri is missing".to_owned())),
+            None => return page("redirect_uri is missing"),
         };
         let state = params.state.clone();
-        let fail = |error: &'static str, description: &str| AuthorizeError::Redirect {
-            redirect_uri: redirect_uri.clone(),
-            state: state.clone(),
-            error,
-            description: description.to_owned(),
-        };
-        if let Some(name) = params.duplicated.first() {
-            return Err(fail(
-                "invalid_request",
-                &format!("the parameter {name} appears more than once"),
-            ));
-        }
         if params.response_type.as_deref() != Some("code") {
-            return Err(fail(
-                "unsupported_response_type",
-                "response_type must be code",
-            ));
+            return page("unsupported_response_type: response_type must be code");
         }
         let Some(challenge) = params.code_challenge.clone() else {
-            return Err(fail(
-                "invalid_request",
-                "PKCE is required: send code_challenge with code_challenge_method=S256",
-            ));
+            return page(
+                "invalid_request: PKCE is required: send code_challenge with code_challenge_method=S256",
+            );
         };
         if params.code_challenge_method.as_deref() != Some("S256") {
-            return Err(fail(
-                "invalid_request",
-                "code_challenge_method must be S256",
-            ));
+            return page("invalid_request: code_challenge_method must be S256");
         }
         if challenge.len() != 43
             || !challenge
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(fail(
-                "invalid_request",
-                "code_challenge is not a S256 challenge",
-            ));
+            return page("invalid_request: code_challenge is not a S256 challenge");
         }
         let resource = match &params.resource {
             None => self.resource.clone(),
             Some(r) if self.is_our_resource(r) => self.resource.clone(),
-            Some(_) => return Err(fail("invalid_target", "resource is not served here")),
+            Some(_) => return page("invalid_target: resource is not served here"),
         };
         let scope = self.grantable_scopes(params.scope.as_deref());
         let request = PendingRequest {
@@ -484,6 +524,7 @@ impl AuthorizationServer {
                 .redirect_uris
                 .iter()
                 .all(|u| u.starts_with("http://")),
+            redirect_uri_sent: params.redirect_uri.is_some(),
         };
         let request_id = random_token(32).map_err(|e| AuthorizeError::Server(e.to_string()))?;
         let browser = match browser.filter(|b| is_browser_secret(b)) {
@@ -714,6 +755,7 @@ impl AuthorizationServer {
                 expires_at: now + self.config.code_ttl_secs as i64,
                 redeemed_at: None,
                 response_sealed: None,
+                redirect_uri_sent: request.redirect_uri_sent,
             })
             .await?;
         Ok(self.redirect_with(
@@ -845,6 +887,12 @@ impl AuthorizationServer {
         let verifier = verifier.ok_or_else(|| {
             OAuthError::InvalidRequest("code_verifier is missing (PKCE)".to_owned())
         })?;
+        if !is_pkce_verifier(verifier) {
+            return Err(OAuthError::InvalidGrant(
+                "code_verifier must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~ (RFC 7636)"
+                    .to_owned(),
+            ));
+        }
         let now = now_epoch();
         let hash = sha256_b64(code);
         let record = self
@@ -853,19 +901,32 @@ impl AuthorizationServer {
             .await?
             .ok_or_else(|| OAuthError::InvalidGrant("unknown authorization code".to_owned()))?;
         if record.client_id != client.client_id {
-            // Another client holding this code: treat as theft, burn what it produced.
-            self.store.revoke_family(&record.family_id, now).await?;
+            // Refused, but the grant is left alone: a code seen by another
+            // client (a log, a referrer, a shared screen) proves nothing about
+            // its holder, and burning the family on that would let anyone who
+            // saw a code end the victim's session. A second presentation by
+            // the client it was issued to still revokes (below). Worded as
+            // for an unknown code: another client learns nothing about
+            // whether a code it holds is live.
             return Err(OAuthError::InvalidGrant(
-                "the code was issued to another client".to_owned(),
+                "unknown authorization code".to_owned(),
             ));
         }
         if record.expires_at <= now {
             return Err(OAuthError::InvalidGrant("the code has expired".to_owned()));
         }
-        if redirect_uri.is_some_and(|r| r != record.redirect_uri) {
-            return Err(OAuthError::InvalidGrant(
-                "redirect_uri differs from the authorization request".to_owned(),
-            ));
+        match redirect_uri {
+            Some(r) if r != record.redirect_uri => {
+                return Err(OAuthError::InvalidGrant(
+                    "redirect_uri differs from the authorization request".to_owned(),
+                ));
+            }
+            None if record.redirect_uri_sent => {
+                return Err(OAuthError::InvalidRequest(
+                    "redirect_uri is required: the authorization request named one".to_owned(),
+                ));
+            }
+            _ => {}
         }
         if !ct_eq(&pkce_s256(verifier), &record.code_challenge) {
             return Err(OAuthError::InvalidGrant(
@@ -961,9 +1022,9 @@ impl AuthorizationServer {
             .await?
             .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".to_owned()))?;
         if record.client_id != client.client_id {
-            return Err(OAuthError::InvalidGrant(
-                "the refresh token was issued to another client".to_owned(),
-            ));
+            // Worded as for an unknown token: /token is no status oracle for
+            // stolen refresh tokens (and nothing rotates or is revoked).
+            return Err(OAuthError::InvalidGrant("unknown refresh token".to_owned()));
         }
         if record.revoked_at.is_some() || record.expires_at <= now {
             return Err(OAuthError::InvalidGrant(
@@ -1043,20 +1104,53 @@ impl AuthorizationServer {
         ))
     }
 
-    /// Introspection callers must be confidential clients.
-    pub async fn require_confidential(&self, creds: &ClientCredentials) -> Result<(), OAuthError> {
+    /// Authenticate an introspection caller: a configured resource server
+    /// (`introspection_clients`), or a confidential client, which learns only
+    /// about its own tokens. Public clients cannot introspect (401).
+    pub async fn introspector(
+        &self,
+        creds: &ClientCredentials,
+    ) -> Result<Introspector, OAuthError> {
+        if let Some(id) = creds.client_id.as_deref()
+            && let Some(rs) = self
+                .config
+                .introspection_clients
+                .iter()
+                .find(|c| c.client_id == id)
+        {
+            use secrecy::ExposeSecret;
+            let presented = creds.secret.as_deref().ok_or(OAuthError::InvalidClient)?;
+            // Hashed first, so the comparison's time says nothing about length.
+            return if ct_eq(
+                &sha256_b64(rs.client_secret.expose_secret()),
+                &sha256_b64(presented),
+            ) {
+                Ok(Introspector::ResourceServer)
+            } else {
+                Err(OAuthError::InvalidClient)
+            };
+        }
         let client = self.authenticate_client(creds).await?;
         if client.metadata.auth_method() == AuthMethod::None {
             return Err(OAuthError::InvalidClient);
         }
-        Ok(())
+        Ok(Introspector::Client(client.client_id))
     }
 
-    /// RFC 7662 for a refresh token.
-    pub async fn introspect_refresh(&self, token: &str) -> Result<serde_json::Value, OAuthError> {
+    /// RFC 7662 for a refresh token: inactive unless the caller may see it.
+    pub async fn introspect_refresh(
+        &self,
+        caller: &Introspector,
+        token: &str,
+    ) -> Result<serde_json::Value, OAuthError> {
         let now = now_epoch();
         Ok(match self.store.get_refresh(&sha256_b64(token)).await? {
-            Some(r) if r.revoked_at.is_none() && r.rotated_at.is_none() && r.expires_at > now => {
+            Some(r)
+                if r.revoked_at.is_none()
+                    && r.rotated_at.is_none()
+                    && r.expires_at > now
+                    && caller.may_see(Some(&r.client_id)) =>
+            {
                 json!({
                     "active": true,
                     "iss": self.issuer,
@@ -1085,6 +1179,15 @@ impl AuthorizationServer {
         // Access tokens are self-contained JWTs: they lapse at `exp`.
         Ok(())
     }
+}
+
+/// RFC 7636 §4.1: 43 to 128 unreserved characters. A short verifier could be
+/// guessed from its challenge.
+fn is_pkce_verifier(verifier: &str) -> bool {
+    (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// A value we could have minted (32 random bytes, base64url): anything else

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    body::Bytes,
+    body::{Body, Bytes, to_bytes},
     extract::{RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -109,6 +109,8 @@ fn oauth_error(err: OAuthError) -> Response {
     let status = match &err {
         OAuthError::InvalidClient => StatusCode::UNAUTHORIZED,
         OAuthError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        OAuthError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        OAuthError::TooManyClients => StatusCode::SERVICE_UNAVAILABLE,
         OAuthError::Server(detail) => {
             tracing::error!(detail = %detail, "authorization server error");
             StatusCode::INTERNAL_SERVER_ERROR
@@ -230,7 +232,16 @@ async fn jwks(State(state): State<OAuthState>) -> Response {
     response
 }
 
-async fn register(State(state): State<OAuthState>, client: ClientAddress, body: Bytes) -> Response {
+/// Registration is anonymous and stored for weeks: a metadata document is a
+/// few hundred bytes, and every field has its own cap besides.
+const REGISTER_BODY_LIMIT: usize = 16 * 1024;
+
+async fn register(State(state): State<OAuthState>, client: ClientAddress, body: Body) -> Response {
+    let Ok(body) = to_bytes(body, REGISTER_BODY_LIMIT).await else {
+        return oauth_error(OAuthError::TooLarge(format!(
+            "the registration is larger than {REGISTER_BODY_LIMIT} bytes"
+        )));
+    };
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v @ serde_json::Value::Object(_)) => v,
         _ => {
@@ -247,6 +258,7 @@ async fn register(State(state): State<OAuthState>, client: ClientAddress, body: 
 
 async fn authorize(
     State(state): State<OAuthState>,
+    client: ClientAddress,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -272,23 +284,20 @@ async fn authorize(
         *slot = Some(v);
     }
     let held = state.cookie(&headers, AUTH_COOKIE);
-    let (pending, browser) = match state.server.begin(params, held.as_deref()).await {
+    let (pending, browser) = match state
+        .server
+        .begin(params, held.as_deref(), &client.limit_key())
+        .await
+    {
         Ok(p) => p,
         Err(AuthorizeError::Page(message)) => {
             return html(StatusCode::BAD_REQUEST, pages::error(&message));
         }
-        Err(AuthorizeError::Redirect {
-            redirect_uri,
-            state: client_state,
-            error,
-            description,
-        }) => {
-            let location = state.server.redirect_with(
-                &redirect_uri,
-                &[("error", error), ("error_description", &description)],
-                client_state.as_deref(),
+        Err(AuthorizeError::RateLimited) => {
+            return html(
+                StatusCode::TOO_MANY_REQUESTS,
+                pages::error("too many sign-in requests from your address; wait a minute"),
             );
-            return see_other(&location);
         }
         Err(AuthorizeError::Server(detail)) => {
             tracing::error!(detail = %detail, "authorize failed");
@@ -624,12 +633,12 @@ async fn introspect(State(state): State<OAuthState>, headers: HeaderMap, body: B
     let result = async {
         let pairs = form_pairs(&body)?;
         let creds = client_credentials(&headers, &pairs)?;
-        state.server.require_confidential(&creds).await?;
+        let caller = state.server.introspector(&creds).await?;
         let token = field(&pairs, "token")
             .ok_or_else(|| OAuthError::InvalidRequest("token is missing".to_owned()))?;
         if token.split('.').count() == 3 {
             return Ok(match state.verifier.verify(token).await {
-                Ok(p) => json!({
+                Ok(p) if caller.may_see(p.client_id.as_deref()) => json!({
                     "active": true,
                     "iss": p.issuer,
                     "sub": p.subject,
@@ -639,10 +648,10 @@ async fn introspect(State(state): State<OAuthState>, headers: HeaderMap, body: B
                     "exp": p.expires_at,
                     "token_type": "Bearer",
                 }),
-                Err(_) => json!({"active": false}),
+                _ => json!({"active": false}),
             });
         }
-        state.server.introspect_refresh(token).await
+        state.server.introspect_refresh(&caller, token).await
     }
     .await;
     match result {

@@ -62,6 +62,8 @@ pub struct CodeRecord {
     pub expires_at: i64,
     pub redeemed_at: Option<i64>,
     pub response_sealed: Option<String>,
+    /// The authorization request named `redirect_uri`: `/token` must repeat it.
+    pub redirect_uri_sent: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -124,7 +126,7 @@ macro_rules! client_columns {
 }
 macro_rules! code_columns {
     () => {
-        "code_hash, client_id, user_id, redirect_uri, code_challenge, scope, resource, family_id, created_at, expires_at, redeemed_at, response_sealed"
+        "code_hash, client_id, user_id, redirect_uri, code_challenge, scope, resource, family_id, created_at, expires_at, redeemed_at, response_sealed, redirect_uri_sent"
     };
 }
 macro_rules! refresh_columns {
@@ -335,23 +337,32 @@ impl Store {
 
     // ------------------------------------------------------------ clients
 
-    pub async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+    /// Insert a dynamic registration unless `max_unused` clients that never
+    /// obtained a token exist already: `false` then, and nothing is written.
+    /// One statement, so concurrent registrations cannot overshoot much
+    /// (SQLite: not at all).
+    pub async fn insert_client_capped(
+        &self,
+        client: &ClientRecord,
+        max_unused: i64,
+    ) -> Result<bool, StoreError> {
         const SQL: &str = concat!(
             "INSERT INTO oauth_clients (",
             client_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5)"
+            ") SELECT $1, $2, $3, $4, $5 WHERE (SELECT COUNT(*) FROM oauth_clients WHERE last_used_at IS NULL) < $6"
         );
-        on_db!(self.db(), |pool| sqlx::query(SQL)
+        let inserted = on_db!(self.db(), |pool| sqlx::query(SQL)
             .bind(&client.client_id)
             .bind(&client.secret_hash)
             .bind(&client.metadata)
             .bind(client.created_at)
             .bind(client.last_used_at)
+            .bind(max_unused)
             .execute(pool)
             .await
-            .map(|_| ()))
+            .map(|r| r.rows_affected()))
         .map_err(|e| conflict_or(e, "client id taken"))?;
-        Ok(())
+        Ok(inserted == 1)
     }
 
     pub async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
@@ -592,7 +603,7 @@ impl Store {
         const SQL: &str = concat!(
             "INSERT INTO auth_codes (",
             code_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         );
         on_db!(self.db(), |pool| sqlx::query(SQL)
             .bind(&code.code_hash)
@@ -607,6 +618,7 @@ impl Store {
             .bind(code.expires_at)
             .bind(code.redeemed_at)
             .bind(&code.response_sealed)
+            .bind(code.redirect_uri_sent)
             .execute(pool)
             .await
             .map(|_| ()))?;

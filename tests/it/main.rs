@@ -14,5 +14,6 @@ mod ops;
 mod proxy_auth;
 mod resource_auth;
 mod security_bridge;
+mod security_oauth;
 mod security_server;
 mod store_contract;

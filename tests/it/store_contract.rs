@@ -230,6 +230,7 @@ async fn transactions_complete_when_the_caller_is_dropped() {
                 expires_at: now + 60,
                 redeemed_at: None,
                 response_sealed: None,
+                redirect_uri_sent: true,
             })
             .await
             .unwrap();
