@@ -590,7 +590,7 @@ impl AuthorizationServer {
         if self.login_failures.exhausted(&user_key) || self.login_failures.exhausted(&addr_key) {
             return Err(OAuthError::RateLimited);
         }
-        let user = self.store.find_user_by_name(username).await?;
+        let user = self.store.find_local_user(username).await?;
         let hash = user
             .as_ref()
             .map(|u| u.password_hash.clone())

@@ -570,6 +570,7 @@ async fn callback(
                 CallbackError::WrongBrowser
                 | CallbackError::DifferentUser
                 | CallbackError::NotAllowed => StatusCode::FORBIDDEN,
+                CallbackError::Conflict => StatusCode::CONFLICT,
                 _ => StatusCode::BAD_REQUEST,
             };
             html(status, pages::error(&e.to_string()))

@@ -133,7 +133,7 @@ macro_rules! refresh_columns {
     };
 }
 
-fn conflict_or(err: sqlx::Error, what: &str) -> StoreError {
+pub(super) fn conflict_or(err: sqlx::Error, what: &str) -> StoreError {
     match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(what.to_owned())
@@ -172,14 +172,12 @@ impl Store {
         Ok(user)
     }
 
-    pub async fn find_user_by_name(
-        &self,
-        username: &str,
-    ) -> Result<Option<UserRecord>, StoreError> {
+    /// The local (password) user with this name: what the login form checks.
+    pub async fn find_local_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
         const SQL: &str = concat!(
             "SELECT ",
             user_columns!(),
-            " FROM users WHERE username = $1"
+            " FROM users WHERE username = $1 AND password_hash <> '!upstream'"
         );
         Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(
             SQL
@@ -187,6 +185,30 @@ impl Store {
         .bind(username)
         .fetch_optional(pool)
         .await)?)
+    }
+
+    /// The user an operator names by user name or id. Upstream users'
+    /// names need not be unique; a name several of them share is refused
+    /// with a pointer to the ids.
+    pub async fn find_user_by_name(
+        &self,
+        username: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE username = $1 OR id = $1 LIMIT 2"
+        );
+        let mut found = on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(SQL)
+            .bind(username)
+            .fetch_all(pool)
+            .await)?;
+        if found.len() > 1 {
+            return Err(StoreError::Conflict(format!(
+                "several users are named {username}; give one's id (mcpgate users list)"
+            )));
+        }
+        Ok(found.pop())
     }
 
     pub async fn find_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {

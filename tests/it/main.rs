@@ -13,4 +13,5 @@ mod oauth_browser;
 mod ops;
 mod proxy_auth;
 mod resource_auth;
+mod security_signin;
 mod store_contract;
