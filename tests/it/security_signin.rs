@@ -1,16 +1,79 @@
 //! The review's attacks on sign-in, sessions, users and proxy mode, replayed
 //! (each test fails if its defence is removed).
 
-use mcpgate::{config::RawUpstreamIdp, store::Store};
-use reqwest::StatusCode;
+use std::{io::Write, net::IpAddr};
+
+use mcpgate::{
+    config::RawUpstreamIdp,
+    store::{CodeRecord, NewRefresh, Store},
+};
+use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::{
     common::TestServer,
     fake_idp::FakeIdp,
-    oauth_browser::{Browser, exchange_code, location, pkce, public_client, query_of},
+    local_auth::{admin_cli, local},
+    oauth_browser::{
+        Browser, REDIRECT, authorize_url, exchange_code, hidden, location, pkce, public_client,
+        query_of, refresh_grant, sign_in_and_approve,
+    },
     proxy_auth::{UPSTREAM_CLIENT, callback_url, claims_of, consent_and_go_upstream, proxy},
 };
+
+/// A login form: the browser cookie header, the request id and its CSRF token.
+async fn login_form(server: &TestServer) -> (String, String, String) {
+    let client_id = public_client(server).await;
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    let html = browser
+        .get(&authorize_url(server, &client_id, &challenge, REDIRECT))
+        .await
+        .text()
+        .await
+        .unwrap();
+    (
+        browser.header(),
+        hidden(&html, "request"),
+        hidden(&html, "csrf"),
+    )
+}
+
+/// A client whose connections come from `from` (a loopback address): the
+/// address the per-address limits count.
+fn client_from(from: IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(from)
+        .build()
+        .unwrap()
+}
+
+/// `POST /login` with the form's browser cookie.
+async fn post_login(
+    server: &TestServer,
+    client: &reqwest::Client,
+    (cookie, request, csrf): &(String, String, String),
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
+    client
+        .post(server.url("/login"))
+        .header(header::COOKIE, cookie)
+        .form(&[
+            ("request", request.as_str()),
+            ("csrf", csrf.as_str()),
+            ("username", username),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+fn loopback(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last])
+}
 
 /// Sign in upstream as `sub` with `email`; returns mcpgate's tokens.
 async fn sign_in_with_email(server: &TestServer, idp: &FakeIdp, sub: &str, email: &str) -> Value {
@@ -79,6 +142,248 @@ async fn two_upstream_accounts_with_the_same_email_each_sign_in_as_themselves_on
     })
     .await;
     same_email_squatting_is_harmless(&server, &idp).await;
+}
+
+/// The admin CLI with `input` on standard input.
+fn admin_cli_input(server: &TestServer, args: &[&str], input: &str) -> (bool, String) {
+    let config = server.data_dir().join("admin-stdin.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[store]\nurl = {:?}\n[auth]\nmode = \"local\"\n",
+            server.data_dir().display().to_string(),
+            crate::common::sqlite_url(server.data_dir()),
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mcpgate"));
+    command
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MCPGATE_") {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Sign in as `login` remembering consent for a new client: the browser
+/// (holding the session) and the refresh token.
+async fn signed_in_with_grant(
+    server: &TestServer,
+    login: (&str, &str),
+) -> (Browser, String, String) {
+    let client_id = public_client(server).await;
+    let (verifier, challenge) = pkce();
+    let mut browser = Browser::default();
+    let back = sign_in_and_approve(
+        server,
+        &mut browser,
+        &authorize_url(server, &client_id, &challenge, REDIRECT),
+        login,
+        &[("remember", "1")],
+    )
+    .await;
+    let code = query_of(&back)["code"].clone();
+    let (status, tokens) = exchange_code(server, &client_id, &code, &verifier).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    (
+        browser,
+        client_id,
+        tokens["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// After the CLI acted on the user: their browser session no longer skips
+/// the login page and their refresh token is dead.
+async fn assert_signed_out(
+    server: &TestServer,
+    browser: &mut Browser,
+    client_id: &str,
+    refresh: &str,
+) {
+    let (_, challenge) = pkce();
+    let r = browser
+        .get(&authorize_url(server, client_id, &challenge, REDIRECT))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "the session still signs in");
+    assert!(r.text().await.unwrap().contains("name=\"password\""));
+    let (status, body) = refresh_grant(server, client_id, refresh).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_new_password_ends_the_old_ones_sessions_consents_and_grants() {
+    let server = local(|_| {}).await;
+    let password = server.admin_password.clone().unwrap();
+    let (mut browser, client_id, refresh) =
+        signed_in_with_grant(&server, ("admin", &password)).await;
+
+    let (ok, out) = admin_cli_input(
+        &server,
+        &["users", "passwd", "admin", "--password-stdin"],
+        "a-brand-new-password\n",
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("revoked"), "{out}");
+    assert_signed_out(&server, &mut browser, &client_id, &refresh).await;
+    // The consent remembered under the old password is gone too.
+    let (ok, out, err) = admin_cli(&server, &["consents", "list", "admin"]);
+    assert!(ok && out.is_empty(), "{out}{err}");
+    // The new password works; the old one does not.
+    let form = login_form(&server).await;
+    let client = client_from(loopback(1));
+    let r = post_login(&server, &client, &form, "admin", &password).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = post_login(&server, &client, &form, "admin", "a-brand-new-password").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn a_removed_user_loses_sessions_and_grants_at_once() {
+    let server = local(|_| {}).await;
+    let (ok, out) = admin_cli_input(
+        &server,
+        &["users", "add", "bob", "--password-stdin"],
+        "bobs-password\n",
+    );
+    assert!(ok, "{out}");
+    let (mut browser, client_id, refresh) =
+        signed_in_with_grant(&server, ("bob", "bobs-password")).await;
+    let (ok, out, err) = admin_cli(&server, &["users", "remove", "bob"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("refresh tokens revoked"), "{out}");
+    assert_signed_out(&server, &mut browser, &client_id, &refresh).await;
+}
+
+/// A refresh family with one live token, created through the store.
+async fn family_with_a_token(store: &Store, family: &str, token_hash: &str) {
+    let now = mcpgate::store::now_epoch();
+    let code_hash = format!("code-{family}");
+    store
+        .insert_code(&CodeRecord {
+            code_hash: code_hash.clone(),
+            client_id: "c".into(),
+            user_id: "u".into(),
+            redirect_uri: REDIRECT.into(),
+            code_challenge: "x".into(),
+            scope: "s".into(),
+            resource: "r".into(),
+            family_id: family.into(),
+            created_at: now,
+            expires_at: now + 60,
+            redeemed_at: None,
+            response_sealed: None,
+        })
+        .await
+        .unwrap();
+    store
+        .redeem_code(
+            &code_hash,
+            now,
+            "sealed",
+            Some(&new_refresh(family, token_hash)),
+        )
+        .await
+        .unwrap();
+}
+
+fn new_refresh(family: &str, token_hash: &str) -> NewRefresh {
+    NewRefresh {
+        token_hash: token_hash.into(),
+        family_id: family.into(),
+        client_id: "c".into(),
+        user_id: "u".into(),
+        scope: "s".into(),
+        resource: "r".into(),
+        expires_at: mcpgate::store::now_epoch() + 3600,
+    }
+}
+
+async fn live_tokens(pool: &sqlx::PgPool, family: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM refresh_tokens WHERE family_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(family)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_rotation_racing_a_family_revocation_leaves_no_live_token_on_postgres() {
+    let Some(url) = crate::common::fresh_postgres_database("race").await else {
+        return;
+    };
+    let store = Store::connect(&url, 4).await.unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+
+    // Deterministic: a rotation (the statements of rotate_refresh, in one
+    // transaction) holds the old token's row when the revocation starts,
+    // and commits its successor while the revocation waits on that row.
+    family_with_a_token(&store, "f1", "t1").await;
+    let mut rotation = pool.begin().await.unwrap();
+    sqlx::query("UPDATE refresh_tokens SET rotated_at = 1, response_sealed = 'r' WHERE token_hash = 't1' AND rotated_at IS NULL AND revoked_at IS NULL")
+        .execute(&mut *rotation)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scope, resource, created_at, expires_at) VALUES ('t2', 'f1', 'c', 'u', 's', 'r', 1, 4102444800)")
+        .execute(&mut *rotation)
+        .await
+        .unwrap();
+    let revocation = tokio::spawn({
+        let store = store.clone();
+        async move { store.revoke_family("f1", 2).await.unwrap() }
+    });
+    // Wait until the revocation is blocked on the rotation's row lock.
+    loop {
+        let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    rotation.commit().await.unwrap();
+    revocation.await.unwrap();
+    assert_eq!(live_tokens(&pool, "f1").await, 0, "the successor escaped");
+
+    // The real store calls racing, many times over.
+    for i in 0..30 {
+        let family = format!("g{i}");
+        let (old, next) = (
+            format!("{family}-a"),
+            new_refresh(&family, &format!("{family}-b")),
+        );
+        family_with_a_token(&store, &family, &old).await;
+        let rotate = store.rotate_refresh(&old, 3, "sealed", &next);
+        let revoke = store.revoke_family(&family, 3);
+        let (rotated, revoked) = tokio::join!(rotate, revoke);
+        rotated.unwrap();
+        revoked.unwrap();
+        assert_eq!(live_tokens(&pool, &family).await, 0, "{family}");
+    }
+    pool.close().await;
+    store.close().await;
 }
 
 #[tokio::test]
