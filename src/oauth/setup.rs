@@ -71,6 +71,7 @@ pub async fn build(
     local: &LocalAuthConfig,
     store: &Store,
     policy: &ScopePolicy,
+    password_checks: prometheus_client::metrics::counter::Counter,
 ) -> Result<LocalAuthority, String> {
     let sealer = Arc::new(sealer(local)?);
     if sealer.has_previous() {
@@ -129,7 +130,8 @@ pub async fn build(
         keys.clone(),
         sealer,
         cimd,
-    );
+    )
+    .counting_password_checks(password_checks);
     // Proxy mode: users come from the identity provider, so no local admin.
     let initial_admin_password = match &config.upstream_idp {
         Some(upstream) => {

@@ -1,7 +1,11 @@
 //! The review's attacks on sign-in, sessions, users and proxy mode, replayed
 //! (each test fails if its defence is removed).
 
-use std::{io::Write, net::IpAddr};
+use std::{
+    io::Write,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
 
 use mcpgate::{
     config::RawUpstreamIdp,
@@ -20,6 +24,17 @@ use crate::{
     },
     proxy_auth::{UPSTREAM_CLIENT, callback_url, claims_of, consent_and_go_upstream, proxy},
 };
+
+/// `mcpgate_password_checks_total` from `/metrics`.
+async fn password_checks(server: &TestServer) -> u64 {
+    let text = server.get_text("/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("mcpgate_password_checks_total "))
+        .unwrap_or_else(|| panic!("no password check counter in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
 
 /// A login form: the browser cookie header, the request id and its CSRF token.
 async fn login_form(server: &TestServer) -> (String, String, String) {
@@ -73,6 +88,165 @@ async fn post_login(
 
 fn loopback(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, last])
+}
+
+#[tokio::test]
+async fn concurrent_wrong_guesses_perform_at_most_the_limit_of_password_checks() {
+    const LIMIT: u32 = 5;
+    let server = local(|l| l.login_max_failures = Some(LIMIT)).await;
+    let password = server.admin_password.clone().unwrap();
+    let form = login_form(&server).await;
+    let here = client_from(loopback(1));
+
+    // The review's burst: 60 guesses at once, all of which passed the old
+    // check-then-count limit.
+    let burst = (0..60).map(|_| post_login(&server, &here, &form, "admin", "wrong-password"));
+    let statuses: Vec<StatusCode> = futures::future::join_all(burst)
+        .await
+        .iter()
+        .map(|r| r.status())
+        .collect();
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert!(password_checks(&server).await <= u64::from(LIMIT));
+
+    // Use up what is left, one by one.
+    let mut refused = None;
+    for _ in 0..=LIMIT {
+        let r = post_login(&server, &here, &form, "admin", "wrong-password").await;
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(r);
+            break;
+        }
+    }
+    let refused = refused.expect("the limit refuses within LIMIT attempts");
+    assert!(refused.headers().contains_key(header::RETRY_AFTER));
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("too many sign-in attempts")
+    );
+    let checks = password_checks(&server).await;
+    assert!(checks <= u64::from(LIMIT), "{checks} checks");
+
+    // The right password in a concurrent burst: none of it gets through, and
+    // no password is checked any more.
+    let burst = (0..20).map(|i| {
+        let guess = if i == 10 { password.as_str() } else { "wrong" };
+        post_login(&server, &here, &form, "admin", guess)
+    });
+    for r in futures::future::join_all(burst).await {
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert_eq!(password_checks(&server).await, checks);
+}
+
+#[tokio::test]
+async fn guesses_from_many_addresses_stop_at_the_account_budget_but_the_owner_still_signs_in() {
+    let server = local(|l| {
+        l.login_max_failures = Some(2);
+        l.login_max_failures_per_account = Some(3);
+    })
+    .await;
+    let password = server.admin_password.clone().unwrap();
+    let form = login_form(&server).await;
+    let owner = client_from(loopback(1));
+    let r = post_login(&server, &owner, &form, "admin", &password).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+
+    // Attackers on other addresses, each within its own allowance, share
+    // the account's: three guesses, then nothing more for anyone new.
+    let mut statuses = Vec::new();
+    for attacker in [2, 3] {
+        let attacker = client_from(loopback(attacker));
+        for _ in 0..2 {
+            let r = post_login(&server, &attacker, &form, "admin", "guess").await;
+            statuses.push(r.status());
+        }
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    let r = post_login(
+        &server,
+        &client_from(loopback(4)),
+        &form,
+        "admin",
+        &password,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // The owner, from where they signed in before, is not locked out.
+    let r = post_login(&server, &owner, &form, "admin", &password).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+}
+
+/// A `MakeWriter` into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn typed_user_names_never_reach_the_log() {
+    // The server runs on this (current-thread) runtime, so its events go
+    // to this thread's subscriber.
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = local(|_| {}).await;
+    let form = login_form(&server).await;
+    let client = client_from(loopback(1));
+    // A forged log line with an escape sequence, and a password typed into
+    // the user-name field.
+    let forged = "nobody\n2026-12-05T08:00:00.000000Z  INFO mcpgate::oauth::http: login succeeded username=admin \u{1b}[31mFORGED";
+    let typed_password = "Tr0ub4dor-and-3";
+    for name in [forged, typed_password] {
+        let r = post_login(&server, &client, &form, name, "wrong-password").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = post_login(&server, &client, &form, "admin", "wrong-password").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for leaked in [typed_password, "FORGED", "username=admin", "\u{1b}[31m"] {
+        assert!(!log.contains(leaked), "{leaked:?} in {log}");
+    }
+    // The failures are still logged, the existing user by id.
+    assert!(log.contains("login failed: unknown user name"), "{log}");
+    assert!(log.contains("login failed: wrong password"), "{log}");
 }
 
 /// Sign in upstream as `sub` with `email`; returns mcpgate's tokens.
