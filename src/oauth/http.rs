@@ -463,11 +463,21 @@ async fn consent_page(
         );
     };
     if matches!(state.server.remembered(&user_id, &request).await, Ok(true)) {
-        return match state
-            .server
-            .decide(&request_id, &user_id, true, false)
-            .await
-        {
+        // Proxy mode: a code only ever follows a sign-in at the identity
+        // provider (which re-checks the account and the allow lists), and
+        // the callback must come back as this same user.
+        let result = if state.server.is_proxy() {
+            state
+                .server
+                .begin_upstream(&request_id, &browser, false, Some(&user_id))
+                .await
+        } else {
+            state
+                .server
+                .decide(&request_id, &user_id, true, false)
+                .await
+        };
+        return match result {
             Ok(location) => see_other(&location),
             Err(e) => oauth_error(e),
         };
@@ -475,7 +485,7 @@ async fn consent_page(
     let csrf = state.server.csrf_token(&request_id, &browser);
     html(
         StatusCode::OK,
-        pages::consent(&request_id, &csrf, &request, None),
+        pages::consent(&request_id, &csrf, &request, state.server.upstream_name()),
     )
 }
 

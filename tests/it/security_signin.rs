@@ -249,6 +249,65 @@ async fn typed_user_names_never_reach_the_log() {
     assert!(log.contains("login failed: wrong password"), "{log}");
 }
 
+#[tokio::test]
+async fn get_consent_in_proxy_mode_goes_upstream_instead_of_issuing_a_code() {
+    let idp = FakeIdp::start().await;
+    let server = proxy(&idp, |_| {}).await;
+    let client_id = public_client(&server).await;
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    // dave signs in and remembers his consent: the browser holds his session.
+    let up =
+        consent_and_go_upstream(&server, &idp, &mut browser, &client_id, &challenge, true).await;
+    idp.answer_token(
+        200,
+        json!({"access_token": "a", "token_type": "Bearer", "id_token": idp.id_token(UPSTREAM_CLIENT, "dave", up.nonce(), json!({}))}),
+    );
+    let r = browser
+        .get(&callback_url(&server, up.state(), "up-code"))
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let upstream_exchanges = idp.token_requests.lock().unwrap().len();
+
+    // A pending request of the same browser (its consent page seen without
+    // the session cookie), then the review's request with the session.
+    let mut without_session = Browser {
+        cookies: browser
+            .cookies
+            .iter()
+            .filter(|(k, _)| !k.contains("session"))
+            .cloned()
+            .collect(),
+    };
+    let page = without_session
+        .get(&authorize_url(&server, &client_id, &challenge, REDIRECT))
+        .await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let request = hidden(&page.text().await.unwrap(), "request");
+    let r = browser
+        .get(&server.url(&format!("/consent?request={request}")))
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = location(&r);
+    assert!(
+        to.starts_with(&format!("{}/authorize?", idp.issuer)),
+        "a code without the identity provider: {to}"
+    );
+    assert!(!query_of(&to).contains_key("code"));
+    assert_eq!(idp.token_requests.lock().unwrap().len(), upstream_exchanges);
+
+    // Coming back as someone else than dave gets no code either.
+    let q = query_of(&to);
+    idp.answer_token(
+        200,
+        json!({"access_token": "a", "token_type": "Bearer", "id_token": idp.id_token(UPSTREAM_CLIENT, "mallory", &q["nonce"], json!({}))}),
+    );
+    let r = browser
+        .get(&callback_url(&server, &q["state"], "up-code"))
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
 /// Sign in upstream as `sub` with `email`; returns mcpgate's tokens.
 async fn sign_in_with_email(server: &TestServer, idp: &FakeIdp, sub: &str, email: &str) -> Value {
     let client_id = public_client(server).await;
