@@ -377,6 +377,49 @@ async fn two_upstream_accounts_with_the_same_email_each_sign_in_as_themselves_on
     same_email_squatting_is_harmless(&server, &idp).await;
 }
 
+#[tokio::test]
+async fn entra_multi_tenant_email_allow_lists_need_a_domain_verified_email() {
+    let idp = FakeIdp::start().await;
+    let server = proxy(&idp, |u| {
+        u.preset = Some("entra".to_owned());
+        u.tenant = Some("common".to_owned());
+        u.issuer = Some(format!("{}/common/v2.0", idp.issuer));
+        u.allowed_email_domains = vec!["corp.example".to_owned()];
+    })
+    .await;
+    let client_id = public_client(&server).await;
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    // Another tenant's administrator set the victim's address on their own
+    // user (nOAuth): no xms_edov, so the email proves nothing.
+    for (sub, edov, admitted) in [
+        ("evil-tenant-user", json!(null), false),
+        ("evil-tenant-user", json!(false), false),
+        ("real-user", json!(true), true),
+    ] {
+        let up =
+            consent_and_go_upstream(&server, &idp, &mut browser, &client_id, &challenge, false)
+                .await;
+        let mut claims = json!({"tid": "t-1", "iss": format!("{}/t-1/v2.0", idp.issuer), "email": "ceo@corp.example"});
+        if !edov.is_null() {
+            claims["xms_edov"] = edov.clone();
+        }
+        idp.answer_token(
+            200,
+            json!({"access_token": "a", "token_type": "Bearer", "id_token": idp.id_token(UPSTREAM_CLIENT, sub, up.nonce(), claims)}),
+        );
+        let r = browser
+            .get(&callback_url(&server, up.state(), "up-code"))
+            .await;
+        let expected = if admitted {
+            StatusCode::SEE_OTHER
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(r.status(), expected, "{sub} xms_edov={edov}");
+    }
+}
+
 /// The admin CLI with `input` on standard input.
 fn admin_cli_input(server: &TestServer, args: &[&str], input: &str) -> (bool, String) {
     let config = server.data_dir().join("admin-stdin.toml");
