@@ -133,9 +133,15 @@ impl App {
         if let (AuthMode::Local | AuthMode::Proxy, Some(local_cfg)) =
             (&config.auth_mode, &config.local_auth)
         {
-            let built = crate::oauth::setup::build(config, local_cfg, &store, &scope_policy)
-                .await
-                .map_err(StartError::Authority)?;
+            let built = crate::oauth::setup::build(
+                config,
+                local_cfg,
+                &store,
+                &scope_policy,
+                metrics.password_checks.clone(),
+            )
+            .await
+            .map_err(StartError::Authority)?;
             authenticator = auth::Authenticator::Resource(built.verifier.clone());
             initial_admin_password = built.initial_admin_password.clone();
             local = Some(built);

@@ -69,9 +69,11 @@ pub enum UsersAction {
     },
     /// List users.
     List,
-    /// Remove a user, their sessions and consents, and revoke their refresh tokens.
+    /// Remove a user, their sessions and consents, and revoke their refresh
+    /// tokens. Upstream users (proxy mode) may share a name: give the id.
     Remove { name: String },
-    /// Set a new password.
+    /// Set a local user's new password; their sessions, remembered consents
+    /// and refresh tokens are revoked with the old one.
     Passwd {
         name: String,
         #[arg(long)]

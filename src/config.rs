@@ -167,8 +167,12 @@ pub struct RawLocalAuth {
     /// Skip the consent page when the user approved the same client and
     /// scopes before and ticked "remember". Default true.
     pub remember_consent: Option<bool>,
-    /// Failed logins per user name (and per address) per 5 minutes before 429. Default 10.
+    /// Password sign-in attempts per client address per 5 minutes before
+    /// 429, counted before each check; a success gives its attempt back. Default 10.
     pub login_max_failures: Option<u32>,
+    /// Attempts per account over all addresses per 5 minutes (addresses
+    /// the account signed in from before are exempt). Default 50.
+    pub login_max_failures_per_account: Option<u32>,
     /// Dynamic client registrations per client address per minute. Default 60.
     pub registrations_per_minute: Option<u32>,
     /// Clients that obtained no token for this long are deleted. Default 30.
@@ -403,6 +407,7 @@ pub struct LocalAuthConfig {
     pub extra_scopes: Vec<String>,
     pub remember_consent: bool,
     pub login_max_failures: u32,
+    pub login_max_failures_per_account: u32,
     pub registrations_per_minute: u32,
     pub unused_client_ttl_days: u64,
     pub authorize_requests_per_minute: u32,
@@ -1359,6 +1364,10 @@ fn validate_local_auth(
     if login_max_failures == 0 {
         errors.push("auth.local.login_max_failures: must be at least 1".to_owned());
     }
+    let login_max_failures_per_account = raw.login_max_failures_per_account.unwrap_or(50);
+    if login_max_failures_per_account == 0 {
+        errors.push("auth.local.login_max_failures_per_account: must be at least 1".to_owned());
+    }
     let registrations_per_minute = raw.registrations_per_minute.unwrap_or(60);
     if registrations_per_minute == 0 {
         errors.push("auth.local.registrations_per_minute: must be at least 1".to_owned());
@@ -1406,6 +1415,7 @@ fn validate_local_auth(
         extra_scopes,
         remember_consent: raw.remember_consent.unwrap_or(true),
         login_max_failures,
+        login_max_failures_per_account,
         registrations_per_minute,
         unused_client_ttl_days,
         authorize_requests_per_minute,

@@ -183,7 +183,9 @@ async fn users(
             if !store.delete_user(&name).await? {
                 anyhow::bail!("no user named {name}");
             }
-            println!("removed user {name}; their refresh tokens are revoked");
+            println!(
+                "removed user {name}; their sign-in sessions and consents are gone and their refresh tokens revoked"
+            );
         }
         UsersAction::Passwd {
             name,
@@ -191,9 +193,11 @@ async fn users(
         } => {
             let hash = hash(read_password(password_stdin)?).await?;
             if !store.set_password(&name, &hash).await? {
-                anyhow::bail!("no user named {name}");
+                anyhow::bail!("no local user named {name}");
             }
-            println!("password changed for {name}");
+            println!(
+                "password changed for {name}; their sign-in sessions, remembered consents and refresh tokens are revoked"
+            );
         }
     }
     Ok(())

@@ -248,6 +248,26 @@ impl UpstreamIdp {
                 .is_some_and(|login| allow.usernames.contains(login))
     }
 
+    /// Entra with `common`, `organizations` or `consumers`: the `email`
+    /// claim comes from any tenant, whose administrators may set it to any
+    /// address without proof ("nOAuth"); Entra sends no `email_verified`.
+    /// Such an email counts as verified (for `allowed_emails` and
+    /// `allowed_email_domains`) only with `xms_edov: true`.
+    pub fn email_needs_domain_owner_proof(&self) -> bool {
+        self.config.preset.name == "entra"
+            && self
+                .config
+                .tenant
+                .as_deref()
+                .is_some_and(presets::is_entra_multi_tenant)
+    }
+
+    /// Does an email allow-list apply (operators are warned when it cannot
+    /// match without the optional `xms_edov` claim)?
+    pub fn allows_by_email(&self) -> bool {
+        !self.config.allow.emails.is_empty() || !self.config.allow.email_domains.is_empty()
+    }
+
     pub fn allow_list_is_open(&self) -> bool {
         self.config.allow.is_open()
     }
@@ -364,6 +384,9 @@ impl UpstreamIdp {
                 if identity.email.is_none() {
                     self.complete_from_userinfo(&mut identity, &tokens.access_token)
                         .await;
+                }
+                if self.email_needs_domain_owner_proof() {
+                    identity.email_verified = email_domain_owner_verified(&claims);
                 }
                 Ok(identity)
             }
@@ -578,6 +601,13 @@ fn form_encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
+/// Entra's optional `xms_edov` claim: the email's domain is verified by
+/// the tenant that owns it. Anything but `true` (absent, false, a string)
+/// is no proof.
+fn email_domain_owner_verified(claims: &serde_json::Map<String, Value>) -> bool {
+    claims.get("xms_edov") == Some(&Value::Bool(true))
+}
+
 /// The claims mcpgate keeps from an ID token.
 pub fn identity_from_claims(
     claims: &serde_json::Map<String, Value>,
@@ -638,6 +668,23 @@ mod tests {
         let id = identity_from_claims(json!({"sub": "u3"}).as_object().unwrap(), "groups");
         assert!(id.email_verified);
         assert_eq!(id.username, "u3");
+    }
+
+    #[test]
+    fn only_a_true_xms_edov_proves_an_entra_email() {
+        for (claims, proven) in [
+            (json!({"xms_edov": true}), true),
+            (json!({"xms_edov": false}), false),
+            (json!({"xms_edov": "true"}), false),
+            (json!({"xms_edov": 1}), false),
+            (json!({}), false),
+        ] {
+            assert_eq!(
+                email_domain_owner_verified(claims.as_object().unwrap()),
+                proven,
+                "{claims}"
+            );
+        }
     }
 
     #[test]

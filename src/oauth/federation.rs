@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     idp::{Identity, IdpError, UpstreamTokens},
-    store::{UpstreamLoginRecord, UpstreamTokenRecord, now_epoch},
+    store::{StoreError, UpstreamLoginRecord, UpstreamTokenRecord, now_epoch},
 };
 
 const LOGIN_TTL_SECS: i64 = 600;
@@ -46,6 +46,8 @@ pub enum CallbackError {
     DifferentUser,
     #[error("your account is not allowed to use this server; ask its operator")]
     NotAllowed,
+    #[error("your account conflicts with an existing user here; ask this server's operator")]
+    Conflict,
     #[error("{0}")]
     Flow(OAuthError),
 }
@@ -171,15 +173,24 @@ impl AuthorizationServer {
         let family_id = uuid::Uuid::new_v4().to_string();
         let sealed = self.seal_tokens(&tokens).map_err(CallbackError::Flow)?;
         let now = now_epoch();
-        self.store
+        let stored = self
+            .store
             .upsert_upstream_user(
                 &user_id,
                 &format!("{}:{}", upstream.preset_name(), identity.username),
                 &profile,
                 now,
             )
-            .await
-            .map_err(|e| CallbackError::Flow(e.into()))?;
+            .await;
+        match stored {
+            Ok(()) => {}
+            Err(StoreError::Conflict(detail)) => {
+                tracing::warn!(%detail, "upstream user not stored");
+                upstream.revoke(&tokens).await;
+                return Err(CallbackError::Conflict);
+            }
+            Err(e) => return Err(CallbackError::Flow(e.into())),
+        }
         self.store
             .save_upstream_tokens(&UpstreamTokenRecord {
                 family_id: family_id.clone(),

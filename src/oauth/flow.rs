@@ -4,7 +4,7 @@
 //! requests, calls these, and maps [`OAuthError`] to RFC codes. Proxy mode's
 //! upstream sign-in is in `oauth::federation`.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{collections::BTreeSet, sync::Arc, time::Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -15,7 +15,7 @@ use super::{
     crypto::{Sealer, ct_eq, pkce_s256, random_token, sha256_b64},
     keys::KeyRing,
     passwords,
-    ratelimit::WindowLimiter,
+    ratelimit::{LoginLimits, LoginRefusal, WindowLimiter},
 };
 use crate::{
     config::LocalAuthConfig,
@@ -86,6 +86,36 @@ impl From<MetadataError> for OAuthError {
         match e {
             MetadataError::RedirectUri(m) => OAuthError::InvalidRedirectUri(m),
             MetadataError::Metadata(m) => OAuthError::InvalidClientMetadata(m),
+        }
+    }
+}
+
+/// How a password sign-in ended. `Failed` names the user only when the
+/// name exists, so what was typed never needs to be logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginOutcome {
+    SignedIn { user_id: String },
+    Failed { user_id: Option<String> },
+}
+
+/// Why a password sign-in was not even tried.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("too many sign-in attempts; try again in {} minute(s)", retry_after_secs.div_ceil(60))]
+    TooManyAttempts { retry_after_secs: u64 },
+    #[error("too many sign-in attempts; try again in a minute")]
+    Busy,
+    #[error(transparent)]
+    Flow(#[from] OAuthError),
+}
+
+impl LoginError {
+    /// Seconds for `Retry-After`, when waiting helps.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            LoginError::TooManyAttempts { retry_after_secs } => Some(*retry_after_secs),
+            LoginError::Busy => Some(60),
+            LoginError::Flow(_) => None,
         }
     }
 }
@@ -239,7 +269,7 @@ pub struct AuthorizationServer {
     keys: Arc<KeyRing>,
     pub(super) sealer: Arc<Sealer>,
     cimd: CimdResolver,
-    login_failures: WindowLimiter,
+    login_limits: LoginLimits,
     registrations: WindowLimiter,
     /// `/authorize` per address: each request stores a pending row.
     authorizations: WindowLimiter,
@@ -270,8 +300,9 @@ impl AuthorizationServer {
         sealer: Arc<Sealer>,
         cimd: CimdResolver,
     ) -> AuthorizationServer {
-        let login_failures = WindowLimiter::new(
+        let login_limits = LoginLimits::new(
             config.login_max_failures,
+            config.login_max_failures_per_account,
             std::time::Duration::from_secs(300),
         );
         let registrations = WindowLimiter::new(
@@ -291,7 +322,7 @@ impl AuthorizationServer {
             keys,
             sealer,
             cimd,
-            login_failures,
+            login_limits,
             registrations,
             authorizations,
             password_checks: passwords::CheckPool::new(
@@ -299,6 +330,15 @@ impl AuthorizationServer {
             ),
             upstream: None,
         }
+    }
+
+    /// Count the password checks on `counter` (`/metrics`).
+    pub fn counting_password_checks(
+        mut self,
+        counter: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        self.password_checks.count_on(counter);
+        self
     }
 
     /// Proxy mode: sign users in at `upstream`.
@@ -619,33 +659,54 @@ impl AuthorizationServer {
         serde_json::from_str(&record.request).map_err(|e| e.to_string())
     }
 
-    /// Check a password; rate-limited per user name and per address.
+    /// Check a password. The attempt is counted against the address's and
+    /// the account's allowances *before* the check (see [`LoginLimits`]),
+    /// so a concurrent burst gets no more checks than the limit.
     pub async fn login(
         &self,
         username: &str,
         password: &str,
         client_address: &str,
-    ) -> Result<Option<String>, OAuthError> {
-        let user_key = format!("user:{username}");
-        let addr_key = format!("addr:{client_address}");
-        if self.login_failures.exhausted(&user_key) || self.login_failures.exhausted(&addr_key) {
-            return Err(OAuthError::RateLimited);
-        }
-        let user = self.store.find_user_by_name(username).await?;
+    ) -> Result<LoginOutcome, LoginError> {
+        // A digest: what was typed (maybe a password) is neither kept nor
+        // bounded in size in the limiter's memory.
+        let account = sha256_b64(username);
+        let attempt = self
+            .login_limits
+            .begin(&account, client_address, Instant::now())
+            .map_err(|refusal| match refusal {
+                LoginRefusal::Exhausted(wait) => LoginError::TooManyAttempts {
+                    retry_after_secs: wait.as_secs().max(1),
+                },
+                LoginRefusal::Busy => LoginError::Busy,
+            })?;
+        let user = self
+            .store
+            .find_local_user(username)
+            .await
+            .map_err(OAuthError::from)?;
         let hash = user
             .as_ref()
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(|| passwords::decoy_hash().to_owned());
-        let ok = self.password_checks.verify(password.to_owned(), hash).await;
+        let ok = match self.password_checks.verify(password.to_owned(), hash).await {
+            Ok(ok) => ok,
+            // Nothing was checked: the attempt is given back.
+            Err(passwords::PoolBusy) => {
+                attempt.abandoned();
+                return Err(LoginError::Busy);
+            }
+        };
         match user {
             Some(user) if ok => {
-                self.login_failures.clear(&user_key);
-                Ok(Some(user.id))
+                attempt.succeeded(Instant::now());
+                Ok(LoginOutcome::SignedIn { user_id: user.id })
             }
-            _ => {
-                self.login_failures.hit(&user_key);
-                self.login_failures.hit(&addr_key);
-                Ok(None)
+            user => {
+                attempt.failed();
+                Ok(LoginOutcome::Failed {
+                    user_id: user.map(|u| u.id),
+                })
             }
         }
     }

@@ -17,8 +17,8 @@ use serde_json::json;
 use super::{
     federation::{CallbackError, CallbackOutcome},
     flow::{
-        AuthorizationServer, AuthorizeError, AuthorizeParams, ClientCredentials, OAuthError,
-        PendingRequest,
+        AuthorizationServer, AuthorizeError, AuthorizeParams, ClientCredentials, LoginError,
+        LoginOutcome, OAuthError, PendingRequest,
     },
     keys::KeyRing,
     pages,
@@ -388,19 +388,26 @@ async fn login(
         .login(username, password, &client.limit_key())
         .await
     {
-        Ok(Some(user_id)) => match state.server.start_session(&user_id).await {
-            Ok(session) => {
-                let mut response = see_other(&format!("/consent?request={request_id}"));
-                response.headers_mut().append(
-                    header::SET_COOKIE,
-                    state.set_cookie(SESSION_COOKIE, &session, 12 * 3600),
-                );
-                response
+        Ok(LoginOutcome::SignedIn { user_id }) => {
+            match state.server.start_session(&user_id).await {
+                Ok(session) => {
+                    tracing::info!(user_id = %user_id, "login succeeded");
+                    let mut response = see_other(&format!("/consent?request={request_id}"));
+                    response.headers_mut().append(
+                        header::SET_COOKIE,
+                        state.set_cookie(SESSION_COOKIE, &session, 12 * 3600),
+                    );
+                    response
+                }
+                Err(e) => oauth_error(e),
             }
-            Err(e) => oauth_error(e),
-        },
-        Ok(None) => {
-            tracing::info!(username = %username, "login failed");
+        }
+        Ok(LoginOutcome::Failed { user_id }) => {
+            // Never what was typed: it may be a password, or forged log lines.
+            match user_id {
+                Some(user_id) => tracing::info!(user_id = %user_id, "login failed: wrong password"),
+                None => tracing::info!("login failed: unknown user name"),
+            }
             html(
                 StatusCode::UNAUTHORIZED,
                 pages::login(
@@ -411,11 +418,19 @@ async fn login(
                 ),
             )
         }
-        Err(OAuthError::RateLimited) => html(
-            StatusCode::TOO_MANY_REQUESTS,
-            pages::error("too many failed sign-ins; wait a few minutes"),
-        ),
-        Err(e) => oauth_error(e),
+        Err(LoginError::Flow(e)) => oauth_error(e),
+        Err(refused) => {
+            let mut response = html(
+                StatusCode::TOO_MANY_REQUESTS,
+                pages::error(&refused.to_string()),
+            );
+            if let Some(secs) = refused.retry_after_secs()
+                && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+            {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            response
+        }
     }
 }
 
@@ -442,11 +457,21 @@ async fn consent_page(
         );
     };
     if matches!(state.server.remembered(&user_id, &request).await, Ok(true)) {
-        return match state
-            .server
-            .decide(&request_id, &user_id, true, false)
-            .await
-        {
+        // Proxy mode: a code only ever follows a sign-in at the identity
+        // provider (which re-checks the account and the allow lists), and
+        // the callback must come back as this same user.
+        let result = if state.server.is_proxy() {
+            state
+                .server
+                .begin_upstream(&request_id, &browser, false, Some(&user_id))
+                .await
+        } else {
+            state
+                .server
+                .decide(&request_id, &user_id, true, false)
+                .await
+        };
+        return match result {
             Ok(location) => see_other(&location),
             Err(e) => oauth_error(e),
         };
@@ -454,7 +479,7 @@ async fn consent_page(
     let csrf = state.server.csrf_token(&request_id, &browser);
     html(
         StatusCode::OK,
-        pages::consent(&request_id, &csrf, &request, None),
+        pages::consent(&request_id, &csrf, &request, state.server.upstream_name()),
     )
 }
 
@@ -564,6 +589,7 @@ async fn callback(
                 CallbackError::WrongBrowser
                 | CallbackError::DifferentUser
                 | CallbackError::NotAllowed => StatusCode::FORBIDDEN,
+                CallbackError::Conflict => StatusCode::CONFLICT,
                 _ => StatusCode::BAD_REQUEST,
             };
             html(status, pages::error(&e.to_string()))

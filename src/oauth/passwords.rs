@@ -4,6 +4,8 @@
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier, password_hash::SaltString};
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::crypto::CryptoError;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,21 +65,40 @@ pub fn generate_password() -> Result<String, CryptoError> {
 
 type Check = Box<dyn FnOnce() + Send>;
 
+/// Checks that may wait per pool thread; beyond that a sign-in is refused
+/// at once instead of queueing CPU work without bound (each waiting check
+/// is also a held connection and, once running, 19 MiB).
+const QUEUE_PER_THREAD: usize = 16;
+
+/// The pool's queue is full: too many sign-ins at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many password checks are waiting")]
+pub struct PoolBusy;
+
 /// Password checks on a few dedicated threads. Each Argon2id check holds
 /// 19 MiB, and glibc keeps a freed block in the arena of the thread that
 /// used it: checks spread over tokio's (up to 512) blocking threads left
 /// 19 MiB behind on each (2.5 GB after a 16-way login burst). A fixed set of
 /// threads bounds that to threads x 19 MiB; more threads than cores would
-/// not finish a CPU-bound hash sooner anyway.
+/// not finish a CPU-bound hash sooner anyway. The queue in front of them is
+/// bounded too.
 pub struct CheckPool {
-    jobs: std::sync::mpsc::Sender<Check>,
+    jobs: std::sync::mpsc::SyncSender<Check>,
+    /// Checks run so far (`mcpgate_password_checks_total`).
+    checks: Counter,
 }
 
 impl CheckPool {
     pub fn new(threads: usize) -> CheckPool {
-        let (jobs, queue) = std::sync::mpsc::channel::<Check>();
+        Self::with_counter(threads, Counter::default())
+    }
+
+    /// A pool that counts the checks it runs on `checks`.
+    pub fn with_counter(threads: usize, checks: Counter) -> CheckPool {
+        let threads = threads.max(1);
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Check>(threads * QUEUE_PER_THREAD);
         let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
-        for i in 0..threads.max(1) {
+        for i in 0..threads {
             let queue = queue.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("mcpgate-password-{i}"))
@@ -98,19 +119,34 @@ impl CheckPool {
                 tracing::error!(error = %e, "cannot start a password-check thread");
             }
         }
-        CheckPool { jobs }
+        CheckPool { jobs, checks }
     }
 
-    /// [`verify_password`] on the pool; `false` if the pool is gone.
-    pub async fn verify(&self, password: String, phc: String) -> bool {
+    /// [`verify_password`] on the pool; `false` if the pool is gone,
+    /// [`PoolBusy`] if its queue is full.
+    pub async fn verify(&self, password: String, phc: String) -> Result<bool, PoolBusy> {
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let checks = self.checks.clone();
         let job: Check = Box::new(move || {
+            checks.inc();
             let _ = reply.send(verify_password(&password, &phc));
         });
-        if self.jobs.send(job).is_err() {
-            return false;
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(_)) => return Err(PoolBusy),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Ok(false),
         }
-        answer.await.unwrap_or(false)
+        Ok(answer.await.unwrap_or(false))
+    }
+
+    /// Count the checks from now on on `checks` (the metrics registry's).
+    pub fn count_on(&mut self, checks: Counter) {
+        self.checks = checks;
+    }
+
+    /// How many checks the pool has run.
+    pub fn checks_run(&self) -> u64 {
+        self.checks.get()
     }
 }
 
@@ -129,7 +165,48 @@ mod tests {
             pool.verify(password.to_owned(), phc.clone())
         });
         let results = futures::future::join_all(checks).await;
-        assert_eq!(results, vec![true, false, true, false, true, false]);
+        assert_eq!(
+            results,
+            vec![
+                Ok(true),
+                Ok(false),
+                Ok(true),
+                Ok(false),
+                Ok(true),
+                Ok(false)
+            ]
+        );
+        assert_eq!(pool.checks_run(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_instead_of_growing() {
+        let pool = CheckPool::new(1);
+        // Hold the only thread so nothing leaves the queue.
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        pool.jobs
+            .try_send(Box::new(move || {
+                let _ = started.send(());
+                let _ = wait.recv();
+            }))
+            .unwrap();
+        running.recv().unwrap();
+        let phc = hash_password("correct horse").unwrap();
+        let waiting: Vec<_> = (0..QUEUE_PER_THREAD + 1)
+            .map(|_| Box::pin(pool.verify("wrong horse!".to_owned(), phc.clone())))
+            .collect();
+        let mut waiting = waiting;
+        // Poll each once: they enqueue (or are refused) on their first poll.
+        let mut refused = 0;
+        for fut in waiting.iter_mut() {
+            if let std::task::Poll::Ready(Err(PoolBusy)) = futures::poll!(fut.as_mut()) {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 1);
+        release.send(()).unwrap();
+        drop(waiting);
     }
 
     use super::*;

@@ -71,6 +71,7 @@ pub async fn build(
     local: &LocalAuthConfig,
     store: &Store,
     policy: &ScopePolicy,
+    password_checks: prometheus_client::metrics::counter::Counter,
 ) -> Result<LocalAuthority, String> {
     let sealer = Arc::new(sealer(local)?);
     if sealer.has_previous() {
@@ -129,7 +130,8 @@ pub async fn build(
         keys.clone(),
         sealer,
         cimd,
-    );
+    )
+    .counting_password_checks(password_checks);
     // Proxy mode: users come from the identity provider, so no local admin.
     let initial_admin_password = match &config.upstream_idp {
         Some(upstream) => {
@@ -137,6 +139,11 @@ pub async fn build(
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::info!(preset = idp.preset_name(), issuer = %idp.namespace(), "proxy mode: users sign in upstream");
+            if idp.email_needs_domain_owner_proof() && idp.allows_by_email() {
+                tracing::warn!(
+                    "Entra multi-tenant: allowed_emails and allowed_email_domains match only ID tokens with xms_edov = true; add that optional claim (docs/idp/entra.md) or use allowed_groups"
+                );
+            }
             if idp.allow_list_is_open() {
                 tracing::warn!(
                     preset = idp.preset_name(),

@@ -4,6 +4,7 @@
 use super::{Store, StoreError, on_db};
 
 /// Marks a user who signs in upstream: no password verifies against it.
+/// Migration 0007's unique index on local user names excludes this value.
 pub const NO_PASSWORD: &str = "!upstream";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -31,6 +32,8 @@ pub struct UpstreamTokenRecord {
 impl Store {
     /// Create or update the user an upstream identity maps to. The id is
     /// derived from the upstream subject, so replicas agree without a lookup.
+    /// The display name is not unique among upstream users (two subjects
+    /// may share an email); a unique violation is reported as a conflict.
     pub async fn upsert_upstream_user(
         &self,
         id: &str,
@@ -47,7 +50,10 @@ impl Store {
             .bind(profile)
             .execute(pool)
             .await
-            .map(|_| ()))?;
+            .map(|_| ()))
+        .map_err(|e| {
+            super::oauth::conflict_or(e, "the user could not be stored next to an existing one")
+        })?;
         Ok(())
     }
 

@@ -135,7 +135,7 @@ macro_rules! refresh_columns {
     };
 }
 
-fn conflict_or(err: sqlx::Error, what: &str) -> StoreError {
+pub(super) fn conflict_or(err: sqlx::Error, what: &str) -> StoreError {
     match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(what.to_owned())
@@ -174,14 +174,12 @@ impl Store {
         Ok(user)
     }
 
-    pub async fn find_user_by_name(
-        &self,
-        username: &str,
-    ) -> Result<Option<UserRecord>, StoreError> {
+    /// The local (password) user with this name: what the login form checks.
+    pub async fn find_local_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
         const SQL: &str = concat!(
             "SELECT ",
             user_columns!(),
-            " FROM users WHERE username = $1"
+            " FROM users WHERE username = $1 AND password_hash <> '!upstream'"
         );
         Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(
             SQL
@@ -189,6 +187,30 @@ impl Store {
         .bind(username)
         .fetch_optional(pool)
         .await)?)
+    }
+
+    /// The user an operator names by user name or id. Upstream users'
+    /// names need not be unique; a name several of them share is refused
+    /// with a pointer to the ids.
+    pub async fn find_user_by_name(
+        &self,
+        username: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE username = $1 OR id = $1 LIMIT 2"
+        );
+        let mut found = on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(SQL)
+            .bind(username)
+            .fetch_all(pool)
+            .await)?;
+        if found.len() > 1 {
+            return Err(StoreError::Conflict(format!(
+                "several users are named {username}; give one's id (mcpgate users list)"
+            )));
+        }
+        Ok(found.pop())
     }
 
     pub async fn find_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -217,17 +239,35 @@ impl Store {
             .await)?)
     }
 
-    pub async fn set_password(&self, username: &str, hash: &str) -> Result<bool, StoreError> {
-        const SQL: &str =
-            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3";
-        let done = on_db!(self.db(), |pool| sqlx::query(SQL)
-            .bind(hash)
-            .bind(now_epoch())
-            .bind(username)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(done == 1)
+    /// Set a local user's password and end everything the old one opened:
+    /// browser sessions, remembered consents (a consent remembered by
+    /// whoever knew the old password would skip the page for them), and
+    /// refresh tokens. `false` if there is no such local user.
+    async fn set_password_now(&self, username: &str, hash: &str) -> Result<bool, StoreError> {
+        const USER: &str = "UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3 AND password_hash <> '!upstream' RETURNING id";
+        const SESSIONS: &str = "DELETE FROM user_sessions WHERE user_id = $1";
+        const CONSENTS: &str = "DELETE FROM consents WHERE user_id = $1";
+        let now = now_epoch();
+        let changed = on_db!(self.db(), |pool| async {
+            let mut tx = pool.begin().await?;
+            let id: Option<String> = sqlx::query_scalar(USER)
+                .bind(hash)
+                .bind(now)
+                .bind(username)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(id) = id else {
+                tx.rollback().await?;
+                return Ok::<bool, sqlx::Error>(false);
+            };
+            sqlx::query(SESSIONS).bind(&id).execute(&mut *tx).await?;
+            sqlx::query(CONSENTS).bind(&id).execute(&mut *tx).await?;
+            revoke_all!(tx, REVOKE_BY_USER, &id, now);
+            tx.commit().await?;
+            Ok(true)
+        }
+        .await)?;
+        Ok(changed)
     }
 
     /// Delete a user with their sessions and consents, and revoke their refresh tokens.
@@ -238,8 +278,6 @@ impl Store {
         const SESSIONS: &str = "DELETE FROM user_sessions WHERE user_id = $1";
         const CONSENTS: &str = "DELETE FROM consents WHERE user_id = $1";
         const UPSTREAM: &str = "DELETE FROM upstream_tokens WHERE user_id = $1";
-        const REFRESH: &str =
-            "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
         const USER: &str = "DELETE FROM users WHERE id = $1";
         let now = now_epoch();
         on_db!(self.db(), |pool| {
@@ -256,11 +294,7 @@ impl Store {
                 .bind(&user.id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(REFRESH)
-                .bind(&user.id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            revoke_all!(tx, REVOKE_BY_USER, &user.id, now);
             sqlx::query(USER).bind(&user.id).execute(&mut *tx).await?;
             tx.commit().await
         })?;
@@ -403,11 +437,7 @@ impl Store {
                 .bind(client_id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(REFRESH)
-                .bind(client_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            revoke_all!(tx, REFRESH, client_id, now);
             let removed = sqlx::query(CLIENT)
                 .bind(client_id)
                 .execute(&mut *tx)
@@ -585,13 +615,21 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            let revoked = sqlx::query(REFRESH)
-                .bind(user_id)
-                .bind(client_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            // Repeated like revoke_family's, for the same race.
+            let mut revoked = 0;
+            loop {
+                let n = sqlx::query(REFRESH)
+                    .bind(user_id)
+                    .bind(client_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                revoked += n;
+                if n == 0 {
+                    break;
+                }
+            }
             tx.commit().await.map(|_| (removed == 1, revoked))
         })?;
         Ok(removed)
@@ -720,15 +758,30 @@ impl Store {
     }
 
     /// Revoke every refresh token of a family; returns how many were live.
+    ///
+    /// The UPDATE is repeated until it finds nothing live. On PostgreSQL
+    /// (READ COMMITTED) a rotation committing while the UPDATE waits on the
+    /// old token's row lock inserts a successor the UPDATE's snapshot does
+    /// not contain; the next UPDATE's snapshot does, and a rotation of an
+    /// already revoked token loses (`revoked_at IS NULL` in its WHERE), so
+    /// the loop ends with no live token. SQLite runs one writer at a time
+    /// and stops after the second, empty round.
     pub async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, StoreError> {
         const SQL: &str =
             "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL";
-        Ok(on_db!(self.db(), |pool| sqlx::query(SQL)
-            .bind(now)
-            .bind(family_id)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?)
+        let mut revoked = 0;
+        loop {
+            let n = on_db!(self.db(), |pool| sqlx::query(SQL)
+                .bind(now)
+                .bind(family_id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()))?;
+            revoked += n;
+            if n == 0 {
+                return Ok(revoked);
+            }
+        }
     }
 
     // ------------------------------------------------------------ housekeeping
@@ -788,6 +841,30 @@ macro_rules! insert_refresh {
 }
 use insert_refresh;
 
+/// Revoke a user's refresh tokens (`$1` user id, `$2` time).
+const REVOKE_BY_USER: &str =
+    "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
+
+/// Run a revoking UPDATE (`$1` key, `$2` time) inside the transaction `$tx`
+/// until it finds nothing live: see [`Store::revoke_family`] for the race
+/// with a concurrent rotation that one statement would miss.
+macro_rules! revoke_all {
+    ($tx:ident, $sql:expr, $key:expr, $now:expr) => {
+        loop {
+            let n = sqlx::query($sql)
+                .bind($key)
+                .bind($now)
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected();
+            if n == 0 {
+                break;
+            }
+        }
+    };
+}
+use revoke_all;
+
 const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scope, resource, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 /// sqlx's `begin`/`commit` are not cancel-safe on PostgreSQL (a request
@@ -807,6 +884,13 @@ impl Store {
     pub async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
         let (store, username) = (self.clone(), username.to_owned());
         uncancellable(async move { store.delete_user_now(&username).await }).await
+    }
+
+    /// Set a local user's password; their sessions, remembered consents and
+    /// refresh tokens end with the old one. `false`: no such local user.
+    pub async fn set_password(&self, username: &str, hash: &str) -> Result<bool, StoreError> {
+        let (store, username, hash) = (self.clone(), username.to_owned(), hash.to_owned());
+        uncancellable(async move { store.set_password_now(&username, &hash).await }).await
     }
 
     /// Remove a client with its consents, and revoke its refresh tokens.

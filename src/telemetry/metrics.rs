@@ -120,6 +120,7 @@ pub struct Metrics {
     pub upstream_restarts: Family<UpstreamLabels, Counter>,
     pub upstream_calls: Family<UpstreamCallLabels, Counter>,
     pub upstream_duration: Family<UpstreamLabels, Histogram>,
+    pub password_checks: Counter,
 }
 
 impl Metrics {
@@ -197,6 +198,12 @@ impl Metrics {
             "Proxied tools/call latency",
             upstream_duration.clone(),
         );
+        let password_checks = Counter::default();
+        registry.register(
+            "password_checks",
+            "Argon2 password checks run for sign-ins",
+            password_checks.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -210,6 +217,7 @@ impl Metrics {
             upstream_restarts,
             upstream_calls,
             upstream_duration,
+            password_checks,
         })
     }
 

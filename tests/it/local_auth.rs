@@ -14,7 +14,7 @@ use crate::{
     },
 };
 
-async fn local(edit: impl FnOnce(&mut RawLocalAuth)) -> TestServer {
+pub async fn local(edit: impl FnOnce(&mut RawLocalAuth)) -> TestServer {
     let mut local = RawLocalAuth::default();
     edit(&mut local);
     TestServer::start_with(|raw| {
@@ -670,7 +670,7 @@ async fn introspection_needs_a_confidential_client() {
 }
 
 /// Runs the mcpgate binary's admin commands against the test server's store.
-fn admin_cli(server: &TestServer, args: &[&str]) -> (bool, String, String) {
+pub fn admin_cli(server: &TestServer, args: &[&str]) -> (bool, String, String) {
     admin_cli_with(server, "", args)
 }
 

@@ -16,4 +16,5 @@ mod resource_auth;
 mod security_bridge;
 mod security_oauth;
 mod security_server;
+mod security_signin;
 mod store_contract;

@@ -17,9 +17,9 @@ use crate::{
     },
 };
 
-const UPSTREAM_CLIENT: &str = "mcpgate-up";
+pub const UPSTREAM_CLIENT: &str = "mcpgate-up";
 
-async fn proxy(idp: &FakeIdp, edit: impl FnOnce(&mut RawUpstreamIdp)) -> TestServer {
+pub async fn proxy(idp: &FakeIdp, edit: impl FnOnce(&mut RawUpstreamIdp)) -> TestServer {
     let mut upstream = RawUpstreamIdp {
         issuer: Some(idp.issuer.clone()),
         client_id: Some(UPSTREAM_CLIENT.to_owned()),
@@ -34,7 +34,7 @@ async fn proxy(idp: &FakeIdp, edit: impl FnOnce(&mut RawUpstreamIdp)) -> TestSer
     .await
 }
 
-fn claims_of(jwt: &str) -> Value {
+pub fn claims_of(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).unwrap();
     serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -45,21 +45,21 @@ fn claims_of(jwt: &str) -> Value {
 }
 
 /// Upstream authorization request parameters mcpgate redirected to.
-struct Upstream {
+pub struct Upstream {
     params: std::collections::HashMap<String, String>,
 }
 
 impl Upstream {
-    fn state(&self) -> &str {
+    pub fn state(&self) -> &str {
         &self.params["state"]
     }
-    fn nonce(&self) -> &str {
+    pub fn nonce(&self) -> &str {
         &self.params["nonce"]
     }
 }
 
 /// `/authorize` then approve on the consent page: returns where mcpgate sends the browser.
-async fn consent_and_go_upstream(
+pub async fn consent_and_go_upstream(
     server: &TestServer,
     idp: &FakeIdp,
     browser: &mut Browser,
@@ -96,7 +96,7 @@ async fn consent_and_go_upstream(
     }
 }
 
-fn callback_url(server: &TestServer, state: &str, code: &str) -> String {
+pub fn callback_url(server: &TestServer, state: &str, code: &str) -> String {
     server.url(&format!(
         "/callback?code={code}&state={}",
         url::form_urlencoded::byte_serialize(state.as_bytes()).collect::<String>()
@@ -114,7 +114,7 @@ fn upstream_tokens(idp: &FakeIdp, sub: &str, nonce: &str, expires_in: i64) -> Va
 }
 
 /// A complete sign-in: returns (tokens from mcpgate's /token, the client id).
-async fn sign_in(
+pub async fn sign_in(
     server: &TestServer,
     idp: &FakeIdp,
     browser: &mut Browser,
