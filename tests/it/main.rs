@@ -13,4 +13,5 @@ mod oauth_browser;
 mod ops;
 mod proxy_auth;
 mod resource_auth;
+mod security_gateway;
 mod store_contract;
