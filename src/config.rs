@@ -240,6 +240,8 @@ pub struct RawIntrospection {
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
     pub client_secret_file: Option<PathBuf>,
+    /// The answer's claim naming the caller. Default `sub`; no fallback.
+    pub subject_claim: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -455,6 +457,7 @@ pub struct IntrospectionConfig {
     pub client_id: String,
     #[serde(serialize_with = "serialize_secret")]
     pub client_secret: secrecy::SecretString,
+    pub subject_claim: String,
 }
 
 fn serialize_secrets<S: serde::Serializer>(
@@ -1054,8 +1057,13 @@ fn validate_resource_auth(
             i.client_secret_file.as_deref(),
             errors,
         );
+        let subject_claim = i.subject_claim.clone().unwrap_or_else(|| "sub".to_owned());
+        if subject_claim.trim().is_empty() {
+            errors.push("auth.resource.introspection.subject_claim: a claim name".to_owned());
+        }
         Some(IntrospectionConfig {
             endpoint: i.endpoint.clone(),
+            subject_claim,
             client_id,
             client_secret: secrecy::SecretString::from(secret?),
         })

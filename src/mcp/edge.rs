@@ -147,11 +147,19 @@ async fn authenticate(cfg: &EdgeConfig, headers: &HeaderMap) -> Result<Principal
         }
         Err(err) => {
             tracing::info!(target: "audit", outcome = "invalid_token", reason = %err, "authentication failed");
+            // A token without a subject is valid but unusable here; saying so
+            // tells the operator what to configure and reveals nothing.
+            let description = match err {
+                TokenError::NoSubject(_) => {
+                    "The token names no subject (sub), so it cannot identify a user here"
+                }
+                _ => "The access token is invalid, expired, or not meant for this resource",
+            };
             Err(oauth_error(
                 StatusCode::UNAUTHORIZED,
                 challenge(info, Some("invalid_token"), &baseline),
                 "invalid_token",
-                "The access token is invalid, expired, or not meant for this resource",
+                description,
             ))
         }
     }

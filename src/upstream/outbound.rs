@@ -119,6 +119,10 @@ pub struct CallerIdentity {
 
 const JWT_LIFETIME_SECS: i64 = 120;
 
+/// The `typ` of identity JWTs for upstreams: not `at+jwt`, so mcpgate's own
+/// access-token check refuses one replayed to `/mcp` whatever its `aud`.
+pub const IDENTITY_JWT_TYP: &str = "mcpgate-identity+jwt";
+
 impl CallerIdentity {
     pub fn new(
         identity: Identity,
@@ -187,7 +191,7 @@ impl CallerIdentity {
             "groups": p.groups,
             "act": {"sub": "mcpgate"},
         });
-        match keys.sign(&claims) {
+        match keys.sign_typed(&claims, IDENTITY_JWT_TYP) {
             Ok(token) => {
                 if let Ok(mut guard) = self.minted.lock() {
                     *guard = Some((token.clone(), exp));
