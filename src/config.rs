@@ -820,10 +820,15 @@ impl RawConfig {
                 }
             }
         };
+        let own_resource = format!("{}/mcp", public_url.as_str().trim_end_matches('/'));
         let gateway = crate::upstream::settings::validate(
             self.gateway.as_ref(),
             &self.upstreams,
-            matches!(auth_mode, Some(AuthMode::Local | AuthMode::Proxy)),
+            &crate::upstream::settings::Surroundings {
+                can_mint_jwt: matches!(auth_mode, Some(AuthMode::Local | AuthMode::Proxy)),
+                own_resource: &own_resource,
+                data_dir: &data_dir,
+            },
             &mut errors,
         );
         let policy = validate_policy(&self.policy, &mut errors);

@@ -774,9 +774,11 @@ async fn http_upstream_gets_signed_identity_and_static_headers_never_the_token()
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect();
     let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes());
+    // The upstream's URL is the default audience the signature covers.
+    assert_eq!(get("x-mcp-audience"), url);
     let signed = |sub: &str| {
         format!(
-            "v1\n{timestamp}\n{}\n{sub}\n{client_id}\n{email}",
+            "v2\n{timestamp}\n{url}\n{}\n{sub}\n{client_id}\n{email}",
             server.base
         )
     };

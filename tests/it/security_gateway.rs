@@ -2,6 +2,9 @@
 //! `/mcp`, on `/docs` and on metadata-document fetching. Each test fails
 //! without its fix.
 
+use std::time::Duration;
+
+use aws_lc_rs::hmac;
 use base64::Engine;
 use mcpgate::{
     config::{RawDocs, RawEnabled, RawIntrospection, RawLocalAuth, RawResourceAuth, RawToolsets},
@@ -13,7 +16,9 @@ use serde_json::{Value, json};
 use crate::{
     common::{TestServer, seed_users, tool_json},
     fake_idp::FakeIdp,
-    gateway::{ALICE, HttpFixture, call, http, structured},
+    gateway::{
+        ALICE, BOB, HttpFixture, call, ends_within, http, local_gateway, pid_of, stdio, structured,
+    },
     oauth_browser::user_token,
 };
 
@@ -291,4 +296,184 @@ async fn introspected_tokens_without_sub_are_refused_unless_a_subject_claim_is_c
     let sid = mapped.initialize().await;
     let reply = call(&mapped, &sid, 2, "add", json!({"a": 1, "b": 1})).await;
     assert_eq!(reply["result"]["content"][0]["text"], "2", "{reply}");
+}
+
+#[test]
+fn check_config_refuses_an_identity_audience_of_mcpgates_own_resource_and_a_cwd_in_data_dir() {
+    let data = tempfile::tempdir().unwrap();
+    let inside = data.path().join("children");
+    std::fs::create_dir(&inside).unwrap();
+    let (code, _, err) = crate::config_cli::run(
+        &["check-config"],
+        &format!(
+            r#"
+public_url = "https://gate.example"
+listen = "127.0.0.1:8123"
+data_dir = "{data}"
+[[upstreams]]
+name = "who"
+url = "https://search.internal/mcp"
+isolation = "per-user"
+identity = "jwt"
+identity_audience = "https://gate.example/mcp"
+[[upstreams]]
+name = "sh"
+command = ["true"]
+cwd = "{inside}"
+"#,
+            data = data.path().display(),
+            inside = inside.display(),
+        ),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("upstreams[0].identity_audience") && err.contains("own resource"),
+        "{err}"
+    );
+    assert!(
+        err.contains("upstreams[1].cwd") && err.contains("inside data_dir"),
+        "{err}"
+    );
+}
+
+// ------------------------------------------------------------ signed headers
+
+/// The `X-MCP-*` headers one upstream received.
+async fn identity_headers(server: &TestServer, sid: &str, id: i64, tool: &str) -> Value {
+    let reply = call(server, sid, id, tool, json!({})).await;
+    structured(&reply)["headers"].clone()
+}
+
+fn verifies(secret: &str, audience: &str, headers: &Value) -> bool {
+    let get = |name: &str| headers[name].as_str().unwrap_or_default().to_owned();
+    let payload = format!(
+        "v2\n{}\n{audience}\n{}\n{}\n{}\n{}",
+        get("x-mcp-timestamp"),
+        get("x-mcp-issuer"),
+        get("x-mcp-subject"),
+        get("x-mcp-client-id"),
+        get("x-mcp-email"),
+    );
+    let hex = get("x-mcp-signature");
+    let Some(signature) = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()
+    else {
+        return false;
+    };
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    hmac::verify(&key, payload.as_bytes(), &signature).is_ok()
+}
+
+#[tokio::test]
+async fn signed_headers_for_one_upstream_do_not_verify_at_another_sharing_its_secret() {
+    const SHARED: &str = "one-secret-for-both";
+    let a = HttpFixture::start("127.0.0.1:0");
+    let b = HttpFixture::start("127.0.0.1:0");
+    let (a_url, b_url) = (a.url.clone(), b.url.clone());
+    let (server, _) = local_gateway(|raw, _| {
+        raw.upstreams = [("a", &a_url), ("b", &b_url)]
+            .into_iter()
+            .map(|(name, url)| RawUpstream {
+                isolation: Some("per-user".into()),
+                identity: Some("signed-headers".into()),
+                identity_secret: Some(SHARED.into()),
+                ..http(name, url)
+            })
+            .collect();
+    })
+    .await;
+    let (token, _) = user_token(&server, ALICE, None).await;
+    server.set_token(&token);
+    let sid = server.initialize().await;
+    let to_a = identity_headers(&server, &sid, 2, "a__http_headers").await;
+    let to_b = identity_headers(&server, &sid, 3, "b__http_headers").await;
+    assert_eq!(to_a["x-mcp-audience"], a_url.as_str(), "{to_a}");
+    assert_eq!(to_b["x-mcp-audience"], b_url.as_str(), "{to_b}");
+    // Each upstream accepts what was signed for it...
+    assert!(verifies(SHARED, &a_url, &to_a), "{to_a}");
+    assert!(verifies(SHARED, &b_url, &to_b), "{to_b}");
+    // ...and B, checking against its own audience, refuses A's headers
+    // replayed to it (even with the audience header rewritten).
+    assert!(!verifies(SHARED, &b_url, &to_a), "{to_a}");
+    let mut replayed = to_a.clone();
+    replayed["x-mcp-audience"] = json!(b_url);
+    assert!(!verifies(SHARED, &b_url, &replayed));
+}
+
+// ------------------------------------------------------------ per-user links
+
+#[tokio::test]
+async fn per_user_links_are_capped_closing_the_least_recently_used_idle_one() {
+    let (server, _) = local_gateway(|raw, _| {
+        raw.upstreams = vec![RawUpstream {
+            isolation: Some("per-user".into()),
+            max_per_user_links: Some(1),
+            ..stdio("fx")
+        }];
+    })
+    .await;
+    let (alice_token, _) = user_token(&server, ALICE, None).await;
+    let (bob_token, _) = user_token(&server, BOB, None).await;
+    server.set_token(&alice_token);
+    let alice_sid = server.initialize().await;
+    server.set_token(&bob_token);
+    let bob_sid = server.initialize().await;
+
+    server.set_token(&alice_token);
+    let alice_pid = pid_of(&call(&server, &alice_sid, 2, "pid", json!({})).await);
+    // While alice's only link is busy, a new principal cannot take it over.
+    let sleeping = call(&server, &alice_sid, 3, "sleep", json!({"seconds": 1.5}));
+    let refused = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let response = server
+            .client
+            .post(server.url("/mcp"))
+            .bearer_auth(&bob_token)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &bob_sid)
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"pid","arguments":{}}}))
+            .send()
+            .await
+            .unwrap();
+        crate::common::response_message(response).await
+    };
+    let (slept, refused) = tokio::join!(sleeping, refused);
+    assert_eq!(slept["result"]["content"][0]["text"], "slept", "{slept}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("maximum of 1"), "{refused}");
+
+    // Once alice's link is idle, bob's call closes it and gets his own.
+    server.set_token(&bob_token);
+    let bob_pid = pid_of(&call(&server, &bob_sid, 3, "pid", json!({})).await);
+    assert_ne!(bob_pid, alice_pid);
+    assert!(
+        ends_within(alice_pid, Duration::from_secs(5)).await,
+        "the least recently used link was not closed"
+    );
+    let ready = server.get_json("/readyz").await;
+    assert_eq!(ready["upstreams"][0]["connections"], 1, "{ready}");
+}
+
+// ------------------------------------------------------------ stdio cwd
+
+#[tokio::test]
+async fn stdio_children_do_not_start_in_mcpgates_working_directory() {
+    let server = TestServer::start_with(|raw| raw.upstreams = vec![stdio("fx")]).await;
+    let sid = server.initialize().await;
+    let pid = pid_of(&call(&server, &sid, 2, "pid", json!({})).await);
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    let own = std::env::current_dir().unwrap().canonicalize().unwrap();
+    let data = server.data_dir().canonicalize().unwrap();
+    assert_ne!(cwd, own, "the child runs where mcpgate does (./data)");
+    assert!(!cwd.starts_with(&data), "{}", cwd.display());
+    assert!(!own.starts_with(&cwd), "{}", cwd.display());
+    // Its own empty directory, private to mcpgate's user.
+    assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cwd).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
 }
