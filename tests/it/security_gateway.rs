@@ -2,7 +2,7 @@
 //! `/mcp`, on `/docs` and on metadata-document fetching. Each test fails
 //! without its fix.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::hmac;
 use base64::Engine;
@@ -19,7 +19,7 @@ use crate::{
     gateway::{
         ALICE, BOB, HttpFixture, call, ends_within, http, local_gateway, pid_of, stdio, structured,
     },
-    oauth_browser::user_token,
+    oauth_browser::{authorize_url, no_redirects, pkce, user_token},
 };
 
 async fn get_doc(server: &TestServer, id: &str, token: Option<&str>) -> reqwest::Response {
@@ -476,4 +476,44 @@ async fn stdio_children_do_not_start_in_mcpgates_working_directory() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&cwd).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "{mode:o}");
+}
+
+// ------------------------------------------------------------ CIMD (review #13)
+
+#[tokio::test]
+async fn ipv6_forms_of_private_addresses_are_refused_before_any_connection() {
+    let server = TestServer::start_with(|raw| {
+        raw.auth.mode = Some("local".to_owned());
+        raw.auth.local = Some(RawLocalAuth::default());
+    })
+    .await;
+    let (_, challenge) = pkce();
+    for id in [
+        "https://[::7f00:1]/c.json",
+        "https://[::a00:1]/c.json",
+        "https://[::ffff:0:7f00:1]/c.json",
+        "https://[2002:7f00:1::1]/c.json",
+        "https://[2001::1]/c.json",
+        "https://[fec0::1]/c.json",
+        "https://[100::1]/c.json",
+        "https://[64:ff9b:1::7f00:1]/c.json",
+    ] {
+        let started = Instant::now();
+        let response = no_redirects()
+            .get(authorize_url(
+                &server,
+                id,
+                &challenge,
+                "https://app.example/cb",
+            ))
+            .send()
+            .await
+            .unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{id}");
+        assert!(response.headers().get(header::LOCATION).is_none(), "{id}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains("non-public address"), "{id}: {body}");
+        assert!(elapsed < Duration::from_millis(1000), "{id}: {elapsed:?}");
+    }
 }
