@@ -193,6 +193,7 @@ impl App {
         };
         let shutdown = CancellationToken::new();
         let handler = McpHandler::new(toolbox, metrics.clone(), policy, gateway.clone());
+        let docs_auth = docs.as_ref().map(|_| edge.clone());
         let mcp_routes = mcp::routes(handler, edge, shutdown.clone());
         let in_flight = Arc::new(InFlight::default());
         let ops = OpsState {
@@ -200,6 +201,7 @@ impl App {
             store_healthy: store_healthy.clone(),
             metrics: metrics.clone(),
             docs,
+            docs_auth,
             resource_server,
             gateway: gateway.clone(),
             access: Arc::new(crate::server::OpsAccess::new(&config.server.ops)),

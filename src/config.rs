@@ -251,6 +251,8 @@ pub struct RawIntrospection {
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
     pub client_secret_file: Option<PathBuf>,
+    /// The answer's claim naming the caller. Default `sub`; no fallback.
+    pub subject_claim: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -458,6 +460,7 @@ pub struct IntrospectionConfig {
     pub client_id: String,
     #[serde(serialize_with = "serialize_secret")]
     pub client_secret: secrecy::SecretString,
+    pub subject_claim: String,
 }
 
 fn serialize_secrets<S: serde::Serializer>(
@@ -823,10 +826,15 @@ impl RawConfig {
                 }
             }
         };
+        let own_resource = format!("{}/mcp", public_url.as_str().trim_end_matches('/'));
         let gateway = crate::upstream::settings::validate(
             self.gateway.as_ref(),
             &self.upstreams,
-            matches!(auth_mode, Some(AuthMode::Local | AuthMode::Proxy)),
+            &crate::upstream::settings::Surroundings {
+                can_mint_jwt: matches!(auth_mode, Some(AuthMode::Local | AuthMode::Proxy)),
+                own_resource: &own_resource,
+                data_dir: &data_dir,
+            },
             &mut errors,
         );
         let policy = validate_policy(&self.policy, &mut errors);
@@ -1061,8 +1069,13 @@ fn validate_resource_auth(
             i.client_secret_file.as_deref(),
             errors,
         );
+        let subject_claim = i.subject_claim.clone().unwrap_or_else(|| "sub".to_owned());
+        if subject_claim.trim().is_empty() {
+            errors.push("auth.resource.introspection.subject_claim: a claim name".to_owned());
+        }
         Some(IntrospectionConfig {
             endpoint: i.endpoint.clone(),
+            subject_claim,
             client_id,
             client_secret: secrecy::SecretString::from(secret?),
         })

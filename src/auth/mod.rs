@@ -173,6 +173,7 @@ async fn resource_verifier(
                 })?,
             client_id: i.client_id.clone(),
             client_secret: i.client_secret.clone(),
+            subject_claim: i.subject_claim.clone(),
         }),
     };
     let jwks = jwks::JwksCache::new(

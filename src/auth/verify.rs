@@ -50,6 +50,10 @@ pub enum TokenError {
     Upstream(String),
     #[error("opaque tokens are not accepted (no introspection configured)")]
     OpaqueNotAccepted,
+    #[error("the token acts on someone's behalf (act claim); it is not an access token")]
+    Delegated,
+    #[error("the introspection answer has no {0:?} claim to take the subject from")]
+    NoSubject(String),
 }
 
 impl From<JwksError> for TokenError {
@@ -64,6 +68,10 @@ pub struct Introspection {
     pub endpoint: String,
     pub client_id: String,
     pub client_secret: secrecy::SecretString,
+    /// The answer's claim that names the caller (`sub` unless configured).
+    /// There is no fallback: a missing claim refuses the token, or every
+    /// user of one client would share one owner key.
+    pub subject_claim: String,
 }
 
 pub struct ResourceVerifier {
@@ -78,6 +86,9 @@ pub struct ResourceVerifier {
     /// Clock-skew allowance on `exp`/`nbf`: 60 s for foreign issuers, 0 for
     /// tokens mcpgate signs itself (same clock; clients must see expiry on time).
     leeway: u64,
+    /// Tokens mcpgate signs itself: exactly `typ: at+jwt` and no `act`, so
+    /// the identity JWTs it signs for upstreams with the same keys never pass.
+    own_tokens: bool,
 }
 
 #[derive(Deserialize)]
@@ -190,12 +201,21 @@ impl ResourceVerifier {
                 .time_to_live(NEGATIVE_CACHE)
                 .build(),
             leeway: LEEWAY_SECS,
+            own_tokens: false,
         }
     }
 
     /// Replace the clock-skew allowance (0 for mcpgate's own tokens).
     pub fn with_leeway(mut self, secs: u64) -> Self {
         self.leeway = secs;
+        self
+    }
+
+    /// Verify mcpgate's own access tokens: no clock-skew allowance, the
+    /// `at+jwt` type required and delegation (`act`) tokens refused.
+    pub fn for_own_tokens(mut self) -> Self {
+        self.leeway = 0;
+        self.own_tokens = true;
         self
     }
 
@@ -241,6 +261,9 @@ impl ResourceVerifier {
     /// Signature and claim checks without the caches (what a cache miss costs).
     pub async fn verify_jwt(&self, token: &str) -> Result<Principal, TokenError> {
         let claims: Claims = self.decode_checked(token, true).await?;
+        if self.own_tokens && claims.other.contains_key("act") {
+            return Err(TokenError::Delegated);
+        }
         Ok(self.principal_from_claims(claims))
     }
 
@@ -285,6 +308,16 @@ impl ResourceVerifier {
             if !matches!(typ.as_str(), "jwt" | "at+jwt" | "application/at+jwt") {
                 return Err(TokenError::WrongType(typ));
             }
+        }
+        // mcpgate marks every access token it signs; anything else it signed
+        // (identity JWTs for upstreams) is not one, whatever its `aud` says.
+        if self.own_tokens
+            && !header
+                .typ
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
+        {
+            return Err(TokenError::WrongType(header.typ.unwrap_or_default()));
         }
         let keys = self.jwks.keys_for(header.kid.as_deref()).await?;
         let usable: Vec<_> = keys
@@ -404,18 +437,14 @@ impl ResourceVerifier {
         if exp.is_some_and(|exp| exp + (self.leeway as i64) <= now_epoch()) {
             return Err(TokenError::Inactive);
         }
-        // RFC 7662 makes `sub` optional; machine (client_credentials) tokens
-        // often have none, and then the client is the subject.
-        let client_id = answer.get("client_id").and_then(Value::as_str);
+        // RFC 7662 makes `sub` optional. Falling back to `client_id` would
+        // give every user of one client the same notes, sessions and
+        // upstream links, so the subject comes from one configured claim only.
         let subject = answer
-            .get("sub")
+            .get(config.subject_claim.as_str())
             .and_then(Value::as_str)
-            .or(client_id)
-            .ok_or_else(|| {
-                TokenError::Rejected(
-                    "introspection answer has neither sub nor client_id".to_owned(),
-                )
-            })?;
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| TokenError::NoSubject(config.subject_claim.clone()))?;
         Ok(Principal {
             issuer: issuer.to_owned(),
             subject: subject.to_owned(),
@@ -589,6 +618,94 @@ mod tests {
             ]
         );
         assert_eq!(discovery_urls("https://a.example").len(), 2);
+    }
+
+    /// A verifier of mcpgate's own tokens over one fresh P-256 key, and a
+    /// signer with that key taking the header `typ` and the claims.
+    fn own_verifier_and_signer() -> (
+        ResourceVerifier,
+        impl Fn(Option<&str>, serde_json::Value) -> String,
+    ) {
+        use aws_lc_rs::{
+            rand::SystemRandom,
+            signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair},
+        };
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
+        let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
+        let key = super::super::jwks::VerificationKey {
+            kid: Some("k1".into()),
+            key: jsonwebtoken::DecodingKey::from_ec_components(&x, &y).unwrap(),
+            alg: Some(Algorithm::ES256),
+            family: super::super::jwks::KeyFamily::Ec,
+        };
+        let verifier = ResourceVerifier::new(
+            "https://gate".into(),
+            vec!["https://gate/mcp".into()],
+            vec![Algorithm::ES256],
+            JwksCache::preloaded(vec![key]),
+            None,
+            reqwest::Client::new(),
+        )
+        .for_own_tokens();
+        let encoding = jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref());
+        let sign = move |typ: Option<&str>, claims: serde_json::Value| {
+            let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+            header.typ = typ.map(str::to_owned);
+            header.kid = Some("k1".into());
+            jsonwebtoken::encode(&header, &claims, &encoding).unwrap()
+        };
+        (verifier, sign)
+    }
+
+    fn claims(extra: serde_json::Value) -> serde_json::Value {
+        let mut claims = serde_json::json!({
+            "iss": "https://gate", "sub": "alice", "aud": "https://gate/mcp",
+            "exp": now_epoch() + 60, "iat": now_epoch(),
+        });
+        if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        claims
+    }
+
+    #[tokio::test]
+    async fn own_tokens_must_be_access_tokens_not_identity_or_delegation_tokens() {
+        let (verifier, sign) = own_verifier_and_signer();
+        let good = sign(Some("at+jwt"), claims(serde_json::json!({})));
+        assert_eq!(verifier.verify(&good).await.unwrap().subject, "alice");
+        // An identity JWT for an upstream, even with mcpgate's own audience.
+        let identity = sign(
+            Some(crate::upstream::outbound::IDENTITY_JWT_TYP),
+            claims(serde_json::json!({"act": {"sub": "mcpgate"}})),
+        );
+        assert!(matches!(
+            verifier.verify(&identity).await,
+            Err(TokenError::WrongType(_))
+        ));
+        // The same claims with a plain JWT type, or with none.
+        for typ in [Some("JWT"), None] {
+            let token = sign(typ, claims(serde_json::json!({})));
+            assert!(
+                matches!(verifier.verify(&token).await, Err(TokenError::WrongType(_))),
+                "{typ:?}"
+            );
+        }
+        // An access-token type carrying `act`.
+        let delegated = sign(
+            Some("at+jwt"),
+            claims(serde_json::json!({"act": {"sub": "mcpgate"}})),
+        );
+        assert_eq!(
+            verifier.verify(&delegated).await.unwrap_err(),
+            TokenError::Delegated
+        );
     }
 
     #[test]

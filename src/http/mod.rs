@@ -45,6 +45,8 @@ pub struct OpsState {
     pub store_healthy: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
     pub docs: Option<Arc<DocIndex>>,
+    /// The `/mcp` edge: `/docs/{id}` checks callers exactly as `fetch` does.
+    pub docs_auth: Option<Arc<crate::mcp::edge::EdgeConfig>>,
     pub resource_server: Option<ResourceServerInfo>,
     pub gateway: Option<Arc<crate::upstream::Gateway>>,
     /// Who may read `/metrics` and the `/readyz` detail.
@@ -243,9 +245,28 @@ async fn limit_request_time(
     }
 }
 
-/// The documents behind `docs` search results, so result URLs resolve.
-async fn get_doc(State(ops): State<OpsState>, Path(id): Path<String>) -> Response {
-    match ops.docs.as_ref().and_then(|d| d.get(&id)) {
+/// The documents behind `docs` search results, so result URLs resolve. An
+/// operator's folder is as private as the `fetch` tool (same token, scope
+/// and policy, checked before the id so ids cannot be probed); the built-in
+/// guide is public product documentation.
+async fn get_doc(
+    State(ops): State<OpsState>,
+    Path(id): Path<String>,
+    headers: http::HeaderMap,
+    uri: http::Uri,
+) -> Response {
+    let Some(docs) = ops.docs.as_ref() else {
+        return not_found().await;
+    };
+    if !docs.is_public() {
+        let Some(edge) = &ops.docs_auth else {
+            return not_found().await;
+        };
+        if let Err(refused) = crate::mcp::edge::admit_as_tool(edge, &headers, &uri, "fetch").await {
+            return refused;
+        }
+    }
+    match docs.get(&id) {
         Some(doc) => (
             [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
             doc.text.clone(),

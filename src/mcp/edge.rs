@@ -147,11 +147,19 @@ async fn authenticate(cfg: &EdgeConfig, headers: &HeaderMap) -> Result<Principal
         }
         Err(err) => {
             tracing::info!(target: "audit", outcome = "invalid_token", reason = %err, "authentication failed");
+            // A token without a subject is valid but unusable here; saying so
+            // tells the operator what to configure and reveals nothing.
+            let description = match err {
+                TokenError::NoSubject(_) => {
+                    "The token names no subject (sub), so it cannot identify a user here"
+                }
+                _ => "The access token is invalid, expired, or not meant for this resource",
+            };
             Err(oauth_error(
                 StatusCode::UNAUTHORIZED,
                 challenge(info, Some("invalid_token"), &baseline),
                 "invalid_token",
-                "The access token is invalid, expired, or not meant for this resource",
+                description,
             ))
         }
     }
@@ -544,6 +552,48 @@ pub async fn legacy_sse_edge(
     };
     request.extensions_mut().insert(principal);
     next.run(request).await
+}
+
+/// For an HTTP route that serves what the tool `tool` serves (`/docs/{id}`
+/// and `fetch`): the same checks as that `tools/call` on `/mcp` (Host and
+/// Origin, store, bearer token, scopes and `[[policy]]`), answered with the
+/// same 401 challenge and 403 `insufficient_scope`.
+#[allow(clippy::result_large_err)] // the error is the response itself, built once and returned
+pub async fn admit_as_tool(
+    cfg: &EdgeConfig,
+    headers: &HeaderMap,
+    uri: &http::Uri,
+    tool: &str,
+) -> Result<Principal, Response> {
+    let principal = admit(cfg, headers, uri).await?;
+    let (Some(policy), Some(info)) = (&cfg.policy, &cfg.resource_server) else {
+        return Ok(principal);
+    };
+    match policy.decide(&principal, ItemKind::Tool, tool) {
+        Decision::Allow => Ok(principal),
+        Decision::NeedScopes(required) => {
+            tracing::info!(target: "audit", subject = %principal.subject, item = tool, kind = "tool", outcome = "insufficient_scope", "http read denied");
+            let wanted: Vec<String> = principal.scopes.union(&required).cloned().collect();
+            let needed: Vec<String> = required.into_iter().collect();
+            Err(oauth_error(
+                StatusCode::FORBIDDEN,
+                challenge(info, Some("insufficient_scope"), &wanted.join(" ")),
+                "insufficient_scope",
+                &format!("Reading this requires scope {}", needed.join(" ")),
+            ))
+        }
+        Decision::Deny => {
+            tracing::info!(target: "audit", subject = %principal.subject, item = tool, kind = "tool", outcome = "denied", "http read denied");
+            let mut response = oauth_error(
+                StatusCode::FORBIDDEN,
+                String::new(),
+                "access_denied",
+                "The access policy does not allow this caller to read it",
+            );
+            response.headers_mut().remove(header::WWW_AUTHENTICATE);
+            Err(response)
+        }
+    }
 }
 
 /// The checks before a request's body is read: Host and Origin, store

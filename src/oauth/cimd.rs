@@ -4,11 +4,14 @@
 //! resolved address must be public (loopback only with the development
 //! switch), the connection is pinned to the checked address, no redirects,
 //! at most 5 KB, a short timeout. Good documents are cached per their
-//! `Cache-Control`; failures are never cached.
+//! `Cache-Control`; failures are cached briefly, and only a few fetches run
+//! at once, so `/authorize` cannot be used to make mcpgate probe hosts at
+//! will. Why a fetch failed is logged, never told the client (it would say
+//! whether a host is reachable).
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -20,6 +23,10 @@ use super::clients::{AuthMethod, ClientMetadata, check_client_name, classify_red
 pub const MAX_DOCUMENT_BYTES: usize = 5 * 1024;
 const DEFAULT_TTL: Duration = Duration::from_secs(300);
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a failed URL is answered from memory without a new fetch.
+const FAILURE_TTL: Duration = Duration::from_secs(60);
+/// Outbound document fetches in flight at once; more fail at once.
+const MAX_CONCURRENT_FETCHES: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CimdError {
@@ -29,6 +36,12 @@ pub enum CimdError {
     ForbiddenAddress,
     #[error("the client's metadata document could not be fetched: {0}")]
     Fetch(String),
+    /// No answer (DNS, connection, timeout, broken body): one text for all,
+    /// so the error does not tell an unreachable host from a slow one.
+    #[error("the client's metadata document could not be fetched")]
+    Unreachable,
+    #[error("too many client metadata documents are being fetched right now; retry shortly")]
+    Busy,
     #[error("the client's metadata document is invalid: {0}")]
     Invalid(String),
 }
@@ -44,6 +57,8 @@ pub struct CimdResolver {
     timeout: Duration,
     pinned: HashMap<String, Arc<ClientMetadata>>,
     cache: moka::sync::Cache<String, Cached>,
+    failures: moka::sync::Cache<String, CimdError>,
+    fetches: Arc<tokio::sync::Semaphore>,
 }
 
 /// Is this address one a server-side fetch may reach?
@@ -65,17 +80,33 @@ pub fn is_public_address(ip: IpAddr) -> bool {
                 || o[0] >= 240)
         }
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                let [a, b] = hi.to_be_bytes();
+                let [c, d] = lo.to_be_bytes();
+                is_public_address(IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
+            };
+            // Forms that carry an IPv4 address are judged by it: mapped
+            // ::ffff:0:0/96, IPv4-compatible ::/96 (also :: and ::1), 6to4 2002::/16.
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public_address(IpAddr::V4(v4));
             }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (s[0] & 0xffc0) == 0xfe80 // link local fe80::/10
-                || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 embeds IPv4
-                || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
+            if s[..6] == [0; 6] {
+                return embedded(s[6], s[7]);
+            }
+            if s[0] == 0x2002 {
+                return embedded(s[1], s[2]);
+            }
+            // Only global unicast 2000::/3. That leaves out ::ffff:0:0:0/96,
+            // NAT64 64:ff9b::/96 and 64:ff9b:1::/48, discard 100::/64,
+            // unique local fc00::/7, link local fe80::/10, site local
+            // fec0::/10 and multicast, whatever a host routes there.
+            (s[0] & 0xe000) == 0x2000
+                // IETF protocol assignments 2001::/23 (Teredo 2001::/32, benchmarking, ORCHID).
+                && !(s[0] == 0x2001 && s[1] < 0x0200)
+                // Documentation 2001:db8::/32 and 3fff::/20.
+                && !(s[0] == 0x2001 && s[1] == 0x0db8)
+                && !(s[0] == 0x3fff && s[1] < 0x1000)
         }
     }
 }
@@ -87,7 +118,23 @@ impl CimdResolver {
             timeout,
             pinned: HashMap::new(),
             cache: moka::sync::Cache::builder().max_capacity(10_000).build(),
+            failures: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(FAILURE_TTL)
+                .build(),
+            fetches: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES)),
         }
+    }
+
+    /// Replace the fetch bounds (tests).
+    #[cfg(test)]
+    fn with_bounds(mut self, concurrent: usize, failure_ttl: Duration) -> CimdResolver {
+        self.fetches = Arc::new(tokio::sync::Semaphore::new(concurrent));
+        self.failures = moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(failure_ttl)
+            .build();
+        self
     }
 
     /// Use `document` for `client_id` instead of fetching it.
@@ -114,8 +161,30 @@ impl CimdResolver {
             self.cache.invalidate(client_id);
         }
         let url = self.check_url(client_id)?;
-        let (body, ttl) = self.fetch(&url).await?;
-        let metadata = Arc::new(parse_document(client_id, &body)?);
+        if let Some(failed) = self.failures.get(client_id) {
+            return Err(failed);
+        }
+        // Over the cap the request fails now rather than queueing behind
+        // slow hosts; nothing is cached, so a retry fetches.
+        let Ok(_permit) = self.fetches.clone().try_acquire_owned() else {
+            tracing::warn!(
+                max = MAX_CONCURRENT_FETCHES,
+                "client metadata document fetches at their limit; request refused"
+            );
+            return Err(CimdError::Busy);
+        };
+        let fetched = self
+            .fetch(&url)
+            .await
+            .and_then(|(body, ttl)| Ok((parse_document(client_id, &body)?, ttl)));
+        let (metadata, ttl) = match fetched {
+            Ok(done) => done,
+            Err(e) => {
+                self.failures.insert(client_id.to_owned(), e.clone());
+                return Err(e);
+            }
+        };
+        let metadata = Arc::new(metadata);
         if let Some(ttl) = ttl {
             self.cache.insert(
                 client_id.to_owned(),
@@ -161,13 +230,13 @@ impl CimdResolver {
             Err(_) => {
                 tokio::time::timeout(self.timeout, tokio::net::lookup_host((bare_host, port)))
                     .await
-                    .map_err(|_| CimdError::Fetch("DNS timeout".to_owned()))?
-                    .map_err(|_| CimdError::Fetch("DNS lookup failed".to_owned()))?
+                    .map_err(|_| unreachable(url, "DNS timeout"))?
+                    .map_err(|e| unreachable(url, &format!("DNS lookup failed: {e}")))?
                     .collect()
             }
         };
         if addrs.is_empty() {
-            return Err(CimdError::Fetch("no address".to_owned()));
+            return Err(unreachable(url, "no address"));
         }
         let allowed =
             |ip: IpAddr| is_public_address(ip) || (self.allow_loopback_http && ip.is_loopback());
@@ -189,14 +258,12 @@ impl CimdResolver {
             .send()
             .await
             .map_err(|e| {
-                CimdError::Fetch(
-                    if e.is_timeout() {
-                        "timeout"
-                    } else {
-                        "connection failed"
-                    }
-                    .to_owned(),
-                )
+                let why = if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "connection failed"
+                };
+                unreachable(url, why)
             })?;
         let status = response.status();
         if status.is_redirection() {
@@ -215,7 +282,7 @@ impl CimdResolver {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|_| CimdError::Fetch("body read failed".to_owned()))?
+            .map_err(|_| unreachable(url, "body read failed"))?
         {
             if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
                 return Err(CimdError::Fetch("document larger than 5 KB".to_owned()));
@@ -224,6 +291,12 @@ impl CimdResolver {
         }
         Ok((body, ttl))
     }
+}
+
+/// The detail goes to the debug log only; see [`CimdError::Unreachable`].
+fn unreachable(url: &Url, why: &str) -> CimdError {
+    tracing::debug!(%url, reason = why, "client metadata document not fetched");
+    CimdError::Unreachable
 }
 
 /// `None`: do not cache. Otherwise max-age within bounds, or a default.
@@ -317,6 +390,153 @@ mod tests {
         for ip in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"] {
             assert!(is_public_address(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    #[test]
+    fn ipv6_forms_that_embed_or_reach_non_public_space_are_refused() {
+        for ip in [
+            "::7f00:1",                             // IPv4-compatible 127.0.0.1
+            "::a00:1",                              // IPv4-compatible 10.0.0.1
+            "::a9fe:a9fe",                          // IPv4-compatible 169.254.169.254
+            "::",                                   // unspecified
+            "::ffff:0:7f00:1",                      // ::ffff:0:0:0/96 (SIIT)
+            "::ffff:0:808:808",                     // ... even with a public IPv4 inside
+            "2002:7f00:1::1",                       // 6to4 of 127.0.0.1
+            "2002:a00:1::1",                        // 6to4 of 10.0.0.1
+            "2002:a9fe:a9fe::1",                    // 6to4 of 169.254.169.254
+            "2001::1",                              // Teredo 2001::/32
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2", // Teredo
+            "2001:2::1",                            // benchmarking, in 2001::/23
+            "2001:1ff:ffff::1",                     // end of 2001::/23
+            "2001:db8::1",                          // documentation
+            "3fff::1",                              // documentation 3fff::/20
+            "fec0::1",                              // site local
+            "100::1",                               // discard 100::/64
+            "64:ff9b::7f00:1",                      // NAT64 well-known prefix
+            "64:ff9b:1::a00:1",                     // NAT64 local-use prefix
+            "fc00::1",                              // unique local
+            "fe80::1",                              // link local
+            "ff02::1",                              // multicast
+            "4000::1",                              // outside 2000::/3
+        ] {
+            assert!(!is_public_address(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "2606:4700:4700::1111",
+            "2a00:1450:4001:80b::200e",
+            "2002:808:808::1", // 6to4 of 8.8.8.8
+            "::808:808",       // IPv4-compatible 8.8.8.8
+            "2001:200::1",     // just past 2001::/23
+        ] {
+            assert!(is_public_address(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    /// A listener that counts connections and answers each with `response`,
+    /// or never answers when it is `None`.
+    async fn counting(
+        response: Option<String>,
+    ) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                seen.fetch_add(1, Ordering::SeqCst);
+                match &response {
+                    Some(response) => {
+                        let mut buf = [0u8; 4096];
+                        let _ = sock.read(&mut buf).await;
+                        let _ = sock.write_all(response.as_bytes()).await;
+                        let _ = sock.shutdown().await;
+                    }
+                    None => held.push(sock),
+                }
+            }
+        });
+        (addr, count)
+    }
+
+    #[tokio::test]
+    async fn a_failed_document_url_is_not_fetched_again_for_a_while() {
+        use std::sync::atomic::Ordering;
+        let not_found = "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        let (addr, connections) = counting(Some(not_found.to_owned())).await;
+        let r = CimdResolver::new(true, Duration::from_secs(2));
+        let id = format!("http://{addr}/c.json");
+        for _ in 0..5 {
+            assert_eq!(
+                r.resolve(&id).await.unwrap_err(),
+                CimdError::Fetch("HTTP status 404".to_owned())
+            );
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+        // Once the failure expires, the URL is fetched again.
+        let short = CimdResolver::new(true, Duration::from_secs(2))
+            .with_bounds(MAX_CONCURRENT_FETCHES, Duration::from_millis(50));
+        assert!(short.resolve(&id).await.is_err());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(short.resolve(&id).await.is_err());
+        assert_eq!(connections.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn fetches_over_the_concurrency_cap_fail_at_once() {
+        use std::sync::atomic::Ordering;
+        let (silent, accepted) = counting(None).await;
+        let r =
+            Arc::new(CimdResolver::new(true, Duration::from_secs(3)).with_bounds(2, FAILURE_TTL));
+        let mut pending = Vec::new();
+        for i in 0..2 {
+            let r = r.clone();
+            let id = format!("http://{silent}/slow-{i}.json");
+            pending.push(tokio::spawn(async move { r.resolve(&id).await }));
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while accepted.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        let started = Instant::now();
+        let third = r.resolve(&format!("http://{silent}/third.json")).await;
+        assert_eq!(third.unwrap_err(), CimdError::Busy);
+        assert!(started.elapsed() < Duration::from_millis(500));
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "the third one connected"
+        );
+        for p in pending {
+            p.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_and_timed_out_fetches_read_the_same() {
+        // A port nothing listens on, and a host that accepts and never answers.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let (silent, _) = counting(None).await;
+        let r = CimdResolver::new(true, Duration::from_millis(300));
+        let refused = r
+            .resolve(&format!("http://{closed}/c.json"))
+            .await
+            .unwrap_err();
+        let timed_out = r
+            .resolve(&format!("http://{silent}/c.json"))
+            .await
+            .unwrap_err();
+        assert_eq!(refused, CimdError::Unreachable);
+        assert_eq!(refused.to_string(), timed_out.to_string());
+        assert!(!refused.to_string().contains("timeout"));
+        assert!(!refused.to_string().contains("connection"));
     }
 
     #[test]

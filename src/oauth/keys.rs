@@ -197,10 +197,16 @@ impl KeyRing {
 
     /// Sign `claims` as an `at+jwt` (RFC 9068) with the active key.
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        self.sign_typed(claims, "at+jwt")
+    }
+
+    /// Sign `claims` with the active key under another `typ`, so a token
+    /// meant for someone else can never pass as an access token here.
+    pub fn sign_typed<T: Serialize>(&self, claims: &T, typ: &str) -> Result<String, KeyError> {
         let state = self.state.load();
         let signer = state.signer.as_ref().ok_or(KeyError::NoKey)?;
         let mut header = Header::new(Algorithm::ES256);
-        header.typ = Some("at+jwt".to_owned());
+        header.typ = Some(typ.to_owned());
         header.kid = Some(signer.kid.clone());
         jsonwebtoken::encode(&header, claims, &signer.key)
             .map_err(|e| KeyError::Sign(e.to_string()))

@@ -104,8 +104,9 @@ pub async fn build(
             None,
             reqwest::Client::new(),
         )
-        // Same clock signs and verifies: expiry must show at once so clients refresh.
-        .with_leeway(0),
+        // Same clock signs and verifies: expiry must show at once so clients
+        // refresh. Identity JWTs for upstreams share the keys, never the typ.
+        .for_own_tokens(),
     );
     let mut cimd = CimdResolver::new(
         local.cimd.allow_loopback_http,

@@ -74,6 +74,8 @@ pub struct DocIndex {
     parser: QueryParser,
     ord_field: Field,
     url_base: String,
+    /// The built-in guide: public product documentation, served to anyone.
+    public: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -114,6 +116,7 @@ pub fn specs() -> Vec<ToolSpec> {
 impl DocIndex {
     /// Index the folder, or the built-in guide when `path` is `None`.
     pub fn open(path: Option<&Path>, url_base: &str) -> Result<Self, DocsError> {
+        let public = path.is_none();
         let docs = match path {
             Some(path) => read_folder(path)?,
             None => BUILT_IN
@@ -125,7 +128,9 @@ impl DocIndex {
                 })
                 .collect(),
         };
-        Self::build(docs, url_base)
+        let mut index = Self::build(docs, url_base)?;
+        index.public = public;
+        Ok(index)
     }
 
     pub fn build(docs: Vec<Document>, url_base: &str) -> Result<Self, DocsError> {
@@ -168,7 +173,14 @@ impl DocIndex {
             parser,
             ord_field,
             url_base,
+            public: false,
         })
+    }
+
+    /// Whether `/docs/{id}` may serve these documents without a token: only
+    /// the built-in guide. An operator's folder is as private as `fetch`.
+    pub fn is_public(&self) -> bool {
+        self.public
     }
 
     pub fn len(&self) -> usize {

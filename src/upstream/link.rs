@@ -478,6 +478,9 @@ pub struct Link {
     connection: Mutex<Option<rmcp::service::RunningServiceCancellationToken>>,
     /// Set once a URL upstream turned out to speak only HTTP+SSE.
     legacy_sse: std::sync::atomic::AtomicBool,
+    /// The stdio child's own empty working directory when none is configured;
+    /// removed when the link ends.
+    workdir: Mutex<Option<std::path::PathBuf>>,
 }
 
 /// Longest wait for a starting or restarting upstream before a call fails.
@@ -508,6 +511,7 @@ impl Link {
             process_group: Mutex::new(None),
             connection: Mutex::new(None),
             legacy_sse: std::sync::atomic::AtomicBool::new(false),
+            workdir: Mutex::new(None),
         });
         let supervised = link.clone();
         tokio::spawn(async move { supervised.supervise(headers, http, on_change).await });
@@ -626,6 +630,43 @@ impl Link {
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
         self.state.send_replace(LinkState::Stopped);
+        self.remove_workdir();
+    }
+
+    /// A fresh, empty, private directory for the child to start in: never
+    /// mcpgate's own working directory, where `./data` (the store and the
+    /// encryption key) usually is. Kept across restarts of this link.
+    fn workdir(&self) -> Result<std::path::PathBuf, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let mut current = self
+            .workdir
+            .lock()
+            .map_err(|_| "working directory lock poisoned".to_owned())?;
+        if let Some(dir) = current.as_ref()
+            && dir.is_dir()
+        {
+            return Ok(dir.clone());
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "mcpgate-{}-{}",
+            self.upstream,
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("could not create a working directory for it: {e}"))?;
+        *current = Some(dir.clone());
+        Ok(dir)
+    }
+
+    fn remove_workdir(&self) {
+        let dir = self.workdir.lock().ok().and_then(|mut d| d.take());
+        if let Some(dir) = dir
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            tracing::debug!(upstream = %self.upstream, error = %e, "could not remove the upstream's working directory");
+        }
     }
 
     fn counted<T>(&self, inner: T) -> CountingTransport<T> {
@@ -653,9 +694,11 @@ impl Link {
             } => {
                 let mut command = tokio::process::Command::new(program);
                 command.args(args).env_clear().envs(env.iter().cloned());
-                if let Some(cwd) = cwd {
-                    command.current_dir(cwd);
-                }
+                let cwd = match cwd {
+                    Some(cwd) => cwd.clone(),
+                    None => self.workdir()?,
+                };
+                command.current_dir(cwd);
                 let mut wrapped = CommandWrap::from(command);
                 // Its own process group: killing it takes npx's and uvx's children along.
                 wrapped.wrap(ProcessGroup::leader()).wrap(KillOnDrop);

@@ -50,6 +50,10 @@ pub enum GatewayError {
     Timeout { upstream: String, secs: u64 },
     #[error("upstream {upstream} has too many calls in flight")]
     Busy { upstream: String },
+    #[error(
+        "upstream {upstream} already serves its maximum of {max} users at once, all busy; retry later"
+    )]
+    TooManyUsers { upstream: String, max: usize },
     #[error("upstream {upstream} closed the connection before answering")]
     Closed { upstream: String },
     #[error("cancelled by the client")]
@@ -83,7 +87,7 @@ impl GatewayError {
         match self {
             GatewayError::Upstream(_) => "upstream_error",
             GatewayError::Timeout { .. } => "timeout",
-            GatewayError::Busy { .. } => "busy",
+            GatewayError::Busy { .. } | GatewayError::TooManyUsers { .. } => "busy",
             GatewayError::Closed { .. } => "closed",
             GatewayError::Cancelled => "cancelled",
             GatewayError::Unavailable { .. } => "unavailable",
@@ -399,10 +403,12 @@ impl Gateway {
             .collect()
     }
 
-    /// The connection serving `principal` on `upstream`.
-    fn link(&self, upstream: &Upstream, principal: &Principal) -> Arc<Link> {
+    /// The connection serving `principal` on `upstream`. Per-user ones are
+    /// capped: a new principal beyond `max_per_user_links` closes the least
+    /// recently used idle one, or is refused when every one is busy.
+    fn link(&self, upstream: &Upstream, principal: &Principal) -> Result<Arc<Link>, GatewayError> {
         if let Some(link) = &upstream.shared {
-            return link.clone();
+            return Ok(link.clone());
         }
         let owner = principal.owner_key();
         let mut links = match upstream.per_user.lock() {
@@ -412,7 +418,29 @@ impl Gateway {
         if let Some(link) = links.get(&owner)
             && !matches!(link.state(), LinkState::Stopped)
         {
-            return link.clone();
+            return Ok(link.clone());
+        }
+        let max = upstream.config.max_per_user_links;
+        if links.len() >= max {
+            links.retain(|_, link| !matches!(link.state(), LinkState::Stopped));
+        }
+        if links.len() >= max {
+            let victim = links
+                .iter()
+                .filter(|(_, link)| !link.busy())
+                .max_by_key(|(_, link)| link.idle_for())
+                .map(|(key, _)| key.clone());
+            let Some(victim) = victim else {
+                tracing::warn!(upstream = %upstream.config.name, max, "per-user upstream connections exhausted; call refused");
+                return Err(GatewayError::TooManyUsers {
+                    upstream: upstream.config.name.clone(),
+                    max,
+                });
+            };
+            if let Some(link) = links.remove(&victim) {
+                tracing::info!(upstream = %upstream.config.name, owner = %victim, max, "closing the least recently used per-user upstream to make room");
+                link.stop();
+            }
         }
         let caller = match &upstream.config.identity {
             Identity::None => None,
@@ -436,7 +464,7 @@ impl Gateway {
             state_hook(self.context.metrics.clone()),
         );
         links.insert(owner, link.clone());
-        link
+        Ok(link)
     }
 
     fn exposed(&self, upstream: &Upstream, name: &str) -> String {
@@ -517,9 +545,10 @@ impl Gateway {
         F: Fn(Arc<Upstream>, Arc<Link>) -> Fut,
         Fut: std::future::Future<Output = Result<Vec<T>, GatewayError>>,
     {
-        let calls = self.upstreams.iter().map(|u| {
-            let link = self.link(u, principal);
-            list(u.clone(), link)
+        let list = &list;
+        let calls = self.upstreams.iter().map(|u| async move {
+            let link = self.link(u, principal)?;
+            list(u.clone(), link).await
         });
         let mut all = Vec::new();
         for (result, upstream) in futures::future::join_all(calls)
@@ -662,7 +691,7 @@ impl Gateway {
         origin: Option<Origin>,
         cancel: &CancellationToken,
     ) -> Result<ServerResult, GatewayError> {
-        let link = self.link(upstream, principal);
+        let link = self.link(upstream, principal)?;
         let mut result = link.request(request, origin, cancel).await?;
         mark_complete(&mut result);
         Ok(result)

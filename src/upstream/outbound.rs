@@ -119,6 +119,10 @@ pub struct CallerIdentity {
 
 const JWT_LIFETIME_SECS: i64 = 120;
 
+/// The `typ` of identity JWTs for upstreams: not `at+jwt`, so mcpgate's own
+/// access-token check refuses one replayed to `/mcp` whatever its `aud`.
+pub const IDENTITY_JWT_TYP: &str = "mcpgate-identity+jwt";
+
 impl CallerIdentity {
     pub fn new(
         identity: Identity,
@@ -136,13 +140,23 @@ impl CallerIdentity {
     }
 
     /// `X-MCP-*` headers and their signature: HMAC-SHA256 over
-    /// `v1\n<timestamp>\n<issuer>\n<subject>\n<client>\n<email>`, hex.
-    fn signed_headers(&self, secret: &SecretString, out: &mut HashMap<HeaderName, HeaderValue>) {
+    /// `v2\n<timestamp>\n<audience>\n<issuer>\n<subject>\n<client>\n<email>`,
+    /// hex. The audience names the upstream, so one that shares its secret
+    /// with another cannot replay the other's headers to it.
+    fn signed_headers(
+        &self,
+        secret: &SecretString,
+        audience: &str,
+        out: &mut HashMap<HeaderName, HeaderValue>,
+    ) {
         let p = &self.principal;
         let ts = now_epoch().to_string();
         let client = p.client_id.clone().unwrap_or_default();
         let email = p.email.clone().unwrap_or_default();
-        let payload = format!("v1\n{ts}\n{}\n{}\n{client}\n{email}", p.issuer, p.subject);
+        let payload = format!(
+            "v2\n{ts}\n{audience}\n{}\n{}\n{client}\n{email}",
+            p.issuer, p.subject
+        );
         let key = hmac::Key::new(hmac::HMAC_SHA256, secret.expose_secret().as_bytes());
         let tag = hmac::sign(&key, payload.as_bytes());
         let signature: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
@@ -151,6 +165,7 @@ impl CallerIdentity {
             ("x-mcp-issuer", p.issuer.as_str()),
             ("x-mcp-client-id", client.as_str()),
             ("x-mcp-email", email.as_str()),
+            ("x-mcp-audience", audience),
             ("x-mcp-timestamp", ts.as_str()),
             ("x-mcp-signature", signature.as_str()),
         ] {
@@ -187,7 +202,7 @@ impl CallerIdentity {
             "groups": p.groups,
             "act": {"sub": "mcpgate"},
         });
-        match keys.sign(&claims) {
+        match keys.sign_typed(&claims, IDENTITY_JWT_TYP) {
             Ok(token) => {
                 if let Ok(mut guard) = self.minted.lock() {
                     *guard = Some((token.clone(), exp));
@@ -228,7 +243,9 @@ impl HeaderSources {
         if let Some(caller) = &self.caller {
             match &caller.identity {
                 Identity::None => {}
-                Identity::SignedHeaders { secret } => caller.signed_headers(secret, &mut headers),
+                Identity::SignedHeaders { secret, audience } => {
+                    caller.signed_headers(secret, audience, &mut headers)
+                }
                 Identity::Jwt { audience } => {
                     if let Some(jwt) = caller.jwt(audience) {
                         if bearer.is_none() {
@@ -381,13 +398,14 @@ mod tests {
         let caller = CallerIdentity::new(
             Identity::SignedHeaders {
                 secret: secret.clone(),
+                audience: "https://a.internal/mcp".into(),
             },
             principal,
             "https://gate".into(),
             None,
         );
         let mut headers = HashMap::new();
-        caller.signed_headers(&secret, &mut headers);
+        caller.signed_headers(&secret, "https://a.internal/mcp", &mut headers);
         let get = |n: &str| {
             headers
                 .get(&HeaderName::from_bytes(n.as_bytes()).unwrap())
@@ -397,13 +415,22 @@ mod tests {
                 .to_owned()
         };
         assert_eq!(get("x-mcp-subject"), "alice");
-        let payload = format!("v1\n{}\nhttps://gate\nalice\nc1\n", get("x-mcp-timestamp"));
+        assert_eq!(get("x-mcp-audience"), "https://a.internal/mcp");
+        let signed = |audience: &str| {
+            format!(
+                "v2\n{}\n{audience}\nhttps://gate\nalice\nc1\n",
+                get("x-mcp-timestamp")
+            )
+        };
+        let payload = signed("https://a.internal/mcp");
         let key = hmac::Key::new(hmac::HMAC_SHA256, b"k3y");
         let sig: Vec<u8> = (0..get("x-mcp-signature").len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&get("x-mcp-signature")[i..i + 2], 16).unwrap())
             .collect();
         assert!(hmac::verify(&key, payload.as_bytes(), &sig).is_ok());
+        // Upstream B sharing the secret does not accept headers meant for A.
+        assert!(hmac::verify(&key, signed("https://b.internal/mcp").as_bytes(), &sig).is_err());
         // Another key does not verify it.
         let other = hmac::Key::new(hmac::HMAC_SHA256, b"other");
         assert!(hmac::verify(&other, payload.as_bytes(), &sig).is_err());

@@ -1,7 +1,11 @@
 //! `[[upstreams]]` and `[gateway]`: the raw TOML shape and its validation into
 //! typed settings. Called from [`crate::config`], which collects the errors.
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -30,6 +34,8 @@ pub struct RawUpstream {
     /// Variables set for the child with fixed values.
     #[serde(default)]
     pub set_env: BTreeMap<String, String>,
+    /// The child's working directory; not inside `data_dir`. Default: a
+    /// fresh empty directory per connection, removed when it closes.
     pub cwd: Option<PathBuf>,
     /// Streamable HTTP server URL.
     pub url: Option<String>,
@@ -45,12 +51,16 @@ pub struct RawUpstream {
     pub call_timeout_secs: Option<u64>,
     /// Proxied requests in flight per connection. Default 32.
     pub max_concurrent_calls: Option<usize>,
+    /// Per-user connections (processes) open at once. Default 100; beyond
+    /// it the least recently used idle one is closed.
+    pub max_per_user_links: Option<usize>,
     /// `none` (default), `signed-headers` or `jwt`.
     pub identity: Option<String>,
     /// HMAC key for `signed-headers`.
     pub identity_secret: Option<String>,
     pub identity_secret_file: Option<PathBuf>,
-    /// `aud` of minted JWTs. Default: the upstream URL.
+    /// Whom the identity is for: `aud` of minted JWTs, and part of the
+    /// signed headers' HMAC. Default: the upstream URL.
     pub identity_audience: Option<String>,
 }
 
@@ -139,9 +149,11 @@ pub struct ClientCredentials {
 #[derive(Clone)]
 pub enum Identity {
     None,
-    /// `X-MCP-Subject` and friends, with an HMAC-SHA256 signature over them.
+    /// `X-MCP-Subject` and friends, with an HMAC-SHA256 signature over them
+    /// and `audience`, so upstreams sharing a secret cannot replay each other's.
     SignedHeaders {
         secret: SecretString,
+        audience: String,
     },
     /// A short-lived ES256 JWT from mcpgate's own keys, `aud` = this.
     Jwt {
@@ -157,6 +169,7 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     pub call_timeout: Duration,
     pub max_concurrent_calls: usize,
+    pub max_per_user_links: usize,
     #[serde(skip)]
     pub identity: Identity,
     pub identity_kind: &'static str,
@@ -206,13 +219,41 @@ fn secret(
     .map(SecretString::from)
 }
 
-/// `can_mint_jwt`: whether this auth mode has signing keys (local, proxy).
+/// What validation needs to know about the rest of the configuration.
+pub struct Surroundings<'a> {
+    /// Whether this auth mode has signing keys (local, proxy).
+    pub can_mint_jwt: bool,
+    /// mcpgate's own MCP resource (`public_url + "/mcp"`): never an identity audience.
+    pub own_resource: &'a str,
+    /// No child runs in here: it holds the store and the encryption key.
+    pub data_dir: &'a Path,
+}
+
+/// The absolute form of `path`, through symlinks as far as it exists.
+fn resolved(path: &Path) -> PathBuf {
+    path.canonicalize()
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_owned())
+}
+
+/// Audiences compare as URLs when they are URLs (case of scheme and host,
+/// default port, trailing slash), else as text.
+fn same_audience(a: &str, b: &str) -> bool {
+    let norm = |s: &str| match Url::parse(s.trim()) {
+        Ok(u) => u.as_str().trim_end_matches('/').to_owned(),
+        Err(_) => s.trim().trim_end_matches('/').to_owned(),
+    };
+    norm(a) == norm(b)
+}
+
 pub fn validate(
     gateway: Option<&RawGateway>,
     raw: &[RawUpstream],
-    can_mint_jwt: bool,
+    around: &Surroundings<'_>,
     errors: &mut Vec<String>,
 ) -> GatewayConfig {
+    let can_mint_jwt = around.can_mint_jwt;
+    let data_dir = resolved(around.data_dir);
     let prefix = match gateway.and_then(|g| g.prefix.as_deref()) {
         None | Some("auto") => PrefixMode::Auto,
         Some("always") => PrefixMode::Always,
@@ -259,13 +300,20 @@ pub fn validate(
                         "{section}: headers and oauth are for url upstreams, not command ones"
                     ));
                 }
-                if let Some(cwd) = &u.cwd
-                    && !cwd.is_dir()
-                {
-                    errors.push(format!(
-                        "{section}.cwd: {} is not a directory",
-                        cwd.display()
-                    ));
+                if let Some(cwd) = &u.cwd {
+                    if !cwd.is_dir() {
+                        errors.push(format!(
+                            "{section}.cwd: {} is not a directory",
+                            cwd.display()
+                        ));
+                    } else if resolved(cwd).starts_with(&data_dir) {
+                        // The child runs as mcpgate's user: there it could
+                        // read the database and the encryption key by name.
+                        errors.push(format!(
+                            "{section}.cwd: {} is inside data_dir; give the child a directory of its own",
+                            cwd.display()
+                        ));
+                    }
                 }
                 let mut env_names: Vec<String> =
                     ALWAYS_PASSED.iter().map(|s| (*s).to_owned()).collect();
@@ -384,6 +432,17 @@ pub fn validate(
                 Isolation::Shared
             }
         };
+        let audience = u.identity_audience.clone().or_else(|| u.url.clone());
+        if let Some(audience) = &audience
+            && u.identity.as_deref().is_some_and(|i| i != "none")
+            && same_audience(audience, around.own_resource)
+        {
+            // mcpgate's own tokens carry this audience: an upstream must not
+            // get anything it could present to /mcp.
+            errors.push(format!(
+                "{section}.identity_audience: {audience:?} is mcpgate's own resource; name the upstream"
+            ));
+        }
         let (identity, identity_kind) = match u.identity.as_deref() {
             None | Some("none") => (Identity::None, "none"),
             Some("signed-headers") => {
@@ -403,6 +462,7 @@ pub fn validate(
                 (
                     Identity::SignedHeaders {
                         secret: key.unwrap_or_else(|| SecretString::from(String::new())),
+                        audience: audience.clone().unwrap_or_default(),
                     },
                     "signed-headers",
                 )
@@ -413,7 +473,6 @@ pub fn validate(
                         "{section}.identity: \"jwt\" needs mcpgate's own signing keys (auth.mode = \"local\" or \"proxy\")"
                     ));
                 }
-                let audience = u.identity_audience.clone().or_else(|| u.url.clone());
                 (
                     Identity::Jwt {
                         audience: audience.unwrap_or_default(),
@@ -445,6 +504,10 @@ pub fn validate(
         if max_concurrent_calls == 0 {
             errors.push(format!("{section}.max_concurrent_calls: at least 1"));
         }
+        let max_per_user_links = u.max_per_user_links.unwrap_or(100);
+        if max_per_user_links == 0 {
+            errors.push(format!("{section}.max_per_user_links: at least 1"));
+        }
         let call_timeout_secs = u.call_timeout_secs.unwrap_or(60);
         if call_timeout_secs == 0 {
             errors.push(format!("{section}.call_timeout_secs: at least 1"));
@@ -456,6 +519,7 @@ pub fn validate(
             idle_timeout: Duration::from_secs(u.idle_timeout_secs.unwrap_or(600).max(1)),
             call_timeout: Duration::from_secs(call_timeout_secs),
             max_concurrent_calls: max_concurrent_calls.max(1),
+            max_per_user_links: max_per_user_links.max(1),
             identity,
             identity_kind,
         });
@@ -470,6 +534,92 @@ pub fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const OWN_RESOURCE: &str = "https://gate.example/mcp";
+
+    fn around(can_mint_jwt: bool) -> Surroundings<'static> {
+        Surroundings {
+            can_mint_jwt,
+            own_resource: OWN_RESOURCE,
+            data_dir: Path::new("/nonexistent/mcpgate-data"),
+        }
+    }
+
+    #[test]
+    fn an_identity_audience_equal_to_mcpgates_own_resource_is_refused() {
+        for (identity, audience) in [
+            ("jwt", "https://gate.example/mcp"),
+            ("jwt", "HTTPS://Gate.Example:443/mcp/"),
+            ("signed-headers", "https://gate.example/mcp"),
+        ] {
+            let raw = RawUpstream {
+                name: Some("h".into()),
+                url: Some("http://127.0.0.1:1/mcp".into()),
+                identity: Some(identity.into()),
+                identity_secret: Some("k".into()),
+                identity_audience: Some(audience.into()),
+                isolation: Some("per-user".into()),
+                ..RawUpstream::default()
+            };
+            let mut errors = Vec::new();
+            validate(None, &[raw], &around(true), &mut errors);
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains("identity_audience") && e.contains("own resource")),
+                "{identity} {audience}: {errors:?}"
+            );
+        }
+        // The default audience is the upstream URL: pointing at mcpgate itself is refused too.
+        let raw = RawUpstream {
+            name: Some("h".into()),
+            url: Some(OWN_RESOURCE.into()),
+            identity: Some("jwt".into()),
+            isolation: Some("per-user".into()),
+            ..RawUpstream::default()
+        };
+        let mut errors = Vec::new();
+        validate(None, &[raw], &around(true), &mut errors);
+        assert!(
+            errors.iter().any(|e| e.contains("own resource")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_child_working_directory_inside_data_dir_is_refused() {
+        let data = std::env::temp_dir().join(format!("mcpgate-cwd-test-{}", uuid::Uuid::new_v4()));
+        let inside = data.join("sub");
+        std::fs::create_dir_all(&inside).unwrap();
+        for cwd in [data.clone(), inside.clone(), inside.join("..")] {
+            let mut raw = stdio("s");
+            raw.cwd = Some(cwd.clone());
+            let mut errors = Vec::new();
+            let around = Surroundings {
+                data_dir: &data,
+                ..around(false)
+            };
+            validate(None, &[raw], &around, &mut errors);
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains("cwd") && e.contains("inside data_dir")),
+                "{}: {errors:?}",
+                cwd.display()
+            );
+        }
+        // A directory beside it is fine.
+        let mut raw = stdio("s");
+        raw.cwd = Some(std::env::temp_dir());
+        let mut errors = Vec::new();
+        let around = Surroundings {
+            data_dir: &data,
+            ..around(false)
+        };
+        validate(None, &[raw], &around, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        std::fs::remove_dir_all(&data).unwrap();
+    }
 
     fn stdio(name: &str) -> RawUpstream {
         RawUpstream {
@@ -507,7 +657,7 @@ mod tests {
                 ..RawUpstream::default()
             },
         ];
-        validate(None, &raw, false, &mut errors);
+        validate(None, &raw, &around(false), &mut errors);
         let all = errors.join("\n");
         assert!(all.contains("used twice"), "{all}");
         assert!(all.contains("upstreams[2].name"), "{all}");
@@ -527,7 +677,7 @@ mod tests {
         let mut raw = stdio("s");
         raw.env = vec!["MCPGATE_TEST_ALLOWED_VAR".into()];
         raw.set_env = BTreeMap::from([("FIXED".into(), "1".into())]);
-        let cfg = validate(None, &[raw], false, &mut errors);
+        let cfg = validate(None, &[raw], &around(false), &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
         let Transport::Stdio { env, env_names, .. } = &cfg.upstreams[0].transport else {
             panic!("not stdio")
@@ -550,10 +700,15 @@ mod tests {
             isolation: Some("per-user".into()),
             ..RawUpstream::default()
         };
-        validate(None, std::slice::from_ref(&raw), false, &mut errors);
+        validate(
+            None,
+            std::slice::from_ref(&raw),
+            &around(false),
+            &mut errors,
+        );
         assert_eq!(errors.len(), 1, "{errors:?}");
         errors.clear();
-        let cfg = validate(None, &[raw], true, &mut errors);
+        let cfg = validate(None, &[raw], &around(true), &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
         assert!(
             matches!(&cfg.upstreams[0].identity, Identity::Jwt { audience } if audience == "http://127.0.0.1:1/mcp")

@@ -281,3 +281,51 @@ pub fn tool_json(message: &Value) -> Value {
     assert_eq!(result["isError"], json!(false), "{message}");
     serde_json::from_str(result["content"][0]["text"].as_str().unwrap()).unwrap()
 }
+
+impl TestServer {
+    /// [`TestServer::start_in`] with a last edit of the validated
+    /// configuration: for states validation refuses, to show what else
+    /// stops the attack such a setting would have allowed.
+    pub async fn start_in_validated(
+        dir: tempfile::TempDir,
+        edit: impl FnOnce(&mut RawConfig),
+        edit_config: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut raw = RawConfig {
+            listen: Some(addr.to_string()),
+            public_url: Some(format!("http://{addr}")),
+            data_dir: Some(PathBuf::from(dir.path())),
+            store: RawStore {
+                url: Some(sqlite_url(dir.path())),
+                max_connections: None,
+            },
+            ..RawConfig::default()
+        };
+        raw.http.shutdown_grace_secs = Some(5);
+        raw.auth.mode = Some("none".to_owned());
+        edit(&mut raw);
+        let mut config: Config = raw.validate().unwrap();
+        edit_config(&mut config);
+        let app = App::build(&config).await.unwrap();
+        let admin_password = app.initial_admin_password.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            stop: Some(stop),
+            task: Some(task),
+            admin_password,
+            token: std::sync::Mutex::new(None),
+            _dir: dir,
+        }
+    }
+}

@@ -28,7 +28,7 @@ use crate::{
 
 /// The fixture upstream, built next to this test binary as a cargo example:
 /// target/<profile>/deps/it-<hash> → target/<profile>/examples/fixture-upstream.
-fn fixture_bin() -> PathBuf {
+pub fn fixture_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let path = exe
         .parent()
@@ -43,7 +43,7 @@ fn fixture_bin() -> PathBuf {
     }
 }
 
-fn stdio(name: &str) -> RawUpstream {
+pub fn stdio(name: &str) -> RawUpstream {
     RawUpstream {
         name: Some(name.to_owned()),
         command: Some(vec![
@@ -54,7 +54,7 @@ fn stdio(name: &str) -> RawUpstream {
     }
 }
 
-fn http(name: &str, url: &str) -> RawUpstream {
+pub fn http(name: &str, url: &str) -> RawUpstream {
     RawUpstream {
         name: Some(name.to_owned()),
         url: Some(url.to_owned()),
@@ -69,7 +69,7 @@ async fn gateway(upstreams: Vec<RawUpstream>) -> TestServer {
 
 /// mcpgate in local mode with the users [`ALICE`] and [`BOB`] in its store;
 /// `edit` and the caller get alice's subject.
-async fn local_gateway(
+pub async fn local_gateway(
     edit: impl FnOnce(&mut mcpgate::config::RawConfig, &str),
 ) -> (TestServer, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -83,11 +83,11 @@ async fn local_gateway(
     (server, alice)
 }
 
-const ALICE: (&str, &str) = ("alice", "alice-password-1");
-const BOB: (&str, &str) = ("bob", "bob-password-22");
+pub const ALICE: (&str, &str) = ("alice", "alice-password-1");
+pub const BOB: (&str, &str) = ("bob", "bob-password-22");
 
 /// `tools/call` on a session; the JSON-RPC response.
-async fn call(server: &TestServer, sid: &str, id: i64, name: &str, arguments: Value) -> Value {
+pub async fn call(server: &TestServer, sid: &str, id: i64, name: &str, arguments: Value) -> Value {
     server
         .session_call(
             sid,
@@ -108,7 +108,7 @@ fn text(message: &Value) -> String {
 }
 
 /// The structured content of a successful tool result.
-fn structured(message: &Value) -> &Value {
+pub fn structured(message: &Value) -> &Value {
     assert_eq!(message["result"]["isError"], json!(false), "{message}");
     &message["result"]["structuredContent"]
 }
@@ -120,7 +120,7 @@ fn error_code(message: &Value) -> i64 {
         .unwrap_or_else(|| panic!("not a JSON-RPC error: {message}"))
 }
 
-fn pid_of(message: &Value) -> u32 {
+pub fn pid_of(message: &Value) -> u32 {
     let pid = structured(message)["pid"].as_u64().unwrap();
     u32::try_from(pid).unwrap()
 }
@@ -151,7 +151,7 @@ fn ended(pid: u32) -> bool {
     }
 }
 
-async fn ends_within(pid: u32, limit: Duration) -> bool {
+pub async fn ends_within(pid: u32, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if ended(pid) {
@@ -221,14 +221,14 @@ fn jwt_claims(token: &str) -> Value {
 }
 
 /// The fixture serving Streamable HTTP; killed on drop.
-struct HttpFixture {
+pub struct HttpFixture {
     child: std::process::Child,
-    url: String,
+    pub url: String,
 }
 
 impl HttpFixture {
     /// On `addr`; port 0 lets it pick a free port (the URL says which).
-    fn start(addr: &str) -> HttpFixture {
+    pub fn start(addr: &str) -> HttpFixture {
         let mut child = Command::new(fixture_bin())
             .args(["--http", addr])
             .stdin(Stdio::null())
@@ -774,9 +774,11 @@ async fn http_upstream_gets_signed_identity_and_static_headers_never_the_token()
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect();
     let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes());
+    // The upstream's URL is the default audience the signature covers.
+    assert_eq!(get("x-mcp-audience"), url);
     let signed = |sub: &str| {
         format!(
-            "v1\n{timestamp}\n{}\n{sub}\n{client_id}\n{email}",
+            "v2\n{timestamp}\n{url}\n{}\n{sub}\n{client_id}\n{email}",
             server.base
         )
     };

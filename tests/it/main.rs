@@ -14,6 +14,7 @@ mod ops;
 mod proxy_auth;
 mod resource_auth;
 mod security_bridge;
+mod security_gateway;
 mod security_oauth;
 mod security_server;
 mod security_signin;
