@@ -559,6 +559,7 @@ async fn family_with_a_token(store: &Store, family: &str, token_hash: &str) {
             client_id: "c".into(),
             user_id: "u".into(),
             redirect_uri: REDIRECT.into(),
+            redirect_uri_sent: true,
             code_challenge: "x".into(),
             scope: "s".into(),
             resource: "r".into(),
