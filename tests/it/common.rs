@@ -84,42 +84,7 @@ impl TestServer {
     /// [`TestServer::start_with`] on a data directory prepared beforehand
     /// (e.g. with [`seed_users`]).
     pub async fn start_in(dir: tempfile::TempDir, edit: impl FnOnce(&mut RawConfig)) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut raw = RawConfig {
-            listen: Some(addr.to_string()),
-            public_url: Some(format!("http://{addr}")),
-            data_dir: Some(PathBuf::from(dir.path())),
-            store: RawStore {
-                url: Some(sqlite_url(dir.path())),
-                max_connections: None,
-            },
-            ..RawConfig::default()
-        };
-        raw.http.shutdown_grace_secs = Some(5);
-        // Most suites test the transport; the default (local) is set per test.
-        raw.auth.mode = Some("none".to_owned());
-        edit(&mut raw);
-        let config: Config = raw.validate().unwrap();
-        let app = App::build(&config).await.unwrap();
-        let admin_password = app.initial_admin_password.clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.serve(listener, async move {
-            let _ = stopped.await;
-        }));
-        TestServer {
-            addr,
-            base: format!("http://{addr}"),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
-            stop: Some(stop),
-            task: Some(task),
-            admin_password,
-            token: std::sync::Mutex::new(None),
-            _dir: dir,
-        }
+        Self::start_in_validated(dir, edit, |_| {}).await
     }
 
     /// The server's data directory (SQLite file, key file).
@@ -304,6 +269,7 @@ impl TestServer {
             ..RawConfig::default()
         };
         raw.http.shutdown_grace_secs = Some(5);
+        // Most suites test the transport; the default (local) is set per test.
         raw.auth.mode = Some("none".to_owned());
         edit(&mut raw);
         let mut config: Config = raw.validate().unwrap();
