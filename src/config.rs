@@ -1454,7 +1454,7 @@ fn validate_introspection_clients(
         let at = format!("auth.local.introspection_clients[{i}]");
         if c.client_id.is_empty()
             || c.client_id.len() > 200
-            || !crate::oauth::clients::is_printable(&c.client_id)
+            || !crate::visible_text::is_visible_text(&c.client_id)
         {
             errors.push(format!("{at}.client_id: 1 to 200 printable characters"));
         }

@@ -5,7 +5,7 @@
 //! HTTP and legacy SSE, all rmcp types), `toolsets` (built-in tools, domain
 //! code only), `store` (SQLite/PostgreSQL), `auth` (who is calling),
 //! `telemetry` (logs and metrics), `server` (listener, connection limits,
-//! client addresses).
+//! client addresses), `visible_text` (characters kept off pages and logs).
 
 pub mod app;
 pub mod auth;
@@ -21,3 +21,4 @@ pub mod store;
 pub mod telemetry;
 pub mod toolsets;
 pub mod upstream;
+pub mod visible_text;

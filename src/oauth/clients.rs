@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::visible_text::is_visible_text;
+
 /// Client metadata as registered (RFC 7591 §2), unknown fields dropped.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub struct ClientMetadata {
@@ -274,7 +276,7 @@ impl ClientMetadata {
             && (contacts.len() > MAX_CONTACTS
                 || contacts
                     .iter()
-                    .any(|c| c.is_empty() || c.len() > MAX_CONTACT_BYTES || !is_printable(c)))
+                    .any(|c| c.is_empty() || c.len() > MAX_CONTACT_BYTES || !is_visible_text(c)))
         {
             return Err(MetadataError::Metadata(format!(
                 "contacts may list at most {MAX_CONTACTS} addresses of at most {MAX_CONTACT_BYTES} printable bytes"
@@ -285,7 +287,7 @@ impl ClientMetadata {
             ("software_version", &self.software_version),
         ] {
             if let Some(v) = value
-                && (v.len() > MAX_SOFTWARE_BYTES || !is_printable(v))
+                && (v.len() > MAX_SOFTWARE_BYTES || !is_visible_text(v))
             {
                 return Err(MetadataError::Metadata(format!(
                     "{field} must be at most {MAX_SOFTWARE_BYTES} printable bytes"
@@ -318,50 +320,15 @@ const MAX_CLIENT_NAME_CHARS: usize = 200;
 /// change how the rest of the line renders (RTL overrides make
 /// `"App\u{202e}gnp.exe"` read as another name) or hide text.
 pub fn check_client_name(name: &str) -> Result<(), MetadataError> {
-    if name.trim().is_empty() || name.chars().count() > MAX_CLIENT_NAME_CHARS || !is_printable(name)
+    if name.trim().is_empty()
+        || name.chars().count() > MAX_CLIENT_NAME_CHARS
+        || !is_visible_text(name)
     {
         return Err(MetadataError::Metadata(format!(
             "client_name must be 1 to {MAX_CLIENT_NAME_CHARS} printable characters, without control, format or bidirectional characters"
         )));
     }
     Ok(())
-}
-
-/// No character of Unicode category Cc (controls), Cf (format: bidi
-/// embeddings, overrides and isolates, zero-width characters, soft hyphen,
-/// tags), Zl or Zp (line and paragraph separators).
-pub fn is_printable(text: &str) -> bool {
-    !text
-        .chars()
-        .any(|c| c.is_control() || is_format_or_separator(c))
-}
-
-/// Unicode 16 general categories Cf, Zl and Zp, spelled out (no table crate).
-fn is_format_or_separator(c: char) -> bool {
-    matches!(
-        c as u32,
-        0x00AD
-            | 0x0600..=0x0605
-            | 0x061C
-            | 0x06DD
-            | 0x070F
-            | 0x0890..=0x0891
-            | 0x08E2
-            | 0x180E
-            | 0x200B..=0x200F
-            | 0x2028..=0x202E
-            | 0x2060..=0x2064
-            | 0x2066..=0x206F
-            | 0xFEFF
-            | 0xFFF9..=0xFFFB
-            | 0x110BD
-            | 0x110CD
-            | 0x13430..=0x1343F
-            | 0x1BCA0..=0x1BCA3
-            | 0x1D173..=0x1D17A
-            | 0xE0001
-            | 0xE0020..=0xE007F
-    )
 }
 
 fn dedup(items: Vec<String>) -> Vec<String> {

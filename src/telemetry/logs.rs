@@ -97,7 +97,7 @@ impl tracing::field::Visit for FieldsVisitor<'_, '_> {
 
 /// `text` with control and invisible format characters written as escapes.
 pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(needs_escape) {
+    if !text.chars().any(crate::visible_text::is_hidden_or_control) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
@@ -106,41 +106,13 @@ pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if needs_escape(c) => {
+            c if crate::visible_text::is_hidden_or_control(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
             }
             c => out.push(c),
         }
     }
     std::borrow::Cow::Owned(out)
-}
-
-/// Unicode Cc, Cf and the line/paragraph separators.
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            u32::from(c),
-            0xAD | 0x600..=0x605
-                | 0x61C
-                | 0x6DD
-                | 0x70F
-                | 0x890..=0x891
-                | 0x8E2
-                | 0x180E
-                | 0x200B..=0x200F
-                | 0x2028..=0x202E
-                | 0x2060..=0x2064
-                | 0x2066..=0x206F
-                | 0xFEFF
-                | 0xFFF9..=0xFFFB
-                | 0x110BD
-                | 0x110CD
-                | 0x13430..=0x1343F
-                | 0x1BCA0..=0x1BCA3
-                | 0x1D173..=0x1D17A
-                | 0xE0001
-                | 0xE0020..=0xE007F
-        )
 }
 
 #[cfg(test)]
