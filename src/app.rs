@@ -62,6 +62,14 @@ pub struct App {
 
 impl App {
     pub async fn build(config: &Config) -> Result<App, StartError> {
+        Self::build_with_clock(config, crate::clock::system()).await
+    }
+
+    /// [`App::build`] reading the time from `clock` (tests: a manual clock).
+    pub async fn build_with_clock(
+        config: &Config,
+        clock: crate::clock::SharedClock,
+    ) -> Result<App, StartError> {
         let resolved;
         let config = if config.auth_mode == AuthMode::Auto {
             resolved = crate::idp::auto::resolve(config)
@@ -139,6 +147,7 @@ impl App {
                 &store,
                 &scope_policy,
                 metrics.password_checks.clone(),
+                clock.clone(),
             )
             .await
             .map_err(StartError::Authority)?;

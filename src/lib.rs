@@ -11,6 +11,7 @@ pub mod app;
 pub mod auth;
 pub mod bridge;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod idp;

@@ -20,10 +20,7 @@ use super::{
 use crate::{
     config::LocalAuthConfig,
     idp::{Identity, UpstreamIdp},
-    store::{
-        AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, Store, StoreError,
-        now_epoch,
-    },
+    store::{AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, Store, StoreError},
 };
 
 /// Errors with their RFC 6749 / 7591 / 8707 codes; the edge picks the status.
@@ -277,6 +274,7 @@ pub struct AuthorizationServer {
     password_checks: passwords::CheckPool,
     /// Proxy mode: users sign in at this identity provider instead of the login page.
     pub(super) upstream: Option<Arc<UpstreamIdp>>,
+    clock: crate::clock::SharedClock,
 }
 
 const REQUEST_TTL_SECS: i64 = 600;
@@ -329,7 +327,14 @@ impl AuthorizationServer {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             upstream: None,
+            clock: crate::clock::system(),
         }
+    }
+
+    /// Read the time from `clock` (tests move a manual clock instead of sleeping).
+    pub fn with_clock(mut self, clock: crate::clock::SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Count the password checks on `counter` (`/metrics`).
@@ -397,7 +402,7 @@ impl AuthorizationServer {
             AuthMethod::None => None,
             _ => Some(random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?),
         };
-        let now = now_epoch();
+        let now = self.clock.now();
         let stored =
             serde_json::to_string(&metadata).map_err(|e| OAuthError::Server(e.to_string()))?;
         let max_unused = i64::try_from(self.config.max_unused_clients).unwrap_or(i64::MAX);
@@ -572,7 +577,7 @@ impl AuthorizationServer {
             None => random_token(32).map_err(|e| AuthorizeError::Server(e.to_string()))?,
         };
         let csrf = csrf_token(&request_id, &browser);
-        let now = now_epoch();
+        let now = self.clock.now();
         let text =
             serde_json::to_string(&request).map_err(|e| AuthorizeError::Server(e.to_string()))?;
         self.store
@@ -642,7 +647,7 @@ impl AuthorizationServer {
     ) -> Result<PendingRequest, String> {
         let record = self
             .store
-            .get_auth_request(&sha256_b64(request_id), now_epoch())
+            .get_auth_request(&sha256_b64(request_id), self.clock.now())
             .await
             .map_err(|e| e.to_string())?
             .ok_or(
@@ -718,7 +723,7 @@ impl AuthorizationServer {
             .insert_session(
                 &sha256_b64(&id),
                 user_id,
-                now_epoch() + self.config.session_ttl_secs as i64,
+                self.clock.now() + self.config.session_ttl_secs as i64,
             )
             .await?;
         Ok(id)
@@ -728,7 +733,7 @@ impl AuthorizationServer {
     pub async fn session_user(&self, cookie: &str) -> Result<Option<String>, OAuthError> {
         Ok(self
             .store
-            .session_user(&sha256_b64(cookie), now_epoch())
+            .session_user(&sha256_b64(cookie), self.clock.now())
             .await?
             .map(|u| u.id))
     }
@@ -778,7 +783,7 @@ impl AuthorizationServer {
     ) -> Result<String, OAuthError> {
         let record = self
             .store
-            .take_auth_request(request_hash, now_epoch())
+            .take_auth_request(request_hash, self.clock.now())
             .await?
             .ok_or_else(|| {
                 OAuthError::InvalidRequest(
@@ -801,7 +806,7 @@ impl AuthorizationServer {
                 .await?;
         }
         let code = random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?;
-        let now = now_epoch();
+        let now = self.clock.now();
         self.store
             .insert_code(&CodeRecord {
                 code_hash: sha256_b64(&code),
@@ -890,7 +895,7 @@ impl AuthorizationServer {
         refresh: Option<&str>,
         profile: Option<&Identity>,
     ) -> Result<TokenResponse, OAuthError> {
-        let now = now_epoch();
+        let now = self.clock.now();
         let ttl = self.config.access_token_ttl_secs;
         let claims = AccessClaims {
             iss: &self.issuer,
@@ -954,7 +959,7 @@ impl AuthorizationServer {
                     .to_owned(),
             ));
         }
-        let now = now_epoch();
+        let now = self.clock.now();
         let hash = sha256_b64(code);
         let record = self
             .store
@@ -1076,7 +1081,7 @@ impl AuthorizationServer {
         let token = token
             .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing".to_owned()))?;
         let hash = sha256_b64(token);
-        let now = now_epoch();
+        let now = self.clock.now();
         let record = self
             .store
             .get_refresh(&hash)
@@ -1204,7 +1209,7 @@ impl AuthorizationServer {
         caller: &Introspector,
         token: &str,
     ) -> Result<serde_json::Value, OAuthError> {
-        let now = now_epoch();
+        let now = self.clock.now();
         Ok(match self.store.get_refresh(&sha256_b64(token)).await? {
             Some(r)
                 if r.revoked_at.is_none()
@@ -1233,7 +1238,7 @@ impl AuthorizationServer {
             && record.client_id == client.client_id
         {
             self.store
-                .revoke_family(&record.family_id, now_epoch())
+                .revoke_family(&record.family_id, self.clock.now())
                 .await?;
             self.end_upstream_grant(&record.family_id).await?;
         }

@@ -72,6 +72,7 @@ pub async fn build(
     store: &Store,
     policy: &ScopePolicy,
     password_checks: prometheus_client::metrics::counter::Counter,
+    clock: crate::clock::SharedClock,
 ) -> Result<LocalAuthority, String> {
     let sealer = Arc::new(sealer(local)?);
     if sealer.has_previous() {
@@ -132,7 +133,8 @@ pub async fn build(
         sealer,
         cimd,
     )
-    .counting_password_checks(password_checks);
+    .counting_password_checks(password_checks)
+    .with_clock(clock);
     // Proxy mode: users come from the identity provider, so no local admin.
     let initial_admin_password = match &config.upstream_idp {
         Some(upstream) => {

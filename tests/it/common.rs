@@ -256,6 +256,24 @@ impl TestServer {
         edit: impl FnOnce(&mut RawConfig),
         edit_config: impl FnOnce(&mut Config),
     ) -> TestServer {
+        Self::start_on_clock(dir, edit, edit_config, mcpgate::clock::system()).await
+    }
+
+    /// [`TestServer::start_with`] reading the time from `clock`: tests of
+    /// windows advance a [`mcpgate::clock::ManualClock`] instead of sleeping.
+    pub async fn start_with_clock(
+        edit: impl FnOnce(&mut RawConfig),
+        clock: mcpgate::clock::SharedClock,
+    ) -> TestServer {
+        Self::start_on_clock(tempfile::tempdir().unwrap(), edit, |_| {}, clock).await
+    }
+
+    pub async fn start_on_clock(
+        dir: tempfile::TempDir,
+        edit: impl FnOnce(&mut RawConfig),
+        edit_config: impl FnOnce(&mut Config),
+        clock: mcpgate::clock::SharedClock,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut raw = RawConfig {
@@ -274,7 +292,7 @@ impl TestServer {
         edit(&mut raw);
         let mut config: Config = raw.validate().unwrap();
         edit_config(&mut config);
-        let app = App::build(&config).await.unwrap();
+        let app = App::build_with_clock(&config, clock).await.unwrap();
         let admin_password = app.initial_admin_password.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.serve(listener, async move {

@@ -15,12 +15,23 @@ use crate::{
 };
 
 pub async fn local(edit: impl FnOnce(&mut RawLocalAuth)) -> TestServer {
+    local_on_clock(edit, mcpgate::clock::system()).await
+}
+
+/// [`local`] reading the time from `clock`.
+pub async fn local_on_clock(
+    edit: impl FnOnce(&mut RawLocalAuth),
+    clock: mcpgate::clock::SharedClock,
+) -> TestServer {
     let mut local = RawLocalAuth::default();
     edit(&mut local);
-    TestServer::start_with(|raw| {
-        raw.auth.mode = Some("local".to_owned());
-        raw.auth.local = Some(local);
-    })
+    TestServer::start_with_clock(
+        |raw| {
+            raw.auth.mode = Some("local".to_owned());
+            raw.auth.local = Some(local);
+        },
+        clock,
+    )
     .await
 }
 
@@ -136,7 +147,8 @@ async fn full_flow_tokens_work_on_mcp_and_code_replays_are_handled() {
 
 #[tokio::test]
 async fn refresh_rotates_and_reuse_after_grace_revokes_the_family() {
-    let server = local(|l| l.refresh_reuse_grace_secs = Some(0)).await;
+    let clock = mcpgate::clock::ManualClock::new();
+    let server = local_on_clock(|l| l.refresh_reuse_grace_secs = Some(0), clock.clone()).await;
     let client_id = public_client(&server).await;
     let (code, verifier) = code_for(&server, &client_id).await;
     let (_, first) = token(
@@ -155,7 +167,7 @@ async fn refresh_rotates_and_reuse_after_grace_revokes_the_family() {
     assert_eq!(status, StatusCode::OK, "{second}");
     let r2 = second["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(r1, r2);
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    clock.advance(std::time::Duration::from_secs(1));
     let (status, body) = refresh_grant(&server, &client_id, &r1).await;
     assert_eq!(
         (status, body["error"].as_str()),
