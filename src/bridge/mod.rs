@@ -40,7 +40,7 @@ use crate::{
     auth::{jwks::read_capped, verify},
     config::ResourceAuthConfig,
     oauth::{
-        clients::find_redirect,
+        clients::resolve_redirect,
         crypto::{ct_eq, random_token, sha256_b64},
         ratelimit::WindowLimiter,
     },
@@ -297,21 +297,8 @@ impl Bridge {
         }
         let registered: Vec<String> =
             serde_json::from_str(&client.redirect_uris).unwrap_or_default();
-        let redirect_uri = match get("redirect_uri") {
-            Some(requested) => find_redirect(&registered, requested)
-                .map(|_| requested.to_owned())
-                .ok_or_else(|| {
-                    BridgeError::InvalidRequest(
-                        "redirect_uri is not registered for this client".to_owned(),
-                    )
-                })?,
-            None if registered.len() == 1 => registered[0].clone(),
-            None => {
-                return Err(BridgeError::InvalidRequest(
-                    "redirect_uri is missing".to_owned(),
-                ));
-            }
-        };
+        let redirect_uri = resolve_redirect(&registered, get("redirect_uri"))
+            .map_err(|e| BridgeError::InvalidRequest(e.to_string()))?;
         if get("code_challenge").is_none_or(str::is_empty)
             || get("code_challenge_method") != Some("S256")
         {

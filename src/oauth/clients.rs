@@ -175,6 +175,31 @@ pub fn find_redirect<'a>(registered: &'a [String], requested: &str) -> Option<&'
     registered.iter().find(|r| redirect_matches(r, requested))
 }
 
+/// Why an authorization request has no redirect URI to answer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RedirectError {
+    #[error("redirect_uri is not registered for this client")]
+    NotRegistered,
+    #[error("redirect_uri is missing")]
+    Missing,
+}
+
+/// The redirect URI an authorization request answers to (RFC 6749 §3.1.2.3):
+/// the requested one if it matches a registration, else the only registered
+/// one when none was requested.
+pub fn resolve_redirect(
+    registered: &[String],
+    requested: Option<&str>,
+) -> Result<String, RedirectError> {
+    match (requested, registered) {
+        (Some(requested), _) => find_redirect(registered, requested)
+            .map(|_| requested.to_owned())
+            .ok_or(RedirectError::NotRegistered),
+        (None, [only]) => Ok(only.clone()),
+        (None, _) => Err(RedirectError::Missing),
+    }
+}
+
 impl ClientMetadata {
     pub fn auth_method(&self) -> AuthMethod {
         self.token_endpoint_auth_method

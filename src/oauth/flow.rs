@@ -9,9 +9,10 @@ use std::{collections::BTreeSet, sync::Arc, time::Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+pub use super::error::{OAuthError, OAuthErrorCode};
 use super::{
     cimd::CimdResolver,
-    clients::{AuthMethod, ClientMetadata, MetadataError, find_redirect},
+    clients::{AuthMethod, ClientMetadata, resolve_redirect},
     crypto::{Sealer, ct_eq, pkce_s256, random_token, sha256_b64},
     keys::KeyRing,
     passwords,
@@ -20,72 +21,8 @@ use super::{
 use crate::{
     config::LocalAuthConfig,
     idp::{Identity, UpstreamIdp},
-    store::{AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, Store, StoreError},
+    store::{AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, Store},
 };
-
-/// Errors with their RFC 6749 / 7591 / 8707 codes; the edge picks the status.
-#[derive(Debug, thiserror::Error)]
-pub enum OAuthError {
-    #[error("{0}")]
-    InvalidRequest(String),
-    #[error("client authentication failed")]
-    InvalidClient,
-    #[error("{0}")]
-    InvalidGrant(String),
-    #[error("{0}")]
-    InvalidScope(String),
-    #[error("{0}")]
-    InvalidTarget(String),
-    #[error("{0}")]
-    UnsupportedGrantType(String),
-    #[error("{0}")]
-    InvalidRedirectUri(String),
-    #[error("{0}")]
-    InvalidClientMetadata(String),
-    #[error("too many requests; try again later")]
-    RateLimited,
-    #[error("{0}")]
-    TooLarge(String),
-    /// The cap on never-used registrations is reached.
-    #[error("too many registered clients have never been used; try again later")]
-    TooManyClients,
-    #[error("the server cannot complete the request")]
-    Server(String),
-}
-
-impl OAuthError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            OAuthError::InvalidRequest(_) => "invalid_request",
-            OAuthError::InvalidClient => "invalid_client",
-            OAuthError::InvalidGrant(_) => "invalid_grant",
-            OAuthError::InvalidScope(_) => "invalid_scope",
-            OAuthError::InvalidTarget(_) => "invalid_target",
-            OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
-            OAuthError::InvalidRedirectUri(_) => "invalid_redirect_uri",
-            OAuthError::InvalidClientMetadata(_) => "invalid_client_metadata",
-            OAuthError::RateLimited => "slow_down",
-            OAuthError::TooLarge(_) => "invalid_request",
-            OAuthError::TooManyClients => "temporarily_unavailable",
-            OAuthError::Server(_) => "server_error",
-        }
-    }
-}
-
-impl From<StoreError> for OAuthError {
-    fn from(e: StoreError) -> Self {
-        OAuthError::Server(e.to_string())
-    }
-}
-
-impl From<MetadataError> for OAuthError {
-    fn from(e: MetadataError) -> Self {
-        match e {
-            MetadataError::RedirectUri(m) => OAuthError::InvalidRedirectUri(m),
-            MetadataError::Metadata(m) => OAuthError::InvalidClientMetadata(m),
-        }
-    }
-}
 
 /// How a password sign-in ended. `Failed` names the user only when the
 /// name exists, so what was typed never needs to be logged.
@@ -516,15 +453,12 @@ impl AuthorizationServer {
             Err(OAuthError::InvalidClientMetadata(m)) => return Err(AuthorizeError::Page(m)),
             Err(e) => return Err(AuthorizeError::Server(e.to_string())),
         };
-        let redirect_uri = match &params.redirect_uri {
-            Some(requested) => match find_redirect(&client.metadata.redirect_uris, requested) {
-                Some(_) => requested.clone(),
-                None => return page("redirect_uri is not registered for this client"),
-            },
-            None if client.metadata.redirect_uris.len() == 1 => {
-                client.metadata.redirect_uris[0].clone()
-            }
-            None => return page("redirect_uri is missing"),
+        let redirect_uri = match resolve_redirect(
+            &client.metadata.redirect_uris,
+            params.redirect_uri.as_deref(),
+        ) {
+            Ok(uri) => uri,
+            Err(e) => return page(&e.to_string()),
         };
         let state = params.state.clone();
         if params.response_type.as_deref() != Some("code") {

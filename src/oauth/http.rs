@@ -20,6 +20,7 @@ use super::{
         AuthorizationServer, AuthorizeError, AuthorizeParams, ClientCredentials, LoginError,
         LoginOutcome, OAuthError, PendingRequest,
     },
+    front::{self, BrowserCookie, field, no_store, see_other},
     keys::KeyRing,
     pages,
 };
@@ -55,54 +56,17 @@ const AUTH_COOKIE: &str = "mcpgate_auth";
 const SESSION_COOKIE: &str = "mcpgate_session";
 
 impl OAuthState {
-    fn cookie_name(&self, base: &str) -> String {
-        if self.secure_cookies {
-            format!("__Host-{base}")
-        } else {
-            base.to_owned()
+    fn cookie(&self, base: &'static str) -> BrowserCookie {
+        BrowserCookie {
+            base,
+            secure: self.secure_cookies,
         }
     }
-
-    fn set_cookie(&self, base: &str, value: &str, max_age: i64) -> HeaderValue {
-        let secure = if self.secure_cookies { "; Secure" } else { "" };
-        let text = format!(
-            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
-            self.cookie_name(base)
-        );
-        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
-    }
-
-    fn cookie(&self, headers: &HeaderMap, base: &str) -> Option<String> {
-        let name = self.cookie_name(base);
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_owned())
-    }
-}
-
-fn no_store(mut response: Response) -> Response {
-    let h = response.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    response
 }
 
 /// Browser pages: no framing, no referrer, no caching.
 fn html(status: StatusCode, body: String) -> Response {
     pages::page_response(status, body)
-}
-
-fn see_other(location: &str) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    no_store(response)
 }
 
 fn oauth_error(err: OAuthError) -> Response {
@@ -117,40 +81,18 @@ fn oauth_error(err: OAuthError) -> Response {
         }
         _ => StatusCode::BAD_REQUEST,
     };
-    let mut response = (
-        status,
-        Json(json!({"error": err.code(), "error_description": err.to_string()})),
-    )
-        .into_response();
+    let mut response = front::error_json(status, err.code(), &err.to_string());
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Basic realm=\"mcpgate\""),
         );
     }
-    no_store(response)
+    response
 }
 
-/// `application/x-www-form-urlencoded` pairs; a repeated name is an error (RFC 6749 §3.1).
 fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
-    let mut seen = std::collections::HashSet::new();
-    for (k, _) in &pairs {
-        if !seen.insert(k.as_str()) {
-            return Err(OAuthError::InvalidRequest(format!(
-                "the parameter {k} appears more than once"
-            )));
-        }
-    }
-    Ok(pairs)
-}
-
-fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
+    front::form_pairs(body).map_err(|e| OAuthError::InvalidRequest(e.to_string()))
 }
 
 fn client_credentials(
@@ -206,7 +148,7 @@ async fn bound_form(
             pages::error("the form is missing its request or CSRF token"),
         ));
     };
-    let browser = state.cookie(headers, AUTH_COOKIE).unwrap_or_default();
+    let browser = state.cookie(AUTH_COOKIE).read(headers).unwrap_or_default();
     match state.server.pending(request_id, &browser, Some(csrf)).await {
         Ok(request) => Ok((pairs, request)),
         Err(message) => Err(html(StatusCode::FORBIDDEN, pages::error(&message))),
@@ -215,7 +157,7 @@ async fn bound_form(
 
 /// The user of the browser's live login session, if any.
 async fn signed_in(state: &OAuthState, headers: &HeaderMap) -> Option<String> {
-    let session = state.cookie(headers, SESSION_COOKIE)?;
+    let session = state.cookie(SESSION_COOKIE).read(headers)?;
     state.server.session_user(&session).await.ok().flatten()
 }
 
@@ -283,7 +225,7 @@ async fn authorize(
         };
         *slot = Some(v);
     }
-    let held = state.cookie(&headers, AUTH_COOKIE);
+    let held = state.cookie(AUTH_COOKIE).read(&headers);
     let (pending, browser) = match state
         .server
         .begin(params, held.as_deref(), &client.limit_key())
@@ -356,7 +298,7 @@ async fn authorize(
     };
     response.headers_mut().append(
         header::SET_COOKIE,
-        state.set_cookie(AUTH_COOKIE, &browser, 600),
+        state.cookie(AUTH_COOKIE).set(&browser, 600),
     );
     response
 }
@@ -395,7 +337,7 @@ async fn login(
                     let mut response = see_other(&format!("/consent?request={request_id}"));
                     response.headers_mut().append(
                         header::SET_COOKIE,
-                        state.set_cookie(SESSION_COOKIE, &session, 12 * 3600),
+                        state.cookie(SESSION_COOKIE).set(&session, 12 * 3600),
                     );
                     response
                 }
@@ -444,7 +386,7 @@ async fn consent_page(
         .find(|(k, _)| k == "request")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
-    let browser = state.cookie(&headers, AUTH_COOKIE).unwrap_or_default();
+    let browser = state.cookie(AUTH_COOKIE).read(&headers).unwrap_or_default();
     let request = match state.server.pending(&request_id, &browser, None).await {
         Ok(r) => r,
         Err(message) => return html(StatusCode::FORBIDDEN, pages::error(&message)),
@@ -498,7 +440,7 @@ async fn consent_post(
     if state.server.is_proxy() {
         // Consent is recorded (in the upstream login) before the redirect upstream.
         let result = if approve {
-            let browser = state.cookie(&headers, AUTH_COOKIE).unwrap_or_default();
+            let browser = state.cookie(AUTH_COOKIE).read(&headers).unwrap_or_default();
             state
                 .server
                 .begin_upstream(request_id, &browser, remember, None)
@@ -547,7 +489,7 @@ async fn callback(
             pages::error("the identity provider's answer has no state"),
         );
     };
-    let browser = state.cookie(&headers, AUTH_COOKIE).unwrap_or_default();
+    let browser = state.cookie(AUTH_COOKIE).read(&headers).unwrap_or_default();
     match state
         .server
         .finish_upstream(
@@ -565,7 +507,7 @@ async fn callback(
                     Ok(session) => {
                         response.headers_mut().append(
                             header::SET_COOKIE,
-                            state.set_cookie(SESSION_COOKIE, &session, 12 * 3600),
+                            state.cookie(SESSION_COOKIE).set(&session, 12 * 3600),
                         );
                     }
                     Err(e) => tracing::warn!(error = %e, "no session after upstream sign-in"),

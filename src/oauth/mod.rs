@@ -10,8 +10,10 @@
 pub mod cimd;
 pub mod clients;
 pub mod crypto;
+pub mod error;
 pub mod federation;
 pub mod flow;
+pub mod front;
 pub mod http;
 pub mod keys;
 pub mod pages;

@@ -1,0 +1,136 @@
+//! The error codes of the OAuth RFCs, one enum for every authorization-server
+//! front (local, proxy, bridge), and the local/proxy server's error type.
+
+use serde::Serialize;
+
+use super::clients::MetadataError;
+use crate::store::StoreError;
+
+/// An error code from RFC 6749 §4.1.2.1/§5.2, RFC 7591 §3.2.2, RFC 8707 §2
+/// and RFC 8628 §3.5. [`OAuthErrorCode::as_str`] is the code on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    UnsupportedResponseType,
+    InvalidScope,
+    InvalidTarget,
+    InvalidRedirectUri,
+    InvalidClientMetadata,
+    AccessDenied,
+    SlowDown,
+    TemporarilyUnavailable,
+    ServerError,
+}
+
+impl OAuthErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OAuthErrorCode::InvalidRequest => "invalid_request",
+            OAuthErrorCode::InvalidClient => "invalid_client",
+            OAuthErrorCode::InvalidGrant => "invalid_grant",
+            OAuthErrorCode::UnauthorizedClient => "unauthorized_client",
+            OAuthErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            OAuthErrorCode::InvalidScope => "invalid_scope",
+            OAuthErrorCode::InvalidTarget => "invalid_target",
+            OAuthErrorCode::InvalidRedirectUri => "invalid_redirect_uri",
+            OAuthErrorCode::InvalidClientMetadata => "invalid_client_metadata",
+            OAuthErrorCode::AccessDenied => "access_denied",
+            OAuthErrorCode::SlowDown => "slow_down",
+            OAuthErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            OAuthErrorCode::ServerError => "server_error",
+        }
+    }
+}
+
+impl std::fmt::Display for OAuthErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Errors with their RFC 6749 / 7591 / 8707 codes; the edge picks the status.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("client authentication failed")]
+    InvalidClient,
+    #[error("{0}")]
+    InvalidGrant(String),
+    #[error("{0}")]
+    InvalidScope(String),
+    #[error("{0}")]
+    InvalidTarget(String),
+    #[error("{0}")]
+    UnsupportedGrantType(String),
+    #[error("{0}")]
+    InvalidRedirectUri(String),
+    #[error("{0}")]
+    InvalidClientMetadata(String),
+    #[error("too many requests; try again later")]
+    RateLimited,
+    #[error("{0}")]
+    TooLarge(String),
+    /// The cap on never-used registrations is reached.
+    #[error("too many registered clients have never been used; try again later")]
+    TooManyClients,
+    #[error("the server cannot complete the request")]
+    Server(String),
+}
+
+impl OAuthError {
+    pub fn code(&self) -> OAuthErrorCode {
+        match self {
+            OAuthError::InvalidRequest(_) => OAuthErrorCode::InvalidRequest,
+            OAuthError::InvalidClient => OAuthErrorCode::InvalidClient,
+            OAuthError::InvalidGrant(_) => OAuthErrorCode::InvalidGrant,
+            OAuthError::InvalidScope(_) => OAuthErrorCode::InvalidScope,
+            OAuthError::InvalidTarget(_) => OAuthErrorCode::InvalidTarget,
+            OAuthError::UnsupportedGrantType(_) => OAuthErrorCode::UnsupportedGrantType,
+            OAuthError::InvalidRedirectUri(_) => OAuthErrorCode::InvalidRedirectUri,
+            OAuthError::InvalidClientMetadata(_) => OAuthErrorCode::InvalidClientMetadata,
+            OAuthError::RateLimited => OAuthErrorCode::SlowDown,
+            OAuthError::TooLarge(_) => OAuthErrorCode::InvalidRequest,
+            OAuthError::TooManyClients => OAuthErrorCode::TemporarilyUnavailable,
+            OAuthError::Server(_) => OAuthErrorCode::ServerError,
+        }
+    }
+}
+
+impl From<StoreError> for OAuthError {
+    fn from(e: StoreError) -> Self {
+        OAuthError::Server(e.to_string())
+    }
+}
+
+impl From<MetadataError> for OAuthError {
+    fn from(e: MetadataError) -> Self {
+        match e {
+            MetadataError::RedirectUri(m) => OAuthError::InvalidRedirectUri(m),
+            MetadataError::Metadata(m) => OAuthError::InvalidClientMetadata(m),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_code_and_the_serde_name_agree() {
+        for code in [
+            OAuthErrorCode::InvalidRequest,
+            OAuthErrorCode::UnsupportedResponseType,
+            OAuthErrorCode::TemporarilyUnavailable,
+            OAuthErrorCode::ServerError,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
+}
