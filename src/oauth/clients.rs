@@ -51,6 +51,13 @@ pub enum AuthMethod {
 }
 
 impl AuthMethod {
+    /// Every method, in the order metadata documents list them.
+    pub const ALL: [AuthMethod; 3] = [
+        AuthMethod::None,
+        AuthMethod::SecretBasic,
+        AuthMethod::SecretPost,
+    ];
+
     pub fn parse(text: &str) -> Option<AuthMethod> {
         Some(match text {
             "none" => AuthMethod::None,
@@ -145,8 +152,19 @@ pub fn classify_redirect_uri(uri: &str) -> Result<RedirectKind, MetadataError> {
     }
 }
 
+/// Is `host` (a URL's host, IPv6 with or without brackets) this machine:
+/// `localhost`, an address in 127.0.0.0/8, or `::1`? The one definition of
+/// "loopback" for redirect URIs, document URLs and `public_url`.
 pub fn is_loopback_host(host: &str) -> bool {
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Does `requested` match the registered `registered` URI? Exact string
@@ -400,6 +418,53 @@ mod tests {
             "http://127.0.0.1.evil.example/cb",
         ] {
             assert!(classify_redirect_uri(uri).is_err(), "{uri}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts_are_parsed_not_matched_as_text() {
+        for host in [
+            "localhost",
+            "LocalHost",
+            "127.0.0.1",
+            "127.0.0.2",
+            "127.255.255.254",
+            "::1",
+            "[::1]",
+            "[0:0:0:0:0:0:0:1]",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "",
+            "128.0.0.1",
+            "126.255.255.255",
+            "0.0.0.0",
+            "10.0.0.1",
+            "::",
+            "[::2]",
+            "[::1",
+            "::1]",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "evil-localhost",
+            "127.1",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+        // What a URL parser hands over: lower-cased names, bracketed IPv6,
+        // and IPv4 in its dotted form whatever was written.
+        for (uri, loopback) in [
+            ("http://LOCALHOST:1/cb", true),
+            ("http://[::1]:1/cb", true),
+            ("http://127.0.0.9/cb", true),
+            ("http://2130706433/cb", true),
+            ("http://0x7f000001/cb", true),
+            ("http://[::ffff:7f00:1]/cb", false),
+            ("http://127.0.0.1.nip.io/cb", false),
+        ] {
+            let host = Url::parse(uri).unwrap().host_str().unwrap().to_owned();
+            assert_eq!(is_loopback_host(&host), loopback, "{uri} ({host})");
         }
     }
 
