@@ -6,8 +6,8 @@ use serde::Serialize;
 use super::clients::MetadataError;
 use crate::store::StoreError;
 
-/// An error code from RFC 6749 §4.1.2.1/§5.2, RFC 7591 §3.2.2, RFC 8707 §2
-/// and RFC 8628 §3.5. [`OAuthErrorCode::as_str`] is the code on the wire.
+/// An error code from RFC 6749 §4.1.2.1/§5.2, RFC 7591 §3.2.2 and RFC 8707
+/// §2. [`OAuthErrorCode::as_str`] is the code on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OAuthErrorCode {
@@ -22,12 +22,22 @@ pub enum OAuthErrorCode {
     InvalidRedirectUri,
     InvalidClientMetadata,
     AccessDenied,
-    SlowDown,
     TemporarilyUnavailable,
     ServerError,
 }
 
 impl OAuthErrorCode {
+    /// The code of every 429 (registrations, sign-ins started from one
+    /// address), on every front. RFC 6749 defines no rate-limit code, and
+    /// the one used before, `slow_down`, is RFC 8628's device-flow polling
+    /// signal ("add 5 seconds to your interval"), which no client of these
+    /// endpoints polls for. `temporarily_unavailable` says what is true (the
+    /// server will not handle this now; the same request later may succeed),
+    /// is what the fronts already answer when a registration budget is used
+    /// up, and does not tell a client its request was malformed, as
+    /// `invalid_request` would (clients treat that as final).
+    pub const RATE_LIMITED: OAuthErrorCode = OAuthErrorCode::TemporarilyUnavailable;
+
     pub fn as_str(self) -> &'static str {
         match self {
             OAuthErrorCode::InvalidRequest => "invalid_request",
@@ -41,7 +51,6 @@ impl OAuthErrorCode {
             OAuthErrorCode::InvalidRedirectUri => "invalid_redirect_uri",
             OAuthErrorCode::InvalidClientMetadata => "invalid_client_metadata",
             OAuthErrorCode::AccessDenied => "access_denied",
-            OAuthErrorCode::SlowDown => "slow_down",
             OAuthErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
             OAuthErrorCode::ServerError => "server_error",
         }
@@ -95,7 +104,7 @@ impl OAuthError {
             OAuthError::UnsupportedGrantType(_) => OAuthErrorCode::UnsupportedGrantType,
             OAuthError::InvalidRedirectUri(_) => OAuthErrorCode::InvalidRedirectUri,
             OAuthError::InvalidClientMetadata(_) => OAuthErrorCode::InvalidClientMetadata,
-            OAuthError::RateLimited => OAuthErrorCode::SlowDown,
+            OAuthError::RateLimited => OAuthErrorCode::RATE_LIMITED,
             OAuthError::TooLarge(_) => OAuthErrorCode::InvalidRequest,
             OAuthError::TooManyClients => OAuthErrorCode::TemporarilyUnavailable,
             OAuthError::Server(_) => OAuthErrorCode::ServerError,
