@@ -16,6 +16,7 @@ pub mod flow;
 pub mod front;
 pub mod http;
 pub mod keys;
+pub mod metadata;
 pub mod pages;
 pub mod passwords;
 pub mod ratelimit;
