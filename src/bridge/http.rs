@@ -12,9 +12,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use serde_json::json;
 
-use super::{Bridge, BridgeError, Relayed, registrar::MAX_REGISTRATION_BYTES};
+use super::{Bridge, BridgeError, REQUEST_TTL_SECS, Relayed, registrar::MAX_REGISTRATION_BYTES};
+use crate::oauth::front::{self, BrowserCookie, field, form_pairs, no_store, see_other};
 use crate::oauth::pages;
 use crate::server::ClientAddress;
 
@@ -31,48 +31,13 @@ pub fn routes(bridge: Arc<Bridge>) -> Router {
         .with_state(bridge)
 }
 
-/// Binds a pending authorization to the browser that started it.
-const BROWSER_COOKIE: &str = "mcpgate_bridge";
-
-fn cookie_name(bridge: &Bridge) -> String {
-    if bridge.secure_cookies() {
-        format!("__Host-{BROWSER_COOKIE}")
-    } else {
-        BROWSER_COOKIE.to_owned()
+/// Binds a pending authorization to the browser that started it; it lives
+/// as long as the request it binds.
+fn browser_cookie(bridge: &Bridge) -> BrowserCookie {
+    BrowserCookie {
+        base: "mcpgate_bridge",
+        secure: bridge.secure_cookies(),
     }
-}
-
-fn browser_cookie(bridge: &Bridge, headers: &HeaderMap) -> Option<String> {
-    let name = cookie_name(bridge);
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
-}
-
-fn set_browser_cookie(bridge: &Bridge, value: &str) -> Option<HeaderValue> {
-    let secure = if bridge.secure_cookies() {
-        "; Secure"
-    } else {
-        ""
-    };
-    // Lax: the IdP's redirect back to /callback is a top-level GET.
-    HeaderValue::from_str(&format!(
-        "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age=600{secure}",
-        cookie_name(bridge)
-    ))
-    .ok()
-}
-
-fn no_store(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 fn error(err: BridgeError) -> Response {
@@ -87,13 +52,7 @@ fn error(err: BridgeError) -> Response {
         }
         _ => StatusCode::BAD_REQUEST,
     };
-    let mut response = no_store(
-        (
-            status,
-            Json(json!({"error": err.code(), "error_description": err.to_string()})),
-        )
-            .into_response(),
-    );
+    let mut response = front::error_json(status, err.code(), &err.to_string());
     if let BridgeError::BudgetExhausted { retry_after_secs } = err
         && let Ok(v) = HeaderValue::from_str(&retry_after_secs.max(1).to_string())
     {
@@ -111,10 +70,10 @@ async fn metadata(State(bridge): State<Arc<Bridge>>) -> Response {
     Json(bridge.metadata()).into_response()
 }
 
-fn query_pairs(query: Option<String>) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect()
+/// A query or form body, each parameter once (RFC 6749 §3.1), as on the
+/// local server.
+fn parameters(encoded: &[u8]) -> Result<Vec<(String, String)>, BridgeError> {
+    form_pairs(encoded).map_err(BridgeError::from)
 }
 
 /// An error in a browser step: a page, never a redirect to an address that
@@ -141,10 +100,8 @@ fn error_page(err: BridgeError) -> Response {
 /// A browser step's redirect (to the IdP or to the client's checked URI).
 fn browser_step(result: Result<String, BridgeError>) -> Response {
     match result {
-        Ok(location) => match HeaderValue::from_str(&location) {
-            Ok(v) => no_store((StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response()),
-            Err(_) => error_page(BridgeError::Setup("unusable redirect URL".into())),
-        },
+        // A serialised `url::Url`: always a valid header value.
+        Ok(location) => see_other(&location),
         Err(e) => error_page(e),
     }
 }
@@ -156,8 +113,12 @@ async fn authorize(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let held = browser_cookie(&bridge, &headers);
-    let pairs = query_pairs(query);
+    let cookie = browser_cookie(&bridge);
+    let held = cookie.read(&headers);
+    let pairs = match parameters(query.unwrap_or_default().as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return error_page(e),
+    };
     let prompt = match bridge
         .authorize(&pairs, held.as_deref(), &client.limit_key())
         .await
@@ -176,16 +137,20 @@ async fn authorize(
             idp_host: &prompt.idp_host,
         }),
     );
-    if let Some(cookie) = set_browser_cookie(&bridge, &prompt.browser) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        cookie.set(&prompt.browser, REQUEST_TTL_SECS),
+    );
     response
 }
 
 async fn consent(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Bytes) -> Response {
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let get = |name: &str| super::field(&pairs, name).unwrap_or_default();
-    let browser = browser_cookie(&bridge, &headers).unwrap_or_default();
+    let pairs = match parameters(&body) {
+        Ok(p) => p,
+        Err(e) => return error_page(e),
+    };
+    let get = |name: &str| field(&pairs, name).unwrap_or_default();
+    let browser = browser_cookie(&bridge).read(&headers).unwrap_or_default();
     browser_step(
         bridge
             .decide(
@@ -204,8 +169,12 @@ async fn callback(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let browser = browser_cookie(&bridge, &headers).unwrap_or_default();
-    browser_step(bridge.callback(&key, &query_pairs(query), &browser).await)
+    let pairs = match parameters(query.unwrap_or_default().as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return error_page(e),
+    };
+    let browser = browser_cookie(&bridge).read(&headers).unwrap_or_default();
+    browser_step(bridge.callback(&key, &pairs, &browser).await)
 }
 
 /// The shared callback of earlier versions: no answer arriving there can be
@@ -221,7 +190,11 @@ async fn token(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Byte
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match bridge.token(&body, authorization).await {
+    let pairs = match parameters(&body) {
+        Ok(p) => p,
+        Err(e) => return error(e),
+    };
+    match bridge.token(&pairs, authorization).await {
         Ok(answer) => relayed(answer),
         Err(e) => error(e),
     }

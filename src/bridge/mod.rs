@@ -31,7 +31,7 @@ pub mod settings;
 use std::time::Duration;
 
 use base64::Engine;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Mutex;
 
 pub use settings::{BridgeConfig, BridgeRegistrar};
@@ -40,8 +40,11 @@ use crate::{
     auth::{jwks::read_capped, verify},
     config::ResourceAuthConfig,
     oauth::{
-        clients::resolve_redirect,
+        clients::{MetadataError, resolve_redirect},
         crypto::{ct_eq, random_token, sha256_b64},
+        error::OAuthErrorCode,
+        front::{RepeatedParameter, field},
+        metadata::AuthorizationServerMetadata,
         ratelimit::WindowLimiter,
     },
     store::{BridgeCodeRecord, BridgeRequestRecord, BridgeStage, Store, now_epoch},
@@ -91,19 +94,37 @@ pub enum BridgeError {
 }
 
 impl BridgeError {
-    pub fn code(&self) -> &'static str {
+    /// The RFC code on the wire; the edge picks the status.
+    pub fn code(&self) -> OAuthErrorCode {
         match self {
-            BridgeError::InvalidRequest(_) | BridgeError::Forbidden(_) => "invalid_request",
-            BridgeError::InvalidClientMetadata(_) | BridgeError::TooLarge(_) => {
-                "invalid_client_metadata"
+            BridgeError::InvalidRequest(_) | BridgeError::Forbidden(_) => {
+                OAuthErrorCode::InvalidRequest
             }
-            BridgeError::InvalidRedirectUri(_) => "invalid_redirect_uri",
-            BridgeError::InvalidGrant(_) => "invalid_grant",
-            BridgeError::RateLimited | BridgeError::TooManyRequests => "slow_down",
+            BridgeError::InvalidClientMetadata(_) | BridgeError::TooLarge(_) => {
+                OAuthErrorCode::InvalidClientMetadata
+            }
+            BridgeError::InvalidRedirectUri(_) => OAuthErrorCode::InvalidRedirectUri,
+            BridgeError::InvalidGrant(_) => OAuthErrorCode::InvalidGrant,
+            BridgeError::RateLimited | BridgeError::TooManyRequests => OAuthErrorCode::RATE_LIMITED,
             BridgeError::BudgetExhausted { .. }
             | BridgeError::Upstream(_)
-            | BridgeError::Setup(_) => "temporarily_unavailable",
+            | BridgeError::Setup(_) => OAuthErrorCode::TemporarilyUnavailable,
         }
+    }
+}
+
+impl From<MetadataError> for BridgeError {
+    fn from(e: MetadataError) -> Self {
+        match e {
+            MetadataError::RedirectUri(m) => BridgeError::InvalidRedirectUri(m),
+            MetadataError::Metadata(m) => BridgeError::InvalidClientMetadata(m),
+        }
+    }
+}
+
+impl From<RepeatedParameter> for BridgeError {
+    fn from(e: RepeatedParameter) -> Self {
+        BridgeError::InvalidRequest(e.to_string())
     }
 }
 
@@ -217,42 +238,20 @@ impl Bridge {
 
     /// RFC 8414 metadata on mcpgate's origin (the issuer clients fetch it
     /// from); tokens themselves still name the IdP.
-    pub fn metadata(&self) -> Value {
-        let o = &self.origin;
-        let mut meta = json!({
-            "issuer": o,
-            "authorization_endpoint": format!("{o}/authorize"),
-            "token_endpoint": format!("{o}/token"),
-            "registration_endpoint": format!("{o}/register"),
-            "response_types_supported": ["code"],
-            "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
-            "code_challenge_methods_supported": ["S256"],
-            "authorization_response_iss_parameter_supported": true,
-            "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
-            // Clients ask for refresh tokens only if they see offline_access.
-            "scopes_supported": self
-                .scopes_supported
-                .iter()
-                .map(String::as_str)
-                .chain(["openid", "offline_access"])
-                .collect::<Vec<_>>(),
-        });
-        if let Some(obj) = meta.as_object_mut() {
-            if let Some(jwks) = &self.jwks_uri {
-                obj.insert("jwks_uri".into(), json!(jwks));
-            }
-            if let Some(revocation) = &self.revocation_endpoint {
-                obj.insert("revocation_endpoint".into(), json!(revocation));
-            }
-        }
-        meta
+    pub fn metadata(&self) -> AuthorizationServerMetadata {
+        metadata(
+            &self.origin,
+            &self.scopes_supported,
+            self.jwks_uri.clone(),
+            self.revocation_endpoint.clone(),
+        )
     }
 
     /// `/authorize`: check the client's request and keep it, bound to the
     /// browser (`held`: the browser secret its cookie already carries), until
     /// the user approves it on mcpgate's consent page. Nothing goes to the IdP
     /// yet. PKCE S256 is required here so no client can downgrade it at the IdP.
+    /// `pairs` name each parameter once ([`crate::oauth::front::form_pairs`]).
     pub async fn authorize(
         &self,
         pairs: &[(String, String)],
@@ -268,17 +267,8 @@ impl Bridge {
                 "the authorization request is too large".to_owned(),
             ));
         }
-        let mut seen = std::collections::HashSet::new();
-        for (k, _) in pairs {
-            if !seen.insert(k.as_str()) {
-                return Err(BridgeError::InvalidRequest(format!(
-                    "the parameter {k} appears more than once"
-                )));
-            }
-        }
         let get = |name: &str| field(pairs, name);
         let client_id = get("client_id")
-            .filter(|c| !c.is_empty())
             .ok_or_else(|| BridgeError::InvalidRequest("client_id is missing".to_owned()))?;
         let client = self
             .store
@@ -299,9 +289,7 @@ impl Bridge {
             serde_json::from_str(&client.redirect_uris).unwrap_or_default();
         let redirect_uri = resolve_redirect(&registered, get("redirect_uri"))
             .map_err(|e| BridgeError::InvalidRequest(e.to_string()))?;
-        if get("code_challenge").is_none_or(str::is_empty)
-            || get("code_challenge_method") != Some("S256")
-        {
+        if get("code_challenge").is_none() || get("code_challenge_method") != Some("S256") {
             return Err(BridgeError::InvalidRequest(
                 "PKCE is required: send code_challenge with code_challenge_method=S256".to_owned(),
             ));
@@ -545,32 +533,23 @@ impl Bridge {
     /// `/token`: relayed to the IdP without `resource` (Auth0 and Entra
     /// reject or misread it), with the client's own authentication. A code
     /// is relayed only for the client it came back for, with that client's
-    /// callback as `redirect_uri`.
+    /// callback as `redirect_uri`. `pairs` name each parameter once.
     pub async fn token(
         &self,
-        body: &[u8],
+        pairs: &[(String, String)],
         authorization: Option<&str>,
     ) -> Result<Relayed, BridgeError> {
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
-        let mut seen = std::collections::HashSet::new();
-        for (k, _) in &pairs {
-            if !seen.insert(k.as_str()) {
-                return Err(BridgeError::InvalidRequest(format!(
-                    "the parameter {k} appears more than once"
-                )));
-            }
-        }
         let presented = match authorization.and_then(basic_client_id) {
             Some(id) => Some(id),
-            None => field(&pairs, "client_id").map(str::to_owned),
+            None => field(pairs, "client_id").map(str::to_owned),
         };
         let mut relayed: Vec<(String, String)> = pairs
             .iter()
             .filter(|(k, _)| k != "resource" && k != "redirect_uri")
             .cloned()
             .collect();
-        if field(&pairs, "grant_type") == Some("authorization_code") {
-            let code = field(&pairs, "code")
+        if field(pairs, "grant_type") == Some("authorization_code") {
+            let code = field(pairs, "code")
                 .ok_or_else(|| BridgeError::InvalidRequest("code is missing".to_owned()))?;
             let issued = self
                 .store
@@ -592,7 +571,7 @@ impl Bridge {
                     "the code was not issued to this client".to_owned(),
                 ));
             }
-            if field(&pairs, "redirect_uri").is_some_and(|r| r != issued.redirect_uri) {
+            if field(pairs, "redirect_uri").is_some_and(|r| r != issued.redirect_uri) {
                 return Err(BridgeError::InvalidGrant(
                     "redirect_uri does not match the authorization request".to_owned(),
                 ));
@@ -635,11 +614,27 @@ impl Bridge {
     }
 }
 
-fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs
+/// The bridge's RFC 8414 document: the shared front's, with the IdP's own
+/// keys and revocation endpoint (clients revoke at the IdP, which issued the
+/// tokens).
+fn metadata(
+    origin: &str,
+    scopes_supported: &[String],
+    jwks_uri: Option<String>,
+    revocation_endpoint: Option<String>,
+) -> AuthorizationServerMetadata {
+    // Clients ask for refresh tokens only if they see offline_access.
+    let scopes = scopes_supported
         .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+        .map(String::as_str)
+        .chain(["openid", "offline_access"])
+        .map(str::to_owned)
+        .collect();
+    AuthorizationServerMetadata {
+        jwks_uri,
+        revocation_endpoint,
+        ..AuthorizationServerMetadata::new(origin, scopes)
+    }
 }
 
 fn expired() -> BridgeError {
@@ -688,6 +683,43 @@ mod tests {
         assert_ne!(a, csrf_token("r1", "browser-b"));
         assert_ne!(a, csrf_token("r2", "browser-a"));
         assert_eq!(a, csrf_token("r1", "browser-a"));
+    }
+
+    /// The shared metadata type serves what the bridge's `json!` document
+    /// served, byte for byte.
+    #[test]
+    fn the_metadata_document_is_unchanged() {
+        let o = "https://gw.example";
+        let scopes = vec!["calc".to_owned()];
+        let built = metadata(
+            o,
+            &scopes,
+            Some("https://idp.example/jwks".to_owned()),
+            Some("https://idp.example/revoke".to_owned()),
+        );
+        let mut before = serde_json::json!({
+            "issuer": o,
+            "authorization_endpoint": format!("{o}/authorize"),
+            "token_endpoint": format!("{o}/token"),
+            "registration_endpoint": format!("{o}/register"),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
+            "authorization_response_iss_parameter_supported": true,
+            "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+            "scopes_supported": ["calc", "openid", "offline_access"],
+        });
+        let same = |a: &AuthorizationServerMetadata, b: &Value| {
+            assert_eq!(
+                serde_json::to_string(a).unwrap(),
+                serde_json::to_string(b).unwrap()
+            );
+        };
+        same(&metadata(o, &scopes, None, None), &before);
+        before["jwks_uri"] = "https://idp.example/jwks".into();
+        before["revocation_endpoint"] = "https://idp.example/revoke".into();
+        same(&built, &before);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{Bridge, BridgeError, BridgeRegistrar, Relayed};
 use crate::{
     oauth::{
-        clients::{AuthMethod, ClientMetadata, MetadataError},
+        clients::{AuthMethod, ClientMetadata},
         crypto::random_token,
     },
     store::{BridgeClientRecord, now_epoch},
@@ -59,10 +59,7 @@ impl Bridge {
         let metadata: ClientMetadata = serde_json::from_value(body.clone()).map_err(|_| {
             BridgeError::InvalidClientMetadata("the body is not valid client metadata".to_owned())
         })?;
-        let metadata = metadata.normalise_for_registration().map_err(|e| match e {
-            MetadataError::RedirectUri(m) => BridgeError::InvalidRedirectUri(m),
-            MetadataError::Metadata(m) => BridgeError::InvalidClientMetadata(m),
-        })?;
+        let metadata = metadata.normalise_for_registration()?;
         let own_redirects = metadata.redirect_uris.clone();
         let client_name = metadata.client_name.clone();
         let key = random_token(16).map_err(|e| BridgeError::Upstream(e.to_string()))?;
@@ -257,17 +254,12 @@ impl Bridge {
         callback: &str,
     ) -> Result<Relayed, BridgeError> {
         let method = metadata.auth_method();
-        let auth0_method = match method {
-            AuthMethod::None => "none",
-            AuthMethod::SecretBasic => "client_secret_basic",
-            AuthMethod::SecretPost => "client_secret_post",
-        };
         let body = json!({
             "name": metadata.client_name.clone().unwrap_or_else(|| "MCP client".to_owned()),
             "app_type": if method == AuthMethod::None { "native" } else { "regular_web" },
             "callbacks": [callback],
             "grant_types": ["authorization_code", "refresh_token"],
-            "token_endpoint_auth_method": auth0_method,
+            "token_endpoint_auth_method": method.as_str(),
             "oidc_conformant": true,
             // Third party: Auth0 always asks the user's consent for it
             // (first-party applications skip consent by default).

@@ -320,3 +320,102 @@ async fn a_callback_naming_another_issuer_is_refused() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(location(&r).is_empty());
 }
+
+/// The bridge's edge answers as the local server's does (one front, issue
+/// 15): a parameter sent twice is refused on every endpoint (RFC 6749 §3.1),
+/// JSON errors carry `no-store` with `Pragma`, the browser binding cookie
+/// lives as long as the request it binds, a registration flood gets the
+/// shared rate-limit code, and every redirect is a 303.
+#[tokio::test]
+async fn the_bridge_edge_answers_as_the_local_server_does() {
+    let idp = FakeIdp::start().await;
+    let server = bridge(&idp, |b| {
+        b.registrar = Some("passthrough".to_owned());
+        b.management_client_id = None;
+        b.management_client_secret = None;
+        b.registrations_per_minute = Some(1);
+    })
+    .await;
+    let (status, body) = register(
+        &server,
+        json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let client_id = body["client_id"].as_str().unwrap().to_owned();
+    let (status, body) = register(&server, json!({"redirect_uris": [REDIRECT]})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["error"], "temporarily_unavailable");
+
+    // /token: twice the same name is invalid_request, never relayed.
+    let r = server
+        .client
+        .post(server.url("/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=authorization_code&code=a&code=b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["pragma"], "no-cache");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("code appears more than once"),
+        "{body}"
+    );
+    assert!(idp.token_requests.lock().unwrap().is_empty());
+
+    // /authorize and /consent: a page, no redirect, nothing stored.
+    let (_, challenge) = pkce();
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("state", "s-1")
+        .finish();
+    for (path, form) in [
+        (
+            format!("/authorize?{query}&redirect_uri=https%3A%2F%2Fevil.example%2Fcb"),
+            None,
+        ),
+        (
+            "/consent".to_owned(),
+            Some("request=r&csrf=c&decision=approve&decision=deny"),
+        ),
+    ] {
+        let request = match form {
+            None => no_redirects().get(server.url(&path)),
+            Some(form) => no_redirects()
+                .post(server.url(&path))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form),
+        };
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert!(location(&r).is_empty(), "{path}");
+        assert_eq!(r.headers()["x-frame-options"], "DENY", "{path}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains("appears more than once"), "{path}: {html}");
+    }
+
+    // The consent page's cookie lives as long as the pending request.
+    let mut browser = Browser::default();
+    let r = browser
+        .get(&server.url(&format!("/authorize?{query}")))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with("mcpgate_bridge=") && cookie.contains("; Max-Age=600"),
+        "{cookie}"
+    );
+    let to = approve(&server, &mut browser, &query).await;
+    assert!(to.starts_with(&idp.issuer), "{to}");
+}
