@@ -13,7 +13,10 @@ use axum::{
     routing::{get, post},
 };
 
-use super::{Bridge, BridgeError, REQUEST_TTL_SECS, Relayed, registrar::MAX_REGISTRATION_BYTES};
+use super::{
+    Bridge, BridgeError, ConsentAnswer, REQUEST_TTL_SECS, Relayed,
+    registrar::MAX_REGISTRATION_BYTES,
+};
 use crate::oauth::front::{self, BrowserCookie, field, form_pairs, no_store, see_other};
 use crate::oauth::pages;
 use crate::server::ClientAddress;
@@ -46,11 +49,18 @@ fn error(err: BridgeError) -> Response {
         BridgeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         BridgeError::Forbidden(_) => StatusCode::FORBIDDEN,
         BridgeError::BudgetExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        BridgeError::Upstream(detail) | BridgeError::Setup(detail) => {
+        BridgeError::Idp(detail) | BridgeError::Setup(detail) => {
             tracing::warn!(detail = %detail, "bridge: the identity provider failed");
             StatusCode::BAD_GATEWAY
         }
-        _ => StatusCode::BAD_REQUEST,
+        BridgeError::Store(_) | BridgeError::Internal(_) => {
+            tracing::error!(error = ?err, "bridge: server error");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        BridgeError::InvalidRequest(_)
+        | BridgeError::InvalidClientMetadata(_)
+        | BridgeError::InvalidRedirectUri(_)
+        | BridgeError::InvalidGrant(_) => StatusCode::BAD_REQUEST,
     };
     let mut response = front::error_json(status, err.code(), &err.to_string());
     if let BridgeError::BudgetExhausted { retry_after_secs } = err
@@ -80,10 +90,17 @@ fn parameters(encoded: &[u8]) -> Result<Vec<(String, String)>, BridgeError> {
 /// was not checked.
 fn error_page(err: BridgeError) -> Response {
     match err {
-        e @ (BridgeError::Upstream(_) | BridgeError::Setup(_)) => {
+        e @ (BridgeError::Idp(_) | BridgeError::Setup(_)) => {
             tracing::warn!(error = ?e, "bridge: browser step failed");
             pages::page_response(
                 StatusCode::BAD_GATEWAY,
+                pages::error("the server could not continue the sign-in"),
+            )
+        }
+        e @ (BridgeError::Store(_) | BridgeError::Internal(_)) => {
+            tracing::error!(error = ?e, "bridge: browser step failed");
+            pages::page_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
                 pages::error("the server could not continue the sign-in"),
             )
         }
@@ -157,7 +174,11 @@ async fn consent(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: By
                 get("request"),
                 get("csrf"),
                 &browser,
-                get("decision") == "approve",
+                if get("decision") == "approve" {
+                    ConsentAnswer::Approve
+                } else {
+                    ConsentAnswer::Deny
+                },
             )
             .await,
     )

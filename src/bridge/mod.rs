@@ -41,13 +41,13 @@ use crate::{
     config::ResourceAuthConfig,
     oauth::{
         clients::{MetadataError, resolve_redirect},
-        crypto::{ct_eq, random_token, sha256_b64},
+        crypto::{CryptoError, ct_eq, random_token, sha256_b64},
         error::OAuthErrorCode,
         front::{RepeatedParameter, field},
         metadata::AuthorizationServerMetadata,
         ratelimit::WindowLimiter,
     },
-    store::{BridgeCodeRecord, BridgeRequestRecord, BridgeStage, Store, now_epoch},
+    store::{BridgeCodeRecord, BridgeRequestRecord, BridgeStage, Store, StoreError, now_epoch},
 };
 
 /// How long a bridged authorization may take (consent page, then the IdP),
@@ -88,7 +88,13 @@ pub enum BridgeError {
     BudgetExhausted { retry_after_secs: i64 },
     /// The IdP (or its Management API) failed or refused; details are logged only.
     #[error("the identity provider could not complete the request")]
-    Upstream(String),
+    Idp(String),
+    /// mcpgate's own store failed; details are logged only.
+    #[error("the server cannot complete the request")]
+    Store(#[from] StoreError),
+    /// Randomness or serialisation failed; details are logged only.
+    #[error("the server cannot complete the request")]
+    Internal(String),
     #[error("cannot set up the bridge: {0}")]
     Setup(String),
 }
@@ -106,9 +112,10 @@ impl BridgeError {
             BridgeError::InvalidRedirectUri(_) => OAuthErrorCode::InvalidRedirectUri,
             BridgeError::InvalidGrant(_) => OAuthErrorCode::InvalidGrant,
             BridgeError::RateLimited | BridgeError::TooManyRequests => OAuthErrorCode::RATE_LIMITED,
-            BridgeError::BudgetExhausted { .. }
-            | BridgeError::Upstream(_)
-            | BridgeError::Setup(_) => OAuthErrorCode::TemporarilyUnavailable,
+            BridgeError::BudgetExhausted { .. } | BridgeError::Idp(_) | BridgeError::Setup(_) => {
+                OAuthErrorCode::TemporarilyUnavailable
+            }
+            BridgeError::Store(_) | BridgeError::Internal(_) => OAuthErrorCode::ServerError,
         }
     }
 }
@@ -119,6 +126,12 @@ impl From<MetadataError> for BridgeError {
             MetadataError::RedirectUri(m) => BridgeError::InvalidRedirectUri(m),
             MetadataError::Metadata(m) => BridgeError::InvalidClientMetadata(m),
         }
+    }
+}
+
+impl From<CryptoError> for BridgeError {
+    fn from(e: CryptoError) -> Self {
+        BridgeError::Internal(e.to_string())
     }
 }
 
@@ -144,6 +157,13 @@ pub struct ConsentPrompt {
     pub redirect_uri: String,
     pub scopes: Vec<String>,
     pub idp_host: String,
+}
+
+/// The user's answer on mcpgate's consent page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentAnswer {
+    Approve,
+    Deny,
 }
 
 struct ManagementToken {
@@ -270,14 +290,9 @@ impl Bridge {
         let get = |name: &str| field(pairs, name);
         let client_id = get("client_id")
             .ok_or_else(|| BridgeError::InvalidRequest("client_id is missing".to_owned()))?;
-        let client = self
-            .store
-            .bridge_client(client_id)
-            .await
-            .map_err(|e| BridgeError::Upstream(e.to_string()))?
-            .ok_or_else(|| {
-                BridgeError::InvalidRequest("this client is not registered here".to_owned())
-            })?;
+        let client = self.store.bridge_client(client_id).await?.ok_or_else(|| {
+            BridgeError::InvalidRequest("this client is not registered here".to_owned())
+        })?;
         if client.callback_key.is_none() {
             // Registered before callbacks were per client: the IdP would send
             // its codes to the shared callback, which no longer exists.
@@ -318,12 +333,12 @@ impl Bridge {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let idp_query =
-            serde_json::to_string(&forwarded).map_err(|e| BridgeError::Upstream(e.to_string()))?;
+            serde_json::to_string(&forwarded).map_err(|e| BridgeError::Internal(e.to_string()))?;
         let browser = match held {
             Some(b) if is_token(b) => b.to_owned(),
-            _ => random_token(32).map_err(|e| BridgeError::Upstream(e.to_string()))?,
+            _ => random_token(32)?,
         };
-        let request_id = random_token(32).map_err(|e| BridgeError::Upstream(e.to_string()))?;
+        let request_id = random_token(32)?;
         let now = now_epoch();
         self.store
             .insert_bridge_request(
@@ -339,8 +354,7 @@ impl Bridge {
                     expires_at: now + REQUEST_TTL_SECS,
                 },
             )
-            .await
-            .map_err(|e| BridgeError::Upstream(e.to_string()))?;
+            .await?;
         Ok(ConsentPrompt {
             csrf: csrf_token(&request_id, &browser),
             request_id,
@@ -371,7 +385,7 @@ impl Bridge {
         request_id: &str,
         csrf: &str,
         browser: &str,
-        approve: bool,
+        answer: ConsentAnswer,
     ) -> Result<String, BridgeError> {
         if browser.is_empty() || !ct_eq(csrf, &csrf_token(request_id, browser)) {
             return Err(BridgeError::Forbidden(
@@ -382,15 +396,14 @@ impl Bridge {
         let request = self
             .store
             .take_bridge_request(BridgeStage::Consent, &sha256_b64(request_id), now)
-            .await
-            .map_err(|e| BridgeError::Upstream(e.to_string()))?
+            .await?
             .ok_or_else(expired)?;
         if !ct_eq(&request.browser_hash, &sha256_b64(browser)) {
             return Err(BridgeError::Forbidden(
                 "this sign-in was started in another browser; start again from your app".to_owned(),
             ));
         }
-        if !approve {
+        if answer == ConsentAnswer::Deny {
             return self.to_client(
                 &request,
                 &[
@@ -402,15 +415,14 @@ impl Bridge {
         let key = self
             .store
             .bridge_client(&request.client_id)
-            .await
-            .map_err(|e| BridgeError::Upstream(e.to_string()))?
+            .await?
             .and_then(|c| c.callback_key)
             .ok_or_else(|| {
                 BridgeError::InvalidRequest("this client is not registered here".to_owned())
             })?;
         let forwarded: Vec<(String, String)> =
             serde_json::from_str(&request.idp_query).unwrap_or_default();
-        let state = random_token(32).map_err(|e| BridgeError::Upstream(e.to_string()))?;
+        let state = random_token(32)?;
         self.store
             .insert_bridge_request(
                 BridgeStage::Idp,
@@ -421,8 +433,7 @@ impl Bridge {
                     ..request
                 },
             )
-            .await
-            .map_err(|e| BridgeError::Upstream(e.to_string()))?;
+            .await?;
         let mut url = url::Url::parse(&self.authorization_endpoint)
             .map_err(|e| BridgeError::Setup(e.to_string()))?;
         {
@@ -457,14 +468,9 @@ impl Bridge {
         let request = self
             .store
             .take_bridge_request(BridgeStage::Idp, &sha256_b64(state), now)
-            .await
-            .map_err(|e| BridgeError::Upstream(e.to_string()))?
+            .await?
             .ok_or_else(expired)?;
-        let client = self
-            .store
-            .bridge_client(&request.client_id)
-            .await
-            .map_err(|e| BridgeError::Upstream(e.to_string()))?;
+        let client = self.store.bridge_client(&request.client_id).await?;
         if client.and_then(|c| c.callback_key).as_deref() != Some(key) {
             // The IdP sent this to another client's callback: the code (if
             // any) was issued to that client, not to the one that asked.
@@ -498,8 +504,7 @@ impl Bridge {
                     callback: self.callback_url(key),
                     expires_at: now + REQUEST_TTL_SECS,
                 })
-                .await
-                .map_err(|e| BridgeError::Upstream(e.to_string()))?;
+                .await?;
         }
         let passed: Vec<(&str, &str)> = ["code", "error", "error_description", "error_uri"]
             .into_iter()
@@ -516,7 +521,7 @@ impl Bridge {
         params: &[(&str, &str)],
     ) -> Result<String, BridgeError> {
         let mut url = url::Url::parse(&request.redirect_uri)
-            .map_err(|e| BridgeError::Upstream(e.to_string()))?;
+            .map_err(|e| BridgeError::Internal(e.to_string()))?;
         {
             let mut q = url.query_pairs_mut();
             for (k, v) in params {
@@ -554,8 +559,7 @@ impl Bridge {
             let issued = self
                 .store
                 .bridge_code(&sha256_b64(code), now_epoch())
-                .await
-                .map_err(|e| BridgeError::Upstream(e.to_string()))?
+                .await?
                 .ok_or_else(|| {
                     BridgeError::InvalidGrant(
                         "the code is unknown or expired, or did not come through this server"
@@ -600,16 +604,16 @@ impl Bridge {
         let response = request
             .send()
             .await
-            .map_err(|e| BridgeError::Upstream(e.without_url().to_string()))?;
+            .map_err(|e| BridgeError::Idp(e.without_url().to_string()))?;
         let status = response.status().as_u16();
         let bytes = read_capped(response, MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| BridgeError::Upstream(e.to_string()))?;
+            .map_err(|e| BridgeError::Idp(e.to_string()))?;
         if status >= 500 {
-            return Err(BridgeError::Upstream(format!("HTTP {status}")));
+            return Err(BridgeError::Idp(format!("HTTP {status}")));
         }
         let body = serde_json::from_slice(&bytes)
-            .map_err(|_| BridgeError::Upstream(format!("HTTP {status} without a JSON body")))?;
+            .map_err(|_| BridgeError::Idp(format!("HTTP {status} without a JSON body")))?;
         Ok(Relayed { status, body })
     }
 }

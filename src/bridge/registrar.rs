@@ -62,14 +62,14 @@ impl Bridge {
         let metadata = metadata.normalise_for_registration()?;
         let own_redirects = metadata.redirect_uris.clone();
         let client_name = metadata.client_name.clone();
-        let key = random_token(16).map_err(|e| BridgeError::Upstream(e.to_string()))?;
+        let key = random_token(16)?;
         let callback = self.callback_url(&key);
         let (mut answer, managed) = match &self.registrar {
             BridgeRegistrar::Passthrough => {
                 let endpoint = self
                     .registration_endpoint
                     .as_deref()
-                    .ok_or_else(|| BridgeError::Upstream("no registration endpoint".into()))?;
+                    .ok_or_else(|| BridgeError::Idp("no registration endpoint".into()))?;
                 let mut relayed = serde_json::Map::new();
                 if let Some(obj) = body.as_object() {
                     for (name, _, _) in FIELDS {
@@ -93,8 +93,7 @@ impl Bridge {
                 let reserved = self
                     .store
                     .reserve_bridge_application(day, i64::from(self.applications_per_day))
-                    .await
-                    .map_err(|e| BridgeError::Upstream(e.to_string()))?;
+                    .await?;
                 if !reserved {
                     tracing::warn!(
                         limit = self.applications_per_day,
@@ -116,7 +115,7 @@ impl Bridge {
         };
         if let (200 | 201, Some(new_id)) = (answer.status, answer.body["client_id"].as_str()) {
             let text = serde_json::to_string(&own_redirects)
-                .map_err(|e| BridgeError::Upstream(e.to_string()))?;
+                .map_err(|e| BridgeError::Internal(e.to_string()))?;
             self.store
                 .save_bridge_client(&BridgeClientRecord {
                     client_id: new_id.to_owned(),
@@ -127,8 +126,7 @@ impl Bridge {
                     managed,
                     last_used_at: None,
                 })
-                .await
-                .map_err(|e| BridgeError::Upstream(e.to_string()))?;
+                .await?;
             answer.body["redirect_uris"] = json!(own_redirects);
         }
         Ok(answer)
@@ -233,7 +231,7 @@ impl Bridge {
         let token = match (answer.status, answer.body["access_token"].as_str()) {
             (200, Some(token)) => token.to_owned(),
             (status, _) => {
-                return Err(BridgeError::Upstream(format!(
+                return Err(BridgeError::Idp(format!(
                     "Management API token: HTTP {status} {}",
                     answer.body["error"].as_str().unwrap_or("")
                 )));
@@ -277,7 +275,7 @@ impl Bridge {
             .await?;
         if created.status != 201 && created.status != 200 {
             // Auth0's 4xx here is about our request or our rights, not the client's input.
-            return Err(BridgeError::Upstream(format!(
+            return Err(BridgeError::Idp(format!(
                 "Management API create client: HTTP {} {}",
                 created.status,
                 created.body["message"].as_str().unwrap_or("")
@@ -286,9 +284,9 @@ impl Bridge {
         let new_id = created.body["client_id"]
             .as_str()
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| BridgeError::Upstream("created client has no client_id".into()))?;
+            .ok_or_else(|| BridgeError::Idp("created client has no client_id".into()))?;
         let mut response =
-            serde_json::to_value(&metadata).map_err(|e| BridgeError::Upstream(e.to_string()))?;
+            serde_json::to_value(&metadata).map_err(|e| BridgeError::Internal(e.to_string()))?;
         if let Some(obj) = response.as_object_mut() {
             obj.insert("client_id".into(), json!(new_id));
             obj.insert("client_id_issued_at".into(), json!(now_epoch()));
