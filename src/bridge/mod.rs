@@ -32,14 +32,17 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde_json::Value;
-use tokio::sync::Mutex;
 
 pub use settings::{BridgeConfig, BridgeRegistrar};
 
 use crate::{
     auth::{jwks::read_capped, verify},
+    clock,
     config::ResourceAuthConfig,
     oauth::{
+        client_credentials::{
+            ClientCredentialsError, ClientCredentialsRequest, ClientCredentialsToken,
+        },
         clients::{MetadataError, resolve_redirect},
         crypto::{CryptoError, ct_eq, random_token, sha256_b64},
         error::OAuthErrorCode,
@@ -129,6 +132,12 @@ impl From<MetadataError> for BridgeError {
     }
 }
 
+impl From<ClientCredentialsError> for BridgeError {
+    fn from(e: ClientCredentialsError) -> Self {
+        BridgeError::Idp(format!("Management API token: {e}"))
+    }
+}
+
 impl From<CryptoError> for BridgeError {
     fn from(e: CryptoError) -> Self {
         BridgeError::Internal(e.to_string())
@@ -166,9 +175,12 @@ pub enum ConsentAnswer {
     Deny,
 }
 
-struct ManagementToken {
-    token: String,
-    expires_at: i64,
+/// How clients get registered at the IdP, with what each way needs.
+enum Registration {
+    /// Relayed to the IdP's own registration endpoint (RFC 7591).
+    Passthrough { endpoint: String },
+    /// Auth0 applications, created through the Management API with its token.
+    Auth0 { management: ClientCredentialsToken },
 }
 
 pub struct Bridge {
@@ -180,12 +192,10 @@ pub struct Bridge {
     authorization_endpoint: String,
     token_endpoint: String,
     revocation_endpoint: Option<String>,
-    registration_endpoint: Option<String>,
     jwks_uri: Option<String>,
-    registrar: BridgeRegistrar,
+    registration: Registration,
     applications_per_day: u32,
     unused_application_days: u32,
-    management_token: Mutex<Option<ManagementToken>>,
     registrations: WindowLimiter,
     authorizations: WindowLimiter,
     http: reqwest::Client,
@@ -207,14 +217,35 @@ impl Bridge {
         let missing = |what: &str| {
             BridgeError::Setup(format!("{}: discovery has no {what}", resource.issuer))
         };
-        let registration_endpoint = meta.registration_endpoint.clone();
-        if matches!(config.registrar, BridgeRegistrar::Passthrough)
-            && registration_endpoint.is_none()
-        {
-            return Err(missing(
-                "registration_endpoint (registrar = \"passthrough\" needs the IdP's own DCR)",
-            ));
-        }
+        let token_endpoint = meta
+            .token_endpoint
+            .clone()
+            .ok_or_else(|| missing("token_endpoint"))?;
+        let registration = match &config.registrar {
+            BridgeRegistrar::Passthrough => Registration::Passthrough {
+                endpoint: meta.registration_endpoint.clone().ok_or_else(|| {
+                    missing(
+                        "registration_endpoint (registrar = \"passthrough\" needs the IdP's own DCR)",
+                    )
+                })?,
+            },
+            BridgeRegistrar::Auth0 {
+                client_id,
+                client_secret,
+                audience,
+            } => Registration::Auth0 {
+                management: ClientCredentialsToken::new(
+                    ClientCredentialsRequest {
+                        token_endpoint: token_endpoint.clone(),
+                        client_id: client_id.clone(),
+                        client_secret: client_secret.clone(),
+                        parameters: vec![("audience", audience.clone())],
+                    },
+                    http.clone(),
+                    clock::system(),
+                ),
+            },
+        };
         Ok(Bridge {
             store,
             origin,
@@ -225,17 +256,12 @@ impl Bridge {
                 .authorization_endpoint
                 .clone()
                 .ok_or_else(|| missing("authorization_endpoint"))?,
-            token_endpoint: meta
-                .token_endpoint
-                .clone()
-                .ok_or_else(|| missing("token_endpoint"))?,
+            token_endpoint,
             revocation_endpoint: meta.revocation_endpoint.clone(),
-            registration_endpoint,
             jwks_uri: resource.jwks_uri.clone().or(meta.jwks_uri),
-            registrar: config.registrar.clone(),
+            registration,
             applications_per_day: config.applications_per_day,
             unused_application_days: config.unused_application_days,
-            management_token: Mutex::new(None),
             registrations: WindowLimiter::new(
                 config.registrations_per_minute,
                 Duration::from_secs(60),

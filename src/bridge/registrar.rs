@@ -7,7 +7,7 @@
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use super::{Bridge, BridgeError, BridgeRegistrar, Relayed};
+use super::{Bridge, BridgeError, Registration, Relayed};
 use crate::{
     oauth::{
         clients::{AuthMethod, ClientMetadata},
@@ -64,12 +64,8 @@ impl Bridge {
         let client_name = metadata.client_name.clone();
         let key = random_token(16)?;
         let callback = self.callback_url(&key);
-        let (mut answer, managed) = match &self.registrar {
-            BridgeRegistrar::Passthrough => {
-                let endpoint = self
-                    .registration_endpoint
-                    .as_deref()
-                    .ok_or_else(|| BridgeError::Idp("no registration endpoint".into()))?;
+        let (mut answer, managed) = match &self.registration {
+            Registration::Passthrough { endpoint } => {
                 let mut relayed = serde_json::Map::new();
                 if let Some(obj) = body.as_object() {
                     for (name, _, _) in FIELDS {
@@ -84,11 +80,7 @@ impl Bridge {
                     0,
                 )
             }
-            BridgeRegistrar::Auth0 {
-                client_id,
-                client_secret,
-                audience,
-            } => {
+            Registration::Auth0 { management } => {
                 let day = now_epoch().div_euclid(86_400);
                 let reserved = self
                     .store
@@ -103,11 +95,9 @@ impl Bridge {
                         retry_after_secs: (day + 1) * 86_400 - now_epoch(),
                     });
                 }
-                let token = self
-                    .management_token(client_id, client_secret.expose_secret(), audience)
-                    .await?;
+                let token = management.token().await?;
                 (
-                    self.create_auth0_client(&token, metadata, &callback)
+                    self.create_auth0_client(token.expose_secret(), metadata, &callback)
                         .await?,
                     1,
                 )
@@ -140,12 +130,7 @@ impl Bridge {
         if let Err(e) = self.store.sweep_bridge(now).await {
             tracing::warn!(error = %e, "bridge: sweep failed");
         }
-        let BridgeRegistrar::Auth0 {
-            client_id,
-            client_secret,
-            audience,
-        } = &self.registrar
-        else {
+        let Registration::Auth0 { management } = &self.registration else {
             return;
         };
         if self.unused_application_days == 0 {
@@ -160,10 +145,7 @@ impl Bridge {
                 return;
             }
         };
-        let token = match self
-            .management_token(client_id, client_secret.expose_secret(), audience)
-            .await
-        {
+        let token = match management.token().await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = ?e, "bridge: cannot delete unused Auth0 applications");
@@ -182,7 +164,13 @@ impl Bridge {
             if let Ok(mut segments) = url.path_segments_mut() {
                 segments.pop_if_empty().push(&id);
             }
-            let status = match self.http.delete(url).bearer_auth(&token).send().await {
+            let status = match self
+                .http
+                .delete(url)
+                .bearer_auth(token.expose_secret())
+                .send()
+                .await
+            {
                 Ok(r) => r.status().as_u16(),
                 Err(e) => {
                     tracing::warn!(error = %e.without_url(), "bridge: cannot delete an unused Auth0 application");
@@ -206,43 +194,6 @@ impl Bridge {
         if deleted > 0 {
             tracing::info!(deleted, "bridge: deleted unused Auth0 applications");
         }
-    }
-
-    async fn management_token(
-        &self,
-        client_id: &str,
-        secret: &str,
-        audience: &str,
-    ) -> Result<String, BridgeError> {
-        let mut cached = self.management_token.lock().await;
-        if let Some(t) = cached.as_ref()
-            && t.expires_at > now_epoch() + 60
-        {
-            return Ok(t.token.clone());
-        }
-        let answer = self
-            .relay(self.http.post(&self.token_endpoint).form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client_id),
-                ("client_secret", secret),
-                ("audience", audience),
-            ]))
-            .await?;
-        let token = match (answer.status, answer.body["access_token"].as_str()) {
-            (200, Some(token)) => token.to_owned(),
-            (status, _) => {
-                return Err(BridgeError::Idp(format!(
-                    "Management API token: HTTP {status} {}",
-                    answer.body["error"].as_str().unwrap_or("")
-                )));
-            }
-        };
-        let expires_in = answer.body["expires_in"].as_i64().unwrap_or(300);
-        *cached = Some(super::ManagementToken {
-            token: token.clone(),
-            expires_at: now_epoch() + expires_in,
-        });
-        Ok(token)
     }
 
     async fn create_auth0_client(

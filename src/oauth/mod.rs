@@ -8,6 +8,7 @@
 //! fetch), `keys` (signing keys), `passwords`, `ratelimit`.
 
 pub mod cimd;
+pub mod client_credentials;
 pub mod clients;
 pub mod crypto;
 pub mod error;
