@@ -37,7 +37,7 @@ pub use settings::{BridgeConfig, BridgeRegistrar};
 
 use crate::{
     auth::{jwks::read_capped, verify},
-    clock,
+    clock::{self, SharedClock},
     config::ResourceAuthConfig,
     oauth::{
         client_credentials::{
@@ -50,7 +50,7 @@ use crate::{
         metadata::AuthorizationServerMetadata,
         ratelimit::WindowLimiter,
     },
-    store::{BridgeCodeRecord, BridgeRequestRecord, BridgeStage, Store, StoreError, now_epoch},
+    store::{BridgeCodeRecord, BridgeRequestRecord, BridgeStage, Store, StoreError},
 };
 
 /// How long a bridged authorization may take (consent page, then the IdP),
@@ -199,6 +199,7 @@ pub struct Bridge {
     registrations: WindowLimiter,
     authorizations: WindowLimiter,
     http: reqwest::Client,
+    clock: SharedClock,
 }
 
 impl Bridge {
@@ -209,6 +210,26 @@ impl Bridge {
         origin: String,
         scopes_supported: Vec<String>,
         store: Store,
+    ) -> Result<Bridge, BridgeError> {
+        Self::connect_with_clock(
+            config,
+            resource,
+            origin,
+            scopes_supported,
+            store,
+            clock::system(),
+        )
+        .await
+    }
+
+    /// [`Bridge::connect`] reading the time from `clock` (tests: a manual clock).
+    pub async fn connect_with_clock(
+        config: &BridgeConfig,
+        resource: &ResourceAuthConfig,
+        origin: String,
+        scopes_supported: Vec<String>,
+        store: Store,
+        clock: SharedClock,
     ) -> Result<Bridge, BridgeError> {
         let http = crate::idp::outbound_client().map_err(|e| BridgeError::Setup(e.to_string()))?;
         let meta = verify::discover(&http, &resource.issuer)
@@ -242,7 +263,7 @@ impl Bridge {
                         parameters: vec![("audience", audience.clone())],
                     },
                     http.clone(),
-                    clock::system(),
+                    clock.clone(),
                 ),
             },
         };
@@ -268,6 +289,7 @@ impl Bridge {
             ),
             authorizations: WindowLimiter::new(AUTHORIZE_PER_MINUTE, Duration::from_secs(60)),
             http,
+            clock,
         })
     }
 
@@ -365,7 +387,7 @@ impl Bridge {
             _ => random_token(32)?,
         };
         let request_id = random_token(32)?;
-        let now = now_epoch();
+        let now = self.clock.now();
         self.store
             .insert_bridge_request(
                 BridgeStage::Consent,
@@ -418,7 +440,7 @@ impl Bridge {
                 "this form does not belong to this browser; start again from your app".to_owned(),
             ));
         }
-        let now = now_epoch();
+        let now = self.clock.now();
         let request = self
             .store
             .take_bridge_request(BridgeStage::Consent, &sha256_b64(request_id), now)
@@ -490,7 +512,7 @@ impl Bridge {
         let state = get("state").ok_or_else(|| {
             BridgeError::InvalidRequest("the identity provider's answer has no state".to_owned())
         })?;
-        let now = now_epoch();
+        let now = self.clock.now();
         let request = self
             .store
             .take_bridge_request(BridgeStage::Idp, &sha256_b64(state), now)
@@ -584,7 +606,7 @@ impl Bridge {
                 .ok_or_else(|| BridgeError::InvalidRequest("code is missing".to_owned()))?;
             let issued = self
                 .store
-                .bridge_code(&sha256_b64(code), now_epoch())
+                .bridge_code(&sha256_b64(code), self.clock.now())
                 .await?
                 .ok_or_else(|| {
                     BridgeError::InvalidGrant(
@@ -619,7 +641,10 @@ impl Bridge {
         let answer = self.relay(request).await?;
         if answer.status == 200
             && let Some(client_id) = &presented
-            && let Err(e) = self.store.touch_bridge_client(client_id, now_epoch()).await
+            && let Err(e) = self
+                .store
+                .touch_bridge_client(client_id, self.clock.now())
+                .await
         {
             tracing::warn!(error = %e, "bridge: could not record a client's use");
         }

@@ -13,7 +13,7 @@ use crate::{
         clients::{AuthMethod, ClientMetadata},
         crypto::random_token,
     },
-    store::{BridgeClientRecord, now_epoch},
+    store::BridgeClientRecord,
 };
 
 /// The largest registration body `/register` reads.
@@ -81,7 +81,7 @@ impl Bridge {
                 )
             }
             Registration::Auth0 { management } => {
-                let day = now_epoch().div_euclid(86_400);
+                let day = self.clock.now().div_euclid(86_400);
                 let reserved = self
                     .store
                     .reserve_bridge_application(day, i64::from(self.applications_per_day))
@@ -92,7 +92,7 @@ impl Bridge {
                         "bridge: the daily budget of Auth0 applications is used up; registrations refused until tomorrow (UTC)"
                     );
                     return Err(BridgeError::BudgetExhausted {
-                        retry_after_secs: (day + 1) * 86_400 - now_epoch(),
+                        retry_after_secs: (day + 1) * 86_400 - self.clock.now(),
                     });
                 }
                 let token = management.token().await?;
@@ -110,7 +110,7 @@ impl Bridge {
                 .save_bridge_client(&BridgeClientRecord {
                     client_id: new_id.to_owned(),
                     redirect_uris: text,
-                    created_at: now_epoch(),
+                    created_at: self.clock.now(),
                     callback_key: Some(key),
                     client_name,
                     managed,
@@ -126,7 +126,7 @@ impl Bridge {
     /// requests and codes go, and Auth0 applications mcpgate created that
     /// obtained no token for `unused_application_days` are deleted at Auth0.
     pub async fn sweep(&self) {
-        let now = now_epoch();
+        let now = self.clock.now();
         if let Err(e) = self.store.sweep_bridge(now).await {
             tracing::warn!(error = %e, "bridge: sweep failed");
         }
@@ -240,7 +240,7 @@ impl Bridge {
             serde_json::to_value(&metadata).map_err(|e| BridgeError::Internal(e.to_string()))?;
         if let Some(obj) = response.as_object_mut() {
             obj.insert("client_id".into(), json!(new_id));
-            obj.insert("client_id_issued_at".into(), json!(now_epoch()));
+            obj.insert("client_id_issued_at".into(), json!(self.clock.now()));
             if method != AuthMethod::None
                 && let Some(secret) = created.body["client_secret"].as_str()
             {
