@@ -76,6 +76,47 @@ impl AuthMethod {
     }
 }
 
+/// A client's id and secret from an HTTP Basic `Authorization` header
+/// (RFC 6749 §2.3.1: each form-encoded, then `id:secret` in base64).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicCredentials {
+    pub client_id: String,
+    pub secret: String,
+}
+
+/// A Basic `Authorization` header that does not decode to `id:secret`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the Basic authorization header is malformed")]
+pub struct MalformedBasic;
+
+impl BasicCredentials {
+    /// `Ok(None)` when `authorization` is another scheme (a bearer token).
+    pub fn parse(authorization: &str) -> Result<Option<BasicCredentials>, MalformedBasic> {
+        use base64::Engine;
+        let Some(encoded) = authorization
+            .strip_prefix("Basic ")
+            .or_else(|| authorization.strip_prefix("basic "))
+        else {
+            return Ok(None);
+        };
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| MalformedBasic)?;
+        let text = String::from_utf8(decoded).map_err(|_| MalformedBasic)?;
+        let (id, secret) = text.split_once(':').ok_or(MalformedBasic)?;
+        let form_decoded = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        Ok(Some(BasicCredentials {
+            client_id: form_decoded(id),
+            secret: form_decoded(secret),
+        }))
+    }
+}
+
 /// Why metadata was refused; the edge maps these to RFC 7591 error codes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetadataError {
@@ -419,6 +460,29 @@ mod tests {
         ] {
             assert!(classify_redirect_uri(uri).is_err(), "{uri}");
         }
+    }
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        use base64::Engine;
+        let header = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("my%20client:s%3Acret")
+        );
+        assert_eq!(
+            BasicCredentials::parse(&header),
+            Ok(Some(BasicCredentials {
+                client_id: "my client".to_owned(),
+                secret: "s:cret".to_owned(),
+            }))
+        );
+        assert_eq!(BasicCredentials::parse("Bearer x"), Ok(None));
+        assert_eq!(BasicCredentials::parse("Basic !!"), Err(MalformedBasic));
+        let no_colon = format!(
+            "basic {}",
+            base64::engine::general_purpose::STANDARD.encode("id")
+        );
+        assert_eq!(BasicCredentials::parse(&no_colon), Err(MalformedBasic));
     }
 
     #[test]
