@@ -13,11 +13,10 @@ use axum::{
     routing::{get, post},
 };
 
-use super::{
-    Bridge, BridgeError, ConsentAnswer, REQUEST_TTL_SECS, Relayed,
-    registrar::MAX_REGISTRATION_BYTES,
+use super::{Bridge, BridgeError, ConsentAnswer, REQUEST_TTL_SECS, Relayed};
+use crate::oauth::front::{
+    self, BrowserCookie, MAX_REGISTRATION_BYTES, field, form_pairs, no_store, see_other,
 };
-use crate::oauth::front::{self, BrowserCookie, field, form_pairs, no_store, see_other};
 use crate::oauth::pages;
 use crate::server::ClientAddress;
 

@@ -108,9 +108,9 @@ impl BridgeError {
             BridgeError::InvalidRequest(_) | BridgeError::Forbidden(_) => {
                 OAuthErrorCode::InvalidRequest
             }
-            BridgeError::InvalidClientMetadata(_) | BridgeError::TooLarge(_) => {
-                OAuthErrorCode::InvalidClientMetadata
-            }
+            // As the local server: the body as a whole, not one field, is wrong.
+            BridgeError::TooLarge(_) => OAuthErrorCode::InvalidRequest,
+            BridgeError::InvalidClientMetadata(_) => OAuthErrorCode::InvalidClientMetadata,
             BridgeError::InvalidRedirectUri(_) => OAuthErrorCode::InvalidRedirectUri,
             BridgeError::InvalidGrant(_) => OAuthErrorCode::InvalidGrant,
             BridgeError::RateLimited | BridgeError::TooManyRequests => OAuthErrorCode::RATE_LIMITED,

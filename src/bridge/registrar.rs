@@ -16,9 +16,6 @@ use crate::{
     store::BridgeClientRecord,
 };
 
-/// The largest registration body `/register` reads.
-pub const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
-
 /// RFC 7591 fields relayed to an IdP's own registration endpoint, with
 /// their caps: (name, longest string, most list items). Anything else is
 /// dropped: the IdP stores what it is given.

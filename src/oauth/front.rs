@@ -41,6 +41,11 @@ pub fn error_json(status: StatusCode, code: OAuthErrorCode, description: &str) -
     )
 }
 
+/// The largest `/register` body read, on every front. Registration is
+/// anonymous and stored for weeks: a metadata document is a few hundred
+/// bytes, and every field has its own cap besides.
+pub const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
+
 /// A parameter sent twice (RFC 6749 §3.1: "MUST NOT be included more than once").
 #[derive(Debug, thiserror::Error)]
 #[error("the parameter {0} appears more than once")]

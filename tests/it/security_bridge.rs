@@ -677,7 +677,8 @@ async fn oversized_or_spoofing_registrations_never_reach_the_idp() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"], "invalid_client_metadata");
+    // The local server's code for the same refusal (one front, issue 15).
+    assert_eq!(body["error"], "invalid_request");
     for bad in [
         json!({"redirect_uris": [VICTIM_APP], "client_name": "Claude\u{202e}gnp.exe"}),
         json!({"redirect_uris": [VICTIM_APP], "client_name": "Claude\u{2066}"}),
