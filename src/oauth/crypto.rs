@@ -17,6 +17,13 @@ pub enum CryptoError {
     Open,
 }
 
+/// A failure here is the server's, never the client's (`server_error`).
+impl From<CryptoError> for super::error::OAuthError {
+    fn from(e: CryptoError) -> Self {
+        super::error::OAuthError::Server(e.to_string())
+    }
+}
+
 /// `bytes` of CSPRNG output, base64url without padding.
 pub fn random_token(bytes: usize) -> Result<String, CryptoError> {
     let mut buf = vec![0u8; bytes];

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     crypto::{ct_eq, pkce_s256, random_token, sha256_b64},
-    flow::{AuthorizationServer, OAuthError},
+    flow::{AuthorizationServer, OAuthError, RememberConsent},
 };
 use crate::{
     idp::{Identity, IdpError, UpstreamTokens},
@@ -72,7 +72,7 @@ impl AuthorizationServer {
         &self,
         request_id: &str,
         browser: &str,
-        remember: bool,
+        remember: RememberConsent,
         consented_user: Option<&str>,
     ) -> Result<String, OAuthError> {
         let upstream = self
@@ -93,7 +93,7 @@ impl AuthorizationServer {
                 request_hash: sha256_b64(request_id),
                 browser_hash: sha256_b64(browser),
                 secrets_sealed: self.sealer.seal(LOGIN_CONTEXT, &plain).map_err(server)?,
-                remember: i64::from(remember),
+                remember: i64::from(remember == RememberConsent::Remember),
                 consented_user: consented_user.map(str::to_owned),
                 created_at: now,
                 expires_at: now + LOGIN_TTL_SECS,
@@ -130,7 +130,7 @@ impl AuthorizationServer {
             // hears access_denied, whatever the IdP said.
             tracing::info!(upstream_error = %error, "upstream sign-in not completed");
             let location = self
-                .decide_hashed(&login.request_hash, "", false, false, None)
+                .deny_hashed(&login.request_hash)
                 .await
                 .map_err(CallbackError::Flow)?;
             return Ok(CallbackOutcome {
@@ -201,12 +201,16 @@ impl AuthorizationServer {
             })
             .await
             .map_err(|e| CallbackError::Flow(e.into()))?;
+        let remember = if login.remember == 1 {
+            RememberConsent::Remember
+        } else {
+            RememberConsent::ThisTimeOnly
+        };
         let location = self
-            .decide_hashed(
+            .approve_hashed(
                 &login.request_hash,
                 &user_id,
-                true,
-                login.remember == 1,
+                remember,
                 Some(family_id.clone()),
             )
             .await;

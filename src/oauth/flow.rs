@@ -19,6 +19,7 @@ use super::{
     ratelimit::{LoginLimits, LoginRefusal, WindowLimiter},
 };
 use crate::{
+    auth::verify::ResourceVerifier,
     config::LocalAuthConfig,
     idp::{Identity, UpstreamIdp},
     store::{AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, Store},
@@ -109,7 +110,75 @@ pub enum AuthorizeError {
     Page(String),
     /// Too many authorization requests from one address.
     RateLimited,
-    Server(String),
+    Server(OAuthError),
+}
+
+/// What the browser is shown or sent to next, decided by the domain (as
+/// kanidm's `AuthoriseResponse`); `oauth::http` only renders it.
+#[derive(Debug)]
+pub enum AuthorizeStep {
+    /// Local mode, nobody signed in: the login form.
+    ShowLogin(Pending),
+    /// The consent page. Proxy mode shows it first, before anyone signs in
+    /// (the confused-deputy rule); `idp_name` is where sign-in will happen.
+    ShowConsent {
+        pending: Pending,
+        idp_name: Option<&'static str>,
+    },
+    /// Local mode, signed in: the consent page at its own address.
+    GoToConsent { request_id: String },
+    /// Proxy mode after consent: sign in at the identity provider.
+    GoToIdp { location: String },
+    /// Back to the client: a code, or `access_denied`.
+    ReturnToClient { location: String },
+}
+
+/// A validated `/authorize` request: the next step, and the browser binding
+/// secret to set as the cookie (per browser, not per request).
+#[derive(Debug)]
+pub struct Authorization {
+    pub step: AuthorizeStep,
+    pub browser: String,
+}
+
+/// The user's answer on the consent page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consent {
+    Approve { remember: RememberConsent },
+    Deny,
+}
+
+/// Whether an approval is recorded for (user, client, scopes), so the
+/// consent page is skipped next time (`remember_consent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RememberConsent {
+    Remember,
+    ThisTimeOnly,
+}
+
+/// Why a consent step cannot go on; each is a page.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsentError {
+    /// The pending request is gone, or belongs to another browser or form.
+    #[error(transparent)]
+    Request(#[from] PendingError),
+    #[error("you are not signed in; start again from your app")]
+    NotSignedIn,
+    #[error(transparent)]
+    Flow(#[from] OAuthError),
+}
+
+/// Why a pending request cannot be used by this browser.
+#[derive(Debug, thiserror::Error)]
+pub enum PendingError {
+    #[error("this sign-in request has expired or was already used; start again from your app")]
+    Gone,
+    #[error("this sign-in request was started in another browser")]
+    OtherBrowser,
+    #[error("the form has expired; start again from your app")]
+    StaleForm,
+    #[error(transparent)]
+    Flow(#[from] OAuthError),
 }
 
 /// Raw `/authorize` query parameters.
@@ -182,6 +251,49 @@ impl Introspector {
             Introspector::ResourceServer => true,
             Introspector::Client(own) => client_id == Some(own.as_str()),
         }
+    }
+}
+
+/// An RFC 7662 answer: `{"active": false}`, or `active: true` with what
+/// the token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Introspection {
+    Inactive,
+    Active(ActiveToken),
+}
+
+/// What an active token says (RFC 7662 §2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActiveToken {
+    pub iss: String,
+    pub sub: String,
+    pub client_id: Option<String>,
+    pub scope: String,
+    /// Access tokens only; refresh tokens are for this server alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Vec<String>>,
+    pub exp: Option<i64>,
+    /// `Bearer` or `refresh_token`.
+    pub token_type: &'static str,
+}
+
+impl Serialize for Introspection {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            active: bool,
+            #[serde(flatten)]
+            token: Option<&'a ActiveToken>,
+        }
+        let token = match self {
+            Introspection::Inactive => None,
+            Introspection::Active(token) => Some(token),
+        };
+        Wire {
+            active: token.is_some(),
+            token,
+        }
+        .serialize(serializer)
     }
 }
 
@@ -410,18 +522,21 @@ impl AuthorizationServer {
 
     // ------------------------------------------------------------ authorization request
 
-    /// Validate `/authorize`; every refusal is a page (see [`AuthorizeError`]).
-    /// `browser` is the binding secret the browser already holds, reused so
-    /// sign-ins started in several tabs all stay valid; returns the one to set.
-    /// `client_address` is the limit key of the caller: each request stores
-    /// a pending row, so requests are counted per address before anything
-    /// else (a metadata-document client id also costs a fetch).
+    /// Validate `/authorize` and decide the next step; every refusal is a
+    /// page (see [`AuthorizeError`]). `browser` is the binding secret the
+    /// browser already holds, reused so sign-ins started in several tabs all
+    /// stay valid; the answer names the one to set. `session` is the
+    /// browser's login session cookie, if any. `client_address` is the limit
+    /// key of the caller: each request stores a pending row, so requests are
+    /// counted per address before anything else (a metadata-document client
+    /// id also costs a fetch).
     pub async fn begin(
         &self,
         params: AuthorizeParams,
         browser: Option<&str>,
+        session: Option<&str>,
         client_address: &str,
-    ) -> Result<(Pending, String), AuthorizeError> {
+    ) -> Result<Authorization, AuthorizeError> {
         if !self.authorizations.hit(client_address) {
             return Err(AuthorizeError::RateLimited);
         }
@@ -451,7 +566,7 @@ impl AuthorizationServer {
             Ok(Some(c)) => c,
             Ok(None) => return page("this client is not registered here"),
             Err(OAuthError::InvalidClientMetadata(m)) => return Err(AuthorizeError::Page(m)),
-            Err(e) => return Err(AuthorizeError::Server(e.to_string())),
+            Err(e) => return Err(AuthorizeError::Server(e)),
         };
         let redirect_uri = match resolve_redirect(
             &client.metadata.redirect_uris,
@@ -505,15 +620,14 @@ impl AuthorizationServer {
                 .all(|u| u.starts_with("http://")),
             redirect_uri_sent: params.redirect_uri.is_some(),
         };
-        let request_id = random_token(32).map_err(|e| AuthorizeError::Server(e.to_string()))?;
+        let request_id = random_token(32).map_err(server_error)?;
         let browser = match browser.filter(|b| is_browser_secret(b)) {
             Some(existing) => existing.to_owned(),
-            None => random_token(32).map_err(|e| AuthorizeError::Server(e.to_string()))?,
+            None => random_token(32).map_err(server_error)?,
         };
         let csrf = csrf_token(&request_id, &browser);
         let now = self.clock.now();
-        let text =
-            serde_json::to_string(&request).map_err(|e| AuthorizeError::Server(e.to_string()))?;
+        let text = serde_json::to_string(&request).map_err(server_error)?;
         self.store
             .insert_auth_request(&AuthRequestRecord {
                 id_hash: sha256_b64(&request_id),
@@ -524,15 +638,59 @@ impl AuthorizationServer {
                 expires_at: now + REQUEST_TTL_SECS,
             })
             .await
-            .map_err(|e| AuthorizeError::Server(e.to_string()))?;
-        Ok((
-            Pending {
-                request_id,
-                csrf,
-                request,
+            .map_err(|e| AuthorizeError::Server(e.into()))?;
+        let pending = Pending {
+            request_id,
+            csrf,
+            request,
+        };
+        let user = self.signed_in_user(session).await;
+        let step = self
+            .first_step(pending, &browser, user.as_deref())
+            .await
+            .map_err(AuthorizeError::Server)?;
+        Ok(Authorization { step, browser })
+    }
+
+    /// After a valid `/authorize`: proxy mode asks for consent first, then
+    /// sends the browser to the identity provider; a signed-in user who
+    /// remembered this consent goes straight there, and the callback must
+    /// come back as that same user. Local mode signs the user in first.
+    async fn first_step(
+        &self,
+        pending: Pending,
+        browser: &str,
+        user: Option<&str>,
+    ) -> Result<AuthorizeStep, OAuthError> {
+        if self.is_proxy() {
+            let remembered = match user {
+                Some(user_id) => {
+                    matches!(self.remembered(user_id, &pending.request).await, Ok(true))
+                }
+                None => false,
+            };
+            if remembered {
+                let location = self
+                    .begin_upstream(
+                        &pending.request_id,
+                        browser,
+                        RememberConsent::ThisTimeOnly,
+                        user,
+                    )
+                    .await?;
+                return Ok(AuthorizeStep::GoToIdp { location });
+            }
+            return Ok(AuthorizeStep::ShowConsent {
+                pending,
+                idp_name: self.upstream_name(),
+            });
+        }
+        Ok(match user {
+            Some(_) => AuthorizeStep::GoToConsent {
+                request_id: pending.request_id,
             },
-            browser,
-        ))
+            None => AuthorizeStep::ShowLogin(pending),
+        })
     }
 
     /// RFC 8707: our resource, tolerating case in scheme/host, a trailing
@@ -578,24 +736,22 @@ impl AuthorizationServer {
         request_id: &str,
         browser: &str,
         csrf: Option<&str>,
-    ) -> Result<PendingRequest, String> {
+    ) -> Result<PendingRequest, PendingError> {
         let record = self
             .store
             .get_auth_request(&sha256_b64(request_id), self.clock.now())
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or(
-                "this sign-in request has expired or was already used; start again from your app",
-            )?;
+            .map_err(OAuthError::from)?
+            .ok_or(PendingError::Gone)?;
         if !ct_eq(&record.browser_hash, &sha256_b64(browser)) {
-            return Err("this sign-in request was started in another browser".to_owned());
+            return Err(PendingError::OtherBrowser);
         }
         if let Some(csrf) = csrf
             && !ct_eq(&record.csrf_hash, &sha256_b64(csrf))
         {
-            return Err("the form has expired; start again from your app".to_owned());
+            return Err(PendingError::StaleForm);
         }
-        serde_json::from_str(&record.request).map_err(|e| e.to_string())
+        Ok(serde_json::from_str(&record.request).map_err(OAuthError::from)?)
     }
 
     /// Check a password. The attempt is counted against the address's and
@@ -672,6 +828,88 @@ impl AuthorizationServer {
             .map(|u| u.id))
     }
 
+    /// The user of a live login session cookie, if any (a store failure
+    /// counts as no session: the user is asked to sign in again).
+    pub async fn signed_in_user(&self, session: Option<&str>) -> Option<String> {
+        self.session_user(session?).await.ok().flatten()
+    }
+
+    /// `GET /consent`: the consent page, or, when the signed-in user
+    /// remembered this consent, the next redirect. Proxy mode: a code only
+    /// ever follows a sign-in at the identity provider (which re-checks the
+    /// account and the allow lists), and the callback must come back as
+    /// this same user.
+    pub async fn consent_step(
+        &self,
+        request_id: &str,
+        browser: &str,
+        session: Option<&str>,
+    ) -> Result<AuthorizeStep, ConsentError> {
+        let request = self.pending(request_id, browser, None).await?;
+        let user_id = self
+            .signed_in_user(session)
+            .await
+            .ok_or(ConsentError::NotSignedIn)?;
+        if matches!(self.remembered(&user_id, &request).await, Ok(true)) {
+            return Ok(if self.is_proxy() {
+                let location = self
+                    .begin_upstream(
+                        request_id,
+                        browser,
+                        RememberConsent::ThisTimeOnly,
+                        Some(&user_id),
+                    )
+                    .await?;
+                AuthorizeStep::GoToIdp { location }
+            } else {
+                let consent = Consent::Approve {
+                    remember: RememberConsent::ThisTimeOnly,
+                };
+                let location = self.decide(request_id, &user_id, consent).await?;
+                AuthorizeStep::ReturnToClient { location }
+            });
+        }
+        Ok(AuthorizeStep::ShowConsent {
+            pending: Pending {
+                request_id: request_id.to_owned(),
+                csrf: csrf_token(request_id, browser),
+                request,
+            },
+            idp_name: self.upstream_name(),
+        })
+    }
+
+    /// `POST /consent` (the form already checked against its browser and
+    /// CSRF token). Proxy mode records the consent in the upstream login and
+    /// sends the browser to the identity provider; nobody is signed in yet.
+    /// Local mode issues the code to the signed-in user.
+    pub async fn answer_consent(
+        &self,
+        request_id: &str,
+        browser: &str,
+        session: Option<&str>,
+        consent: Consent,
+    ) -> Result<AuthorizeStep, ConsentError> {
+        if self.is_proxy() {
+            return Ok(match consent {
+                Consent::Approve { remember } => AuthorizeStep::GoToIdp {
+                    location: self
+                        .begin_upstream(request_id, browser, remember, None)
+                        .await?,
+                },
+                Consent::Deny => AuthorizeStep::ReturnToClient {
+                    location: self.deny_hashed(&sha256_b64(request_id)).await?,
+                },
+            });
+        }
+        let user_id = self
+            .signed_in_user(session)
+            .await
+            .ok_or(ConsentError::NotSignedIn)?;
+        let location = self.decide(request_id, &user_id, consent).await?;
+        Ok(AuthorizeStep::ReturnToClient { location })
+    }
+
     /// Has the user already approved this client for these scopes?
     pub async fn remembered(
         &self,
@@ -692,29 +930,26 @@ impl AuthorizationServer {
         )
     }
 
-    /// Consume the pending request (single use) and, if approved, issue a
-    /// code. Returns the URL to send the browser to.
+    /// Consume the pending request (single use) and, if `user_id` approved,
+    /// issue a code. Returns the URL to send the browser to.
     pub async fn decide(
         &self,
         request_id: &str,
         user_id: &str,
-        approve: bool,
-        remember: bool,
+        consent: Consent,
     ) -> Result<String, OAuthError> {
-        self.decide_hashed(&sha256_b64(request_id), user_id, approve, remember, None)
-            .await
+        let request_hash = sha256_b64(request_id);
+        match consent {
+            Consent::Approve { remember } => {
+                self.approve_hashed(&request_hash, user_id, remember, None)
+                    .await
+            }
+            Consent::Deny => self.deny_hashed(&request_hash).await,
+        }
     }
 
-    /// [`Self::decide`] by the stored hash of the request id; `family_id`
-    /// names the grant in advance (proxy mode stores upstream tokens under it).
-    pub(super) async fn decide_hashed(
-        &self,
-        request_hash: &str,
-        user_id: &str,
-        approve: bool,
-        remember: bool,
-        family_id: Option<String>,
-    ) -> Result<String, OAuthError> {
+    /// Consume the pending request (single use) by the stored hash of its id.
+    async fn take_request(&self, request_hash: &str) -> Result<PendingRequest, OAuthError> {
         let record = self
             .store
             .take_auth_request(request_hash, self.clock.now())
@@ -724,17 +959,33 @@ impl AuthorizationServer {
                     "the sign-in request expired or was already used".to_owned(),
                 )
             })?;
-        let request: PendingRequest =
-            serde_json::from_str(&record.request).map_err(|e| OAuthError::Server(e.to_string()))?;
-        if !approve {
-            return Ok(self.redirect_with(
-                &request.redirect_uri,
-                &[("error", "access_denied")],
-                request.state.as_deref(),
-            ));
-        }
+        serde_json::from_str(&record.request).map_err(|e| OAuthError::Server(e.to_string()))
+    }
+
+    /// Refused (by the user, or upstream): consume the request and send the
+    /// browser back with `access_denied`.
+    pub(super) async fn deny_hashed(&self, request_hash: &str) -> Result<String, OAuthError> {
+        let request = self.take_request(request_hash).await?;
+        Ok(self.redirect_with(
+            &request.redirect_uri,
+            &[("error", "access_denied")],
+            request.state.as_deref(),
+        ))
+    }
+
+    /// Approved by `user_id`: consume the request and issue a code.
+    /// `family_id` names the grant in advance (proxy mode stores upstream
+    /// tokens under it).
+    pub(super) async fn approve_hashed(
+        &self,
+        request_hash: &str,
+        user_id: &str,
+        remember: RememberConsent,
+        family_id: Option<String>,
+    ) -> Result<String, OAuthError> {
+        let request = self.take_request(request_hash).await?;
         let scope = request.scope.join(" ");
-        if remember && self.config.remember_consent {
+        if remember == RememberConsent::Remember && self.config.remember_consent {
             self.store
                 .save_consent(user_id, &request.client_id, &scope)
                 .await?;
@@ -1142,7 +1393,7 @@ impl AuthorizationServer {
         &self,
         caller: &Introspector,
         token: &str,
-    ) -> Result<serde_json::Value, OAuthError> {
+    ) -> Result<Introspection, OAuthError> {
         let now = self.clock.now();
         Ok(match self.store.get_refresh(&sha256_b64(token)).await? {
             Some(r)
@@ -1151,18 +1402,49 @@ impl AuthorizationServer {
                     && r.expires_at > now
                     && caller.may_see(Some(&r.client_id)) =>
             {
-                json!({
-                    "active": true,
-                    "iss": self.issuer,
-                    "sub": r.user_id,
-                    "client_id": r.client_id,
-                    "scope": r.scope,
-                    "exp": r.expires_at,
-                    "token_type": "refresh_token",
+                Introspection::Active(ActiveToken {
+                    iss: self.issuer.clone(),
+                    sub: r.user_id,
+                    client_id: Some(r.client_id),
+                    scope: r.scope,
+                    aud: None,
+                    exp: Some(r.expires_at),
+                    token_type: "refresh_token",
                 })
             }
-            _ => json!({"active": false}),
+            _ => Introspection::Inactive,
         })
+    }
+
+    /// RFC 7662: authenticate the caller, then describe `token`. A JWT is
+    /// checked by `verifier` (the one `/mcp` uses); anything else is looked
+    /// up as a refresh token. Whatever the caller may not see is inactive.
+    pub async fn introspect(
+        &self,
+        creds: &ClientCredentials,
+        token: Option<&str>,
+        verifier: &ResourceVerifier,
+    ) -> Result<Introspection, OAuthError> {
+        let caller = self.introspector(creds).await?;
+        let token =
+            token.ok_or_else(|| OAuthError::InvalidRequest("token is missing".to_owned()))?;
+        if token.split('.').count() == 3 {
+            return Ok(match verifier.verify(token).await {
+                Ok(p) if caller.may_see(p.client_id.as_deref()) => {
+                    Introspection::Active(ActiveToken {
+                        iss: p.issuer,
+                        sub: p.subject,
+                        client_id: p.client_id,
+                        scope: p.scopes.into_iter().collect::<Vec<_>>().join(" "),
+                        aud: Some(p.audience),
+                        exp: p.expires_at,
+                        token_type: "Bearer",
+                    })
+                }
+                _ => Introspection::Inactive,
+            });
+        }
+        self.introspect_refresh(&caller, token).await
     }
 
     /// RFC 7009: revoke a refresh token's family; unknown tokens are fine.
@@ -1197,6 +1479,18 @@ fn is_browser_secret(value: &str) -> bool {
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Data this server wrote itself failed to encode or decode: the server's
+/// fault (`server_error`). Client input is parsed with its own messages.
+impl From<serde_json::Error> for OAuthError {
+    fn from(e: serde_json::Error) -> Self {
+        OAuthError::Server(e.to_string())
+    }
+}
+
+fn server_error<E: Into<OAuthError>>(e: E) -> AuthorizeError {
+    AuthorizeError::Server(e.into())
 }
 
 fn csrf_token(request_id: &str, browser: &str) -> String {
