@@ -14,15 +14,16 @@ use axum::{
 use base64::Engine;
 
 use super::{
-    federation::{CallbackError, CallbackOutcome},
+    error::OAuthError,
     flow::{
         Authorization, AuthorizationServer, AuthorizeError, AuthorizeParams, AuthorizeStep,
-        ClientCredentials, Consent, ConsentError, LoginError, LoginOutcome, OAuthError,
-        PendingRequest, RememberConsent,
+        ClientCredentials, Consent, ConsentError, LoginError, LoginOutcome, PendingRequest,
+        RememberConsent,
     },
     front::{self, BrowserCookie, field, no_store, see_other},
     keys::KeyRing,
     pages,
+    proxy::{CallbackError, CallbackOutcome},
 };
 use crate::auth::verify::ResourceVerifier;
 use crate::server::ClientAddress;

@@ -1,5 +1,5 @@
-//! Proxy mode: the authorization server signs users in at an upstream
-//! identity provider. Consent comes first (the confused-deputy rule: no
+//! Proxy mode (`auth.mode = "proxy"`): users sign in at the identity
+//! provider instead of the login page. Consent comes first (the confused-deputy rule: no
 //! redirect upstream for a client the user has not approved); the upstream
 //! `state` is created only then, single use, bound to the browser, and
 //! consumed at `/callback`. Upstream tokens are kept sealed per grant and
@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     crypto::{ct_eq, pkce_s256, random_token, sha256_b64},
-    flow::{AuthorizationServer, OAuthError, RememberConsent},
+    error::OAuthError,
+    flow::{AuthorizationServer, RememberConsent},
 };
 use crate::{
     idp::{Identity, IdpError, UpstreamTokens},
