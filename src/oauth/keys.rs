@@ -45,6 +45,13 @@ pub enum KeyError {
     Sign(String),
 }
 
+/// Signing is the server's business: a failure is never the client's.
+impl From<KeyError> for super::error::OAuthError {
+    fn from(e: KeyError) -> Self {
+        super::error::OAuthError::Server(e.to_string())
+    }
+}
+
 struct Signer {
     kid: String,
     key: EncodingKey,

@@ -166,7 +166,7 @@ impl AuthorizationServer {
                     "the sign-in request expired or was already used".to_owned(),
                 )
             })?;
-        serde_json::from_str(&record.request).map_err(|e| OAuthError::Server(e.to_string()))
+        Ok(serde_json::from_str(&record.request)?)
     }
 
     /// Refused (by the user, or upstream): consume the request and send the
@@ -200,7 +200,7 @@ impl AuthorizationServer {
                 .save_consent(user_id, &request.client_id, &scope)
                 .await?;
         }
-        let code = random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?;
+        let code = random_token(32)?;
         let now = self.clock.now();
         self.store
             .insert_code(&CodeRecord {

@@ -73,10 +73,7 @@ impl AuthorizationServer {
             name: profile.and_then(|p| p.name.as_deref()),
             groups: profile.map(|p| p.groups.as_slice()).unwrap_or_default(),
         };
-        let access_token = self
-            .keys
-            .sign(&claims)
-            .map_err(|e| OAuthError::Server(e.to_string()))?;
+        let access_token = self.keys.sign(&claims)?;
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer".to_owned(),
@@ -84,21 +81,6 @@ impl AuthorizationServer {
             refresh_token: refresh.map(str::to_owned),
             scope: scope.to_owned(),
         })
-    }
-
-    fn seal(&self, context: &str, response: &TokenResponse) -> Result<String, OAuthError> {
-        let bytes = serde_json::to_vec(response).map_err(|e| OAuthError::Server(e.to_string()))?;
-        self.sealer
-            .seal(context, &bytes)
-            .map_err(|e| OAuthError::Server(e.to_string()))
-    }
-
-    fn unseal(&self, context: &str, sealed: &str) -> Result<TokenResponse, OAuthError> {
-        let bytes = self
-            .sealer
-            .open(context, sealed)
-            .map_err(|e| OAuthError::Server(e.to_string()))?;
-        serde_json::from_slice(&bytes).map_err(|e| OAuthError::Server(e.to_string()))
     }
 
     /// `grant_type=authorization_code`.
@@ -178,8 +160,7 @@ impl AuthorizationServer {
                     .split_whitespace()
                     .any(|s| s == "offline_access"))
             .then(|| random_token(32))
-            .transpose()
-            .map_err(|e| OAuthError::Server(e.to_string()))?;
+            .transpose()?;
             let profile = self.profile_of(&record.user_id).await?;
             let response = self.mint(
                 &record.client_id,
@@ -189,7 +170,7 @@ impl AuthorizationServer {
                 refresh.as_deref(),
                 profile.as_ref(),
             )?;
-            let sealed = self.seal(CODE_CONTEXT, &response)?;
+            let sealed = self.sealer.seal_json(CODE_CONTEXT, &response)?;
             let new_refresh = refresh.as_deref().map(|r| NewRefresh {
                 token_hash: sha256_b64(r),
                 family_id: record.family_id.clone(),
@@ -211,23 +192,24 @@ impl AuthorizationServer {
                 return Ok(response);
             }
         }
-        // Redeemed before: the same client retrying at once gets the same answer.
+        // Redeemed before (or lost the race): re-read what the winner stored.
         let record = self
             .store
             .get_code(&hash)
             .await?
             .ok_or_else(|| OAuthError::InvalidGrant("unknown authorization code".to_owned()))?;
-        let within = record
-            .redeemed_at
-            .is_some_and(|at| now - at <= self.config.code_replay_window_secs as i64);
-        if within && let Some(sealed) = &record.response_sealed {
-            return self.unseal(CODE_CONTEXT, sealed);
-        }
-        let revoked = self.store.revoke_family(&record.family_id, now).await?;
-        tracing::warn!(client_id = %record.client_id, revoked, "authorization code replayed; its tokens are revoked");
-        Err(OAuthError::InvalidGrant(
-            "the code was already used".to_owned(),
-        ))
+        self.replay_or_revoke(
+            Reuse::Code,
+            Spent {
+                used_at: record.redeemed_at,
+                revoked: false,
+                response_sealed: record.response_sealed,
+                family_id: record.family_id,
+                client_id: record.client_id,
+            },
+            now,
+        )
+        .await
     }
 
     /// `grant_type=refresh_token`: rotate; a rotated token seen again after
@@ -281,7 +263,7 @@ impl AuthorizationServer {
         // transaction), so `revoked_at` above already covers that case.
         if record.rotated_at.is_none() {
             let profile = self.profile_of(&record.user_id).await?;
-            let next = random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?;
+            let next = random_token(32)?;
             let response = self.mint(
                 &record.client_id,
                 &record.user_id,
@@ -290,7 +272,7 @@ impl AuthorizationServer {
                 Some(&next),
                 profile.as_ref(),
             )?;
-            let sealed = self.seal(REFRESH_CONTEXT, &response)?;
+            let sealed = self.sealer.seal_json(REFRESH_CONTEXT, &response)?;
             let new = NewRefresh {
                 token_hash: sha256_b64(&next),
                 family_id: record.family_id.clone(),
@@ -311,26 +293,91 @@ impl AuthorizationServer {
                 return Ok(response);
             }
         }
+        // Rotated before (or lost the race): re-read what the winner stored.
         let record = self
             .store
             .get_refresh(&hash)
             .await?
             .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".to_owned()))?;
-        let within = record
-            .rotated_at
-            .is_some_and(|at| now - at <= self.config.refresh_reuse_grace_secs as i64);
-        if within
-            && record.revoked_at.is_none()
-            && let Some(sealed) = &record.response_sealed
-        {
-            return self.unseal(REFRESH_CONTEXT, sealed);
-        }
-        let revoked = self.store.revoke_family(&record.family_id, now).await?;
-        tracing::warn!(client_id = %record.client_id, revoked, "rotated refresh token reused; the family is revoked");
-        Err(OAuthError::InvalidGrant(
-            "the refresh token was already used".to_owned(),
-        ))
+        self.replay_or_revoke(
+            Reuse::RefreshToken,
+            Spent {
+                used_at: record.rotated_at,
+                revoked: record.revoked_at.is_some(),
+                response_sealed: record.response_sealed,
+                family_id: record.family_id,
+                client_id: record.client_id,
+            },
+            now,
+        )
+        .await
     }
+
+    /// A code or refresh token presented again after it was used (by a
+    /// retry, or by the loser of a concurrent use): within its window the
+    /// caller gets the winner's sealed answer again; later, the whole family
+    /// is revoked (RFC 9700 §4.14.2: reuse means one copy was stolen).
+    async fn replay_or_revoke(
+        &self,
+        reuse: Reuse,
+        spent: Spent,
+        now: i64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let window = match reuse {
+            Reuse::Code => self.config.code_replay_window_secs,
+            Reuse::RefreshToken => self.config.refresh_reuse_grace_secs,
+        };
+        let within = spent.used_at.is_some_and(|at| now - at <= window as i64);
+        if within
+            && !spent.revoked
+            && let Some(sealed) = &spent.response_sealed
+        {
+            return Ok(self.sealer.open_json(reuse.sealed_context(), sealed)?);
+        }
+        let revoked = self.store.revoke_family(&spent.family_id, now).await?;
+        let client_id = &spent.client_id;
+        match reuse {
+            Reuse::Code => {
+                tracing::warn!(%client_id, revoked, "authorization code replayed; its tokens are revoked");
+                Err(OAuthError::InvalidGrant(
+                    "the code was already used".to_owned(),
+                ))
+            }
+            Reuse::RefreshToken => {
+                tracing::warn!(%client_id, revoked, "rotated refresh token reused; the family is revoked");
+                Err(OAuthError::InvalidGrant(
+                    "the refresh token was already used".to_owned(),
+                ))
+            }
+        }
+    }
+}
+
+/// Which single-use credential was presented again.
+#[derive(Debug, Clone, Copy)]
+enum Reuse {
+    Code,
+    RefreshToken,
+}
+
+impl Reuse {
+    /// Where the winner's answer is sealed.
+    fn sealed_context(self) -> &'static str {
+        match self {
+            Reuse::Code => CODE_CONTEXT,
+            Reuse::RefreshToken => REFRESH_CONTEXT,
+        }
+    }
+}
+
+/// A used code or refresh token as stored after its first use.
+struct Spent {
+    used_at: Option<i64>,
+    /// Its family was revoked since (refresh tokens; codes have no flag).
+    revoked: bool,
+    response_sealed: Option<String>,
+    family_id: String,
+    client_id: String,
 }
 
 /// RFC 7636 §4.1: 43 to 128 unreserved characters. A short verifier could be

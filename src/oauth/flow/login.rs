@@ -95,7 +95,7 @@ impl AuthorizationServer {
 
     /// Start a browser session for `user_id`; returns the cookie value.
     pub async fn start_session(&self, user_id: &str) -> Result<String, OAuthError> {
-        let id = random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?;
+        let id = random_token(32)?;
         self.store
             .insert_session(
                 &sha256_b64(&id),

@@ -61,14 +61,13 @@ impl AuthorizationServer {
             OAuthError::InvalidClientMetadata("the body is not valid client metadata".to_owned())
         })?;
         let metadata = metadata.normalise_for_registration()?;
-        let client_id = random_token(18).map_err(|e| OAuthError::Server(e.to_string()))?;
+        let client_id = random_token(18)?;
         let secret = match metadata.auth_method() {
             AuthMethod::None => None,
-            _ => Some(random_token(32).map_err(|e| OAuthError::Server(e.to_string()))?),
+            _ => Some(random_token(32)?),
         };
         let now = self.clock.now();
-        let stored =
-            serde_json::to_string(&metadata).map_err(|e| OAuthError::Server(e.to_string()))?;
+        let stored = serde_json::to_string(&metadata)?;
         let max_unused = i64::try_from(self.config.max_unused_clients).unwrap_or(i64::MAX);
         let inserted = self
             .store
@@ -90,8 +89,7 @@ impl AuthorizationServer {
             );
             return Err(OAuthError::TooManyClients);
         }
-        let mut response =
-            serde_json::to_value(&metadata).map_err(|e| OAuthError::Server(e.to_string()))?;
+        let mut response = serde_json::to_value(&metadata)?;
         if let Some(obj) = response.as_object_mut() {
             obj.insert("client_id".into(), json!(client_id));
             obj.insert("client_id_issued_at".into(), json!(now));
@@ -124,8 +122,7 @@ impl AuthorizationServer {
         let Some(record) = self.store.get_client(client_id).await? else {
             return Ok(None);
         };
-        let metadata: ClientMetadata = serde_json::from_str(&record.metadata)
-            .map_err(|e| OAuthError::Server(format!("stored client metadata: {e}")))?;
+        let metadata: ClientMetadata = serde_json::from_str(&record.metadata)?;
         Ok(Some(Client {
             client_id: record.client_id,
             metadata: Arc::new(metadata),
