@@ -18,7 +18,7 @@ use super::{
     flow::{
         Authorization, AuthorizationServer, AuthorizeError, AuthorizeParams, AuthorizeStep,
         ClientCredentials, Consent, ConsentError, LoginError, LoginOutcome, PendingRequest,
-        RememberConsent,
+        REQUEST_TTL_SECS, RememberConsent,
     },
     front::{self, BrowserCookie, field, no_store, see_other},
     keys::KeyRing,
@@ -55,8 +55,6 @@ pub fn routes(state: OAuthState) -> Router {
 
 const AUTH_COOKIE: &str = "mcpgate_auth";
 const SESSION_COOKIE: &str = "mcpgate_session";
-/// The binding cookie lives as long as the pending request it guards.
-const AUTH_COOKIE_MAX_AGE_SECS: i64 = 600;
 
 impl OAuthState {
     fn cookie(&self, base: &'static str) -> BrowserCookie {
@@ -256,12 +254,11 @@ async fn authorize(
         }
     };
     let mut response = render_step(step);
-    // The browser binding secret is the cookie; it is per browser, not per request.
+    // The browser binding secret is the cookie; it is per browser, not per
+    // request, and lives as long as the pending request it guards.
     response.headers_mut().append(
         header::SET_COOKIE,
-        state
-            .cookie(AUTH_COOKIE)
-            .set(&browser, AUTH_COOKIE_MAX_AGE_SECS),
+        state.cookie(AUTH_COOKIE).set(&browser, REQUEST_TTL_SECS),
     );
     response
 }
@@ -338,7 +335,9 @@ async fn login(
                     let mut response = see_other(&format!("/consent?request={request_id}"));
                     response.headers_mut().append(
                         header::SET_COOKIE,
-                        state.cookie(SESSION_COOKIE).set(&session, 12 * 3600),
+                        state
+                            .cookie(SESSION_COOKIE)
+                            .set(&session.cookie, session.lifetime_secs),
                     );
                     response
                 }
@@ -469,7 +468,9 @@ async fn callback(
                     Ok(session) => {
                         response.headers_mut().append(
                             header::SET_COOKIE,
-                            state.cookie(SESSION_COOKIE).set(&session, 12 * 3600),
+                            state
+                                .cookie(SESSION_COOKIE)
+                                .set(&session.cookie, session.lifetime_secs),
                         );
                     }
                     Err(e) => tracing::warn!(error = %e, "no session after upstream sign-in"),

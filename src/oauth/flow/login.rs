@@ -18,6 +18,14 @@ pub enum LoginOutcome {
     Failed { user_id: Option<String> },
 }
 
+/// A started login session: what the browser keeps, and for how long. The
+/// cookie lives exactly as long as the session it names.
+#[derive(Debug, Clone)]
+pub struct BrowserSession {
+    pub cookie: String,
+    pub lifetime_secs: i64,
+}
+
 /// Why a password sign-in was not even tried.
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -93,17 +101,18 @@ impl AuthorizationServer {
         }
     }
 
-    /// Start a browser session for `user_id`; returns the cookie value.
-    pub async fn start_session(&self, user_id: &str) -> Result<String, OAuthError> {
+    /// Start a browser session for `user_id`: the cookie's value, and its
+    /// lifetime, which is the session's own (`session_ttl_secs`).
+    pub async fn start_session(&self, user_id: &str) -> Result<BrowserSession, OAuthError> {
         let id = random_token(32)?;
+        let lifetime_secs = self.config.session_ttl_secs as i64;
         self.store
-            .insert_session(
-                &sha256_b64(&id),
-                user_id,
-                self.clock.now() + self.config.session_ttl_secs as i64,
-            )
+            .insert_session(&sha256_b64(&id), user_id, self.clock.now() + lifetime_secs)
             .await?;
-        Ok(id)
+        Ok(BrowserSession {
+            cookie: id,
+            lifetime_secs,
+        })
     }
 
     /// The user id of a live session cookie.

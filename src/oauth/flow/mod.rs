@@ -26,7 +26,7 @@ pub use consent::{Consent, ConsentError, RememberConsent};
 pub use grants::TokenResponse;
 pub(super) use grants::{CODE_CONTEXT, REFRESH_CONTEXT};
 pub use introspect::{ActiveToken, Introspection, Introspector};
-pub use login::{LoginError, LoginOutcome};
+pub use login::{BrowserSession, LoginError, LoginOutcome};
 pub use register::{Client, ClientCredentials};
 
 use super::{
