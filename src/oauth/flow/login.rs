@@ -1,7 +1,5 @@
 //! Password sign-in (rate-limited, on the check pool) and browser sessions.
 
-use std::time::Instant;
-
 use super::AuthorizationServer;
 use crate::oauth::{
     crypto::{random_token, sha256_b64},
@@ -63,7 +61,7 @@ impl AuthorizationServer {
         let account = sha256_b64(username);
         let attempt = self
             .login_limits
-            .begin(&account, client_address, Instant::now())
+            .begin(&account, client_address, self.clock.instant())
             .map_err(|refusal| match refusal {
                 LoginRefusal::Exhausted(wait) => LoginError::TooManyAttempts {
                     retry_after_secs: wait.as_secs().max(1),
@@ -89,7 +87,7 @@ impl AuthorizationServer {
         };
         match user {
             Some(user) if ok => {
-                attempt.succeeded(Instant::now());
+                attempt.succeeded(self.clock.instant());
                 Ok(LoginOutcome::SignedIn { user_id: user.id })
             }
             user => {

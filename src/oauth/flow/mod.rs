@@ -105,7 +105,11 @@ impl AuthorizationServer {
     }
 
     /// Read the time from `clock` (tests move a manual clock instead of sleeping).
+    /// The rate-limit windows and the document cache read it too.
     pub fn with_clock(mut self, clock: crate::clock::SharedClock) -> Self {
+        self.registrations = self.registrations.with_clock(clock.clone());
+        self.authorizations = self.authorizations.with_clock(clock.clone());
+        self.cimd = self.cimd.with_clock(clock.clone());
         self.clock = clock;
         self
     }
