@@ -10,6 +10,8 @@
 mod authorize;
 mod consent;
 mod grants;
+#[cfg(test)]
+mod grants_tests;
 mod introspect;
 mod login;
 mod register;
