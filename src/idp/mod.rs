@@ -1,7 +1,7 @@
 //! The upstream identity provider of `proxy` mode, as a client: discovery at
 //! start, the authorization URL, the code exchange, who signed in (ID token
 //! or the provider's user API), refresh and revocation. No HTTP server code
-//! here; `oauth::federation` drives it from the authorization flow.
+//! here; `oauth::proxy` drives it from the authorization flow.
 
 pub mod auto;
 pub mod presets;

@@ -9,6 +9,7 @@
 //! will. Why a fetch failed is logged, never told the client (it would say
 //! whether a host is reachable).
 
+use crate::clock::SharedClock;
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -57,7 +58,11 @@ pub struct CimdResolver {
     timeout: Duration,
     pinned: HashMap<String, Arc<ClientMetadata>>,
     cache: moka::sync::Cache<String, Cached>,
-    failures: moka::sync::Cache<String, CimdError>,
+    /// A failed fetch and until when it stands (the cache's own expiry is
+    /// only the memory bound; the answer follows `clock`).
+    failures: moka::sync::Cache<String, (CimdError, Instant)>,
+    failure_ttl: Duration,
+    clock: SharedClock,
     fetches: Arc<tokio::sync::Semaphore>,
 }
 
@@ -122,8 +127,16 @@ impl CimdResolver {
                 .max_capacity(10_000)
                 .time_to_live(FAILURE_TTL)
                 .build(),
+            failure_ttl: FAILURE_TTL,
+            clock: crate::clock::system(),
             fetches: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES)),
         }
+    }
+
+    /// Read the time from `clock` (cache and failure expiry).
+    pub fn with_clock(mut self, clock: SharedClock) -> CimdResolver {
+        self.clock = clock;
+        self
     }
 
     /// Replace the fetch bounds (tests).
@@ -134,6 +147,7 @@ impl CimdResolver {
             .max_capacity(10_000)
             .time_to_live(failure_ttl)
             .build();
+        self.failure_ttl = failure_ttl;
         self
     }
 
@@ -155,14 +169,17 @@ impl CimdResolver {
             return Ok(doc.clone());
         }
         if let Some(hit) = self.cache.get(client_id) {
-            if hit.expires > Instant::now() {
+            if hit.expires > self.clock.instant() {
                 return Ok(hit.metadata);
             }
             self.cache.invalidate(client_id);
         }
         let url = self.check_url(client_id)?;
-        if let Some(failed) = self.failures.get(client_id) {
-            return Err(failed);
+        if let Some((failed, until)) = self.failures.get(client_id) {
+            if until > self.clock.instant() {
+                return Err(failed);
+            }
+            self.failures.invalidate(client_id);
         }
         // Over the cap the request fails now rather than queueing behind
         // slow hosts; nothing is cached, so a retry fetches.
@@ -180,7 +197,9 @@ impl CimdResolver {
         let (metadata, ttl) = match fetched {
             Ok(done) => done,
             Err(e) => {
-                self.failures.insert(client_id.to_owned(), e.clone());
+                let until = self.clock.instant() + self.failure_ttl;
+                self.failures
+                    .insert(client_id.to_owned(), (e.clone(), until));
                 return Err(e);
             }
         };
@@ -190,7 +209,7 @@ impl CimdResolver {
                 client_id.to_owned(),
                 Cached {
                     metadata: metadata.clone(),
-                    expires: Instant::now() + ttl,
+                    expires: self.clock.instant() + ttl,
                 },
             );
         }

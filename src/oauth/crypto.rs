@@ -15,6 +15,17 @@ pub enum CryptoError {
     Key(String),
     #[error("sealed data cannot be opened (wrong key or corrupted)")]
     Open,
+    /// What was sealed or opened is not the JSON expected: a bug or a
+    /// corrupted row, never the client's doing.
+    #[error("sealed data is not the expected JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// A failure here is the server's, never the client's (`server_error`).
+impl From<CryptoError> for super::error::OAuthError {
+    fn from(e: CryptoError) -> Self {
+        super::error::OAuthError::Server(e.to_string())
+    }
 }
 
 /// `bytes` of CSPRNG output, base64url without padding.
@@ -158,6 +169,24 @@ impl Sealer {
             self.key_id,
             URL_SAFE_NO_PAD.encode(out)
         ))
+    }
+
+    /// Seal `value` as JSON (token responses, upstream secrets and tokens).
+    pub fn seal_json<T: serde::Serialize>(
+        &self,
+        context: &str,
+        value: &T,
+    ) -> Result<String, CryptoError> {
+        self.seal(context, &serde_json::to_vec(value)?)
+    }
+
+    /// Open what [`Sealer::seal_json`] sealed under `context`.
+    pub fn open_json<T: serde::de::DeserializeOwned>(
+        &self,
+        context: &str,
+        sealed: &str,
+    ) -> Result<T, CryptoError> {
+        Ok(serde_json::from_slice(&self.open(context, sealed)?)?)
     }
 
     pub fn open(&self, context: &str, sealed: &str) -> Result<Vec<u8>, CryptoError> {

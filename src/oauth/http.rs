@@ -12,17 +12,18 @@ use axum::{
     routing::{get, post},
 };
 use base64::Engine;
-use serde_json::json;
 
 use super::{
-    federation::{CallbackError, CallbackOutcome},
+    error::OAuthError,
     flow::{
-        AuthorizationServer, AuthorizeError, AuthorizeParams, ClientCredentials, LoginError,
-        LoginOutcome, OAuthError, PendingRequest,
+        Authorization, AuthorizationServer, AuthorizeError, AuthorizeParams, AuthorizeStep,
+        ClientCredentials, Consent, ConsentError, LoginError, LoginOutcome, PendingRequest,
+        REQUEST_TTL_SECS, RememberConsent,
     },
     front::{self, BrowserCookie, field, no_store, see_other},
     keys::KeyRing,
     pages,
+    proxy::{CallbackError, CallbackOutcome},
 };
 use crate::auth::verify::ResourceVerifier;
 use crate::server::ClientAddress;
@@ -151,14 +152,11 @@ async fn bound_form(
     let browser = state.cookie(AUTH_COOKIE).read(headers).unwrap_or_default();
     match state.server.pending(request_id, &browser, Some(csrf)).await {
         Ok(request) => Ok((pairs, request)),
-        Err(message) => Err(html(StatusCode::FORBIDDEN, pages::error(&message))),
+        Err(refused) => Err(html(
+            StatusCode::FORBIDDEN,
+            pages::error(&refused.to_string()),
+        )),
     }
-}
-
-/// The user of the browser's live login session, if any.
-async fn signed_in(state: &OAuthState, headers: &HeaderMap) -> Option<String> {
-    let session = state.cookie(SESSION_COOKIE).read(headers)?;
-    state.server.session_user(&session).await.ok().flatten()
 }
 
 async fn metadata(State(state): State<OAuthState>) -> Response {
@@ -226,12 +224,18 @@ async fn authorize(
         *slot = Some(v);
     }
     let held = state.cookie(AUTH_COOKIE).read(&headers);
-    let (pending, browser) = match state
+    let session = state.cookie(SESSION_COOKIE).read(&headers);
+    let Authorization { step, browser } = match state
         .server
-        .begin(params, held.as_deref(), &client.limit_key())
+        .begin(
+            params,
+            held.as_deref(),
+            session.as_deref(),
+            &client.limit_key(),
+        )
         .await
     {
-        Ok(p) => p,
+        Ok(authorization) => authorization,
         Err(AuthorizeError::Page(message)) => {
             return html(StatusCode::BAD_REQUEST, pages::error(&message));
         }
@@ -241,66 +245,60 @@ async fn authorize(
                 pages::error("too many sign-in requests from your address; wait a minute"),
             );
         }
-        Err(AuthorizeError::Server(detail)) => {
-            tracing::error!(detail = %detail, "authorize failed");
+        Err(AuthorizeError::Server(e)) => {
+            tracing::error!(error = %e, detail = ?e, "authorize failed");
             return html(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 pages::error("the server could not start the sign-in"),
             );
         }
     };
-    // The browser binding secret is the cookie; it is per browser, not per request.
-    let user = signed_in(&state, &headers).await;
-    let mut response = if state.server.is_proxy() {
-        // Proxy mode: consent first, then the identity provider. A signed-in
-        // user who remembered this consent goes straight upstream, and the
-        // callback must come back as that same user.
-        let remembered = match &user {
-            Some(user_id) => matches!(
-                state.server.remembered(user_id, &pending.request).await,
-                Ok(true)
-            ),
-            None => false,
-        };
-        if remembered {
-            match state
-                .server
-                .begin_upstream(&pending.request_id, &browser, false, user.as_deref())
-                .await
-            {
-                Ok(location) => see_other(&location),
-                Err(e) => return oauth_error(e),
-            }
-        } else {
-            html(
-                StatusCode::OK,
-                pages::consent(
-                    &pending.request_id,
-                    &pending.csrf,
-                    &pending.request,
-                    state.server.upstream_name(),
-                ),
-            )
-        }
-    } else {
-        match user {
-            Some(_) => see_other(&format!("/consent?request={}", pending.request_id)),
-            None => html(
-                StatusCode::OK,
-                pages::login(
-                    &pending.request_id,
-                    &pending.csrf,
-                    &pending.request.client_name,
-                    None,
-                ),
-            ),
-        }
-    };
+    let mut response = render_step(step);
+    // The browser binding secret is the cookie; it is per browser, not per
+    // request, and lives as long as the pending request it guards.
     response.headers_mut().append(
         header::SET_COOKIE,
-        state.cookie(AUTH_COOKIE).set(&browser, 600),
+        state.cookie(AUTH_COOKIE).set(&browser, REQUEST_TTL_SECS),
     );
     response
+}
+
+/// A step the domain decided: a page, or a 303 to the next address.
+fn render_step(step: AuthorizeStep) -> Response {
+    match step {
+        AuthorizeStep::ShowLogin(pending) => html(
+            StatusCode::OK,
+            pages::login(
+                &pending.request_id,
+                &pending.csrf,
+                &pending.request.client_name,
+                None,
+            ),
+        ),
+        AuthorizeStep::ShowConsent { pending, idp_name } => html(
+            StatusCode::OK,
+            pages::consent(
+                &pending.request_id,
+                &pending.csrf,
+                &pending.request,
+                idp_name,
+            ),
+        ),
+        AuthorizeStep::GoToConsent { request_id } => {
+            see_other(&format!("/consent?request={request_id}"))
+        }
+        AuthorizeStep::GoToIdp { location } | AuthorizeStep::ReturnToClient { location } => {
+            see_other(&location)
+        }
+    }
+}
+
+/// A consent step that cannot go on: a page, or the OAuth error body.
+fn consent_refused(e: ConsentError) -> Response {
+    match e {
+        ConsentError::Flow(e) => oauth_error(e),
+        refused => html(StatusCode::FORBIDDEN, pages::error(&refused.to_string())),
+    }
 }
 
 async fn login(
@@ -337,7 +335,9 @@ async fn login(
                     let mut response = see_other(&format!("/consent?request={request_id}"));
                     response.headers_mut().append(
                         header::SET_COOKIE,
-                        state.cookie(SESSION_COOKIE).set(&session, 12 * 3600),
+                        state
+                            .cookie(SESSION_COOKIE)
+                            .set(&session.cookie, session.lifetime_secs),
                     );
                     response
                 }
@@ -387,42 +387,15 @@ async fn consent_page(
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
     let browser = state.cookie(AUTH_COOKIE).read(&headers).unwrap_or_default();
-    let request = match state.server.pending(&request_id, &browser, None).await {
-        Ok(r) => r,
-        Err(message) => return html(StatusCode::FORBIDDEN, pages::error(&message)),
-    };
-    let user = signed_in(&state, &headers).await;
-    let Some(user_id) = user else {
-        return html(
-            StatusCode::FORBIDDEN,
-            pages::error("you are not signed in; start again from your app"),
-        );
-    };
-    if matches!(state.server.remembered(&user_id, &request).await, Ok(true)) {
-        // Proxy mode: a code only ever follows a sign-in at the identity
-        // provider (which re-checks the account and the allow lists), and
-        // the callback must come back as this same user.
-        let result = if state.server.is_proxy() {
-            state
-                .server
-                .begin_upstream(&request_id, &browser, false, Some(&user_id))
-                .await
-        } else {
-            state
-                .server
-                .decide(&request_id, &user_id, true, false)
-                .await
-        };
-        return match result {
-            Ok(location) => see_other(&location),
-            Err(e) => oauth_error(e),
-        };
+    let session = state.cookie(SESSION_COOKIE).read(&headers);
+    match state
+        .server
+        .consent_step(&request_id, &browser, session.as_deref())
+        .await
+    {
+        Ok(step) => render_step(step),
+        Err(e) => consent_refused(e),
     }
-    let csrf = state.server.csrf_token(&request_id, &browser);
-    html(
-        StatusCode::OK,
-        pages::consent(&request_id, &csrf, &request, state.server.upstream_name()),
-    )
 }
 
 async fn consent_post(
@@ -435,38 +408,26 @@ async fn consent_post(
         Err(page) => return page,
     };
     let request_id = field(&pairs, "request").unwrap_or_default();
-    let approve = field(&pairs, "decision") == Some("approve");
-    let remember = field(&pairs, "remember") == Some("1");
-    if state.server.is_proxy() {
-        // Consent is recorded (in the upstream login) before the redirect upstream.
-        let result = if approve {
-            let browser = state.cookie(AUTH_COOKIE).read(&headers).unwrap_or_default();
-            state
-                .server
-                .begin_upstream(request_id, &browser, remember, None)
-                .await
-        } else {
-            state.server.decide(request_id, "", false, false).await
-        };
-        return match result {
-            Ok(location) => see_other(&location),
-            Err(e) => oauth_error(e),
-        };
-    }
-    let user = signed_in(&state, &headers).await;
-    let Some(user_id) = user else {
-        return html(
-            StatusCode::FORBIDDEN,
-            pages::error("you are not signed in; start again from your app"),
-        );
+    let consent = if field(&pairs, "decision") == Some("approve") {
+        Consent::Approve {
+            remember: if field(&pairs, "remember") == Some("1") {
+                RememberConsent::Remember
+            } else {
+                RememberConsent::ThisTimeOnly
+            },
+        }
+    } else {
+        Consent::Deny
     };
+    let browser = state.cookie(AUTH_COOKIE).read(&headers).unwrap_or_default();
+    let session = state.cookie(SESSION_COOKIE).read(&headers);
     match state
         .server
-        .decide(request_id, &user_id, approve, remember)
+        .answer_consent(request_id, &browser, session.as_deref(), consent)
         .await
     {
-        Ok(location) => see_other(&location),
-        Err(e) => oauth_error(e),
+        Ok(step) => render_step(step),
+        Err(e) => consent_refused(e),
     }
 }
 
@@ -507,7 +468,9 @@ async fn callback(
                     Ok(session) => {
                         response.headers_mut().append(
                             header::SET_COOKIE,
-                            state.cookie(SESSION_COOKIE).set(&session, 12 * 3600),
+                            state
+                                .cookie(SESSION_COOKIE)
+                                .set(&session.cookie, session.lifetime_secs),
                         );
                     }
                     Err(e) => tracing::warn!(error = %e, "no session after upstream sign-in"),
@@ -601,29 +564,14 @@ async fn introspect(State(state): State<OAuthState>, headers: HeaderMap, body: B
     let result = async {
         let pairs = form_pairs(&body)?;
         let creds = client_credentials(&headers, &pairs)?;
-        let caller = state.server.introspector(&creds).await?;
-        let token = field(&pairs, "token")
-            .ok_or_else(|| OAuthError::InvalidRequest("token is missing".to_owned()))?;
-        if token.split('.').count() == 3 {
-            return Ok(match state.verifier.verify(token).await {
-                Ok(p) if caller.may_see(p.client_id.as_deref()) => json!({
-                    "active": true,
-                    "iss": p.issuer,
-                    "sub": p.subject,
-                    "client_id": p.client_id,
-                    "scope": p.scopes.into_iter().collect::<Vec<_>>().join(" "),
-                    "aud": p.audience,
-                    "exp": p.expires_at,
-                    "token_type": "Bearer",
-                }),
-                _ => json!({"active": false}),
-            });
-        }
-        state.server.introspect_refresh(&caller, token).await
+        state
+            .server
+            .introspect(&creds, field(&pairs, "token"), &state.verifier)
+            .await
     }
     .await;
     match result {
-        Ok(body) => no_store(Json(body).into_response()),
+        Ok(answer) => no_store(Json(answer).into_response()),
         Err(e) => oauth_error(e),
     }
 }

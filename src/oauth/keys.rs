@@ -7,6 +7,7 @@
 //! token signed with it arrives. The old key stays published until every
 //! token it signed has expired.
 
+use crate::clock::SharedClock;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -45,6 +46,13 @@ pub enum KeyError {
     Sign(String),
 }
 
+/// Signing is the server's business: a failure is never the client's.
+impl From<KeyError> for super::error::OAuthError {
+    fn from(e: KeyError) -> Self {
+        super::error::OAuthError::Server(e.to_string())
+    }
+}
+
 struct Signer {
     kid: String,
     key: EncodingKey,
@@ -62,6 +70,8 @@ pub struct KeyRing {
     sealer: Arc<Sealer>,
     state: ArcSwap<KeyState>,
     verification: Arc<JwksCache>,
+    /// Which keys are live (activation, retirement) is read on this clock.
+    clock: SharedClock,
 }
 
 /// A freshly generated key: the row to store.
@@ -103,7 +113,16 @@ pub async fn rotate(
     sealer: &Sealer,
     token_lifetime_secs: i64,
 ) -> Result<String, KeyError> {
-    let now = now_epoch();
+    rotate_at(store, sealer, token_lifetime_secs, now_epoch()).await
+}
+
+/// [`rotate`] as of `now` (tests pass a manual clock's reading).
+pub async fn rotate_at(
+    store: &Store,
+    sealer: &Sealer,
+    token_lifetime_secs: i64,
+    now: i64,
+) -> Result<String, KeyError> {
     let record = generate(sealer, now, now + ACTIVATION_DELAY_SECS)?;
     store.insert_signing_key(&record).await?;
     // Old keys sign until the new one activates, then their tokens live up to a lifetime.
@@ -117,7 +136,16 @@ pub async fn rotate(
 impl KeyRing {
     /// Load the keys, creating the first one if the store has none.
     pub async fn open(store: Store, sealer: Arc<Sealer>) -> Result<Arc<KeyRing>, KeyError> {
-        let now = now_epoch();
+        KeyRing::open_on_clock(store, sealer, crate::clock::system()).await
+    }
+
+    /// [`KeyRing::open`] reading the time from `clock`.
+    pub async fn open_on_clock(
+        store: Store,
+        sealer: Arc<Sealer>,
+        clock: SharedClock,
+    ) -> Result<Arc<KeyRing>, KeyError> {
+        let now = clock.now();
         if store.live_signing_keys(now).await?.is_empty() {
             let record = generate(&sealer, now, now)?;
             store.insert_signing_key(&record).await?;
@@ -131,6 +159,7 @@ impl KeyRing {
                 jwks: json!({"keys": []}),
             }),
             verification: JwksCache::preloaded(Vec::new()),
+            clock,
         });
         ring.reload().await?;
         Ok(ring)
@@ -138,7 +167,7 @@ impl KeyRing {
 
     /// Re-read the key table (rotation by the CLI or another replica).
     pub async fn reload(&self) -> Result<(), KeyError> {
-        let now = now_epoch();
+        let now = self.clock.now();
         let records = self.store.live_signing_keys(now).await?;
         let public: Vec<Value> = records
             .iter()
@@ -229,5 +258,38 @@ impl KeyRing {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kid_of(token: &str) -> String {
+        jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_signs_only_after_the_activation_delay_on_the_rings_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("keys.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        let sealer = Arc::new(Sealer::new(&[7u8; 32]).unwrap());
+        let clock = crate::clock::ManualClock::new();
+        let ring = KeyRing::open_on_clock(store.clone(), sealer.clone(), clock.clone())
+            .await
+            .unwrap();
+        let first = kid_of(&ring.sign(&json!({"sub": "x"})).unwrap());
+        let now = crate::clock::Clock::now(clock.as_ref());
+        let new = rotate_at(&store, &sealer, 3600, now).await.unwrap();
+        assert_ne!(first, new);
+        clock.advance(std::time::Duration::from_secs(
+            ACTIVATION_DELAY_SECS as u64 - 1,
+        ));
+        ring.reload().await.unwrap();
+        assert_eq!(kid_of(&ring.sign(&json!({"sub": "x"})).unwrap()), first);
+        clock.advance(std::time::Duration::from_secs(1));
+        ring.reload().await.unwrap();
+        assert_eq!(kid_of(&ring.sign(&json!({"sub": "x"})).unwrap()), new);
     }
 }

@@ -1,18 +1,19 @@
-//! The embedded authorization server (`auth.mode = "local"`); the flow is
-//! described in this folder's README.md.
+//! The embedded authorization server (`auth.mode = "local"` and
+//! `"proxy"`); the flow and the file layout are in this folder's README.md.
 //!
 //! `flow` is the domain (registration, authorization, login, consent, token
-//! grants) free of HTTP; `http` is the axum edge and `pages` its HTML;
-//! `setup` assembles it from configuration. Building blocks: `crypto`,
-//! `clients` (metadata and redirect policy), `cimd` (SSRF-fenced document
-//! fetch), `keys` (signing keys), `passwords`, `ratelimit`.
+//! grants, introspection) free of HTTP: it decides, and `http` (the axum
+//! edge) with `pages` (its HTML) renders. `proxy` is proxy mode's sign-in
+//! at the identity provider; `setup` assembles it all from configuration.
+//! Building blocks: `crypto`, `clients` (metadata and redirect policy),
+//! `cimd` (SSRF-fenced document fetch), `keys` (signing keys),
+//! `passwords`, `ratelimit`; `error` and `front` are shared with the bridge.
 
 pub mod cimd;
 pub mod client_credentials;
 pub mod clients;
 pub mod crypto;
 pub mod error;
-pub mod federation;
 pub mod flow;
 pub mod front;
 pub mod http;
@@ -20,6 +21,7 @@ pub mod keys;
 pub mod metadata;
 pub mod pages;
 pub mod passwords;
+pub mod proxy;
 pub mod ratelimit;
 pub mod reseal;
 pub mod setup;

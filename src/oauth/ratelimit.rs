@@ -2,6 +2,7 @@
 //! per replica: enough to slow brute force and registration floods.
 //! [`LoginLimits`] combines them for password sign-ins.
 
+use crate::clock::SharedClock;
 use std::{
     collections::HashMap,
     sync::Mutex,
@@ -15,6 +16,8 @@ pub struct WindowLimiter {
     limit: u32,
     window: Duration,
     counts: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Where `hit` and `exhausted` read the time (tests move a manual clock).
+    clock: SharedClock,
 }
 
 /// One attempt taken from a key's allowance, to give back if it succeeded.
@@ -30,12 +33,19 @@ impl WindowLimiter {
             limit,
             window,
             counts: Mutex::new(HashMap::new()),
+            clock: crate::clock::system(),
         }
+    }
+
+    /// Read the time from `clock` instead of the system.
+    pub fn with_clock(mut self, clock: SharedClock) -> WindowLimiter {
+        self.clock = clock;
+        self
     }
 
     /// Has `key` used up its allowance in the current window?
     pub fn exhausted(&self, key: &str) -> bool {
-        let now = Instant::now();
+        let now = self.clock.instant();
         let Ok(counts) = self.counts.lock() else {
             return false;
         };
@@ -46,7 +56,7 @@ impl WindowLimiter {
 
     /// Count one event for `key`; `false` if it is over the limit.
     pub fn hit(&self, key: &str) -> bool {
-        let now = Instant::now();
+        let now = self.clock.instant();
         let Ok(mut counts) = self.counts.lock() else {
             return true;
         };
@@ -303,6 +313,19 @@ mod tests {
         assert!(l.hit("b"));
         l.clear("a");
         assert!(!l.exhausted("a"));
+    }
+
+    #[test]
+    fn a_window_ends_on_the_limiters_clock() {
+        let clock = crate::clock::ManualClock::new();
+        let l = WindowLimiter::new(1, Duration::from_secs(60)).with_clock(clock.clone());
+        assert!(l.hit("a"));
+        assert!(!l.hit("a"));
+        clock.advance(Duration::from_secs(59));
+        assert!(l.exhausted("a"));
+        clock.advance(Duration::from_secs(1));
+        assert!(!l.exhausted("a"));
+        assert!(l.hit("a"));
     }
 
     #[test]

@@ -12,8 +12,8 @@ fn context(table: &str) -> &'static str {
         "signing_keys" => super::keys::SEALING_CONTEXT,
         "auth_codes" => super::flow::CODE_CONTEXT,
         "refresh_tokens" => super::flow::REFRESH_CONTEXT,
-        "upstream_tokens" => super::federation::TOKENS_CONTEXT,
-        _ => super::federation::LOGIN_CONTEXT,
+        "upstream_tokens" => super::proxy::TOKENS_CONTEXT,
+        _ => super::proxy::LOGIN_CONTEXT,
     }
 }
 

@@ -570,7 +570,10 @@ async fn redirect_uri_is_required_at_token_when_the_authorization_request_sent_i
 
 #[tokio::test]
 async fn a_code_presented_by_another_client_does_not_revoke_the_victims_grant() {
-    let server = local(|l| l.code_replay_window_secs = Some(0)).await;
+    let clock = mcpgate::clock::ManualClock::new();
+    let server =
+        crate::local_auth::local_on_clock(|l| l.code_replay_window_secs = Some(0), clock.clone())
+            .await;
     let victim = public_client(&server).await;
     let attacker = public_client(&server).await;
     let (code, verifier) = code_for(&server, &victim).await;
@@ -597,7 +600,7 @@ async fn a_code_presented_by_another_client_does_not_revoke_the_victims_grant() 
     let (code, verifier) = code_for(&server, &victim).await;
     let (status, tokens) = exchange_code(&server, &victim, &code, &verifier).await;
     assert_eq!(status, StatusCode::OK);
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    clock.advance(std::time::Duration::from_secs(1));
     let (status, body) = exchange_code(&server, &victim, &code, &verifier).await;
     assert_eq!(
         (status, body["error"].as_str()),

@@ -719,3 +719,50 @@ async fn local_user_names_stay_unique_while_upstream_names_may_repeat() {
         store.close().await;
     }
 }
+
+/// The session cookie lives as long as the session (`session_ttl_secs`, up
+/// to 30 days), not a fixed 12 hours; the binding cookie as long as the
+/// pending request (10 minutes).
+#[tokio::test]
+async fn the_session_cookie_lives_as_long_as_the_configured_session() {
+    let server = local(|l| l.session_ttl_secs = Some(30 * 86_400)).await;
+    let client_id = public_client(&server).await;
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    let page = browser
+        .get(&authorize_url(&server, &client_id, &challenge, REDIRECT))
+        .await;
+    let set: Vec<String> = page
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        set.iter()
+            .any(|c| c.starts_with("mcpgate_auth=") && c.contains("Max-Age=600")),
+        "{set:?}"
+    );
+    let html = page.text().await.unwrap();
+    let password = server.admin_password.clone().unwrap();
+    let login = browser
+        .post(
+            &server.url("/login"),
+            &[
+                ("request", &hidden(&html, "request")),
+                ("csrf", &hidden(&html, "csrf")),
+                ("username", "admin"),
+                ("password", &password),
+            ],
+        )
+        .await;
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let session = login
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("mcpgate_session="))
+        .expect("a session cookie");
+    assert!(session.contains("Max-Age=2592000"), "{session}");
+}

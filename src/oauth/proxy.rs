@@ -1,5 +1,5 @@
-//! Proxy mode: the authorization server signs users in at an upstream
-//! identity provider. Consent comes first (the confused-deputy rule: no
+//! Proxy mode (`auth.mode = "proxy"`): users sign in at the identity
+//! provider instead of the login page. Consent comes first (the confused-deputy rule: no
 //! redirect upstream for a client the user has not approved); the upstream
 //! `state` is created only then, single use, bound to the browser, and
 //! consumed at `/callback`. Upstream tokens are kept sealed per grant and
@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     crypto::{ct_eq, pkce_s256, random_token, sha256_b64},
-    flow::{AuthorizationServer, OAuthError},
+    error::OAuthError,
+    flow::{AuthorizationServer, RememberConsent},
 };
 use crate::{
     idp::{Identity, IdpError, UpstreamTokens},
@@ -72,28 +73,26 @@ impl AuthorizationServer {
         &self,
         request_id: &str,
         browser: &str,
-        remember: bool,
+        remember: RememberConsent,
         consented_user: Option<&str>,
     ) -> Result<String, OAuthError> {
         let upstream = self
             .upstream
             .as_ref()
             .ok_or_else(|| OAuthError::Server("no upstream identity provider".to_owned()))?;
-        let server = |e: super::crypto::CryptoError| OAuthError::Server(e.to_string());
-        let state = random_token(32).map_err(server)?;
+        let state = random_token(32)?;
         let secrets = LoginSecrets {
-            verifier: random_token(32).map_err(server)?,
-            nonce: random_token(24).map_err(server)?,
+            verifier: random_token(32)?,
+            nonce: random_token(24)?,
         };
-        let plain = serde_json::to_vec(&secrets).map_err(|e| OAuthError::Server(e.to_string()))?;
         let now = now_epoch();
         self.store
             .insert_upstream_login(&UpstreamLoginRecord {
                 state_hash: sha256_b64(&state),
                 request_hash: sha256_b64(request_id),
                 browser_hash: sha256_b64(browser),
-                secrets_sealed: self.sealer.seal(LOGIN_CONTEXT, &plain).map_err(server)?,
-                remember: i64::from(remember),
+                secrets_sealed: self.sealer.seal_json(LOGIN_CONTEXT, &secrets)?,
+                remember: i64::from(remember == RememberConsent::Remember),
                 consented_user: consented_user.map(str::to_owned),
                 created_at: now,
                 expires_at: now + LOGIN_TTL_SECS,
@@ -130,7 +129,7 @@ impl AuthorizationServer {
             // hears access_denied, whatever the IdP said.
             tracing::info!(upstream_error = %error, "upstream sign-in not completed");
             let location = self
-                .decide_hashed(&login.request_hash, "", false, false, None)
+                .deny_hashed(&login.request_hash)
                 .await
                 .map_err(CallbackError::Flow)?;
             return Ok(CallbackOutcome {
@@ -139,12 +138,10 @@ impl AuthorizationServer {
             });
         }
         let code = code.ok_or(CallbackError::Unverified)?;
-        let plain = self
+        let secrets: LoginSecrets = self
             .sealer
-            .open(LOGIN_CONTEXT, &login.secrets_sealed)
-            .map_err(|e| CallbackError::Flow(OAuthError::Server(e.to_string())))?;
-        let secrets: LoginSecrets = serde_json::from_slice(&plain)
-            .map_err(|e| CallbackError::Flow(OAuthError::Server(e.to_string())))?;
+            .open_json(LOGIN_CONTEXT, &login.secrets_sealed)
+            .map_err(|e| CallbackError::Flow(e.into()))?;
         let tokens = upstream
             .exchange(code, &secrets.verifier)
             .await
@@ -169,7 +166,8 @@ impl AuthorizationServer {
         {
             return Err(CallbackError::DifferentUser);
         }
-        let profile = serde_json::to_string(&identity).map_err(|e| flow_error(e.to_string()))?;
+        let profile =
+            serde_json::to_string(&identity).map_err(|e| CallbackError::Flow(e.into()))?;
         let family_id = uuid::Uuid::new_v4().to_string();
         let sealed = self.seal_tokens(&tokens).map_err(CallbackError::Flow)?;
         let now = now_epoch();
@@ -201,12 +199,16 @@ impl AuthorizationServer {
             })
             .await
             .map_err(|e| CallbackError::Flow(e.into()))?;
+        let remember = if login.remember == 1 {
+            RememberConsent::Remember
+        } else {
+            RememberConsent::ThisTimeOnly
+        };
         let location = self
-            .decide_hashed(
+            .approve_hashed(
                 &login.request_hash,
                 &user_id,
-                true,
-                login.remember == 1,
+                remember,
                 Some(family_id.clone()),
             )
             .await;
@@ -235,18 +237,11 @@ impl AuthorizationServer {
     }
 
     fn seal_tokens(&self, tokens: &UpstreamTokens) -> Result<String, OAuthError> {
-        let plain = serde_json::to_vec(tokens).map_err(|e| OAuthError::Server(e.to_string()))?;
-        self.sealer
-            .seal(TOKENS_CONTEXT, &plain)
-            .map_err(|e| OAuthError::Server(e.to_string()))
+        Ok(self.sealer.seal_json(TOKENS_CONTEXT, tokens)?)
     }
 
     fn open_tokens(&self, sealed: &str) -> Result<UpstreamTokens, OAuthError> {
-        let plain = self
-            .sealer
-            .open(TOKENS_CONTEXT, sealed)
-            .map_err(|e| OAuthError::Server(e.to_string()))?;
-        serde_json::from_slice(&plain).map_err(|e| OAuthError::Server(e.to_string()))
+        Ok(self.sealer.open_json(TOKENS_CONTEXT, sealed)?)
     }
 
     /// The identity claims for tokens (proxy mode only).
@@ -327,10 +322,6 @@ impl AuthorizationServer {
         }
         Ok(())
     }
-}
-
-fn flow_error(detail: String) -> CallbackError {
-    CallbackError::Flow(OAuthError::Server(detail))
 }
 
 fn upstream_failure(e: IdpError) -> CallbackError {

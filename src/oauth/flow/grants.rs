@@ -1,0 +1,390 @@
+//! `POST /token`: the authorization-code and refresh-token grants, minting
+//! access tokens, and the one rule for a code or refresh token presented
+//! again (replay within its window, otherwise revoke the family).
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::{AuthorizationServer, register::ClientCredentials};
+use crate::idp::Identity;
+use crate::oauth::{
+    crypto::{ct_eq, pkce_s256, random_token, sha256_b64},
+    error::OAuthError,
+};
+use crate::store::{Consumed, NewRefresh};
+
+pub(in crate::oauth) const CODE_CONTEXT: &str = "auth_codes.response";
+
+pub(in crate::oauth) const REFRESH_CONTEXT: &str = "refresh_tokens.response";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    pub scope: String,
+}
+
+#[derive(Serialize)]
+struct AccessClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    jti: String,
+    client_id: &'a str,
+    scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    groups: &'a [String],
+}
+
+impl AuthorizationServer {
+    fn mint(
+        &self,
+        client_id: &str,
+        user_id: &str,
+        scope: &str,
+        resource: &str,
+        refresh: Option<&str>,
+        profile: Option<&Identity>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let now = self.clock.now();
+        let ttl = self.config.access_token_ttl_secs;
+        let claims = AccessClaims {
+            iss: &self.issuer,
+            sub: user_id,
+            aud: resource,
+            iat: now,
+            nbf: now,
+            exp: now + ttl as i64,
+            jti: uuid::Uuid::new_v4().to_string(),
+            client_id,
+            scope: scope.to_owned(),
+            email: profile.and_then(|p| p.email.as_deref()),
+            name: profile.and_then(|p| p.name.as_deref()),
+            groups: profile.map(|p| p.groups.as_slice()).unwrap_or_default(),
+        };
+        let access_token = self.keys.sign(&claims)?;
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer".to_owned(),
+            expires_in: ttl,
+            refresh_token: refresh.map(str::to_owned),
+            scope: scope.to_owned(),
+        })
+    }
+
+    /// `grant_type=authorization_code`.
+    pub async fn redeem_code(
+        &self,
+        creds: &ClientCredentials,
+        code: Option<&str>,
+        verifier: Option<&str>,
+        redirect_uri: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let client = self.authenticate_client(creds).await?;
+        let code = code.ok_or_else(|| OAuthError::InvalidRequest("code is missing".to_owned()))?;
+        let verifier = verifier.ok_or_else(|| {
+            OAuthError::InvalidRequest("code_verifier is missing (PKCE)".to_owned())
+        })?;
+        if !is_pkce_verifier(verifier) {
+            return Err(OAuthError::InvalidGrant(
+                "code_verifier must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~ (RFC 7636)"
+                    .to_owned(),
+            ));
+        }
+        let now = self.clock.now();
+        let hash = sha256_b64(code);
+        let record = self
+            .store
+            .get_code(&hash)
+            .await?
+            .ok_or_else(|| OAuthError::InvalidGrant("unknown authorization code".to_owned()))?;
+        if record.client_id != client.client_id {
+            // Refused, but the grant is left alone: a code seen by another
+            // client (a log, a referrer, a shared screen) proves nothing about
+            // its holder, and burning the family on that would let anyone who
+            // saw a code end the victim's session. A second presentation by
+            // the client it was issued to still revokes (below). Worded as
+            // for an unknown code: another client learns nothing about
+            // whether a code it holds is live.
+            return Err(OAuthError::InvalidGrant(
+                "unknown authorization code".to_owned(),
+            ));
+        }
+        if record.expires_at <= now {
+            return Err(OAuthError::InvalidGrant("the code has expired".to_owned()));
+        }
+        match redirect_uri {
+            Some(r) if r != record.redirect_uri => {
+                return Err(OAuthError::InvalidGrant(
+                    "redirect_uri differs from the authorization request".to_owned(),
+                ));
+            }
+            None if record.redirect_uri_sent => {
+                return Err(OAuthError::InvalidRequest(
+                    "redirect_uri is required: the authorization request named one".to_owned(),
+                ));
+            }
+            _ => {}
+        }
+        if !ct_eq(&pkce_s256(verifier), &record.code_challenge) {
+            return Err(OAuthError::InvalidGrant(
+                "code_verifier does not match the challenge".to_owned(),
+            ));
+        }
+        if resource.is_some_and(|r| !self.is_our_resource(r)) {
+            return Err(OAuthError::InvalidTarget(
+                "resource differs from the authorized one".to_owned(),
+            ));
+        }
+        if record.redeemed_at.is_none() {
+            if self.store.find_user(&record.user_id).await?.is_none() {
+                return Err(OAuthError::InvalidGrant(
+                    "the user no longer exists".to_owned(),
+                ));
+            }
+            let refresh = (client.metadata.allows_refresh()
+                || record
+                    .scope
+                    .split_whitespace()
+                    .any(|s| s == "offline_access"))
+            .then(|| random_token(32))
+            .transpose()?;
+            let profile = self.profile_of(&record.user_id).await?;
+            let response = self.mint(
+                &record.client_id,
+                &record.user_id,
+                &record.scope,
+                &record.resource,
+                refresh.as_deref(),
+                profile.as_ref(),
+            )?;
+            let sealed = self.sealer.seal_json(CODE_CONTEXT, &response)?;
+            let new_refresh = refresh.as_deref().map(|r| NewRefresh {
+                token_hash: sha256_b64(r),
+                family_id: record.family_id.clone(),
+                client_id: record.client_id.clone(),
+                user_id: record.user_id.clone(),
+                scope: record.scope.clone(),
+                resource: record.resource.clone(),
+                expires_at: now + self.config.refresh_token_ttl_secs as i64,
+            });
+            if self
+                .store
+                .redeem_code(&hash, now, &sealed, new_refresh.as_ref())
+                .await?
+                == Consumed::Won
+            {
+                if client.touch_due(now) {
+                    self.store.touch_client(&record.client_id, now).await?;
+                }
+                return Ok(response);
+            }
+        }
+        // Redeemed before (or lost the race): re-read what the winner stored.
+        let record = self
+            .store
+            .get_code(&hash)
+            .await?
+            .ok_or_else(|| OAuthError::InvalidGrant("unknown authorization code".to_owned()))?;
+        self.replay_or_revoke(
+            Reuse::Code,
+            Spent {
+                used_at: record.redeemed_at,
+                revoked: false,
+                response_sealed: record.response_sealed,
+                family_id: record.family_id,
+                client_id: record.client_id,
+            },
+            now,
+        )
+        .await
+    }
+
+    /// `grant_type=refresh_token`: rotate; a rotated token seen again after
+    /// the grace window revokes the whole family (RFC 9700 §4.14.2).
+    pub async fn refresh(
+        &self,
+        creds: &ClientCredentials,
+        token: Option<&str>,
+        scope: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let client = self.authenticate_client(creds).await?;
+        let token = token
+            .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing".to_owned()))?;
+        let hash = sha256_b64(token);
+        let now = self.clock.now();
+        let record = self
+            .store
+            .get_refresh(&hash)
+            .await?
+            .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".to_owned()))?;
+        if record.client_id != client.client_id {
+            // Worded as for an unknown token: /token is no status oracle for
+            // stolen refresh tokens (and nothing rotates or is revoked).
+            return Err(OAuthError::InvalidGrant("unknown refresh token".to_owned()));
+        }
+        if record.revoked_at.is_some() || record.expires_at <= now {
+            return Err(OAuthError::InvalidGrant(
+                "the refresh token is no longer valid".to_owned(),
+            ));
+        }
+        if resource.is_some_and(|r| !self.is_our_resource(r)) {
+            return Err(OAuthError::InvalidTarget(
+                "resource differs from the authorized one".to_owned(),
+            ));
+        }
+        let granted: BTreeSet<&str> = record.scope.split_whitespace().collect();
+        let scope = match scope {
+            Some(s) => {
+                let asked: Vec<&str> = s.split_whitespace().collect();
+                if asked.iter().any(|a| !granted.contains(a)) {
+                    return Err(OAuthError::InvalidScope(
+                        "a requested scope was not granted".to_owned(),
+                    ));
+                }
+                asked.join(" ")
+            }
+            None => record.scope.clone(),
+        };
+        // A removed user's refresh tokens were revoked with the user (same
+        // transaction), so `revoked_at` above already covers that case.
+        if record.rotated_at.is_none() {
+            let profile = self.profile_of(&record.user_id).await?;
+            let next = random_token(32)?;
+            let response = self.mint(
+                &record.client_id,
+                &record.user_id,
+                &scope,
+                &record.resource,
+                Some(&next),
+                profile.as_ref(),
+            )?;
+            let sealed = self.sealer.seal_json(REFRESH_CONTEXT, &response)?;
+            let new = NewRefresh {
+                token_hash: sha256_b64(&next),
+                family_id: record.family_id.clone(),
+                client_id: record.client_id.clone(),
+                user_id: record.user_id.clone(),
+                scope: record.scope.clone(),
+                resource: record.resource.clone(),
+                expires_at: now + self.config.refresh_token_ttl_secs as i64,
+            };
+            if self.store.rotate_refresh(&hash, now, &sealed, &new).await? == Consumed::Won {
+                // Proxy mode: only the winner of the rotation talks to the IdP
+                // (concurrent upstream refreshes would look like a replay
+                // there), and a grant the IdP ended ends here too.
+                self.check_upstream_grant(&record.family_id, now).await?;
+                if client.touch_due(now) {
+                    self.store.touch_client(&record.client_id, now).await?;
+                }
+                return Ok(response);
+            }
+        }
+        // Rotated before (or lost the race): re-read what the winner stored.
+        let record = self
+            .store
+            .get_refresh(&hash)
+            .await?
+            .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".to_owned()))?;
+        self.replay_or_revoke(
+            Reuse::RefreshToken,
+            Spent {
+                used_at: record.rotated_at,
+                revoked: record.revoked_at.is_some(),
+                response_sealed: record.response_sealed,
+                family_id: record.family_id,
+                client_id: record.client_id,
+            },
+            now,
+        )
+        .await
+    }
+
+    /// A code or refresh token presented again after it was used (by a
+    /// retry, or by the loser of a concurrent use): within its window the
+    /// caller gets the winner's sealed answer again; later, the whole family
+    /// is revoked (RFC 9700 §4.14.2: reuse means one copy was stolen).
+    async fn replay_or_revoke(
+        &self,
+        reuse: Reuse,
+        spent: Spent,
+        now: i64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let window = match reuse {
+            Reuse::Code => self.config.code_replay_window_secs,
+            Reuse::RefreshToken => self.config.refresh_reuse_grace_secs,
+        };
+        let within = spent.used_at.is_some_and(|at| now - at <= window as i64);
+        if within
+            && !spent.revoked
+            && let Some(sealed) = &spent.response_sealed
+        {
+            return Ok(self.sealer.open_json(reuse.sealed_context(), sealed)?);
+        }
+        let revoked = self.store.revoke_family(&spent.family_id, now).await?;
+        let client_id = &spent.client_id;
+        match reuse {
+            Reuse::Code => {
+                tracing::warn!(%client_id, revoked, "authorization code replayed; its tokens are revoked");
+                Err(OAuthError::InvalidGrant(
+                    "the code was already used".to_owned(),
+                ))
+            }
+            Reuse::RefreshToken => {
+                tracing::warn!(%client_id, revoked, "rotated refresh token reused; the family is revoked");
+                Err(OAuthError::InvalidGrant(
+                    "the refresh token was already used".to_owned(),
+                ))
+            }
+        }
+    }
+}
+
+/// Which single-use credential was presented again.
+#[derive(Debug, Clone, Copy)]
+enum Reuse {
+    Code,
+    RefreshToken,
+}
+
+impl Reuse {
+    /// Where the winner's answer is sealed.
+    fn sealed_context(self) -> &'static str {
+        match self {
+            Reuse::Code => CODE_CONTEXT,
+            Reuse::RefreshToken => REFRESH_CONTEXT,
+        }
+    }
+}
+
+/// A used code or refresh token as stored after its first use.
+struct Spent {
+    used_at: Option<i64>,
+    /// Its family was revoked since (refresh tokens; codes have no flag).
+    revoked: bool,
+    response_sealed: Option<String>,
+    family_id: String,
+    client_id: String,
+}
+
+/// RFC 7636 §4.1: 43 to 128 unreserved characters. A short verifier could be
+/// guessed from its challenge.
+fn is_pkce_verifier(verifier: &str) -> bool {
+    (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}

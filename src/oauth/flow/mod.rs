@@ -1,0 +1,171 @@
+//! The authorization server's domain, free of HTTP (`auth.mode = "local"`
+//! and `"proxy"`). The HTTP edge (`oauth::http`) parses requests, calls
+//! these, and renders what they decide; [`OAuthError`] maps to RFC codes
+//! there. One file per step: `register` (clients: registration, lookup,
+//! authentication), `authorize` (the request and its next step), `login`
+//! (passwords and sessions), `consent`, `grants` (codes and refresh
+//! tokens), `introspect` (RFC 7662 and RFC 7009). Proxy mode's sign-in at
+//! the identity provider is `oauth::proxy`.
+
+mod authorize;
+mod consent;
+mod grants;
+#[cfg(test)]
+mod grants_tests;
+mod introspect;
+mod login;
+mod register;
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+pub use authorize::{
+    Authorization, AuthorizeError, AuthorizeParams, AuthorizeStep, MAX_STATE_BYTES, Pending,
+    PendingError, PendingRequest, REQUEST_TTL_SECS,
+};
+pub use consent::{Consent, ConsentError, RememberConsent};
+pub use grants::TokenResponse;
+pub(super) use grants::{CODE_CONTEXT, REFRESH_CONTEXT};
+pub use introspect::{ActiveToken, Introspection, Introspector};
+pub use login::{BrowserSession, LoginError, LoginOutcome};
+pub use register::{Client, ClientCredentials};
+
+use super::{
+    cimd::CimdResolver,
+    crypto::Sealer,
+    error::OAuthError,
+    keys::KeyRing,
+    passwords,
+    ratelimit::{LoginLimits, WindowLimiter},
+};
+use crate::{config::LocalAuthConfig, idp::UpstreamIdp, store::Store};
+
+pub struct AuthorizationServer {
+    pub issuer: String,
+    pub resource: String,
+    pub scopes_supported: Vec<String>,
+    pub(super) config: LocalAuthConfig,
+    pub(super) store: Store,
+    keys: Arc<KeyRing>,
+    pub(super) sealer: Arc<Sealer>,
+    cimd: CimdResolver,
+    login_limits: LoginLimits,
+    registrations: WindowLimiter,
+    /// `/authorize` per address: each request stores a pending row.
+    authorizations: WindowLimiter,
+    /// Password checks run on a few dedicated threads (see [`passwords::CheckPool`]).
+    password_checks: passwords::CheckPool,
+    /// Proxy mode: users sign in at this identity provider instead of the login page.
+    pub(super) upstream: Option<Arc<UpstreamIdp>>,
+    clock: crate::clock::SharedClock,
+}
+
+impl AuthorizationServer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        issuer: String,
+        resource: String,
+        scopes_supported: Vec<String>,
+        config: LocalAuthConfig,
+        store: Store,
+        keys: Arc<KeyRing>,
+        sealer: Arc<Sealer>,
+        cimd: CimdResolver,
+    ) -> AuthorizationServer {
+        let login_limits = LoginLimits::new(
+            config.login_max_failures,
+            config.login_max_failures_per_account,
+            std::time::Duration::from_secs(300),
+        );
+        let registrations = WindowLimiter::new(
+            config.registrations_per_minute,
+            std::time::Duration::from_secs(60),
+        );
+        let authorizations = WindowLimiter::new(
+            config.authorize_requests_per_minute,
+            std::time::Duration::from_secs(60),
+        );
+        AuthorizationServer {
+            issuer,
+            resource,
+            scopes_supported,
+            config,
+            store,
+            keys,
+            sealer,
+            cimd,
+            login_limits,
+            registrations,
+            authorizations,
+            password_checks: passwords::CheckPool::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
+            upstream: None,
+            clock: crate::clock::system(),
+        }
+    }
+
+    /// Read the time from `clock` (tests move a manual clock instead of sleeping).
+    /// The rate-limit windows and the document cache read it too.
+    pub fn with_clock(mut self, clock: crate::clock::SharedClock) -> Self {
+        self.registrations = self.registrations.with_clock(clock.clone());
+        self.authorizations = self.authorizations.with_clock(clock.clone());
+        self.cimd = self.cimd.with_clock(clock.clone());
+        self.clock = clock;
+        self
+    }
+
+    /// Count the password checks on `counter` (`/metrics`).
+    pub fn counting_password_checks(
+        mut self,
+        counter: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        self.password_checks.count_on(counter);
+        self
+    }
+
+    /// Proxy mode: sign users in at `upstream`.
+    pub fn with_upstream(mut self, upstream: Arc<UpstreamIdp>) -> Self {
+        self.upstream = Some(upstream);
+        self
+    }
+
+    pub fn is_proxy(&self) -> bool {
+        self.upstream.is_some()
+    }
+
+    /// RFC 8414 metadata.
+    pub fn metadata(&self) -> serde_json::Value {
+        let i = &self.issuer;
+        let mut scopes = self.scopes_supported.clone();
+        scopes.push("offline_access".to_owned());
+        json!({
+            "issuer": i,
+            "authorization_endpoint": format!("{i}/authorize"),
+            "token_endpoint": format!("{i}/token"),
+            "registration_endpoint": format!("{i}/register"),
+            "revocation_endpoint": format!("{i}/revoke"),
+            "introspection_endpoint": format!("{i}/introspect"),
+            "jwks_uri": format!("{i}/jwks.json"),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "scopes_supported": scopes,
+            "client_id_metadata_document_supported": self.config.cimd.enabled,
+            "authorization_response_iss_parameter_supported": true,
+        })
+    }
+}
+
+/// Data this server wrote itself failed to encode or decode: the server's
+/// fault (`server_error`). Client input is parsed with its own messages.
+impl From<serde_json::Error> for OAuthError {
+    fn from(e: serde_json::Error) -> Self {
+        OAuthError::Server(e.to_string())
+    }
+}
