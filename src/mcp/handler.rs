@@ -32,7 +32,7 @@ use crate::{
     },
     telemetry::metrics::{Metrics, Outcome, ToolLabels, UpstreamCallLabels},
     toolsets::{ToolError, Toolbox},
-    upstream::{Gateway, GatewayError, link::Origin},
+    upstream::{Gateway, GatewayError, relay::Origin},
 };
 
 /// A JSON-RPC error for calls the policy refuses regardless of scopes.

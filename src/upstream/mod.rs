@@ -5,9 +5,11 @@
 // of the 2025 revisions the gateway proxies.
 #![allow(deprecated)]
 
+pub mod hub;
 pub mod legacy_sse;
 pub mod link;
 pub mod outbound;
+pub mod relay;
 pub mod settings;
 
 use std::{
@@ -32,8 +34,10 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use self::{
-    link::{Hub, Link, LinkState, Origin, Relay, StateHook},
+    hub::Hub,
+    link::{Link, LinkState, StateHook},
     outbound::{CallerIdentity, HeaderSources, TokenSource},
+    relay::{Origin, Relay},
     settings::{GatewayConfig, Identity, Isolation, PrefixMode, Transport, UpstreamConfig},
 };
 use crate::{
