@@ -15,8 +15,8 @@ pub use federation::{NO_PASSWORD, UpstreamLoginRecord, UpstreamTokenRecord};
 
 pub use notes::{Note, NoteDraft, NotePatch};
 pub use oauth::{
-    AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, RefreshRecord,
-    SEALED_COLUMNS, SigningKeyRecord, Swept, UserRecord,
+    AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, RefreshRecord, SealedColumn,
+    SigningKeyRecord, Swept, UserRecord,
 };
 
 use std::{
