@@ -38,6 +38,8 @@ pub enum TokenError {
     WrongType(String),
     #[error("no key matches the token's kid")]
     UnknownKeyId,
+    #[error("token rejected: bad signature")]
+    BadSignature,
     #[error("token rejected: {0}")]
     Rejected(String),
     #[error("token is not active")]
@@ -345,12 +347,11 @@ impl ResourceVerifier {
                     last = match err.kind() {
                         ErrorKind::InvalidAudience => TokenError::WrongAudience,
                         ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-                        ErrorKind::InvalidSignature => {
-                            TokenError::Rejected("bad signature".to_owned())
-                        }
+                        // Another key of the same kid may still verify it.
+                        ErrorKind::InvalidSignature => TokenError::BadSignature,
                         other => TokenError::Rejected(format!("{other:?}")),
                     };
-                    if !matches!(last, TokenError::Rejected(ref r) if r == "bad signature") {
+                    if last != TokenError::BadSignature {
                         return Err(last);
                     }
                 }

@@ -8,6 +8,15 @@ use rmcp::{
     service::{Peer, SubscriptionSink},
 };
 
+use super::locks::lock;
+
+/// Whether a session starts or stops following a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscription {
+    Subscribe,
+    Unsubscribe,
+}
+
 /// The downstream sessions mcpgate serves, for notifications that belong to
 /// a session rather than to one call (list changes, resource updates).
 #[derive(Default)]
@@ -21,72 +30,54 @@ pub struct Hub {
 
 impl Hub {
     pub fn register(&self, session: u64, owner: String, peer: Peer<RoleServer>) {
-        if let Ok(mut sessions) = self.sessions.lock() {
-            sessions.retain(|_, (_, p)| !p.is_transport_closed());
-            sessions.insert(session, (owner, peer));
-        }
+        let mut sessions = lock(&self.sessions);
+        sessions.retain(|_, (_, p)| !p.is_transport_closed());
+        sessions.insert(session, (owner, peer));
     }
 
     pub fn listen(&self, id: u64, owner: String, sink: SubscriptionSink) {
-        if let Ok(mut listeners) = self.listeners.lock() {
-            listeners.insert(id, (owner, sink));
-        }
+        lock(&self.listeners).insert(id, (owner, sink));
     }
 
     pub fn unlisten(&self, id: u64) {
-        if let Ok(mut listeners) = self.listeners.lock() {
-            listeners.remove(&id);
-        }
+        lock(&self.listeners).remove(&id);
     }
 
     pub fn sinks(&self, owner: Option<&str>) -> Vec<SubscriptionSink> {
-        self.listeners
-            .lock()
-            .map(|l| {
-                l.values()
-                    .filter(|(o, _)| owner.is_none_or(|w| w == o))
-                    .map(|(_, s)| s.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        lock(&self.listeners)
+            .values()
+            .filter(|(o, _)| owner.is_none_or(|w| w == o))
+            .map(|(_, s)| s.clone())
+            .collect()
     }
 
-    pub fn subscribe(&self, upstream: &str, uri: &str, session: u64, subscribe: bool) {
-        if let Ok(mut subs) = self.subscriptions.lock() {
-            let entry = subs
-                .entry((upstream.to_owned(), uri.to_owned()))
-                .or_default();
-            entry.retain(|s| *s != session);
-            if subscribe {
-                entry.push(session);
-            }
-            subs.retain(|_, v| !v.is_empty());
+    pub fn subscribe(&self, upstream: &str, uri: &str, session: u64, change: Subscription) {
+        let mut subs = lock(&self.subscriptions);
+        let entry = subs
+            .entry((upstream.to_owned(), uri.to_owned()))
+            .or_default();
+        entry.retain(|s| *s != session);
+        if change == Subscription::Subscribe {
+            entry.push(session);
         }
+        subs.retain(|_, v| !v.is_empty());
     }
 
     /// Sessions (of `owner`, when the link serves one principal).
     pub fn peers(&self, owner: Option<&str>) -> Vec<Peer<RoleServer>> {
-        self.sessions
-            .lock()
-            .map(|s| {
-                s.values()
-                    .filter(|(o, p)| owner.is_none_or(|w| w == o) && !p.is_transport_closed())
-                    .map(|(_, p)| p.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        lock(&self.sessions)
+            .values()
+            .filter(|(o, p)| owner.is_none_or(|w| w == o) && !p.is_transport_closed())
+            .map(|(_, p)| p.clone())
+            .collect()
     }
 
     pub fn subscribers(&self, upstream: &str, uri: &str) -> Vec<Peer<RoleServer>> {
-        let ids = self
-            .subscriptions
-            .lock()
-            .ok()
-            .and_then(|s| s.get(&(upstream.to_owned(), uri.to_owned())).cloned())
+        let ids = lock(&self.subscriptions)
+            .get(&(upstream.to_owned(), uri.to_owned()))
+            .cloned()
             .unwrap_or_default();
-        let Ok(sessions) = self.sessions.lock() else {
-            return Vec::new();
-        };
+        let sessions = lock(&self.sessions);
         ids.iter()
             .filter_map(|id| sessions.get(id).map(|(_, p)| p.clone()))
             .collect()

@@ -29,14 +29,69 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     GatewayError,
+    legacy_sse::LegacySseError,
+    locks::lock,
     outbound::{GatewayHttpClient, HeaderSources},
     relay::{CountingTransport, Origin, Relay, RelayClient},
     settings::{Transport, UpstreamConfig},
 };
 
-/// Told when a link comes up (`true`; the second flag says it is a restart)
-/// and when a link that was up goes down (`false`).
-pub type StateHook = Arc<dyn Fn(&str, bool, bool) + Send + Sync>;
+/// Why a link could not connect to its upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("could not create a working directory for it: {0}")]
+    Workdir(std::io::Error),
+    #[error("could not start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("initialize failed: {0}")]
+    Initialize(Box<rmcp::service::ClientInitializeError>),
+    #[error("initialize failed over HTTP+SSE: {0}")]
+    InitializeLegacy(Box<rmcp::service::ClientInitializeError>),
+    #[error("initialize failed: {streamable}; as legacy HTTP+SSE: {legacy}")]
+    NeitherTransport {
+        streamable: Box<rmcp::service::ClientInitializeError>,
+        legacy: LegacySseError,
+    },
+    #[error(transparent)]
+    Legacy(#[from] LegacySseError),
+}
+
+/// A link coming up or going down, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkChange {
+    /// Up for the first time.
+    Connected,
+    /// Up again after it went down or could not start.
+    Reconnected,
+    /// A link that was up went down (or was stopped).
+    Disconnected,
+}
+
+/// Told of every [`LinkChange`] of the upstream it names.
+pub type StateHook = Arc<dyn Fn(&str, LinkChange) + Send + Sync>;
+
+/// A link's state without its connection, for health reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkStatus {
+    Starting,
+    Up,
+    Down,
+    Stopped,
+}
+
+impl LinkStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            LinkStatus::Starting => "starting",
+            LinkStatus::Up => "up",
+            LinkStatus::Down => "down",
+            LinkStatus::Stopped => "stopped",
+        }
+    }
+}
 
 #[derive(Clone)]
 pub enum LinkState {
@@ -47,12 +102,12 @@ pub enum LinkState {
 }
 
 impl LinkState {
-    pub fn label(&self) -> &'static str {
+    pub fn status(&self) -> LinkStatus {
         match self {
-            LinkState::Starting => "starting",
-            LinkState::Up(_) => "up",
-            LinkState::Down(_) => "down",
-            LinkState::Stopped => "stopped",
+            LinkState::Starting => LinkStatus::Starting,
+            LinkState::Up(_) => LinkStatus::Up,
+            LinkState::Down(_) => LinkStatus::Down,
+            LinkState::Stopped => LinkStatus::Stopped,
         }
     }
 }
@@ -125,7 +180,7 @@ impl Link {
     /// kills from a spawned task, which a stopping runtime may never run,
     /// and a crashed child's own children (npx → node) would outlive it.
     pub fn kill_process_group(&self) {
-        let group = self.process_group.lock().ok().and_then(|mut g| g.take());
+        let group = lock(&self.process_group).take();
         if let Some(pgid) = group {
             use nix::{sys::signal, unistd::Pid};
             match signal::killpg(Pid::from_raw(pgid), signal::Signal::SIGKILL) {
@@ -138,10 +193,7 @@ impl Link {
     }
 
     pub fn idle_for(&self) -> Duration {
-        self.last_used
-            .lock()
-            .map(|t| t.elapsed())
-            .unwrap_or_default()
+        lock(&self.last_used).elapsed()
     }
 
     pub fn busy(&self) -> bool {
@@ -173,17 +225,20 @@ impl Link {
                     if !first {
                         self.restarts.fetch_add(1, Ordering::Relaxed);
                     }
-                    on_change(&self.upstream, true, !first);
+                    let change = if first {
+                        LinkChange::Connected
+                    } else {
+                        LinkChange::Reconnected
+                    };
+                    on_change(&self.upstream, change);
                     tracing::info!(upstream = %self.upstream, restarted = !first, "upstream connected");
                     let cancel = running.cancellation_token();
-                    if let Ok(mut connection) = self.connection.lock() {
-                        *connection = Some(running.cancellation_token());
-                    }
+                    *lock(&self.connection) = Some(running.cancellation_token());
                     let quit = tokio::select! {
                         _ = self.stop.cancelled() => {
                             cancel.cancel();
                             self.kill_process_group();
-                            on_change(&self.upstream, false, false);
+                            on_change(&self.upstream, LinkChange::Disconnected);
                             break;
                         }
                         quit = running.waiting() => quit,
@@ -195,14 +250,14 @@ impl Link {
                     };
                     tracing::warn!(upstream = %self.upstream, reason = %reason, "upstream disconnected; restarting");
                     self.state.send_replace(LinkState::Down(reason));
-                    on_change(&self.upstream, false, false);
+                    on_change(&self.upstream, LinkChange::Disconnected);
                     if up_since.elapsed() > Duration::from_secs(60) {
                         backoff = Duration::from_millis(250);
                     }
                 }
                 other => {
                     let reason = match other {
-                        Ok(Err(e)) => e,
+                        Ok(Err(e)) => e.to_string(),
                         _ => format!(
                             "no answer to initialize within {} s",
                             INITIALIZE_TIMEOUT.as_secs()
@@ -226,12 +281,9 @@ impl Link {
     /// A fresh, empty, private directory for the child to start in: never
     /// mcpgate's own working directory, where `./data` (the store and the
     /// encryption key) usually is. Kept across restarts of this link.
-    fn workdir(&self) -> Result<std::path::PathBuf, String> {
+    fn workdir(&self) -> Result<std::path::PathBuf, ConnectError> {
         use std::os::unix::fs::DirBuilderExt;
-        let mut current = self
-            .workdir
-            .lock()
-            .map_err(|_| "working directory lock poisoned".to_owned())?;
+        let mut current = lock(&self.workdir);
         if let Some(dir) = current.as_ref()
             && dir.is_dir()
         {
@@ -245,13 +297,13 @@ impl Link {
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
-            .map_err(|e| format!("could not create a working directory for it: {e}"))?;
+            .map_err(ConnectError::Workdir)?;
         *current = Some(dir.clone());
         Ok(dir)
     }
 
     fn remove_workdir(&self) {
-        let dir = self.workdir.lock().ok().and_then(|mut d| d.take());
+        let dir = lock(&self.workdir).take();
         if let Some(dir) = dir
             && let Err(e) = std::fs::remove_dir_all(&dir)
         {
@@ -267,7 +319,7 @@ impl Link {
         &self,
         headers: &HeaderSources,
         http: &reqwest::Client,
-    ) -> Result<rmcp::service::RunningService<RoleClient, RelayClient>, String> {
+    ) -> Result<rmcp::service::RunningService<RoleClient, RelayClient>, ConnectError> {
         let client = RelayClient::new(self.relay.clone());
         match &self.config.transport {
             Transport::Stdio {
@@ -290,10 +342,13 @@ impl Link {
                 let (transport, stderr) = TokioChildProcess::builder(wrapped)
                     .stderr(Stdio::piped())
                     .spawn()
-                    .map_err(|e| format!("could not start {program}: {e}"))?;
-                if let (Some(pid), Ok(mut group)) = (transport.id(), self.process_group.lock()) {
+                    .map_err(|source| ConnectError::Spawn {
+                        program: program.clone(),
+                        source,
+                    })?;
+                if let Some(pid) = transport.id() {
                     // The leader of its own group: the group id is its pid.
-                    *group = i32::try_from(pid).ok();
+                    *lock(&self.process_group) = i32::try_from(pid).ok();
                 }
                 if let Some(stderr) = stderr {
                     tokio::spawn(pump_stderr(self.upstream.clone(), stderr));
@@ -301,7 +356,7 @@ impl Link {
                 client
                     .serve(self.counted(transport))
                     .await
-                    .map_err(|e| format!("initialize failed: {e}"))
+                    .map_err(|e| ConnectError::Initialize(Box::new(e)))
             }
             Transport::Http { url, .. } => {
                 // An upstream found to speak only the legacy transport stays on it.
@@ -321,15 +376,16 @@ impl Link {
                                     self.counted(SinkStreamTransport::new(sink, stream))
                                 }
                                 Err(legacy) => {
-                                    return Err(format!(
-                                        "initialize failed: {streamable}; as legacy HTTP+SSE: {legacy}"
-                                    ));
+                                    return Err(ConnectError::NeitherTransport {
+                                        streamable: Box::new(streamable),
+                                        legacy,
+                                    });
                                 }
                             };
                             let running = client
                                 .serve(transport)
                                 .await
-                                .map_err(|e| format!("initialize failed over HTTP+SSE: {e}"))?;
+                                .map_err(|e| ConnectError::InitializeLegacy(Box::new(e)))?;
                             tracing::info!(upstream = %self.upstream, "upstream speaks the legacy HTTP+SSE transport; using it");
                             self.legacy_sse.store(true, Ordering::Relaxed);
                             return Ok(running);
@@ -341,7 +397,7 @@ impl Link {
                 client
                     .serve(transport)
                     .await
-                    .map_err(|e| format!("initialize failed over HTTP+SSE: {e}"))
+                    .map_err(|e| ConnectError::InitializeLegacy(Box::new(e)))
             }
         }
     }
@@ -366,7 +422,7 @@ impl Link {
             _ => {
                 let reason = match &*self.state.borrow() {
                     LinkState::Down(reason) => reason.clone(),
-                    other => other.label().to_owned(),
+                    other => other.status().label().to_owned(),
                 };
                 Err(GatewayError::Unavailable {
                     upstream: self.upstream.clone(),
@@ -384,9 +440,7 @@ impl Link {
         origin: Option<Origin>,
         cancel: &CancellationToken,
     ) -> Result<ServerResult, GatewayError> {
-        if let Ok(mut t) = self.last_used.lock() {
-            *t = Instant::now();
-        }
+        *lock(&self.last_used) = Instant::now();
         let timeout = self.config.call_timeout;
         let _permit =
             match tokio::time::timeout(timeout, self.permits.clone().acquire_owned()).await {
@@ -433,7 +487,7 @@ impl Link {
                 // An HTTP upstream that went away is only noticed by a call
                 // (rmcp keeps the session): end the connection so the link
                 // shows down and reconnects with backoff, like a dead child.
-                if let Some(connection) = self.connection.lock().ok().and_then(|mut c| c.take()) {
+                if let Some(connection) = lock(&self.connection).take() {
                     connection.cancel();
                 }
                 GatewayError::Unavailable {

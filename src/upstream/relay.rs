@@ -29,7 +29,7 @@ use rmcp::{
     transport::Transport as RmcpTransport,
 };
 
-use super::hub::Hub;
+use super::{hub::Hub, locks::lock};
 
 /// Where a proxied request came from.
 #[derive(Clone)]
@@ -79,21 +79,17 @@ impl Relay {
         }
     }
 
-    /// Whether a call is in flight (a poisoned lock counts as busy, so an
-    /// idle reaper never closes a link it cannot inspect).
+    /// Whether a call is in flight.
     pub fn busy(&self) -> bool {
-        self.calls
-            .lock()
-            .map(|c| c.values().any(|c| c.finished.is_none()))
-            .unwrap_or(true)
+        lock(&self.calls).values().any(|c| c.finished.is_none())
     }
 
     /// Registers one call on behalf of `origin` (a call with none, such as a
     /// list, is only counted); finished when the guard drops.
     pub fn begin(&self, origin: Option<Origin>) -> CallGuard<'_> {
         let call = self.next.fetch_add(1, Ordering::Relaxed);
-        if let (Some(origin), Ok(mut calls)) = (origin, self.calls.lock()) {
-            calls.insert(
+        if let Some(origin) = origin {
+            lock(&self.calls).insert(
                 call,
                 InFlight {
                     origin,
@@ -110,7 +106,7 @@ impl Relay {
     /// is only certain when every call in flight comes from one session;
     /// otherwise the request is refused rather than shown to the wrong user.
     fn attributable(&self) -> Option<Peer<RoleServer>> {
-        let calls = self.calls.lock().ok()?;
+        let calls = lock(&self.calls);
         let mut sessions = calls
             .values()
             .filter(|c| c.finished.is_none())
@@ -303,11 +299,9 @@ impl ClientHandler for RelayClient {
         _context: NotificationContext<RoleClient>,
     ) {
         let _relayed = Relaying(&self.relay.relayed);
-        let target = self.relay.calls.lock().ok().and_then(|calls| {
-            calls.values().find_map(|c| {
-                (c.upstream_token.as_ref() == Some(&params.progress_token))
-                    .then(|| (c.origin.peer.clone(), c.origin.progress.clone()))
-            })
+        let target = lock(&self.relay.calls).values().find_map(|c| {
+            (c.upstream_token.as_ref() == Some(&params.progress_token))
+                .then(|| (c.origin.peer.clone(), c.origin.progress.clone()))
         });
         // Only callers that asked for progress get it, under their own token.
         if let Some((peer, Some(token))) = target {
@@ -385,9 +379,7 @@ pub struct CallGuard<'a> {
 impl CallGuard<'_> {
     /// The progress token rmcp gave the call upstream, to route its progress.
     pub fn answers_to(&self, token: ProgressToken) {
-        if let Ok(mut calls) = self.relay.calls.lock()
-            && let Some(c) = calls.get_mut(&self.call)
-        {
+        if let Some(c) = lock(&self.relay.calls).get_mut(&self.call) {
             c.upstream_token = Some(token);
         }
     }
@@ -395,14 +387,13 @@ impl CallGuard<'_> {
 
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut calls) = self.relay.calls.lock() {
-            if let Some(c) = calls.get_mut(&self.call) {
-                c.finished = Some(Instant::now());
-            }
-            calls.retain(|_, c| {
-                c.finished
-                    .is_none_or(|f| f.elapsed() < LATE_NOTIFICATION_GRACE)
-            });
+        let mut calls = lock(&self.relay.calls);
+        if let Some(c) = calls.get_mut(&self.call) {
+            c.finished = Some(Instant::now());
         }
+        calls.retain(|_, c| {
+            c.finished
+                .is_none_or(|f| f.elapsed() < LATE_NOTIFICATION_GRACE)
+        });
     }
 }
