@@ -219,9 +219,11 @@ fn restrict_sqlite_files(file: &Path) {
     }
 }
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch, from the system clock (the store's own
+/// bookkeeping: creation and update times, password changes).
 pub fn now_epoch() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+    use crate::clock::Clock;
+    crate::clock::SystemClock.now()
 }
 
 #[cfg(test)]

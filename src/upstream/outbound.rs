@@ -6,7 +6,7 @@
 use std::{
     collections::HashMap,
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use aws_lc_rs::hmac;
@@ -29,14 +29,11 @@ use super::{
     locks::lock,
     settings::{ClientCredentials, Identity},
 };
-use crate::{auth::Principal, oauth::keys::KeyRing};
-
-fn now_epoch() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
-}
+use crate::{
+    auth::Principal,
+    clock::{Clock, SystemClock},
+    oauth::keys::KeyRing,
+};
 
 /// Why no access token could be had for an upstream.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +161,7 @@ impl CallerIdentity {
         out: &mut HashMap<HeaderName, HeaderValue>,
     ) {
         let p = &self.principal;
-        let ts = now_epoch().to_string();
+        let ts = SystemClock.now().to_string();
         let client = p.client_id.clone().unwrap_or_default();
         let email = p.email.clone().unwrap_or_default();
         let payload = format!(
@@ -193,7 +190,7 @@ impl CallerIdentity {
 
     /// A short-lived ES256 JWT naming the caller, `aud` = the upstream.
     fn jwt(&self, audience: &str) -> Option<String> {
-        let now = now_epoch();
+        let now = SystemClock.now();
         if let Some((token, exp)) = lock(&self.minted).as_ref()
             && *exp - now > 30
         {
