@@ -9,6 +9,8 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+
+use crate::clock::SharedClock;
 use jsonwebtoken::{
     Algorithm, DecodingKey,
     jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse},
@@ -69,10 +71,22 @@ pub struct JwksCache {
     fetch_lock: tokio::sync::Mutex<Option<Instant>>,
     min_refetch: Duration,
     fetches: std::sync::atomic::AtomicU64,
+    /// Ages the key set and spaces refetches (tests: a manual clock).
+    clock: SharedClock,
 }
 
 impl JwksCache {
     pub fn new(uri: String, client: reqwest::Client, min_refetch: Duration) -> Arc<Self> {
+        Self::with_clock(uri, client, min_refetch, crate::clock::system())
+    }
+
+    /// [`JwksCache::new`] reading the time from `clock`.
+    pub fn with_clock(
+        uri: String,
+        client: reqwest::Client,
+        min_refetch: Duration,
+        clock: SharedClock,
+    ) -> Arc<Self> {
         Arc::new(JwksCache {
             uri,
             client,
@@ -84,6 +98,7 @@ impl JwksCache {
             fetch_lock: tokio::sync::Mutex::new(None),
             min_refetch,
             fetches: std::sync::atomic::AtomicU64::new(0),
+            clock,
         })
     }
 
@@ -93,7 +108,7 @@ impl JwksCache {
         let cache = Self::new(String::new(), reqwest::Client::new(), MAX_MAX_AGE);
         cache.current.store(Arc::new(KeySet {
             keys,
-            fetched_at: Some(Instant::now()),
+            fetched_at: Some(cache.clock.instant()),
             max_age: MAX_MAX_AGE,
         }));
         cache
@@ -103,7 +118,7 @@ impl JwksCache {
     pub fn replace(&self, keys: Vec<VerificationKey>) {
         self.current.store(Arc::new(KeySet {
             keys,
-            fetched_at: Some(Instant::now()),
+            fetched_at: Some(self.clock.instant()),
             max_age: MAX_MAX_AGE,
         }));
     }
@@ -116,9 +131,10 @@ impl JwksCache {
     /// Keys that may verify a token with this `kid` (all keys when the token has none).
     pub async fn keys_for(&self, kid: Option<&str>) -> Result<Vec<VerificationKey>, JwksError> {
         let snapshot = self.current.load_full();
+        let now = self.clock.instant();
         let stale = snapshot
             .fetched_at
-            .is_none_or(|t| t.elapsed() >= snapshot.max_age);
+            .is_none_or(|t| now.saturating_duration_since(t) >= snapshot.max_age);
         let found = select(&snapshot.keys, kid);
         if !found.is_empty() && !stale {
             return Ok(found);
@@ -146,18 +162,19 @@ impl JwksCache {
         if self.current.load().fetched_at != before {
             return Ok(());
         }
+        let now = self.clock.instant();
         if let Some(at) = *last
-            && at.elapsed() < self.min_refetch
+            && now.saturating_duration_since(at) < self.min_refetch
         {
             return Ok(());
         }
-        *last = Some(Instant::now());
+        *last = Some(now);
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (keys, max_age) = self.fetch().await?;
         self.current.store(Arc::new(KeySet {
             keys,
-            fetched_at: Some(Instant::now()),
+            fetched_at: Some(self.clock.instant()),
             max_age,
         }));
         Ok(())

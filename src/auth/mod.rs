@@ -112,7 +112,10 @@ pub(crate) fn algorithm(name: &str) -> Option<Algorithm> {
 /// Build the authenticator. Resource mode reads the issuer's discovery
 /// document once here (unless `jwks_uri` and the introspection endpoint are
 /// configured) so a misconfigured issuer fails at start, not on first call.
-pub async fn authenticator(config: &Config) -> Result<Authenticator, AuthSetupError> {
+pub async fn authenticator(
+    config: &Config,
+    clock: crate::clock::SharedClock,
+) -> Result<Authenticator, AuthSetupError> {
     let Some(resource) = &config.resource_auth else {
         return Ok(Authenticator::Anonymous);
     };
@@ -123,13 +126,14 @@ pub async fn authenticator(config: &Config) -> Result<Authenticator, AuthSetupEr
         .build()
         .map_err(|e| AuthSetupError::Client(e.to_string()))?;
     Ok(Authenticator::Resource(Arc::new(
-        resource_verifier(resource, client).await?,
+        resource_verifier(resource, client, clock).await?,
     )))
 }
 
 async fn resource_verifier(
     resource: &ResourceAuthConfig,
     client: reqwest::Client,
+    clock: crate::clock::SharedClock,
 ) -> Result<verify::ResourceVerifier, AuthSetupError> {
     let needs_discovery = resource.jwks_uri.is_none()
         || resource
@@ -176,10 +180,11 @@ async fn resource_verifier(
             subject_claim: i.subject_claim.clone(),
         }),
     };
-    let jwks = jwks::JwksCache::new(
+    let jwks = jwks::JwksCache::with_clock(
         jwks_uri,
         client.clone(),
         Duration::from_secs(resource.jwks_refetch_interval_secs),
+        clock.clone(),
     );
     let algorithms = resource
         .algorithms
@@ -193,7 +198,8 @@ async fn resource_verifier(
         jwks,
         introspection,
         client,
-    ))
+    )
+    .with_clock(clock))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use super::{
     Principal,
     jwks::{JwksCache, JwksError, read_capped},
 };
+use crate::clock::SharedClock;
 
 /// Longer tokens are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -38,6 +39,8 @@ pub enum TokenError {
     WrongType(String),
     #[error("no key matches the token's kid")]
     UnknownKeyId,
+    #[error("token rejected: bad signature")]
+    BadSignature,
     #[error("token rejected: {0}")]
     Rejected(String),
     #[error("token is not active")]
@@ -89,6 +92,8 @@ pub struct ResourceVerifier {
     /// Tokens mcpgate signs itself: exactly `typ: at+jwt` and no `act`, so
     /// the identity JWTs it signs for upstreams with the same keys never pass.
     own_tokens: bool,
+    /// Expiry of cached verdicts and of introspected tokens.
+    clock: SharedClock,
 }
 
 #[derive(Deserialize)]
@@ -172,10 +177,6 @@ fn token_key(token: &str) -> [u8; 32] {
     key
 }
 
-fn now_epoch() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 impl ResourceVerifier {
     pub fn new(
         issuer: String,
@@ -202,7 +203,14 @@ impl ResourceVerifier {
                 .build(),
             leeway: LEEWAY_SECS,
             own_tokens: false,
+            clock: crate::clock::system(),
         }
+    }
+
+    /// Read the time from `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Replace the clock-skew allowance (0 for mcpgate's own tokens).
@@ -231,7 +239,7 @@ impl ResourceVerifier {
         if let Some(principal) = self.verified.get(&key) {
             if principal
                 .expires_at
-                .is_none_or(|exp| exp + (self.leeway as i64) > now_epoch())
+                .is_none_or(|exp| exp + (self.leeway as i64) > self.clock.now())
             {
                 return Ok(principal);
             }
@@ -345,12 +353,11 @@ impl ResourceVerifier {
                     last = match err.kind() {
                         ErrorKind::InvalidAudience => TokenError::WrongAudience,
                         ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-                        ErrorKind::InvalidSignature => {
-                            TokenError::Rejected("bad signature".to_owned())
-                        }
+                        // Another key of the same kid may still verify it.
+                        ErrorKind::InvalidSignature => TokenError::BadSignature,
                         other => TokenError::Rejected(format!("{other:?}")),
                     };
-                    if !matches!(last, TokenError::Rejected(ref r) if r == "bad signature") {
+                    if last != TokenError::BadSignature {
                         return Err(last);
                     }
                 }
@@ -434,7 +441,7 @@ impl ResourceVerifier {
             return Err(TokenError::WrongAudience);
         }
         let exp = answer.get("exp").and_then(Value::as_i64);
-        if exp.is_some_and(|exp| exp + (self.leeway as i64) <= now_epoch()) {
+        if exp.is_some_and(|exp| exp + (self.leeway as i64) <= self.clock.now()) {
             return Err(TokenError::Inactive);
         }
         // RFC 7662 makes `sub` optional. Falling back to `client_id` would
@@ -455,7 +462,7 @@ impl ResourceVerifier {
             scopes: scopes_of(answer.get("scope"), answer.get("scp")),
             audience,
             // Cached no longer than the token lives.
-            expires_at: exp.or(Some(now_epoch() + POSITIVE_CACHE_MAX.as_secs() as i64)),
+            expires_at: exp.or(Some(self.clock.now() + POSITIVE_CACHE_MAX.as_secs() as i64)),
             email: answer
                 .get("email")
                 .and_then(Value::as_str)
@@ -586,6 +593,7 @@ pub async fn discover_as(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{Clock, SystemClock};
 
     #[test]
     fn issuer_wildcards_match_one_path_segment() {
@@ -667,7 +675,7 @@ mod tests {
     fn claims(extra: serde_json::Value) -> serde_json::Value {
         let mut claims = serde_json::json!({
             "iss": "https://gate", "sub": "alice", "aud": "https://gate/mcp",
-            "exp": now_epoch() + 60, "iat": now_epoch(),
+            "exp": SystemClock.now() + 60, "iat": SystemClock.now(),
         });
         if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
             c.extend(e.clone());

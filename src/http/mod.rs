@@ -150,10 +150,9 @@ async fn get_readyz(
     // An upstream that is down degrades the gateway but does not take it out
     // of rotation: the other upstreams (and the OAuth endpoints) still work.
     let upstreams = ops.gateway.as_ref().map(|g| g.health());
-    let degraded = upstreams.as_ref().is_some_and(|u| {
-        u.iter()
-            .any(|h| h.isolation == crate::upstream::settings::Isolation::Shared && h.state != "up")
-    });
+    let degraded = upstreams
+        .as_ref()
+        .is_some_and(|u| u.iter().any(|h| h.degrades_readiness()));
     // Upstream names and states are for operators; others learn only the verdict.
     if !ops.access.permits(&headers, client) {
         let (code, status) = match (ready, degraded) {

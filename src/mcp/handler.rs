@@ -32,7 +32,7 @@ use crate::{
     },
     telemetry::metrics::{Metrics, Outcome, ToolLabels, UpstreamCallLabels},
     toolsets::{ToolError, Toolbox},
-    upstream::{Gateway, GatewayError, link::Origin},
+    upstream::{Gateway, GatewayError, hub::Subscription, relay::Origin},
 };
 
 /// A JSON-RPC error for calls the policy refuses regardless of scopes.
@@ -373,7 +373,7 @@ impl ServerHandler for McpHandler {
                     SubscribeRequestParams::new(uri.clone()),
                     &principal,
                     stream,
-                    true,
+                    Subscription::Subscribe,
                     ct,
                 )
                 .await
@@ -611,7 +611,13 @@ impl ServerHandler for McpHandler {
             return Err(GatewayError::NotFound(request.uri).into_error_data());
         };
         gateway
-            .subscribe(request, &principal, self.session, true, &context.ct)
+            .subscribe(
+                request,
+                &principal,
+                self.session,
+                Subscription::Subscribe,
+                &context.ct,
+            )
             .await
             .map_err(GatewayError::into_error_data)
     }
@@ -630,7 +636,13 @@ impl ServerHandler for McpHandler {
         let mut request = SubscribeRequestParams::new(request.uri);
         request.meta = meta;
         gateway
-            .subscribe(request, &principal, self.session, false, &context.ct)
+            .subscribe(
+                request,
+                &principal,
+                self.session,
+                Subscription::Unsubscribe,
+                &context.ct,
+            )
             .await
             .map_err(GatewayError::into_error_data)
     }

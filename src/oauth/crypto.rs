@@ -54,6 +54,9 @@ pub fn pkce_s256(verifier: &str) -> String {
     sha256_b64(verifier)
 }
 
+/// The version tag every sealed value starts with.
+const SEALED_VERSION: &str = "v1";
+
 /// AES-256-GCM with random nonces. Sealed text is
 /// `v1.<key id>.<base64url(nonce || ciphertext || tag)>`; the key id lets the
 /// ring open data sealed under a previous key until it is re-sealed.
@@ -114,12 +117,11 @@ impl Sealer {
         &self.key_id
     }
 
-    /// Sealed under the current key (nothing to re-seal)?
-    pub fn is_current(&self, sealed: &str) -> bool {
-        sealed
-            .strip_prefix("v1.")
-            .and_then(|rest| rest.split_once('.'))
-            .is_some_and(|(id, _)| id == self.key_id)
+    /// What every value sealed under the current key starts with
+    /// (`v1.<key id>.`); a value without it needs re-sealing. The one place
+    /// besides [`Sealer::seal`] and [`Sealer::open`] that knows the format.
+    pub fn current_prefix(&self) -> String {
+        format!("{SEALED_VERSION}.{}.", self.key_id)
     }
 
     /// Read a base64 key from `path`, or create one (mode 0600) if absent.
@@ -165,8 +167,8 @@ impl Sealer {
         let mut out = nonce.as_ref().to_vec();
         out.extend_from_slice(&in_out);
         Ok(format!(
-            "v1.{}.{}",
-            self.key_id,
+            "{}{}",
+            self.current_prefix(),
             URL_SAFE_NO_PAD.encode(out)
         ))
     }
@@ -191,7 +193,8 @@ impl Sealer {
 
     pub fn open(&self, context: &str, sealed: &str) -> Result<Vec<u8>, CryptoError> {
         let mut parts = sealed.splitn(3, '.');
-        let (Some("v1"), Some(key_id), Some(body)) = (parts.next(), parts.next(), parts.next())
+        let (Some(SEALED_VERSION), Some(key_id), Some(body)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return Err(CryptoError::Open);
         };

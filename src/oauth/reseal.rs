@@ -3,17 +3,18 @@
 //! with a conditional update, so replicas doing it at once do no harm.
 
 use super::crypto::Sealer;
-use crate::store::{SEALED_COLUMNS, Store, StoreError};
+use crate::store::{SealedColumn, Store, StoreError};
 
-/// The sealing context of each column in [`SEALED_COLUMNS`] (the AAD binds
-/// a sealed value to its column, so it must match what wrote it).
-fn context(table: &str) -> &'static str {
-    match table {
-        "signing_keys" => super::keys::SEALING_CONTEXT,
-        "auth_codes" => super::flow::CODE_CONTEXT,
-        "refresh_tokens" => super::flow::REFRESH_CONTEXT,
-        "upstream_tokens" => super::proxy::TOKENS_CONTEXT,
-        _ => super::proxy::LOGIN_CONTEXT,
+/// The sealing context of each sealed column (the AAD binds a sealed value
+/// to its column, so it must match what wrote it). Exhaustive on purpose: a
+/// new sealed column does not compile until it is given its context here.
+fn context(column: SealedColumn) -> &'static str {
+    match column {
+        SealedColumn::SigningKeyPrivate => super::keys::SEALING_CONTEXT,
+        SealedColumn::CodeResponse => super::flow::CODE_CONTEXT,
+        SealedColumn::RefreshResponse => super::flow::REFRESH_CONTEXT,
+        SealedColumn::UpstreamTokens => super::proxy::TOKENS_CONTEXT,
+        SealedColumn::UpstreamLoginSecrets => super::proxy::LOGIN_CONTEXT,
     }
 }
 
@@ -25,11 +26,11 @@ pub struct Resealed {
 }
 
 pub async fn reseal_all(store: &Store, sealer: &Sealer) -> Result<Resealed, StoreError> {
-    let prefix = format!("v1.{}.", sealer.key_id());
+    let prefix = sealer.current_prefix();
     let mut outcome = Resealed::default();
-    for column in SEALED_COLUMNS {
-        for (row, old) in store.stale_sealed(*column, &prefix).await? {
-            let ctx = context(column.0);
+    for column in SealedColumn::ALL {
+        let ctx = context(column);
+        for (row, old) in store.stale_sealed(column, &prefix).await? {
             let Ok(plain) = sealer.open(ctx, &old) else {
                 outcome.unreadable += 1;
                 continue;
@@ -37,7 +38,7 @@ pub async fn reseal_all(store: &Store, sealer: &Sealer) -> Result<Resealed, Stor
             let Ok(new) = sealer.seal(ctx, &plain) else {
                 continue;
             };
-            if store.replace_sealed(*column, &row, &old, &new).await? {
+            if store.replace_sealed(column, &row, &old, &new).await? {
                 outcome.resealed += 1;
             }
         }

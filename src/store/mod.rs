@@ -15,8 +15,8 @@ pub use federation::{NO_PASSWORD, UpstreamLoginRecord, UpstreamTokenRecord};
 
 pub use notes::{Note, NoteDraft, NotePatch};
 pub use oauth::{
-    AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, RefreshRecord,
-    SEALED_COLUMNS, SigningKeyRecord, Swept, UserRecord,
+    AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, RefreshRecord, SealedColumn,
+    SigningKeyRecord, Swept, UserRecord,
 };
 
 use std::{
@@ -219,9 +219,11 @@ fn restrict_sqlite_files(file: &Path) {
     }
 }
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch, from the system clock (the store's own
+/// bookkeeping: creation and update times, password changes).
 pub fn now_epoch() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+    use crate::clock::Clock;
+    crate::clock::SystemClock.now()
 }
 
 #[cfg(test)]

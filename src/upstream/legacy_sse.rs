@@ -14,6 +14,26 @@ use super::outbound::HeaderSources;
 /// How long the server has to name its message endpoint.
 const ENDPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Why the legacy transport could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LegacySseError {
+    #[error("GET {url}: {source}")]
+    Unreachable { url: Url, source: reqwest::Error },
+    #[error("GET {url} answered {status}, not an event stream")]
+    NotAnEventStream { url: Url, status: http::StatusCode },
+    /// sse-stream's error has no `Debug`/`Error`; its text is kept.
+    #[error("event stream broke: {0}")]
+    StreamBroke(String),
+    #[error("the endpoint event is not a URL")]
+    EndpointNotAUrl,
+    #[error("the event stream ended before naming an endpoint")]
+    NoEndpoint,
+    #[error("no endpoint event within {} s", ENDPOINT_WAIT.as_secs())]
+    EndpointTimeout,
+    #[error("the endpoint {0} is on another origin")]
+    CrossOrigin(Url),
+}
+
 pub type LegacyTransport = (
     futures_mpsc::Sender<ClientJsonRpcMessage>,
     ReceiverStream<ServerJsonRpcMessage>,
@@ -37,13 +57,16 @@ pub async fn connect(
     url: &Url,
     client: &reqwest::Client,
     sources: &HeaderSources,
-) -> Result<LegacyTransport, String> {
+) -> Result<LegacyTransport, LegacySseError> {
     let (auth, headers) = sources.current().await;
     let response = with_headers(client.get(url.clone()), auth, headers)
         .header(http::header::ACCEPT, "text/event-stream")
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {}", e.without_url()))?;
+        .map_err(|e| LegacySseError::Unreachable {
+            url: url.clone(),
+            source: e.without_url(),
+        })?;
     let status = response.status();
     let is_sse = response
         .headers()
@@ -51,27 +74,30 @@ pub async fn connect(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if !status.is_success() || !is_sse {
-        return Err(format!("GET {url} answered {status}, not an event stream"));
+        return Err(LegacySseError::NotAnEventStream {
+            url: url.clone(),
+            status,
+        });
     }
     let mut events = SseStream::from_bytes_stream(response.bytes_stream());
     let endpoint = tokio::time::timeout(ENDPOINT_WAIT, async {
         while let Some(event) = events.next().await {
-            let event = event.map_err(|e| format!("event stream broke: {e}"))?;
+            let event = event.map_err(|e| LegacySseError::StreamBroke(e.to_string()))?;
             if event.event.as_deref() == Some("endpoint") {
                 let target = event.data.unwrap_or_default();
                 return url
                     .join(target.trim())
-                    .map_err(|_| "the endpoint event is not a URL".to_owned());
+                    .map_err(|_| LegacySseError::EndpointNotAUrl);
             }
         }
-        Err("the event stream ended before naming an endpoint".to_owned())
+        Err(LegacySseError::NoEndpoint)
     })
     .await
-    .map_err(|_| "no endpoint event within 10 s".to_owned())??;
+    .map_err(|_| LegacySseError::EndpointTimeout)??;
     // The message endpoint must stay on the upstream's origin: a server must
     // not be able to send mcpgate's credentials for it elsewhere.
     if endpoint.origin() != url.origin() {
-        return Err(format!("the endpoint {endpoint} is on another origin"));
+        return Err(LegacySseError::CrossOrigin(endpoint));
     }
 
     let (incoming_tx, incoming_rx) = tokio::sync::mpsc::channel(64);

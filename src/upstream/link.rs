@@ -1,15 +1,8 @@
 //! One supervised connection to an upstream MCP server: started, watched,
-//! restarted with backoff after it drops, stopped on request. Requests from
-//! the upstream to its client (sampling, elicitation, roots) and its
-//! notifications (progress, logging, list changes, resource updates) are
-//! relayed to the downstream session they belong to.
-
-// Sampling, roots, logging and resources/subscribe are deprecated by SEP-2577
-// but still part of the 2025 revisions the gateway proxies.
-#![allow(deprecated)]
+//! restarted with backoff after it drops, stopped on request. What the
+//! upstream sends back is relayed by [`super::relay`].
 
 use std::{
-    collections::HashMap,
     process::Stdio,
     sync::{
         Arc, Mutex,
@@ -20,20 +13,11 @@ use std::{
 
 use process_wrap::tokio::{CommandWrap, KillOnDrop, ProcessGroup};
 use rmcp::{
-    ClientHandler, ErrorData, RoleClient, RoleServer, ServiceError, ServiceExt,
-    model::{
-        CancelledNotification, CancelledNotificationParam, ClientCapabilities, ClientConfig,
-        ClientRequest, ClientResult, CreateMessageRequest, CreateMessageRequestParams,
-        CreateMessageResult, ElicitRequest, ElicitRequestParams, ElicitResult, Implementation,
-        JsonRpcMessage, JsonRpcNotification, ListRootsRequest, ListRootsResult,
-        LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
-        ResourceUpdatedNotificationParam, ServerNotification, ServerRequest, ServerResult,
-    },
-    service::{NotificationContext, Peer, PeerRequestOptions, RequestContext, SubscriptionSink},
-    service::{RxJsonRpcMessage, TxJsonRpcMessage},
+    RoleClient, ServiceError, ServiceExt,
+    model::{CancelledNotification, CancelledNotificationParam, ClientRequest, ServerResult},
+    service::{Peer, PeerRequestOptions},
     transport::{
-        StreamableHttpClientTransport, TokioChildProcess, Transport as RmcpTransport,
-        sink_stream::SinkStreamTransport,
+        StreamableHttpClientTransport, TokioChildProcess, sink_stream::SinkStreamTransport,
         streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
@@ -45,404 +29,69 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     GatewayError,
+    legacy_sse::LegacySseError,
+    locks::lock,
     outbound::{GatewayHttpClient, HeaderSources},
+    relay::{CountingTransport, Origin, Relay, RelayClient},
     settings::{Transport, UpstreamConfig},
 };
 
-/// The downstream sessions mcpgate serves, for notifications that belong to
-/// a session rather than to one call (list changes, resource updates).
-#[derive(Default)]
-pub struct Hub {
-    sessions: Mutex<HashMap<u64, (String, Peer<RoleServer>)>>,
-    /// (upstream, uri) → sessions subscribed to it.
-    subscriptions: Mutex<HashMap<(String, String), Vec<u64>>>,
-    /// Open 2026-07-28 `subscriptions/listen` streams; each filters for itself.
-    listeners: Mutex<HashMap<u64, (String, SubscriptionSink)>>,
+/// Why a link could not connect to its upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("could not create a working directory for it: {0}")]
+    Workdir(std::io::Error),
+    #[error("could not start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("initialize failed: {0}")]
+    Initialize(Box<rmcp::service::ClientInitializeError>),
+    #[error("initialize failed over HTTP+SSE: {0}")]
+    InitializeLegacy(Box<rmcp::service::ClientInitializeError>),
+    #[error("initialize failed: {streamable}; as legacy HTTP+SSE: {legacy}")]
+    NeitherTransport {
+        streamable: Box<rmcp::service::ClientInitializeError>,
+        legacy: LegacySseError,
+    },
+    #[error(transparent)]
+    Legacy(#[from] LegacySseError),
 }
 
-impl Hub {
-    pub fn register(&self, session: u64, owner: String, peer: Peer<RoleServer>) {
-        if let Ok(mut sessions) = self.sessions.lock() {
-            sessions.retain(|_, (_, p)| !p.is_transport_closed());
-            sessions.insert(session, (owner, peer));
-        }
-    }
-
-    pub fn listen(&self, id: u64, owner: String, sink: SubscriptionSink) {
-        if let Ok(mut listeners) = self.listeners.lock() {
-            listeners.insert(id, (owner, sink));
-        }
-    }
-
-    pub fn unlisten(&self, id: u64) {
-        if let Ok(mut listeners) = self.listeners.lock() {
-            listeners.remove(&id);
-        }
-    }
-
-    fn sinks(&self, owner: Option<&str>) -> Vec<SubscriptionSink> {
-        self.listeners
-            .lock()
-            .map(|l| {
-                l.values()
-                    .filter(|(o, _)| owner.is_none_or(|w| w == o))
-                    .map(|(_, s)| s.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    pub fn subscribe(&self, upstream: &str, uri: &str, session: u64, subscribe: bool) {
-        if let Ok(mut subs) = self.subscriptions.lock() {
-            let entry = subs
-                .entry((upstream.to_owned(), uri.to_owned()))
-                .or_default();
-            entry.retain(|s| *s != session);
-            if subscribe {
-                entry.push(session);
-            }
-            subs.retain(|_, v| !v.is_empty());
-        }
-    }
-
-    /// Sessions (of `owner`, when the link serves one principal).
-    fn peers(&self, owner: Option<&str>) -> Vec<Peer<RoleServer>> {
-        self.sessions
-            .lock()
-            .map(|s| {
-                s.values()
-                    .filter(|(o, p)| owner.is_none_or(|w| w == o) && !p.is_transport_closed())
-                    .map(|(_, p)| p.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn subscribers(&self, upstream: &str, uri: &str) -> Vec<Peer<RoleServer>> {
-        let ids = self
-            .subscriptions
-            .lock()
-            .ok()
-            .and_then(|s| s.get(&(upstream.to_owned(), uri.to_owned())).cloned())
-            .unwrap_or_default();
-        let Ok(sessions) = self.sessions.lock() else {
-            return Vec::new();
-        };
-        ids.iter()
-            .filter_map(|id| sessions.get(id).map(|(_, p)| p.clone()))
-            .collect()
-    }
+/// A link coming up or going down, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkChange {
+    /// Up for the first time.
+    Connected,
+    /// Up again after it went down or could not start.
+    Reconnected,
+    /// A link that was up went down (or was stopped).
+    Disconnected,
 }
 
-/// Where a proxied request came from.
-#[derive(Clone)]
-pub struct Origin {
-    pub session: u64,
-    pub peer: Peer<RoleServer>,
-    /// The downstream request's progress token, if it asked for progress.
-    pub progress: Option<ProgressToken>,
+/// Told of every [`LinkChange`] of the upstream it names.
+pub type StateHook = Arc<dyn Fn(&str, LinkChange) + Send + Sync>;
+
+/// A link's state without its connection, for health reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkStatus {
+    Starting,
+    Up,
+    Down,
+    Stopped,
 }
 
-struct InFlight {
-    origin: Origin,
-    upstream_token: Option<ProgressToken>,
-    /// When the answer arrived. rmcp handles each notification in a task of
-    /// its own, so one the upstream sent just before its answer may be
-    /// handled just after it: finished calls stay findable for a moment.
-    finished: Option<Instant>,
-}
-
-/// How long a finished call still receives its late notifications.
-const LATE_NOTIFICATION_GRACE: Duration = Duration::from_secs(2);
-/// The longest a finished call waits for its notifications to be relayed.
-const SETTLE_LIMIT: Duration = Duration::from_millis(50);
-
-/// The calls in flight on one link, to attribute what the upstream sends.
-pub struct Relay {
-    upstream: String,
-    owner: Option<String>,
-    hub: Arc<Hub>,
-    calls: Mutex<HashMap<u64, InFlight>>,
-    next: AtomicU64,
-    /// Progress and log notifications read from the upstream, and relayed.
-    received: AtomicU64,
-    relayed: AtomicU64,
-}
-
-impl Relay {
-    pub fn new(upstream: String, owner: Option<String>, hub: Arc<Hub>) -> Self {
-        Relay {
-            upstream,
-            owner,
-            hub,
-            calls: Mutex::new(HashMap::new()),
-            next: AtomicU64::new(1),
-            received: AtomicU64::new(0),
-            relayed: AtomicU64::new(0),
-        }
-    }
-
-    /// The downstream session a server-to-client request belongs to. stdio
-    /// and HTTP responses do not say which call caused them, so the answer
-    /// is only certain when every call in flight comes from one session;
-    /// otherwise the request is refused rather than shown to the wrong user.
-    fn attributable(&self) -> Option<Peer<RoleServer>> {
-        let calls = self.calls.lock().ok()?;
-        let mut sessions = calls
-            .values()
-            .filter(|c| c.finished.is_none())
-            .map(|c| (c.origin.session, &c.origin.peer));
-        let (first, peer) = sessions.next()?;
-        sessions.all(|(s, _)| s == first).then(|| peer.clone())
-    }
-
-    /// rmcp hands each notification to a task of its own, so progress or a
-    /// log message the upstream sent before its answer may still be waiting
-    /// to be relayed when the answer arrives. The transport counted them as
-    /// they came in; wait (briefly) until that many have been relayed, so the
-    /// caller gets them before its result and while its call still counts.
-    async fn settle(&self) {
-        let received = self.received.load(Ordering::Acquire);
-        let started = Instant::now();
-        while self.relayed.load(Ordering::Acquire) < received && started.elapsed() < SETTLE_LIMIT {
-            tokio::task::yield_now().await;
-            if started.elapsed() > Duration::from_millis(2) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+impl LinkStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            LinkStatus::Starting => "starting",
+            LinkStatus::Up => "up",
+            LinkStatus::Down => "down",
+            LinkStatus::Stopped => "stopped",
         }
     }
 }
-
-/// Marks one progress or log notification relayed (or dropped) when dropped.
-struct Relaying<'a>(&'a AtomicU64);
-
-impl Drop for Relaying<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
-    }
-}
-
-fn is_relayed_notification(message: &RxJsonRpcMessage<RoleClient>) -> bool {
-    matches!(
-        message,
-        JsonRpcMessage::Notification(JsonRpcNotification {
-            notification: ServerNotification::ProgressNotification(_)
-                | ServerNotification::LoggingMessageNotification(_),
-            ..
-        })
-    )
-}
-
-/// An upstream transport that counts the progress and log notifications
-/// coming in, in the order rmcp reads them (see [`Relay::settle`]).
-pub struct CountingTransport<T> {
-    inner: T,
-    relay: Arc<Relay>,
-}
-
-impl<T: RmcpTransport<RoleClient>> RmcpTransport<RoleClient> for CountingTransport<T> {
-    type Error = T::Error;
-
-    fn send(
-        &mut self,
-        item: TxJsonRpcMessage<RoleClient>,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        self.inner.send(item)
-    }
-
-    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
-        let message = self.inner.receive().await?;
-        if is_relayed_notification(&message) {
-            self.relay.received.fetch_add(1, Ordering::AcqRel);
-        }
-        Some(message)
-    }
-
-    async fn close(&mut self) -> Result<(), Self::Error> {
-        self.inner.close().await
-    }
-}
-
-#[derive(Clone)]
-struct RelayClient {
-    relay: Arc<Relay>,
-}
-
-fn no_caller(what: &str) -> ErrorData {
-    ErrorData::invalid_request(
-        format!("mcpgate cannot tell which caller this {what} is for; it was not forwarded"),
-        None,
-    )
-}
-
-fn downstream_failed(e: ServiceError) -> ErrorData {
-    match e {
-        ServiceError::McpError(e) => e,
-        other => ErrorData::internal_error(format!("the client did not answer: {other}"), None),
-    }
-}
-
-impl ClientHandler for RelayClient {
-    fn get_info(&self) -> ClientConfig {
-        let mut capabilities = ClientCapabilities::default();
-        // Forwarded to the caller's client; refused there if it lacks them.
-        capabilities.sampling = Some(Default::default());
-        capabilities.elicitation = Some(Default::default());
-        ClientConfig::new(
-            capabilities,
-            Implementation::new("mcpgate", env!("CARGO_PKG_VERSION")),
-        )
-    }
-
-    async fn create_message(
-        &self,
-        params: CreateMessageRequestParams,
-        _context: RequestContext<RoleClient>,
-    ) -> Result<CreateMessageResult, ErrorData> {
-        let peer = self
-            .relay
-            .attributable()
-            .ok_or_else(|| no_caller("sampling request"))?;
-        match peer
-            .send_request(ServerRequest::CreateMessageRequest(
-                CreateMessageRequest::new(params),
-            ))
-            .await
-            .map_err(downstream_failed)?
-        {
-            ClientResult::CreateMessageResult(r) => Ok(*r),
-            _ => Err(ErrorData::internal_error(
-                "the client answered sampling with something else",
-                None,
-            )),
-        }
-    }
-
-    async fn create_elicitation(
-        &self,
-        params: ElicitRequestParams,
-        _context: RequestContext<RoleClient>,
-    ) -> Result<ElicitResult, ErrorData> {
-        let peer = self
-            .relay
-            .attributable()
-            .ok_or_else(|| no_caller("elicitation"))?;
-        match peer
-            .send_request(ServerRequest::ElicitRequest(ElicitRequest::new(params)))
-            .await
-            .map_err(downstream_failed)?
-        {
-            ClientResult::ElicitResult(r) => Ok(r),
-            _ => Err(ErrorData::internal_error(
-                "the client answered elicitation with something else",
-                None,
-            )),
-        }
-    }
-
-    async fn list_roots(
-        &self,
-        _context: RequestContext<RoleClient>,
-    ) -> Result<ListRootsResult, ErrorData> {
-        let peer = self
-            .relay
-            .attributable()
-            .ok_or_else(|| no_caller("roots request"))?;
-        match peer
-            .send_request(ServerRequest::ListRootsRequest(ListRootsRequest::default()))
-            .await
-            .map_err(downstream_failed)?
-        {
-            ClientResult::ListRootsResult(r) => Ok(r),
-            _ => Err(ErrorData::internal_error(
-                "the client answered roots/list with something else",
-                None,
-            )),
-        }
-    }
-
-    async fn on_progress(
-        &self,
-        params: ProgressNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) {
-        let _relayed = Relaying(&self.relay.relayed);
-        let target = self.relay.calls.lock().ok().and_then(|calls| {
-            calls.values().find_map(|c| {
-                (c.upstream_token.as_ref() == Some(&params.progress_token))
-                    .then(|| (c.origin.peer.clone(), c.origin.progress.clone()))
-            })
-        });
-        // Only callers that asked for progress get it, under their own token.
-        if let Some((peer, Some(token))) = target {
-            let mut forwarded = params;
-            forwarded.progress_token = token;
-            let _ = peer.notify_progress(forwarded).await;
-        }
-    }
-
-    async fn on_logging_message(
-        &self,
-        params: LoggingMessageNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) {
-        let _relayed = Relaying(&self.relay.relayed);
-        match self.relay.attributable() {
-            Some(peer) => {
-                let _ = peer.notify_logging_message(params).await;
-            }
-            None => tracing::debug!(
-                upstream = %self.relay.upstream,
-                "log message from the upstream with no single caller to send it to"
-            ),
-        }
-    }
-
-    async fn on_resource_updated(
-        &self,
-        params: ResourceUpdatedNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) {
-        for peer in self
-            .relay
-            .hub
-            .subscribers(&self.relay.upstream, &params.uri)
-        {
-            let _ = peer.notify_resource_updated(params.clone()).await;
-        }
-    }
-
-    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        for peer in self.relay.hub.peers(self.relay.owner.as_deref()) {
-            let _ = peer.notify_resource_list_changed().await;
-        }
-        for sink in self.relay.hub.sinks(self.relay.owner.as_deref()) {
-            let _ = sink.notify_resource_list_changed().await;
-        }
-    }
-
-    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        for peer in self.relay.hub.peers(self.relay.owner.as_deref()) {
-            let _ = peer.notify_tool_list_changed().await;
-        }
-        for sink in self.relay.hub.sinks(self.relay.owner.as_deref()) {
-            let _ = sink.notify_tool_list_changed().await;
-        }
-    }
-
-    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        for peer in self.relay.hub.peers(self.relay.owner.as_deref()) {
-            let _ = peer.notify_prompt_list_changed().await;
-        }
-        for sink in self.relay.hub.sinks(self.relay.owner.as_deref()) {
-            let _ = sink.notify_prompt_list_changed().await;
-        }
-    }
-}
-
-/// Told when a link comes up (`true`; the second flag says it is a restart)
-/// and when a link that was up goes down (`false`).
-pub type StateHook = Arc<dyn Fn(&str, bool, bool) + Send + Sync>;
 
 #[derive(Clone)]
 pub enum LinkState {
@@ -453,12 +102,12 @@ pub enum LinkState {
 }
 
 impl LinkState {
-    pub fn label(&self) -> &'static str {
+    pub fn status(&self) -> LinkStatus {
         match self {
-            LinkState::Starting => "starting",
-            LinkState::Up(_) => "up",
-            LinkState::Down(_) => "down",
-            LinkState::Stopped => "stopped",
+            LinkState::Starting => LinkStatus::Starting,
+            LinkState::Up(_) => LinkStatus::Up,
+            LinkState::Down(_) => LinkStatus::Down,
+            LinkState::Stopped => LinkStatus::Stopped,
         }
     }
 }
@@ -531,7 +180,7 @@ impl Link {
     /// kills from a spawned task, which a stopping runtime may never run,
     /// and a crashed child's own children (npx → node) would outlive it.
     pub fn kill_process_group(&self) {
-        let group = self.process_group.lock().ok().and_then(|mut g| g.take());
+        let group = lock(&self.process_group).take();
         if let Some(pgid) = group {
             use nix::{sys::signal, unistd::Pid};
             match signal::killpg(Pid::from_raw(pgid), signal::Signal::SIGKILL) {
@@ -544,18 +193,11 @@ impl Link {
     }
 
     pub fn idle_for(&self) -> Duration {
-        self.last_used
-            .lock()
-            .map(|t| t.elapsed())
-            .unwrap_or_default()
+        lock(&self.last_used).elapsed()
     }
 
     pub fn busy(&self) -> bool {
-        self.relay
-            .calls
-            .lock()
-            .map(|c| c.values().any(|c| c.finished.is_none()))
-            .unwrap_or(true)
+        self.relay.busy()
     }
 
     async fn supervise(
@@ -583,17 +225,20 @@ impl Link {
                     if !first {
                         self.restarts.fetch_add(1, Ordering::Relaxed);
                     }
-                    on_change(&self.upstream, true, !first);
+                    let change = if first {
+                        LinkChange::Connected
+                    } else {
+                        LinkChange::Reconnected
+                    };
+                    on_change(&self.upstream, change);
                     tracing::info!(upstream = %self.upstream, restarted = !first, "upstream connected");
                     let cancel = running.cancellation_token();
-                    if let Ok(mut connection) = self.connection.lock() {
-                        *connection = Some(running.cancellation_token());
-                    }
+                    *lock(&self.connection) = Some(running.cancellation_token());
                     let quit = tokio::select! {
                         _ = self.stop.cancelled() => {
                             cancel.cancel();
                             self.kill_process_group();
-                            on_change(&self.upstream, false, false);
+                            on_change(&self.upstream, LinkChange::Disconnected);
                             break;
                         }
                         quit = running.waiting() => quit,
@@ -605,14 +250,14 @@ impl Link {
                     };
                     tracing::warn!(upstream = %self.upstream, reason = %reason, "upstream disconnected; restarting");
                     self.state.send_replace(LinkState::Down(reason));
-                    on_change(&self.upstream, false, false);
+                    on_change(&self.upstream, LinkChange::Disconnected);
                     if up_since.elapsed() > Duration::from_secs(60) {
                         backoff = Duration::from_millis(250);
                     }
                 }
                 other => {
                     let reason = match other {
-                        Ok(Err(e)) => e,
+                        Ok(Err(e)) => e.to_string(),
                         _ => format!(
                             "no answer to initialize within {} s",
                             INITIALIZE_TIMEOUT.as_secs()
@@ -636,12 +281,9 @@ impl Link {
     /// A fresh, empty, private directory for the child to start in: never
     /// mcpgate's own working directory, where `./data` (the store and the
     /// encryption key) usually is. Kept across restarts of this link.
-    fn workdir(&self) -> Result<std::path::PathBuf, String> {
+    fn workdir(&self) -> Result<std::path::PathBuf, ConnectError> {
         use std::os::unix::fs::DirBuilderExt;
-        let mut current = self
-            .workdir
-            .lock()
-            .map_err(|_| "working directory lock poisoned".to_owned())?;
+        let mut current = lock(&self.workdir);
         if let Some(dir) = current.as_ref()
             && dir.is_dir()
         {
@@ -655,13 +297,13 @@ impl Link {
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
-            .map_err(|e| format!("could not create a working directory for it: {e}"))?;
+            .map_err(ConnectError::Workdir)?;
         *current = Some(dir.clone());
         Ok(dir)
     }
 
     fn remove_workdir(&self) {
-        let dir = self.workdir.lock().ok().and_then(|mut d| d.take());
+        let dir = lock(&self.workdir).take();
         if let Some(dir) = dir
             && let Err(e) = std::fs::remove_dir_all(&dir)
         {
@@ -670,20 +312,15 @@ impl Link {
     }
 
     fn counted<T>(&self, inner: T) -> CountingTransport<T> {
-        CountingTransport {
-            inner,
-            relay: self.relay.clone(),
-        }
+        CountingTransport::new(inner, self.relay.clone())
     }
 
     async fn connect(
         &self,
         headers: &HeaderSources,
         http: &reqwest::Client,
-    ) -> Result<rmcp::service::RunningService<RoleClient, RelayClient>, String> {
-        let client = RelayClient {
-            relay: self.relay.clone(),
-        };
+    ) -> Result<rmcp::service::RunningService<RoleClient, RelayClient>, ConnectError> {
+        let client = RelayClient::new(self.relay.clone());
         match &self.config.transport {
             Transport::Stdio {
                 program,
@@ -705,10 +342,13 @@ impl Link {
                 let (transport, stderr) = TokioChildProcess::builder(wrapped)
                     .stderr(Stdio::piped())
                     .spawn()
-                    .map_err(|e| format!("could not start {program}: {e}"))?;
-                if let (Some(pid), Ok(mut group)) = (transport.id(), self.process_group.lock()) {
+                    .map_err(|source| ConnectError::Spawn {
+                        program: program.clone(),
+                        source,
+                    })?;
+                if let Some(pid) = transport.id() {
                     // The leader of its own group: the group id is its pid.
-                    *group = i32::try_from(pid).ok();
+                    *lock(&self.process_group) = i32::try_from(pid).ok();
                 }
                 if let Some(stderr) = stderr {
                     tokio::spawn(pump_stderr(self.upstream.clone(), stderr));
@@ -716,7 +356,7 @@ impl Link {
                 client
                     .serve(self.counted(transport))
                     .await
-                    .map_err(|e| format!("initialize failed: {e}"))
+                    .map_err(|e| ConnectError::Initialize(Box::new(e)))
             }
             Transport::Http { url, .. } => {
                 // An upstream found to speak only the legacy transport stays on it.
@@ -736,15 +376,16 @@ impl Link {
                                     self.counted(SinkStreamTransport::new(sink, stream))
                                 }
                                 Err(legacy) => {
-                                    return Err(format!(
-                                        "initialize failed: {streamable}; as legacy HTTP+SSE: {legacy}"
-                                    ));
+                                    return Err(ConnectError::NeitherTransport {
+                                        streamable: Box::new(streamable),
+                                        legacy,
+                                    });
                                 }
                             };
                             let running = client
                                 .serve(transport)
                                 .await
-                                .map_err(|e| format!("initialize failed over HTTP+SSE: {e}"))?;
+                                .map_err(|e| ConnectError::InitializeLegacy(Box::new(e)))?;
                             tracing::info!(upstream = %self.upstream, "upstream speaks the legacy HTTP+SSE transport; using it");
                             self.legacy_sse.store(true, Ordering::Relaxed);
                             return Ok(running);
@@ -756,7 +397,7 @@ impl Link {
                 client
                     .serve(transport)
                     .await
-                    .map_err(|e| format!("initialize failed over HTTP+SSE: {e}"))
+                    .map_err(|e| ConnectError::InitializeLegacy(Box::new(e)))
             }
         }
     }
@@ -781,7 +422,7 @@ impl Link {
             _ => {
                 let reason = match &*self.state.borrow() {
                     LinkState::Down(reason) => reason.clone(),
-                    other => other.label().to_owned(),
+                    other => other.status().label().to_owned(),
                 };
                 Err(GatewayError::Unavailable {
                     upstream: self.upstream.clone(),
@@ -799,9 +440,7 @@ impl Link {
         origin: Option<Origin>,
         cancel: &CancellationToken,
     ) -> Result<ServerResult, GatewayError> {
-        if let Ok(mut t) = self.last_used.lock() {
-            *t = Instant::now();
-        }
+        *lock(&self.last_used) = Instant::now();
         let timeout = self.config.call_timeout;
         let _permit =
             match tokio::time::timeout(timeout, self.permits.clone().acquire_owned()).await {
@@ -813,30 +452,12 @@ impl Link {
                 }
             };
         let peer = self.peer().await?;
-        let call = self.relay.next.fetch_add(1, Ordering::Relaxed);
-        if let (Some(origin), Ok(mut calls)) = (origin, self.relay.calls.lock()) {
-            calls.insert(
-                call,
-                InFlight {
-                    origin,
-                    upstream_token: None,
-                    finished: None,
-                },
-            );
-        }
-        let _registered = CallGuard {
-            relay: &self.relay,
-            call,
-        };
+        let call = self.relay.begin(origin);
         let handle = peer
             .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
             .await
             .map_err(|e| self.failure(e))?;
-        if let Ok(mut calls) = self.relay.calls.lock()
-            && let Some(c) = calls.get_mut(&call)
-        {
-            c.upstream_token = Some(handle.progress_token.clone());
-        }
+        call.answers_to(handle.progress_token.clone());
         let id = handle.id.clone();
         tokio::select! {
             result = handle.await_response() => {
@@ -866,7 +487,7 @@ impl Link {
                 // An HTTP upstream that went away is only noticed by a call
                 // (rmcp keeps the session): end the connection so the link
                 // shows down and reconnects with backoff, like a dead child.
-                if let Some(connection) = self.connection.lock().ok().and_then(|mut c| c.take()) {
+                if let Some(connection) = lock(&self.connection).take() {
                     connection.cancel();
                 }
                 GatewayError::Unavailable {
@@ -894,26 +515,6 @@ fn unreachable(e: &rmcp::transport::DynamicTransportError) -> bool {
         Some(StreamableHttpError::Client(e)) if e.is_connect()
     )
 }
-
-struct CallGuard<'a> {
-    relay: &'a Relay,
-    call: u64,
-}
-
-impl Drop for CallGuard<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut calls) = self.relay.calls.lock() {
-            if let Some(c) = calls.get_mut(&self.call) {
-                c.finished = Some(Instant::now());
-            }
-            calls.retain(|_, c| {
-                c.finished
-                    .is_none_or(|f| f.elapsed() < LATE_NOTIFICATION_GRACE)
-            });
-        }
-    }
-}
-
 /// Drain the child's stderr into the log, line by line, bounded in line
 /// length and rate: a flooding upstream must neither block on a full pipe
 /// nor flood mcpgate's log.

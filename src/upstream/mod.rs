@@ -5,9 +5,12 @@
 // of the 2025 revisions the gateway proxies.
 #![allow(deprecated)]
 
+pub mod hub;
 pub mod legacy_sse;
 pub mod link;
+mod locks;
 pub mod outbound;
+pub mod relay;
 pub mod settings;
 
 use std::{
@@ -32,8 +35,11 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use self::{
-    link::{Hub, Link, LinkState, Origin, Relay, StateHook},
+    hub::{Hub, Subscription},
+    link::{Link, LinkChange, LinkState, LinkStatus, StateHook},
+    locks::{lock, read, write},
     outbound::{CallerIdentity, HeaderSources, TokenSource},
+    relay::{Origin, Relay},
     settings::{GatewayConfig, Identity, Isolation, PrefixMode, Transport, UpstreamConfig},
 };
 use crate::{
@@ -124,10 +130,41 @@ pub struct UpstreamHealth {
     pub name: String,
     pub transport: &'static str,
     pub isolation: Isolation,
-    /// Shared: the connection's state; per-user: how many are up.
-    pub state: String,
+    pub state: UpstreamState,
     pub restarts: u64,
     pub connections: usize,
+}
+
+/// What `/readyz` says of one upstream's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamState {
+    /// The one shared connection's state.
+    Shared(LinkStatus),
+    /// How many of the per-user connections are up.
+    PerUser { up: usize, open: usize },
+}
+
+impl std::fmt::Display for UpstreamState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamState::Shared(status) => f.write_str(status.label()),
+            UpstreamState::PerUser { up, open } => write!(f, "{up} of {open} up"),
+        }
+    }
+}
+
+impl Serialize for UpstreamState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl UpstreamHealth {
+    /// A shared upstream that is not up degrades readiness; per-user
+    /// connections come and go with their users and never do.
+    pub fn degrades_readiness(&self) -> bool {
+        matches!(self.state, UpstreamState::Shared(status) if status != LinkStatus::Up)
+    }
 }
 
 pub struct Gateway {
@@ -161,18 +198,22 @@ fn header_sources(upstream: &Upstream, caller: Option<Arc<CallerIdentity>>) -> H
 }
 
 fn state_hook(metrics: Arc<Metrics>) -> StateHook {
-    Arc::new(move |name: &str, up: bool, restarted: bool| {
+    Arc::new(move |name: &str, change: LinkChange| {
         let labels = UpstreamLabels {
             upstream: name.to_owned(),
         };
         let gauge = metrics.upstream_up.get_or_create(&labels);
-        if up {
-            gauge.inc();
-            if restarted {
+        match change {
+            LinkChange::Connected => {
+                gauge.inc();
+            }
+            LinkChange::Reconnected => {
+                gauge.inc();
                 metrics.upstream_restarts.get_or_create(&labels).inc();
             }
-        } else {
-            gauge.dec();
+            LinkChange::Disconnected => {
+                gauge.dec();
+            }
         }
     })
 }
@@ -328,16 +369,14 @@ impl Gateway {
                 };
                 for upstream in &gateway.upstreams {
                     let idle = upstream.config.idle_timeout;
-                    if let Ok(mut links) = upstream.per_user.lock() {
-                        links.retain(|owner, link| {
-                            let keep = link.busy() || link.idle_for() < idle;
-                            if !keep {
-                                tracing::info!(upstream = %upstream.config.name, owner = %owner, "closing an idle per-user upstream");
-                                link.stop();
-                            }
-                            keep
-                        });
-                    }
+                    lock(&upstream.per_user).retain(|owner, link| {
+                        let keep = link.busy() || link.idle_for() < idle;
+                        if !keep {
+                            tracing::info!(upstream = %upstream.config.name, owner = %owner, "closing an idle per-user upstream");
+                            link.stop();
+                        }
+                        keep
+                    });
                 }
             }
         });
@@ -349,10 +388,8 @@ impl Gateway {
             if let Some(link) = &upstream.shared {
                 link.stop();
             }
-            if let Ok(links) = upstream.per_user.lock() {
-                for link in links.values() {
-                    link.stop();
-                }
+            for link in lock(&upstream.per_user).values() {
+                link.stop();
             }
         }
     }
@@ -367,22 +404,21 @@ impl Gateway {
                 };
                 let (state, restarts, connections) = match &u.shared {
                     Some(link) => (
-                        link.state().label().to_owned(),
+                        UpstreamState::Shared(link.state().status()),
                         link.restarts.load(Ordering::Relaxed),
                         1,
                     ),
                     None => {
-                        let links: Vec<Arc<Link>> = u
-                            .per_user
-                            .lock()
-                            .map(|l| l.values().cloned().collect())
-                            .unwrap_or_default();
+                        let links: Vec<Arc<Link>> = lock(&u.per_user).values().cloned().collect();
                         let up = links
                             .iter()
                             .filter(|l| matches!(l.state(), LinkState::Up(_)))
                             .count();
                         (
-                            format!("{up} of {} up", links.len()),
+                            UpstreamState::PerUser {
+                                up,
+                                open: links.len(),
+                            },
                             links
                                 .iter()
                                 .map(|l| l.restarts.load(Ordering::Relaxed))
@@ -411,10 +447,7 @@ impl Gateway {
             return Ok(link.clone());
         }
         let owner = principal.owner_key();
-        let mut links = match upstream.per_user.lock() {
-            Ok(l) => l,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut links = lock(&upstream.per_user);
         if let Some(link) = links.get(&owner)
             && !matches!(link.state(), LinkState::Stopped)
         {
@@ -487,12 +520,7 @@ impl Gateway {
         }
         self.upstreams
             .iter()
-            .find(|u| {
-                u.names
-                    .read()
-                    .map(|n| n.iter().any(|x| x == exposed))
-                    .unwrap_or(false)
-            })
+            .find(|u| read(&u.names).iter().any(|x| x == exposed))
             .map(|u| (u.clone(), exposed.to_owned()))
     }
 
@@ -517,20 +545,11 @@ impl Gateway {
         if let [only] = self.upstreams.as_slice() {
             return Some(only.clone());
         }
-        let listed = |u: &&Arc<Upstream>| {
-            u.resources
-                .read()
-                .map(|r| r.iter().any(|x| x == uri))
-                .unwrap_or(false)
-        };
+        let listed = |u: &&Arc<Upstream>| read(&u.resources).iter().any(|x| x == uri);
         let templated = |u: &&Arc<Upstream>| {
-            u.templates
-                .read()
-                .map(|t| {
-                    t.iter()
-                        .any(|p| !p.is_empty() && uri.starts_with(p.as_str()))
-                })
-                .unwrap_or(false)
+            read(&u.templates)
+                .iter()
+                .any(|p| !p.is_empty() && uri.starts_with(p.as_str()))
         };
         self.upstreams
             .iter()
@@ -577,7 +596,8 @@ impl Gateway {
                 u.config.name,
                 "tools/list"
             )?;
-            if let Ok(mut names) = u.names.write() {
+            {
+                let mut names = write(&u.names);
                 names.retain(|n| !tools.iter().any(|t| t.name == *n));
                 names.extend(tools.iter().map(|t| t.name.to_string()));
             }
@@ -607,7 +627,8 @@ impl Gateway {
                 u.config.name,
                 "prompts/list"
             )?;
-            if let Ok(mut names) = u.names.write() {
+            {
+                let mut names = write(&u.names);
                 for p in &prompts {
                     if !names.contains(&p.name) {
                         names.push(p.name.clone());
@@ -640,9 +661,7 @@ impl Gateway {
                 u.config.name,
                 "resources/list"
             )?;
-            if let Ok(mut known) = u.resources.write() {
-                *known = resources.iter().map(|r| r.uri.clone()).collect();
-            }
+            *write(&u.resources) = resources.iter().map(|r| r.uri.clone()).collect();
             Ok(resources)
         })
         .await
@@ -666,16 +685,14 @@ impl Gateway {
                     u.config.name,
                     "resources/templates/list"
                 )?;
-                if let Ok(mut known) = u.templates.write() {
-                    // The literal part before the first variable routes reads.
-                    *known = templates
-                        .iter()
-                        .map(|t| {
-                            let uri = &t.uri_template;
-                            uri.split('{').next().unwrap_or(uri).to_owned()
-                        })
-                        .collect();
-                }
+                // The literal part before the first variable routes reads.
+                *write(&u.templates) = templates
+                    .iter()
+                    .map(|t| {
+                        let uri = &t.uri_template;
+                        uri.split('{').next().unwrap_or(uri).to_owned()
+                    })
+                    .collect();
                 Ok(templates)
             },
         )
@@ -775,23 +792,26 @@ impl Gateway {
         params: SubscribeRequestParams,
         principal: &Principal,
         session: u64,
-        subscribe: bool,
+        change: Subscription,
         cancel: &CancellationToken,
     ) -> Result<(), GatewayError> {
         let upstream = self.find_uri(&params.uri, principal, cancel).await?;
         let uri = params.uri.clone();
-        let request = if subscribe {
-            ClientRequest::SubscribeRequest(SubscribeRequest::new(params))
-        } else {
-            let mut unsubscribe = UnsubscribeRequestParams::new(params.uri);
-            unsubscribe.meta = params.meta;
-            ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(unsubscribe))
+        let request = match change {
+            Subscription::Subscribe => {
+                ClientRequest::SubscribeRequest(SubscribeRequest::new(params))
+            }
+            Subscription::Unsubscribe => {
+                let mut unsubscribe = UnsubscribeRequestParams::new(params.uri);
+                unsubscribe.meta = params.meta;
+                ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(unsubscribe))
+            }
         };
         self.forward(&upstream, principal, request, None, cancel)
             .await?;
         self.context
             .hub
-            .subscribe(&upstream.config.name, &uri, session, subscribe);
+            .subscribe(&upstream.config.name, &uri, session, change);
         Ok(())
     }
 

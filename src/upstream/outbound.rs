@@ -6,7 +6,7 @@
 use std::{
     collections::HashMap,
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use aws_lc_rs::hmac;
@@ -25,14 +25,25 @@ use serde::Deserialize;
 use sse_stream::Sse;
 use tokio::sync::Mutex;
 
-use super::settings::{ClientCredentials, Identity};
-use crate::{auth::Principal, oauth::keys::KeyRing};
+use super::{
+    locks::lock,
+    settings::{ClientCredentials, Identity},
+};
+use crate::{
+    auth::Principal,
+    clock::{Clock, SystemClock},
+    oauth::keys::KeyRing,
+};
 
-fn now_epoch() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
+/// Why no access token could be had for an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamTokenError {
+    #[error("token endpoint unreachable: {0}")]
+    Unreachable(reqwest::Error),
+    #[error("token endpoint answered {0}")]
+    Refused(http::StatusCode),
+    #[error("token endpoint answered something other than a token")]
+    NotAToken,
 }
 
 /// An access token from the upstream's authorization server, fetched with
@@ -60,7 +71,7 @@ impl TokenSource {
     }
 
     /// The current token; one fetch at a time (the lock is held across it).
-    pub async fn token(&self) -> Result<SecretString, String> {
+    pub async fn token(&self) -> Result<SecretString, UpstreamTokenError> {
         let mut cached = self.cached.lock().await;
         if let Some((token, until)) = cached.as_ref()
             && Instant::now() < *until
@@ -88,15 +99,15 @@ impl TokenSource {
             .form(&form)
             .send()
             .await
-            .map_err(|e| format!("token endpoint unreachable: {}", e.without_url()))?;
+            .map_err(|e| UpstreamTokenError::Unreachable(e.without_url()))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(format!("token endpoint answered {status}"));
+            return Err(UpstreamTokenError::Refused(status));
         }
         let answer: TokenAnswer = response
             .json()
             .await
-            .map_err(|_| "token endpoint answered something other than a token".to_owned())?;
+            .map_err(|_| UpstreamTokenError::NotAToken)?;
         // Renew a little early so a call never leaves with a token about to expire.
         let lifetime = answer.expires_in.unwrap_or(300).saturating_sub(30).max(5);
         let token = SecretString::from(answer.access_token);
@@ -150,7 +161,7 @@ impl CallerIdentity {
         out: &mut HashMap<HeaderName, HeaderValue>,
     ) {
         let p = &self.principal;
-        let ts = now_epoch().to_string();
+        let ts = SystemClock.now().to_string();
         let client = p.client_id.clone().unwrap_or_default();
         let email = p.email.clone().unwrap_or_default();
         let payload = format!(
@@ -179,9 +190,8 @@ impl CallerIdentity {
 
     /// A short-lived ES256 JWT naming the caller, `aud` = the upstream.
     fn jwt(&self, audience: &str) -> Option<String> {
-        let now = now_epoch();
-        if let Ok(guard) = self.minted.lock()
-            && let Some((token, exp)) = guard.as_ref()
+        let now = SystemClock.now();
+        if let Some((token, exp)) = lock(&self.minted).as_ref()
             && *exp - now > 30
         {
             return Some(token.clone());
@@ -204,9 +214,7 @@ impl CallerIdentity {
         });
         match keys.sign_typed(&claims, IDENTITY_JWT_TYP) {
             Ok(token) => {
-                if let Ok(mut guard) = self.minted.lock() {
-                    *guard = Some((token.clone(), exp));
-                }
+                *lock(&self.minted) = Some((token.clone(), exp));
                 Some(token)
             }
             Err(e) => {

@@ -1,9 +1,12 @@
 //! `auth.mode = "resource"` against an in-process authorization server.
 
-use std::sync::atomic::Ordering;
+use std::{sync::atomic::Ordering, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use mcpgate::config::{RawIntrospection, RawResourceAuth};
+use mcpgate::{
+    clock::{ManualClock, SharedClock},
+    config::{RawIntrospection, RawResourceAuth},
+};
 use serde_json::{Value, json};
 
 use crate::{
@@ -12,20 +15,28 @@ use crate::{
 };
 
 async fn start(idp: &FakeIdp) -> TestServer {
+    start_on_clock(idp, mcpgate::clock::system()).await
+}
+
+/// [`start`] with the verifier reading time from `clock`.
+async fn start_on_clock(idp: &FakeIdp, clock: SharedClock) -> TestServer {
     let issuer = idp.issuer.clone();
-    let server = TestServer::start_with(|raw| {
-        raw.auth.mode = Some("resource".into());
-        raw.auth.resource = Some(RawResourceAuth {
-            issuer: Some(issuer),
-            jwks_refetch_interval_secs: Some(2),
-            introspection: Some(RawIntrospection {
-                client_id: Some("rs-client".into()),
-                client_secret: Some("rs-secret".into()),
-                ..RawIntrospection::default()
-            }),
-            ..RawResourceAuth::default()
-        });
-    })
+    let server = TestServer::start_with_clock(
+        |raw| {
+            raw.auth.mode = Some("resource".into());
+            raw.auth.resource = Some(RawResourceAuth {
+                issuer: Some(issuer),
+                jwks_refetch_interval_secs: Some(2),
+                introspection: Some(RawIntrospection {
+                    client_id: Some("rs-client".into()),
+                    client_secret: Some("rs-secret".into()),
+                    ..RawIntrospection::default()
+                }),
+                ..RawResourceAuth::default()
+            });
+        },
+        clock,
+    )
     .await;
     idp.set_resource(&server.url("/mcp"));
     server
@@ -323,7 +334,8 @@ async fn sessions_and_notes_belong_to_their_principal() {
 #[tokio::test]
 async fn unknown_kid_burst_fetches_keys_once_and_rotation_is_picked_up() {
     let idp = FakeIdp::start().await;
-    let server = start(&idp).await;
+    let clock = ManualClock::new();
+    let server = start_on_clock(&idp, clock.clone()).await;
     assert_eq!(
         try_token(&server, Some(&idp.token("alice", "calc")))
             .await
@@ -331,7 +343,7 @@ async fn unknown_kid_burst_fetches_keys_once_and_rotation_is_picked_up() {
         200
     );
     // Past the refetch interval since the first fetch, so one refetch is allowed.
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    clock.advance(Duration::from_millis(2100));
     let baseline = idp.jwks_fetches.load(Ordering::SeqCst);
     // 30 tokens with random kids in parallel.
     let mut tasks = Vec::new();
@@ -363,7 +375,7 @@ async fn unknown_kid_burst_fetches_keys_once_and_rotation_is_picked_up() {
     );
 
     // Rotation: a token under a new kid works once the refetch interval allows a fetch.
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    clock.advance(Duration::from_millis(2100));
     idp.rotate("k2");
     assert_eq!(
         try_token(&server, Some(&idp.token("alice", "calc")))

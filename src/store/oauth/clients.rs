@@ -1,0 +1,207 @@
+//! Registered OAuth clients and the consents users gave them.
+
+use super::{ClientRecord, conflict_or, revoke_all, uncancellable};
+use crate::store::{Store, StoreError, now_epoch, on_db};
+
+macro_rules! client_columns {
+    () => {
+        "client_id, secret_hash, metadata, created_at, last_used_at"
+    };
+}
+
+impl Store {
+    /// Insert a dynamic registration unless `max_unused` clients that never
+    /// obtained a token exist already: `false` then, and nothing is written.
+    /// One statement, so concurrent registrations cannot overshoot much
+    /// (SQLite: not at all).
+    pub async fn insert_client_capped(
+        &self,
+        client: &ClientRecord,
+        max_unused: i64,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = concat!(
+            "INSERT INTO oauth_clients (",
+            client_columns!(),
+            ") SELECT $1, $2, $3, $4, $5 WHERE (SELECT COUNT(*) FROM oauth_clients WHERE last_used_at IS NULL) < $6"
+        );
+        let inserted = on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(&client.client_id)
+            .bind(&client.secret_hash)
+            .bind(&client.metadata)
+            .bind(client.created_at)
+            .bind(client.last_used_at)
+            .bind(max_unused)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(|e| conflict_or(e, "client id taken"))?;
+        Ok(inserted == 1)
+    }
+
+    pub async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            client_columns!(),
+            " FROM oauth_clients WHERE client_id = $1"
+        );
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as::<_, ClientRecord>(SQL)
+                .bind(client_id)
+                .fetch_optional(pool)
+                .await
+        })?)
+    }
+
+    pub async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            client_columns!(),
+            " FROM oauth_clients ORDER BY created_at, client_id"
+        );
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as::<_, ClientRecord>(SQL).fetch_all(pool).await
+        })?)
+    }
+
+    /// Remove a client with its consents, and revoke its refresh tokens.
+    async fn delete_client_now(&self, client_id: &str) -> Result<bool, StoreError> {
+        const CONSENTS: &str = "DELETE FROM consents WHERE client_id = $1";
+        const REFRESH: &str =
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE client_id = $1 AND revoked_at IS NULL";
+        const CLIENT: &str = "DELETE FROM oauth_clients WHERE client_id = $1";
+        let now = now_epoch();
+        let removed = on_db!(self.db(), |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(CONSENTS)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await?;
+            revoke_all!(tx, REFRESH, client_id, now);
+            let removed = sqlx::query(CLIENT)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await.map(|_| removed)
+        })?;
+        Ok(removed == 1)
+    }
+
+    /// Record that a client obtained tokens (unused clients are swept).
+    pub async fn touch_client(&self, client_id: &str, now: i64) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE oauth_clients SET last_used_at = $1 WHERE client_id = $2";
+        on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(now)
+            .bind(client_id)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    // consents
+
+    pub async fn save_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO consents (user_id, client_id, scope, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, created_at = excluded.created_at";
+        on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(user_id)
+            .bind(client_id)
+            .bind(scope)
+            .bind(now_epoch())
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// The remembered scope string of (user, client), if any.
+    pub async fn consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        const SQL: &str = "SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2";
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar::<_, String>(
+            SQL
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
+    /// `(client_id, scope, created_at)` of a user's remembered consents.
+    pub async fn consents_of(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        const SQL: &str = "SELECT client_id, scope, created_at FROM consents WHERE user_id = $1 ORDER BY client_id";
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<
+            _,
+            (String, String, i64),
+        >(SQL)
+        .bind(user_id)
+        .fetch_all(pool)
+        .await)?)
+    }
+
+    /// Forget a consent and revoke the user's refresh tokens for the client:
+    /// `(a remembered consent existed, refresh tokens revoked)`.
+    async fn revoke_consent_now(
+        &self,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<(bool, u64), StoreError> {
+        const CONSENT: &str = "DELETE FROM consents WHERE user_id = $1 AND client_id = $2";
+        const REFRESH: &str = "UPDATE refresh_tokens SET revoked_at = $3 WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL";
+        let now = now_epoch();
+        let removed = on_db!(self.db(), |pool| {
+            let mut tx = pool.begin().await?;
+            let removed = sqlx::query(CONSENT)
+                .bind(user_id)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            // Repeated like revoke_family's, for the same race.
+            let mut revoked = 0;
+            loop {
+                let n = sqlx::query(REFRESH)
+                    .bind(user_id)
+                    .bind(client_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                revoked += n;
+                if n == 0 {
+                    break;
+                }
+            }
+            tx.commit().await.map(|_| (removed == 1, revoked))
+        })?;
+        Ok(removed)
+    }
+
+    /// Remove a client with its consents, and revoke its refresh tokens.
+    pub async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        let (store, client_id) = (self.clone(), client_id.to_owned());
+        uncancellable(async move { store.delete_client_now(&client_id).await }).await
+    }
+
+    /// Forget a consent and revoke the user's refresh tokens for the client:
+    /// `(a remembered consent existed, refresh tokens revoked)`.
+    pub async fn revoke_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<(bool, u64), StoreError> {
+        let (store, user_id, client_id) = (self.clone(), user_id.to_owned(), client_id.to_owned());
+        uncancellable(async move { store.revoke_consent_now(&user_id, &client_id).await }).await
+    }
+}
