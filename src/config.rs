@@ -18,6 +18,8 @@ use figment::{
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::problems::{bounded, check_issuer_url, is_loopback_host, read_secret, require_https};
+
 pub use crate::bridge::settings::{BridgeConfig, BridgeRegistrar, RawBridge};
 
 /// Top-level keys an environment variable may override. Anything else with the
@@ -1091,35 +1093,6 @@ fn validate_resource_auth(
     })
 }
 
-/// Exactly one of an inline secret (`<section>.<key>`) and a file holding
-/// it (`<section>.<key>_file`).
-pub(crate) fn read_secret(
-    section: &str,
-    key: &str,
-    inline: Option<&str>,
-    file: Option<&Path>,
-    errors: &mut Vec<String>,
-) -> Option<String> {
-    match (inline, file) {
-        (Some(s), None) => Some(s.to_owned()),
-        (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(s) => Some(s.trim().to_owned()),
-            Err(e) => {
-                errors.push(format!(
-                    "{section}.{key}_file: cannot read {}: {}",
-                    path.display(),
-                    e.kind()
-                ));
-                None
-            }
-        },
-        _ => {
-            errors.push(format!("{section}: set exactly one of {key}, {key}_file"));
-            None
-        }
-    }
-}
-
 fn validate_upstream_idp(
     raw: Option<&RawUpstreamIdp>,
     errors: &mut Vec<String>,
@@ -1164,7 +1137,7 @@ fn validate_upstream_idp(
         // A preset with a fixed issuer may still be pointed elsewhere (a
         // sovereign cloud, a test IdP).
         (_, Some(issuer), None) => {
-            check_issuer_url(issuer, errors);
+            check_issuer_url("auth.upstream.issuer", issuer, errors);
             Some(issuer.clone())
         }
         (Some(template), None, None) => {
@@ -1265,25 +1238,6 @@ fn validate_upstream_idp(
     })
 }
 
-/// OAuth endpoints mcpgate serves must be HTTPS except for loopback development.
-fn require_https(public_url: &Url, errors: &mut Vec<String>) {
-    if public_url.scheme() == "http" && !public_url.host_str().is_some_and(is_loopback_host) {
-        errors.push(format!(
-            "public_url: {:?} must be https when mcpgate serves OAuth endpoints (http only on loopback)",
-            public_url.as_str()
-        ));
-    }
-}
-
-fn check_issuer_url(issuer: &str, errors: &mut Vec<String>) {
-    match Url::parse(issuer) {
-        Ok(u) if u.scheme() == "https" || u.host_str().is_some_and(is_loopback_host) => {}
-        _ => errors.push(format!(
-            "auth.upstream.issuer: {issuer:?} must be an https URL (http only on loopback)"
-        )),
-    }
-}
-
 fn validate_local_auth(
     raw: Option<&RawLocalAuth>,
     data_dir: &Path,
@@ -1293,64 +1247,58 @@ fn validate_local_auth(
     let default = RawLocalAuth::default();
     let raw = raw.unwrap_or(&default);
     require_https(public_url, errors);
-    let mut bounded = |name: &str, value: Option<u64>, default: u64, min: u64, max: u64| {
-        let v = value.unwrap_or(default);
-        if !(min..=max).contains(&v) {
-            errors.push(format!(
-                "auth.local.{name}: {v} must be between {min} and {max}"
-            ));
-        }
-        v
+    let ttl = |name: &str, value, default, range, errors: &mut Vec<String>| {
+        bounded(&format!("auth.local.{name}"), value, default, range, errors)
     };
-    let access_token_ttl_secs = bounded(
+    let access_token_ttl_secs = ttl(
         "access_token_ttl_secs",
         raw.access_token_ttl_secs,
         3600,
-        1,
-        86_400,
+        (1, 86_400),
+        errors,
     );
-    let refresh_token_ttl_secs = bounded(
+    let refresh_token_ttl_secs = ttl(
         "refresh_token_ttl_secs",
         raw.refresh_token_ttl_secs,
         30 * 86_400,
-        60,
-        400 * 86_400,
+        (60, 400 * 86_400),
+        errors,
     );
-    let refresh_reuse_grace_secs = bounded(
+    let refresh_reuse_grace_secs = ttl(
         "refresh_reuse_grace_secs",
         raw.refresh_reuse_grace_secs,
         30,
-        0,
-        300,
+        (0, 300),
+        errors,
     );
-    let code_ttl_secs = bounded("code_ttl_secs", raw.code_ttl_secs, 300, 10, 600);
-    let code_replay_window_secs = bounded(
+    let code_ttl_secs = ttl("code_ttl_secs", raw.code_ttl_secs, 300, (10, 600), errors);
+    let code_replay_window_secs = ttl(
         "code_replay_window_secs",
         raw.code_replay_window_secs,
         10,
-        0,
-        60,
+        (0, 60),
+        errors,
     );
-    let session_ttl_secs = bounded(
+    let session_ttl_secs = ttl(
         "session_ttl_secs",
         raw.session_ttl_secs,
         12 * 3600,
-        60,
-        30 * 86_400,
+        (60, 30 * 86_400),
+        errors,
     );
-    let unused_client_ttl_days = bounded(
+    let unused_client_ttl_days = ttl(
         "unused_client_ttl_days",
         raw.unused_client_ttl_days,
         30,
-        1,
-        3650,
+        (1, 3650),
+        errors,
     );
-    let max_unused_clients = bounded(
+    let max_unused_clients = ttl(
         "max_unused_clients",
         raw.max_unused_clients,
         10_000,
-        1,
-        10_000_000,
+        (1, 10_000_000),
+        errors,
     );
     let encryption_key = match (&raw.encryption_key, &raw.encryption_key_file) {
         (Some(_), Some(_)) => {
@@ -1490,14 +1438,6 @@ fn validate_introspection_clients(
         });
     }
     out
-}
-
-fn is_loopback_host(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Hosts a request may name: the public origin's, and the listen address's

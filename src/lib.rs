@@ -5,7 +5,8 @@
 //! HTTP and legacy SSE, all rmcp types), `toolsets` (built-in tools, domain
 //! code only), `store` (SQLite/PostgreSQL), `auth` (who is calling),
 //! `telemetry` (logs and metrics), `server` (listener, connection limits,
-//! client addresses), `visible_text` (characters kept off pages and logs).
+//! client addresses), `visible_text` (characters kept off pages and logs),
+//! `problems` (helpers shared by the settings validators).
 
 pub mod app;
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod http;
 pub mod idp;
 pub mod mcp;
 pub mod oauth;
+pub mod problems;
 pub mod server;
 pub mod store;
 pub mod telemetry;

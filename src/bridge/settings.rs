@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ResourceAuthConfig, read_secret};
+use crate::{config::ResourceAuthConfig, problems::read_secret};
 
 /// `[auth.bridge]`: mcpgate serves discovery and registration for an IdP
 /// without open DCR; the IdP's own tokens are validated per `[auth.resource]`.
