@@ -92,7 +92,7 @@ impl App {
         let notes = config.toolsets.notes.then(|| Notes::new(store.clone()));
         let toolbox = Toolbox::new(config.toolsets.calc, notes, docs.clone());
         let store_healthy = Arc::new(AtomicBool::new(true));
-        let mut authenticator = auth::authenticator(config).await?;
+        let mut authenticator = auth::authenticator(config.resource_auth.as_ref()).await?;
         let rules = config.policy.clone();
         let scope_policy = Arc::new(ScopePolicy::new(rules));
         let (policy, resource_server) = match (&config.auth_mode, &config.resource_auth) {

@@ -18,9 +18,21 @@ use figment::{
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::problems::{bounded, check_issuer_url, is_loopback_host, read_secret, require_https};
+use crate::problems::require_https;
 
-pub use crate::bridge::settings::{BridgeConfig, BridgeRegistrar, RawBridge};
+// The sections' raw shapes live with the subsystems that use them; these
+// re-exports keep `mcpgate::config::Raw*` working for tests and tools.
+use crate::{
+    auth::settings::ResourceAuthSettings, idp::settings::IdpSettings,
+    oauth::settings::LocalAuthSettings, telemetry::settings::LogSettings,
+};
+pub use crate::{
+    auth::settings::{RawIntrospection, RawPolicy, RawResourceAuth},
+    bridge::settings::{BridgeConfig, BridgeRegistrar, RawBridge},
+    idp::settings::RawUpstreamIdp,
+    oauth::settings::{RawCimd, RawIntrospectionClient, RawLocalAuth, RawPinnedDocument},
+    telemetry::settings::RawLog,
+};
 
 /// Top-level keys an environment variable may override. Anything else with the
 /// `MCPGATE_` prefix (`MCPGATE_CONFIG`, test variables) is not configuration.
@@ -96,194 +108,6 @@ pub struct RawAuth {
     pub bridge: Option<RawBridge>,
 }
 
-/// `[auth.upstream]`: the identity provider users sign in with in `proxy` mode.
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawUpstreamIdp {
-    /// oidc (default), auth0, keycloak, okta, entra, google, github, cognito.
-    pub preset: Option<String>,
-    /// The provider's issuer, exactly as in its discovery document. Fixed by
-    /// the `google` and `entra` presets; not used by `github`.
-    pub issuer: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-    pub client_secret_file: Option<PathBuf>,
-    /// Scopes requested upstream. Default: the preset's.
-    pub scopes: Option<Vec<String>>,
-    /// Auth0: the API identifier sent as `audience`.
-    pub audience: Option<String>,
-    /// Entra: tenant id, domain, or `common` / `organizations` / `consumers`.
-    pub tenant: Option<String>,
-    /// Extra authorization-request parameters (e.g. `prompt`, `hd`, `connection`).
-    #[serde(default)]
-    pub authorize_params: std::collections::BTreeMap<String, String>,
-    /// Overrides for providers without discovery (GitHub Enterprise) or a
-    /// discovery document that lies. Default: discovery or the preset.
-    pub authorization_endpoint: Option<String>,
-    pub token_endpoint: Option<String>,
-    /// GitHub API base. Default `https://api.github.com`.
-    pub api_base: Option<String>,
-    /// Who may sign in. Empty lists admit everyone the provider signs in;
-    /// otherwise a user must match one entry of one list. Emails only count
-    /// when the provider does not mark them unverified.
-    #[serde(default)]
-    pub allowed_emails: Vec<String>,
-    #[serde(default)]
-    pub allowed_email_domains: Vec<String>,
-    #[serde(default)]
-    pub allowed_groups: Vec<String>,
-    /// Provider user names (GitHub login, `preferred_username`).
-    #[serde(default)]
-    pub allowed_usernames: Vec<String>,
-}
-
-/// `[auth.local]`: the embedded authorization server.
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLocalAuth {
-    /// Access-token lifetime; also the bound on how long a revoked grant's
-    /// access tokens keep working. Default 3600.
-    pub access_token_ttl_secs: Option<u64>,
-    /// Default 30 days.
-    pub refresh_token_ttl_secs: Option<u64>,
-    /// A rotated refresh token presented again within this window gets the
-    /// same response (a lost response retried); later it revokes the family. Default 30.
-    pub refresh_reuse_grace_secs: Option<u64>,
-    /// Default 300.
-    pub code_ttl_secs: Option<u64>,
-    /// A code posted again by the same client within this window gets the
-    /// same response (ChatGPT posts twice). Default 10.
-    pub code_replay_window_secs: Option<u64>,
-    /// Browser login session lifetime. Default 12 hours.
-    pub session_ttl_secs: Option<u64>,
-    /// Base64 32-byte key sealing private keys and replayable responses.
-    pub encryption_key: Option<String>,
-    /// Default `<data_dir>/mcpgate.key`, created on first start.
-    pub encryption_key_file: Option<PathBuf>,
-    /// Base64 keys used before `encryption_key`: data sealed under them is
-    /// still opened, and re-sealed under the current key at start.
-    #[serde(default)]
-    pub previous_encryption_keys: Vec<String>,
-    /// Scopes advertised besides the policy's. Default none.
-    pub extra_scopes: Option<Vec<String>>,
-    /// Skip the consent page when the user approved the same client and
-    /// scopes before and ticked "remember". Default true.
-    pub remember_consent: Option<bool>,
-    /// Password sign-in attempts per client address per 5 minutes before
-    /// 429, counted before each check; a success gives its attempt back. Default 10.
-    pub login_max_failures: Option<u32>,
-    /// Attempts per account over all addresses per 5 minutes (addresses
-    /// the account signed in from before are exempt). Default 50.
-    pub login_max_failures_per_account: Option<u32>,
-    /// Dynamic client registrations per client address per minute. Default 60.
-    pub registrations_per_minute: Option<u32>,
-    /// Clients that obtained no token for this long are deleted. Default 30.
-    pub unused_client_ttl_days: Option<u64>,
-    /// `/authorize` requests per client address per minute; each stores a
-    /// pending request for 10 minutes. Default 60.
-    pub authorize_requests_per_minute: Option<u32>,
-    /// Dynamic registrations that never obtained a token, at most; beyond
-    /// it `/register` answers 503 until one is used or swept. Default 10000.
-    pub max_unused_clients: Option<u64>,
-    /// Resource servers that may introspect any token. Every other
-    /// confidential client learns only about tokens issued to itself.
-    #[serde(default)]
-    pub introspection_clients: Vec<RawIntrospectionClient>,
-    #[serde(default)]
-    pub cimd: RawCimd,
-}
-
-/// `[[auth.local.introspection_clients]]`: a resource server's credentials
-/// at `/introspect` (HTTP Basic or form fields).
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawIntrospectionClient {
-    pub client_id: String,
-    pub client_secret: Option<String>,
-    /// The secret in a file (trimmed), instead of `client_secret`.
-    pub client_secret_file: Option<PathBuf>,
-}
-
-/// Client ID Metadata Documents (URL client ids).
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCimd {
-    /// Default true.
-    pub enabled: Option<bool>,
-    /// Development only: also fetch `http://` documents from loopback
-    /// addresses. Private and link-local addresses stay refused. Default false.
-    pub allow_loopback_http: Option<bool>,
-    /// Default 5.
-    pub fetch_timeout_secs: Option<u64>,
-    /// Documents used instead of a live fetch (e.g. when a CDN challenge blocks it).
-    #[serde(default)]
-    pub pinned: Vec<RawPinnedDocument>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPinnedDocument {
-    pub client_id: String,
-    pub document_file: PathBuf,
-}
-
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawResourceAuth {
-    /// The authorization server's issuer identifier, exactly as in its tokens.
-    pub issuer: Option<String>,
-    /// Accepted `aud` values. Default: the MCP resource (`public_url + "/mcp"`).
-    pub audiences: Option<Vec<String>>,
-    /// Default: from the issuer's discovery document.
-    pub jwks_uri: Option<String>,
-    /// Accepted JWS algorithms. Default: every asymmetric one supported.
-    pub algorithms: Option<Vec<String>>,
-    /// Advertised in protected-resource metadata and challenges. Default: the policy's scopes.
-    pub scopes_supported: Option<Vec<String>>,
-    /// Least time between two key-set fetches caused by unknown `kid`s. Default 30.
-    pub jwks_refetch_interval_secs: Option<u64>,
-    pub introspection: Option<RawIntrospection>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawIntrospection {
-    /// Default: `introspection_endpoint` from discovery.
-    pub endpoint: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-    pub client_secret_file: Option<PathBuf>,
-    /// The answer's claim naming the caller. Default `sub`; no fallback.
-    pub subject_claim: Option<String>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPolicy {
-    /// Tool-name patterns (`*` wildcard).
-    #[serde(default)]
-    pub tools: Vec<String>,
-    /// Resource-URI patterns.
-    #[serde(default)]
-    pub resources: Vec<String>,
-    /// Prompt-name patterns.
-    #[serde(default)]
-    pub prompts: Vec<String>,
-    /// Scopes a caller needs (allow rules).
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// `allow` (default) or `deny`.
-    pub effect: Option<String>,
-    /// The rule applies only to these subjects / members of these groups /
-    /// callers whose token has these claim values; empty means anyone.
-    #[serde(default)]
-    pub subjects: Vec<String>,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    #[serde(default)]
-    pub claims: std::collections::BTreeMap<String, String>,
-}
-
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
@@ -297,15 +121,6 @@ pub struct RawHttp {
     pub max_body_bytes: Option<usize>,
     /// Seconds in-flight requests get to finish on shutdown. Default 10.
     pub shutdown_grace_secs: Option<u64>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLog {
-    /// `pretty` (default) or `json`.
-    pub format: Option<String>,
-    /// An `EnvFilter` directive, e.g. `info,mcpgate=debug`. Default `info`.
-    pub level: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -351,150 +166,6 @@ pub enum AuthMode {
     Auto,
 }
 
-/// `[auth.upstream]`, validated.
-#[derive(Debug, Clone, Serialize)]
-pub struct UpstreamIdpConfig {
-    #[serde(serialize_with = "serialize_preset")]
-    pub preset: &'static crate::idp::presets::Preset,
-    /// Where discovery is read (`None` for providers without OIDC).
-    pub issuer: Option<String>,
-    pub client_id: String,
-    #[serde(serialize_with = "serialize_secret")]
-    pub client_secret: secrecy::SecretString,
-    pub scopes: Vec<String>,
-    pub audience: Option<String>,
-    pub tenant: Option<String>,
-    pub authorize_params: Vec<(String, String)>,
-    pub authorization_endpoint: Option<String>,
-    pub token_endpoint: Option<String>,
-    pub api_base: Option<String>,
-    pub allow: SignInAllowList,
-}
-
-/// `[auth.upstream] allowed_*`, lower-cased where case does not matter.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SignInAllowList {
-    pub emails: Vec<String>,
-    pub email_domains: Vec<String>,
-    pub groups: Vec<String>,
-    pub usernames: Vec<String>,
-}
-
-impl SignInAllowList {
-    pub fn is_open(&self) -> bool {
-        self.emails.is_empty()
-            && self.email_domains.is_empty()
-            && self.groups.is_empty()
-            && self.usernames.is_empty()
-    }
-}
-
-fn serialize_preset<S: serde::Serializer>(
-    preset: &&'static crate::idp::presets::Preset,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.serialize_str(preset.name)
-}
-
-/// `[auth.local]`, validated.
-#[derive(Debug, Clone, Serialize)]
-pub struct LocalAuthConfig {
-    pub access_token_ttl_secs: u64,
-    pub refresh_token_ttl_secs: u64,
-    pub refresh_reuse_grace_secs: u64,
-    pub code_ttl_secs: u64,
-    pub code_replay_window_secs: u64,
-    pub session_ttl_secs: u64,
-    pub encryption_key: EncryptionKeySource,
-    #[serde(serialize_with = "serialize_secrets")]
-    pub previous_encryption_keys: Vec<secrecy::SecretString>,
-    pub extra_scopes: Vec<String>,
-    pub remember_consent: bool,
-    pub login_max_failures: u32,
-    pub login_max_failures_per_account: u32,
-    pub registrations_per_minute: u32,
-    pub unused_client_ttl_days: u64,
-    pub authorize_requests_per_minute: u32,
-    pub max_unused_clients: u64,
-    pub introspection_clients: Vec<IntrospectionClient>,
-    pub cimd: CimdConfig,
-}
-
-/// A resource server allowed to introspect any token.
-#[derive(Debug, Clone, Serialize)]
-pub struct IntrospectionClient {
-    pub client_id: String,
-    #[serde(serialize_with = "serialize_secret")]
-    pub client_secret: secrecy::SecretString,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EncryptionKeySource {
-    Inline(#[serde(serialize_with = "serialize_secret")] secrecy::SecretString),
-    File(PathBuf),
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CimdConfig {
-    pub enabled: bool,
-    pub allow_loopback_http: bool,
-    pub fetch_timeout_secs: u64,
-    /// `(client_id, document text)`; read at start.
-    pub pinned: Vec<(String, String)>,
-}
-
-/// `[auth.resource]`, validated.
-#[derive(Debug, Clone, Serialize)]
-pub struct ResourceAuthConfig {
-    pub issuer: String,
-    pub audiences: Vec<String>,
-    pub jwks_uri: Option<String>,
-    pub algorithms: Vec<String>,
-    pub scopes_supported: Option<Vec<String>>,
-    pub jwks_refetch_interval_secs: u64,
-    pub introspection: Option<IntrospectionConfig>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct IntrospectionConfig {
-    pub endpoint: Option<String>,
-    pub client_id: String,
-    #[serde(serialize_with = "serialize_secret")]
-    pub client_secret: secrecy::SecretString,
-    pub subject_claim: String,
-}
-
-fn serialize_secrets<S: serde::Serializer>(
-    secrets: &[secrecy::SecretString],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeSeq;
-    let mut seq = s.serialize_seq(Some(secrets.len()))?;
-    for _ in secrets {
-        seq.serialize_element("***")?;
-    }
-    seq.end()
-}
-
-fn serialize_secret<S: serde::Serializer>(
-    _: &secrecy::SecretString,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.serialize_str("***")
-}
-
-pub const SUPPORTED_ALGORITHMS: &[&str] = &[
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
-];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Pretty,
-    Json,
-}
-
 /// The validated configuration the rest of the program uses.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
@@ -503,16 +174,16 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub store: StoreConfig,
     pub auth_mode: AuthMode,
-    pub resource_auth: Option<ResourceAuthConfig>,
+    pub resource_auth: Option<ResourceAuthSettings>,
     /// The embedded authorization server's settings (`local` and `proxy`).
-    pub local_auth: Option<LocalAuthConfig>,
-    pub upstream_idp: Option<UpstreamIdpConfig>,
+    pub local_auth: Option<LocalAuthSettings>,
+    pub upstream_idp: Option<IdpSettings>,
     pub bridge: Option<BridgeConfig>,
     pub policy: Vec<crate::auth::policy::ScopeRule>,
     pub gateway: crate::upstream::settings::GatewayConfig,
     pub http: HttpConfig,
     pub server: crate::server::ServerConfig,
-    pub log: LogConfig,
+    pub log: LogSettings,
     pub toolsets: ToolsetsConfig,
 }
 
@@ -538,12 +209,6 @@ pub struct HttpConfig {
     pub allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
     pub shutdown_grace_secs: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    pub level: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -768,22 +433,7 @@ impl RawConfig {
 
         let server = crate::server::settings::validate(&self.server, &mut errors);
 
-        let log_format = match self.log.format.as_deref().unwrap_or("pretty") {
-            "pretty" => LogFormat::Pretty,
-            "json" => LogFormat::Json,
-            other => {
-                errors.push(format!(
-                    "log.format: {other:?} must be \"pretty\" or \"json\""
-                ));
-                LogFormat::Pretty
-            }
-        };
-        let log_level = self.log.level.clone().unwrap_or_else(|| "info".to_owned());
-        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-            errors.push(format!(
-                "log.level: {log_level:?} is not a valid filter directive"
-            ));
-        }
+        let log = crate::telemetry::settings::validate(&self.log, &mut errors);
 
         let toolsets = match &self.toolsets {
             // A gateway serves its upstreams' tools, not a calculator.
@@ -839,10 +489,14 @@ impl RawConfig {
             },
             &mut errors,
         );
-        let policy = validate_policy(&self.policy, &mut errors);
+        let policy = crate::auth::settings::validate_policy(&self.policy, &mut errors);
         let resource_auth = match auth_mode {
             Some(AuthMode::Resource | AuthMode::Bridge) => {
-                validate_resource_auth(self.auth.resource.as_ref(), &public_url, &mut errors)
+                crate::auth::settings::validate_resource(
+                    self.auth.resource.as_ref(),
+                    &public_url,
+                    &mut errors,
+                )
             }
             // Auto: what `resource` mode would use, if discovery picks it;
             // by default the upstream issuer with the MCP resource as audience.
@@ -854,7 +508,11 @@ impl RawConfig {
                     })
                 });
                 match self.auth.resource.as_ref().or(derived.as_ref()) {
-                    Some(raw) => validate_resource_auth(Some(raw), &public_url, &mut errors),
+                    Some(raw) => crate::auth::settings::validate_resource(
+                        Some(raw),
+                        &public_url,
+                        &mut errors,
+                    ),
                     None => None,
                 }
             }
@@ -886,12 +544,14 @@ impl RawConfig {
         };
 
         let local_auth = match auth_mode {
-            Some(AuthMode::Local | AuthMode::Proxy | AuthMode::Auto) => Some(validate_local_auth(
-                self.auth.local.as_ref(),
-                &data_dir,
-                &public_url,
-                &mut errors,
-            )),
+            Some(AuthMode::Local | AuthMode::Proxy | AuthMode::Auto) => {
+                Some(crate::oauth::settings::validate(
+                    self.auth.local.as_ref(),
+                    &data_dir,
+                    &public_url,
+                    &mut errors,
+                ))
+            }
             _ => {
                 if self.auth.local.is_some() {
                     errors.push(
@@ -904,7 +564,7 @@ impl RawConfig {
         };
         let upstream_idp = match auth_mode {
             Some(AuthMode::Proxy | AuthMode::Auto) => {
-                validate_upstream_idp(self.auth.upstream.as_ref(), &mut errors)
+                crate::idp::settings::validate(self.auth.upstream.as_ref(), &mut errors)
             }
             _ => {
                 if self.auth.upstream.is_some() {
@@ -940,504 +600,12 @@ impl RawConfig {
                     shutdown_grace_secs: self.http.shutdown_grace_secs.unwrap_or(10),
                 },
                 server,
-                log: LogConfig {
-                    format: log_format,
-                    level: log_level,
-                },
+                log,
                 toolsets,
             }),
             _ => Err(ConfigErrors(errors)),
         }
     }
-}
-
-fn validate_policy(
-    raw: &[RawPolicy],
-    errors: &mut Vec<String>,
-) -> Vec<crate::auth::policy::ScopeRule> {
-    use crate::auth::policy::{Effect, ScopeRule};
-    let mut rules = Vec::new();
-    for (i, rule) in raw.iter().enumerate() {
-        let patterns = [&rule.tools, &rule.resources, &rule.prompts];
-        if patterns.iter().all(|p| p.is_empty())
-            || patterns.iter().any(|p| p.iter().any(String::is_empty))
-        {
-            errors.push(format!(
-                "policy[{i}]: name at least one non-empty pattern in tools, resources or prompts"
-            ));
-        }
-        if rule
-            .scopes
-            .iter()
-            .any(|s| s.is_empty() || s.contains(' ') || s.contains('"'))
-        {
-            errors.push(format!(
-                "policy[{i}].scopes: scopes are non-empty words without spaces or quotes"
-            ));
-        }
-        let effect = match rule.effect.as_deref() {
-            None | Some("allow") => Effect::Allow,
-            Some("deny") => {
-                if !rule.scopes.is_empty() {
-                    errors.push(format!(
-                        "policy[{i}]: a deny rule refuses whatever the scopes; drop scopes"
-                    ));
-                }
-                Effect::Deny
-            }
-            Some(other) => {
-                errors.push(format!(
-                    "policy[{i}].effect: {other:?} must be \"allow\" or \"deny\""
-                ));
-                Effect::Allow
-            }
-        };
-        rules.push(ScopeRule {
-            tools: rule.tools.clone(),
-            resources: rule.resources.clone(),
-            prompts: rule.prompts.clone(),
-            scopes: rule.scopes.iter().cloned().collect(),
-            effect,
-            subjects: rule.subjects.clone(),
-            groups: rule.groups.clone(),
-            claims: rule.claims.clone(),
-        });
-    }
-    rules
-}
-
-fn validate_resource_auth(
-    raw: Option<&RawResourceAuth>,
-    public_url: &Url,
-    errors: &mut Vec<String>,
-) -> Option<ResourceAuthConfig> {
-    let Some(raw) = raw else {
-        errors.push("auth.resource: required with auth.mode = \"resource\" or \"bridge\" (at least issuer = \"https://...\")".to_owned());
-        return None;
-    };
-    let issuer = raw.issuer.clone().unwrap_or_default();
-    match Url::parse(&issuer) {
-        Ok(url)
-            if matches!(url.scheme(), "https" | "http")
-                && url.fragment().is_none()
-                && url.query().is_none() =>
-        {
-            if url.scheme() == "http" && !url.host_str().is_some_and(is_loopback_host) {
-                errors.push(format!(
-                    "auth.resource.issuer: {issuer:?} must be https (http only for loopback)"
-                ));
-            }
-        }
-        _ => errors.push(format!(
-            "auth.resource.issuer: {issuer:?} must be an https URL"
-        )),
-    }
-    let resource = format!("{}/mcp", public_url.as_str().trim_end_matches('/'));
-    let audiences = raw.audiences.clone().unwrap_or_else(|| vec![resource]);
-    if audiences.is_empty() || audiences.iter().any(|a| a.is_empty() || a == "*") {
-        errors.push(
-            "auth.resource.audiences: list the exact audiences to accept (no empty or \"*\")"
-                .to_owned(),
-        );
-    }
-    let algorithms = raw.algorithms.clone().unwrap_or_else(|| {
-        SUPPORTED_ALGORITHMS
-            .iter()
-            .map(|a| (*a).to_owned())
-            .collect()
-    });
-    for alg in &algorithms {
-        if !SUPPORTED_ALGORITHMS.contains(&alg.as_str()) {
-            errors.push(format!(
-                "auth.resource.algorithms: {alg:?} is not one of {}",
-                SUPPORTED_ALGORITHMS.join(", ")
-            ));
-        }
-    }
-    if let Some(uri) = &raw.jwks_uri
-        && Url::parse(uri).is_err()
-    {
-        errors.push(format!("auth.resource.jwks_uri: {uri:?} is not a URL"));
-    }
-    let introspection = raw.introspection.as_ref().and_then(|i| {
-        let client_id = i.client_id.clone().unwrap_or_default();
-        if client_id.is_empty() {
-            errors.push("auth.resource.introspection.client_id: required".to_owned());
-        }
-        let secret = read_secret(
-            "auth.resource.introspection",
-            "client_secret",
-            i.client_secret.as_deref(),
-            i.client_secret_file.as_deref(),
-            errors,
-        );
-        let subject_claim = i.subject_claim.clone().unwrap_or_else(|| "sub".to_owned());
-        if subject_claim.trim().is_empty() {
-            errors.push("auth.resource.introspection.subject_claim: a claim name".to_owned());
-        }
-        Some(IntrospectionConfig {
-            endpoint: i.endpoint.clone(),
-            subject_claim,
-            client_id,
-            client_secret: secrecy::SecretString::from(secret?),
-        })
-    });
-    Some(ResourceAuthConfig {
-        issuer,
-        audiences,
-        jwks_uri: raw.jwks_uri.clone(),
-        algorithms,
-        scopes_supported: raw.scopes_supported.clone(),
-        jwks_refetch_interval_secs: raw.jwks_refetch_interval_secs.unwrap_or(30).max(1),
-        introspection,
-    })
-}
-
-fn validate_upstream_idp(
-    raw: Option<&RawUpstreamIdp>,
-    errors: &mut Vec<String>,
-) -> Option<UpstreamIdpConfig> {
-    use crate::idp::presets;
-    let Some(raw) = raw else {
-        errors.push("auth.upstream: required with auth.mode = \"proxy\" or \"auto\" (preset, issuer, client_id, client_secret)".to_owned());
-        return None;
-    };
-    let preset_name = raw.preset.as_deref().unwrap_or("oidc");
-    let Some(preset) = presets::find(preset_name) else {
-        errors.push(format!(
-            "auth.upstream.preset: {preset_name:?} is not one of {}",
-            presets::names().join(", ")
-        ));
-        return None;
-    };
-    let tenant = raw.tenant.clone().filter(|t| !t.is_empty());
-    if preset.needs_tenant && tenant.is_none() {
-        errors.push(format!(
-            "auth.upstream.tenant: required with preset {preset_name:?} (a tenant id, or common / organizations)"
-        ));
-    }
-    if !preset.needs_tenant && tenant.is_some() {
-        errors.push(format!(
-            "auth.upstream.tenant: not used by preset {preset_name:?}"
-        ));
-    }
-    if raw.audience.is_some() && !preset.audience_param {
-        errors.push(format!(
-            "auth.upstream.audience: not used by preset {preset_name:?} (only auth0 sends one)"
-        ));
-    }
-    let issuer = match (preset.issuer_template, &raw.issuer, preset.fixed_endpoints) {
-        (_, Some(_), Some(_)) => {
-            errors.push(format!(
-                "auth.upstream.issuer: preset {preset_name:?} has no OpenID issuer; set authorization_endpoint, token_endpoint and api_base to change its endpoints"
-            ));
-            None
-        }
-        (_, None, Some(_)) => None,
-        // A preset with a fixed issuer may still be pointed elsewhere (a
-        // sovereign cloud, a test IdP).
-        (_, Some(issuer), None) => {
-            check_issuer_url("auth.upstream.issuer", issuer, errors);
-            Some(issuer.clone())
-        }
-        (Some(template), None, None) => {
-            Some(template.replace("{tenant}", tenant.as_deref().unwrap_or("common")))
-        }
-        (None, None, None) => {
-            errors.push(format!(
-                "auth.upstream.issuer: required with preset {preset_name:?}"
-            ));
-            None
-        }
-    };
-    let client_id = raw.client_id.clone().unwrap_or_default();
-    if client_id.is_empty() {
-        errors.push("auth.upstream.client_id: required".to_owned());
-    }
-    let secret = read_secret(
-        "auth.upstream",
-        "client_secret",
-        raw.client_secret.as_deref(),
-        raw.client_secret_file.as_deref(),
-        errors,
-    );
-    let scopes = raw.scopes.clone().unwrap_or_else(|| {
-        preset
-            .default_scopes
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect()
-    });
-    if preset.identity == presets::IdentitySource::IdToken && !scopes.iter().any(|s| s == "openid")
-    {
-        errors.push(format!(
-            "auth.upstream.scopes: must include \"openid\" with preset {preset_name:?}"
-        ));
-    }
-    for (name, value) in [
-        ("authorization_endpoint", &raw.authorization_endpoint),
-        ("token_endpoint", &raw.token_endpoint),
-        ("api_base", &raw.api_base),
-    ] {
-        if let Some(v) = value
-            && Url::parse(v).is_err()
-        {
-            errors.push(format!("auth.upstream.{name}: {v:?} is not a URL"));
-        }
-    }
-    let reserved = [
-        "response_type",
-        "client_id",
-        "redirect_uri",
-        "state",
-        "nonce",
-        "code_challenge",
-        "code_challenge_method",
-        "scope",
-    ];
-    for key in raw.authorize_params.keys() {
-        if reserved.contains(&key.as_str()) {
-            errors.push(format!(
-                "auth.upstream.authorize_params: {key:?} is set by mcpgate"
-            ));
-        }
-    }
-    let mut authorize_params: Vec<(String, String)> = preset
-        .authorize_params
-        .iter()
-        .filter(|(k, _)| !raw.authorize_params.contains_key(*k))
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    authorize_params.extend(raw.authorize_params.clone());
-    Some(UpstreamIdpConfig {
-        preset,
-        issuer,
-        client_id,
-        client_secret: secrecy::SecretString::from(secret?),
-        scopes,
-        audience: raw.audience.clone(),
-        tenant,
-        authorize_params,
-        authorization_endpoint: raw.authorization_endpoint.clone(),
-        token_endpoint: raw.token_endpoint.clone(),
-        api_base: raw.api_base.clone(),
-        allow: SignInAllowList {
-            emails: raw
-                .allowed_emails
-                .iter()
-                .map(|e| e.to_lowercase())
-                .collect(),
-            email_domains: raw
-                .allowed_email_domains
-                .iter()
-                .map(|d| d.trim_start_matches('@').to_lowercase())
-                .collect(),
-            groups: raw.allowed_groups.clone(),
-            usernames: raw.allowed_usernames.clone(),
-        },
-    })
-}
-
-fn validate_local_auth(
-    raw: Option<&RawLocalAuth>,
-    data_dir: &Path,
-    public_url: &Url,
-    errors: &mut Vec<String>,
-) -> LocalAuthConfig {
-    let default = RawLocalAuth::default();
-    let raw = raw.unwrap_or(&default);
-    require_https(public_url, errors);
-    let ttl = |name: &str, value, default, range, errors: &mut Vec<String>| {
-        bounded(&format!("auth.local.{name}"), value, default, range, errors)
-    };
-    let access_token_ttl_secs = ttl(
-        "access_token_ttl_secs",
-        raw.access_token_ttl_secs,
-        3600,
-        (1, 86_400),
-        errors,
-    );
-    let refresh_token_ttl_secs = ttl(
-        "refresh_token_ttl_secs",
-        raw.refresh_token_ttl_secs,
-        30 * 86_400,
-        (60, 400 * 86_400),
-        errors,
-    );
-    let refresh_reuse_grace_secs = ttl(
-        "refresh_reuse_grace_secs",
-        raw.refresh_reuse_grace_secs,
-        30,
-        (0, 300),
-        errors,
-    );
-    let code_ttl_secs = ttl("code_ttl_secs", raw.code_ttl_secs, 300, (10, 600), errors);
-    let code_replay_window_secs = ttl(
-        "code_replay_window_secs",
-        raw.code_replay_window_secs,
-        10,
-        (0, 60),
-        errors,
-    );
-    let session_ttl_secs = ttl(
-        "session_ttl_secs",
-        raw.session_ttl_secs,
-        12 * 3600,
-        (60, 30 * 86_400),
-        errors,
-    );
-    let unused_client_ttl_days = ttl(
-        "unused_client_ttl_days",
-        raw.unused_client_ttl_days,
-        30,
-        (1, 3650),
-        errors,
-    );
-    let max_unused_clients = ttl(
-        "max_unused_clients",
-        raw.max_unused_clients,
-        10_000,
-        (1, 10_000_000),
-        errors,
-    );
-    let encryption_key = match (&raw.encryption_key, &raw.encryption_key_file) {
-        (Some(_), Some(_)) => {
-            errors.push(
-                "auth.local: set at most one of encryption_key, encryption_key_file".to_owned(),
-            );
-            EncryptionKeySource::File(data_dir.join("mcpgate.key"))
-        }
-        (Some(key), None) => EncryptionKeySource::Inline(secrecy::SecretString::from(key.clone())),
-        (None, Some(path)) => EncryptionKeySource::File(path.clone()),
-        (None, None) => EncryptionKeySource::File(data_dir.join("mcpgate.key")),
-    };
-    let extra_scopes = raw.extra_scopes.clone().unwrap_or_default();
-    if extra_scopes
-        .iter()
-        .any(|s| s.is_empty() || s.contains(' ') || s.contains('"'))
-    {
-        errors.push(
-            "auth.local.extra_scopes: scopes are non-empty words without spaces or quotes"
-                .to_owned(),
-        );
-    }
-    let login_max_failures = raw.login_max_failures.unwrap_or(10);
-    if login_max_failures == 0 {
-        errors.push("auth.local.login_max_failures: must be at least 1".to_owned());
-    }
-    let login_max_failures_per_account = raw.login_max_failures_per_account.unwrap_or(50);
-    if login_max_failures_per_account == 0 {
-        errors.push("auth.local.login_max_failures_per_account: must be at least 1".to_owned());
-    }
-    let registrations_per_minute = raw.registrations_per_minute.unwrap_or(60);
-    if registrations_per_minute == 0 {
-        errors.push("auth.local.registrations_per_minute: must be at least 1".to_owned());
-    }
-    let authorize_requests_per_minute = raw.authorize_requests_per_minute.unwrap_or(60);
-    if authorize_requests_per_minute == 0 {
-        errors.push("auth.local.authorize_requests_per_minute: must be at least 1".to_owned());
-    }
-    let introspection_clients = validate_introspection_clients(&raw.introspection_clients, errors);
-    let mut pinned = Vec::new();
-    for (i, doc) in raw.cimd.pinned.iter().enumerate() {
-        if !doc.client_id.starts_with("https://") {
-            errors.push(format!(
-                "auth.local.cimd.pinned[{i}].client_id: must be an https URL"
-            ));
-        }
-        match std::fs::read_to_string(&doc.document_file) {
-            Ok(text) => pinned.push((doc.client_id.clone(), text)),
-            Err(e) => errors.push(format!(
-                "auth.local.cimd.pinned[{i}].document_file: cannot read {}: {}",
-                doc.document_file.display(),
-                e.kind()
-            )),
-        }
-    }
-    let fetch_timeout_secs = raw.cimd.fetch_timeout_secs.unwrap_or(5);
-    if !(1..=30).contains(&fetch_timeout_secs) {
-        errors.push(format!(
-            "auth.local.cimd.fetch_timeout_secs: {fetch_timeout_secs} must be between 1 and 30"
-        ));
-    }
-    LocalAuthConfig {
-        access_token_ttl_secs,
-        refresh_token_ttl_secs,
-        refresh_reuse_grace_secs,
-        code_ttl_secs,
-        code_replay_window_secs,
-        session_ttl_secs,
-        encryption_key,
-        previous_encryption_keys: raw
-            .previous_encryption_keys
-            .iter()
-            .map(|k| secrecy::SecretString::from(k.clone()))
-            .collect(),
-        extra_scopes,
-        remember_consent: raw.remember_consent.unwrap_or(true),
-        login_max_failures,
-        login_max_failures_per_account,
-        registrations_per_minute,
-        unused_client_ttl_days,
-        authorize_requests_per_minute,
-        max_unused_clients,
-        introspection_clients,
-        cimd: CimdConfig {
-            enabled: raw.cimd.enabled.unwrap_or(true),
-            allow_loopback_http: raw.cimd.allow_loopback_http.unwrap_or(false),
-            fetch_timeout_secs,
-            pinned,
-        },
-    }
-}
-
-/// Resource-server credentials: unique ids, secrets long enough that a
-/// guess is hopeless (they unlock every token's status and subject).
-fn validate_introspection_clients(
-    raw: &[RawIntrospectionClient],
-    errors: &mut Vec<String>,
-) -> Vec<IntrospectionClient> {
-    let mut out: Vec<IntrospectionClient> = Vec::new();
-    for (i, c) in raw.iter().enumerate() {
-        let at = format!("auth.local.introspection_clients[{i}]");
-        if c.client_id.is_empty()
-            || c.client_id.len() > 200
-            || !crate::visible_text::is_visible_text(&c.client_id)
-        {
-            errors.push(format!("{at}.client_id: 1 to 200 printable characters"));
-        }
-        if out.iter().any(|o| o.client_id == c.client_id) {
-            errors.push(format!("{at}.client_id: {:?} is listed twice", c.client_id));
-        }
-        let secret = match (&c.client_secret, &c.client_secret_file) {
-            (Some(s), None) => s.clone(),
-            (None, Some(path)) => match std::fs::read_to_string(path) {
-                Ok(text) => text.trim().to_owned(),
-                Err(e) => {
-                    errors.push(format!(
-                        "{at}.client_secret_file: cannot read {}: {}",
-                        path.display(),
-                        e.kind()
-                    ));
-                    continue;
-                }
-            },
-            _ => {
-                errors.push(format!(
-                    "{at}: set exactly one of client_secret, client_secret_file"
-                ));
-                continue;
-            }
-        };
-        if secret.len() < 32 {
-            errors.push(format!("{at}.client_secret: at least 32 characters"));
-        }
-        out.push(IntrospectionClient {
-            client_id: c.client_id.clone(),
-            client_secret: secrecy::SecretString::from(secret),
-        });
-    }
-    out
 }
 
 /// Hosts a request may name: the public origin's, and the listen address's
@@ -1499,6 +667,7 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::SUPPORTED_ALGORITHMS;
 
     fn env_none() -> Env {
         Env::prefixed("MCPGATE_TEST_NOTHING_")

@@ -7,13 +7,14 @@
 
 pub mod jwks;
 pub mod policy;
+pub mod settings;
 pub mod verify;
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use jsonwebtoken::Algorithm;
 
-use crate::config::{Config, ResourceAuthConfig};
+use settings::ResourceAuthSettings;
 
 /// The authenticated caller, available to every tool handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +95,12 @@ pub enum AuthSetupError {
     Client(String),
 }
 
+/// The JWS algorithms mcpgate verifies: every asymmetric one [`algorithm`]
+/// maps (never HMAC: a shared secret is not a public key).
+pub const SUPPORTED_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
 pub(crate) fn algorithm(name: &str) -> Option<Algorithm> {
     Some(match name {
         "RS256" => Algorithm::RS256,
@@ -112,8 +119,10 @@ pub(crate) fn algorithm(name: &str) -> Option<Algorithm> {
 /// Build the authenticator. Resource mode reads the issuer's discovery
 /// document once here (unless `jwks_uri` and the introspection endpoint are
 /// configured) so a misconfigured issuer fails at start, not on first call.
-pub async fn authenticator(config: &Config) -> Result<Authenticator, AuthSetupError> {
-    let Some(resource) = &config.resource_auth else {
+pub async fn authenticator(
+    resource: Option<&ResourceAuthSettings>,
+) -> Result<Authenticator, AuthSetupError> {
+    let Some(resource) = resource else {
         return Ok(Authenticator::Anonymous);
     };
     let client = reqwest::Client::builder()
@@ -128,7 +137,7 @@ pub async fn authenticator(config: &Config) -> Result<Authenticator, AuthSetupEr
 }
 
 async fn resource_verifier(
-    resource: &ResourceAuthConfig,
+    resource: &ResourceAuthSettings,
     client: reqwest::Client,
 ) -> Result<verify::ResourceVerifier, AuthSetupError> {
     let needs_discovery = resource.jwks_uri.is_none()
@@ -211,5 +220,13 @@ mod tests {
             ..Principal::anonymous()
         };
         assert_ne!(a.owner_key(), b.owner_key());
+    }
+
+    #[test]
+    fn every_supported_algorithm_has_a_verifier() {
+        for name in SUPPORTED_ALGORITHMS {
+            assert!(algorithm(name).is_some(), "{name}");
+        }
+        assert!(algorithm("HS256").is_none());
     }
 }

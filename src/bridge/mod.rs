@@ -37,8 +37,8 @@ use tokio::sync::Mutex;
 pub use settings::{BridgeConfig, BridgeRegistrar};
 
 use crate::{
+    auth::settings::ResourceAuthSettings as ResourceAuthConfig,
     auth::{jwks::read_capped, verify},
-    config::ResourceAuthConfig,
     oauth::{
         clients::find_redirect,
         crypto::{ct_eq, random_token, sha256_b64},

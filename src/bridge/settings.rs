@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{config::ResourceAuthConfig, problems::read_secret};
+use crate::{auth::settings::ResourceAuthSettings, problems::read_secret};
 
 /// `[auth.bridge]`: mcpgate serves discovery and registration for an IdP
 /// without open DCR; the IdP's own tokens are validated per `[auth.resource]`.
@@ -64,7 +64,7 @@ fn hidden<S: serde::Serializer>(_: &secrecy::SecretString, s: S) -> Result<S::Ok
 
 pub fn validate(
     raw: Option<&RawBridge>,
-    resource: Option<&ResourceAuthConfig>,
+    resource: Option<&ResourceAuthSettings>,
     errors: &mut Vec<String>,
 ) -> Option<BridgeConfig> {
     let Some(raw) = raw else {

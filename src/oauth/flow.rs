@@ -18,8 +18,8 @@ use super::{
     ratelimit::{LoginLimits, LoginRefusal, WindowLimiter},
 };
 use crate::{
-    config::LocalAuthConfig,
     idp::{Identity, UpstreamIdp},
+    oauth::settings::LocalAuthSettings as LocalAuthConfig,
     store::{AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, Store, StoreError},
 };
 

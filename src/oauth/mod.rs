@@ -18,4 +18,5 @@ pub mod pages;
 pub mod passwords;
 pub mod ratelimit;
 pub mod reseal;
+pub mod settings;
 pub mod setup;

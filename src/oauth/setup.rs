@@ -12,10 +12,11 @@ use super::{
     http::{OAuthState, routes},
     keys::KeyRing,
     passwords,
+    settings::{EncryptionKeySource, LocalAuthSettings},
 };
 use crate::{
     auth::{policy::ScopePolicy, verify::ResourceVerifier},
-    config::{Config, EncryptionKeySource, LocalAuthConfig},
+    config::Config,
     idp::UpstreamIdp,
     store::{Store, StoreError},
 };
@@ -27,7 +28,7 @@ pub struct LocalAuthority {
     pub initial_admin_password: Option<String>,
 }
 
-pub fn sealer(config: &LocalAuthConfig) -> Result<Sealer, String> {
+pub fn sealer(config: &LocalAuthSettings) -> Result<Sealer, String> {
     let current = match &config.encryption_key {
         EncryptionKeySource::Inline(key) => Sealer::from_base64(key.expose_secret()),
         EncryptionKeySource::File(path) => Sealer::from_key_file(path),
@@ -68,7 +69,7 @@ pub async fn ensure_first_user(store: &Store) -> Result<Option<String>, String> 
 
 pub async fn build(
     config: &Config,
-    local: &LocalAuthConfig,
+    local: &LocalAuthSettings,
     store: &Store,
     policy: &ScopePolicy,
     password_checks: prometheus_client::metrics::counter::Counter,
