@@ -1,9 +1,12 @@
 //! Who is calling, and may they do this.
 //!
 //! `auth.mode = "none"`: every caller is the anonymous principal and no scope
-//! is checked (loopback only). `auth.mode = "resource"`: every request carries
-//! a bearer token from the configured authorization server, validated by
-//! [`verify::ResourceVerifier`]; tools need the scopes [`policy::ScopePolicy`] names.
+//! is checked (loopback only). Every other mode: every request carries a
+//! bearer token, validated by [`verify::ResourceVerifier`] — of the
+//! configured issuer (`resource`, `bridge`, [`bearer`]) or of mcpgate's own
+//! authorization server (`local`, `proxy`, built by `oauth::setup`); tools
+//! need the scopes [`policy::ScopePolicy`] names. `settings` holds
+//! `[auth.resource]` and `[[policy]]`.
 
 pub mod jwks;
 pub mod policy;
@@ -73,8 +76,24 @@ impl Principal {
 
 /// How the MCP edge identifies callers.
 pub enum Authenticator {
+    /// `auth.mode = "none"`: everyone is [`Principal::anonymous`].
     Anonymous,
-    Resource(Arc<verify::ResourceVerifier>),
+    /// Every other mode: a bearer token, checked by `verifier`; a caller
+    /// without a usable one is sent to `challenge`'s metadata.
+    Bearer {
+        verifier: Arc<verify::ResourceVerifier>,
+        challenge: ResourceServerInfo,
+    },
+}
+
+impl Authenticator {
+    /// What challenges and the protected-resource metadata say, when tokens are checked.
+    pub fn resource_server(&self) -> Option<&ResourceServerInfo> {
+        match self {
+            Authenticator::Anonymous => None,
+            Authenticator::Bearer { challenge, .. } => Some(challenge),
+        }
+    }
 }
 
 /// What a 401/403 challenge and the protected-resource metadata say.
@@ -116,24 +135,24 @@ pub(crate) fn algorithm(name: &str) -> Option<Algorithm> {
     })
 }
 
-/// Build the authenticator. Resource mode reads the issuer's discovery
-/// document once here (unless `jwks_uri` and the introspection endpoint are
-/// configured) so a misconfigured issuer fails at start, not on first call.
-pub async fn authenticator(
-    resource: Option<&ResourceAuthSettings>,
+/// The authenticator of the modes that validate an external issuer's tokens
+/// (resource, bridge). It reads the issuer's discovery document once here
+/// (unless `jwks_uri` and the introspection endpoint are configured) so a
+/// misconfigured issuer fails at start, not on first call.
+pub async fn bearer(
+    resource: &ResourceAuthSettings,
+    challenge: ResourceServerInfo,
 ) -> Result<Authenticator, AuthSetupError> {
-    let Some(resource) = resource else {
-        return Ok(Authenticator::Anonymous);
-    };
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| AuthSetupError::Client(e.to_string()))?;
-    Ok(Authenticator::Resource(Arc::new(
-        resource_verifier(resource, client).await?,
-    )))
+    Ok(Authenticator::Bearer {
+        verifier: Arc::new(resource_verifier(resource, client).await?),
+        challenge,
+    })
 }
 
 async fn resource_verifier(

@@ -45,9 +45,8 @@ pub struct EdgeConfig {
     pub max_body_bytes: usize,
     pub store_healthy: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
+    /// Who is calling; with bearer tokens, also what challenges point to.
     pub authenticator: Authenticator,
-    /// Present when tokens are validated: what challenges point to.
-    pub resource_server: Option<ResourceServerInfo>,
     /// Present when scopes are enforced.
     pub policy: Option<Arc<ScopePolicy>>,
     /// `Mcp-Session-Id` → owner key of the principal that created it.
@@ -112,12 +111,12 @@ fn oauth_error(
 /// Who is calling, or the 401/503 that says why we cannot tell.
 #[allow(clippy::result_large_err)] // the error is the response itself, built once and returned
 async fn authenticate(cfg: &EdgeConfig, headers: &HeaderMap) -> Result<Principal, Response> {
-    let verifier = match &cfg.authenticator {
+    let (verifier, info) = match &cfg.authenticator {
         Authenticator::Anonymous => return Ok(Principal::anonymous()),
-        Authenticator::Resource(verifier) => verifier,
-    };
-    let Some(info) = &cfg.resource_server else {
-        return Err(store_unavailable());
+        Authenticator::Bearer {
+            verifier,
+            challenge,
+        } => (verifier, challenge),
     };
     let baseline = info.scopes_supported.join(" ");
     let Some(token) = bearer_token(headers) else {
@@ -453,7 +452,7 @@ pub async fn streamable_http_edge(
             _ => None,
         };
         if let (Some((kind, pointer, noun)), Some(policy), Some(info)) =
-            (target, &cfg.policy, &cfg.resource_server)
+            (target, &cfg.policy, cfg.authenticator.resource_server())
         {
             let item = message
                 .pointer(pointer)
@@ -566,7 +565,7 @@ pub async fn admit_as_tool(
     tool: &str,
 ) -> Result<Principal, Response> {
     let principal = admit(cfg, headers, uri).await?;
-    let (Some(policy), Some(info)) = (&cfg.policy, &cfg.resource_server) else {
+    let (Some(policy), Some(info)) = (&cfg.policy, cfg.authenticator.resource_server()) else {
         return Ok(principal);
     };
     match policy.decide(&principal, ItemKind::Tool, tool) {
