@@ -6,7 +6,8 @@
 //! code only), `store` (SQLite/PostgreSQL), `auth` (who is calling),
 //! `telemetry` (logs and metrics), `server` (listener, connection limits,
 //! client addresses), `visible_text` (characters kept off pages and logs),
-//! `problems` (helpers shared by the settings validators).
+//! `problems` (helpers shared by the settings validators), `constant_time`
+//! (secret comparison).
 
 pub mod app;
 pub mod auth;
@@ -14,6 +15,7 @@ pub mod bridge;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod constant_time;
 pub mod http;
 pub mod idp;
 pub mod mcp;

@@ -114,6 +114,11 @@ pub enum AuthSetupError {
     Client(String),
 }
 
+/// The `typ` of identity JWTs mcpgate signs for upstreams: not `at+jwt`, so
+/// mcpgate's own access-token check refuses one replayed to `/mcp` whatever
+/// its `aud`. Defined here, beside that check; `upstream` signs with it.
+pub const IDENTITY_JWT_TYP: &str = "mcpgate-identity+jwt";
+
 /// The JWS algorithms mcpgate verifies: every asymmetric one [`algorithm`]
 /// maps (never HMAC: a shared secret is not a public key).
 pub const SUPPORTED_ALGORITHMS: &[&str] = &[
