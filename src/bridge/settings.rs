@@ -1,5 +1,5 @@
 //! `[auth.bridge]`: the raw TOML shape and its validation into typed
-//! settings. Called from [`crate::config`], which collects the errors.
+//! settings. Called from `config`, which collects the errors.
 
 use std::path::PathBuf;
 
