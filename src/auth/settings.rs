@@ -231,3 +231,66 @@ pub fn validate_resource(
         introspection,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> Url {
+        Url::parse("https://mcp.example.com").unwrap()
+    }
+
+    #[test]
+    fn resource_defaults_to_the_mcp_audience_and_every_algorithm() {
+        let mut errors = Vec::new();
+        let raw = RawResourceAuth {
+            issuer: Some("https://idp.example.com/realms/x".to_owned()),
+            ..RawResourceAuth::default()
+        };
+        let resource = validate_resource(Some(&raw), &origin(), &mut errors).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(resource.audiences, vec!["https://mcp.example.com/mcp"]);
+        assert_eq!(resource.algorithms.len(), SUPPORTED_ALGORITHMS.len());
+        assert_eq!(resource.jwks_refetch_interval_secs, 30);
+    }
+
+    #[test]
+    fn resource_problems_name_their_keys() {
+        let mut errors = Vec::new();
+        let raw = RawResourceAuth {
+            issuer: Some("http://idp.example.com".to_owned()),
+            audiences: Some(vec!["*".to_owned()]),
+            algorithms: Some(vec!["HS256".to_owned()]),
+            ..RawResourceAuth::default()
+        };
+        validate_resource(Some(&raw), &origin(), &mut errors);
+        let text = errors.join("\n");
+        for key in [
+            "auth.resource.issuer",
+            "auth.resource.audiences",
+            "auth.resource.algorithms",
+        ] {
+            assert!(text.contains(key), "{key}: {text}");
+        }
+        assert!(validate_resource(None, &origin(), &mut errors).is_none());
+    }
+
+    #[test]
+    fn a_deny_rule_carries_no_scopes() {
+        let mut errors = Vec::new();
+        let rules = validate_policy(
+            &[RawPolicy {
+                tools: vec!["t".to_owned()],
+                effect: Some("deny".to_owned()),
+                scopes: vec!["x".to_owned()],
+                ..RawPolicy::default()
+            }],
+            &mut errors,
+        );
+        assert_eq!(rules[0].effect, Effect::Deny);
+        assert_eq!(
+            errors,
+            vec!["policy[0]: a deny rule refuses whatever the scopes; drop scopes".to_owned()]
+        );
+    }
+}

@@ -343,3 +343,72 @@ fn public_host_is_allowed() {
     assert_eq!(cfg.http.allowed_hosts[0], "localhost");
     assert!(cfg.http.allowed_hosts.contains(&"127.0.0.1".to_owned()));
 }
+
+#[test]
+fn auto_resolves_to_resource_or_proxy_and_every_other_mode_to_itself() {
+    use crate::idp::auto::Choice;
+    let auto = from_toml(
+        "[auth]\nmode = \"auto\"\n[auth.upstream]\npreset = \"keycloak\"\nissuer = \"https://kc.example/realms/x\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+    )
+    .unwrap()
+    .auth;
+    assert_eq!(
+        auto.clone().resolved(Choice::Resource).mode_name(),
+        "resource"
+    );
+    assert_eq!(auto.resolved(Choice::Proxy).mode_name(), "proxy");
+    // Without an issuer there is nothing to validate tokens of: proxy only.
+    let github = from_toml(
+        "[auth]\nmode = \"auto\"\n[auth.upstream]\npreset = \"github\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+    )
+    .unwrap()
+    .auth;
+    assert!(github.resource().is_none());
+    assert_eq!(github.resolved(Choice::Resource).mode_name(), "proxy");
+    let local = from_toml("").unwrap().auth;
+    assert_eq!(local.resolved(Choice::Resource).mode_name(), "local");
+}
+
+#[test]
+fn check_config_shows_the_mode_as_a_tag() {
+    let shown = from_toml("[auth]\nmode = \"none\"\n")
+        .unwrap()
+        .to_redacted_toml()
+        .unwrap();
+    assert!(shown.contains("[auth]\nmode = \"none\""), "{shown}");
+}
+
+/// `config` composes the subsystems' settings; none of them may import it
+/// back (only `app.rs` and `main.rs` see the whole `Config`).
+#[test]
+fn no_subsystem_imports_config() {
+    fn visit(dir: &std::path::Path, offenders: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if !path.ends_with("config") {
+                    visit(&path, offenders);
+                }
+                continue;
+            }
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if ["app.rs", "main.rs", "lib.rs"].contains(&name.as_str()) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            if code
+                .lines()
+                .any(|l| !l.trim_start().starts_with("//") && l.contains("crate::config"))
+            {
+                offenders.push(path.display().to_string());
+            }
+        }
+    }
+    let mut offenders = Vec::new();
+    visit(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut offenders,
+    );
+    assert!(offenders.is_empty(), "{offenders:?}");
+}

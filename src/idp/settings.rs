@@ -238,3 +238,48 @@ pub fn validate(raw: Option<&RawUpstreamIdp>, errors: &mut Vec<String>) -> Optio
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preset_fills_in_issuer_scopes_and_parameters() {
+        let mut errors = Vec::new();
+        let raw = RawUpstreamIdp {
+            preset: Some("entra".to_owned()),
+            tenant: Some("contoso.onmicrosoft.com".to_owned()),
+            client_id: Some("c".to_owned()),
+            client_secret: Some("s".to_owned()),
+            allowed_email_domains: vec!["@Example.COM".to_owned()],
+            ..RawUpstreamIdp::default()
+        };
+        let idp = validate(Some(&raw), &mut errors).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            idp.issuer.as_deref(),
+            Some("https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0")
+        );
+        assert!(idp.scopes.iter().any(|s| s == "openid"));
+        assert_eq!(idp.allow.email_domains, vec!["example.com".to_owned()]);
+        assert!(!idp.allow.is_open());
+    }
+
+    #[test]
+    fn preset_rules_are_reported() {
+        let mut errors = Vec::new();
+        let raw = RawUpstreamIdp {
+            preset: Some("github".to_owned()),
+            issuer: Some("https://github.com".to_owned()),
+            audience: Some("x".to_owned()),
+            client_id: Some("c".to_owned()),
+            client_secret: Some("s".to_owned()),
+            ..RawUpstreamIdp::default()
+        };
+        validate(Some(&raw), &mut errors);
+        let text = errors.join("\n");
+        assert!(text.contains("has no OpenID issuer"), "{text}");
+        assert!(text.contains("auth.upstream.audience: not used"), "{text}");
+        assert!(validate(None, &mut errors).is_none());
+    }
+}

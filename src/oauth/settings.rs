@@ -349,3 +349,48 @@ fn validate_introspection_clients(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_means_every_default_and_the_key_file_in_the_data_dir() {
+        let mut errors = Vec::new();
+        let url = Url::parse("http://127.0.0.1:8000").unwrap();
+        let local = validate(None, Path::new("/data"), &url, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(local.access_token_ttl_secs, 3600);
+        assert_eq!(local.authorize_requests_per_minute, 60);
+        assert!(local.remember_consent && local.cimd.enabled);
+        assert!(
+            matches!(&local.encryption_key, EncryptionKeySource::File(p) if p == Path::new("/data/mcpgate.key"))
+        );
+    }
+
+    #[test]
+    fn bad_values_and_plain_http_off_loopback_are_each_reported() {
+        let mut errors = Vec::new();
+        let url = Url::parse("http://mcp.example.com").unwrap();
+        let raw = RawLocalAuth {
+            access_token_ttl_secs: Some(0),
+            login_max_failures: Some(0),
+            introspection_clients: vec![RawIntrospectionClient {
+                client_id: "rs".to_owned(),
+                client_secret: Some("short".to_owned()),
+                client_secret_file: None,
+            }],
+            ..RawLocalAuth::default()
+        };
+        validate(Some(&raw), Path::new("/data"), &url, &mut errors);
+        let text = errors.join("\n");
+        for needle in [
+            "must be https",
+            "auth.local.access_token_ttl_secs: 0 must be between 1 and 86400",
+            "auth.local.login_max_failures: must be at least 1",
+            "introspection_clients[0].client_secret: at least 32",
+        ] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+    }
+}

@@ -45,3 +45,25 @@ pub fn validate(raw: &RawLog, errors: &mut Vec<String>) -> LogSettings {
     }
     LogSettings { format, level }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_and_level_are_checked() {
+        let mut errors = Vec::new();
+        let log = validate(&RawLog::default(), &mut errors);
+        assert_eq!(
+            (log.format, log.level.as_str()),
+            (LogFormat::Pretty, "info")
+        );
+        let raw = RawLog {
+            format: Some("xml".to_owned()),
+            level: Some("info,[".to_owned()),
+        };
+        validate(&raw, &mut errors);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("log.format:") && errors[1].starts_with("log.level:"));
+    }
+}
