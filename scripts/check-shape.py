@@ -8,7 +8,7 @@ and no source file over the size limit.
 A top-level module is a file `src/x.rs` or a folder `src/x/`. An edge x -> y is any
 `crate::y` path in x's non-test code (`use crate::y::..`, `use crate::{y::.., ..}`,
 or an inline `crate::y::f()`). Test code (from a `#[cfg(test)]` line on) is left out:
-tests may reach anywhere. `main.rs` is a binary, not a module of the library.
+tests may reach anywhere, and so may files named `tests.rs`/`*_tests.rs`. `main.rs` is a binary, not a module of the library.
 """
 import re
 import sys
@@ -113,7 +113,8 @@ def main() -> int:
         if n > MAX_LINES and rel not in SIZE_EXEMPT:
             problems.append(f"{rel}: {n} lines, over the limit of {MAX_LINES}; split it by concern")
         me = top_module(path)
-        if me is None:
+        # Test modules kept in their own files (`#[cfg(test)] #[path] mod tests;`).
+        if me is None or path.stem == "tests" or path.stem.endswith("_tests"):
             continue
         for dep in crate_refs(non_test_code(text)):
             if dep != me and dep in modules:

@@ -70,6 +70,11 @@ step fmt
 cargo fmt --all -- --check || fail "code is not rustfmt-formatted; run: cargo fmt --all"
 ok
 
+step shape
+# No import cycle between top-level modules, no source file over 900 lines.
+python3 scripts/check-shape.py || fail "the module shape check failed (scripts/check-shape.py; messages above)"
+ok
+
 step clippy
 cargo clippy "${CARGO_LOCKED[@]}" --all-targets -- -D warnings || fail "clippy found problems (warnings are errors)"
 ok

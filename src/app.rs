@@ -15,10 +15,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::{self, AuthSetupError, ResourceServerInfo, policy::ScopePolicy},
-    config::{AuthMode, Config},
+    auth::{
+        self, AuthSetupError, Authenticator, ResourceServerInfo, policy::ScopePolicy,
+        settings::ResourceAuthSettings,
+    },
+    bridge::{Bridge, BridgeError},
+    config::{Config, ResolvedAuth},
     http::{self, InFlight, OpsState},
+    idp::{auto::AutoError, settings::IdpSettings},
     mcp::{self, edge::EdgeConfig, handler::McpHandler},
+    oauth::{keys::KeyRing, settings::LocalAuthSettings, setup::SetupError},
     store::{Store, StoreError},
     telemetry::metrics::Metrics,
     toolsets::{
@@ -37,9 +43,183 @@ pub enum StartError {
     #[error(transparent)]
     Auth(#[from] AuthSetupError),
     #[error("cannot set up the authorization server: {0}")]
-    Authority(String),
+    Auto(#[from] AutoError),
+    #[error("cannot set up the authorization server: {0}")]
+    Authority(#[from] SetupError),
+    #[error("cannot set up the authorization server: {0}")]
+    Bridge(#[from] BridgeError),
+    #[error("cannot set up the authorization server: gateway HTTP client: {0}")]
+    GatewayClient(reqwest::Error),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
+}
+
+/// What one auth mode contributes to the server.
+struct Front {
+    authenticator: Authenticator,
+    /// Present when scopes are enforced (every mode but `none`).
+    policy: Option<Arc<ScopePolicy>>,
+    /// `/authorize`, `/token`, discovery, ...: local, proxy and bridge.
+    authorization_server: Option<Router>,
+    /// Signing keys (local, proxy): reloaded while serving, used for identity JWTs.
+    keys: Option<Arc<KeyRing>>,
+    /// Seconds an unused client is kept before the sweep deletes it.
+    sweep_client_ttl: Option<i64>,
+    /// Set when this start created the first user (local).
+    initial_admin_password: Option<String>,
+    bridge: Option<Arc<Bridge>>,
+}
+
+impl Front {
+    fn new(authenticator: Authenticator, policy: Option<Arc<ScopePolicy>>) -> Front {
+        Front {
+            authenticator,
+            policy,
+            authorization_server: None,
+            keys: None,
+            sweep_client_ttl: None,
+            initial_admin_password: None,
+            bridge: None,
+        }
+    }
+}
+
+/// Where clients learn about the resource and which authorization server
+/// to ask; `scopes` is the baseline they should request.
+fn resource_server(
+    config: &Config,
+    authorization_server: String,
+    scopes: Vec<String>,
+) -> ResourceServerInfo {
+    ResourceServerInfo {
+        resource: config.mcp_resource(),
+        metadata_url: format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            config.public_origin()
+        ),
+        authorization_servers: vec![authorization_server],
+        scopes_supported: scopes,
+    }
+}
+
+/// The scopes an external issuer's clients are told to ask for: the
+/// configured list or the policy's; `offline_access` is the client's
+/// business, never advertised here.
+fn external_scopes(resource: &ResourceAuthSettings, policy: &ScopePolicy) -> Vec<String> {
+    resource
+        .scopes_supported
+        .clone()
+        .unwrap_or_else(|| policy.all_scopes().into_iter().collect())
+        .into_iter()
+        .filter(|s| s != "offline_access")
+        .collect()
+}
+
+/// The front of each mode: one exhaustive `match`, one subsystem call per arm.
+async fn front(
+    auth: ResolvedAuth,
+    config: &Config,
+    store: &Store,
+    metrics: &Metrics,
+    clock: crate::clock::SharedClock,
+) -> Result<Front, StartError> {
+    let policy = Arc::new(ScopePolicy::new(config.policy.clone()));
+    Ok(match auth {
+        ResolvedAuth::None => {
+            if !config.policy.is_empty() {
+                tracing::warn!(
+                    rules = config.policy.len(),
+                    "auth.mode = \"none\": every caller is anonymous, so [[policy]] rules are not enforced"
+                );
+            }
+            Front::new(Authenticator::Anonymous, None)
+        }
+        ResolvedAuth::Resource { resource } => {
+            let info = resource_server(
+                config,
+                resource.issuer.clone(),
+                external_scopes(&resource, &policy),
+            );
+            Front::new(auth::bearer(&resource, info, clock).await?, Some(policy))
+        }
+        ResolvedAuth::Local { local } => {
+            local_front(&local, None, config, store, metrics, clock, policy).await?
+        }
+        ResolvedAuth::Proxy { local, idp } => {
+            local_front(&local, Some(&idp), config, store, metrics, clock, policy).await?
+        }
+        ResolvedAuth::Bridge { resource, bridge } => {
+            // Bridge mode serves the IdP's discovery on mcpgate's own origin.
+            let info = resource_server(
+                config,
+                config.public_origin(),
+                external_scopes(&resource, &policy),
+            );
+            let scopes = info.scopes_supported.clone();
+            let authenticator = auth::bearer(&resource, info, clock.clone()).await?;
+            let built = Arc::new(
+                Bridge::connect_with_clock(
+                    &bridge,
+                    &resource,
+                    config.public_origin(),
+                    scopes,
+                    store.clone(),
+                    clock,
+                )
+                .await?,
+            );
+            Front {
+                authorization_server: Some(crate::bridge::http::routes(built.clone())),
+                // Bridge mode keeps pending authorizations too (no registered clients of its own).
+                sweep_client_ttl: Some(30 * 86_400),
+                bridge: Some(built),
+                ..Front::new(authenticator, Some(policy))
+            }
+        }
+    })
+}
+
+/// Local and proxy modes: mcpgate's own authorization server.
+async fn local_front(
+    local: &LocalAuthSettings,
+    idp: Option<&IdpSettings>,
+    config: &Config,
+    store: &Store,
+    metrics: &Metrics,
+    clock: crate::clock::SharedClock,
+    policy: Arc<ScopePolicy>,
+) -> Result<Front, StartError> {
+    let built = crate::oauth::setup::build(
+        local,
+        idp,
+        crate::oauth::setup::Surroundings {
+            issuer: config.public_origin(),
+            resource: config.mcp_resource(),
+            store,
+            policy: &policy,
+            password_checks: metrics.password_checks.clone(),
+            clock,
+        },
+    )
+    .await?;
+    let info = resource_server(
+        config,
+        config.public_origin(),
+        policy.all_scopes().into_iter().collect(),
+    );
+    Ok(Front {
+        authorization_server: Some(built.routes),
+        keys: Some(built.keys),
+        sweep_client_ttl: Some((local.unused_client_ttl_days * 86_400) as i64),
+        initial_admin_password: built.initial_admin_password,
+        ..Front::new(
+            Authenticator::Bearer {
+                verifier: built.verifier,
+                challenge: info,
+            },
+            Some(policy),
+        )
+    })
 }
 
 /// A built server: the router plus what shutdown needs.
@@ -54,9 +234,9 @@ pub struct App {
     server: crate::server::ServerConfig,
     /// Set when this start created the first user: print it once, never log it.
     pub initial_admin_password: Option<String>,
-    keys: Option<Arc<crate::oauth::keys::KeyRing>>,
+    keys: Option<Arc<KeyRing>>,
     sweep: Option<(i64, Store)>,
-    bridge: Option<Arc<crate::bridge::Bridge>>,
+    bridge: Option<Arc<Bridge>>,
     gateway: Option<Arc<crate::upstream::Gateway>>,
 }
 
@@ -70,15 +250,7 @@ impl App {
         config: &Config,
         clock: crate::clock::SharedClock,
     ) -> Result<App, StartError> {
-        let resolved;
-        let config = if config.auth_mode == AuthMode::Auto {
-            resolved = crate::idp::auto::resolve(config)
-                .await
-                .map_err(|e| StartError::Authority(e.to_string()))?;
-            &resolved
-        } else {
-            config
-        };
+        let auth = config.auth.clone().resolve().await?;
         let store = Store::connect(&config.store.url, config.store.max_connections).await?;
         let metrics = Metrics::new();
         metrics.store_up.set(1);
@@ -92,87 +264,16 @@ impl App {
         let notes = config.toolsets.notes.then(|| Notes::new(store.clone()));
         let toolbox = Toolbox::new(config.toolsets.calc, notes, docs.clone());
         let store_healthy = Arc::new(AtomicBool::new(true));
-        let mut authenticator = auth::authenticator(config, clock.clone()).await?;
-        let rules = config.policy.clone();
-        let scope_policy = Arc::new(ScopePolicy::new(rules));
-        let (policy, resource_server) = match (&config.auth_mode, &config.resource_auth) {
-            (AuthMode::Resource | AuthMode::Bridge, Some(resource)) => {
-                let scopes = resource
-                    .scopes_supported
-                    .clone()
-                    .unwrap_or_else(|| scope_policy.all_scopes().into_iter().collect());
-                let info = ResourceServerInfo {
-                    resource: config.mcp_resource(),
-                    metadata_url: format!(
-                        "{}/.well-known/oauth-protected-resource/mcp",
-                        config.public_origin()
-                    ),
-                    // Bridge mode serves the IdP's discovery on mcpgate's own origin.
-                    authorization_servers: vec![if config.auth_mode == AuthMode::Bridge {
-                        config.public_origin()
-                    } else {
-                        resource.issuer.clone()
-                    }],
-                    // offline_access is the client's business, never advertised here.
-                    scopes_supported: scopes
-                        .into_iter()
-                        .filter(|s| s != "offline_access")
-                        .collect(),
-                };
-                (Some(scope_policy.clone()), Some(info))
-            }
-            (AuthMode::Local | AuthMode::Proxy, _) => {
-                let scopes: Vec<String> = scope_policy.all_scopes().into_iter().collect();
-                let info = ResourceServerInfo {
-                    resource: config.mcp_resource(),
-                    metadata_url: format!(
-                        "{}/.well-known/oauth-protected-resource/mcp",
-                        config.public_origin()
-                    ),
-                    authorization_servers: vec![config.public_origin()],
-                    scopes_supported: scopes,
-                };
-                (Some(scope_policy.clone()), Some(info))
-            }
-            _ => (None, None),
-        };
-        let mut local = None;
-        let mut initial_admin_password = None;
-        if let (AuthMode::Local | AuthMode::Proxy, Some(local_cfg)) =
-            (&config.auth_mode, &config.local_auth)
-        {
-            let built = crate::oauth::setup::build(
-                config,
-                local_cfg,
-                &store,
-                &scope_policy,
-                metrics.password_checks.clone(),
-                clock.clone(),
-            )
-            .await
-            .map_err(StartError::Authority)?;
-            authenticator = auth::Authenticator::Resource(built.verifier.clone());
-            initial_admin_password = built.initial_admin_password.clone();
-            local = Some(built);
-        }
-        let mut authorization_server = local.as_ref().map(|l| l.routes.clone());
-        let mut bridge_handle = None;
-        if let (Some(bridge), Some(resource), Some(info)) =
-            (&config.bridge, &config.resource_auth, &resource_server)
-        {
-            let built = crate::bridge::Bridge::connect(
-                bridge,
-                resource,
-                config.public_origin(),
-                info.scopes_supported.clone(),
-                store.clone(),
-            )
-            .await
-            .map_err(|e| StartError::Authority(e.to_string()))?;
-            let built = Arc::new(built);
-            authorization_server = Some(crate::bridge::http::routes(built.clone()));
-            bridge_handle = Some(built);
-        }
+        let Front {
+            authenticator,
+            policy,
+            authorization_server,
+            keys,
+            sweep_client_ttl,
+            initial_admin_password,
+            bridge: bridge_handle,
+        } = front(auth, config, &store, &metrics, clock).await?;
+        let resource_server = authenticator.resource_server().cloned();
         let edge = Arc::new(EdgeConfig {
             allowed_hosts: config.http.allowed_hosts.clone(),
             allowed_origins: config.http.allowed_origins.clone(),
@@ -180,7 +281,6 @@ impl App {
             store_healthy: store_healthy.clone(),
             metrics: metrics.clone(),
             authenticator,
-            resource_server: resource_server.clone(),
             policy: policy.clone(),
             session_owners: crate::mcp::edge::session_owner_cache(),
         });
@@ -194,10 +294,10 @@ impl App {
                     &config.gateway,
                     builtin,
                     config.public_origin(),
-                    local.as_ref().map(|l| l.keys.clone()),
+                    keys.clone(),
                     metrics.clone(),
                 )
-                .map_err(|e| StartError::Authority(format!("gateway HTTP client: {e}")))?,
+                .map_err(StartError::GatewayClient)?,
             )
         };
         let shutdown = CancellationToken::new();
@@ -223,13 +323,7 @@ impl App {
             authorization_server,
             config.server.request_timeout,
         );
-        let keys = local.as_ref().map(|l| l.keys.clone());
-        // Bridge mode keeps pending authorizations too (no registered clients of its own).
-        let sweep = match (&config.local_auth, &config.bridge) {
-            (Some(l), _) => Some(((l.unused_client_ttl_days * 86_400) as i64, store.clone())),
-            (None, Some(_)) => Some((30 * 86_400, store.clone())),
-            _ => None,
-        };
+        let sweep = sweep_client_ttl.map(|ttl| (ttl, store.clone()));
         Ok(App {
             router,
             store,

@@ -5,7 +5,9 @@
 //! HTTP and legacy SSE, all rmcp types), `toolsets` (built-in tools, domain
 //! code only), `store` (SQLite/PostgreSQL), `auth` (who is calling),
 //! `telemetry` (logs and metrics), `server` (listener, connection limits,
-//! client addresses), `visible_text` (characters kept off pages and logs).
+//! client addresses), `visible_text` (characters kept off pages and logs),
+//! `problems` (helpers shared by the settings validators), `constant_time`
+//! (secret comparison).
 
 pub mod app;
 pub mod auth;
@@ -13,10 +15,12 @@ pub mod bridge;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod constant_time;
 pub mod http;
 pub mod idp;
 pub mod mcp;
 pub mod oauth;
+pub mod problems;
 pub mod server;
 pub mod store;
 pub mod telemetry;

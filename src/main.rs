@@ -4,7 +4,9 @@ use clap::Parser;
 use mcpgate::{
     app::{self, App},
     cli::{Cli, ClientsAction, Command, ConsentsAction, KeysAction, UsersAction},
-    config, telemetry,
+    config::{self, AuthSettings, ResolvedAuth},
+    oauth::settings::LocalAuthSettings,
+    telemetry,
 };
 
 /// Exit code for configuration problems, distinct from runtime failures.
@@ -84,7 +86,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         listen = %local,
         mcp = %cfg.mcp_resource(),
         store = app.store.backend(),
-        auth = ?cfg.auth_mode,
+        auth = cfg.auth.mode_name(),
         "mcpgate ready"
     );
     println!(
@@ -279,14 +281,37 @@ async fn consents(store: &mcpgate::store::Store, action: ConsentsAction) -> anyh
     Ok(())
 }
 
+/// `[auth.local]`, for the key commands. Signing keys exist where mcpgate is
+/// the authorization server: local, proxy, and auto when it decides proxy,
+/// which is decided here from the IdP's discovery as at start.
+async fn local_settings(cfg: &config::Config) -> anyhow::Result<&LocalAuthSettings> {
+    let Some(local) = cfg.auth.local() else {
+        anyhow::bail!(
+            "signing keys exist only with auth.mode = \"local\", \"proxy\" or \"auto\" (when it decides proxy); this configuration has auth.mode = \"{}\"",
+            cfg.auth.mode_name()
+        );
+    };
+    if let AuthSettings::Auto { .. } = &cfg.auth {
+        match cfg.auth.clone().resolve().await {
+            Ok(ResolvedAuth::Proxy { .. }) => {}
+            Ok(other) => anyhow::bail!(
+                "auth.mode = \"auto\" decides \"{}\" from the identity provider's discovery, and that mode has no signing keys",
+                other.mode_name()
+            ),
+            Err(e) => anyhow::bail!(
+                "{e}; signing keys are used only when auto decides proxy, so it must be decided first"
+            ),
+        }
+    }
+    Ok(local)
+}
+
 async fn keys(
     cfg: &config::Config,
     store: &mcpgate::store::Store,
     action: KeysAction,
 ) -> anyhow::Result<()> {
-    let Some(local) = &cfg.local_auth else {
-        anyhow::bail!("signing keys exist only with auth.mode = \"local\"");
-    };
+    let local = &local_settings(cfg).await?;
     match action {
         KeysAction::List => {
             for key in store.all_signing_keys().await? {
@@ -302,7 +327,7 @@ async fn keys(
             }
         }
         KeysAction::Reseal => {
-            let sealer = mcpgate::oauth::setup::sealer(local).map_err(anyhow::Error::msg)?;
+            let sealer = mcpgate::oauth::setup::sealer(local)?;
             let done = mcpgate::oauth::reseal::reseal_all(store, &sealer).await?;
             println!(
                 "re-sealed {} value(s) under key {}; {} could not be opened by any configured key",
@@ -317,7 +342,7 @@ async fn keys(
             }
         }
         KeysAction::Rotate => {
-            let sealer = mcpgate::oauth::setup::sealer(local).map_err(anyhow::Error::msg)?;
+            let sealer = mcpgate::oauth::setup::sealer(local)?;
             let kid =
                 mcpgate::oauth::keys::rotate(store, &sealer, local.access_token_ttl_secs as i64)
                     .await?;

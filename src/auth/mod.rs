@@ -1,19 +1,23 @@
 //! Who is calling, and may they do this.
 //!
 //! `auth.mode = "none"`: every caller is the anonymous principal and no scope
-//! is checked (loopback only). `auth.mode = "resource"`: every request carries
-//! a bearer token from the configured authorization server, validated by
-//! [`verify::ResourceVerifier`]; tools need the scopes [`policy::ScopePolicy`] names.
+//! is checked (loopback only). Every other mode: every request carries a
+//! bearer token, validated by [`verify::ResourceVerifier`] — of the
+//! configured issuer (`resource`, `bridge`, [`bearer`]) or of mcpgate's own
+//! authorization server (`local`, `proxy`, built by `oauth::setup`); tools
+//! need the scopes [`policy::ScopePolicy`] names. `settings` holds
+//! `[auth.resource]` and `[[policy]]`.
 
 pub mod jwks;
 pub mod policy;
+pub mod settings;
 pub mod verify;
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use jsonwebtoken::Algorithm;
 
-use crate::config::{Config, ResourceAuthConfig};
+use settings::ResourceAuthSettings;
 
 /// The authenticated caller, available to every tool handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,8 +76,24 @@ impl Principal {
 
 /// How the MCP edge identifies callers.
 pub enum Authenticator {
+    /// `auth.mode = "none"`: everyone is [`Principal::anonymous`].
     Anonymous,
-    Resource(Arc<verify::ResourceVerifier>),
+    /// Every other mode: a bearer token, checked by `verifier`; a caller
+    /// without a usable one is sent to `challenge`'s metadata.
+    Bearer {
+        verifier: Arc<verify::ResourceVerifier>,
+        challenge: ResourceServerInfo,
+    },
+}
+
+impl Authenticator {
+    /// What challenges and the protected-resource metadata say, when tokens are checked.
+    pub fn resource_server(&self) -> Option<&ResourceServerInfo> {
+        match self {
+            Authenticator::Anonymous => None,
+            Authenticator::Bearer { challenge, .. } => Some(challenge),
+        }
+    }
 }
 
 /// What a 401/403 challenge and the protected-resource metadata say.
@@ -94,6 +114,17 @@ pub enum AuthSetupError {
     Client(String),
 }
 
+/// The `typ` of identity JWTs mcpgate signs for upstreams: not `at+jwt`, so
+/// mcpgate's own access-token check refuses one replayed to `/mcp` whatever
+/// its `aud`. Defined here, beside that check; `upstream` signs with it.
+pub const IDENTITY_JWT_TYP: &str = "mcpgate-identity+jwt";
+
+/// The JWS algorithms mcpgate verifies: every asymmetric one [`algorithm`]
+/// maps (never HMAC: a shared secret is not a public key).
+pub const SUPPORTED_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
 pub(crate) fn algorithm(name: &str) -> Option<Algorithm> {
     Some(match name {
         "RS256" => Algorithm::RS256,
@@ -109,29 +140,29 @@ pub(crate) fn algorithm(name: &str) -> Option<Algorithm> {
     })
 }
 
-/// Build the authenticator. Resource mode reads the issuer's discovery
-/// document once here (unless `jwks_uri` and the introspection endpoint are
-/// configured) so a misconfigured issuer fails at start, not on first call.
-pub async fn authenticator(
-    config: &Config,
+/// The authenticator of the modes that validate an external issuer's tokens
+/// (resource, bridge). It reads the issuer's discovery document once here
+/// (unless `jwks_uri` and the introspection endpoint are configured) so a
+/// misconfigured issuer fails at start, not on first call.
+pub async fn bearer(
+    resource: &ResourceAuthSettings,
+    challenge: ResourceServerInfo,
     clock: crate::clock::SharedClock,
 ) -> Result<Authenticator, AuthSetupError> {
-    let Some(resource) = &config.resource_auth else {
-        return Ok(Authenticator::Anonymous);
-    };
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| AuthSetupError::Client(e.to_string()))?;
-    Ok(Authenticator::Resource(Arc::new(
-        resource_verifier(resource, client, clock).await?,
-    )))
+    Ok(Authenticator::Bearer {
+        verifier: Arc::new(resource_verifier(resource, client, clock).await?),
+        challenge,
+    })
 }
 
 async fn resource_verifier(
-    resource: &ResourceAuthConfig,
+    resource: &ResourceAuthSettings,
     client: reqwest::Client,
     clock: crate::clock::SharedClock,
 ) -> Result<verify::ResourceVerifier, AuthSetupError> {
@@ -217,5 +248,13 @@ mod tests {
             ..Principal::anonymous()
         };
         assert_ne!(a.owner_key(), b.owner_key());
+    }
+
+    #[test]
+    fn every_supported_algorithm_has_a_verifier() {
+        for name in SUPPORTED_ALGORITHMS {
+            assert!(algorithm(name).is_some(), "{name}");
+        }
+        assert!(algorithm("HS256").is_none());
     }
 }

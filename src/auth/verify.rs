@@ -296,7 +296,7 @@ impl ResourceVerifier {
             }
         }
         match claims.get("nonce").and_then(Value::as_str) {
-            Some(n) if crate::oauth::crypto::ct_eq(n, nonce) => Ok(claims),
+            Some(n) if crate::constant_time::ct_eq(n, nonce) => Ok(claims),
             _ => Err(TokenError::Rejected("nonce does not match".to_owned())),
         }
     }

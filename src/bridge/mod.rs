@@ -35,9 +35,9 @@ use serde_json::Value;
 pub use settings::{BridgeConfig, BridgeRegistrar};
 
 use crate::{
+    auth::settings::ResourceAuthSettings,
     auth::{jwks::read_capped, verify},
     clock::{self, SharedClock},
-    config::ResourceAuthConfig,
     oauth::{
         client_credentials::{
             ClientCredentialsError, ClientCredentialsRequest, ClientCredentialsToken,
@@ -205,7 +205,7 @@ impl Bridge {
     /// Read the IdP's discovery once; a misconfigured IdP fails at start.
     pub async fn connect(
         config: &BridgeConfig,
-        resource: &ResourceAuthConfig,
+        resource: &ResourceAuthSettings,
         origin: String,
         scopes_supported: Vec<String>,
         store: Store,
@@ -224,7 +224,7 @@ impl Bridge {
     /// [`Bridge::connect`] reading the time from `clock` (tests: a manual clock).
     pub async fn connect_with_clock(
         config: &BridgeConfig,
-        resource: &ResourceAuthConfig,
+        resource: &ResourceAuthSettings,
         origin: String,
         scopes_supported: Vec<String>,
         store: Store,

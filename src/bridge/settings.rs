@@ -1,11 +1,11 @@
 //! `[auth.bridge]`: the raw TOML shape and its validation into typed
-//! settings. Called from [`crate::config`], which collects the errors.
+//! settings. Called from `config`, which collects the errors.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ResourceAuthConfig, read_secret};
+use crate::{auth::settings::ResourceAuthSettings, problems::read_secret};
 
 /// `[auth.bridge]`: mcpgate serves discovery and registration for an IdP
 /// without open DCR; the IdP's own tokens are validated per `[auth.resource]`.
@@ -64,7 +64,7 @@ fn hidden<S: serde::Serializer>(_: &secrecy::SecretString, s: S) -> Result<S::Ok
 
 pub fn validate(
     raw: Option<&RawBridge>,
-    resource: Option<&ResourceAuthConfig>,
+    resource: Option<&ResourceAuthSettings>,
     errors: &mut Vec<String>,
 ) -> Option<BridgeConfig> {
     let Some(raw) = raw else {

@@ -3,10 +3,27 @@
 //! registration or metadata-document client ids, PKCE S256, and a provider
 //! whose tokens can name the MCP resource as audience), else `proxy`.
 
-use crate::{
-    auth::verify::{self, IssuerMetadata},
-    config::{AuthMode, Config},
-};
+use super::settings::IdpSettings;
+use crate::auth::verify::{self, IssuerMetadata};
+
+/// What `auto` turns into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// MCP clients work with the IdP directly; mcpgate validates its tokens.
+    Resource,
+    /// mcpgate is the authorization server; users sign in at the IdP.
+    Proxy,
+}
+
+impl Choice {
+    /// The `auth.mode` value this choice stands for.
+    pub fn mode_name(self) -> &'static str {
+        match self {
+            Choice::Resource => "resource",
+            Choice::Proxy => "proxy",
+        }
+    }
+}
 
 /// Presets whose access tokens can carry the MCP resource as `aud` (RFC 8707
 /// or an audience mapper). Auth0 needs an API audience, Entra rejects
@@ -15,11 +32,11 @@ use crate::{
 const AUDIENCE_CAPABLE: &[&str] = &["oidc", "keycloak", "okta"];
 
 /// The decision and every reason for it, for the log.
-pub fn choose(preset: &str, meta: Option<&IssuerMetadata>) -> (AuthMode, Vec<String>) {
+pub fn choose(preset: &str, meta: Option<&IssuerMetadata>) -> (Choice, Vec<String>) {
     let mut against = Vec::new();
     let Some(meta) = meta else {
         return (
-            AuthMode::Proxy,
+            Choice::Proxy,
             vec![format!("preset {preset:?} has no OpenID discovery")],
         );
     };
@@ -49,9 +66,9 @@ pub fn choose(preset: &str, meta: Option<&IssuerMetadata>) -> (AuthMode, Vec<Str
             "the IdP accepts client metadata documents".to_owned()
         }];
         why.push("PKCE S256 is advertised".to_owned());
-        (AuthMode::Resource, why)
+        (Choice::Resource, why)
     } else {
-        (AuthMode::Proxy, against)
+        (Choice::Proxy, against)
     }
 }
 
@@ -64,14 +81,11 @@ pub struct AutoError {
     reason: String,
 }
 
-/// The configuration with `auto` replaced by the chosen mode.
-pub async fn resolve(config: &Config) -> Result<Config, AutoError> {
-    let mut resolved = config.clone();
-    let Some(upstream) = &config.upstream_idp else {
-        return Ok(resolved);
-    };
-    let meta = match &upstream.issuer {
-        Some(issuer) if upstream.preset.fixed_endpoints.is_none() => {
+/// Read the IdP's discovery (when it has one) and choose. Reshaping the
+/// settings is `config::AuthSettings::resolved`'s job.
+pub async fn decide(idp: &IdpSettings) -> Result<(Choice, Vec<String>), AutoError> {
+    let meta = match &idp.issuer {
+        Some(issuer) if idp.preset.fixed_endpoints.is_none() => {
             let client = super::outbound_client().map_err(|e| AutoError {
                 issuer: issuer.clone(),
                 reason: e.to_string(),
@@ -80,7 +94,7 @@ pub async fn resolve(config: &Config) -> Result<Config, AutoError> {
             // qualifies for `resource` anyway, so a mismatch is not fatal here.
             match verify::discover(&client, issuer).await {
                 Ok(meta) => Some(meta),
-                Err(e) if upstream.preset.name == "entra" => {
+                Err(e) if idp.preset.name == "entra" => {
                     tracing::debug!(error = %e, "entra discovery for auto mode");
                     None
                 }
@@ -94,27 +108,7 @@ pub async fn resolve(config: &Config) -> Result<Config, AutoError> {
         }
         _ => None,
     };
-    let (mode, reasons) = choose(upstream.preset.name, meta.as_ref());
-    let mode = if mode == AuthMode::Resource && config.resource_auth.is_none() {
-        AuthMode::Proxy
-    } else {
-        mode
-    };
-    tracing::info!(
-        mode = ?mode,
-        preset = upstream.preset.name,
-        reasons = %reasons.join("; "),
-        "auth.mode = \"auto\" decided"
-    );
-    resolved.auth_mode = mode;
-    match mode {
-        AuthMode::Resource => {
-            resolved.upstream_idp = None;
-            resolved.local_auth = None;
-        }
-        _ => resolved.resource_auth = None,
-    }
-    Ok(resolved)
+    Ok(choose(idp.preset.name, meta.as_ref()))
 }
 
 #[cfg(test)]
@@ -135,22 +129,22 @@ mod tests {
     fn resource_only_when_clients_can_register_with_pkce_and_audiences_work() {
         assert_eq!(
             choose("keycloak", Some(&meta(true, false, true))).0,
-            AuthMode::Resource
+            Choice::Resource
         );
         assert_eq!(
             choose("oidc", Some(&meta(false, true, true))).0,
-            AuthMode::Resource
+            Choice::Resource
         );
         let (mode, why) = choose("oidc", Some(&meta(false, false, true)));
-        assert_eq!(mode, AuthMode::Proxy);
+        assert_eq!(mode, Choice::Proxy);
         assert!(why[0].contains("neither dynamic registration"), "{why:?}");
         assert_eq!(
             choose("okta", Some(&meta(true, false, false))).0,
-            AuthMode::Proxy
+            Choice::Proxy
         );
         let (mode, why) = choose("auth0", Some(&meta(true, false, true)));
-        assert_eq!(mode, AuthMode::Proxy);
+        assert_eq!(mode, Choice::Proxy);
         assert!(why[0].contains("auth0"), "{why:?}");
-        assert_eq!(choose("github", None).0, AuthMode::Proxy);
+        assert_eq!(choose("github", None).0, Choice::Proxy);
     }
 }

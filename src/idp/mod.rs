@@ -5,6 +5,7 @@
 
 pub mod auto;
 pub mod presets;
+pub mod settings;
 
 use std::time::Duration;
 
@@ -12,14 +13,12 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{
-    auth::{
-        jwks::{JwksCache, read_capped},
-        verify::{self, ResourceVerifier, TokenError},
-    },
-    config::UpstreamIdpConfig,
+use crate::auth::{
+    jwks::{JwksCache, read_capped},
+    verify::{self, ResourceVerifier, TokenError},
 };
 use presets::IdentitySource;
+use settings::IdpSettings;
 
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
@@ -88,7 +87,7 @@ enum ClientAuth {
 }
 
 pub struct UpstreamIdp {
-    config: UpstreamIdpConfig,
+    config: IdpSettings,
     redirect_uri: String,
     authorization_endpoint: String,
     token_endpoint: String,
@@ -116,7 +115,7 @@ struct TokenAnswer {
 impl UpstreamIdp {
     /// Read the provider's discovery document (OIDC presets) and build the client.
     pub async fn connect(
-        config: UpstreamIdpConfig,
+        config: IdpSettings,
         redirect_uri: String,
     ) -> Result<UpstreamIdp, IdpError> {
         let http = outbound_client().map_err(|e| IdpError::Setup(e.to_string()))?;
@@ -182,7 +181,7 @@ impl UpstreamIdp {
                     }
                     _ => ClientAuth::Basic,
                 };
-                let algorithms = crate::config::SUPPORTED_ALGORITHMS
+                let algorithms = crate::auth::SUPPORTED_ALGORITHMS
                     .iter()
                     .filter_map(|a| crate::auth::algorithm(a))
                     .collect();

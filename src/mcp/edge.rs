@@ -45,9 +45,8 @@ pub struct EdgeConfig {
     pub max_body_bytes: usize,
     pub store_healthy: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
+    /// Who is calling; with bearer tokens, also what challenges point to.
     pub authenticator: Authenticator,
-    /// Present when tokens are validated: what challenges point to.
-    pub resource_server: Option<ResourceServerInfo>,
     /// Present when scopes are enforced.
     pub policy: Option<Arc<ScopePolicy>>,
     /// `Mcp-Session-Id` → owner key of the principal that created it.
@@ -112,12 +111,12 @@ fn oauth_error(
 /// Who is calling, or the 401/503 that says why we cannot tell.
 #[allow(clippy::result_large_err)] // the error is the response itself, built once and returned
 async fn authenticate(cfg: &EdgeConfig, headers: &HeaderMap) -> Result<Principal, Response> {
-    let verifier = match &cfg.authenticator {
+    let (verifier, info) = match &cfg.authenticator {
         Authenticator::Anonymous => return Ok(Principal::anonymous()),
-        Authenticator::Resource(verifier) => verifier,
-    };
-    let Some(info) = &cfg.resource_server else {
-        return Err(store_unavailable());
+        Authenticator::Bearer {
+            verifier,
+            challenge,
+        } => (verifier, challenge),
     };
     let baseline = info.scopes_supported.join(" ");
     let Some(token) = bearer_token(headers) else {
@@ -378,7 +377,10 @@ pub async fn read_jsonrpc_post(
     Ok((bytes, message))
 }
 
-/// Middleware for `/mcp` (Streamable HTTP).
+/// Middleware for `/mcp` (Streamable HTTP): [`admit`] the caller,
+/// [`bind_session`], read and check a POST's JSON-RPC message
+/// ([`enforce_scope`], [`check_protocol_version`]), run the handler, then
+/// [`finish_response`].
 pub async fn streamable_http_edge(
     State(cfg): State<Arc<EdgeConfig>>,
     request: Request,
@@ -393,31 +395,19 @@ pub async fn streamable_http_edge(
             return close_if_body_unread(&parts.headers, response);
         }
     };
-    let owner = principal.owner_key();
-    let session_id = parts
-        .headers
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    if let Some(sid) = &session_id
-        && cfg.session_owners.get(sid).is_some_and(|o| o != owner)
-    {
-        // Another principal's session: indistinguishable from an unknown one.
-        tracing::warn!(target: "audit", subject = %principal.subject, outcome = "foreign_session", "session rejected");
-        let response = jsonrpc_error(
-            StatusCode::NOT_FOUND,
-            Value::Null,
-            JSONRPC_SESSION_NOT_FOUND,
-            "Session not found",
-            None,
-        );
-        return close_if_body_unread(&parts.headers, response);
-    }
-    let is_delete = parts.method == Method::DELETE;
+    let session_id = match bind_session(&cfg, &parts.headers, &principal) {
+        Ok(session_id) => session_id,
+        Err(response) => return close_if_body_unread(&parts.headers, response),
+    };
+    let exchange = Exchange {
+        owner: principal.owner_key(),
+        session_id,
+        is_delete: parts.method == Method::DELETE,
+        started,
+    };
     parts.extensions.insert(principal.clone());
 
-    let mut method = None;
-    let mut id = Value::Null;
+    let mut call = Call::default();
     let request = if parts.method == Method::POST {
         let (bytes, message) = match read_jsonrpc_post(&parts.headers, body, &cfg, true).await {
             Ok(ok) => ok,
@@ -437,79 +427,170 @@ pub async fn streamable_http_edge(
                 };
             }
         };
-        method = message
-            .get("method")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        id = message.get("id").cloned().unwrap_or(Value::Null);
-        // What the call names, for the scope check: tools and prompts by name,
-        // resources by URI.
-        let target = match method.as_deref() {
-            Some("tools/call") => Some((ItemKind::Tool, "/params/name", "tool")),
-            Some("prompts/get") => Some((ItemKind::Prompt, "/params/name", "prompt")),
-            Some("resources/read" | "resources/subscribe") => {
-                Some((ItemKind::Resource, "/params/uri", "resource"))
-            }
-            _ => None,
-        };
-        if let (Some((kind, pointer, noun)), Some(policy), Some(info)) =
-            (target, &cfg.policy, &cfg.resource_server)
-        {
-            let item = message
-                .pointer(pointer)
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let decision = policy.decide(&principal, kind, item);
-            // Deny rules are answered by the handler as a JSON-RPC error.
-            if let Decision::NeedScopes(required) = decision {
-                count(&cfg, method.as_deref(), Outcome::rejected, started);
-                tracing::info!(
-                    target: "audit",
-                    subject = %principal.subject,
-                    client = principal.client_id.as_deref().unwrap_or("-"),
-                    item,
-                    kind = noun,
-                    outcome = "insufficient_scope",
-                    "call denied"
-                );
-                // Ask for what the caller holds plus what this call needs, so
-                // stepping up does not lose scopes.
-                let wanted: Vec<String> = principal.scopes.union(&required).cloned().collect();
-                let needed: Vec<String> = required.into_iter().collect();
-                return oauth_error(
-                    StatusCode::FORBIDDEN,
-                    challenge(info, Some("insufficient_scope"), &wanted.join(" ")),
-                    "insufficient_scope",
-                    &format!("The {noun} {item} requires scope {}", needed.join(" ")),
-                );
-            }
+        call = Call::of(&message);
+        if let Err(response) = enforce_scope(&cfg, &principal, &call, &message) {
+            count(&cfg, call.method.as_deref(), Outcome::rejected, started);
+            return response;
         }
-        if let Some(version) = parts.headers.get("mcp-protocol-version") {
-            let supported = supported_versions();
-            let requested = version.to_str().unwrap_or_default();
-            if !supported.contains(&requested) {
-                count(&cfg, method.as_deref(), Outcome::rejected, started);
-                return jsonrpc_error(
-                    StatusCode::BAD_REQUEST,
-                    id,
-                    JSONRPC_UNSUPPORTED_VERSION,
-                    &format!(
-                        "Unsupported MCP-Protocol-Version {requested:?}; supported: {}",
-                        supported.join(", ")
-                    ),
-                    Some(json!({ "supported": supported, "requested": requested })),
-                );
-            }
+        if let Err(response) = check_protocol_version(&parts.headers, &call) {
+            count(&cfg, call.method.as_deref(), Outcome::rejected, started);
+            return response;
         }
         Request::from_parts(parts, Body::from(bytes))
     } else {
         Request::from_parts(parts, body)
     };
 
-    let mut response = jsonrpc_error_body(next.run(request).await, id).await;
+    finish_response(&cfg, next.run(request).await, call, exchange).await
+}
+
+/// The JSON-RPC method and id of a POSTed message, for errors and metrics.
+#[derive(Default)]
+struct Call {
+    method: Option<String>,
+    id: Value,
+}
+
+impl Call {
+    fn of(message: &Value) -> Call {
+        Call {
+            method: message
+                .get("method")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            id: message.get("id").cloned().unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// What [`finish_response`] needs to know about the request.
+struct Exchange {
+    /// The caller's owner key: who a session created now belongs to.
+    owner: String,
+    session_id: Option<String>,
+    is_delete: bool,
+    started: Instant,
+}
+
+/// The request's `Mcp-Session-Id`, refused when it belongs to another
+/// principal.
+#[allow(clippy::result_large_err)] // the error is the response itself, built once and returned
+fn bind_session(
+    cfg: &EdgeConfig,
+    headers: &HeaderMap,
+    principal: &Principal,
+) -> Result<Option<String>, Response> {
+    let session_id = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(sid) = &session_id
+        && cfg
+            .session_owners
+            .get(sid)
+            .is_some_and(|o| o != principal.owner_key())
+    {
+        // Another principal's session: indistinguishable from an unknown one.
+        tracing::warn!(target: "audit", subject = %principal.subject, outcome = "foreign_session", "session rejected");
+        return Err(jsonrpc_error(
+            StatusCode::NOT_FOUND,
+            Value::Null,
+            JSONRPC_SESSION_NOT_FOUND,
+            "Session not found",
+            None,
+        ));
+    }
+    Ok(session_id)
+}
+
+/// The 403 `insufficient_scope` for a call whose tool, prompt or resource
+/// needs scopes the caller lacks. Deny rules are answered by the handler as
+/// a JSON-RPC error.
+#[allow(clippy::result_large_err)] // the error is the response itself, built once and returned
+fn enforce_scope(
+    cfg: &EdgeConfig,
+    principal: &Principal,
+    call: &Call,
+    message: &Value,
+) -> Result<(), Response> {
+    // What the call names: tools and prompts by name, resources by URI.
+    let target = match call.method.as_deref() {
+        Some("tools/call") => Some((ItemKind::Tool, "/params/name", "tool")),
+        Some("prompts/get") => Some((ItemKind::Prompt, "/params/name", "prompt")),
+        Some("resources/read" | "resources/subscribe") => {
+            Some((ItemKind::Resource, "/params/uri", "resource"))
+        }
+        _ => None,
+    };
+    let (Some((kind, pointer, noun)), Some(policy), Some(info)) =
+        (target, &cfg.policy, cfg.authenticator.resource_server())
+    else {
+        return Ok(());
+    };
+    let item = message
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let Decision::NeedScopes(required) = policy.decide(principal, kind, item) else {
+        return Ok(());
+    };
+    tracing::info!(
+        target: "audit",
+        subject = %principal.subject,
+        client = principal.client_id.as_deref().unwrap_or("-"),
+        item,
+        kind = noun,
+        outcome = "insufficient_scope",
+        "call denied"
+    );
+    // Ask for what the caller holds plus what this call needs, so
+    // stepping up does not lose scopes.
+    let wanted: Vec<String> = principal.scopes.union(&required).cloned().collect();
+    let needed: Vec<String> = required.into_iter().collect();
+    Err(oauth_error(
+        StatusCode::FORBIDDEN,
+        challenge(info, Some("insufficient_scope"), &wanted.join(" ")),
+        "insufficient_scope",
+        &format!("The {noun} {item} requires scope {}", needed.join(" ")),
+    ))
+}
+
+/// A POST's `MCP-Protocol-Version`, when sent, must be one we speak.
+#[allow(clippy::result_large_err)] // the error is the response itself, built once and returned
+fn check_protocol_version(headers: &HeaderMap, call: &Call) -> Result<(), Response> {
+    let Some(version) = headers.get("mcp-protocol-version") else {
+        return Ok(());
+    };
+    let supported = supported_versions();
+    let requested = version.to_str().unwrap_or_default();
+    if supported.contains(&requested) {
+        return Ok(());
+    }
+    Err(jsonrpc_error(
+        StatusCode::BAD_REQUEST,
+        call.id.clone(),
+        JSONRPC_UNSUPPORTED_VERSION,
+        &format!(
+            "Unsupported MCP-Protocol-Version {requested:?}; supported: {}",
+            supported.join(", ")
+        ),
+        Some(json!({ "supported": supported, "requested": requested })),
+    ))
+}
+
+/// The handler's answer, with a JSON-RPC body on errors; records who owns
+/// a session `initialize` created and forgets one a DELETE ended; counts it.
+async fn finish_response(
+    cfg: &EdgeConfig,
+    response: Response,
+    call: Call,
+    exchange: Exchange,
+) -> Response {
+    let Call { method, id } = call;
+    let mut response = jsonrpc_error_body(response, id).await;
     // rmcp ends a session with 202; the Python SDK counts only 200 and 204 as
     // success and warns "Session termination failed" otherwise.
-    if is_delete && response.status() == StatusCode::ACCEPTED {
+    if exchange.is_delete && response.status() == StatusCode::ACCEPTED {
         *response.status_mut() = StatusCode::NO_CONTENT;
     }
     let status = response.status();
@@ -519,10 +600,10 @@ pub async fn streamable_http_edge(
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
     {
-        cfg.session_owners.insert(sid.to_owned(), owner);
-    } else if is_delete
+        cfg.session_owners.insert(sid.to_owned(), exchange.owner);
+    } else if exchange.is_delete
         && status.is_success()
-        && let Some(sid) = &session_id
+        && let Some(sid) = &exchange.session_id
     {
         cfg.session_owners.invalidate(sid);
     }
@@ -534,7 +615,7 @@ pub async fn streamable_http_edge(
         Outcome::ok
     };
     if method.is_some() {
-        count(&cfg, method.as_deref(), outcome, started);
+        count(cfg, method.as_deref(), outcome, exchange.started);
     }
     response
 }
@@ -566,7 +647,7 @@ pub async fn admit_as_tool(
     tool: &str,
 ) -> Result<Principal, Response> {
     let principal = admit(cfg, headers, uri).await?;
-    let (Some(policy), Some(info)) = (&cfg.policy, &cfg.resource_server) else {
+    let (Some(policy), Some(info)) = (&cfg.policy, cfg.authenticator.resource_server()) else {
         return Ok(principal);
     };
     match policy.decide(&principal, ItemKind::Tool, tool) {

@@ -43,11 +43,8 @@ pub fn sha256_b64(text: &str) -> String {
     ))
 }
 
-/// Constant-time equality for secrets.
-pub fn ct_eq(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
+/// Constant-time equality for secrets (in a leaf module, shared with `auth`).
+pub use crate::constant_time::ct_eq;
 
 /// The RFC 7636 S256 transform of a PKCE verifier.
 pub fn pkce_s256(verifier: &str) -> String {

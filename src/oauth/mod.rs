@@ -24,4 +24,5 @@ pub mod passwords;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reseal;
+pub mod settings;
 pub mod setup;

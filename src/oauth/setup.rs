@@ -6,19 +6,64 @@ use axum::Router;
 use secrecy::ExposeSecret;
 
 use super::{
-    cimd::CimdResolver,
-    crypto::Sealer,
+    cimd::{CimdError, CimdResolver},
+    crypto::{CryptoError, Sealer},
     flow::AuthorizationServer,
     http::{OAuthState, routes},
-    keys::KeyRing,
-    passwords,
+    keys::{KeyError, KeyRing},
+    passwords::{self, PasswordError},
+    settings::{EncryptionKeySource, LocalAuthSettings},
 };
 use crate::{
     auth::{policy::ScopePolicy, verify::ResourceVerifier},
-    config::{Config, EncryptionKeySource, LocalAuthConfig},
-    idp::UpstreamIdp,
+    idp::{IdpError, UpstreamIdp, settings::IdpSettings},
     store::{Store, StoreError},
 };
+
+/// Why the authorization server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{0}")]
+    EncryptionKey(CryptoError),
+    #[error("auth.local.previous_encryption_keys[{index}]: {source}")]
+    PreviousEncryptionKey { index: usize, source: CryptoError },
+    #[error("signing keys: {0}")]
+    SigningKeys(#[from] KeyError),
+    #[error("pinned document for {client_id}: {source}")]
+    PinnedDocument {
+        client_id: String,
+        source: CimdError,
+    },
+    #[error(transparent)]
+    Idp(#[from] IdpError),
+    #[error("creating the first user: {0}")]
+    FirstUser(#[from] FirstUserError),
+}
+
+/// Why the first user could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum FirstUserError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("generating a password: {0}")]
+    Password(#[from] CryptoError),
+    #[error("hashing the password: {0}")]
+    Hash(#[from] PasswordError),
+    #[error("the hashing task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// What the authorization server needs from the rest of the program.
+pub struct Surroundings<'a> {
+    /// mcpgate's public origin: the issuer of its tokens.
+    pub issuer: String,
+    /// The MCP resource (`issuer + "/mcp"`): the audience of its tokens.
+    pub resource: String,
+    pub store: &'a Store,
+    pub policy: &'a ScopePolicy,
+    pub password_checks: prometheus_client::metrics::counter::Counter,
+    pub clock: crate::clock::SharedClock,
+}
 
 pub struct LocalAuthority {
     pub routes: Router,
@@ -27,53 +72,57 @@ pub struct LocalAuthority {
     pub initial_admin_password: Option<String>,
 }
 
-pub fn sealer(config: &LocalAuthConfig) -> Result<Sealer, String> {
+pub fn sealer(config: &LocalAuthSettings) -> Result<Sealer, SetupError> {
     let current = match &config.encryption_key {
         EncryptionKeySource::Inline(key) => Sealer::from_base64(key.expose_secret()),
         EncryptionKeySource::File(path) => Sealer::from_key_file(path),
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(SetupError::EncryptionKey)?;
     let previous = config
         .previous_encryption_keys
         .iter()
         .enumerate()
         .map(|(i, key)| {
             Sealer::from_base64(key.expose_secret())
-                .map_err(|e| format!("auth.local.previous_encryption_keys[{i}]: {e}"))
+                .map_err(|source| SetupError::PreviousEncryptionKey { index: i, source })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(current.with_previous(previous))
 }
 
 /// Create `admin` with a random password when the store has no user yet.
-pub async fn ensure_first_user(store: &Store) -> Result<Option<String>, String> {
-    if store.count_users().await.map_err(|e| e.to_string())? > 0 {
+pub async fn ensure_first_user(store: &Store) -> Result<Option<String>, FirstUserError> {
+    if store.count_users().await? > 0 {
         return Ok(None);
     }
-    let password = passwords::generate_password().map_err(|e| e.to_string())?;
+    let password = passwords::generate_password()?;
     let hash = {
         let password = password.clone();
-        tokio::task::spawn_blocking(move || passwords::hash_password(&password))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(move || passwords::hash_password(&password)).await??
     };
     match store.create_user("admin", &hash).await {
         Ok(_) => Ok(Some(password)),
         // Another replica created it first.
         Err(StoreError::Conflict(_)) => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 
+/// The authorization server of local mode (`idp` absent: users in the
+/// store, the first one created here) and proxy mode (users sign in at `idp`).
 pub async fn build(
-    config: &Config,
-    local: &LocalAuthConfig,
-    store: &Store,
-    policy: &ScopePolicy,
-    password_checks: prometheus_client::metrics::counter::Counter,
-    clock: crate::clock::SharedClock,
-) -> Result<LocalAuthority, String> {
+    local: &LocalAuthSettings,
+    idp: Option<&IdpSettings>,
+    at: Surroundings<'_>,
+) -> Result<LocalAuthority, SetupError> {
+    let Surroundings {
+        issuer,
+        resource,
+        store,
+        policy,
+        password_checks,
+        clock,
+    } = at;
     let sealer = Arc::new(sealer(local)?);
     if sealer.has_previous() {
         // Old keys stay configured until this reports nothing unreadable.
@@ -91,11 +140,7 @@ pub async fn build(
             }
         });
     }
-    let keys = KeyRing::open(store.clone(), sealer.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    let issuer = config.public_origin();
-    let resource = config.mcp_resource();
+    let keys = KeyRing::open_on_clock(store.clone(), sealer.clone(), clock.clone()).await?;
     let verifier = Arc::new(
         ResourceVerifier::new(
             issuer.clone(),
@@ -115,7 +160,10 @@ pub async fn build(
     );
     for (client_id, document) in &local.cimd.pinned {
         cimd.pin(client_id, document)
-            .map_err(|e| format!("pinned document for {client_id}: {e}"))?;
+            .map_err(|source| SetupError::PinnedDocument {
+                client_id: client_id.clone(),
+                source,
+            })?;
     }
     let mut scopes: Vec<String> = policy.all_scopes().into_iter().collect();
     for extra in &local.extra_scopes {
@@ -136,11 +184,9 @@ pub async fn build(
     .counting_password_checks(password_checks)
     .with_clock(clock);
     // Proxy mode: users come from the identity provider, so no local admin.
-    let initial_admin_password = match &config.upstream_idp {
-        Some(upstream) => {
-            let idp = UpstreamIdp::connect(upstream.clone(), format!("{issuer}/callback"))
-                .await
-                .map_err(|e| e.to_string())?;
+    let initial_admin_password = match idp {
+        Some(settings) => {
+            let idp = UpstreamIdp::connect(settings.clone(), format!("{issuer}/callback")).await?;
             tracing::info!(preset = idp.preset_name(), issuer = %idp.namespace(), "proxy mode: users sign in upstream");
             if idp.email_needs_domain_owner_proof() && idp.allows_by_email() {
                 tracing::warn!(

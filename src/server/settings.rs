@@ -1,7 +1,7 @@
 //! `[server]`: connection limits and timeouts, the reverse proxies whose
 //! forwarding headers are believed, and who may read the operations
 //! endpoints. The raw TOML shape, its validation into [`ServerConfig`];
-//! [`crate::config`] collects the errors.
+//! `config` collects the errors.
 
 use std::time::Duration;
 

@@ -17,13 +17,13 @@ use tracing_subscriber::{
     prelude::*,
 };
 
-use crate::config::{LogConfig, LogFormat};
+use super::settings::{LogFormat, LogSettings};
 
 /// Install the global subscriber. Logs go to stderr; stdout carries only
 /// what the program prints for its operator (the URL, the first password).
 /// `RUST_LOG` wins over the configured level
 /// so an operator can turn up detail without editing the file.
-pub fn init(config: &LogConfig) {
+pub fn init(config: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));

@@ -1,4 +1,5 @@
-//! Logs and metrics.
+//! Logs and metrics, and the `[log]` settings.
 
 pub mod logs;
 pub mod metrics;
+pub mod settings;

@@ -130,9 +130,7 @@ pub struct CallerIdentity {
 
 const JWT_LIFETIME_SECS: i64 = 120;
 
-/// The `typ` of identity JWTs for upstreams: not `at+jwt`, so mcpgate's own
-/// access-token check refuses one replayed to `/mcp` whatever its `aud`.
-pub const IDENTITY_JWT_TYP: &str = "mcpgate-identity+jwt";
+pub use crate::auth::IDENTITY_JWT_TYP;
 
 impl CallerIdentity {
     pub fn new(

@@ -1,5 +1,5 @@
 //! `[[upstreams]]` and `[gateway]`: the raw TOML shape and its validation into
-//! typed settings. Called from [`crate::config`], which collects the errors.
+//! typed settings. Called from `config`, which collects the errors.
 
 use std::{
     collections::BTreeMap,
@@ -209,7 +209,7 @@ fn secret(
     if inline.is_none() && file.is_none() {
         return None;
     }
-    crate::config::read_secret(
+    crate::problems::read_secret(
         section,
         key,
         inline.map(String::as_str),

@@ -763,8 +763,8 @@ async fn unused_auth0_applications_are_deleted_by_the_sweep() {
     raw.store.url = Some(sqlite_url(dir.path()));
     let config = raw.validate().unwrap();
     let bridge = mcpgate::bridge::Bridge::connect(
-        config.bridge.as_ref().unwrap(),
-        config.resource_auth.as_ref().unwrap(),
+        config.auth.bridge().unwrap(),
+        config.auth.resource().unwrap(),
         "http://127.0.0.1:1".to_owned(),
         vec![],
         store.clone(),

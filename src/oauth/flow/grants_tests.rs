@@ -48,7 +48,7 @@ async fn fixture(edit: impl FnOnce(&mut RawLocalAuth)) -> Fixture {
     raw.auth.mode = Some("local".to_owned());
     raw.auth.local = Some(local);
     let config = raw.validate().unwrap();
-    let local = config.local_auth.clone().unwrap();
+    let local = config.auth.local().cloned().unwrap();
     let store = Store::connect(&url, 2).await.unwrap();
     let sealer = Arc::new(Sealer::new(&[9u8; 32]).unwrap());
     let clock = ManualClock::new();

@@ -39,13 +39,13 @@ use super::{
     passwords,
     ratelimit::{LoginLimits, WindowLimiter},
 };
-use crate::{config::LocalAuthConfig, idp::UpstreamIdp, store::Store};
+use crate::{idp::UpstreamIdp, oauth::settings::LocalAuthSettings, store::Store};
 
 pub struct AuthorizationServer {
     pub issuer: String,
     pub resource: String,
     pub scopes_supported: Vec<String>,
-    pub(super) config: LocalAuthConfig,
+    pub(super) config: LocalAuthSettings,
     pub(super) store: Store,
     keys: Arc<KeyRing>,
     pub(super) sealer: Arc<Sealer>,
@@ -67,7 +67,7 @@ impl AuthorizationServer {
         issuer: String,
         resource: String,
         scopes_supported: Vec<String>,
-        config: LocalAuthConfig,
+        config: LocalAuthSettings,
         store: Store,
         keys: Arc<KeyRing>,
         sealer: Arc<Sealer>,
