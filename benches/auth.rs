@@ -9,7 +9,7 @@ use std::{process::Command, sync::Arc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use mcpgate::auth::{
     jwks::{JwksCache, KeyFamily, VerificationKey},
-    verify::ResourceVerifier,
+    verify::IssuerVerifier,
 };
 
 const ISSUER: &str = "https://idp.bench";
@@ -20,7 +20,7 @@ fn main() {
 }
 
 struct Case {
-    verifier: ResourceVerifier,
+    verifier: IssuerVerifier,
     token: String,
     runtime: tokio::runtime::Runtime,
 }
@@ -98,7 +98,7 @@ fn case(alg: Algorithm) -> Case {
         alg: Some(alg),
         family,
     }];
-    let verifier = ResourceVerifier::new(
+    let verifier = IssuerVerifier::new(
         ISSUER.to_owned(),
         vec![AUDIENCE.to_owned()],
         vec![alg],

@@ -16,14 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::{
-        self, AuthSetupError, Authenticator, ResourceServerInfo, policy::ScopePolicy,
+        self, AuthSetupError, Authenticator, ResourceServerInfo, policy::AccessPolicy,
         settings::ResourceAuthSettings,
     },
     bridge::{Bridge, BridgeError},
     config::{Config, ResolvedAuth},
     http::{self, InFlight, OpsState},
     idp::{auto::AutoError, settings::IdpSettings},
-    mcp::{self, edge::EdgeConfig, handler::McpHandler},
+    mcp::{self, edge::EdgeState, handler::McpHandler},
     oauth::{keys::KeyRing, settings::LocalAuthSettings, setup::SetupError},
     store::{Store, StoreError},
     telemetry::metrics::Metrics,
@@ -58,7 +58,7 @@ pub enum StartError {
 struct Front {
     authenticator: Authenticator,
     /// Present when scopes are enforced (every mode but `none`).
-    policy: Option<Arc<ScopePolicy>>,
+    policy: Option<Arc<AccessPolicy>>,
     /// `/authorize`, `/token`, discovery, ...: local, proxy and bridge.
     authorization_server: Option<Router>,
     /// Signing keys (local, proxy): reloaded while serving, used for identity JWTs.
@@ -71,7 +71,7 @@ struct Front {
 }
 
 impl Front {
-    fn new(authenticator: Authenticator, policy: Option<Arc<ScopePolicy>>) -> Front {
+    fn new(authenticator: Authenticator, policy: Option<Arc<AccessPolicy>>) -> Front {
         Front {
             authenticator,
             policy,
@@ -105,7 +105,7 @@ fn resource_server(
 /// The scopes an external issuer's clients are told to ask for: the
 /// configured list or the policy's; `offline_access` is the client's
 /// business, never advertised here.
-fn external_scopes(resource: &ResourceAuthSettings, policy: &ScopePolicy) -> Vec<String> {
+fn external_scopes(resource: &ResourceAuthSettings, policy: &AccessPolicy) -> Vec<String> {
     resource
         .scopes_supported
         .clone()
@@ -123,7 +123,7 @@ async fn front(
     metrics: &Metrics,
     clock: crate::clock::SharedClock,
 ) -> Result<Front, StartError> {
-    let policy = Arc::new(ScopePolicy::new(config.policy.clone()));
+    let policy = Arc::new(AccessPolicy::new(config.policy.clone()));
     Ok(match auth {
         ResolvedAuth::None => {
             if !config.policy.is_empty() {
@@ -187,7 +187,7 @@ async fn local_front(
     store: &Store,
     metrics: &Metrics,
     clock: crate::clock::SharedClock,
-    policy: Arc<ScopePolicy>,
+    policy: Arc<AccessPolicy>,
 ) -> Result<Front, StartError> {
     let built = crate::oauth::setup::build(
         local,
@@ -274,7 +274,7 @@ impl App {
             bridge: bridge_handle,
         } = front(auth, config, &store, &metrics, clock).await?;
         let resource_server = authenticator.resource_server().cloned();
-        let edge = Arc::new(EdgeConfig {
+        let edge = Arc::new(EdgeState {
             allowed_hosts: config.http.allowed_hosts.clone(),
             allowed_origins: config.http.allowed_origins.clone(),
             max_body_bytes: config.http.max_body_bytes,

@@ -1,13 +1,24 @@
 //! mcpgate: OAuth 2.1 in front of MCP servers.
 //!
-//! Layout by feature: `config` (TOML + env → typed config), `app` (assembly
-//! and shutdown), `http` (top router and shared layers), `mcp` (Streamable
-//! HTTP and legacy SSE, all rmcp types), `toolsets` (built-in tools, domain
-//! code only), `store` (SQLite/PostgreSQL), `auth` (who is calling),
-//! `telemetry` (logs and metrics), `server` (listener, connection limits,
-//! client addresses), `visible_text` (characters kept off pages and logs),
-//! `problems` (helpers shared by the settings validators), `constant_time`
-//! (secret comparison).
+//! Layout by feature (the request flow per mode is in `docs/architecture.md`):
+//! `config` (TOML + env → `Config`, composing each subsystem's `settings`;
+//! the auth mode is the sum type `config::AuthSettings`), `app` (assembly:
+//! one `match` over the resolved mode, and shutdown), `server` (listener,
+//! connection limits, client addresses), `http` (top router, ops endpoints),
+//! `mcp` (Streamable HTTP and legacy SSE towards clients), `auth` (who is
+//! calling: bearer checks, `[[policy]]`), `oauth` (the authorization server
+//! of local and proxy modes, and the front every mode shares), `idp`
+//! (identity providers: presets, discovery, `auto`), `bridge` (bridge mode),
+//! `upstream` (the gateway to MCP servers behind mcpgate; rmcp client side),
+//! `toolsets` (built-in tools, domain code only), `store`
+//! (SQLite/PostgreSQL), `telemetry` (logs and metrics), `cli` (the command
+//! line), and the leaves `clock` (time as a parameter), `problems` (helpers
+//! shared by the settings validators), `constant_time` (secret comparison),
+//! `visible_text` (characters kept off pages and logs).
+//!
+//! Mode → module: none: `mcp` only · resource: `auth` · local: `oauth::flow`
+//! · proxy: `oauth::flow` + `oauth::proxy` + `idp` · bridge: `bridge` (+
+//! `auth` on `/mcp`) · auto: `idp::auto` picks resource or proxy at start.
 
 pub mod app;
 pub mod auth;

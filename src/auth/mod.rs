@@ -2,10 +2,10 @@
 //!
 //! `auth.mode = "none"`: every caller is the anonymous principal and no scope
 //! is checked (loopback only). Every other mode: every request carries a
-//! bearer token, validated by [`verify::ResourceVerifier`] — of the
+//! bearer token, validated by [`verify::IssuerVerifier`] — of the
 //! configured issuer (`resource`, `bridge`, [`bearer`]) or of mcpgate's own
 //! authorization server (`local`, `proxy`, built by `oauth::setup`); tools
-//! need the scopes [`policy::ScopePolicy`] names. `settings` holds
+//! need the scopes [`policy::AccessPolicy`] names. `settings` holds
 //! `[auth.resource]` and `[[policy]]`.
 
 pub mod jwks;
@@ -81,7 +81,7 @@ pub enum Authenticator {
     /// Every other mode: a bearer token, checked by `verifier`; a caller
     /// without a usable one is sent to `challenge`'s metadata.
     Bearer {
-        verifier: Arc<verify::ResourceVerifier>,
+        verifier: Arc<verify::IssuerVerifier>,
         challenge: ResourceServerInfo,
     },
 }
@@ -165,7 +165,7 @@ async fn resource_verifier(
     resource: &ResourceAuthSettings,
     client: reqwest::Client,
     clock: crate::clock::SharedClock,
-) -> Result<verify::ResourceVerifier, AuthSetupError> {
+) -> Result<verify::IssuerVerifier, AuthSetupError> {
     let needs_discovery = resource.jwks_uri.is_none()
         || resource
             .introspection
@@ -222,7 +222,7 @@ async fn resource_verifier(
         .iter()
         .filter_map(|a| algorithm(a))
         .collect();
-    Ok(verify::ResourceVerifier::new(
+    Ok(verify::IssuerVerifier::new(
         resource.issuer.clone(),
         resource.audiences.clone(),
         algorithms,

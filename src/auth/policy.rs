@@ -52,7 +52,7 @@ pub enum Decision {
 }
 
 #[derive(Debug, Clone)]
-pub struct ScopePolicy {
+pub struct AccessPolicy {
     rules: Vec<ScopeRule>,
 }
 
@@ -97,11 +97,11 @@ impl ScopeRule {
     }
 }
 
-impl ScopePolicy {
+impl AccessPolicy {
     pub fn new(configured: Vec<ScopeRule>) -> Self {
         let mut rules = configured;
         rules.extend(default_rules());
-        ScopePolicy { rules }
+        AccessPolicy { rules }
     }
 
     pub fn decide(&self, principal: &Principal, kind: ItemKind, name: &str) -> Decision {
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let p = ScopePolicy::new(Vec::new());
+        let p = AccessPolicy::new(Vec::new());
         assert_eq!(p.decide(&principal(&[]), TOOL, "add"), need("calc"));
         assert!(p.allows(&principal(&["notes:read"]), TOOL, "list_notes"));
         assert!(!p.allows(&principal(&["notes:read"]), TOOL, "create_note"));
@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn configured_rules_override() {
-        let p = ScopePolicy::new(vec![ScopeRule {
+        let p = AccessPolicy::new(vec![ScopeRule {
             tools: vec!["*_note".into()],
             scopes: BTreeSet::from(["admin".to_owned()]),
             ..ScopeRule::default()
@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn kinds_are_matched_separately() {
-        let p = ScopePolicy::new(vec![
+        let p = AccessPolicy::new(vec![
             ScopeRule {
                 resources: vec!["file:///secret/*".into()],
                 effect: Effect::Deny,
@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn conditions_pick_the_rule_for_the_caller() {
-        let p = ScopePolicy::new(vec![
+        let p = AccessPolicy::new(vec![
             ScopeRule {
                 tools: vec!["admin__*".into()],
                 groups: vec!["ops".into()],
@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn subject_condition_and_scopes_together() {
-        let p = ScopePolicy::new(vec![ScopeRule {
+        let p = AccessPolicy::new(vec![ScopeRule {
             tools: vec!["x".into()],
             subjects: vec!["alice".into()],
             scopes: BTreeSet::from(["x:call".to_owned()]),

@@ -77,7 +77,7 @@ pub struct Introspection {
     pub subject_claim: String,
 }
 
-pub struct ResourceVerifier {
+pub struct IssuerVerifier {
     issuer: String,
     audiences: Vec<String>,
     algorithms: Vec<Algorithm>,
@@ -177,7 +177,7 @@ fn token_key(token: &str) -> [u8; 32] {
     key
 }
 
-impl ResourceVerifier {
+impl IssuerVerifier {
     pub fn new(
         issuer: String,
         audiences: Vec<String>,
@@ -186,7 +186,7 @@ impl ResourceVerifier {
         introspection: Option<Introspection>,
         client: reqwest::Client,
     ) -> Self {
-        ResourceVerifier {
+        IssuerVerifier {
             issuer,
             audiences,
             algorithms,
@@ -631,7 +631,7 @@ mod tests {
     /// A verifier of mcpgate's own tokens over one fresh P-256 key, and a
     /// signer with that key taking the header `typ` and the claims.
     fn own_verifier_and_signer() -> (
-        ResourceVerifier,
+        IssuerVerifier,
         impl Fn(Option<&str>, serde_json::Value) -> String,
     ) {
         use aws_lc_rs::{
@@ -653,7 +653,7 @@ mod tests {
             alg: Some(Algorithm::ES256),
             family: super::super::jwks::KeyFamily::Ec,
         };
-        let verifier = ResourceVerifier::new(
+        let verifier = IssuerVerifier::new(
             "https://gate".into(),
             vec!["https://gate/mcp".into()],
             vec![Algorithm::ES256],

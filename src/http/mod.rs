@@ -46,7 +46,7 @@ pub struct OpsState {
     pub metrics: Arc<Metrics>,
     pub docs: Option<Arc<DocIndex>>,
     /// The `/mcp` edge: `/docs/{id}` checks callers exactly as `fetch` does.
-    pub docs_auth: Option<Arc<crate::mcp::edge::EdgeConfig>>,
+    pub docs_auth: Option<Arc<crate::mcp::edge::EdgeState>>,
     pub resource_server: Option<ResourceServerInfo>,
     pub gateway: Option<Arc<crate::upstream::Gateway>>,
     /// Who may read `/metrics` and the `/readyz` detail.

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::auth::{
     jwks::{JwksCache, read_capped},
-    verify::{self, ResourceVerifier, TokenError},
+    verify::{self, IssuerVerifier, TokenError},
 };
 use presets::IdentitySource;
 use settings::IdpSettings;
@@ -86,7 +86,7 @@ enum ClientAuth {
     Post,
 }
 
-pub struct UpstreamIdp {
+pub struct IdentityProvider {
     config: IdpSettings,
     redirect_uri: String,
     authorization_endpoint: String,
@@ -96,7 +96,7 @@ pub struct UpstreamIdp {
     api_base: Option<String>,
     client_auth: ClientAuth,
     /// ID-token verifier (`aud` = our client id); `None` for OAuth-only providers.
-    id_tokens: Option<ResourceVerifier>,
+    id_tokens: Option<IssuerVerifier>,
     /// What subjects are namespaced by: the issuer, or the preset name.
     namespace: String,
     http: reqwest::Client,
@@ -112,15 +112,15 @@ struct TokenAnswer {
     error_description: Option<String>,
 }
 
-impl UpstreamIdp {
+impl IdentityProvider {
     /// Read the provider's discovery document (OIDC presets) and build the client.
     pub async fn connect(
         config: IdpSettings,
         redirect_uri: String,
-    ) -> Result<UpstreamIdp, IdpError> {
+    ) -> Result<IdentityProvider, IdpError> {
         let http = outbound_client().map_err(|e| IdpError::Setup(e.to_string()))?;
         match (config.preset.fixed_endpoints, config.issuer.clone()) {
-            (Some(fixed), _) => Ok(UpstreamIdp {
+            (Some(fixed), _) => Ok(IdentityProvider {
                 authorization_endpoint: config
                     .authorization_endpoint
                     .clone()
@@ -186,7 +186,7 @@ impl UpstreamIdp {
                     .filter_map(|a| crate::auth::algorithm(a))
                     .collect();
                 let jwks = JwksCache::new(jwks_uri, http.clone(), Duration::from_secs(30));
-                let id_tokens = ResourceVerifier::new(
+                let id_tokens = IssuerVerifier::new(
                     expected.clone(),
                     vec![config.client_id.clone()],
                     algorithms,
@@ -194,7 +194,7 @@ impl UpstreamIdp {
                     None,
                     http.clone(),
                 );
-                Ok(UpstreamIdp {
+                Ok(IdentityProvider {
                     authorization_endpoint,
                     token_endpoint,
                     revocation_endpoint: meta.revocation_endpoint.clone(),

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use crate::{
     auth::{
         Authenticator, Principal, ResourceServerInfo,
-        policy::{Decision, ItemKind, ScopePolicy},
+        policy::{AccessPolicy, Decision, ItemKind},
         verify::TokenError,
     },
     telemetry::metrics::{McpLabels, McpMethodLabels, Metrics, Outcome, method_label},
@@ -39,7 +39,7 @@ pub const JSONRPC_INVALID_REQUEST: i64 = -32600;
 pub const JSONRPC_UNSUPPORTED_VERSION: i64 = -32022;
 
 /// What the edge needs to know; shared by all MCP routes.
-pub struct EdgeConfig {
+pub struct EdgeState {
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
@@ -48,7 +48,7 @@ pub struct EdgeConfig {
     /// Who is calling; with bearer tokens, also what challenges point to.
     pub authenticator: Authenticator,
     /// Present when scopes are enforced.
-    pub policy: Option<Arc<ScopePolicy>>,
+    pub policy: Option<Arc<AccessPolicy>>,
     /// `Mcp-Session-Id` → owner key of the principal that created it.
     pub session_owners: moka::sync::Cache<String, String>,
 }
@@ -110,7 +110,7 @@ fn oauth_error(
 
 /// Who is calling, or the 401/503 that says why we cannot tell.
 #[allow(clippy::result_large_err)] // the error is the response itself, built once and returned
-async fn authenticate(cfg: &EdgeConfig, headers: &HeaderMap) -> Result<Principal, Response> {
+async fn authenticate(cfg: &EdgeState, headers: &HeaderMap) -> Result<Principal, Response> {
     let (verifier, info) = match &cfg.authenticator {
         Authenticator::Anonymous => return Ok(Principal::anonymous()),
         Authenticator::Bearer {
@@ -201,7 +201,7 @@ pub fn supported_versions() -> Vec<&'static str> {
 pub fn check_host_and_origin(
     headers: &HeaderMap,
     uri: &http::Uri,
-    cfg: &EdgeConfig,
+    cfg: &EdgeState,
 ) -> Result<(), Response> {
     let authority = headers
         .get(header::HOST)
@@ -298,7 +298,7 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
 pub async fn read_jsonrpc_post(
     headers: &HeaderMap,
     body: Body,
-    cfg: &EdgeConfig,
+    cfg: &EdgeState,
     require_event_stream: bool,
 ) -> Result<(bytes::Bytes, Value), Response> {
     // Streamable HTTP requires both types (the answer may be either); the
@@ -382,7 +382,7 @@ pub async fn read_jsonrpc_post(
 /// ([`enforce_scope`], [`check_protocol_version`]), run the handler, then
 /// [`finish_response`].
 pub async fn streamable_http_edge(
-    State(cfg): State<Arc<EdgeConfig>>,
+    State(cfg): State<Arc<EdgeState>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -476,7 +476,7 @@ struct Exchange {
 /// principal.
 #[allow(clippy::result_large_err)] // the error is the response itself, built once and returned
 fn bind_session(
-    cfg: &EdgeConfig,
+    cfg: &EdgeState,
     headers: &HeaderMap,
     principal: &Principal,
 ) -> Result<Option<String>, Response> {
@@ -508,7 +508,7 @@ fn bind_session(
 /// a JSON-RPC error.
 #[allow(clippy::result_large_err)] // the error is the response itself, built once and returned
 fn enforce_scope(
-    cfg: &EdgeConfig,
+    cfg: &EdgeState,
     principal: &Principal,
     call: &Call,
     message: &Value,
@@ -581,7 +581,7 @@ fn check_protocol_version(headers: &HeaderMap, call: &Call) -> Result<(), Respon
 /// The handler's answer, with a JSON-RPC body on errors; records who owns
 /// a session `initialize` created and forgets one a DELETE ended; counts it.
 async fn finish_response(
-    cfg: &EdgeConfig,
+    cfg: &EdgeState,
     response: Response,
     call: Call,
     exchange: Exchange,
@@ -623,7 +623,7 @@ async fn finish_response(
 /// Middleware for the legacy `/sse` and `/messages` routes: the same Host,
 /// Origin and store checks as `/mcp`; message checks happen in the handlers.
 pub async fn legacy_sse_edge(
-    State(cfg): State<Arc<EdgeConfig>>,
+    State(cfg): State<Arc<EdgeState>>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -641,7 +641,7 @@ pub async fn legacy_sse_edge(
 /// same 401 challenge and 403 `insufficient_scope`.
 #[allow(clippy::result_large_err)] // the error is the response itself, built once and returned
 pub async fn admit_as_tool(
-    cfg: &EdgeConfig,
+    cfg: &EdgeState,
     headers: &HeaderMap,
     uri: &http::Uri,
     tool: &str,
@@ -681,7 +681,7 @@ pub async fn admit_as_tool(
 /// health, then who is calling.
 #[allow(clippy::result_large_err)] // the error is the response itself, built once and returned
 async fn admit(
-    cfg: &EdgeConfig,
+    cfg: &EdgeState,
     headers: &HeaderMap,
     uri: &http::Uri,
 ) -> Result<Principal, Response> {
@@ -710,7 +710,7 @@ fn close_if_body_unread(headers: &HeaderMap, mut response: Response) -> Response
     response
 }
 
-fn count(cfg: &EdgeConfig, method: Option<&str>, outcome: Outcome, started: Instant) {
+fn count(cfg: &EdgeState, method: Option<&str>, outcome: Outcome, started: Instant) {
     let method = method_label(method);
     cfg.metrics
         .mcp_duration

@@ -28,7 +28,7 @@ use rmcp::{
 use crate::{
     auth::{
         Principal,
-        policy::{Decision, ItemKind, ScopePolicy},
+        policy::{AccessPolicy, Decision, ItemKind},
     },
     telemetry::metrics::{Metrics, Outcome, ToolLabels, UpstreamCallLabels},
     toolsets::{ToolError, Toolbox},
@@ -46,7 +46,7 @@ pub struct McpHandler {
     tools: Arc<Vec<Tool>>,
     metrics: Arc<Metrics>,
     /// Present when scopes are enforced (token-authenticated modes).
-    policy: Option<Arc<ScopePolicy>>,
+    policy: Option<Arc<AccessPolicy>>,
     gateway: Option<Arc<Gateway>>,
     /// Set for legacy SSE sessions, whose messages carry no HTTP parts.
     session_principal: Option<Principal>,
@@ -75,7 +75,7 @@ impl McpHandler {
     pub fn new(
         toolbox: Toolbox,
         metrics: Arc<Metrics>,
-        policy: Option<Arc<ScopePolicy>>,
+        policy: Option<Arc<AccessPolicy>>,
         gateway: Option<Arc<Gateway>>,
     ) -> Self {
         let tools = toolbox

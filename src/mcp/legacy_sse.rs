@@ -30,7 +30,7 @@ use tokio_util::sync::{CancellationToken, PollSender};
 
 use super::{
     edge::{
-        EdgeConfig, JSONRPC_INVALID_REQUEST, JSONRPC_SERVER_ERROR, JSONRPC_SESSION_NOT_FOUND,
+        EdgeState, JSONRPC_INVALID_REQUEST, JSONRPC_SERVER_ERROR, JSONRPC_SESSION_NOT_FOUND,
         jsonrpc_error, read_jsonrpc_post,
     },
     handler::McpHandler,
@@ -50,7 +50,7 @@ struct Session {
 #[derive(Clone)]
 pub struct LegacySse {
     handler: McpHandler,
-    edge: Arc<EdgeConfig>,
+    edge: Arc<EdgeState>,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
     shutdown: CancellationToken,
 }
@@ -81,7 +81,7 @@ impl Drop for SessionGuard {
 }
 
 impl LegacySse {
-    pub fn new(handler: McpHandler, edge: Arc<EdgeConfig>, shutdown: CancellationToken) -> Self {
+    pub fn new(handler: McpHandler, edge: Arc<EdgeState>, shutdown: CancellationToken) -> Self {
         LegacySse {
             handler,
             edge,

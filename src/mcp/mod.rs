@@ -16,10 +16,10 @@ use rmcp::transport::streamable_http_server::{
 };
 use tokio_util::sync::CancellationToken;
 
-use self::{edge::EdgeConfig, handler::McpHandler, legacy_sse::LegacySse};
+use self::{edge::EdgeState, handler::McpHandler, legacy_sse::LegacySse};
 
 /// `/mcp`, `/mcp/`, `/sse` and `/messages`, each behind the edge checks.
-pub fn routes(handler: McpHandler, edge: Arc<EdgeConfig>, shutdown: CancellationToken) -> Router {
+pub fn routes(handler: McpHandler, edge: Arc<EdgeState>, shutdown: CancellationToken) -> Router {
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(edge.allowed_hosts.clone())
         .with_allowed_origins(edge.allowed_origins.clone())

@@ -25,14 +25,14 @@ use super::{
     pages,
     proxy::{CallbackError, CallbackOutcome},
 };
-use crate::auth::verify::ResourceVerifier;
+use crate::auth::verify::IssuerVerifier;
 use crate::server::ClientAddress;
 
 #[derive(Clone)]
 pub struct OAuthState {
     pub server: Arc<AuthorizationServer>,
     pub keys: Arc<KeyRing>,
-    pub verifier: Arc<ResourceVerifier>,
+    pub verifier: Arc<IssuerVerifier>,
     /// `https` issuers get `__Host-` cookies with `Secure`; http loopback development does not.
     pub secure_cookies: bool,
 }
@@ -453,7 +453,7 @@ async fn callback(
     let browser = state.cookie(AUTH_COOKIE).read(&headers).unwrap_or_default();
     match state
         .server
-        .finish_upstream(
+        .finish_idp_login(
             upstream_state,
             &browser,
             field(&pairs, "code"),

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     idp::{Identity, IdpError, UpstreamTokens},
-    store::{StoreError, UpstreamLoginRecord, UpstreamTokenRecord, now_epoch},
+    store::{IdpLoginRecord, IdpTokenRecord, StoreError, now_epoch},
 };
 
 const LOGIN_TTL_SECS: i64 = 600;
@@ -69,7 +69,7 @@ impl AuthorizationServer {
     /// After consent: record the upstream login and return the URL to send
     /// the browser to. `consented_user` is the signed-in user whose
     /// remembered consent skipped the page (the callback must match them).
-    pub async fn begin_upstream(
+    pub async fn begin_idp_login(
         &self,
         request_id: &str,
         browser: &str,
@@ -87,7 +87,7 @@ impl AuthorizationServer {
         };
         let now = now_epoch();
         self.store
-            .insert_upstream_login(&UpstreamLoginRecord {
+            .insert_upstream_login(&IdpLoginRecord {
                 state_hash: sha256_b64(&state),
                 request_hash: sha256_b64(request_id),
                 browser_hash: sha256_b64(browser),
@@ -104,7 +104,7 @@ impl AuthorizationServer {
     /// `/callback`: check the state and its browser, exchange the code,
     /// verify who signed in, then issue our code. Every check happens before
     /// the first write, so a failure leaves nothing behind but the spent state.
-    pub async fn finish_upstream(
+    pub async fn finish_idp_login(
         &self,
         state: &str,
         browser: &str,
@@ -190,7 +190,7 @@ impl AuthorizationServer {
             Err(e) => return Err(CallbackError::Flow(e.into())),
         }
         self.store
-            .save_upstream_tokens(&UpstreamTokenRecord {
+            .save_upstream_tokens(&IdpTokenRecord {
                 family_id: family_id.clone(),
                 user_id: user_id.clone(),
                 sealed,
@@ -260,7 +260,7 @@ impl AuthorizationServer {
     /// about to expire. If the provider ended the grant, end ours (instead of
     /// issuing tokens the provider would no longer back, or looping). If it is
     /// unreachable, keep serving: the tokens mcpgate issues do not depend on it.
-    pub(super) async fn check_upstream_grant(
+    pub(super) async fn check_idp_grant(
         &self,
         family_id: &str,
         now: i64,
@@ -284,7 +284,7 @@ impl AuthorizationServer {
         match upstream.refresh(&current).await {
             Ok(tokens) => {
                 self.store
-                    .save_upstream_tokens(&UpstreamTokenRecord {
+                    .save_upstream_tokens(&IdpTokenRecord {
                         family_id: family_id.to_owned(),
                         user_id: record.user_id,
                         sealed: self.seal_tokens(&tokens)?,

@@ -15,8 +15,8 @@ use super::{
     settings::{EncryptionKeySource, LocalAuthSettings},
 };
 use crate::{
-    auth::{policy::ScopePolicy, verify::ResourceVerifier},
-    idp::{IdpError, UpstreamIdp, settings::IdpSettings},
+    auth::{policy::AccessPolicy, verify::IssuerVerifier},
+    idp::{IdentityProvider, IdpError, settings::IdpSettings},
     store::{Store, StoreError},
 };
 
@@ -60,7 +60,7 @@ pub struct Surroundings<'a> {
     /// The MCP resource (`issuer + "/mcp"`): the audience of its tokens.
     pub resource: String,
     pub store: &'a Store,
-    pub policy: &'a ScopePolicy,
+    pub policy: &'a AccessPolicy,
     pub password_checks: prometheus_client::metrics::counter::Counter,
     pub clock: crate::clock::SharedClock,
 }
@@ -68,7 +68,7 @@ pub struct Surroundings<'a> {
 pub struct LocalAuthority {
     pub routes: Router,
     pub keys: Arc<KeyRing>,
-    pub verifier: Arc<ResourceVerifier>,
+    pub verifier: Arc<IssuerVerifier>,
     pub initial_admin_password: Option<String>,
 }
 
@@ -142,7 +142,7 @@ pub async fn build(
     }
     let keys = KeyRing::open_on_clock(store.clone(), sealer.clone(), clock.clone()).await?;
     let verifier = Arc::new(
-        ResourceVerifier::new(
+        IssuerVerifier::new(
             issuer.clone(),
             vec![resource.clone()],
             vec![jsonwebtoken::Algorithm::ES256],
@@ -186,7 +186,8 @@ pub async fn build(
     // Proxy mode: users come from the identity provider, so no local admin.
     let initial_admin_password = match idp {
         Some(settings) => {
-            let idp = UpstreamIdp::connect(settings.clone(), format!("{issuer}/callback")).await?;
+            let idp =
+                IdentityProvider::connect(settings.clone(), format!("{issuer}/callback")).await?;
             tracing::info!(preset = idp.preset_name(), issuer = %idp.namespace(), "proxy mode: users sign in upstream");
             if idp.email_needs_domain_owner_proof() && idp.allows_by_email() {
                 tracing::warn!(
@@ -199,7 +200,7 @@ pub async fn build(
                     "every account the identity provider signs in may use this server; set auth.upstream.allowed_* to restrict it"
                 );
             }
-            server = server.with_upstream(Arc::new(idp));
+            server = server.with_idp(Arc::new(idp));
             None
         }
         None => ensure_first_user(store).await?,

@@ -8,7 +8,7 @@ use super::{Store, StoreError, on_db};
 pub const NO_PASSWORD: &str = "!upstream";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct UpstreamLoginRecord {
+pub struct IdpLoginRecord {
     pub state_hash: String,
     pub request_hash: String,
     pub browser_hash: String,
@@ -21,7 +21,7 @@ pub struct UpstreamLoginRecord {
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct UpstreamTokenRecord {
+pub struct IdpTokenRecord {
     pub family_id: String,
     pub user_id: String,
     pub sealed: String,
@@ -71,10 +71,7 @@ impl Store {
         )
     }
 
-    pub async fn insert_upstream_login(
-        &self,
-        record: &UpstreamLoginRecord,
-    ) -> Result<(), StoreError> {
+    pub async fn insert_upstream_login(&self, record: &IdpLoginRecord) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO upstream_logins (state_hash, request_hash, browser_hash, secrets_sealed, remember, consented_user, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
         on_db!(self.db(), |pool| sqlx::query(SQL)
             .bind(&record.state_hash)
@@ -96,22 +93,18 @@ impl Store {
         &self,
         state_hash: &str,
         now: i64,
-    ) -> Result<Option<UpstreamLoginRecord>, StoreError> {
+    ) -> Result<Option<IdpLoginRecord>, StoreError> {
         const SQL: &str = "DELETE FROM upstream_logins WHERE state_hash = $1 AND expires_at > $2 RETURNING state_hash, request_hash, browser_hash, secrets_sealed, remember, consented_user, created_at, expires_at";
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<
-            _,
-            UpstreamLoginRecord,
-        >(SQL)
-        .bind(state_hash)
-        .bind(now)
-        .fetch_optional(pool)
-        .await)?)
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as::<_, IdpLoginRecord>(SQL)
+                .bind(state_hash)
+                .bind(now)
+                .fetch_optional(pool)
+                .await
+        })?)
     }
 
-    pub async fn save_upstream_tokens(
-        &self,
-        record: &UpstreamTokenRecord,
-    ) -> Result<(), StoreError> {
+    pub async fn save_upstream_tokens(&self, record: &IdpTokenRecord) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO upstream_tokens (family_id, user_id, sealed, expires_at, updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (family_id) DO UPDATE SET sealed = excluded.sealed, expires_at = excluded.expires_at, updated_at = excluded.updated_at";
         on_db!(self.db(), |pool| sqlx::query(SQL)
             .bind(&record.family_id)
@@ -128,15 +121,14 @@ impl Store {
     pub async fn upstream_tokens(
         &self,
         family_id: &str,
-    ) -> Result<Option<UpstreamTokenRecord>, StoreError> {
+    ) -> Result<Option<IdpTokenRecord>, StoreError> {
         const SQL: &str = "SELECT family_id, user_id, sealed, expires_at, updated_at FROM upstream_tokens WHERE family_id = $1";
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<
-            _,
-            UpstreamTokenRecord,
-        >(SQL)
-        .bind(family_id)
-        .fetch_optional(pool)
-        .await)?)
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as::<_, IdpTokenRecord>(SQL)
+                .bind(family_id)
+                .fetch_optional(pool)
+                .await
+        })?)
     }
 
     pub async fn delete_upstream_tokens(&self, family_id: &str) -> Result<bool, StoreError> {

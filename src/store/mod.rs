@@ -11,7 +11,7 @@ mod notes;
 mod oauth;
 
 pub use bridge::{BridgeClientRecord, BridgeCodeRecord, BridgeRequestRecord, BridgeStage};
-pub use federation::{NO_PASSWORD, UpstreamLoginRecord, UpstreamTokenRecord};
+pub use federation::{IdpLoginRecord, IdpTokenRecord, NO_PASSWORD};
 
 pub use notes::{Note, NoteDraft, NotePatch};
 pub use oauth::{

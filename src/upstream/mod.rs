@@ -40,7 +40,9 @@ use self::{
     locks::{lock, read, write},
     outbound::{CallerIdentity, HeaderSources, TokenSource},
     relay::{Origin, Relay},
-    settings::{GatewayConfig, Identity, Isolation, PrefixMode, Transport, UpstreamConfig},
+    settings::{
+        CallerIdentityMode, GatewayConfig, Isolation, PrefixMode, Transport, UpstreamConfig,
+    },
 };
 use crate::{
     auth::Principal,
@@ -476,7 +478,7 @@ impl Gateway {
             }
         }
         let caller = match &upstream.config.identity {
-            Identity::None => None,
+            CallerIdentityMode::None => None,
             identity => Some(Arc::new(CallerIdentity::new(
                 identity.clone(),
                 principal.clone(),

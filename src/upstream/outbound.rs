@@ -27,7 +27,7 @@ use tokio::sync::Mutex;
 
 use super::{
     locks::lock,
-    settings::{ClientCredentials, Identity},
+    settings::{CallerIdentityMode, ClientCredentialsGrant},
 };
 use crate::{
     auth::Principal,
@@ -49,7 +49,7 @@ pub enum UpstreamTokenError {
 /// An access token from the upstream's authorization server, fetched with
 /// the client-credentials grant and reused until shortly before it expires.
 pub struct TokenSource {
-    credentials: ClientCredentials,
+    credentials: ClientCredentialsGrant,
     client: reqwest::Client,
     cached: Mutex<Option<(SecretString, Instant)>>,
 }
@@ -62,7 +62,7 @@ struct TokenAnswer {
 }
 
 impl TokenSource {
-    pub fn new(credentials: ClientCredentials, client: reqwest::Client) -> Self {
+    pub fn new(credentials: ClientCredentialsGrant, client: reqwest::Client) -> Self {
         TokenSource {
             credentials,
             client,
@@ -121,7 +121,7 @@ impl TokenSource {
 
 /// Who is calling, for an upstream connection that serves one principal.
 pub struct CallerIdentity {
-    identity: Identity,
+    identity: CallerIdentityMode,
     principal: Principal,
     issuer: String,
     keys: Option<Arc<KeyRing>>,
@@ -134,7 +134,7 @@ pub use crate::auth::IDENTITY_JWT_TYP;
 
 impl CallerIdentity {
     pub fn new(
-        identity: Identity,
+        identity: CallerIdentityMode,
         principal: Principal,
         issuer: String,
         keys: Option<Arc<KeyRing>>,
@@ -248,11 +248,11 @@ impl HeaderSources {
         }
         if let Some(caller) = &self.caller {
             match &caller.identity {
-                Identity::None => {}
-                Identity::SignedHeaders { secret, audience } => {
+                CallerIdentityMode::None => {}
+                CallerIdentityMode::SignedHeaders { secret, audience } => {
                     caller.signed_headers(secret, audience, &mut headers)
                 }
-                Identity::Jwt { audience } => {
+                CallerIdentityMode::Jwt { audience } => {
                     if let Some(jwt) = caller.jwt(audience) {
                         if bearer.is_none() {
                             bearer = Some(jwt);
@@ -402,7 +402,7 @@ mod tests {
         };
         let secret = SecretString::from("k3y".to_owned());
         let caller = CallerIdentity::new(
-            Identity::SignedHeaders {
+            CallerIdentityMode::SignedHeaders {
                 secret: secret.clone(),
                 audience: "https://a.internal/mcp".into(),
             },

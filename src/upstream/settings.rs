@@ -116,7 +116,7 @@ pub enum Transport {
         headers: Vec<(String, SecretString)>,
         header_names: Vec<String>,
         #[serde(skip)]
-        oauth: Option<Box<ClientCredentials>>,
+        oauth: Option<Box<ClientCredentialsGrant>>,
     },
 }
 
@@ -137,7 +137,7 @@ impl std::fmt::Debug for Transport {
 }
 
 #[derive(Clone)]
-pub struct ClientCredentials {
+pub struct ClientCredentialsGrant {
     pub token_url: Url,
     pub client_id: String,
     pub client_secret: SecretString,
@@ -147,7 +147,7 @@ pub struct ClientCredentials {
 }
 
 #[derive(Clone)]
-pub enum Identity {
+pub enum CallerIdentityMode {
     None,
     /// `X-MCP-Subject` and friends, with an HMAC-SHA256 signature over them
     /// and `audience`, so upstreams sharing a secret cannot replay each other's.
@@ -171,7 +171,7 @@ pub struct UpstreamConfig {
     pub max_concurrent_calls: usize,
     pub max_per_user_links: usize,
     #[serde(skip)]
-    pub identity: Identity,
+    pub identity: CallerIdentityMode,
     pub identity_kind: &'static str,
 }
 
@@ -400,7 +400,7 @@ pub fn validate(
                     if o.client_secret.is_none() && o.client_secret_file.is_none() {
                         errors.push(format!("{s}: set client_secret or client_secret_file"));
                     }
-                    Some(Box::new(ClientCredentials {
+                    Some(Box::new(ClientCredentialsGrant {
                         token_url: token_url?,
                         client_id: client_id?,
                         client_secret: client_secret?,
@@ -444,7 +444,7 @@ pub fn validate(
             ));
         }
         let (identity, identity_kind) = match u.identity.as_deref() {
-            None | Some("none") => (Identity::None, "none"),
+            None | Some("none") => (CallerIdentityMode::None, "none"),
             Some("signed-headers") => {
                 let key = secret(
                     &section,
@@ -460,7 +460,7 @@ pub fn validate(
                     ));
                 }
                 (
-                    Identity::SignedHeaders {
+                    CallerIdentityMode::SignedHeaders {
                         secret: key.unwrap_or_else(|| SecretString::from(String::new())),
                         audience: audience.clone().unwrap_or_default(),
                     },
@@ -474,7 +474,7 @@ pub fn validate(
                     ));
                 }
                 (
-                    Identity::Jwt {
+                    CallerIdentityMode::Jwt {
                         audience: audience.unwrap_or_default(),
                     },
                     "jwt",
@@ -484,7 +484,7 @@ pub fn validate(
                 errors.push(format!(
                     "{section}.identity: {other:?} must be \"none\", \"signed-headers\" or \"jwt\""
                 ));
-                (Identity::None, "none")
+                (CallerIdentityMode::None, "none")
             }
         };
         if identity_kind != "none" {
@@ -711,7 +711,7 @@ mod tests {
         let cfg = validate(None, &[raw], &around(true), &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
         assert!(
-            matches!(&cfg.upstreams[0].identity, Identity::Jwt { audience } if audience == "http://127.0.0.1:1/mcp")
+            matches!(&cfg.upstreams[0].identity, CallerIdentityMode::Jwt { audience } if audience == "http://127.0.0.1:1/mcp")
         );
     }
 }

@@ -8,7 +8,7 @@ use aws_lc_rs::hmac;
 use base64::Engine;
 use mcpgate::{
     config::{RawDocs, RawEnabled, RawIntrospection, RawLocalAuth, RawResourceAuth, RawToolsets},
-    upstream::settings::{Identity, RawUpstream},
+    upstream::settings::{CallerIdentityMode, RawUpstream},
 };
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
@@ -218,7 +218,7 @@ async fn an_identity_jwt_minted_for_an_upstream_is_refused_on_mcp_even_with_mcpg
         },
         |config| {
             let own = config.mcp_resource();
-            config.gateway.upstreams[0].identity = Identity::Jwt { audience: own };
+            config.gateway.upstreams[0].identity = CallerIdentityMode::Jwt { audience: own };
         },
     )
     .await;

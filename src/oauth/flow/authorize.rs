@@ -270,7 +270,7 @@ impl AuthorizationServer {
             };
             if remembered {
                 let location = self
-                    .begin_upstream(
+                    .begin_idp_login(
                         &pending.request_id,
                         browser,
                         RememberConsent::ThisTimeOnly,

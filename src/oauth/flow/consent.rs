@@ -60,7 +60,7 @@ impl AuthorizationServer {
         if matches!(self.remembered(&user_id, &request).await, Ok(true)) {
             return Ok(if self.is_proxy() {
                 let location = self
-                    .begin_upstream(
+                    .begin_idp_login(
                         request_id,
                         browser,
                         RememberConsent::ThisTimeOnly,
@@ -101,7 +101,7 @@ impl AuthorizationServer {
             return Ok(match consent {
                 Consent::Approve { remember } => AuthorizeStep::GoToIdp {
                     location: self
-                        .begin_upstream(request_id, browser, remember, None)
+                        .begin_idp_login(request_id, browser, remember, None)
                         .await?,
                 },
                 Consent::Deny => AuthorizeStep::ReturnToClient {

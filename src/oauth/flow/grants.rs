@@ -286,7 +286,7 @@ impl AuthorizationServer {
                 // Proxy mode: only the winner of the rotation talks to the IdP
                 // (concurrent upstream refreshes would look like a replay
                 // there), and a grant the IdP ended ends here too.
-                self.check_upstream_grant(&record.family_id, now).await?;
+                self.check_idp_grant(&record.family_id, now).await?;
                 if client.touch_due(now) {
                     self.store.touch_client(&record.client_id, now).await?;
                 }

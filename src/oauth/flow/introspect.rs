@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::{AuthorizationServer, register::ClientCredentials};
-use crate::auth::verify::ResourceVerifier;
+use crate::auth::verify::IssuerVerifier;
 use crate::oauth::{
     clients::AuthMethod,
     crypto::{ct_eq, sha256_b64},
@@ -144,7 +144,7 @@ impl AuthorizationServer {
         &self,
         creds: &ClientCredentials,
         token: Option<&str>,
-        verifier: &ResourceVerifier,
+        verifier: &IssuerVerifier,
     ) -> Result<Introspection, OAuthError> {
         let caller = self.introspector(creds).await?;
         let token =

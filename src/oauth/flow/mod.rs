@@ -18,8 +18,6 @@ mod register;
 
 use std::sync::Arc;
 
-use serde_json::json;
-
 pub use authorize::{
     Authorization, AuthorizeError, AuthorizeParams, AuthorizeStep, MAX_STATE_BYTES, Pending,
     PendingError, PendingRequest, REQUEST_TTL_SECS,
@@ -39,7 +37,8 @@ use super::{
     passwords,
     ratelimit::{LoginLimits, WindowLimiter},
 };
-use crate::{idp::UpstreamIdp, oauth::settings::LocalAuthSettings, store::Store};
+use super::{clients::AuthMethod, metadata::AuthorizationServerMetadata};
+use crate::{idp::IdentityProvider, oauth::settings::LocalAuthSettings, store::Store};
 
 pub struct AuthorizationServer {
     pub issuer: String,
@@ -57,7 +56,7 @@ pub struct AuthorizationServer {
     /// Password checks run on a few dedicated threads (see [`passwords::CheckPool`]).
     password_checks: passwords::CheckPool,
     /// Proxy mode: users sign in at this identity provider instead of the login page.
-    pub(super) upstream: Option<Arc<UpstreamIdp>>,
+    pub(super) upstream: Option<Arc<IdentityProvider>>,
     clock: crate::clock::SharedClock,
 }
 
@@ -126,7 +125,7 @@ impl AuthorizationServer {
     }
 
     /// Proxy mode: sign users in at `upstream`.
-    pub fn with_upstream(mut self, upstream: Arc<UpstreamIdp>) -> Self {
+    pub fn with_idp(mut self, upstream: Arc<IdentityProvider>) -> Self {
         self.upstream = Some(upstream);
         self
     }
@@ -136,29 +135,25 @@ impl AuthorizationServer {
     }
 
     /// RFC 8414 metadata.
-    pub fn metadata(&self) -> serde_json::Value {
+    pub fn metadata(&self) -> AuthorizationServerMetadata {
         let i = &self.issuer;
         let mut scopes = self.scopes_supported.clone();
         scopes.push("offline_access".to_owned());
-        json!({
-            "issuer": i,
-            "authorization_endpoint": format!("{i}/authorize"),
-            "token_endpoint": format!("{i}/token"),
-            "registration_endpoint": format!("{i}/register"),
-            "revocation_endpoint": format!("{i}/revoke"),
-            "introspection_endpoint": format!("{i}/introspect"),
-            "jwks_uri": format!("{i}/jwks.json"),
-            "response_types_supported": ["code"],
-            "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
-            "code_challenge_methods_supported": ["S256"],
-            "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
-            "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
-            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "scopes_supported": scopes,
-            "client_id_metadata_document_supported": self.config.cimd.enabled,
-            "authorization_response_iss_parameter_supported": true,
-        })
+        AuthorizationServerMetadata {
+            revocation_endpoint: Some(format!("{i}/revoke")),
+            revocation_endpoint_auth_methods_supported: Some(
+                AuthMethod::ALL.map(AuthMethod::as_str).to_vec(),
+            ),
+            introspection_endpoint: Some(format!("{i}/introspect")),
+            introspection_endpoint_auth_methods_supported: Some(
+                [AuthMethod::SecretBasic, AuthMethod::SecretPost]
+                    .map(AuthMethod::as_str)
+                    .to_vec(),
+            ),
+            jwks_uri: Some(format!("{i}/jwks.json")),
+            client_id_metadata_document_supported: Some(self.config.cimd.enabled),
+            ..AuthorizationServerMetadata::new(i, scopes)
+        }
     }
 }
 
