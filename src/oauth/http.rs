@@ -11,16 +11,16 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use base64::Engine;
 
 use super::{
+    clients::BasicCredentials,
     error::OAuthError,
     flow::{
         Authorization, AuthorizationServer, AuthorizeError, AuthorizeParams, AuthorizeStep,
         ClientCredentials, Consent, ConsentError, LoginError, LoginOutcome, PendingRequest,
         REQUEST_TTL_SECS, RememberConsent,
     },
-    front::{self, BrowserCookie, field, no_store, see_other},
+    front::{self, BrowserCookie, MAX_REGISTRATION_BYTES, field, no_store, see_other},
     keys::KeyRing,
     pages,
     proxy::{CallbackError, CallbackOutcome},
@@ -103,23 +103,11 @@ fn client_credentials(
     if let Some(auth) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        && let Some(encoded) = auth
-            .strip_prefix("Basic ")
-            .or_else(|| auth.strip_prefix("basic "))
+        && let Some(basic) = BasicCredentials::parse(auth).map_err(|_| OAuthError::InvalidClient)?
     {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|_| OAuthError::InvalidClient)?;
-        let text = String::from_utf8(decoded).map_err(|_| OAuthError::InvalidClient)?;
-        let (id, secret) = text.split_once(':').ok_or(OAuthError::InvalidClient)?;
-        let decode = |s: &str| {
-            url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-        };
         return Ok(ClientCredentials {
-            client_id: decode(id),
-            secret: decode(secret),
+            client_id: Some(basic.client_id),
+            secret: Some(basic.secret),
             basic: true,
         });
     }
@@ -172,14 +160,10 @@ async fn jwks(State(state): State<OAuthState>) -> Response {
     response
 }
 
-/// Registration is anonymous and stored for weeks: a metadata document is a
-/// few hundred bytes, and every field has its own cap besides.
-const REGISTER_BODY_LIMIT: usize = 16 * 1024;
-
 async fn register(State(state): State<OAuthState>, client: ClientAddress, body: Body) -> Response {
-    let Ok(body) = to_bytes(body, REGISTER_BODY_LIMIT).await else {
+    let Ok(body) = to_bytes(body, MAX_REGISTRATION_BYTES).await else {
         return oauth_error(OAuthError::TooLarge(format!(
-            "the registration is larger than {REGISTER_BODY_LIMIT} bytes"
+            "the registration is larger than {MAX_REGISTRATION_BYTES} bytes"
         )));
     };
     let value: serde_json::Value = match serde_json::from_slice(&body) {
