@@ -74,14 +74,20 @@ pub fn check_issuer_url(key: &str, issuer: &str, errors: &mut Vec<String>) {
     }
 }
 
-/// `localhost` or any loopback IP literal (`127.0.0.2`, `[::1]`), the notion
-/// of loopback configuration checks use.
+/// Is `host` (a URL's host, IPv6 with or without brackets) this machine:
+/// `localhost`, an address in 127.0.0.0/8, or `::1`? The one definition of
+/// "loopback", for settings (`public_url`, issuers) and for redirect URIs
+/// and document URLs (`oauth::clients`).
 pub fn is_loopback_host(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Serde helper for `check-config`: a secret prints as `***`.

@@ -193,20 +193,7 @@ pub fn classify_redirect_uri(uri: &str) -> Result<RedirectKind, MetadataError> {
     }
 }
 
-/// Is `host` (a URL's host, IPv6 with or without brackets) this machine:
-/// `localhost`, an address in 127.0.0.0/8, or `::1`? The one definition of
-/// "loopback" for redirect URIs, document URLs and `public_url`.
-pub fn is_loopback_host(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    bare.parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
-}
+pub use crate::problems::is_loopback_host;
 
 /// Does `requested` match the registered `registered` URI? Exact string
 /// match, except that loopback http URIs may differ in port (RFC 8252 §7.3).
