@@ -285,8 +285,10 @@ impl Bridge {
             registrations: WindowLimiter::new(
                 config.registrations_per_minute,
                 Duration::from_secs(60),
-            ),
-            authorizations: WindowLimiter::new(AUTHORIZE_PER_MINUTE, Duration::from_secs(60)),
+            )
+            .with_clock(clock.clone()),
+            authorizations: WindowLimiter::new(AUTHORIZE_PER_MINUTE, Duration::from_secs(60))
+                .with_clock(clock.clone()),
             http,
             clock,
         })
