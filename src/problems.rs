@@ -95,6 +95,17 @@ pub fn redacted<S: serde::Serializer>(_: &secrecy::SecretString, s: S) -> Result
     s.serialize_str("***")
 }
 
+/// [`redacted`] for an optional secret: `***` when set, `null` when not.
+pub fn redacted_option<S: serde::Serializer>(
+    secret: &Option<secrecy::SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => s.serialize_str("***"),
+        None => s.serialize_none(),
+    }
+}
+
 /// [`redacted`] for a list: as many `***` as there are secrets.
 pub fn redacted_list<S: serde::Serializer>(
     secrets: &[secrecy::SecretString],

@@ -40,14 +40,32 @@ pub struct ClientMetadata {
     /// Only in CIMD documents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// `private_key_jwt` clients: their public keys (RFC 7591 §2), inline...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
+    /// ...or where to fetch them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// The algorithm its assertions are signed with (OIDC Registration §2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_signing_alg: Option<String>,
 }
 
 /// How a client authenticates at the token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "&'static str")]
 pub enum AuthMethod {
     None,
     SecretBasic,
     SecretPost,
+    /// RFC 7523 §2.2: a JWT signed with the client's private key.
+    PrivateKeyJwt,
+}
+
+impl From<AuthMethod> for &'static str {
+    fn from(method: AuthMethod) -> &'static str {
+        method.as_str()
+    }
 }
 
 impl AuthMethod {
@@ -63,6 +81,7 @@ impl AuthMethod {
             "none" => AuthMethod::None,
             "client_secret_basic" => AuthMethod::SecretBasic,
             "client_secret_post" => AuthMethod::SecretPost,
+            "private_key_jwt" => AuthMethod::PrivateKeyJwt,
             _ => return None,
         })
     }
@@ -72,6 +91,7 @@ impl AuthMethod {
             AuthMethod::None => "none",
             AuthMethod::SecretBasic => "client_secret_basic",
             AuthMethod::SecretPost => "client_secret_post",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
         }
     }
 }
@@ -278,12 +298,13 @@ impl ClientMetadata {
         let method = match self.token_endpoint_auth_method.as_deref() {
             None => AuthMethod::SecretBasic,
             Some(m) => match AuthMethod::parse(m) {
-                Some(m) => m,
-                None => {
+                // Registrations with keys are not accepted yet.
+                Some(AuthMethod::PrivateKeyJwt) | None => {
                     return meta(
                         "token_endpoint_auth_method must be none, client_secret_basic or client_secret_post",
                     );
                 }
+                Some(m) => m,
             },
         };
         self.token_endpoint_auth_method = Some(method.as_str().to_owned());

@@ -109,12 +109,15 @@ fn client_credentials(
             client_id: Some(basic.client_id),
             secret: Some(basic.secret),
             basic: true,
+            ..ClientCredentials::default()
         });
     }
     Ok(ClientCredentials {
         client_id: field(pairs, "client_id").map(str::to_owned),
         secret: field(pairs, "client_secret").map(str::to_owned),
         basic: false,
+        assertion: field(pairs, "client_assertion").map(str::to_owned),
+        assertion_type: field(pairs, "client_assertion_type").map(str::to_owned),
     })
 }
 

@@ -12,6 +12,7 @@
 pub mod cimd;
 pub mod client_credentials;
 pub mod clients;
+pub mod configured_clients;
 pub mod crypto;
 pub mod error;
 pub mod flow;

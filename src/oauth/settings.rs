@@ -63,6 +63,9 @@ pub struct RawLocalAuth {
     pub introspection_clients: Vec<RawIntrospectionClient>,
     #[serde(default)]
     pub cimd: RawCimd,
+    /// `[[auth.local.clients]]`: clients registered here rather than by themselves.
+    #[serde(default)]
+    pub clients: Vec<super::configured_clients::RawConfiguredClient>,
 }
 
 /// `[[auth.local.introspection_clients]]`: a resource server's credentials
@@ -121,6 +124,7 @@ pub struct LocalAuthSettings {
     pub max_unused_clients: u64,
     pub introspection_clients: Vec<IntrospectionClient>,
     pub cimd: CimdSettings,
+    pub clients: Vec<std::sync::Arc<super::configured_clients::ConfiguredClient>>,
 }
 
 /// A resource server allowed to introspect any token.
@@ -298,6 +302,7 @@ pub fn validate(
             fetch_timeout_secs,
             pinned,
         },
+        clients: super::configured_clients::validate(&raw.clients, errors),
     }
 }
 

@@ -288,3 +288,72 @@ async fn transactions_complete_when_the_caller_is_dropped() {
         );
     }
 }
+
+/// An assertion id is used once across every replica: concurrent first uses
+/// get one winner, a later use loses until the assertion has expired, and an
+/// expired row (not yet swept) is taken over rather than refusing a fresh
+/// assertion.
+#[tokio::test]
+async fn assertion_ids_are_single_use() {
+    use mcpgate::store::Consumed;
+    for (store, _dir) in backends().await {
+        let backend = store.backend();
+        let key = format!("https://client.example|{}", uuid::Uuid::new_v4());
+        let now = 1_000_000;
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                let key = key.clone();
+                tokio::spawn(async move { store.use_assertion_jti(&key, now + 60, now).await })
+            })
+            .collect();
+        let mut won = 0;
+        for racer in racers {
+            if racer.await.unwrap().unwrap() == Consumed::Won {
+                won += 1;
+            }
+        }
+        assert_eq!(won, 1, "{backend:?}: one winner among concurrent uses");
+        assert_eq!(
+            store
+                .use_assertion_jti(&key, now + 90, now + 59)
+                .await
+                .unwrap(),
+            Consumed::Lost,
+            "{backend:?}: reuse before expiry"
+        );
+        assert_eq!(
+            store
+                .use_assertion_jti(&key, now + 200, now + 60)
+                .await
+                .unwrap(),
+            Consumed::Won,
+            "{backend:?}: an expired id is taken over"
+        );
+        assert_eq!(
+            store
+                .use_assertion_jti(&key, now + 300, now + 100)
+                .await
+                .unwrap(),
+            Consumed::Lost,
+            "{backend:?}: and is single use again"
+        );
+        let other = format!("{key}-other");
+        assert_eq!(
+            store
+                .use_assertion_jti(&other, now + 60, now)
+                .await
+                .unwrap(),
+            Consumed::Won
+        );
+        store.sweep_oauth(now + 61, 86_400).await.unwrap();
+        assert_eq!(
+            store
+                .use_assertion_jti(&other, now + 120, now + 61)
+                .await
+                .unwrap(),
+            Consumed::Won,
+            "{backend:?}: swept"
+        );
+    }
+}

@@ -48,9 +48,11 @@ struct AccessClaims<'a> {
 }
 
 impl AuthorizationServer {
-    fn mint(
+    /// An access token for `client` acting as `user_id`; its lifetime is the
+    /// client's ([`AuthorizationServer::access_token_ttl`]).
+    pub(super) fn mint(
         &self,
-        client_id: &str,
+        client: &super::Client,
         user_id: &str,
         scope: &str,
         resource: &str,
@@ -58,7 +60,8 @@ impl AuthorizationServer {
         profile: Option<&Identity>,
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.clock.now();
-        let ttl = self.config.access_token_ttl_secs;
+        let ttl = self.access_token_ttl(client);
+        let client_id = client.client_id.as_str();
         let claims = AccessClaims {
             iss: &self.issuer,
             sub: user_id,
@@ -163,7 +166,7 @@ impl AuthorizationServer {
             .transpose()?;
             let profile = self.profile_of(&record.user_id).await?;
             let response = self.mint(
-                &record.client_id,
+                &client,
                 &record.user_id,
                 &record.scope,
                 &record.resource,
@@ -265,7 +268,7 @@ impl AuthorizationServer {
             let profile = self.profile_of(&record.user_id).await?;
             let next = random_token(32)?;
             let response = self.mint(
-                &record.client_id,
+                &client,
                 &record.user_id,
                 &scope,
                 &record.resource,

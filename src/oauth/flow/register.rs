@@ -6,8 +6,11 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::AuthorizationServer;
+use secrecy::ExposeSecret;
+
 use crate::oauth::{
     clients::{AuthMethod, ClientMetadata},
+    configured_clients::ConfiguredClient,
     crypto::{ct_eq, random_token, sha256_b64},
     error::OAuthError,
 };
@@ -23,6 +26,8 @@ pub struct Client {
     pub document_host: Option<String>,
     /// Registered clients: when one last obtained a token (the sweeper's clock).
     pub last_used_at: Option<i64>,
+    /// Clients from `[[auth.local.clients]]`: what the operator allowed them.
+    pub configured: Option<Arc<ConfiguredClient>>,
 }
 
 /// `last_used_at` is written at most this often: the sweeper counts in days,
@@ -30,8 +35,18 @@ pub struct Client {
 const TOUCH_INTERVAL_SECS: i64 = 3600;
 
 impl Client {
+    /// The methods it may authenticate with at the token endpoint: the one
+    /// it registered, or those its configuration allows.
+    pub fn auth_methods(&self) -> Vec<AuthMethod> {
+        match &self.configured {
+            Some(configured) => configured.auth_methods.clone(),
+            None => vec![self.metadata.auth_method()],
+        }
+    }
+
     pub(super) fn touch_due(&self, now: i64) -> bool {
         self.document_host.is_none()
+            && self.configured.is_none()
             && self
                 .last_used_at
                 .is_none_or(|at| now - at >= TOUCH_INTERVAL_SECS)
@@ -45,6 +60,9 @@ pub struct ClientCredentials {
     pub secret: Option<String>,
     /// Presented with HTTP Basic (the method must then be client_secret_basic).
     pub basic: bool,
+    /// RFC 7523 §2.2: `client_assertion` and `client_assertion_type`.
+    pub assertion: Option<String>,
+    pub assertion_type: Option<String>,
 }
 
 impl AuthorizationServer {
@@ -101,8 +119,27 @@ impl AuthorizationServer {
         Ok(response)
     }
 
-    /// Look a client up by id: a document URL or a registration.
+    /// Look a client up by id: one configured in `[[auth.local.clients]]`,
+    /// a document URL, or a registration.
     pub async fn client(&self, client_id: &str) -> Result<Option<Client>, OAuthError> {
+        if let Some(configured) = self
+            .config
+            .clients
+            .iter()
+            .find(|c| c.client_id == client_id)
+        {
+            return Ok(Some(Client {
+                client_id: configured.client_id.clone(),
+                metadata: Arc::new(configured.metadata()),
+                secret_hash: configured
+                    .client_secret
+                    .as_ref()
+                    .map(|s| sha256_b64(s.expose_secret())),
+                document_host: None,
+                last_used_at: None,
+                configured: Some(configured.clone()),
+            }));
+        }
         if self.config.cimd.enabled && self.cimd.is_document_id(client_id) {
             let metadata = self
                 .cimd
@@ -114,6 +151,7 @@ impl AuthorizationServer {
                 metadata,
                 secret_hash: None,
                 last_used_at: None,
+                configured: None,
                 document_host: url::Url::parse(client_id)
                     .ok()
                     .and_then(|u| u.host_str().map(str::to_owned)),
@@ -129,7 +167,17 @@ impl AuthorizationServer {
             secret_hash: record.secret_hash,
             document_host: None,
             last_used_at: record.last_used_at,
+            configured: None,
         }))
+    }
+
+    /// How long `client`'s access tokens live: its own setting, else the server's.
+    pub fn access_token_ttl(&self, client: &Client) -> u64 {
+        client
+            .configured
+            .as_ref()
+            .and_then(|c| c.access_token_ttl_secs)
+            .unwrap_or(self.config.access_token_ttl_secs)
     }
 
     pub(super) async fn authenticate_client(
@@ -147,11 +195,19 @@ impl AuthorizationServer {
             }
             Err(e) => return Err(e),
         };
-        match (client.metadata.auth_method(), &client.secret_hash) {
-            (AuthMethod::None, _) => Ok(client),
-            (method, Some(hash)) => {
+        let methods = client.auth_methods();
+        match (methods.first().copied(), &client.secret_hash) {
+            (Some(AuthMethod::None), _) => Ok(client),
+            // Not verified yet: refused like a wrong secret.
+            (Some(AuthMethod::PrivateKeyJwt), _) | (None, _) => Err(OAuthError::InvalidClient),
+            (Some(_), Some(hash)) => {
                 let presented = creds.secret.as_deref().ok_or(OAuthError::InvalidClient)?;
-                if (method == AuthMethod::SecretBasic) != creds.basic {
+                let used = if creds.basic {
+                    AuthMethod::SecretBasic
+                } else {
+                    AuthMethod::SecretPost
+                };
+                if !methods.contains(&used) {
                     return Err(OAuthError::InvalidClient);
                 }
                 if ct_eq(hash, &sha256_b64(presented)) {

@@ -6,10 +6,11 @@
 //! racing on the same code or refresh token get exactly one winner.
 //!
 //! One file per concern: [`users`] (and login sessions), [`signing_keys`],
-//! [`clients`] (and consents), [`codes`] (and pending authorization
+//! [`clients`] (and consents), [`assertions`] (used assertion ids), [`codes`] (and pending authorization
 //! requests), [`refresh`] tokens, the [`sealed`] columns a key change re-seals; the records, the shared transaction helpers
 //! and the sweep are here.
 
+mod assertions;
 mod clients;
 mod codes;
 mod refresh;
@@ -144,6 +145,7 @@ impl Store {
         const SESSIONS: &str = "DELETE FROM user_sessions WHERE expires_at <= $1";
         const CODES: &str = "DELETE FROM auth_codes WHERE expires_at <= $1 - 86400";
         const REFRESH: &str = "DELETE FROM refresh_tokens WHERE expires_at <= $1 - 86400";
+        const ASSERTION_JTIS: &str = "DELETE FROM assertion_jtis WHERE expires_at <= $1";
         const CLIENTS: &str = "DELETE FROM oauth_clients WHERE COALESCE(last_used_at, created_at) <= $1 AND client_id NOT IN (SELECT DISTINCT client_id FROM refresh_tokens WHERE revoked_at IS NULL AND expires_at > $2)";
         let mut swept = Swept::default();
         for sql in [
@@ -154,6 +156,7 @@ impl Store {
             SESSIONS,
             CODES,
             REFRESH,
+            ASSERTION_JTIS,
         ] {
             swept.expired_rows += on_db!(self.db(), |pool| sqlx::query(sql)
                 .bind(now)
