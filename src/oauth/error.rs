@@ -72,6 +72,9 @@ pub enum OAuthError {
     InvalidClient,
     #[error("{0}")]
     InvalidGrant(String),
+    /// RFC 6749 §5.2: the client may not use this grant type.
+    #[error("{0}")]
+    UnauthorizedClient(String),
     #[error("{0}")]
     InvalidScope(String),
     #[error("{0}")]
@@ -99,6 +102,7 @@ impl OAuthError {
             OAuthError::InvalidRequest(_) => OAuthErrorCode::InvalidRequest,
             OAuthError::InvalidClient => OAuthErrorCode::InvalidClient,
             OAuthError::InvalidGrant(_) => OAuthErrorCode::InvalidGrant,
+            OAuthError::UnauthorizedClient(_) => OAuthErrorCode::UnauthorizedClient,
             OAuthError::InvalidScope(_) => OAuthErrorCode::InvalidScope,
             OAuthError::InvalidTarget(_) => OAuthErrorCode::InvalidTarget,
             OAuthError::UnsupportedGrantType(_) => OAuthErrorCode::UnsupportedGrantType,

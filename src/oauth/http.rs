@@ -14,6 +14,7 @@ use axum::{
 
 use super::{
     clients::BasicCredentials,
+    configured_clients::GRANT_JWT_BEARER,
     error::OAuthError,
     flow::{
         Authorization, AuthorizationServer, AuthorizeError, AuthorizeParams, AuthorizeStep,
@@ -512,6 +513,17 @@ async fn token(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes)
                     .refresh(
                         &creds,
                         field(&pairs, "refresh_token"),
+                        field(&pairs, "scope"),
+                        field(&pairs, "resource"),
+                    )
+                    .await
+            }
+            Some(GRANT_JWT_BEARER) => {
+                state
+                    .server
+                    .identity_assertion_grant(
+                        &creds,
+                        field(&pairs, "assertion"),
                         field(&pairs, "scope"),
                         field(&pairs, "resource"),
                     )

@@ -15,6 +15,10 @@ use super::clients::AuthMethod;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuthorizationServerMetadata {
     pub authorization_endpoint: String,
+    /// draft-ietf-oauth-identity-assertion-authz-grant §7.2: the grant
+    /// profiles accepted (ID-JAG, when an enterprise IdP is trusted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization_grant_profiles_supported: Option<Vec<&'static str>>,
     /// RFC 9207: the authorization response carries `iss`.
     pub authorization_response_iss_parameter_supported: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,6 +52,7 @@ impl AuthorizationServerMetadata {
     pub fn new(issuer: &str, scopes_supported: Vec<String>) -> AuthorizationServerMetadata {
         AuthorizationServerMetadata {
             authorization_endpoint: format!("{issuer}/authorize"),
+            authorization_grant_profiles_supported: None,
             authorization_response_iss_parameter_supported: true,
             client_id_metadata_document_supported: None,
             code_challenge_methods_supported: vec!["S256"],

@@ -14,6 +14,7 @@ pub mod client_credentials;
 pub mod clients;
 pub mod configured_clients;
 pub mod crypto;
+pub mod enterprise;
 pub mod error;
 pub mod flow;
 pub mod front;

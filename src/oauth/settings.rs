@@ -66,6 +66,10 @@ pub struct RawLocalAuth {
     /// `[[auth.local.clients]]`: clients registered here rather than by themselves.
     #[serde(default)]
     pub clients: Vec<super::configured_clients::RawConfiguredClient>,
+    /// `[[auth.local.enterprise_idps]]`: enterprise IdPs whose identity
+    /// assertions (ID-JAG) the jwt-bearer grant accepts.
+    #[serde(default)]
+    pub enterprise_idps: Vec<super::enterprise::RawEnterpriseIdp>,
 }
 
 /// `[[auth.local.introspection_clients]]`: a resource server's credentials
@@ -125,6 +129,7 @@ pub struct LocalAuthSettings {
     pub introspection_clients: Vec<IntrospectionClient>,
     pub cimd: CimdSettings,
     pub clients: Vec<std::sync::Arc<super::configured_clients::ConfiguredClient>>,
+    pub enterprise_idps: Vec<std::sync::Arc<super::enterprise::EnterpriseIdp>>,
 }
 
 /// A resource server allowed to introspect any token.
@@ -274,6 +279,8 @@ pub fn validate(
             "auth.local.cimd.fetch_timeout_secs: {fetch_timeout_secs} must be between 1 and 30"
         ));
     }
+    let clients = super::configured_clients::validate(&raw.clients, errors);
+    let enterprise_idps = super::enterprise::validate(&raw.enterprise_idps, &clients, errors);
     LocalAuthSettings {
         access_token_ttl_secs,
         refresh_token_ttl_secs,
@@ -302,7 +309,8 @@ pub fn validate(
             fetch_timeout_secs,
             pinned,
         },
-        clients: super::configured_clients::validate(&raw.clients, errors),
+        clients,
+        enterprise_idps,
     }
 }
 

@@ -8,6 +8,7 @@ use secrecy::ExposeSecret;
 use super::{
     cimd::{CimdError, CimdResolver},
     crypto::{CryptoError, Sealer},
+    enterprise::EnterpriseTrust,
     flow::AuthorizationServer,
     http::{OAuthState, routes},
     keys::{KeyError, KeyRing},
@@ -36,6 +37,8 @@ pub enum SetupError {
     },
     #[error(transparent)]
     Idp(#[from] IdpError),
+    #[error("auth.local.enterprise_idps: building the key fetcher: {0}")]
+    EnterpriseIdps(reqwest::Error),
     #[error("creating the first user: {0}")]
     FirstUser(#[from] FirstUserError),
 }
@@ -171,6 +174,8 @@ pub async fn build(
             scopes.push(extra.clone());
         }
     }
+    let enterprise = EnterpriseTrust::build(&local.enterprise_idps, clock.clone())
+        .map_err(SetupError::EnterpriseIdps)?;
     let mut server = AuthorizationServer::new(
         issuer.clone(),
         resource,
@@ -182,6 +187,7 @@ pub async fn build(
         cimd,
     )
     .counting_password_checks(password_checks)
+    .with_enterprise_idps(enterprise)
     .with_clock(clock);
     // Proxy mode: users come from the identity provider, so no local admin.
     let initial_admin_password = match idp {

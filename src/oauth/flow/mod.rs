@@ -12,6 +12,7 @@ mod consent;
 mod grants;
 #[cfg(test)]
 mod grants_tests;
+mod identity_assertion;
 mod introspect;
 mod login;
 mod register;
@@ -38,6 +39,10 @@ use super::{
     ratelimit::{LoginLimits, WindowLimiter},
 };
 use super::{clients::AuthMethod, metadata::AuthorizationServerMetadata};
+use super::{
+    configured_clients::GRANT_JWT_BEARER,
+    enterprise::{EnterpriseTrust, GRANT_PROFILE_ID_JAG},
+};
 use crate::{idp::IdentityProvider, oauth::settings::LocalAuthSettings, store::Store};
 
 pub struct AuthorizationServer {
@@ -57,6 +62,8 @@ pub struct AuthorizationServer {
     password_checks: passwords::CheckPool,
     /// Proxy mode: users sign in at this identity provider instead of the login page.
     pub(super) upstream: Option<Arc<IdentityProvider>>,
+    /// Enterprise IdPs whose identity assertions (ID-JAG) `/token` accepts.
+    enterprise: EnterpriseTrust,
     clock: crate::clock::SharedClock,
 }
 
@@ -101,6 +108,7 @@ impl AuthorizationServer {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             upstream: None,
+            enterprise: EnterpriseTrust::default(),
             clock: crate::clock::system(),
         }
     }
@@ -130,6 +138,12 @@ impl AuthorizationServer {
         self
     }
 
+    /// Accept identity assertions (ID-JAG) from the enterprise IdPs in `trust`.
+    pub fn with_enterprise_idps(mut self, trust: EnterpriseTrust) -> Self {
+        self.enterprise = trust;
+        self
+    }
+
     pub fn is_proxy(&self) -> bool {
         self.upstream.is_some()
     }
@@ -139,6 +153,14 @@ impl AuthorizationServer {
         let i = &self.issuer;
         let mut scopes = self.scopes_supported.clone();
         scopes.push("offline_access".to_owned());
+        let mut base = AuthorizationServerMetadata::new(i, scopes);
+        // Enterprise-managed authorization (extension §6): only when an
+        // enterprise IdP is trusted, else clients would try a grant that
+        // can only fail.
+        if !self.enterprise.is_empty() {
+            base.grant_types_supported.push(GRANT_JWT_BEARER);
+            base.authorization_grant_profiles_supported = Some(vec![GRANT_PROFILE_ID_JAG]);
+        }
         AuthorizationServerMetadata {
             revocation_endpoint: Some(format!("{i}/revoke")),
             revocation_endpoint_auth_methods_supported: Some(
@@ -152,7 +174,7 @@ impl AuthorizationServer {
             ),
             jwks_uri: Some(format!("{i}/jwks.json")),
             client_id_metadata_document_supported: Some(self.config.cimd.enabled),
-            ..AuthorizationServerMetadata::new(i, scopes)
+            ..base
         }
     }
 }
