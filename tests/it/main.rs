@@ -5,6 +5,7 @@
 mod bridge_auth;
 mod common;
 mod config_cli;
+mod enterprise_auth;
 mod fake_idp;
 mod gateway;
 mod local_auth;
