@@ -78,6 +78,9 @@ pub enum OAuthError {
     InvalidTarget(String),
     #[error("{0}")]
     UnsupportedGrantType(String),
+    /// Authenticated, but not allowed this grant.
+    #[error("{0}")]
+    UnauthorizedClient(String),
     #[error("{0}")]
     InvalidRedirectUri(String),
     #[error("{0}")]
@@ -102,6 +105,7 @@ impl OAuthError {
             OAuthError::InvalidScope(_) => OAuthErrorCode::InvalidScope,
             OAuthError::InvalidTarget(_) => OAuthErrorCode::InvalidTarget,
             OAuthError::UnsupportedGrantType(_) => OAuthErrorCode::UnsupportedGrantType,
+            OAuthError::UnauthorizedClient(_) => OAuthErrorCode::UnauthorizedClient,
             OAuthError::InvalidRedirectUri(_) => OAuthErrorCode::InvalidRedirectUri,
             OAuthError::InvalidClientMetadata(_) => OAuthErrorCode::InvalidClientMetadata,
             OAuthError::RateLimited => OAuthErrorCode::RATE_LIMITED,

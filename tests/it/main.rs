@@ -8,6 +8,7 @@ mod config_cli;
 mod fake_idp;
 mod gateway;
 mod local_auth;
+mod machine_clients;
 mod mcp_transport;
 mod oauth_browser;
 mod ops;
