@@ -158,6 +158,12 @@ async fn client_credentials_is_only_for_configured_clients_allowed_it() {
                 ]),
                 ..machine("claude-enterprise", OTHER_SECRET)
             },
+            // A configured public client (no secret, no keys).
+            RawConfiguredClient {
+                client_id: "cursor-static".to_owned(),
+                redirect_uris: vec![CURSOR_REDIRECT.to_owned()],
+                ..RawConfiguredClient::default()
+            },
         ];
     })
     .await;
@@ -221,6 +227,18 @@ async fn client_credentials_is_only_for_configured_clients_allowed_it() {
             .contains("grant_types"),
         "{}",
         interactive.1
+    );
+    let configured_public = token(
+        &server,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "cursor-static"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        error_of(&configured_public),
+        (StatusCode::BAD_REQUEST, "unauthorized_client")
     );
     let (status, registered) = register(
         &server,
