@@ -529,6 +529,16 @@ async fn token(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes)
                     )
                     .await
             }
+            Some("client_credentials") => {
+                state
+                    .server
+                    .client_credentials_grant(
+                        &creds,
+                        field(&pairs, "scope"),
+                        field(&pairs, "resource"),
+                    )
+                    .await
+            }
             Some(other) => Err(OAuthError::UnsupportedGrantType(format!(
                 "grant_type {other} is not supported"
             ))),

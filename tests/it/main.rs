@@ -9,6 +9,7 @@ mod enterprise_auth;
 mod fake_idp;
 mod gateway;
 mod local_auth;
+mod machine_clients;
 mod mcp_transport;
 mod oauth_browser;
 mod ops;

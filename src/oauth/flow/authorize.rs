@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{AuthorizationServer, consent::RememberConsent};
 use crate::oauth::{
     clients::resolve_redirect,
+    configured_clients::GRANT_AUTHORIZATION_CODE,
     crypto::{ct_eq, random_token, sha256_b64},
     error::OAuthError,
 };
@@ -167,6 +168,16 @@ impl AuthorizationServer {
             Err(OAuthError::InvalidClientMetadata(m)) => return Err(AuthorizeError::Page(m)),
             Err(e) => return Err(AuthorizeError::Server(e)),
         };
+        // A configured machine client is not an interactive one.
+        if client
+            .configured
+            .as_ref()
+            .is_some_and(|c| !c.allows_grant(GRANT_AUTHORIZATION_CODE))
+        {
+            return page(
+                "unauthorized_client: this client may not use the authorization code flow",
+            );
+        }
         let redirect_uri = match resolve_redirect(
             &client.metadata.redirect_uris,
             params.redirect_uri.as_deref(),
@@ -198,7 +209,11 @@ impl AuthorizationServer {
             Some(r) if self.is_our_resource(r) => self.resource.clone(),
             Some(_) => return page("invalid_target: resource is not served here"),
         };
-        let scope = self.grantable_scopes(params.scope.as_deref());
+        let mut scope = self.grantable_scopes(params.scope.as_deref());
+        // A configured client gets no scope beyond those it is allowed.
+        if let Some(allowed) = client.configured.as_ref().and_then(|c| c.scopes.as_ref()) {
+            scope.retain(|s| allowed.contains(s) || IDENTITY_SCOPES.contains(&s.as_str()));
+        }
         let request = PendingRequest {
             client_name: client
                 .metadata

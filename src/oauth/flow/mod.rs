@@ -4,7 +4,7 @@
 //! there. One file per step: `register` (clients: registration, lookup,
 //! authentication), `authorize` (the request and its next step), `login`
 //! (passwords and sessions), `consent`, `grants` (codes and refresh
-//! tokens), `introspect` (RFC 7662 and RFC 7009). Proxy mode's sign-in at
+//! tokens), `machine` (client credentials), `introspect` (RFC 7662 and RFC 7009). Proxy mode's sign-in at
 //! the identity provider is `oauth::proxy`.
 
 mod authorize;
@@ -15,6 +15,7 @@ mod grants_tests;
 mod identity_assertion;
 mod introspect;
 mod login;
+mod machine;
 mod register;
 
 use std::sync::Arc;
@@ -30,6 +31,9 @@ pub use introspect::{ActiveToken, Introspection, Introspector};
 pub use login::{BrowserSession, LoginError, LoginOutcome};
 pub use register::{Client, ClientCredentials};
 
+use super::configured_clients::{
+    GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN,
+};
 use super::{
     cimd::CimdResolver,
     crypto::Sealer,
@@ -154,6 +158,7 @@ impl AuthorizationServer {
         let mut scopes = self.scopes_supported.clone();
         scopes.push("offline_access".to_owned());
         let mut base = AuthorizationServerMetadata::new(i, scopes);
+        base.grant_types_supported = self.grant_types_supported();
         // Enterprise-managed authorization (extension §6): only when an
         // enterprise IdP is trusted, else clients would try a grant that
         // can only fail.
@@ -176,6 +181,22 @@ impl AuthorizationServer {
             client_id_metadata_document_supported: Some(self.config.cimd.enabled),
             ..base
         }
+    }
+
+    /// The code and refresh grants, and `client_credentials` only when a
+    /// configured client may use it (advertising it otherwise would send
+    /// machine clients to a grant nobody can obtain).
+    fn grant_types_supported(&self) -> Vec<&'static str> {
+        let mut grants = vec![GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN];
+        if self
+            .config
+            .clients
+            .iter()
+            .any(|c| c.allows_grant(GRANT_CLIENT_CREDENTIALS))
+        {
+            grants.push(GRANT_CLIENT_CREDENTIALS);
+        }
+        grants
     }
 }
 
