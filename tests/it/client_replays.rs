@@ -1,236 +1,427 @@
-//! Recorded request sequences of the MCP clients people use (issue 16 item
-//! 5), replayed against mcpgate in local mode: one fixture per client in
-//! `tests/it/replays/<client>.json` (discovery paths and the fields the
-//! client reads there, its registration: a CIMD document, pinned, or a DCR
-//! body, the /authorize query, the /token forms). Placeholders: `{base}`
-//! (mcpgate's origin), `{port}` (the client's loopback port, any),
-//! `{scopes_supported}` (the metadata's scopes in order, as Claude asks).
-//! Each replay of a known client (`oauth::known_clients`) also sets its
-//! access-token lifetime (`[auth.local.access_token_ttl_by_client]`) and
-//! checks `expires_in`: the client was recognised from its requests.
+//! The request sequences real MCP clients send, replayed against mcpgate in
+//! local mode (issue 16 item 5). One fixture per client in
+//! `tests/it/replays/<client>.json`: the requests in the client's order
+//! (401 on /mcp, discovery, /register or a CIMD client id, /authorize,
+//! /token, /mcp with the token, refresh), with the parts that vary as
+//! `{placeholders}`, and what the client reads from each answer. The
+//! replayer fills the placeholders, drives the browser step (sign-in and
+//! consent) itself, and checks every answer. CIMD documents are pinned
+//! (`[[auth.local.cimd.pinned]]`) under the client's real document URL, so
+//! `oauth::known_clients` recognises the client as it would in production;
+//! Claude and ChatGPT get `[auth.local.access_token_ttl_by_client]`
+//! overrides and their fixtures expect the longer `expires_in`.
+
+use std::collections::HashMap;
 
 use mcpgate::config::{RawLocalAuth, RawPinnedDocument};
-use reqwest::StatusCode;
-use serde_json::Value;
+use reqwest::{StatusCode, header};
+use serde_json::{Value, json};
 
 use crate::{
     common::TestServer,
-    oauth_browser::{Browser, pkce, query_of, register, sign_in_and_approve, token},
+    oauth_browser::{Browser, location, pkce, query_of, sign_in_and_approve},
 };
 
-/// A lifetime no default or other setting yields: seeing it proves the
-/// known client was recognised.
-const REPLAY_TTL_SECS: u64 = 28_800;
-/// The loopback port the replayed client listens on (any is accepted).
-const CLIENT_PORT: &str = "49817";
+/// The per-known-client lifetimes every replay runs with.
+const LONG_LIVED: &[(&str, u64)] = &[("claude", 28_800), ("chatgpt", 28_800)];
 
-fn fixture(client: &str) -> Value {
-    let path = format!(
-        "{}/tests/it/replays/{client}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+/// The values the replay has learnt so far, by placeholder name.
+struct Replay {
+    vars: HashMap<String, String>,
+    name: String,
 }
 
-/// `value` with the placeholders filled in (strings, arrays, objects).
-fn fill(value: &Value, base: &str, scopes: &str) -> Value {
-    match value {
-        Value::String(s) => Value::String(
-            s.replace("{base}", base)
-                .replace("{port}", CLIENT_PORT)
-                .replace("{scopes_supported}", scopes),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(|v| fill(v, base, scopes)).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), fill(v, base, scopes)))
-                .collect(),
-        ),
-        other => other.clone(),
+impl Replay {
+    /// `text` with every `{name}` it knows filled in.
+    fn fill(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for (name, value) in &self.vars {
+            out = out.replace(&format!("{{{name}}}"), value);
+        }
+        assert!(
+            !out.contains("{base}") && !out.contains("{code}"),
+            "{}: unfilled placeholder in {out}",
+            self.name
+        );
+        out
+    }
+
+    /// `value` with placeholders filled in every string; a string that is
+    /// exactly one placeholder holding JSON (e.g. `{jwks}`) becomes that JSON.
+    fn fill_json(&self, value: &Value) -> Value {
+        match value {
+            Value::String(s) => {
+                let filled = self.fill(s);
+                match s.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+                    Some(_) if filled.starts_with('{') && filled != *s => {
+                        serde_json::from_str(&filled).unwrap_or(Value::String(filled))
+                    }
+                    _ => Value::String(filled),
+                }
+            }
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.fill_json(v)).collect()),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), self.fill_json(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    fn pairs(&self, map: &Value) -> Vec<(String, String)> {
+        map.as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), self.fill(v.as_str().unwrap())))
+            .collect()
+    }
+
+    /// Check a JSON answer against a step's `expect` and keep its `save`s.
+    fn check_json(&mut self, what: &str, body: &Value, step: &Value) {
+        let expect = &step["expect"];
+        for (pointer, want) in expect["equals"].as_object().into_iter().flatten() {
+            let want = self.fill_json(want);
+            assert_eq!(
+                body.pointer(pointer),
+                Some(&want),
+                "{}: {what}: {pointer} in {body}",
+                self.name
+            );
+        }
+        for (pointer, member) in expect["contains"].as_object().into_iter().flatten() {
+            let list = body.pointer(pointer).and_then(Value::as_array);
+            assert!(
+                list.is_some_and(|l| l.contains(member)),
+                "{}: {what}: {pointer} lacks {member} in {body}",
+                self.name
+            );
+        }
+        for pointer in expect["present"].as_array().into_iter().flatten() {
+            let pointer = pointer.as_str().unwrap();
+            assert!(
+                body.pointer(pointer).is_some_and(|v| !v.is_null()),
+                "{}: {what}: no {pointer} in {body}",
+                self.name
+            );
+        }
+        for (name, pointer) in step["save"].as_object().into_iter().flatten() {
+            let value = &body[pointer.as_str().unwrap().trim_start_matches('/')];
+            let text = match value {
+                // Clients join a list (Claude: `scopes_supported`) with spaces.
+                Value::Array(items) => items
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            self.vars.insert(name.clone(), text);
+        }
     }
 }
 
-async fn replay(client: &str) {
-    let recorded = fixture(client);
-    let name = recorded["client"].as_str().unwrap().to_owned();
-    let dir = tempfile::tempdir().unwrap();
+/// A replay's server: local mode with the fixture's document pinned.
+async fn server_for(fixture: &Value, dir: &std::path::Path, replay: &Replay) -> TestServer {
     let mut pinned = Vec::new();
-    if let Some(cimd) = recorded["registration"].get("cimd") {
-        let file = dir.path().join("document.json");
-        std::fs::write(&file, cimd["document"].to_string()).unwrap();
+    if let Some(document) = fixture.get("document") {
+        let document = replay.fill_json(document);
+        let file = dir.join("document.json");
+        std::fs::write(&file, document.to_string()).unwrap();
         pinned.push(RawPinnedDocument {
-            client_id: cimd["client_id"].as_str().unwrap().to_owned(),
+            client_id: document["client_id"].as_str().unwrap().to_owned(),
             document_file: file,
         });
     }
     let mut local = RawLocalAuth::default();
     local.cimd.pinned = pinned;
-    // Known clients get the replay lifetime; others (Codex has no mark of
-    // its own) the server's default.
-    let expires_in = match mcpgate::oauth::known_clients::by_name(&name) {
-        Some(_) => {
-            local
-                .access_token_ttl_by_client
-                .insert(name.clone(), REPLAY_TTL_SECS);
-            REPLAY_TTL_SECS
-        }
-        None => 3600,
+    local.access_token_ttl_by_client = LONG_LIVED
+        .iter()
+        .map(|(name, secs)| ((*name).to_owned(), *secs))
+        .collect();
+    TestServer::start_with(|raw| {
+        raw.auth.mode = Some("local".to_owned());
+        raw.auth.local = Some(local);
+    })
+    .await
+}
+
+/// Replay `tests/it/replays/<client>.json`; `extra` seeds placeholders.
+/// With `signer`, every `/token` step gets a fresh `{client_assertion}`
+/// (RFC 7523: `iss` = `sub` = the step's `client_id`, `aud` the token
+/// endpoint, a new `jti`), as a `private_key_jwt` client makes one per call.
+async fn replay(client: &str, extra: &[(&str, String)], signer: Option<&Signer>) {
+    let path = format!(
+        "{}/tests/it/replays/{client}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let (verifier, challenge) = pkce();
+    let mut replay = Replay {
+        vars: HashMap::new(),
+        name: client.to_owned(),
     };
+    for (k, v) in extra {
+        replay.vars.insert((*k).to_owned(), v.clone());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_for(&fixture, dir.path(), &replay).await;
+    for (k, v) in [
+        ("base", server.base.clone()),
+        ("resource", server.url("/mcp")),
+        ("code_verifier", verifier),
+        ("code_challenge", challenge),
+        ("state", "replay-state-1".to_owned()),
+        ("port", "53187".to_owned()),
+    ] {
+        replay.vars.insert(k.to_owned(), v);
+    }
+    let password = server.admin_password.clone().unwrap();
+
+    for (i, step) in fixture["steps"].as_array().unwrap().iter().enumerate() {
+        let kind = step["step"].as_str().unwrap();
+        let what = format!("step {i} ({kind})");
+        let status = step["expect"]["status"].as_u64();
+        match kind {
+            "get" => {
+                let r = server
+                    .client
+                    .get(server.url(step["path"].as_str().unwrap()))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    Some(u64::from(r.status().as_u16())),
+                    status,
+                    "{client}: {what}"
+                );
+                let body: Value = r.json().await.unwrap();
+                replay.check_json(&what, &body, step);
+            }
+            "register" => {
+                let body = replay.fill_json(&step["json"]);
+                let r = server
+                    .client
+                    .post(server.url("/register"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let got = r.status().as_u16();
+                let body: Value = r.json().await.unwrap();
+                assert_eq!(Some(u64::from(got)), status, "{client}: {what}: {body}");
+                replay.check_json(&what, &body, step);
+            }
+            "authorize" => {
+                let query = replay.pairs(&step["query"]);
+                let query = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(&query)
+                    .finish();
+                let back = sign_in_and_approve(
+                    &server,
+                    &mut Browser::default(),
+                    &server.url(&format!("/authorize?{query}")),
+                    ("admin", &password),
+                    &[],
+                )
+                .await;
+                let redirect = replay.fill(step["expect"]["redirect"].as_str().unwrap());
+                assert!(
+                    back.starts_with(&format!("{redirect}?")),
+                    "{client}: {what}: sent back to {back}, not {redirect}"
+                );
+                let answer = query_of(&back);
+                assert_eq!(answer["state"], replay.vars["state"], "{client}: {what}");
+                assert_eq!(answer["iss"], server.base, "{client}: {what}");
+                replay
+                    .vars
+                    .insert("code".to_owned(), answer["code"].clone());
+            }
+            "token" => {
+                if let Some(signer) = signer {
+                    let client_id = replay.fill(step["form"]["client_id"].as_str().unwrap());
+                    let assertion = signer.assertion(&client_id, &server.url("/token"));
+                    replay.vars.insert("client_assertion".to_owned(), assertion);
+                }
+                let form = replay.pairs(&step["form"]);
+                let r = server
+                    .client
+                    .post(server.url("/token"))
+                    .form(&form)
+                    .send()
+                    .await
+                    .unwrap();
+                let got = r.status();
+                if got == StatusCode::OK {
+                    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+                }
+                let body: Value = r.json().await.unwrap();
+                assert_eq!(
+                    Some(u64::from(got.as_u16())),
+                    status,
+                    "{client}: {what}: {body}"
+                );
+                replay.check_json(&what, &body, step);
+            }
+            "mcp" => {
+                let mut request = server
+                    .client
+                    .post(server.url("/mcp"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(header::ACCEPT, "application/json, text/event-stream");
+                let token = replay.fill(step["token"].as_str().unwrap());
+                if token != "none" {
+                    request = request.bearer_auth(token);
+                }
+                let r = request
+                    .json(
+                        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                        "protocolVersion": "2025-11-25", "capabilities": {},
+                        "clientInfo": {"name": client, "version": "replay"}}}),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    Some(u64::from(r.status().as_u16())),
+                    status,
+                    "{client}: {what}"
+                );
+                if let Some(want) = step["expect"]["www_authenticate"].as_str() {
+                    let got = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+                    assert!(got.contains(&replay.fill(want)), "{client}: {what}: {got}");
+                }
+                let _ = location(&r);
+            }
+            other => panic!("{client}: unknown step kind {other}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn claude_connects_with_its_metadata_document_and_every_advertised_scope() {
+    replay("claude", &[], None).await;
+}
+
+#[tokio::test]
+async fn claude_code_connects_on_any_loopback_port() {
+    replay("claude-code", &[], None).await;
+}
+
+#[tokio::test]
+async fn vscode_connects_through_vscode_dev_and_its_fixed_loopback_port() {
+    replay("vscode", &[], None).await;
+}
+
+#[tokio::test]
+async fn cursor_registers_dynamically_with_its_private_use_redirect() {
+    replay("cursor", &[], None).await;
+}
+
+#[tokio::test]
+async fn codex_and_opencode_find_what_they_need_to_choose_cimd() {
+    replay("codex", &[], None).await;
+}
+
+/// A `private_key_jwt` client's key (the test key in `replays/`).
+struct Signer {
+    key: jsonwebtoken::EncodingKey,
+}
+
+impl Signer {
+    fn chatgpt() -> (Signer, String) {
+        use jsonwebtoken::{Algorithm, EncodingKey, jwk::Jwk};
+        let pem = std::fs::read(format!(
+            "{}/tests/it/replays/chatgpt-test-key.pem",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let key = EncodingKey::from_rsa_pem(&pem).unwrap();
+        let mut jwk =
+            serde_json::to_value(Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap()).unwrap();
+        jwk["kid"] = json!("replay-1");
+        jwk["alg"] = json!("RS256");
+        jwk["use"] = json!("sig");
+        (Signer { key }, json!({"keys": [jwk]}).to_string())
+    }
+
+    fn assertion(&self, client_id: &str, audience: &str) -> String {
+        let now = crate::fake_idp::now();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some("replay-1".to_owned());
+        let claims = json!({
+            "iss": client_id, "sub": client_id, "aud": audience,
+            "iat": now, "exp": now + 60, "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs private_key_jwt (r16-pkjwt)"]
+async fn chatgpt_connects_with_private_key_jwt_and_posts_the_code_twice() {
+    let (signer, jwks) = Signer::chatgpt();
+    replay("chatgpt", &[("jwks", jwks)], Some(&signer)).await;
+}
+
+/// A configured client's own lifetime comes before its known client's: a
+/// Cursor pre-registered in `[[auth.local.clients]]` (a static id, its
+/// `cursor://` redirect URI) with `access_token_ttl_secs = 600`, while
+/// `access_token_ttl_by_client.cursor = 28800`, gets 600; a Cursor that
+/// registered itself gets 28800.
+#[tokio::test]
+async fn a_configured_clients_own_lifetime_comes_before_its_known_clients() {
+    const CURSOR: &str = "cursor://anysphere.cursor-mcp/oauth/callback";
+    let mut local = RawLocalAuth::default();
+    local
+        .access_token_ttl_by_client
+        .insert("cursor".to_owned(), 28_800);
+    local
+        .clients
+        .push(mcpgate::oauth::configured_clients::RawConfiguredClient {
+            client_id: "cursor-static".to_owned(),
+            redirect_uris: vec![CURSOR.to_owned()],
+            access_token_ttl_secs: Some(600),
+            ..Default::default()
+        });
     let server = TestServer::start_with(|raw| {
         raw.auth.mode = Some("local".to_owned());
         raw.auth.local = Some(local);
     })
     .await;
-    let base = server.base.clone();
-
-    // 1. Discovery: what the client reads, as it reads it.
-    let mut scopes = String::new();
-    for step in recorded["discovery"].as_array().unwrap() {
-        let path = step["path"].as_str().unwrap();
-        let r = server.client.get(server.url(path)).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "{name}: {path}");
-        let doc: Value = r.json().await.unwrap();
-        if let Some(list) = doc["scopes_supported"].as_array()
-            && path.contains("oauth-authorization-server")
-        {
-            scopes = list
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(" ");
-        }
-        for (field, want) in step["expect"].as_object().into_iter().flatten() {
-            assert_eq!(doc[field], fill(want, &base, ""), "{name}: {path} {field}");
-        }
-        for (field, items) in step["lists"].as_object().into_iter().flatten() {
-            let listed = doc[field].as_array().cloned().unwrap_or_default();
-            for item in items.as_array().unwrap() {
-                assert!(listed.contains(item), "{name}: {path} {field} lacks {item}");
-            }
-        }
-    }
-
-    // 2. Registration: the document URL is the client id, or DCR.
-    let client_id = match (
-        recorded["registration"].get("cimd"),
-        recorded["registration"].get("dcr"),
-    ) {
-        (Some(cimd), _) => cimd["client_id"].as_str().unwrap().to_owned(),
-        (None, Some(body)) => {
-            let (status, answer) = register(&server, body.clone()).await;
-            assert_eq!(status, StatusCode::CREATED, "{name}: {answer}");
-            answer["client_id"].as_str().unwrap().to_owned()
-        }
-        (None, None) => panic!("{name}: no registration"),
-    };
-
-    // 3. /authorize, signed in and approved in a browser.
-    let asked = fill(&recorded["authorize"], &base, &scopes);
-    let redirect_uri = asked["redirect_uri"].as_str().unwrap().to_owned();
-    let (verifier, challenge) = pkce();
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    query
-        .append_pair("response_type", "code")
-        .append_pair("client_id", &client_id)
-        .append_pair("redirect_uri", &redirect_uri)
-        .append_pair("code_challenge", &challenge)
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("state", "replay-state");
-    for field in ["scope", "resource"] {
-        if let Some(v) = asked[field].as_str() {
-            query.append_pair(field, v);
-        }
-    }
-    let authorize = server.url(&format!("/authorize?{}", query.finish()));
-    let password = server.admin_password.clone().unwrap();
-    let back = sign_in_and_approve(
+    let (status, registered) = crate::oauth_browser::register(
         &server,
-        &mut Browser::default(),
-        &authorize,
-        ("admin", &password),
-        &[],
+        json!({"redirect_uris": [CURSOR], "token_endpoint_auth_method": "none"}),
     )
     .await;
-    assert!(back.starts_with(&redirect_uri), "{name}: back to {back}");
-    let answer = query_of(&back);
-    assert_eq!(answer["state"], "replay-state", "{name}");
-    assert_eq!(answer["iss"], base, "{name}");
-    let code = answer["code"].clone();
-
-    // 4. /token: the code, then (if the client does) the same code again,
-    // then a refresh.
-    let resource = asked["resource"].as_str().unwrap_or_default().to_owned();
-    let mut form = vec![
-        ("grant_type", "authorization_code"),
-        ("client_id", client_id.as_str()),
-        ("code", code.as_str()),
-        ("redirect_uri", redirect_uri.as_str()),
-        ("code_verifier", verifier.as_str()),
-    ];
-    if !resource.is_empty() {
-        form.push(("resource", resource.as_str()));
-    }
-    let (status, tokens) = token(&server, &form).await;
-    assert_eq!(status, StatusCode::OK, "{name}: {tokens}");
-    assert_eq!(tokens["token_type"], "Bearer", "{name}");
-    assert_eq!(tokens["expires_in"], expires_in, "{name}: {tokens}");
-    if !scopes.is_empty() && asked["scope"].is_string() {
-        assert!(tokens["scope"].is_string(), "{name}: {tokens}");
-    }
-    if recorded["code_posted_twice"] == true {
-        let (status, again) = token(&server, &form).await;
-        assert_eq!(status, StatusCode::OK, "{name}: the second post");
-        assert_eq!(again["access_token"], tokens["access_token"], "{name}");
-    }
-    let access = tokens["access_token"].as_str().unwrap().to_owned();
-    if recorded["refresh"] == true {
-        let refresh = tokens["refresh_token"].as_str().unwrap();
-        let (status, renewed) = token(
+    assert_eq!(status, StatusCode::CREATED, "{registered}");
+    let dynamic = registered["client_id"].as_str().unwrap().to_owned();
+    let password = server.admin_password.clone().unwrap();
+    for (client_id, lifetime) in [("cursor-static", 600), (dynamic.as_str(), 28_800)] {
+        let (verifier, challenge) = pkce();
+        let authorize = crate::oauth_browser::authorize_url(&server, client_id, &challenge, CURSOR);
+        let back = sign_in_and_approve(
+            &server,
+            &mut Browser::default(),
+            &authorize,
+            ("admin", &password),
+            &[],
+        )
+        .await;
+        let code = query_of(&back)["code"].clone();
+        let (status, tokens) = crate::oauth_browser::token(
             &server,
             &[
-                ("grant_type", "refresh_token"),
-                ("client_id", client_id.as_str()),
-                ("refresh_token", refresh),
+                ("grant_type", "authorization_code"),
+                ("client_id", client_id),
+                ("code", &code),
+                ("redirect_uri", CURSOR),
+                ("code_verifier", &verifier),
             ],
         )
         .await;
-        assert_eq!(status, StatusCode::OK, "{name}: {renewed}");
-        assert_ne!(renewed["refresh_token"], tokens["refresh_token"], "rotated");
-        assert_eq!(renewed["expires_in"], expires_in, "{name}");
+        assert_eq!(status, StatusCode::OK, "{client_id}: {tokens}");
+        assert_eq!(tokens["expires_in"], lifetime, "{client_id}: {tokens}");
     }
-
-    // 5. The token works on /mcp.
-    server.set_token(&access);
-    server.initialize().await;
-}
-
-#[tokio::test]
-async fn claude_replay() {
-    replay("claude").await;
-}
-
-#[tokio::test]
-async fn claude_code_replay() {
-    replay("claude-code").await;
-}
-
-#[tokio::test]
-async fn vscode_replay() {
-    replay("vscode").await;
-}
-
-#[tokio::test]
-async fn cursor_replay() {
-    replay("cursor").await;
-}
-
-#[tokio::test]
-async fn codex_replay() {
-    replay("codex").await;
-}
-
-#[tokio::test]
-#[ignore = "needs private_key_jwt (r16-pkjwt)"]
-async fn chatgpt_replay() {
-    replay("chatgpt").await;
 }
