@@ -59,7 +59,8 @@ fn error(err: BridgeError) -> Response {
         BridgeError::InvalidRequest(_)
         | BridgeError::InvalidClientMetadata(_)
         | BridgeError::InvalidRedirectUri(_)
-        | BridgeError::InvalidGrant(_) => StatusCode::BAD_REQUEST,
+        | BridgeError::InvalidGrant(_)
+        | BridgeError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
     };
     let mut response = front::error_json(status, err.code(), &err.to_string());
     if let BridgeError::BudgetExhausted { retry_after_secs } = err

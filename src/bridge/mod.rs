@@ -2,9 +2,12 @@
 //! tokens; mcpgate fills the gaps MCP clients trip on. It serves RFC 8414
 //! metadata on its own origin, registers clients the IdP cannot register
 //! itself (Auth0: through the Management API; Keycloak and other IdPs with
-//! DCR: relayed), rewrites `/authorize` (`resource` becomes the IdP's
-//! `audience`) and relays `/token` without `resource`. Tokens on `/mcp` are
-//! checked exactly as in `resource` mode.
+//! DCR: relayed), rewrites `/authorize` and relays `/token`. What names the
+//! token's audience at the IdP is [`IdpTarget`]: the configured `audience`
+//! (Auth0 and Entra want it in place of `resource`), or else mcpgate's own
+//! `/mcp` as the RFC 8707 `resource` on both legs, so an IdP with no default
+//! resource still issues a token `/mcp` accepts. Tokens on `/mcp` are checked
+//! exactly as in `resource` mode.
 //!
 //! The IdP's answer is bound to the client it was issued for and to the
 //! browser that asked (review finding 1: a `client_id` swapped in the IdP URL
@@ -76,6 +79,9 @@ pub enum BridgeError {
     InvalidRedirectUri(String),
     #[error("{0}")]
     InvalidGrant(String),
+    /// The client asked for a resource this server does not serve (RFC 8707).
+    #[error("{0}")]
+    InvalidTarget(String),
     /// The browser or the client does not match the pending request.
     #[error("{0}")]
     Forbidden(String),
@@ -113,6 +119,7 @@ impl BridgeError {
             BridgeError::InvalidClientMetadata(_) => OAuthErrorCode::InvalidClientMetadata,
             BridgeError::InvalidRedirectUri(_) => OAuthErrorCode::InvalidRedirectUri,
             BridgeError::InvalidGrant(_) => OAuthErrorCode::InvalidGrant,
+            BridgeError::InvalidTarget(_) => OAuthErrorCode::InvalidTarget,
             BridgeError::RateLimited | BridgeError::TooManyRequests => OAuthErrorCode::RATE_LIMITED,
             BridgeError::BudgetExhausted { .. } | BridgeError::Idp(_) | BridgeError::Setup(_) => {
                 OAuthErrorCode::TemporarilyUnavailable
@@ -174,6 +181,56 @@ pub enum ConsentAnswer {
     Deny,
 }
 
+/// What tells the IdP whom the token is for, on `/authorize` and `/token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IdpTarget {
+    /// `[auth.bridge] audience`: sent as `audience`; the client's `resource`
+    /// is dropped (Auth0 and Entra reject or misread it).
+    Audience(String),
+    /// No audience configured: mcpgate's `/mcp` is sent as `resource`
+    /// (RFC 8707), whatever spelling of it the client used, so the token's
+    /// `aud` is exactly what `/mcp` accepts. An IdP with no default resource
+    /// (oidc-provider as shipped) otherwise issues an opaque token.
+    Resource(String),
+}
+
+impl IdpTarget {
+    fn of(audience: Option<&str>, origin: &str) -> IdpTarget {
+        match audience {
+            Some(a) => IdpTarget::Audience(a.to_owned()),
+            None => IdpTarget::Resource(format!("{origin}/mcp")),
+        }
+    }
+
+    /// The `resource` to send the IdP for a client that asked for
+    /// `requested`: none with an audience; mcpgate's `/mcp` otherwise, and
+    /// `invalid_target` for any other resource (nothing else is served here).
+    fn resource(&self, requested: Option<&str>) -> Result<Option<&str>, BridgeError> {
+        match self {
+            IdpTarget::Audience(_) => Ok(None),
+            IdpTarget::Resource(ours) => match requested {
+                Some(r) if !same_resource(ours, r) => Err(BridgeError::InvalidTarget(format!(
+                    "resource is not served here (this server serves {ours})"
+                ))),
+                _ => Ok(Some(ours)),
+            },
+        }
+    }
+}
+
+/// `candidate` names `ours`: same scheme, host, port and path up to a
+/// trailing slash, no fragment (as the local server's `is_our_resource`).
+fn same_resource(ours: &str, candidate: &str) -> bool {
+    let (Ok(ours), Ok(theirs)) = (url::Url::parse(ours), url::Url::parse(candidate)) else {
+        return false;
+    };
+    theirs.fragment().is_none()
+        && ours.scheme() == theirs.scheme()
+        && ours.host_str() == theirs.host_str()
+        && ours.port_or_known_default() == theirs.port_or_known_default()
+        && ours.path().trim_end_matches('/') == theirs.path().trim_end_matches('/')
+}
+
 /// How clients get registered at the IdP, with what each way needs.
 enum Registration {
     /// Relayed to the IdP's own registration endpoint (RFC 7591).
@@ -186,7 +243,7 @@ pub struct Bridge {
     origin: String,
     store: Store,
     issuer: String,
-    audience: Option<String>,
+    target: IdpTarget,
     scopes_supported: Vec<String>,
     authorization_endpoint: String,
     token_endpoint: String,
@@ -268,9 +325,8 @@ impl Bridge {
         };
         Ok(Bridge {
             store,
-            origin,
             issuer: resource.issuer.clone(),
-            audience: config.audience.clone(),
+            target: IdpTarget::of(config.audience.as_deref(), &origin),
             scopes_supported,
             authorization_endpoint: meta
                 .authorization_endpoint
@@ -291,6 +347,7 @@ impl Bridge {
                 .with_clock(clock.clone()),
             http,
             clock,
+            origin,
         })
     }
 
@@ -377,9 +434,14 @@ impl Bridge {
                         | "request"
                         | "request_uri"
                         | "response_mode"
-                ) || (k == "audience" && self.audience.is_some()))
+                ) || (k == "audience" && matches!(self.target, IdpTarget::Audience(_))))
             })
             .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(
+                self.target
+                    .resource(get("resource"))?
+                    .map(|ours| ("resource", ours)),
+            )
             .collect();
         let idp_query =
             serde_json::to_string(&forwarded).map_err(|e| BridgeError::Internal(e.to_string()))?;
@@ -492,7 +554,7 @@ impl Bridge {
             }
             q.append_pair("redirect_uri", &self.callback_url(&key));
             q.append_pair("state", &state);
-            if let Some(audience) = &self.audience {
+            if let IdpTarget::Audience(audience) = &self.target {
                 q.append_pair("audience", audience);
             }
         }
@@ -584,8 +646,8 @@ impl Bridge {
         Ok(url.to_string())
     }
 
-    /// `/token`: relayed to the IdP without `resource` (Auth0 and Entra
-    /// reject or misread it), with the client's own authentication. A code
+    /// `/token`: relayed to the IdP with the client's own authentication and
+    /// `resource` as [`IdpTarget`] says (none with an audience). A code
     /// is relayed only for the client it came back for, with that client's
     /// callback as `redirect_uri`. `pairs` name each parameter once.
     pub async fn token(
@@ -603,6 +665,9 @@ impl Bridge {
             .filter(|(k, _)| k != "resource" && k != "redirect_uri")
             .cloned()
             .collect();
+        if let Some(ours) = self.target.resource(field(pairs, "resource"))? {
+            relayed.push(("resource".to_owned(), ours.to_owned()));
+        }
         if field(pairs, "grant_type") == Some("authorization_code") {
             let code = field(pairs, "code")
                 .ok_or_else(|| BridgeError::InvalidRequest("code is missing".to_owned()))?;

@@ -16,7 +16,8 @@ pub struct RawBridge {
     /// (the IdP's own registration endpoint, e.g. Keycloak, relayed with CORS).
     pub registrar: Option<String>,
     /// Sent to the IdP as `audience` in place of `resource`. Default: the
-    /// first of `auth.resource.audiences` with `auth0`, none with `passthrough`.
+    /// first of `auth.resource.audiences` with `auth0`, none with `passthrough`
+    /// (then mcpgate's `/mcp` is sent as `resource`, RFC 8707).
     pub audience: Option<String>,
     /// Auth0: a machine-to-machine application allowed `create:clients`
     /// (and `delete:clients`, for the sweep of unused applications).

@@ -20,6 +20,7 @@ pub mod flow;
 pub mod front;
 pub mod http;
 pub mod keys;
+pub mod known_clients;
 pub mod metadata;
 pub mod pages;
 pub mod passwords;

@@ -16,6 +16,12 @@ pub struct RawLocalAuth {
     /// Access-token lifetime; also the bound on how long a revoked grant's
     /// access tokens keep working. Default 3600.
     pub access_token_ttl_secs: Option<u64>,
+    /// `[auth.local.access_token_ttl_by_client]`: access-token lifetime per
+    /// known client (`chatgpt = 28800`; names in `oauth::known_clients`),
+    /// for clients that refresh badly. A configured client's own
+    /// `access_token_ttl_secs` comes first. Default none.
+    #[serde(default)]
+    pub access_token_ttl_by_client: std::collections::BTreeMap<String, u64>,
     /// Default 30 days.
     pub refresh_token_ttl_secs: Option<u64>,
     /// A rotated refresh token presented again within this window gets the
@@ -110,6 +116,7 @@ pub struct RawPinnedDocument {
 #[derive(Debug, Clone, Serialize)]
 pub struct LocalAuthSettings {
     pub access_token_ttl_secs: u64,
+    pub access_token_ttl_by_client: std::collections::BTreeMap<String, u64>,
     pub refresh_token_ttl_secs: u64,
     pub refresh_reuse_grace_secs: u64,
     pub code_ttl_secs: u64,
@@ -176,6 +183,25 @@ pub fn validate(
         (1, 86_400),
         errors,
     );
+    for (name, secs) in &raw.access_token_ttl_by_client {
+        if super::known_clients::by_name(name).is_none() {
+            errors.push(format!(
+                "auth.local.access_token_ttl_by_client.{name}: not a known client ({})",
+                super::known_clients::KNOWN_CLIENTS
+                    .iter()
+                    .map(|k| k.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        ttl(
+            &format!("access_token_ttl_by_client.{name}"),
+            Some(*secs),
+            3600,
+            (1, 86_400),
+            errors,
+        );
+    }
     let refresh_token_ttl_secs = ttl(
         "refresh_token_ttl_secs",
         raw.refresh_token_ttl_secs,
@@ -283,6 +309,7 @@ pub fn validate(
     let enterprise_idps = super::enterprise::validate(&raw.enterprise_idps, &clients, errors);
     LocalAuthSettings {
         access_token_ttl_secs,
+        access_token_ttl_by_client: raw.access_token_ttl_by_client.clone(),
         refresh_token_ttl_secs,
         refresh_reuse_grace_secs,
         code_ttl_secs,
@@ -379,6 +406,33 @@ mod tests {
         assert!(
             matches!(&local.encryption_key, EncryptionKeySource::File(p) if p == Path::new("/data/mcpgate.key"))
         );
+    }
+
+    #[test]
+    fn access_token_ttl_by_client_names_known_clients_within_bounds() {
+        let url = Url::parse("http://127.0.0.1:8000").unwrap();
+        let raw = |pairs: &[(&str, u64)]| RawLocalAuth {
+            access_token_ttl_by_client: pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            ..RawLocalAuth::default()
+        };
+        let mut errors = Vec::new();
+        let local = validate(
+            Some(&raw(&[("chatgpt", 28_800)])),
+            Path::new("/d"),
+            &url,
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(local.access_token_ttl_by_client["chatgpt"], 28_800);
+        validate(
+            Some(&raw(&[("chatgtp", 600), ("claude", 0)])),
+            Path::new("/d"),
+            &url,
+            &mut errors,
+        );
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains("access_token_ttl_by_client.chatgtp: not a known client"));
+        assert!(errors[1].contains("access_token_ttl_by_client.claude: 0 must be between"));
     }
 
     #[test]

@@ -101,8 +101,9 @@ def rs_factory(idp_factory, tmp_path: Path):
     """`rs_factory(idp_env={...}, introspection=False, opaque=False, bridge=False)` -> Rs (IdP + resource-mode
     mcpgate). `opaque=True` makes the IdP issue opaque tokens for mcpgate's resource (and turns introspection
     on). `bridge=True` starts mcpgate in `auth.mode = "bridge"` with `registrar = "passthrough"` instead (its
-    AS metadata, /register, /authorize and /token front the IdP; the IdP's default resource, used when
-    mcpgate drops `resource`, is still mcpgate's /mcp)."""
+    AS metadata, /register, /authorize and /token front the IdP). A bridge's IdP has no default resource
+    (`DEFAULT_RESOURCE=`, oidc-provider as shipped): a request that reaches it without `resource` gets an
+    opaque token that /mcp refuses, so the bridge must forward the client's `resource` (issue 16 item 4)."""
     made: list[Rs] = []
     with contextlib.ExitStack() as stack:
         def make(idp_env: dict[str, str] | None = None, *, introspection: bool = False, opaque: bool = False,
@@ -113,6 +114,8 @@ def rs_factory(idp_factory, tmp_path: Path):
             if opaque:
                 env["OPAQUE_RESOURCES"] = ",".join(filter(None, [env.get("OPAQUE_RESOURCES"), resource]))
                 introspection = True
+            if bridge:
+                env.setdefault("DEFAULT_RESOURCE", "")
             idp = idp_factory(mcp_resource=resource, env=env)
             gate = stack.enter_context(start_rs_gate(tmp_path / f"gate-{len(made)}", port, idp.issuer,
                                                      introspection=introspection, refetch_secs=refetch_secs,

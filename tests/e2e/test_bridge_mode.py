@@ -1,8 +1,10 @@
 """mcpgate in `auth.mode = "bridge"` with `registrar = "passthrough"` in front of a real OpenID
 provider (npm oidc-provider, with its own DCR): the IdP stays the authorization server and issues
 the tokens; mcpgate serves RFC 8414 metadata on its own origin, relays /register and /token to the
-IdP and redirects /authorize there (without `resource`, so the IdP binds its default resource,
-which rs_fixtures.py sets to mcpgate's /mcp). /mcp checks the IdP's JWTs as in resource mode.
+IdP and redirects /authorize there. With no `[auth.bridge] audience`, mcpgate forwards `resource`
+(its own /mcp) on /authorize and /token: the IdP here has no default resource (`DEFAULT_RESOURCE=`,
+oidc-provider as shipped), so without it the IdP would issue an opaque token that /mcp refuses
+(issue 16 item 4). /mcp checks the IdP's JWTs as in resource mode.
 
 Each test gets a fresh IdP and a fresh mcpgate (`rs_factory(bridge=True)`).
 """
@@ -92,7 +94,7 @@ def test_python_sdk_completes_the_bridge_flow(rs_factory):
     assert claims["client_id"] == client_id and claims["sub"] == "alice", claims
 
 
-def test_raw_authorize_requires_pkce_and_drops_resource(rs_factory):
+def test_raw_authorize_requires_pkce_and_forwards_resource(rs_factory):
     rs, origin = bridge(rs_factory)
     redirect = f"http://127.0.0.1:{free_port()}/callback"
     status, client = http_json("POST", f"{origin}/register", json_body={
@@ -108,17 +110,21 @@ def test_raw_authorize_requires_pkce_and_drops_resource(rs_factory):
         no_pkce = {k: v for k, v in params.items() if not k.startswith("code_challenge")}
         r = http.get(f"{origin}/authorize", params=no_pkce)
         assert r.status_code == 400 and "location" not in r.headers, (r.status_code, dict(r.headers), r.text[:300])
+        # A resource mcpgate does not serve is refused here (a page), never sent on to the IdP.
+        r = http.get(f"{origin}/authorize", params={**params, "resource": "https://elsewhere.example/mcp"})
+        assert r.status_code == 400 and "location" not in r.headers, (r.status_code, r.text[:300])
+        assert "resource is not served here" in r.text, r.text[:500]
 
         # mcpgate's own consent page comes first; the IdP only after "Allow".
         location = approve_at_mcpgate(http, origin, params)
     assert location.startswith(rs.idp.authorization_endpoint + "?"), location
     forwarded = query(location)
-    assert "resource" not in forwarded, forwarded
+    assert forwarded["resource"] == rs.gate.resource, forwarded
     # The IdP only ever redirects to mcpgate, at this client's own callback, with a state of
     # mcpgate's; the rest passes through unchanged.
     assert forwarded["redirect_uri"].startswith(f"{origin}/callback/"), forwarded
     assert forwarded["state"] != params["state"], forwarded
-    untouched = {k: v for k, v in params.items() if k not in ("resource", "redirect_uri", "state")}
+    untouched = {k: v for k, v in params.items() if k not in ("redirect_uri", "state")}
     assert {k: forwarded[k] for k in untouched} == untouched, (forwarded, params)
     assert urllib.parse.urlsplit(location).netloc == urllib.parse.urlsplit(rs.idp.issuer).netloc
 

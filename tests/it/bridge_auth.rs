@@ -180,7 +180,8 @@ async fn auth0_bridge_registers_through_the_management_api_and_rewrites_the_flow
         assert!(location(&r).is_empty(), "{query}");
     }
 
-    // /token is relayed without `resource`; the IdP's token works on /mcp.
+    // /token is relayed without `resource` (the audience names the API);
+    // the IdP's token works on /mcp.
     let access = idp.token("auth0|alice", "calc");
     idp.answer_token(
         200,
@@ -270,21 +271,133 @@ async fn passthrough_bridge_relays_the_idps_own_registration() {
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
     assert!(r.headers().contains_key("access-control-allow-origin"));
-    // No audience parameter unless configured.
+    // No audience parameter unless configured; mcpgate's /mcp as `resource`.
     let (_, challenge) = pkce();
     let to = approve(
         &server,
         &mut Browser::default(),
         &format!(
-            "response_type=code&client_id=dcr-client-1&code_challenge={challenge}&code_challenge_method=S256&resource=x"
+            "response_type=code&client_id=dcr-client-1&code_challenge={challenge}&code_challenge_method=S256"
         ),
     )
     .await;
     let p = query_of(&to);
+    assert!(!p.contains_key("audience"), "{p:?}");
+    assert_eq!(p["resource"], server.url("/mcp"));
+}
+
+/// Issue 16 item 4: with no `audience` configured, the bridge forwards
+/// mcpgate's `/mcp` as `resource` on `/authorize` and `/token` (an RFC 8707
+/// IdP with no default resource otherwise issues a token `/mcp` refuses),
+/// always spelled as `/mcp` accepts it, and refuses any other resource
+/// before the IdP sees it.
+#[tokio::test]
+async fn passthrough_bridge_forwards_resource_to_the_idp() {
+    let idp = FakeIdp::start().await;
+    let server = bridge(&idp, |b| {
+        b.registrar = Some("passthrough".to_owned());
+        b.management_client_id = None;
+        b.management_client_secret = None;
+    })
+    .await;
+    let ours = server.url("/mcp");
+    let (status, body) = register(
+        &server,
+        json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (verifier, challenge) = pkce();
+    let query = |resource: &str| {
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("response_type", "code")
+            .append_pair("client_id", "dcr-client-1")
+            .append_pair("redirect_uri", REDIRECT)
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("state", "s-1")
+            .append_pair("resource", resource)
+            .finish()
+    };
+
+    // Another server's resource: a page, no redirect, nothing stored.
+    let r = no_redirects()
+        .get(server.url(&format!(
+            "/authorize?{}",
+            query("https://elsewhere.example/mcp")
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(location(&r).is_empty());
     assert!(
-        !p.contains_key("audience") && !p.contains_key("resource"),
-        "{p:?}"
+        r.text()
+            .await
+            .unwrap()
+            .contains("resource is not served here"),
+        "the page names the cause"
     );
+
+    // The client's spelling (a trailing slash) reaches the IdP as /mcp accepts it.
+    let mut browser = Browser::default();
+    let to = approve(&server, &mut browser, &query(&format!("{ours}/"))).await;
+    let p = query_of(&to);
+    assert_eq!(p["resource"], ours);
+    assert!(!p.contains_key("audience"), "{p:?}");
+    let back = format!("{}?code=idp-code&state={}", p["redirect_uri"], p["state"]);
+    let r = browser.get(&back).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+
+    // /token: another resource is refused here, never relayed.
+    let token = |resource: Option<&str>| {
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("client_id", "dcr-client-1".to_owned()),
+            ("code", "idp-code".to_owned()),
+            ("redirect_uri", REDIRECT.to_owned()),
+            ("code_verifier", verifier.clone()),
+        ];
+        if let Some(r) = resource {
+            form.push(("resource", r.to_owned()));
+        }
+        server.client.post(server.url("/token")).form(&form).send()
+    };
+    let r = token(Some("https://elsewhere.example/mcp")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_target");
+    assert!(idp.token_requests.lock().unwrap().is_empty());
+
+    // The client's resource, or none: the IdP gets /mcp either way.
+    for sent in [Some(ours.as_str()), None] {
+        idp.answer_token(
+            200,
+            json!({"access_token": idp.token("alice", "calc"), "token_type": "Bearer"}),
+        );
+        let r = token(sent).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{sent:?}");
+        let requests = idp.token_requests.lock().unwrap();
+        let (_, form) = requests.last().unwrap();
+        assert_eq!(form["resource"], ours, "{sent:?}");
+        assert!(!form.contains_key("audience"), "{form:?}");
+    }
+    // A refresh carries it too.
+    idp.answer_token(400, json!({"error": "invalid_grant"}));
+    server
+        .client
+        .post(server.url("/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "dcr-client-1"),
+            ("refresh_token", "r-1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let requests = idp.token_requests.lock().unwrap();
+    let (_, form) = requests.last().unwrap();
+    assert_eq!(form["grant_type"], "refresh_token");
+    assert_eq!(form["resource"], ours);
 }
 
 /// An answer at the callback naming another issuer (an IdP mix-up) stops

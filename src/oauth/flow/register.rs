@@ -171,12 +171,19 @@ impl AuthorizationServer {
         }))
     }
 
-    /// How long `client`'s access tokens live: its own setting, else the server's.
+    /// How long `client`'s access tokens live: its own setting (configured
+    /// clients), else its known client's (`access_token_ttl_by_client`),
+    /// else the server's.
     pub fn access_token_ttl(&self, client: &Client) -> u64 {
         client
             .configured
             .as_ref()
             .and_then(|c| c.access_token_ttl_secs)
+            .or_else(|| {
+                crate::oauth::known_clients::recognise(client)
+                    .and_then(|known| self.config.access_token_ttl_by_client.get(known.name))
+                    .copied()
+            })
             .unwrap_or(self.config.access_token_ttl_secs)
     }
 
