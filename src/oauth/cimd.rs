@@ -1,18 +1,15 @@
 //! Client ID Metadata Documents: a client id that is an https URL names a
-//! JSON document describing the client. Fetching attacker-chosen URLs from
-//! the server is an SSRF vector, so the fetch is fenced: https only, every
-//! resolved address must be public (loopback only with the development
-//! switch), the connection is pinned to the checked address, no redirects,
-//! at most 5 KB, a short timeout. Good documents are cached per their
-//! `Cache-Control`; failures are cached briefly, and only a few fetches run
-//! at once, so `/authorize` cannot be used to make mcpgate probe hosts at
-//! will. Why a fetch failed is logged, never told the client (it would say
-//! whether a host is reachable).
+//! JSON document describing the client. The document is fetched through
+//! the SSRF fence (`fenced_fetch`: https only, public addresses only, the
+//! connection pinned, no redirects, a short timeout, a cap on fetches in
+//! flight), at most 5 KB. Good documents are cached per their
+//! `Cache-Control`; failures are cached briefly. Why a fetch failed is
+//! logged, never told the client (it would say whether a host is
+//! reachable).
 
 use crate::clock::SharedClock;
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -20,14 +17,16 @@ use std::{
 use url::Url;
 
 use super::clients::{AuthMethod, ClientMetadata, check_client_name, classify_redirect_uri};
+pub use super::fenced_fetch::is_public_address;
+use super::fenced_fetch::{FencedFetcher, FetchError, Freshness};
 
 pub const MAX_DOCUMENT_BYTES: usize = 5 * 1024;
 const DEFAULT_TTL: Duration = Duration::from_secs(300);
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long a failed URL is answered from memory without a new fetch.
 const FAILURE_TTL: Duration = Duration::from_secs(60);
-/// Outbound document fetches in flight at once; more fail at once.
-const MAX_CONCURRENT_FETCHES: usize = 8;
+#[cfg(test)]
+use super::fenced_fetch::MAX_CONCURRENT_FETCHES;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CimdError {
@@ -54,8 +53,7 @@ struct Cached {
 }
 
 pub struct CimdResolver {
-    allow_loopback_http: bool,
-    timeout: Duration,
+    fetcher: FencedFetcher,
     pinned: HashMap<String, Arc<ClientMetadata>>,
     cache: moka::sync::Cache<String, Cached>,
     /// A failed fetch and until when it stands (the cache's own expiry is
@@ -63,64 +61,12 @@ pub struct CimdResolver {
     failures: moka::sync::Cache<String, (CimdError, Instant)>,
     failure_ttl: Duration,
     clock: SharedClock,
-    fetches: Arc<tokio::sync::Semaphore>,
-}
-
-/// Is this address one a server-side fetch may reach?
-pub fn is_public_address(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1])) // CGNAT 100.64/10
-                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0/24
-                || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking 198.18/15
-                || o[0] >= 240)
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            let embedded = |hi: u16, lo: u16| {
-                let [a, b] = hi.to_be_bytes();
-                let [c, d] = lo.to_be_bytes();
-                is_public_address(IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
-            };
-            // Forms that carry an IPv4 address are judged by it: mapped
-            // ::ffff:0:0/96, IPv4-compatible ::/96 (also :: and ::1), 6to4 2002::/16.
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_address(IpAddr::V4(v4));
-            }
-            if s[..6] == [0; 6] {
-                return embedded(s[6], s[7]);
-            }
-            if s[0] == 0x2002 {
-                return embedded(s[1], s[2]);
-            }
-            // Only global unicast 2000::/3. That leaves out ::ffff:0:0:0/96,
-            // NAT64 64:ff9b::/96 and 64:ff9b:1::/48, discard 100::/64,
-            // unique local fc00::/7, link local fe80::/10, site local
-            // fec0::/10 and multicast, whatever a host routes there.
-            (s[0] & 0xe000) == 0x2000
-                // IETF protocol assignments 2001::/23 (Teredo 2001::/32, benchmarking, ORCHID).
-                && !(s[0] == 0x2001 && s[1] < 0x0200)
-                // Documentation 2001:db8::/32 and 3fff::/20.
-                && !(s[0] == 0x2001 && s[1] == 0x0db8)
-                && !(s[0] == 0x3fff && s[1] < 0x1000)
-        }
-    }
 }
 
 impl CimdResolver {
     pub fn new(allow_loopback_http: bool, timeout: Duration) -> CimdResolver {
         CimdResolver {
-            allow_loopback_http,
-            timeout,
+            fetcher: FencedFetcher::new(allow_loopback_http, timeout),
             pinned: HashMap::new(),
             cache: moka::sync::Cache::builder().max_capacity(10_000).build(),
             failures: moka::sync::Cache::builder()
@@ -129,7 +75,6 @@ impl CimdResolver {
                 .build(),
             failure_ttl: FAILURE_TTL,
             clock: crate::clock::system(),
-            fetches: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES)),
         }
     }
 
@@ -142,13 +87,19 @@ impl CimdResolver {
     /// Replace the fetch bounds (tests).
     #[cfg(test)]
     fn with_bounds(mut self, concurrent: usize, failure_ttl: Duration) -> CimdResolver {
-        self.fetches = Arc::new(tokio::sync::Semaphore::new(concurrent));
+        self.fetcher = self.fetcher.with_max_concurrent(concurrent);
         self.failures = moka::sync::Cache::builder()
             .max_capacity(10_000)
             .time_to_live(failure_ttl)
             .build();
         self.failure_ttl = failure_ttl;
         self
+    }
+
+    /// The fence this resolver fetches through; clones share its cap on
+    /// fetches in flight (client key sets are fetched through it too).
+    pub fn fetcher(&self) -> FencedFetcher {
+        self.fetcher.clone()
     }
 
     /// Use `document` for `client_id` instead of fetching it.
@@ -161,7 +112,7 @@ impl CimdResolver {
     /// Does this client id name a metadata document (rather than a registration)?
     pub fn is_document_id(&self, client_id: &str) -> bool {
         client_id.starts_with("https://")
-            || (self.allow_loopback_http && client_id.starts_with("http://"))
+            || (self.fetcher.allows_loopback_http() && client_id.starts_with("http://"))
     }
 
     pub async fn resolve(&self, client_id: &str) -> Result<Arc<ClientMetadata>, CimdError> {
@@ -181,19 +132,16 @@ impl CimdResolver {
             }
             self.failures.invalidate(client_id);
         }
-        // Over the cap the request fails now rather than queueing behind
-        // slow hosts; nothing is cached, so a retry fetches.
-        let Ok(_permit) = self.fetches.clone().try_acquire_owned() else {
-            tracing::warn!(
-                max = MAX_CONCURRENT_FETCHES,
-                "client metadata document fetches at their limit; request refused"
-            );
-            return Err(CimdError::Busy);
-        };
         let fetched = self
-            .fetch(&url)
+            .fetcher
+            .get(&url, MAX_DOCUMENT_BYTES, "client metadata document")
             .await
-            .and_then(|(body, ttl)| Ok((parse_document(client_id, &body)?, ttl)));
+            .map_err(CimdError::from)
+            .and_then(|fetched| {
+                let metadata = parse_document(client_id, &fetched.body)?;
+                self.check_jwks_uri(&metadata)?;
+                Ok((metadata, cache_ttl(fetched.cache_control.as_deref())))
+            });
         let (metadata, ttl) = match fetched {
             Ok(done) => done,
             Err(e) => {
@@ -217,16 +165,7 @@ impl CimdResolver {
     }
 
     fn check_url(&self, client_id: &str) -> Result<Url, CimdError> {
-        let url = Url::parse(client_id).map_err(|_| CimdError::BadUrl("not a URL"))?;
-        let loopback_dev = self.allow_loopback_http
-            && url.scheme() == "http"
-            && url.host_str().is_some_and(super::clients::is_loopback_host);
-        if url.scheme() != "https" && !loopback_dev {
-            return Err(CimdError::BadUrl("must be https"));
-        }
-        if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
-            return Err(CimdError::BadUrl("no fragment or user information allowed"));
-        }
+        let url = self.fetcher.check_url(client_id)?;
         if url.path() == "/" || url.path().is_empty() {
             return Err(CimdError::BadUrl("must have a path"));
         }
@@ -239,108 +178,38 @@ impl CimdResolver {
         Ok(url)
     }
 
-    /// Resolve, check every address, then connect to the checked one only.
-    async fn fetch(&self, url: &Url) -> Result<(Vec<u8>, Option<Duration>), CimdError> {
-        let host = url.host_str().ok_or(CimdError::BadUrl("no host"))?;
-        let port = url.port_or_known_default().unwrap_or(443);
-        let bare_host = host.trim_matches(['[', ']']);
-        let addrs: Vec<SocketAddr> = match bare_host.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => {
-                tokio::time::timeout(self.timeout, tokio::net::lookup_host((bare_host, port)))
-                    .await
-                    .map_err(|_| unreachable(url, "DNS timeout"))?
-                    .map_err(|e| unreachable(url, &format!("DNS lookup failed: {e}")))?
-                    .collect()
-            }
-        };
-        if addrs.is_empty() {
-            return Err(unreachable(url, "no address"));
+    /// A `jwks_uri` must pass the same fence as the document's own URL.
+    fn check_jwks_uri(&self, metadata: &ClientMetadata) -> Result<(), CimdError> {
+        if let Some(uri) = &metadata.jwks_uri {
+            self.fetcher
+                .check_url(uri)
+                .map_err(|_| CimdError::Invalid("jwks_uri must be an https URL".to_owned()))?;
         }
-        let allowed =
-            |ip: IpAddr| is_public_address(ip) || (self.allow_loopback_http && ip.is_loopback());
-        // Any private answer fails the whole name (DNS rebinding tricks mix them).
-        if addrs.iter().any(|a| !allowed(a.ip())) {
-            return Err(CimdError::ForbiddenAddress);
-        }
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(self.timeout)
-            .connect_timeout(self.timeout)
-            .resolve_to_addrs(bare_host, &addrs)
-            .no_proxy()
-            .build()
-            .map_err(|_| CimdError::Fetch("client setup failed".to_owned()))?;
-        let mut response = client
-            .get(url.clone())
-            .header("accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| {
-                let why = if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "connection failed"
-                };
-                unreachable(url, why)
-            })?;
-        let status = response.status();
-        if status.is_redirection() {
-            return Err(CimdError::Fetch("redirects are not followed".to_owned()));
-        }
-        if !status.is_success() {
-            return Err(CimdError::Fetch(format!("HTTP status {}", status.as_u16())));
-        }
-        let ttl = cache_ttl(
-            response
-                .headers()
-                .get("cache-control")
-                .and_then(|v| v.to_str().ok()),
-        );
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|_| unreachable(url, "body read failed"))?
-        {
-            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                return Err(CimdError::Fetch("document larger than 5 KB".to_owned()));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((body, ttl))
+        Ok(())
     }
 }
 
-/// The detail goes to the debug log only; see [`CimdError::Unreachable`].
-fn unreachable(url: &Url, why: &str) -> CimdError {
-    tracing::debug!(%url, reason = why, "client metadata document not fetched");
-    CimdError::Unreachable
+impl From<FetchError> for CimdError {
+    fn from(e: FetchError) -> CimdError {
+        match e {
+            FetchError::BadUrl(why) => CimdError::BadUrl(why),
+            FetchError::ForbiddenAddress => CimdError::ForbiddenAddress,
+            FetchError::Unreachable => CimdError::Unreachable,
+            FetchError::Busy => CimdError::Busy,
+            FetchError::Redirect => CimdError::Fetch("redirects are not followed".to_owned()),
+            FetchError::Status(code) => CimdError::Fetch(format!("HTTP status {code}")),
+            FetchError::TooLarge(_) => CimdError::Fetch("document larger than 5 KB".to_owned()),
+            FetchError::Setup => CimdError::Fetch("client setup failed".to_owned()),
+        }
+    }
 }
 
 /// `None`: do not cache. Otherwise max-age within bounds, or a default.
 fn cache_ttl(cache_control: Option<&str>) -> Option<Duration> {
-    let Some(cc) = cache_control else {
-        return Some(DEFAULT_TTL);
-    };
-    let directives: Vec<String> = cc
-        .split(',')
-        .map(|d| d.trim().to_ascii_lowercase())
-        .collect();
-    if directives
-        .iter()
-        .any(|d| d == "no-store" || d == "no-cache")
-    {
-        return None;
-    }
-    let max_age = directives.iter().find_map(|d| {
-        d.strip_prefix("max-age=")
-            .and_then(|v| v.parse::<u64>().ok())
-    });
-    match max_age {
-        Some(0) => None,
-        Some(secs) => Some(Duration::from_secs(secs).min(MAX_TTL)),
-        None => Some(DEFAULT_TTL),
+    match Freshness::of(cache_control) {
+        Freshness::Unspecified => Some(DEFAULT_TTL),
+        Freshness::DoNotKeep => None,
+        Freshness::MaxAge(age) => Some(age.min(MAX_TTL)),
     }
 }
 
@@ -363,15 +232,25 @@ pub fn parse_document(client_id: &str, body: &[u8]) -> Result<ClientMetadata, Ci
     for uri in &metadata.redirect_uris {
         classify_redirect_uri(uri).map_err(|e| CimdError::Invalid(e.to_string()))?;
     }
-    // A document is public; a shared secret in it would be no secret.
-    match metadata
+    // A document is public; a shared secret in it would be no secret. A
+    // client proves itself with `private_key_jwt` against the keys the
+    // document names, or not at all (`none`).
+    let method = match metadata
         .token_endpoint_auth_method
         .as_deref()
         .map(AuthMethod::parse)
     {
-        None | Some(Some(AuthMethod::None)) => {}
-        _ => return Err(invalid("token_endpoint_auth_method must be none")),
-    }
+        None | Some(Some(AuthMethod::None)) => AuthMethod::None,
+        Some(Some(AuthMethod::PrivateKeyJwt)) => AuthMethod::PrivateKeyJwt,
+        _ => {
+            return Err(invalid(
+                "token_endpoint_auth_method must be none or private_key_jwt",
+            ));
+        }
+    };
+    metadata
+        .check_keys()
+        .map_err(|e| CimdError::Invalid(e.to_string()))?;
     let raw: serde_json::Value = serde_json::from_slice(body).map_err(|_| invalid("not JSON"))?;
     if raw.get("client_secret").is_some() || raw.get("client_secret_expires_at").is_some() {
         return Err(invalid(
@@ -379,7 +258,7 @@ pub fn parse_document(client_id: &str, body: &[u8]) -> Result<ClientMetadata, Ci
         ));
     }
     let mut metadata = metadata;
-    metadata.token_endpoint_auth_method = Some("none".to_owned());
+    metadata.token_endpoint_auth_method = Some(method.as_str().to_owned());
     Ok(metadata)
 }
 

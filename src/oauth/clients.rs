@@ -49,6 +49,11 @@ pub struct ClientMetadata {
     /// The algorithm its assertions are signed with (OIDC Registration §2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint_auth_signing_alg: Option<String>,
+    /// Only in CIMD documents: every method the client can use (ChatGPT's
+    /// document lists `none` and `private_key_jwt` while naming the latter
+    /// in `token_endpoint_auth_method`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
 }
 
 /// How a client authenticates at the token endpoint.
@@ -69,8 +74,18 @@ impl From<AuthMethod> for &'static str {
 }
 
 impl AuthMethod {
-    /// Every method, in the order metadata documents list them.
-    pub const ALL: [AuthMethod; 3] = [
+    /// Every method, in the order metadata documents list them (what the
+    /// local and proxy servers verify).
+    pub const ALL: [AuthMethod; 4] = [
+        AuthMethod::None,
+        AuthMethod::SecretBasic,
+        AuthMethod::SecretPost,
+        AuthMethod::PrivateKeyJwt,
+    ];
+
+    /// The methods without a client assertion: what the bridge advertises,
+    /// since it relays `/token` to an authorization server of its own.
+    pub const WITHOUT_ASSERTION: [AuthMethod; 3] = [
         AuthMethod::None,
         AuthMethod::SecretBasic,
         AuthMethod::SecretPost,
@@ -135,6 +150,13 @@ impl BasicCredentials {
             secret: form_decoded(secret),
         }))
     }
+}
+
+/// Whether the server a client registers at verifies client assertions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientAuthSupport {
+    WithAssertion,
+    WithoutAssertion,
 }
 
 /// Why metadata was refused; the edge maps these to RFC 7591 error codes.
@@ -267,6 +289,46 @@ pub fn resolve_redirect(
 }
 
 impl ClientMetadata {
+    /// The keys of a `private_key_jwt` client: exactly one of `jwks` and
+    /// `jwks_uri` (a public client may publish keys too, to use either), a
+    /// valid public key set, a signing algorithm from the allow list. Where
+    /// a `jwks_uri` may point is the fetch fence's decision.
+    pub fn check_keys(&self) -> Result<(), MetadataError> {
+        let meta = |m: &str| Err(MetadataError::Metadata(m.to_owned()));
+        match (&self.jwks, &self.jwks_uri) {
+            (Some(_), Some(_)) => return meta("send jwks or jwks_uri, not both"),
+            (None, None) if self.auth_method() == AuthMethod::PrivateKeyJwt => {
+                return meta("private_key_jwt needs jwks or jwks_uri");
+            }
+            (Some(set), None) => {
+                if let Err(e) = super::client_keys::parse_key_set(set) {
+                    return Err(MetadataError::Metadata(e.to_string()));
+                }
+            }
+            (None, Some(uri)) => {
+                if uri.len() > MAX_URI_BYTES
+                    || !Url::parse(uri).is_ok_and(|u| matches!(u.scheme(), "https" | "http"))
+                {
+                    return meta("jwks_uri must be an https URL");
+                }
+            }
+            (None, None) => {}
+        }
+        if let Some(alg) = &self.token_endpoint_auth_signing_alg
+            && super::client_auth::parse_signing_algorithm(alg).is_none()
+        {
+            return meta(
+                "token_endpoint_auth_signing_alg must be one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA",
+            );
+        }
+        Ok(())
+    }
+
+    /// Does the client publish keys (`jwks` or `jwks_uri`)?
+    pub fn has_keys(&self) -> bool {
+        self.jwks.is_some() || self.jwks_uri.is_some()
+    }
+
     pub fn auth_method(&self) -> AuthMethod {
         self.token_endpoint_auth_method
             .as_deref()
@@ -280,8 +342,23 @@ impl ClientMetadata {
             .is_some_and(|g| g.iter().any(|t| t == "refresh_token"))
     }
 
-    /// Validate and fill defaults (RFC 7591 §2) for a dynamic registration.
-    pub fn normalise_for_registration(mut self) -> Result<ClientMetadata, MetadataError> {
+    /// Validate and fill defaults (RFC 7591 §2) for a dynamic registration
+    /// at a server that verifies no client assertion (the bridge):
+    /// `private_key_jwt` is refused and keys are dropped.
+    pub fn normalise_for_registration(self) -> Result<ClientMetadata, MetadataError> {
+        self.normalise(ClientAuthSupport::WithoutAssertion)
+    }
+
+    /// [`ClientMetadata::normalise_for_registration`] at a server that
+    /// verifies `private_key_jwt` (local and proxy modes): a client may
+    /// register `jwks` or `jwks_uri` and is then issued no secret.
+    pub fn normalise_for_registration_with_assertions(
+        self,
+    ) -> Result<ClientMetadata, MetadataError> {
+        self.normalise(ClientAuthSupport::WithAssertion)
+    }
+
+    fn normalise(mut self, support: ClientAuthSupport) -> Result<ClientMetadata, MetadataError> {
         let meta = |m: &str| Err(MetadataError::Metadata(m.to_owned()));
         if self.redirect_uris.is_empty() {
             return Err(MetadataError::RedirectUri(
@@ -295,10 +372,14 @@ impl ClientMetadata {
         for uri in &self.redirect_uris {
             kinds.push(classify_redirect_uri(uri)?);
         }
-        let method = match self.token_endpoint_auth_method.as_deref() {
-            None => AuthMethod::SecretBasic,
-            Some(m) => match AuthMethod::parse(m) {
-                // Registrations with keys are not accepted yet.
+        let method = match (self.token_endpoint_auth_method.as_deref(), support) {
+            (None, _) => AuthMethod::SecretBasic,
+            (Some(m), ClientAuthSupport::WithAssertion) => AuthMethod::parse(m).ok_or_else(|| {
+                MetadataError::Metadata(
+                    "token_endpoint_auth_method must be none, client_secret_basic, client_secret_post or private_key_jwt".to_owned(),
+                )
+            })?,
+            (Some(m), ClientAuthSupport::WithoutAssertion) => match AuthMethod::parse(m) {
                 Some(AuthMethod::PrivateKeyJwt) | None => {
                     return meta(
                         "token_endpoint_auth_method must be none, client_secret_basic or client_secret_post",
@@ -308,6 +389,16 @@ impl ClientMetadata {
             },
         };
         self.token_endpoint_auth_method = Some(method.as_str().to_owned());
+        self.token_endpoint_auth_methods_supported = None;
+        if matches!(method, AuthMethod::SecretBasic | AuthMethod::SecretPost)
+            || support == ClientAuthSupport::WithoutAssertion
+        {
+            // A client with a secret authenticates with it; keys would be unused.
+            self.jwks = None;
+            self.jwks_uri = None;
+            self.token_endpoint_auth_signing_alg = None;
+        }
+        self.check_keys()?;
         for (field, list) in [
             ("grant_types", &self.grant_types),
             ("response_types", &self.response_types),

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::clients::MetadataError;
+use super::{client_auth::AssertionError, clients::MetadataError};
 use crate::store::StoreError;
 
 /// An error code from RFC 6749 §4.1.2.1/§5.2, RFC 7591 §3.2.2 and RFC 8707
@@ -70,6 +70,9 @@ pub enum OAuthError {
     InvalidRequest(String),
     #[error("client authentication failed")]
     InvalidClient,
+    /// `private_key_jwt`: the assertion was refused, and why.
+    #[error("client authentication failed: {0}")]
+    ClientAssertion(AssertionError),
     #[error("{0}")]
     InvalidGrant(String),
     /// RFC 6749 §5.2: the client may not use this grant type.
@@ -100,7 +103,9 @@ impl OAuthError {
     pub fn code(&self) -> OAuthErrorCode {
         match self {
             OAuthError::InvalidRequest(_) => OAuthErrorCode::InvalidRequest,
-            OAuthError::InvalidClient => OAuthErrorCode::InvalidClient,
+            OAuthError::InvalidClient | OAuthError::ClientAssertion(_) => {
+                OAuthErrorCode::InvalidClient
+            }
             OAuthError::InvalidGrant(_) => OAuthErrorCode::InvalidGrant,
             OAuthError::UnauthorizedClient(_) => OAuthErrorCode::UnauthorizedClient,
             OAuthError::InvalidScope(_) => OAuthErrorCode::InvalidScope,

@@ -73,7 +73,7 @@ fn html(status: StatusCode, body: String) -> Response {
 
 fn oauth_error(err: OAuthError) -> Response {
     let status = match &err {
-        OAuthError::InvalidClient => StatusCode::UNAUTHORIZED,
+        OAuthError::InvalidClient | OAuthError::ClientAssertion(_) => StatusCode::UNAUTHORIZED,
         OAuthError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         OAuthError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         OAuthError::TooManyClients => StatusCode::SERVICE_UNAVAILABLE,
@@ -97,15 +97,34 @@ fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
     front::form_pairs(body).map_err(|e| OAuthError::InvalidRequest(e.to_string()))
 }
 
+/// The client's credentials, by exactly one method (RFC 6749 §2.3: a
+/// Basic header, a `client_secret` field, or a `client_assertion`); two at
+/// once is `invalid_request` (RFC 6749 §5.2 names that case).
 fn client_credentials(
     headers: &HeaderMap,
     pairs: &[(String, String)],
 ) -> Result<ClientCredentials, OAuthError> {
-    if let Some(auth) = headers
+    let basic = match headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        && let Some(basic) = BasicCredentials::parse(auth).map_err(|_| OAuthError::InvalidClient)?
     {
+        Some(auth) => BasicCredentials::parse(auth).map_err(|_| OAuthError::InvalidClient)?,
+        None => None,
+    };
+    let secret = field(pairs, "client_secret");
+    let assertion = field(pairs, "client_assertion");
+    let assertion_type = field(pairs, "client_assertion_type");
+    let methods = [
+        basic.is_some(),
+        secret.is_some(),
+        assertion.is_some() || assertion_type.is_some(),
+    ];
+    if methods.into_iter().filter(|used| *used).count() > 1 {
+        return Err(OAuthError::InvalidRequest(
+            "use one client authentication method per request: a Basic header, client_secret, or client_assertion".to_owned(),
+        ));
+    }
+    if let Some(basic) = basic {
         return Ok(ClientCredentials {
             client_id: Some(basic.client_id),
             secret: Some(basic.secret),
@@ -115,10 +134,10 @@ fn client_credentials(
     }
     Ok(ClientCredentials {
         client_id: field(pairs, "client_id").map(str::to_owned),
-        secret: field(pairs, "client_secret").map(str::to_owned),
+        secret: secret.map(str::to_owned),
         basic: false,
-        assertion: field(pairs, "client_assertion").map(str::to_owned),
-        assertion_type: field(pairs, "client_assertion_type").map(str::to_owned),
+        assertion: assertion.map(str::to_owned),
+        assertion_type: assertion_type.map(str::to_owned),
     })
 }
 

@@ -39,16 +39,23 @@ pub struct AuthorizationServerMetadata {
     pub revocation_endpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revocation_endpoint_auth_methods_supported: Option<Vec<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint_auth_signing_alg_values_supported: Option<Vec<&'static str>>,
     pub scopes_supported: Vec<String>,
     pub token_endpoint: String,
     pub token_endpoint_auth_methods_supported: Vec<&'static str>,
+    /// `private_key_jwt`: the algorithms client assertions may use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_signing_alg_values_supported: Option<Vec<&'static str>>,
 }
 
 impl AuthorizationServerMetadata {
     /// What every front serves at `issuer`: `/authorize`, `/token` and
     /// `/register` on its own origin, the code flow with PKCE S256 and query
-    /// responses, refresh tokens, `iss` in the response, and every client
-    /// authentication method [`AuthMethod`] knows.
+    /// responses, refresh tokens, `iss` in the response, and the client
+    /// authentication methods without an assertion (the local and proxy
+    /// servers add `private_key_jwt`; the bridge relays `/token` and keeps
+    /// what it has always advertised).
     pub fn new(issuer: &str, scopes_supported: Vec<String>) -> AuthorizationServerMetadata {
         AuthorizationServerMetadata {
             authorization_endpoint: format!("{issuer}/authorize"),
@@ -66,9 +73,13 @@ impl AuthorizationServerMetadata {
             response_types_supported: vec!["code"],
             revocation_endpoint: None,
             revocation_endpoint_auth_methods_supported: None,
+            revocation_endpoint_auth_signing_alg_values_supported: None,
             scopes_supported,
             token_endpoint: format!("{issuer}/token"),
-            token_endpoint_auth_methods_supported: AuthMethod::ALL.map(AuthMethod::as_str).to_vec(),
+            token_endpoint_auth_methods_supported: AuthMethod::WITHOUT_ASSERTION
+                .map(AuthMethod::as_str)
+                .to_vec(),
+            token_endpoint_auth_signing_alg_values_supported: None,
         }
     }
 }
@@ -80,17 +91,20 @@ mod tests {
     use super::*;
 
     /// The local/proxy server's document, built the way
-    /// `AuthorizationServer::metadata` is to build it, is byte for byte the
-    /// `json!` document it served before.
+    /// `AuthorizationServer::metadata` builds it. It changed on purpose with
+    /// `private_key_jwt` (issue 16): that method joined both method lists,
+    /// and the signing algorithms are listed for both endpoints.
     #[test]
-    fn the_local_servers_document_is_unchanged() {
+    fn the_local_servers_document() {
         let i = "https://gw.example";
         let scopes = vec!["calc".to_owned(), "offline_access".to_owned()];
+        let algs = crate::oauth::client_auth::signing_algorithm_names();
         let built = AuthorizationServerMetadata {
             revocation_endpoint: Some(format!("{i}/revoke")),
             revocation_endpoint_auth_methods_supported: Some(
                 AuthMethod::ALL.map(AuthMethod::as_str).to_vec(),
             ),
+            revocation_endpoint_auth_signing_alg_values_supported: Some(algs.clone()),
             introspection_endpoint: Some(format!("{i}/introspect")),
             introspection_endpoint_auth_methods_supported: Some(
                 [AuthMethod::SecretBasic, AuthMethod::SecretPost]
@@ -99,9 +113,14 @@ mod tests {
             ),
             jwks_uri: Some(format!("{i}/jwks.json")),
             client_id_metadata_document_supported: Some(true),
+            token_endpoint_auth_methods_supported: AuthMethod::ALL.map(AuthMethod::as_str).to_vec(),
+            token_endpoint_auth_signing_alg_values_supported: Some(algs),
             ..AuthorizationServerMetadata::new(i, scopes.clone())
         };
-        let before = json!({
+        let algs = [
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+        ];
+        let expected = json!({
             "issuer": i,
             "authorization_endpoint": format!("{i}/authorize"),
             "token_endpoint": format!("{i}/token"),
@@ -113,8 +132,10 @@ mod tests {
             "response_modes_supported": ["query"],
             "grant_types_supported": ["authorization_code", "refresh_token"],
             "code_challenge_methods_supported": ["S256"],
-            "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
-            "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+            "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": algs,
+            "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"],
+            "revocation_endpoint_auth_signing_alg_values_supported": algs,
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "scopes_supported": scopes,
             "client_id_metadata_document_supported": true,
@@ -122,7 +143,26 @@ mod tests {
         });
         assert_eq!(
             serde_json::to_string(&built).unwrap(),
-            serde_json::to_string(&before).unwrap()
+            serde_json::to_string(&expected).unwrap()
+        );
+    }
+
+    /// What the bridge builds on ([`AuthorizationServerMetadata::new`]) did
+    /// not change: it relays `/token` and verifies no assertion itself.
+    #[test]
+    fn the_shared_base_lists_no_assertion_method() {
+        let base = serde_json::to_value(AuthorizationServerMetadata::new(
+            "https://gw.example",
+            vec![],
+        ))
+        .unwrap();
+        assert_eq!(
+            base["token_endpoint_auth_methods_supported"],
+            json!(["none", "client_secret_basic", "client_secret_post"])
+        );
+        assert!(
+            base.get("token_endpoint_auth_signing_alg_values_supported")
+                .is_none()
         );
     }
 }

@@ -6,16 +6,21 @@
 //! edge) with `pages` (its HTML) renders. `proxy` is proxy mode's sign-in
 //! at the identity provider; `setup` assembles it all from configuration.
 //! Building blocks: `crypto`, `clients` (metadata and redirect policy),
-//! `cimd` (SSRF-fenced document fetch), `keys` (signing keys),
+//! `fenced_fetch` (the SSRF fence every fetch of a client-chosen URL goes
+//! through), `cimd` (metadata documents), `client_keys` and `client_auth`
+//! (`private_key_jwt`: client key sets, assertions), `keys` (signing keys),
 //! `passwords`, `ratelimit`; `error` and `front` are shared with the bridge.
 
 pub mod cimd;
+pub mod client_auth;
 pub mod client_credentials;
+pub mod client_keys;
 pub mod clients;
 pub mod configured_clients;
 pub mod crypto;
 pub mod enterprise;
 pub mod error;
+pub mod fenced_fetch;
 pub mod flow;
 pub mod front;
 pub mod http;

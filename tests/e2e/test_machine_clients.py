@@ -112,8 +112,6 @@ def test_client_credentials_provider_calls_tools(machine_gate: LocalGate, method
     assert claims["aud"] == g.mcp_resource, claims
 
 
-@pytest.mark.xfail(strict=False, reason="needs the pkjwt engineer's private_key_jwt verification "
-                                        "(authenticate_client refuses private_key_jwt until r16-pkjwt is merged)")
 def test_private_key_jwt_provider_calls_tools(machine_gate: LocalGate, rsa_key):
     g = machine_gate
     pem, _ = rsa_key

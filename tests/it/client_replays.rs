@@ -359,7 +359,6 @@ impl Signer {
 }
 
 #[tokio::test]
-#[ignore = "needs private_key_jwt (r16-pkjwt)"]
 async fn chatgpt_connects_with_private_key_jwt_and_posts_the_code_twice() {
     let (signer, jwks) = Signer::chatgpt();
     replay("chatgpt", &[("jwks", jwks)], Some(&signer)).await;

@@ -3,6 +3,7 @@
 //! driven over real HTTP.
 
 mod bridge_auth;
+mod client_assertions;
 mod client_replays;
 mod common;
 mod config_cli;

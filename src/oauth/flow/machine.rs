@@ -99,14 +99,22 @@ impl AuthorizationServer {
         client: &ConfiguredClient,
         requested: Option<&str>,
     ) -> Result<String, OAuthError> {
-        let allowed: &[String] = client.scopes.as_deref().unwrap_or(&self.scopes_supported);
+        // A configured scope the server does not advertise is never granted:
+        // the policy knows nothing of it.
+        let allowed: Vec<&String> = match &client.scopes {
+            Some(scopes) => scopes
+                .iter()
+                .filter(|s| self.scopes_supported.contains(s))
+                .collect(),
+            None => self.scopes_supported.iter().collect(),
+        };
         let mut asked: Vec<&str> = Vec::new();
         for s in requested
             .unwrap_or_default()
             .split_whitespace()
             .filter(|s| *s != OFFLINE_ACCESS)
         {
-            if !allowed.iter().any(|a| a == s) {
+            if !allowed.iter().any(|a| *a == s) {
                 return Err(OAuthError::InvalidScope(format!(
                     "scope {s} is not one this client may obtain"
                 )));
@@ -116,7 +124,8 @@ impl AuthorizationServer {
             }
         }
         if asked.is_empty() {
-            return Ok(allowed.join(" "));
+            let all: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
+            return Ok(all.join(" "));
         }
         Ok(asked.join(" "))
     }

@@ -36,6 +36,8 @@ use super::configured_clients::{
 };
 use super::{
     cimd::CimdResolver,
+    client_auth::{self, ClientAssertionVerifier},
+    client_keys::ClientKeyCache,
     crypto::Sealer,
     error::OAuthError,
     keys::KeyRing,
@@ -58,6 +60,8 @@ pub struct AuthorizationServer {
     keys: Arc<KeyRing>,
     pub(super) sealer: Arc<Sealer>,
     cimd: CimdResolver,
+    /// `private_key_jwt`: client assertions and the clients' key sets.
+    assertions: ClientAssertionVerifier,
     login_limits: LoginLimits,
     registrations: WindowLimiter,
     /// `/authorize` per address: each request stores a pending row.
@@ -96,7 +100,12 @@ impl AuthorizationServer {
             config.authorize_requests_per_minute,
             std::time::Duration::from_secs(60),
         );
+        let assertions = ClientAssertionVerifier::new(
+            ClientKeyCache::new(cimd.fetcher(), crate::clock::system()),
+            &issuer,
+        );
         AuthorizationServer {
+            assertions,
             issuer,
             resource,
             scopes_supported,
@@ -123,6 +132,7 @@ impl AuthorizationServer {
         self.registrations = self.registrations.with_clock(clock.clone());
         self.authorizations = self.authorizations.with_clock(clock.clone());
         self.cimd = self.cimd.with_clock(clock.clone());
+        self.assertions = self.assertions.with_clock(clock.clone());
         self.clock = clock;
         self
     }
@@ -170,6 +180,15 @@ impl AuthorizationServer {
             revocation_endpoint: Some(format!("{i}/revoke")),
             revocation_endpoint_auth_methods_supported: Some(
                 AuthMethod::ALL.map(AuthMethod::as_str).to_vec(),
+            ),
+            revocation_endpoint_auth_signing_alg_values_supported: Some(
+                client_auth::signing_algorithm_names(),
+            ),
+            // `none` stays listed: Codex and opencode use a metadata
+            // document only when it is.
+            token_endpoint_auth_methods_supported: AuthMethod::ALL.map(AuthMethod::as_str).to_vec(),
+            token_endpoint_auth_signing_alg_values_supported: Some(
+                client_auth::signing_algorithm_names(),
             ),
             introspection_endpoint: Some(format!("{i}/introspect")),
             introspection_endpoint_auth_methods_supported: Some(

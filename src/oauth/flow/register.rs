@@ -9,12 +9,13 @@ use super::AuthorizationServer;
 use secrecy::ExposeSecret;
 
 use crate::oauth::{
+    client_auth::{AssertionError, CLIENT_ASSERTION_TYPE, ClientKeySource, unverified_subject},
     clients::{AuthMethod, ClientMetadata},
     configured_clients::ConfiguredClient,
     crypto::{ct_eq, random_token, sha256_b64},
     error::OAuthError,
 };
-use crate::store::ClientRecord;
+use crate::store::{ClientRecord, Consumed};
 
 /// A client as the flows see it: registered (DCR) or described by a document (CIMD).
 #[derive(Debug, Clone)]
@@ -37,11 +38,34 @@ const TOUCH_INTERVAL_SECS: i64 = 3600;
 impl Client {
     /// The methods it may authenticate with at the token endpoint: the one
     /// it registered, or those its configuration allows.
+    ///
+    /// A document (or registration) that offers both `none` and
+    /// `private_key_jwt` lets the client choose: its own method, plus `none`
+    /// or `private_key_jwt` when `token_endpoint_auth_methods_supported`
+    /// lists them, plus `private_key_jwt` for a public client that publishes
+    /// keys. `private_key_jwt` only with keys to verify against.
     pub fn auth_methods(&self) -> Vec<AuthMethod> {
-        match &self.configured {
-            Some(configured) => configured.auth_methods.clone(),
-            None => vec![self.metadata.auth_method()],
+        if let Some(configured) = &self.configured {
+            return configured.auth_methods.clone();
         }
+        let own = self.metadata.auth_method();
+        let mut methods = vec![own];
+        let listed = self
+            .metadata
+            .token_endpoint_auth_methods_supported
+            .iter()
+            .flatten()
+            .filter_map(|m| AuthMethod::parse(m))
+            .filter(|m| matches!(m, AuthMethod::None | AuthMethod::PrivateKeyJwt));
+        let keyed = (own == AuthMethod::None).then_some(AuthMethod::PrivateKeyJwt);
+        for method in listed.chain(keyed) {
+            if !methods.contains(&method) {
+                methods.push(method);
+            }
+        }
+        let has_keys = self.metadata.has_keys();
+        methods.retain(|m| *m != AuthMethod::PrivateKeyJwt || has_keys);
+        methods
     }
 
     pub(super) fn touch_due(&self, now: i64) -> bool {
@@ -78,11 +102,17 @@ impl AuthorizationServer {
         let metadata: ClientMetadata = serde_json::from_value(body).map_err(|_| {
             OAuthError::InvalidClientMetadata("the body is not valid client metadata".to_owned())
         })?;
-        let metadata = metadata.normalise_for_registration()?;
+        let metadata = metadata.normalise_for_registration_with_assertions()?;
+        if let Some(uri) = &metadata.jwks_uri {
+            self.cimd.fetcher().check_url(uri).map_err(|e| {
+                OAuthError::InvalidClientMetadata(format!("jwks_uri is not allowed: {e}"))
+            })?;
+        }
         let client_id = random_token(18)?;
+        // `private_key_jwt` clients prove themselves with their keys.
         let secret = match metadata.auth_method() {
-            AuthMethod::None => None,
-            _ => Some(random_token(32)?),
+            AuthMethod::SecretBasic | AuthMethod::SecretPost => Some(random_token(32)?),
+            AuthMethod::None | AuthMethod::PrivateKeyJwt => None,
         };
         let now = self.clock.now();
         let stored = serde_json::to_string(&metadata)?;
@@ -187,15 +217,37 @@ impl AuthorizationServer {
             .unwrap_or(self.config.access_token_ttl_secs)
     }
 
+    /// Authenticate the caller of `/token`, `/revoke` or `/introspect` by
+    /// the one method it used (the edge refuses requests using two): a
+    /// client assertion, a secret, or nothing for a public client.
     pub(super) async fn authenticate_client(
         &self,
         creds: &ClientCredentials,
     ) -> Result<Client, OAuthError> {
-        let client_id = creds
-            .client_id
-            .as_deref()
-            .ok_or(OAuthError::InvalidClient)?;
-        let client = match self.client(client_id).await {
+        let assertion = match (&creds.assertion, &creds.assertion_type) {
+            (None, None) => None,
+            (Some(assertion), Some(kind)) if kind == CLIENT_ASSERTION_TYPE => {
+                Some(assertion.as_str())
+            }
+            (Some(_), Some(_)) => {
+                return Err(OAuthError::ClientAssertion(AssertionError::WrongType));
+            }
+            _ => {
+                return Err(OAuthError::InvalidRequest(
+                    "client_assertion and client_assertion_type are sent together".to_owned(),
+                ));
+            }
+        };
+        // An assertion names its client in `sub`; a `client_id` sent along
+        // must be the same one (checked by the verification: iss = sub = it).
+        let client_id = match (&creds.client_id, assertion) {
+            (Some(id), _) => id.clone(),
+            (None, Some(assertion)) => {
+                unverified_subject(assertion).ok_or(OAuthError::InvalidClient)?
+            }
+            (None, None) => return Err(OAuthError::InvalidClient),
+        };
+        let client = match self.client(&client_id).await {
             Ok(Some(c)) => c,
             Ok(None) | Err(OAuthError::InvalidClientMetadata(_)) => {
                 return Err(OAuthError::InvalidClient);
@@ -203,27 +255,69 @@ impl AuthorizationServer {
             Err(e) => return Err(e),
         };
         let methods = client.auth_methods();
-        match (methods.first().copied(), &client.secret_hash) {
-            (Some(AuthMethod::None), _) => Ok(client),
-            // Not verified yet: refused like a wrong secret.
-            (Some(AuthMethod::PrivateKeyJwt), _) | (None, _) => Err(OAuthError::InvalidClient),
-            (Some(_), Some(hash)) => {
-                let presented = creds.secret.as_deref().ok_or(OAuthError::InvalidClient)?;
-                let used = if creds.basic {
-                    AuthMethod::SecretBasic
-                } else {
-                    AuthMethod::SecretPost
-                };
-                if !methods.contains(&used) {
-                    return Err(OAuthError::InvalidClient);
-                }
-                if ct_eq(hash, &sha256_b64(presented)) {
-                    Ok(client)
-                } else {
-                    Err(OAuthError::InvalidClient)
-                }
+        if let Some(assertion) = assertion {
+            if !methods.contains(&AuthMethod::PrivateKeyJwt) {
+                return Err(OAuthError::InvalidClient);
             }
-            (_, None) => Err(OAuthError::InvalidClient),
+            self.verify_client_assertion(&client, assertion).await?;
+            return Ok(client);
+        }
+        if methods.contains(&AuthMethod::None) {
+            return Ok(client);
+        }
+        // A `private_key_jwt` client presenting a secret or nothing ends here.
+        let (Some(hash), Some(presented)) = (&client.secret_hash, creds.secret.as_deref()) else {
+            return Err(OAuthError::InvalidClient);
+        };
+        let used = if creds.basic {
+            AuthMethod::SecretBasic
+        } else {
+            AuthMethod::SecretPost
+        };
+        if methods.contains(&used) && ct_eq(hash, &sha256_b64(presented)) {
+            Ok(client)
+        } else {
+            Err(OAuthError::InvalidClient)
+        }
+    }
+
+    /// RFC 7523 §3 via `client_auth`, then the `jti` recorded in the store
+    /// until the assertion could no longer be accepted: single use across
+    /// replicas.
+    async fn verify_client_assertion(
+        &self,
+        client: &Client,
+        assertion: &str,
+    ) -> Result<(), OAuthError> {
+        let metadata = &client.metadata;
+        let keys = match (&metadata.jwks, &metadata.jwks_uri) {
+            (Some(set), _) => ClientKeySource::Inline(set),
+            (None, Some(uri)) => ClientKeySource::Uri(uri),
+            (None, None) => return Err(OAuthError::ClientAssertion(AssertionError::NoKeys)),
+        };
+        let now = self.clock.now();
+        let verified = self
+            .assertions
+            .verify(
+                &client.client_id,
+                keys,
+                metadata.token_endpoint_auth_signing_alg.as_deref(),
+                assertion,
+                now,
+            )
+            .await
+            .map_err(OAuthError::ClientAssertion)?;
+        let key = format!("client_assertion|{}|{}", client.client_id, verified.jti);
+        match self
+            .store
+            .use_assertion_jti(&key, verified.usable_until, now)
+            .await?
+        {
+            Consumed::Won => Ok(()),
+            Consumed::Lost => {
+                tracing::warn!(client_id = %client.client_id, "client assertion replayed");
+                Err(OAuthError::ClientAssertion(AssertionError::Replayed))
+            }
         }
     }
 }
