@@ -58,17 +58,21 @@ pub static KNOWN_CLIENTS: &[KnownClient] = &[
     },
 ];
 
-/// Which known client `client` is, if any: by its CIMD URL, else by a
-/// redirect URI only that client registers.
+/// Which known client `client` is, if any: by its CIMD URL, else by its
+/// redirect URIs when every one of them is that client's. One of its URIs
+/// among others is not enough: anyone may register `chatgpt.com`'s
+/// callback beside their own and would get ChatGPT's token lifetime.
 pub fn recognise(client: &Client) -> Option<&'static KnownClient> {
+    let redirects = &client.metadata.redirect_uris;
     KNOWN_CLIENTS.iter().find(|known| {
         known.cimd_urls.contains(&client.client_id.as_str())
-            || client.metadata.redirect_uris.iter().any(|uri| {
-                known
-                    .redirect_prefixes
-                    .iter()
-                    .any(|prefix| uri.starts_with(prefix))
-            })
+            || (!redirects.is_empty()
+                && redirects.iter().all(|uri| {
+                    known
+                        .redirect_prefixes
+                        .iter()
+                        .any(|prefix| uri.starts_with(prefix))
+                }))
     })
 }
 
@@ -131,6 +135,17 @@ mod tests {
             Some("cursor")
         );
         assert_eq!(name(&client("dcr-2", &["http://127.0.0.1:5555/cb"])), None);
+        assert_eq!(
+            name(&client(
+                "dcr-3",
+                &[
+                    "https://chatgpt.com/connector_platform_oauth_redirect",
+                    "https://attacker.example/cb"
+                ]
+            )),
+            None,
+            "a known client's callback beside another is not that client"
+        );
     }
 
     #[test]
