@@ -351,3 +351,111 @@ fn seconds(value: &Value) -> Option<i64> {
         .as_i64()
         .or_else(|| value.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ID: &str = "https://chatgpt.example/oauth/client.json";
+    const NOW: i64 = 1_800_000_000;
+
+    fn verifier() -> ClientAssertionVerifier {
+        let fetcher = super::super::fenced_fetch::FencedFetcher::new(
+            false,
+            std::time::Duration::from_secs(1),
+        );
+        ClientAssertionVerifier::new(
+            ClientKeyCache::new(fetcher, crate::clock::system()),
+            "https://gw.example",
+        )
+    }
+
+    fn check(edit: impl FnOnce(&mut Value)) -> Result<VerifiedAssertion, AssertionError> {
+        let mut claims = json!({"iss": ID, "sub": ID, "aud": "https://gw.example/token",
+            "iat": NOW, "exp": NOW + 300, "jti": "j1"});
+        edit(&mut claims);
+        let claims: AssertionClaims = serde_json::from_value(claims).unwrap();
+        verifier().check_claims(ID, claims, NOW)
+    }
+
+    #[test]
+    fn the_audience_is_the_issuer_or_the_token_endpoint_with_or_without_a_slash() {
+        for aud in [
+            json!("https://gw.example/token"),
+            json!("https://gw.example/token/"),
+            json!("https://gw.example"),
+            json!("https://gw.example/"),
+            json!(["https://other.example", "https://gw.example/token"]),
+        ] {
+            assert!(check(|c| c["aud"] = aud.clone()).is_ok(), "{aud}");
+        }
+        for aud in [
+            json!("https://other.example/token"),
+            json!("https://gw.example/revoke"),
+            json!(["https://other.example"]),
+            json!(null),
+        ] {
+            assert_eq!(
+                check(|c| c["aud"] = aud.clone()),
+                Err(AssertionError::Audience),
+                "{aud}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_claim_rule_refuses() {
+        assert_eq!(
+            check(|c| c["iss"] = json!("https://evil.example/c.json")),
+            Err(AssertionError::IssuerOrSubject)
+        );
+        assert_eq!(
+            check(|c| c["sub"] = json!("other")),
+            Err(AssertionError::IssuerOrSubject)
+        );
+        assert_eq!(
+            check(|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            }),
+            Err(AssertionError::MissingExpiry)
+        );
+        assert_eq!(
+            check(|c| c["exp"] = json!(NOW - LEEWAY_SECS)),
+            Err(AssertionError::Expired)
+        );
+        assert_eq!(
+            check(|c| c["exp"] = json!(NOW + MAX_LIFETIME_SECS + LEEWAY_SECS + 1)),
+            Err(AssertionError::TooLong)
+        );
+        assert_eq!(
+            check(|c| c["iat"] = json!(NOW - 3600)),
+            Err(AssertionError::TooLong)
+        );
+        assert_eq!(
+            check(|c| c["nbf"] = json!(NOW + LEEWAY_SECS + 1)),
+            Err(AssertionError::NotYetValid)
+        );
+        assert_eq!(
+            check(|c| {
+                c.as_object_mut().unwrap().remove("jti");
+            }),
+            Err(AssertionError::MissingJti)
+        );
+        assert_eq!(
+            check(|c| c["jti"] = json!("x".repeat(MAX_JTI_BYTES + 1))),
+            Err(AssertionError::MissingJti)
+        );
+        let ok = check(|_| {}).unwrap();
+        assert_eq!(ok.usable_until, NOW + 300 + LEEWAY_SECS);
+    }
+
+    #[test]
+    fn only_asymmetric_algorithms_are_allowed() {
+        for name in ["none", "HS256", "HS384", "HS512", "rs256"] {
+            assert!(parse_signing_algorithm(name).is_none(), "{name}");
+        }
+        assert_eq!(parse_signing_algorithm("RS256"), Some(Algorithm::RS256));
+        assert_eq!(signing_algorithm_names().len(), 9);
+    }
+}
