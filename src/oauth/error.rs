@@ -95,6 +95,12 @@ pub enum OAuthError {
     /// The cap on never-used registrations is reached.
     #[error("too many registered clients have never been used; try again later")]
     TooManyClients,
+    /// Something the request depends on is out of reach right now (key
+    /// sets being fetched at their limit, an identity provider's keys):
+    /// 503 `temporarily_unavailable`, so the client retries instead of
+    /// treating itself as refused.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("the server cannot complete the request")]
     Server(String),
 }
@@ -116,6 +122,7 @@ impl OAuthError {
             OAuthError::RateLimited => OAuthErrorCode::RATE_LIMITED,
             OAuthError::TooLarge(_) => OAuthErrorCode::InvalidRequest,
             OAuthError::TooManyClients => OAuthErrorCode::TemporarilyUnavailable,
+            OAuthError::Unavailable(_) => OAuthErrorCode::TemporarilyUnavailable,
             OAuthError::Server(_) => OAuthErrorCode::ServerError,
         }
     }

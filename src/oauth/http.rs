@@ -76,7 +76,7 @@ fn oauth_error(err: OAuthError) -> Response {
         OAuthError::InvalidClient | OAuthError::ClientAssertion(_) => StatusCode::UNAUTHORIZED,
         OAuthError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         OAuthError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        OAuthError::TooManyClients => StatusCode::SERVICE_UNAVAILABLE,
+        OAuthError::TooManyClients | OAuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         OAuthError::Server(detail) => {
             tracing::error!(detail = %detail, "authorization server error");
             StatusCode::INTERNAL_SERVER_ERROR

@@ -306,6 +306,19 @@ pub fn validate(
         ));
     }
     let clients = super::configured_clients::validate(&raw.clients, errors);
+    let allow_loopback_http = raw.cimd.allow_loopback_http.unwrap_or(false);
+    // Key sets are fetched through the same fence as documents: an http
+    // (loopback) jwks_uri would pass here and fail at every token request.
+    for (i, client) in clients.iter().enumerate() {
+        if let Some(super::configured_clients::ClientKeys::Uri(uri)) = &client.keys
+            && uri.starts_with("http://")
+            && !allow_loopback_http
+        {
+            errors.push(format!(
+                "auth.local.clients[{i}].jwks_uri: http is fetched only with auth.local.cimd.allow_loopback_http = true (development); use https"
+            ));
+        }
+    }
     let enterprise_idps = super::enterprise::validate(&raw.enterprise_idps, &clients, errors);
     LocalAuthSettings {
         access_token_ttl_secs,
@@ -332,7 +345,7 @@ pub fn validate(
         introspection_clients,
         cimd: CimdSettings {
             enabled: raw.cimd.enabled.unwrap_or(true),
-            allow_loopback_http: raw.cimd.allow_loopback_http.unwrap_or(false),
+            allow_loopback_http,
             fetch_timeout_secs,
             pinned,
         },
@@ -433,6 +446,31 @@ mod tests {
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].contains("access_token_ttl_by_client.chatgtp: not a known client"));
         assert!(errors[1].contains("access_token_ttl_by_client.claude: 0 must be between"));
+    }
+
+    #[test]
+    fn a_configured_clients_http_jwks_uri_needs_allow_loopback_http() {
+        let url = Url::parse("http://127.0.0.1:8000").unwrap();
+        let mut raw = RawLocalAuth {
+            clients: vec![super::super::configured_clients::RawConfiguredClient {
+                client_id: "signer".to_owned(),
+                jwks_uri: Some("http://127.0.0.1:9/jwks.json".to_owned()),
+                ..Default::default()
+            }],
+            ..RawLocalAuth::default()
+        };
+        let mut errors = Vec::new();
+        validate(Some(&raw), Path::new("/data"), &url, &mut errors);
+        assert!(
+            errors
+                .join("\n")
+                .contains("clients[0].jwks_uri: http is fetched only with"),
+            "{errors:?}"
+        );
+        raw.cimd.allow_loopback_http = Some(true);
+        let mut errors = Vec::new();
+        validate(Some(&raw), Path::new("/data"), &url, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
     }
 
     #[test]

@@ -503,3 +503,29 @@ async fn keys_fetched_from_the_idp_are_refetched_once_for_an_unknown_kid() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(fetches(), 2, "known kids are served from the cache");
 }
+
+/// The operator's IdP being out of reach is not the client's fault: 503
+/// `temporarily_unavailable` (the client retries), not `invalid_grant`.
+#[tokio::test]
+async fn an_unreachable_idp_key_set_is_temporarily_unavailable() {
+    // A port that was free a moment ago: nothing answers there.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let e = enterprise(|local| {
+        local.enterprise_idps[0].jwks = None;
+        local.enterprise_idps[0].jwks_uri = Some(format!("http://{dead}/jwks"));
+    })
+    .await;
+    let (status, body) = e.exchange(&e.sign(&e.claims()), &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("keys could not be fetched"),
+        "{body}"
+    );
+}

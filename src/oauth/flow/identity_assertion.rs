@@ -254,7 +254,12 @@ impl AuthorizationServer {
     ) -> Result<Map<String, Value>, OAuthError> {
         let keys = idp.keys.keys_for(kid).await.map_err(|e| {
             tracing::warn!(issuer = %idp.settings.issuer, error = %e, "enterprise IdP keys unavailable");
-            refused("the issuer's keys could not be fetched")
+            // The operator's identity provider, not the client, is at fault:
+            // 503, so the client retries rather than giving up.
+            OAuthError::Unavailable(
+                "the enterprise identity provider's keys could not be fetched; retry later"
+                    .to_owned(),
+            )
         })?;
         let usable: Vec<_> = keys
             .into_iter()

@@ -10,10 +10,12 @@ use secrecy::ExposeSecret;
 
 use crate::oauth::{
     client_auth::{AssertionError, CLIENT_ASSERTION_TYPE, ClientKeySource, unverified_subject},
+    client_keys::ClientKeysError,
     clients::{AuthMethod, ClientMetadata},
     configured_clients::ConfiguredClient,
     crypto::{ct_eq, random_token, sha256_b64},
     error::OAuthError,
+    fenced_fetch::FetchError,
 };
 use crate::store::{ClientRecord, Consumed};
 
@@ -306,7 +308,16 @@ impl AuthorizationServer {
                 now,
             )
             .await
-            .map_err(OAuthError::ClientAssertion)?;
+            .map_err(|e| match e {
+                // Mcpgate's own limit, not the client's fault: retry later.
+                AssertionError::Keys(ClientKeysError::Fetch(FetchError::Busy)) => {
+                    OAuthError::Unavailable(
+                        "too many client key sets are being fetched right now; retry shortly"
+                            .to_owned(),
+                    )
+                }
+                e => OAuthError::ClientAssertion(e),
+            })?;
         let key = format!("client_assertion|{}|{}", client.client_id, verified.jti);
         match self
             .store
