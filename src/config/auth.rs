@@ -296,7 +296,25 @@ pub(super) fn validate(
     let bridge = match mode {
         Some(Mode::Bridge) => {
             require_https(public_url, errors);
-            crate::bridge::settings::validate(raw.bridge.as_ref(), resource.as_ref(), errors)
+            let bridge =
+                crate::bridge::settings::validate(raw.bridge.as_ref(), resource.as_ref(), errors);
+            // Without `audience` the bridge asks the IdP for tokens whose
+            // audience is mcpgate's `/mcp` (RFC 8707): `/mcp` must accept them.
+            if let (Some(bridge), Some(resource)) = (&bridge, &resource)
+                && bridge.audience.is_none()
+            {
+                let mcp = format!("{}/mcp", public_url.as_str().trim_end_matches('/'));
+                if !resource
+                    .audiences
+                    .iter()
+                    .any(|a| a.trim_end_matches('/') == mcp)
+                {
+                    errors.push(format!(
+                        "auth.resource.audiences: must include {mcp:?}: the bridge sends it to the IdP as resource (no auth.bridge.audience is set), so that is the audience of the tokens clients get"
+                    ));
+                }
+            }
+            bridge
         }
         _ => {
             if raw.bridge.is_some() {

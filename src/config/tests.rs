@@ -155,6 +155,31 @@ fn proxy_mode_validates_the_upstream_per_preset() {
     );
 }
 
+/// Passthrough without `audience` forwards `/mcp` as `resource`: the
+/// resource server must accept that audience, or every token is refused.
+#[test]
+fn a_forwarding_bridge_needs_its_mcp_resource_among_the_audiences() {
+    let err = from_toml(
+        "[auth]\nmode = \"bridge\"\n[auth.resource]\nissuer = \"https://kc.example/realms/x\"\naudiences = [\"api://other\"]\n[auth.bridge]\nregistrar = \"passthrough\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("auth.resource.audiences: must include \"http://127.0.0.1:8000/mcp\""),
+        "{err}"
+    );
+    for accepted in [
+        "audiences = [\"api://other\", \"http://127.0.0.1:8000/mcp\"]\n[auth.bridge]\nregistrar = \"passthrough\"\n",
+        "audiences = [\"api://other\"]\n[auth.bridge]\nregistrar = \"passthrough\"\naudience = \"api://other\"\n",
+        "[auth.bridge]\nregistrar = \"passthrough\"\n",
+    ] {
+        let text = format!(
+            "[auth]\nmode = \"bridge\"\n[auth.resource]\nissuer = \"https://kc.example/realms/x\"\n{accepted}"
+        );
+        assert!(from_toml(&text).is_ok(), "{text}");
+    }
+}
+
 #[test]
 fn bridge_and_auto_modes_are_validated() {
     let err = from_toml("[auth]\nmode = \"bridge\"\n").unwrap_err();
