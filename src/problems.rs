@@ -19,6 +19,23 @@ pub fn read_secret(
     file: Option<&Path>,
     errors: &mut Vec<String>,
 ) -> Option<String> {
+    if inline.is_some() == file.is_some() {
+        errors.push(format!("{section}: set exactly one of {key}, {key}_file"));
+        return None;
+    }
+    read_inline_or_file(section, key, inline, file, errors)
+}
+
+/// At most one of an inline value (`<section>.<key>`) and a file holding it
+/// (`<section>.<key>_file`, trimmed). `None` when neither is set, and when
+/// a problem was reported.
+pub fn read_inline_or_file(
+    section: &str,
+    key: &str,
+    inline: Option<&str>,
+    file: Option<&Path>,
+    errors: &mut Vec<String>,
+) -> Option<String> {
     match (inline, file) {
         (Some(s), None) => Some(s.to_owned()),
         (None, Some(path)) => match std::fs::read_to_string(path) {
@@ -32,11 +49,21 @@ pub fn read_secret(
                 None
             }
         },
-        _ => {
-            errors.push(format!("{section}: set exactly one of {key}, {key}_file"));
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            errors.push(format!("{section}: set at most one of {key}, {key}_file"));
             None
         }
     }
+}
+
+/// A URL mcpgate fetches from configuration: https, or http on a loopback
+/// host (development).
+pub fn is_https_or_loopback_http(text: &str) -> bool {
+    Url::parse(text).is_ok_and(|u| {
+        u.scheme() == "https"
+            || (u.scheme() == "http" && u.host_str().is_some_and(is_loopback_host))
+    })
 }
 
 /// `value` (or `default`), reported under `key` unless within `min..=max`.

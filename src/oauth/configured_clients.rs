@@ -10,8 +10,9 @@ use std::{path::PathBuf, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
+use super::client_keys::parse_key_set;
 use super::clients::{AuthMethod, ClientMetadata, check_client_name, classify_redirect_uri};
-use crate::problems::read_secret;
+use crate::problems::{is_https_or_loopback_http, read_inline_or_file, read_secret};
 
 /// The grants a configured client may name.
 pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
@@ -324,25 +325,17 @@ fn validate_keys(
     c: &RawConfiguredClient,
     errors: &mut Vec<String>,
 ) -> Option<ClientKeys> {
-    let inline_text = match (&c.jwks, &c.jwks_file) {
-        (Some(text), None) => Some(text.clone()),
-        (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(text) => Some(text),
-            Err(e) => {
-                errors.push(format!(
-                    "{at}.jwks_file: cannot read {}: {}",
-                    path.display(),
-                    e.kind()
-                ));
-                return None;
-            }
-        },
-        (None, None) => None,
-        (Some(_), Some(_)) => {
-            errors.push(format!("{at}: set at most one of jwks, jwks_file"));
-            return None;
-        }
-    };
+    let before = errors.len();
+    let inline_text = read_inline_or_file(
+        at,
+        "jwks",
+        c.jwks.as_deref(),
+        c.jwks_file.as_deref(),
+        errors,
+    );
+    if errors.len() > before {
+        return None;
+    }
     match (inline_text, &c.jwks_uri) {
         (Some(_), Some(_)) => {
             errors.push(format!(
@@ -350,34 +343,26 @@ fn validate_keys(
             ));
             None
         }
-        (Some(text), None) => {
-            let parsed = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .filter(|v| {
-                    serde_json::from_value::<jsonwebtoken::jwk::JwkSet>(v.clone())
-                        .is_ok_and(|set| !set.keys.is_empty())
-                });
-            match parsed {
-                Some(set) => Some(ClientKeys::Inline(set)),
-                None => {
-                    errors.push(format!("{at}.jwks: not a JWK set with at least one key"));
-                    None
-                }
-            }
-        }
-        (None, Some(uri)) => {
-            if url::Url::parse(uri).is_ok_and(|u| {
-                u.scheme() == "https"
-                    || (u.scheme() == "http"
-                        && u.host_str().is_some_and(crate::problems::is_loopback_host))
-            }) {
-                Some(ClientKeys::Uri(uri.clone()))
-            } else {
+        // The same parse the assertion check uses, so a set it would
+        // refuse at every token request is refused here.
+        (Some(text), None) => match serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .filter(|set| parse_key_set(set).is_ok())
+        {
+            Some(set) => Some(ClientKeys::Inline(set)),
+            None => {
                 errors.push(format!(
-                    "{at}.jwks_uri: must be an https URL (http only on loopback)"
+                    "{at}.jwks: not a JWK set with at least one public signing key"
                 ));
                 None
             }
+        },
+        (None, Some(uri)) if is_https_or_loopback_http(uri) => Some(ClientKeys::Uri(uri.clone())),
+        (None, Some(_)) => {
+            errors.push(format!(
+                "{at}.jwks_uri: must be an https URL (http only on loopback)"
+            ));
+            None
         }
         (None, None) => None,
     }
@@ -476,6 +461,11 @@ mod tests {
                 client_secret: Some(SECRET.to_owned()),
                 ..raw("i")
             },
+            // Symmetric material: the assertion check would refuse it at every use.
+            RawConfiguredClient {
+                jwks: Some(r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#.to_owned()),
+                ..raw("j")
+            },
         ];
         validate(&cases, &mut errors);
         let text = errors.join("\n");
@@ -490,6 +480,7 @@ mod tests {
             "clients[7].redirect_uris:",
             "clients[8].access_token_ttl_secs: 0 must be",
             "clients[10].client_id: \"i\" is listed twice",
+            "clients[11].jwks: not a JWK set with at least one public signing key",
         ] {
             assert!(text.contains(needle), "{needle}: {text}");
         }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::clients::AuthMethod;
 use super::configured_clients::{ConfiguredClient, GRANT_JWT_BEARER};
 use crate::auth::jwks::{JwksCache, keys_from_set};
+use crate::problems::{is_https_or_loopback_http, read_inline_or_file};
 
 /// The JOSE `typ` of an ID-JAG (draft-ietf-oauth-identity-assertion-authz-grant §3.1).
 pub const ID_JAG_TYP: &str = "oauth-id-jag+jwt";
@@ -111,13 +112,6 @@ pub fn validate(
     out
 }
 
-fn is_https_or_loopback_http(text: &str) -> bool {
-    url::Url::parse(text).is_ok_and(|u| {
-        u.scheme() == "https"
-            || (u.scheme() == "http" && u.host_str().is_some_and(crate::problems::is_loopback_host))
-    })
-}
-
 fn validate_one(
     at: &str,
     r: &RawEnterpriseIdp,
@@ -202,25 +196,17 @@ fn validate_one(
 }
 
 fn validate_keys(at: &str, r: &RawEnterpriseIdp, errors: &mut Vec<String>) -> Option<IdpKeys> {
-    let inline_text = match (&r.jwks, &r.jwks_file) {
-        (Some(text), None) => Some(text.clone()),
-        (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(text) => Some(text),
-            Err(e) => {
-                errors.push(format!(
-                    "{at}.jwks_file: cannot read {}: {}",
-                    path.display(),
-                    e.kind()
-                ));
-                return None;
-            }
-        },
-        (None, None) => None,
-        (Some(_), Some(_)) => {
-            errors.push(format!("{at}: set at most one of jwks, jwks_file"));
-            return None;
-        }
-    };
+    let before = errors.len();
+    let inline_text = read_inline_or_file(
+        at,
+        "jwks",
+        r.jwks.as_deref(),
+        r.jwks_file.as_deref(),
+        errors,
+    );
+    if errors.len() > before {
+        return None;
+    }
     match (inline_text, &r.jwks_uri) {
         (Some(_), Some(_)) | (None, None) => {
             errors.push(format!(
