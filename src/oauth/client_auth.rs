@@ -259,8 +259,14 @@ pub fn unverified_subject(assertion: &str) -> Option<String> {
     if assertion.len() > MAX_ASSERTION_BYTES {
         return None;
     }
-    segment_json(assertion, 1)?
-        .get("sub")
+    unverified_claim(assertion, "sub")
+}
+
+/// A string claim of a compact JWS, read before its signature is checked:
+/// only to choose whose keys must then verify it.
+pub fn unverified_claim(jwt: &str, name: &str) -> Option<String> {
+    segment_json(jwt, 1)?
+        .get(name)
         .and_then(Value::as_str)
         .map(str::to_owned)
 }

@@ -12,13 +12,13 @@
 
 use std::collections::BTreeSet;
 
-use base64::Engine;
 use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
 use serde_json::{Map, Value};
 
 use super::{AuthorizationServer, Client, ClientCredentials, TokenResponse};
 use crate::idp::Identity;
 use crate::oauth::{
+    client_auth::unverified_claim,
     configured_clients::GRANT_JWT_BEARER,
     crypto::sha256_b64,
     enterprise::{ID_JAG_TYP, TrustedIdp},
@@ -64,17 +64,6 @@ fn names_issuer(aud: Option<&Value>, issuer: &str) -> bool {
         Some(value) => matches(value),
         None => false,
     }
-}
-
-/// The `iss` the assertion claims, read before its signature is checked:
-/// it only selects which trusted IdP's keys must then verify it.
-fn unverified_issuer(assertion: &str) -> Option<String> {
-    let payload = assertion.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
-    claims.get("iss")?.as_str().map(str::to_owned)
 }
 
 impl AuthorizationServer {
@@ -184,7 +173,8 @@ impl AuthorizationServer {
         if !typ_ok {
             return Err(refused(&format!("its typ must be {ID_JAG_TYP}")));
         }
-        let issuer = unverified_issuer(assertion).ok_or_else(|| refused("it names no issuer"))?;
+        let issuer =
+            unverified_claim(assertion, "iss").ok_or_else(|| refused("it names no issuer"))?;
         let idp = self
             .enterprise
             .find(&issuer)
