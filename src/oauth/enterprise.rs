@@ -13,6 +13,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use jsonwebtoken::{Algorithm, jwk::JwkSet};
 use serde::{Deserialize, Serialize};
 
+use super::client_auth::{SIGNING_ALGORITHMS, parse_signing_algorithm};
 use super::clients::AuthMethod;
 use super::configured_clients::{ConfiguredClient, GRANT_JWT_BEARER};
 use crate::auth::jwks::{JwksCache, keys_from_set};
@@ -23,19 +24,12 @@ pub const ID_JAG_TYP: &str = "oauth-id-jag+jwt";
 /// What `authorization_grant_profiles_supported` advertises (extension §6).
 pub const GRANT_PROFILE_ID_JAG: &str = "urn:ietf:params:oauth:grant-profile:id-jag";
 
-/// Asymmetric algorithms only: a shared-secret (HS*) assertion could be
-/// forged by anyone holding the secret, and `none` by anyone at all.
-const ASYMMETRIC: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
+/// Asymmetric algorithms only (the allow list client assertions use): a
+/// shared-secret (HS*) assertion could be forged by anyone holding the
+/// secret, and `none` by anyone at all.
+fn asymmetric() -> Vec<Algorithm> {
+    SIGNING_ALGORITHMS.iter().map(|(alg, _)| *alg).collect()
+}
 
 /// An unknown `kid` refetches the issuer's JWKS at most this often, so
 /// assertions with random kids cannot make mcpgate flood the IdP.
@@ -156,13 +150,13 @@ fn validate_one(
     let email_claim = claim("email_claim", &r.email_claim, "email", errors);
     let name_claim = claim("name_claim", &r.name_claim, "name", errors);
     let algorithms = match &r.algorithms {
-        None => ASYMMETRIC.to_vec(),
+        None => asymmetric(),
         Some(names) => {
             let mut algorithms = Vec::new();
             for name in names {
-                match name.parse::<Algorithm>() {
-                    Ok(alg) if ASYMMETRIC.contains(&alg) => algorithms.push(alg),
-                    _ => errors.push(format!(
+                match parse_signing_algorithm(name) {
+                    Some(alg) => algorithms.push(alg),
+                    None => errors.push(format!(
                         "{at}.algorithms: {name:?} is not an asymmetric JWS algorithm (RS*, PS*, ES256, ES384, EdDSA)"
                     )),
                 }
@@ -336,7 +330,20 @@ mod tests {
             ),
             ("sub", "email", "name")
         );
-        assert_eq!(idp.algorithms, ASYMMETRIC.to_vec());
+        assert_eq!(
+            idp.algorithms,
+            vec![
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+                Algorithm::PS384,
+                Algorithm::PS512,
+                Algorithm::ES256,
+                Algorithm::ES384,
+                Algorithm::EdDSA,
+            ]
+        );
         assert_eq!(idp.max_assertion_lifetime_secs, 300);
     }
 
