@@ -75,6 +75,11 @@ step shape
 python3 scripts/check-shape.py || fail "the module shape check failed (scripts/check-shape.py; messages above)"
 ok
 
+step deploy
+# Dockerfile lint, Kubernetes manifests, shipped configs (offline; tools from PyPI).
+scripts/check-deploy.sh </dev/null >&2 || fail "the deployment files failed their checks (scripts/check-deploy.sh; messages above)"
+ok
+
 step clippy
 cargo clippy "${CARGO_LOCKED[@]}" --all-targets -- -D warnings || fail "clippy found problems (warnings are errors)"
 ok

@@ -1,6 +1,10 @@
 //! Command line.
 
-use std::path::PathBuf;
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +31,18 @@ pub enum Command {
     CheckConfig {
         #[arg(long, env = "MCPGATE_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Probe this server's `/healthz` and exit 0 when it answers 200, 1
+    /// otherwise: a container `HEALTHCHECK` for images without curl or a shell.
+    Healthcheck {
+        #[arg(long, env = "MCPGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// URL to probe instead of `/healthz` on the configured `listen` address.
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
     },
     /// Manage local users (auth.mode = "local").
     Users {
@@ -106,4 +122,103 @@ pub enum ConsentsAction {
     List { user: String },
     /// Forget a user's consent to a client and revoke the refresh tokens it produced.
     Revoke { user: String, client_id: String },
+}
+
+/// Why `mcpgate healthcheck` failed; every variant exits 1 (Docker reserves 2).
+#[derive(Debug, thiserror::Error)]
+pub enum HealthcheckError {
+    #[error("listen: {0}")]
+    Listen(String),
+    #[error("{0:?} is not an http:// URL")]
+    NotHttp(String),
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{url} answered {status}")]
+    Status { url: String, status: u16 },
+}
+
+/// `listen` alone, from the file and `MCPGATE_LISTEN` as `serve` reads it:
+/// the probe must not fail on settings it does not use (a `public_url` given
+/// only to `serve --config`, say).
+pub fn listen_address(path: Option<&Path>) -> Result<SocketAddr, HealthcheckError> {
+    use figment::providers::{Env, Format, Toml};
+    let mut figment = figment::Figment::new();
+    if let Some(path) = path {
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    let figment = figment.merge(Env::prefixed("MCPGATE_").only(&["listen"]));
+    let text = match figment.extract_inner::<String>("listen") {
+        Ok(text) => text,
+        Err(e) if matches!(e.kind, figment::error::Kind::MissingField(_)) => {
+            "127.0.0.1:8000".to_owned()
+        }
+        Err(e) => return Err(HealthcheckError::Listen(e.to_string())),
+    };
+    text.parse()
+        .map_err(|_| HealthcheckError::Listen(format!("{text:?} is not a socket address")))
+}
+
+/// `/healthz` on the listen address, asked over loopback when the server
+/// binds every interface (a wildcard address is not a destination).
+pub fn healthcheck_url(listen: SocketAddr) -> String {
+    let mut target = listen;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{target}/healthz")
+}
+
+/// GET `url` once, without any proxy from the environment: the probe is
+/// for this host's own process.
+pub async fn healthcheck(url: &str, timeout: Duration) -> Result<(), HealthcheckError> {
+    if !url.starts_with("http://") {
+        return Err(HealthcheckError::NotHttp(url.to_owned()));
+    }
+    // reqwest's own message is terse ("error sending request"): add its causes.
+    let unreachable = |e: reqwest::Error| {
+        let e = e.without_url();
+        let mut reason = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(inner) = cause {
+            reason.push_str(": ");
+            reason.push_str(&inner.to_string());
+            cause = inner.source();
+        }
+        HealthcheckError::Unreachable {
+            url: url.to_owned(),
+            reason,
+        }
+    };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+        .map_err(unreachable)?;
+    let response = client.get(url).send().await.map_err(unreachable)?;
+    let status = response.status().as_u16();
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(HealthcheckError::Status {
+            url: url.to_owned(),
+            status,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_listen_address_is_probed_over_loopback() {
+        let url = |text: &str| healthcheck_url(text.parse().unwrap());
+        assert_eq!(url("0.0.0.0:8000"), "http://127.0.0.1:8000/healthz");
+        assert_eq!(url("[::]:8000"), "http://[::1]:8000/healthz");
+        assert_eq!(url("10.1.2.3:9000"), "http://10.1.2.3:9000/healthz");
+        assert_eq!(url("[fd00::5]:80"), "http://[fd00::5]:80/healthz");
+    }
 }

@@ -1,4 +1,4 @@
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
 use mcpgate::{
@@ -45,6 +45,29 @@ async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Healthcheck {
+            config,
+            url,
+            timeout_secs,
+        } => {
+            let url = match url {
+                Some(url) => Ok(url),
+                None => mcpgate::cli::listen_address(config.as_deref())
+                    .map(mcpgate::cli::healthcheck_url),
+            };
+            let probe = match url {
+                Ok(url) => mcpgate::cli::healthcheck(&url, Duration::from_secs(timeout_secs)).await,
+                Err(e) => Err(e),
+            };
+            // Every failure is 1, never EXIT_CONFIG: Docker reserves 2 in health checks.
+            match probe {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mcpgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Users { config, action } => {
             admin(config, |cfg, store| Box::pin(users(cfg, store, action))).await
         }

@@ -84,3 +84,68 @@ fn version_flag() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+/// `mcpgate healthcheck` with `config` as its configuration file.
+async fn healthcheck(extra: &[&str], config: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcpgate.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .arg("healthcheck")
+        .args(extra)
+        .arg("--config")
+        .arg(&path)
+        .current_dir(dir.path());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MCPGATE_") {
+            command.env_remove(key);
+        }
+    }
+    let output = command.output().await.unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn healthcheck_probes_the_configured_listen_address() {
+    let server = crate::common::TestServer::start().await;
+    let port = server.url("").rsplit(':').next().unwrap().to_owned();
+    let (code, err) = healthcheck(&[], &format!("listen = \"127.0.0.1:{port}\"\n")).await;
+    assert_eq!(code, 0, "{err}");
+    // A container listens on every interface; the probe goes to loopback.
+    // Only `listen` is read: without public_url this file would not serve.
+    let (code, err) = healthcheck(&[], &format!("listen = \"0.0.0.0:{port}\"\n")).await;
+    assert_eq!(code, 0, "{err}");
+}
+
+#[tokio::test]
+async fn healthcheck_fails_with_exit_1_naming_the_cause() {
+    let server = crate::common::TestServer::start().await;
+    let missing = server.url("/no-such-route");
+    let (code, err) = healthcheck(&["--url", &missing], "").await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("answered 404"), "{err}");
+
+    // Port 1 on loopback: nothing listens there.
+    let (code, err) = healthcheck(&[], "listen = \"127.0.0.1:1\"\n").await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cannot reach http://127.0.0.1:1/healthz"),
+        "{err}"
+    );
+
+    let (code, err) = healthcheck(&["--url", "https://127.0.0.1:1/healthz"], "").await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not an http:// URL"), "{err}");
+
+    // A broken listen address is unhealthy too, never Docker's reserved 2.
+    let (code, err) = healthcheck(&[], "listen = \"nowhere\"\n").await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("listen: \"nowhere\""), "{err}");
+    let (code, err) = healthcheck(&[], "listen = [\n").await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("listen:"), "{err}");
+}
