@@ -21,6 +21,17 @@ Subcommands (BASE is the authorization server's origin, e.g. http://127.0.0.1:80
       requests_per_flow=... fail_kinds=ENDPOINT/STATUS:COUNT,... (- when none)
       (+ BENCH_FIRST_FAILURE <request/response> when something failed).
 
+  flows BASE ... --signed-in
+      The same flows by a browser that is already signed in: each worker keeps its cookie jar
+      across flows and signs in once before the clock starts, so a flow is register -> authorize
+      -> consent page -> consent -> token (no password check). For a server without a login (FastMCP)
+      this is the same as a new-browser flow.
+
+  codes BASE --n N --out FILE --users ... --password P [--workers W]
+      N authorization codes, minted by signed-in browsers (one client per worker, flows up to the
+      redirect with the code); writes "client_id code code_verifier" lines for
+      bench/oauth_code.lua, which measures only their redemption at /token.
+
   mint BASE --n N --out FILE --users ... --password P [--workers W]
       N complete flows; writes "client_id refresh_token" lines (one refresh-token chain per
       line, each with its own client) for bench/oauth_refresh.lua.
@@ -152,14 +163,37 @@ def register(ag: Agent, name: str) -> str:
     return json.loads(data)["client_id"]
 
 
-def flow(ag: Agent, user: str, password: str, resource: str, timings: dict | None = None) -> dict:
-    """One complete flow (new browser); returns the token response. `timings` gets per-step seconds."""
+def flow(ag: Agent, user: str, password: str, resource: str, timings: dict | None = None,
+         signed_in: bool = False) -> dict:
+    """One complete flow (a new browser unless `signed_in`: then the cookie jar is kept); returns
+    the token response. `timings` gets per-step seconds."""
     t = timings if timings is not None else {}
-    ag.cookies = {}
+    if not signed_in:
+        ag.cookies = {}
     t0 = time.perf_counter()
     client_id = register(ag, "bench-flow")
     t1 = time.perf_counter()
     t["register"] = t1 - t0
+    code, verifier = authorize(ag, client_id, user, password, resource, t)
+    t2 = time.perf_counter()
+    st, _, data = ag.req("POST", "/token", urllib.parse.urlencode({
+        "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+        "redirect_uri": REDIRECT_URI, "client_id": client_id, "resource": resource}).encode(),
+        "application/x-www-form-urlencoded", {"Accept": "application/json"})
+    t["token"] = time.perf_counter() - t2
+    if st != 200:
+        raise FlowError(f"token: {ag.last}")
+    tok = json.loads(data)
+    if not tok.get("access_token") or not tok.get("refresh_token"):
+        raise FlowError(f"token response without access/refresh token: {ag.last}")
+    tok["_client_id"] = client_id
+    tok["_iss"] = t.pop("_iss", None)
+    return tok
+
+
+def authorize(ag: Agent, client_id: str, user: str, password: str, resource: str,
+              t: dict) -> tuple[str, str]:
+    """The front channel from /authorize to the redirect with the code: (code, code_verifier)."""
     verifier = b64url(secrets.token_bytes(32))
     state = b64url(secrets.token_bytes(12))
     q = urllib.parse.urlencode({
@@ -209,20 +243,8 @@ def flow(ag: Agent, user: str, password: str, resource: str, timings: dict | Non
     fq = {k: v[0] for k, v in urllib.parse.parse_qs(urllib.parse.urlsplit(final).query).items()}
     if fq.get("state") != state or "code" not in fq:
         raise FlowError(f"bad authorization response: {final}")
-    t2 = time.perf_counter()
-    st, _, data = ag.req("POST", "/token", urllib.parse.urlencode({
-        "grant_type": "authorization_code", "code": fq["code"], "code_verifier": verifier,
-        "redirect_uri": REDIRECT_URI, "client_id": client_id, "resource": resource}).encode(),
-        "application/x-www-form-urlencoded", {"Accept": "application/json"})
-    t["token"] = time.perf_counter() - t2
-    if st != 200:
-        raise FlowError(f"token: {ag.last}")
-    tok = json.loads(data)
-    if not tok.get("access_token") or not tok.get("refresh_token"):
-        raise FlowError(f"token response without access/refresh token: {ag.last}")
-    tok["_client_id"] = client_id
-    tok["_iss"] = fq.get("iss")
-    return tok
+    t["_iss"] = fq.get("iss")
+    return fq["code"], verifier
 
 
 def fail_kind(e: Exception) -> str:
@@ -257,13 +279,20 @@ def cmd_flows(a) -> int:
     def worker(i: int) -> None:
         ag = Agent(a.base)
         user = users[i % len(users)]
+        if a.signed_in:
+            try:  # sign in (one unmeasured flow) before the clock starts
+                flow(ag, user, a.password, resource, {}, signed_in=True)
+            except Exception as e:  # noqa: BLE001 - counted and reported
+                with lock:
+                    failures.append(f"sign-in {type(e).__name__}: {e}")
+                    kinds["sign-in"] = kinds.get("sign-in", 0) + 1
         start_evt.wait()
         while time.perf_counter() < stop_at[0]:
             t: dict = {}
             s = time.perf_counter()
             r0 = ag.requests
             try:
-                flow(ag, user, a.password, resource, t)
+                flow(ag, user, a.password, resource, t, signed_in=a.signed_in)
                 d = time.perf_counter() - s
                 with lock:
                     sent[0] += ag.requests - r0
@@ -300,6 +329,44 @@ def cmd_flows(a) -> int:
           f"fail_kinds={','.join(f'{k}:{n}' for k, n in sorted(kinds.items())) or '-'}")
     if failures:
         print(f"BENCH_FIRST_FAILURE {failures[0]}")
+    return 0
+
+
+def cmd_codes(a) -> int:
+    users = a.users.split(",")
+    resource = a.resource or f"{a.base.rstrip('/')}/mcp"
+    out: list[str] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    share = [a.n // a.workers + (1 if i < a.n % a.workers else 0) for i in range(a.workers)]
+
+    def worker(i: int) -> None:
+        ag = Agent(a.base)
+        mine: list[str] = []
+        try:
+            user = users[i % len(users)]
+            client_id = register(ag, "bench-codes")
+            for _ in range(share[i]):
+                code, verifier = authorize(ag, client_id, user, a.password, resource, {})
+                mine.append(f"{client_id} {code} {verifier}")
+        except Exception as e:  # noqa: BLE001
+            with lock:
+                errors.append(str(e))
+        finally:
+            ag.close()
+        with lock:
+            out.extend(mine)
+
+    ths = [threading.Thread(target=worker, args=(i,)) for i in range(a.workers)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    if len(out) != a.n:
+        print(f"codes: only {len(out)}/{a.n} codes; first error: {errors[:1]}", file=sys.stderr)
+        return 1
+    with open(a.out, "w") as f:
+        f.write("\n".join(out) + "\n")
     return 0
 
 
@@ -408,6 +475,15 @@ def main() -> int:
     f.add_argument("--users", default="bench0")
     f.add_argument("--password", required=True)
     f.add_argument("--resource")
+    f.add_argument("--signed-in", action="store_true")
+    k = sub.add_parser("codes")
+    k.add_argument("base")
+    k.add_argument("--n", type=int, required=True)
+    k.add_argument("--out", required=True)
+    k.add_argument("--users", default="bench0")
+    k.add_argument("--password", required=True)
+    k.add_argument("--workers", type=int, default=4)
+    k.add_argument("--resource")
     m = sub.add_parser("mint")
     m.add_argument("base")
     m.add_argument("--n", type=int, required=True)
@@ -417,7 +493,7 @@ def main() -> int:
     m.add_argument("--workers", type=int, default=4)
     m.add_argument("--resource")
     a = ap.parse_args()
-    return {"check": cmd_check, "flows": cmd_flows, "mint": cmd_mint}[a.cmd](a)
+    return {"check": cmd_check, "flows": cmd_flows, "codes": cmd_codes, "mint": cmd_mint}[a.cmd](a)
 
 
 if __name__ == "__main__":

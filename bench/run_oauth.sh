@@ -13,6 +13,12 @@
 #   refresh   /token refresh_token throughput: one wrk thread = one connection = one
 #             refresh-token chain of its own client, rotated on every request
 #             (bench/oauth_refresh.lua; chains minted just before by bench/oauth_load.py mint)
+#   signedin  complete flows by a browser already signed in (the cookie jar kept across flows,
+#             signed in once before the clock starts): register -> authorize -> consent page ->
+#             consent -> token, no password check (bench/oauth_load.py flows --signed-in)
+#   code      /token authorization_code throughput: codes minted just before by signed-in
+#             browsers (bench/oauth_load.py codes, not measured), each redeemed once by wrk
+#             (bench/oauth_code.lua, one thread per connection)
 # Prints a markdown report on stdout; raw output and logs go to bench/out/oauth-<timestamp>/.
 #
 #   bench/install.sh && bench/run_oauth.sh
@@ -20,6 +26,9 @@
 # Env knobs (defaults in brackets):
 #   MCPGATE_BIN [target/release/mcpgate]   DURATION [10] seconds per point   ROUNDS [3]
 #   FLOW_WORKERS ["1 4 16"]   REFRESH_CONNS ["1 8 64"]   REGISTER_CONNS ["8"]
+#   SIGNED_IN_WORKERS ["1 4"]   CODE_CONNS ["1 8"]   CODES_PER_POINT [25000] codes minted per
+#     server and code point (a point that uses them all up before DURATION ends is reported
+#     failed: "exhausted")
 #   STORES ["sqlite postgres"]   FASTMCP [1] (0 skips the FastMCP reference)
 #   BENCH_POSTGRES_URL [unset: a throwaway cluster via scripts/pg-throwaway.sh]; a fresh
 #     database is created on it for the run and dropped afterwards
@@ -38,6 +47,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 FLOW_WORKERS="${FLOW_WORKERS:-1 4 16}"
 REFRESH_CONNS="${REFRESH_CONNS:-1 8 64}"
 REGISTER_CONNS="${REGISTER_CONNS:-8}"
+SIGNED_IN_WORKERS="${SIGNED_IN_WORKERS-1 4}"
+CODE_CONNS="${CODE_CONNS-1 8}"
+CODES_PER_POINT="${CODES_PER_POINT:-25000}"
 STORES="${STORES-sqlite postgres}"
 FASTMCP="${FASTMCP:-1}"
 PG_DURABLE="${PG_DURABLE:-1}"
@@ -198,6 +210,12 @@ flows_run() {
   "$PY" "$LOAD" flows "$1" --workers "$2" --duration "$DURATION" --users "$USERS" --password "$PASSWORD" \
     2>>"$OUT/load.err" | tee "$3" | grep '^BENCH_FLOW ' | head -1
 }
+# signed_in_run BASE W OUTFILE: the same, by signed-in browsers
+# shellcheck disable=SC2317
+signed_in_run() {
+  "$PY" "$LOAD" flows "$1" --workers "$2" --duration "$DURATION" --users "$USERS" --password "$PASSWORD" \
+    --signed-in 2>>"$OUT/load.err" | tee "$3" | grep '^BENCH_FLOW ' | head -1
+}
 # wrk_run BASE CONNS THREADS SCRIPT OUTFILE [ENV=VAL...]: prints the BENCH line
 # shellcheck disable=SC2317
 wrk_run() {
@@ -213,6 +231,10 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "run_oauth.sh: round $r/$ROUNDS: $s: flows, $w workers, ${DURATION}s" >&2
     measured "$s" flows "$w" "$r" flows flows_run "${BASE[$s]}" "$w" "$OUT/flows-$s-w$w-r$r.txt"
   done; done
+  for w in $SIGNED_IN_WORKERS; do for s in "${SERVERS[@]}"; do
+    echo "run_oauth.sh: round $r/$ROUNDS: $s: signed-in flows, $w workers, ${DURATION}s" >&2
+    measured "$s" signedin "$w" "$r" flows signed_in_run "${BASE[$s]}" "$w" "$OUT/signedin-$s-w$w-r$r.txt"
+  done; done
   for c in $REGISTER_CONNS; do for s in "${SERVERS[@]}"; do
     echo "run_oauth.sh: round $r/$ROUNDS: $s: register, $c connections, ${DURATION}s" >&2
     measured "$s" register "$c" "$r" ok wrk_run "${BASE[$s]}" "$c" "$(wrk_threads "$c")" "$HERE/oauth_register.lua" \
@@ -225,6 +247,15 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "run_oauth.sh: round $r/$ROUNDS: $s: refresh, $c connections, ${DURATION}s" >&2
     measured "$s" refresh "$c" "$r" ok wrk_run "${BASE[$s]}" "$c" "$c" "$HERE/oauth_refresh.lua" \
       "$OUT/wrk-$s-refresh-c$c-r$r.txt" REFRESH_CHAINS="$chains"
+  done; done
+  for c in $CODE_CONNS; do for s in "${SERVERS[@]}"; do
+    codes="$TMP/codes-$s-$c-$r.txt"
+    echo "run_oauth.sh: round $r/$ROUNDS: $s: minting $CODES_PER_POINT codes" >&2
+    "$PY" "$LOAD" codes "${BASE[$s]}" --n "$CODES_PER_POINT" --out "$codes" --users "$USERS" --password "$PASSWORD" \
+      --workers 4 2>>"$OUT/load.err" || die "$s: could not mint $CODES_PER_POINT codes (see $OUT/load.err)"
+    echo "run_oauth.sh: round $r/$ROUNDS: $s: code redemption, $c connections, ${DURATION}s" >&2
+    measured "$s" code "$c" "$r" ok wrk_run "${BASE[$s]}" "$c" "$c" "$HERE/oauth_code.lua" \
+      "$OUT/wrk-$s-code-c$c-r$r.txt" CODES="$codes" WRK_THREADS="$c" RESOURCE="${BASE[$s]}/mcp"
   done; done
 done
 STEAL_PCT="$(steal_pct "$STEAL0" "$T0")"
@@ -271,7 +302,7 @@ wrk_table() {
 }
 # rate SERVER KIND N: median flows/s or successful req/s of one point
 rate() {
-  if [ -z "${RES[$1,$2,$3,1]:-}" ]; then echo 0; elif [ "$2" = flows ]; then med flows_per_s "$@"; else med rps "$@"; fi
+  if [ -z "${RES[$1,$2,$3,1]:-}" ]; then echo 0; elif [ "$2" = flows ] || [ "$2" = signedin ]; then med flows_per_s "$@"; else med rps "$@"; fi
 }
 ANY_FAIL=0
 {
@@ -299,10 +330,31 @@ ANY_FAIL=0
       "$(med client_cpu_pct "$s" flows "$w")"
   done; done
   echo
+  if [ -n "$SIGNED_IN_WORKERS" ]; then
+    echo "Complete flows by a browser already signed in (register -> authorize -> consent page -> consent -> token; the cookie jar kept, signed in once before the clock starts):"
+    echo
+    echo "| server | workers | flows/s | range | p50 ms | p99 ms | token p50 ms | requests/flow | failed | failures | server CPU % | PG CPU % | PG write tx/flow | PG WAL KB/flow | client CPU % |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+    for s in "${SERVERS[@]}"; do for w in $SIGNED_IN_WORKERS; do
+      f="$(flow_fails "$s" signedin "$w")"; [ "$f" = 0 ] || ANY_FAIL=1
+      printf '| %s | %s | %.1f%s | %s | %.1f | %.1f | %.1f | %.1f | %s | %s | %s | %.0f |\n' "$(label "$s")" "$w" \
+        "$(med flows_per_s "$s" signedin "$w")" "$(compiled "$s" signedin "$w")" "$(range flows_per_s "$s" signedin "$w")" \
+        "$(med p50_ms "$s" signedin "$w")" "$(med p99_ms "$s" signedin "$w")" "$(med token_p50_ms "$s" signedin "$w")" \
+        "$(med requests_per_flow "$s" signedin "$w")" "$f" "$(joined fail_kinds "$s" signedin "$w")" "$(cpu_cols "$s" signedin "$w")" \
+        "$(med client_cpu_pct "$s" signedin "$w")"
+    done; done
+    echo
+  fi
   echo "Refresh-token rotation at /token (each connection rotates its own chain; only 200s with a new refresh token count):"
   echo
   wrk_table refresh "$REFRESH_CONNS" refreshes refresh
   echo
+  if [ -n "$CODE_CONNS" ]; then
+    echo "Authorization-code redemption at /token ($CODES_PER_POINT codes minted per point by signed-in browsers, not measured; each redeemed once; only 200s with an access and a refresh token count):"
+    echo
+    wrk_table code "$CODE_CONNS" redemptions redemption
+    echo
+  fi
   echo "Dynamic client registration (POST /register, a new public client per request):"
   echo
   wrk_table register "$REGISTER_CONNS" registrations registration
@@ -314,9 +366,11 @@ ANY_FAIL=0
     for st in $STORES; do printf ' %s / FastMCP |' "$(label "mg-$st" | sed 's/^mcpgate, //')"; done; echo
     printf '|---|'; for _ in $STORES $STORES; do printf -- '---:|'; done; printf -- '---:|\n'
     for row in $(for w in $FLOW_WORKERS; do echo "flows:$w"; done; for c in $REGISTER_CONNS; do echo "register:$c"; done; \
-                 for c in $REFRESH_CONNS; do echo "refresh:$c"; done); do
+                 for c in $REFRESH_CONNS; do echo "refresh:$c"; done; for w in $SIGNED_IN_WORKERS; do echo "signedin:$w"; done; \
+                 for c in $CODE_CONNS; do echo "code:$c"; done); do
       kind="${row%%:*}"; n="${row#*:}"
-      case "$kind" in flows) what="flows/s, $n workers" ;; register) what="registrations/s, $n conns" ;; refresh) what="refreshes/s, $n conns" ;; esac
+      case "$kind" in flows) what="flows/s, $n workers" ;; register) what="registrations/s, $n conns" ;; refresh) what="refreshes/s, $n conns" ;;
+        signedin) what="signed-in flows/s, $n workers" ;; code) what="code redemptions/s, $n conns" ;; esac
       fm="$(rate fm-memory "$kind" "$n")"
       printf '| %s |' "$what"; for st in $STORES; do printf ' %.1f |' "$(rate "mg-$st" "$kind" "$n")"; done; printf ' %.1f |' "$fm"
       for st in $STORES; do printf ' %s |' "$(ratio "$(rate "mg-$st" "$kind" "$n")" "$fm")"; done; echo

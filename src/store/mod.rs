@@ -91,6 +91,20 @@ pub(crate) use on_db;
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
+    /// Where the token grants write (see [`Writer`]).
+    writer: Writer,
+}
+
+/// The token grants' writes. SQLite: one dedicated connection, so grants
+/// queue on a mutex instead of racing for SQLite's single write lock and
+/// sleeping in its busy handler (WAL lets the readers of the pool go on
+/// beside it); outside the pool, because sqlx pings a pooled connection to
+/// the worker thread on every return, which a single writer would wait for.
+/// PostgreSQL: the pool.
+#[derive(Clone, Debug)]
+pub(crate) enum Writer {
+    Sqlite(std::sync::Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>),
+    Postgres(PgPool),
 }
 
 impl Store {
@@ -109,36 +123,49 @@ impl Store {
             if on_disk {
                 create_private_file(&file)?;
             }
+            // No ping before each checkout: an embedded database cannot have
+            // hung up, and the ping is one more hand-off to the connection's
+            // worker thread per statement.
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(5))
-                .connect_with(options)
+                .test_before_acquire(false)
+                .connect_with(options.clone())
                 .await?;
             if on_disk {
                 // SQLite creates -wal and -shm on first use; older installs may
                 // have a world-readable database from before this check.
                 restrict_sqlite_files(&file);
             }
-            Db::Sqlite(pool)
+            Self::migrate(&Db::Sqlite(pool.clone())).await?;
+            // Opened after the migrations, with the pool's settings (WAL,
+            // synchronous = NORMAL, busy timeout, foreign keys).
+            let writer = sqlx::ConnectOptions::connect(&options).await?;
+            Store {
+                db: Db::Sqlite(pool),
+                writer: Writer::Sqlite(std::sync::Arc::new(tokio::sync::Mutex::new(writer))),
+            }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(5))
                 .connect(url)
                 .await?;
-            Db::Postgres(pool)
+            Self::migrate(&Db::Postgres(pool.clone())).await?;
+            Store {
+                db: Db::Postgres(pool.clone()),
+                writer: Writer::Postgres(pool),
+            }
         } else {
             return Err(StoreError::InvalidUrl(
                 "expected sqlite:// or postgres://".to_owned(),
             ));
         };
-        let store = Store { db };
-        store.migrate().await?;
-        Ok(store)
+        Ok(db)
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let result = match &self.db {
+    async fn migrate(db: &Db) -> Result<(), StoreError> {
+        let result = match db {
             Db::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await,
             Db::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
         };
@@ -168,6 +195,11 @@ impl Store {
 
     pub(crate) fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Where the token grants write.
+    pub(crate) fn writer(&self) -> &Writer {
+        &self.writer
     }
 }
 

@@ -23,3 +23,4 @@ mod security_oauth;
 mod security_server;
 mod security_signin;
 mod store_contract;
+mod store_grants;

@@ -577,6 +577,7 @@ async fn family_with_a_token(store: &Store, family: &str, token_hash: &str) {
             now,
             "sealed",
             Some(&new_refresh(family, token_hash)),
+            None,
         )
         .await
         .unwrap();
@@ -652,7 +653,7 @@ async fn a_rotation_racing_a_family_revocation_leaves_no_live_token_on_postgres(
             new_refresh(&family, &format!("{family}-b")),
         );
         family_with_a_token(&store, &family, &old).await;
-        let rotate = store.rotate_refresh(&old, 3, "sealed", &next);
+        let rotate = store.rotate_refresh(&old, 3, "sealed", &next, false);
         let revoke = store.revoke_family(&family, 3);
         let (rotated, revoked) = tokio::join!(rotate, revoke);
         rotated.unwrap();

@@ -246,7 +246,7 @@ async fn transactions_complete_when_the_caller_is_dropped() {
         // The caller gives up after the first poll (the call is dropped).
         use futures::FutureExt;
         let _ = store
-            .redeem_code(&format!("code-{tag}"), now, "sealed", Some(&first))
+            .redeem_code(&format!("code-{tag}"), now, "sealed", Some(&first), None)
             .now_or_never();
         let second = NewRefresh {
             token_hash: format!("rt2-{tag}"),
@@ -267,7 +267,7 @@ async fn transactions_complete_when_the_caller_is_dropped() {
                 .is_some()
         );
         let _ = store
-            .rotate_refresh(&first.token_hash, now, "sealed-2", &second)
+            .rotate_refresh(&first.token_hash, now, "sealed-2", &second, false)
             .now_or_never();
         let mut rotated = false;
         for _ in 0..100 {

@@ -95,8 +95,19 @@ impl AuthorizationServer {
         redirect_uri: Option<&str>,
         resource: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        let client = self.authenticate_client(creds).await?;
-        let code = code.ok_or_else(|| OAuthError::InvalidRequest("code is missing".to_owned()))?;
+        // The client and the code are read side by side: two store round
+        // trips in the time of one. The client's answer is looked at first.
+        let hash = code.map(sha256_b64);
+        let (client, record) = tokio::join!(self.authenticate_client(creds), async {
+            match &hash {
+                Some(hash) => self.store.get_code_and_user(hash).await,
+                None => Ok(None),
+            }
+        });
+        let client = client?;
+        let (Some(_), Some(hash)) = (code, hash) else {
+            return Err(OAuthError::InvalidRequest("code is missing".to_owned()));
+        };
         let verifier = verifier.ok_or_else(|| {
             OAuthError::InvalidRequest("code_verifier is missing (PKCE)".to_owned())
         })?;
@@ -107,11 +118,7 @@ impl AuthorizationServer {
             ));
         }
         let now = self.clock.now();
-        let hash = sha256_b64(code);
-        let record = self
-            .store
-            .get_code(&hash)
-            .await?
+        let (record, user_exists) = record?
             .ok_or_else(|| OAuthError::InvalidGrant("unknown authorization code".to_owned()))?;
         if record.client_id != client.client_id {
             // Refused, but the grant is left alone: a code seen by another
@@ -152,7 +159,7 @@ impl AuthorizationServer {
             ));
         }
         if record.redeemed_at.is_none() {
-            if self.store.find_user(&record.user_id).await?.is_none() {
+            if !user_exists {
                 return Err(OAuthError::InvalidGrant(
                     "the user no longer exists".to_owned(),
                 ));
@@ -183,15 +190,13 @@ impl AuthorizationServer {
                 resource: record.resource.clone(),
                 expires_at: now + self.config.refresh_token_ttl_secs as i64,
             });
+            let touch = client.touch_due(now).then_some(record.client_id.as_str());
             if self
                 .store
-                .redeem_code(&hash, now, &sealed, new_refresh.as_ref())
+                .redeem_code(&hash, now, &sealed, new_refresh.as_ref(), touch)
                 .await?
                 == Consumed::Won
             {
-                if client.touch_due(now) {
-                    self.store.touch_client(&record.client_id, now).await?;
-                }
                 return Ok(response);
             }
         }
@@ -224,16 +229,23 @@ impl AuthorizationServer {
         scope: Option<&str>,
         resource: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        let client = self.authenticate_client(creds).await?;
-        let token = token
-            .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing".to_owned()))?;
-        let hash = sha256_b64(token);
+        // Side by side, as for codes.
+        let hash = token.map(sha256_b64);
+        let (client, record) = tokio::join!(self.authenticate_client(creds), async {
+            match &hash {
+                Some(hash) => self.store.get_refresh(hash).await,
+                None => Ok(None),
+            }
+        });
+        let client = client?;
+        let Some(hash) = hash else {
+            return Err(OAuthError::InvalidRequest(
+                "refresh_token is missing".to_owned(),
+            ));
+        };
         let now = self.clock.now();
-        let record = self
-            .store
-            .get_refresh(&hash)
-            .await?
-            .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".to_owned()))?;
+        let record =
+            record?.ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".to_owned()))?;
         if record.client_id != client.client_id {
             // Worded as for an unknown token: /token is no status oracle for
             // stolen refresh tokens (and nothing rotates or is revoked).
@@ -285,14 +297,17 @@ impl AuthorizationServer {
                 resource: record.resource.clone(),
                 expires_at: now + self.config.refresh_token_ttl_secs as i64,
             };
-            if self.store.rotate_refresh(&hash, now, &sealed, &new).await? == Consumed::Won {
+            let touch = client.touch_due(now);
+            if self
+                .store
+                .rotate_refresh(&hash, now, &sealed, &new, touch)
+                .await?
+                == Consumed::Won
+            {
                 // Proxy mode: only the winner of the rotation talks to the IdP
                 // (concurrent upstream refreshes would look like a replay
                 // there), and a grant the IdP ended ends here too.
                 self.check_idp_grant(&record.family_id, now).await?;
-                if client.touch_due(now) {
-                    self.store.touch_client(&record.client_id, now).await?;
-                }
                 return Ok(response);
             }
         }

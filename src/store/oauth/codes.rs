@@ -1,10 +1,7 @@
 //! Pending authorization requests and authorization codes.
 
-use super::{
-    AuthRequestRecord, CodeRecord, Consumed, INSERT_REFRESH, NewRefresh, insert_refresh,
-    uncancellable,
-};
-use crate::store::{Store, StoreError, on_db};
+use super::{AuthRequestRecord, CodeRecord, Consumed, NewRefresh, sqlite_script, uncancellable};
+use crate::store::{Store, StoreError, Writer, on_db};
 
 macro_rules! code_columns {
     () => {
@@ -103,56 +100,140 @@ impl Store {
         .await)?)
     }
 
-    /// Mark the code redeemed and store the first refresh token of its family,
-    /// atomically; `Lost` if it was already redeemed.
+    /// The code, and whether its user still exists, in one read (the grant
+    /// needs both before it mints).
+    pub async fn get_code_and_user(
+        &self,
+        code_hash: &str,
+    ) -> Result<Option<(CodeRecord, bool)>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            code_columns!(),
+            ", EXISTS (SELECT 1 FROM users WHERE users.id = auth_codes.user_id) AS user_exists FROM auth_codes WHERE code_hash = $1"
+        );
+        Ok(on_db!(self.db(), |pool| {
+            match sqlx::query(SQL).bind(code_hash).fetch_optional(pool).await {
+                Ok(Some(row)) => {
+                    use sqlx::{FromRow, Row};
+                    CodeRecord::from_row(&row)
+                        .and_then(|code| Ok((code, row.try_get::<bool, _>("user_exists")?)))
+                        .map(Some)
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })?)
+    }
+
+    /// Mark the code redeemed, store the first refresh token of its family
+    /// and the `last_used_at` of the client `touch` names, atomically: one
+    /// statement on PostgreSQL, one script on the SQLite writer; `Lost` if it
+    /// was already redeemed.
     async fn redeem_code_now(
         &self,
         code_hash: &str,
         now: i64,
         response_sealed: &str,
         refresh: Option<&NewRefresh>,
+        touch: Option<&str>,
     ) -> Result<Consumed, StoreError> {
-        const REDEEM: &str = "UPDATE auth_codes SET redeemed_at = $1, response_sealed = $2 WHERE code_hash = $3 AND redeemed_at IS NULL";
-        let won = on_db!(self.db(), |pool| {
-            let mut tx = pool.begin().await?;
-            let won = sqlx::query(REDEEM)
-                .bind(now)
-                .bind(response_sealed)
-                .bind(code_hash)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            if won {
-                if let Some(r) = refresh {
-                    insert_refresh!(tx, r, now).await?;
+        macro_rules! mark {
+            () => {
+                "UPDATE auth_codes SET redeemed_at = $1, response_sealed = $2 WHERE code_hash = $3 AND redeemed_at IS NULL RETURNING code_hash"
+            };
+        }
+        macro_rules! insert {
+            () => {
+                "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scope, resource, created_at, expires_at) SELECT $5, $6, $7, $8, $9, $10, $1, $11"
+            };
+        }
+        const SQLITE_WITH_REFRESH: &str = concat!(
+            "BEGIN IMMEDIATE; ",
+            mark!(),
+            "; ",
+            insert!(),
+            " WHERE changes() = 1; ",
+            "UPDATE oauth_clients SET last_used_at = $1 WHERE client_id = $4 AND changes() = 1; ",
+            "COMMIT"
+        );
+        const SQLITE_WITHOUT: &str = concat!(
+            "BEGIN IMMEDIATE; ",
+            mark!(),
+            "; ",
+            "UPDATE oauth_clients SET last_used_at = $1 WHERE client_id = $4 AND changes() = 1; ",
+            "COMMIT"
+        );
+        const POSTGRES_WITH_REFRESH: &str = concat!(
+            "WITH won AS (",
+            mark!(),
+            "), next AS (",
+            insert!(),
+            " FROM won), touched AS (UPDATE oauth_clients SET last_used_at = $1 WHERE client_id = $4 AND EXISTS (SELECT 1 FROM won)) SELECT code_hash FROM won"
+        );
+        const POSTGRES_WITHOUT: &str = concat!(
+            "WITH won AS (",
+            mark!(),
+            "), touched AS (UPDATE oauth_clients SET last_used_at = $1 WHERE client_id = $4 AND EXISTS (SELECT 1 FROM won)) SELECT code_hash FROM won"
+        );
+        macro_rules! bound {
+            ($sql:expr) => {{
+                let q = sqlx::query($sql)
+                    .bind(now)
+                    .bind(response_sealed)
+                    .bind(code_hash)
+                    .bind(touch);
+                match refresh {
+                    Some(r) => q
+                        .bind(&r.token_hash)
+                        .bind(&r.family_id)
+                        .bind(&r.client_id)
+                        .bind(&r.user_id)
+                        .bind(&r.scope)
+                        .bind(&r.resource)
+                        .bind(r.expires_at),
+                    None => q,
                 }
-                tx.commit().await?;
-            } else {
-                tx.rollback().await?;
+            }};
+        }
+        let won = match (self.writer(), refresh.is_some()) {
+            (Writer::Sqlite(writer), true) => {
+                sqlite_script(writer, bound!(SQLITE_WITH_REFRESH)).await?
             }
-            Ok::<bool, sqlx::Error>(won)
-        })?;
+            (Writer::Sqlite(writer), false) => {
+                sqlite_script(writer, bound!(SQLITE_WITHOUT)).await?
+            }
+            (Writer::Postgres(pool), true) => bound!(POSTGRES_WITH_REFRESH)
+                .fetch_optional(pool)
+                .await?
+                .is_some(),
+            (Writer::Postgres(pool), false) => bound!(POSTGRES_WITHOUT)
+                .fetch_optional(pool)
+                .await?
+                .is_some(),
+        };
         Ok(if won { Consumed::Won } else { Consumed::Lost })
     }
 
-    /// Redeem a code once (and store the first refresh token with it).
+    /// Redeem a code once (and store the first refresh token with it);
+    /// `touch` names a client to record as having obtained tokens.
     pub async fn redeem_code(
         &self,
         code_hash: &str,
         now: i64,
         response_sealed: &str,
         refresh: Option<&NewRefresh>,
+        touch: Option<&str>,
     ) -> Result<Consumed, StoreError> {
-        let (store, code_hash, sealed, refresh) = (
+        let (store, code_hash, sealed, refresh, touch) = (
             self.clone(),
             code_hash.to_owned(),
             response_sealed.to_owned(),
             refresh.cloned(),
+            touch.map(str::to_owned),
         );
         uncancellable(async move {
             store
-                .redeem_code_now(&code_hash, now, &sealed, refresh.as_ref())
+                .redeem_code_now(&code_hash, now, &sealed, refresh.as_ref(), touch.as_deref())
                 .await
         })
         .await

@@ -174,23 +174,6 @@ impl Store {
     }
 }
 
-/// Insert a [`NewRefresh`] inside the transaction `$tx` (either backend).
-macro_rules! insert_refresh {
-    ($tx:ident, $r:expr, $now:expr) => {
-        sqlx::query(INSERT_REFRESH)
-            .bind(&$r.token_hash)
-            .bind(&$r.family_id)
-            .bind(&$r.client_id)
-            .bind(&$r.user_id)
-            .bind(&$r.scope)
-            .bind(&$r.resource)
-            .bind($now)
-            .bind($r.expires_at)
-            .execute(&mut *$tx)
-    };
-}
-use insert_refresh;
-
 /// Revoke a user's refresh tokens (`$1` user id, `$2` time).
 const REVOKE_BY_USER: &str =
     "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
@@ -215,7 +198,31 @@ macro_rules! revoke_all {
 }
 use revoke_all;
 
-const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scope, resource, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+/// The grants' single-use writes, as one script run in one hand-off to the
+/// SQLite writer's worker thread (a transaction of separate statements is
+/// four). `script` begins with `BEGIN IMMEDIATE`, ends with `COMMIT`, and its
+/// first statement's `RETURNING` row says whether this caller won; the later
+/// statements run only `WHERE changes() = 1`. A statement that fails stops
+/// the script inside its transaction, which is rolled back here before the
+/// writer is let go, so no half-written grant survives.
+async fn sqlite_script(
+    writer: &tokio::sync::Mutex<sqlx::SqliteConnection>,
+    script: sqlx::query::Query<'_, sqlx::Sqlite, <sqlx::Sqlite as sqlx::Database>::Arguments>,
+) -> Result<bool, sqlx::Error> {
+    let mut conn = writer.lock().await;
+    match script.fetch_all(&mut *conn).await {
+        Ok(rows) => Ok(rows.len() == 1),
+        Err(e) => {
+            // Fails harmlessly when the script stopped before its BEGIN took;
+            // had it failed with a transaction open, the next script's BEGIN
+            // would fail in turn and roll it back here.
+            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                tracing::debug!("nothing to roll back after a failed grant write");
+            }
+            Err(e)
+        }
+    }
+}
 
 /// sqlx's `begin`/`commit` are not cancel-safe on PostgreSQL (a request
 /// dropped mid-transaction, e.g. a client disconnecting, can leave the pooled

@@ -1,7 +1,7 @@
 //! Refresh tokens: rotation and family revocation.
 
-use super::{Consumed, INSERT_REFRESH, NewRefresh, RefreshRecord, insert_refresh, uncancellable};
-use crate::store::{Store, StoreError, on_db};
+use super::{Consumed, NewRefresh, RefreshRecord, sqlite_script, uncancellable};
+use crate::store::{Store, StoreError, Writer, on_db};
 
 macro_rules! refresh_columns {
     () => {
@@ -25,33 +25,50 @@ impl Store {
     }
 
     /// Rotate: mark `old_hash` used (keeping the sealed response for a lost-
-    /// response retry) and store its successor, atomically.
+    /// response retry), store its successor and, when `touch`, the client's
+    /// `last_used_at`, atomically: one statement on PostgreSQL, one script on
+    /// the SQLite writer.
     async fn rotate_refresh_now(
         &self,
         old_hash: &str,
         now: i64,
         response_sealed: &str,
         next: &NewRefresh,
+        touch: bool,
     ) -> Result<Consumed, StoreError> {
-        const ROTATE: &str = "UPDATE refresh_tokens SET rotated_at = $1, response_sealed = $2 WHERE token_hash = $3 AND rotated_at IS NULL AND revoked_at IS NULL";
-        let won = on_db!(self.db(), |pool| {
-            let mut tx = pool.begin().await?;
-            let won = sqlx::query(ROTATE)
-                .bind(now)
-                .bind(response_sealed)
-                .bind(old_hash)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            if won {
-                insert_refresh!(tx, next, now).await?;
-                tx.commit().await?;
-            } else {
-                tx.rollback().await?;
-            }
-            Ok::<bool, sqlx::Error>(won)
-        })?;
+        const SQLITE: &str = concat!(
+            "BEGIN IMMEDIATE; ",
+            "UPDATE refresh_tokens SET rotated_at = $1, response_sealed = $2 WHERE token_hash = $3 AND rotated_at IS NULL AND revoked_at IS NULL RETURNING token_hash; ",
+            "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scope, resource, created_at, expires_at) SELECT $4, $5, $6, $7, $8, $9, $1, $10 WHERE changes() = 1; ",
+            "UPDATE oauth_clients SET last_used_at = $1 WHERE $11 AND client_id = $6 AND changes() = 1; ",
+            "COMMIT"
+        );
+        const POSTGRES: &str = concat!(
+            "WITH old AS (UPDATE refresh_tokens SET rotated_at = $1, response_sealed = $2 WHERE token_hash = $3 AND rotated_at IS NULL AND revoked_at IS NULL RETURNING token_hash), ",
+            "next AS (INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scope, resource, created_at, expires_at) SELECT $4, $5, $6, $7, $8, $9, $1, $10 FROM old), ",
+            "touched AS (UPDATE oauth_clients SET last_used_at = $1 WHERE $11 AND client_id = $6 AND EXISTS (SELECT 1 FROM old)) ",
+            "SELECT token_hash FROM old"
+        );
+        macro_rules! bound {
+            ($sql:expr) => {
+                sqlx::query($sql)
+                    .bind(now)
+                    .bind(response_sealed)
+                    .bind(old_hash)
+                    .bind(&next.token_hash)
+                    .bind(&next.family_id)
+                    .bind(&next.client_id)
+                    .bind(&next.user_id)
+                    .bind(&next.scope)
+                    .bind(&next.resource)
+                    .bind(next.expires_at)
+                    .bind(touch)
+            };
+        }
+        let won = match self.writer() {
+            Writer::Sqlite(writer) => sqlite_script(writer, bound!(SQLITE)).await?,
+            Writer::Postgres(pool) => bound!(POSTGRES).fetch_optional(pool).await?.is_some(),
+        };
         Ok(if won { Consumed::Won } else { Consumed::Lost })
     }
 
@@ -83,12 +100,15 @@ impl Store {
     }
 
     /// Rotate a refresh token once: exactly one concurrent caller wins.
+    /// `touch` also records that the client obtained tokens (in the same
+    /// write; unused clients are swept).
     pub async fn rotate_refresh(
         &self,
         old_hash: &str,
         now: i64,
         response_sealed: &str,
         next: &NewRefresh,
+        touch: bool,
     ) -> Result<Consumed, StoreError> {
         let (store, old_hash, sealed, next) = (
             self.clone(),
@@ -98,7 +118,7 @@ impl Store {
         );
         uncancellable(async move {
             store
-                .rotate_refresh_now(&old_hash, now, &sealed, &next)
+                .rotate_refresh_now(&old_hash, now, &sealed, &next, touch)
                 .await
         })
         .await
