@@ -18,6 +18,7 @@ mod oauth_browser;
 mod ops;
 mod proxy_auth;
 mod resource_auth;
+mod scale_limits;
 mod security_bridge;
 mod security_gateway;
 mod security_oauth;
