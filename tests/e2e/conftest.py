@@ -182,3 +182,14 @@ def pytest_runtest_makereport(item, call):
             factory = item.funcargs.get(f"{mode}_factory") if hasattr(item, "funcargs") else None
             for n, lg in enumerate(getattr(factory, "made", [])):
                 report.sections.append((f"{mode}-mode mcpgate #{n} log (tail)", lg.log_tail(10000)))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The figures some tests measure (test_replicas.py: the rolling restart under wrk), so that
+    scripts/test.sh's output shows them whether the test passed or not."""
+    from replica_fixtures import SUMMARY_LINES
+
+    if SUMMARY_LINES:
+        terminalreporter.section("measured")
+        for line in SUMMARY_LINES:
+            terminalreporter.write_line(line)

@@ -48,6 +48,8 @@ DRAIN_ENV = "MCPGATE_HTTP__DRAIN_DELAY_SECS"
 # A configured client for the load generator: client_credentials, tokens that outlive the run.
 LOAD_CLIENT_ID = "replica-load"
 LOAD_CLIENT_SECRET = "replica-load-secret-" + "x" * 24
+# One-line results (the rolling restart's figures) that conftest.py prints in pytest's summary.
+SUMMARY_LINES: list[str] = []
 ACCESS_LOG_FORMAT = "$msec\\t$request_method\\t$uri\\t$status\\t$upstream_addr\\t$upstream_status\\t$http_mcp_session_id"
 
 

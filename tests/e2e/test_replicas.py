@@ -40,7 +40,8 @@ from mcpgate_process import WORK_DIR
 from oauth_clients import (AgentBrowser, MemoryStorage, Wire, inspector_env, inspector_result, inspector_tokens,
                            read_jsonl, run_inspector, run_mcp_remote, run_ts_oauth_client, sdk_provider,
                            sdk_refresh_flow, tool_text)
-from replica_fixtures import DRAIN_DELAY_SECS, DRAIN_ENV, REPLICAS, AccessLine, ReplicaCluster, start_cluster
+from replica_fixtures import (DRAIN_DELAY_SECS, DRAIN_ENV, REPLICAS, SUMMARY_LINES, AccessLine, ReplicaCluster,
+                              start_cluster)
 
 SHORT_TTL = 5  # access_token_ttl_secs: every client refreshes a really expired token
 MODERN = "2026-07-28"
@@ -233,7 +234,7 @@ def test_kill9_one_replica_and_the_clients_carry_on(replica_cluster: ReplicaClus
                     assert sid, "legacy mode sent no Mcp-Session-Id"
                     last = [line for line in c.nginx.lines() if line.session_id == sid][-1]
                     victim = c.replica_by_addr(last.served_by)
-                    seen["mark"] = c.nginx.mark()
+                    seen["mark"], seen["wire_mark"] = c.nginx.mark(), len(wire.log)
                     victim.kill9()
                     seen["victim"] = victim
                     results = []
@@ -250,7 +251,11 @@ def test_kill9_one_replica_and_the_clients_carry_on(replica_cluster: ReplicaClus
     assert seen["results"] == [str(i * 7) for i in range(6)], seen["results"]
     assert seen["read"]["title"] == title, seen["read"]
     assert title in [n["title"] for n in seen["modern"]], seen["modern"]
-    after_kill = {e["req"].headers.get("mcp-session-id") for e in wire.log[-8:] if e["url"] == c.mcp_url} - {None}
+    legacy_after = [e for e in wire.log[seen["wire_mark"]:] if e["url"] == c.mcp_url and e["method"] == "POST"
+                    and e["req"].headers.get("mcp-protocol-version") != MODERN]
+    assert len(legacy_after) >= 7 and all(e.get("status") in (200, 202) for e in legacy_after), [
+        (e["method"], e.get("status")) for e in legacy_after]
+    after_kill = {e["req"].headers.get("mcp-session-id") for e in legacy_after}
     assert after_kill == {seen["sid"]}, f"the session changed after the kill: {after_kill}"
 
     # mcp-remote again, a new process with the stored (by now expired) tokens: no second login.
@@ -355,6 +360,7 @@ def test_rolling_restart_under_wrk_load(replica_cluster: ReplicaCluster):
                f"p99 {report['p99_ms']:.1f} ms, nginx failovers {report['nginx_failovers']}, "
                f"nginx 5xx {report['nginx_5xx']}, drain {report['drain_delay_secs']}")
     print(summary)
+    SUMMARY_LINES.append(summary)
     assert result["requests"] > 0 and result["ok"] > 0, report
     assert all(s["exit_code"] == 0 for s in steps), f"a replica did not exit cleanly on SIGTERM: {steps}"
     assert report["failed"] == 0, f"{summary}; first failures: {report['failure_samples']}; steps {steps}"
