@@ -259,6 +259,9 @@ def test_kill9_one_replica_and_the_clients_carry_on(replica_cluster: ReplicaClus
     assert after_kill == {seen["sid"]}, f"the session changed after the kill: {after_kill}"
 
     # mcp-remote again, a new process with the stored (by now expired) tokens: no second login.
+    if "remote_token" not in homes or "inspector_tokens" not in homes:
+        pytest.fail("mcp-remote's or the Inspector's first run (the tests before this one) failed: "
+                    "nothing stored to come back with")
     cfg, log, errlog = homes["base"] / "mcp-remote", homes["base"] / "remote-browser.jsonl", homes["base"] / "mcp-remote.log"
     before = errlog.read_text(errors="replace") if errlog.exists() else ""
 
