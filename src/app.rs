@@ -231,6 +231,9 @@ pub struct App {
     store_healthy: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     grace: Duration,
+    /// How long the listener keeps serving after the signal, `/readyz` 503.
+    drain_delay: Duration,
+    draining: crate::server::Draining,
     server: crate::server::ServerConfig,
     /// Set when this start created the first user: print it once, never log it.
     pub initial_admin_password: Option<String>,
@@ -305,6 +308,7 @@ impl App {
         let docs_auth = docs.as_ref().map(|_| edge.clone());
         let mcp_routes = mcp::routes(handler, edge, shutdown.clone());
         let in_flight = Arc::new(InFlight::default());
+        let draining = crate::server::Draining::default();
         let ops = OpsState {
             store: store.clone(),
             store_healthy: store_healthy.clone(),
@@ -314,6 +318,7 @@ impl App {
             resource_server,
             gateway: gateway.clone(),
             access: Arc::new(crate::server::OpsAccess::new(&config.server.ops)),
+            draining: draining.clone(),
         };
         let router = http::router(
             mcp_routes,
@@ -332,6 +337,8 @@ impl App {
             store_healthy,
             metrics,
             grace: Duration::from_secs(config.http.shutdown_grace_secs),
+            drain_delay: Duration::from_secs(config.http.drain_delay_secs),
+            draining,
             server: config.server.clone(),
             initial_admin_password,
             keys,
@@ -373,9 +380,12 @@ impl App {
         });
     }
 
-    /// Serve on `listener` until `signal` resolves, then drain: stop
-    /// accepting, let in-flight POSTs finish (up to the grace period), close
-    /// event streams and sessions, close the store.
+    /// Serve on `listener` until `signal` resolves, then drain: `/readyz`
+    /// answers 503 at once and responses say `Connection: close`, while the
+    /// listener keeps serving for the drain delay (so a balancer sees the
+    /// change and stops sending); then stop accepting, let in-flight POSTs
+    /// finish (up to the grace period), close event streams and sessions,
+    /// close the store.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -395,44 +405,55 @@ impl App {
                         _ = stop.cancelled() => return,
                         _ = tick.tick() => {}
                     }
-                    match store
-                        .sweep_oauth(crate::store::now_epoch(), client_ttl)
-                        .await
-                    {
-                        Ok(swept) => tracing::debug!(
-                            clients = swept.clients,
-                            rows = swept.expired_rows,
-                            "swept expired authorization state"
-                        ),
-                        Err(e) => tracing::warn!(error = %e, "sweep failed"),
-                    }
-                    if let Some(bridge) = &bridge {
-                        bridge.sweep().await;
+                    // One replica sweeps per round; the others skip it.
+                    let round = sweep(&store, client_ttl, bridge.as_deref());
+                    match store.run_exclusively(SWEEP_JOB, round).await {
+                        Ok(Some(())) => {}
+                        Ok(None) => tracing::debug!("another replica is sweeping; skipped"),
+                        Err(e) => tracing::warn!(error = %e, "sweep not started"),
                     }
                 }
             });
         }
         let shutdown = self.shutdown.clone();
         let in_flight = self.in_flight.clone();
-        let grace = self.grace;
+        let (grace, drain_delay) = (self.grace, self.drain_delay);
         let stop_accepting = CancellationToken::new();
         let drain = {
             let stop_accepting = stop_accepting.clone();
+            let draining = self.draining.clone();
             async move {
                 signal.await;
+                draining.start();
                 tracing::info!(
                     in_flight = in_flight.current(),
-                    "shutdown requested; draining"
+                    drain_delay_secs = drain_delay.as_secs(),
+                    "shutdown requested; /readyz answers 503, still serving until the drain delay ends"
+                );
+                tokio::time::sleep(drain_delay).await;
+                tracing::info!(
+                    in_flight = in_flight.current(),
+                    grace_secs = grace.as_secs(),
+                    "drain delay over; no longer accepting, waiting for requests in flight"
                 );
                 stop_accepting.cancel();
                 in_flight.drained(grace).await;
+                tracing::info!(
+                    in_flight = in_flight.current(),
+                    "closing event streams and sessions"
+                );
                 // Event streams never end on their own; end them now.
                 shutdown.cancel();
             }
         };
         tokio::spawn(drain);
-        let server =
-            crate::server::serve::serve(listener, self.router, self.server.clone(), stop_accepting);
+        let server = crate::server::serve::serve(
+            listener,
+            self.router,
+            self.server.clone(),
+            self.draining.clone(),
+            stop_accepting,
+        );
         // The hard limit: connections that outlive the grace period are cut.
         let hard_limit = {
             let shutdown = self.shutdown.clone();
@@ -448,9 +469,35 @@ impl App {
         if let Some(gateway) = &self.gateway {
             gateway.shutdown();
         }
+        tracing::info!("connections closed; closing the store");
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The lease name of the periodic sweep ([`Store::run_exclusively`]).
+pub const SWEEP_JOB: &str = "sweep";
+
+/// One round of the periodic sweep: expired authorization state, shared
+/// limit counters and failures, the bridge's applications. Runs on one
+/// replica at a time.
+pub async fn sweep(store: &Store, client_ttl: i64, bridge: Option<&Bridge>) {
+    let now = crate::store::now_epoch();
+    match store.sweep_oauth(now, client_ttl).await {
+        Ok(swept) => tracing::debug!(
+            clients = swept.clients,
+            rows = swept.expired_rows,
+            "swept expired authorization state"
+        ),
+        Err(e) => tracing::warn!(error = %e, "sweep failed"),
+    }
+    match store.sweep_limits(now).await {
+        Ok(rows) => tracing::debug!(rows, "swept expired limit counters and fetch failures"),
+        Err(e) => tracing::warn!(error = %e, "sweep of limit counters failed"),
+    }
+    if let Some(bridge) = bridge {
+        bridge.sweep().await;
     }
 }
 

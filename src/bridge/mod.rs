@@ -324,7 +324,7 @@ impl Bridge {
             },
         };
         Ok(Bridge {
-            store,
+            store: store.clone(),
             issuer: resource.issuer.clone(),
             target: IdpTarget::of(config.audience.as_deref(), &origin),
             scopes_supported,
@@ -338,13 +338,21 @@ impl Bridge {
             registration,
             applications_per_day: config.applications_per_day,
             unused_application_days: config.unused_application_days,
+            // In the store, shared by every replica (a store failure refuses).
             registrations: WindowLimiter::new(
+                "bridge-register",
                 config.registrations_per_minute,
                 Duration::from_secs(60),
+                store.clone(),
             )
             .with_clock(clock.clone()),
-            authorizations: WindowLimiter::new(AUTHORIZE_PER_MINUTE, Duration::from_secs(60))
-                .with_clock(clock.clone()),
+            authorizations: WindowLimiter::new(
+                "bridge-authorize",
+                AUTHORIZE_PER_MINUTE,
+                Duration::from_secs(60),
+                store,
+            )
+            .with_clock(clock.clone()),
             http,
             clock,
             origin,
@@ -384,7 +392,7 @@ impl Bridge {
         held: Option<&str>,
         client_address: &str,
     ) -> Result<ConsentPrompt, BridgeError> {
-        if !self.authorizations.hit(client_address) {
+        if !self.authorizations.hit(client_address).await? {
             return Err(BridgeError::TooManyRequests);
         }
         let size: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();

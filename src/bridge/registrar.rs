@@ -49,7 +49,7 @@ impl Bridge {
         body: Value,
         client_address: &str,
     ) -> Result<Relayed, BridgeError> {
-        if !self.registrations.hit(client_address) {
+        if !self.registrations.hit(client_address).await? {
             return Err(BridgeError::RateLimited);
         }
         check_limits(&body)?;

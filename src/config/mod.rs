@@ -104,6 +104,9 @@ pub struct RawHttp {
     pub max_body_bytes: Option<usize>,
     /// Seconds in-flight requests get to finish on shutdown. Default 10.
     pub shutdown_grace_secs: Option<u64>,
+    /// Seconds between a shutdown signal and closing the listener, while
+    /// `/readyz` already answers 503 "draining". Default 0.
+    pub drain_delay_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -169,6 +172,7 @@ pub struct HttpConfig {
     pub allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
     pub shutdown_grace_secs: u64,
+    pub drain_delay_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -345,6 +349,15 @@ impl RawConfig {
                 "http.max_body_bytes: {max_body_bytes} must be between 1024 and 67108864"
             ));
         }
+        // 0 by default: without a balancer that probes /readyz (one VM,
+        // systemd, development) a delay only slows every stop. Behind one,
+        // set it to what the balancer needs to notice (the k8s manifests: 5).
+        let drain_delay_secs = self.http.drain_delay_secs.unwrap_or(0);
+        if drain_delay_secs > 300 {
+            errors.push(format!(
+                "http.drain_delay_secs: {drain_delay_secs} must be at most 300"
+            ));
+        }
         for origin in &self.http.allowed_origins {
             match Url::parse(origin) {
                 Ok(url) if url.host_str().is_some() && url.path() == "/" => {}
@@ -461,6 +474,7 @@ impl RawConfig {
                     allowed_origins,
                     max_body_bytes,
                     shutdown_grace_secs: self.http.shutdown_grace_secs.unwrap_or(10),
+                    drain_delay_secs,
                 },
                 server,
                 log,

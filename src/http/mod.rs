@@ -51,6 +51,8 @@ pub struct OpsState {
     pub gateway: Option<Arc<crate::upstream::Gateway>>,
     /// Who may read `/metrics` and the `/readyz` detail.
     pub access: Arc<crate::server::OpsAccess>,
+    /// Set on shutdown: `/readyz` answers 503 "draining" from then on.
+    pub draining: crate::server::Draining,
 }
 
 /// Requests still running, so shutdown can wait for them.
@@ -141,6 +143,15 @@ async fn get_readyz(
     client: ClientAddress,
     headers: HeaderMap,
 ) -> Response {
+    // First, and without asking the store: the balancer must see this at
+    // once so it stops sending before the listener closes.
+    if ops.draining.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining", "error": "this replica is shutting down" })),
+        )
+            .into_response();
+    }
     let ready = matches!(
         tokio::time::timeout(Duration::from_secs(2), ops.store.ping()).await,
         Ok(Ok(()))

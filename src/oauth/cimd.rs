@@ -3,7 +3,9 @@
 //! the SSRF fence (`fenced_fetch`: https only, public addresses only, the
 //! connection pinned, no redirects, a short timeout, a cap on fetches in
 //! flight), at most 5 KB. Good documents are cached per their
-//! `Cache-Control`; failures are cached briefly. Why a fetch failed is
+//! `Cache-Control`; failures are remembered briefly, by every replica
+//! (`fetch_failures`: one replica's failed fetch is not retried by the
+//! others before it expires). Why a fetch failed is
 //! logged, never told the client (it would say whether a host is
 //! reachable).
 
@@ -19,12 +21,16 @@ use url::Url;
 use super::clients::{AuthMethod, ClientMetadata, check_client_name, classify_redirect_uri};
 pub use super::fenced_fetch::is_public_address;
 use super::fenced_fetch::{FencedFetcher, FetchError, Freshness};
+use super::fetch_failures::{FailureMemory, SharedFailure};
+use crate::store::Store;
 
 pub const MAX_DOCUMENT_BYTES: usize = 5 * 1024;
 const DEFAULT_TTL: Duration = Duration::from_secs(300);
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
-/// How long a failed URL is answered from memory without a new fetch.
+/// How long a failed URL is answered without a new fetch, on every replica.
 const FAILURE_TTL: Duration = Duration::from_secs(60);
+/// Failed document fetches in the store's shared failure memory.
+const FAILURE_KIND: &str = "cimd";
 #[cfg(test)]
 use super::fenced_fetch::MAX_CONCURRENT_FETCHES;
 
@@ -56,10 +62,9 @@ pub struct CimdResolver {
     fetcher: FencedFetcher,
     pinned: HashMap<String, Arc<ClientMetadata>>,
     cache: moka::sync::Cache<String, Cached>,
-    /// A failed fetch and until when it stands (the cache's own expiry is
-    /// only the memory bound; the answer follows `clock`).
-    failures: moka::sync::Cache<String, (CimdError, Instant)>,
-    failure_ttl: Duration,
+    /// Failed fetches and until when they stand, shared through the store
+    /// once [`CimdResolver::with_store`] is called.
+    failures: FailureMemory<CimdError>,
     clock: SharedClock,
 }
 
@@ -69,13 +74,15 @@ impl CimdResolver {
             fetcher: FencedFetcher::new(allow_loopback_http, timeout),
             pinned: HashMap::new(),
             cache: moka::sync::Cache::builder().max_capacity(10_000).build(),
-            failures: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(FAILURE_TTL)
-                .build(),
-            failure_ttl: FAILURE_TTL,
+            failures: FailureMemory::new(FAILURE_KIND, FAILURE_TTL),
             clock: crate::clock::system(),
         }
+    }
+
+    /// Remember failed fetches in `store`, for every replica.
+    pub fn with_store(mut self, store: Store) -> CimdResolver {
+        self.failures = self.failures.shared(store);
+        self
     }
 
     /// Read the time from `clock` (cache and failure expiry).
@@ -88,11 +95,7 @@ impl CimdResolver {
     #[cfg(test)]
     fn with_bounds(mut self, concurrent: usize, failure_ttl: Duration) -> CimdResolver {
         self.fetcher = self.fetcher.with_max_concurrent(concurrent);
-        self.failures = moka::sync::Cache::builder()
-            .max_capacity(10_000)
-            .time_to_live(failure_ttl)
-            .build();
-        self.failure_ttl = failure_ttl;
+        self.failures = FailureMemory::new(FAILURE_KIND, failure_ttl);
         self
     }
 
@@ -126,11 +129,8 @@ impl CimdResolver {
             self.cache.invalidate(client_id);
         }
         let url = self.check_url(client_id)?;
-        if let Some((failed, until)) = self.failures.get(client_id) {
-            if until > self.clock.instant() {
-                return Err(failed);
-            }
-            self.failures.invalidate(client_id);
+        if let Some(failed) = self.failures.standing(client_id, &self.clock).await {
+            return Err(failed);
         }
         let fetched = self
             .fetcher
@@ -145,9 +145,7 @@ impl CimdResolver {
         let (metadata, ttl) = match fetched {
             Ok(done) => done,
             Err(e) => {
-                let until = self.clock.instant() + self.failure_ttl;
-                self.failures
-                    .insert(client_id.to_owned(), (e.clone(), until));
+                self.failures.remember(client_id, &e, &self.clock).await;
                 return Err(e);
             }
         };
@@ -200,6 +198,30 @@ impl From<FetchError> for CimdError {
             FetchError::Status(code) => CimdError::Fetch(format!("HTTP status {code}")),
             FetchError::TooLarge(_) => CimdError::Fetch("document larger than 5 KB".to_owned()),
             FetchError::Setup => CimdError::Fetch("client setup failed".to_owned()),
+        }
+    }
+}
+
+/// What another replica learns of a failed fetch: the error's class and
+/// text. `Busy` is this replica's fetch cap, nobody else's business.
+impl SharedFailure for CimdError {
+    fn to_reason(&self) -> Option<String> {
+        Some(match self {
+            CimdError::Busy => return None,
+            CimdError::ForbiddenAddress => "forbidden_address".to_owned(),
+            CimdError::Unreachable => "unreachable".to_owned(),
+            CimdError::Invalid(why) => format!("invalid:{why}"),
+            CimdError::Fetch(why) => format!("fetch:{why}"),
+            CimdError::BadUrl(why) => format!("fetch:{why}"),
+        })
+    }
+
+    fn from_reason(reason: &str) -> Self {
+        match reason.split_once(':') {
+            _ if reason == "forbidden_address" => CimdError::ForbiddenAddress,
+            Some(("invalid", why)) => CimdError::Invalid(why.to_owned()),
+            Some(("fetch", why)) => CimdError::Fetch(why.to_owned()),
+            _ => CimdError::Unreachable,
         }
     }
 }

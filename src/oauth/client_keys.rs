@@ -7,8 +7,9 @@
 //! for every assertion). A key id the cached set lacks causes one refetch,
 //! at most once per [`REFETCH_INTERVAL`] per URL: a client that rotated its
 //! key is served at once, a flood of random key ids costs one fetch. A
-//! failed fetch is remembered for [`FAILURE_TTL`]. Time comes from the
-//! server's clock.
+//! failed fetch is remembered for [`FAILURE_TTL`], by every replica once
+//! the cache has the store (`fetch_failures`). Time comes from the server's
+//! clock.
 
 use std::{
     sync::Arc,
@@ -18,7 +19,8 @@ use std::{
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, PublicKeyUse};
 
 use super::fenced_fetch::{FencedFetcher, FetchError, Freshness};
-use crate::clock::SharedClock;
+use super::fetch_failures::{FailureMemory, SharedFailure};
+use crate::{clock::SharedClock, store::Store};
 
 /// A key set larger than this is refused (a handful of RSA-4096 keys fit).
 pub const MAX_KEY_SET_BYTES: usize = 32 * 1024;
@@ -36,6 +38,53 @@ pub enum ClientKeysError {
     Fetch(#[from] FetchError),
     #[error("the client's key set is invalid: {0}")]
     Invalid(&'static str),
+}
+
+/// What another replica learns of a failed key-set fetch. `Busy` (this
+/// replica's fetch cap) is not shared; the rest keep their class, and a
+/// fetch error its text.
+impl SharedFailure for ClientKeysError {
+    fn to_reason(&self) -> Option<String> {
+        Some(match self {
+            ClientKeysError::Fetch(FetchError::Busy) => return None,
+            ClientKeysError::Fetch(FetchError::Status(code)) => format!("status:{code}"),
+            ClientKeysError::Fetch(FetchError::TooLarge(n)) => format!("too_large:{n}"),
+            ClientKeysError::Fetch(FetchError::ForbiddenAddress) => "forbidden_address".to_owned(),
+            ClientKeysError::Fetch(FetchError::Redirect) => "redirect".to_owned(),
+            ClientKeysError::Fetch(_) => "unreachable".to_owned(),
+            ClientKeysError::Invalid(why) => format!("invalid:{why}"),
+        })
+    }
+
+    fn from_reason(reason: &str) -> Self {
+        let fetch = ClientKeysError::Fetch;
+        match reason.split_once(':') {
+            Some(("invalid", why)) => ClientKeysError::Invalid(invalid_reason(why)),
+            Some(("status", code)) => code.parse().map_or(fetch(FetchError::Unreachable), |c| {
+                fetch(FetchError::Status(c))
+            }),
+            Some(("too_large", n)) => n.parse().map_or(fetch(FetchError::Unreachable), |n| {
+                fetch(FetchError::TooLarge(n))
+            }),
+            _ if reason == "forbidden_address" => fetch(FetchError::ForbiddenAddress),
+            _ if reason == "redirect" => fetch(FetchError::Redirect),
+            _ => fetch(FetchError::Unreachable),
+        }
+    }
+}
+
+/// The `'static` text of an invalid set, as another replica named it.
+fn invalid_reason(why: &str) -> &'static str {
+    [
+        "not a JWK set (no keys array)",
+        "more than 20 keys",
+        "it carries private or symmetric key material",
+        "no public signature key",
+        "not JSON",
+    ]
+    .into_iter()
+    .find(|known| *known == why)
+    .unwrap_or("refused by another replica")
 }
 
 /// Parse a JWK set a client published: public signature keys of an
@@ -91,8 +140,9 @@ pub struct ClientKeyCache {
     fetcher: FencedFetcher,
     clock: SharedClock,
     sets: moka::sync::Cache<String, CachedSet>,
-    /// A failed fetch and until when it stands.
-    failures: moka::sync::Cache<String, (ClientKeysError, Instant)>,
+    /// Failed fetches and until when they stand (shared through the store
+    /// once [`ClientKeyCache::with_store`] is called).
+    failures: FailureMemory<ClientKeysError>,
 }
 
 impl ClientKeyCache {
@@ -101,11 +151,14 @@ impl ClientKeyCache {
             fetcher,
             clock,
             sets: moka::sync::Cache::builder().max_capacity(10_000).build(),
-            failures: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(FAILURE_TTL)
-                .build(),
+            failures: FailureMemory::new("client-keys", FAILURE_TTL),
         }
+    }
+
+    /// Remember failed fetches in `store`, for every replica.
+    pub fn with_store(mut self, store: Store) -> ClientKeyCache {
+        self.failures = self.failures.shared(store);
+        self
     }
 
     /// Read the time from `clock`.
@@ -137,11 +190,8 @@ impl ClientKeyCache {
             tracing::debug!(uri, "unknown key id; refetching the client's key set");
             for_unknown_kid = true;
         }
-        if let Some((failed, until)) = self.failures.get(uri) {
-            if until > now {
-                return Err(failed);
-            }
-            self.failures.invalidate(uri);
+        if let Some(failed) = self.failures.standing(uri, &self.clock).await {
+            return Err(failed);
         }
         match self.fetch(uri).await {
             Ok((keys, ttl)) => {
@@ -158,8 +208,7 @@ impl ClientKeyCache {
             }
             Err(e) => {
                 tracing::info!(uri, error = %e, "client key set not fetched");
-                self.failures
-                    .insert(uri.to_owned(), (e.clone(), now + FAILURE_TTL));
+                self.failures.remember(uri, &e, &self.clock).await;
                 Err(e)
             }
         }

@@ -124,12 +124,9 @@ pub async fn rotate_at(
     now: i64,
 ) -> Result<String, KeyError> {
     let record = generate(sealer, now, now + ACTIVATION_DELAY_SECS)?;
-    store.insert_signing_key(&record).await?;
     // Old keys sign until the new one activates, then their tokens live up to a lifetime.
     let retire_at = now + ACTIVATION_DELAY_SECS + token_lifetime_secs + 300;
-    store
-        .retire_signing_keys_except(&record.kid, retire_at)
-        .await?;
+    store.rotate_signing_key(&record, retire_at).await?;
     Ok(record.kid)
 }
 
@@ -147,9 +144,12 @@ impl KeyRing {
     ) -> Result<Arc<KeyRing>, KeyError> {
         let now = clock.now();
         if store.live_signing_keys(now).await?.is_empty() {
+            // Replicas starting at once on an empty database all get here;
+            // the store lets exactly one of their keys in.
             let record = generate(&sealer, now, now)?;
-            store.insert_signing_key(&record).await?;
-            tracing::info!(kid = %record.kid, "created the first token-signing key");
+            if store.insert_first_signing_key(&record, now).await? {
+                tracing::info!(kid = %record.kid, "created the first token-signing key");
+            }
         }
         let ring = Arc::new(KeyRing {
             store,

@@ -7,7 +7,7 @@
 //! at the identity provider; `setup` assembles it all from configuration.
 //! Building blocks: `crypto`, `clients` (metadata and redirect policy),
 //! `fenced_fetch` (the SSRF fence every fetch of a client-chosen URL goes
-//! through), `cimd` (metadata documents), `client_keys` and `client_auth`
+//! through), `fetch_failures` (failed fetches remembered for every replica), `cimd` (metadata documents), `client_keys` and `client_auth`
 //! (`private_key_jwt`: client key sets, assertions), `keys` (signing keys),
 //! `passwords`, `ratelimit`; `error` and `front` are shared with the bridge.
 
@@ -21,6 +21,7 @@ pub mod crypto;
 pub mod enterprise;
 pub mod error;
 pub mod fenced_fetch;
+pub mod fetch_failures;
 pub mod flow;
 pub mod front;
 pub mod http;

@@ -1,22 +1,26 @@
-//! Fixed-window counters per key (client address, account), in memory
-//! per replica: enough to slow brute force and registration floods.
-//! [`LoginLimits`] combines them for password sign-ins.
+//! Fixed-window counters per key (client address, account), kept in the
+//! store so every replica counts against one budget: N replicas do not give
+//! an attacker N times the allowance. [`LoginLimits`] combines them for
+//! password sign-ins.
+//!
+//! A store that cannot be reached fails closed: the caller refuses the
+//! request (`Err(StoreError)`) rather than serve it uncounted. The only
+//! state kept in memory is the cap on password checks running at once in
+//! this process; it can refuse more, never admit more than the store allows.
 
-use crate::clock::SharedClock;
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
+use crate::{
+    clock::SharedClock,
+    store::{Store, StoreError},
 };
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
-/// Entries kept before expired ones are pruned (each is a short key).
-const PRUNE_ABOVE: usize = 100_000;
-
+/// One limit (`name`: what it counts, which prefixes its keys in the store).
 pub struct WindowLimiter {
+    name: &'static str,
     limit: u32,
     window: Duration,
-    counts: Mutex<HashMap<String, (u32, Instant)>>,
-    /// Where `hit` and `exhausted` read the time (tests move a manual clock).
+    store: Store,
+    /// Where windows are read (tests move a manual clock).
     clock: SharedClock,
 }
 
@@ -24,15 +28,16 @@ pub struct WindowLimiter {
 #[derive(Debug)]
 pub struct Ticket {
     key: String,
-    window_start: Instant,
+    window_start: i64,
 }
 
 impl WindowLimiter {
-    pub fn new(limit: u32, window: Duration) -> WindowLimiter {
+    pub fn new(name: &'static str, limit: u32, window: Duration, store: Store) -> WindowLimiter {
         WindowLimiter {
+            name,
             limit,
             window,
-            counts: Mutex::new(HashMap::new()),
+            store,
             clock: crate::clock::system(),
         }
     }
@@ -43,77 +48,65 @@ impl WindowLimiter {
         self
     }
 
-    /// Has `key` used up its allowance in the current window?
-    pub fn exhausted(&self, key: &str) -> bool {
-        let now = self.clock.instant();
-        let Ok(counts) = self.counts.lock() else {
-            return false;
-        };
-        counts
-            .get(key)
-            .is_some_and(|(n, start)| now.duration_since(*start) < self.window && *n >= self.limit)
+    fn key(&self, key: &str) -> String {
+        format!("{}|{key}", self.name)
+    }
+
+    fn window_secs(&self) -> i64 {
+        i64::try_from(self.window.as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1)
     }
 
     /// Count one event for `key`; `false` if it is over the limit.
-    pub fn hit(&self, key: &str) -> bool {
-        let now = self.clock.instant();
-        let Ok(mut counts) = self.counts.lock() else {
-            return true;
-        };
-        self.prune(&mut counts, now);
-        let entry = counts.entry(key.to_owned()).or_insert((0, now));
-        if now.duration_since(entry.1) >= self.window {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
-        entry.0 <= self.limit
+    pub async fn hit(&self, key: &str) -> Result<bool, StoreError> {
+        let counted = self
+            .store
+            .hit_window(&self.key(key), self.window_secs(), self.clock.now())
+            .await?;
+        Ok(counted.count <= i64::from(self.limit))
     }
 
     /// Take one attempt from `key`'s allowance before doing the work it
-    /// guards, in one step under the lock, so concurrent callers cannot all
-    /// pass a check that only later counts them. `Err` is how long until
-    /// the window ends.
-    pub fn acquire(&self, key: &str, now: Instant) -> Result<Ticket, Duration> {
-        let Ok(mut counts) = self.counts.lock() else {
-            // A poisoned lock fails closed: no attempt without a count.
-            return Err(self.window);
-        };
-        self.prune(&mut counts, now);
-        let entry = counts.entry(key.to_owned()).or_insert((0, now));
-        if now.duration_since(entry.1) >= self.window {
-            *entry = (0, now);
-        }
-        if entry.0 >= self.limit {
-            return Err(self.window.saturating_sub(now.duration_since(entry.1)));
-        }
-        entry.0 += 1;
-        Ok(Ticket {
-            key: key.to_owned(),
-            window_start: entry.1,
-        })
+    /// guards, in one statement, so concurrent callers on any replica
+    /// cannot all pass a check that only later counts them. `Ok(Err(_))`
+    /// is how long until the window ends.
+    pub async fn acquire(&self, key: &str) -> Result<Result<Ticket, Duration>, StoreError> {
+        let key = self.key(key);
+        let now = self.clock.now();
+        let window = self.window_secs();
+        Ok(
+            match self
+                .store
+                .take_from_window(&key, i64::from(self.limit), window, now)
+                .await?
+            {
+                Ok(taken) => Ok(Ticket {
+                    key,
+                    window_start: taken.window_start,
+                }),
+                Err(full) => {
+                    let left = (full.window_start + window - now).clamp(1, window);
+                    Err(Duration::from_secs(left.unsigned_abs()))
+                }
+            },
+        )
     }
 
     /// Give an attempt back (it succeeded); a no-op once its window is over.
-    pub fn release(&self, ticket: Ticket) {
-        if let Ok(mut counts) = self.counts.lock()
-            && let Some(entry) = counts.get_mut(&ticket.key)
-            && entry.1 == ticket.window_start
+    /// A store failure here keeps the attempt counted (the safe side).
+    pub async fn release(&self, ticket: Ticket) {
+        if let Err(e) = self
+            .store
+            .give_back_to_window(&ticket.key, ticket.window_start)
+            .await
         {
-            entry.0 = entry.0.saturating_sub(1);
+            tracing::warn!(limit = self.name, error = %e, "cannot give a sign-in attempt back");
         }
     }
 
-    pub fn clear(&self, key: &str) {
-        if let Ok(mut counts) = self.counts.lock() {
-            counts.remove(key);
-        }
-    }
-
-    fn prune(&self, counts: &mut HashMap<String, (u32, Instant)>, now: Instant) {
-        if counts.len() > PRUNE_ABOVE {
-            let window = self.window;
-            counts.retain(|_, (_, start)| now.duration_since(*start) < window);
-        }
+    pub async fn clear(&self, key: &str) -> Result<(), StoreError> {
+        self.store.clear_window(&self.key(key)).await
     }
 }
 
@@ -158,37 +151,48 @@ impl Drop for InFlightGuard<'_> {
 
 /// Password checks running at once per address and per account: a burst
 /// waits for nobody, it is refused (the allowance bounds the total, this
-/// bounds the CPU one client can hold at a time).
+/// bounds the CPU one client can hold at a time on this replica).
 const MAX_IN_FLIGHT: u32 = 4;
 /// How long an address that signed in to an account stays exempt from that
 /// account's shared allowance.
 const KNOWN_GOOD_FOR: Duration = Duration::from_secs(30 * 86_400);
 
-/// The limits on password sign-ins. Every attempt is counted *before* its
-/// password is checked; a success gives its own attempt back.
+/// The limits on password sign-ins, shared by every replica through the
+/// store. Every attempt is counted *before* its password is checked; a
+/// success gives its own attempt back.
 ///
 /// - Per client address: `per_address` attempts per window, whatever the
 ///   account. This is what stops one client's guessing.
 /// - Per account, over all addresses: `per_account` attempts per window,
 ///   which bounds guessing spread over many addresses. An address from
-///   which the account signed in before (in the last 30 days, on this
+///   which the account signed in before (in the last 30 days, on any
 ///   replica) is exempt from it, so a flood from elsewhere cannot keep the
 ///   owner out from where they usually sign in.
-/// - At most [`MAX_IN_FLIGHT`] checks at once per address and per account.
+/// - At most [`MAX_IN_FLIGHT`] checks at once per address and per account
+///   on this replica.
 pub struct LoginLimits {
     per_address: WindowLimiter,
     per_account: WindowLimiter,
     in_flight: InFlight,
-    known_good: Mutex<HashMap<(String, String), Instant>>,
+    store: Store,
+    clock: SharedClock,
 }
 
 /// Why a sign-in attempt is refused before its password is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum LoginRefusal {
     /// The allowance is used up; it renews after this long.
     Exhausted(Duration),
     /// Too many checks for this address or account are running right now.
     Busy,
+    /// The shared counters cannot be read: no attempt without a count.
+    Store(StoreError),
+}
+
+impl From<StoreError> for LoginRefusal {
+    fn from(e: StoreError) -> Self {
+        LoginRefusal::Store(e)
+    }
 }
 
 /// An attempt that passed the limits; say how it ended.
@@ -201,25 +205,33 @@ pub struct LoginAttempt<'a> {
 }
 
 impl LoginLimits {
-    pub fn new(per_address: u32, per_account: u32, window: Duration) -> LoginLimits {
+    pub fn new(per_address: u32, per_account: u32, window: Duration, store: Store) -> LoginLimits {
         LoginLimits {
-            per_address: WindowLimiter::new(per_address, window),
-            per_account: WindowLimiter::new(per_account, window),
+            per_address: WindowLimiter::new("login-address", per_address, window, store.clone()),
+            per_account: WindowLimiter::new("login-account", per_account, window, store.clone()),
             in_flight: InFlight {
                 max: MAX_IN_FLIGHT,
                 counts: Mutex::new(HashMap::new()),
             },
-            known_good: Mutex::new(HashMap::new()),
+            store,
+            clock: crate::clock::system(),
         }
     }
 
+    /// Read the time from `clock` instead of the system.
+    pub fn with_clock(mut self, clock: SharedClock) -> LoginLimits {
+        self.per_address = self.per_address.with_clock(clock.clone());
+        self.per_account = self.per_account.with_clock(clock.clone());
+        self.clock = clock;
+        self
+    }
+
     /// Admit one attempt for `account` (a fixed-length digest of what was
-    /// typed, so no input size reaches memory) from `address`, or refuse.
-    pub fn begin(
+    /// typed, so no input size reaches the store) from `address`, or refuse.
+    pub async fn begin(
         &self,
         account: &str,
         address: &str,
-        now: Instant,
     ) -> Result<LoginAttempt<'_>, LoginRefusal> {
         let by_address = self
             .in_flight
@@ -232,18 +244,33 @@ impl LoginLimits {
         let mut tickets = vec![(
             &self.per_address,
             self.per_address
-                .acquire(address, now)
+                .acquire(address)
+                .await?
                 .map_err(LoginRefusal::Exhausted)?,
         )];
-        if !self.is_known_good(account, address, now) {
-            match self.per_account.acquire(account, now) {
-                Ok(ticket) => tickets.push((&self.per_account, ticket)),
-                Err(wait) => {
-                    for (limiter, ticket) in tickets {
-                        limiter.release(ticket);
-                    }
-                    return Err(LoginRefusal::Exhausted(wait));
+        let known = match self
+            .store
+            .is_known_login_address(account, address, self.clock.now())
+            .await
+        {
+            Ok(known) => known,
+            Err(e) => {
+                release_all(tickets).await;
+                return Err(e.into());
+            }
+        };
+        if !known {
+            let refused = match self.per_account.acquire(account).await {
+                Ok(Ok(ticket)) => {
+                    tickets.push((&self.per_account, ticket));
+                    None
                 }
+                Ok(Err(wait)) => Some(LoginRefusal::Exhausted(wait)),
+                Err(e) => Some(LoginRefusal::Store(e)),
+            };
+            if let Some(refused) = refused {
+                release_all(tickets).await;
+                return Err(refused);
             }
         }
         Ok(LoginAttempt {
@@ -254,14 +281,11 @@ impl LoginLimits {
             _guards: [by_address, by_account],
         })
     }
+}
 
-    fn is_known_good(&self, account: &str, address: &str, now: Instant) -> bool {
-        let Ok(known) = self.known_good.lock() else {
-            return false;
-        };
-        known
-            .get(&(account.to_owned(), address.to_owned()))
-            .is_some_and(|at| now.duration_since(*at) < KNOWN_GOOD_FOR)
+async fn release_all(tickets: Vec<(&WindowLimiter, Ticket)>) {
+    for (limiter, ticket) in tickets {
+        limiter.release(ticket).await;
     }
 }
 
@@ -269,7 +293,7 @@ impl LoginAttempt<'_> {
     /// The password was right: the attempt is given back and the address
     /// becomes known good for the account. Earlier failures stay counted,
     /// so signing in to one's own account never resets a guessing budget.
-    pub fn succeeded(self, now: Instant) {
+    pub async fn succeeded(self) {
         let LoginAttempt {
             limits,
             account,
@@ -277,14 +301,14 @@ impl LoginAttempt<'_> {
             tickets,
             _guards,
         } = self;
-        for (limiter, ticket) in tickets {
-            limiter.release(ticket);
-        }
-        if let Ok(mut known) = limits.known_good.lock() {
-            if known.len() > PRUNE_ABOVE {
-                known.retain(|_, at| now.duration_since(*at) < KNOWN_GOOD_FOR);
-            }
-            known.insert((account, address), now);
+        release_all(tickets).await;
+        let until = limits.clock.now() + KNOWN_GOOD_FOR.as_secs() as i64;
+        if let Err(e) = limits
+            .store
+            .remember_login_address(&account, &address, until)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot remember the address of a sign-in");
         }
     }
 
@@ -292,106 +316,151 @@ impl LoginAttempt<'_> {
     pub fn failed(self) {}
 
     /// No password was checked after all: the attempt is given back.
-    pub fn abandoned(self) {
-        for (limiter, ticket) in self.tickets {
-            limiter.release(ticket);
-        }
+    pub async fn abandoned(self) {
+        release_all(self.tickets).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
 
-    #[test]
-    fn limits_per_key() {
-        let l = WindowLimiter::new(2, Duration::from_secs(60));
-        assert!(l.hit("a"));
-        assert!(l.hit("a"));
-        assert!(!l.hit("a"));
-        assert!(l.exhausted("a"));
-        assert!(l.hit("b"));
-        l.clear("a");
-        assert!(!l.exhausted("a"));
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("limits.db").display());
+        (dir, Store::connect(&url, 4).await.unwrap())
     }
 
-    #[test]
-    fn a_window_ends_on_the_limiters_clock() {
-        let clock = crate::clock::ManualClock::new();
-        let l = WindowLimiter::new(1, Duration::from_secs(60)).with_clock(clock.clone());
-        assert!(l.hit("a"));
-        assert!(!l.hit("a"));
+    fn exhausted(r: Result<LoginAttempt<'_>, LoginRefusal>) -> bool {
+        matches!(r, Err(LoginRefusal::Exhausted(_)))
+    }
+
+    #[tokio::test]
+    async fn limits_per_key_and_per_limit() {
+        let (_dir, store) = store().await;
+        let l = WindowLimiter::new("t", 2, Duration::from_secs(60), store.clone());
+        assert!(l.hit("a").await.unwrap());
+        assert!(l.hit("a").await.unwrap());
+        assert!(!l.hit("a").await.unwrap());
+        assert!(l.hit("b").await.unwrap());
+        // Another limit on the same store counts the same key apart.
+        let other = WindowLimiter::new("u", 2, Duration::from_secs(60), store);
+        assert!(other.hit("a").await.unwrap());
+        l.clear("a").await.unwrap();
+        assert!(l.hit("a").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_window_ends_on_the_limiters_clock() {
+        let (_dir, store) = store().await;
+        let clock = ManualClock::new();
+        let l =
+            WindowLimiter::new("t", 1, Duration::from_secs(60), store).with_clock(clock.clone());
+        assert!(l.hit("a").await.unwrap());
+        assert!(!l.hit("a").await.unwrap());
         clock.advance(Duration::from_secs(59));
-        assert!(l.exhausted("a"));
+        assert!(!l.hit("a").await.unwrap());
         clock.advance(Duration::from_secs(1));
-        assert!(!l.exhausted("a"));
-        assert!(l.hit("a"));
+        assert!(l.hit("a").await.unwrap());
     }
 
-    #[test]
-    fn acquire_counts_before_the_work_and_release_gives_back() {
-        let t0 = Instant::now();
-        let l = WindowLimiter::new(2, Duration::from_secs(60));
-        let first = l.acquire("k", t0).unwrap();
-        let _second = l.acquire("k", t0).unwrap();
+    #[tokio::test]
+    async fn acquire_counts_before_the_work_and_release_gives_back() {
+        let (_dir, store) = store().await;
+        let clock = ManualClock::new();
+        let l =
+            WindowLimiter::new("t", 2, Duration::from_secs(60), store).with_clock(clock.clone());
+        let first = l.acquire("k").await.unwrap().unwrap();
+        let _second = l.acquire("k").await.unwrap().unwrap();
         // Both still in progress: the third is refused, with the time left.
+        clock.advance(Duration::from_secs(20));
         assert_eq!(
-            l.acquire("k", t0 + Duration::from_secs(20)).unwrap_err(),
+            l.acquire("k").await.unwrap().unwrap_err(),
             Duration::from_secs(40)
         );
-        l.release(first);
-        assert!(l.acquire("k", t0).is_ok());
+        l.release(first).await;
+        assert!(l.acquire("k").await.unwrap().is_ok());
+        assert!(l.acquire("k").await.unwrap().is_err());
         // A new window starts afresh, and an old ticket cannot free a slot in it.
-        let late = t0 + Duration::from_secs(61);
-        let old = l.acquire("j", t0).unwrap();
-        let _ = l.acquire("j", t0).unwrap();
-        let _ = l.acquire("j", late).unwrap();
-        let _ = l.acquire("j", late).unwrap();
-        l.release(old);
-        assert!(l.acquire("j", late).is_err());
+        let old = l.acquire("j").await.unwrap().unwrap();
+        clock.advance(Duration::from_secs(61));
+        let _ = l.acquire("j").await.unwrap().unwrap();
+        let _ = l.acquire("j").await.unwrap().unwrap();
+        l.release(old).await;
+        assert!(l.acquire("j").await.unwrap().is_err());
     }
 
-    #[test]
-    fn a_flood_on_an_account_leaves_the_owners_known_address_open() {
-        let t0 = Instant::now();
-        let limits = LoginLimits::new(3, 5, Duration::from_secs(300));
-        limits.begin("admin", "home", t0).unwrap().succeeded(t0);
+    #[tokio::test]
+    async fn a_flood_on_an_account_leaves_the_owners_known_address_open() {
+        let (_dir, store) = store().await;
+        let limits = LoginLimits::new(3, 5, Duration::from_secs(300), store);
+        limits
+            .begin("admin", "home")
+            .await
+            .unwrap()
+            .succeeded()
+            .await;
         // Attackers from many addresses use up the account's allowance.
         for i in 0..5 {
             limits
-                .begin("admin", &format!("attacker-{i}"), t0)
+                .begin("admin", &format!("attacker-{i}"))
+                .await
                 .unwrap()
                 .failed();
         }
-        assert!(matches!(
-            limits.begin("admin", "attacker-9", t0),
-            Err(LoginRefusal::Exhausted(_))
-        ));
+        assert!(exhausted(limits.begin("admin", "attacker-9").await));
         // The owner's usual address still gets its own allowance.
-        limits.begin("admin", "home", t0).unwrap().succeeded(t0);
+        limits
+            .begin("admin", "home")
+            .await
+            .unwrap()
+            .succeeded()
+            .await;
         // A success does not reset an address's failures: signing in to
         // one's own account never buys more guesses against another.
         for _ in 0..3 {
-            limits.begin("bob", "home", t0).unwrap().failed();
+            limits.begin("bob", "home").await.unwrap().failed();
         }
+        assert!(exhausted(limits.begin("admin", "home").await));
+    }
+
+    #[tokio::test]
+    async fn two_replicas_on_one_store_share_the_budget() {
+        let (_dir, store) = store().await;
+        let a = LoginLimits::new(3, 100, Duration::from_secs(300), store.clone());
+        let b = LoginLimits::new(3, 100, Duration::from_secs(300), store);
+        a.begin("x", "addr").await.unwrap().failed();
+        b.begin("x", "addr").await.unwrap().failed();
+        a.begin("x", "addr").await.unwrap().failed();
+        assert!(exhausted(b.begin("x", "addr").await));
+        assert!(exhausted(a.begin("x", "addr").await));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_refuses_the_attempt() {
+        let (_dir, store) = store().await;
+        let limits = LoginLimits::new(3, 5, Duration::from_secs(300), store.clone());
+        store.close().await;
         assert!(matches!(
-            limits.begin("admin", "home", t0),
-            Err(LoginRefusal::Exhausted(_))
+            limits.begin("admin", "home").await,
+            Err(LoginRefusal::Store(_))
         ));
     }
 
-    #[test]
-    fn checks_in_flight_are_capped_per_address_and_account() {
-        let t0 = Instant::now();
-        let limits = LoginLimits::new(100, 100, Duration::from_secs(300));
-        let held: Vec<_> = (0..MAX_IN_FLIGHT)
-            .map(|i| limits.begin("carol", &format!("a{i}"), t0).unwrap())
-            .collect();
-        assert_eq!(
-            limits.begin("carol", "a9", t0).err(),
-            Some(LoginRefusal::Busy)
-        );
+    #[tokio::test]
+    async fn checks_in_flight_are_capped_per_address_and_account() {
+        let (_dir, store) = store().await;
+        let limits = LoginLimits::new(100, 100, Duration::from_secs(300), store);
+        let mut held = Vec::new();
+        for i in 0..MAX_IN_FLIGHT {
+            held.push(limits.begin("carol", &format!("a{i}")).await.unwrap());
+        }
+        assert!(matches!(
+            limits.begin("carol", "a9").await,
+            Err(LoginRefusal::Busy)
+        ));
         drop(held);
-        assert!(limits.begin("carol", "a9", t0).is_ok());
+        assert!(limits.begin("carol", "a9").await.is_ok());
     }
 }

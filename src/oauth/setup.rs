@@ -129,15 +129,20 @@ pub async fn build(
     let sealer = Arc::new(sealer(local)?);
     if sealer.has_previous() {
         // Old keys stay configured until this reports nothing unreadable.
+        // Replicas starting together re-seal once: whoever holds the lease
+        // does it (each row is swapped only if unchanged, so even an overlap
+        // would be harmless, merely wasted work).
         let (store, sealer) = (store.clone(), sealer.clone());
         tokio::spawn(async move {
-            match super::reseal::reseal_all(&store, &sealer).await {
-                Ok(done) => tracing::info!(
+            let run = store.run_exclusively("reseal", super::reseal::reseal_all(&store, &sealer));
+            match run.await {
+                Ok(Some(Ok(done))) => tracing::info!(
                     resealed = done.resealed,
                     unreadable = done.unreadable,
                     "re-sealed data under the current encryption key"
                 ),
-                Err(e) => {
+                Ok(None) => tracing::info!("another replica is re-sealing; not re-sealing here"),
+                Ok(Some(Err(e))) | Err(e) => {
                     tracing::warn!(error = %e, "re-sealing failed; it is retried at the next start")
                 }
             }
@@ -157,10 +162,12 @@ pub async fn build(
         // refresh. Identity JWTs for upstreams share the keys, never the typ.
         .for_own_tokens(),
     );
+    // Failed document fetches are remembered in the store, for every replica.
     let mut cimd = CimdResolver::new(
         local.cimd.allow_loopback_http,
         Duration::from_secs(local.cimd.fetch_timeout_secs),
-    );
+    )
+    .with_store(store.clone());
     for (client_id, document) in &local.cimd.pinned {
         cimd.pin(client_id, document)
             .map_err(|source| SetupError::PinnedDocument {

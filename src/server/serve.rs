@@ -43,7 +43,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::{ClientAddress, client_address, settings::ServerConfig};
+use super::{ClientAddress, Draining, client_address, settings::ServerConfig};
 
 /// Connections over `max_connections` that are still read and answered.
 const OVERFLOW_CONNECTIONS: usize = 32;
@@ -58,21 +58,29 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 struct Shared {
     router: Router,
     config: ServerConfig,
+    draining: Draining,
 }
 
 /// Serve `router` on `listener` until `stop_accepting` is cancelled; then stop
 /// accepting, let each connection finish its current request (streams run
 /// until the router's own shutdown ends them) and return once all are closed.
+/// While `draining` is set (before `stop_accepting`), requests are still
+/// served, but HTTP/1 responses say `Connection: close`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     config: ServerConfig,
+    draining: Draining,
     stop_accepting: CancellationToken,
 ) -> io::Result<()> {
     let cap = connection_cap(config.max_connections);
     let main = Arc::new(Semaphore::new(cap));
     let overflow = Arc::new(Semaphore::new(OVERFLOW_CONNECTIONS));
-    let shared = Arc::new(Shared { router, config });
+    let shared = Arc::new(Shared {
+        router,
+        config,
+        draining,
+    });
     // Every connection task holds a receiver; `closed()` resolves when all are gone.
     let (all_closed_tx, all_closed_rx) = watch::channel(());
     let mut backoff = Duration::ZERO;
@@ -277,6 +285,7 @@ async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let busy = activity.begin();
     let (mut parts, body) = request.into_parts();
+    let http1 = parts.version < http::Version::HTTP_2;
     let client = client_address::resolve(
         peer.ip(),
         &parts.headers,
@@ -297,11 +306,19 @@ async fn handle(
         Err(never) => match never {},
     };
     // Whatever the handler made of the failed read, the cause is the client's pace.
-    let response = if late.load(Ordering::Relaxed) {
+    let mut response = if late.load(Ordering::Relaxed) {
         body_too_slow()
     } else {
         response
     };
+    // Draining: this connection will be closed soon; hyper closes it after
+    // this response, and the client reconnects (to another replica).
+    // HTTP/2 has no such header; its connections get a GOAWAY at the end.
+    if http1 && shared.draining.is_draining() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     Ok(response.map(move |body| {
         Body::new(body.map_frame(move |frame| {
             let _still_busy = &busy;

@@ -4,14 +4,21 @@
 //! Both drivers bind `$N` placeholders, so each query is written once and run
 //! through [`on_db!`] against whichever typed pool is configured. Timestamps
 //! are epoch seconds (`BIGINT`), ids are text.
+//!
+//! What replicas must agree on lives here, not in a process: rate-limit
+//! counters and failed fetches (`limits`), single-use values (`oauth`), and
+//! which replica runs a background job (`leases`, PostgreSQL advisory locks).
 
 mod bridge;
 mod federation;
+mod leases;
+mod limits;
 mod notes;
 mod oauth;
 
 pub use bridge::{BridgeClientRecord, BridgeCodeRecord, BridgeRequestRecord, BridgeStage};
 pub use federation::{IdpLoginRecord, IdpTokenRecord, NO_PASSWORD};
+pub use limits::{WindowCount, WindowFull};
 
 pub use notes::{Note, NoteDraft, NotePatch};
 pub use oauth::{

@@ -137,8 +137,11 @@ impl AuthorizationServer {
         session: Option<&str>,
         client_address: &str,
     ) -> Result<Authorization, AuthorizeError> {
-        if !self.authorizations.hit(client_address) {
-            return Err(AuthorizeError::RateLimited);
+        // Counted in the store across replicas; if it cannot count, refuse.
+        match self.authorizations.hit(client_address).await {
+            Ok(true) => {}
+            Ok(false) => return Err(AuthorizeError::RateLimited),
+            Err(e) => return Err(AuthorizeError::Server(super::limits_unavailable(e))),
         }
         let page = |m: &str| Err(AuthorizeError::Page(m.to_owned()));
         if let Some(name) = params.duplicated.first() {

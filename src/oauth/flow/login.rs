@@ -49,7 +49,8 @@ impl LoginError {
 impl AuthorizationServer {
     /// Check a password. The attempt is counted against the address's and
     /// the account's allowances *before* the check (see [`LoginLimits`]),
-    /// so a concurrent burst gets no more checks than the limit.
+    /// so a concurrent burst gets no more checks than the limit, on any
+    /// number of replicas. If the store cannot count, no password is checked.
     pub async fn login(
         &self,
         username: &str,
@@ -61,12 +62,15 @@ impl AuthorizationServer {
         let account = sha256_b64(username);
         let attempt = self
             .login_limits
-            .begin(&account, client_address, self.clock.instant())
+            .begin(&account, client_address)
+            .await
             .map_err(|refusal| match refusal {
                 LoginRefusal::Exhausted(wait) => LoginError::TooManyAttempts {
                     retry_after_secs: wait.as_secs().max(1),
                 },
                 LoginRefusal::Busy => LoginError::Busy,
+                // Fail closed: no password is checked without a count.
+                LoginRefusal::Store(e) => LoginError::Flow(super::limits_unavailable(e)),
             })?;
         let user = self
             .store
@@ -81,13 +85,13 @@ impl AuthorizationServer {
             Ok(ok) => ok,
             // Nothing was checked: the attempt is given back.
             Err(passwords::PoolBusy) => {
-                attempt.abandoned();
+                attempt.abandoned().await;
                 return Err(LoginError::Busy);
             }
         };
         match user {
             Some(user) if ok => {
-                attempt.succeeded(self.clock.instant());
+                attempt.succeeded().await;
                 Ok(LoginOutcome::SignedIn { user_id: user.id })
             }
             user => {

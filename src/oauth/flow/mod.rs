@@ -87,21 +87,27 @@ impl AuthorizationServer {
         sealer: Arc<Sealer>,
         cimd: CimdResolver,
     ) -> AuthorizationServer {
+        // Every limit is counted in the store, so replicas share one budget.
         let login_limits = LoginLimits::new(
             config.login_max_failures,
             config.login_max_failures_per_account,
             std::time::Duration::from_secs(300),
+            store.clone(),
         );
         let registrations = WindowLimiter::new(
+            "register",
             config.registrations_per_minute,
             std::time::Duration::from_secs(60),
+            store.clone(),
         );
         let authorizations = WindowLimiter::new(
+            "authorize",
             config.authorize_requests_per_minute,
             std::time::Duration::from_secs(60),
+            store.clone(),
         );
         let assertions = ClientAssertionVerifier::new(
-            ClientKeyCache::new(cimd.fetcher(), crate::clock::system()),
+            ClientKeyCache::new(cimd.fetcher(), crate::clock::system()).with_store(store.clone()),
             &issuer,
         );
         AuthorizationServer {
@@ -129,6 +135,7 @@ impl AuthorizationServer {
     /// Read the time from `clock` (tests move a manual clock instead of sleeping).
     /// The rate-limit windows and the document cache read it too.
     pub fn with_clock(mut self, clock: crate::clock::SharedClock) -> Self {
+        self.login_limits = self.login_limits.with_clock(clock.clone());
         self.registrations = self.registrations.with_clock(clock.clone());
         self.authorizations = self.authorizations.with_clock(clock.clone());
         self.cimd = self.cimd.with_clock(clock.clone());
@@ -217,6 +224,16 @@ impl AuthorizationServer {
         }
         grants
     }
+}
+
+/// The shared limits could not be counted (the store is out of reach): the
+/// request is refused with 503 `temporarily_unavailable` rather than served
+/// uncounted.
+fn limits_unavailable(e: crate::store::StoreError) -> OAuthError {
+    tracing::warn!(error = %e, "rate limits unreadable; refusing the request");
+    OAuthError::Unavailable(
+        "the service cannot take this request right now; retry shortly".to_owned(),
+    )
 }
 
 /// Data this server wrote itself failed to encode or decode: the server's

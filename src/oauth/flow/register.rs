@@ -98,7 +98,13 @@ impl AuthorizationServer {
         body: serde_json::Value,
         client_address: &str,
     ) -> Result<serde_json::Value, OAuthError> {
-        if !self.registrations.hit(client_address) {
+        // Counted in the store across replicas; if it cannot count, refuse.
+        if !self
+            .registrations
+            .hit(client_address)
+            .await
+            .map_err(super::limits_unavailable)?
+        {
             return Err(OAuthError::RateLimited);
         }
         let metadata: ClientMetadata = serde_json::from_value(body).map_err(|_| {
