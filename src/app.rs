@@ -275,7 +275,7 @@ impl App {
             sweep_client_ttl,
             initial_admin_password,
             bridge: bridge_handle,
-        } = front(auth, config, &store, &metrics, clock).await?;
+        } = front(auth, config, &store, &metrics, clock.clone()).await?;
         let resource_server = authenticator.resource_server().cloned();
         let edge = Arc::new(EdgeState {
             allowed_hosts: config.http.allowed_hosts.clone(),
@@ -285,7 +285,8 @@ impl App {
             metrics: metrics.clone(),
             authenticator,
             policy: policy.clone(),
-            session_owners: crate::mcp::edge::session_owner_cache(),
+            store: store.clone(),
+            clock: clock.clone(),
         });
         let gateway = if config.gateway.upstreams.is_empty() {
             None

@@ -19,8 +19,9 @@ use jsonwebtoken::Algorithm;
 
 use settings::ResourceAuthSettings;
 
-/// The authenticated caller, available to every tool handler.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The authenticated caller, available to every tool handler. Serializable
+/// so a legacy SSE message relayed to another replica runs as its sender.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Principal {
     pub issuer: String,
     pub subject: String,

@@ -29,8 +29,12 @@ use crate::{
         policy::{AccessPolicy, Decision, ItemKind},
         verify::TokenError,
     },
+    clock::SharedClock,
+    store::{STREAMABLE, Store},
     telemetry::metrics::{McpLabels, McpMethodLabels, Metrics, Outcome, method_label},
 };
+
+use super::sessions::SessionBook;
 
 pub const JSONRPC_SERVER_ERROR: i64 = -32000;
 pub const JSONRPC_SESSION_NOT_FOUND: i64 = -32001;
@@ -49,16 +53,16 @@ pub struct EdgeState {
     pub authenticator: Authenticator,
     /// Present when scopes are enforced.
     pub policy: Option<Arc<AccessPolicy>>,
-    /// `Mcp-Session-Id` → owner key of the principal that created it.
-    pub session_owners: moka::sync::Cache<String, String>,
+    /// Where sessions and their owners are kept, for every replica.
+    pub store: Store,
+    pub clock: SharedClock,
 }
 
-/// Session bindings outlive idle sessions by a margin; rmcp forgets them first.
-pub fn session_owner_cache() -> moka::sync::Cache<String, String> {
-    moka::sync::Cache::builder()
-        .max_capacity(1_000_000)
-        .time_to_idle(std::time::Duration::from_secs(24 * 3600))
-        .build()
+/// The state of the `/mcp` edge: the shared one plus the session records.
+#[derive(Clone)]
+pub struct StreamableEdge {
+    pub edge: Arc<EdgeState>,
+    pub sessions: Arc<SessionBook>,
 }
 
 /// The `Authorization: Bearer` token; never taken from the query string.
@@ -382,10 +386,14 @@ pub async fn read_jsonrpc_post(
 /// ([`enforce_scope`], [`check_protocol_version`]), run the handler, then
 /// [`finish_response`].
 pub async fn streamable_http_edge(
-    State(cfg): State<Arc<EdgeState>>,
+    State(state): State<StreamableEdge>,
     request: Request,
     next: Next,
 ) -> Response {
+    let StreamableEdge {
+        edge: cfg,
+        sessions,
+    } = state;
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
     let principal = match admit(&cfg, &parts.headers, &parts.uri).await {
@@ -395,13 +403,23 @@ pub async fn streamable_http_edge(
             return close_if_body_unread(&parts.headers, response);
         }
     };
-    let session_id = match bind_session(&cfg, &parts.headers, &principal) {
+    let session_id = match sessions.admit_header(&parts.headers, &principal).await {
         Ok(session_id) => session_id,
-        Err(response) => return close_if_body_unread(&parts.headers, response),
+        Err(refusal) => {
+            count(&cfg, None, Outcome::rejected, started);
+            return close_if_body_unread(&parts.headers, refusal.response(Value::Null));
+        }
     };
+    // Ended in the store first, so no replica serves it once this succeeds.
+    if parts.method == Method::DELETE
+        && let Some(sid) = &session_id
+        && let Err(e) = sessions.end(sid).await
+    {
+        tracing::error!(error = %e, "session not ended");
+        return store_unavailable();
+    }
     let exchange = Exchange {
         owner: principal.owner_key(),
-        session_id,
         is_delete: parts.method == Method::DELETE,
         started,
     };
@@ -441,7 +459,7 @@ pub async fn streamable_http_edge(
         Request::from_parts(parts, body)
     };
 
-    finish_response(&cfg, next.run(request).await, call, exchange).await
+    finish_response(&cfg, &sessions, next.run(request).await, call, exchange).await
 }
 
 /// The JSON-RPC method and id of a POSTed message, for errors and metrics.
@@ -467,40 +485,8 @@ impl Call {
 struct Exchange {
     /// The caller's owner key: who a session created now belongs to.
     owner: String,
-    session_id: Option<String>,
     is_delete: bool,
     started: Instant,
-}
-
-/// The request's `Mcp-Session-Id`, refused when it belongs to another
-/// principal.
-#[allow(clippy::result_large_err)] // the error is the response itself, built once and returned
-fn bind_session(
-    cfg: &EdgeState,
-    headers: &HeaderMap,
-    principal: &Principal,
-) -> Result<Option<String>, Response> {
-    let session_id = headers
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    if let Some(sid) = &session_id
-        && cfg
-            .session_owners
-            .get(sid)
-            .is_some_and(|o| o != principal.owner_key())
-    {
-        // Another principal's session: indistinguishable from an unknown one.
-        tracing::warn!(target: "audit", subject = %principal.subject, outcome = "foreign_session", "session rejected");
-        return Err(jsonrpc_error(
-            StatusCode::NOT_FOUND,
-            Value::Null,
-            JSONRPC_SESSION_NOT_FOUND,
-            "Session not found",
-            None,
-        ));
-    }
-    Ok(session_id)
 }
 
 /// The 403 `insufficient_scope` for a call whose tool, prompt or resource
@@ -582,6 +568,7 @@ fn check_protocol_version(headers: &HeaderMap, call: &Call) -> Result<(), Respon
 /// a session `initialize` created and forgets one a DELETE ended; counts it.
 async fn finish_response(
     cfg: &EdgeState,
+    sessions: &SessionBook,
     response: Response,
     call: Call,
     exchange: Exchange,
@@ -593,20 +580,23 @@ async fn finish_response(
     if exchange.is_delete && response.status() == StatusCode::ACCEPTED {
         *response.status_mut() = StatusCode::NO_CONTENT;
     }
-    let status = response.status();
     if method.as_deref() == Some("initialize")
         && let Some(sid) = response
             .headers()
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     {
-        cfg.session_owners.insert(sid.to_owned(), exchange.owner);
-    } else if exchange.is_delete
-        && status.is_success()
-        && let Some(sid) = &exchange.session_id
-    {
-        cfg.session_owners.invalidate(sid);
+        // A session whose owner is not on record would be refused on its
+        // next request: end it here and let the client retry initialize.
+        let bound = sessions.bind(&sid, STREAMABLE, &exchange.owner).await;
+        if !matches!(bound, Ok(true)) {
+            tracing::error!(bound = ?bound, "session owner not recorded");
+            sessions.forget_local(&sid).await;
+            response = store_unavailable();
+        }
     }
+    let status = response.status();
     let outcome = if status.is_server_error() {
         Outcome::error
     } else if status.is_client_error() {

@@ -2,6 +2,11 @@
 //! event stream whose first `endpoint` event names the POST URL
 //! (`/messages?sessionId=...`); answers arrive on the stream as `message`
 //! events. Each session runs the same handler as `/mcp`.
+//!
+//! The session's owner is in the store. A POST reaching a replica that does
+//! not hold the stream is checked against that record and relayed over
+//! PostgreSQL (a row plus NOTIFY); the replica holding the stream runs it
+//! and answers on the stream.
 
 use std::{
     collections::HashMap,
@@ -31,11 +36,15 @@ use tokio_util::sync::{CancellationToken, PollSender};
 use super::{
     edge::{
         EdgeState, JSONRPC_INVALID_REQUEST, JSONRPC_SERVER_ERROR, JSONRPC_SESSION_NOT_FOUND,
-        jsonrpc_error, read_jsonrpc_post,
+        jsonrpc_error, read_jsonrpc_post, store_unavailable,
     },
     handler::McpHandler,
+    sessions::SessionBook,
 };
-use crate::auth::Principal;
+use crate::{
+    auth::Principal,
+    store::{LEGACY_SSE, RelayedMessage},
+};
 
 /// Messages buffered per direction before a slow peer applies back-pressure.
 const CHANNEL_CAPACITY: usize = 64;
@@ -52,6 +61,7 @@ pub struct LegacySse {
     handler: McpHandler,
     edge: Arc<EdgeState>,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
+    book: Arc<SessionBook>,
     shutdown: CancellationToken,
 }
 
@@ -69,6 +79,16 @@ struct SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
+        // Ended for every replica: POSTs elsewhere get 404 from now on.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let book = self.sse.book.clone();
+            let id = self.id.clone();
+            runtime.spawn(async move {
+                if let Err(e) = book.end(&id).await {
+                    tracing::warn!(error = %e, "legacy SSE session not ended in the store");
+                }
+            });
+        }
         if let Ok(mut sessions) = self.sse.sessions.lock() {
             sessions.remove(&self.id);
             self.sse
@@ -81,29 +101,138 @@ impl Drop for SessionGuard {
 }
 
 impl LegacySse {
-    pub fn new(handler: McpHandler, edge: Arc<EdgeState>, shutdown: CancellationToken) -> Self {
-        LegacySse {
+    /// Also starts, on PostgreSQL, the task that takes messages other
+    /// replicas relay to sessions held here.
+    pub fn new(
+        handler: McpHandler,
+        edge: Arc<EdgeState>,
+        book: Arc<SessionBook>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let sse = LegacySse {
             handler,
             edge,
             sessions: Arc::new(Mutex::new(HashMap::new())),
+            book,
             shutdown,
+        };
+        if sse.edge.store.is_shared() {
+            tokio::spawn(sse.clone().take_relayed_messages());
+        }
+        sse
+    }
+
+    /// Run messages relayed by other replicas for the sessions held here.
+    async fn take_relayed_messages(self) {
+        let mut listener = match self.edge.store.relay_listener().await {
+            Ok(Some(listener)) => listener,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "legacy SSE relay not listening: POSTs from other replicas will not arrive");
+                return;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                next = listener.next_session() => next,
+            };
+            match next {
+                Ok(session) => self.deliver_relayed(&session).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "legacy SSE relay interrupted");
+                    // Back off before the listener reconnects.
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
         }
     }
 
-    fn open_session(
+    async fn deliver_relayed(&self, session: &str) {
+        let Some((owner, sender)) = self.sessions.lock().ok().and_then(|sessions| {
+            sessions
+                .get(session)
+                .map(|s| (s.principal.owner_key(), s.to_server.clone()))
+        }) else {
+            return; // another replica's session
+        };
+        let relayed = match self.edge.store.take_relayed(session).await {
+            Ok(relayed) => relayed,
+            Err(e) => {
+                tracing::warn!(error = %e, "relayed legacy SSE messages not taken");
+                return;
+            }
+        };
+        for RelayedMessage {
+            message, principal, ..
+        } in relayed
+        {
+            let parsed = serde_json::from_str::<ClientJsonRpcMessage>(&message)
+                .ok()
+                .zip(serde_json::from_str::<Principal>(&principal).ok());
+            let Some((mut message, principal)) = parsed else {
+                tracing::warn!("a relayed legacy SSE message could not be read");
+                continue;
+            };
+            // The sending replica checked the owner; check again here.
+            if principal.owner_key() != owner {
+                continue;
+            }
+            if let JsonRpcMessage::Request(request) = &mut message {
+                let (mut parts, ()) = http::Request::new(()).into_parts();
+                parts.extensions.insert(principal);
+                request.request.extensions_mut().insert(parts);
+            }
+            if sender.send(message).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn open_session(
         &self,
         principal: Principal,
-    ) -> Option<(
-        String,
-        impl Stream<Item = Result<Event, Infallible>> + use<>,
-    )> {
+    ) -> Result<
+        (
+            String,
+            impl Stream<Item = Result<Event, Infallible>> + use<>,
+        ),
+        Response,
+    > {
         let id = uuid::Uuid::new_v4().simple().to_string();
+        // On record before the client learns the id, so every replica
+        // knows whose it is.
+        match self
+            .book
+            .bind(&id, LEGACY_SSE, &principal.owner_key())
+            .await
+        {
+            Ok(true) => {}
+            bound => {
+                tracing::error!(bound = ?bound, "legacy SSE session owner not recorded");
+                return Err(store_unavailable());
+            }
+        }
+        let too_many = || {
+            jsonrpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Value::Null,
+                JSONRPC_SERVER_ERROR,
+                "Service Unavailable: too many open SSE sessions",
+                None,
+            )
+        };
         let (to_server, from_client) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL_CAPACITY);
         let (to_client, from_server) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);
         {
-            let mut sessions = self.sessions.lock().ok()?;
+            let Ok(mut sessions) = self.sessions.lock() else {
+                return Err(too_many());
+            };
             if sessions.len() >= MAX_SESSIONS {
-                return None;
+                return Err(too_many());
             }
             sessions.insert(
                 id.clone(),
@@ -149,7 +278,7 @@ impl LegacySse {
         let stream = futures::stream::once(async move { Ok(endpoint) })
             .chain(messages)
             .take_until(async move { session_ct.cancelled_owned().await });
-        Some((id, stream))
+        Ok((id, stream))
     }
 }
 
@@ -181,17 +310,11 @@ pub async fn get_sse(
             None,
         );
     }
-    match sse.open_session(principal) {
-        Some((_id, stream)) => Sse::new(stream)
+    match sse.open_session(principal).await {
+        Ok((_id, stream)) => Sse::new(stream)
             .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
             .into_response(),
-        None => jsonrpc_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Value::Null,
-            JSONRPC_SERVER_ERROR,
-            "Service Unavailable: too many open SSE sessions",
-            None,
-        ),
+        Err(response) => response,
     }
 }
 
@@ -218,6 +341,7 @@ pub async fn post_messages(
         Err(response) => return response,
     };
     let id = value.get("id").cloned().unwrap_or(Value::Null);
+    let text = value.to_string();
     let mut message: ClientJsonRpcMessage = match serde_json::from_value(value) {
         Ok(message) => message,
         Err(_) => {
@@ -232,13 +356,23 @@ pub async fn post_messages(
     };
     // A session belongs to the principal that opened it: the same issuer and
     // subject, whatever token (refreshed, stepped up) they present now.
-    let owner = principal.as_ref().map(Principal::owner_key);
-    let sender = sse.sessions.lock().ok().and_then(|sessions| {
+    let Some(principal) = principal else {
+        tracing::error!("legacy SSE POST without a principal");
+        return store_unavailable();
+    };
+    let owner = principal.owner_key();
+    let held = sse.sessions.lock().ok().and_then(|sessions| {
         sessions
             .get(&session_id)
-            .filter(|s| Some(s.principal.owner_key()) == owner)
-            .map(|s| s.to_server.clone())
+            .map(|s| (s.principal.owner_key() == owner).then(|| s.to_server.clone()))
     });
+    let sender = match held {
+        Some(sender) => sender,
+        None if sse.edge.store.is_shared() => {
+            return relay(&sse, &session_id, &text, &principal, id).await;
+        }
+        None => None,
+    };
     // Each request is handled with the principal of its own POST, as on /mcp.
     if let JsonRpcMessage::Request(request) = &mut message {
         request.request.extensions_mut().insert(parts);
@@ -257,4 +391,34 @@ pub async fn post_messages(
         );
     }
     (StatusCode::ACCEPTED, "Accepted").into_response()
+}
+
+/// A POST for a session whose stream another replica holds: checked
+/// against the stored owner, then handed over through the store.
+async fn relay(
+    sse: &LegacySse,
+    session_id: &str,
+    message: &str,
+    principal: &Principal,
+    id: Value,
+) -> Response {
+    if let Err(refusal) = sse.book.admit(session_id, LEGACY_SSE, principal).await {
+        return refusal.response(id);
+    }
+    let relayed = match serde_json::to_string(principal) {
+        Ok(principal) => {
+            sse.edge
+                .store
+                .relay_legacy_message(session_id, message, &principal, sse.edge.clock.now())
+                .await
+        }
+        Err(e) => Err(crate::store::StoreError::Conflict(e.to_string())),
+    };
+    match relayed {
+        Ok(()) => (StatusCode::ACCEPTED, "Accepted").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "legacy SSE message not relayed");
+            store_unavailable()
+        }
+    }
 }

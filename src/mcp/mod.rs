@@ -4,6 +4,7 @@
 pub mod edge;
 pub mod handler;
 pub mod legacy_sse;
+pub mod sessions;
 
 use std::sync::Arc;
 
@@ -16,11 +17,26 @@ use rmcp::transport::streamable_http_server::{
 };
 use tokio_util::sync::CancellationToken;
 
-use self::{edge::EdgeState, handler::McpHandler, legacy_sse::LegacySse};
+use self::{
+    edge::{EdgeState, StreamableEdge},
+    handler::McpHandler,
+    legacy_sse::LegacySse,
+    sessions::SessionBook,
+};
 
 /// `/mcp`, `/mcp/`, `/sse` and `/messages`, each behind the edge checks.
 pub fn routes(handler: McpHandler, edge: Arc<EdgeState>, shutdown: CancellationToken) -> Router {
-    let config = StreamableHttpServerConfig::default()
+    // Sessions live in memory where they are used and in the store for every
+    // replica: a replica restores one it has not seen from its stored
+    // initialize parameters.
+    let local = Arc::new(LocalSessionManager::default());
+    let sessions = Arc::new(SessionBook::new(
+        edge.store.clone(),
+        edge.clock.clone(),
+        local.clone(),
+    ));
+    sessions.spawn_sweeper(shutdown.clone());
+    let mut config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(edge.allowed_hosts.clone())
         .with_allowed_origins(edge.allowed_origins.clone())
         .enforce_origin_validation()
@@ -28,25 +44,26 @@ pub fn routes(handler: McpHandler, edge: Arc<EdgeState>, shutdown: CancellationT
         .with_legacy_session_mode(true)
         .with_json_response(true)
         .with_cancellation_token(shutdown.child_token());
+    config.session_store = Some(sessions.rmcp_store());
     let factory_handler = handler.clone();
-    let service = StreamableHttpService::new(
-        move || Ok(factory_handler.for_new_session()),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    );
+    let service =
+        StreamableHttpService::new(move || Ok(factory_handler.for_new_session()), local, config);
     // `/mcp` and `/mcp/` are the same endpoint: clients differ on the slash
     // and a redirect would drop the body or the Authorization header.
     let streamable = Router::new()
         .route_service("/mcp", service.clone())
         .route_service("/mcp/", service)
         .layer(middleware::from_fn_with_state(
-            edge.clone(),
+            StreamableEdge {
+                edge: edge.clone(),
+                sessions: sessions.clone(),
+            },
             edge::streamable_http_edge,
         ));
     let legacy = Router::new()
         .route("/sse", get(legacy_sse::get_sse))
         .route("/messages", post(legacy_sse::post_messages))
-        .with_state(LegacySse::new(handler, edge.clone(), shutdown))
+        .with_state(LegacySse::new(handler, edge.clone(), sessions, shutdown))
         .layer(middleware::from_fn_with_state(edge, edge::legacy_sse_edge));
     streamable.merge(legacy)
 }

@@ -13,12 +13,14 @@ mod bridge;
 mod federation;
 mod leases;
 mod limits;
+mod mcp_sessions;
 mod notes;
 mod oauth;
 
 pub use bridge::{BridgeClientRecord, BridgeCodeRecord, BridgeRequestRecord, BridgeStage};
 pub use federation::{IdpLoginRecord, IdpTokenRecord, NO_PASSWORD};
 pub use limits::{WindowCount, WindowFull};
+pub use mcp_sessions::{LEGACY_SSE, McpSessionRecord, RelayListener, RelayedMessage, STREAMABLE};
 
 pub use notes::{Note, NoteDraft, NotePatch};
 pub use oauth::{
