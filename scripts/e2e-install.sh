@@ -5,6 +5,8 @@
 #                            Inspector, conformance 0.1.16, conformance 0.2.0-alpha.12 under the
 #                            alias conformance-requirements (for --requirements), server-everything
 #                            (a gateway upstream), and node@22 whose binary runs the Node tools)
+# and, system-wide from Debian (apt-get, as root; skipped when present), nginx and wrk for
+# test_replicas.py (nginx is run by the test itself, as the current user, never as a service).
 # Idempotent: each half is skipped when its lock file's hash matches the last install.
 # Usage (from anywhere): scripts/e2e-install.sh [--force]
 set -euo pipefail
@@ -17,6 +19,38 @@ FORCE=0
 
 log() { printf '[e2e-install] %s\n' "$*" >&2; }
 hash_of() { sha256sum "$@" | sha256sum | cut -c1-64; }
+
+# ---------------------------------------------------------------- nginx + wrk (Debian)
+# test_replicas.py runs nginx (the balancer in front of three replicas) and wrk (the load during the
+# rolling restart). Both come from Debian's packages; the service the nginx package would start is
+# kept from starting (policy-rc.d, as scripts/pg-throwaway.sh does for PostgreSQL).
+nginx_found() { command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]]; }
+missing=()
+nginx_found || missing+=(nginx)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+if [[ ${#missing[@]} -eq 0 ]]; then
+  log "nginx and wrk present"
+else
+  command -v apt-get >/dev/null 2>&1 || { log "${missing[*]} missing and apt-get unavailable: install them"; exit 1; }
+  [[ "$(id -u)" == 0 ]] || { log "${missing[*]} missing: install them (apt-get install ${missing[*]}) or run this as root"; exit 1; }
+  log "installing Debian's ${missing[*]} (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  made_policy=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
+  rc=0
+  {
+    apt-get -o DPkg::Lock::Timeout=300 update -q &&
+    apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends \
+      -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
+  } >&2 </dev/null || rc=$?
+  if [[ $made_policy == 1 ]]; then rm -f /usr/sbin/policy-rc.d; fi
+  [[ $rc == 0 ]] || { log "apt-get install ${missing[*]} failed (exit $rc)"; exit 1; }
+  nginx_found || { log "nginx still missing after apt-get"; exit 1; }
+fi
 
 # ---------------------------------------------------------------- Python
 PY="${PYTHON:-}"

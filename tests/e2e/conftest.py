@@ -175,7 +175,21 @@ def pytest_runtest_makereport(item, call):
         for n, pair in enumerate(getattr(factory, "made", [])):
             report.sections.append((f"resource-mode mcpgate #{n} log (tail)", pair.gate.log_tail(8000)))
             report.sections.append((f"resource-mode IdP #{n} log (tail)", pair.idp.log_tail(5000)))
+        rc = item.funcargs.get("replica_cluster") if hasattr(item, "funcargs") else None
+        if rc is not None:  # test_replicas.py: the three replicas and nginx
+            report.sections.append(("replicas + nginx logs (tails)", rc.log_tail(16000)))
         for mode in ("local", "proxy"):  # a proxy gate's tail includes its IdP's
             factory = item.funcargs.get(f"{mode}_factory") if hasattr(item, "funcargs") else None
             for n, lg in enumerate(getattr(factory, "made", [])):
                 report.sections.append((f"{mode}-mode mcpgate #{n} log (tail)", lg.log_tail(10000)))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The figures some tests measure (test_replicas.py: the rolling restart under wrk), so that
+    scripts/test.sh's output shows them whether the test passed or not."""
+    from replica_fixtures import SUMMARY_LINES
+
+    if SUMMARY_LINES:
+        terminalreporter.section("measured")
+        for line in SUMMARY_LINES:
+            terminalreporter.write_line(line)

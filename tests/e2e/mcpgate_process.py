@@ -6,7 +6,9 @@
   toolsets (docs over fixtures/docs/, notes, calc).
 - `running_mcpgate(cfg, ...)`: a context manager that starts `mcpgate serve --config cfg` in its
   own process group (stdout+stderr into a log file), waits for `GET /healthz` = 200, yields the
-  process, and always stops it (SIGTERM, then SIGKILL) and copies the log to `.work/`.
+  process, and always stops it (SIGTERM, then SIGKILL) and copies the log to `.work/`. Its two
+  halves, `spawn_mcpgate` and `wait_http_200`, serve replicas that are killed and restarted
+  (replica_fixtures.py).
 - Gateway upstreams: `fixture_bin()` (the `fixture-upstream` example: `$MCPGATE_FIXTURE_BIN` or
   target/debug/examples/fixture-upstream), `running_fixture_http(log_path)` (it over Streamable
   HTTP on a free loopback port, yielding its URL), `everything_command()` (npm
@@ -59,19 +61,21 @@ def free_port() -> int:
 
 
 def config_text(port: int, data_dir: Path, auth_lines: list[str], *, toolsets: bool = True,
-                extra: list[str] | None = None) -> str:
+                extra: list[str] | None = None, public_url: str | None = None,
+                store_url: str | None = None) -> str:
     """mcpgate's TOML for a loopback instance on `port` with SQLite in `data_dir`.
     `auth_lines` are the `[auth]` table and its sub-tables, line by line. `toolsets=False` leaves
     out the built-in toolsets (a pure gateway); `extra` lines come last (`[[upstreams]]`,
-    `[gateway]`, `[[policy]]`)."""
+    `[gateway]`, `[[policy]]`). A replica behind a balancer (replica_fixtures.py) passes the
+    balancer's `public_url` and a shared `store_url` (PostgreSQL)."""
     builtin = ["[toolsets.docs]", f"path = {json.dumps(str(DOCS_DIR))}", "[toolsets.notes]", "[toolsets.calc]"]
     return "\n".join(
         [
-            f'public_url = "http://127.0.0.1:{port}"',
+            f"public_url = {json.dumps(public_url or f'http://127.0.0.1:{port}')}",
             f'listen = "127.0.0.1:{port}"',
             f"data_dir = {json.dumps(str(data_dir))}",
             "[store]",
-            f"url = {json.dumps('sqlite://' + str(data_dir / 'mcpgate.db'))}",
+            f"url = {json.dumps(store_url or 'sqlite://' + str(data_dir / 'mcpgate.db'))}",
             *auth_lines,
             *(builtin if toolsets else []),
             *(extra or []),
@@ -122,6 +126,35 @@ def _log_tail(path: Path, max_chars: int = 20000) -> str:
         return f"<no log: {e}>"
 
 
+def spawn_mcpgate(cfg: Path, *, log: Any, cwd: Path, stdout: Any = None,
+                  extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`mcpgate serve --config cfg` in its own process group, stdout+stderr into the open file
+    `log` (only stderr when `stdout` takes stdout)."""
+    binary = require_mcpgate_bin()
+    env = dict(os.environ, NO_COLOR="1", **(extra_env or {}))  # plain log lines for failure reports
+    env.setdefault("RUST_BACKTRACE", "1")
+    return subprocess.Popen([str(binary), "serve", "--config", str(cfg)], stdout=stdout or log,
+                            stderr=log if stdout else subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, cwd=cwd, env=env, start_new_session=True)
+
+
+def wait_http_200(proc: subprocess.Popen, url: str, *, what: str, log_path: Path, timeout: float = 30.0) -> None:
+    """Poll `url` until it answers 200; fail the test if `proc` exits first or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode} before ready:\n{_log_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (OSError, urllib.error.URLError):
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not ready (GET {url} != 200) within {timeout} s:\n{_log_tail(log_path)}")
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def running_mcpgate(cfg: Path, *, port: int, log_path: Path, cwd: Path, what: str = "mcpgate",
                     last_log_name: str | None = None, ready_timeout: float = 30.0,
@@ -130,28 +163,11 @@ def running_mcpgate(cfg: Path, *, port: int, log_path: Path, cwd: Path, what: st
     and stderr, or only stderr when `stdout_path` takes stdout) goes to `log_path`
     (`log_mode="ab"` appends, for a restart); at exit it is copied to `.work/<last_log_name>` when
     that is given."""
-    binary = require_mcpgate_bin()
     log = open(log_path, log_mode)
     out = open(stdout_path, log_mode) if stdout_path is not None else None
-    env = dict(os.environ, NO_COLOR="1")  # plain log lines for failure reports
-    env.setdefault("RUST_BACKTRACE", "1")
-    proc = subprocess.Popen([str(binary), "serve", "--config", str(cfg)], stdout=out or log,
-                            stderr=log if out else subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, cwd=cwd, env=env, start_new_session=True)
+    proc = spawn_mcpgate(cfg, log=log, cwd=cwd, stdout=out)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"{what} exited with {proc.returncode} before ready:\n{_log_tail(log_path)}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except (OSError, urllib.error.URLError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{what} not ready (GET /healthz != 200) within {ready_timeout} s:\n{_log_tail(log_path)}")
-            time.sleep(0.05)
+        wait_http_200(proc, f"http://127.0.0.1:{port}/healthz", what=what, log_path=log_path, timeout=ready_timeout)
         yield proc
     finally:
         stop_process(proc)

@@ -165,17 +165,20 @@ def sdk_provider(mcp_url: str, browser: AgentBrowser, storage: MemoryStorage,
 
 
 def sdk_refresh_flow(gate: Any, provider: OAuthClientProvider, storage: MemoryStorage, wire: Wire, title: str,
-                     timeout: float = TIMEOUT) -> dict:
+                     timeout: float = TIMEOUT, mode: str = "auto") -> dict:
     """The Python SDK through `provider` against an AS gate (`mcp_url`, `token_endpoint`): the tool
     list, add, a notes round trip; then it waits for the access token to expire and calls again (the
     SDK refreshes first). Returns what it saw: tools, add, created, read, token1, expires_in,
-    grants_before (token requests before the expiry), sub_after, listed, token2, last_mcp_auth."""
+    grants_before (token requests before the expiry), sub_after, listed, token2, last_mcp_auth,
+    version. `mode` is the SDK's connect mode (`auto`: 2026-07-28 stateless; `legacy`: a session)."""
 
     async def flow() -> dict:
         out: dict[str, Any] = {}
         async with httpx2.AsyncClient(auth=provider, timeout=httpx2.Timeout(20), event_hooks=wire.hooks) as http:
             with anyio.fail_after(timeout):
-                async with Client(streamable_http_client(gate.mcp_url, http_client=http), cache=None) as client:
+                async with Client(streamable_http_client(gate.mcp_url, http_client=http), cache=None,
+                                  mode=mode) as client:
+                    out["version"] = client.protocol_version
                     out["tools"] = {t.name for t in (await client.list_tools()).tools}
                     out["add"] = tool_text(await client.call_tool("add", {"a": 2, "b": 3}))
                     created = json.loads(tool_text(await client.call_tool("create_note", {"title": title, "body": "py"})))
