@@ -349,8 +349,9 @@ impl App {
         })
     }
 
-    /// Probe the store every two seconds so `/mcp` can answer 503 at once
-    /// while it is down instead of failing half-way through a call.
+    /// Probe the store every two seconds so `/mcp` can answer 503 while it
+    /// is down instead of failing half-way through a call; down means
+    /// several failed probes in a row ([`crate::store::StoreHealth`]).
     fn spawn_store_probe(&self) {
         let store = self.store.clone();
         let healthy = self.store_healthy.clone();
@@ -358,15 +359,17 @@ impl App {
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(2));
+            let mut health = crate::store::StoreHealth::default();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let ok = matches!(
+                let probe_ok = matches!(
                     tokio::time::timeout(Duration::from_secs(2), store.ping()).await,
                     Ok(Ok(()))
                 );
+                let ok = health.record(probe_ok);
                 if healthy.swap(ok, Ordering::Relaxed) != ok {
                     if ok {
                         tracing::info!("store reachable again");

@@ -162,8 +162,8 @@ impl SessionBook {
         })
     }
 
-    /// Delete expired rows every few minutes until `shutdown`. Every
-    /// replica may do it: the statement is idempotent.
+    /// Delete expired rows every few minutes until `shutdown`, on one
+    /// replica at a time (the lease [`SWEEP_JOB`]).
     pub fn spawn_sweeper(&self, shutdown: CancellationToken) {
         let store = self.store.clone();
         let clock = self.clock.clone();
@@ -174,14 +174,21 @@ impl SessionBook {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                match store.sweep_mcp_sessions(clock.now()).await {
-                    Ok(rows) => tracing::debug!(rows, "swept expired MCP sessions"),
-                    Err(e) => tracing::warn!(error = %e, "MCP session sweep failed"),
+                let round = store.sweep_mcp_sessions(clock.now());
+                match store.run_exclusively(SWEEP_JOB, round).await {
+                    Ok(Some(Ok(rows))) => tracing::debug!(rows, "swept expired MCP sessions"),
+                    Ok(None) => tracing::debug!("another replica is sweeping MCP sessions"),
+                    Ok(Some(Err(e))) | Err(e) => {
+                        tracing::warn!(error = %e, "MCP session sweep failed")
+                    }
                 }
             }
         });
     }
 }
+
+/// The lease name of the session sweep ([`Store::run_exclusively`]).
+const SWEEP_JOB: &str = "mcp-session-sweep";
 
 /// rmcp's `SessionStore` over the `mcp_sessions` rows.
 struct StoredSessions {

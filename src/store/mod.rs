@@ -11,6 +11,7 @@
 
 mod bridge;
 mod federation;
+mod health;
 mod leases;
 mod limits;
 mod mcp_sessions;
@@ -19,6 +20,7 @@ mod oauth;
 
 pub use bridge::{BridgeClientRecord, BridgeCodeRecord, BridgeRequestRecord, BridgeStage};
 pub use federation::{IdpLoginRecord, IdpTokenRecord, NO_PASSWORD};
+pub use health::StoreHealth;
 pub use limits::{WindowCount, WindowFull};
 pub use mcp_sessions::{LEGACY_SSE, McpSessionRecord, RelayListener, RelayedMessage, STREAMABLE};
 pub use notes::{Note, NoteDraft, NotePatch};
