@@ -173,6 +173,20 @@ impl TestServer {
     /// A request on a session; returns the JSON-RPC response message
     /// (parsed from JSON or from the SSE stream).
     pub async fn session_call(&self, sid: &str, id: i64, method: &str, params: Value) -> Value {
+        let (status, message) = self.session_request(sid, id, method, params).await;
+        assert_eq!(status, 200, "{method}");
+        message
+    }
+
+    /// Status and JSON-RPC message of a request on session `sid`, whatever
+    /// the status.
+    pub async fn session_request(
+        &self,
+        sid: &str,
+        id: i64,
+        method: &str,
+        params: Value,
+    ) -> (u16, Value) {
         let response = self
             .mcp_post()
             .header("mcp-session-id", sid)
@@ -181,8 +195,8 @@ impl TestServer {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 200, "{method}");
-        response_message(response).await
+        let status = response.status().as_u16();
+        (status, response_message(response).await)
     }
 
     /// A 2026-07-28 stateless request.

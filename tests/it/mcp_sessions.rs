@@ -53,16 +53,7 @@ async fn on_session(
     method: &str,
     params: Value,
 ) -> (u16, Value) {
-    let response = server
-        .mcp_post()
-        .header("mcp-session-id", sid)
-        .header("mcp-protocol-version", "2025-11-25")
-        .json(&json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, crate::common::response_message(response).await)
+    server.session_request(sid, id, method, params).await
 }
 
 fn add(a: i64, b: i64) -> Value {
