@@ -16,7 +16,7 @@ use aws_lc_rs::{
     signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::JwkSet};
+use jsonwebtoken::jwk::JwkSet;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -53,9 +53,12 @@ impl From<KeyError> for super::error::OAuthError {
     }
 }
 
+/// The active key, parsed once: parsing a PKCS#8 key derives its public
+/// point, which costs as much as a signature, and `jsonwebtoken` would do
+/// that on every token.
 struct Signer {
     kid: String,
-    key: EncodingKey,
+    key: EcdsaKeyPair,
 }
 
 struct KeyState {
@@ -209,9 +212,16 @@ impl KeyRing {
                 kid: record.kid.clone(),
                 reason: e.to_string(),
             })?;
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8).map_err(|e| {
+                KeyError::Unusable {
+                    kid: record.kid.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
         Ok(Signer {
             kid: record.kid.clone(),
-            key: EncodingKey::from_ec_der(&pkcs8),
+            key,
         })
     }
 
@@ -234,11 +244,21 @@ impl KeyRing {
     pub fn sign_typed<T: Serialize>(&self, claims: &T, typ: &str) -> Result<String, KeyError> {
         let state = self.state.load();
         let signer = state.signer.as_ref().ok_or(KeyError::NoKey)?;
-        let mut header = Header::new(Algorithm::ES256);
-        header.typ = Some(typ.to_owned());
-        header.kid = Some(signer.kid.clone());
-        jsonwebtoken::encode(&header, claims, &signer.key)
-            .map_err(|e| KeyError::Sign(e.to_string()))
+        // JWS compact serialization (RFC 7515 §7.1) with an ES256 signature:
+        // the fixed-length R || S form RFC 7518 §3.4 asks for.
+        let header = json!({"alg": "ES256", "typ": typ, "kid": signer.kid});
+        let header = serde_json::to_vec(&header).map_err(|e| KeyError::Sign(e.to_string()))?;
+        let claims = serde_json::to_vec(claims).map_err(|e| KeyError::Sign(e.to_string()))?;
+        let mut jws = URL_SAFE_NO_PAD.encode(header);
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims, &mut jws);
+        let signature = signer
+            .key
+            .sign(&SystemRandom::new(), jws.as_bytes())
+            .map_err(|e| KeyError::Sign(e.to_string()))?;
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut jws);
+        Ok(jws)
     }
 
     /// Reload every [`RELOAD_INTERVAL_SECS`] until `stop`.

@@ -10,6 +10,7 @@
 //! which replica runs a background job (`leases`, PostgreSQL advisory locks).
 
 mod bridge;
+mod dedicated;
 mod federation;
 mod health;
 mod leases;
@@ -35,9 +36,11 @@ use std::{
     time::Duration,
 };
 
+use std::sync::Arc;
+
 use sqlx::{
-    PgPool, SqlitePool,
-    postgres::PgPoolOptions,
+    PgConnection, PgPool, SqliteConnection, SqlitePool,
+    postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
@@ -90,12 +93,47 @@ macro_rules! on_db {
 }
 pub(crate) use on_db;
 
+/// Run one statement (`$body`, a `Result<_, sqlx::Error>` using `$conn`) on
+/// a dedicated connection of the grants (see [`dedicated`]).
+macro_rules! on_direct {
+    ($direct:expr, |$conn:ident| $body:expr) => {
+        match $direct {
+            $crate::store::Direct::Sqlite(set) => {
+                let mut held = set.get().await?;
+                let result = {
+                    let $conn = held.conn()?;
+                    $body
+                };
+                held.settle(result)
+            }
+            $crate::store::Direct::Postgres(set) => {
+                let mut held = set.get().await?;
+                let result = {
+                    let $conn = held.conn()?;
+                    $body
+                };
+                held.settle(result)
+            }
+        }
+    };
+}
+pub(crate) use on_direct;
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
     /// Where the token grants write (see [`Writer`]).
     writer: Writer,
+    /// Where the token grants read (and, on PostgreSQL, write).
+    direct: Direct,
+}
+
+/// The token grants' connections outside the pool (see [`dedicated`]).
+#[derive(Clone, Debug)]
+pub(crate) enum Direct {
+    Sqlite(Arc<dedicated::Dedicated<SqliteConnection>>),
+    Postgres(Arc<dedicated::Dedicated<PgConnection>>),
 }
 
 /// The token grants' writes. SQLite: one dedicated connection, so grants
@@ -103,15 +141,21 @@ pub struct Store {
 /// sleeping in its busy handler (WAL lets the readers of the pool go on
 /// beside it); outside the pool, because sqlx pings a pooled connection to
 /// the worker thread on every return, which a single writer would wait for.
-/// PostgreSQL: the pool.
+/// PostgreSQL: the grants' dedicated connections (one statement per grant).
 #[derive(Clone, Debug)]
 pub(crate) enum Writer {
-    Sqlite(std::sync::Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>),
-    Postgres(PgPool),
+    Sqlite(Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>),
+    Postgres(Arc<dedicated::Dedicated<PgConnection>>),
 }
 
 impl Store {
     /// Connect, creating the SQLite file if needed, and apply migrations.
+    ///
+    /// `max_connections` is shared out: SQLite gets that many pooled
+    /// readers, plus the grants' writer and up to 4 readers of their own;
+    /// PostgreSQL splits it between the pool and the grants' connections
+    /// (at least one each), so the server never sees more than
+    /// `max(max_connections, 2)` from one replica.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let db = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
@@ -144,20 +188,27 @@ impl Store {
             // Opened after the migrations, with the pool's settings (WAL,
             // synchronous = NORMAL, busy timeout, foreign keys).
             let writer = sqlx::ConnectOptions::connect(&options).await?;
+            let readers = (max_connections / 2).clamp(1, 4) as usize;
             Store {
                 db: Db::Sqlite(pool),
-                writer: Writer::Sqlite(std::sync::Arc::new(tokio::sync::Mutex::new(writer))),
+                writer: Writer::Sqlite(Arc::new(tokio::sync::Mutex::new(writer))),
+                direct: Direct::Sqlite(Arc::new(dedicated::Dedicated::new(options, readers))),
             }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|_| StoreError::InvalidUrl("not a valid postgres:// URL".to_owned()))?;
+            let grants = (max_connections / 2).max(1);
             let pool = PgPoolOptions::new()
-                .max_connections(max_connections)
+                .max_connections(max_connections.saturating_sub(grants).max(1))
                 .acquire_timeout(Duration::from_secs(5))
-                .connect(url)
+                .connect_with(options.clone())
                 .await?;
             Self::migrate(&Db::Postgres(pool.clone())).await?;
+            let direct = Arc::new(dedicated::Dedicated::new(options, grants as usize));
             Store {
-                db: Db::Postgres(pool.clone()),
-                writer: Writer::Postgres(pool),
+                db: Db::Postgres(pool),
+                writer: Writer::Postgres(direct.clone()),
+                direct: Direct::Postgres(direct),
             }
         } else {
             return Err(StoreError::InvalidUrl(
@@ -193,6 +244,10 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        match &self.direct {
+            Direct::Sqlite(set) => set.close().await,
+            Direct::Postgres(set) => set.close().await,
+        }
         on_db!(&self.db, |pool| pool.close().await);
     }
 
@@ -203,6 +258,11 @@ impl Store {
     /// Where the token grants write.
     pub(crate) fn writer(&self) -> &Writer {
         &self.writer
+    }
+
+    /// Where the token grants read.
+    pub(crate) fn direct(&self) -> &Direct {
+        &self.direct
     }
 }
 

@@ -1,7 +1,7 @@
 //! Registered OAuth clients and the consents users gave them.
 
 use super::{ClientRecord, conflict_or, revoke_all, uncancellable};
-use crate::store::{Store, StoreError, now_epoch, on_db};
+use crate::store::{Store, StoreError, now_epoch, on_db, on_direct};
 
 macro_rules! client_columns {
     () => {
@@ -44,12 +44,12 @@ impl Store {
             client_columns!(),
             " FROM oauth_clients WHERE client_id = $1"
         );
-        Ok(on_db!(self.db(), |pool| {
+        on_direct!(self.direct(), |conn| {
             sqlx::query_as::<_, ClientRecord>(SQL)
                 .bind(client_id)
-                .fetch_optional(pool)
+                .fetch_optional(conn)
                 .await
-        })?)
+        })
     }
 
     pub async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {

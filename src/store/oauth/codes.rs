@@ -1,7 +1,7 @@
 //! Pending authorization requests and authorization codes.
 
 use super::{AuthRequestRecord, CodeRecord, Consumed, NewRefresh, sqlite_script, uncancellable};
-use crate::store::{Store, StoreError, Writer, on_db};
+use crate::store::{Store, StoreError, Writer, on_db, on_direct};
 
 macro_rules! code_columns {
     () => {
@@ -111,8 +111,8 @@ impl Store {
             code_columns!(),
             ", EXISTS (SELECT 1 FROM users WHERE users.id = auth_codes.user_id) AS user_exists FROM auth_codes WHERE code_hash = $1"
         );
-        Ok(on_db!(self.db(), |pool| {
-            match sqlx::query(SQL).bind(code_hash).fetch_optional(pool).await {
+        on_direct!(self.direct(), |conn| {
+            match sqlx::query(SQL).bind(code_hash).fetch_optional(conn).await {
                 Ok(Some(row)) => {
                     use sqlx::{FromRow, Row};
                     CodeRecord::from_row(&row)
@@ -122,7 +122,7 @@ impl Store {
                 Ok(None) => Ok(None),
                 Err(e) => Err(e),
             }
-        })?)
+        })
     }
 
     /// Mark the code redeemed, store the first refresh token of its family
@@ -202,14 +202,16 @@ impl Store {
             (Writer::Sqlite(writer), false) => {
                 sqlite_script(writer, bound!(SQLITE_WITHOUT)).await?
             }
-            (Writer::Postgres(pool), true) => bound!(POSTGRES_WITH_REFRESH)
-                .fetch_optional(pool)
-                .await?
-                .is_some(),
-            (Writer::Postgres(pool), false) => bound!(POSTGRES_WITHOUT)
-                .fetch_optional(pool)
-                .await?
-                .is_some(),
+            (Writer::Postgres(set), with_refresh) => {
+                let mut held = set.get().await?;
+                let query = if with_refresh {
+                    bound!(POSTGRES_WITH_REFRESH)
+                } else {
+                    bound!(POSTGRES_WITHOUT)
+                };
+                let result = query.fetch_optional(held.conn()?).await;
+                held.settle(result)?.is_some()
+            }
         };
         Ok(if won { Consumed::Won } else { Consumed::Lost })
     }

@@ -1,7 +1,7 @@
 //! Refresh tokens: rotation and family revocation.
 
 use super::{Consumed, NewRefresh, RefreshRecord, sqlite_script, uncancellable};
-use crate::store::{Store, StoreError, Writer, on_db};
+use crate::store::{Store, StoreError, Writer, on_db, on_direct};
 
 macro_rules! refresh_columns {
     () => {
@@ -16,12 +16,12 @@ impl Store {
             refresh_columns!(),
             " FROM refresh_tokens WHERE token_hash = $1"
         );
-        Ok(on_db!(self.db(), |pool| {
+        on_direct!(self.direct(), |conn| {
             sqlx::query_as::<_, RefreshRecord>(SQL)
                 .bind(token_hash)
-                .fetch_optional(pool)
+                .fetch_optional(conn)
                 .await
-        })?)
+        })
     }
 
     /// Rotate: mark `old_hash` used (keeping the sealed response for a lost-
@@ -67,7 +67,11 @@ impl Store {
         }
         let won = match self.writer() {
             Writer::Sqlite(writer) => sqlite_script(writer, bound!(SQLITE)).await?,
-            Writer::Postgres(pool) => bound!(POSTGRES).fetch_optional(pool).await?.is_some(),
+            Writer::Postgres(set) => {
+                let mut held = set.get().await?;
+                let result = bound!(POSTGRES).fetch_optional(held.conn()?).await;
+                held.settle(result)?.is_some()
+            }
         };
         Ok(if won { Consumed::Won } else { Consumed::Lost })
     }
