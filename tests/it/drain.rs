@@ -128,3 +128,27 @@ async fn connections_in_the_listen_queue_are_served_not_reset() {
     assert!(matches!(served, Ok(Ok(Ok(())))), "serve did not return");
     assert_eq!(running.in_flight.current(), 0);
 }
+
+/// The store probe asks PostgreSQL, not the pool: with every pooled
+/// connection in use (here the only one, held by a lease) it still answers
+/// at once. A probe through the pool waited for a free connection, missed its
+/// deadline, and a replica restarted under load answered 503 to every MCP
+/// request although PostgreSQL was idle.
+#[tokio::test]
+async fn the_store_probe_does_not_wait_for_the_pool() {
+    let Some(url) = crate::common::fresh_postgres_database("probe").await else {
+        return;
+    };
+    let store = mcpgate::store::Store::connect(&url, 1).await.unwrap();
+    let mut probe = mcpgate::store::StoreProbe::new(store.clone(), &url).await;
+    let held = store
+        .run_exclusively("probe-test", async {
+            let pooled = tokio::time::timeout(Duration::from_millis(500), store.ping()).await;
+            assert!(pooled.is_err(), "the pool had a free connection after all");
+            tokio::time::timeout(Duration::from_secs(2), probe.probe()).await
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held, Ok(true));
+}
