@@ -395,9 +395,10 @@ impl App {
     /// Serve on `listener` until `signal` resolves, then drain: `/readyz`
     /// answers 503 at once and responses say `Connection: close`, while the
     /// listener keeps serving for the drain delay (so a balancer sees the
-    /// change and stops sending); then stop accepting, let in-flight POSTs
-    /// finish (up to the grace period), close event streams and sessions,
-    /// close the store.
+    /// change and stops sending); then stop accepting (serving the listen
+    /// queue first), finish every request already sent (up to the grace
+    /// period), and only then cancel event streams, sessions and MCP tasks;
+    /// close the store. The order: src/server/README.md.
     pub async fn serve(
         self,
         listener: TcpListener,
