@@ -104,6 +104,7 @@ if command -v nginx >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then
     || fail "openssl could not make a test certificate"
   sed -e "s#/etc/letsencrypt/live/mcp.example.com/fullchain.pem#$WORK/nginx/cert.pem#" \
       -e "s#/etc/letsencrypt/live/mcp.example.com/privkey.pem#$WORK/nginx/key.pem#" \
+      -e "s#/etc/nginx/snippets/mcpgate-proxy.conf#$PWD/deploy/nginx/mcpgate-proxy.conf#" \
       deploy/nginx/mcpgate.conf >"$WORK/nginx/mcpgate.conf"
   cat >"$WORK/nginx/nginx.conf" <<EOF
 pid $WORK/nginx/nginx.pid;

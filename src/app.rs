@@ -21,7 +21,7 @@ use crate::{
     },
     bridge::{Bridge, BridgeError},
     config::{Config, ResolvedAuth},
-    http::{self, InFlight, OpsState},
+    http::{self, OpsState},
     idp::{auto::AutoError, settings::IdpSettings},
     mcp::{self, edge::EdgeState, handler::McpHandler},
     oauth::{keys::KeyRing, settings::LocalAuthSettings, setup::SetupError},
@@ -227,8 +227,9 @@ pub struct App {
     pub router: Router,
     pub store: Store,
     pub shutdown: CancellationToken,
-    pub in_flight: Arc<InFlight>,
+    pub in_flight: Arc<crate::server::InFlight>,
     store_healthy: Arc<AtomicBool>,
+    store_probe: Arc<tokio::sync::Mutex<crate::store::StoreProbe>>,
     metrics: Arc<Metrics>,
     grace: Duration,
     /// How long the listener keeps serving after the signal, `/readyz` 503.
@@ -308,11 +309,15 @@ impl App {
         let handler = McpHandler::new(toolbox, metrics.clone(), policy, gateway.clone());
         let docs_auth = docs.as_ref().map(|_| edge.clone());
         let mcp_routes = mcp::routes(handler, edge, shutdown.clone());
-        let in_flight = Arc::new(InFlight::default());
+        let in_flight = Arc::new(crate::server::InFlight::default());
         let draining = crate::server::Draining::default();
+        let store_probe = Arc::new(tokio::sync::Mutex::new(
+            crate::store::StoreProbe::new(store.clone(), &config.store.url).await,
+        ));
         let ops = OpsState {
             store: store.clone(),
             store_healthy: store_healthy.clone(),
+            store_probe: store_probe.clone(),
             metrics: metrics.clone(),
             docs,
             docs_auth,
@@ -324,7 +329,6 @@ impl App {
         let router = http::router(
             mcp_routes,
             ops,
-            in_flight.clone(),
             &config.http.allowed_origins,
             authorization_server,
             config.server.request_timeout,
@@ -336,6 +340,7 @@ impl App {
             shutdown,
             in_flight,
             store_healthy,
+            store_probe,
             metrics,
             grace: Duration::from_secs(config.http.shutdown_grace_secs),
             drain_delay: Duration::from_secs(config.http.drain_delay_secs),
@@ -353,7 +358,7 @@ impl App {
     /// is down instead of failing half-way through a call; down means
     /// several failed probes in a row ([`crate::store::StoreHealth`]).
     fn spawn_store_probe(&self) {
-        let store = self.store.clone();
+        let probe = self.store_probe.clone();
         let healthy = self.store_healthy.clone();
         let metrics = self.metrics.clone();
         let shutdown = self.shutdown.clone();
@@ -365,10 +370,13 @@ impl App {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let probe_ok = matches!(
-                    tokio::time::timeout(Duration::from_secs(2), store.ping()).await,
-                    Ok(Ok(()))
-                );
+                let probe_ok = {
+                    let mut probe = probe.lock().await;
+                    matches!(
+                        tokio::time::timeout(Duration::from_secs(2), probe.probe()).await,
+                        Ok(true)
+                    )
+                };
                 let ok = health.record(probe_ok);
                 if healthy.swap(ok, Ordering::Relaxed) != ok {
                     if ok {
@@ -387,9 +395,10 @@ impl App {
     /// Serve on `listener` until `signal` resolves, then drain: `/readyz`
     /// answers 503 at once and responses say `Connection: close`, while the
     /// listener keeps serving for the drain delay (so a balancer sees the
-    /// change and stops sending); then stop accepting, let in-flight POSTs
-    /// finish (up to the grace period), close event streams and sessions,
-    /// close the store.
+    /// change and stops sending); then stop accepting (serving the listen
+    /// queue first), finish every request already sent (up to the grace
+    /// period), and only then cancel event streams, sessions and MCP tasks;
+    /// close the store. The order: src/server/README.md.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -423,8 +432,10 @@ impl App {
         let in_flight = self.in_flight.clone();
         let (grace, drain_delay) = (self.grace, self.drain_delay);
         let stop_accepting = CancellationToken::new();
+        let listener_closed = CancellationToken::new();
         let drain = {
             let stop_accepting = stop_accepting.clone();
+            let listener_closed = listener_closed.clone();
             let draining = self.draining.clone();
             async move {
                 signal.await;
@@ -441,6 +452,8 @@ impl App {
                     "drain delay over; no longer accepting, waiting for requests in flight"
                 );
                 stop_accepting.cancel();
+                // What the kernel had queued is accepted and counted by now.
+                listener_closed.cancelled().await;
                 in_flight.drained(grace).await;
                 tracing::info!(
                     in_flight = in_flight.current(),
@@ -456,7 +469,9 @@ impl App {
             self.router,
             self.server.clone(),
             self.draining.clone(),
+            self.in_flight.clone(),
             stop_accepting,
+            listener_closed,
         );
         // The hard limit: connections that outlive the grace period are cut.
         let hard_limit = {

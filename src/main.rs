@@ -11,6 +11,58 @@ use mcpgate::{
 
 /// Exit code for configuration problems, distinct from runtime failures.
 const EXIT_CONFIG: u8 = 2;
+/// Exit status when the reader of the output went away: 128 + SIGPIPE, what
+/// a shell reports for a command a closed pipe stopped.
+const EXIT_CLOSED_PIPE: i32 = 141;
+
+/// A line of a command's output. `println!` panics when the reader has gone
+/// (`mcpgate users list | head -1`); here the command ends quietly instead,
+/// as other Unix tools do.
+macro_rules! out {
+    ($($arg:tt)*) => { print_line(format_args!($($arg)*)) };
+}
+
+/// A line of `serve`'s own output: a closed stdout must not stop a server.
+macro_rules! announce {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// A message on stderr (with and without a newline); a closed stderr loses
+/// it rather than panicking.
+macro_rules! say_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+macro_rules! say_err_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(line)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            std::process::exit(EXIT_CLOSED_PIPE)
+        }
+        Err(e) => {
+            say_err!("mcpgate: cannot write the output: {e}");
+            std::process::exit(1)
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -20,7 +72,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mcpgate: cannot start the async runtime: {e}");
+            say_err!("mcpgate: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -32,16 +84,16 @@ async fn run(cli: Cli) -> ExitCode {
         Command::CheckConfig { config } => match config::load(config.as_deref()) {
             Ok(cfg) => match cfg.to_redacted_toml() {
                 Ok(text) => {
-                    println!("# configuration is valid\n{text}");
+                    out!("# configuration is valid\n{text}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprint!("mcpgate: {e}");
+                    say_err_raw!("mcpgate: {e}");
                     ExitCode::from(EXIT_CONFIG)
                 }
             },
             Err(e) => {
-                eprint!("mcpgate: {e}");
+                say_err_raw!("mcpgate: {e}");
                 ExitCode::from(EXIT_CONFIG)
             }
         },
@@ -63,7 +115,7 @@ async fn run(cli: Cli) -> ExitCode {
             match probe {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("mcpgate: {e}");
+                    say_err!("mcpgate: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -84,7 +136,7 @@ async fn run(cli: Cli) -> ExitCode {
             let cfg = match config::load(config.as_deref()) {
                 Ok(cfg) => cfg,
                 Err(e) => {
-                    eprint!("mcpgate: {e}");
+                    say_err_raw!("mcpgate: {e}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
@@ -93,7 +145,7 @@ async fn run(cli: Cli) -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
-                    eprintln!("mcpgate: {e:#}");
+                    say_err!("mcpgate: {e:#}");
                     ExitCode::FAILURE
                 }
             }
@@ -112,13 +164,13 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         auth = cfg.auth.mode_name(),
         "mcpgate ready"
     );
-    println!(
+    announce!(
         "mcpgate listening on http://{local}  (MCP endpoint: {})",
         cfg.mcp_resource()
     );
     if let Some(password) = &app.initial_admin_password {
         // Printed once to the terminal, never logged.
-        println!(
+        announce!(
             "created the first user: admin, one-time password: {password}\n  sign in when your MCP client opens {}/authorize; change it with: mcpgate users passwd admin",
             cfg.public_origin()
         );
@@ -138,14 +190,14 @@ async fn admin(
     let cfg = match config::load(config.as_deref()) {
         Ok(cfg) => cfg,
         Err(e) => {
-            eprint!("mcpgate: {e}");
+            say_err_raw!("mcpgate: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let store = match mcpgate::store::Store::connect(&cfg.store.url, 2).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("mcpgate: {e}");
+            say_err!("mcpgate: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -154,7 +206,7 @@ async fn admin(
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mcpgate: {e:#}");
+            say_err!("mcpgate: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -194,13 +246,15 @@ async fn users(
             }
             let hash = hash(read_password(password_stdin)?).await?;
             store.create_user(&name, &hash).await?;
-            println!("added user {name}");
+            out!("added user {name}");
         }
         UsersAction::List => {
             for user in store.list_users().await? {
-                println!(
+                out!(
                     "{}\t{}\tcreated {}",
-                    user.username, user.id, user.created_at
+                    user.username,
+                    user.id,
+                    user.created_at
                 );
             }
         }
@@ -208,7 +262,7 @@ async fn users(
             if !store.delete_user(&name).await? {
                 anyhow::bail!("no user named {name}");
             }
-            println!(
+            out!(
                 "removed user {name}; their sign-in sessions and consents are gone and their refresh tokens revoked"
             );
         }
@@ -220,7 +274,7 @@ async fn users(
             if !store.set_password(&name, &hash).await? {
                 anyhow::bail!("no local user named {name}");
             }
-            println!(
+            out!(
                 "password changed for {name}; their sign-in sessions, remembered consents and refresh tokens are revoked"
             );
         }
@@ -249,7 +303,7 @@ async fn clients(store: &mcpgate::store::Store, action: ClientsAction) -> anyhow
                     .last_used_at
                     .map(|t| t.to_string())
                     .unwrap_or_else(|| "-".to_owned());
-                println!(
+                out!(
                     "{}\t{name}\t{}\tcreated {}\tlast used {last_used}\t{redirects}",
                     client.client_id,
                     if client.secret_hash.is_some() {
@@ -265,7 +319,7 @@ async fn clients(store: &mcpgate::store::Store, action: ClientsAction) -> anyhow
             if !store.delete_client(&client_id).await? {
                 anyhow::bail!("no registered client {client_id}");
             }
-            println!(
+            out!(
                 "removed client {client_id}; its consents are gone and its refresh tokens revoked"
             );
         }
@@ -283,7 +337,7 @@ async fn consents(store: &mcpgate::store::Store, action: ConsentsAction) -> anyh
     match action {
         ConsentsAction::List { user } => {
             for (client_id, scope, created_at) in store.consents_of(&user_id(user).await?).await? {
-                println!("{client_id}\t{scope}\tgiven {created_at}");
+                out!("{client_id}\t{scope}\tgiven {created_at}");
             }
         }
         ConsentsAction::Revoke { user, client_id } => {
@@ -295,7 +349,7 @@ async fn consents(store: &mcpgate::store::Store, action: ConsentsAction) -> anyh
                     "{user} has neither a remembered consent nor live tokens for {client_id}"
                 );
             }
-            println!(
+            out!(
                 "revoked {user}'s grant to {client_id}: remembered consent {}, {revoked} refresh token(s) revoked; access tokens already issued stay valid until they expire",
                 if remembered { "removed" } else { "none" }
             );
@@ -338,7 +392,7 @@ async fn keys(
     match action {
         KeysAction::List => {
             for key in store.all_signing_keys().await? {
-                println!(
+                out!(
                     "{}\t{}\tactivates {}\tretires {}",
                     key.kid,
                     key.alg,
@@ -352,7 +406,7 @@ async fn keys(
         KeysAction::Reseal => {
             let sealer = mcpgate::oauth::setup::sealer(local)?;
             let done = mcpgate::oauth::reseal::reseal_all(store, &sealer).await?;
-            println!(
+            out!(
                 "re-sealed {} value(s) under key {}; {} could not be opened by any configured key",
                 done.resealed,
                 sealer.key_id(),
@@ -369,7 +423,7 @@ async fn keys(
             let kid =
                 mcpgate::oauth::keys::rotate(store, &sealer, local.access_token_ttl_secs as i64)
                     .await?;
-            println!(
+            out!(
                 "added key {kid}; it signs in {} s, the others retire once their tokens expired",
                 mcpgate::oauth::keys::ACTIVATION_DELAY_SECS
             );

@@ -4,7 +4,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -18,7 +18,6 @@ use axum::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use serde_json::json;
-use tokio::sync::Notify;
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
@@ -43,6 +42,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct OpsState {
     pub store: Store,
     pub store_healthy: Arc<AtomicBool>,
+    /// The round trip `/readyz` asks for (shared with the periodic probe).
+    pub store_probe: Arc<tokio::sync::Mutex<crate::store::StoreProbe>>,
     pub metrics: Arc<Metrics>,
     pub docs: Option<Arc<DocIndex>>,
     /// The `/mcp` edge: `/docs/{id}` checks callers exactly as `fetch` does.
@@ -53,58 +54,6 @@ pub struct OpsState {
     pub access: Arc<crate::server::OpsAccess>,
     /// Set on shutdown: `/readyz` answers 503 "draining" from then on.
     pub draining: crate::server::Draining,
-}
-
-/// Requests still running, so shutdown can wait for them.
-#[derive(Default)]
-pub struct InFlight {
-    count: AtomicUsize,
-    idle: Notify,
-}
-
-impl InFlight {
-    pub fn current(&self) -> usize {
-        self.count.load(Ordering::SeqCst)
-    }
-
-    /// Wait until no request is running or `limit` passes.
-    pub async fn drained(&self, limit: Duration) {
-        let _ = tokio::time::timeout(limit, async {
-            loop {
-                let notified = self.idle.notified();
-                if self.current() == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        })
-        .await;
-    }
-}
-
-struct InFlightGuard(Arc<InFlight>);
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-/// Counts POSTs (the requests that carry work) until their response headers
-/// are ready; long-lived GET event streams are closed by shutdown instead.
-async fn track_in_flight(
-    State(in_flight): State<Arc<InFlight>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if request.method() != Method::POST {
-        return next.run(request).await;
-    }
-    in_flight.count.fetch_add(1, Ordering::SeqCst);
-    let _guard = InFlightGuard(in_flight);
-    next.run(request).await
 }
 
 async fn record_http_metrics(
@@ -152,10 +101,13 @@ async fn get_readyz(
         )
             .into_response();
     }
-    let ready = matches!(
-        tokio::time::timeout(Duration::from_secs(2), ops.store.ping()).await,
-        Ok(Ok(()))
-    );
+    let ready = {
+        let mut probe = ops.store_probe.lock().await;
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), probe.probe()).await,
+            Ok(true)
+        )
+    };
     ops.store_healthy.store(ready, Ordering::Relaxed);
     ops.metrics.store_up.set(i64::from(ready));
     // An upstream that is down degrades the gateway but does not take it out
@@ -322,7 +274,6 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 pub fn router(
     mcp: Router,
     ops: OpsState,
-    in_flight: Arc<InFlight>,
     allowed_origins: &[String],
     authorization_server: Option<Router>,
     request_timeout: Duration,
@@ -350,9 +301,7 @@ pub fn router(
             header::WWW_AUTHENTICATE,
         ])
         .max_age(Duration::from_secs(3600));
-    let mcp = mcp
-        .layer(cors)
-        .layer(middleware::from_fn_with_state(in_flight, track_in_flight));
+    let mcp = mcp.layer(cors);
 
     let ops_routes = Router::new()
         .route("/healthz", get(get_healthz))

@@ -9,6 +9,6 @@ pub mod serve;
 pub mod settings;
 
 pub use client_address::ClientAddress;
-pub use drain::Draining;
+pub use drain::{Draining, InFlight};
 pub use ops_access::OpsAccess;
 pub use settings::ServerConfig;

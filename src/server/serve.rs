@@ -37,13 +37,16 @@ use hyper_util::{
 use serde_json::json;
 use tokio::{
     net::{TcpListener, TcpStream},
+    sync::Notify,
     sync::{Semaphore, watch},
     time::{Instant, Sleep},
 };
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::{ClientAddress, Draining, client_address, settings::ServerConfig};
+use super::{
+    ClientAddress, Draining, InFlight, client_address, drain::Work, settings::ServerConfig,
+};
 
 /// Connections over `max_connections` that are still read and answered.
 const OVERFLOW_CONNECTIONS: usize = 32;
@@ -59,19 +62,25 @@ struct Shared {
     router: Router,
     config: ServerConfig,
     draining: Draining,
+    in_flight: Arc<InFlight>,
+    stop_accepting: CancellationToken,
 }
 
-/// Serve `router` on `listener` until `stop_accepting` is cancelled; then stop
-/// accepting, let each connection finish its current request (streams run
-/// until the router's own shutdown ends them) and return once all are closed.
-/// While `draining` is set (before `stop_accepting`), requests are still
-/// served, but HTTP/1 responses say `Connection: close`.
+/// Serve `router` on `listener` until `stop_accepting` is cancelled; then
+/// accept what the kernel has already queued, close the listener, cancel
+/// `listener_closed`, let each connection finish its current request (or
+/// receive and finish its first one; streams run until the router's own
+/// shutdown ends them) and return once all are closed. While `draining` is
+/// set, and after `stop_accepting`, HTTP/1 responses say `Connection: close`.
+/// `in_flight` counts the work shutdown waits for ([`InFlight`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     config: ServerConfig,
     draining: Draining,
+    in_flight: Arc<InFlight>,
     stop_accepting: CancellationToken,
+    listener_closed: CancellationToken,
 ) -> io::Result<()> {
     let cap = connection_cap(config.max_connections);
     let main = Arc::new(Semaphore::new(cap));
@@ -80,6 +89,8 @@ pub async fn serve(
         router,
         config,
         draining,
+        in_flight,
+        stop_accepting: stop_accepting.clone(),
     });
     // Every connection task holds a receiver; `closed()` resolves when all are gone.
     let (all_closed_tx, all_closed_rx) = watch::channel(());
@@ -110,35 +121,94 @@ pub async fn serve(
                 }
             }
         };
-        // SSE answers go out in several writes; with Nagle on, the last one
-        // waits for the client's delayed ACK (~40 ms per request).
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-        if let Ok(permit) = main.clone().try_acquire_owned() {
-            let shared = shared.clone();
-            let stop = stop_accepting.clone();
-            let closed = all_closed_rx.clone();
-            tokio::spawn(async move {
-                serve_connection(stream, peer, shared, stop).await;
-                drop(permit);
-                drop(closed);
-            });
-        } else if let Ok(permit) = overflow.clone().try_acquire_owned() {
-            let closed = all_closed_rx.clone();
-            tokio::spawn(async move {
-                serve_over_capacity(stream).await;
-                drop(permit);
-                drop(closed);
-            });
-        } else {
-            refuse(stream);
-        }
+        serve_accepted((stream, peer), &shared, &main, &overflow, &all_closed_rx);
     }
-    drop(listener);
+    // Connections the kernel completed but nobody accepted are reset when
+    // the listener closes, possibly after the balancer sent a request on
+    // them (which it does not retry if it is a POST): accept and serve them.
+    // What arrives after the last accept is refused, and passed on.
+    for stream in queued_connections(listener) {
+        serve_accepted(stream, &shared, &main, &overflow, &all_closed_rx);
+    }
+    listener_closed.cancel();
     drop(all_closed_rx);
     all_closed_tx.closed().await;
     Ok(())
+}
+
+/// Start serving one accepted connection, within the connection limits.
+fn serve_accepted(
+    (stream, peer): (TcpStream, SocketAddr),
+    shared: &Arc<Shared>,
+    main: &Arc<Semaphore>,
+    overflow: &Arc<Semaphore>,
+    all_closed: &watch::Receiver<()>,
+) {
+    // SSE answers go out in several writes; with Nagle on, the last one
+    // waits for the client's delayed ACK (~40 ms per request).
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
+    if let Ok(permit) = main.clone().try_acquire_owned() {
+        let shared = shared.clone();
+        let closed = all_closed.clone();
+        // Counted from here: shutdown must not cancel MCP tasks while a
+        // request the balancer already sent on this connection is unread.
+        let first_request = shared.in_flight.begin();
+        tokio::spawn(async move {
+            serve_connection(stream, peer, shared, first_request).await;
+            drop(permit);
+            drop(closed);
+        });
+    } else if let Ok(permit) = overflow.clone().try_acquire_owned() {
+        let closed = all_closed.clone();
+        tokio::spawn(async move {
+            serve_over_capacity(stream).await;
+            drop(permit);
+            drop(closed);
+        });
+    } else {
+        refuse(stream);
+    }
+}
+
+/// Close `listener`, first taking every connection already in its queue.
+/// The std listener accepts with a real `accept(2)` each time; tokio's
+/// `accept` would wait for the reactor to report the queue readable.
+fn queued_connections(listener: TcpListener) -> Vec<(TcpStream, SocketAddr)> {
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not take the queued connections before closing the listener");
+            return Vec::new();
+        }
+    };
+    let mut queued = Vec::new();
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                let stream = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream));
+                match stream {
+                    Ok(stream) => queued.push((stream, peer)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "a queued connection could not be served")
+                    }
+                }
+            }
+            Err(e) if is_connection_error(&e) => continue,
+            // WouldBlock: the queue is empty. Anything else: nothing more to take.
+            Err(_) => break,
+        }
+    }
+    if !queued.is_empty() {
+        tracing::debug!(
+            connections = queued.len(),
+            "served the listener's queue before closing it"
+        );
+    }
+    queued
 }
 
 /// `max_connections`, lowered when the process may not open that many files.
@@ -225,9 +295,10 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    stop: CancellationToken,
+    first_request: Work,
 ) {
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::new(first_request));
+    let stop = shared.stop_accepting.clone();
     let service = {
         let activity = activity.clone();
         let shared = shared.clone();
@@ -245,7 +316,16 @@ async fn serve_connection(
     builder.http2().timer(TokioTimer::new());
     let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
     let mut closing = false;
+    let mut stopping = false;
     loop {
+        // Stopping: a connection closes after its current request. One that
+        // has not had a request yet was opened to send one, which may be on
+        // its way: closing it now would reset it under that request, so it is
+        // served first (with `Connection: close`, see `handle`).
+        if stopping && !closing && activity.served_any() {
+            connection.as_mut().graceful_shutdown();
+            closing = true;
+        }
         // Until its first request a connection gets the header timeout: the
         // protocol sniffing before hyper's own header timer starts has none.
         let idle_limit = if activity.served_any() {
@@ -261,10 +341,8 @@ async fn serve_connection(
                 }
                 break;
             }
-            _ = stop.cancelled(), if !closing => {
-                connection.as_mut().graceful_shutdown();
-                closing = true;
-            }
+            _ = stop.cancelled(), if !stopping => stopping = true,
+            _ = activity.first_request.notified(), if stopping && !closing => {}
             _ = tokio::time::sleep_until(idle_check), if !closing => {
                 if activity.idle_for_at_least(idle_limit, Instant::now()) {
                     connection.as_mut().graceful_shutdown();
@@ -283,6 +361,10 @@ async fn handle(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    // GETs are event streams or quick reads; the rest is work to finish.
+    // Counted before `begin` ends the connection's own count, so the total
+    // never touches zero in between.
+    let work = (request.method() != http::Method::GET).then(|| shared.in_flight.begin());
     let busy = activity.begin();
     let (mut parts, body) = request.into_parts();
     let http1 = parts.version < http::Version::HTTP_2;
@@ -314,14 +396,14 @@ async fn handle(
     // Draining: this connection will be closed soon; hyper closes it after
     // this response, and the client reconnects (to another replica).
     // HTTP/2 has no such header; its connections get a GOAWAY at the end.
-    if http1 && shared.draining.is_draining() {
+    if http1 && (shared.draining.is_draining() || shared.stop_accepting.is_cancelled()) {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(response.map(move |body| {
         Body::new(body.map_frame(move |frame| {
-            let _still_busy = &busy;
+            let _still_busy = (&busy, &work);
             frame
         }))
     }))
@@ -386,6 +468,10 @@ struct Activity {
     open: AtomicUsize,
     served: AtomicBool,
     idle_since_ms: AtomicU64,
+    /// Counts this connection as in flight until its first request.
+    awaiting_first: std::sync::Mutex<Option<Work>>,
+    /// Signalled when the first request arrives.
+    first_request: Notify,
 }
 
 /// Marks its connection busy while alive.
@@ -402,23 +488,31 @@ impl Drop for Busy {
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(first_request: Work) -> Self {
         Activity {
             started: Instant::now(),
             open: AtomicUsize::new(0),
             served: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
+            awaiting_first: std::sync::Mutex::new(Some(first_request)),
+            first_request: Notify::new(),
         }
     }
 
     fn begin(self: &Arc<Self>) -> Busy {
         self.open.fetch_add(1, Ordering::SeqCst);
-        self.served.store(true, Ordering::Relaxed);
+        if !self.served.swap(true, Ordering::SeqCst) {
+            // The request counts itself (if it is work); the wait is over.
+            if let Ok(mut waiting) = self.awaiting_first.lock() {
+                waiting.take();
+            }
+            self.first_request.notify_one();
+        }
         Busy(self.clone())
     }
 
     fn served_any(&self) -> bool {
-        self.served.load(Ordering::Relaxed)
+        self.served.load(Ordering::SeqCst)
     }
 
     fn ms_at(&self, now: Instant) -> u64 {
@@ -505,11 +599,17 @@ mod tests {
 
     #[test]
     fn a_connection_is_idle_only_without_open_requests() {
-        let activity = Arc::new(Activity::new());
+        let in_flight = Arc::new(InFlight::default());
+        let activity = Arc::new(Activity::new(in_flight.begin()));
         let start = activity.started;
         let limit = Duration::from_secs(10);
         assert!(activity.idle_for_at_least(limit, start + Duration::from_secs(10)));
         let busy = activity.begin();
+        assert_eq!(
+            in_flight.current(),
+            0,
+            "the first request ends the wait for it"
+        );
         assert!(!activity.idle_for_at_least(limit, start + Duration::from_secs(30)));
         drop(busy);
         let ended = Instant::now();

@@ -21,7 +21,7 @@ mod oauth;
 
 pub use bridge::{BridgeClientRecord, BridgeCodeRecord, BridgeRequestRecord, BridgeStage};
 pub use federation::{IdpLoginRecord, IdpTokenRecord, NO_PASSWORD};
-pub use health::StoreHealth;
+pub use health::{StoreHealth, StoreProbe};
 pub use limits::{WindowCount, WindowFull};
 pub use mcp_sessions::{LEGACY_SSE, McpSessionRecord, RelayListener, RelayedMessage, STREAMABLE};
 pub use notes::{Note, NoteDraft, NotePatch};

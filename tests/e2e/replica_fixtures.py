@@ -9,9 +9,11 @@ test_replicas.py: the deployment of issue 17, "N stateless replicas behind a loa
   replica 0 starts alone first.
 - nginx (Debian's package; scripts/e2e-install.sh installs it): run by the test as the current
   user, `daemon off`, its own prefix and config in the test's temp dir. Round robin without
-  stickiness over the three ports, HTTP/1.1 keep-alive to the upstreams, `proxy_buffering off`
-  (SSE), `proxy_next_upstream error timeout` (nginx's default: a POST is passed to the next
-  replica only when it could not be sent, e.g. connection refused). The access log records
+  stickiness over the three ports; each location includes the shipped
+  deploy/nginx/mcpgate-proxy.conf (keep-alive, `proxy_buffering off` for SSE, and
+  `proxy_next_upstream`: a POST goes to the next replica only when it could not be sent, e.g.
+  connection refused), and the upstream block keeps the shipped rule that nginx closes idle
+  connections before a replica's drain delay ends (`keepalive_timeout`). The access log records
   `$upstream_addr` and the `Mcp-Session-Id` of each request, so tests can see which replica
   served what.
 
@@ -44,6 +46,11 @@ from mcpgate_process import WORK_DIR, config_text, free_port, require_mcpgate_bi
 REPLICAS = 3
 # Seconds a replica keeps serving after SIGTERM with /readyz at 503 (`http.drain_delay_secs`).
 DRAIN_DELAY_SECS = 2
+# nginx's upstream `keepalive_timeout`: below the drain delay, as deploy/nginx/mcpgate.conf has it
+# (4 s there against a 5 s delay), so no kept-alive connection outlives a replica's drain delay.
+UPSTREAM_KEEPALIVE_SECS = 1
+# The proxy settings every location includes: the shipped file itself.
+SHIPPED_PROXY_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "mcpgate-proxy.conf"
 DRAIN_ENV = "MCPGATE_HTTP__DRAIN_DELAY_SECS"
 # A configured client for the load generator: client_credentials, tokens that outlive the run.
 LOAD_CLIENT_ID = "replica-load"
@@ -210,21 +217,12 @@ http {{
         # Round robin (the default), no stickiness.
 {servers}
         keepalive 32;
+        keepalive_timeout {UPSTREAM_KEEPALIVE_SECS}s;
     }}
     server {{
         listen 127.0.0.1:{port};
         location / {{
-            proxy_pass http://mcpgate;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_buffering off;
-            proxy_request_buffering off;
-            proxy_read_timeout 300s;
-            proxy_connect_timeout 2s;
-            proxy_next_upstream error timeout;
+            include {SHIPPED_PROXY_CONF};
         }}
     }}
 }}
@@ -302,6 +300,28 @@ class ReplicaCluster(LocalGate):
         if self.nginx is not None:
             with contextlib.suppress(OSError):
                 parts.append(f"--- nginx error.log ---\n{self.nginx.error_log.read_text(errors='replace')[-per:]}")
+        return "\n".join(parts)
+
+    def failure_evidence(self, mark: int, max_lines: int = 40) -> str:
+        """What nginx and the replicas said about failed requests after access-log line `mark`:
+        the 5xx lines of the access log, nginx's errors other than the refused connects it passed
+        to the next replica, and every replica's WARN and ERROR lines."""
+        parts = []
+        bad = [line for line in self.nginx.lines()[mark:] if line.status >= 500] if self.nginx else []
+        parts.append(f"--- nginx access log, 5xx ({len(bad)}) ---")
+        parts += [f"{line.msec:.3f} {line.method} {line.uri} {line.status} via {','.join(line.upstreams)} "
+                  f"({','.join(line.upstream_statuses)})" for line in bad[:max_lines]]
+        if self.nginx is not None:
+            with contextlib.suppress(OSError):
+                errors = [raw for raw in self.nginx.error_log.read_text(errors="replace").splitlines()
+                          if "[error]" in raw and "(111: Connection refused)" not in raw]
+                parts.append(f"--- nginx error.log, errors other than refused connects ({len(errors)}) ---")
+                parts += errors[-max_lines:]
+        for r in self.replicas:
+            noisy = [raw for raw in r.log_text().splitlines()
+                     if " ERROR " in raw or " WARN " in raw or raw.startswith("=====")]
+            parts.append(f"--- replica {r.index} ({r.addr}) WARN/ERROR ---")
+            parts += [raw[:400] for raw in noisy[-max_lines:]]
         return "\n".join(parts)
 
     def replica_by_addr(self, addr: str) -> Replica:

@@ -149,3 +149,32 @@ async fn healthcheck_fails_with_exit_1_naming_the_cause() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("listen:"), "{err}");
 }
+
+/// Output into a pipe whose reader has gone (`mcpgate check-config | head -1`
+/// once head has exited) ends the command quietly: 141 like other Unix tools
+/// stopped by a closed pipe, no panic message.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcpgate.toml");
+    std::fs::write(&path, "listen = \"127.0.0.1:8123\"\n").unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    // The reader is gone before mcpgate writes its first byte.
+    drop(reader);
+    let mut command = Command::new(BIN);
+    command
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .stdout(writer);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MCPGATE_") {
+            command.env_remove(key);
+        }
+    }
+    let output = command.output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(output.status.code(), Some(141), "{err}");
+}
