@@ -178,11 +178,11 @@ mod tests {
     async fn a_settled_connection_is_reused_and_a_statement_error_keeps_it() {
         let set = memory();
         let mut held = set.get().await.unwrap();
-        let r = sqlx::query("CREATE TABLE t (x INTEGER)")
+        let r = sqlx::query("CREATE TEMP TABLE t (x INTEGER)")
             .execute(held.conn().unwrap())
             .await;
         held.settle(r).unwrap();
-        // Each in-memory connection is its own database: finding the table
+        // A TEMP table is seen by its own connection only: finding it
         // again means the same connection came back.
         let mut held = set.get().await.unwrap();
         let r = sqlx::query("SELECT nope FROM t")
@@ -197,7 +197,7 @@ mod tests {
     async fn a_connection_abandoned_mid_statement_is_replaced() {
         let set = memory();
         let mut held = set.get().await.unwrap();
-        let r = sqlx::query("CREATE TABLE t (x INTEGER)")
+        let r = sqlx::query("CREATE TEMP TABLE t (x INTEGER)")
             .execute(held.conn().unwrap())
             .await;
         held.settle(r).unwrap();
