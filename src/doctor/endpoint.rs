@@ -302,11 +302,12 @@ impl Run<'_> {
                     .find(|p| p.name == "resource_metadata")
                     .map(|p| p.value)
             });
-        let candidates = match from_challenge {
-            Some(url) => vec![url],
-            None => prm_well_known(&self.url),
-        };
-        let mut last = String::new();
+        let mut candidates = prm_well_known(&self.url);
+        if let Some(url) = &from_challenge {
+            candidates.retain(|c| c != url);
+            candidates.insert(0, url.clone());
+        }
+        let mut failures = Vec::new();
         let mut found = None;
         for candidate in &candidates {
             match self.get(candidate).await {
@@ -315,23 +316,36 @@ impl Run<'_> {
                         found = Some((candidate.clone(), v));
                         break;
                     }
-                    _ => last = format!("{candidate} answered 200 but not a JSON object"),
+                    _ => failures.push(format!("{candidate} answered 200 but not a JSON object")),
                 },
-                Ok(a) => last = format!("{candidate} answered {}", a.status),
-                Err(e) => last = format!("{candidate}: {e}"),
+                Ok(a) => failures.push(format!("{candidate} answered {}", a.status)),
+                Err(e) => failures.push(format!("{candidate}: {e}")),
             }
         }
+        let public_url_fix = format!(
+            "make the server's public URL the one clients use: for mcpgate, public_url = \"{}\"; behind a proxy, forward the original Host",
+            self.url.origin().ascii_serialization()
+        );
         let Some((prm_url, prm)) = found else {
             self.report.push(Check::fail(
                 "prm.fetch",
                 "no protected-resource metadata",
-                last,
+                failures.join("; "),
                 format!("serve RFC 9728 metadata at {} with resource = {} and authorization_servers, and name it in the 401's resource_metadata", candidates.first().cloned().unwrap_or_default(), self.url),
             ));
             return None;
         };
-        self.report
-            .push(Check::pass("prm.fetch", format!("read {prm_url}")));
+        if let Some(named) = from_challenge.filter(|named| *named != prm_url) {
+            self.report.push(Check::fail(
+                "prm.fetch",
+                format!("the 401 names {named}, which does not answer; the metadata is at {prm_url}"),
+                format!("{}: the server advertises another address than the one used (a wrong public URL), so clients following the challenge never find the metadata", failures.join("; ")),
+                public_url_fix.clone(),
+            ));
+        } else {
+            self.report
+                .push(Check::pass("prm.fetch", format!("read {prm_url}")));
+        }
         let resource = prm["resource"].as_str().unwrap_or_default().to_owned();
         let used = self.url.as_str().to_owned();
         self.report.push(if resource == used {
@@ -356,7 +370,7 @@ impl Run<'_> {
                 "prm.resource",
                 format!("resource {resource} is not the URL used, {used}"),
                 cause,
-                format!("make the server's public URL the one clients use: for mcpgate, public_url = \"{}\" (then the resource is {used}); behind a proxy, forward the original Host", self.url.origin().ascii_serialization()),
+                public_url_fix,
             )
         });
         learned.issuers = prm["authorization_servers"]
