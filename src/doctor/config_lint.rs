@@ -269,7 +269,7 @@ async fn authorize_probe(
         || mentions(&body, &redirect_markers[2..])
         || mentions(&body, &client_markers[3..])
     {
-        Some(answer.excerpt())
+        Some(answer.excerpt_near(&["error", "redirect", "client"]))
     } else {
         None
     };

@@ -90,11 +90,43 @@ impl Answer {
             .find(|m| m.get("id").is_some())
     }
 
+    /// The body as text for a cause (an HTML page's visible text), from the
+    /// first line mentioning one of `markers` when there is one, cut short.
+    pub fn excerpt_near(&self, markers: &[&str]) -> String {
+        let raw = String::from_utf8_lossy(&self.body);
+        let text = if raw.trim_start().starts_with('<') {
+            visible_text(&raw)
+        } else {
+            raw.split_whitespace().collect::<Vec<_>>().join(" ")
+        };
+        let lower = text.to_ascii_lowercase();
+        let start = markers
+            .iter()
+            .filter_map(|m| lower.find(m))
+            .min()
+            .map(|i| {
+                lower[..i]
+                    .rfind(". ")
+                    .map_or(0, |j| j + 2)
+                    .max(i.saturating_sub(80))
+            })
+            .unwrap_or(0);
+        let start = (0..=start)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text[start..]
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(240)
+            .collect::<String>()
+            .trim()
+            .to_owned()
+    }
+
     /// The first characters of the body, for a cause text.
     pub fn excerpt(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body);
-        let text: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
-        text.trim().to_owned()
+        self.excerpt_near(&[])
     }
 
     /// `error: error_description` of an OAuth error body, else the excerpt.
@@ -109,5 +141,58 @@ impl Answer {
             }
             _ => self.excerpt(),
         }
+    }
+}
+
+/// An HTML page's words: without head, scripts and styles, tags removed,
+/// whitespace collapsed (an IdP's error page names the error in its text).
+fn visible_text(html: &str) -> String {
+    let lower = html.to_ascii_lowercase();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < html.len() {
+        let rest = &lower[i..];
+        let skip_to = ["<head", "<script", "<style"]
+            .iter()
+            .zip(["</head>", "</script>", "</style>"])
+            .find(|(open, _)| rest.starts_with(**open))
+            .map(|(_, close)| rest.find(close).map_or(html.len(), |j| i + j + close.len()));
+        if let Some(end) = skip_to {
+            i = end;
+        } else if rest.starts_with('<') {
+            i = rest.find('>').map_or(html.len(), |j| i + j + 1);
+            out.push(' ');
+        } else {
+            let next = rest.find('<').map_or(html.len(), |j| i + j);
+            out.push_str(&html[i..next]);
+            i = next;
+        }
+    }
+    let words = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    words
+        .replace("&#39;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_error_pages_become_their_words_near_the_marker() {
+        let page = "<!DOCTYPE html><html><head><title>x</title><style>p{}</style></head><body>\n<h1>oops! something went wrong</h1><script>var a = '<b>';</script><p>error: invalid_redirect_uri</p><p>error_description: redirect_uri did not match</p></body></html>";
+        let answer = Answer {
+            status: 400,
+            headers: reqwest::header::HeaderMap::new(),
+            body: page.as_bytes().to_vec(),
+        };
+        assert_eq!(
+            answer.excerpt(),
+            "oops! something went wrong error: invalid_redirect_uri error_description: redirect_uri did not match"
+        );
+        assert!(answer.excerpt_near(&["redirect_uri"]).starts_with("oops"));
     }
 }
