@@ -206,6 +206,35 @@ mod tests {
         assert_eq!(check.docs, "docs/guide/doctor.md#as-pkce");
     }
 
+    /// Every check id in the code has its section in the guide, so no fix
+    /// text links to a missing anchor.
+    #[test]
+    fn every_check_has_a_docs_anchor() {
+        let guide = include_str!("../../docs/guide/doctor.md");
+        let sources = [
+            include_str!("endpoint.rs"),
+            include_str!("endpoint/authorization.rs"),
+            include_str!("token.rs"),
+            include_str!("config_lint.rs"),
+        ];
+        let mut ids = Vec::new();
+        for source in sources {
+            for method in ["pass(", "fail(", "warn(", "skip(", "manual("] {
+                for (i, _) in source.match_indices(&format!("Check::{method}")) {
+                    let rest = source[i + 7 + method.len()..].trim_start();
+                    if let Some(rest) = rest.strip_prefix('"') {
+                        ids.push(rest.split('"').next().unwrap().to_owned());
+                    }
+                }
+            }
+        }
+        assert!(ids.len() > 40, "{ids:?}");
+        for id in &ids {
+            let tag = format!("<a id=\"{}\"></a>", anchor(id));
+            assert!(guide.contains(&tag), "docs/guide/doctor.md lacks {tag}");
+        }
+    }
+
     #[test]
     fn secrets_come_from_stdin_or_a_file_and_are_never_empty() {
         let mut stdin: &[u8] = b"abc.def.ghi\n";

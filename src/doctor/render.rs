@@ -33,10 +33,11 @@ pub fn text(report: &Report) -> String {
             out.push_str(&format!("{pad}docs:  {}\n", check.docs));
         }
     }
+    let warnings = report.count(Outcome::Warn);
     out.push_str(&format!(
-        "{} passed, {} warnings, {} failed, {} skipped\n",
+        "{} passed, {warnings} {}, {} failed, {} skipped\n",
         report.count(Outcome::Pass),
-        report.count(Outcome::Warn),
+        if warnings == 1 { "warning" } else { "warnings" },
         report.count(Outcome::Fail),
         report.count(Outcome::Skip)
     ));
