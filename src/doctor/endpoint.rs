@@ -101,7 +101,7 @@ impl Run<'_> {
         let mut learned = Learned::default();
         if !self.challenge(&answer, &mut learned) {
             self.cors(None).await;
-            self.discover(learned.open.then_some(""), &learned).await;
+            self.discover(learned.open.then_some("")).await;
             return;
         }
         let prm_url = self.prm(&answer, &mut learned).await;
@@ -111,7 +111,7 @@ impl Run<'_> {
         self.dcr(options, &learned).await;
         self.cors(prm_url.as_deref()).await;
         let token = self.token(options, &learned).await;
-        self.discover(token.as_ref().map(|t| t.expose_secret()), &learned)
+        self.discover(token.as_ref().map(|t| t.expose_secret()))
             .await;
     }
 

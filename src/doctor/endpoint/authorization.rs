@@ -362,7 +362,7 @@ impl Run<'_> {
 
     /// `server/discover` (MCP 2026-07-28): the stateless revision's entry.
     /// `token` is `Some("")` for an open server.
-    pub(super) async fn discover(&mut self, token: Option<&str>, learned: &Learned) {
+    pub(super) async fn discover(&mut self, token: Option<&str>) {
         let Some(token) = token else {
             self.report.push(Check::skip(
                 "discover",
@@ -370,7 +370,6 @@ impl Run<'_> {
             ));
             return;
         };
-        let _ = learned;
         let body = json!({"jsonrpc":"2.0","id":2,"method":"server/discover","params":{"_meta":{
             "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
             "io.modelcontextprotocol/clientInfo": {"name":"mcpgate-doctor","version":env!("CARGO_PKG_VERSION")},
