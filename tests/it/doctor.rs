@@ -525,3 +525,59 @@ async fn config_lint_probes_the_redirect_uri_at_the_idp() {
     assert_eq!(last["redirect_uri"], "https://mcp.example.com/callback");
     assert_eq!(last["code_challenge_method"], "S256");
 }
+
+#[tokio::test]
+async fn config_lint_in_resource_mode_tries_the_idps_registration() {
+    let issuer = start_stand_in(
+        StandIn {
+            dcr_status: 403,
+            ..StandIn::default()
+        },
+        "127.0.0.1:0",
+        None,
+    )
+    .await;
+    let mut raw = RawConfig {
+        public_url: Some("https://mcp.example.com".into()),
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(std::env::temp_dir()),
+        store: RawStore {
+            url: Some("sqlite::memory:".into()),
+            max_connections: None,
+        },
+        ..RawConfig::default()
+    };
+    raw.auth.mode = Some("resource".into());
+    raw.auth.resource = Some(RawResourceAuth {
+        issuer: Some(issuer),
+        ..RawResourceAuth::default()
+    });
+    let cfg = raw.validate().unwrap();
+    let lint = |register| {
+        let cfg = cfg.clone();
+        async move {
+            let options = config_lint::LintOptions {
+                timeout: Duration::from_secs(5),
+                register,
+            };
+            config_lint::lint(&cfg, "test", &options).await.unwrap()
+        }
+    };
+    let report = lint(true).await;
+    expect(&report, "idp.discovery", Outcome::Pass);
+    let dcr = expect(&report, "idp.dcr", Outcome::Fail);
+    assert!(cause(dcr).contains("Host not trusted"), "{dcr:?}");
+    assert!(
+        fix(dcr).contains("Anonymous access policies → Trusted Hosts"),
+        "{dcr:?}"
+    );
+    // The audience is not visible from outside: said so, with the way to check it.
+    let audience = expect(&report, "idp.audience", Outcome::Skip);
+    assert!(audience.summary.contains("cannot be checked from outside"));
+    assert!(audience.summary.contains("https://mcp.example.com/mcp"));
+    assert!(report.failed());
+    assert_eq!(
+        expect(&lint(false).await, "idp.dcr", Outcome::Skip).summary,
+        "not tried (--no-register)"
+    );
+}
