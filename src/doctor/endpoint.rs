@@ -283,6 +283,12 @@ impl Run<'_> {
                 "without scope clients request every scopes_supported entry (Claude) or none, and get more or less than the tools need",
                 "add scope=\"…\" with the scopes the tools need (never offline_access) to the challenge",
             ),
+            Some(_) if learned.challenge_scopes.iter().any(|s| s == "offline_access") => Check::warn(
+                "challenge",
+                format!("the challenge's scope {:?} includes offline_access", learned.challenge_scopes),
+                "MCP 2026-07-28: offline_access belongs to the authorization server, never in the resource's challenge or metadata; clients then ask for it at resources that cannot grant it",
+                "list only the scopes the tools need in the challenge; the authorization server decides about refresh tokens",
+            ),
             Some(_) => Check::pass(
                 "challenge",
                 format!("401 with quoted resource_metadata and scope {:?}", learned.challenge_scopes),
@@ -509,6 +515,46 @@ mod tests {
         assert_eq!(params[1].value, "x");
         assert!(parse_bearer("Basic realm=\"x\"").is_none());
         assert_eq!(parse_bearer("Bearer").unwrap(), vec![]);
+    }
+
+    fn challenge_of(value: &str) -> (bool, crate::doctor::Check) {
+        let mut report = Report::new("test");
+        let mut run = Run {
+            client: reqwest::Client::new(),
+            url: Url::parse("https://h.example/mcp").unwrap(),
+            origin: String::new(),
+            report: &mut report,
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("www-authenticate", value.parse().unwrap());
+        let answer = Answer {
+            status: 401,
+            headers,
+            body: Vec::new(),
+        };
+        let followed = run.challenge(&answer, &mut Learned::default());
+        (followed, report.checks[0].clone())
+    }
+
+    #[test]
+    fn the_challenge_is_read_like_a_strict_client_would() {
+        use crate::doctor::Outcome;
+        let (followed, check) =
+            challenge_of(r#"Bearer resource_metadata="https://h.example/m", scope="a b""#);
+        assert!(followed);
+        assert_eq!(check.outcome, Outcome::Pass);
+        let (_, check) = challenge_of(
+            r#"Bearer resource_metadata="https://h.example/m", scope="a offline_access""#,
+        );
+        assert_eq!(check.outcome, Outcome::Warn);
+        assert!(check.cause.unwrap().contains("offline_access"));
+        let (_, check) = challenge_of(r#"Bearer resource_metadata="https://h.example/m""#);
+        assert_eq!(check.outcome, Outcome::Warn);
+        let (_, check) = challenge_of("Bearer scope=\"a\"");
+        assert_eq!(check.outcome, Outcome::Warn);
+        assert!(check.summary.contains("no resource_metadata"));
+        let (_, check) = challenge_of("Basic realm=\"x\"");
+        assert_eq!(check.outcome, Outcome::Fail);
     }
 
     #[test]

@@ -108,7 +108,15 @@ impl Run<'_> {
         );
         let auth_methods = strings(&meta["token_endpoint_auth_methods_supported"]);
         let has = |m: &str| auth_methods.iter().any(|a| a == m);
-        self.report.push(if !cimd || has("private_key_jwt") && has("none") {
+        let signing = strings(&meta["token_endpoint_auth_signing_alg_values_supported"]);
+        self.report.push(if has("private_key_jwt") && !signing.iter().any(|a| a == "RS256") {
+            Check::warn(
+                "as.auth_methods",
+                format!("private_key_jwt without RS256 in token_endpoint_auth_signing_alg_values_supported ({signing:?})"),
+                "ChatGPT signs its client assertions with RS256; a server that does not list it may refuse them",
+                "accept RS256 client assertions and list RS256 in token_endpoint_auth_signing_alg_values_supported",
+            )
+        } else if !cimd || has("private_key_jwt") && has("none") {
             Check::pass(
                 "as.auth_methods",
                 format!("token endpoint auth methods {auth_methods:?}"),
