@@ -54,6 +54,15 @@ pub async fn check(options: &EndpointOptions) -> Result<Report, DoctorError> {
         report: &mut report,
     };
     run.all(options).await;
+    // A server may echo what it was sent: no secret leaves through a check.
+    let mut secrets: Vec<&str> = Vec::new();
+    if let Some(token) = &options.token {
+        secrets.push(token.expose_secret());
+    }
+    if let Some(credentials) = &options.client_credentials {
+        secrets.push(credentials.client_secret.expose_secret());
+    }
+    report.redact(&secrets);
     Ok(report)
 }
 

@@ -141,6 +141,23 @@ impl Report {
         self.checks.iter().filter(|c| c.outcome == outcome).count()
     }
 
+    /// Replace every occurrence of `secrets` in the checks' texts.
+    pub fn redact(&mut self, secrets: &[&str]) {
+        for secret in secrets.iter().filter(|s| s.len() >= 4) {
+            for check in &mut self.checks {
+                for text in [&mut check.summary]
+                    .into_iter()
+                    .chain(check.cause.as_mut())
+                    .chain(check.fix.as_mut())
+                {
+                    if text.contains(secret) {
+                        *text = text.replace(secret, "[redacted]");
+                    }
+                }
+            }
+        }
+    }
+
     /// The check with this id (tests and callers that act on one result).
     pub fn get(&self, id: &str) -> Option<&Check> {
         self.checks.iter().find(|c| c.id == id)
@@ -233,6 +250,21 @@ mod tests {
             let tag = format!("<a id=\"{}\"></a>", anchor(id));
             assert!(guide.contains(&tag), "docs/guide/doctor.md lacks {tag}");
         }
+    }
+
+    #[test]
+    fn secrets_echoed_by_a_server_are_redacted() {
+        let mut report = Report::new("x");
+        report.push(Check::fail(
+            "token.accepted",
+            "got s3cret-token",
+            "echo: s3cret-token",
+            "fix",
+        ));
+        report.redact(&["s3cret-token", ""]);
+        let check = &report.checks[0];
+        assert_eq!(check.summary, "got [redacted]");
+        assert_eq!(check.cause.as_deref(), Some("echo: [redacted]"));
     }
 
     #[test]
