@@ -426,6 +426,10 @@ impl Run<'_> {
                 "the server speaks only the sessionful revisions (≤ 2025-11-25); 2026-07-28 clients fall back to initialize, or fail when they do not",
                 "upgrade the MCP server (or put mcpgate in front, which serves both revisions on one URL)",
             ),
+            (401 | 403, _, _) => Check::skip(
+                "discover",
+                format!("not checked: the server refused the token ({}), see token.accepted", answer.status),
+            ),
             (status, _, _) => Check::warn(
                 "discover",
                 format!("server/discover answered HTTP {status}"),
