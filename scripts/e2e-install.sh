@@ -75,6 +75,11 @@ else
   log "python: $("$VENV/bin/python" -c 'import importlib.metadata as m; print("mcp", m.version("mcp"), "pytest", m.version("pytest"))')"
 fi
 
+# ---------------------------------------------------------------- FastMCP (a third-party peer)
+# test_doctor.py runs `mcpgate doctor` against FastMCP's own OAuth server: the pinned FastMCP of
+# the benchmarks (bench/.venv, idempotent when already installed).
+bash "$ROOT/bench/install.sh" >/dev/null || { log "bench/install.sh (FastMCP for test_doctor.py) failed"; exit 1; }
+
 # ---------------------------------------------------------------- Node
 command -v npm >/dev/null 2>&1 || { log "npm not found (Node 20+ with npm is required)"; exit 1; }
 NM="$E2E/node_modules"

@@ -44,6 +44,12 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
     },
+    /// Check a deployed MCP endpoint from the outside the way ChatGPT, Claude,
+    /// VS Code and Cursor will (`doctor URL`), or this configuration's
+    /// identity-provider side (`doctor --config FILE`). Each check is
+    /// pass/warn/fail with the cause and the fix; exit 1 on any failure.
+    /// Works against any MCP server. Guide: docs/guide/doctor.md.
+    Doctor(DoctorArgs),
     /// Manage local users (auth.mode = "local").
     Users {
         #[arg(long, env = "MCPGATE_CONFIG", global = true)]
@@ -72,6 +78,35 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// The MCP endpoint as clients are given it, e.g. https://mcp.example.com/mcp.
+    #[arg(required_unless_present = "config")]
+    pub url: Option<String>,
+    /// Lint this mcpgate configuration against its identity provider instead.
+    #[arg(long, conflicts_with = "url")]
+    pub config: Option<PathBuf>,
+    /// An access token to check and call with: a file, or `-` for stdin.
+    #[arg(long, value_name = "FILE|-")]
+    pub token: Option<String>,
+    /// Fetch a token with the client-credentials grant; the file (or `-`)
+    /// holds JSON {"client_id", "client_secret"} or two lines: id, secret.
+    #[arg(long, value_name = "FILE|-", conflicts_with = "token")]
+    pub client_credentials: Option<String>,
+    /// Do not register a throwaway client to test DCR.
+    #[arg(long)]
+    pub no_register: bool,
+    /// The browser origin of the CORS preflight.
+    #[arg(long, default_value = crate::doctor::endpoint::DEFAULT_ORIGIN)]
+    pub origin: String,
+    /// Seconds per request.
+    #[arg(long, default_value_t = 10)]
+    pub timeout_secs: u64,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

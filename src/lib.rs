@@ -12,7 +12,8 @@
 //! `upstream` (the gateway to MCP servers behind mcpgate; rmcp client side),
 //! `toolsets` (built-in tools, domain code only), `store`
 //! (SQLite/PostgreSQL), `telemetry` (logs and metrics), `cli` (the command
-//! line), and the leaves `clock` (time as a parameter), `problems` (helpers
+//! line), `doctor` (`mcpgate doctor`: outside checks of a deployed MCP
+//! endpoint and of this configuration's identity provider), and the leaves `clock` (time as a parameter), `problems` (helpers
 //! shared by the settings validators), `constant_time` (secret comparison),
 //! `visible_text` (characters kept off pages and logs).
 //!
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod constant_time;
+pub mod doctor;
 pub mod http;
 pub mod idp;
 pub mod mcp;

@@ -120,6 +120,7 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Doctor(args) => doctor(args).await,
         Command::Users { config, action } => {
             admin(config, |cfg, store| Box::pin(users(cfg, store, action))).await
         }
@@ -149,6 +150,70 @@ async fn run(cli: Cli) -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `mcpgate doctor`: 0 when nothing failed, 1 on a failed check, 2 when
+/// the input is unusable.
+async fn doctor(args: mcpgate::cli::DoctorArgs) -> ExitCode {
+    use mcpgate::doctor::{self, config_lint, endpoint, render, token::ClientCredentials};
+    let timeout = Duration::from_secs(args.timeout_secs.max(1));
+    let register = !args.no_register;
+    let report = async {
+        if let Some(path) = &args.config {
+            let cfg =
+                config::load(Some(path)).map_err(|e| doctor::DoctorError::Config(e.to_string()))?;
+            let target = format!("configuration {}", path.display());
+            return config_lint::lint(
+                &cfg,
+                &target,
+                &config_lint::LintOptions { timeout, register },
+            )
+            .await;
+        }
+        let mut stdin = std::io::stdin();
+        let token = match &args.token {
+            Some(from) => Some(doctor::read_secret_source("the token", from, &mut stdin)?),
+            None => None,
+        };
+        let client_credentials = match &args.client_credentials {
+            Some(from) => Some(ClientCredentials::parse(&doctor::read_secret_source(
+                "client credentials",
+                from,
+                &mut stdin,
+            )?)?),
+            None => None,
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        endpoint::check(&endpoint::EndpointOptions {
+            url: args.url.clone().unwrap_or_default(),
+            token,
+            client_credentials,
+            register,
+            origin: args.origin.clone(),
+            timeout,
+            now,
+        })
+        .await
+    }
+    .await;
+    match report {
+        Ok(report) => {
+            if args.json {
+                println!("{}", render::json(&report));
+            } else {
+                print!("{}", render::text(&report));
+            }
+            if report.failed() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("mcpgate: {e}");
+            ExitCode::from(EXIT_CONFIG)
         }
     }
 }
