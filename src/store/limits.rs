@@ -6,7 +6,7 @@
 //! has passed and returns the new count), so concurrent hits on any number
 //! of replicas are all counted. Times are epoch seconds.
 
-use super::{Store, StoreError, on_db};
+use super::{Store, StoreError, on_db, on_writer};
 
 /// A counter after a hit: its count in the current window and when that
 /// window started.
@@ -49,12 +49,13 @@ impl Store {
         now: i64,
     ) -> Result<WindowCount, StoreError> {
         const SQL: &str = upsert_hit!("");
-        let (count, window_start): (i64, i64) = on_db!(self.db(), |pool| sqlx::query_as(SQL)
-            .bind(key)
-            .bind(now)
-            .bind(window_secs)
-            .fetch_one(pool)
-            .await)?;
+        let (count, window_start): (i64, i64) =
+            on_writer!(self.writer(), |conn| sqlx::query_as(SQL)
+                .bind(key)
+                .bind(now)
+                .bind(window_secs)
+                .fetch_one(conn)
+                .await)?;
         Ok(WindowCount {
             count,
             window_start,
@@ -76,12 +77,12 @@ impl Store {
         const SQL: &str =
             upsert_hit!(" WHERE rate_limits.window_start <= $2 - $3 OR rate_limits.hits < $4");
         const FULL: &str = "SELECT window_start FROM rate_limits WHERE key = $1";
-        let taken: Option<(i64, i64)> = on_db!(self.db(), |pool| sqlx::query_as(SQL)
+        let taken: Option<(i64, i64)> = on_writer!(self.writer(), |conn| sqlx::query_as(SQL)
             .bind(key)
             .bind(now)
             .bind(window_secs)
             .bind(limit)
-            .fetch_optional(pool)
+            .fetch_optional(conn)
             .await)?;
         if let Some((count, window_start)) = taken {
             return Ok(Ok(WindowCount {

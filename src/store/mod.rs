@@ -119,6 +119,30 @@ macro_rules! on_direct {
 }
 pub(crate) use on_direct;
 
+/// Run one writing statement where the grants write: SQLite's single
+/// writer (no wait in SQLite's busy handler beside it), PostgreSQL's
+/// dedicated connections (one round trip).
+macro_rules! on_writer {
+    ($writer:expr, |$conn:ident| $body:expr) => {
+        match $writer {
+            $crate::store::Writer::Sqlite(writer) => {
+                let mut guard = writer.lock().await;
+                let $conn = &mut *guard;
+                $body.map_err($crate::store::StoreError::from)
+            }
+            $crate::store::Writer::Postgres(set) => {
+                let mut held = set.get().await?;
+                let result = {
+                    let $conn = held.conn()?;
+                    $body
+                };
+                held.settle(result)
+            }
+        }
+    };
+}
+pub(crate) use on_writer;
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {

@@ -1,7 +1,7 @@
 //! Registered OAuth clients and the consents users gave them.
 
-use super::{ClientRecord, conflict_or, revoke_all, uncancellable};
-use crate::store::{Store, StoreError, now_epoch, on_db, on_direct};
+use super::{ClientRecord, revoke_all, uncancellable};
+use crate::store::{Store, StoreError, now_epoch, on_db, on_direct, on_writer};
 
 macro_rules! client_columns {
     () => {
@@ -13,7 +13,8 @@ impl Store {
     /// Insert a dynamic registration unless `max_unused` clients that never
     /// obtained a token exist already: `false` then, and nothing is written.
     /// One statement, so concurrent registrations cannot overshoot much
-    /// (SQLite: not at all).
+    /// (SQLite: not at all). The count stops at the cap and reads the
+    /// partial index of unused clients, not every client.
     pub async fn insert_client_capped(
         &self,
         client: &ClientRecord,
@@ -22,19 +23,25 @@ impl Store {
         const SQL: &str = concat!(
             "INSERT INTO oauth_clients (",
             client_columns!(),
-            ") SELECT $1, $2, $3, $4, $5 WHERE (SELECT COUNT(*) FROM oauth_clients WHERE last_used_at IS NULL) < $6"
+            ") SELECT $1, $2, $3, $4, $5 WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM oauth_clients WHERE last_used_at IS NULL LIMIT $6) AS unused) < $6"
         );
-        let inserted = on_db!(self.db(), |pool| sqlx::query(SQL)
+        // A taken id comes out as `None` (a statement error: the
+        // connection stays), anything else as the store's error.
+        let inserted = on_writer!(self.writer(), |conn| match sqlx::query(SQL)
             .bind(&client.client_id)
             .bind(&client.secret_hash)
             .bind(&client.metadata)
             .bind(client.created_at)
             .bind(client.last_used_at)
             .bind(max_unused)
-            .execute(pool)
+            .execute(conn)
             .await
-            .map(|r| r.rows_affected()))
-        .map_err(|e| conflict_or(e, "client id taken"))?;
+        {
+            Ok(done) => Ok(Some(done.rows_affected())),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(None),
+            Err(e) => Err(e),
+        })?
+        .ok_or_else(|| StoreError::Conflict("client id taken".to_owned()))?;
         Ok(inserted == 1)
     }
 
