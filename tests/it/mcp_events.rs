@@ -447,3 +447,51 @@ async fn on_sqlite_the_get_stream_gets_resource_updates_and_resumes_after_a_reco
     assert_eq!(message["method"], "notifications/tools/list_changed");
     assert!(second.parse::<i64>().unwrap() > first.parse::<i64>().unwrap());
 }
+
+#[tokio::test]
+async fn only_the_newest_get_stream_of_a_session_delivers_across_replicas() {
+    let Some(url) = fresh_postgres_database("mcp_events").await else {
+        return;
+    };
+    let a = replica(&url, |raw| raw.upstreams = vec![stdio("fx")]).await;
+    let b = replica(&url, |raw| raw.upstreams = vec![stdio("fx")]).await;
+    let sid = a.initialize().await;
+    let subscribed = a
+        .session_call(
+            &sid,
+            2,
+            "resources/subscribe",
+            json!({"uri": "test://watched-resource"}),
+        )
+        .await;
+    assert!(subscribed.get("result").is_some(), "{subscribed}");
+    let mut older = GetStream::start(&b, &sid, None).await;
+    older.event().await; // priming: B has claimed the session
+    let mut newer = GetStream::start(&a, &sid, None).await;
+    newer.event().await;
+    call(&a, &sid, 3, "touch_resource", json!({})).await;
+    let (_, message) = newer.message().await;
+    assert_eq!(message["method"], "notifications/resources/updated");
+    // Ending the session ends both; the older one delivered nothing.
+    let deleted = a
+        .client
+        .delete(a.url("/mcp"))
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut rest = older.buffer.clone();
+        while let Ok(Some(chunk)) = older.response.chunk().await {
+            rest.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        rest
+    })
+    .await
+    .expect("the older stream ends with the session");
+    assert!(
+        !rest.lines().any(|l| l.starts_with("data:") && l.len() > 6),
+        "the older stream delivered: {rest}"
+    );
+}
