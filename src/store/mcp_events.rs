@@ -4,7 +4,10 @@
 //! cursor and sends it on. The `seq` of a row is the SSE event id, so a
 //! client reconnecting with `Last-Event-ID` on any replica gets the rest.
 
-use sqlx::postgres::PgListener;
+use sqlx::{
+    Pool, Postgres,
+    postgres::{PgListener, PgPoolOptions},
+};
 
 use super::{Db, Store, StoreError, leases::lock_key, on_db};
 
@@ -223,8 +226,17 @@ impl Store {
         let Db::Postgres(pool) = self.db() else {
             return Ok(None);
         };
-        let mut listener = PgListener::connect_with(pool).await?;
+        let mut listener = PgListener::connect_with(&listener_pool(pool)).await?;
         listener.listen(EVENTS_CHANNEL).await?;
         Ok(Some(McpEventListener(listener)))
     }
+}
+
+/// A pool of one connection, beside `pool`, for a `LISTEN`: a listener
+/// holds its connection for good, which must not shrink the pool that
+/// serves requests.
+pub(crate) fn listener_pool(pool: &Pool<Postgres>) -> Pool<Postgres> {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with((*pool.connect_options()).clone())
 }

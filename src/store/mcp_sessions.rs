@@ -6,7 +6,7 @@
 
 use sqlx::postgres::PgListener;
 
-use super::{Db, Store, StoreError, on_db};
+use super::{Db, Store, StoreError, mcp_events::listener_pool, on_db};
 
 /// The transport a session row belongs to.
 pub const STREAMABLE: &str = "streamable";
@@ -241,7 +241,7 @@ impl Store {
         let Db::Postgres(pool) = self.db() else {
             return Ok(None);
         };
-        let mut listener = PgListener::connect_with(pool).await?;
+        let mut listener = PgListener::connect_with(&listener_pool(pool)).await?;
         listener.listen(RELAY_CHANNEL).await?;
         Ok(Some(RelayListener(listener)))
     }
