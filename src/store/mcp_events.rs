@@ -153,37 +153,46 @@ impl Store {
         limit: i64,
         now: i64,
     ) -> Result<McpStreamView, StoreError> {
+        // One statement: the claim is checked in the same snapshot as the
+        // rows are read, so a stream that a newer one has replaced never
+        // sends a message raised after the replacement.
+        const EVENTS: &str = "SELECT e.seq, e.message FROM mcp_events e \
+             JOIN mcp_sessions s ON s.id = e.session \
+             WHERE e.session = $1 AND e.seq > $2 AND s.stream_claim = $3 \
+             AND s.ended_at IS NULL AND s.expires_at > $4 \
+             ORDER BY e.seq LIMIT $5";
         const STATE: &str =
             "SELECT stream_claim, expires_at, ended_at FROM mcp_sessions WHERE id = $1";
-        const EVENTS: &str = "SELECT seq, message FROM mcp_events \
-             WHERE session = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+        let events = on_db!(self.db(), |pool| sqlx::query_as::<_, McpEvent>(EVENTS)
+            .bind(session)
+            .bind(after)
+            .bind(claim)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?;
+        if !events.is_empty() {
+            return Ok(McpStreamView {
+                live: true,
+                claimed: true,
+                events,
+            });
+        }
         let row = on_db!(self.db(), |pool| sqlx::query_as::<_, StreamRow>(STATE)
             .bind(session)
             .fetch_optional(pool)
             .await)?;
-        let Some(row) = row else {
-            return Ok(McpStreamView {
+        Ok(match row {
+            Some(row) => McpStreamView {
+                live: row.ended_at.is_none() && row.expires_at > now,
+                claimed: row.stream_claim.as_deref() == Some(claim),
+                events: Vec::new(),
+            },
+            None => McpStreamView {
                 live: false,
                 claimed: false,
                 events: Vec::new(),
-            });
-        };
-        let live = row.ended_at.is_none() && row.expires_at > now;
-        let claimed = row.stream_claim.as_deref() == Some(claim);
-        let events = if live && claimed {
-            on_db!(self.db(), |pool| sqlx::query_as::<_, McpEvent>(EVENTS)
-                .bind(session)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(pool)
-                .await)?
-        } else {
-            Vec::new()
-        };
-        Ok(McpStreamView {
-            live,
-            claimed,
-            events,
+            },
         })
     }
 
