@@ -440,6 +440,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_wake_reaches_the_streams_of_its_session_even_when_they_are_busy() {
+        use futures::FutureExt;
+        let tails = Tails::default();
+        let mine = tails.watch("s");
+        let other = tails.watch("t");
+        // Woken while not waiting: the permit is kept for the next wait.
+        tails.wake("s");
+        assert!(
+            mine.notified().now_or_never().is_some(),
+            "the wake was kept"
+        );
+        assert!(
+            other.notified().now_or_never().is_none(),
+            "another session's stream was woken"
+        );
+        tails.wake_all();
+        assert!(other.notified().now_or_never().is_some());
+        // A stream that ended is forgotten at the next watch.
+        drop(mine);
+        let _again = tails.watch("u");
+        assert!(tails.waiting.lock().unwrap().get("s").is_none());
+    }
+
+    #[test]
     fn only_issued_sequence_numbers_resume() {
         assert_eq!(resume_point("42"), Some(42));
         assert_eq!(resume_point(NOT_RESUMABLE), None);
