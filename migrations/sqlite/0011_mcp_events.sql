@@ -19,5 +19,7 @@ CREATE INDEX mcp_events_session ON mcp_events (session, seq);
 CREATE INDEX mcp_events_created ON mcp_events (created_at);
 
 -- The GET stream that delivers a session's messages: the newest one opened,
--- on whatever replica (older ones stay open but quiet).
+-- on whatever replica (older ones stay open but quiet); and the seq up to
+-- which a stream has sent them (a new stream sends what came after).
 ALTER TABLE mcp_sessions ADD COLUMN stream_claim TEXT;
+ALTER TABLE mcp_sessions ADD COLUMN stream_sent BIGINT;

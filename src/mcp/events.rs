@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     clock::SharedClock,
-    store::{Store, StoreError},
+    store::{McpEvent, Store, StoreError},
 };
 
 /// rmcp names a session's standalone channel `<session id>:common`.
@@ -50,6 +50,9 @@ const NOT_RESUMABLE: &str = "0";
 const COALESCE_SECS: i64 = 2;
 /// Messages read per query.
 const BATCH: i64 = 100;
+/// A GET stream opened without `Last-Event-ID` starts with at most this many
+/// messages no stream has sent yet (rmcp's own channel caches as many).
+const FRESH_BACKLOG: i64 = 16;
 /// How soon a client reconnects a GET stream that ended.
 const RETRY: Duration = Duration::from_secs(3);
 /// After a failed read, look again this much later.
@@ -256,9 +259,15 @@ impl SharedSessions {
         // restored, as before).
         let local: LocalStream = Box::pin(self.local.create_standalone_stream(id).await?);
         let claim = uuid::Uuid::new_v4().simple().to_string();
-        let head = self.store.claim_mcp_stream(id, &claim).await?;
-        // A cursor beyond the newest message would skip the next ones.
-        let cursor = from.map_or(head, |from| from.min(head));
+        let (head, sent) = self.store.claim_mcp_stream(id, &claim).await?;
+        let cursor = match from {
+            // A cursor beyond the newest message would skip the next ones.
+            Some(from) => from.min(head),
+            // What no stream has sent yet (raised before this stream opened,
+            // say, a moment after initialize), as rmcp's own channel replays
+            // its cache to a new stream; at most the last few.
+            None => sent.clamp(head - FRESH_BACKLOG, head),
+        };
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let tail = Tail {
             store: self.store.clone(),
@@ -338,7 +347,28 @@ impl Tail {
             return Ok(Delivered::Ended);
         }
         let full = view.events.len() as i64 == BATCH;
-        for event in view.events {
+        // Recorded before they go out: once the client has one, a stream
+        // opened later does not send it again (a resume with Last-Event-ID
+        // still would).
+        if let Some(last) = view.events.last()
+            && let Err(e) = self
+                .store
+                .mark_mcp_stream_sent(&self.session, &self.claim, last.seq)
+                .await
+        {
+            // A stream opened later may send these again.
+            tracing::warn!(error = %e, "GET stream progress not recorded");
+        }
+        Ok(match self.send(view.events).await {
+            Sent::Closed => Delivered::Ended,
+            Sent::All if full => Delivered::More,
+            Sent::All => Delivered::UpToDate,
+        })
+    }
+
+    /// Send `events` in order, moving the cursor past each.
+    async fn send(&mut self, events: Vec<McpEvent>) -> Sent {
+        for event in events {
             self.cursor = event.seq;
             let Ok(message) = serde_json::from_str::<ServerJsonRpcMessage>(&event.message) else {
                 tracing::warn!(seq = event.seq, "a stored MCP message could not be read");
@@ -347,15 +377,17 @@ impl Tail {
             let mut sse = ServerSseMessage::from_message(message);
             sse.event_id = Some(event.seq.to_string());
             if self.tx.send(sse).await.is_err() {
-                return Ok(Delivered::Ended);
+                return Sent::Closed;
             }
         }
-        Ok(if full {
-            Delivered::More
-        } else {
-            Delivered::UpToDate
-        })
+        Sent::All
     }
+}
+
+enum Sent {
+    All,
+    /// The client has gone.
+    Closed,
 }
 
 enum Delivered {

@@ -125,22 +125,48 @@ impl Store {
     }
 
     /// Make `claim` the stream that delivers `session`'s messages; returns
-    /// the seq of its latest message (0 when none), where a new stream
-    /// starts.
-    pub async fn claim_mcp_stream(&self, session: &str, claim: &str) -> Result<i64, StoreError> {
+    /// the seq of its latest message and the seq up to which a stream has
+    /// sent them (0 when none).
+    pub async fn claim_mcp_stream(
+        &self,
+        session: &str,
+        claim: &str,
+    ) -> Result<(i64, i64), StoreError> {
         const CLAIM: &str = "UPDATE mcp_sessions SET stream_claim = $2 WHERE id = $1";
-        const HEAD: &str = "SELECT COALESCE(MAX(seq), 0) FROM mcp_events WHERE session = $1";
+        const HEAD: &str = "SELECT COALESCE(MAX(seq), 0), \
+             COALESCE((SELECT stream_sent FROM mcp_sessions WHERE id = $1), 0) \
+             FROM mcp_events WHERE session = $1";
         on_db!(self.db(), |pool| sqlx::query(CLAIM)
             .bind(session)
             .bind(claim)
             .execute(pool)
             .await
             .map(|_| ()))?;
-        let head = on_db!(self.db(), |pool| sqlx::query_scalar::<_, i64>(HEAD)
+        let head = on_db!(self.db(), |pool| sqlx::query_as::<_, (i64, i64)>(HEAD)
             .bind(session)
             .fetch_one(pool)
             .await)?;
         Ok(head)
+    }
+
+    /// Record that stream `claim` has sent `session`'s messages up to `seq`
+    /// (only while it is the session's stream, and never backwards).
+    pub async fn mark_mcp_stream_sent(
+        &self,
+        session: &str,
+        claim: &str,
+        seq: i64,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE mcp_sessions SET stream_sent = $3 \
+             WHERE id = $1 AND stream_claim = $2 AND COALESCE(stream_sent, 0) < $3";
+        on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(session)
+            .bind(claim)
+            .bind(seq)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
     }
 
     /// The state of `session` for stream `claim`, and up to `limit`

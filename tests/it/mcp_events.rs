@@ -71,7 +71,12 @@ async fn a_stream_reads_its_own_session_after_its_cursor_while_it_is_the_newest(
             .unwrap();
         assert!(first < other && other < second, "{backend}");
         // A new stream starts after the newest message.
-        assert_eq!(store.claim_mcp_stream(&s, "one").await.unwrap(), second);
+        assert_eq!(
+            store.claim_mcp_stream(&s, "one").await.unwrap(),
+            (second, 0),
+            "{backend}: nothing sent yet"
+        );
+        store.mark_mcp_stream_sent(&s, "one", first).await.unwrap();
         let view = store
             .mcp_stream_after(&s, "one", first, 100, T0)
             .await
@@ -80,8 +85,23 @@ async fn a_stream_reads_its_own_session_after_its_cursor_while_it_is_the_newest(
         let seqs: Vec<i64> = view.events.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![second], "{backend}: only S's, after the cursor");
         assert_eq!(view.events[0].message, updated(2), "{backend}");
-        // A newer stream takes over; the older one reads nothing.
-        store.claim_mcp_stream(&s, "two").await.unwrap();
+        // A newer stream takes over, told what was sent; the older one
+        // reads nothing and records nothing.
+        assert_eq!(
+            store.claim_mcp_stream(&s, "two").await.unwrap(),
+            (second, first),
+            "{backend}"
+        );
+        store.mark_mcp_stream_sent(&s, "one", second).await.unwrap();
+        store
+            .mark_mcp_stream_sent(&s, "two", first - 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.claim_mcp_stream(&s, "two").await.unwrap(),
+            (second, first),
+            "{backend}: neither a replaced stream nor a step back counts"
+        );
         let old = store.mcp_stream_after(&s, "one", 0, 100, T0).await.unwrap();
         assert!(
             old.live && !old.claimed && old.events.is_empty(),
@@ -494,4 +514,32 @@ async fn only_the_newest_get_stream_of_a_session_delivers_across_replicas() {
         !rest.lines().any(|l| l.starts_with("data:") && l.len() > 6),
         "the older stream delivered: {rest}"
     );
+}
+
+#[tokio::test]
+async fn a_message_raised_before_the_get_stream_opens_is_sent_when_it_opens() {
+    let server = TestServer::start_with(|raw| raw.upstreams = vec![stdio("fx")]).await;
+    let sid = server.initialize().await;
+    let subscribed = server
+        .session_call(
+            &sid,
+            2,
+            "resources/subscribe",
+            json!({"uri": "test://watched-resource"}),
+        )
+        .await;
+    assert!(subscribed.get("result").is_some(), "{subscribed}");
+    // Raised while the client has no GET stream yet (rmcp's own channel kept
+    // such messages for the first stream; so do we).
+    call(&server, &sid, 3, "touch_resource", json!({})).await;
+    let mut stream = GetStream::start(&server, &sid, None).await;
+    let (first, message) = stream.message().await;
+    assert_eq!(message["method"], "notifications/resources/updated");
+    // Sent once: a second fresh stream does not get it again.
+    drop(stream);
+    let mut again = GetStream::start(&server, &sid, None).await;
+    call(&server, &sid, 4, "announce_tools", json!({})).await;
+    let (second, message) = again.message().await;
+    assert_eq!(message["method"], "notifications/tools/list_changed");
+    assert!(second.parse::<i64>().unwrap() > first.parse::<i64>().unwrap());
 }
