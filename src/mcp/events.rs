@@ -12,7 +12,10 @@
 use std::{
     collections::HashMap,
     pin::Pin,
-    sync::{Arc, Mutex, Weak},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -64,6 +67,9 @@ const STREAM_CAPACITY: usize = 16;
 #[derive(Default)]
 pub struct Tails {
     waiting: Mutex<HashMap<String, Vec<Weak<Notify>>>>,
+    /// Whether the PostgreSQL listener runs (started with the first stream:
+    /// a replica serving no GET stream holds no LISTEN connection).
+    listening: AtomicBool,
 }
 
 impl Tails {
@@ -106,21 +112,25 @@ impl Tails {
     }
 
     /// On PostgreSQL, wake the streams of sessions other replicas append to
-    /// until `shutdown`.
-    pub fn spawn_listener(self: &Arc<Self>, store: Store, shutdown: CancellationToken) {
-        if !store.is_shared() {
+    /// until `shutdown`; once, when the first stream opens.
+    fn ensure_listener(self: &Arc<Self>, store: &Store, shutdown: &CancellationToken) {
+        if !store.is_shared() || self.listening.swap(true, Ordering::AcqRel) {
             return;
         }
-        let tails = self.clone();
+        let (tails, store, shutdown) = (self.clone(), store.clone(), shutdown.clone());
         tokio::spawn(async move {
             let mut listener = match store.mcp_event_listener().await {
                 Ok(Some(listener)) => listener,
                 Ok(None) => return,
                 Err(e) => {
-                    tracing::error!(error = %e, "MCP event listener not started: GET streams see only this replica's messages");
+                    // The next stream that opens tries again.
+                    tails.listening.store(false, Ordering::Release);
+                    tracing::error!(error = %e, "MCP event listener not started: GET streams see only this replica's messages for now");
                     return;
                 }
             };
+            // Streams that opened before the LISTEN took effect look again.
+            tails.wake_all();
             loop {
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -268,6 +278,7 @@ impl SharedSessions {
             // its cache to a new stream; at most the last few.
             None => sent.clamp(head - FRESH_BACKLOG, head),
         };
+        self.tails.ensure_listener(&self.store, &self.shutdown);
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let tail = Tail {
             store: self.store.clone(),

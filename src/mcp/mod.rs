@@ -36,7 +36,6 @@ pub fn routes(handler: McpHandler, edge: Arc<EdgeState>, shutdown: CancellationT
     // whichever replica holds it, and a reconnect with Last-Event-ID
     // resumes on any replica.
     let tails = Arc::new(Tails::default());
-    tails.spawn_listener(edge.store.clone(), shutdown.clone());
     let events = EventLog::new(edge.store.clone(), edge.clock.clone(), tails.clone());
     let local = Arc::new(LocalSessionManager::default().with_event_store(Arc::new(events)));
     let sessions = Arc::new(SessionBook::new(
