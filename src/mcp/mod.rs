@@ -2,6 +2,7 @@
 //! protocol eras and the session model.
 
 pub mod edge;
+pub mod events;
 pub mod handler;
 pub mod legacy_sse;
 pub mod sessions;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::{
     edge::{EdgeState, StreamableEdge},
+    events::{EventLog, SharedSessions, Tails},
     handler::McpHandler,
     legacy_sse::LegacySse,
     sessions::SessionBook,
@@ -29,7 +31,13 @@ pub fn routes(handler: McpHandler, edge: Arc<EdgeState>, shutdown: CancellationT
     // Sessions live in memory where they are used and in the store for every
     // replica: a replica restores one it has not seen from its stored
     // initialize parameters.
-    let local = Arc::new(LocalSessionManager::default());
+    // Messages a session's handler raises outside a request go to the store,
+    // and GET streams read them from there: they reach the stream on
+    // whichever replica holds it, and a reconnect with Last-Event-ID
+    // resumes on any replica.
+    let tails = Arc::new(Tails::default());
+    let events = EventLog::new(edge.store.clone(), edge.clock.clone(), tails.clone());
+    let local = Arc::new(LocalSessionManager::default().with_event_store(Arc::new(events)));
     let sessions = Arc::new(SessionBook::new(
         edge.store.clone(),
         edge.clock.clone(),
@@ -46,8 +54,18 @@ pub fn routes(handler: McpHandler, edge: Arc<EdgeState>, shutdown: CancellationT
         .with_cancellation_token(shutdown.child_token());
     config.session_store = Some(sessions.rmcp_store());
     let factory_handler = handler.clone();
-    let service =
-        StreamableHttpService::new(move || Ok(factory_handler.for_new_session()), local, config);
+    let manager = Arc::new(SharedSessions::new(
+        local,
+        edge.store.clone(),
+        edge.clock.clone(),
+        tails,
+        shutdown.child_token(),
+    ));
+    let service = StreamableHttpService::new(
+        move || Ok(factory_handler.for_new_session()),
+        manager,
+        config,
+    );
     // `/mcp` and `/mcp/` are the same endpoint: clients differ on the slash
     // and a redirect would drop the body or the Authorization header.
     let streamable = Router::new()

@@ -142,9 +142,15 @@ impl SessionBook {
             .await
     }
 
-    /// End session `id` for every replica.
+    /// End session `id` for every replica; their GET streams of it close.
     pub async fn end(&self, id: &str) -> Result<(), StoreError> {
-        self.store.end_mcp_session(id, self.clock.now()).await
+        self.store.end_mcp_session(id, self.clock.now()).await?;
+        if let Err(e) = self.store.announce_mcp_stream(id).await {
+            // The streams close when they next look (or their replica's
+            // copy of the session ends).
+            tracing::warn!(error = %e, "ended session not announced to GET streams");
+        }
+        Ok(())
     }
 
     /// Close this process's in-memory copy of a Streamable HTTP session.

@@ -6,7 +6,7 @@
 
 use sqlx::postgres::PgListener;
 
-use super::{Db, Store, StoreError, on_db};
+use super::{Db, Store, StoreError, mcp_events::listener_pool, on_db};
 
 /// The transport a session row belongs to.
 pub const STREAMABLE: &str = "streamable";
@@ -170,8 +170,8 @@ impl Store {
         Ok(())
     }
 
-    /// Delete expired sessions, tombstones and relayed messages nobody
-    /// took; returns how many rows.
+    /// Delete expired sessions, tombstones, relayed messages nobody took
+    /// and old server-initiated messages; returns how many rows.
     pub async fn sweep_mcp_sessions(&self, now: i64) -> Result<u64, StoreError> {
         const SESSIONS: &str = "DELETE FROM mcp_sessions WHERE expires_at <= $1";
         const RELAYED: &str = "DELETE FROM mcp_relay WHERE created_at <= $1";
@@ -183,6 +183,7 @@ impl Store {
                 .await
                 .map(|r| r.rows_affected()))?;
         }
+        rows += self.sweep_mcp_events(now).await?;
         Ok(rows)
     }
 
@@ -240,7 +241,7 @@ impl Store {
         let Db::Postgres(pool) = self.db() else {
             return Ok(None);
         };
-        let mut listener = PgListener::connect_with(pool).await?;
+        let mut listener = PgListener::connect_with(&listener_pool(pool)).await?;
         listener.listen(RELAY_CHANNEL).await?;
         Ok(Some(RelayListener(listener)))
     }

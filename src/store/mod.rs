@@ -15,6 +15,7 @@ mod federation;
 mod health;
 mod leases;
 mod limits;
+mod mcp_events;
 mod mcp_sessions;
 mod notes;
 mod oauth;
@@ -23,6 +24,7 @@ pub use bridge::{BridgeClientRecord, BridgeCodeRecord, BridgeRequestRecord, Brid
 pub use federation::{IdpLoginRecord, IdpTokenRecord, NO_PASSWORD};
 pub use health::{StoreHealth, StoreProbe};
 pub use limits::{WindowCount, WindowFull};
+pub use mcp_events::{McpEvent, McpEventListener, McpStreamView};
 pub use mcp_sessions::{LEGACY_SSE, McpSessionRecord, RelayListener, RelayedMessage, STREAMABLE};
 pub use notes::{Note, NoteDraft, NotePatch};
 pub use oauth::{

@@ -20,6 +20,7 @@ the earlier ones left (mcp-remote's and the Inspector's stored tokens).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -35,14 +36,14 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from conftest import E2E_DIR, EXPECTED_TOOLS, free_port
+from conftest import E2E_DIR, EXPECTED_TOOLS, NODE22, free_port, node_env, require_node_tools, run
 from local_fixtures import verified_claims
-from mcpgate_process import WORK_DIR
+from mcpgate_process import WORK_DIR, config_text, require_fixture_bin, upstream_toml
 from oauth_clients import (AgentBrowser, MemoryStorage, Wire, inspector_env, inspector_result, inspector_tokens,
                            read_jsonl, run_inspector, run_mcp_remote, run_ts_oauth_client, sdk_provider,
                            sdk_refresh_flow, tool_text)
-from replica_fixtures import (DRAIN_DELAY_SECS, DRAIN_ENV, REPLICAS, SUMMARY_LINES, AccessLine, ReplicaCluster,
-                              start_cluster)
+from replica_fixtures import (DRAIN_DELAY_SECS, DRAIN_ENV, REPLICAS, SUMMARY_LINES, AccessLine, Replica,
+                              ReplicaCluster, fresh_database, postgres_admin_url, start_cluster)
 
 SHORT_TTL = 5  # access_token_ttl_secs: every client refreshes a really expired token
 MODERN = "2026-07-28"
@@ -379,3 +380,35 @@ def test_rolling_restart_under_wrk_load(replica_cluster: ReplicaCluster):
         evidence = c.failure_evidence(mark)
         print(evidence)
         pytest.fail(f"{summary}; first failures: {report['failure_samples']}; steps {steps}\n{evidence}")
+
+
+def test_ts_sdk_get_stream_gets_messages_raised_on_another_replica(tmp_path: Path):
+    """Two gateway replicas (no auth, the fixture upstream over stdio each) on one fresh database:
+    the TypeScript SDK holds its session's GET stream on replica 0 while plain POSTs of the same
+    session on replica 1 subscribe to a resource, change it and make replica 1's upstream link
+    announce a tool-list change; the SDK's handlers get resources/updated and tools/list_changed
+    (stored by replica 1, delivered by replica 0)."""
+    require_node_tools("@modelcontextprotocol/sdk/package.json")
+    fixture = require_fixture_bin()
+    with fresh_database(postgres_admin_url()) as store_url, contextlib.ExitStack() as stack:
+        replicas = []
+        for i in range(2):
+            rtmp = tmp_path / f"gateway-{i}"
+            (rtmp / "data").mkdir(parents=True)
+            port = free_port()
+            cfg = rtmp / "mcpgate.toml"
+            cfg.write_text(config_text(port, rtmp / "data", ["[auth]", 'mode = "none"'], toolsets=False,
+                                       extra=upstream_toml("fx", command=[fixture, "--stdio"]),
+                                       store_url=store_url))
+            replica = Replica(index=i, port=port, cfg=cfg, tmp=rtmp, log_path=rtmp / "mcpgate.log", env={})
+            stack.callback(replica.stop)
+            replica.start()  # one after the other: the first migrates the fresh database
+            replicas.append(replica)
+        urls = [f"http://{r.addr}/mcp" for r in replicas]
+        proc = run([NODE22, E2E_DIR / "ts_notifications.mjs", *urls], timeout=45, env=node_env(), cwd=E2E_DIR)
+        logs = "\n".join(r.log_text()[-4000:] for r in replicas)
+        assert proc.returncode == 0, f"ts_notifications failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n{logs}"
+        out = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+        assert out["getStatus"] == 200, out
+        assert out["seen"]["resourceUpdated"] == ["test://watched-resource"], out
+        assert out["seen"]["toolListChanged"] == 1, out

@@ -155,6 +155,7 @@ impl ServerHandler for FixtureServer {
                 .enable_resources()
                 .enable_resources_subscribe()
                 .enable_tools()
+                .enable_tool_list_changed()
                 .build(),
         )
         .with_server_info(Implementation::new(

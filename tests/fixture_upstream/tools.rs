@@ -176,6 +176,11 @@ pub fn list() -> Vec<Tool> {
             "Changes test://watched-resource and notifies its subscribers",
             no_args(),
         ),
+        Tool::new(
+            "announce_tools",
+            "Sends notifications/tools/list_changed to the calling session",
+            no_args(),
+        ),
     ]
 }
 
@@ -247,6 +252,10 @@ pub async fn call(
             let version = server.touch_watched().await;
             text(format!("{WATCHED} is now at version {version}"))
         }
+        "announce_tools" => match context.peer.notify_tool_list_changed().await {
+            Ok(()) => text("announced"),
+            Err(e) => text(format!("not announced: {e}")),
+        },
         other => {
             return Err(ErrorData::invalid_params(
                 format!("unknown tool: {other}"),

@@ -14,6 +14,7 @@ mod fake_idp;
 mod gateway;
 mod local_auth;
 mod machine_clients;
+mod mcp_events;
 mod mcp_sessions;
 mod mcp_transport;
 mod oauth_browser;
