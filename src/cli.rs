@@ -50,6 +50,17 @@ pub enum Command {
     /// pass/warn/fail with the cause and the fix; exit 1 on any failure.
     /// Works against any MCP server. Guide: docs/guide/doctor.md.
     Doctor(DoctorArgs),
+    /// Print what to paste or click in an MCP client (claude, chatgpt,
+    /// vscode, cursor, mcp-remote, inspector) with this server's URL filled
+    /// in, and what the user will see. Also in docs/clients.md.
+    Connect {
+        /// The client: claude, chatgpt, vscode, cursor, mcp-remote or inspector.
+        client: String,
+        /// The MCP endpoint; defaults to the configured public_url + "/mcp".
+        url: Option<String>,
+        #[arg(long, env = "MCPGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Manage local users (auth.mode = "local").
     Users {
         #[arg(long, env = "MCPGATE_CONFIG", global = true)]

@@ -7,6 +7,7 @@ mod client_assertions;
 mod client_replays;
 mod common;
 mod config_cli;
+mod connect_cli;
 mod doctor;
 mod drain;
 mod enterprise_auth;
