@@ -3,7 +3,7 @@ use std::{process::ExitCode, time::Duration};
 use clap::Parser;
 use mcpgate::{
     app::{self, App},
-    cli::{Cli, ClientsAction, Command, ConsentsAction, KeysAction, UsersAction},
+    cli::{Cli, ClientsAction, Command, ConsentsAction, KeysAction, TokenAction, UsersAction},
     config::{self, AuthSettings, ResolvedAuth},
     oauth::settings::LocalAuthSettings,
     telemetry,
@@ -121,6 +121,9 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Doctor(args) => doctor(args).await,
+        Command::Token {
+            action: TokenAction::Decode { token },
+        } => token_decode(&token),
         Command::Connect {
             client,
             url,
@@ -155,6 +158,31 @@ async fn run(cli: Cli) -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `mcpgate token decode FILE|-`: 0 with the header and claims on stdout,
+/// 2 when the token cannot be read or is not a JWT.
+fn token_decode(from: &str) -> ExitCode {
+    use mcpgate::doctor::{read_secret_source, token};
+    use secrecy::ExposeSecret as _;
+    let decoded = read_secret_source("the token", from, &mut std::io::stdin())
+        .map_err(|e| e.to_string())
+        .and_then(|text| token::decode(text.expose_secret()).map_err(|e| e.to_string()));
+    match decoded {
+        Ok(jwt) => {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let lines = jwt.explain(now);
+            let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+            for (name, value) in lines {
+                out!("{name:width$}  {value}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say_err!("mcpgate: {e}");
+            ExitCode::from(EXIT_CONFIG)
         }
     }
 }

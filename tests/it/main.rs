@@ -30,3 +30,4 @@ mod security_server;
 mod security_signin;
 mod store_contract;
 mod store_grants;
+mod token_cli;
