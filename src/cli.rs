@@ -50,6 +50,22 @@ pub enum Command {
     /// pass/warn/fail with the cause and the fix; exit 1 on any failure.
     /// Works against any MCP server. Guide: docs/guide/doctor.md.
     Doctor(DoctorArgs),
+    /// Token helpers; tokens are read from a file or stdin, never from argv.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Print what to paste or click in an MCP client (claude, chatgpt,
+    /// vscode, cursor, mcp-remote, inspector) with this server's URL filled
+    /// in, and what the user will see. Also in docs/clients.md.
+    Connect {
+        /// The client: claude, chatgpt, vscode, cursor, mcp-remote or inspector.
+        client: String,
+        /// The MCP endpoint; defaults to the configured public_url + "/mcp".
+        url: Option<String>,
+        #[arg(long, env = "MCPGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Manage local users (auth.mode = "local").
     Users {
         #[arg(long, env = "MCPGATE_CONFIG", global = true)]
@@ -107,6 +123,17 @@ pub struct DoctorArgs {
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Print a JWT's header and claims with times in words, without
+    /// verifying it; exit 2 when it is not a JWT.
+    Decode {
+        /// The file holding the token, or `-` for stdin.
+        #[arg(value_name = "FILE|-")]
+        token: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

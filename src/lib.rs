@@ -13,7 +13,8 @@
 //! `toolsets` (built-in tools, domain code only), `store`
 //! (SQLite/PostgreSQL), `telemetry` (logs and metrics), `cli` (the command
 //! line), `doctor` (`mcpgate doctor`: outside checks of a deployed MCP
-//! endpoint and of this configuration's identity provider), and the leaves `clock` (time as a parameter), `problems` (helpers
+//! endpoint and of this configuration's identity provider), `connect`
+//! (`mcpgate connect`: per-client setup guides), and the leaves `clock` (time as a parameter), `problems` (helpers
 //! shared by the settings validators), `constant_time` (secret comparison),
 //! `visible_text` (characters kept off pages and logs).
 //!
@@ -27,6 +28,7 @@ pub mod bridge;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connect;
 pub mod constant_time;
 pub mod doctor;
 pub mod http;

@@ -3,7 +3,7 @@ use std::{process::ExitCode, time::Duration};
 use clap::Parser;
 use mcpgate::{
     app::{self, App},
-    cli::{Cli, ClientsAction, Command, ConsentsAction, KeysAction, UsersAction},
+    cli::{Cli, ClientsAction, Command, ConsentsAction, KeysAction, TokenAction, UsersAction},
     config::{self, AuthSettings, ResolvedAuth},
     oauth::settings::LocalAuthSettings,
     telemetry,
@@ -121,6 +121,14 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Doctor(args) => doctor(args).await,
+        Command::Token {
+            action: TokenAction::Decode { token },
+        } => token_decode(&token),
+        Command::Connect {
+            client,
+            url,
+            config,
+        } => connect(&client, url, config.as_deref()),
         Command::Users { config, action } => {
             admin(config, |cfg, store| Box::pin(users(cfg, store, action))).await
         }
@@ -152,6 +160,74 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
     }
+}
+
+/// `mcpgate token decode FILE|-`: 0 with the header and claims on stdout,
+/// 2 when the token cannot be read or is not a JWT.
+fn token_decode(from: &str) -> ExitCode {
+    use mcpgate::doctor::{read_secret_source, token};
+    use secrecy::ExposeSecret as _;
+    let decoded = read_secret_source("the token", from, &mut std::io::stdin())
+        .map_err(|e| e.to_string())
+        .and_then(|text| token::decode(text.expose_secret()).map_err(|e| e.to_string()));
+    match decoded {
+        Ok(jwt) => {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let lines = jwt.explain(now);
+            let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+            for (name, value) in lines {
+                out!("{name:width$}  {value}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say_err!("mcpgate: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// `mcpgate connect`: 0 with the guide on stdout, 2 on an unknown client,
+/// a bad URL or an unusable configuration.
+fn connect(client: &str, url: Option<String>, config: Option<&std::path::Path>) -> ExitCode {
+    use mcpgate::connect;
+    // An unknown client is named before a configuration is loaded.
+    if let Err(e) = connect::find(client) {
+        say_err!("mcpgate: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let url = match url {
+        Some(url) => url,
+        None => match config::load(config) {
+            Ok(cfg) => cfg.mcp_resource(),
+            Err(e) => {
+                say_err_raw!("mcpgate: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let guide = match connect::guide(client, &url) {
+        Ok(guide) => guide,
+        Err(e) => {
+            say_err!("mcpgate: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(warning) = &guide.warning {
+        say_err!("warning: {warning}");
+    }
+    out!("{} — {}\n", guide.title, guide.url);
+    out!("What to do:");
+    for (i, step) in guide.steps.iter().enumerate() {
+        out!("  {}. {step}", i + 1);
+    }
+    out!("\nWhat you will see:\n  {}", guide.sees);
+    out!("\nIf it fails:\n  {}", guide.common_failure);
+    out!(
+        "\nMore: docs/clients.md#{}",
+        connect::anchor(connect::find(client).map_or(client, |c| c.name))
+    );
+    ExitCode::SUCCESS
 }
 
 /// `mcpgate doctor`: 0 when nothing failed, 1 on a failed check, 2 when
