@@ -223,10 +223,7 @@ fn connect(client: &str, url: Option<String>, config: Option<&std::path::Path>) 
     }
     out!("\nWhat you will see:\n  {}", guide.sees);
     out!("\nIf it fails:\n  {}", guide.common_failure);
-    out!(
-        "\nMore: docs/clients.md#{}",
-        connect::anchor(connect::find(client).map_or(client, |c| c.name))
-    );
+    out!("\nMore: docs/clients.md#{}", connect::anchor(guide.name));
     ExitCode::SUCCESS
 }
 

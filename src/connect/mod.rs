@@ -90,6 +90,8 @@ pub const CLIENTS: &[ClientGuide] = &[
 /// A client's guide with the URL filled in.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Guide {
+    /// The client's table name (its docs anchor is [`anchor`] of it).
+    pub name: &'static str,
     pub title: &'static str,
     pub url: String,
     pub steps: Vec<String>,
@@ -135,6 +137,7 @@ pub fn guide(client: &str, url: &str) -> Result<Guide, ConnectError> {
     }
     let fill = |text: &str| text.replace(URL_SLOT, url);
     Ok(Guide {
+        name: client.name,
         title: client.title,
         url: url.to_owned(),
         steps: client.steps.iter().map(|s| fill(s)).collect(),
