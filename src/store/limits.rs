@@ -6,7 +6,10 @@
 //! has passed and returns the new count), so concurrent hits on any number
 //! of replicas are all counted. Times are epoch seconds.
 
-use super::{Store, StoreError, on_db, on_writer};
+use rusqlite::OptionalExtension;
+
+use super::inline::Access;
+use super::{Grants, Store, StoreError, on_db, on_pg};
 
 /// A counter after a hit: its count in the current window and when that
 /// window started.
@@ -49,13 +52,24 @@ impl Store {
         now: i64,
     ) -> Result<WindowCount, StoreError> {
         const SQL: &str = upsert_hit!("");
-        let (count, window_start): (i64, i64) =
-            on_writer!(self.writer(), |conn| sqlx::query_as(SQL)
+        let (count, window_start): (i64, i64) = match self.grants() {
+            Grants::Sqlite(db) => {
+                let key = key.to_owned();
+                db.run(Access::Write, move |conn| {
+                    conn.prepare_cached(SQL)?
+                        .query_row(rusqlite::params![key, now, window_secs], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })
+                })
+                .await?
+            }
+            Grants::Postgres(set) => on_pg!(set, |conn| sqlx::query_as(SQL)
                 .bind(key)
                 .bind(now)
                 .bind(window_secs)
                 .fetch_one(conn)
-                .await)?;
+                .await)?,
+        };
         Ok(WindowCount {
             count,
             window_start,
@@ -77,13 +91,26 @@ impl Store {
         const SQL: &str =
             upsert_hit!(" WHERE rate_limits.window_start <= $2 - $3 OR rate_limits.hits < $4");
         const FULL: &str = "SELECT window_start FROM rate_limits WHERE key = $1";
-        let taken: Option<(i64, i64)> = on_writer!(self.writer(), |conn| sqlx::query_as(SQL)
-            .bind(key)
-            .bind(now)
-            .bind(window_secs)
-            .bind(limit)
-            .fetch_optional(conn)
-            .await)?;
+        let taken: Option<(i64, i64)> = match self.grants() {
+            Grants::Sqlite(db) => {
+                let key = key.to_owned();
+                db.run(Access::Write, move |conn| {
+                    conn.prepare_cached(SQL)?
+                        .query_row(rusqlite::params![key, now, window_secs, limit], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })
+                        .optional()
+                })
+                .await?
+            }
+            Grants::Postgres(set) => on_pg!(set, |conn| sqlx::query_as(SQL)
+                .bind(key)
+                .bind(now)
+                .bind(window_secs)
+                .bind(limit)
+                .fetch_optional(conn)
+                .await)?,
+        };
         if let Some((count, window_start)) = taken {
             return Ok(Ok(WindowCount {
                 count,

@@ -13,6 +13,7 @@ mod bridge;
 mod dedicated;
 mod federation;
 mod health;
+mod inline;
 mod leases;
 mod limits;
 mod mcp_events;
@@ -41,7 +42,7 @@ use std::{
 use std::sync::Arc;
 
 use sqlx::{
-    PgConnection, PgPool, SqliteConnection, SqlitePool,
+    PgConnection, PgPool, SqlitePool,
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
@@ -96,81 +97,33 @@ macro_rules! on_db {
 pub(crate) use on_db;
 
 /// Run one statement (`$body`, a `Result<_, sqlx::Error>` using `$conn`) on
-/// a dedicated connection of the grants (see [`dedicated`]).
-macro_rules! on_direct {
-    ($direct:expr, |$conn:ident| $body:expr) => {
-        match $direct {
-            $crate::store::Direct::Sqlite(set) => {
-                let mut held = set.get().await?;
-                let result = {
-                    let $conn = held.conn()?;
-                    $body
-                };
-                held.settle(result)
-            }
-            $crate::store::Direct::Postgres(set) => {
-                let mut held = set.get().await?;
-                let result = {
-                    let $conn = held.conn()?;
-                    $body
-                };
-                held.settle(result)
-            }
-        }
-    };
+/// one of the grants' dedicated PostgreSQL connections (see [`dedicated`]).
+macro_rules! on_pg {
+    ($set:expr, |$conn:ident| $body:expr) => {{
+        let mut held = $set.get().await?;
+        let result = {
+            let $conn = held.conn()?;
+            $body
+        };
+        held.settle(result)
+    }};
 }
-pub(crate) use on_direct;
-
-/// Run one writing statement where the grants write: SQLite's single
-/// writer (no wait in SQLite's busy handler beside it), PostgreSQL's
-/// dedicated connections (one round trip).
-macro_rules! on_writer {
-    ($writer:expr, |$conn:ident| $body:expr) => {
-        match $writer {
-            $crate::store::Writer::Sqlite(writer) => {
-                let mut guard = writer.lock().await;
-                let $conn = &mut *guard;
-                $body.map_err($crate::store::StoreError::from)
-            }
-            $crate::store::Writer::Postgres(set) => {
-                let mut held = set.get().await?;
-                let result = {
-                    let $conn = held.conn()?;
-                    $body
-                };
-                held.settle(result)
-            }
-        }
-    };
-}
-pub(crate) use on_writer;
+pub(crate) use on_pg;
 
 /// Handle to the store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
-    /// Where the token grants write (see [`Writer`]).
-    writer: Writer,
-    /// Where the token grants read (and, on PostgreSQL, write).
-    direct: Direct,
+    /// Where the token grants read and write (see [`Grants`]).
+    grants: Grants,
 }
 
-/// The token grants' connections outside the pool (see [`dedicated`]).
+/// The token grants' connections, outside sqlx's pool. SQLite: statements
+/// run on the calling thread (see [`inline`]); PostgreSQL: dedicated
+/// connections, one round trip per statement (see [`dedicated`]).
 #[derive(Clone, Debug)]
-pub(crate) enum Direct {
-    Sqlite(Arc<dedicated::Dedicated<SqliteConnection>>),
-    Postgres(Arc<dedicated::Dedicated<PgConnection>>),
-}
-
-/// The token grants' writes. SQLite: one dedicated connection, so grants
-/// queue on a mutex instead of racing for SQLite's single write lock and
-/// sleeping in its busy handler (WAL lets the readers of the pool go on
-/// beside it); outside the pool, because sqlx pings a pooled connection to
-/// the worker thread on every return, which a single writer would wait for.
-/// PostgreSQL: the grants' dedicated connections (one statement per grant).
-#[derive(Clone, Debug)]
-pub(crate) enum Writer {
-    Sqlite(Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>),
+pub(crate) enum Grants {
+    Sqlite(Arc<inline::InlineSqlite>),
     Postgres(Arc<dedicated::Dedicated<PgConnection>>),
 }
 
@@ -178,7 +131,7 @@ impl Store {
     /// Connect, creating the SQLite file if needed, and apply migrations.
     ///
     /// `max_connections` is shared out: SQLite gets that many pooled
-    /// readers, plus the grants' writer and up to 4 readers of their own;
+    /// connections, plus the grants' own (as many as run at once);
     /// PostgreSQL splits it between the pool and the grants' connections
     /// (at least one each), so the server never sees more than
     /// `max(max_connections, 2)` from one replica.
@@ -211,14 +164,9 @@ impl Store {
                 restrict_sqlite_files(&file);
             }
             Self::migrate(&Db::Sqlite(pool.clone())).await?;
-            // Opened after the migrations, with the pool's settings (WAL,
-            // synchronous = NORMAL, busy timeout, foreign keys).
-            let writer = sqlx::ConnectOptions::connect(&options).await?;
-            let readers = (max_connections / 2).clamp(1, 4) as usize;
             Store {
                 db: Db::Sqlite(pool),
-                writer: Writer::Sqlite(Arc::new(tokio::sync::Mutex::new(writer))),
-                direct: Direct::Sqlite(Arc::new(dedicated::Dedicated::new(options, readers))),
+                grants: Grants::Sqlite(Arc::new(inline::InlineSqlite::new(&options))),
             }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)
@@ -230,11 +178,12 @@ impl Store {
                 .connect_with(options.clone())
                 .await?;
             Self::migrate(&Db::Postgres(pool.clone())).await?;
-            let direct = Arc::new(dedicated::Dedicated::new(options, grants as usize));
             Store {
                 db: Db::Postgres(pool),
-                writer: Writer::Postgres(direct.clone()),
-                direct: Direct::Postgres(direct),
+                grants: Grants::Postgres(Arc::new(dedicated::Dedicated::new(
+                    options,
+                    grants as usize,
+                ))),
             }
         } else {
             return Err(StoreError::InvalidUrl(
@@ -270,9 +219,8 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        match &self.direct {
-            Direct::Sqlite(set) => set.close().await,
-            Direct::Postgres(set) => set.close().await,
+        if let Grants::Postgres(set) = &self.grants {
+            set.close().await;
         }
         on_db!(&self.db, |pool| pool.close().await);
     }
@@ -281,14 +229,9 @@ impl Store {
         &self.db
     }
 
-    /// Where the token grants write.
-    pub(crate) fn writer(&self) -> &Writer {
-        &self.writer
-    }
-
-    /// Where the token grants read.
-    pub(crate) fn direct(&self) -> &Direct {
-        &self.direct
+    /// Where the token grants read and write.
+    pub(crate) fn grants(&self) -> &Grants {
+        &self.grants
     }
 }
 

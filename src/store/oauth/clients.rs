@@ -1,7 +1,10 @@
 //! Registered OAuth clients and the consents users gave them.
 
 use super::{ClientRecord, revoke_all, uncancellable};
-use crate::store::{Store, StoreError, now_epoch, on_db, on_direct, on_writer};
+use rusqlite::OptionalExtension;
+
+use crate::store::inline::{Access, is_unique_violation};
+use crate::store::{Grants, Store, StoreError, now_epoch, on_db, on_pg};
 
 macro_rules! client_columns {
     () => {
@@ -27,20 +30,41 @@ impl Store {
         );
         // A taken id comes out as `None` (a statement error: the
         // connection stays), anything else as the store's error.
-        let inserted = on_writer!(self.writer(), |conn| match sqlx::query(SQL)
-            .bind(&client.client_id)
-            .bind(&client.secret_hash)
-            .bind(&client.metadata)
-            .bind(client.created_at)
-            .bind(client.last_used_at)
-            .bind(max_unused)
-            .execute(conn)
-            .await
-        {
-            Ok(done) => Ok(Some(done.rows_affected())),
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(None),
-            Err(e) => Err(e),
-        })?
+        let inserted = match self.grants() {
+            Grants::Sqlite(db) => {
+                let client = client.clone();
+                db.run(Access::Write, move |conn| {
+                    let done = conn.prepare_cached(SQL)?.execute(rusqlite::params![
+                        client.client_id,
+                        client.secret_hash,
+                        client.metadata,
+                        client.created_at,
+                        client.last_used_at,
+                        max_unused,
+                    ]);
+                    match done {
+                        Ok(n) => Ok(Some(n as u64)),
+                        Err(e) if is_unique_violation(&e) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await?
+            }
+            Grants::Postgres(set) => on_pg!(set, |conn| match sqlx::query(SQL)
+                .bind(&client.client_id)
+                .bind(&client.secret_hash)
+                .bind(&client.metadata)
+                .bind(client.created_at)
+                .bind(client.last_used_at)
+                .bind(max_unused)
+                .execute(conn)
+                .await
+            {
+                Ok(done) => Ok(Some(done.rows_affected())),
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(None),
+                Err(e) => Err(e),
+            })?,
+        }
         .ok_or_else(|| StoreError::Conflict("client id taken".to_owned()))?;
         Ok(inserted == 1)
     }
@@ -51,12 +75,23 @@ impl Store {
             client_columns!(),
             " FROM oauth_clients WHERE client_id = $1"
         );
-        on_direct!(self.direct(), |conn| {
-            sqlx::query_as::<_, ClientRecord>(SQL)
-                .bind(client_id)
-                .fetch_optional(conn)
+        match self.grants() {
+            Grants::Sqlite(db) => {
+                let client_id = client_id.to_owned();
+                db.run(Access::Read, move |conn| {
+                    conn.prepare_cached(SQL)?
+                        .query_row([&client_id], ClientRecord::from_sqlite)
+                        .optional()
+                })
                 .await
-        })
+            }
+            Grants::Postgres(set) => on_pg!(set, |conn| {
+                sqlx::query_as::<_, ClientRecord>(SQL)
+                    .bind(client_id)
+                    .fetch_optional(conn)
+                    .await
+            }),
+        }
     }
 
     pub async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {

@@ -1,7 +1,11 @@
 //! Pending authorization requests and authorization codes.
 
-use super::{AuthRequestRecord, CodeRecord, Consumed, NewRefresh, sqlite_script, uncancellable};
-use crate::store::{Store, StoreError, Writer, on_db, on_direct};
+use rusqlite::OptionalExtension;
+
+use super::{AuthRequestRecord, CodeRecord, Consumed, NewRefresh, uncancellable};
+use crate::store::dedicated::Dedicated;
+use crate::store::inline::Access;
+use crate::store::{Grants, Store, StoreError, on_db, on_pg};
 
 macro_rules! code_columns {
     () => {
@@ -111,7 +115,22 @@ impl Store {
             code_columns!(),
             ", EXISTS (SELECT 1 FROM users WHERE users.id = auth_codes.user_id) AS user_exists FROM auth_codes WHERE code_hash = $1"
         );
-        on_direct!(self.direct(), |conn| {
+        let set = match self.grants() {
+            Grants::Sqlite(db) => {
+                let code_hash = code_hash.to_owned();
+                return db
+                    .run(Access::Read, move |conn| {
+                        conn.prepare_cached(SQL)?
+                            .query_row([&code_hash], |row| {
+                                Ok((CodeRecord::from_sqlite(row)?, row.get("user_exists")?))
+                            })
+                            .optional()
+                    })
+                    .await;
+            }
+            Grants::Postgres(set) => set,
+        };
+        on_pg!(set, |conn| {
             match sqlx::query(SQL).bind(code_hash).fetch_optional(conn).await {
                 Ok(Some(row)) => {
                     use sqlx::{FromRow, Row};
@@ -127,10 +146,10 @@ impl Store {
 
     /// Mark the code redeemed, store the first refresh token of its family
     /// and the `last_used_at` of the client `touch` names, atomically: one
-    /// statement on PostgreSQL, one script on the SQLite writer; `Lost` if it
-    /// was already redeemed.
-    async fn redeem_code_now(
+    /// statement on PostgreSQL (`Lost` if it was already redeemed).
+    async fn redeem_code_on_postgres(
         &self,
+        set: &Dedicated<sqlx::PgConnection>,
         code_hash: &str,
         now: i64,
         response_sealed: &str,
@@ -142,77 +161,39 @@ impl Store {
                 "UPDATE auth_codes SET redeemed_at = $1, response_sealed = $2 WHERE code_hash = $3 AND redeemed_at IS NULL RETURNING code_hash"
             };
         }
-        macro_rules! insert {
-            () => {
-                "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scope, resource, created_at, expires_at) SELECT $5, $6, $7, $8, $9, $10, $1, $11"
-            };
-        }
-        const SQLITE_WITH_REFRESH: &str = concat!(
-            "BEGIN IMMEDIATE; ",
-            mark!(),
-            "; ",
-            insert!(),
-            " WHERE changes() = 1; ",
-            "UPDATE oauth_clients SET last_used_at = $1 WHERE client_id = $4 AND changes() = 1; ",
-            "COMMIT"
-        );
-        const SQLITE_WITHOUT: &str = concat!(
-            "BEGIN IMMEDIATE; ",
-            mark!(),
-            "; ",
-            "UPDATE oauth_clients SET last_used_at = $1 WHERE client_id = $4 AND changes() = 1; ",
-            "COMMIT"
-        );
-        const POSTGRES_WITH_REFRESH: &str = concat!(
+        const WITH_REFRESH: &str = concat!(
             "WITH won AS (",
             mark!(),
             "), next AS (",
-            insert!(),
+            "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scope, resource, created_at, expires_at) SELECT $5, $6, $7, $8, $9, $10, $1, $11",
             " FROM won), touched AS (UPDATE oauth_clients SET last_used_at = $1 WHERE client_id = $4 AND EXISTS (SELECT 1 FROM won)) SELECT code_hash FROM won"
         );
-        const POSTGRES_WITHOUT: &str = concat!(
+        const WITHOUT: &str = concat!(
             "WITH won AS (",
             mark!(),
             "), touched AS (UPDATE oauth_clients SET last_used_at = $1 WHERE client_id = $4 AND EXISTS (SELECT 1 FROM won)) SELECT code_hash FROM won"
         );
-        macro_rules! bound {
-            ($sql:expr) => {{
-                let q = sqlx::query($sql)
-                    .bind(now)
-                    .bind(response_sealed)
-                    .bind(code_hash)
-                    .bind(touch);
-                match refresh {
-                    Some(r) => q
-                        .bind(&r.token_hash)
-                        .bind(&r.family_id)
-                        .bind(&r.client_id)
-                        .bind(&r.user_id)
-                        .bind(&r.scope)
-                        .bind(&r.resource)
-                        .bind(r.expires_at),
-                    None => q,
-                }
-            }};
-        }
-        let won = match (self.writer(), refresh.is_some()) {
-            (Writer::Sqlite(writer), true) => {
-                sqlite_script(writer, bound!(SQLITE_WITH_REFRESH)).await?
-            }
-            (Writer::Sqlite(writer), false) => {
-                sqlite_script(writer, bound!(SQLITE_WITHOUT)).await?
-            }
-            (Writer::Postgres(set), with_refresh) => {
-                let mut held = set.get().await?;
-                let query = if with_refresh {
-                    bound!(POSTGRES_WITH_REFRESH)
-                } else {
-                    bound!(POSTGRES_WITHOUT)
-                };
-                let result = query.fetch_optional(held.conn()?).await;
-                held.settle(result)?.is_some()
-            }
+        let query = sqlx::query(if refresh.is_some() {
+            WITH_REFRESH
+        } else {
+            WITHOUT
+        })
+        .bind(now)
+        .bind(response_sealed)
+        .bind(code_hash)
+        .bind(touch);
+        let query = match refresh {
+            Some(r) => query
+                .bind(&r.token_hash)
+                .bind(&r.family_id)
+                .bind(&r.client_id)
+                .bind(&r.user_id)
+                .bind(&r.scope)
+                .bind(&r.resource)
+                .bind(r.expires_at),
+            None => query,
         };
+        let won = on_pg!(set, |conn| query.fetch_optional(conn).await)?.is_some();
         Ok(if won { Consumed::Won } else { Consumed::Lost })
     }
 
@@ -226,6 +207,30 @@ impl Store {
         refresh: Option<&NewRefresh>,
         touch: Option<&str>,
     ) -> Result<Consumed, StoreError> {
+        let set = match self.grants() {
+            Grants::Sqlite(db) => {
+                let (code_hash, sealed, refresh, touch) = (
+                    code_hash.to_owned(),
+                    response_sealed.to_owned(),
+                    refresh.cloned(),
+                    touch.map(str::to_owned),
+                );
+                let won = db
+                    .run(Access::Write, move |conn| {
+                        redeem_on_sqlite(
+                            conn,
+                            &code_hash,
+                            now,
+                            &sealed,
+                            refresh.as_ref(),
+                            touch.as_deref(),
+                        )
+                    })
+                    .await?;
+                return Ok(if won { Consumed::Won } else { Consumed::Lost });
+            }
+            Grants::Postgres(set) => set.clone(),
+        };
         let (store, code_hash, sealed, refresh, touch) = (
             self.clone(),
             code_hash.to_owned(),
@@ -233,11 +238,57 @@ impl Store {
             refresh.cloned(),
             touch.map(str::to_owned),
         );
+        // A dropped caller must not leave the statement half sent.
         uncancellable(async move {
             store
-                .redeem_code_now(&code_hash, now, &sealed, refresh.as_ref(), touch.as_deref())
+                .redeem_code_on_postgres(
+                    &set,
+                    &code_hash,
+                    now,
+                    &sealed,
+                    refresh.as_ref(),
+                    touch.as_deref(),
+                )
                 .await
         })
         .await
     }
+}
+
+/// The redemption as one SQLite transaction, run where it is called:
+/// `true` if this caller won.
+fn redeem_on_sqlite(
+    conn: &mut rusqlite::Connection,
+    code_hash: &str,
+    now: i64,
+    response_sealed: &str,
+    refresh: Option<&NewRefresh>,
+    touch: Option<&str>,
+) -> rusqlite::Result<bool> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let won = tx
+        .prepare_cached("UPDATE auth_codes SET redeemed_at = ?1, response_sealed = ?2 WHERE code_hash = ?3 AND redeemed_at IS NULL")?
+        .execute(rusqlite::params![now, response_sealed, code_hash])?
+        == 1;
+    if won {
+        if let Some(r) = refresh {
+            tx.prepare_cached("INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scope, resource, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
+                .execute(rusqlite::params![
+                    r.token_hash,
+                    r.family_id,
+                    r.client_id,
+                    r.user_id,
+                    r.scope,
+                    r.resource,
+                    now,
+                    r.expires_at,
+                ])?;
+        }
+        if let Some(client_id) = touch {
+            tx.prepare_cached("UPDATE oauth_clients SET last_used_at = ?1 WHERE client_id = ?2")?
+                .execute(rusqlite::params![now, client_id])?;
+        }
+    }
+    tx.commit()?;
+    Ok(won)
 }

@@ -96,6 +96,58 @@ pub struct RefreshRecord {
     pub revoked_at: Option<i64>,
 }
 
+/// The grants' records read by statements run on the calling thread
+/// (see `store::inline`), by column name as sqlx's `FromRow` does.
+impl ClientRecord {
+    pub(in crate::store) fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(ClientRecord {
+            client_id: row.get("client_id")?,
+            secret_hash: row.get("secret_hash")?,
+            metadata: row.get("metadata")?,
+            created_at: row.get("created_at")?,
+            last_used_at: row.get("last_used_at")?,
+        })
+    }
+}
+
+impl CodeRecord {
+    pub(in crate::store) fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(CodeRecord {
+            code_hash: row.get("code_hash")?,
+            client_id: row.get("client_id")?,
+            user_id: row.get("user_id")?,
+            redirect_uri: row.get("redirect_uri")?,
+            code_challenge: row.get("code_challenge")?,
+            scope: row.get("scope")?,
+            resource: row.get("resource")?,
+            family_id: row.get("family_id")?,
+            created_at: row.get("created_at")?,
+            expires_at: row.get("expires_at")?,
+            redeemed_at: row.get("redeemed_at")?,
+            response_sealed: row.get("response_sealed")?,
+            redirect_uri_sent: row.get("redirect_uri_sent")?,
+        })
+    }
+}
+
+impl RefreshRecord {
+    pub(in crate::store) fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(RefreshRecord {
+            token_hash: row.get("token_hash")?,
+            family_id: row.get("family_id")?,
+            client_id: row.get("client_id")?,
+            user_id: row.get("user_id")?,
+            scope: row.get("scope")?,
+            resource: row.get("resource")?,
+            created_at: row.get("created_at")?,
+            expires_at: row.get("expires_at")?,
+            rotated_at: row.get("rotated_at")?,
+            response_sealed: row.get("response_sealed")?,
+            revoked_at: row.get("revoked_at")?,
+        })
+    }
+}
+
 /// A new refresh token row.
 #[derive(Debug, Clone)]
 pub struct NewRefresh {
@@ -197,32 +249,6 @@ macro_rules! revoke_all {
     };
 }
 use revoke_all;
-
-/// The grants' single-use writes, as one script run in one hand-off to the
-/// SQLite writer's worker thread (a transaction of separate statements is
-/// four). `script` begins with `BEGIN IMMEDIATE`, ends with `COMMIT`, and its
-/// first statement's `RETURNING` row says whether this caller won; the later
-/// statements run only `WHERE changes() = 1`. A statement that fails stops
-/// the script inside its transaction, which is rolled back here before the
-/// writer is let go, so no half-written grant survives.
-async fn sqlite_script(
-    writer: &tokio::sync::Mutex<sqlx::SqliteConnection>,
-    script: sqlx::query::Query<'_, sqlx::Sqlite, <sqlx::Sqlite as sqlx::Database>::Arguments>,
-) -> Result<bool, sqlx::Error> {
-    let mut conn = writer.lock().await;
-    match script.fetch_all(&mut *conn).await {
-        Ok(rows) => Ok(rows.len() == 1),
-        Err(e) => {
-            // Fails harmlessly when the script stopped before its BEGIN took;
-            // had it failed with a transaction open, the next script's BEGIN
-            // would fail in turn and roll it back here.
-            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                tracing::debug!("nothing to roll back after a failed grant write");
-            }
-            Err(e)
-        }
-    }
-}
 
 /// sqlx's `begin`/`commit` are not cancel-safe on PostgreSQL (a request
 /// dropped mid-transaction, e.g. a client disconnecting, can leave the pooled

@@ -1,0 +1,399 @@
+//! The token grants' SQLite statements, run on the calling thread.
+//!
+//! sqlx runs every SQLite connection on a worker thread of its own, so each
+//! statement is a hand-off there and a wake-up back: on a small (virtual)
+//! machine two thread wake-ups cost more than the statement, a page-cache
+//! read or a WAL append of some microseconds. The grants run a handful of
+//! such statements per request, so they run them here, directly.
+//!
+//! What must not happen on an async worker is a wait: these connections have
+//! no busy timeout, and a statement that finds SQLite's lock taken (another
+//! connection writing) is run again on a blocking thread with the usual
+//! timeout. Nor do they checkpoint the WAL as they commit (that can fsync):
+//! every [`CHECKPOINT_EVERY`] commits a passive checkpoint runs on a blocking
+//! thread instead.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use super::StoreError;
+
+/// Commits between two WAL checkpoints (SQLite's own default is 1000 pages;
+/// a grant writes a few).
+pub(crate) const CHECKPOINT_EVERY: u64 = 256;
+
+/// How long a statement run off the async worker waits for SQLite's lock,
+/// as the pool's connections do.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections to one SQLite database, opened on demand and kept while idle.
+/// As many exist as statements run at once, which is at most the number of
+/// runtime threads plus the blocking retries.
+pub(crate) struct InlineSqlite {
+    target: Target,
+    idle: Mutex<Vec<Connection>>,
+    commits: AtomicU64,
+    checkpointing: Arc<AtomicBool>,
+}
+
+/// What a connection opens: the database file, or sqlx's shared in-memory
+/// database (so the pool and these connections see the same data).
+#[derive(Debug, Clone)]
+enum Target {
+    File(PathBuf),
+    SharedMemory(String),
+}
+
+impl std::fmt::Debug for InlineSqlite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InlineSqlite")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Does the statement write? Writes count towards the next checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Write,
+}
+
+impl InlineSqlite {
+    /// Connections to the database sqlx's `options` name.
+    pub(crate) fn new(options: &sqlx::sqlite::SqliteConnectOptions) -> Self {
+        let file = options.get_filename();
+        let name = file.to_string_lossy();
+        let target = if name.starts_with("file:sqlx-in-memory-") {
+            Target::SharedMemory(format!("{name}?mode=memory&cache=shared"))
+        } else {
+            Target::File(file.to_path_buf())
+        };
+        InlineSqlite {
+            target,
+            idle: Mutex::new(Vec::new()),
+            commits: AtomicU64::new(0),
+            checkpointing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn open(target: &Target) -> rusqlite::Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = match target {
+            Target::File(path) => Connection::open_with_flags(path, flags)?,
+            Target::SharedMemory(uri) => Connection::open_with_flags(
+                uri,
+                flags | OpenFlags::SQLITE_OPEN_SHARED_CACHE | OpenFlags::SQLITE_OPEN_MEMORY,
+            )?,
+        };
+        // The pool's settings (the journal mode is the file's own, WAL).
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.busy_timeout(Duration::ZERO)?;
+        Ok(conn)
+    }
+
+    fn take(&self) -> rusqlite::Result<Connection> {
+        let idle = self.idle.lock().map(|mut idle| idle.pop());
+        match idle {
+            Ok(Some(conn)) => Ok(conn),
+            _ => Self::open(&self.target),
+        }
+    }
+
+    fn put_back(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
+        }
+    }
+
+    /// Run `work` on a connection: here, or, when SQLite's lock is taken,
+    /// on a blocking thread that waits for it. `work` runs its statements
+    /// in a transaction of its own when it has more than one (it may run
+    /// twice, so a failed first run must have changed nothing).
+    pub(crate) async fn run<T, F>(&self, access: Access, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let mut conn = self.take().map_err(StoreError::from)?;
+        let result = match work(&mut conn) {
+            Err(e) if busy(&e) => {
+                let waited = tokio::task::spawn_blocking(move || {
+                    conn.busy_timeout(BUSY_TIMEOUT)?;
+                    let result = work(&mut conn);
+                    conn.busy_timeout(Duration::ZERO)?;
+                    Ok::<_, rusqlite::Error>((conn, result))
+                })
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?;
+                match waited {
+                    Ok((back, result)) => {
+                        conn = back;
+                        result
+                    }
+                    // The connection could not be reset: it is dropped.
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            other => other,
+        };
+        match &result {
+            // A statement's own failure leaves the connection as it was;
+            // anything else (I/O, a broken file) closes it.
+            Ok(_) => {
+                if access == Access::Write {
+                    self.count_commit();
+                }
+                self.put_back(conn);
+            }
+            Err(e) if statement_level(e) && conn.is_autocommit() => self.put_back(conn),
+            Err(_) => drop(conn),
+        }
+        result.map_err(StoreError::from)
+    }
+
+    fn count_commit(&self) {
+        let n = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
+        if !n.is_multiple_of(CHECKPOINT_EVERY) || self.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (target, running) = (self.target.clone(), self.checkpointing.clone());
+        let conn = self.take();
+        tokio::task::spawn_blocking(move || {
+            // PASSIVE: copies what no reader still needs, waits for nobody.
+            let done = conn
+                .or_else(|_| Self::open(&target))
+                .and_then(|conn| conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())));
+            if let Err(e) = done {
+                tracing::debug!(error = %StoreError::from(e), "WAL checkpoint did not run");
+            }
+            running.store(false, Ordering::Release);
+        });
+    }
+
+    /// How many commits these connections made (tests).
+    #[cfg(test)]
+    fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+}
+
+/// SQLite's lock is held by another connection.
+fn busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Errors of the statement, not of the connection.
+fn statement_level(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::QueryReturnedNoRows
+            | rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::InvalidColumnIndex(_)
+            | rusqlite::Error::InvalidColumnName(_)
+    ) || e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        // As for sqlx's errors: the kind only, never a path or a value.
+        let text = match &err {
+            rusqlite::Error::SqliteFailure(e, _) => format!("database error {}", e.extended_code),
+            rusqlite::Error::QueryReturnedNoRows => "row not found".to_owned(),
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..) => "decode error".to_owned(),
+            _ => "driver error".to_owned(),
+        };
+        StoreError::Unavailable(text)
+    }
+}
+
+/// A unique-key violation (a taken id).
+pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+
+    fn on_file(dir: &tempfile::TempDir) -> InlineSqlite {
+        let path = dir.path().join("t.db");
+        let setup = Connection::open(&path).unwrap();
+        setup
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)",
+            )
+            .unwrap();
+        InlineSqlite::new(
+            &SqliteConnectOptions::new()
+                .filename(&path)
+                .journal_mode(SqliteJournalMode::Wal),
+        )
+    }
+
+    fn insert(k: &'static str) -> impl Fn(&mut Connection) -> rusqlite::Result<usize> + Send {
+        move |conn| conn.execute("INSERT INTO t (k, v) VALUES (?1, 1)", [k])
+    }
+
+    fn count(conn: &mut Connection) -> rusqlite::Result<i64> {
+        conn.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_finds_the_lock_taken_waits_for_it_off_the_async_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = on_file(&dir);
+        // Another connection (as sqlx's pool would be) holds the write lock.
+        let mut other = Connection::open(dir.path().join("t.db")).unwrap();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let tx = other
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .unwrap();
+            tx.execute("INSERT INTO t (k, v) VALUES ('held', 1)", [])
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            tx.commit().unwrap();
+        });
+        locked_rx.recv().unwrap();
+        let write = tokio::spawn(async move {
+            let n = db.run(Access::Write, insert("waited")).await;
+            (db, n)
+        });
+        // The write is parked on a blocking thread, not failed.
+        tokio::task::yield_now().await;
+        assert!(!write.is_finished());
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        let (db, n) = write.await.unwrap();
+        assert_eq!(n.unwrap(), 1);
+        assert_eq!(db.run(Access::Read, count).await.unwrap(), 2);
+        // The connection came back with no busy timeout: the next busy
+        // statement must not wait on the async thread.
+        let mut idle = db.idle.lock().unwrap();
+        let conn = idle.pop().unwrap();
+        let timeout: i64 = conn
+            .query_row("PRAGMA busy_timeout", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(timeout, 0);
+    }
+
+    #[tokio::test]
+    async fn a_statement_error_keeps_the_connection_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = on_file(&dir);
+        db.run(Access::Write, insert("a")).await.unwrap();
+        let again = db.run(Access::Write, insert("a")).await;
+        assert!(
+            matches!(again, Err(StoreError::Unavailable(ref text)) if text.starts_with("database error"))
+        );
+        assert_eq!(db.idle.lock().unwrap().len(), 1);
+        assert_eq!(db.run(Access::Read, count).await.unwrap(), 1);
+        assert_eq!(db.commits(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_transaction_that_fails_half_way_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = on_file(&dir);
+        db.run(Access::Write, insert("taken")).await.unwrap();
+        let failed = db
+            .run(Access::Write, |conn| {
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                tx.execute("INSERT INTO t (k, v) VALUES ('new', 1)", [])?;
+                tx.execute("INSERT INTO t (k, v) VALUES ('taken', 1)", [])?;
+                tx.commit()
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(db.run(Access::Read, count).await.unwrap(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_checkpoint_the_wal_now_and_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = on_file(&dir);
+        let file = dir.path().join("t.db");
+        let size = || std::fs::metadata(&file).unwrap().len();
+        let before = size();
+        // Rows of 2 KiB: the database file must grow by about 256 pages
+        // once they are checkpointed, and not before (these connections do
+        // not checkpoint as they commit).
+        for i in 0..CHECKPOINT_EVERY - 1 {
+            db.run(Access::Write, move |conn| {
+                conn.execute(
+                    "INSERT INTO t (k, v) VALUES (?1, zeroblob(2048))",
+                    [format!("k{i}")],
+                )
+            })
+            .await
+            .unwrap();
+        }
+        assert_eq!(size(), before, "no checkpoint before the count");
+        db.run(Access::Write, insert("last")).await.unwrap();
+        // The checkpoint runs on a blocking thread; wait for it to end.
+        for _ in 0..500 {
+            if !db.checkpointing.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!db.checkpointing.load(Ordering::Acquire));
+        assert!(size() > before + 100 * 4096, "{} -> {}", before, size());
+    }
+
+    #[tokio::test]
+    async fn sqlx_shared_memory_database_is_the_same_database() {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:").unwrap();
+        let mut keep = sqlx::ConnectOptions::connect(&options).await.unwrap();
+        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")
+            .execute(&mut keep)
+            .await
+            .unwrap();
+        let db = InlineSqlite::new(&options);
+        db.run(Access::Write, insert("x")).await.unwrap();
+        let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut keep)
+            .await
+            .unwrap();
+        assert_eq!(seen, 1);
+    }
+
+    #[test]
+    fn errors_name_the_kind_only() {
+        let e = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some("unable to open /secret/path/db".to_owned()),
+        );
+        let text = StoreError::from(e).to_string();
+        assert!(!text.contains("/secret"), "{text}");
+        assert!(text.contains("database error 14"), "{text}");
+    }
+}
