@@ -13,7 +13,7 @@ mod bridge;
 mod dedicated;
 mod federation;
 mod health;
-mod inline;
+pub(crate) mod inline;
 mod leases;
 mod limits;
 mod mcp_events;
@@ -109,6 +109,25 @@ macro_rules! on_pg {
     }};
 }
 pub(crate) use on_pg;
+
+/// One statement of the sign-in and grant paths where the grants run:
+/// `$sqlite` (a `rusqlite::Result`, given a `&mut rusqlite::Connection`, run
+/// in place; it owns what it uses) or `$postgres` (a `Result<_, sqlx::Error>`
+/// on a dedicated connection).
+macro_rules! on_grants {
+    ($store:expr, $access:ident,
+     sqlite: |$lite:ident| $sqlite:expr,
+     postgres: |$pg:ident| $postgres:expr $(,)?) => {
+        match $store.grants() {
+            $crate::store::Grants::Sqlite(db) => {
+                db.run($crate::store::inline::Access::$access, move |$lite| $sqlite)
+                    .await
+            }
+            $crate::store::Grants::Postgres(set) => $crate::store::on_pg!(set, |$pg| $postgres),
+        }
+    };
+}
+pub(crate) use on_grants;
 
 /// Handle to the store; cheap to clone.
 #[derive(Clone, Debug)]

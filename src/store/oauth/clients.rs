@@ -4,7 +4,7 @@ use super::{ClientRecord, revoke_all, uncancellable};
 use rusqlite::OptionalExtension;
 
 use crate::store::inline::{Access, is_unique_violation};
-use crate::store::{Grants, Store, StoreError, now_epoch, on_db, on_pg};
+use crate::store::{Grants, Store, StoreError, now_epoch, on_db, on_grants, on_pg};
 
 macro_rules! client_columns {
     () => {
@@ -150,14 +150,25 @@ impl Store {
         scope: &str,
     ) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO consents (user_id, client_id, scope, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, created_at = excluded.created_at";
-        on_db!(self.db(), |pool| sqlx::query(SQL)
-            .bind(user_id)
-            .bind(client_id)
-            .bind(scope)
-            .bind(now_epoch())
-            .execute(pool)
-            .await
-            .map(|_| ()))?;
+        let (user_id, client_id, scope, now) = (
+            user_id.to_owned(),
+            client_id.to_owned(),
+            scope.to_owned(),
+            now_epoch(),
+        );
+        on_grants!(self, Write,
+            sqlite: |conn| conn
+                .prepare_cached(SQL)?
+                .execute(rusqlite::params![user_id, client_id, scope, now]),
+            postgres: |conn| sqlx::query(SQL)
+                .bind(&user_id)
+                .bind(&client_id)
+                .bind(&scope)
+                .bind(now)
+                .execute(conn)
+                .await
+                .map(|done| done.rows_affected() as usize),
+        )?;
         Ok(())
     }
 
@@ -168,13 +179,18 @@ impl Store {
         client_id: &str,
     ) -> Result<Option<String>, StoreError> {
         const SQL: &str = "SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2";
-        Ok(on_db!(self.db(), |pool| sqlx::query_scalar::<_, String>(
-            SQL
+        let (user_id, client_id) = (user_id.to_owned(), client_id.to_owned());
+        on_grants!(self, Read,
+            sqlite: |conn| conn
+                .prepare_cached(SQL)?
+                .query_row(rusqlite::params![user_id, client_id], |row| row.get(0))
+                .optional(),
+            postgres: |conn| sqlx::query_scalar::<_, String>(SQL)
+                .bind(&user_id)
+                .bind(&client_id)
+                .fetch_optional(conn)
+                .await,
         )
-        .bind(user_id)
-        .bind(client_id)
-        .fetch_optional(pool)
-        .await)?)
     }
 
     /// `(client_id, scope, created_at)` of a user's remembered consents.

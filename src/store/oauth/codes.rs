@@ -5,7 +5,7 @@ use rusqlite::OptionalExtension;
 use super::{AuthRequestRecord, CodeRecord, Consumed, NewRefresh, uncancellable};
 use crate::store::dedicated::Dedicated;
 use crate::store::inline::Access;
-use crate::store::{Grants, Store, StoreError, on_db, on_pg};
+use crate::store::{Grants, Store, StoreError, on_db, on_grants, on_pg};
 
 macro_rules! code_columns {
     () => {
@@ -16,16 +16,22 @@ macro_rules! code_columns {
 impl Store {
     pub async fn insert_auth_request(&self, record: &AuthRequestRecord) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO auth_requests (id_hash, browser_hash, csrf_hash, request, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
-        on_db!(self.db(), |pool| sqlx::query(SQL)
-            .bind(&record.id_hash)
-            .bind(&record.browser_hash)
-            .bind(&record.csrf_hash)
-            .bind(&record.request)
-            .bind(record.created_at)
-            .bind(record.expires_at)
-            .execute(pool)
-            .await
-            .map(|_| ()))?;
+        let r = record.clone();
+        on_grants!(self, Write,
+            sqlite: |conn| conn.prepare_cached(SQL)?.execute(rusqlite::params![
+                r.id_hash, r.browser_hash, r.csrf_hash, r.request, r.created_at, r.expires_at,
+            ]),
+            postgres: |conn| sqlx::query(SQL)
+                .bind(&r.id_hash)
+                .bind(&r.browser_hash)
+                .bind(&r.csrf_hash)
+                .bind(&r.request)
+                .bind(r.created_at)
+                .bind(r.expires_at)
+                .execute(conn)
+                .await
+                .map(|done| done.rows_affected() as usize),
+        )?;
         Ok(())
     }
 
@@ -35,14 +41,18 @@ impl Store {
         now: i64,
     ) -> Result<Option<AuthRequestRecord>, StoreError> {
         const SQL: &str = "SELECT id_hash, browser_hash, csrf_hash, request, created_at, expires_at FROM auth_requests WHERE id_hash = $1 AND expires_at > $2";
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<
-            _,
-            AuthRequestRecord,
-        >(SQL)
-        .bind(id_hash)
-        .bind(now)
-        .fetch_optional(pool)
-        .await)?)
+        let id_hash = id_hash.to_owned();
+        on_grants!(self, Read,
+            sqlite: |conn| conn
+                .prepare_cached(SQL)?
+                .query_row(rusqlite::params![id_hash, now], AuthRequestRecord::from_sqlite)
+                .optional(),
+            postgres: |conn| sqlx::query_as::<_, AuthRequestRecord>(SQL)
+                .bind(&id_hash)
+                .bind(now)
+                .fetch_optional(conn)
+                .await,
+        )
     }
 
     /// Consume a pending authorization: only one caller gets it.
@@ -52,14 +62,18 @@ impl Store {
         now: i64,
     ) -> Result<Option<AuthRequestRecord>, StoreError> {
         const SQL: &str = "DELETE FROM auth_requests WHERE id_hash = $1 AND expires_at > $2 RETURNING id_hash, browser_hash, csrf_hash, request, created_at, expires_at";
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<
-            _,
-            AuthRequestRecord,
-        >(SQL)
-        .bind(id_hash)
-        .bind(now)
-        .fetch_optional(pool)
-        .await)?)
+        let id_hash = id_hash.to_owned();
+        on_grants!(self, Write,
+            sqlite: |conn| conn
+                .prepare_cached(SQL)?
+                .query_row(rusqlite::params![id_hash, now], AuthRequestRecord::from_sqlite)
+                .optional(),
+            postgres: |conn| sqlx::query_as::<_, AuthRequestRecord>(SQL)
+                .bind(&id_hash)
+                .bind(now)
+                .fetch_optional(conn)
+                .await,
+        )
     }
 
     // codes
@@ -70,23 +84,41 @@ impl Store {
             code_columns!(),
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         );
-        on_db!(self.db(), |pool| sqlx::query(SQL)
-            .bind(&code.code_hash)
-            .bind(&code.client_id)
-            .bind(&code.user_id)
-            .bind(&code.redirect_uri)
-            .bind(&code.code_challenge)
-            .bind(&code.scope)
-            .bind(&code.resource)
-            .bind(&code.family_id)
-            .bind(code.created_at)
-            .bind(code.expires_at)
-            .bind(code.redeemed_at)
-            .bind(&code.response_sealed)
-            .bind(code.redirect_uri_sent)
-            .execute(pool)
-            .await
-            .map(|_| ()))?;
+        let c = code.clone();
+        on_grants!(self, Write,
+            sqlite: |conn| conn.prepare_cached(SQL)?.execute(rusqlite::params![
+                c.code_hash,
+                c.client_id,
+                c.user_id,
+                c.redirect_uri,
+                c.code_challenge,
+                c.scope,
+                c.resource,
+                c.family_id,
+                c.created_at,
+                c.expires_at,
+                c.redeemed_at,
+                c.response_sealed,
+                c.redirect_uri_sent,
+            ]),
+            postgres: |conn| sqlx::query(SQL)
+                .bind(&c.code_hash)
+                .bind(&c.client_id)
+                .bind(&c.user_id)
+                .bind(&c.redirect_uri)
+                .bind(&c.code_challenge)
+                .bind(&c.scope)
+                .bind(&c.resource)
+                .bind(&c.family_id)
+                .bind(c.created_at)
+                .bind(c.expires_at)
+                .bind(c.redeemed_at)
+                .bind(&c.response_sealed)
+                .bind(c.redirect_uri_sent)
+                .execute(conn)
+                .await
+                .map(|done| done.rows_affected() as usize),
+        )?;
         Ok(())
     }
 

@@ -110,6 +110,19 @@ impl ClientRecord {
     }
 }
 
+impl AuthRequestRecord {
+    pub(in crate::store) fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(AuthRequestRecord {
+            id_hash: row.get("id_hash")?,
+            browser_hash: row.get("browser_hash")?,
+            csrf_hash: row.get("csrf_hash")?,
+            request: row.get("request")?,
+            created_at: row.get("created_at")?,
+            expires_at: row.get("expires_at")?,
+        })
+    }
+}
+
 impl CodeRecord {
     pub(in crate::store) fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(CodeRecord {

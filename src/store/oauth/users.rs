@@ -2,7 +2,9 @@
 //! login sessions.
 
 use super::{REVOKE_BY_USER, UserRecord, conflict_or, revoke_all, uncancellable};
-use crate::store::{Store, StoreError, now_epoch, on_db};
+use rusqlite::OptionalExtension;
+
+use crate::store::{Store, StoreError, now_epoch, on_db, on_grants};
 
 macro_rules! user_columns {
     () => {
@@ -192,13 +194,26 @@ impl Store {
         now: i64,
     ) -> Result<Option<UserRecord>, StoreError> {
         const SQL: &str = "SELECT u.id, u.username, u.password_hash, u.created_at, u.updated_at FROM user_sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND s.expires_at > $2";
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(
-            SQL
+        let id_hash = id_hash.to_owned();
+        on_grants!(self, Read,
+            sqlite: |conn| conn
+                .prepare_cached(SQL)?
+                .query_row(rusqlite::params![id_hash, now], |row| {
+                    Ok(UserRecord {
+                        id: row.get("id")?,
+                        username: row.get("username")?,
+                        password_hash: row.get("password_hash")?,
+                        created_at: row.get("created_at")?,
+                        updated_at: row.get("updated_at")?,
+                    })
+                })
+                .optional(),
+            postgres: |conn| sqlx::query_as::<_, UserRecord>(SQL)
+                .bind(&id_hash)
+                .bind(now)
+                .fetch_optional(conn)
+                .await,
         )
-        .bind(id_hash)
-        .bind(now)
-        .fetch_optional(pool)
-        .await)?)
     }
 
     /// Remove a user, their sessions, consents and upstream tokens, and revoke their refresh tokens.
