@@ -465,6 +465,12 @@ fn write_private_file(path: &std::path::Path, text: &str) -> std::io::Result<()>
         options.mode(0o600);
     }
     let mut file = options.open(path)?;
+    // An existing file keeps its mode on open: narrow it before writing.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     file.write_all(text.as_bytes())?;
     file.write_all(b"\n")
 }
