@@ -514,6 +514,204 @@ fn utc(t: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::jwks::{JwksCache, KeyFamily, VerificationKey};
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use jsonwebtoken::Algorithm;
+    use serde_json::json;
+
+    const NOW: i64 = 2_000_000_000;
+
+    /// Expectations over one fresh P-256 key (resource-mode rules), and a
+    /// signer with that key taking the header `typ` and the claims.
+    fn expectations_and_signer(
+        required: &[&str],
+    ) -> (Expectations, impl Fn(serde_json::Value) -> String) {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            &aws_lc_rs::rand::SystemRandom::new(),
+        )
+        .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let key = VerificationKey {
+            kid: Some("k1".into()),
+            key: jsonwebtoken::DecodingKey::from_ec_components(
+                &URL_SAFE_NO_PAD.encode(&point[1..33]),
+                &URL_SAFE_NO_PAD.encode(&point[33..]),
+            )
+            .unwrap(),
+            alg: Some(Algorithm::ES256),
+            family: KeyFamily::Ec,
+        };
+        let verifier = IssuerVerifier::new(
+            "https://idp.example".into(),
+            vec!["https://mcp.example/mcp".into()],
+            vec![Algorithm::ES256],
+            JwksCache::preloaded(vec![key]),
+            None,
+            reqwest::Client::new(),
+        );
+        let expected = Expectations {
+            source: "test".into(),
+            issuer: "https://idp.example".into(),
+            audiences: vec!["https://mcp.example/mcp".into()],
+            algorithms: vec!["ES256".into()],
+            required_scopes: required.iter().map(|s| (*s).to_owned()).collect(),
+            advertised_scopes: vec!["notes:read".into(), "notes:write".into()],
+            leeway_secs: 60,
+            verifier,
+        };
+        let encoding = jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref());
+        let sign = move |extra: serde_json::Value| {
+            let mut claims = json!({"iss": "https://idp.example", "sub": "alice",
+                "aud": "https://mcp.example/mcp", "exp": NOW + 600, "iat": NOW,
+                "scope": "notes:read"});
+            if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+                c.extend(e.clone());
+            }
+            let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+            header.kid = Some("k1".into());
+            header.typ = Some("at+jwt".into());
+            jsonwebtoken::encode(&header, &claims, &encoding).unwrap()
+        };
+        (expected, sign)
+    }
+
+    fn failed(findings: &[Finding]) -> &Finding {
+        findings
+            .iter()
+            .find(|f| f.outcome == Outcome::Fail)
+            .unwrap_or_else(|| panic!("no failure in {findings:?}"))
+    }
+
+    // The verifier checks exp against the system clock: tokens in these
+    // tests are built around the real time, the words around `NOW`.
+    fn real_now() -> i64 {
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    }
+
+    #[tokio::test]
+    async fn a_good_token_passes_with_an_advertised_scope_missing_as_a_warning() {
+        let (expected, sign) = expectations_and_signer(&[]);
+        let now = real_now();
+        let token = sign(json!({"exp": now + 3600, "iat": now}));
+        let findings = verify(&expected, &token, now).await;
+        assert!(valid(&findings), "{findings:?}");
+        let checks: Vec<_> = findings.iter().map(|f| f.check).collect();
+        assert_eq!(checks, ["signature", "iss", "aud", "exp", "scope"]);
+        assert!(
+            findings[3].summary.contains("expires in 60 minutes"),
+            "{findings:?}"
+        );
+        assert_eq!(findings[4].outcome, Outcome::Warn);
+        assert!(findings[4].summary.contains("notes:write"), "{findings:?}");
+    }
+
+    #[tokio::test]
+    async fn each_refusal_is_named_by_its_check() {
+        let (expected, sign) = expectations_and_signer(&["notes:write"]);
+        let now = real_now();
+        let live = json!({"exp": now + 600, "iat": now});
+        let with = |extra: serde_json::Value| {
+            let mut claims = live.clone();
+            if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+                c.extend(e.clone());
+            }
+            sign(claims)
+        };
+        let cases = [
+            (
+                with(json!({"aud": "https://mcp.example/mcp/"})),
+                "aud",
+                "trailing slash",
+            ),
+            (
+                with(json!({"aud": "https://other.example"})),
+                "aud",
+                "https://other.example",
+            ),
+            (
+                with(json!({"iss": "https://evil.example"})),
+                "iss",
+                "https://evil.example",
+            ),
+            (with(json!({"exp": now - 7200})), "exp", "2 hours ago"),
+            (with(json!({"nbf": now + 7200})), "nbf", "in 2 hours"),
+            (with(json!({})), "scope", "notes:write"),
+            ("opaque".to_owned(), "format", "not a JWT"),
+        ];
+        for (token, check, words) in cases {
+            let findings = verify(&expected, &token, now).await;
+            let f = failed(&findings);
+            assert_eq!(f.check, check, "{findings:?}");
+            assert!(f.summary.contains(words), "{check}: {}", f.summary);
+            assert!(f.fix.is_some());
+            assert_eq!(f.docs, format!("docs/guide/tokens.md#verify-{check}"));
+        }
+        // A token without sub: a required claim.
+        let mut no_sub = live.clone();
+        no_sub["sub"] = serde_json::Value::Null;
+        let token = sign(no_sub);
+        let f = failed(&verify(&expected, &token, now).await).clone();
+        assert!(matches!(f.check, "claims" | "format"), "{f:?}");
+        // An altered signature.
+        let good = with(json!({}));
+        let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+        let flipped = if parts[2].as_bytes()[5] == b'A' {
+            "B"
+        } else {
+            "A"
+        };
+        parts[2].replace_range(5..6, flipped);
+        let findings = verify(&expected, &parts.join("."), now).await;
+        assert_eq!(failed(&findings).check, "signature", "{findings:?}");
+        // Another algorithm: HS256 with any secret is refused on alg.
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        let hmac = jsonwebtoken::encode(
+            &header,
+            &live,
+            &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
+        let findings = verify(&expected, &hmac, now).await;
+        assert_eq!(failed(&findings).check, "alg", "{findings:?}");
+        let _ = NOW;
+    }
+
+    #[test]
+    fn every_check_has_a_section_in_the_guide() {
+        let guide = include_str!("../../docs/guide/tokens.md");
+        let source = include_str!("verify.rs");
+        let mut names = Vec::new();
+        for call in ["Finding::fail(", "Finding::pass(", "Finding::new("] {
+            for (at, _) in source.match_indices(call) {
+                let rest = &source[at + call.len()..];
+                if let Some(start) = rest.find('"') {
+                    let name: String = rest[start + 1..]
+                        .chars()
+                        .take_while(|c| *c != '"')
+                        .collect();
+                    // Names are lowercase words (this test's own text is not a call).
+                    if rest[..start].trim().is_empty()
+                        && !name.is_empty()
+                        && name.chars().all(|c| c.is_ascii_lowercase())
+                    {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+        assert!(names.len() > 10, "{names:?}");
+        for name in names {
+            assert!(
+                guide.contains(&format!("### verify-{name}\n")),
+                "docs/guide/tokens.md has no section verify-{name}"
+            );
+        }
+    }
 
     #[test]
     fn times_are_shown_in_utc() {
