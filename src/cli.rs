@@ -212,8 +212,9 @@ pub struct VerifyArgs {
     #[arg(value_name = "FILE|-")]
     pub token: String,
     /// Expect what this mcpgate configuration's mode checks (issuer,
-    /// audiences, algorithms, advertised scopes).
-    #[arg(long, env = "MCPGATE_CONFIG", required_unless_present = "issuer")]
+    /// audiences, algorithms, advertised scopes). Not read from
+    /// MCPGATE_CONFIG, so that --issuer works where that is set.
+    #[arg(long, required_unless_present = "issuer")]
     pub config: Option<PathBuf>,
     /// Expect tokens of this issuer (keys from its discovery's jwks_uri).
     #[arg(long, conflicts_with = "config")]
