@@ -204,7 +204,10 @@ impl Finding {
 /// `now` in unix seconds, for the times in words.
 pub async fn verify(expected: &Expectations, token: &str, now: i64) -> Vec<Finding> {
     let jwt = decode(token).ok();
-    let result = expected.verifier.verify_jwt(token).await;
+    // `verify`, not `verify_jwt`: an opaque token goes to introspection
+    // when the configuration has it, as on the server. The caches are this
+    // process's own, so they are empty here.
+    let result = expected.verifier.verify(token).await;
     let header = |name: &str| {
         jwt.as_ref()
             .and_then(|j| j.header.get(name))
@@ -220,10 +223,17 @@ pub async fn verify(expected: &Expectations, token: &str, now: i64) -> Vec<Findi
     match result {
         Ok(principal) => {
             let mut findings = vec![
-                Finding::pass(
-                    "signature",
-                    format!("{alg} signature verifies with {kid_text} of the issuer's key set"),
-                ),
+                if jwt.is_some() {
+                    Finding::pass(
+                        "signature",
+                        format!("{alg} signature verifies with {kid_text} of the issuer's key set"),
+                    )
+                } else {
+                    Finding::pass(
+                        "active",
+                        "an opaque token: introspection at the authorization server says it is active".to_owned(),
+                    )
+                },
                 Finding::pass("iss", format!("iss is {}", principal.issuer)),
                 Finding::pass(
                     "aud",
@@ -312,7 +322,7 @@ async fn failure(
                 "format",
                 match jwt {
                     None => format!(
-                        "{error}: not a JWT, and mcpgate reads only JWTs here (opaque tokens need [auth.resource.introspection], not checked by this command)"
+                        "{error}: not a JWT, and no introspection is configured to ask about an opaque token ([auth.resource.introspection])"
                     ),
                     Some(_) => error.to_string(),
                 },
@@ -434,8 +444,18 @@ async fn failure(
         ),
         TokenError::Upstream(reason) => Finding::fail(
             "keys",
-            format!("cannot fetch the issuer's keys: {reason}"),
-            "check that the issuer's jwks_uri is reachable from here",
+            format!("cannot ask the authorization server: {reason}"),
+            "check that the issuer's jwks_uri (or its introspection endpoint) is reachable from here",
+        ),
+        TokenError::Inactive => Finding::fail(
+            "active",
+            "introspection says the token is not active (expired, revoked, or unknown to the authorization server)".to_owned(),
+            "get a fresh token; an opaque token is only known to the server that issued it",
+        ),
+        TokenError::NoSubject(claim) => Finding::fail(
+            "claims",
+            format!("the introspection answer has no {claim:?} claim to take the caller from"),
+            "set auth.resource.introspection.subject_claim to a claim the answer carries",
         ),
         TokenError::Rejected(reason)
             if reason.starts_with("Base64") || reason.starts_with("Json") =>
@@ -473,10 +493,15 @@ pub fn text(expected: &Expectations, findings: &[Finding]) -> String {
             out.push_str(&format!("      fix: {fix}\n      see {}\n", f.docs));
         }
     }
-    out.push_str(if valid(findings) {
-        "the token is valid for this server\n"
-    } else {
-        "the token would be refused: 401 invalid_token (or 403 for missing scopes)\n"
+    let failed: Vec<&str> = findings
+        .iter()
+        .filter(|f| f.outcome == Outcome::Fail)
+        .map(|f| f.check)
+        .collect();
+    out.push_str(match failed.as_slice() {
+        [] => "the token is valid for this server\n",
+        ["scope"] => "the token is valid, but lacks required scopes: the tools needing them answer 403 insufficient_scope\n",
+        _ => "the token would be refused: 401 invalid_token\n",
     });
     out
 }

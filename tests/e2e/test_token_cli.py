@@ -9,7 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from idp_fixtures import MACHINE_CLIENT, Idp, jwt_parts
+from idp_fixtures import DEFAULT_OPAQUE_RESOURCE, MACHINE_CLIENT, RS_CLIENT, Idp, jwt_parts
 from mcpgate_process import config_text, require_mcpgate_bin
 
 REDIRECT = "http://127.0.0.1:33334/callback"
@@ -118,3 +118,36 @@ def test_refresh_rotates_and_the_old_refresh_token_dies(idp: Idp, tmp_path: Path
     assert dead.returncode == 1, dead.stdout + dead.stderr
     assert "invalid_grant" in dead.stderr and "hint: the refresh token" in dead.stderr, dead.stderr
     assert dead.stdout == ""
+
+
+def test_verify_introspects_an_opaque_token_as_a_configured_mcpgate_would(idp: Idp, tmp_path: Path):
+    # A machine client's opaque token for the IdP's opaque resource, fetched by the CLI. mcpgate in
+    # resource mode with introspection configured asks the IdP about it (RFC 7662), and so does
+    # `token verify --config`. Machine tokens have no `sub`: the caller is `client_id`.
+    got = mcpgate(
+        "client-credentials", "--issuer", idp.issuer, "--client-id", MACHINE_CLIENT[0],
+        "--client-secret-file", "-", "--resource", DEFAULT_OPAQUE_RESOURCE, "--scope", "calc",
+        stdin=MACHINE_CLIENT[1],
+    )
+    assert got.returncode == 0, got.stderr
+    opaque = got.stdout.strip()
+    assert "." not in opaque and "an opaque token" in got.stderr, got.stderr
+    secret_file = tmp_path / "rs.secret"
+    secret_file.write_text(RS_CLIENT[1])
+    config = tmp_path / "mcpgate.toml"
+    config.write_text(config_text(18001, tmp_path, [
+        "[auth]", 'mode = "resource"', "[auth.resource]", f"issuer = {json.dumps(idp.issuer)}",
+        f"audiences = [{json.dumps(DEFAULT_OPAQUE_RESOURCE)}]",
+        "[auth.resource.introspection]", f"client_id = {json.dumps(RS_CLIENT[0])}",
+        f"client_secret_file = {json.dumps(str(secret_file))}", 'subject_claim = "client_id"',
+    ]))
+    ok = mcpgate("verify", "-", "--config", str(config), "--scope", "calc", stdin=opaque)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "pass  active" in ok.stdout and "introspection" in ok.stdout, ok.stdout
+
+    # Revoked at the IdP: introspection says inactive, and the check is named.
+    status, _ = idp.revoke(opaque)
+    assert status == 200
+    revoked = mcpgate("verify", "-", "--config", str(config), stdin=opaque)
+    assert revoked.returncode == 1, revoked.stdout + revoked.stderr
+    assert "FAIL  active" in revoked.stdout, revoked.stdout
