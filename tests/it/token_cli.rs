@@ -471,8 +471,10 @@ mod against_local_mode {
 
     #[tokio::test]
     async fn refresh_prints_the_new_tokens_and_says_the_old_refresh_token_is_dead() {
-        // No grace for a retried refresh: the old token is dead at once.
-        let server = local(|l| l.refresh_reuse_grace_secs = Some(0)).await;
+        // No grace for a retried refresh: the old token is dead once the
+        // second of its rotation is past (the clock is moved, not waited for).
+        let clock = mcpgate::clock::ManualClock::new();
+        let server = local_on_clock(|l| l.refresh_reuse_grace_secs = Some(0), clock.clone()).await;
         let client_id = public_client(&server).await;
         let (verifier, challenge) = pkce();
         let authorize = authorize_url(&server, &client_id, &challenge, REDIRECT);
@@ -548,6 +550,7 @@ mod against_local_mode {
             "{}",
             again.err
         );
+        clock.advance(std::time::Duration::from_secs(2));
         let dead = refresh(old.clone()).await;
         assert_eq!(dead.code, 1, "{}{}", dead.out, dead.err);
         assert!(dead.err.contains("invalid_grant"), "{}", dead.err);
