@@ -105,7 +105,7 @@ fn resource_server(
 /// The scopes an external issuer's clients are told to ask for: the
 /// configured list or the policy's; `offline_access` is the client's
 /// business, never advertised here.
-fn external_scopes(resource: &ResourceAuthSettings, policy: &AccessPolicy) -> Vec<String> {
+pub fn external_scopes(resource: &ResourceAuthSettings, policy: &AccessPolicy) -> Vec<String> {
     resource
         .scopes_supported
         .clone()

@@ -134,6 +134,124 @@ pub enum TokenAction {
         #[arg(value_name = "FILE|-")]
         token: String,
     },
+    /// Fetch an access token with the client-credentials grant from any
+    /// issuer (found by discovery) and print it alone on stdout
+    /// (`TOKEN=$(mcpgate token client-credentials …)`), what it is on
+    /// stderr. Exit 1 when the token endpoint refuses (its error and a hint
+    /// shown), 2 on unusable input. Guide: docs/guide/tokens.md.
+    ClientCredentials(ClientCredentialsArgs),
+    /// Verify an access token exactly as mcpgate would (signature against
+    /// the issuer's JWKS, alg, typ, iss, aud, exp/nbf, scopes) and name the
+    /// check that fails. Expectations from `--config` (the configured mode)
+    /// or from `--issuer`/`--audience`/`--scope`. Exit 0 valid, 1 a check
+    /// failed, 2 unusable input.
+    Verify(VerifyArgs),
+    /// Exchange a refresh token (from a file or stdin) for new tokens: the
+    /// access token on stdout's first line and, when the server sends one,
+    /// the new refresh token on the second (or in --refresh-token-out).
+    /// Says on stderr when the refresh token rotated (the old one is dead).
+    Refresh(RefreshArgs),
+}
+
+/// Where the token endpoint is, and who the client is.
+#[derive(Debug, clap::Args)]
+pub struct TokenClientArgs {
+    /// The authorization server's issuer: its token endpoint is found by
+    /// discovery (RFC 8414, then OpenID Connect).
+    #[arg(long, required_unless_present = "token_endpoint")]
+    pub issuer: Option<String>,
+    /// The token endpoint itself, instead of discovery.
+    #[arg(long, conflicts_with = "issuer")]
+    pub token_endpoint: Option<String>,
+    #[arg(long)]
+    pub client_id: String,
+    /// The client secret: a file, or `-` for stdin (never on the command line).
+    #[arg(long, value_name = "FILE|-")]
+    pub client_secret_file: Option<String>,
+    /// `private_key_jwt`: the client's private key, PEM or JWK, in a file or `-`.
+    #[arg(long, value_name = "FILE|-", conflicts_with = "client_secret_file")]
+    pub private_key_file: Option<String>,
+    /// The `kid` of the assertion's header (default: the JWK's).
+    #[arg(long, requires = "private_key_file")]
+    pub key_id: Option<String>,
+    /// How the secret is sent: `basic` (HTTP Basic, the default) or `post` (in the form).
+    #[arg(long, value_enum, default_value = "basic")]
+    pub client_auth: SecretMethod,
+    /// Seconds per request.
+    #[arg(long, default_value_t = 10)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SecretMethod {
+    Basic,
+    Post,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClientCredentialsArgs {
+    #[command(flatten)]
+    pub client: TokenClientArgs,
+    /// The resource the token is for (RFC 8707), e.g. https://mcp.example.com/mcp.
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// A scope to request; repeat or separate with spaces. Entra: api://<app-id>/.default.
+    #[arg(long)]
+    pub scope: Vec<String>,
+    /// Auth0's `audience` (the API identifier).
+    #[arg(long)]
+    pub audience: Option<String>,
+    /// Print the whole token response (and the decoded claims) as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The file holding the token, or `-` for stdin.
+    #[arg(value_name = "FILE|-")]
+    pub token: String,
+    /// Expect what this mcpgate configuration's mode checks (issuer,
+    /// audiences, algorithms, advertised scopes). Not read from
+    /// MCPGATE_CONFIG, so that --issuer works where that is set.
+    #[arg(long, required_unless_present = "issuer")]
+    pub config: Option<PathBuf>,
+    /// Expect tokens of this issuer (keys from its discovery's jwks_uri).
+    #[arg(long, conflicts_with = "config")]
+    pub issuer: Option<String>,
+    /// An accepted audience (repeat for several); with --issuer.
+    #[arg(long, requires = "issuer")]
+    pub audience: Vec<String>,
+    /// A scope the token must carry; repeat or separate with spaces.
+    #[arg(long)]
+    pub scope: Vec<String>,
+    /// Seconds per request (discovery, key set).
+    #[arg(long, default_value_t = 10)]
+    pub timeout_secs: u64,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RefreshArgs {
+    #[command(flatten)]
+    pub client: TokenClientArgs,
+    /// The refresh token: a file, or `-` for stdin.
+    #[arg(long, value_name = "FILE|-")]
+    pub refresh_token_file: String,
+    /// Write the new refresh token to this file (mode 0600) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub refresh_token_out: Option<PathBuf>,
+    /// Narrow the new token to this resource (RFC 8707).
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// Narrow the new token to these scopes; repeat or separate with spaces.
+    #[arg(long)]
+    pub scope: Vec<String>,
+    /// Print the whole token response as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

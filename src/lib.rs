@@ -14,7 +14,8 @@
 //! (SQLite/PostgreSQL), `telemetry` (logs and metrics), `cli` (the command
 //! line), `doctor` (`mcpgate doctor`: outside checks of a deployed MCP
 //! endpoint and of this configuration's identity provider), `connect`
-//! (`mcpgate connect`: per-client setup guides), and the leaves `clock` (time as a parameter), `problems` (helpers
+//! (`mcpgate connect`: per-client setup guides), `token_tools` (`mcpgate
+//! token`: client credentials, refresh, verify as the server would), and the leaves `clock` (time as a parameter), `problems` (helpers
 //! shared by the settings validators), `constant_time` (secret comparison),
 //! `visible_text` (characters kept off pages and logs).
 //!
@@ -39,6 +40,7 @@ pub mod problems;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod token_tools;
 pub mod toolsets;
 pub mod upstream;
 pub mod visible_text;

@@ -162,7 +162,10 @@ pub async fn bearer(
     })
 }
 
-async fn resource_verifier(
+/// The verifier of `[auth.resource]` as `bearer` builds it (also what
+/// `mcpgate token verify` checks a token with, so it verifies exactly as
+/// the server would).
+pub async fn resource_verifier(
     resource: &ResourceAuthSettings,
     client: reqwest::Client,
     clock: crate::clock::SharedClock,

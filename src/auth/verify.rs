@@ -43,6 +43,12 @@ pub enum TokenError {
     BadSignature,
     #[error("token rejected: {0}")]
     Rejected(String),
+    #[error("token rejected: expired")]
+    Expired,
+    #[error("token rejected: not valid yet (nbf)")]
+    NotYetValid,
+    #[error("token rejected: no {0} claim")]
+    MissingClaim(String),
     #[error("token is not active")]
     Inactive,
     #[error("the token's audience is not this resource")]
@@ -355,6 +361,11 @@ impl IssuerVerifier {
                         ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
                         // Another key of the same kid may still verify it.
                         ErrorKind::InvalidSignature => TokenError::BadSignature,
+                        ErrorKind::ExpiredSignature => TokenError::Expired,
+                        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                        ErrorKind::MissingRequiredClaim(claim) => {
+                            TokenError::MissingClaim(claim.clone())
+                        }
                         other => TokenError::Rejected(format!("{other:?}")),
                     };
                     if last != TokenError::BadSignature {

@@ -93,6 +93,18 @@ pub fn sealer(config: &LocalAuthSettings) -> Result<Sealer, SetupError> {
     Ok(current.with_previous(previous))
 }
 
+/// The scopes the authorization server advertises: the policy's, then
+/// `extra_scopes` (also what `mcpgate token verify --config` expects).
+pub fn advertised_scopes(local: &LocalAuthSettings, policy: &AccessPolicy) -> Vec<String> {
+    let mut scopes: Vec<String> = policy.all_scopes().into_iter().collect();
+    for extra in &local.extra_scopes {
+        if !scopes.contains(extra) {
+            scopes.push(extra.clone());
+        }
+    }
+    scopes
+}
+
 /// Create `admin` with a random password when the store has no user yet.
 pub async fn ensure_first_user(store: &Store) -> Result<Option<String>, FirstUserError> {
     if store.count_users().await? > 0 {
@@ -175,12 +187,7 @@ pub async fn build(
                 source,
             })?;
     }
-    let mut scopes: Vec<String> = policy.all_scopes().into_iter().collect();
-    for extra in &local.extra_scopes {
-        if !scopes.contains(extra) {
-            scopes.push(extra.clone());
-        }
-    }
+    let scopes = advertised_scopes(local, policy);
     let enterprise = EnterpriseTrust::build(&local.enterprise_idps, clock.clone())
         .map_err(SetupError::EnterpriseIdps)?;
     let mut server = AuthorizationServer::new(
