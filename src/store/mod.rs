@@ -115,14 +115,11 @@ pub(crate) use on_pg;
 /// in place; it owns what it uses) or `$postgres` (a `Result<_, sqlx::Error>`
 /// on a dedicated connection).
 macro_rules! on_grants {
-    ($store:expr, $access:ident,
+    ($store:expr, $access:expr,
      sqlite: |$lite:ident| $sqlite:expr,
      postgres: |$pg:ident| $postgres:expr $(,)?) => {
         match $store.grants() {
-            $crate::store::Grants::Sqlite(db) => {
-                db.run($crate::store::inline::Access::$access, move |$lite| $sqlite)
-                    .await
-            }
+            $crate::store::Grants::Sqlite(db) => db.run($access, move |$lite| $sqlite).await,
             $crate::store::Grants::Postgres(set) => $crate::store::on_pg!(set, |$pg| $postgres),
         }
     };

@@ -156,7 +156,7 @@ impl Store {
             scope.to_owned(),
             now_epoch(),
         );
-        on_grants!(self, Write,
+        on_grants!(self, Access::Write,
             sqlite: |conn| conn
                 .prepare_cached(SQL)?
                 .execute(rusqlite::params![user_id, client_id, scope, now]),
@@ -180,7 +180,7 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         const SQL: &str = "SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2";
         let (user_id, client_id) = (user_id.to_owned(), client_id.to_owned());
-        on_grants!(self, Read,
+        on_grants!(self, Access::Read,
             sqlite: |conn| conn
                 .prepare_cached(SQL)?
                 .query_row(rusqlite::params![user_id, client_id], |row| row.get(0))

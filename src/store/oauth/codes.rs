@@ -17,7 +17,7 @@ impl Store {
     pub async fn insert_auth_request(&self, record: &AuthRequestRecord) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO auth_requests (id_hash, browser_hash, csrf_hash, request, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
         let r = record.clone();
-        on_grants!(self, Write,
+        on_grants!(self, Access::Write,
             sqlite: |conn| conn.prepare_cached(SQL)?.execute(rusqlite::params![
                 r.id_hash, r.browser_hash, r.csrf_hash, r.request, r.created_at, r.expires_at,
             ]),
@@ -41,18 +41,7 @@ impl Store {
         now: i64,
     ) -> Result<Option<AuthRequestRecord>, StoreError> {
         const SQL: &str = "SELECT id_hash, browser_hash, csrf_hash, request, created_at, expires_at FROM auth_requests WHERE id_hash = $1 AND expires_at > $2";
-        let id_hash = id_hash.to_owned();
-        on_grants!(self, Read,
-            sqlite: |conn| conn
-                .prepare_cached(SQL)?
-                .query_row(rusqlite::params![id_hash, now], AuthRequestRecord::from_sqlite)
-                .optional(),
-            postgres: |conn| sqlx::query_as::<_, AuthRequestRecord>(SQL)
-                .bind(&id_hash)
-                .bind(now)
-                .fetch_optional(conn)
-                .await,
-        )
+        self.auth_request_by(SQL, Access::Read, id_hash, now).await
     }
 
     /// Consume a pending authorization: only one caller gets it.
@@ -62,13 +51,24 @@ impl Store {
         now: i64,
     ) -> Result<Option<AuthRequestRecord>, StoreError> {
         const SQL: &str = "DELETE FROM auth_requests WHERE id_hash = $1 AND expires_at > $2 RETURNING id_hash, browser_hash, csrf_hash, request, created_at, expires_at";
+        self.auth_request_by(SQL, Access::Write, id_hash, now).await
+    }
+
+    /// A live pending request by `sql` (`$1` id hash, `$2` now).
+    async fn auth_request_by(
+        &self,
+        sql: &'static str,
+        access: Access,
+        id_hash: &str,
+        now: i64,
+    ) -> Result<Option<AuthRequestRecord>, StoreError> {
         let id_hash = id_hash.to_owned();
-        on_grants!(self, Write,
+        on_grants!(self, access,
             sqlite: |conn| conn
-                .prepare_cached(SQL)?
+                .prepare_cached(sql)?
                 .query_row(rusqlite::params![id_hash, now], AuthRequestRecord::from_sqlite)
                 .optional(),
-            postgres: |conn| sqlx::query_as::<_, AuthRequestRecord>(SQL)
+            postgres: |conn| sqlx::query_as::<_, AuthRequestRecord>(sql)
                 .bind(&id_hash)
                 .bind(now)
                 .fetch_optional(conn)
@@ -85,7 +85,7 @@ impl Store {
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         );
         let c = code.clone();
-        on_grants!(self, Write,
+        on_grants!(self, Access::Write,
             sqlite: |conn| conn.prepare_cached(SQL)?.execute(rusqlite::params![
                 c.code_hash,
                 c.client_id,

@@ -4,6 +4,7 @@
 use super::{REVOKE_BY_USER, UserRecord, conflict_or, revoke_all, uncancellable};
 use rusqlite::OptionalExtension;
 
+use crate::store::inline::Access;
 use crate::store::{Store, StoreError, now_epoch, on_db, on_grants};
 
 macro_rules! user_columns {
@@ -195,7 +196,7 @@ impl Store {
     ) -> Result<Option<UserRecord>, StoreError> {
         const SQL: &str = "SELECT u.id, u.username, u.password_hash, u.created_at, u.updated_at FROM user_sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND s.expires_at > $2";
         let id_hash = id_hash.to_owned();
-        on_grants!(self, Read,
+        on_grants!(self, Access::Read,
             sqlite: |conn| conn
                 .prepare_cached(SQL)?
                 .query_row(rusqlite::params![id_hash, now], |row| {
