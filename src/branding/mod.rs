@@ -45,7 +45,10 @@ const BASE_CSS: &str = include_str!("mcpgate.css");
 
 /// Words for scopes mcpgate knows: the built-in toolsets' and OpenID's.
 const BUILT_IN_SCOPES: &[(&str, &str)] = &[
-    ("docs:read", "Search and read the documents this server offers"),
+    (
+        "docs:read",
+        "Search and read the documents this server offers",
+    ),
     ("notes:read", "Read your notes"),
     ("notes:write", "Create, change and delete your notes"),
     ("calc", "Use the calculator tools"),
@@ -239,17 +242,17 @@ impl Site {
             .logo_src
             .as_deref()
             // Decorative: the product name follows as text.
-            .map(|src| format!("<img class=\"brand-logo\" src=\"{}\" alt=\"\">", escape(src)))
+            .map(|src| {
+                format!(
+                    "<img class=\"brand-logo\" src=\"{}\" alt=\"\">",
+                    escape(src)
+                )
+            })
             .unwrap_or_default();
         let support = self
             .support_url
             .as_ref()
-            .map(|u| {
-                format!(
-                    "<a href=\"{}\">Get help</a> · ",
-                    escape(u.as_str())
-                )
-            })
+            .map(|u| format!("<a href=\"{}\">Get help</a> · ", escape(u.as_str())))
             .unwrap_or_default();
         format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><meta name=\"color-scheme\" content=\"light dark\"><title>{title} · {product}</title><link rel=\"stylesheet\" href=\"{css}\"></head><body><header class=\"brand\">{logo}<span class=\"brand-name\">{product}</span></header><main id=\"main\"><div class=\"card{wide}\"><h1>{title}</h1>{body}</div></main><footer class=\"foot\">{support}Secured by mcpgate</footer></body></html>",
@@ -368,9 +371,18 @@ mod tests {
             body: String::new(),
             wide: false,
         });
-        assert!(!html.contains("<b>") && !html.contains("<script>"), "{html}");
-        assert!(html.contains("Acme &lt;b&gt;&quot;AI&quot;&lt;/b&gt;"), "{html}");
-        assert!(html.contains("href=\"https://help.example.com/?a=1&amp;b=%22x%22\""), "{html}");
+        assert!(
+            !html.contains("<b>") && !html.contains("<script>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("Acme &lt;b&gt;&quot;AI&quot;&lt;/b&gt;"),
+            "{html}"
+        );
+        assert!(
+            html.contains("href=\"https://help.example.com/?a=1&amp;b=%22x%22\""),
+            "{html}"
+        );
         assert!(!html.contains("style="), "no inline style: {html}");
         assert!(html.contains(&format!("href=\"{}\"", s.stylesheet_path())));
         assert_eq!(s.server_name(), "mcp.example.com");
@@ -387,9 +399,17 @@ mod tests {
             Vec::new(),
         );
         assert_ne!(plain.stylesheet_path(), red.stylesheet_path());
-        let css = String::from_utf8(red.asset(&red.stylesheet_path()[8..]).unwrap().bytes.to_vec())
-            .unwrap();
-        assert!(css.ends_with(":root { --accent: #cc0000; --accent-ink: #ffffff; }\n"), "{css}");
+        let css = String::from_utf8(
+            red.asset(&red.stylesheet_path()[8..])
+                .unwrap()
+                .bytes
+                .to_vec(),
+        )
+        .unwrap();
+        assert!(
+            css.ends_with(":root { --accent: #cc0000; --accent-ink: #ffffff; }\n"),
+            "{css}"
+        );
         assert!(red.asset("mcpgate.css").is_none());
     }
 
@@ -432,15 +452,25 @@ mod tests {
             wide: false,
         });
         let src = html.split("class=\"brand-logo\" src=\"").nth(1).unwrap();
-        let name = src.split('"').next().unwrap().trim_start_matches("/assets/");
-        assert!(name.starts_with("logo-") && name.ends_with(".png"), "{name}");
+        let name = src
+            .split('"')
+            .next()
+            .unwrap()
+            .trim_start_matches("/assets/");
+        assert!(
+            name.starts_with("logo-") && name.ends_with(".png"),
+            "{name}"
+        );
         assert_eq!(s.asset(name).unwrap().media_type, "image/png");
     }
 
     #[test]
     fn scopes_are_worded_configured_first_then_built_in_then_from_the_policy() {
         let rule = ScopeRule {
-            tools: vec!["everything__get-env".to_owned(), "everything__echo".to_owned()],
+            tools: vec![
+                "everything__get-env".to_owned(),
+                "everything__echo".to_owned(),
+            ],
             scopes: ["admin".to_owned()].into(),
             ..ScopeRule::default()
         };

@@ -195,9 +195,7 @@ pub fn validate(raw: &RawBranding, errors: &mut Vec<String>) -> BrandingConfig {
     }
     for (scope, words) in &raw.scopes {
         if short_text(&format!("scopes.{scope:?}"), words, 200, errors) {
-            config
-                .scopes
-                .insert(scope.clone(), words.trim().to_owned());
+            config.scopes.insert(scope.clone(), words.trim().to_owned());
         }
     }
     config

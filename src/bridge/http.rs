@@ -14,10 +14,10 @@ use axum::{
 };
 
 use super::{Bridge, BridgeError, ConsentAnswer, REQUEST_TTL_SECS, Relayed};
+use crate::branding::Site;
 use crate::oauth::front::{
     self, BrowserCookie, MAX_REGISTRATION_BYTES, field, form_pairs, no_store, see_other,
 };
-use crate::branding::Site;
 use crate::oauth::pages::{self, Trouble};
 use crate::server::ClientAddress;
 
@@ -175,12 +175,12 @@ async fn authorize(
         pages::bridge_consent(
             &site,
             &pages::BridgeConsent {
-            request_id: &prompt.request_id,
-            csrf: &prompt.csrf,
-            client_name: &prompt.client_name,
-            redirect_uri: &prompt.redirect_uri,
-            scopes: &prompt.scopes,
-            idp_host: &prompt.idp_host,
+                request_id: &prompt.request_id,
+                csrf: &prompt.csrf,
+                client_name: &prompt.client_name,
+                redirect_uri: &prompt.redirect_uri,
+                scopes: &prompt.scopes,
+                idp_host: &prompt.idp_host,
             },
         ),
     );

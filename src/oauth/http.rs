@@ -474,10 +474,9 @@ async fn logout(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes
         .append_pair("request", request_id)
         .finish();
     let mut response = see_other(&format!("/login?{query}"));
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        state.cookie(SESSION_COOKIE).set("", 0),
-    );
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, state.cookie(SESSION_COOKIE).set("", 0));
     response
 }
 

@@ -320,7 +320,10 @@ mod tests {
 
     #[test]
     fn consent_escapes_everything_the_client_chose_and_words_scopes() {
-        let r = request("<img src=x onerror=alert(1)>", &["notes:read", "<b>odd</b>"]);
+        let r = request(
+            "<img src=x onerror=alert(1)>",
+            &["notes:read", "<b>odd</b>"],
+        );
         let html = consent(
             &site(),
             &ConsentView {
@@ -331,14 +334,25 @@ mod tests {
                 account: Some("<alice>"),
             },
         );
-        for raw in ["<img src=x", "<b>odd", "<evil>", "<alice>", "x=<y>", "r\"1", "c'1"] {
+        for raw in [
+            "<img src=x",
+            "<b>odd",
+            "<evil>",
+            "<alice>",
+            "x=<y>",
+            "r\"1",
+            "c'1",
+        ] {
             assert!(!html.contains(raw), "{raw} unescaped in {html}");
         }
         assert!(html.contains("Read your notes"), "{html}");
         assert!(html.contains("Access named \u{201c}&lt;b&gt;odd&lt;/b&gt;\u{201d}"));
         assert!(html.contains("localhost"), "the loopback warning");
         assert!(html.contains("&lt;evil&gt;.example"), "the document host");
-        assert!(html.contains("<strong>mcp.example.com</strong>"), "server name");
+        assert!(
+            html.contains("<strong>mcp.example.com</strong>"),
+            "server name"
+        );
         // "Not you? sign out" is a POST form with the request's CSRF token.
         assert!(html.contains(
             "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"request\" value=\"r&quot;1\"><input type=\"hidden\" name=\"csrf\" value=\"c&#39;1\">"
@@ -384,7 +398,11 @@ mod tests {
 
     #[test]
     fn error_pages_say_what_to_do() {
-        let html = error(&site(), Trouble::IdentityProviderDown, "the identity provider is unreachable");
+        let html = error(
+            &site(),
+            Trouble::IdentityProviderDown,
+            "the identity provider is unreachable",
+        );
         assert!(html.contains("The sign-in service is not answering"));
         assert!(html.contains("Try again in a few minutes"));
         assert!(html.contains("The identity provider is unreachable"));

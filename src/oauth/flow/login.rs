@@ -137,7 +137,11 @@ impl AuthorizationServer {
 
     /// `GET /login?request=`: the sign-in form again for a pending request
     /// of this browser (after "not you? sign out").
-    pub async fn login_step(&self, request_id: &str, browser: &str) -> Result<Pending, PendingError> {
+    pub async fn login_step(
+        &self,
+        request_id: &str,
+        browser: &str,
+    ) -> Result<Pending, PendingError> {
         let request = self.pending(request_id, browser, None).await?;
         Ok(Pending {
             request_id: request_id.to_owned(),
