@@ -161,9 +161,10 @@ impl Site {
             .map(|(s, w)| ((*s).to_owned(), (*w).to_owned()))
             .collect();
         for scope in policy.all_scopes() {
-            if !scope_words.contains_key(&scope) {
-                let words = policy_words(policy.rules_requiring(&scope));
-                scope_words.insert(scope, words);
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                scope_words.entry(scope.clone())
+            {
+                slot.insert(policy_words(policy.rules_requiring(&scope)));
             }
         }
         scope_words.extend(branding.scopes.clone());
