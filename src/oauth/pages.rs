@@ -137,7 +137,7 @@ fn scope_list(site: &Site, scopes: &[String], none: &str) -> String {
         .iter()
         .map(|s| {
             format!(
-                "<li><span class=\"scope-words\">{}</span><code class=\"scope-code\">{}</code></li>",
+                "<li><span class=\"scope-words\">{}</span><code>{}</code></li>",
                 escape(&site.scope_words(s)),
                 escape(s)
             )
@@ -148,6 +148,14 @@ fn scope_list(site: &Site, scopes: &[String], none: &str) -> String {
 
 fn fact(label: &str, value_html: &str) -> String {
     format!("<div><dt>{label}</dt><dd>{value_html}</dd></div>")
+}
+
+/// Proxy and bridge mode: where the user signs in after approving.
+fn sign_in_next(idp: &str) -> String {
+    format!(
+        "<p>If you allow it, you sign in with <strong>{}</strong> next.</p>",
+        escape(idp)
+    )
 }
 
 const LOOPBACK_WARNING: &str = "<p class=\"notice\">This app only returns to programs on this computer (localhost). Allow it only if you started it yourself just now.</p>";
@@ -182,24 +190,16 @@ pub fn consent(site: &Site, view: &ConsentView<'_>) -> String {
             escape(&request.redirect_uri)
         ),
     ));
-    if let Some(idp) = view.sign_in_at {
-        facts.push_str(&fact(
-            "Sign-in at",
-            &format!(
-                "<strong>{}</strong> <span class=\"muted small\">(next, if you allow it)</span>",
-                escape(idp)
-            ),
-        ));
-    }
     let loopback = if request.loopback_only {
         LOOPBACK_WARNING
     } else {
         ""
     };
+    let next = view.sign_in_at.map(sign_in_next).unwrap_or_default();
     site.document(&Page {
         title: "Allow access?",
         body: format!(
-            "{account}<p class=\"lead\"><strong>{client}</strong> wants to use <strong>{server}</strong> as you.</p><dl class=\"facts\">{facts}</dl><h2>It will be able to</h2>{scopes}{loopback}<form method=\"post\" action=\"/consent\">{hidden}<div class=\"check\"><input type=\"checkbox\" id=\"remember\" name=\"remember\" value=\"1\"><label for=\"remember\">Remember this decision for this app</label></div><div class=\"actions\"><button type=\"submit\" name=\"decision\" value=\"approve\" class=\"button\">Allow</button><button type=\"submit\" name=\"decision\" value=\"deny\" class=\"button secondary\">Deny</button></div></form>",
+            "{account}<p class=\"lead\"><strong>{client}</strong> wants to use <strong>{server}</strong> as you.</p>{next}<dl class=\"facts\">{facts}</dl><h2>It will be able to</h2>{scopes}{loopback}<form method=\"post\" action=\"/consent\">{hidden}<div class=\"check\"><input type=\"checkbox\" id=\"remember\" name=\"remember\" value=\"1\"><label for=\"remember\">Remember this decision for this app</label></div><div class=\"actions\"><button type=\"submit\" name=\"decision\" value=\"approve\" class=\"button\">Allow</button><button type=\"submit\" name=\"decision\" value=\"deny\" class=\"button secondary\">Deny</button></div></form>",
             client = escape(&request.client_name),
             server = escape(site.server_name()),
             scopes = scope_list(
@@ -228,19 +228,11 @@ pub fn error(site: &Site, trouble: Trouble, message: &str) -> String {
         title: trouble.title(),
         body: format!(
             "<div class=\"notice error\" role=\"alert\"><p>{}</p></div><p>{}</p>{support}",
-            escape(&capitalised(message)),
+            escape(message),
             trouble.advice(),
         ),
         wide: false,
     })
-}
-
-fn capitalised(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }
 
 /// Bridge mode's consent page, shown before the browser goes to the
@@ -257,31 +249,22 @@ pub struct BridgeConsent<'a> {
 }
 
 pub fn bridge_consent(site: &Site, c: &BridgeConsent<'_>) -> String {
-    let facts = [
-        fact(
-            "Returns to",
-            &format!(
-                "<strong>{}</strong> <code>{}</code>",
-                escape(&redirect_host(c.redirect_uri)),
-                escape(c.redirect_uri)
-            ),
+    let facts = fact(
+        "Returns to",
+        &format!(
+            "<strong>{}</strong> <code>{}</code>",
+            escape(&redirect_host(c.redirect_uri)),
+            escape(c.redirect_uri)
         ),
-        fact(
-            "Sign-in at",
-            &format!(
-                "<strong>{}</strong> <span class=\"muted small\">(next, if you allow it)</span>",
-                escape(c.idp_host)
-            ),
-        ),
-    ]
-    .concat();
+    );
     site.document(&Page {
         title: "Allow access?",
         body: format!(
-            "<p class=\"lead\"><strong>{client}</strong> wants to use <strong>{server}</strong> as you.</p><dl class=\"facts\">{facts}</dl><h2>It will be able to</h2>{scopes}<p class=\"notice\">Allow only if you started this yourself just now from that app.</p><form method=\"post\" action=\"/consent\">{hidden}<div class=\"actions\"><button type=\"submit\" name=\"decision\" value=\"approve\" class=\"button\">Allow</button><button type=\"submit\" name=\"decision\" value=\"deny\" class=\"button secondary\">Deny</button></div></form>",
+            "<p class=\"lead\"><strong>{client}</strong> wants to use <strong>{server}</strong> as you.</p>{next}<dl class=\"facts\">{facts}</dl><h2>It will be able to</h2>{scopes}<p class=\"notice\">Allow only if you started this yourself just now from that app.</p><form method=\"post\" action=\"/consent\">{hidden}<div class=\"actions\"><button type=\"submit\" name=\"decision\" value=\"approve\" class=\"button\">Allow</button><button type=\"submit\" name=\"decision\" value=\"deny\" class=\"button secondary\">Deny</button></div></form>",
             client = escape(c.client_name),
             server = escape(site.server_name()),
             scopes = scope_list(site, c.scopes, "The identity provider's default access"),
+            next = sign_in_next(c.idp_host),
             hidden = hidden(c.request_id, c.csrf),
         ),
         wide: false,
@@ -405,6 +388,6 @@ mod tests {
         );
         assert!(html.contains("The sign-in service is not answering"));
         assert!(html.contains("Try again in a few minutes"));
-        assert!(html.contains("The identity provider is unreachable"));
+        assert!(html.contains("the identity provider is unreachable"));
     }
 }
