@@ -78,11 +78,12 @@ impl Rgb {
     }
 }
 
-/// The logo, if any.
+/// The logo, if any (printed back as the key it was configured with).
 #[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "snake_case")]
 pub enum Logo {
+    #[serde(rename = "logo_url")]
     Url(Url),
+    #[serde(rename = "logo_file")]
     File(PathBuf),
 }
 
@@ -91,6 +92,7 @@ pub struct BrandingConfig {
     pub product_name: String,
     /// `None`: the host of `public_url`.
     pub server_name: Option<String>,
+    #[serde(flatten)]
     pub logo: Option<Logo>,
     #[serde(serialize_with = "as_css")]
     pub accent_color: Rgb,
@@ -314,6 +316,25 @@ mod tests {
             ..RawBranding::default()
         });
         assert!(errors[0].contains("must end in"), "{errors:?}");
+    }
+
+    #[test]
+    fn check_config_prints_branding_as_it_is_configured() {
+        let (config, errors) = check(RawBranding {
+            logo_url: Some("https://cdn.example.com/l.svg".to_owned()),
+            accent_color: Some("#A1B2C3".to_owned()),
+            scopes: BTreeMap::from([("calc".to_owned(), "Do sums".to_owned())]),
+            ..RawBranding::default()
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        let printed = toml::to_string_pretty(&config).unwrap();
+        let again: RawBranding = toml::from_str(&printed).unwrap();
+        assert_eq!(
+            again.logo_url.as_deref(),
+            Some("https://cdn.example.com/l.svg")
+        );
+        assert_eq!(again.accent_color.as_deref(), Some("#a1b2c3"));
+        assert_eq!(again.scopes["calc"], "Do sums");
     }
 
     #[test]

@@ -173,6 +173,46 @@ async fn branding_from_config_reaches_every_page_and_the_stylesheet() {
     assert!(html.contains("Acme &lt;AI&gt;"));
 }
 
+#[tokio::test]
+async fn a_logo_file_is_served_by_mcpgate_under_its_hash_and_runs_nothing() {
+    let logo_dir = tempfile::tempdir().unwrap();
+    let logo = logo_dir.path().join("acme.svg");
+    std::fs::write(
+        &logo,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>",
+    )
+    .unwrap();
+    let server = TestServer::start_with(|raw| {
+        local(raw);
+        raw.branding.logo_file = Some(logo.clone());
+    })
+    .await;
+    let page = Browser::default()
+        .get(&server.url("/authorize?client_id=nobody"))
+        .await;
+    assert_eq!(
+        csp(&page),
+        "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+    );
+    let html = page.text().await.unwrap();
+    let marker = "<img class=\"brand-logo\" src=\"";
+    let start = html.find(marker).expect("the logo") + marker.len();
+    let src = html[start..].split('"').next().unwrap();
+    assert!(
+        src.starts_with("/assets/logo-") && src.ends_with(".svg"),
+        "{src}"
+    );
+    let r = no_redirects().get(server.url(src)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "image/svg+xml");
+    // Opened on its own, the SVG is a document: sandboxed, no script.
+    let policy = csp(&r);
+    assert!(
+        policy.contains("sandbox") && policy.starts_with("default-src 'none'"),
+        "{policy}"
+    );
+}
+
 #[test]
 fn bad_branding_is_refused_by_the_configuration_check() {
     let mut raw = RawConfig::default();
