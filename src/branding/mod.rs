@@ -180,27 +180,15 @@ impl Site {
         })
     }
 
-    /// The defaults: no `[branding]`, the built-in policy.
-    pub fn plain(public_url: &url::Url) -> Site {
-        let branding = BrandingConfig::default();
-        match Site::new(&branding, public_url, &AccessPolicy::new(Vec::new())) {
-            Ok(site) => site,
-            // Unreachable: only a logo file can fail, and there is none.
-            Err(_) => Site {
-                product_name: branding.product_name,
-                server_name: "this MCP server".to_owned(),
-                support_url: None,
-                stylesheet: Asset {
-                    name: "mcpgate.css".to_owned(),
-                    media_type: "text/css; charset=utf-8",
-                    bytes: Bytes::from_static(BASE_CSS.as_bytes()),
-                },
-                logo_file: None,
-                logo_src: None,
-                csp: HeaderValue::from_static("default-src 'none'"),
-                scope_words: BTreeMap::new(),
-            },
-        }
+    /// The defaults: no `[branding]`, the built-in policy (tests of pages).
+    #[cfg(test)]
+    pub(crate) fn plain(public_url: &url::Url) -> Site {
+        Site::new(
+            &BrandingConfig::default(),
+            public_url,
+            &AccessPolicy::new(Vec::new()),
+        )
+        .expect("no logo file, so nothing can fail")
     }
 
     pub fn product_name(&self) -> &str {
