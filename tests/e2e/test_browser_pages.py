@@ -11,7 +11,8 @@ pages of an unknown client and of a redirect URI that is not registered. On ever
 stops an inline script, the stylesheet applies, and axe-core finds no serious or critical
 violation, in light and in dark.
 
-Screenshots: written to a temp dir, or to `$MCPGATE_SCREENSHOTS` (e.g. `docs/images`, relative to
+Everything the browser saw (every axe finding, also moderate and minor ones) is kept in
+`.work/browser-pages.json`. Screenshots: written to a temp dir, or to `$MCPGATE_SCREENSHOTS` (e.g. `docs/images`, relative to
 the repo) when that is set and `CI` is not `true`, so that CI never changes the tree. Refresh the
 committed ones with
     MCPGATE_SCREENSHOTS=docs/images tests/e2e/.venv/bin/python -m pytest tests/e2e -k browser_pages
@@ -66,6 +67,10 @@ def test_pages_in_a_real_browser(local_factory, tmp_path):
     assert r.returncode == 0, f"browser_pages.mjs exited {r.returncode}\n--- stderr ---\n{r.stderr[-6000:]}"
     found = json.loads(r.stdout)
     pages = found["pages"]
+    # Everything the browser saw (every axe finding, also moderate and minor), for people.
+    work = HERE / ".work"
+    work.mkdir(exist_ok=True)
+    (work / "browser-pages.json").write_text(json.dumps(found, indent=1))
 
     # Every page, light and dark: no serious or critical accessibility violation.
     assert len(found["axe"]) >= 14, sorted(found["axe"])
