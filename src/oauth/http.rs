@@ -460,6 +460,10 @@ async fn login_page(
 /// no other site can sign a user out. Ends the login session, clears its
 /// cookie and shows the sign-in form of the same request.
 async fn logout(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes) -> Response {
+    // Proxy mode's consent page names no account and has no sign-in page to return to.
+    if state.server.is_proxy() {
+        return not_here(&state);
+    }
     let pairs = match bound_form(&state, &headers, &body).await {
         Ok((pairs, _)) => pairs,
         Err(page) => return page,

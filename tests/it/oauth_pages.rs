@@ -359,3 +359,41 @@ async fn a_failed_sign_in_keeps_the_name_and_marks_the_field() {
     ));
     assert!(!html.contains("pw-Zq81"), "the password is never echoed");
 }
+
+#[tokio::test]
+async fn proxy_mode_consent_names_the_idp_and_offers_no_local_sign_in_or_out() {
+    let idp = crate::fake_idp::FakeIdp::start().await;
+    let server = crate::proxy_auth::proxy(&idp, |_| {}).await;
+    let client_id = public_client(&server).await;
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    let page = browser
+        .get(&authorize_url(&server, &client_id, &challenge, REDIRECT))
+        .await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(csp(&page).contains("style-src 'self'"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("you sign in with"), "{html}");
+    assert!(
+        !html.contains("/logout") && !html.contains("Signed in as"),
+        "{html}"
+    );
+    let (request, csrf) = (hidden(&html, "request"), hidden(&html, "csrf"));
+    let r = browser
+        .post(
+            &server.url("/logout"),
+            &[("request", &request), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = browser
+        .get(&server.url(&format!("/login?request={request}")))
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("sign-in happens at the identity provider")
+    );
+}
