@@ -6,7 +6,9 @@
 #                            alias conformance-requirements (for --requirements), server-everything
 #                            (a gateway upstream), and node@22 whose binary runs the Node tools)
 # and, system-wide from Debian (apt-get, as root; skipped when present), nginx and wrk for
-# test_replicas.py (nginx is run by the test itself, as the current user, never as a service).
+# test_replicas.py (nginx is run by the test itself, as the current user, never as a service),
+# and chromium for test_browser_pages.py (driven headless by puppeteer-core from node_modules;
+# puppeteer's own browser download is never used).
 # Idempotent: each half is skipped when its lock file's hash matches the last install.
 # Usage (from anywhere): scripts/e2e-install.sh [--force]
 set -euo pipefail
@@ -20,7 +22,7 @@ FORCE=0
 log() { printf '[e2e-install] %s\n' "$*" >&2; }
 hash_of() { sha256sum "$@" | sha256sum | cut -c1-64; }
 
-# ---------------------------------------------------------------- nginx + wrk (Debian)
+# ---------------------------------------------------------------- nginx + wrk + chromium (Debian)
 # test_replicas.py runs nginx (the balancer in front of three replicas) and wrk (the load during the
 # rolling restart). Both come from Debian's packages; the service the nginx package would start is
 # kept from starting (policy-rc.d, as scripts/pg-throwaway.sh does for PostgreSQL).
@@ -28,8 +30,9 @@ nginx_found() { command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]]; }
 missing=()
 nginx_found || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
 if [[ ${#missing[@]} -eq 0 ]]; then
-  log "nginx and wrk present"
+  log "nginx, wrk and chromium present"
 else
   command -v apt-get >/dev/null 2>&1 || { log "${missing[*]} missing and apt-get unavailable: install them"; exit 1; }
   [[ "$(id -u)" == 0 ]] || { log "${missing[*]} missing: install them (apt-get install ${missing[*]}) or run this as root"; exit 1; }
@@ -136,4 +139,6 @@ check_version @modelcontextprotocol/inspector 2.12.0
 check_version @modelcontextprotocol/conformance 0.1.16
 check_version conformance-requirements 0.2.0-alpha.12
 check_version @modelcontextprotocol/server-everything 2026.8.31
+check_version puppeteer-core 25.19.0
+check_version axe-core 4.14.1
 log "ready: node $("$NODE22" --version), $("$VENV/bin/python" --version)"

@@ -14,6 +14,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::branding::Site;
 use crate::{
     auth::{
         self, AuthSetupError, Authenticator, ResourceServerInfo, policy::AccessPolicy,
@@ -50,6 +51,8 @@ pub enum StartError {
     Bridge(#[from] BridgeError),
     #[error("cannot set up the authorization server: gateway HTTP client: {0}")]
     GatewayClient(reqwest::Error),
+    #[error(transparent)]
+    Branding(#[from] crate::branding::BrandingError),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
 }
@@ -122,6 +125,7 @@ async fn front(
     store: &Store,
     metrics: &Metrics,
     clock: crate::clock::SharedClock,
+    site: &Arc<Site>,
 ) -> Result<Front, StartError> {
     let policy = Arc::new(AccessPolicy::new(config.policy.clone()));
     Ok(match auth {
@@ -143,10 +147,12 @@ async fn front(
             Front::new(auth::bearer(&resource, info, clock).await?, Some(policy))
         }
         ResolvedAuth::Local { local } => {
-            local_front(&local, None, config, store, metrics, clock, policy).await?
+            let surroundings = (config, store, metrics, clock, site.clone());
+            local_front(&local, None, surroundings, policy).await?
         }
         ResolvedAuth::Proxy { local, idp } => {
-            local_front(&local, Some(&idp), config, store, metrics, clock, policy).await?
+            let surroundings = (config, store, metrics, clock, site.clone());
+            local_front(&local, Some(&idp), surroundings, policy).await?
         }
         ResolvedAuth::Bridge { resource, bridge } => {
             // Bridge mode serves the IdP's discovery on mcpgate's own origin.
@@ -169,7 +175,10 @@ async fn front(
                 .await?,
             );
             Front {
-                authorization_server: Some(crate::bridge::http::routes(built.clone())),
+                authorization_server: Some(crate::bridge::http::routes(
+                    built.clone(),
+                    site.clone(),
+                )),
                 // Bridge mode keeps pending authorizations too (no registered clients of its own).
                 sweep_client_ttl: Some(30 * 86_400),
                 bridge: Some(built),
@@ -183,10 +192,13 @@ async fn front(
 async fn local_front(
     local: &LocalAuthSettings,
     idp: Option<&IdpSettings>,
-    config: &Config,
-    store: &Store,
-    metrics: &Metrics,
-    clock: crate::clock::SharedClock,
+    (config, store, metrics, clock, site): (
+        &Config,
+        &Store,
+        &Metrics,
+        crate::clock::SharedClock,
+        Arc<Site>,
+    ),
     policy: Arc<AccessPolicy>,
 ) -> Result<Front, StartError> {
     let built = crate::oauth::setup::build(
@@ -199,6 +211,7 @@ async fn local_front(
             policy: &policy,
             password_checks: metrics.password_checks.clone(),
             clock,
+            site,
         },
     )
     .await?;
@@ -268,6 +281,11 @@ impl App {
         let notes = config.toolsets.notes.then(|| Notes::new(store.clone()));
         let toolbox = Toolbox::new(config.toolsets.calc, notes, docs.clone());
         let store_healthy = Arc::new(AtomicBool::new(true));
+        let site = Arc::new(Site::new(
+            &config.branding,
+            &config.public_url,
+            &AccessPolicy::new(config.policy.clone()),
+        )?);
         let Front {
             authenticator,
             policy,
@@ -276,7 +294,7 @@ impl App {
             sweep_client_ttl,
             initial_admin_password,
             bridge: bridge_handle,
-        } = front(auth, config, &store, &metrics, clock.clone()).await?;
+        } = front(auth, config, &store, &metrics, clock.clone(), &site).await?;
         let resource_server = authenticator.resource_server().cloned();
         let edge = Arc::new(EdgeState {
             allowed_hosts: config.http.allowed_hosts.clone(),
@@ -331,6 +349,7 @@ impl App {
             ops,
             &config.http.allowed_origins,
             authorization_server,
+            crate::branding::http::routes(site),
             config.server.request_timeout,
         );
         let sweep = sweep_client_ttl.map(|ttl| (ttl, store.clone()));

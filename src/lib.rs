@@ -10,7 +10,8 @@
 //! of local and proxy modes, and the front every mode shares), `idp`
 //! (identity providers: presets, discovery, `auto`), `bridge` (bridge mode),
 //! `upstream` (the gateway to MCP servers behind mcpgate; rmcp client side),
-//! `toolsets` (built-in tools, domain code only), `store`
+//! `toolsets` (built-in tools, domain code only), `branding` (the browser pages'
+//! skeleton, stylesheet and `[branding]`), `store`
 //! (SQLite/PostgreSQL), `telemetry` (logs and metrics), `cli` (the command
 //! line), `doctor` (`mcpgate doctor`: outside checks of a deployed MCP
 //! endpoint and of this configuration's identity provider), `connect`
@@ -25,6 +26,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod branding;
 pub mod bridge;
 pub mod cli;
 pub mod clock;

@@ -130,6 +130,14 @@ impl AccessPolicy {
         self.decide(principal, kind, name) == Decision::Allow
     }
 
+    /// The allow rules that require `scope`: what it opens (for the consent
+    /// page's default wording of a policy scope).
+    pub fn rules_requiring<'a>(&'a self, scope: &'a str) -> impl Iterator<Item = &'a ScopeRule> {
+        self.rules
+            .iter()
+            .filter(move |r| r.effect == Effect::Allow && r.scopes.contains(scope))
+    }
+
     /// Every scope some rule can require, for `scopes_supported`.
     pub fn all_scopes(&self) -> BTreeSet<String> {
         self.rules

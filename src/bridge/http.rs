@@ -1,26 +1,46 @@
 //! HTTP edge of `bridge` mode: parse, call [`Bridge`], map errors to RFC
 //! status codes and JSON bodies (pages for the browser steps, all through
-//! [`pages::page_response`] and so with its security headers).
+//! [`Site::respond`] and so with its security headers).
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
     body::{Body, Bytes},
-    extract::{Path, RawQuery, State},
+    extract::{FromRef, Path, RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 
 use super::{Bridge, BridgeError, ConsentAnswer, REQUEST_TTL_SECS, Relayed};
+use crate::branding::Site;
 use crate::oauth::front::{
     self, BrowserCookie, MAX_REGISTRATION_BYTES, field, form_pairs, no_store, see_other,
 };
-use crate::oauth::pages;
+use crate::oauth::pages::{self, Trouble};
 use crate::server::ClientAddress;
 
-pub fn routes(bridge: Arc<Bridge>) -> Router {
+/// The bridge and the pages' look; handlers that render no page take only the bridge.
+#[derive(Clone)]
+struct BridgeFront {
+    bridge: Arc<Bridge>,
+    site: Arc<Site>,
+}
+
+impl FromRef<BridgeFront> for Arc<Site> {
+    fn from_ref(front: &BridgeFront) -> Arc<Site> {
+        front.site.clone()
+    }
+}
+
+impl FromRef<BridgeFront> for Arc<Bridge> {
+    fn from_ref(front: &BridgeFront) -> Arc<Bridge> {
+        front.bridge.clone()
+    }
+}
+
+pub fn routes(bridge: Arc<Bridge>, site: Arc<Site>) -> Router {
     Router::new()
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/oauth-authorization-server/mcp", get(metadata))
@@ -30,7 +50,7 @@ pub fn routes(bridge: Arc<Bridge>) -> Router {
         .route("/register", post(register))
         .route("/callback", get(shared_callback))
         .route("/callback/{key}", get(callback))
-        .with_state(bridge)
+        .with_state(BridgeFront { bridge, site })
 }
 
 /// Binds a pending authorization to the browser that started it; it lives
@@ -88,44 +108,51 @@ fn parameters(encoded: &[u8]) -> Result<Vec<(String, String)>, BridgeError> {
 
 /// An error in a browser step: a page, never a redirect to an address that
 /// was not checked.
-fn error_page(err: BridgeError) -> Response {
-    match err {
+fn error_page(site: &Site, err: BridgeError) -> Response {
+    let (status, trouble, message) = match err {
         e @ (BridgeError::Idp(_) | BridgeError::Setup(_)) => {
             tracing::warn!(error = ?e, "bridge: browser step failed");
-            pages::page_response(
+            (
                 StatusCode::BAD_GATEWAY,
-                pages::error("the server could not continue the sign-in"),
+                Trouble::IdentityProviderDown,
+                "the server could not continue the sign-in: the identity provider did not answer as expected".to_owned(),
             )
         }
         e @ (BridgeError::Store(_) | BridgeError::Internal(_)) => {
             tracing::error!(error = ?e, "bridge: browser step failed");
-            pages::page_response(
+            (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                pages::error("the server could not continue the sign-in"),
+                Trouble::ServerError,
+                "the server could not continue the sign-in".to_owned(),
             )
         }
-        e @ BridgeError::Forbidden(_) => {
-            pages::page_response(StatusCode::FORBIDDEN, pages::error(&e.to_string()))
-        }
-        e @ BridgeError::TooManyRequests => {
-            pages::page_response(StatusCode::TOO_MANY_REQUESTS, pages::error(&e.to_string()))
-        }
-        e => pages::page_response(StatusCode::BAD_REQUEST, pages::error(&e.to_string())),
-    }
+        e @ BridgeError::Forbidden(_) => (
+            StatusCode::FORBIDDEN,
+            Trouble::CannotContinue,
+            e.to_string(),
+        ),
+        e @ BridgeError::TooManyRequests => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Trouble::RateLimited,
+            e.to_string(),
+        ),
+        e => (StatusCode::BAD_REQUEST, Trouble::BadRequest, e.to_string()),
+    };
+    site.respond(status, pages::error(site, trouble, &message))
 }
 
 /// A browser step's redirect (to the IdP or to the client's checked URI).
-fn browser_step(result: Result<String, BridgeError>) -> Response {
+fn browser_step(site: &Site, result: Result<String, BridgeError>) -> Response {
     match result {
         // A serialised `url::Url`: always a valid header value.
         Ok(location) => see_other(&location),
-        Err(e) => error_page(e),
+        Err(e) => error_page(site, e),
     }
 }
 
 /// mcpgate's consent page first; the IdP only after the user approves.
 async fn authorize(
-    State(bridge): State<Arc<Bridge>>,
+    State(BridgeFront { bridge, site }): State<BridgeFront>,
     client: ClientAddress,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -134,25 +161,28 @@ async fn authorize(
     let held = cookie.read(&headers);
     let pairs = match parameters(query.unwrap_or_default().as_bytes()) {
         Ok(p) => p,
-        Err(e) => return error_page(e),
+        Err(e) => return error_page(&site, e),
     };
     let prompt = match bridge
         .authorize(&pairs, held.as_deref(), &client.limit_key())
         .await
     {
         Ok(p) => p,
-        Err(e) => return error_page(e),
+        Err(e) => return error_page(&site, e),
     };
-    let mut response = pages::page_response(
+    let mut response = site.respond(
         StatusCode::OK,
-        pages::bridge_consent(&pages::BridgeConsent {
-            request_id: &prompt.request_id,
-            csrf: &prompt.csrf,
-            client_name: &prompt.client_name,
-            redirect_uri: &prompt.redirect_uri,
-            scopes: &prompt.scopes,
-            idp_host: &prompt.idp_host,
-        }),
+        pages::bridge_consent(
+            &site,
+            &pages::BridgeConsent {
+                request_id: &prompt.request_id,
+                csrf: &prompt.csrf,
+                client_name: &prompt.client_name,
+                redirect_uri: &prompt.redirect_uri,
+                scopes: &prompt.scopes,
+                idp_host: &prompt.idp_host,
+            },
+        ),
     );
     response.headers_mut().append(
         header::SET_COOKIE,
@@ -161,14 +191,19 @@ async fn authorize(
     response
 }
 
-async fn consent(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn consent(
+    State(BridgeFront { bridge, site }): State<BridgeFront>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let pairs = match parameters(&body) {
         Ok(p) => p,
-        Err(e) => return error_page(e),
+        Err(e) => return error_page(&site, e),
     };
     let get = |name: &str| field(&pairs, name).unwrap_or_default();
     let browser = browser_cookie(&bridge).read(&headers).unwrap_or_default();
     browser_step(
+        &site,
         bridge
             .decide(
                 get("request"),
@@ -185,26 +220,29 @@ async fn consent(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: By
 }
 
 async fn callback(
-    State(bridge): State<Arc<Bridge>>,
+    State(BridgeFront { bridge, site }): State<BridgeFront>,
     Path(key): Path<String>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let pairs = match parameters(query.unwrap_or_default().as_bytes()) {
         Ok(p) => p,
-        Err(e) => return error_page(e),
+        Err(e) => return error_page(&site, e),
     };
     let browser = browser_cookie(&bridge).read(&headers).unwrap_or_default();
-    browser_step(bridge.callback(&key, &pairs, &browser).await)
+    browser_step(&site, bridge.callback(&key, &pairs, &browser).await)
 }
 
 /// The shared callback of earlier versions: no answer arriving there can be
 /// tied to a client any more.
-async fn shared_callback() -> Response {
-    error_page(BridgeError::InvalidRequest(
+async fn shared_callback(State(site): State<Arc<Site>>) -> Response {
+    error_page(
+        &site,
+        BridgeError::InvalidRequest(
         "this sign-in was started with an older version of this server; start again from your app"
             .to_owned(),
-    ))
+        ),
+    )
 }
 
 async fn token(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Bytes) -> Response {

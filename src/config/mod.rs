@@ -46,6 +46,7 @@ const ENV_KEYS: &[&str] = &[
     "log",
     "toolsets",
     "gateway",
+    "branding",
 ];
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -80,6 +81,9 @@ pub struct RawConfig {
     /// applies to the caller decides, then the built-in defaults.
     #[serde(default)]
     pub policy: Vec<RawPolicy>,
+    /// What the browser pages say and look like.
+    #[serde(default)]
+    pub branding: crate::branding::settings::RawBranding,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -148,6 +152,7 @@ pub struct Config {
     pub server: crate::server::ServerConfig,
     pub log: LogSettings,
     pub toolsets: ToolsetsConfig,
+    pub branding: crate::branding::settings::BrandingConfig,
 }
 
 #[derive(Clone, Serialize)]
@@ -443,6 +448,7 @@ impl RawConfig {
             &mut errors,
         );
         let policy = crate::auth::settings::validate_policy(&self.policy, &mut errors);
+        let branding = crate::branding::settings::validate(&self.branding, &mut errors);
         let auth = auth::validate(
             &self.auth,
             mode,
@@ -479,6 +485,7 @@ impl RawConfig {
                 server,
                 log,
                 toolsets,
+                branding,
             }),
             _ => Err(ConfigErrors(errors)),
         }

@@ -276,6 +276,7 @@ pub fn router(
     ops: OpsState,
     allowed_origins: &[String],
     authorization_server: Option<Router>,
+    assets: Router,
     request_timeout: Duration,
 ) -> Router {
     let origins: Vec<HeaderValue> = allowed_origins
@@ -327,6 +328,7 @@ pub fn router(
     // MCP routes stream (and wait on tools); everything else is bounded.
     let bounded = Router::new()
         .merge(authorization_server)
+        .merge(assets)
         .merge(ops_routes)
         .merge(well_known)
         .layer(middleware::from_fn_with_state(

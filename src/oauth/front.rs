@@ -1,7 +1,7 @@
 //! What every authorization-server front (local, proxy, bridge) answers
 //! the same way: `no-store` on token-bearing answers, 303 redirects, OAuth
 //! error bodies, form parameters that appear once, and browser cookies.
-//! Pages and their security headers are [`super::pages::page_response`].
+//! Pages and their security headers are [`crate::branding::Site::respond`].
 
 use axum::{
     Json,

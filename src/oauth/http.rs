@@ -23,10 +23,11 @@ use super::{
     },
     front::{self, BrowserCookie, MAX_REGISTRATION_BYTES, field, no_store, see_other},
     keys::KeyRing,
-    pages,
+    pages::{self, ConsentView, LoginForm, Trouble},
     proxy::{CallbackError, CallbackOutcome},
 };
 use crate::auth::verify::IssuerVerifier;
+use crate::branding::Site;
 use crate::server::ClientAddress;
 
 #[derive(Clone)]
@@ -36,6 +37,8 @@ pub struct OAuthState {
     pub verifier: Arc<IssuerVerifier>,
     /// `https` issuers get `__Host-` cookies with `Secure`; http loopback development does not.
     pub secure_cookies: bool,
+    /// The pages' look and their security headers.
+    pub site: Arc<Site>,
 }
 
 pub fn routes(state: OAuthState) -> Router {
@@ -45,7 +48,8 @@ pub fn routes(state: OAuthState) -> Router {
         .route("/jwks.json", get(jwks))
         .route("/register", post(register))
         .route("/authorize", get(authorize))
-        .route("/login", post(login))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
         .route("/consent", get(consent_page).post(consent_post))
         .route("/callback", get(callback))
         .route("/token", post(token))
@@ -66,9 +70,16 @@ impl OAuthState {
     }
 }
 
-/// Browser pages: no framing, no referrer, no caching.
-fn html(status: StatusCode, body: String) -> Response {
-    pages::page_response(status, body)
+impl OAuthState {
+    /// A page, with the browser security headers.
+    fn html(&self, status: StatusCode, body: String) -> Response {
+        self.site.respond(status, body)
+    }
+
+    /// An error page.
+    fn trouble(&self, status: StatusCode, trouble: Trouble, message: &str) -> Response {
+        self.html(status, pages::error(&self.site, trouble, message))
+    }
 }
 
 fn oauth_error(err: OAuthError) -> Response {
@@ -149,23 +160,26 @@ async fn bound_form(
     body: &[u8],
 ) -> Result<(Vec<(String, String)>, PendingRequest), Response> {
     let Ok(pairs) = form_pairs(body) else {
-        return Err(html(
+        return Err(state.trouble(
             StatusCode::BAD_REQUEST,
-            pages::error("the form is malformed"),
+            Trouble::CannotContinue,
+            "the form is malformed",
         ));
     };
     let (Some(request_id), Some(csrf)) = (field(&pairs, "request"), field(&pairs, "csrf")) else {
-        return Err(html(
+        return Err(state.trouble(
             StatusCode::FORBIDDEN,
-            pages::error("the form is missing its request or CSRF token"),
+            Trouble::CannotContinue,
+            "the form is missing its request or CSRF token",
         ));
     };
     let browser = state.cookie(AUTH_COOKIE).read(headers).unwrap_or_default();
     match state.server.pending(request_id, &browser, Some(csrf)).await {
         Ok(request) => Ok((pairs, request)),
-        Err(refused) => Err(html(
+        Err(refused) => Err(state.trouble(
             StatusCode::FORBIDDEN,
-            pages::error(&refused.to_string()),
+            Trouble::CannotContinue,
+            &refused.to_string(),
         )),
     }
 }
@@ -244,23 +258,25 @@ async fn authorize(
     {
         Ok(authorization) => authorization,
         Err(AuthorizeError::Page(message)) => {
-            return html(StatusCode::BAD_REQUEST, pages::error(&message));
+            return state.trouble(StatusCode::BAD_REQUEST, Trouble::BadRequest, &message);
         }
         Err(AuthorizeError::RateLimited) => {
-            return html(
+            return state.trouble(
                 StatusCode::TOO_MANY_REQUESTS,
-                pages::error("too many sign-in requests from your address; wait a minute"),
+                Trouble::RateLimited,
+                "too many sign-in requests from your address",
             );
         }
         Err(AuthorizeError::Server(e)) => {
             tracing::error!(error = %e, detail = ?e, "authorize failed");
-            return html(
+            return state.trouble(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                pages::error("the server could not start the sign-in"),
+                Trouble::ServerError,
+                "the server could not start the sign-in",
             );
         }
     };
-    let mut response = render_step(step);
+    let mut response = render_step(&state, step);
     // The browser binding secret is the cookie; it is per browser, not per
     // request, and lives as long as the pending request it guards.
     response.headers_mut().append(
@@ -271,24 +287,36 @@ async fn authorize(
 }
 
 /// A step the domain decided: a page, or a 303 to the next address.
-fn render_step(step: AuthorizeStep) -> Response {
+fn render_step(state: &OAuthState, step: AuthorizeStep) -> Response {
     match step {
-        AuthorizeStep::ShowLogin(pending) => html(
+        AuthorizeStep::ShowLogin(pending) => state.html(
             StatusCode::OK,
             pages::login(
-                &pending.request_id,
-                &pending.csrf,
-                &pending.request.client_name,
-                None,
+                &state.site,
+                &LoginForm {
+                    request_id: &pending.request_id,
+                    csrf: &pending.csrf,
+                    client_name: &pending.request.client_name,
+                    username: None,
+                    error: None,
+                },
             ),
         ),
-        AuthorizeStep::ShowConsent { pending, idp_name } => html(
+        AuthorizeStep::ShowConsent {
+            pending,
+            idp_name,
+            account,
+        } => state.html(
             StatusCode::OK,
             pages::consent(
-                &pending.request_id,
-                &pending.csrf,
-                &pending.request,
-                idp_name,
+                &state.site,
+                &ConsentView {
+                    request_id: &pending.request_id,
+                    csrf: &pending.csrf,
+                    request: &pending.request,
+                    sign_in_at: idp_name,
+                    account: account.as_deref(),
+                },
             ),
         ),
         AuthorizeStep::GoToConsent { request_id } => {
@@ -301,10 +329,14 @@ fn render_step(step: AuthorizeStep) -> Response {
 }
 
 /// A consent step that cannot go on: a page, or the OAuth error body.
-fn consent_refused(e: ConsentError) -> Response {
+fn consent_refused(state: &OAuthState, e: ConsentError) -> Response {
     match e {
         ConsentError::Flow(e) => oauth_error(e),
-        refused => html(StatusCode::FORBIDDEN, pages::error(&refused.to_string())),
+        refused => state.trouble(
+            StatusCode::FORBIDDEN,
+            Trouble::CannotContinue,
+            &refused.to_string(),
+        ),
     }
 }
 
@@ -315,10 +347,7 @@ async fn login(
     body: Bytes,
 ) -> Response {
     if state.server.is_proxy() {
-        return html(
-            StatusCode::NOT_FOUND,
-            pages::error("sign-in happens at the identity provider, not here"),
-        );
+        return not_here(&state);
     }
     let (pairs, request) = match bound_form(&state, &headers, &body).await {
         Ok(form) => form,
@@ -357,21 +386,26 @@ async fn login(
                 Some(user_id) => tracing::info!(user_id = %user_id, "login failed: wrong password"),
                 None => tracing::info!("login failed: unknown user name"),
             }
-            html(
+            state.html(
                 StatusCode::UNAUTHORIZED,
                 pages::login(
-                    request_id,
-                    csrf,
-                    &request.client_name,
-                    Some("Wrong user name or password."),
+                    &state.site,
+                    &LoginForm {
+                        request_id,
+                        csrf,
+                        client_name: &request.client_name,
+                        username: Some(username),
+                        error: Some("Wrong user name or password."),
+                    },
                 ),
             )
         }
         Err(LoginError::Flow(e)) => oauth_error(e),
         Err(refused) => {
-            let mut response = html(
+            let mut response = state.trouble(
                 StatusCode::TOO_MANY_REQUESTS,
-                pages::error(&refused.to_string()),
+                Trouble::RateLimited,
+                &refused.to_string(),
             );
             if let Some(secs) = refused.retry_after_secs()
                 && let Ok(v) = HeaderValue::from_str(&secs.to_string())
@@ -383,16 +417,79 @@ async fn login(
     }
 }
 
+/// Proxy mode has no password form.
+fn not_here(state: &OAuthState) -> Response {
+    state.trouble(
+        StatusCode::NOT_FOUND,
+        Trouble::CannotContinue,
+        "sign-in happens at the identity provider, not here",
+    )
+}
+
+fn request_param(query: Option<String>) -> String {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "request")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// `GET /login?request=ID`: the sign-in form of a pending request of this
+/// browser (where "not you? sign out" lands).
+async fn login_page(
+    State(state): State<OAuthState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if state.server.is_proxy() {
+        return not_here(&state);
+    }
+    let request_id = request_param(query);
+    let browser = state.cookie(AUTH_COOKIE).read(&headers).unwrap_or_default();
+    match state.server.login_step(&request_id, &browser).await {
+        Ok(pending) => render_step(&state, AuthorizeStep::ShowLogin(pending)),
+        Err(refused) => state.trouble(
+            StatusCode::FORBIDDEN,
+            Trouble::CannotContinue,
+            &refused.to_string(),
+        ),
+    }
+}
+
+/// `POST /logout` ("not you? sign out" on the consent page): a form of a
+/// pending request, checked like the others (browser binding and CSRF), so
+/// no other site can sign a user out. Ends the login session, clears its
+/// cookie and shows the sign-in form of the same request.
+async fn logout(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes) -> Response {
+    // Proxy mode's consent page names no account and has no sign-in page to return to.
+    if state.server.is_proxy() {
+        return not_here(&state);
+    }
+    let pairs = match bound_form(&state, &headers, &body).await {
+        Ok((pairs, _)) => pairs,
+        Err(page) => return page,
+    };
+    let request_id = field(&pairs, "request").unwrap_or_default();
+    let session = state.cookie(SESSION_COOKIE).read(&headers);
+    if let Err(e) = state.server.end_session(session.as_deref()).await {
+        return oauth_error(e);
+    }
+    tracing::info!("login session ended by the user");
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("request", request_id)
+        .finish();
+    let mut response = see_other(&format!("/login?{query}"));
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, state.cookie(SESSION_COOKIE).set("", 0));
+    response
+}
+
 async fn consent_page(
     State(state): State<OAuthState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let query = query.unwrap_or_default();
-    let request_id = url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "request")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
+    let request_id = request_param(query);
     let browser = state.cookie(AUTH_COOKIE).read(&headers).unwrap_or_default();
     let session = state.cookie(SESSION_COOKIE).read(&headers);
     match state
@@ -400,8 +497,8 @@ async fn consent_page(
         .consent_step(&request_id, &browser, session.as_deref())
         .await
     {
-        Ok(step) => render_step(step),
-        Err(e) => consent_refused(e),
+        Ok(step) => render_step(&state, step),
+        Err(e) => consent_refused(&state, e),
     }
 }
 
@@ -433,8 +530,8 @@ async fn consent_post(
         .answer_consent(request_id, &browser, session.as_deref(), consent)
         .await
     {
-        Ok(step) => render_step(step),
-        Err(e) => consent_refused(e),
+        Ok(step) => render_step(&state, step),
+        Err(e) => consent_refused(&state, e),
     }
 }
 
@@ -446,15 +543,17 @@ async fn callback(
 ) -> Response {
     let query = query.unwrap_or_default();
     let Ok(pairs) = form_pairs(query.as_bytes()) else {
-        return html(
+        return state.trouble(
             StatusCode::BAD_REQUEST,
-            pages::error("the identity provider's answer is malformed"),
+            Trouble::IdentityProviderDown,
+            "the identity provider's answer is malformed",
         );
     };
     let Some(upstream_state) = field(&pairs, "state") else {
-        return html(
+        return state.trouble(
             StatusCode::BAD_REQUEST,
-            pages::error("the identity provider's answer has no state"),
+            Trouble::CannotContinue,
+            "the identity provider's answer has no state",
         );
     };
     let browser = state.cookie(AUTH_COOKIE).read(&headers).unwrap_or_default();
@@ -487,14 +586,16 @@ async fn callback(
         }
         Err(CallbackError::Flow(OAuthError::Server(detail))) => {
             tracing::error!(detail = %detail, "upstream callback failed");
-            html(
+            state.trouble(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                pages::error("the server could not finish the sign-in"),
+                Trouble::ServerError,
+                "the server could not finish the sign-in",
             )
         }
-        Err(CallbackError::Unreachable) => html(
+        Err(CallbackError::Unreachable) => state.trouble(
             StatusCode::BAD_GATEWAY,
-            pages::error(&CallbackError::Unreachable.to_string()),
+            Trouble::IdentityProviderDown,
+            &CallbackError::Unreachable.to_string(),
         ),
         Err(e) => {
             let status = match e {
@@ -504,7 +605,7 @@ async fn callback(
                 CallbackError::Conflict => StatusCode::CONFLICT,
                 _ => StatusCode::BAD_REQUEST,
             };
-            html(status, pages::error(&e.to_string()))
+            state.trouble(status, Trouble::CannotContinue, &e.to_string())
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct Surroundings<'a> {
     pub policy: &'a AccessPolicy,
     pub password_checks: prometheus_client::metrics::counter::Counter,
     pub clock: crate::clock::SharedClock,
+    /// The pages' look.
+    pub site: Arc<crate::branding::Site>,
 }
 
 pub struct LocalAuthority {
@@ -137,6 +139,7 @@ pub async fn build(
         policy,
         password_checks,
         clock,
+        site,
     } = at;
     let sealer = Arc::new(sealer(local)?);
     if sealer.has_previous() {
@@ -231,6 +234,7 @@ pub async fn build(
         keys: keys.clone(),
         verifier: verifier.clone(),
         secure_cookies: issuer.starts_with("https://"),
+        site,
     });
     Ok(LocalAuthority {
         routes,

@@ -19,6 +19,7 @@ mod mcp_events;
 mod mcp_sessions;
 mod mcp_transport;
 mod oauth_browser;
+mod oauth_pages;
 mod ops;
 mod proxy_auth;
 mod resource_auth;

@@ -59,6 +59,8 @@ pub enum AuthorizeStep {
     ShowConsent {
         pending: Pending,
         idp_name: Option<&'static str>,
+        /// Local mode: the signed-in user's name ("not you? sign out").
+        account: Option<String>,
     },
     /// Local mode, signed in: the consent page at its own address.
     GoToConsent { request_id: String },
@@ -300,6 +302,7 @@ impl AuthorizationServer {
             return Ok(AuthorizeStep::ShowConsent {
                 pending,
                 idp_name: self.upstream_name(),
+                account: None,
             });
         }
         Ok(match user {

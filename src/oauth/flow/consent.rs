@@ -76,6 +76,13 @@ impl AuthorizationServer {
                 AuthorizeStep::ReturnToClient { location }
             });
         }
+        // Proxy mode shows no account: the sign-in that counts is the one
+        // at the identity provider, after this page.
+        let account = if self.is_proxy() {
+            None
+        } else {
+            self.account_name(&user_id).await
+        };
         Ok(AuthorizeStep::ShowConsent {
             pending: Pending {
                 request_id: request_id.to_owned(),
@@ -83,6 +90,7 @@ impl AuthorizationServer {
                 request,
             },
             idp_name: self.upstream_name(),
+            account,
         })
     }
 

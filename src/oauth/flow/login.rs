@@ -1,6 +1,9 @@
 //! Password sign-in (rate-limited, on the check pool) and browser sessions.
 
-use super::AuthorizationServer;
+use super::{
+    AuthorizationServer,
+    authorize::{Pending, PendingError, csrf_token},
+};
 use crate::oauth::{
     crypto::{random_token, sha256_b64},
     error::OAuthError,
@@ -130,5 +133,36 @@ impl AuthorizationServer {
     /// counts as no session: the user is asked to sign in again).
     pub async fn signed_in_user(&self, session: Option<&str>) -> Option<String> {
         self.session_user(session?).await.ok().flatten()
+    }
+
+    /// `GET /login?request=`: the sign-in form again for a pending request
+    /// of this browser (after "not you? sign out").
+    pub async fn login_step(
+        &self,
+        request_id: &str,
+        browser: &str,
+    ) -> Result<Pending, PendingError> {
+        let request = self.pending(request_id, browser, None).await?;
+        Ok(Pending {
+            request_id: request_id.to_owned(),
+            csrf: csrf_token(request_id, browser),
+            request,
+        })
+    }
+
+    /// End the login session `cookie` names, if any ("not you? sign out").
+    pub async fn end_session(&self, cookie: Option<&str>) -> Result<(), OAuthError> {
+        if let Some(cookie) = cookie {
+            self.store.delete_session(&sha256_b64(cookie)).await?;
+        }
+        Ok(())
+    }
+
+    /// The user name of a user id, for "signed in as" (`None` if gone).
+    pub async fn account_name(&self, user_id: &str) -> Option<String> {
+        match self.store.find_user(user_id).await {
+            Ok(user) => user.map(|u| u.username),
+            Err(_) => None,
+        }
     }
 }

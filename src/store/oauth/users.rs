@@ -188,6 +188,17 @@ impl Store {
         Ok(())
     }
 
+    /// End a login session ("not you? sign out"); `false`: there was none.
+    pub async fn delete_session(&self, id_hash: &str) -> Result<bool, StoreError> {
+        const SQL: &str = "DELETE FROM user_sessions WHERE id_hash = $1";
+        let deleted = on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(id_hash)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(deleted > 0)
+    }
+
     /// The user of a live session (who must still exist).
     pub async fn session_user(
         &self,
