@@ -21,6 +21,7 @@ use crate::{
     },
     bridge::{Bridge, BridgeError},
     config::{Config, ResolvedAuth},
+    funnel::Funnel,
     http::{self, OpsState},
     idp::{auto::AutoError, settings::IdpSettings},
     mcp::{self, edge::EdgeState, handler::McpHandler},
@@ -99,6 +100,7 @@ fn resource_server(
         ),
         authorization_servers: vec![authorization_server],
         scopes_supported: scopes,
+        public_origin: config.public_origin(),
     }
 }
 
@@ -121,6 +123,7 @@ async fn front(
     config: &Config,
     store: &Store,
     metrics: &Metrics,
+    funnel: &Funnel,
     clock: crate::clock::SharedClock,
 ) -> Result<Front, StartError> {
     let policy = Arc::new(AccessPolicy::new(config.policy.clone()));
@@ -143,10 +146,20 @@ async fn front(
             Front::new(auth::bearer(&resource, info, clock).await?, Some(policy))
         }
         ResolvedAuth::Local { local } => {
-            local_front(&local, None, config, store, metrics, clock, policy).await?
+            local_front(&local, None, config, store, metrics, funnel, clock, policy).await?
         }
         ResolvedAuth::Proxy { local, idp } => {
-            local_front(&local, Some(&idp), config, store, metrics, clock, policy).await?
+            local_front(
+                &local,
+                Some(&idp),
+                config,
+                store,
+                metrics,
+                funnel,
+                clock,
+                policy,
+            )
+            .await?
         }
         ResolvedAuth::Bridge { resource, bridge } => {
             // Bridge mode serves the IdP's discovery on mcpgate's own origin.
@@ -180,12 +193,14 @@ async fn front(
 }
 
 /// Local and proxy modes: mcpgate's own authorization server.
+#[allow(clippy::too_many_arguments)]
 async fn local_front(
     local: &LocalAuthSettings,
     idp: Option<&IdpSettings>,
     config: &Config,
     store: &Store,
     metrics: &Metrics,
+    funnel: &Funnel,
     clock: crate::clock::SharedClock,
     policy: Arc<AccessPolicy>,
 ) -> Result<Front, StartError> {
@@ -198,6 +213,7 @@ async fn local_front(
             store,
             policy: &policy,
             password_checks: metrics.password_checks.clone(),
+            funnel: funnel.clone(),
             clock,
         },
     )
@@ -239,7 +255,10 @@ pub struct App {
     /// Set when this start created the first user: print it once, never log it.
     pub initial_admin_password: Option<String>,
     keys: Option<Arc<KeyRing>>,
-    sweep: Option<(i64, Store)>,
+    /// The unused-client lifetime (modes with an authorization server) and
+    /// the store to sweep; the funnel is swept in every mode.
+    sweep: (Option<i64>, Store),
+    funnel: Funnel,
     bridge: Option<Arc<Bridge>>,
     gateway: Option<Arc<crate::upstream::Gateway>>,
 }
@@ -258,6 +277,7 @@ impl App {
         let store = Store::connect(&config.store.url, config.store.max_connections).await?;
         let metrics = Metrics::new();
         metrics.store_up.set(1);
+        let funnel = Funnel::start(store.clone(), &metrics, clock.clone());
         let docs = match &config.toolsets.docs {
             Some(docs) => Some(Arc::new(DocIndex::open(
                 docs.path.as_deref(),
@@ -276,7 +296,7 @@ impl App {
             sweep_client_ttl,
             initial_admin_password,
             bridge: bridge_handle,
-        } = front(auth, config, &store, &metrics, clock.clone()).await?;
+        } = front(auth, config, &store, &metrics, &funnel, clock.clone()).await?;
         let resource_server = authenticator.resource_server().cloned();
         let edge = Arc::new(EdgeState {
             allowed_hosts: config.http.allowed_hosts.clone(),
@@ -287,6 +307,7 @@ impl App {
             authenticator,
             policy: policy.clone(),
             store: store.clone(),
+            funnel: funnel.clone(),
             clock: clock.clone(),
         });
         let gateway = if config.gateway.upstreams.is_empty() {
@@ -333,7 +354,7 @@ impl App {
             authorization_server,
             config.server.request_timeout,
         );
-        let sweep = sweep_client_ttl.map(|ttl| (ttl, store.clone()));
+        let sweep = (sweep_client_ttl, store.clone());
         Ok(App {
             router,
             store,
@@ -349,6 +370,7 @@ impl App {
             initial_admin_password,
             keys,
             sweep,
+            funnel,
             bridge: bridge_handle,
             gateway,
         })
@@ -408,7 +430,8 @@ impl App {
         if let Some(keys) = &self.keys {
             keys.spawn_reload(self.shutdown.clone());
         }
-        if let Some((client_ttl, store)) = self.sweep.clone() {
+        {
+            let (client_ttl, store) = self.sweep.clone();
             let stop = self.shutdown.clone();
             let bridge = self.bridge.clone();
             tokio::spawn(async move {
@@ -489,6 +512,8 @@ impl App {
             gateway.shutdown();
         }
         tracing::info!("connections closed; closing the store");
+        // Steps still queued for the funnel are written before the store closes.
+        self.funnel.flush().await;
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -501,15 +526,21 @@ pub const SWEEP_JOB: &str = "sweep";
 /// One round of the periodic sweep: expired authorization state, shared
 /// limit counters and failures, the bridge's applications. Runs on one
 /// replica at a time.
-pub async fn sweep(store: &Store, client_ttl: i64, bridge: Option<&Bridge>) {
+pub async fn sweep(store: &Store, client_ttl: Option<i64>, bridge: Option<&Bridge>) {
     let now = crate::store::now_epoch();
-    match store.sweep_oauth(now, client_ttl).await {
-        Ok(swept) => tracing::debug!(
-            clients = swept.clients,
-            rows = swept.expired_rows,
-            "swept expired authorization state"
-        ),
-        Err(e) => tracing::warn!(error = %e, "sweep failed"),
+    if let Some(client_ttl) = client_ttl {
+        match store.sweep_oauth(now, client_ttl).await {
+            Ok(swept) => tracing::debug!(
+                clients = swept.clients,
+                rows = swept.expired_rows,
+                "swept expired authorization state"
+            ),
+            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+    }
+    match store.sweep_auth_funnel(now).await {
+        Ok(rows) => tracing::debug!(rows, "swept old auth funnel rows"),
+        Err(e) => tracing::warn!(error = %e, "sweep of the auth funnel failed"),
     }
     match store.sweep_limits(now).await {
         Ok(rows) => tracing::debug!(rows, "swept expired limit counters and fetch failures"),

@@ -14,7 +14,8 @@
 //! (SQLite/PostgreSQL), `telemetry` (logs and metrics), `cli` (the command
 //! line), `doctor` (`mcpgate doctor`: outside checks of a deployed MCP
 //! endpoint and of this configuration's identity provider), `connect`
-//! (`mcpgate connect`: per-client setup guides), and the leaves `clock` (time as a parameter), `problems` (helpers
+//! (`mcpgate connect`: per-client setup guides), `funnel` (the reason-code
+//! catalogue, `/errors`, and the auth funnel of authorization attempts), and the leaves `clock` (time as a parameter), `problems` (helpers
 //! shared by the settings validators), `constant_time` (secret comparison),
 //! `visible_text` (characters kept off pages and logs).
 //!
@@ -31,6 +32,7 @@ pub mod config;
 pub mod connect;
 pub mod constant_time;
 pub mod doctor;
+pub mod funnel;
 pub mod http;
 pub mod idp;
 pub mod mcp;

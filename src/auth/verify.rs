@@ -45,6 +45,8 @@ pub enum TokenError {
     Rejected(String),
     #[error("token is not active")]
     Inactive,
+    #[error("the token has expired")]
+    Expired,
     #[error("the token's audience is not this resource")]
     WrongAudience,
     #[error("the token's issuer is not the configured one")]
@@ -256,6 +258,12 @@ impl IssuerVerifier {
         } else {
             Err(TokenError::OpaqueNotAccepted)
         };
+        // jsonwebtoken reads the system time; the server's clock decides too,
+        // so expiry is the same for every check (and for tests' clocks).
+        let result = result.and_then(|principal| match principal.expires_at {
+            Some(exp) if exp + (self.leeway as i64) <= self.clock.now() => Err(TokenError::Expired),
+            _ => Ok(principal),
+        });
         match &result {
             Ok(principal) => self.verified.insert(key, principal.clone()),
             // A network failure says nothing about the token, and an unknown
@@ -352,6 +360,7 @@ impl IssuerVerifier {
                     use jsonwebtoken::errors::ErrorKind;
                     last = match err.kind() {
                         ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                        ErrorKind::ExpiredSignature => TokenError::Expired,
                         ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
                         // Another key of the same kid may still verify it.
                         ErrorKind::InvalidSignature => TokenError::BadSignature,

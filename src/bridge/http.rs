@@ -42,7 +42,7 @@ fn browser_cookie(bridge: &Bridge) -> BrowserCookie {
     }
 }
 
-fn error(err: BridgeError) -> Response {
+fn error(bridge: &Bridge, err: BridgeError) -> Response {
     let status = match &err {
         BridgeError::RateLimited | BridgeError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         BridgeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -62,7 +62,13 @@ fn error(err: BridgeError) -> Response {
         | BridgeError::InvalidGrant(_)
         | BridgeError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
     };
-    let mut response = front::error_json(status, err.code(), &err.to_string());
+    let mut response = front::error_json(
+        status,
+        err.code(),
+        err.reason(),
+        &err.to_string(),
+        bridge.origin(),
+    );
     if let BridgeError::BudgetExhausted { retry_after_secs } = err
         && let Ok(v) = HeaderValue::from_str(&retry_after_secs.max(1).to_string())
     {
@@ -86,6 +92,17 @@ fn parameters(encoded: &[u8]) -> Result<Vec<(String, String)>, BridgeError> {
     form_pairs(encoded).map_err(BridgeError::from)
 }
 
+/// A refused browser step: the cause and the reason's fix. The `/errors`
+/// link is relative: a page is always on mcpgate's own origin.
+fn refusal_page(status: StatusCode, e: &BridgeError) -> Response {
+    let reason = e.reason();
+    tracing::info!(status = status.as_u16(), reason = reason.code(), detail = %e, "bridge: sign-in refused");
+    pages::page_response(
+        status,
+        pages::error_with_fix(&e.to_string(), reason.fix(), &reason.error_uri("")),
+    )
+}
+
 /// An error in a browser step: a page, never a redirect to an address that
 /// was not checked.
 fn error_page(err: BridgeError) -> Response {
@@ -104,13 +121,9 @@ fn error_page(err: BridgeError) -> Response {
                 pages::error("the server could not continue the sign-in"),
             )
         }
-        e @ BridgeError::Forbidden(_) => {
-            pages::page_response(StatusCode::FORBIDDEN, pages::error(&e.to_string()))
-        }
-        e @ BridgeError::TooManyRequests => {
-            pages::page_response(StatusCode::TOO_MANY_REQUESTS, pages::error(&e.to_string()))
-        }
-        e => pages::page_response(StatusCode::BAD_REQUEST, pages::error(&e.to_string())),
+        e @ BridgeError::Forbidden(_) => refusal_page(StatusCode::FORBIDDEN, &e),
+        e @ BridgeError::TooManyRequests => refusal_page(StatusCode::TOO_MANY_REQUESTS, &e),
+        e => refusal_page(StatusCode::BAD_REQUEST, &e),
     }
 }
 
@@ -213,11 +226,11 @@ async fn token(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Byte
         .and_then(|v| v.to_str().ok());
     let pairs = match parameters(&body) {
         Ok(p) => p,
-        Err(e) => return error(e),
+        Err(e) => return error(&bridge, e),
     };
     match bridge.token(&pairs, authorization).await {
         Ok(answer) => relayed(answer),
-        Err(e) => error(e),
+        Err(e) => error(&bridge, e),
     }
 }
 
@@ -228,18 +241,19 @@ async fn register(
 ) -> Response {
     // Read no more than the cap, whatever the declared length.
     let Ok(body) = axum::body::to_bytes(body, MAX_REGISTRATION_BYTES).await else {
-        return error(BridgeError::TooLarge(MAX_REGISTRATION_BYTES));
+        return error(&bridge, BridgeError::TooLarge(MAX_REGISTRATION_BYTES));
     };
     let value = match serde_json::from_slice(&body) {
         Ok(v @ serde_json::Value::Object(_)) => v,
         _ => {
-            return error(BridgeError::InvalidClientMetadata(
-                "the body must be a JSON object".to_owned(),
-            ));
+            return error(
+                &bridge,
+                BridgeError::InvalidClientMetadata("the body must be a JSON object".to_owned()),
+            );
         }
     };
     match bridge.register(value, &client.limit_key()).await {
         Ok(answer) => relayed(answer),
-        Err(e) => error(e),
+        Err(e) => error(&bridge, e),
     }
 }

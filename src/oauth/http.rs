@@ -15,11 +15,11 @@ use axum::{
 use super::{
     clients::BasicCredentials,
     configured_clients::GRANT_JWT_BEARER,
-    error::OAuthError,
+    error::{OAuthError, OAuthErrorCode},
     flow::{
         Authorization, AuthorizationServer, AuthorizeError, AuthorizeParams, AuthorizeStep,
-        ClientCredentials, Consent, ConsentError, LoginError, LoginOutcome, PendingRequest,
-        REQUEST_TTL_SECS, RememberConsent,
+        ClientCredentials, Consent, ConsentError, LoginError, LoginOutcome, PendingError,
+        PendingRequest, REQUEST_TTL_SECS, RememberConsent,
     },
     front::{self, BrowserCookie, MAX_REGISTRATION_BYTES, field, no_store, see_other},
     keys::KeyRing,
@@ -27,6 +27,7 @@ use super::{
     proxy::{CallbackError, CallbackOutcome},
 };
 use crate::auth::verify::IssuerVerifier;
+use crate::funnel::{FunnelEvent, Reason, Step};
 use crate::server::ClientAddress;
 
 #[derive(Clone)]
@@ -64,6 +65,34 @@ impl OAuthState {
             secure: self.secure_cookies,
         }
     }
+
+    /// The OAuth error body (`error_description` and `error_uri` from the
+    /// reason catalogue).
+    fn error(&self, err: OAuthError) -> Response {
+        oauth_error(err, &self.server.issuer)
+    }
+
+    /// A browser page naming the cause, the reason's fix and its `/errors` section.
+    fn refusal(&self, status: StatusCode, reason: Reason, message: &str) -> Response {
+        tracing::info!(
+            status = status.as_u16(),
+            reason = reason.code(),
+            detail = message,
+            "sign-in refused"
+        );
+        html(
+            status,
+            pages::error_with_fix(
+                message,
+                reason.fix(),
+                &reason.error_uri(&self.server.issuer),
+            ),
+        )
+    }
+
+    fn record(&self, event: FunnelEvent) {
+        self.server.funnel().record(event);
+    }
 }
 
 /// Browser pages: no framing, no referrer, no caching.
@@ -71,19 +100,24 @@ fn html(status: StatusCode, body: String) -> Response {
     pages::page_response(status, body)
 }
 
-fn oauth_error(err: OAuthError) -> Response {
+fn oauth_error(err: OAuthError, base: &str) -> Response {
     let status = match &err {
         OAuthError::InvalidClient | OAuthError::ClientAssertion(_) => StatusCode::UNAUTHORIZED,
         OAuthError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         OAuthError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         OAuthError::TooManyClients | OAuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        OAuthError::Refused { code, .. } => match code {
+            OAuthErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+            OAuthErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        },
         OAuthError::Server(detail) => {
             tracing::error!(detail = %detail, "authorization server error");
             StatusCode::INTERNAL_SERVER_ERROR
         }
         _ => StatusCode::BAD_REQUEST,
     };
-    let mut response = front::error_json(status, err.code(), &err.to_string());
+    let mut response = front::error_json(status, err.code(), err.reason(), &err.to_string(), base);
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -149,23 +183,26 @@ async fn bound_form(
     body: &[u8],
 ) -> Result<(Vec<(String, String)>, PendingRequest), Response> {
     let Ok(pairs) = form_pairs(body) else {
-        return Err(html(
+        return Err(state.refusal(
             StatusCode::BAD_REQUEST,
-            pages::error("the form is malformed"),
+            Reason::InvalidRequest,
+            "the form is malformed",
         ));
     };
     let (Some(request_id), Some(csrf)) = (field(&pairs, "request"), field(&pairs, "csrf")) else {
-        return Err(html(
+        return Err(state.refusal(
             StatusCode::FORBIDDEN,
-            pages::error("the form is missing its request or CSRF token"),
+            Reason::RequestExpired,
+            "the form is missing its request or CSRF token",
         ));
     };
     let browser = state.cookie(AUTH_COOKIE).read(headers).unwrap_or_default();
     match state.server.pending(request_id, &browser, Some(csrf)).await {
         Ok(request) => Ok((pairs, request)),
-        Err(refused) => Err(html(
+        Err(refused) => Err(state.refusal(
             StatusCode::FORBIDDEN,
-            pages::error(&refused.to_string()),
+            pending_reason(&refused),
+            &refused.to_string(),
         )),
     }
 }
@@ -185,21 +222,33 @@ async fn jwks(State(state): State<OAuthState>) -> Response {
 
 async fn register(State(state): State<OAuthState>, client: ClientAddress, body: Body) -> Response {
     let Ok(body) = to_bytes(body, MAX_REGISTRATION_BYTES).await else {
-        return oauth_error(OAuthError::TooLarge(format!(
+        return state.error(OAuthError::TooLarge(format!(
             "the registration is larger than {MAX_REGISTRATION_BYTES} bytes"
         )));
     };
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v @ serde_json::Value::Object(_)) => v,
         _ => {
-            return oauth_error(OAuthError::InvalidClientMetadata(
+            return state.error(OAuthError::InvalidClientMetadata(
                 "the body must be a JSON object".to_owned(),
             ));
         }
     };
     match state.server.register(value, &client.limit_key()).await {
-        Ok(registered) => no_store((StatusCode::CREATED, Json(registered)).into_response()),
-        Err(e) => oauth_error(e),
+        Ok(registered) => {
+            let client_id = registered["client_id"].as_str().unwrap_or("-");
+            state.record(FunnelEvent::new(Step::Registered, client_id));
+            no_store((StatusCode::CREATED, Json(registered)).into_response())
+        }
+        Err(e) => {
+            // No client id yet: counted, not stored (registration is anonymous).
+            state.record(
+                FunnelEvent::new(Step::Registered, "-")
+                    .unknown_client()
+                    .stopped(e.reason()),
+            );
+            state.error(e)
+        }
     }
 }
 
@@ -232,6 +281,11 @@ async fn authorize(
     }
     let held = state.cookie(AUTH_COOKIE).read(&headers);
     let session = state.cookie(SESSION_COOKIE).read(&headers);
+    let mut event = FunnelEvent::new(Step::Authorize, params.client_id.as_deref().unwrap_or("-"));
+    if let Some(challenge) = &params.code_challenge {
+        event = event.challenge(challenge);
+    }
+    let named_client = params.client_id.is_some();
     let Authorization { step, browser } = match state
         .server
         .begin(
@@ -243,23 +297,34 @@ async fn authorize(
         .await
     {
         Ok(authorization) => authorization,
-        Err(AuthorizeError::Page(message)) => {
-            return html(StatusCode::BAD_REQUEST, pages::error(&message));
+        Err(AuthorizeError::Page(reason, message)) => {
+            // A client id nobody registered gets no label and no row.
+            let event = match reason {
+                Reason::UnknownClient | Reason::InvalidClientMetadata => event.unknown_client(),
+                _ if !named_client => event.unknown_client(),
+                _ => event,
+            };
+            state.record(event.stopped(reason));
+            return state.refusal(StatusCode::BAD_REQUEST, reason, &message);
         }
         Err(AuthorizeError::RateLimited) => {
-            return html(
+            state.record(event.unknown_client().stopped(Reason::RateLimited));
+            return state.refusal(
                 StatusCode::TOO_MANY_REQUESTS,
-                pages::error("too many sign-in requests from your address; wait a minute"),
+                Reason::RateLimited,
+                "too many sign-in requests from your address; wait a minute",
             );
         }
         Err(AuthorizeError::Server(e)) => {
             tracing::error!(error = %e, detail = ?e, "authorize failed");
+            state.record(event.stopped(Reason::ServerError));
             return html(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 pages::error("the server could not start the sign-in"),
             );
         }
     };
+    state.record(event);
     let mut response = render_step(step);
     // The browser binding secret is the cookie; it is per browser, not per
     // request, and lives as long as the pending request it guards.
@@ -301,10 +366,29 @@ fn render_step(step: AuthorizeStep) -> Response {
 }
 
 /// A consent step that cannot go on: a page, or the OAuth error body.
-fn consent_refused(e: ConsentError) -> Response {
+fn consent_refused(state: &OAuthState, e: ConsentError) -> Response {
     match e {
-        ConsentError::Flow(e) => oauth_error(e),
-        refused => html(StatusCode::FORBIDDEN, pages::error(&refused.to_string())),
+        ConsentError::Flow(e) => state.error(e),
+        ConsentError::Request(refused) => state.refusal(
+            StatusCode::FORBIDDEN,
+            pending_reason(&refused),
+            &refused.to_string(),
+        ),
+        refused => state.refusal(
+            StatusCode::FORBIDDEN,
+            Reason::RequestExpired,
+            &refused.to_string(),
+        ),
+    }
+}
+
+/// Why a pending request could not be continued.
+fn pending_reason(e: &PendingError) -> Reason {
+    match e {
+        PendingError::Flow(e) => e.reason(),
+        PendingError::Gone | PendingError::OtherBrowser | PendingError::StaleForm => {
+            Reason::RequestExpired
+        }
     }
 }
 
@@ -330,12 +414,15 @@ async fn login(
     );
     let username = field(&pairs, "username").unwrap_or_default();
     let password = field(&pairs, "password").unwrap_or_default();
+    let event =
+        FunnelEvent::new(Step::SignIn, &request.client_id).challenge(&request.code_challenge);
     match state
         .server
         .login(username, password, &client.limit_key())
         .await
     {
         Ok(LoginOutcome::SignedIn { user_id }) => {
+            state.record(event.user(&user_id));
             match state.server.start_session(&user_id).await {
                 Ok(session) => {
                     tracing::info!(user_id = %user_id, "login succeeded");
@@ -348,15 +435,21 @@ async fn login(
                     );
                     response
                 }
-                Err(e) => oauth_error(e),
+                Err(e) => state.error(e),
             }
         }
         Ok(LoginOutcome::Failed { user_id }) => {
             // Never what was typed: it may be a password, or forged log lines.
-            match user_id {
-                Some(user_id) => tracing::info!(user_id = %user_id, "login failed: wrong password"),
-                None => tracing::info!("login failed: unknown user name"),
+            match &user_id {
+                Some(user_id) => {
+                    tracing::info!(user_id = %user_id, reason = Reason::SignInFailed.code(), "login failed: wrong password")
+                }
+                None => tracing::info!(
+                    reason = Reason::SignInFailed.code(),
+                    "login failed: unknown user name"
+                ),
             }
+            state.record(event.stopped(Reason::SignInFailed));
             html(
                 StatusCode::UNAUTHORIZED,
                 pages::login(
@@ -367,8 +460,12 @@ async fn login(
                 ),
             )
         }
-        Err(LoginError::Flow(e)) => oauth_error(e),
+        Err(LoginError::Flow(e)) => {
+            state.record(event.stopped(e.reason()));
+            state.error(e)
+        }
         Err(refused) => {
+            state.record(event.stopped(Reason::RateLimited));
             let mut response = html(
                 StatusCode::TOO_MANY_REQUESTS,
                 pages::error(&refused.to_string()),
@@ -401,7 +498,7 @@ async fn consent_page(
         .await
     {
         Ok(step) => render_step(step),
-        Err(e) => consent_refused(e),
+        Err(e) => consent_refused(&state, e),
     }
 }
 
@@ -410,8 +507,8 @@ async fn consent_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let pairs = match bound_form(&state, &headers, &body).await {
-        Ok((pairs, _)) => pairs,
+    let (pairs, request) = match bound_form(&state, &headers, &body).await {
+        Ok(form) => form,
         Err(page) => return page,
     };
     let request_id = field(&pairs, "request").unwrap_or_default();
@@ -428,13 +525,30 @@ async fn consent_post(
     };
     let browser = state.cookie(AUTH_COOKIE).read(&headers).unwrap_or_default();
     let session = state.cookie(SESSION_COOKIE).read(&headers);
+    let event =
+        FunnelEvent::new(Step::Consent, &request.client_id).challenge(&request.code_challenge);
+    let event = match &consent {
+        Consent::Deny => event.stopped(Reason::ConsentDenied),
+        Consent::Approve { .. } => event,
+    };
     match state
         .server
         .answer_consent(request_id, &browser, session.as_deref(), consent)
         .await
     {
-        Ok(step) => render_step(step),
-        Err(e) => consent_refused(e),
+        Ok(step) => {
+            state.record(event);
+            render_step(step)
+        }
+        Err(e) => {
+            let reason = match &e {
+                ConsentError::Flow(e) => e.reason(),
+                ConsentError::Request(e) => pending_reason(e),
+                ConsentError::NotSignedIn => Reason::RequestExpired,
+            };
+            state.record(event.stopped(reason));
+            consent_refused(&state, e)
+        }
     }
 }
 
@@ -569,7 +683,7 @@ async fn token(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes)
     .await;
     match result {
         Ok(response) => no_store(Json(response).into_response()),
-        Err(e) => oauth_error(e),
+        Err(e) => state.error(e),
     }
 }
 
@@ -584,7 +698,7 @@ async fn revoke(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes
     .await;
     match result {
         Ok(()) => no_store(StatusCode::OK.into_response()),
-        Err(e) => oauth_error(e),
+        Err(e) => state.error(e),
     }
 }
 
@@ -600,6 +714,6 @@ async fn introspect(State(state): State<OAuthState>, headers: HeaderMap, body: B
     .await;
     match result {
         Ok(answer) => no_store(Json(answer).into_response()),
-        Err(e) => oauth_error(e),
+        Err(e) => state.error(e),
     }
 }

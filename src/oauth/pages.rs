@@ -136,6 +136,23 @@ pub fn error(message: &str) -> String {
     )
 }
 
+/// [`error`] with the reason's fix and a link to its section of `/errors`.
+pub fn error_with_fix(message: &str, fix: &str, more_at: &str) -> String {
+    let mut fix = fix.to_owned();
+    if let Some(first) = fix.get(..1) {
+        fix.replace_range(..1, &first.to_uppercase());
+    }
+    page(
+        "Cannot continue",
+        &format!(
+            "<p class=\"err\">{}</p><p>{}.</p><p><a href=\"{}\">More about this error</a></p><p>Close this window and start again from your app.</p>",
+            escape(message),
+            escape(&fix),
+            escape(more_at)
+        ),
+    )
+}
+
 /// Bridge mode's consent page, shown before the browser goes to the
 /// identity provider (which may answer without asking, e.g. when the user
 /// consented to another client before). No "remember": mcpgate does not know

@@ -65,6 +65,8 @@ pub struct Surroundings<'a> {
     pub store: &'a Store,
     pub policy: &'a AccessPolicy,
     pub password_checks: prometheus_client::metrics::counter::Counter,
+    /// Where the attempts' steps go (`crate::funnel`).
+    pub funnel: crate::funnel::Funnel,
     pub clock: crate::clock::SharedClock,
 }
 
@@ -124,6 +126,7 @@ pub async fn build(
         store,
         policy,
         password_checks,
+        funnel,
         clock,
     } = at;
     let sealer = Arc::new(sealer(local)?);
@@ -195,6 +198,7 @@ pub async fn build(
     )
     .counting_password_checks(password_checks)
     .with_enterprise_idps(enterprise)
+    .with_funnel(funnel)
     .with_clock(clock);
     // Proxy mode: users come from the identity provider, so no local admin.
     let initial_admin_password = match idp {

@@ -1,0 +1,65 @@
+//! `GET /errors`: the reason catalogue as one plain page, the target of every
+//! `error_uri`. Rendered from [`Reason::ALL`], so it always matches the codes
+//! on the wire; no script, the pages' security headers (CSP `default-src 'none'`).
+
+use axum::{Router, http::StatusCode, response::Response, routing::get};
+
+use super::reasons::{ERRORS_PATH, Reason};
+use crate::oauth::pages::{escape, page_response};
+
+pub fn routes() -> Router {
+    Router::new().route(ERRORS_PATH, get(errors_page))
+}
+
+async fn errors_page() -> Response {
+    let mut sections = String::new();
+    for r in Reason::ALL {
+        sections.push_str(&format!(
+            "<section id=\"{a}\"><h2><code>{c}</code></h2><p><strong>Cause:</strong> {cause}.</p><p><strong>Fix:</strong> {fix}.</p></section>",
+            a = r.anchor(),
+            c = escape(r.code()),
+            cause = escape(r.cause()),
+            fix = escape(r.fix()),
+        ));
+    }
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>mcpgate errors</title><style>body{{font-family:system-ui,sans-serif;max-width:44rem;margin:2rem auto;padding:0 1rem}}section:target{{background:#fff6d6}}</style></head><body><h1>Errors and reason codes</h1><p>Each refusal names one of these reasons in its <code>error_description</code>; the link in <code>error_uri</code> leads to its section.</p>{sections}</body></html>"
+    );
+    page_response(StatusCode::OK, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::to_bytes;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn every_reason_has_a_section_and_the_page_runs_no_script() {
+        let response = routes()
+            .oneshot(
+                axum::http::Request::get(ERRORS_PATH)
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let csp = response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(csp.starts_with("default-src 'none'"), "{csp}");
+        let html = String::from_utf8(
+            to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
+        assert!(!html.contains("<script"));
+        for r in Reason::ALL {
+            assert!(html.contains(&format!("id=\"{}\"", r.anchor())), "{r}");
+        }
+    }
+}
