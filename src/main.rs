@@ -129,6 +129,18 @@ async fn run(cli: Cli) -> ExitCode {
             url,
             config,
         } => connect(&client, url, config.as_deref()),
+        Command::Funnel {
+            config,
+            client,
+            since,
+            limit,
+            json,
+        } => {
+            admin(config, |_, store| {
+                Box::pin(funnel(store, client, since, limit, json))
+            })
+            .await
+        }
         Command::Users { config, action } => {
             admin(config, |cfg, store| Box::pin(users(cfg, store, action))).await
         }
@@ -149,8 +161,15 @@ async fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            telemetry::logs::init(&cfg.log);
-            match serve(cfg).await {
+            let audit = match telemetry::audit::AuditSink::open(&cfg.telemetry.audit) {
+                Ok(sink) => sink,
+                Err(e) => {
+                    say_err_raw!("mcpgate: telemetry.audit: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            telemetry::logs::init(&cfg.log, audit.clone());
+            match serve(cfg, audit).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -291,8 +310,23 @@ async fn doctor(args: mcpgate::cli::DoctorArgs) -> ExitCode {
     }
 }
 
-async fn serve(cfg: config::Config) -> anyhow::Result<()> {
+async fn serve(
+    cfg: config::Config,
+    audit: Option<telemetry::audit::AuditSink>,
+) -> anyhow::Result<()> {
     let app = App::build(&cfg).await?;
+    if let Some(sink) = audit {
+        reopen_on_sighup(sink);
+    }
+    // With audit lines on stdout, what is printed for the operator (the
+    // first password) goes to stderr: stdout then feeds a collector.
+    let to_operator = |text: String| {
+        if cfg.telemetry.audit == telemetry::settings::AuditTarget::Stdout {
+            say_err_raw!("{text}\n");
+        } else {
+            announce!("{text}");
+        }
+    };
     let listener = app::bind(cfg.listen).await?;
     let local = listener.local_addr()?;
     tracing::info!(
@@ -302,19 +336,37 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         auth = cfg.auth.mode_name(),
         "mcpgate ready"
     );
-    announce!(
+    to_operator(format!(
         "mcpgate listening on http://{local}  (MCP endpoint: {})",
         cfg.mcp_resource()
-    );
+    ));
     if let Some(password) = &app.initial_admin_password {
         // Printed once to the terminal, never logged.
-        announce!(
+        to_operator(format!(
             "created the first user: admin, one-time password: {password}\n  sign in when your MCP client opens {}/authorize; change it with: mcpgate users passwd admin",
             cfg.public_origin()
-        );
+        ));
     }
     app.serve(listener, app::shutdown_signal()).await?;
     Ok(())
+}
+
+/// SIGHUP reopens the audit file (logrotate's `postrotate`); a renamed or
+/// removed file is noticed without it too.
+fn reopen_on_sighup(sink: telemetry::audit::AuditSink) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reopening the audit file");
+            sink.reopen();
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = sink;
 }
 
 type AdminFuture<'a> =
@@ -416,6 +468,32 @@ async fn users(
                 "password changed for {name}; their sign-in sessions, remembered consents and refresh tokens are revoked"
             );
         }
+    }
+    Ok(())
+}
+
+/// `mcpgate funnel`: the attempts in the window, as text or JSON.
+async fn funnel(
+    store: &mcpgate::store::Store,
+    client: Option<String>,
+    since_secs: u64,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let since = mcpgate::store::now_epoch() - i64::try_from(since_secs).unwrap_or(i64::MAX / 2);
+    let attempts = store
+        .funnel_attempts(client.as_deref(), since, limit)
+        .await?;
+    if json {
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "since": since,
+                "attempts": attempts,
+            }))?
+        );
+    } else {
+        out!("{}", mcpgate::funnel::render_text(&attempts).trim_end());
     }
     Ok(())
 }

@@ -44,6 +44,7 @@ const ENV_KEYS: &[&str] = &[
     "http",
     "server",
     "log",
+    "telemetry",
     "toolsets",
     "gateway",
 ];
@@ -69,6 +70,9 @@ pub struct RawConfig {
     pub server: crate::server::settings::RawServer,
     #[serde(default)]
     pub log: RawLog,
+    /// The audit sink.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::settings::RawTelemetry,
     /// Absent: every built-in toolset on. Present: only the listed ones.
     pub toolsets: Option<RawToolsets>,
     /// How upstream names are combined with theirs.
@@ -147,6 +151,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub server: crate::server::ServerConfig,
     pub log: LogSettings,
+    pub telemetry: crate::telemetry::settings::TelemetrySettings,
     pub toolsets: ToolsetsConfig,
 }
 
@@ -387,6 +392,8 @@ impl RawConfig {
         let server = crate::server::settings::validate(&self.server, &mut errors);
 
         let log = crate::telemetry::settings::validate(&self.log, &mut errors);
+        let telemetry =
+            crate::telemetry::settings::validate_telemetry(&self.telemetry, &mut errors);
 
         let toolsets = match &self.toolsets {
             // A gateway serves its upstreams' tools, not a calculator.
@@ -478,6 +485,7 @@ impl RawConfig {
                 },
                 server,
                 log,
+                telemetry,
                 toolsets,
             }),
             _ => Err(ConfigErrors(errors)),

@@ -144,7 +144,7 @@ const MAX_CLIENT_LABELS: usize = 100;
 /// Rows queued for the writer before new ones are dropped.
 const QUEUE: usize = 4096;
 /// The most rows written in one transaction.
-const BATCH: usize = 256;
+const BATCH: usize = crate::store::FUNNEL_INSERT_MAX_ROWS;
 
 enum Command {
     Row(FunnelRow),
@@ -238,12 +238,16 @@ impl Funnel {
     /// Count the step and queue its row; never waits, never fails.
     pub fn record(&self, event: FunnelEvent) {
         let reason = event.reason.as_ref().map(StopReason::code);
-        tracing::debug!(
-            target: "funnel",
+        // The audit line of the step: the same reason as the funnel row and
+        // the error body. A client id nobody registered is not echoed.
+        tracing::info!(
+            target: "audit",
             step = event.step.as_str(),
-            client = %event.client_id,
-            reason = reason.as_deref().unwrap_or("ok"),
-            "auth funnel"
+            client = if event.known_client { event.client_id.as_str() } else { "-" },
+            user = event.user_id.as_deref().unwrap_or("-"),
+            outcome = if event.reason.is_some() { "stopped" } else { "ok" },
+            reason = reason.as_deref().unwrap_or("-"),
+            "auth step"
         );
         self.inner
             .counter
@@ -365,6 +369,75 @@ async fn write_rows(store: Store, mut receiver: mpsc::Receiver<Command>) {
     }
 }
 
+/// `--since`: `90s`, `15m`, `1h`, `2d` (a bare number is seconds).
+pub fn parse_window(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 1h or 2d"))?;
+    let unit = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?}: use s, m, h or d")),
+    };
+    Ok(n.saturating_mul(unit))
+}
+
+/// `mcpgate funnel` as text: per client, one line per attempt with its step
+/// series (a stopped step shows its reason) and its outcome.
+pub fn render_text(attempts: &[crate::store::FunnelAttempt]) -> String {
+    use std::fmt::Write as _;
+    let mut clients: Vec<&str> = attempts.iter().map(|a| a.client_id.as_str()).collect();
+    clients.sort_unstable();
+    clients.dedup();
+    let mut out = String::new();
+    if attempts.is_empty() {
+        out.push_str("no authorization attempts in this window\n");
+    }
+    for client in clients {
+        let _ = writeln!(out, "client {client}");
+        for a in attempts.iter().filter(|a| a.client_id == client) {
+            let series: Vec<String> = a
+                .steps
+                .iter()
+                .map(|s| match &s.reason {
+                    Some(r) => format!("{}({r})", s.step),
+                    None => s.step.clone(),
+                })
+                .collect();
+            let outcome = match &a.stopped {
+                Some(r) => format!("stopped: {r}"),
+                None => "ok".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "  {}  {}  {}  {}",
+                timestamp(a.started_at),
+                a.user_id.as_deref().unwrap_or("-"),
+                series.join(" > "),
+                outcome
+            );
+        }
+    }
+    out
+}
+
+fn timestamp(epoch: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(epoch)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| epoch.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,6 +473,47 @@ mod tests {
         assert!(text.contains(
             r#"mcpgate_auth_funnel_total{client="c0",step="upstream_callback",reason="idp_error"} 1"#
         ));
+    }
+
+    #[test]
+    fn windows_parse_with_units() {
+        assert_eq!(parse_window("90"), Ok(90));
+        assert_eq!(parse_window("15m"), Ok(900));
+        assert_eq!(parse_window("1h"), Ok(3600));
+        assert_eq!(parse_window("2d"), Ok(172_800));
+        assert!(parse_window("1w").is_err());
+        assert!(parse_window("h").is_err());
+    }
+
+    #[test]
+    fn text_shows_each_attempts_series_and_where_it_stopped() {
+        let rows = vec![
+            crate::store::FunnelRow {
+                at: 0,
+                attempt: "a".into(),
+                client_id: "c".into(),
+                user_id: None,
+                step: "authorize".into(),
+                reason: None,
+                grant_key: None,
+            },
+            crate::store::FunnelRow {
+                at: 1,
+                attempt: "a".into(),
+                client_id: "c".into(),
+                user_id: None,
+                step: "consent".into(),
+                reason: Some("consent_denied".into()),
+                grant_key: None,
+            },
+        ];
+        let text = render_text(&crate::store::join_attempts(rows, 10));
+        assert!(text.contains("client c\n"), "{text}");
+        assert!(
+            text.contains("authorize > consent(consent_denied)  stopped: consent_denied"),
+            "{text}"
+        );
+        assert!(text.contains("1970-01-01T00:00:00Z"), "{text}");
     }
 
     #[test]

@@ -13,6 +13,8 @@ use super::{Store, StoreError, on_db};
 pub const FUNNEL_TTL_SECS: i64 = 7 * 86_400;
 /// At most this many rows are kept (the newest), whatever their age.
 pub const FUNNEL_MAX_ROWS: i64 = 200_000;
+/// The most rows one INSERT carries (7 values each).
+pub const FUNNEL_INSERT_MAX_ROWS: usize = 128;
 /// The most rows one query reads (the newest within its window).
 const QUERY_MAX_ROWS: i64 = 20_000;
 
@@ -59,30 +61,32 @@ pub const USER_ATTEMPT_PREFIX: &str = "u:";
 pub const GRANT_ATTEMPT_PREFIX: &str = "g:";
 
 impl Store {
-    /// Append `rows` in one transaction.
+    /// Append `rows` in one multi-row INSERT: one round trip, and no
+    /// transaction held open between statements (a writer task that is not
+    /// polled for a while then holds no lock). At most
+    /// [`FUNNEL_INSERT_MAX_ROWS`] rows (SQLite's 999 bound values).
     pub async fn insert_funnel_rows(&self, rows: &[FunnelRow]) -> Result<(), StoreError> {
-        const INSERT: &str = "INSERT INTO auth_funnel \
-            (at, attempt, client_id, user_id, step, reason, grant_key) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7)";
-        if rows.is_empty() {
-            return Ok(());
+        for chunk in rows.chunks(FUNNEL_INSERT_MAX_ROWS) {
+            on_db!(self.db(), |pool| {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO auth_funnel (at, attempt, client_id, user_id, step, reason, grant_key) ",
+                );
+                insert.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.at)
+                        .push_bind(&r.attempt)
+                        .push_bind(&r.client_id)
+                        .push_bind(&r.user_id)
+                        .push_bind(&r.step)
+                        .push_bind(&r.reason)
+                        .push_bind(&r.grant_key);
+                });
+                insert
+                    .build()
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
+            })?;
         }
-        on_db!(self.db(), |pool| {
-            let mut tx = pool.begin().await?;
-            for r in rows {
-                sqlx::query(INSERT)
-                    .bind(r.at)
-                    .bind(&r.attempt)
-                    .bind(&r.client_id)
-                    .bind(&r.user_id)
-                    .bind(&r.step)
-                    .bind(&r.reason)
-                    .bind(&r.grant_key)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await
-        })?;
         Ok(())
     }
 

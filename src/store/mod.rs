@@ -24,8 +24,8 @@ mod oauth;
 pub use bridge::{BridgeClientRecord, BridgeCodeRecord, BridgeRequestRecord, BridgeStage};
 pub use federation::{IdpLoginRecord, IdpTokenRecord, NO_PASSWORD};
 pub use funnel::{
-    FUNNEL_MAX_ROWS, FUNNEL_TTL_SECS, FunnelAttempt, FunnelRow, FunnelStep, GRANT_ATTEMPT_PREFIX,
-    USER_ATTEMPT_PREFIX, join_attempts,
+    FUNNEL_INSERT_MAX_ROWS, FUNNEL_MAX_ROWS, FUNNEL_TTL_SECS, FunnelAttempt, FunnelRow, FunnelStep,
+    GRANT_ATTEMPT_PREFIX, USER_ATTEMPT_PREFIX, join_attempts,
 };
 pub use health::{StoreHealth, StoreProbe};
 pub use limits::{WindowCount, WindowFull};
