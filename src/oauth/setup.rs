@@ -163,7 +163,8 @@ pub async fn build(
         )
         // Same clock signs and verifies: expiry must show at once so clients
         // refresh. Identity JWTs for upstreams share the keys, never the typ.
-        .for_own_tokens(),
+        .for_own_tokens()
+        .with_clock(clock.clone()),
     );
     // Failed document fetches are remembered in the store, for every replica.
     let mut cimd = CimdResolver::new(

@@ -536,3 +536,115 @@ async fn expired_and_foreign_audience_tokens_are_traced_for_their_client() {
         r#"mcpgate_auth_funnel_total{client="other",step="mcp_call",reason="token_invalid"} 1"#
     ));
 }
+
+#[tokio::test]
+async fn audit_lines_trace_the_flow_and_carry_no_secret() {
+    use mcpgate::telemetry::{
+        audit::{AuditLayer, AuditSink},
+        settings::AuditTarget,
+    };
+    use tracing_subscriber::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let sink = AuditSink::open(&AuditTarget::File(path.clone()))
+        .unwrap()
+        .unwrap();
+    // The test's runtime runs the server on this thread: its events come here.
+    let _audit = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(AuditLayer::new(sink)),
+    );
+    let server = local_on_clock(|_| {}, ManualClock::new()).await;
+    let client_id = public_client(&server).await;
+    let password = server.admin_password.clone().unwrap();
+    // A failed sign-in first (what was typed must not appear), then the flow.
+    let wrong = "Wrong-Password-0f9e8d7c";
+    let (verifier, challenge) = pkce();
+    let mut browser = Browser::default();
+    let html = browser
+        .get(&authorize_url(&server, &client_id, &challenge, REDIRECT))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let failed = browser
+        .post(
+            &server.url("/login"),
+            &[
+                ("request", &hidden(&html, "request")),
+                ("csrf", &hidden(&html, "csrf")),
+                ("username", "admin"),
+                ("password", wrong),
+            ],
+        )
+        .await;
+    assert_eq!(failed.status(), StatusCode::UNAUTHORIZED);
+    let back = sign_in_and_approve(
+        &server,
+        &mut Browser::default(),
+        &authorize_url(&server, &client_id, &challenge, REDIRECT),
+        ("admin", &password),
+        &[],
+    )
+    .await;
+    let code = query_of(&back)["code"].clone();
+    let (_, tokens) = exchange_code(&server, &client_id, &code, &verifier).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    server.set_token(&access);
+    let (status, _) = server
+        .stateless_call(
+            1,
+            "tools/call",
+            Some("add"),
+            json!({"name": "add", "arguments": {"a": 1, "b": 2}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, refreshed) = refresh_grant(&server, &client_id, &refresh).await;
+    server.set_token("not.a.token");
+    server
+        .mcp_post()
+        .json(&json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}))
+        .send()
+        .await
+        .unwrap();
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let has = |event: &str, key: &str, value: &str| {
+        lines.iter().any(|l| l["event"] == event && l[key] == value)
+    };
+    assert!(has("auth step", "reason", "sign_in_failed"), "{text}");
+    assert!(has("auth step", "step", "code_redeemed"), "{text}");
+    assert!(has("auth step", "step", "refresh"), "{text}");
+    assert!(has("tool call", "tool", "add"), "{text}");
+    assert!(
+        has("authentication failed", "reason", "token_invalid"),
+        "{text}"
+    );
+    let call = lines.iter().find(|l| l["event"] == "tool call").unwrap();
+    assert_eq!(call["client"], client_id.as_str());
+    assert!(
+        call["latency_ms"].is_number() && call["request_id"].is_string(),
+        "{call}"
+    );
+    for secret in [
+        password.as_str(),
+        wrong,
+        access.as_str(),
+        refresh.as_str(),
+        refreshed["access_token"].as_str().unwrap(),
+        refreshed["refresh_token"].as_str().unwrap(),
+        code.as_str(),
+        verifier.as_str(),
+        challenge.as_str(),
+    ] {
+        assert!(
+            !text.contains(secret),
+            "a secret is in the audit file:\n{text}"
+        );
+    }
+}
