@@ -9,7 +9,6 @@
 //! drops the row (`mcpgate_auth_funnel_dropped_total`). `reasons` is the one
 //! catalogue of reason codes; `errors_page` serves it at `/errors`.
 
-pub mod errors_page;
 pub mod reasons;
 
 use std::{
@@ -22,7 +21,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     clock::SharedClock,
-    oauth::crypto::sha256_b64,
     store::{FunnelRow, GRANT_ATTEMPT_PREFIX, Store, USER_ATTEMPT_PREFIX},
     telemetry::metrics::{FunnelLabels, Metrics},
 };
@@ -341,6 +339,14 @@ impl Funnel {
 /// (a PKCE challenge, a family id).
 fn short_hash(text: &str) -> String {
     sha256_b64(text).chars().take(16).collect()
+}
+
+fn sha256_b64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        text.as_bytes(),
+    ))
 }
 
 /// The writer: stores what has queued in one transaction, then looks again.

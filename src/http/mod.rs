@@ -327,7 +327,7 @@ pub fn router(
     // MCP routes stream (and wait on tools); everything else is bounded.
     let bounded = Router::new()
         .merge(authorization_server)
-        .merge(crate::funnel::errors_page::routes())
+        .merge(crate::oauth::errors_page::routes())
         .merge(ops_routes)
         .merge(well_known)
         .layer(middleware::from_fn_with_state(

@@ -35,6 +35,7 @@ use crate::{
 };
 
 use super::sessions::SessionBook;
+use super::token_steps::{record_refused_token, token_reason};
 use crate::funnel::{AttemptKey, Funnel, FunnelEvent, Reason, Step};
 
 pub const JSONRPC_SERVER_ERROR: i64 = -32000;
@@ -222,48 +223,6 @@ async fn authenticate(cfg: &EdgeState, headers: &HeaderMap) -> Result<Principal,
             ))
         }
     }
-}
-
-/// The catalogue's reason for a refused token.
-fn token_reason(err: &TokenError) -> Reason {
-    match err {
-        TokenError::Expired | TokenError::Inactive => Reason::TokenExpired,
-        TokenError::WrongAudience => Reason::AudienceMismatch,
-        TokenError::NoSubject(_) => Reason::TokenNoSubject,
-        _ => Reason::TokenInvalid,
-    }
-}
-
-/// A refused token's funnel step. Only an expired token or one for another
-/// audience passed the signature check, so only their `client_id` and
-/// `sub` are worth a row (any other token's claims are whatever its sender
-/// wrote); the rest are counted under `other`.
-fn record_refused_token(funnel: &Funnel, token: &str, reason: Reason) {
-    let signed = matches!(reason, Reason::TokenExpired | Reason::AudienceMismatch);
-    let claims = signed.then(|| unverified_claims(token)).flatten();
-    let event = match claims {
-        Some((client_id, subject)) => FunnelEvent::new(Step::McpCall, &client_id)
-            .keyed(AttemptKey::User)
-            .user(&subject),
-        None => FunnelEvent::new(Step::McpCall, "-").unknown_client(),
-    };
-    funnel.record(event.stopped(reason));
-}
-
-/// `client_id` (or `azp`) and `sub` of a JWT whose signature was checked.
-fn unverified_claims(token: &str) -> Option<(String, String)> {
-    use base64::Engine;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    let client = claims
-        .get("client_id")
-        .or_else(|| claims.get("azp"))?
-        .as_str()?;
-    let subject = claims.get("sub")?.as_str()?;
-    (client.len() <= 200 && subject.len() <= 200).then(|| (client.to_owned(), subject.to_owned()))
 }
 
 /// A JSON-RPC error response with no result, as MCP transports send them.

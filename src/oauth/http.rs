@@ -27,7 +27,7 @@ use super::{
     proxy::{CallbackError, CallbackOutcome},
 };
 use crate::auth::verify::IssuerVerifier;
-use crate::funnel::{FunnelEvent, Reason, Step};
+use crate::funnel::{FunnelEvent, Reason, Step, StopReason};
 use crate::server::ClientAddress;
 
 #[derive(Clone)]
@@ -382,6 +382,18 @@ fn consent_refused(state: &OAuthState, e: ConsentError) -> Response {
     }
 }
 
+/// Why the identity provider's callback could not finish the sign-in.
+fn callback_reason(e: &CallbackError) -> Reason {
+    match e {
+        CallbackError::UnknownState | CallbackError::WrongBrowser => Reason::RequestExpired,
+        CallbackError::Unreachable | CallbackError::Unverified => Reason::IdpError,
+        CallbackError::DifferentUser | CallbackError::NotAllowed | CallbackError::Conflict => {
+            Reason::UserNotAllowed
+        }
+        CallbackError::Flow(e) => e.reason(),
+    }
+}
+
 /// Why a pending request could not be continued.
 fn pending_reason(e: &PendingError) -> Reason {
     match e {
@@ -572,7 +584,13 @@ async fn callback(
         );
     };
     let browser = state.cookie(AUTH_COOKIE).read(&headers).unwrap_or_default();
-    match state
+    // Counted only: the attempt's client is not known here (see src/funnel/README.md).
+    let step = FunnelEvent::new(Step::UpstreamCallback, "-").unknown_client();
+    let idp_error = field(&pairs, "error").map(StopReason::idp);
+    if let Some(refused) = &idp_error {
+        tracing::info!(reason = %refused.code(), "the identity provider refused the sign-in");
+    }
+    let result = state
         .server
         .finish_idp_login(
             upstream_state,
@@ -580,8 +598,13 @@ async fn callback(
             field(&pairs, "code"),
             field(&pairs, "error"),
         )
-        .await
-    {
+        .await;
+    state.record(match (&result, idp_error) {
+        (_, Some(refused)) => step.stopped(refused),
+        (Ok(_), None) => step,
+        (Err(e), None) => step.stopped(callback_reason(e)),
+    });
+    match result {
         Ok(CallbackOutcome { location, user_id }) => {
             let mut response = see_other(&location);
             if let Some(user_id) = user_id {
@@ -618,7 +641,7 @@ async fn callback(
                 CallbackError::Conflict => StatusCode::CONFLICT,
                 _ => StatusCode::BAD_REQUEST,
             };
-            html(status, pages::error(&e.to_string()))
+            state.refusal(status, callback_reason(&e), &e.to_string())
         }
     }
 }

@@ -1,11 +1,11 @@
-//! `GET /errors`: the reason catalogue as one plain page, the target of every
-//! `error_uri`. Rendered from [`Reason::ALL`], so it always matches the codes
+//! `GET /errors`: the reason catalogue (`crate::funnel::reasons`) as one
+//! plain page, the target of every `error_uri`, served in every mode. Rendered from [`Reason::ALL`], so it always matches the codes
 //! on the wire; no script, the pages' security headers (CSP `default-src 'none'`).
 
 use axum::{Router, http::StatusCode, response::Response, routing::get};
 
-use super::reasons::{ERRORS_PATH, Reason};
-use crate::oauth::pages::{escape, page_response};
+use super::pages::{escape, page_response};
+use crate::funnel::reasons::{ERRORS_PATH, Reason};
 
 pub fn routes() -> Router {
     Router::new().route(ERRORS_PATH, get(errors_page))
