@@ -4,9 +4,9 @@
 //!
 //! [`Funnel::record`] never blocks and never fails a request: it counts the
 //! step in `mcpgate_auth_funnel_total{client,step,reason}` and hands the row
-//! to a writer task, which stores whatever has queued up in one transaction
-//! (batches form while the previous one is written; no timer). A full queue
-//! drops the row (`mcpgate_auth_funnel_dropped_total`). `reasons` is the one
+//! to a writer task, which gathers rows for a quarter second and stores them
+//! in one INSERT. A full queue drops the row
+//! (`mcpgate_auth_funnel_dropped_total`). `reasons` is the one
 //! catalogue of reason codes; `errors_page` serves it at `/errors`.
 
 pub mod reasons;
@@ -30,8 +30,13 @@ pub use reasons::{Reason, StopReason};
 /// labelled name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// The authorization server metadata was read (anonymous: counted only).
+    Metadata,
     /// `POST /register`.
     Registered,
+    /// A client id that is an https URL: its metadata document was fetched
+    /// and accepted (or not), at `/authorize`.
+    CimdResolved,
     /// `GET /authorize`: the request was accepted (or refused).
     Authorize,
     /// The password sign-in (local mode).
@@ -51,7 +56,9 @@ pub enum Step {
 impl Step {
     pub fn as_str(self) -> &'static str {
         match self {
+            Step::Metadata => "metadata",
             Step::Registered => "registered",
+            Step::CimdResolved => "cimd_resolved",
             Step::Authorize => "authorize",
             Step::SignIn => "sign_in",
             Step::Consent => "consent",
@@ -349,20 +356,39 @@ fn sha256_b64(text: &str) -> String {
     ))
 }
 
-/// The writer: stores what has queued in one transaction, then looks again.
-/// A failed write is logged and its rows dropped; requests never wait on it.
+/// How long the writer lets rows gather after the first one before it
+/// writes them: at low load one INSERT per this interval instead of one per
+/// step, so a stream of refreshes does not add a write per refresh (on
+/// SQLite, where writes take turns, that would slow the refreshes down).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The writer: gathers rows for [`LINGER`] (or until [`BATCH`] rows or a
+/// flush), stores them in one INSERT, and waits for the next. A failed
+/// write is logged and its rows dropped; requests never wait on it.
 async fn write_rows(store: Store, mut receiver: mpsc::Receiver<Command>) {
     let mut rows = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
-    while let Some(first) = receiver.recv().await {
-        let mut next = Some(first);
-        while let Some(command) = next.take() {
-            match command {
-                Command::Row(row) => rows.push(row),
-                Command::Flush(done) => flushes.push(done),
-            }
-            if rows.len() < BATCH {
-                next = receiver.try_recv().ok();
+    let mut open = true;
+    while open {
+        let Some(first) = receiver.recv().await else {
+            break;
+        };
+        let take = |command: Command,
+                    rows: &mut Vec<FunnelRow>,
+                    flushes: &mut Vec<oneshot::Sender<()>>| match command {
+            Command::Row(row) => rows.push(row),
+            Command::Flush(done) => flushes.push(done),
+        };
+        take(first, &mut rows, &mut flushes);
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while rows.len() < BATCH && flushes.is_empty() {
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Some(command)) => take(command, &mut rows, &mut flushes),
+                Ok(None) => {
+                    open = false;
+                    break;
+                }
+                Err(_) => break,
             }
         }
         if let Err(e) = store.insert_funnel_rows(&rows).await {

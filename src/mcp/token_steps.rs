@@ -11,7 +11,9 @@ use crate::{
 /// The catalogue's reason for a refused token.
 pub(super) fn token_reason(err: &TokenError) -> Reason {
     match err {
-        TokenError::Expired | TokenError::Inactive => Reason::TokenExpired,
+        TokenError::Expired => Reason::TokenExpired,
+        // `active: false` from introspection: revoked as likely as expired.
+        TokenError::Inactive => Reason::TokenInvalid,
         TokenError::WrongAudience => Reason::AudienceMismatch,
         TokenError::NoSubject(_) => Reason::TokenNoSubject,
         _ => Reason::TokenInvalid,

@@ -208,6 +208,8 @@ async fn bound_form(
 }
 
 async fn metadata(State(state): State<OAuthState>) -> Response {
+    // Anonymous: no client yet, so counted under `other` and not stored.
+    state.record(FunnelEvent::new(Step::Metadata, "-").unknown_client());
     Json(state.server.metadata()).into_response()
 }
 
@@ -286,6 +288,15 @@ async fn authorize(
         event = event.challenge(challenge);
     }
     let named_client = params.client_id.is_some();
+    // A metadata-document client id is resolved in `begin`; its outcome is a step of its own.
+    let document_client = params
+        .client_id
+        .as_deref()
+        .filter(|c| c.starts_with("https://"))
+        .map(|c| match &params.code_challenge {
+            Some(challenge) => FunnelEvent::new(Step::CimdResolved, c).challenge(challenge),
+            None => FunnelEvent::new(Step::CimdResolved, c),
+        });
     let Authorization { step, browser } = match state
         .server
         .begin(
@@ -298,6 +309,14 @@ async fn authorize(
     {
         Ok(authorization) => authorization,
         Err(AuthorizeError::Page(reason, message)) => {
+            if let Some(resolved) = document_client {
+                state.record(match reason {
+                    Reason::InvalidClientMetadata | Reason::UnknownClient => {
+                        resolved.unknown_client().stopped(reason)
+                    }
+                    _ => resolved,
+                });
+            }
             // A client id nobody registered gets no label and no row.
             let event = match reason {
                 Reason::UnknownClient | Reason::InvalidClientMetadata => event.unknown_client(),
@@ -324,6 +343,9 @@ async fn authorize(
             );
         }
     };
+    if let Some(resolved) = document_client {
+        state.record(resolved);
+    }
     state.record(event);
     let mut response = render_step(step);
     // The browser binding secret is the cookie; it is per browser, not per
