@@ -648,3 +648,39 @@ async fn audit_lines_trace_the_flow_and_carry_no_secret() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_remembered_consent_is_the_attempts_consent_step() {
+    let server = local_on_clock(|_| {}, ManualClock::new()).await;
+    let client_id = public_client(&server).await;
+    let password = server.admin_password.clone().unwrap();
+    let mut browser = Browser::default();
+    let (_, challenge) = pkce();
+    sign_in_and_approve(
+        &server,
+        &mut browser,
+        &authorize_url(&server, &client_id, &challenge, REDIRECT),
+        ("admin", &password),
+        &[("remember", "1")],
+    )
+    .await;
+    // The same browser again: signed in, consent remembered: no page at all.
+    let (verifier, challenge) = pkce();
+    let first = browser
+        .get(&authorize_url(&server, &client_id, &challenge, REDIRECT))
+        .await;
+    let back = browser.get(&server.url(&location(&first))).await;
+    let code = query_of(&location(&back))["code"].clone();
+    let (status, _) = exchange_code(&server, &client_id, &code, &verifier).await;
+    assert_eq!(status, StatusCode::OK);
+    let attempts = attempts_until(&server, &client_id, |a| {
+        a.iter()
+            .any(|a| series(a).contains(&"code_redeemed".to_owned()))
+    })
+    .await;
+    let again = attempts
+        .iter()
+        .find(|a| series(a).contains(&"code_redeemed".to_owned()))
+        .unwrap();
+    assert_eq!(series(again), ["authorize", "consent", "code_redeemed"]);
+}
