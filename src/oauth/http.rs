@@ -27,7 +27,7 @@ use super::{
     proxy::{CallbackError, CallbackOutcome},
 };
 use crate::auth::verify::IssuerVerifier;
-use crate::funnel::{FunnelEvent, Reason, Step, StopReason};
+use crate::funnel::{FunnelEvent, Reason, Step};
 use crate::server::ClientAddress;
 
 #[derive(Clone)]
@@ -404,18 +404,6 @@ fn consent_refused(state: &OAuthState, e: ConsentError) -> Response {
     }
 }
 
-/// Why the identity provider's callback could not finish the sign-in.
-fn callback_reason(e: &CallbackError) -> Reason {
-    match e {
-        CallbackError::UnknownState | CallbackError::WrongBrowser => Reason::RequestExpired,
-        CallbackError::Unreachable | CallbackError::Unverified => Reason::IdpError,
-        CallbackError::DifferentUser | CallbackError::NotAllowed | CallbackError::Conflict => {
-            Reason::UserNotAllowed
-        }
-        CallbackError::Flow(e) => e.reason(),
-    }
-}
-
 /// Why a pending request could not be continued.
 fn pending_reason(e: &PendingError) -> Reason {
     match e {
@@ -606,12 +594,7 @@ async fn callback(
         );
     };
     let browser = state.cookie(AUTH_COOKIE).read(&headers).unwrap_or_default();
-    // Counted only: the attempt's client is not known here (see src/funnel/README.md).
-    let step = FunnelEvent::new(Step::UpstreamCallback, "-").unknown_client();
-    let idp_error = field(&pairs, "error").map(StopReason::idp);
-    if let Some(refused) = &idp_error {
-        tracing::info!(reason = %refused.code(), "the identity provider refused the sign-in");
-    }
+    // The domain records the step (it knows the attempt).
     let result = state
         .server
         .finish_idp_login(
@@ -621,11 +604,6 @@ async fn callback(
             field(&pairs, "error"),
         )
         .await;
-    state.record(match (&result, idp_error) {
-        (_, Some(refused)) => step.stopped(refused),
-        (Ok(_), None) => step,
-        (Err(e), None) => step.stopped(callback_reason(e)),
-    });
     match result {
         Ok(CallbackOutcome { location, user_id }) => {
             let mut response = see_other(&location);
@@ -663,7 +641,7 @@ async fn callback(
                 CallbackError::Conflict => StatusCode::CONFLICT,
                 _ => StatusCode::BAD_REQUEST,
             };
-            state.refusal(status, callback_reason(&e), &e.to_string())
+            state.refusal(status, e.reason(), &e.to_string())
         }
     }
 }

@@ -684,3 +684,60 @@ async fn a_remembered_consent_is_the_attempts_consent_step() {
         .unwrap();
     assert_eq!(series(again), ["authorize", "consent", "code_redeemed"]);
 }
+
+#[tokio::test]
+async fn proxy_mode_traces_the_upstream_callback_with_the_idps_error() {
+    use crate::proxy_auth::{consent_and_go_upstream, proxy, sign_in};
+    let idp = FakeIdp::start().await;
+    let server = proxy(&idp, |_| {}).await;
+    // Declined at the identity provider.
+    let client_id = public_client(&server).await;
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    let upstream =
+        consent_and_go_upstream(&server, &idp, &mut browser, &client_id, &challenge, false).await;
+    let r = browser
+        .get(&server.url(&format!(
+            "/callback?error=access_denied&state={}",
+            upstream.state()
+        )))
+        .await;
+    assert_eq!(query_of(&location(&r))["error"], "access_denied");
+    let attempts = attempts_until(&server, &client_id, |a| {
+        a.iter().any(|a| a.stopped.is_some())
+    })
+    .await;
+    let declined = attempts.iter().find(|a| a.stopped.is_some()).unwrap();
+    assert_eq!(
+        series(declined),
+        [
+            "authorize",
+            "consent",
+            "upstream_callback:idp_error:access_denied"
+        ]
+    );
+    // The whole way: the callback is a step of the attempt, with its user.
+    let (_, good) = sign_in(&server, &idp, &mut Browser::default(), "alice", 3600).await;
+    let attempts = attempts_until(&server, &good, |a| {
+        a.iter()
+            .any(|a| series(a).contains(&"code_redeemed".to_owned()))
+    })
+    .await;
+    let done = attempts
+        .iter()
+        .find(|a| series(a).contains(&"code_redeemed".to_owned()))
+        .unwrap();
+    assert_eq!(
+        series(done),
+        ["authorize", "consent", "upstream_callback", "code_redeemed"]
+    );
+    assert!(
+        done.user_id
+            .as_deref()
+            .is_some_and(|u| u.starts_with("idp_"))
+    );
+    let metrics = server.get_text("/metrics").await;
+    assert!(metrics.contains(&format!(
+        r#"mcpgate_auth_funnel_total{{client="{client_id}",step="upstream_callback",reason="idp_error"}} 1"#
+    )));
+}
