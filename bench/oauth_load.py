@@ -219,7 +219,10 @@ def authorize(ag: Agent, client_id: str, user: str, password: str, resource: str
             raise FlowError(f"front channel: {ag.last}")
         p = _Forms()
         p.feed(data.decode("utf-8", "replace"))
-        form = next((f for f in p.forms if f["method"] == "post"), None)
+        # The sign-in or consent form, not a page's "sign out" form.
+        posts = [f for f in p.forms if f["method"] == "post"
+                 and not urllib.parse.urlsplit(f["action"]).path.endswith("/logout")]
+        form = next(iter(posts), None)
         if form is None:
             raise FlowError(f"no post form: {ag.last}")
         fields = {}

@@ -22,6 +22,7 @@ use crate::{
     },
     bridge::{Bridge, BridgeError},
     config::{Config, ResolvedAuth},
+    funnel::Funnel,
     http::{self, OpsState},
     idp::{auto::AutoError, settings::IdpSettings},
     mcp::{self, edge::EdgeState, handler::McpHandler},
@@ -102,6 +103,7 @@ fn resource_server(
         ),
         authorization_servers: vec![authorization_server],
         scopes_supported: scopes,
+        public_origin: config.public_origin(),
     }
 }
 
@@ -124,6 +126,7 @@ async fn front(
     config: &Config,
     store: &Store,
     metrics: &Metrics,
+    funnel: &Funnel,
     clock: crate::clock::SharedClock,
     site: &Arc<Site>,
 ) -> Result<Front, StartError> {
@@ -147,11 +150,11 @@ async fn front(
             Front::new(auth::bearer(&resource, info, clock).await?, Some(policy))
         }
         ResolvedAuth::Local { local } => {
-            let surroundings = (config, store, metrics, clock, site.clone());
+            let surroundings = (config, store, metrics, funnel, clock, site.clone());
             local_front(&local, None, surroundings, policy).await?
         }
         ResolvedAuth::Proxy { local, idp } => {
-            let surroundings = (config, store, metrics, clock, site.clone());
+            let surroundings = (config, store, metrics, funnel, clock, site.clone());
             local_front(&local, Some(&idp), surroundings, policy).await?
         }
         ResolvedAuth::Bridge { resource, bridge } => {
@@ -189,13 +192,15 @@ async fn front(
 }
 
 /// Local and proxy modes: mcpgate's own authorization server.
+#[allow(clippy::too_many_arguments)]
 async fn local_front(
     local: &LocalAuthSettings,
     idp: Option<&IdpSettings>,
-    (config, store, metrics, clock, site): (
+    (config, store, metrics, funnel, clock, site): (
         &Config,
         &Store,
         &Metrics,
+        &Funnel,
         crate::clock::SharedClock,
         Arc<Site>,
     ),
@@ -210,6 +215,7 @@ async fn local_front(
             store,
             policy: &policy,
             password_checks: metrics.password_checks.clone(),
+            funnel: funnel.clone(),
             clock,
             site,
         },
@@ -252,7 +258,10 @@ pub struct App {
     /// Set when this start created the first user: print it once, never log it.
     pub initial_admin_password: Option<String>,
     keys: Option<Arc<KeyRing>>,
-    sweep: Option<(i64, Store)>,
+    /// The unused-client lifetime (modes with an authorization server) and
+    /// the store to sweep; the funnel is swept in every mode.
+    sweep: (Option<i64>, Store),
+    funnel: Funnel,
     bridge: Option<Arc<Bridge>>,
     gateway: Option<Arc<crate::upstream::Gateway>>,
 }
@@ -271,6 +280,7 @@ impl App {
         let store = Store::connect(&config.store.url, config.store.max_connections).await?;
         let metrics = Metrics::new();
         metrics.store_up.set(1);
+        let funnel = Funnel::start(store.clone(), &metrics, clock.clone());
         let docs = match &config.toolsets.docs {
             Some(docs) => Some(Arc::new(DocIndex::open(
                 docs.path.as_deref(),
@@ -294,7 +304,16 @@ impl App {
             sweep_client_ttl,
             initial_admin_password,
             bridge: bridge_handle,
-        } = front(auth, config, &store, &metrics, clock.clone(), &site).await?;
+        } = front(
+            auth,
+            config,
+            &store,
+            &metrics,
+            &funnel,
+            clock.clone(),
+            &site,
+        )
+        .await?;
         let resource_server = authenticator.resource_server().cloned();
         let edge = Arc::new(EdgeState {
             allowed_hosts: config.http.allowed_hosts.clone(),
@@ -305,6 +324,7 @@ impl App {
             authenticator,
             policy: policy.clone(),
             store: store.clone(),
+            funnel: funnel.clone(),
             clock: clock.clone(),
         });
         let gateway = if config.gateway.upstreams.is_empty() {
@@ -349,10 +369,11 @@ impl App {
             ops,
             &config.http.allowed_origins,
             authorization_server,
-            crate::branding::http::routes(site),
+            crate::branding::http::routes(site.clone())
+                .merge(crate::oauth::errors_page::routes(site)),
             config.server.request_timeout,
         );
-        let sweep = sweep_client_ttl.map(|ttl| (ttl, store.clone()));
+        let sweep = (sweep_client_ttl, store.clone());
         Ok(App {
             router,
             store,
@@ -368,6 +389,7 @@ impl App {
             initial_admin_password,
             keys,
             sweep,
+            funnel,
             bridge: bridge_handle,
             gateway,
         })
@@ -427,7 +449,8 @@ impl App {
         if let Some(keys) = &self.keys {
             keys.spawn_reload(self.shutdown.clone());
         }
-        if let Some((client_ttl, store)) = self.sweep.clone() {
+        {
+            let (client_ttl, store) = self.sweep.clone();
             let stop = self.shutdown.clone();
             let bridge = self.bridge.clone();
             tokio::spawn(async move {
@@ -508,6 +531,8 @@ impl App {
             gateway.shutdown();
         }
         tracing::info!("connections closed; closing the store");
+        // Steps still queued for the funnel are written before the store closes.
+        self.funnel.flush().await;
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -520,15 +545,21 @@ pub const SWEEP_JOB: &str = "sweep";
 /// One round of the periodic sweep: expired authorization state, shared
 /// limit counters and failures, the bridge's applications. Runs on one
 /// replica at a time.
-pub async fn sweep(store: &Store, client_ttl: i64, bridge: Option<&Bridge>) {
+pub async fn sweep(store: &Store, client_ttl: Option<i64>, bridge: Option<&Bridge>) {
     let now = crate::store::now_epoch();
-    match store.sweep_oauth(now, client_ttl).await {
-        Ok(swept) => tracing::debug!(
-            clients = swept.clients,
-            rows = swept.expired_rows,
-            "swept expired authorization state"
-        ),
-        Err(e) => tracing::warn!(error = %e, "sweep failed"),
+    if let Some(client_ttl) = client_ttl {
+        match store.sweep_oauth(now, client_ttl).await {
+            Ok(swept) => tracing::debug!(
+                clients = swept.clients,
+                rows = swept.expired_rows,
+                "swept expired authorization state"
+            ),
+            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+    }
+    match store.sweep_auth_funnel(now).await {
+        Ok(rows) => tracing::debug!(rows, "swept old auth funnel rows"),
+        Err(e) => tracing::warn!(error = %e, "sweep of the auth funnel failed"),
     }
     match store.sweep_limits(now).await {
         Ok(rows) => tracing::debug!(rows, "swept expired limit counters and fetch failures"),

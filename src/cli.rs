@@ -66,6 +66,25 @@ pub enum Command {
         #[arg(long, env = "MCPGATE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Show the recent authorization attempts per client: each attempt's
+    /// steps and the reason it stopped. Reads the store, so it sees every
+    /// replica. Reason codes: docs/errors.md.
+    Funnel {
+        #[arg(long, env = "MCPGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Only this client id.
+        #[arg(long)]
+        client: Option<String>,
+        /// How far back: 90s, 15m, 1h, 2d.
+        #[arg(long, default_value = "1h", value_parser = crate::funnel::parse_window)]
+        since: u64,
+        /// At most this many attempts, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print {"since", "attempts": [{"attempt", "client_id", "user_id", "started_at", "steps": [{"at", "step", "reason"}], "stopped"}]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage local users (auth.mode = "local").
     Users {
         #[arg(long, env = "MCPGATE_CONFIG", global = true)]

@@ -16,7 +16,8 @@
 //! line), `doctor` (`mcpgate doctor`: outside checks of a deployed MCP
 //! endpoint and of this configuration's identity provider), `connect`
 //! (`mcpgate connect`: per-client setup guides), `token_tools` (`mcpgate
-//! token`: client credentials, refresh, verify as the server would), and the leaves `clock` (time as a parameter), `problems` (helpers
+//! token`: client credentials, refresh, verify as the server would), `funnel` (the reason-code
+//! catalogue, `/errors`, and the auth funnel of authorization attempts), and the leaves `clock` (time as a parameter), `problems` (helpers
 //! shared by the settings validators), `constant_time` (secret comparison),
 //! `visible_text` (characters kept off pages and logs).
 //!
@@ -34,6 +35,7 @@ pub mod config;
 pub mod connect;
 pub mod constant_time;
 pub mod doctor;
+pub mod funnel;
 pub mod http;
 pub mod idp;
 pub mod mcp;

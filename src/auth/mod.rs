@@ -105,6 +105,8 @@ pub struct ResourceServerInfo {
     pub authorization_servers: Vec<String>,
     /// The minimal baseline to request: never `offline_access`.
     pub scopes_supported: Vec<String>,
+    /// mcpgate's public origin: challenges' `error_uri` point to its `/errors`.
+    pub public_origin: String,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -262,6 +262,12 @@ impl IssuerVerifier {
         } else {
             Err(TokenError::OpaqueNotAccepted)
         };
+        // jsonwebtoken reads the system time; the server's clock decides too,
+        // so expiry is the same for every check (and for tests' clocks).
+        let result = result.and_then(|principal| match principal.expires_at {
+            Some(exp) if exp + (self.leeway as i64) <= self.clock.now() => Err(TokenError::Expired),
+            _ => Ok(principal),
+        });
         match &result {
             Ok(principal) => self.verified.insert(key, principal.clone()),
             // A network failure says nothing about the token, and an unknown
@@ -358,10 +364,10 @@ impl IssuerVerifier {
                     use jsonwebtoken::errors::ErrorKind;
                     last = match err.kind() {
                         ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                        ErrorKind::ExpiredSignature => TokenError::Expired,
                         ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
                         // Another key of the same kid may still verify it.
                         ErrorKind::InvalidSignature => TokenError::BadSignature,
-                        ErrorKind::ExpiredSignature => TokenError::Expired,
                         ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                         ErrorKind::MissingRequiredClaim(claim) => {
                             TokenError::MissingClaim(claim.clone())

@@ -62,7 +62,7 @@ fn browser_cookie(bridge: &Bridge) -> BrowserCookie {
     }
 }
 
-fn error(err: BridgeError) -> Response {
+fn error(bridge: &Bridge, err: BridgeError) -> Response {
     let status = match &err {
         BridgeError::RateLimited | BridgeError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         BridgeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -82,7 +82,13 @@ fn error(err: BridgeError) -> Response {
         | BridgeError::InvalidGrant(_)
         | BridgeError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
     };
-    let mut response = front::error_json(status, err.code(), &err.to_string());
+    let mut response = front::error_json(
+        status,
+        err.code(),
+        err.reason(),
+        &err.to_string(),
+        bridge.origin(),
+    );
     if let BridgeError::BudgetExhausted { retry_after_secs } = err
         && let Ok(v) = HeaderValue::from_str(&retry_after_secs.max(1).to_string())
     {
@@ -106,6 +112,23 @@ fn parameters(encoded: &[u8]) -> Result<Vec<(String, String)>, BridgeError> {
     form_pairs(encoded).map_err(BridgeError::from)
 }
 
+/// A refused browser step: the cause and the reason's fix. The `/errors`
+/// link is relative: a page is always on mcpgate's own origin.
+fn refusal_page(site: &Site, status: StatusCode, trouble: Trouble, e: &BridgeError) -> Response {
+    let reason = e.reason();
+    tracing::info!(status = status.as_u16(), reason = reason.code(), detail = %e, "bridge: sign-in refused");
+    site.respond(
+        status,
+        pages::refusal(
+            site,
+            trouble,
+            &e.to_string(),
+            reason.fix(),
+            &reason.error_uri(""),
+        ),
+    )
+}
+
 /// An error in a browser step: a page, never a redirect to an address that
 /// was not checked.
 fn error_page(site: &Site, err: BridgeError) -> Response {
@@ -126,17 +149,18 @@ fn error_page(site: &Site, err: BridgeError) -> Response {
                 "the server could not continue the sign-in".to_owned(),
             )
         }
-        e @ BridgeError::Forbidden(_) => (
-            StatusCode::FORBIDDEN,
-            Trouble::CannotContinue,
-            e.to_string(),
-        ),
-        e @ BridgeError::TooManyRequests => (
-            StatusCode::TOO_MANY_REQUESTS,
-            Trouble::RateLimited,
-            e.to_string(),
-        ),
-        e => (StatusCode::BAD_REQUEST, Trouble::BadRequest, e.to_string()),
+        e @ BridgeError::Forbidden(_) => {
+            return refusal_page(site, StatusCode::FORBIDDEN, Trouble::CannotContinue, &e);
+        }
+        e @ BridgeError::TooManyRequests => {
+            return refusal_page(
+                site,
+                StatusCode::TOO_MANY_REQUESTS,
+                Trouble::RateLimited,
+                &e,
+            );
+        }
+        e => return refusal_page(site, StatusCode::BAD_REQUEST, Trouble::BadRequest, &e),
     };
     site.respond(status, pages::error(site, trouble, &message))
 }
@@ -251,11 +275,11 @@ async fn token(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Byte
         .and_then(|v| v.to_str().ok());
     let pairs = match parameters(&body) {
         Ok(p) => p,
-        Err(e) => return error(e),
+        Err(e) => return error(&bridge, e),
     };
     match bridge.token(&pairs, authorization).await {
         Ok(answer) => relayed(answer),
-        Err(e) => error(e),
+        Err(e) => error(&bridge, e),
     }
 }
 
@@ -266,18 +290,19 @@ async fn register(
 ) -> Response {
     // Read no more than the cap, whatever the declared length.
     let Ok(body) = axum::body::to_bytes(body, MAX_REGISTRATION_BYTES).await else {
-        return error(BridgeError::TooLarge(MAX_REGISTRATION_BYTES));
+        return error(&bridge, BridgeError::TooLarge(MAX_REGISTRATION_BYTES));
     };
     let value = match serde_json::from_slice(&body) {
         Ok(v @ serde_json::Value::Object(_)) => v,
         _ => {
-            return error(BridgeError::InvalidClientMetadata(
-                "the body must be a JSON object".to_owned(),
-            ));
+            return error(
+                &bridge,
+                BridgeError::InvalidClientMetadata("the body must be a JSON object".to_owned()),
+            );
         }
     };
     match bridge.register(value, &client.limit_key()).await {
         Ok(answer) => relayed(answer),
-        Err(e) => error(e),
+        Err(e) => error(&bridge, e),
     }
 }

@@ -127,6 +127,18 @@ impl BridgeError {
             BridgeError::Store(_) | BridgeError::Internal(_) => OAuthErrorCode::ServerError,
         }
     }
+
+    /// The catalogue's reason (`crate::funnel::reasons`).
+    pub fn reason(&self) -> crate::funnel::Reason {
+        use crate::funnel::Reason;
+        match self {
+            BridgeError::Forbidden(_) => Reason::RequestExpired,
+            BridgeError::TooLarge(_) => Reason::TooLarge,
+            BridgeError::RateLimited | BridgeError::TooManyRequests => Reason::RateLimited,
+            BridgeError::Idp(_) | BridgeError::Setup(_) => Reason::IdpError,
+            other => other.code().reason(),
+        }
+    }
 }
 
 impl From<MetadataError> for BridgeError {
@@ -361,6 +373,11 @@ impl Bridge {
 
     /// `https` origins get a `__Host-` cookie with `Secure`; http loopback
     /// development does not (browsers drop `Secure` cookies on http).
+    /// mcpgate's public origin: where `/errors` is served.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     pub fn secure_cookies(&self) -> bool {
         self.origin.starts_with("https://")
     }

@@ -44,6 +44,7 @@ const ENV_KEYS: &[&str] = &[
     "http",
     "server",
     "log",
+    "telemetry",
     "toolsets",
     "gateway",
     "branding",
@@ -70,6 +71,9 @@ pub struct RawConfig {
     pub server: crate::server::settings::RawServer,
     #[serde(default)]
     pub log: RawLog,
+    /// The audit sink.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::settings::RawTelemetry,
     /// Absent: every built-in toolset on. Present: only the listed ones.
     pub toolsets: Option<RawToolsets>,
     /// How upstream names are combined with theirs.
@@ -151,6 +155,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub server: crate::server::ServerConfig,
     pub log: LogSettings,
+    pub telemetry: crate::telemetry::settings::TelemetrySettings,
     pub toolsets: ToolsetsConfig,
     pub branding: crate::branding::settings::BrandingConfig,
 }
@@ -392,6 +397,8 @@ impl RawConfig {
         let server = crate::server::settings::validate(&self.server, &mut errors);
 
         let log = crate::telemetry::settings::validate(&self.log, &mut errors);
+        let telemetry =
+            crate::telemetry::settings::validate_telemetry(&self.telemetry, &mut errors);
 
         let toolsets = match &self.toolsets {
             // A gateway serves its upstreams' tools, not a calculator.
@@ -484,6 +491,7 @@ impl RawConfig {
                 },
                 server,
                 log,
+                telemetry,
                 toolsets,
                 branding,
             }),

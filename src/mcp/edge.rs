@@ -35,6 +35,8 @@ use crate::{
 };
 
 use super::sessions::SessionBook;
+use super::token_steps::{record_refused_token, token_reason};
+use crate::funnel::{AttemptKey, Funnel, FunnelEvent, Reason, Step};
 
 pub const JSONRPC_SERVER_ERROR: i64 = -32000;
 pub const JSONRPC_SESSION_NOT_FOUND: i64 = -32001;
@@ -55,6 +57,8 @@ pub struct EdgeState {
     pub policy: Option<Arc<AccessPolicy>>,
     /// Where sessions and their owners are kept, for every replica.
     pub store: Store,
+    /// Where each token's first call and each refused token go.
+    pub funnel: Funnel,
     pub clock: SharedClock,
 }
 
@@ -75,11 +79,28 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// A `WWW-Authenticate: Bearer` challenge with every value quoted (some
-/// clients truncate unquoted values).
-pub fn challenge(info: &ResourceServerInfo, error: Option<&str>, scope: &str) -> String {
+/// clients truncate unquoted values). With an error, RFC 6750 §3 lets it
+/// carry `error_description` and `error_uri`: the reason's cause and fix,
+/// and its section of `/errors`.
+pub fn challenge(
+    info: &ResourceServerInfo,
+    error: Option<(&str, Reason, &str)>,
+    scope: &str,
+) -> String {
     let mut parts = Vec::new();
-    if let Some(error) = error {
+    if let Some((error, reason, detail)) = error {
         parts.push(format!("error=\"{error}\""));
+        // A quoted-string may hold neither `"` nor `\` unescaped (RFC 9110 §5.6.4).
+        let description: String = reason
+            .describe(detail)
+            .chars()
+            .filter(|c| !matches!(c, '"' | '\\') && !c.is_control())
+            .collect();
+        parts.push(format!("error_description=\"{description}\""));
+        parts.push(format!(
+            "error_uri=\"{}\"",
+            reason.error_uri(&info.public_origin)
+        ));
     }
     parts.push(format!("resource_metadata=\"{}\"", info.metadata_url));
     if !scope.is_empty() {
@@ -88,13 +109,22 @@ pub fn challenge(info: &ResourceServerInfo, error: Option<&str>, scope: &str) ->
     format!("Bearer {}", parts.join(", "))
 }
 
+/// The JSON error body beside a challenge: `error_description` is the
+/// cause (`detail`) and the reason's fix, `error_uri` its `/errors` section.
 fn oauth_error(
     status: StatusCode,
     www_authenticate: String,
     error: &str,
-    description: &str,
+    reason: Reason,
+    detail: &str,
+    base: &str,
 ) -> Response {
-    let body = json!({ "error": error, "error_description": description }).to_string();
+    let body = json!({
+        "error": error,
+        "error_description": reason.describe(detail),
+        "error_uri": reason.error_uri(base),
+    })
+    .to_string();
     let mut response = (
         status,
         [(
@@ -123,24 +153,47 @@ async fn authenticate(cfg: &EdgeState, headers: &HeaderMap) -> Result<Principal,
         } => (verifier, challenge),
     };
     let baseline = info.scopes_supported.join(" ");
+    let base = info.public_origin.as_str();
     let Some(token) = bearer_token(headers) else {
-        tracing::info!(target: "audit", outcome = "missing_token", "authentication failed");
+        tracing::info!(target: "audit", outcome = "missing_token", reason = Reason::TokenMissing.code(), "authentication failed");
+        cfg.funnel.record(
+            FunnelEvent::new(Step::McpCall, "-")
+                .unknown_client()
+                .stopped(Reason::TokenMissing),
+        );
+        // No error code in the challenge of a request without credentials
+        // (RFC 6750 §3.1); the body says what is missing.
         return Err(oauth_error(
             StatusCode::UNAUTHORIZED,
             challenge(info, None, &baseline),
             "invalid_request",
+            Reason::TokenMissing,
             "A bearer access token is required",
+            base,
         ));
     };
     match verifier.verify(token).await {
-        Ok(principal) => Ok(principal),
+        Ok(principal) => {
+            if cfg.funnel.first_call_with(token)
+                && let Some(client_id) = &principal.client_id
+            {
+                cfg.funnel.record(
+                    FunnelEvent::new(Step::McpCall, client_id)
+                        .keyed(AttemptKey::User)
+                        .user(&principal.subject),
+                );
+            }
+            Ok(principal)
+        }
         Err(TokenError::Upstream(reason)) => {
             tracing::error!(target: "audit", outcome = "verifier_unavailable", %reason, "authentication failed");
             let mut response = oauth_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 String::new(),
                 "temporarily_unavailable",
-                "The authorization server's keys cannot be fetched right now; retry later",
+                Reason::TemporarilyUnavailable,
+                "The authorization server's keys cannot be fetched right now",
+                base,
             );
             response.headers_mut().remove(header::WWW_AUTHENTICATE);
             response
@@ -149,20 +202,24 @@ async fn authenticate(cfg: &EdgeState, headers: &HeaderMap) -> Result<Principal,
             Err(response)
         }
         Err(err) => {
-            tracing::info!(target: "audit", outcome = "invalid_token", reason = %err, "authentication failed");
+            let reason = token_reason(&err);
+            tracing::info!(target: "audit", outcome = "invalid_token", reason = reason.code(), detail = %err, "authentication failed");
+            record_refused_token(&cfg.funnel, token, reason);
             // A token without a subject is valid but unusable here; saying so
             // tells the operator what to configure and reveals nothing.
-            let description = match err {
-                TokenError::NoSubject(_) => {
-                    "The token names no subject (sub), so it cannot identify a user here"
-                }
-                _ => "The access token is invalid, expired, or not meant for this resource",
+            let detail = match reason {
+                Reason::TokenNoSubject => "The token names no subject (sub)",
+                Reason::TokenExpired => "The access token has expired",
+                Reason::AudienceMismatch => "The access token is not meant for this resource",
+                _ => "The access token is invalid",
             };
             Err(oauth_error(
                 StatusCode::UNAUTHORIZED,
-                challenge(info, Some("invalid_token"), &baseline),
+                challenge(info, Some(("invalid_token", reason, detail)), &baseline),
                 "invalid_token",
-                description,
+                reason,
+                detail,
+                base,
             ))
         }
     }
@@ -533,11 +590,18 @@ fn enforce_scope(
     // stepping up does not lose scopes.
     let wanted: Vec<String> = principal.scopes.union(&required).cloned().collect();
     let needed: Vec<String> = required.into_iter().collect();
+    let detail = format!("The {noun} {item} requires scope {}", needed.join(" "));
     Err(oauth_error(
         StatusCode::FORBIDDEN,
-        challenge(info, Some("insufficient_scope"), &wanted.join(" ")),
+        challenge(
+            info,
+            Some(("insufficient_scope", Reason::InsufficientScope, &detail)),
+            &wanted.join(" "),
+        ),
         "insufficient_scope",
-        &format!("The {noun} {item} requires scope {}", needed.join(" ")),
+        Reason::InsufficientScope,
+        &detail,
+        &info.public_origin,
     ))
 }
 
@@ -646,11 +710,18 @@ pub async fn admit_as_tool(
             tracing::info!(target: "audit", subject = %principal.subject, item = tool, kind = "tool", outcome = "insufficient_scope", "http read denied");
             let wanted: Vec<String> = principal.scopes.union(&required).cloned().collect();
             let needed: Vec<String> = required.into_iter().collect();
+            let detail = format!("Reading this requires scope {}", needed.join(" "));
             Err(oauth_error(
                 StatusCode::FORBIDDEN,
-                challenge(info, Some("insufficient_scope"), &wanted.join(" ")),
+                challenge(
+                    info,
+                    Some(("insufficient_scope", Reason::InsufficientScope, &detail)),
+                    &wanted.join(" "),
+                ),
                 "insufficient_scope",
-                &format!("Reading this requires scope {}", needed.join(" ")),
+                Reason::InsufficientScope,
+                &detail,
+                &info.public_origin,
             ))
         }
         Decision::Deny => {
@@ -659,7 +730,9 @@ pub async fn admit_as_tool(
                 StatusCode::FORBIDDEN,
                 String::new(),
                 "access_denied",
+                Reason::PolicyDenied,
                 "The access policy does not allow this caller to read it",
+                &info.public_origin,
             );
             response.headers_mut().remove(header::WWW_AUTHENTICATE);
             Err(response)

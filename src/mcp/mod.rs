@@ -6,6 +6,7 @@ pub mod events;
 pub mod handler;
 pub mod legacy_sse;
 pub mod sessions;
+mod token_steps;
 
 use std::sync::Arc;
 

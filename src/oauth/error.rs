@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::{client_auth::AssertionError, clients::MetadataError};
+use crate::funnel::reasons::Reason;
 use crate::store::StoreError;
 
 /// An error code from RFC 6749 §4.1.2.1/§5.2, RFC 7591 §3.2.2 and RFC 8707
@@ -103,6 +104,14 @@ pub enum OAuthError {
     Unavailable(String),
     #[error("the server cannot complete the request")]
     Server(String),
+    /// A refusal whose cause the catalogue names more precisely than the
+    /// RFC code does (`redirect_uri_mismatch`, `pkce_missing`, `code_reused`, ...).
+    #[error("{detail}")]
+    Refused {
+        code: OAuthErrorCode,
+        reason: Reason,
+        detail: String,
+    },
 }
 
 impl OAuthError {
@@ -124,6 +133,48 @@ impl OAuthError {
             OAuthError::TooManyClients => OAuthErrorCode::TemporarilyUnavailable,
             OAuthError::Unavailable(_) => OAuthErrorCode::TemporarilyUnavailable,
             OAuthError::Server(_) => OAuthErrorCode::ServerError,
+            OAuthError::Refused { code, .. } => *code,
+        }
+    }
+
+    pub fn refused(code: OAuthErrorCode, reason: Reason, detail: impl Into<String>) -> OAuthError {
+        OAuthError::Refused {
+            code,
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    /// The catalogue's reason: the precise one when the domain named it,
+    /// otherwise the one of the RFC code.
+    pub fn reason(&self) -> Reason {
+        match self {
+            OAuthError::Refused { reason, .. } => *reason,
+            OAuthError::RateLimited => Reason::RateLimited,
+            OAuthError::TooLarge(_) => Reason::TooLarge,
+            OAuthError::TooManyClients => Reason::TooManyClients,
+            other => other.code().reason(),
+        }
+    }
+}
+
+impl OAuthErrorCode {
+    /// The catalogue's reason for a bare RFC code.
+    pub fn reason(self) -> Reason {
+        match self {
+            OAuthErrorCode::InvalidRequest => Reason::InvalidRequest,
+            OAuthErrorCode::InvalidClient => Reason::InvalidClient,
+            OAuthErrorCode::InvalidGrant => Reason::GrantInvalid,
+            OAuthErrorCode::UnauthorizedClient => Reason::UnauthorizedClient,
+            OAuthErrorCode::UnsupportedGrantType => Reason::UnsupportedGrantType,
+            OAuthErrorCode::UnsupportedResponseType => Reason::UnsupportedResponseType,
+            OAuthErrorCode::InvalidScope => Reason::InvalidScope,
+            OAuthErrorCode::InvalidTarget => Reason::InvalidTarget,
+            OAuthErrorCode::InvalidRedirectUri => Reason::InvalidRedirectUri,
+            OAuthErrorCode::InvalidClientMetadata => Reason::InvalidClientMetadata,
+            OAuthErrorCode::AccessDenied => Reason::ConsentDenied,
+            OAuthErrorCode::TemporarilyUnavailable => Reason::TemporarilyUnavailable,
+            OAuthErrorCode::ServerError => Reason::ServerError,
         }
     }
 }

@@ -11,6 +11,7 @@ use axum::{
 use serde_json::json;
 
 use super::error::OAuthErrorCode;
+use crate::funnel::reasons::Reason;
 
 /// RFC 6749 §5.1: answers that carry or refuse credentials are not cached.
 pub fn no_store(mut response: Response) -> Response {
@@ -30,12 +31,32 @@ pub fn see_other(location: &str) -> Response {
     no_store(response)
 }
 
-/// An RFC 6749 §5.2 error body with `status`.
-pub fn error_json(status: StatusCode, code: OAuthErrorCode, description: &str) -> Response {
+/// An RFC 6749 §5.2 error body with `status`: `error_description` is the
+/// specific cause (`detail`) and the reason's fix in one sentence, and
+/// `error_uri` the reason's section of `{base}/errors`. The reason is logged
+/// beside it, so the log line, the funnel and the body agree.
+pub fn error_json(
+    status: StatusCode,
+    code: OAuthErrorCode,
+    reason: Reason,
+    detail: &str,
+    base: &str,
+) -> Response {
+    tracing::info!(
+        status = status.as_u16(),
+        error = code.as_str(),
+        reason = reason.code(),
+        detail,
+        "oauth request refused"
+    );
     no_store(
         (
             status,
-            Json(json!({"error": code.as_str(), "error_description": description})),
+            Json(json!({
+                "error": code.as_str(),
+                "error_description": reason.describe(detail),
+                "error_uri": reason.error_uri(base),
+            })),
         )
             .into_response(),
     )

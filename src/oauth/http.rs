@@ -15,11 +15,11 @@ use axum::{
 use super::{
     clients::BasicCredentials,
     configured_clients::GRANT_JWT_BEARER,
-    error::OAuthError,
+    error::{OAuthError, OAuthErrorCode},
     flow::{
         Authorization, AuthorizationServer, AuthorizeError, AuthorizeParams, AuthorizeStep,
-        ClientCredentials, Consent, ConsentError, LoginError, LoginOutcome, PendingRequest,
-        REQUEST_TTL_SECS, RememberConsent,
+        ClientCredentials, Consent, ConsentError, LoginError, LoginOutcome, PendingError,
+        PendingRequest, REQUEST_TTL_SECS, RememberConsent,
     },
     front::{self, BrowserCookie, MAX_REGISTRATION_BYTES, field, no_store, see_other},
     keys::KeyRing,
@@ -28,6 +28,7 @@ use super::{
 };
 use crate::auth::verify::IssuerVerifier;
 use crate::branding::Site;
+use crate::funnel::{FunnelEvent, Reason, Step};
 use crate::server::ClientAddress;
 
 #[derive(Clone)]
@@ -68,6 +69,43 @@ impl OAuthState {
             secure: self.secure_cookies,
         }
     }
+
+    /// The OAuth error body (`error_description` and `error_uri` from the
+    /// reason catalogue).
+    fn error(&self, err: OAuthError) -> Response {
+        oauth_error(err, &self.server.issuer)
+    }
+
+    /// An error page naming the cause, the reason's fix and its `/errors`
+    /// section; the reason goes to the log line too.
+    fn refusal(
+        &self,
+        status: StatusCode,
+        trouble: Trouble,
+        reason: Reason,
+        message: &str,
+    ) -> Response {
+        tracing::info!(
+            status = status.as_u16(),
+            reason = reason.code(),
+            detail = message,
+            "sign-in refused"
+        );
+        self.html(
+            status,
+            pages::refusal(
+                &self.site,
+                trouble,
+                message,
+                reason.fix(),
+                &reason.error_uri(&self.server.issuer),
+            ),
+        )
+    }
+
+    fn record(&self, event: FunnelEvent) {
+        self.server.funnel().record(event);
+    }
 }
 
 impl OAuthState {
@@ -82,19 +120,24 @@ impl OAuthState {
     }
 }
 
-fn oauth_error(err: OAuthError) -> Response {
+fn oauth_error(err: OAuthError, base: &str) -> Response {
     let status = match &err {
         OAuthError::InvalidClient | OAuthError::ClientAssertion(_) => StatusCode::UNAUTHORIZED,
         OAuthError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         OAuthError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         OAuthError::TooManyClients | OAuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        OAuthError::Refused { code, .. } => match code {
+            OAuthErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+            OAuthErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        },
         OAuthError::Server(detail) => {
             tracing::error!(detail = %detail, "authorization server error");
             StatusCode::INTERNAL_SERVER_ERROR
         }
         _ => StatusCode::BAD_REQUEST,
     };
-    let mut response = front::error_json(status, err.code(), &err.to_string());
+    let mut response = front::error_json(status, err.code(), err.reason(), &err.to_string(), base);
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -160,31 +203,36 @@ async fn bound_form(
     body: &[u8],
 ) -> Result<(Vec<(String, String)>, PendingRequest), Response> {
     let Ok(pairs) = form_pairs(body) else {
-        return Err(state.trouble(
+        return Err(state.refusal(
             StatusCode::BAD_REQUEST,
             Trouble::CannotContinue,
+            Reason::InvalidRequest,
             "the form is malformed",
         ));
     };
     let (Some(request_id), Some(csrf)) = (field(&pairs, "request"), field(&pairs, "csrf")) else {
-        return Err(state.trouble(
+        return Err(state.refusal(
             StatusCode::FORBIDDEN,
             Trouble::CannotContinue,
+            Reason::RequestExpired,
             "the form is missing its request or CSRF token",
         ));
     };
     let browser = state.cookie(AUTH_COOKIE).read(headers).unwrap_or_default();
     match state.server.pending(request_id, &browser, Some(csrf)).await {
         Ok(request) => Ok((pairs, request)),
-        Err(refused) => Err(state.trouble(
+        Err(refused) => Err(state.refusal(
             StatusCode::FORBIDDEN,
             Trouble::CannotContinue,
+            pending_reason(&refused),
             &refused.to_string(),
         )),
     }
 }
 
 async fn metadata(State(state): State<OAuthState>) -> Response {
+    // Anonymous: no client yet, so counted under `other` and not stored.
+    state.record(FunnelEvent::new(Step::Metadata, "-").unknown_client());
     Json(state.server.metadata()).into_response()
 }
 
@@ -199,21 +247,33 @@ async fn jwks(State(state): State<OAuthState>) -> Response {
 
 async fn register(State(state): State<OAuthState>, client: ClientAddress, body: Body) -> Response {
     let Ok(body) = to_bytes(body, MAX_REGISTRATION_BYTES).await else {
-        return oauth_error(OAuthError::TooLarge(format!(
+        return state.error(OAuthError::TooLarge(format!(
             "the registration is larger than {MAX_REGISTRATION_BYTES} bytes"
         )));
     };
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v @ serde_json::Value::Object(_)) => v,
         _ => {
-            return oauth_error(OAuthError::InvalidClientMetadata(
+            return state.error(OAuthError::InvalidClientMetadata(
                 "the body must be a JSON object".to_owned(),
             ));
         }
     };
     match state.server.register(value, &client.limit_key()).await {
-        Ok(registered) => no_store((StatusCode::CREATED, Json(registered)).into_response()),
-        Err(e) => oauth_error(e),
+        Ok(registered) => {
+            let client_id = registered["client_id"].as_str().unwrap_or("-");
+            state.record(FunnelEvent::new(Step::Registered, client_id));
+            no_store((StatusCode::CREATED, Json(registered)).into_response())
+        }
+        Err(e) => {
+            // No client id yet: counted, not stored (registration is anonymous).
+            state.record(
+                FunnelEvent::new(Step::Registered, "-")
+                    .unknown_client()
+                    .stopped(e.reason()),
+            );
+            state.error(e)
+        }
     }
 }
 
@@ -246,6 +306,20 @@ async fn authorize(
     }
     let held = state.cookie(AUTH_COOKIE).read(&headers);
     let session = state.cookie(SESSION_COOKIE).read(&headers);
+    let mut event = FunnelEvent::new(Step::Authorize, params.client_id.as_deref().unwrap_or("-"));
+    if let Some(challenge) = &params.code_challenge {
+        event = event.challenge(challenge);
+    }
+    let named_client = params.client_id.is_some();
+    // A metadata-document client id is resolved in `begin`; its outcome is a step of its own.
+    let document_client = params
+        .client_id
+        .as_deref()
+        .filter(|c| c.starts_with("https://"))
+        .map(|c| match &params.code_challenge {
+            Some(challenge) => FunnelEvent::new(Step::CimdResolved, c).challenge(challenge),
+            None => FunnelEvent::new(Step::CimdResolved, c),
+        });
     let Authorization { step, browser } = match state
         .server
         .begin(
@@ -257,18 +331,41 @@ async fn authorize(
         .await
     {
         Ok(authorization) => authorization,
-        Err(AuthorizeError::Page(message)) => {
-            return state.trouble(StatusCode::BAD_REQUEST, Trouble::BadRequest, &message);
+        Err(AuthorizeError::Page(reason, message)) => {
+            if let Some(resolved) = document_client {
+                state.record(match reason {
+                    Reason::InvalidClientMetadata | Reason::UnknownClient => {
+                        resolved.unknown_client().stopped(reason)
+                    }
+                    _ => resolved,
+                });
+            }
+            // A client id nobody registered gets no label and no row.
+            let event = match reason {
+                Reason::UnknownClient | Reason::InvalidClientMetadata => event.unknown_client(),
+                _ if !named_client => event.unknown_client(),
+                _ => event,
+            };
+            state.record(event.stopped(reason));
+            return state.refusal(
+                StatusCode::BAD_REQUEST,
+                Trouble::BadRequest,
+                reason,
+                &message,
+            );
         }
         Err(AuthorizeError::RateLimited) => {
-            return state.trouble(
+            state.record(event.unknown_client().stopped(Reason::RateLimited));
+            return state.refusal(
                 StatusCode::TOO_MANY_REQUESTS,
                 Trouble::RateLimited,
-                "too many sign-in requests from your address",
+                Reason::RateLimited,
+                "too many sign-in requests from your address; wait a minute",
             );
         }
         Err(AuthorizeError::Server(e)) => {
             tracing::error!(error = %e, detail = ?e, "authorize failed");
+            state.record(event.stopped(Reason::ServerError));
             return state.trouble(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Trouble::ServerError,
@@ -276,6 +373,10 @@ async fn authorize(
             );
         }
     };
+    if let Some(resolved) = document_client {
+        state.record(resolved);
+    }
+    state.record(event);
     let mut response = render_step(&state, step);
     // The browser binding secret is the cookie; it is per browser, not per
     // request, and lives as long as the pending request it guards.
@@ -331,12 +432,29 @@ fn render_step(state: &OAuthState, step: AuthorizeStep) -> Response {
 /// A consent step that cannot go on: a page, or the OAuth error body.
 fn consent_refused(state: &OAuthState, e: ConsentError) -> Response {
     match e {
-        ConsentError::Flow(e) => oauth_error(e),
-        refused => state.trouble(
+        ConsentError::Flow(e) => state.error(e),
+        ConsentError::Request(refused) => state.refusal(
             StatusCode::FORBIDDEN,
             Trouble::CannotContinue,
+            pending_reason(&refused),
             &refused.to_string(),
         ),
+        refused => state.refusal(
+            StatusCode::FORBIDDEN,
+            Trouble::CannotContinue,
+            Reason::RequestExpired,
+            &refused.to_string(),
+        ),
+    }
+}
+
+/// Why a pending request could not be continued.
+fn pending_reason(e: &PendingError) -> Reason {
+    match e {
+        PendingError::Flow(e) => e.reason(),
+        PendingError::Gone | PendingError::OtherBrowser | PendingError::StaleForm => {
+            Reason::RequestExpired
+        }
     }
 }
 
@@ -359,12 +477,15 @@ async fn login(
     );
     let username = field(&pairs, "username").unwrap_or_default();
     let password = field(&pairs, "password").unwrap_or_default();
+    let event =
+        FunnelEvent::new(Step::SignIn, &request.client_id).challenge(&request.code_challenge);
     match state
         .server
         .login(username, password, &client.limit_key())
         .await
     {
         Ok(LoginOutcome::SignedIn { user_id }) => {
+            state.record(event.user(&user_id));
             match state.server.start_session(&user_id).await {
                 Ok(session) => {
                     tracing::info!(user_id = %user_id, "login succeeded");
@@ -377,15 +498,21 @@ async fn login(
                     );
                     response
                 }
-                Err(e) => oauth_error(e),
+                Err(e) => state.error(e),
             }
         }
         Ok(LoginOutcome::Failed { user_id }) => {
             // Never what was typed: it may be a password, or forged log lines.
-            match user_id {
-                Some(user_id) => tracing::info!(user_id = %user_id, "login failed: wrong password"),
-                None => tracing::info!("login failed: unknown user name"),
+            match &user_id {
+                Some(user_id) => {
+                    tracing::info!(user_id = %user_id, reason = Reason::SignInFailed.code(), "login failed: wrong password")
+                }
+                None => tracing::info!(
+                    reason = Reason::SignInFailed.code(),
+                    "login failed: unknown user name"
+                ),
             }
+            state.record(event.stopped(Reason::SignInFailed));
             state.html(
                 StatusCode::UNAUTHORIZED,
                 pages::login(
@@ -400,8 +527,12 @@ async fn login(
                 ),
             )
         }
-        Err(LoginError::Flow(e)) => oauth_error(e),
+        Err(LoginError::Flow(e)) => {
+            state.record(event.stopped(e.reason()));
+            state.error(e)
+        }
         Err(refused) => {
+            state.record(event.stopped(Reason::RateLimited));
             let mut response = state.trouble(
                 StatusCode::TOO_MANY_REQUESTS,
                 Trouble::RateLimited,
@@ -471,7 +602,7 @@ async fn logout(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes
     let request_id = field(&pairs, "request").unwrap_or_default();
     let session = state.cookie(SESSION_COOKIE).read(&headers);
     if let Err(e) = state.server.end_session(session.as_deref()).await {
-        return oauth_error(e);
+        return state.error(e);
     }
     tracing::info!("login session ended by the user");
     let query: String = url::form_urlencoded::Serializer::new(String::new())
@@ -507,8 +638,8 @@ async fn consent_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let pairs = match bound_form(&state, &headers, &body).await {
-        Ok((pairs, _)) => pairs,
+    let (pairs, request) = match bound_form(&state, &headers, &body).await {
+        Ok(form) => form,
         Err(page) => return page,
     };
     let request_id = field(&pairs, "request").unwrap_or_default();
@@ -525,13 +656,30 @@ async fn consent_post(
     };
     let browser = state.cookie(AUTH_COOKIE).read(&headers).unwrap_or_default();
     let session = state.cookie(SESSION_COOKIE).read(&headers);
+    let event =
+        FunnelEvent::new(Step::Consent, &request.client_id).challenge(&request.code_challenge);
+    let event = match &consent {
+        Consent::Deny => event.stopped(Reason::ConsentDenied),
+        Consent::Approve { .. } => event,
+    };
     match state
         .server
         .answer_consent(request_id, &browser, session.as_deref(), consent)
         .await
     {
-        Ok(step) => render_step(&state, step),
-        Err(e) => consent_refused(&state, e),
+        Ok(step) => {
+            state.record(event);
+            render_step(&state, step)
+        }
+        Err(e) => {
+            let reason = match &e {
+                ConsentError::Flow(e) => e.reason(),
+                ConsentError::Request(e) => pending_reason(e),
+                ConsentError::NotSignedIn => Reason::RequestExpired,
+            };
+            state.record(event.stopped(reason));
+            consent_refused(&state, e)
+        }
     }
 }
 
@@ -557,7 +705,8 @@ async fn callback(
         );
     };
     let browser = state.cookie(AUTH_COOKIE).read(&headers).unwrap_or_default();
-    match state
+    // The domain records the step (it knows the attempt).
+    let result = state
         .server
         .finish_idp_login(
             upstream_state,
@@ -565,8 +714,8 @@ async fn callback(
             field(&pairs, "code"),
             field(&pairs, "error"),
         )
-        .await
-    {
+        .await;
+    match result {
         Ok(CallbackOutcome { location, user_id }) => {
             let mut response = see_other(&location);
             if let Some(user_id) = user_id {
@@ -605,7 +754,7 @@ async fn callback(
                 CallbackError::Conflict => StatusCode::CONFLICT,
                 _ => StatusCode::BAD_REQUEST,
             };
-            state.trouble(status, Trouble::CannotContinue, &e.to_string())
+            state.refusal(status, Trouble::CannotContinue, e.reason(), &e.to_string())
         }
     }
 }
@@ -670,7 +819,7 @@ async fn token(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes)
     .await;
     match result {
         Ok(response) => no_store(Json(response).into_response()),
-        Err(e) => oauth_error(e),
+        Err(e) => state.error(e),
     }
 }
 
@@ -685,7 +834,7 @@ async fn revoke(State(state): State<OAuthState>, headers: HeaderMap, body: Bytes
     .await;
     match result {
         Ok(()) => no_store(StatusCode::OK.into_response()),
-        Err(e) => oauth_error(e),
+        Err(e) => state.error(e),
     }
 }
 
@@ -701,6 +850,6 @@ async fn introspect(State(state): State<OAuthState>, headers: HeaderMap, body: B
     .await;
     match result {
         Ok(answer) => no_store(Json(answer).into_response()),
-        Err(e) => oauth_error(e),
+        Err(e) => state.error(e),
     }
 }

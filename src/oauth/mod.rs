@@ -20,6 +20,7 @@ pub mod configured_clients;
 pub mod crypto;
 pub mod enterprise;
 pub mod error;
+pub mod errors_page;
 pub mod fenced_fetch;
 pub mod fetch_failures;
 pub mod flow;

@@ -215,6 +215,29 @@ pub fn consent(site: &Site, view: &ConsentView<'_>) -> String {
 
 /// An error page: what happened (`message`) and what to do about it.
 pub fn error(site: &Site, trouble: Trouble, message: &str) -> String {
+    error_page(site, trouble, message, None)
+}
+
+/// [`error`] with the reason's fix (one sentence) and a link to its
+/// section of `/errors`.
+pub fn refusal(site: &Site, trouble: Trouble, message: &str, fix: &str, more_at: &str) -> String {
+    error_page(site, trouble, message, Some((fix, more_at)))
+}
+
+fn error_page(site: &Site, trouble: Trouble, message: &str, fix: Option<(&str, &str)>) -> String {
+    let fix = fix
+        .map(|(fix, more_at)| {
+            let mut fix = fix.to_owned();
+            if let Some(first) = fix.get(..1) {
+                fix.replace_range(..1, &first.to_uppercase());
+            }
+            format!(
+                "<p>{}.</p><p><a href=\"{}\">More about this error</a></p>",
+                escape(&fix),
+                escape(more_at)
+            )
+        })
+        .unwrap_or_default();
     let support = site
         .support_url()
         .map(|u| {
@@ -227,7 +250,7 @@ pub fn error(site: &Site, trouble: Trouble, message: &str) -> String {
     site.document(&Page {
         title: trouble.title(),
         body: format!(
-            "<div class=\"notice error\" role=\"alert\"><p>{}</p></div><p>{}</p>{support}",
+            "<div class=\"notice error\" role=\"alert\"><p>{}</p></div>{fix}<p>{}</p>{support}",
             escape(message),
             trouble.advice(),
         ),

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use super::{
     crypto::{ct_eq, pkce_s256, random_token, sha256_b64},
     error::OAuthError,
-    flow::{AuthorizationServer, RememberConsent},
+    flow::{AuthorizationServer, PendingRequest, RememberConsent},
 };
 use crate::{
+    funnel::{FunnelEvent, Reason, Step, StopReason},
     idp::{Identity, IdpError, UpstreamTokens},
     store::{IdpLoginRecord, IdpTokenRecord, StoreError, now_epoch},
 };
@@ -51,6 +52,26 @@ pub enum CallbackError {
     Conflict,
     #[error("{0}")]
     Flow(OAuthError),
+}
+
+impl CallbackError {
+    /// The catalogue's reason (`crate::funnel::reasons`).
+    pub fn reason(&self) -> Reason {
+        match self {
+            CallbackError::UnknownState | CallbackError::WrongBrowser => Reason::RequestExpired,
+            CallbackError::Unreachable | CallbackError::Unverified => Reason::IdpError,
+            CallbackError::DifferentUser | CallbackError::NotAllowed | CallbackError::Conflict => {
+                Reason::UserNotAllowed
+            }
+            CallbackError::Flow(e) => e.reason(),
+        }
+    }
+}
+
+/// What the callback has shown about its attempt, for its funnel step.
+#[derive(Default)]
+struct CallbackTrace {
+    request: Option<PendingRequest>,
 }
 
 /// What the callback ends with: back to the client (code or
@@ -111,6 +132,36 @@ impl AuthorizationServer {
         code: Option<&str>,
         upstream_error: Option<&str>,
     ) -> Result<CallbackOutcome, CallbackError> {
+        let mut trace = CallbackTrace::default();
+        let result = self
+            .finish_idp_login_traced(&mut trace, state, browser, code, upstream_error)
+            .await;
+        // The step joins its attempt when the pending request was found
+        // (client and challenge); otherwise it is counted only.
+        let mut event = match &trace.request {
+            Some(request) => FunnelEvent::new(Step::UpstreamCallback, &request.client_id)
+                .challenge(&request.code_challenge),
+            None => FunnelEvent::new(Step::UpstreamCallback, "-").unknown_client(),
+        };
+        if let Some(user_id) = result.as_ref().ok().and_then(|o| o.user_id.as_deref()) {
+            event = event.user(user_id);
+        }
+        self.funnel.record(match (&result, upstream_error) {
+            (_, Some(refused)) => event.stopped(StopReason::idp(refused)),
+            (Ok(_), None) => event,
+            (Err(e), None) => event.stopped(e.reason()),
+        });
+        result
+    }
+
+    async fn finish_idp_login_traced(
+        &self,
+        trace: &mut CallbackTrace,
+        state: &str,
+        browser: &str,
+        code: Option<&str>,
+        upstream_error: Option<&str>,
+    ) -> Result<CallbackOutcome, CallbackError> {
         let upstream = self
             .upstream
             .as_ref()
@@ -124,10 +175,19 @@ impl AuthorizationServer {
         if !ct_eq(&login.browser_hash, &sha256_b64(browser)) {
             return Err(CallbackError::WrongBrowser);
         }
+        // For the funnel only: which attempt this is (a read; a missing or
+        // unreadable request leaves the step unjoined, nothing else).
+        if let Ok(Some(record)) = self
+            .store
+            .get_auth_request(&login.request_hash, now_epoch())
+            .await
+        {
+            trace.request = serde_json::from_str(&record.request).ok();
+        }
         if let Some(error) = upstream_error {
             // The user declined (or the IdP refused) upstream: the client
             // hears access_denied, whatever the IdP said.
-            tracing::info!(upstream_error = %error, "upstream sign-in not completed");
+            tracing::info!(upstream_error = %error, reason = %StopReason::idp(error).code(), "upstream sign-in not completed");
             let location = self
                 .deny_hashed(&login.request_hash)
                 .await

@@ -65,6 +65,8 @@ pub struct Surroundings<'a> {
     pub store: &'a Store,
     pub policy: &'a AccessPolicy,
     pub password_checks: prometheus_client::metrics::counter::Counter,
+    /// Where the attempts' steps go (`crate::funnel`).
+    pub funnel: crate::funnel::Funnel,
     pub clock: crate::clock::SharedClock,
     /// The pages' look.
     pub site: Arc<crate::branding::Site>,
@@ -138,6 +140,7 @@ pub async fn build(
         store,
         policy,
         password_checks,
+        funnel,
         clock,
         site,
     } = at;
@@ -175,7 +178,8 @@ pub async fn build(
         )
         // Same clock signs and verifies: expiry must show at once so clients
         // refresh. Identity JWTs for upstreams share the keys, never the typ.
-        .for_own_tokens(),
+        .for_own_tokens()
+        .with_clock(clock.clone()),
     );
     // Failed document fetches are remembered in the store, for every replica.
     let mut cimd = CimdResolver::new(
@@ -205,6 +209,7 @@ pub async fn build(
     )
     .counting_password_checks(password_checks)
     .with_enterprise_idps(enterprise)
+    .with_funnel(funnel)
     .with_clock(clock);
     // Proxy mode: users come from the identity provider, so no local admin.
     let initial_admin_password = match idp {

@@ -9,7 +9,8 @@
 //! What must not happen on an async worker is a wait: these connections have
 //! no busy timeout, and a statement that finds SQLite's lock taken (another
 //! connection writing) is run again on a blocking thread with the usual
-//! timeout. Nor do they checkpoint the WAL as they commit (that can fsync):
+//! timeout. Writes of this process take turns on a mutex first, so they do
+//! not find the lock taken by each other. Nor do they checkpoint the WAL as they commit (that can fsync):
 //! every [`CHECKPOINT_EVERY`] commits a passive checkpoint runs on a blocking
 //! thread instead.
 
@@ -37,7 +38,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct InlineSqlite {
     target: Target,
     idle: Mutex<Vec<Connection>>,
+    /// Held by a write while it runs in place.
+    write_turn: Mutex<()>,
     commits: AtomicU64,
+    /// Statements that found SQLite's lock taken and waited off the runtime.
+    waited: AtomicU64,
     checkpointing: Arc<AtomicBool>,
 }
 
@@ -77,7 +82,9 @@ impl InlineSqlite {
         InlineSqlite {
             target,
             idle: Mutex::new(Vec::new()),
+            write_turn: Mutex::new(()),
             commits: AtomicU64::new(0),
+            waited: AtomicU64::new(0),
             checkpointing: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -125,8 +132,18 @@ impl InlineSqlite {
         F: Fn(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let mut conn = self.take().map_err(StoreError::from)?;
-        let result = match work(&mut conn) {
+        let first = {
+            // This process's writers take turns here (each holds the turn
+            // for the few microseconds its statements run) instead of
+            // colliding in SQLite's lock, where the loser would go to a
+            // blocking thread and SQLite's sleeping busy handler.
+            let _turn = (access == Access::Write)
+                .then(|| self.write_turn.lock().unwrap_or_else(|e| e.into_inner()));
+            work(&mut conn)
+        };
+        let result = match first {
             Err(e) if busy(&e) => {
+                self.waited.fetch_add(1, Ordering::Relaxed);
                 let waited = tokio::task::spawn_blocking(move || {
                     conn.busy_timeout(BUSY_TIMEOUT)?;
                     let result = work(&mut conn);
@@ -184,6 +201,12 @@ impl InlineSqlite {
     #[cfg(test)]
     fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+
+    /// How many statements waited for the lock on a blocking thread (tests).
+    #[cfg(test)]
+    fn waited(&self) -> u64 {
+        self.waited.load(Ordering::Relaxed)
     }
 }
 
@@ -282,6 +305,7 @@ mod tests {
             tx.commit().unwrap();
         });
         locked_rx.recv().unwrap();
+        assert_eq!(db.waited(), 0);
         let write = tokio::spawn(async move {
             let n = db.run(Access::Write, insert("waited")).await;
             (db, n)
@@ -293,6 +317,7 @@ mod tests {
         holder.join().unwrap();
         let (db, n) = write.await.unwrap();
         assert_eq!(n.unwrap(), 1);
+        assert_eq!(db.waited(), 1);
         assert_eq!(db.run(Access::Read, count).await.unwrap(), 2);
         // The connection came back with no busy timeout: the next busy
         // statement must not wait on the async thread.
@@ -302,6 +327,38 @@ mod tests {
             .query_row("PRAGMA busy_timeout", [], |row| row.get(0))
             .unwrap();
         assert_eq!(timeout, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_of_this_process_take_turns_instead_of_waiting_for_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(on_file(&dir));
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    for i in 0..200 {
+                        db.run(Access::Write, move |conn| {
+                            let tx = conn.transaction_with_behavior(
+                                rusqlite::TransactionBehavior::Immediate,
+                            )?;
+                            tx.execute(
+                                "INSERT INTO t (k, v) VALUES (?1, 1)",
+                                [format!("{w}-{i}")],
+                            )?;
+                            tx.commit()
+                        })
+                        .await
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        assert_eq!(db.run(Access::Read, count).await.unwrap(), 800);
+        assert_eq!(db.waited(), 0, "a write collided with another of ours");
     }
 
     #[tokio::test]

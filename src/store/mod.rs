@@ -12,6 +12,7 @@
 mod bridge;
 mod dedicated;
 mod federation;
+mod funnel;
 mod health;
 pub(crate) mod inline;
 mod leases;
@@ -23,6 +24,10 @@ mod oauth;
 
 pub use bridge::{BridgeClientRecord, BridgeCodeRecord, BridgeRequestRecord, BridgeStage};
 pub use federation::{IdpLoginRecord, IdpTokenRecord, NO_PASSWORD};
+pub use funnel::{
+    FUNNEL_INSERT_MAX_ROWS, FUNNEL_MAX_ROWS, FUNNEL_TTL_SECS, FunnelAttempt, FunnelRow, FunnelStep,
+    GRANT_ATTEMPT_PREFIX, USER_ATTEMPT_PREFIX, join_attempts,
+};
 pub use health::{StoreHealth, StoreProbe};
 pub use limits::{WindowCount, WindowFull};
 pub use mcp_events::{McpEvent, McpEventListener, McpStreamView};

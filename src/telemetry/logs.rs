@@ -17,17 +17,29 @@ use tracing_subscriber::{
     prelude::*,
 };
 
+use super::audit::{AuditLayer, AuditSink};
 use super::settings::{LogFormat, LogSettings};
 
 /// Install the global subscriber. Logs go to stderr; stdout carries only
 /// what the program prints for its operator (the URL, the first password).
 /// `RUST_LOG` wins over the configured level
 /// so an operator can turn up detail without editing the file.
-pub fn init(config: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+/// `audit`, when set, also gets every `audit` event as a JSON line
+/// (`super::audit`), whatever the level filter says about the rest.
+pub fn init(config: &LogSettings, audit: Option<AuditSink>) {
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(&config.level))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    // Each output has its own filter: the log level does not silence audit
+    // events, and the audit sink sees nothing else.
+    let audit = audit.map(|sink| {
+        AuditLayer::new(sink).with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.target() == "audit" || m.is_span()
+        }))
+    });
+    let registry = tracing_subscriber::registry().with(audit);
     let result = match config.format {
         LogFormat::Json => registry
             .with(
@@ -35,7 +47,8 @@ pub fn init(config: &LogSettings) {
                     .with_writer(std::io::stderr)
                     .json()
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_filter(filter()),
             )
             .try_init(),
         LogFormat::Pretty => registry
@@ -43,7 +56,8 @@ pub fn init(config: &LogSettings) {
                 fmt::layer()
                     .with_writer(std::io::stderr)
                     .with_target(true)
-                    .fmt_fields(EscapedFields),
+                    .fmt_fields(EscapedFields)
+                    .with_filter(filter()),
             )
             .try_init(),
     };

@@ -89,6 +89,16 @@ pub fn method_label(method: Option<&str>) -> String {
     }
 }
 
+/// `mcpgate_auth_funnel_total`: `client` is a capped set of client ids
+/// (others: `other`), `step` and `reason` come from closed catalogues
+/// (`reason` is `ok` for a step that passed).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunnelLabels {
+    pub client: String,
+    pub step: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub upstream: String,
@@ -121,6 +131,9 @@ pub struct Metrics {
     pub upstream_calls: Family<UpstreamCallLabels, Counter>,
     pub upstream_duration: Family<UpstreamLabels, Histogram>,
     pub password_checks: Counter,
+    pub auth_funnel: Family<FunnelLabels, Counter>,
+    /// Funnel steps not stored because the writer fell behind.
+    pub auth_funnel_dropped: Counter,
 }
 
 impl Metrics {
@@ -204,8 +217,22 @@ impl Metrics {
             "Argon2 password checks run for sign-ins",
             password_checks.clone(),
         );
+        let auth_funnel = Family::<FunnelLabels, Counter>::default();
+        registry.register(
+            "auth_funnel",
+            "Authorization attempt steps by client, step and reason (ok when the step passed)",
+            auth_funnel.clone(),
+        );
+        let auth_funnel_dropped = Counter::default();
+        registry.register(
+            "auth_funnel_dropped",
+            "Funnel steps counted but not stored because the store writer fell behind",
+            auth_funnel_dropped.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            auth_funnel,
+            auth_funnel_dropped,
             http_requests,
             http_duration,
             mcp_requests,

@@ -1,5 +1,5 @@
-//! `[log]`: output format and level, raw and validated. Called from
-//! `config`, which collects the errors.
+//! `[log]` (output format and level) and `[telemetry]` (the audit sink), raw
+//! and validated. Called from `config`, which collects the errors.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,9 +46,80 @@ pub fn validate(raw: &RawLog, errors: &mut Vec<String>) -> LogSettings {
     LogSettings { format, level }
 }
 
+/// `[telemetry]`.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// Audit events as JSON lines: `"off"` (default), `"stdout"`, or a file path.
+    pub audit: Option<String>,
+}
+
+/// Where audit events go (`crate::telemetry::audit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditTarget {
+    Off,
+    Stdout,
+    File(std::path::PathBuf),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TelemetrySettings {
+    pub audit: AuditTarget,
+}
+
+/// `[telemetry]`; absent means no audit sink (audit events still go to the log).
+pub fn validate_telemetry(raw: &RawTelemetry, errors: &mut Vec<String>) -> TelemetrySettings {
+    let audit = match raw.audit.as_deref().map(str::trim) {
+        None | Some("off") => AuditTarget::Off,
+        Some("stdout") => AuditTarget::Stdout,
+        Some("") => {
+            errors
+                .push("telemetry.audit: empty; use \"off\", \"stdout\" or a file path".to_owned());
+            AuditTarget::Off
+        }
+        Some(path) => {
+            let path = std::path::PathBuf::from(path);
+            if path.is_dir() {
+                errors.push(format!(
+                    "telemetry.audit: {} is a directory; name a file",
+                    path.display()
+                ));
+            }
+            AuditTarget::File(path)
+        }
+    };
+    TelemetrySettings { audit }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_audit_target_is_off_stdout_or_a_file() {
+        let mut errors = Vec::new();
+        let at = |v: Option<&str>, errors: &mut Vec<String>| {
+            validate_telemetry(
+                &RawTelemetry {
+                    audit: v.map(str::to_owned),
+                },
+                errors,
+            )
+            .audit
+        };
+        assert_eq!(at(None, &mut errors), AuditTarget::Off);
+        assert_eq!(at(Some("off"), &mut errors), AuditTarget::Off);
+        assert_eq!(at(Some("stdout"), &mut errors), AuditTarget::Stdout);
+        assert_eq!(
+            at(Some("/var/log/mcpgate/audit.jsonl"), &mut errors),
+            AuditTarget::File("/var/log/mcpgate/audit.jsonl".into())
+        );
+        assert!(errors.is_empty());
+        at(Some("/"), &mut errors);
+        at(Some(" "), &mut errors);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+    }
 
     #[test]
     fn format_and_level_are_checked() {

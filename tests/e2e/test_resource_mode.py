@@ -522,7 +522,8 @@ def test_opaque_tokens_via_introspection(rs_factory):
     assert rs.idp.introspect(revoked["access_token"])[1] == {"active": False}
     resp = McpHttp(rs.gate, revoked["access_token"]).initialize()
     assert resp.status_code == 401 and challenge(resp)["error"] == "invalid_token", (resp.status_code, resp.text)
-    assert gate_audit(rs, "reason=token is not active")
+    # The reason code (the funnel's and error_uri's), then the verifier's own words.
+    assert gate_audit(rs, "reason=\"token_invalid\" detail=token is not active")
 
     # An unknown opaque string is inactive too.
     resp = McpHttp(rs.gate, secrets.token_urlsafe(32)).initialize()

@@ -366,3 +366,66 @@ async fn assertion_ids_are_single_use() {
         );
     }
 }
+
+#[tokio::test]
+async fn funnel_rows_are_stored_in_chunks_joined_and_swept() {
+    use mcpgate::store::{FUNNEL_INSERT_MAX_ROWS, FUNNEL_TTL_SECS, FunnelRow};
+    for (store, _dir) in backends().await {
+        let backend = store.backend();
+        let client = owner();
+        let row =
+            |at: i64, attempt: &str, step: &str, reason: Option<&str>, grant: Option<&str>| {
+                FunnelRow {
+                    at,
+                    attempt: attempt.to_owned(),
+                    client_id: client.clone(),
+                    user_id: Some("u".to_owned()),
+                    step: step.to_owned(),
+                    reason: reason.map(str::to_owned),
+                    grant_key: grant.map(str::to_owned),
+                }
+            };
+        // More rows than one INSERT carries: one attempt that refreshes a lot.
+        let mut rows = vec![
+            row(100, "a", "authorize", None, None),
+            row(101, "a", "code_redeemed", None, Some("g")),
+        ];
+        for i in 0..FUNNEL_INSERT_MAX_ROWS as i64 {
+            rows.push(row(102 + i, "g:g", "refresh", None, Some("g")));
+        }
+        rows.push(row(
+            400,
+            "g:g",
+            "refresh",
+            Some("refresh_reused"),
+            Some("g"),
+        ));
+        rows.push(row(401, "b", "authorize", Some("pkce_missing"), None));
+        store.insert_funnel_rows(&rows).await.unwrap();
+        let attempts = store.funnel_attempts(Some(&client), 0, 10).await.unwrap();
+        assert_eq!(attempts.len(), 2, "{backend}: {attempts:?}");
+        assert_eq!(attempts[0].attempt, "b", "{backend}: newest first");
+        assert_eq!(attempts[0].stopped.as_deref(), Some("pkce_missing"));
+        let a = &attempts[1];
+        assert_eq!(a.steps.len(), 2 + FUNNEL_INSERT_MAX_ROWS + 1, "{backend}");
+        assert_eq!(a.stopped.as_deref(), Some("refresh_reused"), "{backend}");
+        // Only rows at or after `since`; other clients' rows are not shown.
+        let late = store.funnel_attempts(Some(&client), 401, 10).await.unwrap();
+        assert_eq!(late.len(), 1, "{backend}");
+        assert!(
+            store
+                .funnel_attempts(Some(&owner()), 0, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Swept by age.
+        store
+            .sweep_auth_funnel(400 + FUNNEL_TTL_SECS)
+            .await
+            .unwrap();
+        let left = store.funnel_attempts(Some(&client), 0, 10).await.unwrap();
+        assert_eq!(left.len(), 1, "{backend}: {left:?}");
+        assert_eq!(left[0].attempt, "b");
+    }
+}

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::{AuthorizationServer, consent::RememberConsent};
+use crate::funnel::Reason;
 use crate::oauth::{
     clients::resolve_redirect,
     configured_clients::GRANT_AUTHORIZATION_CODE,
@@ -42,7 +43,8 @@ pub struct PendingRequest {
 /// the user saw the consent page.
 #[derive(Debug)]
 pub enum AuthorizeError {
-    Page(String),
+    /// A page naming the reason (for its fix) and the specific cause.
+    Page(Reason, String),
     /// Too many authorization requests from one address.
     RateLimited,
     Server(OAuthError),
@@ -145,17 +147,20 @@ impl AuthorizationServer {
             Ok(false) => return Err(AuthorizeError::RateLimited),
             Err(e) => return Err(AuthorizeError::Server(super::limits_unavailable(e))),
         }
-        let page = |m: &str| Err(AuthorizeError::Page(m.to_owned()));
+        let page = |r: Reason, m: &str| Err(AuthorizeError::Page(r, m.to_owned()));
         if let Some(name) = params.duplicated.first() {
-            return Err(AuthorizeError::Page(format!(
-                "invalid_request: the parameter {name} appears more than once"
-            )));
+            return Err(AuthorizeError::Page(
+                Reason::InvalidRequest,
+                format!("invalid_request: the parameter {name} appears more than once"),
+            ));
         }
         let client_id = params
             .client_id
             .clone()
             .filter(|c| !c.is_empty())
-            .ok_or_else(|| AuthorizeError::Page("client_id is missing".to_owned()))?;
+            .ok_or_else(|| {
+                AuthorizeError::Page(Reason::InvalidRequest, "client_id is missing".to_owned())
+            })?;
         // Checked before the client is looked up: an oversized request is
         // refused the same way for every client, and nothing is stored.
         if params
@@ -163,14 +168,17 @@ impl AuthorizationServer {
             .as_ref()
             .is_some_and(|s| s.len() > MAX_STATE_BYTES)
         {
-            return page(&format!(
-                "invalid_request: state is longer than {MAX_STATE_BYTES} bytes"
-            ));
+            return page(
+                Reason::InvalidRequest,
+                &format!("invalid_request: state is longer than {MAX_STATE_BYTES} bytes"),
+            );
         }
         let client = match self.client(&client_id).await {
             Ok(Some(c)) => c,
-            Ok(None) => return page("this client is not registered here"),
-            Err(OAuthError::InvalidClientMetadata(m)) => return Err(AuthorizeError::Page(m)),
+            Ok(None) => return page(Reason::UnknownClient, "this client is not registered here"),
+            Err(OAuthError::InvalidClientMetadata(m)) => {
+                return Err(AuthorizeError::Page(Reason::InvalidClientMetadata, m));
+            }
             Err(e) => return Err(AuthorizeError::Server(e)),
         };
         // A configured machine client is not an interactive one.
@@ -180,6 +188,7 @@ impl AuthorizationServer {
             .is_some_and(|c| !c.allows_grant(GRANT_AUTHORIZATION_CODE))
         {
             return page(
+                Reason::UnauthorizedClient,
                 "unauthorized_client: this client may not use the authorization code flow",
             );
         }
@@ -188,31 +197,46 @@ impl AuthorizationServer {
             params.redirect_uri.as_deref(),
         ) {
             Ok(uri) => uri,
-            Err(e) => return page(&e.to_string()),
+            Err(e) => return page(Reason::RedirectUriMismatch, &e.to_string()),
         };
         let state = params.state.clone();
         if params.response_type.as_deref() != Some("code") {
-            return page("unsupported_response_type: response_type must be code");
+            return page(
+                Reason::UnsupportedResponseType,
+                "unsupported_response_type: response_type must be code",
+            );
         }
         let Some(challenge) = params.code_challenge.clone() else {
             return page(
+                Reason::PkceMissing,
                 "invalid_request: PKCE is required: send code_challenge with code_challenge_method=S256",
             );
         };
         if params.code_challenge_method.as_deref() != Some("S256") {
-            return page("invalid_request: code_challenge_method must be S256");
+            return page(
+                Reason::PkceMissing,
+                "invalid_request: code_challenge_method must be S256",
+            );
         }
         if challenge.len() != 43
             || !challenge
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return page("invalid_request: code_challenge is not a S256 challenge");
+            return page(
+                Reason::PkceMissing,
+                "invalid_request: code_challenge is not a S256 challenge",
+            );
         }
         let resource = match &params.resource {
             None => self.resource.clone(),
             Some(r) if self.is_our_resource(r) => self.resource.clone(),
-            Some(_) => return page("invalid_target: resource is not served here"),
+            Some(_) => {
+                return page(
+                    Reason::InvalidTarget,
+                    "invalid_target: resource is not served here",
+                );
+            }
         };
         let mut scope = self.grantable_scopes(params.scope.as_deref());
         // A configured client gets no scope beyond those it is allowed.

@@ -7,6 +7,7 @@ use super::{
     AuthorizationServer,
     authorize::{AuthorizeStep, Pending, PendingError, PendingRequest, csrf_token},
 };
+use crate::funnel::{FunnelEvent, Step};
 use crate::oauth::{
     crypto::{random_token, sha256_b64},
     error::OAuthError,
@@ -58,6 +59,12 @@ impl AuthorizationServer {
             .await
             .ok_or(ConsentError::NotSignedIn)?;
         if matches!(self.remembered(&user_id, &request).await, Ok(true)) {
+            // A remembered consent is the attempt's consent step (no page).
+            self.funnel.record(
+                FunnelEvent::new(Step::Consent, &request.client_id)
+                    .challenge(&request.code_challenge)
+                    .user(&user_id),
+            );
             return Ok(if self.is_proxy() {
                 let location = self
                     .begin_idp_login(

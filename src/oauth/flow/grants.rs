@@ -7,10 +7,11 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::{AuthorizationServer, register::ClientCredentials};
+use crate::funnel::{AttemptKey, FunnelEvent, Reason, Step};
 use crate::idp::Identity;
 use crate::oauth::{
     crypto::{ct_eq, pkce_s256, random_token, sha256_b64},
-    error::OAuthError,
+    error::{OAuthError, OAuthErrorCode},
 };
 use crate::store::{Consumed, NewRefresh};
 
@@ -86,9 +87,72 @@ impl AuthorizationServer {
         })
     }
 
-    /// `grant_type=authorization_code`.
+    /// `grant_type=authorization_code`; the step goes to the funnel.
     pub async fn redeem_code(
         &self,
+        creds: &ClientCredentials,
+        code: Option<&str>,
+        verifier: Option<&str>,
+        redirect_uri: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let mut trace = Trace::default();
+        let result = self
+            .redeem_code_traced(&mut trace, creds, code, verifier, redirect_uri, resource)
+            .await;
+        self.record_token_step(Step::CodeRedeemed, trace, &result);
+        result
+    }
+
+    /// `grant_type=refresh_token`; the step goes to the funnel.
+    pub async fn refresh(
+        &self,
+        creds: &ClientCredentials,
+        token: Option<&str>,
+        scope: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let mut trace = Trace::default();
+        let result = self
+            .refresh_traced(&mut trace, creds, token, scope, resource)
+            .await;
+        self.record_token_step(Step::Refresh, trace, &result);
+        result
+    }
+
+    /// One funnel row for a token request: joined by the code's challenge
+    /// (redemption) or the grant (refresh). Before the client is
+    /// authenticated nothing is known about the attempt: counted only.
+    fn record_token_step(
+        &self,
+        step: Step,
+        trace: Trace,
+        result: &Result<TokenResponse, OAuthError>,
+    ) {
+        let mut event = match &trace.client_id {
+            Some(client_id) => FunnelEvent::new(step, client_id),
+            None => FunnelEvent::new(step, "-").unknown_client(),
+        };
+        event = match (step, &trace.challenge) {
+            (Step::CodeRedeemed, Some(challenge)) => event.challenge(challenge),
+            (Step::Refresh, _) if trace.grant.is_some() => event.keyed(AttemptKey::Grant),
+            _ => event,
+        };
+        if let Some(user) = &trace.user_id {
+            event = event.user(user);
+        }
+        if let Some(grant) = &trace.grant {
+            event = event.grant(grant);
+        }
+        if let Err(e) = result {
+            event = event.stopped(e.reason());
+        }
+        self.funnel.record(event);
+    }
+
+    async fn redeem_code_traced(
+        &self,
+        trace: &mut Trace,
         creds: &ClientCredentials,
         code: Option<&str>,
         verifier: Option<&str>,
@@ -105,21 +169,34 @@ impl AuthorizationServer {
             }
         });
         let client = client?;
+        trace.client_id = Some(client.client_id.clone());
         let (Some(_), Some(hash)) = (code, hash) else {
             return Err(OAuthError::InvalidRequest("code is missing".to_owned()));
         };
+        // The attempt is this client's only if the code was issued to it.
+        if let Ok(Some((r, _))) = &record
+            && r.client_id == client.client_id
+        {
+            trace.challenge = Some(r.code_challenge.clone());
+            trace.user_id = Some(r.user_id.clone());
+            trace.grant = Some(r.family_id.clone());
+        }
         let verifier = verifier.ok_or_else(|| {
-            OAuthError::InvalidRequest("code_verifier is missing (PKCE)".to_owned())
+            OAuthError::refused(
+                OAuthErrorCode::InvalidRequest,
+                Reason::PkceMissing,
+                "code_verifier is missing (PKCE)",
+            )
         })?;
         if !is_pkce_verifier(verifier) {
-            return Err(OAuthError::InvalidGrant(
-                "code_verifier must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~ (RFC 7636)"
-                    .to_owned(),
+            return Err(OAuthError::refused(
+                OAuthErrorCode::InvalidGrant,
+                Reason::PkceMismatch,
+                "code_verifier must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~ (RFC 7636)",
             ));
         }
         let now = self.clock.now();
-        let (record, user_exists) = record?
-            .ok_or_else(|| OAuthError::InvalidGrant("unknown authorization code".to_owned()))?;
+        let (record, user_exists) = record?.ok_or_else(unknown_code)?;
         if record.client_id != client.client_id {
             // Refused, but the grant is left alone: a code seen by another
             // client (a log, a referrer, a shared screen) proves nothing about
@@ -128,29 +205,37 @@ impl AuthorizationServer {
             // the client it was issued to still revokes (below). Worded as
             // for an unknown code: another client learns nothing about
             // whether a code it holds is live.
-            return Err(OAuthError::InvalidGrant(
-                "unknown authorization code".to_owned(),
-            ));
+            return Err(unknown_code());
         }
         if record.expires_at <= now {
-            return Err(OAuthError::InvalidGrant("the code has expired".to_owned()));
+            return Err(OAuthError::refused(
+                OAuthErrorCode::InvalidGrant,
+                Reason::CodeInvalid,
+                "the code has expired",
+            ));
         }
         match redirect_uri {
             Some(r) if r != record.redirect_uri => {
-                return Err(OAuthError::InvalidGrant(
-                    "redirect_uri differs from the authorization request".to_owned(),
+                return Err(OAuthError::refused(
+                    OAuthErrorCode::InvalidGrant,
+                    Reason::RedirectUriMismatch,
+                    "redirect_uri differs from the authorization request",
                 ));
             }
             None if record.redirect_uri_sent => {
-                return Err(OAuthError::InvalidRequest(
-                    "redirect_uri is required: the authorization request named one".to_owned(),
+                return Err(OAuthError::refused(
+                    OAuthErrorCode::InvalidRequest,
+                    Reason::RedirectUriMismatch,
+                    "redirect_uri is required: the authorization request named one",
                 ));
             }
             _ => {}
         }
         if !ct_eq(&pkce_s256(verifier), &record.code_challenge) {
-            return Err(OAuthError::InvalidGrant(
-                "code_verifier does not match the challenge".to_owned(),
+            return Err(OAuthError::refused(
+                OAuthErrorCode::InvalidGrant,
+                Reason::PkceMismatch,
+                "code_verifier does not match the challenge",
             ));
         }
         if resource.is_some_and(|r| !self.is_our_resource(r)) {
@@ -201,11 +286,7 @@ impl AuthorizationServer {
             }
         }
         // Redeemed before (or lost the race): re-read what the winner stored.
-        let record = self
-            .store
-            .get_code(&hash)
-            .await?
-            .ok_or_else(|| OAuthError::InvalidGrant("unknown authorization code".to_owned()))?;
+        let record = self.store.get_code(&hash).await?.ok_or_else(unknown_code)?;
         self.replay_or_revoke(
             Reuse::Code,
             Spent {
@@ -222,8 +303,9 @@ impl AuthorizationServer {
 
     /// `grant_type=refresh_token`: rotate; a rotated token seen again after
     /// the grace window revokes the whole family (RFC 9700 §4.14.2).
-    pub async fn refresh(
+    async fn refresh_traced(
         &self,
+        trace: &mut Trace,
         creds: &ClientCredentials,
         token: Option<&str>,
         scope: Option<&str>,
@@ -238,22 +320,26 @@ impl AuthorizationServer {
             }
         });
         let client = client?;
+        trace.client_id = Some(client.client_id.clone());
         let Some(hash) = hash else {
             return Err(OAuthError::InvalidRequest(
                 "refresh_token is missing".to_owned(),
             ));
         };
         let now = self.clock.now();
-        let record =
-            record?.ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".to_owned()))?;
+        let record = record?.ok_or_else(unknown_refresh)?;
         if record.client_id != client.client_id {
             // Worded as for an unknown token: /token is no status oracle for
             // stolen refresh tokens (and nothing rotates or is revoked).
-            return Err(OAuthError::InvalidGrant("unknown refresh token".to_owned()));
+            return Err(unknown_refresh());
         }
+        trace.user_id = Some(record.user_id.clone());
+        trace.grant = Some(record.family_id.clone());
         if record.revoked_at.is_some() || record.expires_at <= now {
-            return Err(OAuthError::InvalidGrant(
-                "the refresh token is no longer valid".to_owned(),
+            return Err(OAuthError::refused(
+                OAuthErrorCode::InvalidGrant,
+                Reason::RefreshInvalid,
+                "the refresh token is no longer valid",
             ));
         }
         if resource.is_some_and(|r| !self.is_our_resource(r)) {
@@ -316,7 +402,7 @@ impl AuthorizationServer {
             .store
             .get_refresh(&hash)
             .await?
-            .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".to_owned()))?;
+            .ok_or_else(unknown_refresh)?;
         self.replay_or_revoke(
             Reuse::RefreshToken,
             Spent {
@@ -357,18 +443,48 @@ impl AuthorizationServer {
         match reuse {
             Reuse::Code => {
                 tracing::warn!(%client_id, revoked, "authorization code replayed; its tokens are revoked");
-                Err(OAuthError::InvalidGrant(
-                    "the code was already used".to_owned(),
+                Err(OAuthError::refused(
+                    OAuthErrorCode::InvalidGrant,
+                    Reason::CodeReused,
+                    "the code was already used",
                 ))
             }
             Reuse::RefreshToken => {
                 tracing::warn!(%client_id, revoked, "rotated refresh token reused; the family is revoked");
-                Err(OAuthError::InvalidGrant(
-                    "the refresh token was already used".to_owned(),
+                Err(OAuthError::refused(
+                    OAuthErrorCode::InvalidGrant,
+                    Reason::RefreshReused,
+                    "the refresh token was already used",
                 ))
             }
         }
     }
+}
+
+/// What a token request has shown about its attempt so far (filled in as
+/// the checks learn it), for its funnel row.
+#[derive(Default)]
+struct Trace {
+    client_id: Option<String>,
+    challenge: Option<String>,
+    user_id: Option<String>,
+    grant: Option<String>,
+}
+
+fn unknown_code() -> OAuthError {
+    OAuthError::refused(
+        OAuthErrorCode::InvalidGrant,
+        Reason::CodeInvalid,
+        "unknown authorization code",
+    )
+}
+
+fn unknown_refresh() -> OAuthError {
+    OAuthError::refused(
+        OAuthErrorCode::InvalidGrant,
+        Reason::RefreshInvalid,
+        "unknown refresh token",
+    )
 }
 
 /// Which single-use credential was presented again.

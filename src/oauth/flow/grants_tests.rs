@@ -12,10 +12,11 @@ use super::{
 use crate::{
     clock::ManualClock,
     config::{RawConfig, RawLocalAuth, RawStore},
+    funnel::Reason,
     oauth::{
         cimd::CimdResolver,
         crypto::{Sealer, pkce_s256, random_token},
-        error::OAuthError,
+        error::{OAuthError, OAuthErrorCode},
         keys::KeyRing,
         passwords::hash_password,
     },
@@ -153,15 +154,18 @@ async fn a_code_is_single_use_and_reuse_after_the_window_revokes_its_grant() {
     // Within the window: the same answer again, not a second grant.
     assert_eq!(f.redeem(&code, &verifier).await.unwrap(), first);
     f.clock.advance(Duration::from_secs(6));
-    assert!(matches!(
-        f.redeem(&code, &verifier).await,
-        Err(OAuthError::InvalidGrant(_))
-    ));
+    let reused = f.redeem(&code, &verifier).await.unwrap_err();
+    assert_eq!(
+        (reused.code(), reused.reason()),
+        (OAuthErrorCode::InvalidGrant, Reason::CodeReused)
+    );
+    // Its refresh token was revoked with the grant.
     let refresh = first.refresh_token.unwrap();
-    assert!(matches!(
-        f.refresh(&refresh, None).await,
-        Err(OAuthError::InvalidGrant(_))
-    ));
+    let revoked = f.refresh(&refresh, None).await.unwrap_err();
+    assert_eq!(
+        (revoked.code(), revoked.reason()),
+        (OAuthErrorCode::InvalidGrant, Reason::RefreshInvalid)
+    );
 }
 
 #[tokio::test]
@@ -203,14 +207,15 @@ async fn refresh_reuse_is_replayed_in_the_grace_window_and_revokes_the_family_af
     // A retry after a lost response: the winner's answer.
     assert_eq!(f.refresh(&r1, None).await.unwrap(), second);
     f.clock.advance(Duration::from_secs(6));
-    assert!(matches!(
-        f.refresh(&r1, None).await,
-        Err(OAuthError::InvalidGrant(_))
-    ));
+    let reused = f.refresh(&r1, None).await.unwrap_err();
+    assert_eq!(
+        (reused.code(), reused.reason()),
+        (OAuthErrorCode::InvalidGrant, Reason::RefreshReused)
+    );
     // The legitimate holder of the successor is cut off too.
-    assert!(matches!(
-        f.refresh(second.refresh_token.as_deref().unwrap(), None)
-            .await,
-        Err(OAuthError::InvalidGrant(_))
-    ));
+    let cut = f
+        .refresh(second.refresh_token.as_deref().unwrap(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(cut.reason(), Reason::RefreshInvalid);
 }

@@ -49,6 +49,7 @@ use super::{
     configured_clients::GRANT_JWT_BEARER,
     enterprise::{EnterpriseTrust, GRANT_PROFILE_ID_JAG},
 };
+use crate::funnel::Funnel;
 use crate::{idp::IdentityProvider, oauth::settings::LocalAuthSettings, store::Store};
 
 pub struct AuthorizationServer {
@@ -72,6 +73,8 @@ pub struct AuthorizationServer {
     pub(super) upstream: Option<Arc<IdentityProvider>>,
     /// Enterprise IdPs whose identity assertions (ID-JAG) `/token` accepts.
     enterprise: EnterpriseTrust,
+    /// Where each attempt's steps and stop reasons go (`crate::funnel`).
+    pub(super) funnel: Funnel,
     clock: crate::clock::SharedClock,
 }
 
@@ -128,6 +131,7 @@ impl AuthorizationServer {
             ),
             upstream: None,
             enterprise: EnterpriseTrust::default(),
+            funnel: Funnel::off(),
             clock: crate::clock::system(),
         }
     }
@@ -151,6 +155,17 @@ impl AuthorizationServer {
     ) -> Self {
         self.password_checks.count_on(counter);
         self
+    }
+
+    /// Record the attempts' steps on `funnel`.
+    pub fn with_funnel(mut self, funnel: Funnel) -> Self {
+        self.funnel = funnel;
+        self
+    }
+
+    /// The funnel the edge records the browser steps on.
+    pub fn funnel(&self) -> &Funnel {
+        &self.funnel
     }
 
     /// Proxy mode: sign users in at `upstream`.
