@@ -168,7 +168,10 @@ impl Admin {
     ) -> Result<(), AdminError> {
         let result = async {
             let hash = hash_password(password).await?;
-            match self.store.set_password(name, &hash).await? {
+            // The console names users by id, the CLI by name; the store sets by name.
+            let user = self.store.find_user_by_name(name).await?;
+            let username = user.map(|u| u.username).unwrap_or_else(|| name.to_owned());
+            match self.store.set_password(&username, &hash).await? {
                 true => Ok(()),
                 false => Err(AdminError::NoUser(name.to_owned())),
             }
