@@ -700,8 +700,15 @@ async fn users(
         }
         UsersAction::List => {
             for user in store.list_users().await? {
+                let mut flags = String::new();
+                if user.is_admin {
+                    flags.push_str("\tadmin");
+                }
+                if let Some(at) = user.disabled_at {
+                    flags.push_str(&format!("\tdisabled {at}"));
+                }
                 out!(
-                    "{}\t{}\tcreated {}",
+                    "{}\t{}\tcreated {}{flags}",
                     user.username,
                     user.id,
                     user.created_at
