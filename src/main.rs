@@ -621,6 +621,8 @@ async fn admin(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // The actions write audit events (target `audit`) to the configured log, as the server's do.
+    telemetry::logs::init(&cfg.log);
     let store = match mcpgate::store::Store::connect(&cfg.store.url, 2).await {
         Ok(s) => s,
         Err(e) => {

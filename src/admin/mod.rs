@@ -318,3 +318,24 @@ impl Admin {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_are_visible_and_bounded() {
+        assert!(valid_username("alice"));
+        assert!(valid_username("<b>x</b>"));
+        assert!(!valid_username(""));
+        assert!(!valid_username("a b"));
+        assert!(!valid_username("a\u{7}"));
+        assert!(!valid_username(&"x".repeat(101)));
+    }
+
+    #[test]
+    fn the_console_actor_is_distinct_from_the_cli() {
+        assert_eq!(Actor::cli().as_str(), "cli");
+        assert_eq!(Actor::console("root").as_str(), "admin:root");
+    }
+}

@@ -450,3 +450,45 @@ pub fn problem(site: &Site, title: &str, message: &str, back: Option<&str>) -> S
 fn url_component(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(site: &Site) -> Frame<'_> {
+        Frame {
+            site,
+            admin: "<root>",
+            csrf: "t\"k",
+            current: "/admin/keys",
+            done: None,
+        }
+    }
+
+    #[test]
+    fn pages_carry_the_token_mark_the_section_and_have_no_inline_style() {
+        let site = Site::plain(&url::Url::parse("https://mcp.example.com").unwrap());
+        let html = keys(&frame(&site), &[], 0);
+        assert!(html.contains("name=\"csrf\" value=\"t&quot;k\""), "{html}");
+        assert!(
+            html.contains("<a href=\"/admin/keys\" aria-current=\"page\">"),
+            "{html}"
+        );
+        assert!(
+            html.contains("Signed in as <strong>&lt;root&gt;</strong>"),
+            "{html}"
+        );
+        assert!(
+            !html.contains("style=") && !html.contains("<script"),
+            "{html}"
+        );
+        // Every action is a POST to /admin/act.
+        assert!(!html.contains("method=\"get\""), "{html}");
+    }
+
+    #[test]
+    fn times_are_shown_in_utc() {
+        assert_eq!(when(0), "1970-01-01 00:00 UTC");
+        assert_eq!(when(1_700_000_000), "2023-11-14 22:13 UTC");
+    }
+}
