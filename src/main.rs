@@ -702,19 +702,7 @@ async fn users(
         }
         UsersAction::List => {
             for user in store.list_users().await? {
-                let mut flags = String::new();
-                if user.is_admin {
-                    flags.push_str("\tadmin");
-                }
-                if let Some(at) = user.disabled_at {
-                    flags.push_str(&format!("\tdisabled {at}"));
-                }
-                out!(
-                    "{}\t{}\tcreated {}{flags}",
-                    user.username,
-                    user.id,
-                    user.created_at
-                );
+                out!("{}", mcpgate::admin::user_line(&user));
             }
         }
         UsersAction::Remove { name } => {
@@ -808,14 +796,7 @@ async fn consents(store: &mcpgate::store::Store, action: ConsentsAction) -> anyh
         }
         ConsentsAction::Grants { user } => {
             for grant in store.grants_of(&user_id(user).await?, unix_now()).await? {
-                out!(
-                    "{}\t{}\t{}\tlast refreshed {}\texpires {}",
-                    grant.family_id,
-                    grant.client_id,
-                    grant.scope,
-                    grant.last_refreshed_at,
-                    grant.expires_at
-                );
+                out!("{}", mcpgate::admin::grant_line(&grant));
             }
         }
         ConsentsAction::RevokeGrant { grant } => {

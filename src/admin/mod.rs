@@ -87,6 +87,29 @@ fn audited<T>(
     result
 }
 
+/// `mcpgate users list`: name, id, created, and `admin` / `disabled <time>` when so.
+pub fn user_line(user: &UserRecord) -> String {
+    let mut line = format!(
+        "{}\t{}\tcreated {}",
+        user.username, user.id, user.created_at
+    );
+    if user.is_admin {
+        line.push_str("\tadmin");
+    }
+    if let Some(at) = user.disabled_at {
+        line.push_str(&format!("\tdisabled {at}"));
+    }
+    line
+}
+
+/// `mcpgate consents grants`: the grant's id, client, scopes and times.
+pub fn grant_line(grant: &crate::store::GrantRecord) -> String {
+    format!(
+        "{}\t{}\t{}\tlast refreshed {}\texpires {}",
+        grant.family_id, grant.client_id, grant.scope, grant.last_refreshed_at, grant.expires_at
+    )
+}
+
 /// A user name mcpgate accepts: 1 to 100 characters, no spaces or controls.
 pub fn valid_username(name: &str) -> bool {
     !name.is_empty()

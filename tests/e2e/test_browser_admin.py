@@ -81,7 +81,7 @@ def test_admin_console_in_a_real_browser(local_factory, tmp_path):
     assert gate.cli("consents", "list", "alice").stdout.strip() == ""
     assert len(gate.cli("keys", "list").stdout.strip().splitlines()) == 2
     for action in ("user.add", "user.disable", "consent.revoke", "key.rotate"):
-        assert gate.audit(f"action={action}") or gate.audit(f'"action":"{action}"'), (action, gate.log_text()[-3000:])
+        assert gate.audit(f'action="{action}"') or gate.audit(f'"action":"{action}"'), (action, gate.log_text()[-3000:])
 
     shots = {Path(p).name for p in found["screenshots"]}
     for name in ("admin-signin", "admin-users", "admin-user", "admin-keys", "admin-clients", "admin-sessions",
