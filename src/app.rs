@@ -72,6 +72,8 @@ struct Front {
     /// Set when this start created the first user (local).
     initial_admin_password: Option<String>,
     bridge: Option<Arc<Bridge>>,
+    /// The admin console's parts (local, proxy).
+    console: Option<crate::oauth::setup::ConsoleParts>,
 }
 
 impl Front {
@@ -84,6 +86,7 @@ impl Front {
             sweep_client_ttl: None,
             initial_admin_password: None,
             bridge: None,
+            console: None,
         }
     }
 }
@@ -231,6 +234,7 @@ async fn local_front(
         keys: Some(built.keys),
         sweep_client_ttl: Some((local.unused_client_ttl_days * 86_400) as i64),
         initial_admin_password: built.initial_admin_password,
+        console: Some(built.console),
         ..Front::new(
             Authenticator::Bearer {
                 verifier: built.verifier,
@@ -304,6 +308,7 @@ impl App {
             sweep_client_ttl,
             initial_admin_password,
             bridge: bridge_handle,
+            console,
         } = front(
             auth,
             config,
@@ -363,6 +368,23 @@ impl App {
             gateway: gateway.clone(),
             access: Arc::new(crate::server::OpsAccess::new(&config.server.ops)),
             draining: draining.clone(),
+        };
+        // The admin console sits beside the authorization server it signs in with.
+        let authorization_server = match (authorization_server, console) {
+            (Some(routes), Some(parts)) => Some(routes.merge(crate::admin::http::routes(
+                crate::admin::http::ConsoleState {
+                    admin: crate::admin::Admin::new(store.clone()),
+                    server: parts.server,
+                    site: site.clone(),
+                    secure_cookies: parts.secure_cookies,
+                    sealer: parts.sealer,
+                    access_token_ttl_secs: parts.access_token_ttl_secs,
+                    gateway: gateway.clone(),
+                    metrics: metrics.clone(),
+                    clock: clock.clone(),
+                },
+            ))),
+            (routes, _) => routes,
         };
         let router = http::router(
             mcp_routes,

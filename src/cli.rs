@@ -275,13 +275,28 @@ pub struct RefreshArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum UsersAction {
-    /// Add a user; the password is prompted for or read from stdin.
+    /// Add a user; the password is read from stdin (8 characters or more).
     Add {
         name: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// The user may use the admin console (/admin).
+        #[arg(long)]
+        admin: bool,
     },
+    /// Give a user (by name, or id for identity-provider users) the admin
+    /// console, or take it away with --revoke.
+    SetAdmin {
+        name: String,
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// Disable a user: no more sign-ins; their sessions end and their
+    /// refresh tokens are revoked at once.
+    Disable { name: String },
+    /// Enable a disabled user again (nothing that ended comes back).
+    Enable { name: String },
     /// List users.
     List,
     /// Remove a user, their sessions and consents, and revoke their refresh
@@ -321,6 +336,10 @@ pub enum ConsentsAction {
     List { user: String },
     /// Forget a user's consent to a client and revoke the refresh tokens it produced.
     Revoke { user: String, client_id: String },
+    /// List a user's live grants (sign-ins to clients with a live refresh token).
+    Grants { user: String },
+    /// Revoke one grant by its id (from `consents grants`).
+    RevokeGrant { grant: String },
 }
 
 /// Why `mcpgate healthcheck` failed; every variant exits 1 (Docker reserves 2).

@@ -25,6 +25,7 @@
 //! · proxy: `oauth::flow` + `oauth::proxy` + `idp` · bridge: `bridge` (+
 //! `auth` on `/mcp`) · auto: `idp::auto` picks resource or proxy at start.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod branding;

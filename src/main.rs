@@ -1,6 +1,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
+use mcpgate::admin::{Actor, Admin};
 use mcpgate::{
     app::{self, App},
     cli::{Cli, ClientsAction, Command, ConsentsAction, KeysAction, TokenAction, UsersAction},
@@ -47,6 +48,10 @@ macro_rules! say_err_raw {
 
 // After the macros above: the command modules use them.
 mod commands;
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
 
 fn print_line(line: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
@@ -365,6 +370,22 @@ async fn admin(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // The actions write audit events (target `audit`) to the configured log,
+    // and to the audit file when there is one; an audit sink on stdout is
+    // left to the server (a command's stdout is its own output).
+    let audit = match &cfg.telemetry.audit {
+        telemetry::settings::AuditTarget::File(_) => {
+            match telemetry::audit::AuditSink::open(&cfg.telemetry.audit) {
+                Ok(sink) => sink,
+                Err(e) => {
+                    say_err_raw!("mcpgate: telemetry.audit: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+        _ => None,
+    };
+    telemetry::logs::init(&cfg.log, audit);
     let store = match mcpgate::store::Store::connect(&cfg.store.url, 2).await {
         Ok(s) => s,
         Err(e) => {
@@ -392,11 +413,9 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
-async fn hash(password: String) -> anyhow::Result<String> {
-    Ok(
-        tokio::task::spawn_blocking(move || mcpgate::oauth::passwords::hash_password(&password))
-            .await??,
-    )
+/// The administrative actions (shared with the admin console).
+fn console(store: &mcpgate::store::Store) -> Admin {
+    Admin::new(store.clone())
 }
 
 async fn users(
@@ -408,31 +427,49 @@ async fn users(
         UsersAction::Add {
             name,
             password_stdin,
+            admin: is_admin,
         } => {
-            if name.is_empty()
-                || name.len() > 100
-                || name.chars().any(|c| c.is_control() || c.is_whitespace())
-            {
-                anyhow::bail!("user names are 1 to 100 characters without spaces");
+            let password = read_password(password_stdin)?;
+            console(store)
+                .add_user(&Actor::cli(), &name, password, is_admin)
+                .await?;
+            if is_admin {
+                out!("added user {name} (admin)");
+            } else {
+                out!("added user {name}");
             }
-            let hash = hash(read_password(password_stdin)?).await?;
-            store.create_user(&name, &hash).await?;
-            out!("added user {name}");
+        }
+        UsersAction::SetAdmin { name, revoke } => {
+            console(store)
+                .set_admin(&Actor::cli(), &name, !revoke)
+                .await?;
+            if revoke {
+                out!("{name} may no longer use the admin console");
+            } else {
+                out!("{name} may use the admin console (/admin)");
+            }
+        }
+        UsersAction::Disable { name } => {
+            console(store)
+                .set_disabled(&Actor::cli(), &name, true)
+                .await?;
+            out!(
+                "disabled {name}; their sign-in sessions ended and their refresh tokens are revoked"
+            );
+        }
+        UsersAction::Enable { name } => {
+            console(store)
+                .set_disabled(&Actor::cli(), &name, false)
+                .await?;
+            out!("enabled {name}");
         }
         UsersAction::List => {
             for user in store.list_users().await? {
-                out!(
-                    "{}\t{}\tcreated {}",
-                    user.username,
-                    user.id,
-                    user.created_at
-                );
+                out!("{}", mcpgate::admin::user_line(&user));
             }
         }
         UsersAction::Remove { name } => {
-            if !store.delete_user(&name).await? {
-                anyhow::bail!("no user named {name}");
-            }
+            console(store).remove_user(&Actor::cli(), &name).await?;
             out!(
                 "removed user {name}; their sign-in sessions and consents are gone and their refresh tokens revoked"
             );
@@ -441,10 +478,10 @@ async fn users(
             name,
             password_stdin,
         } => {
-            let hash = hash(read_password(password_stdin)?).await?;
-            if !store.set_password(&name, &hash).await? {
-                anyhow::bail!("no local user named {name}");
-            }
+            let password = read_password(password_stdin)?;
+            console(store)
+                .reset_password(&Actor::cli(), &name, password)
+                .await?;
             out!(
                 "password changed for {name}; their sign-in sessions, remembered consents and refresh tokens are revoked"
             );
@@ -513,9 +550,9 @@ async fn clients(store: &mcpgate::store::Store, action: ClientsAction) -> anyhow
             }
         }
         ClientsAction::Remove { client_id } => {
-            if !store.delete_client(&client_id).await? {
-                anyhow::bail!("no registered client {client_id}");
-            }
+            console(store)
+                .remove_client(&Actor::cli(), &client_id)
+                .await?;
             out!(
                 "removed client {client_id}; its consents are gone and its refresh tokens revoked"
             );
@@ -538,17 +575,25 @@ async fn consents(store: &mcpgate::store::Store, action: ConsentsAction) -> anyh
             }
         }
         ConsentsAction::Revoke { user, client_id } => {
-            let (remembered, revoked) = store
-                .revoke_consent(&user_id(user.clone()).await?, &client_id)
+            let (remembered, revoked) = console(store)
+                .revoke_consent(&Actor::cli(), &user, &client_id)
                 .await?;
-            if !remembered && revoked == 0 {
-                anyhow::bail!(
-                    "{user} has neither a remembered consent nor live tokens for {client_id}"
-                );
-            }
             out!(
                 "revoked {user}'s grant to {client_id}: remembered consent {}, {revoked} refresh token(s) revoked; access tokens already issued stay valid until they expire",
                 if remembered { "removed" } else { "none" }
+            );
+        }
+        ConsentsAction::Grants { user } => {
+            for grant in store.grants_of(&user_id(user).await?, unix_now()).await? {
+                out!("{}", mcpgate::admin::grant_line(&grant));
+            }
+        }
+        ConsentsAction::RevokeGrant { grant } => {
+            let revoked = console(store)
+                .revoke_grant(&Actor::cli(), &grant, unix_now())
+                .await?;
+            out!(
+                "revoked grant {grant}: {revoked} refresh token(s); access tokens already issued stay valid until they expire"
             );
         }
     }
@@ -617,9 +662,14 @@ async fn keys(
         }
         KeysAction::Rotate => {
             let sealer = mcpgate::oauth::setup::sealer(local)?;
-            let kid =
-                mcpgate::oauth::keys::rotate(store, &sealer, local.access_token_ttl_secs as i64)
-                    .await?;
+            let kid = console(store)
+                .rotate_key(
+                    &Actor::cli(),
+                    &sealer,
+                    local.access_token_ttl_secs as i64,
+                    unix_now(),
+                )
+                .await?;
             out!(
                 "added key {kid}; it signs in {} s, the others retire once their tokens expired",
                 mcpgate::oauth::keys::ACTIVATION_DELAY_SECS

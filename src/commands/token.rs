@@ -6,7 +6,7 @@ use std::{process::ExitCode, time::Duration};
 
 use mcpgate::config;
 
-use crate::{EXIT_CONFIG, print_line};
+use crate::{EXIT_CONFIG, print_line, unix_now};
 
 /// `mcpgate token decode FILE|-`: 0 with the header and claims on stdout,
 /// 2 when the token cannot be read or is not a JWT.
@@ -41,10 +41,6 @@ fn token_failure(e: &mcpgate::token_tools::TokenToolError) -> ExitCode {
         say_err!("hint: {hint}");
     }
     ExitCode::from(e.exit_code())
-}
-
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// `--scope a --scope "b c"` → `[a, b, c]`.

@@ -249,6 +249,18 @@ impl AuthorizationServer {
             }
             Err(e) => return Err(CallbackError::Flow(e.into())),
         }
+        // An admin disabled this account: the identity provider's word does not override that.
+        let disabled = self
+            .store
+            .find_user(&user_id)
+            .await
+            .map_err(|e| CallbackError::Flow(e.into()))?
+            .is_some_and(|u| u.disabled_at.is_some());
+        if disabled {
+            tracing::info!(user_id = %user_id, "disabled user refused at the callback");
+            upstream.revoke(&tokens).await;
+            return Err(CallbackError::NotAllowed);
+        }
         self.store
             .save_upstream_tokens(&IdpTokenRecord {
                 family_id: family_id.clone(),

@@ -74,6 +74,8 @@ pub struct Surroundings<'a> {
 
 pub struct LocalAuthority {
     pub routes: Router,
+    /// What the admin console signs in and rotates keys with.
+    pub console: ConsoleParts,
     pub keys: Arc<KeyRing>,
     pub verifier: Arc<IssuerVerifier>,
     pub initial_admin_password: Option<String>,
@@ -109,7 +111,16 @@ pub fn advertised_scopes(local: &LocalAuthSettings, policy: &AccessPolicy) -> Ve
     scopes
 }
 
-/// Create `admin` with a random password when the store has no user yet.
+/// The authorization server's parts the admin console (`crate::admin`) uses.
+#[derive(Clone)]
+pub struct ConsoleParts {
+    pub server: Arc<AuthorizationServer>,
+    pub sealer: Arc<Sealer>,
+    pub access_token_ttl_secs: i64,
+    pub secure_cookies: bool,
+}
+
+/// Create `admin` (an admin of the console) with a random password when the store has no user yet.
 pub async fn ensure_first_user(store: &Store) -> Result<Option<String>, FirstUserError> {
     if store.count_users().await? > 0 {
         return Ok(None);
@@ -119,7 +130,7 @@ pub async fn ensure_first_user(store: &Store) -> Result<Option<String>, FirstUse
         let password = password.clone();
         tokio::task::spawn_blocking(move || passwords::hash_password(&password)).await??
     };
-    match store.create_user("admin", &hash).await {
+    match store.create_user_with_role("admin", &hash, true).await {
         Ok(_) => Ok(Some(password)),
         // Another replica created it first.
         Err(StoreError::Conflict(_)) => Ok(None),
@@ -204,7 +215,7 @@ pub async fn build(
         local.clone(),
         store.clone(),
         keys.clone(),
-        sealer,
+        sealer.clone(),
         cimd,
     )
     .counting_password_checks(password_checks)
@@ -234,6 +245,12 @@ pub async fn build(
         None => ensure_first_user(store).await?,
     };
     let server = Arc::new(server);
+    let console = ConsoleParts {
+        server: server.clone(),
+        sealer,
+        access_token_ttl_secs: local.access_token_ttl_secs as i64,
+        secure_cookies: issuer.starts_with("https://"),
+    };
     let routes = routes(OAuthState {
         server,
         keys: keys.clone(),
@@ -243,6 +260,7 @@ pub async fn build(
     });
     Ok(LocalAuthority {
         routes,
+        console,
         keys,
         verifier,
         initial_admin_password,

@@ -116,6 +116,25 @@ impl Store {
         Ok(())
     }
 
+    /// Live MCP sessions (not ended, not expired), newest first, at most
+    /// `limit`: `(id, transport, owner, created_at, expires_at)`.
+    pub async fn live_mcp_sessions(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String, Option<String>, i64, i64)>, StoreError> {
+        const SQL: &str = "SELECT id, transport, owner, created_at, expires_at FROM mcp_sessions \
+             WHERE ended_at IS NULL AND expires_at > $1 ORDER BY created_at DESC LIMIT $2";
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<
+            _,
+            (String, String, Option<String>, i64, i64),
+        >(SQL)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?)
+    }
+
     pub async fn mcp_session(&self, id: &str) -> Result<Option<McpSessionRecord>, StoreError> {
         const SQL: &str =
             "SELECT transport, owner, expires_at, ended_at FROM mcp_sessions WHERE id = $1";

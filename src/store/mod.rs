@@ -34,8 +34,8 @@ pub use mcp_events::{McpEvent, McpEventListener, McpStreamView};
 pub use mcp_sessions::{LEGACY_SSE, McpSessionRecord, RelayListener, RelayedMessage, STREAMABLE};
 pub use notes::{Note, NoteDraft, NotePatch};
 pub use oauth::{
-    AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, RefreshRecord, SealedColumn,
-    SigningKeyRecord, Swept, UserRecord,
+    AuthRequestRecord, ClientRecord, CodeRecord, Consumed, GrantRecord, NewRefresh, RefreshRecord,
+    SealedColumn, SigningKeyRecord, Swept, UserRecord,
 };
 
 use std::{

@@ -137,6 +137,31 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// `(tool calls, failed calls)` proxied to `upstream` by this replica
+    /// (the admin console); reading creates no series.
+    pub fn upstream_call_counts(&self, upstream: &str) -> (u64, u64) {
+        let mut calls = 0;
+        let mut failed = 0;
+        for outcome in [
+            Outcome::ok,
+            Outcome::rejected,
+            Outcome::tool_error,
+            Outcome::protocol_error,
+            Outcome::error,
+        ] {
+            let labels = UpstreamCallLabels {
+                upstream: upstream.to_owned(),
+                outcome: outcome.clone(),
+            };
+            let n = self.upstream_calls.get(&labels).map_or(0, |c| c.get());
+            calls += n;
+            if outcome != Outcome::ok {
+                failed += n;
+            }
+        }
+        (calls, failed)
+    }
+
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("mcpgate");
         let http_requests = Family::<HttpLabels, Counter>::default();

@@ -2,6 +2,7 @@
 //! The one integration test binary: mcpgate in-process on 127.0.0.1:0,
 //! driven over real HTTP.
 
+mod admin_console;
 mod auth_funnel;
 mod bridge_auth;
 mod client_assertions;

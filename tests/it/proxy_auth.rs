@@ -808,3 +808,37 @@ async fn proxy_flow_on_postgres() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(*idp.revoked.lock().unwrap(), vec!["up-rt-2".to_owned()]);
 }
+
+#[tokio::test]
+async fn a_disabled_upstream_user_is_refused_at_the_callback() {
+    let idp = FakeIdp::start().await;
+    let server = proxy(&idp, |_| {}).await;
+    let mut browser = Browser::default();
+    let (tokens, client_id) = sign_in(&server, &idp, &mut browser, "alice", 3600).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    // An admin disables alice (by id: identity-provider users are named by it).
+    let store = mcpgate::store::Store::connect(&sqlite_url(server.data_dir()), 1)
+        .await
+        .unwrap();
+    let alice = store.list_users().await.unwrap().pop().unwrap();
+    let admin = mcpgate::admin::Admin::new(store.clone());
+    admin
+        .set_disabled(&mcpgate::admin::Actor::cli(), &alice.id, true)
+        .await
+        .unwrap();
+    store.close().await;
+    // Her refresh token is dead at once ...
+    let (status, body) = crate::oauth_browser::refresh_grant(&server, &client_id, &refresh).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // ... and the identity provider signing her in again does not let her back.
+    let (_, challenge) = pkce();
+    let mut fresh = Browser::default();
+    let up =
+        consent_and_go_upstream(&server, &idp, &mut fresh, &client_id, &challenge, false).await;
+    idp.answer_token(200, upstream_tokens(&idp, "alice", up.nonce(), 3600));
+    let r = fresh
+        .get(&callback_url(&server, up.state(), "up-code"))
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().await.unwrap().contains("not allowed"));
+}

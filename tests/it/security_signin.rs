@@ -421,7 +421,7 @@ async fn entra_multi_tenant_email_allow_lists_need_a_domain_verified_email() {
 }
 
 /// The admin CLI with `input` on standard input.
-fn admin_cli_input(server: &TestServer, args: &[&str], input: &str) -> (bool, String) {
+pub(crate) fn admin_cli_input(server: &TestServer, args: &[&str], input: &str) -> (bool, String) {
     let config = server.data_dir().join("admin-stdin.toml");
     std::fs::write(
         &config,
@@ -461,7 +461,7 @@ fn admin_cli_input(server: &TestServer, args: &[&str], input: &str) -> (bool, St
 
 /// Sign in as `login` remembering consent for a new client: the browser
 /// (holding the session) and the refresh token.
-async fn signed_in_with_grant(
+pub(crate) async fn signed_in_with_grant(
     server: &TestServer,
     login: (&str, &str),
 ) -> (Browser, String, String) {
@@ -488,7 +488,7 @@ async fn signed_in_with_grant(
 
 /// After the CLI acted on the user: their browser session no longer skips
 /// the login page and their refresh token is dead.
-async fn assert_signed_out(
+pub(crate) async fn assert_signed_out(
     server: &TestServer,
     browser: &mut Browser,
     client_id: &str,

@@ -29,6 +29,22 @@ pub struct UserRecord {
     pub password_hash: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// May use the admin console (`/admin`).
+    pub is_admin: bool,
+    /// When an admin disabled the user: no sign-in while set.
+    pub disabled_at: Option<i64>,
+}
+
+/// A live grant: a refresh-token family (one sign-in of a user to a
+/// client), as the admin console and `mcpgate consents grants` list it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GrantRecord {
+    pub family_id: String,
+    pub client_id: String,
+    pub scope: String,
+    /// When its newest refresh token was issued.
+    pub last_refreshed_at: i64,
+    pub expires_at: i64,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -9,7 +9,7 @@ use crate::store::{Store, StoreError, now_epoch, on_db, on_grants};
 
 macro_rules! user_columns {
     () => {
-        "id, username, password_hash, created_at, updated_at"
+        "id, username, password_hash, created_at, updated_at, is_admin, disabled_at"
     };
 }
 
@@ -19,6 +19,17 @@ impl Store {
         username: &str,
         password_hash: &str,
     ) -> Result<UserRecord, StoreError> {
+        self.create_user_with_role(username, password_hash, false)
+            .await
+    }
+
+    /// A new local user; `is_admin`: may use the admin console.
+    pub async fn create_user_with_role(
+        &self,
+        username: &str,
+        password_hash: &str,
+        is_admin: bool,
+    ) -> Result<UserRecord, StoreError> {
         let now = now_epoch();
         let user = UserRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -26,14 +37,17 @@ impl Store {
             password_hash: password_hash.to_owned(),
             created_at: now,
             updated_at: now,
+            is_admin,
+            disabled_at: None,
         };
-        const SQL: &str = "INSERT INTO users (id, username, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)";
+        const SQL: &str = "INSERT INTO users (id, username, password_hash, created_at, updated_at, is_admin) VALUES ($1, $2, $3, $4, $5, $6)";
         on_db!(self.db(), |pool| sqlx::query(SQL)
             .bind(&user.id)
             .bind(&user.username)
             .bind(&user.password_hash)
             .bind(now)
             .bind(now)
+            .bind(is_admin)
             .execute(pool)
             .await
             .map(|_| ()))
@@ -41,12 +55,13 @@ impl Store {
         Ok(user)
     }
 
-    /// The local (password) user with this name: what the login form checks.
+    /// The local (password) user with this name: what the login form
+    /// checks. A disabled user is not found, so signs in as nobody would.
     pub async fn find_local_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
         const SQL: &str = concat!(
             "SELECT ",
             user_columns!(),
-            " FROM users WHERE username = $1 AND password_hash <> '!upstream'"
+            " FROM users WHERE username = $1 AND password_hash <> '!upstream' AND disabled_at IS NULL"
         );
         Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, UserRecord>(
             SQL
@@ -199,13 +214,13 @@ impl Store {
         Ok(deleted > 0)
     }
 
-    /// The user of a live session (who must still exist).
+    /// The user of a live session (who must still exist and not be disabled).
     pub async fn session_user(
         &self,
         id_hash: &str,
         now: i64,
     ) -> Result<Option<UserRecord>, StoreError> {
-        const SQL: &str = "SELECT u.id, u.username, u.password_hash, u.created_at, u.updated_at FROM user_sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND s.expires_at > $2";
+        const SQL: &str = "SELECT u.id, u.username, u.password_hash, u.created_at, u.updated_at, u.is_admin, u.disabled_at FROM user_sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL";
         let id_hash = id_hash.to_owned();
         on_grants!(self, Access::Read,
             sqlite: |conn| conn
@@ -217,6 +232,8 @@ impl Store {
                         password_hash: row.get("password_hash")?,
                         created_at: row.get("created_at")?,
                         updated_at: row.get("updated_at")?,
+                        is_admin: row.get("is_admin")?,
+                        disabled_at: row.get("disabled_at")?,
                     })
                 })
                 .optional(),
@@ -239,5 +256,76 @@ impl Store {
     pub async fn set_password(&self, username: &str, hash: &str) -> Result<bool, StoreError> {
         let (store, username, hash) = (self.clone(), username.to_owned(), hash.to_owned());
         uncancellable(async move { store.set_password_now(&username, &hash).await }).await
+    }
+
+    /// Give or take the admin role (by user name or id). `false`: no such user.
+    pub async fn set_admin(&self, name: &str, is_admin: bool) -> Result<bool, StoreError> {
+        let Some(user) = self.find_user_by_name(name).await? else {
+            return Ok(false);
+        };
+        const SQL: &str = "UPDATE users SET is_admin = $1, updated_at = $2 WHERE id = $3";
+        on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(is_admin)
+            .bind(now_epoch())
+            .bind(&user.id)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(true)
+    }
+
+    /// Disable a user (by user name or id): no more sign-ins, and in the
+    /// same transaction their browser sessions end and their refresh tokens
+    /// are revoked. `enable` clears the flag (nothing ended comes back).
+    /// `false`: no such user.
+    pub async fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
+        let Some(user) = self.find_user_by_name(name).await? else {
+            return Ok(false);
+        };
+        let store = self.clone();
+        uncancellable(async move { store.set_disabled_now(&user.id, disabled).await }).await?;
+        Ok(true)
+    }
+
+    async fn set_disabled_now(&self, user_id: &str, disabled: bool) -> Result<(), StoreError> {
+        const DISABLE: &str = "UPDATE users SET disabled_at = COALESCE(disabled_at, $1), updated_at = $1 WHERE id = $2";
+        const ENABLE: &str = "UPDATE users SET disabled_at = NULL, updated_at = $1 WHERE id = $2";
+        const SESSIONS: &str = "DELETE FROM user_sessions WHERE user_id = $1";
+        let now = now_epoch();
+        on_db!(self.db(), |pool| async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(if disabled { DISABLE } else { ENABLE })
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            if disabled {
+                sqlx::query(SESSIONS)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                revoke_all!(tx, REVOKE_BY_USER, user_id, now);
+            }
+            tx.commit().await
+        }
+        .await)?;
+        Ok(())
+    }
+
+    /// A user's live grants (refresh-token families with a live token), newest first.
+    pub async fn grants_of(
+        &self,
+        user_id: &str,
+        now: i64,
+    ) -> Result<Vec<super::GrantRecord>, StoreError> {
+        const SQL: &str = "SELECT family_id, client_id, scope, created_at AS last_refreshed_at, expires_at FROM refresh_tokens WHERE user_id = $1 AND revoked_at IS NULL AND rotated_at IS NULL AND expires_at > $2 ORDER BY created_at DESC";
+        Ok(on_db!(self.db(), |pool| sqlx::query_as::<
+            _,
+            super::GrantRecord,
+        >(SQL)
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(pool)
+        .await)?)
     }
 }

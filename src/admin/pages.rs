@@ -1,0 +1,494 @@
+//! The admin console's pages: server-rendered HTML on the branding skeleton,
+//! forms only (no script). Every value from a user, a client or the store
+//! is escaped where it is interpolated; every form carries the CSRF token.
+
+use crate::branding::{Page, Site, escape};
+use crate::store::{ClientRecord, GrantRecord, SigningKeyRecord, UserRecord};
+use crate::upstream::UpstreamHealth;
+
+/// The console's sections, in the navigation's order. The auth funnel
+/// (charts) becomes one more entry here and one more page in `http.rs`.
+pub const SECTIONS: &[(&str, &str)] = &[
+    ("/admin", "Users"),
+    ("/admin/clients", "Clients"),
+    ("/admin/sessions", "MCP sessions"),
+    ("/admin/keys", "Signing keys"),
+    ("/admin/upstreams", "Upstreams"),
+];
+
+/// What every console page shows around its content.
+pub struct Frame<'a> {
+    pub site: &'a Site,
+    pub admin: &'a str,
+    pub csrf: &'a str,
+    /// The path of the section shown (marked in the navigation).
+    pub current: &'a str,
+    /// The outcome of the last action, already worded (never from input).
+    pub done: Option<&'a str>,
+}
+
+impl Frame<'_> {
+    fn page(&self, title: &str, content: &str) -> String {
+        let nav: String = SECTIONS
+            .iter()
+            .map(|(href, label)| {
+                let current = if *href == self.current {
+                    " aria-current=\"page\""
+                } else {
+                    ""
+                };
+                format!("<li><a href=\"{href}\"{current}>{label}</a></li>")
+            })
+            .collect();
+        let done = self
+            .done
+            .map(|d| format!("<p class=\"notice\" role=\"status\">{}</p>", escape(d)))
+            .unwrap_or_default();
+        let body = format!(
+            "<div class=\"account\"><span>Signed in as <strong>{admin}</strong> (admin)</span><form method=\"post\" action=\"/admin/logout\">{csrf}<button class=\"linkish\" type=\"submit\">Sign out</button></form></div><nav aria-label=\"Admin sections\"><ul class=\"admin-nav\">{nav}</ul></nav>{done}{content}",
+            admin = escape(self.admin),
+            csrf = self.csrf_field(),
+        );
+        self.site.document(&Page {
+            title,
+            body,
+            wide: true,
+        })
+    }
+
+    fn csrf_field(&self) -> String {
+        format!(
+            "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+            escape(self.csrf)
+        )
+    }
+
+    /// A one-button form posting `action` with hidden `fields`.
+    fn button(
+        &self,
+        action: &str,
+        fields: &[(&str, &str)],
+        label: &str,
+        secondary: bool,
+    ) -> String {
+        let hidden: String = fields
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                    escape(k),
+                    escape(v)
+                )
+            })
+            .collect();
+        format!(
+            "<form class=\"inline\" method=\"post\" action=\"/admin/act\">{csrf}<input type=\"hidden\" name=\"action\" value=\"{action}\">{hidden}<button class=\"button{class}\" type=\"submit\">{label}</button></form>",
+            csrf = self.csrf_field(),
+            action = escape(action),
+            class = if secondary { " secondary" } else { "" },
+            label = escape(label),
+        )
+    }
+}
+
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM UTC`.
+pub fn when(epoch: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(epoch) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute()
+        ),
+        Err(_) => epoch.to_string(),
+    }
+}
+
+fn table(caption: &str, head: &[&str], rows: &[String], empty: &str) -> String {
+    if rows.is_empty() {
+        return format!("<p class=\"muted\">{}</p>", escape(empty));
+    }
+    let head: String = head
+        .iter()
+        .map(|h| format!("<th scope=\"col\">{}</th>", escape(h)))
+        .collect();
+    format!(
+        "<div class=\"table-scroll\"><table><caption class=\"skip\">{}</caption><thead><tr>{head}</tr></thead><tbody>{}</tbody></table></div>",
+        escape(caption),
+        rows.concat()
+    )
+}
+
+pub fn users(frame: &Frame<'_>, users: &[UserRecord]) -> String {
+    let rows: Vec<String> = users
+        .iter()
+        .map(|u| {
+            let kind = if u.password_hash == crate::store::NO_PASSWORD {
+                "identity provider"
+            } else {
+                "local"
+            };
+            let mut status = Vec::new();
+            if u.is_admin {
+                status.push("admin".to_owned());
+            }
+            if let Some(t) = u.disabled_at {
+                status.push(format!("disabled {}", when(t)));
+            }
+            format!(
+                "<tr><td><a href=\"/admin/user?id={id}\">{name}</a></td><td>{kind}</td><td>{status}</td><td>{created}</td></tr>",
+                id = escape(&url_component(&u.id)),
+                name = escape(&u.username),
+                status = escape(&status.join(", ")),
+                created = when(u.created_at),
+            )
+        })
+        .collect();
+    let add = format!(
+        "<h2>Add a user</h2><form method=\"post\" action=\"/admin/act\">{csrf}<input type=\"hidden\" name=\"action\" value=\"user.add\"><div class=\"field\"><label for=\"username\">User name</label><input id=\"username\" name=\"username\" type=\"text\" autocomplete=\"off\" required></div><div class=\"field\"><label for=\"password\">Password (8 characters or more)</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required></div><div class=\"check\"><input id=\"is_admin\" name=\"is_admin\" type=\"checkbox\" value=\"1\"><label for=\"is_admin\">May use this console (admin)</label></div><button class=\"button\" type=\"submit\">Add user</button></form>",
+        csrf = frame.csrf_field()
+    );
+    let list = table(
+        "Users",
+        &["User", "Kind", "Status", "Created"],
+        &rows,
+        "No users.",
+    );
+    frame.page("Users", &format!("{list}{add}"))
+}
+
+/// A user's page: their state, actions, remembered consents and live grants.
+pub fn user(
+    frame: &Frame<'_>,
+    user: &UserRecord,
+    consents: &[(String, String, i64)],
+    grants: &[GrantRecord],
+) -> String {
+    let name = user.username.as_str();
+    let local = user.password_hash != crate::store::NO_PASSWORD;
+    let facts = format!(
+        "<dl class=\"facts\"><div><dt>Id</dt><dd><code>{}</code></dd></div><div><dt>Kind</dt><dd>{}</dd></div><div><dt>Admin</dt><dd>{}</dd></div><div><dt>Status</dt><dd>{}</dd></div><div><dt>Created</dt><dd>{}</dd></div></dl>",
+        escape(&user.id),
+        if local { "local" } else { "identity provider" },
+        if user.is_admin { "yes" } else { "no" },
+        match user.disabled_at {
+            Some(t) => format!("disabled since {}", when(t)),
+            None => "active".to_owned(),
+        },
+        when(user.created_at),
+    );
+    let target = [("user", user.id.as_str())];
+    let mut actions = vec![if user.disabled_at.is_some() {
+        frame.button("user.enable", &target, "Enable", true)
+    } else {
+        frame.button(
+            "user.disable",
+            &target,
+            "Disable (ends sessions, revokes tokens)",
+            true,
+        )
+    }];
+    actions.push(if user.is_admin {
+        frame.button("user.revoke_admin", &target, "Take admin role", true)
+    } else {
+        frame.button("user.grant_admin", &target, "Make admin", true)
+    });
+    actions.push(frame.button("user.remove", &target, "Remove user", true));
+    let reset = if local {
+        format!(
+            "<h2>Reset password</h2><form method=\"post\" action=\"/admin/act\">{csrf}<input type=\"hidden\" name=\"action\" value=\"user.reset_password\"><input type=\"hidden\" name=\"user\" value=\"{id}\"><div class=\"field\"><label for=\"new-password\">New password for {name}</label><input id=\"new-password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required></div><button class=\"button secondary\" type=\"submit\">Set password (ends their sessions, consents and tokens)</button></form>",
+            csrf = frame.csrf_field(),
+            id = escape(&user.id),
+            name = escape(name),
+        )
+    } else {
+        String::new()
+    };
+    let consent_rows: Vec<String> = consents
+        .iter()
+        .map(|(client_id, scope, at)| {
+            format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(client_id),
+                escape(scope),
+                when(*at),
+                frame.button(
+                    "consent.revoke",
+                    &[("user", &user.id), ("client_id", client_id)],
+                    "Revoke",
+                    true
+                )
+            )
+        })
+        .collect();
+    let grant_rows: Vec<String> = grants
+        .iter()
+        .map(|g| {
+            format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&g.client_id),
+                escape(&g.scope),
+                when(g.last_refreshed_at),
+                when(g.expires_at),
+                frame.button(
+                    "grant.revoke",
+                    &[("user", &user.id), ("family", &g.family_id)],
+                    "Revoke",
+                    true
+                )
+            )
+        })
+        .collect();
+    let content = format!(
+        "<p><a href=\"/admin\">All users</a></p>{facts}<div class=\"actions\">{actions}</div>{reset}<h2>Remembered consents</h2>{consents}<h2>Live grants</h2><p class=\"small muted\">Each is a sign-in to a client with a live refresh token. Revoking ends the refresh token; access tokens already issued stay valid until they expire.</p>{grants}",
+        actions = actions.concat(),
+        consents = table(
+            "Remembered consents",
+            &["Client", "Scopes", "Given", ""],
+            &consent_rows,
+            "No remembered consents."
+        ),
+        grants = table(
+            "Live grants",
+            &["Client", "Scopes", "Last refreshed", "Expires", ""],
+            &grant_rows,
+            "No live grants."
+        ),
+    );
+    frame.page(&format!("User {name}"), &content)
+}
+
+/// Registered clients (dynamic, pre-registered). CIMD clients are named by
+/// their document URL and not stored, so they are not listed.
+pub fn clients(frame: &Frame<'_>, clients: &[ClientRecord]) -> String {
+    let rows: Vec<String> = clients
+        .iter()
+        .map(|c| {
+            let metadata: serde_json::Value =
+                serde_json::from_str(&c.metadata).unwrap_or_default();
+            let name = metadata["client_name"].as_str().unwrap_or("-");
+            let redirects: Vec<String> = metadata["redirect_uris"]
+                .as_array()
+                .map(|uris| {
+                    uris.iter()
+                        .filter_map(|u| u.as_str())
+                        .map(|u| format!("<li><code>{}</code></li>", escape(u)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "<tr><td>{name}</td><td><code>{id}</code></td><td>{kind}</td><td><ul class=\"plain\">{redirects}</ul></td><td>{created}</td><td>{used}</td><td>{remove}</td></tr>",
+                name = escape(name),
+                id = escape(&c.client_id),
+                kind = if c.secret_hash.is_some() { "confidential" } else { "public" },
+                redirects = redirects.concat(),
+                created = when(c.created_at),
+                used = c.last_used_at.map(when).unwrap_or_else(|| "never".to_owned()),
+                remove = frame.button("client.remove", &[("client_id", &c.client_id)], "Remove", true),
+            )
+        })
+        .collect();
+    let content = format!(
+        "<p class=\"small muted\">Clients registered here (dynamic registration). Clients identified by a metadata document URL (CIMD) and configured clients are not stored, so they are not listed; their grants show on each user's page.</p>{}",
+        table(
+            "Clients",
+            &[
+                "Name",
+                "Client id",
+                "Kind",
+                "Redirect URIs",
+                "Registered",
+                "Last used",
+                ""
+            ],
+            &rows,
+            "No registered clients."
+        )
+    );
+    frame.page("Clients", &content)
+}
+
+pub fn sessions(
+    frame: &Frame<'_>,
+    sessions: &[(String, String, Option<String>, i64, i64)],
+) -> String {
+    let rows: Vec<String> = sessions
+        .iter()
+        .map(|(id, transport, owner, created, expires)| {
+            // The session id is a bearer handle: only its start is shown.
+            let short: String = id.chars().take(8).collect();
+            format!(
+                "<tr><td><code>{}…</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&short),
+                escape(transport),
+                escape(owner.as_deref().unwrap_or("-")),
+                when(*created),
+                when(*expires),
+            )
+        })
+        .collect();
+    let content = table(
+        "MCP sessions",
+        &["Session", "Transport", "Owner", "Started", "Expires"],
+        &rows,
+        "No live MCP sessions.",
+    );
+    frame.page("MCP sessions", &content)
+}
+
+pub fn keys(frame: &Frame<'_>, keys: &[SigningKeyRecord], now: i64) -> String {
+    let rows: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            let state = match k.retire_at {
+                Some(r) if r <= now => "retired",
+                _ if k.activate_at > now => "published, not signing yet",
+                Some(_) => "retiring",
+                None => "signing",
+            };
+            format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&k.kid),
+                escape(&k.alg),
+                state,
+                when(k.activate_at),
+                k.retire_at.map(when).unwrap_or_else(|| "-".to_owned()),
+            )
+        })
+        .collect();
+    let content = format!(
+        "{}<h2>Rotate</h2><p>Adds a key that signs after a minute of publication; the others retire once the tokens they signed have expired.</p>{}",
+        table(
+            "Signing keys",
+            &["Key id", "Algorithm", "State", "Activates", "Retires"],
+            &rows,
+            "No signing keys."
+        ),
+        frame.button("key.rotate", &[], "Rotate signing key", false)
+    );
+    frame.page("Signing keys", &content)
+}
+
+/// One upstream with this replica's call counts.
+pub struct UpstreamRow {
+    pub health: UpstreamHealth,
+    pub calls: u64,
+    pub errors: u64,
+}
+
+pub fn upstreams(frame: &Frame<'_>, upstreams: Option<&[UpstreamRow]>) -> String {
+    let content = match upstreams {
+        None => {
+            "<p class=\"muted\">No upstream MCP servers are configured ([[gateway.upstreams]]).</p>"
+                .to_owned()
+        }
+        Some(list) => {
+            let rows: Vec<String> = list
+                .iter()
+                .map(|u| {
+                    format!(
+                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        escape(&u.health.name),
+                        u.health.transport,
+                        escape(&u.health.state.to_string()),
+                        u.health.restarts,
+                        u.calls,
+                        u.errors,
+                    )
+                })
+                .collect();
+            format!(
+                "<p class=\"small muted\">Counted by this replica since it started (each replica keeps its own).</p>{}",
+                table(
+                    "Upstreams",
+                    &[
+                        "Upstream",
+                        "Transport",
+                        "State",
+                        "Restarts",
+                        "Tool calls",
+                        "Failed calls"
+                    ],
+                    &rows,
+                    "No upstreams."
+                )
+            )
+        }
+    };
+    frame.page("Upstreams", &content)
+}
+
+/// The console's own sign-in form (local mode).
+pub fn sign_in(site: &Site, csrf: &str, error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"notice error\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    site.document(&Page {
+        title: "Sign in to the admin console",
+        body: format!(
+            "{error}<form method=\"post\" action=\"/admin/login\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><div class=\"field\"><label for=\"username\">User name</label><input id=\"username\" name=\"username\" type=\"text\" autocomplete=\"username\" required></div><div class=\"field\"><label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required></div><button class=\"button block\" type=\"submit\">Sign in</button></form>",
+            csrf = escape(csrf),
+        ),
+        wide: false,
+    })
+}
+
+/// A refusal or failure: what happened and where to go.
+pub fn problem(site: &Site, title: &str, message: &str, back: Option<&str>) -> String {
+    let back = back
+        .map(|href| format!("<p><a href=\"{}\">Back</a></p>", escape(href)))
+        .unwrap_or_default();
+    site.document(&Page {
+        title,
+        body: format!("<p class=\"lead\">{}</p>{back}", escape(message)),
+        wide: false,
+    })
+}
+
+fn url_component(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(site: &Site) -> Frame<'_> {
+        Frame {
+            site,
+            admin: "<root>",
+            csrf: "t\"k",
+            current: "/admin/keys",
+            done: None,
+        }
+    }
+
+    #[test]
+    fn pages_carry_the_token_mark_the_section_and_have_no_inline_style() {
+        let site = Site::plain(&url::Url::parse("https://mcp.example.com").unwrap());
+        let html = keys(&frame(&site), &[], 0);
+        assert!(html.contains("name=\"csrf\" value=\"t&quot;k\""), "{html}");
+        assert!(
+            html.contains("<a href=\"/admin/keys\" aria-current=\"page\">"),
+            "{html}"
+        );
+        assert!(
+            html.contains("Signed in as <strong>&lt;root&gt;</strong>"),
+            "{html}"
+        );
+        assert!(
+            !html.contains("style=") && !html.contains("<script"),
+            "{html}"
+        );
+        // Every action is a POST to /admin/act.
+        assert!(!html.contains("method=\"get\""), "{html}");
+    }
+
+    #[test]
+    fn times_are_shown_in_utc() {
+        assert_eq!(when(0), "1970-01-01 00:00 UTC");
+        assert_eq!(when(1_700_000_000), "2023-11-14 22:13 UTC");
+    }
+}
