@@ -71,6 +71,8 @@ struct Front {
     /// Set when this start created the first user (local).
     initial_admin_password: Option<String>,
     bridge: Option<Arc<Bridge>>,
+    /// The encryption key ring (local, proxy).
+    sealer: Option<Arc<crate::oauth::crypto::Sealer>>,
 }
 
 impl Front {
@@ -83,6 +85,7 @@ impl Front {
             sweep_client_ttl: None,
             initial_admin_password: None,
             bridge: None,
+            sealer: None,
         }
     }
 }
@@ -225,6 +228,7 @@ async fn local_front(
         keys: Some(built.keys),
         sweep_client_ttl: Some((local.unused_client_ttl_days * 86_400) as i64),
         initial_admin_password: built.initial_admin_password,
+        sealer: Some(built.sealer),
         ..Front::new(
             Authenticator::Bearer {
                 verifier: built.verifier,
@@ -294,6 +298,7 @@ impl App {
             sweep_client_ttl,
             initial_admin_password,
             bridge: bridge_handle,
+            sealer,
         } = front(auth, config, &store, &metrics, clock.clone(), &site).await?;
         let resource_server = authenticator.resource_server().cloned();
         let edge = Arc::new(EdgeState {
@@ -307,6 +312,32 @@ impl App {
             store: store.clone(),
             clock: clock.clone(),
         });
+        // `[upstreams.user_auth]`: validation admits it only where there is a sealer.
+        let user_auth = match &sealer {
+            Some(sealer) => crate::upstream::user_auth::UserAuth::new(
+                &config.gateway,
+                store.clone(),
+                sealer.clone(),
+                clock.clone(),
+                config.public_origin(),
+            )
+            .map_err(StartError::GatewayClient)?,
+            None => None,
+        };
+        let authorization_server = match (&user_auth, authorization_server) {
+            (Some(auth), Some(routes)) => {
+                Some(routes.merge(crate::upstream::connect_page::routes(
+                    crate::upstream::connect_page::ConnectPages {
+                        auth: auth.clone(),
+                        store: store.clone(),
+                        clock: clock.clone(),
+                        site: site.clone(),
+                        secure_cookies: config.public_origin().starts_with("https://"),
+                    },
+                )))
+            }
+            (_, routes) => routes,
+        };
         let gateway = if config.gateway.upstreams.is_empty() {
             None
         } else {
@@ -319,6 +350,7 @@ impl App {
                     config.public_origin(),
                     keys.clone(),
                     metrics.clone(),
+                    user_auth,
                 )
                 .map_err(StartError::GatewayClient)?,
             )

@@ -75,6 +75,8 @@ pub struct LocalAuthority {
     pub keys: Arc<KeyRing>,
     pub verifier: Arc<IssuerVerifier>,
     pub initial_admin_password: Option<String>,
+    /// The encryption key ring, for other subsystems' sealed values (`upstream::user_auth`).
+    pub sealer: Arc<Sealer>,
 }
 
 pub fn sealer(config: &LocalAuthSettings) -> Result<Sealer, SetupError> {
@@ -200,7 +202,7 @@ pub async fn build(
         local.clone(),
         store.clone(),
         keys.clone(),
-        sealer,
+        sealer.clone(),
         cimd,
     )
     .counting_password_checks(password_checks)
@@ -241,5 +243,6 @@ pub async fn build(
         keys,
         verifier,
         initial_admin_password,
+        sealer,
     })
 }

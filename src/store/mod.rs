@@ -20,6 +20,7 @@ mod mcp_events;
 mod mcp_sessions;
 mod notes;
 mod oauth;
+mod upstream_user_tokens;
 
 pub use bridge::{BridgeClientRecord, BridgeCodeRecord, BridgeRequestRecord, BridgeStage};
 pub use federation::{IdpLoginRecord, IdpTokenRecord, NO_PASSWORD};
@@ -32,6 +33,7 @@ pub use oauth::{
     AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, RefreshRecord, SealedColumn,
     SigningKeyRecord, Swept, UserRecord,
 };
+pub use upstream_user_tokens::{ConnectAttemptRecord, UserTokenRecord, connection_id};
 
 use std::{
     path::{Path, PathBuf},
