@@ -3,7 +3,10 @@ use std::{process::ExitCode, time::Duration};
 use clap::Parser;
 use mcpgate::{
     app::{self, App},
-    cli::{Cli, ClientsAction, Command, ConsentsAction, KeysAction, TokenAction, UsersAction},
+    cli::{
+        Cli, ClientsAction, Command, ConnectionsAction, ConsentsAction, KeysAction, TokenAction,
+        UsersAction,
+    },
     config::{self, AuthSettings, ResolvedAuth},
     oauth::settings::LocalAuthSettings,
     telemetry,
@@ -143,6 +146,12 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Keys { config, action } => {
             admin(config, |cfg, store| Box::pin(keys(cfg, store, action))).await
+        }
+        Command::Connections { config, action } => {
+            admin(config, |cfg, store| {
+                Box::pin(connections(cfg, store, action))
+            })
+            .await
         }
         Command::Serve { config } => {
             let cfg = match config::load(config.as_deref()) {
@@ -779,6 +788,73 @@ async fn consents(store: &mcpgate::store::Store, action: ConsentsAction) -> anyh
                 "revoked {user}'s grant to {client_id}: remembered consent {}, {revoked} refresh token(s) revoked; access tokens already issued stay valid until they expire",
                 if remembered { "removed" } else { "none" }
             );
+        }
+    }
+    Ok(())
+}
+
+/// `mcpgate connections list|revoke --user U [--upstream N]`.
+async fn connections(
+    cfg: &config::Config,
+    store: &mcpgate::store::Store,
+    action: ConnectionsAction,
+) -> anyhow::Result<()> {
+    let Some(local) = cfg.auth.local() else {
+        anyhow::bail!("connections exist only with auth.mode = \"local\" or \"proxy\"");
+    };
+    let sealer = std::sync::Arc::new(mcpgate::oauth::setup::sealer(local)?);
+    let Some(auth) = mcpgate::upstream::user_auth::UserAuth::new(
+        &cfg.gateway,
+        store.clone(),
+        sealer,
+        mcpgate::clock::system(),
+        cfg.public_origin(),
+    )?
+    else {
+        anyhow::bail!("no [[upstreams]] entry has user_auth");
+    };
+    let user_id = |name: String| async move {
+        match store.find_user_by_name(&name).await? {
+            Some(user) => Ok::<_, anyhow::Error>(user.id),
+            None => Err(anyhow::anyhow!("no user named {name}")),
+        }
+    };
+    match action {
+        ConnectionsAction::List { user } => {
+            for c in auth.connections(&user_id(user).await?).await? {
+                out!(
+                    "{}\tconnected {}\trefreshed {}\texpires {}\t{}",
+                    c.upstream,
+                    c.connected_at,
+                    c.refreshed_at,
+                    c.expires_at
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".to_owned()),
+                    c.scope.unwrap_or_default()
+                );
+            }
+        }
+        ConnectionsAction::Revoke { user, upstream } => {
+            let id = user_id(user.clone()).await?;
+            let names: Vec<String> = match upstream {
+                Some(u) => vec![u],
+                None => auth
+                    .connections(&id)
+                    .await?
+                    .into_iter()
+                    .map(|c| c.upstream)
+                    .collect(),
+            };
+            let mut removed = 0;
+            for name in &names {
+                if auth.revoke(name, &id).await? {
+                    removed += 1;
+                    out!("revoked {user}'s connection to {name}");
+                }
+            }
+            if removed == 0 {
+                anyhow::bail!("{user} has no such connection");
+            }
         }
     }
     Ok(())
