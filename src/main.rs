@@ -799,63 +799,16 @@ async fn connections(
     store: &mcpgate::store::Store,
     action: ConnectionsAction,
 ) -> anyhow::Result<()> {
-    let Some(local) = cfg.auth.local() else {
-        anyhow::bail!("connections exist only with auth.mode = \"local\" or \"proxy\"");
-    };
-    let sealer = std::sync::Arc::new(mcpgate::oauth::setup::sealer(local)?);
-    let Some(auth) = mcpgate::upstream::user_auth::UserAuth::new(
-        &cfg.gateway,
-        store.clone(),
-        sealer,
-        mcpgate::clock::system(),
-        cfg.public_origin(),
-    )?
-    else {
-        anyhow::bail!("no [[upstreams]] entry has user_auth");
-    };
-    let user_id = |name: String| async move {
-        match store.find_user_by_name(&name).await? {
-            Some(user) => Ok::<_, anyhow::Error>(user.id),
-            None => Err(anyhow::anyhow!("no user named {name}")),
-        }
-    };
-    match action {
-        ConnectionsAction::List { user } => {
-            for c in auth.connections(&user_id(user).await?).await? {
-                out!(
-                    "{}\tconnected {}\trefreshed {}\texpires {}\t{}",
-                    c.upstream,
-                    c.connected_at,
-                    c.refreshed_at,
-                    c.expires_at
-                        .map(|t| t.to_string())
-                        .unwrap_or_else(|| "-".to_owned()),
-                    c.scope.unwrap_or_default()
-                );
-            }
-        }
+    use mcpgate::upstream::user_auth::admin;
+    let auth = admin::open(&cfg.gateway, cfg.auth.local(), cfg.public_origin(), store)?;
+    let lines = match action {
+        ConnectionsAction::List { user } => admin::list(&auth, store, &user).await?,
         ConnectionsAction::Revoke { user, upstream } => {
-            let id = user_id(user.clone()).await?;
-            let names: Vec<String> = match upstream {
-                Some(u) => vec![u],
-                None => auth
-                    .connections(&id)
-                    .await?
-                    .into_iter()
-                    .map(|c| c.upstream)
-                    .collect(),
-            };
-            let mut removed = 0;
-            for name in &names {
-                if auth.revoke(name, &id).await? {
-                    removed += 1;
-                    out!("revoked {user}'s connection to {name}");
-                }
-            }
-            if removed == 0 {
-                anyhow::bail!("{user} has no such connection");
-            }
+            admin::revoke(&auth, store, &user, upstream).await?
         }
+    };
+    for line in lines {
+        out!("{line}");
     }
     Ok(())
 }

@@ -15,9 +15,9 @@ fn context(column: SealedColumn) -> &'static str {
         SealedColumn::RefreshResponse => super::flow::REFRESH_CONTEXT,
         SealedColumn::UpstreamTokens => super::proxy::TOKENS_CONTEXT,
         SealedColumn::UpstreamLoginSecrets => super::proxy::LOGIN_CONTEXT,
-        SealedColumn::UserUpstreamTokens => crate::upstream::user_auth::TOKENS_CONTEXT,
-        SealedColumn::ConnectAttemptSecrets => crate::upstream::user_auth::ATTEMPT_CONTEXT,
-        SealedColumn::UpstreamClient => crate::upstream::user_auth::CLIENT_CONTEXT,
+        SealedColumn::UserUpstreamTokens => crate::store::TOKENS_CONTEXT,
+        SealedColumn::ConnectAttemptSecrets => crate::store::ATTEMPT_CONTEXT,
+        SealedColumn::UpstreamClient => crate::store::CLIENT_CONTEXT,
     }
 }
 

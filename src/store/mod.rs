@@ -33,7 +33,9 @@ pub use oauth::{
     AuthRequestRecord, ClientRecord, CodeRecord, Consumed, NewRefresh, RefreshRecord, SealedColumn,
     SigningKeyRecord, Swept, UserRecord,
 };
-pub use upstream_user_tokens::{ConnectAttemptRecord, UserTokenRecord, connection_id};
+pub use upstream_user_tokens::{
+    ATTEMPT_CONTEXT, CLIENT_CONTEXT, ConnectAttemptRecord, TOKENS_CONTEXT, UserTokenRecord,
+};
 
 use std::{
     path::{Path, PathBuf},

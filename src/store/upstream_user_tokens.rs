@@ -4,6 +4,12 @@
 
 use super::{Store, StoreError, on_db};
 
+/// The AEAD contexts of this file's sealed columns (sealing binds a value to
+/// its column; `oauth::reseal` and `upstream::user_auth` both need them).
+pub const TOKENS_CONTEXT: &str = "upstream_user_tokens.sealed";
+pub const ATTEMPT_CONTEXT: &str = "upstream_connect_attempts.secrets";
+pub const CLIENT_CONTEXT: &str = "upstream_clients.sealed";
+
 /// One (user, upstream) connection.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserTokenRecord {

@@ -13,6 +13,7 @@ mod locks;
 pub mod outbound;
 pub mod relay;
 pub mod settings;
+mod unconnected;
 pub mod user_auth;
 
 use std::{
@@ -38,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::{
     hub::{Hub, Subscription},
-    link::{Link, LinkChange, LinkState, LinkStatus, StateHook},
+    link::{Link, LinkState, LinkStatus},
     locks::{lock, read, write},
     outbound::{CallerIdentity, HeaderSources, TokenSource, UserTokenSource},
     relay::{Origin, Relay},
@@ -220,27 +221,6 @@ fn header_sources(upstream: &Upstream, caller: Option<Arc<CallerIdentity>>) -> H
     sources
 }
 
-fn state_hook(metrics: Arc<Metrics>) -> StateHook {
-    Arc::new(move |name: &str, change: LinkChange| {
-        let labels = UpstreamLabels {
-            upstream: name.to_owned(),
-        };
-        let gauge = metrics.upstream_up.get_or_create(&labels);
-        match change {
-            LinkChange::Connected => {
-                gauge.inc();
-            }
-            LinkChange::Reconnected => {
-                gauge.inc();
-                metrics.upstream_restarts.get_or_create(&labels).inc();
-            }
-            LinkChange::Disconnected => {
-                gauge.dec();
-            }
-        }
-    })
-}
-
 /// Every page of a paginated list.
 macro_rules! list_all {
     ($link:expr, $cancel:expr, $Req:ident, $Res:ident, $field:ident, $upstream:expr, $method:expr) => {{
@@ -350,7 +330,7 @@ impl Gateway {
                     relay,
                     header_sources(&upstream, None),
                     http.clone(),
-                    state_hook(context.metrics.clone()),
+                    link::state_hook(context.metrics.clone()),
                 ));
             }
             upstreams.push(Arc::new(upstream));
@@ -529,7 +509,7 @@ impl Gateway {
             relay,
             sources,
             self.context.http.clone(),
-            state_hook(self.context.metrics.clone()),
+            link::state_hook(self.context.metrics.clone()),
         );
         links.insert(owner, link.clone());
         Ok(link)
@@ -621,74 +601,6 @@ impl Gateway {
             }
         }
         all
-    }
-
-    /// `user_auth` upstreams: `ConnectRequired` (a fresh connect link) when
-    /// `principal` has not connected their account there.
-    async fn require_connection(
-        &self,
-        upstream: &Upstream,
-        principal: &Principal,
-    ) -> Result<(), GatewayError> {
-        let Some(auth) = &self.context.user_auth else {
-            return Ok(());
-        };
-        let name = &upstream.config.name;
-        if !auth.covers(name) {
-            return Ok(());
-        }
-        let failed = |e: user_auth::UserAuthError| GatewayError::UserAuth {
-            upstream: name.clone(),
-            reason: e.to_string(),
-        };
-        if auth
-            .is_connected(name, &principal.subject)
-            .await
-            .map_err(failed)?
-        {
-            return Ok(());
-        }
-        let link = auth
-            .connect_link(name, &principal.subject)
-            .map_err(failed)?;
-        Err(GatewayError::ConnectRequired(Box::new(link)))
-    }
-
-    /// For a user not connected to a `user_auth` upstream: the tools it
-    /// listed last to anyone, or one `connect` tool, so the model can ask
-    /// for them; any call then answers with the connect link.
-    async fn unconnected_tools(&self, principal: &Principal) -> Vec<Tool> {
-        let mut tools = Vec::new();
-        for u in &self.upstreams {
-            if !matches!(
-                self.require_connection(u, principal).await,
-                Err(GatewayError::ConnectRequired(_))
-            ) {
-                continue;
-            }
-            let seen = read(&u.seen_tools).clone();
-            if seen.is_empty() {
-                let schema = serde_json::json!({"type": "object", "properties": {}});
-                let schema = match schema {
-                    serde_json::Value::Object(m) => m,
-                    _ => serde_json::Map::new(),
-                };
-                tools.push(Tool::new(
-                    self.exposed(u, "connect"),
-                    format!(
-                        "Connect your account at {} to use its tools (opens a sign-in link).",
-                        u.config.name
-                    ),
-                    Arc::new(schema),
-                ));
-            } else {
-                tools.extend(seen.into_iter().map(|mut t| {
-                    t.name = self.exposed(u, &t.name).into();
-                    t
-                }));
-            }
-        }
-        tools
     }
 
     pub async fn list_tools(&self, principal: &Principal, cancel: &CancellationToken) -> Vec<Tool> {
