@@ -149,8 +149,25 @@ async fn a_connect_link_opens_only_for_its_upstream_until_it_expires_and_names_i
 
 #[tokio::test]
 async fn an_expiring_token_is_refreshed_once_for_every_concurrent_caller_across_replicas() {
-    let (fake, issuer) = fake_as().await;
     let (_dir, store) = store().await;
+    refreshed_once(store).await;
+}
+
+/// The same on PostgreSQL, the store replicas share, when one is configured.
+#[tokio::test]
+async fn refresh_is_single_flight_on_postgresql_too() {
+    let Ok(url) = std::env::var("MCPGATE_TEST_POSTGRES_URL") else {
+        eprintln!("MCPGATE_TEST_POSTGRES_URL not set: skipping");
+        return;
+    };
+    refreshed_once(Store::connect(&url, 8).await.unwrap()).await;
+}
+
+async fn refreshed_once(store: Store) {
+    let (fake, issuer) = fake_as().await;
+    // Unique per run: a shared database keeps earlier runs' rows.
+    let user = format!("u-{}", uuid::Uuid::new_v4());
+    let user = user.as_str();
     let clock = ManualClock::new();
     // Two replicas: separate processes' state, one store.
     let a = auth(&store, &clock, Some(&issuer));
@@ -164,25 +181,25 @@ async fn an_expiring_token_is_refreshed_once_for_every_concurrent_caller_across_
     };
     let sealed = a.sealer.seal_json(TOKENS_CONTEXT, &set).unwrap();
     store
-        .put_user_upstream_tokens("gh", "u", &sealed, Some(now + 600), now)
+        .put_user_upstream_tokens("gh", user, &sealed, Some(now + 600), now)
         .await
         .unwrap();
     // Fresh: no refresh.
-    let t = a.token("gh", "u").await.unwrap().unwrap();
+    let t = a.token("gh", user).await.unwrap().unwrap();
     assert_eq!(t.expose_secret(), "access-0");
     assert_eq!(fake.refreshes.load(Ordering::SeqCst), 0);
     // Within the margin of its expiry: every caller gets the one new token.
     clock.advance(Duration::from_secs(600 - EXPIRY_MARGIN_SECS as u64 + 1));
     let calls = (0..8).map(|i| {
         let auth = if i % 2 == 0 { a.clone() } else { b.clone() };
-        async move { auth.token("gh", "u").await.unwrap().unwrap() }
+        async move { auth.token("gh", user).await.unwrap().unwrap() }
     });
     let tokens = futures::future::join_all(calls).await;
     assert_eq!(fake.refreshes.load(Ordering::SeqCst), 1);
     assert!(tokens.iter().all(|t| t.expose_secret() == "access-1"));
     // The rotated refresh token is the one kept.
     let row = store
-        .user_upstream_tokens("gh", "u")
+        .user_upstream_tokens("gh", user)
         .await
         .unwrap()
         .unwrap();
