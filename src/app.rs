@@ -74,6 +74,8 @@ struct Front {
     bridge: Option<Arc<Bridge>>,
     /// The admin console's parts (local, proxy).
     console: Option<crate::oauth::setup::ConsoleParts>,
+    /// The encryption key ring (local, proxy).
+    sealer: Option<Arc<crate::oauth::crypto::Sealer>>,
 }
 
 impl Front {
@@ -87,6 +89,7 @@ impl Front {
             initial_admin_password: None,
             bridge: None,
             console: None,
+            sealer: None,
         }
     }
 }
@@ -235,6 +238,7 @@ async fn local_front(
         sweep_client_ttl: Some((local.unused_client_ttl_days * 86_400) as i64),
         initial_admin_password: built.initial_admin_password,
         console: Some(built.console),
+        sealer: Some(built.sealer),
         ..Front::new(
             Authenticator::Bearer {
                 verifier: built.verifier,
@@ -309,6 +313,7 @@ impl App {
             initial_admin_password,
             bridge: bridge_handle,
             console,
+            sealer,
         } = front(
             auth,
             config,
@@ -332,6 +337,32 @@ impl App {
             funnel: funnel.clone(),
             clock: clock.clone(),
         });
+        // `[upstreams.user_auth]`: validation admits it only where there is a sealer.
+        let user_auth = match &sealer {
+            Some(sealer) => crate::upstream::user_auth::UserAuth::new(
+                &config.gateway,
+                store.clone(),
+                sealer.clone(),
+                clock.clone(),
+                config.public_origin(),
+            )
+            .map_err(StartError::GatewayClient)?,
+            None => None,
+        };
+        let authorization_server = match (&user_auth, authorization_server) {
+            (Some(auth), Some(routes)) => {
+                Some(routes.merge(crate::upstream::connect_page::routes(
+                    crate::upstream::connect_page::ConnectPages {
+                        auth: auth.clone(),
+                        store: store.clone(),
+                        clock: clock.clone(),
+                        site: site.clone(),
+                        secure_cookies: config.public_origin().starts_with("https://"),
+                    },
+                )))
+            }
+            (_, routes) => routes,
+        };
         let gateway = if config.gateway.upstreams.is_empty() {
             None
         } else {
@@ -344,6 +375,7 @@ impl App {
                     config.public_origin(),
                     keys.clone(),
                     metrics.clone(),
+                    user_auth,
                 )
                 .map_err(StartError::GatewayClient)?,
             )

@@ -106,6 +106,13 @@ pub enum Command {
         #[command(subcommand)]
         action: ConsentsAction,
     },
+    /// Show and revoke users' connections to upstreams with `user_auth`.
+    Connections {
+        #[arg(long, env = "MCPGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: ConnectionsAction,
+    },
     /// Manage token-signing keys.
     Keys {
         #[arg(long, env = "MCPGATE_CONFIG", global = true)]
@@ -340,6 +347,23 @@ pub enum ConsentsAction {
     Grants { user: String },
     /// Revoke one grant by its id (from `consents grants`).
     RevokeGrant { grant: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsAction {
+    /// List a user's connections to upstreams.
+    List {
+        #[arg(long)]
+        user: String,
+    },
+    /// Remove a user's connection (every one without --upstream); its tokens
+    /// are revoked at the upstream's authorization server when it can.
+    Revoke {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        upstream: Option<String>,
+    },
 }
 
 /// Why `mcpgate healthcheck` failed; every variant exits 1 (Docker reserves 2).

@@ -4,7 +4,10 @@ use clap::Parser;
 use mcpgate::admin::{Actor, Admin};
 use mcpgate::{
     app::{self, App},
-    cli::{Cli, ClientsAction, Command, ConsentsAction, KeysAction, TokenAction, UsersAction},
+    cli::{
+        Cli, ClientsAction, Command, ConnectionsAction, ConsentsAction, KeysAction, TokenAction,
+        UsersAction,
+    },
     config::{self, AuthSettings, ResolvedAuth},
     oauth::settings::LocalAuthSettings,
     telemetry,
@@ -163,6 +166,12 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Keys { config, action } => {
             admin(config, |cfg, store| Box::pin(keys(cfg, store, action))).await
+        }
+        Command::Connections { config, action } => {
+            admin(config, |cfg, store| {
+                Box::pin(connections(cfg, store, action))
+            })
+            .await
         }
         Command::Serve { config } => {
             let cfg = match config::load(config.as_deref()) {
@@ -596,6 +605,26 @@ async fn consents(store: &mcpgate::store::Store, action: ConsentsAction) -> anyh
                 "revoked grant {grant}: {revoked} refresh token(s); access tokens already issued stay valid until they expire"
             );
         }
+    }
+    Ok(())
+}
+
+/// `mcpgate connections list|revoke --user U [--upstream N]`.
+async fn connections(
+    cfg: &config::Config,
+    store: &mcpgate::store::Store,
+    action: ConnectionsAction,
+) -> anyhow::Result<()> {
+    use mcpgate::upstream::user_auth::admin;
+    let auth = admin::open(&cfg.gateway, cfg.auth.local(), cfg.public_origin(), store)?;
+    let lines = match action {
+        ConnectionsAction::List { user } => admin::list(&auth, store, &user).await?,
+        ConnectionsAction::Revoke { user, upstream } => {
+            admin::revoke(&auth, store, &user, upstream).await?
+        }
+    };
+    for line in lines {
+        out!("{line}");
     }
     Ok(())
 }

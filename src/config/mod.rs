@@ -451,6 +451,7 @@ impl RawConfig {
                 can_mint_jwt: mode.is_some_and(auth::Mode::mints_jwt),
                 own_resource: &own_resource,
                 data_dir: &data_dir,
+                has_browser_sign_in: mode.is_some_and(auth::Mode::mints_jwt),
             },
             &mut errors,
         );

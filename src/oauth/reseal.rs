@@ -15,6 +15,9 @@ fn context(column: SealedColumn) -> &'static str {
         SealedColumn::RefreshResponse => super::flow::REFRESH_CONTEXT,
         SealedColumn::UpstreamTokens => super::proxy::TOKENS_CONTEXT,
         SealedColumn::UpstreamLoginSecrets => super::proxy::LOGIN_CONTEXT,
+        SealedColumn::UserUpstreamTokens => crate::store::TOKENS_CONTEXT,
+        SealedColumn::ConnectAttemptSecrets => crate::store::ATTEMPT_CONTEXT,
+        SealedColumn::UpstreamClient => crate::store::CLIENT_CONTEXT,
     }
 }
 

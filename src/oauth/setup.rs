@@ -79,6 +79,8 @@ pub struct LocalAuthority {
     pub keys: Arc<KeyRing>,
     pub verifier: Arc<IssuerVerifier>,
     pub initial_admin_password: Option<String>,
+    /// The encryption key ring, for other subsystems' sealed values (`upstream::user_auth`).
+    pub sealer: Arc<Sealer>,
 }
 
 pub fn sealer(config: &LocalAuthSettings) -> Result<Sealer, SetupError> {
@@ -247,7 +249,7 @@ pub async fn build(
     let server = Arc::new(server);
     let console = ConsoleParts {
         server: server.clone(),
-        sealer,
+        sealer: sealer.clone(),
         access_token_ttl_secs: local.access_token_ttl_secs as i64,
         secure_cookies: issuer.starts_with("https://"),
     };
@@ -264,5 +266,6 @@ pub async fn build(
         keys,
         verifier,
         initial_admin_password,
+        sealer,
     })
 }

@@ -21,6 +21,7 @@ mod mcp_events;
 mod mcp_sessions;
 mod notes;
 mod oauth;
+mod upstream_user_tokens;
 
 pub use bridge::{BridgeClientRecord, BridgeCodeRecord, BridgeRequestRecord, BridgeStage};
 pub use federation::{IdpLoginRecord, IdpTokenRecord, NO_PASSWORD};
@@ -36,6 +37,9 @@ pub use notes::{Note, NoteDraft, NotePatch};
 pub use oauth::{
     AuthRequestRecord, ClientRecord, CodeRecord, Consumed, GrantRecord, NewRefresh, RefreshRecord,
     SealedColumn, SigningKeyRecord, Swept, UserRecord,
+};
+pub use upstream_user_tokens::{
+    ATTEMPT_CONTEXT, CLIENT_CONTEXT, ConnectAttemptRecord, TOKENS_CONTEXT, UserTokenRecord,
 };
 
 use std::{

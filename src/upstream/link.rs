@@ -73,6 +73,28 @@ pub enum LinkChange {
 /// Told of every [`LinkChange`] of the upstream it names.
 pub type StateHook = Arc<dyn Fn(&str, LinkChange) + Send + Sync>;
 
+/// The hook that keeps `mcpgate_upstream_up` and `_restarts_total` current.
+pub fn state_hook(metrics: Arc<crate::telemetry::metrics::Metrics>) -> StateHook {
+    Arc::new(move |name: &str, change: LinkChange| {
+        let labels = crate::telemetry::metrics::UpstreamLabels {
+            upstream: name.to_owned(),
+        };
+        let gauge = metrics.upstream_up.get_or_create(&labels);
+        match change {
+            LinkChange::Connected => {
+                gauge.inc();
+            }
+            LinkChange::Reconnected => {
+                gauge.inc();
+                metrics.upstream_restarts.get_or_create(&labels).inc();
+            }
+            LinkChange::Disconnected => {
+                gauge.dec();
+            }
+        }
+    })
+}
+
 /// A link's state without its connection, for health reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkStatus {

@@ -5,6 +5,7 @@
 // of the 2025 revisions the gateway proxies.
 #![allow(deprecated)]
 
+pub mod connect_page;
 pub mod hub;
 pub mod legacy_sse;
 pub mod link;
@@ -12,6 +13,8 @@ mod locks;
 pub mod outbound;
 pub mod relay;
 pub mod settings;
+mod unconnected;
+pub mod user_auth;
 
 use std::{
     collections::HashMap,
@@ -36,13 +39,14 @@ use tokio_util::sync::CancellationToken;
 
 use self::{
     hub::{Hub, Subscription},
-    link::{Link, LinkChange, LinkState, LinkStatus, StateHook},
+    link::{Link, LinkState, LinkStatus},
     locks::{lock, read, write},
-    outbound::{CallerIdentity, HeaderSources, TokenSource},
+    outbound::{CallerIdentity, HeaderSources, TokenSource, UserTokenSource},
     relay::{Origin, Relay},
     settings::{
         CallerIdentityMode, GatewayConfig, Isolation, PrefixMode, Transport, UpstreamConfig,
     },
+    user_auth::UserAuth,
 };
 use crate::{
     auth::Principal,
@@ -72,12 +76,19 @@ pub enum GatewayError {
     UnexpectedResult { upstream: String, method: String },
     #[error("no upstream serves {0}")]
     NotFound(String),
+    /// `user_auth`: the caller has not connected their account yet.
+    #[error("connect your account at {} first: {}", .0.upstream, .0.url)]
+    ConnectRequired(Box<user_auth::ConnectLink>),
+    #[error("upstream {upstream}: {reason}")]
+    UserAuth { upstream: String, reason: String },
 }
 
 /// The JSON-RPC code clients use for "request timed out".
 const REQUEST_TIMEOUT: ErrorCode = ErrorCode(-32001);
 /// MCP's "resource not found".
 const RESOURCE_NOT_FOUND: ErrorCode = ErrorCode(-32002);
+/// 2025-11-25 `URLElicitationRequiredError`.
+pub const URL_ELICITATION_REQUIRED: ErrorCode = ErrorCode(-32042);
 
 impl GatewayError {
     /// The one place gateway failures become JSON-RPC errors; upstream
@@ -87,6 +98,11 @@ impl GatewayError {
             GatewayError::Upstream(e) => e,
             GatewayError::Timeout { .. } => ErrorData::new(REQUEST_TIMEOUT, self.to_string(), None),
             GatewayError::NotFound(_) => ErrorData::new(RESOURCE_NOT_FOUND, self.to_string(), None),
+            GatewayError::ConnectRequired(link) => ErrorData::new(
+                URL_ELICITATION_REQUIRED,
+                link.message(),
+                Some(serde_json::json!({ "elicitations": [link.url_params()] })),
+            ),
             other => ErrorData::internal_error(other.to_string(), None),
         }
     }
@@ -101,6 +117,8 @@ impl GatewayError {
             GatewayError::Unavailable { .. } => "unavailable",
             GatewayError::UnexpectedResult { .. } => "bad_result",
             GatewayError::NotFound(_) => "not_found",
+            GatewayError::ConnectRequired(_) => "connect_required",
+            GatewayError::UserAuth { .. } => "user_auth",
         }
     }
 }
@@ -112,6 +130,7 @@ struct Context {
     keys: Option<Arc<KeyRing>>,
     metrics: Arc<Metrics>,
     hub: Arc<Hub>,
+    user_auth: Option<Arc<UserAuth>>,
 }
 
 pub struct Upstream {
@@ -125,6 +144,9 @@ pub struct Upstream {
     templates: RwLock<Vec<String>>,
     /// Unprefixed tool and prompt names it listed last (prefix = "never").
     names: RwLock<Vec<String>>,
+    /// `user_auth`: the tools it listed last to anyone, shown to users who
+    /// have not connected yet (calling one asks them to connect).
+    seen_tools: RwLock<Vec<Tool>>,
 }
 
 #[derive(Serialize)]
@@ -199,27 +221,6 @@ fn header_sources(upstream: &Upstream, caller: Option<Arc<CallerIdentity>>) -> H
     sources
 }
 
-fn state_hook(metrics: Arc<Metrics>) -> StateHook {
-    Arc::new(move |name: &str, change: LinkChange| {
-        let labels = UpstreamLabels {
-            upstream: name.to_owned(),
-        };
-        let gauge = metrics.upstream_up.get_or_create(&labels);
-        match change {
-            LinkChange::Connected => {
-                gauge.inc();
-            }
-            LinkChange::Reconnected => {
-                gauge.inc();
-                metrics.upstream_restarts.get_or_create(&labels).inc();
-            }
-            LinkChange::Disconnected => {
-                gauge.dec();
-            }
-        }
-    })
-}
-
 /// Every page of a paginated list.
 macro_rules! list_all {
     ($link:expr, $cancel:expr, $Req:ident, $Res:ident, $field:ident, $upstream:expr, $method:expr) => {{
@@ -281,6 +282,7 @@ impl Gateway {
         issuer: String,
         keys: Option<Arc<KeyRing>>,
         metrics: Arc<Metrics>,
+        user_auth: Option<Arc<UserAuth>>,
     ) -> Result<Arc<Gateway>, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -293,6 +295,7 @@ impl Gateway {
             keys,
             metrics,
             hub: Arc::new(Hub::default()),
+            user_auth,
         });
         let mut upstreams = Vec::new();
         for cfg in &config.upstreams {
@@ -311,6 +314,7 @@ impl Gateway {
                 resources: RwLock::new(Vec::new()),
                 templates: RwLock::new(Vec::new()),
                 names: RwLock::new(Vec::new()),
+                seen_tools: RwLock::new(Vec::new()),
             };
             context
                 .metrics
@@ -326,7 +330,7 @@ impl Gateway {
                     relay,
                     header_sources(&upstream, None),
                     http.clone(),
-                    state_hook(context.metrics.clone()),
+                    link::state_hook(context.metrics.clone()),
                 ));
             }
             upstreams.push(Arc::new(upstream));
@@ -491,12 +495,21 @@ impl Gateway {
             Some(owner.clone()),
             self.context.hub.clone(),
         ));
+        let mut sources = header_sources(upstream, caller);
+        if let Some(auth) = &self.context.user_auth
+            && auth.covers(&upstream.config.name)
+        {
+            sources.user_token = Some(UserTokenSource {
+                auth: auth.clone(),
+                user_id: principal.subject.clone(),
+            });
+        }
         let link = Link::start(
             upstream.config.clone(),
             relay,
-            header_sources(upstream, caller),
+            sources,
             self.context.http.clone(),
-            state_hook(self.context.metrics.clone()),
+            link::state_hook(self.context.metrics.clone()),
         );
         links.insert(owner, link.clone());
         Ok(link)
@@ -568,6 +581,7 @@ impl Gateway {
     {
         let list = &list;
         let calls = self.upstreams.iter().map(|u| async move {
+            self.require_connection(u, principal).await?;
             let link = self.link(u, principal)?;
             list(u.clone(), link).await
         });
@@ -579,6 +593,8 @@ impl Gateway {
         {
             match result {
                 Ok(items) => all.extend(items),
+                // Not connected yet: `list_tools` shows what it can.
+                Err(GatewayError::ConnectRequired(_)) => {}
                 Err(e) => {
                     tracing::warn!(upstream = %upstream.config.name, error = %e, "{what} from an upstream failed; listing the others")
                 }
@@ -588,6 +604,16 @@ impl Gateway {
     }
 
     pub async fn list_tools(&self, principal: &Principal, cancel: &CancellationToken) -> Vec<Tool> {
+        let mut tools = self.list_connected_tools(principal, cancel).await;
+        tools.extend(self.unconnected_tools(principal).await);
+        tools
+    }
+
+    async fn list_connected_tools(
+        &self,
+        principal: &Principal,
+        cancel: &CancellationToken,
+    ) -> Vec<Tool> {
         self.gather(principal, "tools/list", |u, link| async move {
             let tools = list_all!(
                 link,
@@ -602,6 +628,9 @@ impl Gateway {
                 let mut names = write(&u.names);
                 names.retain(|n| !tools.iter().any(|t| t.name == *n));
                 names.extend(tools.iter().map(|t| t.name.to_string()));
+            }
+            if u.config.user_auth.is_some() {
+                *write(&u.seen_tools) = tools.clone();
             }
             Ok(tools
                 .into_iter()
@@ -710,6 +739,7 @@ impl Gateway {
         origin: Option<Origin>,
         cancel: &CancellationToken,
     ) -> Result<ServerResult, GatewayError> {
+        self.require_connection(upstream, principal).await?;
         let link = self.link(upstream, principal)?;
         let mut result = link.request(request, origin, cancel).await?;
         mark_complete(&mut result);

@@ -229,7 +229,16 @@ pub struct HeaderSources {
     pub static_headers: Vec<(HeaderName, HeaderValue)>,
     pub token: Option<Arc<TokenSource>>,
     pub caller: Option<Arc<CallerIdentity>>,
+    /// `user_auth`: this connection's user's own token (`user_auth.rs`).
+    pub user_token: Option<UserTokenSource>,
     pub upstream: String,
+}
+
+/// Where a per-user connection gets its user's token for the upstream.
+#[derive(Clone)]
+pub struct UserTokenSource {
+    pub auth: Arc<super::user_auth::UserAuth>,
+    pub user_id: String,
 }
 
 impl HeaderSources {
@@ -243,6 +252,19 @@ impl HeaderSources {
                 // The upstream then answers 401 and the call fails with that.
                 Err(e) => {
                     tracing::warn!(upstream = %self.upstream, error = %e, "no access token for the upstream")
+                }
+            }
+        }
+        if let Some(source) = &self.user_token {
+            match source.auth.token(&self.upstream, &source.user_id).await {
+                Ok(Some(token)) => bearer = Some(token.expose_secret().to_owned()),
+                // Revoked or refused meanwhile: the upstream answers 401 and
+                // the next call, seeing no connection, asks the user again.
+                Ok(None) => {
+                    tracing::info!(upstream = %self.upstream, "the user's connection to the upstream is gone")
+                }
+                Err(e) => {
+                    tracing::warn!(upstream = %self.upstream, error = %e, "no user token for the upstream")
                 }
             }
         }

@@ -62,6 +62,42 @@ pub struct RawUpstream {
     /// Whom the identity is for: `aud` of minted JWTs, and part of the
     /// signed headers' HMAC. Default: the upstream URL.
     pub identity_audience: Option<String>,
+    /// `true`, or a table: each user connects with their own account at the
+    /// upstream's authorization server (`user_auth.rs`).
+    pub user_auth: Option<RawUserAuthSetting>,
+}
+
+/// `user_auth = true` or `[upstreams.user_auth]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawUserAuthSetting {
+    Flag(bool),
+    Table(RawUserAuth),
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUserAuth {
+    /// A client registered at the upstream's authorization server by hand;
+    /// without it mcpgate registers itself (RFC 7591).
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    /// Scopes to ask for; default: those the upstream's metadata lists.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The authorization server's issuer, when the upstream publishes no
+    /// protected-resource metadata.
+    pub authorization_server: Option<String>,
+}
+
+/// Validated `[upstreams.user_auth]`.
+#[derive(Clone)]
+pub struct UserAuthSettings {
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub scopes: Vec<String>,
+    pub authorization_server: Option<Url>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -173,6 +209,9 @@ pub struct UpstreamConfig {
     #[serde(skip)]
     pub identity: CallerIdentityMode,
     pub identity_kind: &'static str,
+    /// Each user's own token at the upstream's authorization server.
+    #[serde(skip)]
+    pub user_auth: Option<UserAuthSettings>,
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -227,6 +266,9 @@ pub struct Surroundings<'a> {
     pub own_resource: &'a str,
     /// No child runs in here: it holds the store and the encryption key.
     pub data_dir: &'a Path,
+    /// Whether users sign in to mcpgate's own pages (local, proxy): the
+    /// connect page of `user_auth` needs to know who the browser is.
+    pub has_browser_sign_in: bool,
 }
 
 /// The absolute form of `path`, through symlinks as far as it exists.
@@ -244,6 +286,66 @@ fn same_audience(a: &str, b: &str) -> bool {
         Err(_) => s.trim().trim_end_matches('/').to_owned(),
     };
     norm(a) == norm(b)
+}
+
+/// `user_auth`: only for url upstreams, alone (no static credentials or
+/// identity beside the user's token), and only where users sign in to mcpgate.
+fn user_auth(
+    section: &str,
+    u: &RawUpstream,
+    around: &Surroundings<'_>,
+    errors: &mut Vec<String>,
+) -> Option<UserAuthSettings> {
+    let raw = match u.user_auth.as_ref()? {
+        RawUserAuthSetting::Flag(false) => return None,
+        RawUserAuthSetting::Flag(true) => RawUserAuth::default(),
+        RawUserAuthSetting::Table(t) => t.clone(),
+    };
+    let s = format!("{section}.user_auth");
+    if u.url.is_none() {
+        errors.push(format!("{s}: needs a url upstream"));
+    }
+    if u.oauth.is_some()
+        || u.identity.as_deref().is_some_and(|i| i != "none")
+        || u.headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("authorization"))
+    {
+        errors.push(format!(
+            "{s}: the upstream gets the user's own token; remove oauth and identity"
+        ));
+    }
+    if !around.has_browser_sign_in {
+        errors.push(format!(
+            "{s}: needs auth.mode = \"local\" or \"proxy\" (the connect page must know who the browser is)"
+        ));
+    }
+    let client_secret = secret(
+        &s,
+        "client_secret",
+        raw.client_secret.as_ref(),
+        raw.client_secret_file.as_ref(),
+        errors,
+    );
+    if client_secret.is_some() && raw.client_id.is_none() {
+        errors.push(format!("{s}: a client_secret needs its client_id"));
+    }
+    let authorization_server = match raw.authorization_server.as_deref().map(Url::parse) {
+        None => None,
+        Some(Ok(a)) if matches!(a.scheme(), "http" | "https") => Some(a),
+        Some(_) => {
+            errors.push(format!(
+                "{s}.authorization_server: an http(s) URL is required"
+            ));
+            None
+        }
+    };
+    Some(UserAuthSettings {
+        client_id: raw.client_id.filter(|c| !c.is_empty()),
+        client_secret,
+        scopes: raw.scopes,
+        authorization_server,
+    })
 }
 
 pub fn validate(
@@ -422,7 +524,16 @@ pub fn validate(
                 continue;
             }
         };
+        let user_auth = user_auth(&section, u, around, errors);
         let isolation = match u.isolation.as_deref() {
+            // Each user's token is their own: a per-user connection carries it.
+            None if user_auth.is_some() => Isolation::PerUser,
+            Some("shared") if user_auth.is_some() => {
+                errors.push(format!(
+                    "{section}.isolation: user_auth needs \"per-user\" (each user's own token)"
+                ));
+                Isolation::Shared
+            }
             None | Some("shared") => Isolation::Shared,
             Some("per-user") => Isolation::PerUser,
             Some(other) => {
@@ -522,6 +633,7 @@ pub fn validate(
             max_per_user_links: max_per_user_links.max(1),
             identity,
             identity_kind,
+            user_auth,
         });
     }
     GatewayConfig {
@@ -542,6 +654,7 @@ mod tests {
             can_mint_jwt,
             own_resource: OWN_RESOURCE,
             data_dir: Path::new("/nonexistent/mcpgate-data"),
+            has_browser_sign_in: true,
         }
     }
 

@@ -34,3 +34,4 @@ mod security_signin;
 mod store_contract;
 mod store_grants;
 mod token_cli;
+mod upstream_user_auth;

@@ -15,15 +15,21 @@ pub enum SealedColumn {
     RefreshResponse,
     UpstreamTokens,
     UpstreamLoginSecrets,
+    UserUpstreamTokens,
+    ConnectAttemptSecrets,
+    UpstreamClient,
 }
 
 impl SealedColumn {
-    pub const ALL: [SealedColumn; 5] = [
+    pub const ALL: [SealedColumn; 8] = [
         SealedColumn::SigningKeyPrivate,
         SealedColumn::CodeResponse,
         SealedColumn::RefreshResponse,
         SealedColumn::UpstreamTokens,
         SealedColumn::UpstreamLoginSecrets,
+        SealedColumn::UserUpstreamTokens,
+        SealedColumn::ConnectAttemptSecrets,
+        SealedColumn::UpstreamClient,
     ];
 
     /// `(table, key column, sealed column)`.
@@ -36,6 +42,11 @@ impl SealedColumn {
             SealedColumn::UpstreamLoginSecrets => {
                 ("upstream_logins", "state_hash", "secrets_sealed")
             }
+            SealedColumn::UserUpstreamTokens => ("upstream_user_tokens", "connection_id", "sealed"),
+            SealedColumn::ConnectAttemptSecrets => {
+                ("upstream_connect_attempts", "state_hash", "secrets_sealed")
+            }
+            SealedColumn::UpstreamClient => ("upstream_clients", "upstream", "sealed"),
         }
     }
 }

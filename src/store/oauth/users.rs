@@ -160,6 +160,9 @@ impl Store {
         const SESSIONS: &str = "DELETE FROM user_sessions WHERE user_id = $1";
         const CONSENTS: &str = "DELETE FROM consents WHERE user_id = $1";
         const UPSTREAM: &str = "DELETE FROM upstream_tokens WHERE user_id = $1";
+        // Their connections to upstreams (`[upstreams.user_auth]`) and attempts at one.
+        const CONNECTIONS: &str = "DELETE FROM upstream_user_tokens WHERE user_id = $1";
+        const ATTEMPTS: &str = "DELETE FROM upstream_connect_attempts WHERE user_id = $1";
         const USER: &str = "DELETE FROM users WHERE id = $1";
         let now = now_epoch();
         on_db!(self.db(), |pool| {
@@ -173,6 +176,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(UPSTREAM)
+                .bind(&user.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(CONNECTIONS)
+                .bind(&user.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(ATTEMPTS)
                 .bind(&user.id)
                 .execute(&mut *tx)
                 .await?;

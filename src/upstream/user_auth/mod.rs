@@ -1,0 +1,721 @@
+//! Per-user upstream authorization (`[upstreams.user_auth]`): each mcpgate
+//! user connects their own account at an OAuth-protected upstream MCP
+//! server, and the upstream gets that user's token for its own resource
+//! (RFC 8707 `resource` = the upstream URL), never the client's.
+//!
+//! A call to an upstream the user has not connected yet gets a URL
+//! elicitation ([`Elicitation`], sealed into the URL): the connect page
+//! checks that the browser's signed-in user is the one it was made for,
+//! then runs the authorization code flow with PKCE S256 at the upstream's
+//! authorization server. Tokens are sealed in the store per (user,
+//! upstream) and refreshed by one caller at a time across replicas.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::{
+    locks::lock,
+    settings::{GatewayConfig, Transport, UserAuthSettings},
+};
+use crate::{
+    clock::SharedClock,
+    oauth::{
+        crypto::{CryptoError, Sealer, pkce_s256, random_token, sha256_b64},
+        fenced_fetch::FencedFetcher,
+    },
+    store::{ConnectAttemptRecord, Store, StoreError, UserTokenRecord},
+};
+
+pub mod admin;
+mod server;
+#[cfg(test)]
+mod tests;
+
+/// AEAD contexts of the sealed values (also `oauth::reseal`).
+pub use crate::store::{ATTEMPT_CONTEXT, CLIENT_CONTEXT, TOKENS_CONTEXT};
+/// Only in URLs, never stored.
+const ELICITATION_CONTEXT: &str = "upstream_connect.elicitation";
+
+/// How long a connect link works after the call that made it.
+const ELICITATION_TTL_SECS: i64 = 900;
+/// How long the browser may stay at the upstream's sign-in.
+const ATTEMPT_TTL_SECS: i64 = 600;
+/// A token this close to its expiry is refreshed before use.
+const EXPIRY_MARGIN_SECS: i64 = 30;
+/// The longest one refresh may hold the lease; then another caller may try.
+const REFRESH_LEASE_SECS: i64 = 30;
+const METADATA_MAX_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserAuthError {
+    #[error("the store failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("sealing failed: {0}")]
+    Crypto(#[from] CryptoError),
+    #[error("no upstream {0} with user_auth")]
+    UnknownUpstream(String),
+    #[error("this connect link is not valid or has expired; call the tool again for a new one")]
+    BadLink,
+    #[error(
+        "this connect link was made for another mcpgate user; sign in as that user, or call the tool again as yourself"
+    )]
+    WrongUser,
+    #[error("this connection attempt expired, was already used, or belongs to another browser")]
+    BadAttempt,
+    #[error("the upstream's authorization server could not be discovered: {0}")]
+    Discovery(String),
+    #[error("registration at the upstream's authorization server failed: {0}")]
+    Registration(String),
+    #[error("the upstream's authorization server refused: {0}")]
+    Refused(String),
+    #[error("the upstream's authorization server is unreachable: {0}")]
+    Unreachable(String),
+    #[error("the connection is being refreshed elsewhere and did not finish in time")]
+    RefreshStuck,
+}
+
+/// What a connect link carries, sealed: for whom, to what, until when.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Elicitation {
+    pub id: String,
+    pub user_id: String,
+    pub upstream: String,
+    pub expires_at: i64,
+}
+
+/// A URL elicitation to hand the client (-32042 or `elicitation/create`).
+#[derive(Debug, Clone)]
+pub struct ConnectLink {
+    pub upstream: String,
+    pub url: String,
+    pub elicitation_id: String,
+}
+
+impl ConnectLink {
+    pub fn message(&self) -> String {
+        format!(
+            "Connect your account at {} to use its tools: open the link, sign in there, then retry.",
+            self.upstream
+        )
+    }
+
+    /// `ElicitRequestURLParams` of the 2025-11-25 schema.
+    pub fn url_params(&self) -> serde_json::Value {
+        serde_json::json!({
+            "mode": "url",
+            "url": self.url,
+            "elicitationId": self.elicitation_id,
+            "message": self.message(),
+        })
+    }
+}
+
+/// A user's token set at an upstream, as sealed in the store.
+#[derive(Serialize, Deserialize)]
+struct TokenSet {
+    access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    /// The authorization server that issued them (for refresh and revocation).
+    issuer: String,
+}
+
+/// What a connect attempt keeps until the callback, sealed.
+#[derive(Serialize, Deserialize)]
+struct AttemptSecrets {
+    verifier: String,
+    issuer: String,
+}
+
+/// mcpgate's client at an authorization server.
+#[derive(Clone, Serialize, Deserialize)]
+struct ClientCredentials {
+    client_id: String,
+    #[serde(default)]
+    client_secret: Option<String>,
+}
+
+/// The parts of RFC 8414 metadata used here.
+#[derive(Debug, Clone, Deserialize)]
+struct ServerMetadata {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    #[serde(default)]
+    registration_endpoint: Option<String>,
+    #[serde(default)]
+    revocation_endpoint: Option<String>,
+    #[serde(default)]
+    code_challenge_methods_supported: Option<Vec<String>>,
+    #[serde(default)]
+    client_id_metadata_document_supported: bool,
+}
+
+#[derive(Deserialize)]
+struct ResourceMetadata {
+    #[serde(default)]
+    authorization_servers: Vec<String>,
+    #[serde(default)]
+    scopes_supported: Vec<String>,
+}
+
+struct Discovered {
+    server: ServerMetadata,
+    scopes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<i64>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+/// One upstream with `user_auth`.
+struct Target {
+    url: Url,
+    settings: UserAuthSettings,
+}
+
+/// One of a user's connections, for listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Connection {
+    pub upstream: String,
+    pub connected_at: i64,
+    pub refreshed_at: i64,
+    pub expires_at: Option<i64>,
+    pub scope: Option<String>,
+}
+
+/// Where the browser goes next after `begin`, and the cookie value binding
+/// the attempt to it.
+pub struct Redirect {
+    pub location: String,
+    pub browser: String,
+}
+
+pub struct UserAuth {
+    store: Store,
+    sealer: Arc<Sealer>,
+    clock: SharedClock,
+    http: reqwest::Client,
+    fetcher: FencedFetcher,
+    public_origin: String,
+    targets: HashMap<String, Target>,
+    discovered: std::sync::Mutex<HashMap<String, Arc<Discovered>>>,
+    /// One refresh per connection in this process; the store lease covers replicas.
+    refreshing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl UserAuth {
+    /// `None` when no upstream has `user_auth`.
+    pub fn new(
+        config: &GatewayConfig,
+        store: Store,
+        sealer: Arc<Sealer>,
+        clock: SharedClock,
+        public_origin: String,
+    ) -> Result<Option<Arc<UserAuth>>, reqwest::Error> {
+        let mut targets = HashMap::new();
+        let mut loopback = false;
+        for u in &config.upstreams {
+            if let (Some(settings), Transport::Http { url, .. }) = (&u.user_auth, &u.transport) {
+                loopback |= url.scheme() == "http"
+                    && url
+                        .host_str()
+                        .is_some_and(crate::oauth::clients::is_loopback_host);
+                targets.insert(
+                    u.name.clone(),
+                    Target {
+                        url: url.clone(),
+                        settings: settings.clone(),
+                    },
+                );
+            }
+        }
+        if targets.is_empty() {
+            return Ok(None);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Some(Arc::new(UserAuth {
+            store,
+            sealer,
+            clock,
+            http,
+            // Metadata the upstream names is fetched through the fence; http
+            // on loopback only when the operator put the upstream there.
+            fetcher: FencedFetcher::new(loopback, Duration::from_secs(10)),
+            public_origin,
+            targets,
+            discovered: std::sync::Mutex::new(HashMap::new()),
+            refreshing: std::sync::Mutex::new(HashMap::new()),
+        })))
+    }
+
+    pub fn covers(&self, upstream: &str) -> bool {
+        self.targets.contains_key(upstream)
+    }
+
+    fn target(&self, upstream: &str) -> Result<&Target, UserAuthError> {
+        self.targets
+            .get(upstream)
+            .ok_or_else(|| UserAuthError::UnknownUpstream(upstream.to_owned()))
+    }
+
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/connect/callback", self.public_origin)
+    }
+
+    /// mcpgate's Client ID Metadata Document (served at this URL).
+    pub fn client_metadata_url(&self) -> String {
+        format!("{}/connect/client-metadata.json", self.public_origin)
+    }
+
+    pub fn client_metadata(&self) -> serde_json::Value {
+        serde_json::json!({
+            "client_id": self.client_metadata_url(),
+            "client_name": "mcpgate",
+            "redirect_uris": [self.redirect_uri()],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        })
+    }
+
+    // -- the elicitation
+
+    /// A connect link for `user_id` to `upstream`, valid for a while.
+    pub fn connect_link(
+        &self,
+        upstream: &str,
+        user_id: &str,
+    ) -> Result<ConnectLink, UserAuthError> {
+        self.target(upstream)?;
+        let e = Elicitation {
+            id: random_token(16)?,
+            user_id: user_id.to_owned(),
+            upstream: upstream.to_owned(),
+            expires_at: self.clock.now() + ELICITATION_TTL_SECS,
+        };
+        let sealed = self.sealer.seal_json(ELICITATION_CONTEXT, &e)?;
+        Ok(ConnectLink {
+            upstream: upstream.to_owned(),
+            url: format!("{}/connect/{upstream}?e={sealed}", self.public_origin),
+            elicitation_id: e.id,
+        })
+    }
+
+    /// Open a connect link's `e` for `upstream`: sealed by us, for it, unexpired.
+    pub fn open_link(&self, upstream: &str, sealed: &str) -> Result<Elicitation, UserAuthError> {
+        let e: Elicitation = self
+            .sealer
+            .open_json(ELICITATION_CONTEXT, sealed)
+            .map_err(|_| UserAuthError::BadLink)?;
+        if e.upstream != upstream || e.expires_at <= self.clock.now() {
+            return Err(UserAuthError::BadLink);
+        }
+        Ok(e)
+    }
+
+    // -- the browser flow
+
+    /// `GET /connect/{upstream}?e=`: the browser's signed-in user
+    /// (`session_user`) must be the one the link was made for; then the
+    /// attempt is stored and the browser sent to the authorization server.
+    pub async fn begin(
+        &self,
+        upstream: &str,
+        sealed: &str,
+        session_user: &str,
+    ) -> Result<Redirect, UserAuthError> {
+        let e = self.open_link(upstream, sealed)?;
+        // The spec's MUST: a link forwarded to (or phished from) another
+        // user must not connect the victim's account to the sender's.
+        if !crate::constant_time::ct_eq(&e.user_id, session_user) {
+            return Err(UserAuthError::WrongUser);
+        }
+        let target = self.target(upstream)?;
+        let found = self.discover(upstream).await?;
+        let client = self.client(upstream, &found.server).await?;
+        let verifier = random_token(32)?;
+        let state = random_token(32)?;
+        let browser = random_token(32)?;
+        let now = self.clock.now();
+        self.store
+            .insert_connect_attempt(&ConnectAttemptRecord {
+                state_hash: sha256_b64(&state),
+                user_id: e.user_id.clone(),
+                upstream: upstream.to_owned(),
+                browser_hash: sha256_b64(&browser),
+                secrets_sealed: self.sealer.seal_json(
+                    ATTEMPT_CONTEXT,
+                    &AttemptSecrets {
+                        verifier: verifier.clone(),
+                        issuer: found.server.issuer.clone(),
+                    },
+                )?,
+                created_at: now,
+                expires_at: now + ATTEMPT_TTL_SECS,
+            })
+            .await?;
+        let mut location = Url::parse(&found.server.authorization_endpoint)
+            .map_err(|_| UserAuthError::Discovery("authorization_endpoint".into()))?;
+        {
+            let mut q = location.query_pairs_mut();
+            q.append_pair("response_type", "code")
+                .append_pair("client_id", &client.client_id)
+                .append_pair("redirect_uri", &self.redirect_uri())
+                .append_pair("state", &state)
+                .append_pair("code_challenge", &pkce_s256(&verifier))
+                .append_pair("code_challenge_method", "S256")
+                .append_pair("resource", target.url.as_str());
+            if !found.scopes.is_empty() {
+                q.append_pair("scope", &found.scopes.join(" "));
+            }
+        }
+        Ok(Redirect {
+            location: location.into(),
+            browser,
+        })
+    }
+
+    /// `GET /connect/callback`: the attempt `state` names, made in this
+    /// browser by this user, is redeemed once. Returns the upstream's name.
+    pub async fn finish(
+        &self,
+        state: &str,
+        code: &str,
+        browser: &str,
+        session_user: Option<&str>,
+    ) -> Result<String, UserAuthError> {
+        let attempt = self.take_attempt(state, browser, session_user).await?;
+        let secrets: AttemptSecrets = self
+            .sealer
+            .open_json(ATTEMPT_CONTEXT, &attempt.secrets_sealed)?;
+        let target = self.target(&attempt.upstream)?;
+        let found = self.discover(&attempt.upstream).await?;
+        if found.server.issuer != secrets.issuer {
+            return Err(UserAuthError::BadAttempt);
+        }
+        let client = self.client(&attempt.upstream, &found.server).await?;
+        let redirect_uri = self.redirect_uri();
+        let form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri.as_str()),
+            ("code_verifier", secrets.verifier.as_str()),
+            ("resource", target.url.as_str()),
+        ];
+        let answer = self
+            .token_request(&found.server.token_endpoint, &client, &form)
+            .await?;
+        self.save(
+            &attempt.upstream,
+            &attempt.user_id,
+            &found.server,
+            answer,
+            None,
+        )
+        .await?;
+        tracing::info!(upstream = %attempt.upstream, user = %attempt.user_id, "user connected an upstream account");
+        Ok(attempt.upstream)
+    }
+
+    /// The callback with `error=` (the user said no, or the server refused):
+    /// the attempt is used up either way.
+    pub async fn abandon(
+        &self,
+        state: &str,
+        browser: &str,
+        session_user: Option<&str>,
+    ) -> Result<String, UserAuthError> {
+        Ok(self
+            .take_attempt(state, browser, session_user)
+            .await?
+            .upstream)
+    }
+
+    async fn take_attempt(
+        &self,
+        state: &str,
+        browser: &str,
+        session_user: Option<&str>,
+    ) -> Result<ConnectAttemptRecord, UserAuthError> {
+        let attempt = self
+            .store
+            .take_connect_attempt(&sha256_b64(state), self.clock.now())
+            .await?
+            .ok_or(UserAuthError::BadAttempt)?;
+        if !crate::constant_time::ct_eq(&attempt.browser_hash, &sha256_b64(browser)) {
+            return Err(UserAuthError::BadAttempt);
+        }
+        // Signed out or switched user meanwhile: not this attempt's user any more.
+        if session_user.is_some_and(|u| u != attempt.user_id) {
+            return Err(UserAuthError::WrongUser);
+        }
+        Ok(attempt)
+    }
+
+    async fn save(
+        &self,
+        upstream: &str,
+        user_id: &str,
+        server: &ServerMetadata,
+        answer: TokenAnswer,
+        previous: Option<(&UserTokenRecord, TokenSet)>,
+    ) -> Result<Option<SecretString>, UserAuthError> {
+        let now = self.clock.now();
+        let set = TokenSet {
+            access_token: answer.access_token,
+            // A server that does not rotate keeps the old refresh token valid.
+            refresh_token: answer
+                .refresh_token
+                .or_else(|| previous.as_ref().and_then(|(_, p)| p.refresh_token.clone())),
+            scope: answer.scope,
+            issuer: server.issuer.clone(),
+        };
+        let expires_at = answer.expires_in.map(|s| now + s.max(0));
+        let sealed = self.sealer.seal_json(TOKENS_CONTEXT, &set)?;
+        match previous {
+            None => {
+                self.store
+                    .put_user_upstream_tokens(upstream, user_id, &sealed, expires_at, now)
+                    .await?;
+            }
+            Some((record, _)) => {
+                let written = self
+                    .store
+                    .finish_user_upstream_refresh(
+                        &record.connection_id,
+                        record.version,
+                        &sealed,
+                        expires_at,
+                        now,
+                    )
+                    .await?;
+                if !written {
+                    // Revoked or reconnected meanwhile: that state stands.
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(SecretString::from(set.access_token)))
+    }
+
+    // -- tokens for calls
+
+    /// Whether `user_id` has connected `upstream`.
+    pub async fn is_connected(&self, upstream: &str, user_id: &str) -> Result<bool, UserAuthError> {
+        Ok(self
+            .store
+            .user_upstream_tokens(upstream, user_id)
+            .await?
+            .is_some())
+    }
+
+    /// The user's access token for `upstream`, refreshed if it is about to
+    /// expire; `None` when not connected (or the refresh was refused: the
+    /// connection is then removed, and the next call asks again).
+    pub async fn token(
+        &self,
+        upstream: &str,
+        user_id: &str,
+    ) -> Result<Option<SecretString>, UserAuthError> {
+        let Some(record) = self.store.user_upstream_tokens(upstream, user_id).await? else {
+            return Ok(None);
+        };
+        if fresh(&record, self.clock.now()) {
+            let set: TokenSet = self.sealer.open_json(TOKENS_CONTEXT, &record.sealed)?;
+            return Ok(Some(SecretString::from(set.access_token)));
+        }
+        let gate = {
+            let mut map = lock(&self.refreshing);
+            map.entry(record.connection_id.clone()).or_default().clone()
+        };
+        let _one_here = gate.lock().await;
+        self.refresh_once(upstream, user_id).await
+    }
+
+    /// With the process gate held: reuse what another caller refreshed, or
+    /// take the store lease and refresh, or wait for the lease holder.
+    async fn refresh_once(
+        &self,
+        upstream: &str,
+        user_id: &str,
+    ) -> Result<Option<SecretString>, UserAuthError> {
+        for _ in 0..(REFRESH_LEASE_SECS * 10 + 20) {
+            let Some(record) = self.store.user_upstream_tokens(upstream, user_id).await? else {
+                return Ok(None);
+            };
+            let now = self.clock.now();
+            let set: TokenSet = self.sealer.open_json(TOKENS_CONTEXT, &record.sealed)?;
+            if fresh(&record, now) {
+                return Ok(Some(SecretString::from(set.access_token)));
+            }
+            if self
+                .store
+                .lease_user_upstream_refresh(
+                    &record.connection_id,
+                    record.version,
+                    now,
+                    now + REFRESH_LEASE_SECS,
+                )
+                .await?
+            {
+                return self.refresh(upstream, user_id, &record, set).await;
+            }
+            // Another replica holds the lease: its result lands in the row.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(UserAuthError::RefreshStuck)
+    }
+
+    async fn refresh(
+        &self,
+        upstream: &str,
+        user_id: &str,
+        record: &UserTokenRecord,
+        set: TokenSet,
+    ) -> Result<Option<SecretString>, UserAuthError> {
+        let Some(refresh_token) = set.refresh_token.clone() else {
+            // Nothing to refresh with: the user connects again.
+            self.store
+                .delete_user_upstream_tokens(upstream, user_id)
+                .await?;
+            return Ok(None);
+        };
+        let target = self.target(upstream)?;
+        let found = self.discover(upstream).await?;
+        let client = self.client(upstream, &found.server).await?;
+        let form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.as_str()),
+            ("resource", target.url.as_str()),
+        ];
+        match self
+            .token_request(&found.server.token_endpoint, &client, &form)
+            .await
+        {
+            Ok(answer) => {
+                self.save(
+                    upstream,
+                    user_id,
+                    &found.server,
+                    answer,
+                    Some((record, set)),
+                )
+                .await
+            }
+            Err(UserAuthError::Refused(reason)) => {
+                tracing::info!(
+                    upstream,
+                    user = user_id,
+                    reason,
+                    "the upstream refused a refresh; the user connects again"
+                );
+                self.store
+                    .delete_user_upstream_tokens(upstream, user_id)
+                    .await?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    // -- connections
+
+    pub async fn connections(&self, user_id: &str) -> Result<Vec<Connection>, UserAuthError> {
+        let rows = self.store.user_upstream_connections(user_id).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let scope = self
+                    .sealer
+                    .open_json::<TokenSet>(TOKENS_CONTEXT, &r.sealed)
+                    .ok()
+                    .and_then(|s| s.scope);
+                Connection {
+                    upstream: r.upstream,
+                    connected_at: r.created_at,
+                    refreshed_at: r.updated_at,
+                    expires_at: r.expires_at,
+                    scope,
+                }
+            })
+            .collect())
+    }
+
+    /// Remove a connection; its tokens are revoked at the authorization
+    /// server when it has a revocation endpoint (best effort). `false`: there was none.
+    pub async fn revoke(&self, upstream: &str, user_id: &str) -> Result<bool, UserAuthError> {
+        let Some(record) = self
+            .store
+            .delete_user_upstream_tokens(upstream, user_id)
+            .await?
+        else {
+            return Ok(false);
+        };
+        if let Err(e) = self.revoke_upstream(upstream, &record).await {
+            tracing::warn!(upstream, error = %e, "revoking at the upstream's authorization server failed; the connection is removed here");
+        }
+        Ok(true)
+    }
+
+    async fn revoke_upstream(
+        &self,
+        upstream: &str,
+        record: &UserTokenRecord,
+    ) -> Result<(), UserAuthError> {
+        let set: TokenSet = self.sealer.open_json(TOKENS_CONTEXT, &record.sealed)?;
+        let found = self.discover(upstream).await?;
+        let Some(endpoint) = found.server.revocation_endpoint.clone() else {
+            return Ok(());
+        };
+        let client = self.client(upstream, &found.server).await?;
+        // The refresh token first: revoking it ends the grant at most servers.
+        let (token, hint) = match &set.refresh_token {
+            Some(r) => (r.as_str(), "refresh_token"),
+            None => (set.access_token.as_str(), "access_token"),
+        };
+        let form = vec![("token", token), ("token_type_hint", hint)];
+        let response = self
+            .authenticated(self.http.post(&endpoint), &client, &form)
+            .send()
+            .await
+            .map_err(|e| UserAuthError::Unreachable(e.without_url().to_string()))?;
+        if !response.status().is_success() {
+            return Err(UserAuthError::Refused(format!(
+                "revocation answered {}",
+                response.status()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn fresh(record: &UserTokenRecord, now: i64) -> bool {
+    record
+        .expires_at
+        .is_none_or(|exp| exp - EXPIRY_MARGIN_SECS > now)
+}
