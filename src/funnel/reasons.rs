@@ -145,6 +145,33 @@ catalogue! {
     PolicyDenied => "policy_denied",
         "the access policy does not allow this caller to use it",
         "ask the operator to change the [[policy]] entry";
+    SessionNotFound => "session_not_found",
+        "the Mcp-Session-Id names no live session of this caller (it ended, expired, or belongs to another user)",
+        "start a new session: send initialize without Mcp-Session-Id and use the id it returns";
+    McpRequestInvalid => "mcp_request_invalid",
+        "the MCP transport refused the request as the message says (a missing Mcp-Session-Id, a second initialize, a wrong method)",
+        "send initialize first, then Mcp-Session-Id and MCP-Protocol-Version with every request of the session";
+    ProtocolVersionUnsupported => "protocol_version_unsupported",
+        "the MCP-Protocol-Version header names a version this server does not speak",
+        "send a version the message lists, normally the one initialize negotiated";
+    HostNotAllowed => "host_not_allowed",
+        "the Host header is not one this server answers to (DNS-rebinding protection)",
+        "connect through public_url, or add the host to http.allowed_hosts";
+    OriginNotAllowed => "origin_not_allowed",
+        "the browser's Origin is not allowed to call this server",
+        "add the web client's origin to http.allowed_origins";
+    AcceptHeaderInvalid => "accept_header_invalid",
+        "the Accept header does not list the media types this transport answers with",
+        "send Accept: application/json, text/event-stream (Streamable HTTP) or text/event-stream (GET and legacy SSE)";
+    ContentTypeInvalid => "content_type_invalid",
+        "the body is not sent as application/json",
+        "send Content-Type: application/json";
+    MessageTooLarge => "message_too_large",
+        "the JSON-RPC message is larger than this server accepts",
+        "send a smaller message, or raise http.max_body_bytes";
+    JsonRpcInvalid => "jsonrpc_invalid",
+        "the body is not one valid JSON-RPC 2.0 message from an MCP client",
+        "send one JSON-RPC 2.0 object per POST (no batches), with \"jsonrpc\": \"2.0\"";
 }
 
 impl Reason {

@@ -249,6 +249,41 @@ pub fn jsonrpc_error(
         .into_response()
 }
 
+/// A refused request (4xx): the message, and in `error.data` the catalogue
+/// reason with its fix (`error_description`, cause then fix) and its
+/// `/errors` section (`error_uri`, relative to this server), as the OAuth
+/// errors carry them; the same reason goes to the log line.
+pub fn jsonrpc_refusal(
+    status: StatusCode,
+    id: Value,
+    code: i64,
+    reason: Reason,
+    message: &str,
+) -> Response {
+    jsonrpc_refusal_with(status, id, code, reason, message, json!({}))
+}
+
+/// [`jsonrpc_refusal`] with more fields in `error.data`.
+pub fn jsonrpc_refusal_with(
+    status: StatusCode,
+    id: Value,
+    code: i64,
+    reason: Reason,
+    message: &str,
+    mut data: Value,
+) -> Response {
+    tracing::info!(
+        status = status.as_u16(),
+        reason = reason.code(),
+        detail = message,
+        "mcp request refused"
+    );
+    data["reason"] = json!(reason.code());
+    data["error_description"] = json!(reason.describe(message));
+    data["error_uri"] = json!(reason.error_uri(""));
+    jsonrpc_error(status, id, code, message, Some(data))
+}
+
 /// Supported `MCP-Protocol-Version` values, oldest first.
 pub fn supported_versions() -> Vec<&'static str> {
     rmcp::model::ProtocolVersion::KNOWN_VERSIONS
@@ -273,12 +308,12 @@ pub fn check_host_and_origin(
         .as_deref()
         .is_some_and(|authority| host_allowed(authority, &cfg.allowed_hosts));
     if !host_ok {
-        return Err(jsonrpc_error(
+        return Err(jsonrpc_refusal(
             StatusCode::FORBIDDEN,
             Value::Null,
             JSONRPC_SERVER_ERROR,
+            Reason::HostNotAllowed,
             "Forbidden: Host header is not an allowed host for this server",
-            None,
         ));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
@@ -287,12 +322,12 @@ pub fn check_host_and_origin(
             .ok()
             .is_some_and(|o| cfg.allowed_origins.iter().any(|a| origins_equal(a, o)));
         if !allowed {
-            return Err(jsonrpc_error(
+            return Err(jsonrpc_refusal(
                 StatusCode::FORBIDDEN,
                 Value::Null,
                 JSONRPC_SERVER_ERROR,
+                Reason::OriginNotAllowed,
                 "Forbidden: Origin is not allowed for this server",
-                None,
             ));
         }
     }
@@ -367,47 +402,47 @@ pub async fn read_jsonrpc_post(
     if require_event_stream
         && !(accepts(headers, "application/json") && accepts(headers, "text/event-stream"))
     {
-        return Err(jsonrpc_error(
+        return Err(jsonrpc_refusal(
             StatusCode::NOT_ACCEPTABLE,
             Value::Null,
             JSONRPC_SERVER_ERROR,
+            Reason::AcceptHeaderInvalid,
             "Not Acceptable: the Accept header must list both application/json and text/event-stream",
-            None,
         ));
     }
     if !is_json_content_type(headers) {
-        return Err(jsonrpc_error(
+        return Err(jsonrpc_refusal(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Value::Null,
             JSONRPC_SERVER_ERROR,
+            Reason::ContentTypeInvalid,
             "Unsupported Media Type: Content-Type must be application/json",
-            None,
         ));
     }
     let bytes = match to_bytes(body, cfg.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(_) => {
-            return Err(jsonrpc_error(
+            return Err(jsonrpc_refusal(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Value::Null,
                 JSONRPC_SERVER_ERROR,
+                Reason::MessageTooLarge,
                 &format!(
                     "Payload Too Large: the body exceeds {} bytes",
                     cfg.max_body_bytes
                 ),
-                None,
             ));
         }
     };
     let message: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
         Err(_) => {
-            return Err(jsonrpc_error(
+            return Err(jsonrpc_refusal(
                 StatusCode::BAD_REQUEST,
                 Value::Null,
                 JSONRPC_PARSE_ERROR,
+                Reason::JsonRpcInvalid,
                 "Parse error: the body is not valid JSON",
-                None,
             ));
         }
     };
@@ -417,22 +452,22 @@ pub async fn read_jsonrpc_post(
         } else {
             "Invalid Request: the body must be a JSON-RPC object"
         };
-        return Err(jsonrpc_error(
+        return Err(jsonrpc_refusal(
             StatusCode::BAD_REQUEST,
             Value::Null,
             JSONRPC_INVALID_REQUEST,
+            Reason::JsonRpcInvalid,
             why,
-            None,
         ));
     };
     if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         let id = object.get("id").cloned().unwrap_or(Value::Null);
-        return Err(jsonrpc_error(
+        return Err(jsonrpc_refusal(
             StatusCode::BAD_REQUEST,
             id,
             JSONRPC_INVALID_REQUEST,
+            Reason::JsonRpcInvalid,
             "Invalid Request: \"jsonrpc\" must be \"2.0\"",
-            None,
         ));
     }
     Ok((bytes, message))
@@ -616,15 +651,16 @@ fn check_protocol_version(headers: &HeaderMap, call: &Call) -> Result<(), Respon
     if supported.contains(&requested) {
         return Ok(());
     }
-    Err(jsonrpc_error(
+    Err(jsonrpc_refusal_with(
         StatusCode::BAD_REQUEST,
         call.id.clone(),
         JSONRPC_UNSUPPORTED_VERSION,
+        Reason::ProtocolVersionUnsupported,
         &format!(
             "Unsupported MCP-Protocol-Version {requested:?}; supported: {}",
             supported.join(", ")
         ),
-        Some(json!({ "supported": supported, "requested": requested })),
+        json!({ "supported": supported, "requested": requested }),
     ))
 }
 
@@ -831,7 +867,16 @@ async fn jsonrpc_error_body(response: Response, id: Value) -> Response {
     } else {
         text
     };
-    let mut converted = jsonrpc_error(status, id, code, &message, None);
+    let mut converted = if status.is_client_error() {
+        let reason = if status == StatusCode::NOT_FOUND {
+            Reason::SessionNotFound
+        } else {
+            Reason::McpRequestInvalid
+        };
+        jsonrpc_refusal(status, id, code, reason, &message)
+    } else {
+        jsonrpc_error(status, id, code, &message, None)
+    };
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             converted.headers_mut().append(name, value.clone());

@@ -36,13 +36,14 @@ use tokio_util::sync::{CancellationToken, PollSender};
 use super::{
     edge::{
         EdgeState, JSONRPC_INVALID_REQUEST, JSONRPC_SERVER_ERROR, JSONRPC_SESSION_NOT_FOUND,
-        jsonrpc_error, read_jsonrpc_post, store_unavailable,
+        jsonrpc_error, jsonrpc_refusal, read_jsonrpc_post, store_unavailable,
     },
     handler::McpHandler,
     sessions::SessionBook,
 };
 use crate::{
     auth::Principal,
+    funnel::Reason,
     store::{LEGACY_SSE, RelayedMessage},
 };
 
@@ -302,12 +303,12 @@ pub async fn get_sse(
     headers: HeaderMap,
 ) -> Response {
     if !accepts_event_stream(&headers) {
-        return jsonrpc_error(
+        return jsonrpc_refusal(
             StatusCode::NOT_ACCEPTABLE,
             Value::Null,
             JSONRPC_SERVER_ERROR,
+            Reason::AcceptHeaderInvalid,
             "Not Acceptable: the Accept header must list text/event-stream",
-            None,
         );
     }
     match sse.open_session(principal).await {
@@ -327,12 +328,12 @@ pub async fn post_messages(
     let principal = request.extensions().get::<Principal>().cloned();
     let (parts, body): (_, Body) = request.into_parts();
     let Some(session_id) = query.session_id else {
-        return jsonrpc_error(
+        return jsonrpc_refusal(
             StatusCode::BAD_REQUEST,
             Value::Null,
             JSONRPC_SERVER_ERROR,
+            Reason::McpRequestInvalid,
             "Bad Request: sessionId query parameter is required",
-            None,
         );
     };
     // Legacy clients send loose Accept headers; only the body type matters here.
@@ -345,12 +346,12 @@ pub async fn post_messages(
     let mut message: ClientJsonRpcMessage = match serde_json::from_value(value) {
         Ok(message) => message,
         Err(_) => {
-            return jsonrpc_error(
+            return jsonrpc_refusal(
                 StatusCode::BAD_REQUEST,
                 id,
                 JSONRPC_INVALID_REQUEST,
+                Reason::JsonRpcInvalid,
                 "Invalid Request: not an MCP client message",
-                None,
             );
         }
     };
@@ -382,12 +383,12 @@ pub async fn post_messages(
         None => false,
     };
     if !delivered {
-        return jsonrpc_error(
+        return jsonrpc_refusal(
             StatusCode::NOT_FOUND,
             id,
             JSONRPC_SESSION_NOT_FOUND,
+            Reason::SessionNotFound,
             "Session not found",
-            None,
         );
     }
     (StatusCode::ACCEPTED, "Accepted").into_response()

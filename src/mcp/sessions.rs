@@ -16,10 +16,11 @@ use rmcp::transport::streamable_http_server::session::{
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::edge::{JSONRPC_SESSION_NOT_FOUND, jsonrpc_error, store_unavailable};
+use super::edge::{JSONRPC_SESSION_NOT_FOUND, jsonrpc_refusal, store_unavailable};
 use crate::{
     auth::Principal,
     clock::SharedClock,
+    funnel::Reason,
     store::{STREAMABLE, Store, StoreError},
 };
 
@@ -45,12 +46,12 @@ impl SessionRefusal {
     /// cannot tell.
     pub fn response(&self, id: Value) -> axum::response::Response {
         match self {
-            SessionRefusal::NotFound => jsonrpc_error(
+            SessionRefusal::NotFound => jsonrpc_refusal(
                 StatusCode::NOT_FOUND,
                 id,
                 JSONRPC_SESSION_NOT_FOUND,
+                Reason::SessionNotFound,
                 "Session not found",
-                None,
             ),
             SessionRefusal::Store(e) => {
                 tracing::error!(error = %e, "session lookup failed");
