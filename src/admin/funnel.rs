@@ -98,18 +98,18 @@ pub fn summarize(attempts: &[FunnelAttempt], now: i64, secs: i64, bucket: i64) -
             completed: 0,
         })
         .collect();
-    let mut per_client: HashMap<&str, (u64, u64, HashMap<&str, u64>)> = HashMap::new();
+    let mut per_client: HashMap<&str, Tally<'_>> = HashMap::new();
     for a in attempts.iter().filter(|a| {
         !a.attempt.starts_with(GRANT_ATTEMPT_PREFIX) && !a.attempt.starts_with(USER_ATTEMPT_PREFIX)
     }) {
         let done = completed(a);
         let entry = per_client.entry(a.client_id.as_str()).or_default();
-        entry.0 += 1;
+        entry.attempts += 1;
         if done {
-            entry.1 += 1;
+            entry.completed += 1;
         }
         if let Some(r) = &a.stopped {
-            *entry.2.entry(r.as_str()).or_default() += 1;
+            *entry.reasons.entry(r.as_str()).or_default() += 1;
         }
         let i = (a.started_at - first_start).div_euclid(bucket);
         if let Some(b) = usize::try_from(i).ok().and_then(|i| buckets.get_mut(i)) {
@@ -119,39 +119,48 @@ pub fn summarize(attempts: &[FunnelAttempt], now: i64, secs: i64, bucket: i64) -
             }
         }
     }
-    let mut clients: Vec<(&str, (u64, u64, HashMap<&str, u64>))> = per_client.into_iter().collect();
+    let mut clients: Vec<(&str, Tally<'_>)> = per_client.into_iter().collect();
     // Most attempts first; ties by name so the page is stable.
-    clients.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+    clients.sort_by(|a, b| b.1.attempts.cmp(&a.1.attempts).then(a.0.cmp(b.0)));
     let mut shown: Vec<ClientFunnel> = Vec::new();
-    let mut rest: Option<(u64, u64, HashMap<&str, u64>)> = None;
-    for (i, (client, (n, done, reasons))) in clients.into_iter().enumerate() {
+    let mut rest: Option<Tally<'_>> = None;
+    for (i, (client, tally)) in clients.into_iter().enumerate() {
         if i < TOP_CLIENTS {
-            shown.push(ClientFunnel {
-                client_id: client.to_owned(),
-                attempts: n,
-                completed: done,
-                reasons: top_reasons(reasons),
-            });
+            shown.push(tally.into_row(client));
         } else {
-            let r = rest.get_or_insert_with(Default::default);
-            r.0 += n;
-            r.1 += done;
-            for (reason, c) in reasons {
-                *r.2.entry(reason).or_default() += c;
+            let r = rest.get_or_insert_with(Tally::default);
+            r.attempts += tally.attempts;
+            r.completed += tally.completed;
+            for (reason, c) in tally.reasons {
+                *r.reasons.entry(reason).or_default() += c;
             }
         }
     }
-    if let Some((n, done, reasons)) = rest {
-        shown.push(ClientFunnel {
-            client_id: OTHER.to_owned(),
-            attempts: n,
-            completed: done,
-            reasons: top_reasons(reasons),
-        });
+    if let Some(rest) = rest {
+        shown.push(rest.into_row(OTHER));
     }
     FunnelSummary {
         clients: shown,
         buckets,
+    }
+}
+
+/// One client's (or "other"'s) counts while summing.
+#[derive(Default)]
+struct Tally<'a> {
+    attempts: u64,
+    completed: u64,
+    reasons: HashMap<&'a str, u64>,
+}
+
+impl Tally<'_> {
+    fn into_row(self, client_id: &str) -> ClientFunnel {
+        ClientFunnel {
+            client_id: client_id.to_owned(),
+            attempts: self.attempts,
+            completed: self.completed,
+            reasons: top_reasons(self.reasons),
+        }
     }
 }
 
