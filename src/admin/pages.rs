@@ -651,6 +651,43 @@ mod tests {
     }
 
     #[test]
+    fn the_funnel_chart_draws_the_numbers_to_scale_and_links_reasons() {
+        let buckets = [
+            Bucket {
+                start: 0,
+                attempts: 4,
+                completed: 1,
+            },
+            Bucket {
+                start: 3600,
+                attempts: 0,
+                completed: 0,
+            },
+        ];
+        let svg = bar_chart(&buckets, "24h");
+        // The plot is 126 units high: the largest bucket fills it.
+        assert!(
+            svg.contains("class=\"bar-attempts\" x=\"38\" y=\"10\" width=\"11\" height=\"126\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("class=\"bar-completed\" x=\"50\" y=\"105\" width=\"11\" height=\"31\""),
+            "{svg}"
+        );
+        assert!(svg.contains("height=\"0\""), "{svg}");
+        assert!(
+            svg.contains("role=\"img\"") && svg.contains("4 attempts, 1 completed"),
+            "{svg}"
+        );
+        assert!(!svg.contains("style="), "{svg}");
+        assert_eq!(
+            reason_link("idp_error:access_denied"),
+            "<a href=\"/errors#idp-error\"><code>idp_error:access_denied</code></a>"
+        );
+        assert_eq!(reason_link("<x>"), "<code>&lt;x&gt;</code>");
+    }
+
+    #[test]
     fn times_are_shown_in_utc() {
         assert_eq!(when(0), "1970-01-01 00:00 UTC");
         assert_eq!(when(1_700_000_000), "2023-11-14 22:13 UTC");
