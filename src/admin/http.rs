@@ -57,6 +57,7 @@ pub fn routes(state: ConsoleState) -> Router {
         .route("/admin/sessions", get(sessions_page))
         .route("/admin/keys", get(keys_page))
         .route("/admin/upstreams", get(upstreams_page))
+        .route("/admin/funnel", get(funnel_page))
         .route("/admin/login", get(sign_in_page).post(sign_in))
         .route("/admin/logout", post(sign_out))
         .route("/admin/act", post(act))
@@ -321,6 +322,37 @@ async fn keys_page(
                 state.clock.now(),
             ),
         ),
+        Err(e) => state.failed(&e.into()),
+    }
+}
+
+async fn funnel_page(
+    State(state): State<ConsoleState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let viewer = viewer!(state, headers, true);
+    let query = query_pairs(q);
+    let (window, secs, bucket) = super::funnel::window(field(&query, "since"));
+    let now = state.clock.now();
+    match state
+        .admin
+        .store
+        .funnel_attempts(None, now - secs, super::funnel::MAX_ATTEMPTS)
+        .await
+    {
+        Ok(attempts) => {
+            let summary = super::funnel::summarize(&attempts, now, secs, bucket);
+            state.page(
+                StatusCode::OK,
+                pages::funnel(
+                    &frame!(state, viewer, "/admin/funnel", query),
+                    &summary,
+                    window,
+                    bucket,
+                ),
+            )
+        }
         Err(e) => state.failed(&e.into()),
     }
 }

@@ -4,6 +4,7 @@
 //! ...`) and the admin console ([`http`], `/admin`): one implementation per
 //! action. The console's pages are [`pages`].
 
+pub mod funnel;
 pub mod http;
 pub mod pages;
 

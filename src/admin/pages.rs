@@ -2,18 +2,21 @@
 //! forms only (no script). Every value from a user, a client or the store
 //! is escaped where it is interpolated; every form carries the CSRF token.
 
+use super::funnel::{Bucket, FunnelSummary, WINDOWS};
 use crate::branding::{Page, Site, escape};
+use crate::funnel::Reason;
 use crate::store::{ClientRecord, GrantRecord, SigningKeyRecord, UserRecord};
 use crate::upstream::UpstreamHealth;
 
-/// The console's sections, in the navigation's order. The auth funnel
-/// (charts) becomes one more entry here and one more page in `http.rs`.
+/// The console's sections, in the navigation's order: a new section is one
+/// more entry here and one more page in `http.rs`.
 pub const SECTIONS: &[(&str, &str)] = &[
     ("/admin", "Users"),
     ("/admin/clients", "Clients"),
     ("/admin/sessions", "MCP sessions"),
     ("/admin/keys", "Signing keys"),
     ("/admin/upstreams", "Upstreams"),
+    ("/admin/funnel", "Auth funnel"),
 ];
 
 /// What every console page shows around its content.
@@ -420,6 +423,167 @@ pub fn upstreams(frame: &Frame<'_>, upstreams: Option<&[UpstreamRow]>) -> String
     frame.page("Upstreams", &content)
 }
 
+/// The auth funnel of a window: per client attempts, completed, rate and
+/// top stop reasons (each linking to its `/errors` section), and one bar
+/// chart of attempts and completed per bucket, with its numbers in a table.
+pub fn funnel(frame: &Frame<'_>, summary: &FunnelSummary, window: &str, bucket: i64) -> String {
+    let choices: String = WINDOWS
+        .iter()
+        .map(|(name, _, _)| {
+            if *name == window {
+                format!("<li><strong aria-current=\"true\">last {name}</strong></li>")
+            } else {
+                format!("<li><a href=\"/admin/funnel?since={name}\">last {name}</a></li>")
+            }
+        })
+        .collect();
+    let choices =
+        format!("<nav aria-label=\"Window\"><ul class=\"admin-nav\">{choices}</ul></nav>");
+    if summary.is_empty() {
+        let content = format!(
+            "{choices}<p class=\"muted\">No authorization attempts in the last {}.</p>",
+            escape(window)
+        );
+        return frame.page("Auth funnel", &content);
+    }
+    let rows: Vec<String> = summary
+        .clients
+        .iter()
+        .map(|c| {
+            let reasons: Vec<String> = c
+                .reasons
+                .iter()
+                .map(|(code, n)| format!("<li>{} ({n})</li>", reason_link(code)))
+                .collect();
+            format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}%</td><td><ul class=\"plain\">{}</ul></td></tr>",
+                escape(&c.client_id),
+                c.attempts,
+                c.completed,
+                c.rate_percent(),
+                reasons.concat(),
+            )
+        })
+        .collect();
+    let clients = table(
+        "Attempts per client",
+        &[
+            "Client",
+            "Attempts",
+            "Completed",
+            "Completion",
+            "Top stop reasons",
+        ],
+        &rows,
+        "",
+    );
+    let bucket_rows: Vec<String> = summary
+        .buckets
+        .iter()
+        .map(|b| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                when(b.start),
+                b.attempts,
+                b.completed
+            )
+        })
+        .collect();
+    let numbers = format!(
+        "<details><summary>The chart's numbers</summary>{}</details>",
+        table(
+            "Attempts and completed per period",
+            &["Period starting", "Attempts", "Completed"],
+            &bucket_rows,
+            ""
+        )
+    );
+    let content = format!(
+        "{choices}<p class=\"small muted\">An attempt is one authorization (the steps sharing its PKCE challenge); it completed when it redeemed its code or made an MCP call. Clients beyond the {top} with the most attempts are summed as “other”. Every replica's attempts are counted.</p>{clients}<h2>Attempts and completed per {per}</h2>{chart}{numbers}",
+        top = super::funnel::TOP_CLIENTS,
+        per = period_name(bucket),
+        chart = bar_chart(&summary.buckets, window),
+    );
+    frame.page("Auth funnel", &content)
+}
+
+fn period_name(bucket: i64) -> String {
+    match bucket {
+        3600 => "hour".to_owned(),
+        86_400 => "day".to_owned(),
+        s if s % 60 == 0 => format!("{} minutes", s / 60),
+        s => format!("{s} seconds"),
+    }
+}
+
+/// A stored stop reason linked to its section on `/errors`; an IdP's own
+/// code (`idp_error:<code>`) links to `idp_error`'s section.
+fn reason_link(code: &str) -> String {
+    let base = code.split(':').next().unwrap_or(code);
+    match Reason::from_code(base) {
+        Some(r) => format!(
+            "<a href=\"{}#{}\"><code>{}</code></a>",
+            crate::funnel::reasons::ERRORS_PATH,
+            r.anchor(),
+            escape(code)
+        ),
+        None => format!("<code>{}</code>", escape(code)),
+    }
+}
+
+/// Grouped bars (attempts, completed) per bucket as inline SVG: coloured by
+/// the stylesheet's classes (the CSP allows no inline style), described by
+/// its `<title>`/`<desc>`; the numbers are also in a table.
+fn bar_chart(buckets: &[Bucket], window: &str) -> String {
+    const HEIGHT: i64 = 160;
+    const TOP: i64 = 10;
+    const BOTTOM: i64 = 24;
+    const LEFT: i64 = 36;
+    const SLOT: i64 = 28;
+    let max = buckets.iter().map(|b| b.attempts).max().unwrap_or(0).max(1);
+    let max = i64::try_from(max).unwrap_or(i64::MAX);
+    let plot = HEIGHT - TOP - BOTTOM;
+    let count = i64::try_from(buckets.len()).unwrap_or(0);
+    let width = LEFT + count * SLOT + 8;
+    let bar = |value: u64, x: i64, class: &str| -> String {
+        let v = i64::try_from(value).unwrap_or(i64::MAX);
+        let h = v.saturating_mul(plot) / max;
+        format!(
+            "<rect class=\"{class}\" x=\"{x}\" y=\"{}\" width=\"11\" height=\"{h}\"><title>{value}</title></rect>",
+            TOP + plot - h
+        )
+    };
+    let mut bars = String::new();
+    for (i, b) in buckets.iter().enumerate() {
+        let x = LEFT + i64::try_from(i).unwrap_or(0) * SLOT + 2;
+        bars.push_str(&bar(b.attempts, x, "bar-attempts"));
+        bars.push_str(&bar(b.completed, x + 12, "bar-completed"));
+    }
+    // Label the first, middle and last buckets (times in UTC).
+    let mut labels = String::new();
+    let n = buckets.len();
+    for i in [0, n / 2, n.saturating_sub(1)] {
+        if let Some(b) = buckets.get(i) {
+            let x = LEFT + i64::try_from(i).unwrap_or(0) * SLOT + 2;
+            let text = when(b.start);
+            let short = text.get(5..16).unwrap_or(&text);
+            labels.push_str(&format!(
+                "<text class=\"chart-label\" x=\"{x}\" y=\"{}\">{}</text>",
+                HEIGHT - 6,
+                escape(short)
+            ));
+        }
+    }
+    let total: u64 = buckets.iter().map(|b| b.attempts).sum();
+    let done: u64 = buckets.iter().map(|b| b.completed).sum();
+    format!(
+        "<div class=\"chart-scroll\"><svg class=\"chart\" role=\"img\" aria-labelledby=\"funnel-chart-title funnel-chart-desc\" viewBox=\"0 0 {width} {HEIGHT}\" width=\"{width}\" height=\"{HEIGHT}\" xmlns=\"http://www.w3.org/2000/svg\"><title id=\"funnel-chart-title\">Attempts and completed, last {w}</title><desc id=\"funnel-chart-desc\">{total} attempts, {done} completed; the most in one period: {max}. The table below has every period.</desc><line class=\"chart-axis\" x1=\"{LEFT}\" y1=\"{base}\" x2=\"{width}\" y2=\"{base}\"/><text class=\"chart-label\" x=\"0\" y=\"{ty}\">{max}</text><text class=\"chart-label\" x=\"0\" y=\"{base}\">0</text>{bars}{labels}</svg></div><p class=\"small chart-legend\"><span class=\"key key-attempts\"></span> attempts <span class=\"key key-completed\"></span> completed (times in UTC)</p>",
+        w = escape(window),
+        base = TOP + plot,
+        ty = TOP + 8,
+    )
+}
+
 /// The console's own sign-in form (local mode).
 pub fn sign_in(site: &Site, csrf: &str, error: Option<&str>) -> String {
     let error = error
@@ -484,6 +648,43 @@ mod tests {
         );
         // Every action is a POST to /admin/act.
         assert!(!html.contains("method=\"get\""), "{html}");
+    }
+
+    #[test]
+    fn the_funnel_chart_draws_the_numbers_to_scale_and_links_reasons() {
+        let buckets = [
+            Bucket {
+                start: 0,
+                attempts: 4,
+                completed: 1,
+            },
+            Bucket {
+                start: 3600,
+                attempts: 0,
+                completed: 0,
+            },
+        ];
+        let svg = bar_chart(&buckets, "24h");
+        // The plot is 126 units high: the largest bucket fills it.
+        assert!(
+            svg.contains("class=\"bar-attempts\" x=\"38\" y=\"10\" width=\"11\" height=\"126\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("class=\"bar-completed\" x=\"50\" y=\"105\" width=\"11\" height=\"31\""),
+            "{svg}"
+        );
+        assert!(svg.contains("height=\"0\""), "{svg}");
+        assert!(
+            svg.contains("role=\"img\"") && svg.contains("4 attempts, 1 completed"),
+            "{svg}"
+        );
+        assert!(!svg.contains("style="), "{svg}");
+        assert_eq!(
+            reason_link("idp_error:access_denied"),
+            "<a href=\"/errors#idp-error\"><code>idp_error:access_denied</code></a>"
+        );
+        assert_eq!(reason_link("<x>"), "<code>&lt;x&gt;</code>");
     }
 
     #[test]

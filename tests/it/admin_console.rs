@@ -4,8 +4,10 @@
 use reqwest::{StatusCode, header};
 use serde_json::json;
 
+use mcpgate::store::{FunnelRow, Store};
+
 use crate::{
-    common::TestServer,
+    common::{TestServer, sqlite_url},
     local_auth::{admin_cli, local},
     oauth_browser::{Browser, hidden, location, register},
     security_signin::{admin_cli_input, assert_signed_out, signed_in_with_grant},
@@ -83,6 +85,7 @@ async fn anonymous_visitors_are_sent_to_sign_in_or_refused() {
         "/admin/keys",
         "/admin/sessions",
         "/admin/upstreams",
+        "/admin/funnel",
         "/admin/user?id=x",
     ] {
         let r = browser.get(&server.url(page)).await;
@@ -549,4 +552,127 @@ async fn hostile_names_are_escaped_everywhere() {
         clients.contains("&lt;script&gt;alert(3)&lt;/script&gt;"),
         "{clients}"
     );
+}
+
+fn funnel_row(at: i64, attempt: &str, client: &str, step: &str, reason: Option<&str>) -> FunnelRow {
+    FunnelRow {
+        at,
+        attempt: attempt.to_owned(),
+        client_id: client.to_owned(),
+        user_id: Some("u1".to_owned()),
+        step: step.to_owned(),
+        reason: reason.map(str::to_owned),
+        grant_key: None,
+    }
+}
+
+#[tokio::test]
+async fn the_funnel_page_shows_attempts_completion_and_stop_reasons() {
+    let server = local(|_| {}).await;
+    let (mut browser, _) = as_admin(&server).await;
+    // Nothing recorded yet: the page says so, and draws no chart.
+    let empty = browser
+        .get(&server.url("/admin/funnel"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        empty.contains("No authorization attempts in the last 24h"),
+        "{empty}"
+    );
+    assert!(!empty.contains("<svg"), "{empty}");
+
+    // A successful and a failed attempt of one client, a failed one of a
+    // client with a hostile name, through the store's recording API (the
+    // rows the funnel writer stores).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let hostile = "<script>alert(1)</script>";
+    let store = Store::connect(&sqlite_url(server.data_dir()), 1)
+        .await
+        .unwrap();
+    store
+        .insert_funnel_rows(&[
+            funnel_row(now - 120, "ok1", "client-a", "authorize", None),
+            funnel_row(now - 110, "ok1", "client-a", "consent", None),
+            funnel_row(now - 100, "ok1", "client-a", "code_redeemed", None),
+            funnel_row(now - 90, "bad1", "client-a", "authorize", None),
+            funnel_row(
+                now - 80,
+                "bad1",
+                "client-a",
+                "consent",
+                Some("consent_denied"),
+            ),
+            funnel_row(now - 70, "bad2", hostile, "authorize", Some("pkce_missing")),
+            // Older than an hour: in the 24 h window, not in the 1 h one.
+            funnel_row(
+                now - 7200,
+                "old",
+                "client-a",
+                "authorize",
+                Some("redirect_uri_mismatch"),
+            ),
+        ])
+        .await
+        .unwrap();
+    store.close().await;
+
+    let r = browser.get(&server.url("/admin/funnel")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let html = r.text().await.unwrap();
+    // client-a: 3 attempts, 1 completed (33%), its stop reasons linked.
+    assert!(
+        html.contains("<td><code>client-a</code></td><td>3</td><td>1</td><td>33%</td>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<a href=\"/errors#consent-denied\"><code>consent_denied</code></a> (1)"),
+        "{html}"
+    );
+    assert!(html.contains("/errors#redirect-uri-mismatch"), "{html}");
+    // The hostile client: escaped, 1 attempt, none completed.
+    assert!(
+        html.contains("<td><code>&lt;script&gt;alert(1)&lt;/script&gt;</code></td><td>1</td><td>0</td><td>0%</td>"),
+        "{html}"
+    );
+    assert!(html.contains("/errors#pkce-missing"), "{html}");
+    // One chart with a text alternative, its numbers in a table; no script,
+    // no inline style.
+    assert_eq!(html.matches("<svg").count(), 1, "{html}");
+    assert!(html.contains("role=\"img\""), "{html}");
+    assert!(html.contains("4 attempts, 1 completed"), "{html}");
+    assert!(
+        !html.contains("<script") && !html.contains("style="),
+        "{html}"
+    );
+
+    // The last hour leaves the old attempt out.
+    let hour = browser
+        .get(&server.url("/admin/funnel?since=1h"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        hour.contains("<td><code>client-a</code></td><td>2</td><td>1</td><td>50%</td>"),
+        "{hour}"
+    );
+    assert!(!hour.contains("redirect_uri_mismatch"), "{hour}");
+
+    // A signed-in non-admin is refused.
+    add_user(&server, "bob", "bobs-password");
+    let (mut bob, _) = console_as(&server, "bob", "bobs-password").await;
+    let r = bob.get(&server.url("/admin/funnel")).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(!r.text().await.unwrap().contains("client-a"));
 }
