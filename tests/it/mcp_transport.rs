@@ -131,6 +131,24 @@ async fn post_raw(
 
 const BOTH: &str = "application/json, text/event-stream";
 
+/// A refused JSON-RPC request names its catalogue reason, the fix and the
+/// `/errors` section (issue 18 item 5).
+#[track_caller]
+fn assert_reason(body: &Value, reason: &str) {
+    let data = &body["error"]["data"];
+    assert_eq!(data["reason"], json!(reason), "{body}");
+    let description = data["error_description"].as_str().unwrap_or_default();
+    let fix = mcpgate::funnel::reasons::Reason::from_code(reason)
+        .unwrap()
+        .fix();
+    assert!(description.ends_with(fix), "{body}");
+    assert_eq!(
+        data["error_uri"],
+        json!(format!("/errors#{}", reason.replace('_', "-"))),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn malformed_requests_get_json_rpc_errors() {
     let server = TestServer::start_with(|raw| raw.http.max_body_bytes = Some(2048)).await;
@@ -139,9 +157,11 @@ async fn malformed_requests_get_json_rpc_errors() {
         (status, body["error"]["code"].clone()),
         (400, json!(-32700))
     );
+    assert_reason(&body, "jsonrpc_invalid");
     let ping = json!({"jsonrpc":"2.0","id":1,"method":"ping"}).to_string();
     let (status, body) = post_raw(&server, "text/html", "application/json", ping.clone()).await;
     assert_eq!(status, 406, "{body}");
+    assert_reason(&body, "accept_header_invalid");
     let (status, body) = post_raw(
         &server,
         "application/json",
@@ -152,10 +172,12 @@ async fn malformed_requests_get_json_rpc_errors() {
     assert_eq!(status, 406, "{body}");
     let (status, body) = post_raw(&server, BOTH, "text/plain", ping.clone()).await;
     assert_eq!(status, 415, "{body}");
+    assert_reason(&body, "content_type_invalid");
     let big = json!({"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"x".repeat(4096)}})
         .to_string();
     let (status, body) = post_raw(&server, BOTH, "application/json", big).await;
     assert_eq!(status, 413, "{body}");
+    assert_reason(&body, "message_too_large");
     let (status, body) = post_raw(&server, BOTH, "application/json", format!("[{ping}]")).await;
     assert_eq!(
         (status, body["error"]["code"].clone()),
@@ -200,6 +222,7 @@ async fn session_errors() {
             .contains("Session ID"),
         "{body}"
     );
+    assert_reason(&body, "mcp_request_invalid");
     // Unknown session id.
     let response = server
         .mcp_post()
@@ -212,6 +235,7 @@ async fn session_errors() {
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32001);
+    assert_reason(&body, "session_not_found");
     // DELETE ends a session; afterwards the id is unknown.
     let sid = server.initialize().await;
     let deleted = server
@@ -246,6 +270,7 @@ async fn unsupported_protocol_version_lists_supported_ones() {
         .unwrap();
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
+    assert_reason(&body, "protocol_version_unsupported");
     let supported = body["error"]["data"]["supported"].as_array().unwrap();
     for v in ["2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"] {
         assert!(supported.contains(&json!(v)), "{body}");
@@ -371,6 +396,7 @@ async fn dns_rebinding_and_origin_checks() {
         .await
         .unwrap();
     assert_eq!(evil_host.status(), 403);
+    assert_reason(&evil_host.json().await.unwrap(), "host_not_allowed");
     let evil_origin = server
         .mcp_post()
         .header("origin", "http://evil.example.com")
@@ -381,6 +407,7 @@ async fn dns_rebinding_and_origin_checks() {
     assert_eq!(evil_origin.status(), 403);
     let body: Value = evil_origin.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32000);
+    assert_reason(&body, "origin_not_allowed");
     let good_origin = server
         .mcp_post()
         .header("origin", format!("http://localhost:{}", server.addr.port()))
