@@ -5,6 +5,7 @@ pub mod edge;
 pub mod events;
 pub mod handler;
 pub mod legacy_sse;
+mod rpc_errors;
 pub mod sessions;
 mod token_steps;
 
