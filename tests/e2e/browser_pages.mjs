@@ -96,6 +96,15 @@ async function axe(page, name) {
 
 // Everything a page shows about itself that the test asserts on, plus the CSP probe.
 async function inspect(page, name) {
+  // The browser applies `autofocus` in a later rendering step, not at load:
+  // on a page that has an autofocus field, give it a moment, so the focus
+  // check reads the page and not a race (the check itself is unchanged).
+  await page
+    .waitForFunction(
+      () => !document.querySelector('[autofocus]') || (document.activeElement && document.activeElement !== document.body),
+      { timeout: 2000 },
+    )
+    .catch(() => {});
   const info = await page.evaluate(() => {
     const q = (s) => document.querySelector(s);
     // An inline script must not run under the pages' CSP.
