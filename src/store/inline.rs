@@ -62,11 +62,28 @@ impl std::fmt::Debug for InlineSqlite {
     }
 }
 
-/// Does the statement write? Writes count towards the next checkpoint.
+/// Does the statement write, and must its commit survive a crash of the
+/// database host? Writes count towards the next checkpoint. SQLite treats
+/// both kinds of write alike (`synchronous = NORMAL`: no commit waits for
+/// a flush); PostgreSQL runs [`Access::Ephemeral`] writes on connections
+/// whose commits do not wait for the WAL flush (see `store::PgGrants`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
     Read,
+    /// A write whose commit is on disk before the caller goes on.
     Write,
+    /// A write whose loss in a crash of the database host makes someone
+    /// repeat a step, never reopens one: rate-limit counts, pending
+    /// authorization requests, issued but unredeemed codes, remembered
+    /// consents. WAL is written in order, so the next durable commit (a
+    /// code's redemption, say) flushes every ephemeral one before it.
+    Ephemeral,
+}
+
+impl Access {
+    pub(crate) fn writes(self) -> bool {
+        self != Access::Read
+    }
 }
 
 impl InlineSqlite {
@@ -137,7 +154,8 @@ impl InlineSqlite {
             // for the few microseconds its statements run) instead of
             // colliding in SQLite's lock, where the loser would go to a
             // blocking thread and SQLite's sleeping busy handler.
-            let _turn = (access == Access::Write)
+            let _turn = access
+                .writes()
                 .then(|| self.write_turn.lock().unwrap_or_else(|e| e.into_inner()));
             work(&mut conn)
         };
@@ -167,7 +185,7 @@ impl InlineSqlite {
             // A statement's own failure leaves the connection as it was;
             // anything else (I/O, a broken file) closes it.
             Ok(_) => {
-                if access == Access::Write {
+                if access.writes() {
                     self.count_commit();
                 }
                 self.put_back(conn);

@@ -55,7 +55,7 @@ impl Store {
         let (count, window_start): (i64, i64) = match self.grants() {
             Grants::Sqlite(db) => {
                 let key = key.to_owned();
-                db.run(Access::Write, move |conn| {
+                db.run(Access::Ephemeral, move |conn| {
                     conn.prepare_cached(SQL)?
                         .query_row(rusqlite::params![key, now, window_secs], |row| {
                             Ok((row.get(0)?, row.get(1)?))
@@ -63,12 +63,14 @@ impl Store {
                 })
                 .await?
             }
-            Grants::Postgres(set) => on_pg!(set, |conn| sqlx::query_as(SQL)
-                .bind(key)
-                .bind(now)
-                .bind(window_secs)
-                .fetch_one(conn)
-                .await)?,
+            Grants::Postgres(sets) => {
+                on_pg!(sets.set(Access::Ephemeral), |conn| sqlx::query_as(SQL)
+                    .bind(key)
+                    .bind(now)
+                    .bind(window_secs)
+                    .fetch_one(conn)
+                    .await)?
+            }
         };
         Ok(WindowCount {
             count,
@@ -94,7 +96,7 @@ impl Store {
         let taken: Option<(i64, i64)> = match self.grants() {
             Grants::Sqlite(db) => {
                 let key = key.to_owned();
-                db.run(Access::Write, move |conn| {
+                db.run(Access::Ephemeral, move |conn| {
                     conn.prepare_cached(SQL)?
                         .query_row(rusqlite::params![key, now, window_secs, limit], |row| {
                             Ok((row.get(0)?, row.get(1)?))
@@ -103,13 +105,15 @@ impl Store {
                 })
                 .await?
             }
-            Grants::Postgres(set) => on_pg!(set, |conn| sqlx::query_as(SQL)
-                .bind(key)
-                .bind(now)
-                .bind(window_secs)
-                .bind(limit)
-                .fetch_optional(conn)
-                .await)?,
+            Grants::Postgres(sets) => {
+                on_pg!(sets.set(Access::Ephemeral), |conn| sqlx::query_as(SQL)
+                    .bind(key)
+                    .bind(now)
+                    .bind(window_secs)
+                    .bind(limit)
+                    .fetch_optional(conn)
+                    .await)?
+            }
         };
         if let Some((count, window_start)) = taken {
             return Ok(Ok(WindowCount {

@@ -126,12 +126,15 @@ pub(crate) use on_pg;
 macro_rules! on_grants {
     ($store:expr, $access:expr,
      sqlite: |$lite:ident| $sqlite:expr,
-     postgres: |$pg:ident| $postgres:expr $(,)?) => {
+     postgres: |$pg:ident| $postgres:expr $(,)?) => {{
+        let access: $crate::store::inline::Access = $access;
         match $store.grants() {
-            $crate::store::Grants::Sqlite(db) => db.run($access, move |$lite| $sqlite).await,
-            $crate::store::Grants::Postgres(set) => $crate::store::on_pg!(set, |$pg| $postgres),
+            $crate::store::Grants::Sqlite(db) => db.run(access, move |$lite| $sqlite).await,
+            $crate::store::Grants::Postgres(sets) => {
+                $crate::store::on_pg!(sets.set(access), |$pg| $postgres)
+            }
         }
-    };
+    }};
 }
 pub(crate) use on_grants;
 
@@ -149,7 +152,53 @@ pub struct Store {
 #[derive(Clone, Debug)]
 pub(crate) enum Grants {
     Sqlite(Arc<inline::InlineSqlite>),
-    Postgres(Arc<dedicated::Dedicated<PgConnection>>),
+    Postgres(Arc<PgGrants>),
+}
+
+/// The grants' PostgreSQL connections, in two sets by what a commit waits
+/// for. A commit that waits for the WAL flush costs an fsync, which on a
+/// busy or network-attached disk is milliseconds: the tokens, redemptions
+/// and registrations pay it; the sign-in path's bookkeeping
+/// ([`inline::Access::Ephemeral`]) does not, and the durable commit that
+/// issues the tokens at the end of a flow flushes it anyway.
+#[derive(Debug)]
+pub(crate) struct PgGrants {
+    durable: dedicated::Dedicated<PgConnection>,
+    /// `synchronous_commit = off` for the connection's whole session.
+    ephemeral: dedicated::Dedicated<PgConnection>,
+}
+
+impl PgGrants {
+    /// `max_connections` of the store's budget: half for durable writes
+    /// and reads, an eighth (at least one) for ephemeral writes.
+    fn new(options: &PgConnectOptions, max_connections: u32) -> Self {
+        let (durable, ephemeral) = Self::shares(max_connections);
+        PgGrants {
+            durable: dedicated::Dedicated::new(options.clone(), durable as usize),
+            ephemeral: dedicated::Dedicated::new(
+                options.clone().options([("synchronous_commit", "off")]),
+                ephemeral as usize,
+            ),
+        }
+    }
+
+    /// `(durable, ephemeral)` connections out of `max_connections`.
+    fn shares(max_connections: u32) -> (u32, u32) {
+        ((max_connections / 2).max(1), (max_connections / 8).max(1))
+    }
+
+    /// The connections for a statement of this kind.
+    pub(crate) fn set(&self, access: inline::Access) -> &dedicated::Dedicated<PgConnection> {
+        match access {
+            inline::Access::Ephemeral => &self.ephemeral,
+            inline::Access::Read | inline::Access::Write => &self.durable,
+        }
+    }
+
+    async fn close(&self) {
+        self.durable.close().await;
+        self.ephemeral.close().await;
+    }
 }
 
 impl Store {
@@ -157,9 +206,9 @@ impl Store {
     ///
     /// `max_connections` is shared out: SQLite gets that many pooled
     /// connections, plus the grants' own (as many as run at once);
-    /// PostgreSQL splits it between the pool and the grants' connections
-    /// (at least one each), so the server never sees more than
-    /// `max(max_connections, 2)` from one replica.
+    /// PostgreSQL splits it between the pool and the grants' two sets of
+    /// connections (at least one each, see [`PgGrants`]), so the server
+    /// never sees more than `max(max_connections, 3)` from one replica.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let db = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
@@ -196,19 +245,16 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)
                 .map_err(|_| StoreError::InvalidUrl("not a valid postgres:// URL".to_owned()))?;
-            let grants = (max_connections / 2).max(1);
+            let (durable, ephemeral) = PgGrants::shares(max_connections);
             let pool = PgPoolOptions::new()
-                .max_connections(max_connections.saturating_sub(grants).max(1))
+                .max_connections(max_connections.saturating_sub(durable + ephemeral).max(1))
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(options.clone())
                 .await?;
             Self::migrate(&Db::Postgres(pool.clone())).await?;
             Store {
                 db: Db::Postgres(pool),
-                grants: Grants::Postgres(Arc::new(dedicated::Dedicated::new(
-                    options,
-                    grants as usize,
-                ))),
+                grants: Grants::Postgres(Arc::new(PgGrants::new(&options, max_connections))),
             }
         } else {
             return Err(StoreError::InvalidUrl(
@@ -244,8 +290,8 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        if let Grants::Postgres(set) = &self.grants {
-            set.close().await;
+        if let Grants::Postgres(sets) = &self.grants {
+            sets.close().await;
         }
         on_db!(&self.db, |pool| pool.close().await);
     }
@@ -329,6 +375,53 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn ephemeral_writes_get_their_own_connections_within_the_budget() {
+        assert_eq!(PgGrants::shares(8), (4, 1));
+        assert_eq!(PgGrants::shares(1), (1, 1));
+        assert_eq!(PgGrants::shares(32), (16, 4));
+        for max in 1..=64 {
+            let (durable, ephemeral) = PgGrants::shares(max);
+            let pool = max.saturating_sub(durable + ephemeral).max(1);
+            assert!(pool + durable + ephemeral <= max.max(3), "{max}");
+        }
+    }
+
+    /// The ephemeral connections' commits do not wait for the WAL flush;
+    /// the durable ones keep what the URL (or the server) says.
+    #[tokio::test]
+    async fn only_ephemeral_connections_commit_without_waiting_for_the_flush() {
+        let Ok(url) = std::env::var("MCPGATE_TEST_POSTGRES_URL") else {
+            eprintln!("MCPGATE_TEST_POSTGRES_URL not set: skipping");
+            return;
+        };
+        // The URL asks for flushed commits, as a production server has them
+        // (the test cluster turns them off server-wide).
+        let join = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{join}options=-c%20synchronous_commit%3Don");
+        let store = Store::connect(&url, 8).await.unwrap();
+        let Grants::Postgres(sets) = store.grants() else {
+            panic!("a postgres:// URL gives PostgreSQL grants");
+        };
+        async fn setting(set: &dedicated::Dedicated<PgConnection>) -> Result<String, StoreError> {
+            on_pg!(set, |conn| sqlx::query_scalar::<_, String>(
+                "SELECT setting FROM pg_settings WHERE name = 'synchronous_commit'"
+            )
+            .fetch_one(conn)
+            .await)
+        }
+        assert_eq!(
+            setting(sets.set(inline::Access::Ephemeral)).await.unwrap(),
+            "off"
+        );
+        assert_eq!(
+            setting(sets.set(inline::Access::Write)).await.unwrap(),
+            "on"
+        );
+        assert_eq!(setting(sets.set(inline::Access::Read)).await.unwrap(), "on");
+        store.close().await;
     }
 
     #[test]

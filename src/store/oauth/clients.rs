@@ -50,20 +50,22 @@ impl Store {
                 })
                 .await?
             }
-            Grants::Postgres(set) => on_pg!(set, |conn| match sqlx::query(SQL)
-                .bind(&client.client_id)
-                .bind(&client.secret_hash)
-                .bind(&client.metadata)
-                .bind(client.created_at)
-                .bind(client.last_used_at)
-                .bind(max_unused)
-                .execute(conn)
-                .await
-            {
-                Ok(done) => Ok(Some(done.rows_affected())),
-                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(None),
-                Err(e) => Err(e),
-            })?,
+            Grants::Postgres(sets) => {
+                on_pg!(sets.set(Access::Write), |conn| match sqlx::query(SQL)
+                    .bind(&client.client_id)
+                    .bind(&client.secret_hash)
+                    .bind(&client.metadata)
+                    .bind(client.created_at)
+                    .bind(client.last_used_at)
+                    .bind(max_unused)
+                    .execute(conn)
+                    .await
+                {
+                    Ok(done) => Ok(Some(done.rows_affected())),
+                    Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(None),
+                    Err(e) => Err(e),
+                })?
+            }
         }
         .ok_or_else(|| StoreError::Conflict("client id taken".to_owned()))?;
         Ok(inserted == 1)
@@ -85,7 +87,7 @@ impl Store {
                 })
                 .await
             }
-            Grants::Postgres(set) => on_pg!(set, |conn| {
+            Grants::Postgres(sets) => on_pg!(sets.set(Access::Read), |conn| {
                 sqlx::query_as::<_, ClientRecord>(SQL)
                     .bind(client_id)
                     .fetch_optional(conn)
@@ -156,7 +158,7 @@ impl Store {
             scope.to_owned(),
             now_epoch(),
         );
-        on_grants!(self, Access::Write,
+        on_grants!(self, Access::Ephemeral,
             sqlite: |conn| conn
                 .prepare_cached(SQL)?
                 .execute(rusqlite::params![user_id, client_id, scope, now]),

@@ -17,7 +17,7 @@ impl Store {
     pub async fn insert_auth_request(&self, record: &AuthRequestRecord) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO auth_requests (id_hash, browser_hash, csrf_hash, request, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
         let r = record.clone();
-        on_grants!(self, Access::Write,
+        on_grants!(self, Access::Ephemeral,
             sqlite: |conn| conn.prepare_cached(SQL)?.execute(rusqlite::params![
                 r.id_hash, r.browser_hash, r.csrf_hash, r.request, r.created_at, r.expires_at,
             ]),
@@ -51,7 +51,8 @@ impl Store {
         now: i64,
     ) -> Result<Option<AuthRequestRecord>, StoreError> {
         const SQL: &str = "DELETE FROM auth_requests WHERE id_hash = $1 AND expires_at > $2 RETURNING id_hash, browser_hash, csrf_hash, request, created_at, expires_at";
-        self.auth_request_by(SQL, Access::Write, id_hash, now).await
+        self.auth_request_by(SQL, Access::Ephemeral, id_hash, now)
+            .await
     }
 
     /// A live pending request by `sql` (`$1` id hash, `$2` now).
@@ -85,7 +86,7 @@ impl Store {
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         );
         let c = code.clone();
-        on_grants!(self, Access::Write,
+        on_grants!(self, Access::Ephemeral,
             sqlite: |conn| conn.prepare_cached(SQL)?.execute(rusqlite::params![
                 c.code_hash,
                 c.client_id,
@@ -160,7 +161,7 @@ impl Store {
                     })
                     .await;
             }
-            Grants::Postgres(set) => set,
+            Grants::Postgres(sets) => sets.set(Access::Read),
         };
         on_pg!(set, |conn| {
             match sqlx::query(SQL).bind(code_hash).fetch_optional(conn).await {
@@ -261,7 +262,7 @@ impl Store {
                     .await?;
                 return Ok(if won { Consumed::Won } else { Consumed::Lost });
             }
-            Grants::Postgres(set) => set.clone(),
+            Grants::Postgres(sets) => sets.clone(),
         };
         let (store, code_hash, sealed, refresh, touch) = (
             self.clone(),
@@ -274,7 +275,7 @@ impl Store {
         uncancellable(async move {
             store
                 .redeem_code_on_postgres(
-                    &set,
+                    set.set(Access::Write),
                     &code_hash,
                     now,
                     &sealed,

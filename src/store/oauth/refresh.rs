@@ -29,7 +29,7 @@ impl Store {
                 })
                 .await
             }
-            Grants::Postgres(set) => on_pg!(set, |conn| {
+            Grants::Postgres(sets) => on_pg!(sets.set(Access::Read), |conn| {
                 sqlx::query_as::<_, RefreshRecord>(SQL)
                     .bind(token_hash)
                     .fetch_optional(conn)
@@ -127,7 +127,7 @@ impl Store {
                     .await?;
                 return Ok(if won { Consumed::Won } else { Consumed::Lost });
             }
-            Grants::Postgres(set) => set.clone(),
+            Grants::Postgres(sets) => sets.clone(),
         };
         let (store, old_hash, sealed, next) = (
             self.clone(),
@@ -138,7 +138,14 @@ impl Store {
         // A dropped caller must not leave the statement half sent.
         uncancellable(async move {
             store
-                .rotate_refresh_on_postgres(&set, &old_hash, now, &sealed, &next, touch)
+                .rotate_refresh_on_postgres(
+                    set.set(Access::Write),
+                    &old_hash,
+                    now,
+                    &sealed,
+                    &next,
+                    touch,
+                )
                 .await
         })
         .await
