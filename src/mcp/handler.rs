@@ -16,7 +16,7 @@ use rmcp::model::{SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequ
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams,
+        CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams,
         CompleteResult, ContentBlock, ErrorCode, GetPromptRequestParams, GetPromptResponse,
         Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
         ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
@@ -32,11 +32,43 @@ use crate::{
     },
     telemetry::metrics::{Metrics, Outcome, ToolLabels, UpstreamCallLabels},
     toolsets::{ToolError, Toolbox},
-    upstream::{Gateway, GatewayError, hub::Subscription, relay::Origin},
+    upstream::{Gateway, GatewayError, hub::Subscription, lists::shortest, relay::Origin},
 };
 
 /// A JSON-RPC error for calls the policy refuses regardless of scopes.
 const FORBIDDEN: ErrorCode = ErrorCode(-32003);
+
+/// How long a list of mcpgate's own stays fresh for a 2026-07-28 client
+/// (`ttlMs`). Its built-in tools do not change while it runs; an upstream's
+/// change is announced (`list_changed`), and an upstream's own shorter
+/// `ttlMs` wins.
+const OWN_LIST_TTL_MS: u64 = 60_000;
+
+/// `ttlMs` and `cacheScope` for a list (SEP-2549): the shortest freshness
+/// of its parts, and private to the caller unless every caller is the same
+/// anonymous one. A list is filtered by the caller's scopes and policy and
+/// may hold per-user upstreams' items, so it must never be served from a
+/// cache shared across authorization contexts.
+fn cache_hints(principal: &Principal, upstream_ttl: Option<u64>) -> (u64, CacheScope) {
+    let ttl = shortest(upstream_ttl, Some(OWN_LIST_TTL_MS)).unwrap_or(OWN_LIST_TTL_MS);
+    let scope = if *principal == Principal::anonymous() {
+        CacheScope::Public
+    } else {
+        CacheScope::Private
+    };
+    (ttl, scope)
+}
+
+/// Sets a list result's `ttlMs` and `cacheScope` from [`cache_hints`].
+macro_rules! with_cache_hints {
+    ($result:expr, $hints:expr) => {{
+        let mut result = $result;
+        let (ttl_ms, scope) = $hints;
+        result.ttl_ms = Some(ttl_ms);
+        result.cache_scope = Some(scope);
+        result
+    }};
+}
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -410,12 +442,18 @@ impl ServerHandler for McpHandler {
             return Ok(ListToolsResult::with_all_items(Vec::new()));
         };
         let mut tools = self.tools.as_ref().clone();
+        let mut upstream_ttl = None;
         if let Some(gateway) = &self.gateway {
-            tools.extend(gateway.list_tools(&principal, &context.ct).await);
+            let listed = gateway.list_tools(&principal, &context.ct).await;
+            tools.extend(listed.items);
+            upstream_ttl = listed.ttl_ms;
         }
         // Only what the caller may call.
         tools.retain(|t| self.decide(&principal, ItemKind::Tool, &t.name) == Decision::Allow);
-        Ok(ListToolsResult::with_all_items(tools))
+        Ok(with_cache_hints!(
+            ListToolsResult::with_all_items(tools),
+            cache_hints(&principal, upstream_ttl)
+        ))
     }
 
     #[allow(deprecated)]
@@ -537,9 +575,13 @@ impl ServerHandler for McpHandler {
         let (Some(gateway), Some(principal)) = (&self.gateway, self.principal(&context)) else {
             return Ok(ListPromptsResult::with_all_items(Vec::new()));
         };
-        let mut prompts = gateway.list_prompts(&principal, &context.ct).await;
+        let listed = gateway.list_prompts(&principal, &context.ct).await;
+        let mut prompts = listed.items;
         prompts.retain(|p| self.decide(&principal, ItemKind::Prompt, &p.name) == Decision::Allow);
-        Ok(ListPromptsResult::with_all_items(prompts))
+        Ok(with_cache_hints!(
+            ListPromptsResult::with_all_items(prompts),
+            cache_hints(&principal, listed.ttl_ms)
+        ))
     }
 
     async fn get_prompt(
@@ -563,10 +605,14 @@ impl ServerHandler for McpHandler {
         let (Some(gateway), Some(principal)) = (&self.gateway, self.principal(&context)) else {
             return Ok(ListResourcesResult::with_all_items(Vec::new()));
         };
-        let mut resources = gateway.list_resources(&principal, &context.ct).await;
+        let listed = gateway.list_resources(&principal, &context.ct).await;
+        let mut resources = listed.items;
         resources
             .retain(|r| self.decide(&principal, ItemKind::Resource, &r.uri) == Decision::Allow);
-        Ok(ListResourcesResult::with_all_items(resources))
+        Ok(with_cache_hints!(
+            ListResourcesResult::with_all_items(resources),
+            cache_hints(&principal, listed.ttl_ms)
+        ))
     }
 
     async fn list_resource_templates(
@@ -577,10 +623,13 @@ impl ServerHandler for McpHandler {
         let (Some(gateway), Some(principal)) = (&self.gateway, self.principal(&context)) else {
             return Ok(ListResourceTemplatesResult::with_all_items(Vec::new()));
         };
-        let templates = gateway
+        let listed = gateway
             .list_resource_templates(&principal, &context.ct)
             .await;
-        Ok(ListResourceTemplatesResult::with_all_items(templates))
+        Ok(with_cache_hints!(
+            ListResourceTemplatesResult::with_all_items(listed.items),
+            cache_hints(&principal, listed.ttl_ms)
+        ))
     }
 
     async fn read_resource(

@@ -9,6 +9,7 @@ pub mod connect_page;
 pub mod hub;
 pub mod legacy_sse;
 pub mod link;
+pub mod lists;
 mod locks;
 pub mod outbound;
 pub mod relay;
@@ -27,11 +28,9 @@ use rmcp::{
     model::{
         CallToolRequest, CallToolRequestParams, ClientRequest, CompleteRequest,
         CompleteRequestParams, ErrorCode, GetPromptRequest, GetPromptRequestParams,
-        ListPromptsRequest, ListResourceTemplatesRequest, ListResourcesRequest, ListToolsRequest,
-        PaginatedRequestParams, Prompt, ReadResourceRequest, ReadResourceRequestParams, Reference,
-        Resource, ResourceTemplate, ResultType, ServerResult, SetLevelRequest,
-        SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams, Tool, UnsubscribeRequest,
-        UnsubscribeRequestParams,
+        ReadResourceRequest, ReadResourceRequestParams, Reference, ResultType, ServerResult,
+        SetLevelRequest, SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams, Tool,
+        UnsubscribeRequest, UnsubscribeRequestParams,
     },
 };
 use serde::Serialize;
@@ -40,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use self::{
     hub::{Hub, Subscription},
     link::{Link, LinkState, LinkStatus},
-    locks::{lock, read, write},
+    locks::{lock, read},
     outbound::{CallerIdentity, HeaderSources, TokenSource, UserTokenSource},
     relay::{Origin, Relay},
     settings::{
@@ -219,43 +218,6 @@ fn header_sources(upstream: &Upstream, caller: Option<Arc<CallerIdentity>>) -> H
             .collect();
     }
     sources
-}
-
-/// Every page of a paginated list.
-macro_rules! list_all {
-    ($link:expr, $cancel:expr, $Req:ident, $Res:ident, $field:ident, $upstream:expr, $method:expr) => {{
-        let mut items = Vec::new();
-        let mut cursor: Option<String> = None;
-        // A bounded number of pages: an upstream that loops its cursor cannot hang a list.
-        for _ in 0..64 {
-            let params = cursor
-                .take()
-                .map(|c| PaginatedRequestParams::default().with_cursor(Some(c)));
-            let answer = $link
-                .request(
-                    ClientRequest::$Req($Req {
-                        method: Default::default(),
-                        params,
-                        extensions: Default::default(),
-                    }),
-                    None,
-                    $cancel,
-                )
-                .await?;
-            let ServerResult::$Res(page) = answer else {
-                return Err(GatewayError::UnexpectedResult {
-                    upstream: $upstream.to_owned(),
-                    method: $method.to_owned(),
-                });
-            };
-            items.extend(page.$field);
-            match page.next_cursor {
-                Some(next) if !next.is_empty() => cursor = Some(next),
-                _ => break,
-            }
-        }
-        Ok::<_, GatewayError>(items)
-    }};
 }
 
 /// A result from an upstream on a 2025 revision has no `resultType`; rmcp's
@@ -571,163 +533,6 @@ impl Gateway {
             .find(listed)
             .or_else(|| self.upstreams.iter().find(templated))
             .cloned()
-    }
-
-    /// Lists from every upstream at once; one failing leaves the others.
-    async fn gather<T, F, Fut>(&self, principal: &Principal, what: &str, list: F) -> Vec<T>
-    where
-        F: Fn(Arc<Upstream>, Arc<Link>) -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<T>, GatewayError>>,
-    {
-        let list = &list;
-        let calls = self.upstreams.iter().map(|u| async move {
-            self.require_connection(u, principal).await?;
-            let link = self.link(u, principal)?;
-            list(u.clone(), link).await
-        });
-        let mut all = Vec::new();
-        for (result, upstream) in futures::future::join_all(calls)
-            .await
-            .into_iter()
-            .zip(&self.upstreams)
-        {
-            match result {
-                Ok(items) => all.extend(items),
-                // Not connected yet: `list_tools` shows what it can.
-                Err(GatewayError::ConnectRequired(_)) => {}
-                Err(e) => {
-                    tracing::warn!(upstream = %upstream.config.name, error = %e, "{what} from an upstream failed; listing the others")
-                }
-            }
-        }
-        all
-    }
-
-    pub async fn list_tools(&self, principal: &Principal, cancel: &CancellationToken) -> Vec<Tool> {
-        let mut tools = self.list_connected_tools(principal, cancel).await;
-        tools.extend(self.unconnected_tools(principal).await);
-        tools
-    }
-
-    async fn list_connected_tools(
-        &self,
-        principal: &Principal,
-        cancel: &CancellationToken,
-    ) -> Vec<Tool> {
-        self.gather(principal, "tools/list", |u, link| async move {
-            let tools = list_all!(
-                link,
-                cancel,
-                ListToolsRequest,
-                ListToolsResult,
-                tools,
-                u.config.name,
-                "tools/list"
-            )?;
-            {
-                let mut names = write(&u.names);
-                names.retain(|n| !tools.iter().any(|t| t.name == *n));
-                names.extend(tools.iter().map(|t| t.name.to_string()));
-            }
-            if u.config.user_auth.is_some() {
-                *write(&u.seen_tools) = tools.clone();
-            }
-            Ok(tools
-                .into_iter()
-                .map(|mut t| {
-                    t.name = self.exposed(&u, &t.name).into();
-                    t
-                })
-                .collect())
-        })
-        .await
-    }
-
-    pub async fn list_prompts(
-        &self,
-        principal: &Principal,
-        cancel: &CancellationToken,
-    ) -> Vec<Prompt> {
-        self.gather(principal, "prompts/list", |u, link| async move {
-            let prompts = list_all!(
-                link,
-                cancel,
-                ListPromptsRequest,
-                ListPromptsResult,
-                prompts,
-                u.config.name,
-                "prompts/list"
-            )?;
-            {
-                let mut names = write(&u.names);
-                for p in &prompts {
-                    if !names.contains(&p.name) {
-                        names.push(p.name.clone());
-                    }
-                }
-            }
-            Ok(prompts
-                .into_iter()
-                .map(|mut p| {
-                    p.name = self.exposed(&u, &p.name);
-                    p
-                })
-                .collect())
-        })
-        .await
-    }
-
-    pub async fn list_resources(
-        &self,
-        principal: &Principal,
-        cancel: &CancellationToken,
-    ) -> Vec<Resource> {
-        self.gather(principal, "resources/list", |u, link| async move {
-            let resources = list_all!(
-                link,
-                cancel,
-                ListResourcesRequest,
-                ListResourcesResult,
-                resources,
-                u.config.name,
-                "resources/list"
-            )?;
-            *write(&u.resources) = resources.iter().map(|r| r.uri.clone()).collect();
-            Ok(resources)
-        })
-        .await
-    }
-
-    pub async fn list_resource_templates(
-        &self,
-        principal: &Principal,
-        cancel: &CancellationToken,
-    ) -> Vec<ResourceTemplate> {
-        self.gather(
-            principal,
-            "resources/templates/list",
-            |u, link| async move {
-                let templates = list_all!(
-                    link,
-                    cancel,
-                    ListResourceTemplatesRequest,
-                    ListResourceTemplatesResult,
-                    resource_templates,
-                    u.config.name,
-                    "resources/templates/list"
-                )?;
-                // The literal part before the first variable routes reads.
-                *write(&u.templates) = templates
-                    .iter()
-                    .map(|t| {
-                        let uri = &t.uri_template;
-                        uri.split('{').next().unwrap_or(uri).to_owned()
-                    })
-                    .collect();
-                Ok(templates)
-            },
-        )
-        .await
     }
 
     /// One request to `upstream` on behalf of `principal`.

@@ -289,8 +289,9 @@ impl HeaderSources {
     }
 }
 
-/// reqwest with [`HeaderSources`] applied to every request. Whatever rmcp
-/// passes as auth header or custom headers is replaced, not merged.
+/// reqwest with [`HeaderSources`] applied to every request. Of what rmcp
+/// passes, only the protocol's own headers go out (see
+/// [`with_protocol_headers`]); its auth header is replaced by ours.
 #[derive(Clone)]
 pub struct GatewayHttpClient {
     inner: reqwest::Client,
@@ -315,9 +316,10 @@ impl StreamableHttpClient for GatewayHttpClient {
         message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         _auth_header: Option<String>,
-        _custom_headers: HashMap<HeaderName, HeaderValue>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
-        let (auth, headers) = self.sources.current().await;
+        let (auth, ours) = self.sources.current().await;
+        let headers = with_protocol_headers(custom_headers, ours);
         self.inner
             .post_message(uri, message, session_id, auth, headers)
             .await
@@ -329,10 +331,11 @@ impl StreamableHttpClient for GatewayHttpClient {
         message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         _auth_header: Option<String>,
-        _custom_headers: HashMap<HeaderName, HeaderValue>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
-        let (auth, headers) = self.sources.current().await;
+        let (auth, ours) = self.sources.current().await;
+        let headers = with_protocol_headers(custom_headers, ours);
         self.inner
             .post_message_with_max_sse_event_size(
                 uri,
@@ -351,10 +354,11 @@ impl StreamableHttpClient for GatewayHttpClient {
         message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         _auth_header: Option<String>,
-        _custom_headers: HashMap<HeaderName, HeaderValue>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
         limits: StreamableHttpResponseLimits,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
-        let (auth, headers) = self.sources.current().await;
+        let (auth, ours) = self.sources.current().await;
+        let headers = with_protocol_headers(custom_headers, ours);
         self.inner
             .post_message_with_response_limits(uri, message, session_id, auth, headers, limits)
             .await
@@ -365,9 +369,10 @@ impl StreamableHttpClient for GatewayHttpClient {
         uri: Arc<str>,
         session_id: Arc<str>,
         _auth_header: Option<String>,
-        _custom_headers: HashMap<HeaderName, HeaderValue>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<(), StreamableHttpError<Self::Error>> {
-        let (auth, headers) = self.sources.current().await;
+        let (auth, ours) = self.sources.current().await;
+        let headers = with_protocol_headers(custom_headers, ours);
         self.inner
             .delete_session(uri, session_id, auth, headers)
             .await
@@ -379,9 +384,10 @@ impl StreamableHttpClient for GatewayHttpClient {
         session_id: Option<Arc<str>>,
         last_event_id: Option<String>,
         _auth_header: Option<String>,
-        _custom_headers: HashMap<HeaderName, HeaderValue>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<BoxStream<'static, Result<Sse, SseError>>, StreamableHttpError<Self::Error>> {
-        let (auth, headers) = self.sources.current().await;
+        let (auth, ours) = self.sources.current().await;
+        let headers = with_protocol_headers(custom_headers, ours);
         self.inner
             .get_stream(uri, session_id, last_event_id, auth, headers)
             .await
@@ -393,10 +399,11 @@ impl StreamableHttpClient for GatewayHttpClient {
         session_id: Option<Arc<str>>,
         last_event_id: Option<String>,
         _auth_header: Option<String>,
-        _custom_headers: HashMap<HeaderName, HeaderValue>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<BoxStream<'static, Result<Sse, SseError>>, StreamableHttpError<Self::Error>> {
-        let (auth, headers) = self.sources.current().await;
+        let (auth, ours) = self.sources.current().await;
+        let headers = with_protocol_headers(custom_headers, ours);
         self.inner
             .get_stream_with_max_sse_event_size(
                 uri,
@@ -410,9 +417,62 @@ impl StreamableHttpClient for GatewayHttpClient {
     }
 }
 
+/// rmcp's protocol headers — `MCP-Protocol-Version` (the version the link
+/// negotiated; without it an upstream must assume 2025-03-26) and, on a
+/// 2026-07-28 link, `Mcp-Method`, `Mcp-Name` and the `Mcp-Param-*` it
+/// derives from the upstream's own tool schema and the call's arguments,
+/// the same ones the client derived for mcpgate — with ours on top: a static
+/// header or identity header of the same name wins.
+fn with_protocol_headers(
+    from_rmcp: HashMap<HeaderName, HeaderValue>,
+    ours: HashMap<HeaderName, HeaderValue>,
+) -> HashMap<HeaderName, HeaderValue> {
+    let protocol = |name: &HeaderName| {
+        let name = name.as_str();
+        name == "mcp-protocol-version"
+            || name == "mcp-method"
+            || name == "mcp-name"
+            || name.starts_with("mcp-param-")
+    };
+    let mut headers: HashMap<HeaderName, HeaderValue> = from_rmcp
+        .into_iter()
+        .filter(|(name, _)| protocol(name))
+        .collect();
+    headers.extend(ours);
+    headers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_protocols_headers_pass_from_rmcp_and_ours_win() {
+        let h = |pairs: &[(&'static str, &'static str)]| -> HashMap<HeaderName, HeaderValue> {
+            pairs
+                .iter()
+                .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+                .collect()
+        };
+        let merged = with_protocol_headers(
+            h(&[
+                ("mcp-protocol-version", "2025-11-25"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "echo"),
+                ("mcp-param-region", "eu"),
+                ("x-api-key", "from-rmcp"),
+                ("cookie", "c=1"),
+            ]),
+            h(&[("x-api-key", "ours"), ("mcp-name", "ours-wins")]),
+        );
+        let got = |name: &'static str| merged.get(&HeaderName::from_static(name)).cloned();
+        assert_eq!(got("mcp-protocol-version").unwrap(), "2025-11-25");
+        assert_eq!(got("mcp-method").unwrap(), "tools/call");
+        assert_eq!(got("mcp-param-region").unwrap(), "eu");
+        assert_eq!(got("x-api-key").unwrap(), "ours");
+        assert_eq!(got("mcp-name").unwrap(), "ours-wins");
+        assert!(got("cookie").is_none());
+    }
 
     #[test]
     fn signed_headers_name_the_caller_and_verify() {

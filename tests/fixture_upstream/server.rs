@@ -173,7 +173,12 @@ impl ServerHandler for FixtureServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.shared.tools.clone()))
+        let mut listed = ListToolsResult::with_all_items(self.shared.tools.clone());
+        // A 2026-07-28 `ttlMs` for the gateway to merge, when a test asks for one.
+        listed.ttl_ms = std::env::var("FIXTURE_LIST_TTL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        Ok(listed)
     }
 
     async fn call_tool(

@@ -753,6 +753,9 @@ async fn http_upstream_gets_signed_identity_and_static_headers_never_the_token()
     assert!(!headers.contains_key("authorization"), "{headers:?}");
 
     assert_eq!(get("x-api-key"), "k");
+    // The version the link negotiated, so the upstream does not fall back
+    // to assuming 2025-03-26 for every call.
+    assert_eq!(get("mcp-protocol-version"), "2025-11-25");
     assert_eq!(get("x-mcp-subject"), alice);
     assert_eq!(get("x-mcp-issuer"), claims["iss"].as_str().unwrap());
     assert_eq!(get("x-mcp-issuer"), server.base);
@@ -1005,4 +1008,44 @@ async fn sampling_is_not_relayed_when_two_sessions_share_the_upstream_call_windo
     assert_eq!(sampled["result"]["isError"], json!(true), "{sampled}");
     let message = sampled["result"]["content"][0]["text"].as_str().unwrap();
     assert!(message.contains("cannot tell which caller"), "{sampled}");
+}
+
+/// 2026-07-28 lists say how long they stay fresh and who may cache them:
+/// the shortest `ttlMs` of the merged parts, private for signed-in callers.
+#[tokio::test]
+async fn merged_lists_carry_the_shortest_ttl_and_a_private_scope_for_signed_in_callers() {
+    let mut short = stdio("fast");
+    short
+        .set_env
+        .insert("FIXTURE_LIST_TTL_MS".to_owned(), "1500".to_owned());
+    let server = gateway(vec![stdio("plain"), short]).await;
+    let (status, message) = server
+        .stateless_call(1, "tools/list", None, json!({}))
+        .await;
+    assert_eq!(status, 200, "{message}");
+    let result = &message["result"];
+    assert_eq!(result["ttlMs"], 1500, "{result}");
+    // `auth.mode = "none"`: every caller is the same anonymous one.
+    assert_eq!(result["cacheScope"], "public", "{result}");
+    let (_, message) = server
+        .stateless_call(2, "prompts/list", None, json!({}))
+        .await;
+    assert_eq!(message["result"]["ttlMs"], 60_000, "{message}");
+
+    let (server, _) = local_gateway(|raw, _| raw.upstreams = vec![stdio("fx")]).await;
+    let (token, _) = user_token(&server, ALICE, None).await;
+    server.set_token(&token);
+    for (id, method) in [
+        (1, "tools/list"),
+        (2, "resources/list"),
+        (3, "prompts/list"),
+    ] {
+        let (status, message) = server.stateless_call(id, method, None, json!({})).await;
+        assert_eq!(status, 200, "{message}");
+        assert_eq!(
+            message["result"]["cacheScope"], "private",
+            "{method}: {message}"
+        );
+        assert_eq!(message["result"]["ttlMs"], 60_000, "{method}: {message}");
+    }
 }
