@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 use self::{
     edge::{EdgeState, StreamableEdge},
     events::{EventLog, SharedSessions, Tails},
-    server_requests::RequestIds,
     handler::McpHandler,
     legacy_sse::LegacySse,
+    server_requests::RequestIds,
     sessions::SessionBook,
 };
 

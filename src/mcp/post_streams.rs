@@ -298,12 +298,7 @@ impl Resumed {
             let read = self
                 .streams
                 .store
-                .mcp_post_events_after(
-                    &self.session,
-                    &self.from.stream,
-                    self.from.index,
-                    BATCH,
-                )
+                .mcp_post_events_after(&self.session, &self.from.stream, self.from.index, BATCH)
                 .await;
             match read {
                 Ok(events) => {

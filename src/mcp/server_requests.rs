@@ -159,9 +159,8 @@ impl ResponseInbox {
         // The replica that received it admitted the session for its caller;
         // check that again against the stored owner.
         let record = self.store.mcp_session(&session).await?;
-        let admitted = record.is_some_and(|r| {
-            r.admits(crate::store::STREAMABLE, &owner, self.clock.now())
-        });
+        let admitted =
+            record.is_some_and(|r| r.admits(crate::store::STREAMABLE, &owner, self.clock.now()));
         if !admitted {
             tracing::warn!(target: "audit", outcome = "foreign_session", "relayed MCP answer rejected");
             return Ok(());

@@ -133,13 +133,15 @@ impl Store {
     ) -> Result<Vec<McpPostEvent>, StoreError> {
         const SQL: &str = "SELECT idx, message, ends_stream FROM mcp_post_events \
              WHERE stream = $1 AND session = $2 AND idx > $3 ORDER BY idx LIMIT $4";
-        Ok(on_db!(self.db(), |pool| sqlx::query_as::<_, McpPostEvent>(SQL)
-            .bind(stream)
-            .bind(session)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(pool)
-            .await)?)
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as::<_, McpPostEvent>(SQL)
+                .bind(stream)
+                .bind(session)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        })?)
     }
 
     /// Hand a client's answer to the replica `origin` that sent the request
