@@ -38,6 +38,7 @@ pub struct RequestIds {
 
 /// Where a client's message goes.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // built once per message and matched at once
 pub enum Route {
     /// To this replica's copy of the session (ids restored).
     Here(ClientJsonRpcMessage),
