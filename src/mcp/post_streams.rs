@@ -39,6 +39,9 @@ const KEPT: usize = 32;
 /// How long a resume waits for a stream nothing was stored of yet (its
 /// replica may notice the broken connection a moment after the client).
 const FIRST_WAIT: Duration = Duration::from_secs(10);
+/// A resume whose stream stored nothing new for this long ends (its
+/// replica died before the answer: the rows are swept after as long).
+const QUIET_LIMIT: Duration = Duration::from_secs(600);
 /// How often a resume looks again without a wake-up.
 const LOOK_AGAIN: Duration = Duration::from_secs(5);
 /// Events read per query.
@@ -263,8 +266,9 @@ impl Orphan {
 
 /// The rest of POST stream `from.stream` of `session` (admitted for the
 /// caller) after `from.index`, as stored; ends after the answer, when the
-/// client goes, or at once for a stream of which nothing is stored within
-/// [`FIRST_WAIT`] (unknown, another session's, or never broken).
+/// client goes, for a stream of which nothing is stored within
+/// [`FIRST_WAIT`] (unknown, another session's, or never broken), or after
+/// [`QUIET_LIMIT`] without a new event.
 pub fn resume(
     session: &str,
     from: PostEventId,
@@ -293,6 +297,7 @@ struct Resumed {
 impl Resumed {
     async fn run(mut self) {
         let started = tokio::time::Instant::now();
+        let mut last_new = started;
         let mut seen = false;
         loop {
             let read = self
@@ -302,7 +307,10 @@ impl Resumed {
                 .await;
             match read {
                 Ok(events) => {
-                    seen |= !events.is_empty();
+                    if !events.is_empty() {
+                        seen = true;
+                        last_new = tokio::time::Instant::now();
+                    }
                     match self.send(events).await {
                         Some(true) => {}
                         Some(false) | None => return,
@@ -310,7 +318,7 @@ impl Resumed {
                 }
                 Err(e) => tracing::warn!(error = %e, "a POST stream resume could not read"),
             }
-            if !seen && started.elapsed() >= FIRST_WAIT {
+            if (!seen && started.elapsed() >= FIRST_WAIT) || last_new.elapsed() >= QUIET_LIMIT {
                 return;
             }
             tokio::select! {
