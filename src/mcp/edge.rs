@@ -491,7 +491,12 @@ pub async fn streamable_http_edge(
         Request::from_parts(parts, body)
     };
 
-    finish_response(&cfg, &sessions, next.run(request).await, call, exchange).await
+    // rmcp hands a client's answer to the session manager without the
+    // request's parts: it learns the admitted caller from here.
+    let response = super::server_requests::CALLER
+        .scope(exchange.owner.clone(), next.run(request))
+        .await;
+    finish_response(&cfg, &sessions, response, call, exchange).await
 }
 
 /// The JSON-RPC method and id of a POSTed message, for errors and metrics.

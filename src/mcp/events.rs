@@ -12,10 +12,7 @@
 use std::{
     collections::HashMap,
     pin::Pin,
-    sync::{
-        Arc, Mutex, Weak,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, Weak},
     time::Duration,
 };
 
@@ -38,9 +35,13 @@ use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use super::{
+    post_streams::{self, PostEventId, PostStream, PostStreams},
+    server_requests::{CALLER, RequestIds, ResponseInbox, Route},
+};
 use crate::{
     clock::SharedClock,
-    store::{McpEvent, Store, StoreError},
+    store::{McpEvent, McpWake, Store, StoreError},
 };
 
 /// rmcp names a session's standalone channel `<session id>:common`.
@@ -67,13 +68,10 @@ const STREAM_CAPACITY: usize = 16;
 #[derive(Default)]
 pub struct Tails {
     waiting: Mutex<HashMap<String, Vec<Weak<Notify>>>>,
-    /// Whether the PostgreSQL listener runs (started with the first stream:
-    /// a replica serving no GET stream holds no LISTEN connection).
-    listening: AtomicBool,
 }
 
 impl Tails {
-    fn watch(&self, session: &str) -> Arc<Notify> {
+    pub(super) fn watch(&self, session: &str) -> Arc<Notify> {
         let notify = Arc::new(Notify::new());
         if let Ok(mut waiting) = self.waiting.lock() {
             waiting.retain(|_, v| {
@@ -111,37 +109,54 @@ impl Tails {
         }
     }
 
-    /// On PostgreSQL, wake the streams of sessions other replicas append to
-    /// until `shutdown`; once, when the first stream opens.
-    fn ensure_listener(self: &Arc<Self>, store: &Store, shutdown: &CancellationToken) {
-        if !store.is_shared() || self.listening.swap(true, Ordering::AcqRel) {
+    /// On PostgreSQL, until `shutdown`: wake the streams of sessions other
+    /// replicas append to, and take the answers other replicas relay to
+    /// this one (a replica that sent a server request must hear its
+    /// answer, so this listens from the start).
+    fn spawn_listener(
+        self: &Arc<Self>,
+        store: &Store,
+        inbox: Arc<ResponseInbox>,
+        shutdown: &CancellationToken,
+    ) {
+        if !store.is_shared() {
             return;
         }
         let (tails, store, shutdown) = (self.clone(), store.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let mut listener = match store.mcp_event_listener().await {
-                Ok(Some(listener)) => listener,
-                Ok(None) => return,
-                Err(e) => {
-                    // The next stream that opens tries again.
-                    tails.listening.store(false, Ordering::Release);
-                    tracing::error!(error = %e, "MCP event listener not started: GET streams see only this replica's messages for now");
-                    return;
+            let mut listener = loop {
+                match store.mcp_listener().await {
+                    Ok(Some(listener)) => break listener,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, "MCP listener not started: GET streams see only this replica's messages for now");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
                 }
             };
-            // Streams that opened before the LISTEN took effect look again.
+            // What was announced before the LISTEN took effect.
             tails.wake_all();
+            inbox.take().await;
             loop {
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    next = listener.next_session() => next,
+                    next = listener.next() => next,
                 };
                 match next {
-                    Ok(session) => tails.wake(&session),
+                    Ok(McpWake::Session(session)) => tails.wake(&session),
+                    Ok(McpWake::Responses(origin)) => {
+                        if origin == inbox.ids.origin() {
+                            inbox.take().await;
+                        }
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "MCP event listener interrupted");
+                        tracing::warn!(error = %e, "MCP listener interrupted");
                         // What was announced meanwhile is in the store.
                         tails.wake_all();
+                        inbox.take().await;
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -160,17 +175,18 @@ pub struct EventLog {
     store: Store,
     clock: SharedClock,
     tails: Arc<Tails>,
-    /// This replica, to tell its list changes from another's.
-    origin: String,
+    /// This replica, to tell its list changes from another's and to name
+    /// it in the ids of the requests it sends.
+    ids: RequestIds,
 }
 
 impl EventLog {
-    pub fn new(store: Store, clock: SharedClock, tails: Arc<Tails>) -> Self {
+    pub fn new(store: Store, clock: SharedClock, tails: Arc<Tails>, ids: RequestIds) -> Self {
         EventLog {
             store,
             clock,
             tails,
-            origin: uuid::Uuid::new_v4().simple().to_string(),
+            ids,
         }
     }
 }
@@ -197,18 +213,25 @@ impl EventStore for EventLog {
         event: &ServerSseMessage,
     ) -> Result<EventId, EventStoreError> {
         // POST streams carry one answer to the client that is waiting for it
-        // on that connection: not stored (one write per request is too dear).
+        // on that connection: not stored (one write per request is too
+        // dear); `PostStream` names their events.
         let (Some(session), Some(message)) =
             (stream_id.strip_suffix(COMMON_SUFFIX), &event.message)
         else {
             return Ok(NOT_RESUMABLE.to_owned());
         };
-        let text = serde_json::to_string(message.as_ref())?;
+        let text = if RequestIds::names(message) {
+            let mut renamed = message.as_ref().clone();
+            self.ids.outgoing(&mut renamed);
+            serde_json::to_string(&renamed)?
+        } else {
+            serde_json::to_string(message.as_ref())?
+        };
         let now = self.clock.now();
         let coalesce = is_list_change(message).then_some(now - COALESCE_SECS);
         let seq = self
             .store
-            .append_mcp_event(session, &text, &self.origin, coalesce, now)
+            .append_mcp_event(session, &text, self.ids.origin(), coalesce, now)
             .await?;
         self.tails.wake(session);
         Ok(seq.to_string())
@@ -227,32 +250,54 @@ pub enum SharedSessionError {
     Local(#[from] LocalSessionManagerError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("no admitted caller for a relayed answer")]
+    NoCaller,
 }
 
-/// rmcp's in-memory sessions, with GET streams read from the store.
+/// rmcp's in-memory sessions, with GET streams read from the store, POST
+/// streams resumable and answers routed to the replica that asked.
 pub struct SharedSessions {
     local: Arc<LocalSessionManager>,
     store: Store,
     clock: SharedClock,
     tails: Arc<Tails>,
+    posts: PostStreams,
     shutdown: CancellationToken,
 }
 
 type LocalStream = Pin<Box<dyn Stream<Item = ServerSseMessage> + Send>>;
 
 impl SharedSessions {
+    /// Also starts, on PostgreSQL, the listener that wakes GET streams and
+    /// takes answers relayed to this replica.
     pub fn new(
         local: Arc<LocalSessionManager>,
         store: Store,
         clock: SharedClock,
         tails: Arc<Tails>,
+        ids: RequestIds,
         shutdown: CancellationToken,
     ) -> Self {
+        let inbox = Arc::new(ResponseInbox {
+            ids: ids.clone(),
+            local: local.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
+        });
+        tails.spawn_listener(&store, inbox, &shutdown);
+        let posts = PostStreams {
+            store: store.clone(),
+            clock: clock.clone(),
+            tails: tails.clone(),
+            ids,
+            shutdown: shutdown.clone(),
+        };
         SharedSessions {
             local,
             store,
             clock,
             tails,
+            posts,
             shutdown,
         }
     }
@@ -278,7 +323,6 @@ impl SharedSessions {
             // its cache to a new stream; at most the last few.
             None => sent.clamp(head - FRESH_BACKLOG, head),
         };
-        self.tails.ensure_listener(&self.store, &self.shutdown);
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let tail = Tail {
             store: self.store.clone(),
@@ -442,15 +486,33 @@ impl SessionManager for SharedSessions {
         id: &SessionId,
         message: rmcp::model::ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        Ok(self.local.create_stream(id, message).await?)
+        let stream = self.local.create_stream(id, message).await?;
+        Ok(PostStream::new(stream, id, self.posts.clone()))
     }
 
+    /// An answer to a request another replica sent goes there (checked
+    /// against the stored owner on both sides); everything else is this
+    /// replica's.
     async fn accept_message(
         &self,
         id: &SessionId,
         message: rmcp::model::ClientJsonRpcMessage,
     ) -> Result<(), Self::Error> {
-        Ok(self.local.accept_message(id, message).await?)
+        let text = serde_json::to_string(&message).unwrap_or_default();
+        match self.posts.ids.incoming(message) {
+            Route::Here(message) => Ok(self.local.accept_message(id, message).await?),
+            Route::Elsewhere { origin } => {
+                // Set by the edge, which admitted the session for the caller.
+                let Ok(owner) = CALLER.try_with(Clone::clone) else {
+                    tracing::error!("an MCP answer to relay came without its caller");
+                    return Err(SharedSessionError::NoCaller);
+                };
+                self.store
+                    .relay_mcp_response(&origin, id, &owner, &text, self.clock.now())
+                    .await?;
+                Ok(())
+            }
+        }
     }
 
     async fn create_standalone_stream(
@@ -467,7 +529,13 @@ impl SessionManager for SharedSessions {
         id: &SessionId,
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        self.open(id, resume_point(&last_event_id)).await
+        if let Some(from) = PostEventId::parse(&last_event_id) {
+            return Ok(post_streams::resume(id, from, &self.posts).left_stream());
+        }
+        Ok(self
+            .open(id, resume_point(&last_event_id))
+            .await?
+            .right_stream())
     }
 
     async fn restore_session(

@@ -5,7 +5,9 @@ pub mod edge;
 pub mod events;
 pub mod handler;
 pub mod legacy_sse;
+mod post_streams;
 mod rpc_errors;
+mod server_requests;
 pub mod sessions;
 mod token_steps;
 
@@ -25,6 +27,7 @@ use self::{
     events::{EventLog, SharedSessions, Tails},
     handler::McpHandler,
     legacy_sse::LegacySse,
+    server_requests::RequestIds,
     sessions::SessionBook,
 };
 
@@ -37,8 +40,17 @@ pub fn routes(handler: McpHandler, edge: Arc<EdgeState>, shutdown: CancellationT
     // and GET streams read them from there: they reach the stream on
     // whichever replica holds it, and a reconnect with Last-Event-ID
     // resumes on any replica.
+    // Server requests name this replica in their ids, so an answer reaching
+    // another replica is relayed here; a POST's events name their stream,
+    // so a broken one resumes on any replica.
+    let ids = RequestIds::new(uuid::Uuid::new_v4().simple().to_string());
     let tails = Arc::new(Tails::default());
-    let events = EventLog::new(edge.store.clone(), edge.clock.clone(), tails.clone());
+    let events = EventLog::new(
+        edge.store.clone(),
+        edge.clock.clone(),
+        tails.clone(),
+        ids.clone(),
+    );
     let local = Arc::new(LocalSessionManager::default().with_event_store(Arc::new(events)));
     let sessions = Arc::new(SessionBook::new(
         edge.store.clone(),
@@ -61,6 +73,7 @@ pub fn routes(handler: McpHandler, edge: Arc<EdgeState>, shutdown: CancellationT
         edge.store.clone(),
         edge.clock.clone(),
         tails,
+        ids,
         shutdown.child_token(),
     ));
     let service = StreamableHttpService::new(

@@ -4,16 +4,13 @@
 //! cursor and sends it on. The `seq` of a row is the SSE event id, so a
 //! client reconnecting with `Last-Event-ID` on any replica gets the rest.
 
-use sqlx::{
-    Pool, Postgres,
-    postgres::{PgListener, PgPoolOptions},
-};
+use sqlx::{Pool, Postgres, postgres::PgPoolOptions};
 
 use super::{Db, Store, StoreError, leases::lock_key, on_db};
 
 /// PostgreSQL NOTIFY channel naming a session that has new messages (or
 /// ended): the id only, far below the 8000-byte payload limit.
-const EVENTS_CHANNEL: &str = "mcpgate_mcp_events";
+pub(super) const EVENTS_CHANNEL: &str = "mcpgate_mcp_events";
 /// Messages older than this are swept (a reconnect after longer misses them).
 pub const MCP_EVENT_TTL_SECS: i64 = 600;
 /// At most this many messages are kept per session.
@@ -44,18 +41,6 @@ struct StreamRow {
     stream_claim: Option<String>,
     expires_at: i64,
     ended_at: Option<i64>,
-}
-
-/// Wakes on every session some replica appended a message to (or ended).
-pub struct McpEventListener(PgListener);
-
-impl McpEventListener {
-    /// The session id of the next notification. An error means the
-    /// connection dropped (notifications may have been missed); the next
-    /// call reconnects.
-    pub async fn next_session(&mut self) -> Result<String, StoreError> {
-        Ok(self.0.recv().await?.payload().to_owned())
-    }
 }
 
 impl Store {
@@ -253,17 +238,6 @@ impl Store {
             .await
             .map(|r| r.rows_affected()))?;
         Ok(old + surplus)
-    }
-
-    /// A listener for sessions with new messages; `None` on SQLite, where
-    /// the one process wakes its streams itself.
-    pub async fn mcp_event_listener(&self) -> Result<Option<McpEventListener>, StoreError> {
-        let Db::Postgres(pool) = self.db() else {
-            return Ok(None);
-        };
-        let mut listener = PgListener::connect_with(&listener_pool(pool)).await?;
-        listener.listen(EVENTS_CHANNEL).await?;
-        Ok(Some(McpEventListener(listener)))
     }
 }
 

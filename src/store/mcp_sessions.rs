@@ -189,8 +189,9 @@ impl Store {
         Ok(())
     }
 
-    /// Delete expired sessions, tombstones, relayed messages nobody took
-    /// and old server-initiated messages; returns how many rows.
+    /// Delete expired sessions, tombstones, relayed messages nobody took,
+    /// old server-initiated messages and old broken POST streams; returns
+    /// how many rows.
     pub async fn sweep_mcp_sessions(&self, now: i64) -> Result<u64, StoreError> {
         const SESSIONS: &str = "DELETE FROM mcp_sessions WHERE expires_at <= $1";
         const RELAYED: &str = "DELETE FROM mcp_relay WHERE created_at <= $1";
@@ -203,6 +204,7 @@ impl Store {
                 .map(|r| r.rows_affected()))?;
         }
         rows += self.sweep_mcp_events(now).await?;
+        rows += self.sweep_mcp_post_streams(now).await?;
         Ok(rows)
     }
 

@@ -18,6 +18,7 @@ pub(crate) mod inline;
 mod leases;
 mod limits;
 mod mcp_events;
+mod mcp_post_streams;
 mod mcp_sessions;
 mod notes;
 mod oauth;
@@ -31,7 +32,8 @@ pub use funnel::{
 };
 pub use health::{StoreHealth, StoreProbe};
 pub use limits::{WindowCount, WindowFull};
-pub use mcp_events::{McpEvent, McpEventListener, McpStreamView};
+pub use mcp_events::{McpEvent, McpStreamView};
+pub use mcp_post_streams::{McpListener, McpPostEvent, McpWake, RelayedResponse};
 pub use mcp_sessions::{LEGACY_SSE, McpSessionRecord, RelayListener, RelayedMessage, STREAMABLE};
 pub use notes::{Note, NoteDraft, NotePatch};
 pub use oauth::{

@@ -412,3 +412,41 @@ def test_ts_sdk_get_stream_gets_messages_raised_on_another_replica(tmp_path: Pat
         assert out["getStatus"] == 200, out
         assert out["seen"]["resourceUpdated"] == ["test://watched-resource"], out
         assert out["seen"]["toolListChanged"] == 1, out
+
+
+def test_ts_sdk_resumes_a_broken_post_and_answers_sampling_on_another_replica(tmp_path: Path):
+    """Two gateway replicas (no auth, the fixture upstream over stdio each) on one fresh database,
+    the TypeScript SDK's fetch sending requests to replica 0 and GETs and its answers to replica 1:
+    a `sleep` call whose POST stream is cut after its first event is resumed by the SDK itself
+    (GET + Last-Event-ID on replica 1) and returns its answer; a sampling request raised by
+    replica 0's upstream link is answered by the SDK's handler through replica 1 and the call on
+    replica 0 completes with that answer."""
+    require_node_tools("@modelcontextprotocol/sdk/package.json")
+    fixture = require_fixture_bin()
+    with fresh_database(postgres_admin_url()) as store_url, contextlib.ExitStack() as stack:
+        replicas = []
+        for i in range(2):
+            rtmp = tmp_path / f"gateway-{i}"
+            (rtmp / "data").mkdir(parents=True)
+            port = free_port()
+            cfg = rtmp / "mcpgate.toml"
+            cfg.write_text(config_text(port, rtmp / "data", ["[auth]", 'mode = "none"'], toolsets=False,
+                                       extra=upstream_toml("fx", command=[fixture, "--stdio"]),
+                                       store_url=store_url))
+            replica = Replica(index=i, port=port, cfg=cfg, tmp=rtmp, log_path=rtmp / "mcpgate.log", env={})
+            stack.callback(replica.stop)
+            replica.start()  # one after the other: the first migrates the fresh database
+            replicas.append(replica)
+        urls = [f"http://{r.addr}/mcp" for r in replicas]
+        proc = run([NODE22, E2E_DIR / "ts_resume.mjs", *urls], timeout=60, env=node_env(), cwd=E2E_DIR)
+        logs = "\n".join(r.log_text()[-4000:] for r in replicas)
+        assert proc.returncode == 0, f"ts_resume failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n{logs}"
+        out = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+        assert out["broken"] == 1, out
+        assert out["slept"] == "slept", out
+        # The SDK resumed with the POST stream's event id, on the other replica.
+        resumed = [r for r in out["resumes"] if r["status"] == 200 and "." in r["lastEventId"]]
+        assert resumed, out
+        assert out["sampled"] == "LLM response: four", out
+        # The answer's id names the replica that asked (replica 0), not a bare number.
+        assert out["answersPosted"] and all(isinstance(i, str) for i in out["answersPosted"]), out

@@ -18,6 +18,7 @@ mod gateway;
 mod local_auth;
 mod machine_clients;
 mod mcp_events;
+mod mcp_post_streams;
 mod mcp_sessions;
 mod mcp_transport;
 mod oauth_browser;
