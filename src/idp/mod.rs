@@ -76,6 +76,13 @@ pub struct Identity {
     pub email_verified: bool,
 }
 
+/// Decides whether an identity-provider user holds the admin role, from who
+/// they are at this sign-in (`[admin]`, `crate::admin::settings`). `None`:
+/// the rule has no say, the role stays as an admin set it.
+pub trait AdminRoleRule: Send + Sync {
+    fn admin_role(&self, identity: &Identity) -> Option<bool>;
+}
+
 fn verified_by_default() -> bool {
     true
 }
