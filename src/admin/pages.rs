@@ -116,7 +116,11 @@ fn table(caption: &str, head: &[&str], rows: &[String], empty: &str) -> String {
     }
     let head: String = head
         .iter()
-        .map(|h| format!("<th scope=\"col\">{}</th>", escape(h)))
+        .map(|h| match *h {
+            // The buttons' column: named for screen readers, blank on screen.
+            "" => "<th scope=\"col\"><span class=\"skip\">Actions</span></th>".to_owned(),
+            h => format!("<th scope=\"col\">{}</th>", escape(h)),
+        })
         .collect();
     format!(
         "<div class=\"table-scroll\"><table><caption class=\"skip\">{}</caption><thead><tr>{head}</tr></thead><tbody>{}</tbody></table></div>",
@@ -615,7 +619,7 @@ pub fn sign_in_upstream(site: &Site, csrf: &str, provider: &str) -> String {
     site.document(&Page {
         title: "Sign in to the admin console",
         body: format!(
-            "<p class=\"lead\">Admins sign in with {provider}. Who is an admin follows the identity provider's groups (the [admin] section of the configuration).</p><form method=\"post\" action=\"/admin/login\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button class=\"button block\" type=\"submit\">Sign in with {provider}</button></form>",
+            "<p class=\"lead\">The console signs you in at {provider}. The admin role comes from its groups ([admin] in the configuration) or from an operator (mcpgate users set-admin).</p><form method=\"post\" action=\"/admin/login\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button class=\"button block\" type=\"submit\">Sign in with {provider}</button></form>",
             csrf = escape(csrf),
             provider = escape(provider),
         ),

@@ -313,6 +313,7 @@ impl AuthorizationServer {
         }
         if trace.console {
             // The console needs who signed in, not the provider's tokens.
+            tracing::info!(target: "audit", who = %user_id, action = "console.sign_in", object = "/admin", outcome = "ok", "admin console sign-in at the identity provider");
             return Ok(CallbackOutcome {
                 location: CONSOLE_HOME.to_owned(),
                 user_id: Some(user_id),
