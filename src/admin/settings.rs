@@ -6,13 +6,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::idp::{AdminRoleRule, Identity};
+use crate::idp::{AdminRoleRule, Identity, claim_values};
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
-    /// Groups (the provider's groups claim: `groups`, or `cognito:groups`
-    /// with the Cognito preset) whose members are admins.
+    /// The claim `groups` are matched in (a list, or a space-separated
+    /// string), e.g. `roles` or Auth0's `https://example.com/roles`. Default:
+    /// the provider's groups claim (`groups`; `cognito:groups` with Cognito).
+    pub claim: Option<String>,
+    /// Values of that claim (groups, roles) whose holders are admins.
     #[serde(default)]
     pub groups: Vec<String>,
     /// The provider's subjects (`sub`) of admins.
@@ -26,6 +29,8 @@ pub struct RawAdmin {
 /// `[admin]`, validated: the identity-provider claims that make an admin.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct AdminRoles {
+    /// `None`: the groups the identity provider's preset reads.
+    pub claim: Option<String>,
     pub groups: Vec<String>,
     pub subjects: Vec<String>,
     pub emails: Vec<String>,
@@ -48,9 +53,13 @@ impl AdminRoles {
                 .email
                 .as_deref()
                 .is_some_and(|e| self.emails.contains(&e.to_lowercase()));
+        let groups = match &self.claim {
+            Some(claim) => claim_values(&identity.claims, claim),
+            None => identity.groups.clone(),
+        };
         Some(
             self.subjects.contains(&identity.subject)
-                || identity.groups.iter().any(|g| self.groups.contains(g))
+                || groups.iter().any(|g| self.groups.contains(g))
                 || by_email,
         )
     }
@@ -76,10 +85,20 @@ pub fn validate(raw: &RawAdmin, signs_in_upstream: bool, errors: &mut Vec<String
             ));
         }
     }
+    if raw.claim.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        errors.push("admin.claim: the name of a claim, e.g. \"roles\"".to_owned());
+    }
+    if raw.claim.is_some() && raw.groups.is_empty() {
+        errors.push(
+            "admin.claim: names where admin.groups are looked up; list the values in admin.groups"
+                .to_owned(),
+        );
+    }
     if raw.emails.iter().any(|e| !e.contains('@')) {
         errors.push("admin.emails: each entry is an email address".to_owned());
     }
     let roles = AdminRoles {
+        claim: raw.claim.clone(),
         groups: raw.groups.clone(),
         subjects: raw.subjects.clone(),
         emails: raw.emails.iter().map(|e| e.to_lowercase()).collect(),
@@ -105,12 +124,14 @@ mod tests {
             name: None,
             groups: groups.iter().map(|g| g.to_string()).collect(),
             email_verified: true,
+            claims: serde_json::Map::new(),
         }
     }
 
     #[test]
     fn the_mapping_grants_and_withdraws_and_is_silent_when_unset() {
         let roles = AdminRoles {
+            claim: None,
             groups: vec!["mcpgate-admins".into()],
             subjects: vec!["root-sub".into()],
             emails: vec!["boss@example.com".into()],
@@ -137,6 +158,28 @@ mod tests {
             AdminRoles::default().role_of(&identity("u1", None, &["mcpgate-admins"])),
             None
         );
+    }
+
+    #[test]
+    fn a_claim_of_its_own_is_read_from_the_asserted_claims() {
+        let roles = AdminRoles {
+            claim: Some("https://example.com/roles".into()),
+            groups: vec!["mcp-admin".into()],
+            ..AdminRoles::default()
+        };
+        let mut identity = identity("u1", None, &["mcp-admin"]);
+        // The provider's groups no longer count: only the named claim does.
+        assert_eq!(roles.role_of(&identity), Some(false));
+        identity.claims.insert(
+            "https://example.com/roles".into(),
+            serde_json::json!(["viewer", "mcp-admin"]),
+        );
+        assert_eq!(roles.role_of(&identity), Some(true));
+        identity.claims.insert(
+            "https://example.com/roles".into(),
+            serde_json::json!("viewer"),
+        );
+        assert_eq!(roles.role_of(&identity), Some(false));
     }
 
     #[test]

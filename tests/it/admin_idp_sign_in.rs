@@ -17,6 +17,16 @@ use crate::{
 const ADMINS: &str = "mcpgate-admins";
 
 async fn proxy_with_admin_group(idp: &FakeIdp) -> TestServer {
+    proxy_with_admins(idp, |admin| {
+        admin.groups = vec![ADMINS.to_owned(), "ops".to_owned()];
+    })
+    .await
+}
+
+async fn proxy_with_admins(
+    idp: &FakeIdp,
+    edit: impl FnOnce(&mut mcpgate::admin::settings::RawAdmin),
+) -> TestServer {
     let upstream = RawUpstreamIdp {
         issuer: Some(idp.issuer.clone()),
         client_id: Some(UPSTREAM_CLIENT.to_owned()),
@@ -26,7 +36,7 @@ async fn proxy_with_admin_group(idp: &FakeIdp) -> TestServer {
     TestServer::start_with(|raw| {
         raw.auth.mode = Some("proxy".to_owned());
         raw.auth.upstream = Some(upstream);
-        raw.admin.groups = vec![ADMINS.to_owned(), "ops".to_owned()];
+        edit(&mut raw.admin);
     })
     .await
 }
@@ -64,27 +74,35 @@ async fn go_upstream(
     query_of(&to)
 }
 
-fn tokens_for(idp: &FakeIdp, sub: &str, nonce: &str, groups: &[&str]) -> Value {
+/// The IdP's token answer for `sub`: an ID token with an email and `claims`.
+fn tokens_for(idp: &FakeIdp, sub: &str, nonce: &str, claims: Value) -> Value {
+    let mut extra = json!({"email": format!("{sub}@example.com")});
+    for (k, v) in claims.as_object().cloned().unwrap_or_default() {
+        extra[k] = v;
+    }
     json!({
         "access_token": format!("up-at-{sub}"), "token_type": "Bearer", "expires_in": 3600,
-        "id_token": idp.id_token(UPSTREAM_CLIENT, sub, nonce, json!({
-            "email": format!("{sub}@example.com"), "groups": groups,
-        })),
+        "id_token": idp.id_token(UPSTREAM_CLIENT, sub, nonce, extra),
     })
 }
 
-/// A whole console sign-in as `sub` in `groups`: the status of `/admin` after it.
+fn in_groups(groups: &[&str]) -> Value {
+    json!({ "groups": groups })
+}
+
+/// A whole console sign-in as `sub` whose ID token carries `claims`: the
+/// status of `/admin` after it.
 async fn console_sign_in(
     server: &TestServer,
     idp: &FakeIdp,
     browser: &mut Browser,
     sub: &str,
-    groups: &[&str],
+    claims: Value,
 ) -> StatusCode {
     let params = go_upstream(server, idp, browser).await;
     assert_eq!(params["redirect_uri"], server.url("/callback"));
     assert_eq!(params["code_challenge_method"], "S256");
-    idp.answer_token(200, tokens_for(idp, sub, &params["nonce"], groups));
+    idp.answer_token(200, tokens_for(idp, sub, &params["nonce"], claims));
     let back = browser
         .get(&callback_url(server, &params["state"], "up-code"))
         .await;
@@ -115,7 +133,14 @@ async fn the_admin_group_opens_the_console_and_leaving_it_closes_it_at_the_next_
     let server = proxy_with_admin_group(&idp).await;
 
     let mut alice = Browser::default();
-    let status = console_sign_in(&server, &idp, &mut alice, "alice", &["eng", ADMINS]).await;
+    let status = console_sign_in(
+        &server,
+        &idp,
+        &mut alice,
+        "alice",
+        in_groups(&["eng", ADMINS]),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert!(is_admin(&server, "alice@example.com"));
     let page = alice
@@ -127,20 +152,34 @@ async fn the_admin_group_opens_the_console_and_leaving_it_closes_it_at_the_next_
     assert!(page.contains("alice@example.com"), "{page}");
 
     let mut bob = Browser::default();
-    let status = console_sign_in(&server, &idp, &mut bob, "bob", &["eng"]).await;
+    let status = console_sign_in(&server, &idp, &mut bob, "bob", in_groups(&["eng"])).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(!is_admin(&server, "bob@example.com"));
 
     // Alice leaves the group: her next sign-in takes the role away, and
     // her earlier console session is refused from then on too.
     let mut alice_again = Browser::default();
-    let status = console_sign_in(&server, &idp, &mut alice_again, "alice", &["eng"]).await;
+    let status = console_sign_in(
+        &server,
+        &idp,
+        &mut alice_again,
+        "alice",
+        in_groups(&["eng"]),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(!is_admin(&server, "alice@example.com"));
     let r = alice.get(&server.url("/admin")).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // And back in: granted again.
-    let status = console_sign_in(&server, &idp, &mut alice_again, "alice", &[ADMINS]).await;
+    let status = console_sign_in(
+        &server,
+        &idp,
+        &mut alice_again,
+        "alice",
+        in_groups(&[ADMINS]),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
 
     // An MCP client's sign-in applies the mapping too (the fake's groups there: eng, ops).
@@ -165,7 +204,10 @@ async fn the_console_sign_in_checks_its_form_state_browser_and_nonce() {
     // A state started in one browser cannot finish in another, and is spent.
     let mut browser = Browser::default();
     let params = go_upstream(&server, &idp, &mut browser).await;
-    idp.answer_token(200, tokens_for(&idp, "alice", &params["nonce"], &[ADMINS]));
+    idp.answer_token(
+        200,
+        tokens_for(&idp, "alice", &params["nonce"], in_groups(&[ADMINS])),
+    );
     let r = stranger
         .get(&callback_url(&server, &params["state"], "up-code"))
         .await;
@@ -183,7 +225,10 @@ async fn the_console_sign_in_checks_its_form_state_browser_and_nonce() {
 
     // An ID token for another login's nonce is refused; nobody is signed in.
     let params = go_upstream(&server, &idp, &mut browser).await;
-    idp.answer_token(200, tokens_for(&idp, "alice", "another-nonce", &[ADMINS]));
+    idp.answer_token(
+        200,
+        tokens_for(&idp, "alice", "another-nonce", in_groups(&[ADMINS])),
+    );
     let r = browser
         .get(&callback_url(&server, &params["state"], "up-code"))
         .await;
@@ -208,4 +253,35 @@ async fn the_console_sign_in_checks_its_form_state_browser_and_nonce() {
     assert_eq!(location(&r), "/admin/login");
     let r = browser.get(&server.url("/admin")).await;
     assert_eq!(location(&r), "/admin/login");
+}
+
+#[tokio::test]
+async fn a_claim_of_its_own_names_the_admins() {
+    const ROLES: &str = "https://example.com/roles";
+    let idp = FakeIdp::start().await;
+    let server = proxy_with_admins(&idp, |admin| {
+        admin.claim = Some(ROLES.to_owned());
+        admin.groups = vec!["mcp-admin".to_owned()];
+    })
+    .await;
+    // The provider's groups claim does not count once another claim is named.
+    let status = console_sign_in(
+        &server,
+        &idp,
+        &mut Browser::default(),
+        "erin",
+        json!({"groups": ["mcp-admin"], ROLES: ["viewer"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let status = console_sign_in(
+        &server,
+        &idp,
+        &mut Browser::default(),
+        "erin",
+        json!({ ROLES: ["viewer", "mcp-admin"] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(is_admin(&server, "erin@example.com"));
 }
