@@ -224,6 +224,7 @@ async fn local_front(
             funnel: funnel.clone(),
             clock,
             site,
+            admin_roles: Arc::new(config.admin.clone()),
         },
     )
     .await?;

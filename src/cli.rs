@@ -113,6 +113,14 @@ pub enum Command {
         #[command(subcommand)]
         action: ConnectionsAction,
     },
+    /// List and end live MCP sessions (ended on every replica, as the
+    /// client's own DELETE would).
+    Sessions {
+        #[arg(long, env = "MCPGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
     /// Manage token-signing keys.
     Keys {
         #[arg(long, env = "MCPGATE_CONFIG", global = true)]
@@ -331,10 +339,26 @@ pub enum KeysAction {
 
 #[derive(Debug, Subcommand)]
 pub enum ClientsAction {
-    /// List registered clients (dynamic registrations; CIMD clients are not stored).
-    List,
-    /// Remove a client with its consents and revoke its refresh tokens.
+    /// List registered clients (dynamic registrations); with --all also the
+    /// configured ones and metadata-document (CIMD) clients with grants.
+    List {
+        /// Every kind: id, name, kind, last used, live grants.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove a registered client with its consents and revoke its refresh tokens.
     Remove { client_id: String },
+    /// Forget every consent to a client and revoke its refresh tokens,
+    /// keeping it (configured and CIMD clients: their registration is not the store's).
+    RevokeGrants { client_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsAction {
+    /// List live MCP sessions: handle, transport, owner, started, expires.
+    List,
+    /// End a session by its handle (from `sessions list`): every replica answers 404 for it.
+    End { handle: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,8 +5,8 @@ use mcpgate::admin::{Actor, Admin};
 use mcpgate::{
     app::{self, App},
     cli::{
-        Cli, ClientsAction, Command, ConnectionsAction, ConsentsAction, KeysAction, TokenAction,
-        UsersAction,
+        Cli, ClientsAction, Command, ConnectionsAction, ConsentsAction, KeysAction, SessionsAction,
+        TokenAction, UsersAction,
     },
     config::{self, AuthSettings, ResolvedAuth},
     oauth::settings::LocalAuthSettings,
@@ -159,7 +159,10 @@ async fn run(cli: Cli) -> ExitCode {
             admin(config, |cfg, store| Box::pin(users(cfg, store, action))).await
         }
         Command::Clients { config, action } => {
-            admin(config, |_, store| Box::pin(clients(store, action))).await
+            admin(config, |cfg, store| Box::pin(clients(cfg, store, action))).await
+        }
+        Command::Sessions { config, action } => {
+            admin(config, |_, store| Box::pin(sessions(store, action))).await
         }
         Command::Consents { config, action } => {
             admin(config, |_, store| Box::pin(consents(store, action))).await
@@ -525,9 +528,42 @@ async fn funnel(
     Ok(())
 }
 
-async fn clients(store: &mcpgate::store::Store, action: ClientsAction) -> anyhow::Result<()> {
+async fn clients(
+    cfg: &config::Config,
+    store: &mcpgate::store::Store,
+    action: ClientsAction,
+) -> anyhow::Result<()> {
     match action {
-        ClientsAction::List => {
+        ClientsAction::List { all: true } => {
+            let configured = cfg
+                .auth
+                .local()
+                .map(|local| local.clients.as_slice())
+                .unwrap_or_default();
+            let now = mcpgate::store::now_epoch();
+            for client in console(store).clients(configured, now).await? {
+                out!(
+                    "{}\t{}\t{}\tlast used {}\tlive grants {}",
+                    client.client_id,
+                    client.name.as_deref().unwrap_or("-"),
+                    client.kind.label(),
+                    client
+                        .last_used
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".to_owned()),
+                    client.live_grants,
+                );
+            }
+        }
+        ClientsAction::RevokeGrants { client_id } => {
+            let (consents, tokens) = console(store)
+                .revoke_client_grants(&Actor::cli(), &client_id)
+                .await?;
+            out!(
+                "{client_id}: {consents} remembered consents forgotten, {tokens} refresh tokens revoked"
+            );
+        }
+        ClientsAction::List { all: false } => {
             for client in store.list_clients().await? {
                 // Only the fields an operator recognises a client by; never the secret hash.
                 let metadata: serde_json::Value =
@@ -565,6 +601,24 @@ async fn clients(store: &mcpgate::store::Store, action: ClientsAction) -> anyhow
             out!(
                 "removed client {client_id}; its consents are gone and its refresh tokens revoked"
             );
+        }
+    }
+    Ok(())
+}
+
+async fn sessions(store: &mcpgate::store::Store, action: SessionsAction) -> anyhow::Result<()> {
+    let now = mcpgate::store::now_epoch();
+    match action {
+        SessionsAction::List => {
+            for session in store.live_mcp_sessions(now, i64::MAX).await? {
+                out!("{}", mcpgate::admin::session_line(&session));
+            }
+        }
+        SessionsAction::End { handle } => {
+            console(store)
+                .end_mcp_session(&Actor::cli(), &handle, now)
+                .await?;
+            out!("ended MCP session {handle} on every replica");
         }
     }
     Ok(())

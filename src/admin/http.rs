@@ -30,6 +30,8 @@ use crate::upstream::Gateway;
 
 /// The login session cookie the sign-in pages set (one session for both).
 pub const SESSION_COOKIE: &str = "mcpgate_session";
+// The browser binding of a sign-in at the identity provider (`/callback` reads it).
+use crate::oauth::http::AUTH_COOKIE as BROWSER_COOKIE;
 /// Binds the console's sign-in form to the browser that loaded it.
 const LOGIN_COOKIE: &str = "mcpgate_admin_login";
 
@@ -149,7 +151,9 @@ impl ConsoleState {
             AdminError::NoUser(_)
             | AdminError::NoClient(_)
             | AdminError::NoGrant { .. }
-            | AdminError::NoFamily(_) => StatusCode::NOT_FOUND,
+            | AdminError::NoFamily(_)
+            | AdminError::NoSession(_)
+            | AdminError::NoClientGrants(_) => StatusCode::NOT_FOUND,
             AdminError::BadName | AdminError::BadPassword | AdminError::OwnAccount => {
                 StatusCode::BAD_REQUEST
             }
@@ -186,6 +190,10 @@ fn done_message(query: &[(String, String)]) -> Option<&'static str> {
         "user.grant_admin" => "The user may now use this console.",
         "user.revoke_admin" => "The user may no longer use this console.",
         "client.remove" => "Client removed; its consents are gone and its refresh tokens revoked.",
+        "client.revoke_grants" => {
+            "The client's remembered consents are gone and its refresh tokens revoked."
+        }
+        "session.end" => "MCP session ended on every replica; its client gets 404 from now on.",
         "consent.revoke" => "Consent revoked with the refresh tokens it produced.",
         "grant.revoke" => "Grant revoked.",
         "key.rotate" => "New signing key added; it signs in a minute.",
@@ -197,25 +205,31 @@ fn query_pairs(query: Option<String>) -> Vec<(String, String)> {
     form_pairs(query.unwrap_or_default().as_bytes()).unwrap_or_default()
 }
 
-macro_rules! viewer {
-    ($state:expr, $headers:expr, $is_get:expr) => {
-        match $state.viewer(&$headers, $is_get).await {
-            Ok(v) => v,
-            Err(answer) => return answer,
-        }
+/// One console page: the viewer check, the page's query, then `load` (its
+/// store reads, rendered on the frame), or the failure page.
+async fn console_page(
+    state: &ConsoleState,
+    headers: &HeaderMap,
+    query: Option<String>,
+    current: &'static str,
+    load: impl AsyncFnOnce(&pages::Frame<'_>, &[(String, String)]) -> Result<String, AdminError>,
+) -> Response {
+    let viewer = match state.viewer(headers, true).await {
+        Ok(viewer) => viewer,
+        Err(answer) => return answer,
     };
-}
-
-macro_rules! frame {
-    ($state:expr, $viewer:expr, $current:expr, $query:expr) => {
-        pages::Frame {
-            site: &$state.site,
-            admin: &$viewer.user.username,
-            csrf: &$viewer.csrf,
-            current: $current,
-            done: done_message(&$query),
-        }
+    let query = query_pairs(query);
+    let frame = pages::Frame {
+        site: &state.site,
+        admin: &viewer.user.username,
+        csrf: &viewer.csrf,
+        current,
+        done: done_message(&query),
     };
+    match load(&frame, &query).await {
+        Ok(html) => state.page(StatusCode::OK, html),
+        Err(e) => state.failed(&e),
+    }
 }
 
 async fn users_page(
@@ -223,15 +237,10 @@ async fn users_page(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let viewer = viewer!(state, headers, true);
-    let query = query_pairs(q);
-    match state.admin.store.list_users().await {
-        Ok(users) => state.page(
-            StatusCode::OK,
-            pages::users(&frame!(state, viewer, "/admin", query), &users),
-        ),
-        Err(e) => state.failed(&e.into()),
-    }
+    console_page(&state, &headers, q, "/admin", async |frame, _| {
+        Ok(pages::users(frame, &state.admin.store.list_users().await?))
+    })
+    .await
 }
 
 async fn user_page(
@@ -239,34 +248,18 @@ async fn user_page(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let viewer = viewer!(state, headers, true);
-    let query = query_pairs(q);
-    let id = field(&query, "id").unwrap_or_default();
-    let user = match state.admin.store.find_user(id).await {
-        Ok(Some(user)) => user,
-        Ok(None) => return state.failed(&AdminError::NoUser(id.to_owned())),
-        Err(e) => return state.failed(&e.into()),
-    };
-    let consents = match state.admin.store.consents_of(&user.id).await {
-        Ok(c) => c,
-        Err(e) => return state.failed(&e.into()),
-    };
-    let grants = match state
-        .admin
-        .store
-        .grants_of(&user.id, state.clock.now())
-        .await
-    {
-        Ok(g) => g,
-        Err(e) => return state.failed(&e.into()),
-    };
-    let html = pages::user(
-        &frame!(state, viewer, "/admin", query),
-        &user,
-        &consents,
-        &grants,
-    );
-    state.page(StatusCode::OK, html)
+    console_page(&state, &headers, q, "/admin", async |frame, query| {
+        let store = &state.admin.store;
+        let id = field(query, "id").unwrap_or_default();
+        let user = store
+            .find_user(id)
+            .await?
+            .ok_or_else(|| AdminError::NoUser(id.to_owned()))?;
+        let consents = store.consents_of(&user.id).await?;
+        let grants = store.grants_of(&user.id, state.clock.now()).await?;
+        Ok(pages::user(frame, &user, &consents, &grants))
+    })
+    .await
 }
 
 async fn clients_page(
@@ -274,15 +267,14 @@ async fn clients_page(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let viewer = viewer!(state, headers, true);
-    let query = query_pairs(q);
-    match state.admin.store.list_clients().await {
-        Ok(clients) => state.page(
-            StatusCode::OK,
-            pages::clients(&frame!(state, viewer, "/admin/clients", query), &clients),
-        ),
-        Err(e) => state.failed(&e.into()),
-    }
+    console_page(&state, &headers, q, "/admin/clients", async |frame, _| {
+        let clients = state
+            .admin
+            .clients(state.server.configured_clients(), state.clock.now())
+            .await?;
+        Ok(pages::clients(frame, &clients))
+    })
+    .await
 }
 
 async fn sessions_page(
@@ -290,20 +282,12 @@ async fn sessions_page(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let viewer = viewer!(state, headers, true);
-    let query = query_pairs(q);
-    match state
-        .admin
-        .store
-        .live_mcp_sessions(state.clock.now(), 500)
-        .await
-    {
-        Ok(sessions) => state.page(
-            StatusCode::OK,
-            pages::sessions(&frame!(state, viewer, "/admin/sessions", query), &sessions),
-        ),
-        Err(e) => state.failed(&e.into()),
-    }
+    console_page(&state, &headers, q, "/admin/sessions", async |frame, _| {
+        let now = state.clock.now();
+        let sessions = state.admin.store.live_mcp_sessions(now, 500).await?;
+        Ok(pages::sessions(frame, &sessions))
+    })
+    .await
 }
 
 async fn keys_page(
@@ -311,19 +295,11 @@ async fn keys_page(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let viewer = viewer!(state, headers, true);
-    let query = query_pairs(q);
-    match state.admin.store.all_signing_keys().await {
-        Ok(keys) => state.page(
-            StatusCode::OK,
-            pages::keys(
-                &frame!(state, viewer, "/admin/keys", query),
-                &keys,
-                state.clock.now(),
-            ),
-        ),
-        Err(e) => state.failed(&e.into()),
-    }
+    console_page(&state, &headers, q, "/admin/keys", async |frame, _| {
+        let keys = state.admin.store.all_signing_keys().await?;
+        Ok(pages::keys(frame, &keys, state.clock.now()))
+    })
+    .await
 }
 
 async fn funnel_page(
@@ -331,30 +307,24 @@ async fn funnel_page(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let viewer = viewer!(state, headers, true);
-    let query = query_pairs(q);
-    let (window, secs, bucket) = super::funnel::window(field(&query, "since"));
-    let now = state.clock.now();
-    match state
-        .admin
-        .store
-        .funnel_attempts(None, now - secs, super::funnel::MAX_ATTEMPTS)
-        .await
-    {
-        Ok(attempts) => {
+    console_page(
+        &state,
+        &headers,
+        q,
+        "/admin/funnel",
+        async |frame, query| {
+            let (window, secs, bucket) = super::funnel::window(field(query, "since"));
+            let now = state.clock.now();
+            let attempts = state
+                .admin
+                .store
+                .funnel_attempts(None, now - secs, super::funnel::MAX_ATTEMPTS)
+                .await?;
             let summary = super::funnel::summarize(&attempts, now, secs, bucket);
-            state.page(
-                StatusCode::OK,
-                pages::funnel(
-                    &frame!(state, viewer, "/admin/funnel", query),
-                    &summary,
-                    window,
-                    bucket,
-                ),
-            )
-        }
-        Err(e) => state.failed(&e.into()),
-    }
+            Ok(pages::funnel(frame, &summary, window, bucket))
+        },
+    )
+    .await
 }
 
 async fn upstreams_page(
@@ -362,39 +332,28 @@ async fn upstreams_page(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let viewer = viewer!(state, headers, true);
-    let query = query_pairs(q);
-    let rows: Option<Vec<pages::UpstreamRow>> = state.gateway.as_ref().map(|gateway| {
-        gateway
-            .health()
-            .into_iter()
-            .map(|health| {
-                let (calls, errors) = state.metrics.upstream_call_counts(&health.name);
-                pages::UpstreamRow {
-                    health,
-                    calls,
-                    errors,
-                }
-            })
-            .collect()
-    });
-    let html = pages::upstreams(
-        &frame!(state, viewer, "/admin/upstreams", query),
-        rows.as_deref(),
-    );
-    state.page(StatusCode::OK, html)
+    console_page(&state, &headers, q, "/admin/upstreams", async |frame, _| {
+        let rows: Option<Vec<pages::UpstreamRow>> = state.gateway.as_ref().map(|gateway| {
+            gateway
+                .health()
+                .into_iter()
+                .map(|health| {
+                    let (calls, errors) = state.metrics.upstream_call_counts(&health.name);
+                    pages::UpstreamRow {
+                        health,
+                        calls,
+                        errors,
+                    }
+                })
+                .collect()
+        });
+        Ok(pages::upstreams(frame, rows.as_deref()))
+    })
+    .await
 }
 
 /// `GET /admin/login`: the form, bound to this browser by a cookie.
 async fn sign_in_page(State(state): State<ConsoleState>, headers: HeaderMap) -> Response {
-    if state.server.is_proxy() {
-        return state.problem(
-            StatusCode::OK,
-            "Sign in through your identity provider",
-            "In proxy mode the console has no password form: sign in to this server from an MCP app once (the same browser keeps the session), then open /admin again. An admin gives the role with: mcpgate users set-admin <user id>.",
-            None,
-        );
-    }
     let cookie = state.cookie(LOGIN_COOKIE);
     let (binding, fresh) = match cookie.read(&headers).filter(|v| v.len() == 43) {
         Some(v) => (v, false),
@@ -410,14 +369,16 @@ async fn sign_in_page(State(state): State<ConsoleState>, headers: HeaderMap) -> 
             }
         },
     };
-    let mut response = state.page(
-        StatusCode::OK,
-        pages::sign_in(
+    let csrf = sha256_b64(&format!("admin-login|{binding}"));
+    let html = match state.server.upstream_name() {
+        Some(provider) => pages::sign_in_upstream(
             &state.site,
-            &sha256_b64(&format!("admin-login|{binding}")),
-            None,
+            &csrf,
+            &format!("your identity provider ({provider})"),
         ),
-    );
+        None => pages::sign_in(&state.site, &csrf, None),
+    };
+    let mut response = state.page(StatusCode::OK, html);
     if fresh {
         response
             .headers_mut()
@@ -434,14 +395,6 @@ async fn sign_in(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if state.server.is_proxy() {
-        return state.problem(
-            StatusCode::NOT_FOUND,
-            "Not here",
-            "Proxy mode signs in through the identity provider.",
-            None,
-        );
-    }
     let pairs = form_pairs(&body).unwrap_or_default();
     let binding = state
         .cookie(LOGIN_COOKIE)
@@ -456,6 +409,9 @@ async fn sign_in(
             "This form was not loaded in this browser, or it expired. Load the sign-in page again.",
             Some("/admin/login"),
         );
+    }
+    if state.server.is_proxy() {
+        return sign_in_upstream(&state, &headers).await;
     }
     let username = field(&pairs, "username").unwrap_or_default();
     let password = field(&pairs, "password").unwrap_or_default();
@@ -508,6 +464,46 @@ async fn sign_in(
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
             response
+        }
+    }
+}
+
+/// Proxy mode: the sign-in form was this browser's; send it to the identity
+/// provider with a single-use state bound to it (the cookie `/callback`
+/// checks, kept when the browser has one for a client's sign-in).
+async fn sign_in_upstream(state: &ConsoleState, headers: &HeaderMap) -> Response {
+    let cookie = state.cookie(BROWSER_COOKIE);
+    let browser = match cookie.read(headers).filter(|v| v.len() == 43) {
+        Some(v) => Ok(v),
+        None => random_token(32),
+    };
+    let started = match browser {
+        Ok(browser) => state
+            .server
+            .begin_console_login(&browser)
+            .await
+            .map(|to| (to, browser)),
+        Err(e) => Err(e.into()),
+    };
+    match started {
+        Ok((to, browser)) => {
+            let mut response = see_other(&to);
+            let h = response.headers_mut();
+            h.append(
+                header::SET_COOKIE,
+                cookie.set(&browser, crate::oauth::flow::REQUEST_TTL_SECS),
+            );
+            h.append(header::SET_COOKIE, state.cookie(LOGIN_COOKIE).set("", 0));
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "console sign-in not started");
+            state.problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Try again",
+                "The sign-in at the identity provider could not be started; the log says why.",
+                Some("/admin/login"),
+            )
         }
     }
 }
@@ -598,6 +594,19 @@ async fn act(State(state): State<ConsoleState>, headers: HeaderMap, body: Bytes)
         "client.remove" => (
             admin.remove_client(&actor, &get("client_id")).await,
             "/admin/clients".to_owned(),
+        ),
+        "client.revoke_grants" => (
+            admin
+                .revoke_client_grants(&actor, &get("client_id"))
+                .await
+                .map(|_| ()),
+            "/admin/clients".to_owned(),
+        ),
+        "session.end" => (
+            admin
+                .end_mcp_session(&actor, &get("session"), state.clock.now())
+                .await,
+            "/admin/sessions".to_owned(),
         ),
         "consent.revoke" => (
             admin

@@ -4,9 +4,11 @@
 //! ...`) and the admin console ([`http`], `/admin`): one implementation per
 //! action. The console's pages are [`pages`].
 
+pub mod clients;
 pub mod funnel;
 pub mod http;
 pub mod pages;
+pub mod settings;
 
 use crate::oauth::{crypto::Sealer, keys::KeyError};
 use crate::store::{Store, StoreError, UserRecord};
@@ -22,6 +24,10 @@ pub enum AdminError {
     NoGrant { user: String, client_id: String },
     #[error("no live grant {0}")]
     NoFamily(String),
+    #[error("no live MCP session {0}")]
+    NoSession(String),
+    #[error("{0} has neither remembered consents nor refresh tokens")]
+    NoClientGrants(String),
     #[error("user names are 1 to 100 characters without spaces")]
     BadName,
     #[error("passwords are 8 to 1000 characters")]
@@ -43,7 +49,9 @@ impl AdminError {
             AdminError::NoUser(_)
             | AdminError::NoClient(_)
             | AdminError::NoGrant { .. }
-            | AdminError::NoFamily(_) => "not_found",
+            | AdminError::NoFamily(_)
+            | AdminError::NoSession(_)
+            | AdminError::NoClientGrants(_) => "not_found",
             AdminError::BadName | AdminError::BadPassword | AdminError::OwnAccount => "refused",
             AdminError::Store(StoreError::Conflict(_)) => "conflict",
             AdminError::Hash | AdminError::Keys(_) | AdminError::Store(_) => "error",
@@ -108,6 +116,25 @@ pub fn grant_line(grant: &crate::store::GrantRecord) -> String {
     format!(
         "{}\t{}\t{}\tlast refreshed {}\texpires {}",
         grant.family_id, grant.client_id, grant.scope, grant.last_refreshed_at, grant.expires_at
+    )
+}
+
+/// How many live sessions `end_mcp_session` looks through for a handle.
+const MAX_SESSIONS_SEARCHED: i64 = 100_000;
+
+/// What the console and `mcpgate sessions list` call an MCP session: the
+/// session id is a bearer handle of its client, so operators see a digest.
+pub fn session_handle(id: &str) -> String {
+    crate::oauth::crypto::sha256_b64(id)[..16].to_owned()
+}
+
+/// `mcpgate sessions list`: handle, transport, owner, started, expires.
+pub fn session_line(session: &(String, String, Option<String>, i64, i64)) -> String {
+    let (id, transport, owner, created, expires) = session;
+    format!(
+        "{}\t{transport}\t{}\tstarted {created}\texpires {expires}",
+        session_handle(id),
+        owner.as_deref().unwrap_or("-")
     )
 }
 
@@ -270,6 +297,46 @@ impl Admin {
             Err(e) => Err(e.into()),
         };
         audited(actor, "client.remove", client_id, result)
+    }
+
+    /// Forget every consent to `client_id` and revoke its refresh tokens,
+    /// for clients whose registration is not the store's to remove (named
+    /// by a metadata document, or configured): `(consents, tokens)`.
+    pub async fn revoke_client_grants(
+        &self,
+        actor: &Actor,
+        client_id: &str,
+    ) -> Result<(u64, u64), AdminError> {
+        let result = match self.store.revoke_client_grants(client_id).await {
+            Ok((0, 0)) => Err(AdminError::NoClientGrants(client_id.to_owned())),
+            Ok(done) => Ok(done),
+            Err(e) => Err(e.into()),
+        };
+        audited(actor, "client.revoke_grants", client_id, result)
+    }
+
+    /// End a live MCP session, named by its handle ([`session_handle`]) or
+    /// id, exactly as its client's `DELETE /mcp` would: on every replica.
+    pub async fn end_mcp_session(
+        &self,
+        actor: &Actor,
+        handle: &str,
+        now: i64,
+    ) -> Result<(), AdminError> {
+        let result = async {
+            let id = self
+                .store
+                .live_mcp_sessions(now, MAX_SESSIONS_SEARCHED)
+                .await?
+                .into_iter()
+                .map(|(id, ..)| id)
+                .find(|id| id == handle || session_handle(id) == handle)
+                .ok_or_else(|| AdminError::NoSession(handle.to_owned()))?;
+            crate::mcp::sessions::end_everywhere(&self.store, &id, now).await?;
+            Ok(())
+        }
+        .await;
+        audited(actor, "session.end", handle, result)
     }
 
     /// Forget `user`'s consent to `client_id` and revoke the refresh tokens

@@ -2,10 +2,11 @@
 //! forms only (no script). Every value from a user, a client or the store
 //! is escaped where it is interpolated; every form carries the CSRF token.
 
+use super::clients::{ClientKind, ClientOverview};
 use super::funnel::{Bucket, FunnelSummary, WINDOWS};
 use crate::branding::{Page, Site, escape};
 use crate::funnel::Reason;
-use crate::store::{ClientRecord, GrantRecord, SigningKeyRecord, UserRecord};
+use crate::store::{GrantRecord, SigningKeyRecord, UserRecord};
 use crate::upstream::UpstreamHealth;
 
 /// The console's sections, in the navigation's order: a new section is one
@@ -115,7 +116,11 @@ fn table(caption: &str, head: &[&str], rows: &[String], empty: &str) -> String {
     }
     let head: String = head
         .iter()
-        .map(|h| format!("<th scope=\"col\">{}</th>", escape(h)))
+        .map(|h| match *h {
+            // The buttons' column: named for screen readers, blank on screen.
+            "" => "<th scope=\"col\"><span class=\"skip\">Actions</span></th>".to_owned(),
+            h => format!("<th scope=\"col\">{}</th>", escape(h)),
+        })
         .collect();
     format!(
         "<div class=\"table-scroll\"><table><caption class=\"skip\">{}</caption><thead><tr>{head}</tr></thead><tbody>{}</tbody></table></div>",
@@ -263,38 +268,42 @@ pub fn user(
     frame.page(&format!("User {name}"), &content)
 }
 
-/// Registered clients (dynamic, pre-registered). CIMD clients are named by
-/// their document URL and not stored, so they are not listed.
-pub fn clients(frame: &Frame<'_>, clients: &[ClientRecord]) -> String {
+/// Every client, of each kind, with what removing it means.
+pub fn clients(frame: &Frame<'_>, clients: &[ClientOverview]) -> String {
     let rows: Vec<String> = clients
         .iter()
         .map(|c| {
-            let metadata: serde_json::Value =
-                serde_json::from_str(&c.metadata).unwrap_or_default();
-            let name = metadata["client_name"].as_str().unwrap_or("-");
-            let redirects: Vec<String> = metadata["redirect_uris"]
-                .as_array()
-                .map(|uris| {
-                    uris.iter()
-                        .filter_map(|u| u.as_str())
-                        .map(|u| format!("<li><code>{}</code></li>", escape(u)))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let redirects: String = c
+                .redirect_uris
+                .iter()
+                .map(|u| format!("<li><code>{}</code></li>", escape(u)))
+                .collect();
+            let target = [("client_id", c.client_id.as_str())];
+            let remove = match c.kind {
+                ClientKind::Registered { .. } => {
+                    frame.button("client.remove", &target, "Remove", true)
+                }
+                ClientKind::Configured => format!(
+                    "{}<p class=\"small muted\">Removed in the configuration ([[auth.local.clients]]).</p>",
+                    frame.button("client.revoke_grants", &target, "Revoke grants", true)
+                ),
+                ClientKind::Document => {
+                    frame.button("client.revoke_grants", &target, "Revoke grants", true)
+                }
+            };
             format!(
-                "<tr><td>{name}</td><td><code>{id}</code></td><td>{kind}</td><td><ul class=\"plain\">{redirects}</ul></td><td>{created}</td><td>{used}</td><td>{remove}</td></tr>",
-                name = escape(name),
+                "<tr><td>{name}</td><td><code>{id}</code></td><td>{kind}</td><td><ul class=\"plain\">{redirects}</ul></td><td>{created}</td><td>{used}</td><td>{grants}</td><td>{remove}</td></tr>",
+                name = escape(c.name.as_deref().unwrap_or("-")),
                 id = escape(&c.client_id),
-                kind = if c.secret_hash.is_some() { "confidential" } else { "public" },
-                redirects = redirects.concat(),
-                created = when(c.created_at),
-                used = c.last_used_at.map(when).unwrap_or_else(|| "never".to_owned()),
-                remove = frame.button("client.remove", &[("client_id", &c.client_id)], "Remove", true),
+                kind = c.kind.label(),
+                created = c.registered_at.map(when).unwrap_or_else(|| "-".to_owned()),
+                used = c.last_used.map(when).unwrap_or_else(|| "never".to_owned()),
+                grants = c.live_grants,
             )
         })
         .collect();
     let content = format!(
-        "<p class=\"small muted\">Clients registered here (dynamic registration). Clients identified by a metadata document URL (CIMD) and configured clients are not stored, so they are not listed; their grants show on each user's page.</p>{}",
+        "<p class=\"small muted\">Registered clients registered themselves here; configured ones are in [[auth.local.clients]]; metadata-document (CIMD) clients are named by their document's URL and listed once they signed someone in. Revoking a client's grants forgets its remembered consents and revokes its refresh tokens; a CIMD client may ask again.</p>{}",
         table(
             "Clients",
             &[
@@ -304,10 +313,11 @@ pub fn clients(frame: &Frame<'_>, clients: &[ClientRecord]) -> String {
                 "Redirect URIs",
                 "Registered",
                 "Last used",
+                "Live grants",
                 ""
             ],
             &rows,
-            "No registered clients."
+            "No clients yet."
         )
     );
     frame.page("Clients", &content)
@@ -320,23 +330,27 @@ pub fn sessions(
     let rows: Vec<String> = sessions
         .iter()
         .map(|(id, transport, owner, created, expires)| {
-            // The session id is a bearer handle: only its start is shown.
-            let short: String = id.chars().take(8).collect();
+            // The session id is a bearer handle of its client: a digest names it.
+            let handle = super::session_handle(id);
             format!(
-                "<tr><td><code>{}…</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&short),
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&handle),
                 escape(transport),
                 escape(owner.as_deref().unwrap_or("-")),
                 when(*created),
                 when(*expires),
+                frame.button("session.end", &[("session", &handle)], "End", true),
             )
         })
         .collect();
-    let content = table(
-        "MCP sessions",
-        &["Session", "Transport", "Owner", "Started", "Expires"],
-        &rows,
-        "No live MCP sessions.",
+    let content = format!(
+        "<p class=\"small muted\">Ending a session is its client's DELETE: every replica refuses it from then on (404), and the client starts a new one.</p>{}",
+        table(
+            "MCP sessions",
+            &["Session", "Transport", "Owner", "Started", "Expires", ""],
+            &rows,
+            "No live MCP sessions.",
+        )
     );
     frame.page("MCP sessions", &content)
 }
@@ -594,6 +608,20 @@ pub fn sign_in(site: &Site, csrf: &str, error: Option<&str>) -> String {
         body: format!(
             "{error}<form method=\"post\" action=\"/admin/login\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><div class=\"field\"><label for=\"username\">User name</label><input id=\"username\" name=\"username\" type=\"text\" autocomplete=\"username\" required></div><div class=\"field\"><label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required></div><button class=\"button block\" type=\"submit\">Sign in</button></form>",
             csrf = escape(csrf),
+        ),
+        wide: false,
+    })
+}
+
+/// The console's sign-in in proxy mode: one button that goes to the
+/// identity provider (a form, so no GET starts a sign-in).
+pub fn sign_in_upstream(site: &Site, csrf: &str, provider: &str) -> String {
+    site.document(&Page {
+        title: "Sign in to the admin console",
+        body: format!(
+            "<p class=\"lead\">The console signs you in at {provider}. The admin role comes from its groups ([admin] in the configuration) or from an operator (mcpgate users set-admin).</p><form method=\"post\" action=\"/admin/login\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button class=\"button block\" type=\"submit\">Sign in with {provider}</button></form>",
+            csrf = escape(csrf),
+            provider = escape(provider),
         ),
         wide: false,
     })

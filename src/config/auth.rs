@@ -55,6 +55,12 @@ impl Mode {
     pub(super) fn mints_jwt(self) -> bool {
         matches!(self, Mode::Local | Mode::Proxy)
     }
+
+    /// Modes that may sign users in at an identity provider (`auto` may
+    /// decide on proxy at start).
+    pub(super) fn signs_in_upstream(self) -> bool {
+        matches!(self, Mode::Proxy | Mode::Auto)
+    }
 }
 
 /// `auth.mode`, with `none` refused off loopback.

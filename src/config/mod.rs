@@ -48,6 +48,7 @@ const ENV_KEYS: &[&str] = &[
     "toolsets",
     "gateway",
     "branding",
+    "admin",
 ];
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -88,6 +89,9 @@ pub struct RawConfig {
     /// What the browser pages say and look like.
     #[serde(default)]
     pub branding: crate::branding::settings::RawBranding,
+    /// Who holds the admin role among identity-provider users (proxy mode).
+    #[serde(default)]
+    pub admin: crate::admin::settings::RawAdmin,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -158,6 +162,7 @@ pub struct Config {
     pub telemetry: crate::telemetry::settings::TelemetrySettings,
     pub toolsets: ToolsetsConfig,
     pub branding: crate::branding::settings::BrandingConfig,
+    pub admin: crate::admin::settings::AdminRoles,
 }
 
 #[derive(Clone, Serialize)]
@@ -457,6 +462,11 @@ impl RawConfig {
         );
         let policy = crate::auth::settings::validate_policy(&self.policy, &mut errors);
         let branding = crate::branding::settings::validate(&self.branding, &mut errors);
+        let admin = crate::admin::settings::validate(
+            &self.admin,
+            mode.is_some_and(auth::Mode::signs_in_upstream),
+            &mut errors,
+        );
         let auth = auth::validate(
             &self.auth,
             mode,
@@ -495,6 +505,7 @@ impl RawConfig {
                 telemetry,
                 toolsets,
                 branding,
+                admin,
             }),
             _ => Err(ConfigErrors(errors)),
         }

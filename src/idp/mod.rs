@@ -74,6 +74,19 @@ pub struct Identity {
     /// False when the provider says the email is not verified.
     #[serde(default = "verified_by_default", skip_serializing)]
     pub email_verified: bool,
+    /// Every claim the provider asserted at this sign-in (the verified ID
+    /// token, then UserInfo for what it lacked), for rules that read a claim
+    /// of their own (`[admin] claim`). In memory for the sign-in only: never
+    /// stored or put in tokens.
+    #[serde(skip)]
+    pub claims: serde_json::Map<String, Value>,
+}
+
+/// Decides whether an identity-provider user holds the admin role, from who
+/// they are at this sign-in (`[admin]`, `crate::admin::settings`). `None`:
+/// the rule has no say, the role stays as an admin set it.
+pub trait AdminRoleRule: Send + Sync {
+    fn admin_role(&self, identity: &Identity) -> Option<bool>;
 }
 
 fn verified_by_default() -> bool {
@@ -426,6 +439,9 @@ impl IdentityProvider {
         if identity.groups.is_empty() {
             identity.groups = extra.groups;
         }
+        for (name, value) in claims {
+            identity.claims.entry(name).or_insert(value);
+        }
         if identity.username == identity.subject {
             identity.username = extra.username;
         }
@@ -467,6 +483,7 @@ impl IdentityProvider {
             groups: Vec::new(),
             // Only the primary verified address is looked up; a profile email is public data.
             email_verified: true,
+            claims: serde_json::Map::new(),
         })
     }
 
@@ -621,15 +638,7 @@ pub fn identity_from_claims(
     };
     let subject = text("sub").unwrap_or_default();
     let email = text("email");
-    let groups = match claims.get(groups_claim) {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
-        _ => Vec::new(),
-    };
+    let groups = claim_values(claims, groups_claim);
     Identity {
         username: email
             .clone()
@@ -642,6 +651,21 @@ pub fn identity_from_claims(
         subject,
         // Absent means the provider makes no statement (Entra): trusted.
         email_verified: claims.get("email_verified").and_then(Value::as_bool) != Some(false),
+        claims: claims.clone(),
+    }
+}
+
+/// A list-valued claim (groups, roles): a JSON array of strings, or one
+/// space-separated string (Cognito); anything else is no values.
+pub fn claim_values(claims: &serde_json::Map<String, Value>, name: &str) -> Vec<String> {
+    match claims.get(name) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -32,6 +32,19 @@ pub const SESSION_TTL_SECS: i64 = 24 * 3600;
 const EXTEND_AFTER_SECS: i64 = 3600;
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
+/// End session `id` for every replica (`DELETE /mcp`, and the admin console):
+/// marked ended in the store, so each replica refuses it on its next request
+/// and drops its in-memory copy; their GET streams of it are told to close.
+pub async fn end_everywhere(store: &Store, id: &str, now: i64) -> Result<(), StoreError> {
+    store.end_mcp_session(id, now).await?;
+    if let Err(e) = store.announce_mcp_stream(id).await {
+        // The streams close when they next look (or their replica's
+        // copy of the session ends).
+        tracing::warn!(error = %e, "ended session not announced to GET streams");
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SessionRefusal {
     /// Unknown, ended, expired or another principal's: one answer for all.
@@ -145,13 +158,7 @@ impl SessionBook {
 
     /// End session `id` for every replica; their GET streams of it close.
     pub async fn end(&self, id: &str) -> Result<(), StoreError> {
-        self.store.end_mcp_session(id, self.clock.now()).await?;
-        if let Err(e) = self.store.announce_mcp_stream(id).await {
-            // The streams close when they next look (or their replica's
-            // copy of the session ends).
-            tracing::warn!(error = %e, "ended session not announced to GET streams");
-        }
-        Ok(())
+        end_everywhere(&self.store, id, self.clock.now()).await
     }
 
     /// Close this process's in-memory copy of a Streamable HTTP session.

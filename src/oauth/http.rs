@@ -59,7 +59,8 @@ pub fn routes(state: OAuthState) -> Router {
         .with_state(state)
 }
 
-const AUTH_COOKIE: &str = "mcpgate_auth";
+/// Binds a sign-in (a pending request, an upstream login) to the browser.
+pub const AUTH_COOKIE: &str = "mcpgate_auth";
 const SESSION_COOKIE: &str = "mcpgate_session";
 
 impl OAuthState {

@@ -19,6 +19,12 @@ use crate::{
 };
 
 const LOGIN_TTL_SECS: i64 = 600;
+/// An upstream login the admin console started has no pending authorization
+/// request: its `request_hash` holds this marker, which no SHA-256 (43
+/// base64url characters) equals.
+const CONSOLE_LOGIN: &str = "admin-console";
+/// Where a console sign-in lands.
+const CONSOLE_HOME: &str = "/admin";
 pub(super) const LOGIN_CONTEXT: &str = "upstream_logins.secrets";
 pub(super) const TOKENS_CONTEXT: &str = "upstream_tokens.sealed";
 /// Refresh upstream tokens this long before they expire.
@@ -72,6 +78,8 @@ impl CallbackError {
 #[derive(Default)]
 struct CallbackTrace {
     request: Option<PendingRequest>,
+    /// The admin console's sign-in: no client, no funnel step.
+    console: bool,
 }
 
 /// What the callback ends with: back to the client (code or
@@ -97,6 +105,30 @@ impl AuthorizationServer {
         remember: RememberConsent,
         consented_user: Option<&str>,
     ) -> Result<String, OAuthError> {
+        self.begin_upstream_login(sha256_b64(request_id), browser, remember, consented_user)
+            .await
+    }
+
+    /// The admin console's sign-in (`/admin/login` in proxy mode): the same
+    /// upstream login (single-use state bound to `browser`, PKCE, nonce),
+    /// for no client; `/callback` ends it with a session and `/admin`.
+    pub async fn begin_console_login(&self, browser: &str) -> Result<String, OAuthError> {
+        self.begin_upstream_login(
+            CONSOLE_LOGIN.to_owned(),
+            browser,
+            RememberConsent::ThisTimeOnly,
+            None,
+        )
+        .await
+    }
+
+    async fn begin_upstream_login(
+        &self,
+        request_hash: String,
+        browser: &str,
+        remember: RememberConsent,
+        consented_user: Option<&str>,
+    ) -> Result<String, OAuthError> {
         let upstream = self
             .upstream
             .as_ref()
@@ -110,7 +142,7 @@ impl AuthorizationServer {
         self.store
             .insert_upstream_login(&IdpLoginRecord {
                 state_hash: sha256_b64(&state),
-                request_hash: sha256_b64(request_id),
+                request_hash,
                 browser_hash: sha256_b64(browser),
                 secrets_sealed: self.sealer.seal_json(LOGIN_CONTEXT, &secrets)?,
                 remember: i64::from(remember == RememberConsent::Remember),
@@ -136,6 +168,9 @@ impl AuthorizationServer {
         let result = self
             .finish_idp_login_traced(&mut trace, state, browser, code, upstream_error)
             .await;
+        if trace.console {
+            return result;
+        }
         // The step joins its attempt when the pending request was found
         // (client and challenge); otherwise it is counted only.
         let mut event = match &trace.request {
@@ -172,17 +207,28 @@ impl AuthorizationServer {
             .await
             .map_err(|e| CallbackError::Flow(e.into()))?
             .ok_or(CallbackError::UnknownState)?;
+        trace.console = login.request_hash == CONSOLE_LOGIN;
         if !ct_eq(&login.browser_hash, &sha256_b64(browser)) {
             return Err(CallbackError::WrongBrowser);
         }
         // For the funnel only: which attempt this is (a read; a missing or
         // unreadable request leaves the step unjoined, nothing else).
-        if let Ok(Some(record)) = self
-            .store
-            .get_auth_request(&login.request_hash, now_epoch())
-            .await
+        if !trace.console
+            && let Ok(Some(record)) = self
+                .store
+                .get_auth_request(&login.request_hash, now_epoch())
+                .await
         {
             trace.request = serde_json::from_str(&record.request).ok();
+        }
+        if let Some(error) = upstream_error
+            && trace.console
+        {
+            tracing::info!(upstream_error = %error, "console sign-in not completed upstream");
+            return Ok(CallbackOutcome {
+                location: "/admin/login".to_owned(),
+                user_id: None,
+            });
         }
         if let Some(error) = upstream_error {
             // The user declined (or the IdP refused) upstream: the client
@@ -249,17 +295,29 @@ impl AuthorizationServer {
             }
             Err(e) => return Err(CallbackError::Flow(e.into())),
         }
-        // An admin disabled this account: the identity provider's word does not override that.
-        let disabled = self
+        let user = self
             .store
             .find_user(&user_id)
             .await
-            .map_err(|e| CallbackError::Flow(e.into()))?
-            .is_some_and(|u| u.disabled_at.is_some());
-        if disabled {
+            .map_err(|e| CallbackError::Flow(e.into()))?;
+        // An admin disabled this account: the identity provider's word does not override that.
+        if user.as_ref().is_some_and(|u| u.disabled_at.is_some()) {
             tracing::info!(user_id = %user_id, "disabled user refused at the callback");
             upstream.revoke(&tokens).await;
             return Err(CallbackError::NotAllowed);
+        }
+        if let Some(user) = &user {
+            self.follow_admin_mapping(user, &identity)
+                .await
+                .map_err(|e| CallbackError::Flow(e.into()))?;
+        }
+        if trace.console {
+            // The console needs who signed in, not the provider's tokens.
+            tracing::info!(target: "audit", who = %user_id, action = "console.sign_in", object = "/admin", outcome = "ok", "admin console sign-in at the identity provider");
+            return Ok(CallbackOutcome {
+                location: CONSOLE_HOME.to_owned(),
+                user_id: Some(user_id),
+            });
         }
         self.store
             .save_upstream_tokens(&IdpTokenRecord {
@@ -296,6 +354,35 @@ impl AuthorizationServer {
                 Err(CallbackError::Flow(e))
             }
         }
+    }
+
+    /// `[admin]`: the role follows the provider's claims at every sign-in,
+    /// granted and withdrawn (no mapping configured: left as it is).
+    async fn follow_admin_mapping(
+        &self,
+        user: &crate::store::UserRecord,
+        identity: &Identity,
+    ) -> Result<(), StoreError> {
+        let Some(role) = self
+            .admin_roles
+            .as_ref()
+            .and_then(|rule| rule.admin_role(identity))
+        else {
+            return Ok(());
+        };
+        if role == user.is_admin {
+            return Ok(());
+        }
+        self.store.set_admin(&user.id, role).await?;
+        tracing::info!(
+            target: "audit",
+            who = "idp",
+            action = if role { "user.grant_admin" } else { "user.revoke_admin" },
+            object = %user.username,
+            outcome = "ok",
+            "admin role follows the identity provider's claims"
+        );
+        Ok(())
     }
 
     /// A stable user id per upstream subject: the same on every replica and

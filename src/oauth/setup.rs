@@ -70,6 +70,8 @@ pub struct Surroundings<'a> {
     pub clock: crate::clock::SharedClock,
     /// The pages' look.
     pub site: Arc<crate::branding::Site>,
+    /// Proxy mode: the identity-provider users who hold the admin role.
+    pub admin_roles: Arc<dyn crate::idp::AdminRoleRule>,
 }
 
 pub struct LocalAuthority {
@@ -156,6 +158,7 @@ pub async fn build(
         funnel,
         clock,
         site,
+        admin_roles,
     } = at;
     let sealer = Arc::new(sealer(local)?);
     if sealer.has_previous() {
@@ -241,7 +244,7 @@ pub async fn build(
                     "every account the identity provider signs in may use this server; set auth.upstream.allowed_* to restrict it"
                 );
             }
-            server = server.with_idp(Arc::new(idp));
+            server = server.with_idp(Arc::new(idp)).with_admin_roles(admin_roles);
             None
         }
         None => ensure_first_user(store).await?,

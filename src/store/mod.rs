@@ -37,8 +37,8 @@ pub use mcp_post_streams::{McpListener, McpPostEvent, McpWake, RelayedResponse};
 pub use mcp_sessions::{LEGACY_SSE, McpSessionRecord, RelayListener, RelayedMessage, STREAMABLE};
 pub use notes::{Note, NoteDraft, NotePatch};
 pub use oauth::{
-    AuthRequestRecord, ClientRecord, CodeRecord, Consumed, GrantRecord, NewRefresh, RefreshRecord,
-    SealedColumn, SigningKeyRecord, Swept, UserRecord,
+    AuthRequestRecord, ClientActivity, ClientRecord, CodeRecord, Consumed, GrantRecord, NewRefresh,
+    RefreshRecord, SealedColumn, SigningKeyRecord, Swept, UserRecord,
 };
 pub use upstream_user_tokens::{
     ATTEMPT_CONTEXT, CLIENT_CONTEXT, ConnectAttemptRecord, TOKENS_CONTEXT, UserTokenRecord,

@@ -1,6 +1,7 @@
 // Drives mcpgate's admin console (/admin) in Debian's Chromium (headless, through puppeteer-core)
 // the way an operator would: sign in, list users, add one, disable it, revoke a consent, rotate the
-// signing key; a non-admin gets the 403 page. axe-core runs on every page in light and dark, and
+// signing key, look at the clients, sessions, upstreams and auth funnel, end an MCP session; a
+// non-admin gets the 403 page. axe-core runs on every page in light and dark, and
 // each page is photographed in both.
 //
 // Usage: node browser_admin.mjs CONFIG.json   (written by test_browser_admin.py)
@@ -133,11 +134,20 @@ try {
     findings.afterRotate = await inspect(page, 'after-rotate');
     await lightAndDark(page, 'admin-keys');
 
-    for (const [name, href] of [['admin-clients', '/admin/clients'], ['admin-sessions', '/admin/sessions'], ['admin-upstreams', '/admin/upstreams']]) {
+    for (const [name, href] of [['admin-clients', '/admin/clients'], ['admin-sessions', '/admin/sessions'], ['admin-upstreams', '/admin/upstreams'], ['admin-funnel', '/admin/funnel']]) {
       const resp = await page.goto(`${BASE}${href}`);
       findings.statuses[name] = resp.status();
       await lightAndDark(page, name);
     }
+    // The funnel's chart is server-drawn SVG with its numbers in a table.
+    await page.goto(`${BASE}/admin/funnel`);
+    findings.funnel = await inspect(page, 'funnel');
+    // End the MCP session the test opened (the sessions page lists it with an End button).
+    await page.goto(`${BASE}/admin/sessions`);
+    findings.sessionHandles = await page.$$eval('form input[name="session"]', (inputs) => inputs.map((i) => i.value));
+    check(findings.sessionHandles.length === 1, `one live session listed, got ${findings.sessionHandles.length}`);
+    await press(page, 'form input[value="session.end"] ~ button');
+    findings.afterEndSession = await inspect(page, 'after-end-session');
     // On a phone nothing scrolls sideways but the tables (in their own scroller).
     await page.setViewport({ width: 390, height: 844, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
     await page.goto(`${BASE}/admin`);

@@ -15,7 +15,11 @@ use crate::{
 
 /// Sign in to the console as `user`: the browser and its page's CSRF token
 /// (empty when the user is not an admin).
-async fn console_as(server: &TestServer, user: &str, password: &str) -> (Browser, String) {
+pub(crate) async fn console_as(
+    server: &TestServer,
+    user: &str,
+    password: &str,
+) -> (Browser, String) {
     let mut browser = Browser::default();
     let r = browser.get(&server.url("/admin/login")).await;
     assert_eq!(r.status(), StatusCode::OK);
@@ -40,12 +44,12 @@ async fn console_as(server: &TestServer, user: &str, password: &str) -> (Browser
     (browser, csrf)
 }
 
-async fn as_admin(server: &TestServer) -> (Browser, String) {
+pub(crate) async fn as_admin(server: &TestServer) -> (Browser, String) {
     let password = server.admin_password.clone().unwrap();
     console_as(server, "admin", &password).await
 }
 
-async fn act(
+pub(crate) async fn act(
     server: &TestServer,
     browser: &mut Browser,
     csrf: &str,
@@ -56,7 +60,7 @@ async fn act(
     browser.post(&server.url("/admin/act"), &form).await
 }
 
-fn user_id(server: &TestServer, name: &str) -> String {
+pub(crate) fn user_id(server: &TestServer, name: &str) -> String {
     let (ok, out, err) = admin_cli(server, &["users", "list"]);
     assert!(ok, "{err}");
     out.lines()
@@ -66,7 +70,7 @@ fn user_id(server: &TestServer, name: &str) -> String {
         .to_owned()
 }
 
-fn add_user(server: &TestServer, name: &str, password: &str) {
+pub(crate) fn add_user(server: &TestServer, name: &str, password: &str) {
     let (ok, out) = admin_cli_input(
         server,
         &["users", "add", name, "--password-stdin"],

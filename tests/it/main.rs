@@ -3,6 +3,8 @@
 //! driven over real HTTP.
 
 mod admin_console;
+mod admin_idp_sign_in;
+mod admin_sessions_clients;
 mod auth_funnel;
 mod bridge_auth;
 mod client_assertions;

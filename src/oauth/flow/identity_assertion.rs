@@ -135,6 +135,7 @@ impl AuthorizationServer {
             name: string_claim(claims, &idp.name_claim).map(str::to_owned),
             groups: Vec::new(),
             email_verified: true,
+            claims: serde_json::Map::new(),
         };
         let user_id = enterprise_user_id(&idp.issuer, &idp.user_claim, &user);
         self.store

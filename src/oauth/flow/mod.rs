@@ -71,6 +71,8 @@ pub struct AuthorizationServer {
     password_checks: passwords::CheckPool,
     /// Proxy mode: users sign in at this identity provider instead of the login page.
     pub(super) upstream: Option<Arc<IdentityProvider>>,
+    /// Proxy mode: which upstream identities hold the admin role (`[admin]`).
+    pub(super) admin_roles: Option<Arc<dyn crate::idp::AdminRoleRule>>,
     /// Enterprise IdPs whose identity assertions (ID-JAG) `/token` accepts.
     enterprise: EnterpriseTrust,
     /// Where each attempt's steps and stop reasons go (`crate::funnel`).
@@ -130,6 +132,7 @@ impl AuthorizationServer {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             upstream: None,
+            admin_roles: None,
             enterprise: EnterpriseTrust::default(),
             funnel: Funnel::off(),
             clock: crate::clock::system(),
@@ -172,6 +175,18 @@ impl AuthorizationServer {
     pub fn with_idp(mut self, upstream: Arc<IdentityProvider>) -> Self {
         self.upstream = Some(upstream);
         self
+    }
+
+    /// Proxy mode: give identity-provider users the admin role by `roles`
+    /// at each sign-in.
+    pub fn with_admin_roles(mut self, roles: Arc<dyn crate::idp::AdminRoleRule>) -> Self {
+        self.admin_roles = Some(roles);
+        self
+    }
+
+    /// The clients of `[[auth.local.clients]]` (the admin console lists them).
+    pub fn configured_clients(&self) -> &[Arc<crate::oauth::configured_clients::ConfiguredClient>] {
+        &self.config.clients
     }
 
     /// Accept identity assertions (ID-JAG) from the enterprise IdPs in `trust`.

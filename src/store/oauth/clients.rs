@@ -1,6 +1,6 @@
 //! Registered OAuth clients and the consents users gave them.
 
-use super::{ClientRecord, revoke_all, uncancellable};
+use super::{ClientActivity, ClientRecord, revoke_all, uncancellable};
 use rusqlite::OptionalExtension;
 
 use crate::store::inline::{Access, is_unique_violation};
@@ -246,6 +246,66 @@ impl Store {
             tx.commit().await.map(|_| (removed == 1, revoked))
         })?;
         Ok(removed)
+    }
+
+    /// Forget every consent given to `client_id` and revoke its refresh
+    /// tokens, keeping its registration (if any): `(consents forgotten,
+    /// refresh tokens revoked)`. For clients the store does not own: those
+    /// named by a metadata document or configured.
+    async fn revoke_client_grants_now(&self, client_id: &str) -> Result<(u64, u64), StoreError> {
+        const CONSENTS: &str = "DELETE FROM consents WHERE client_id = $1";
+        const REFRESH: &str =
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE client_id = $1 AND revoked_at IS NULL";
+        let now = now_epoch();
+        Ok(on_db!(self.db(), |pool| {
+            let mut tx = pool.begin().await?;
+            let forgotten = sqlx::query(CONSENTS)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            // Repeated like revoke_family's, for the same race.
+            let mut revoked = 0;
+            loop {
+                let n = sqlx::query(REFRESH)
+                    .bind(client_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                revoked += n;
+                if n == 0 {
+                    break;
+                }
+            }
+            tx.commit().await.map(|_| (forgotten, revoked))
+        })?)
+    }
+
+    /// See [`Store::revoke_client_grants_now`]; finishes even if the caller goes away.
+    pub async fn revoke_client_grants(&self, client_id: &str) -> Result<(u64, u64), StoreError> {
+        let (store, client_id) = (self.clone(), client_id.to_owned());
+        uncancellable(async move { store.revoke_client_grants_now(&client_id).await }).await
+    }
+
+    /// Every client id that has refresh tokens or remembered consents, with
+    /// its newest token, live grants and consents (the console's Clients
+    /// page: clients the store has no registration of show up only here).
+    /// Reads every refresh-token row; an admin page, not a hot path.
+    pub async fn client_activity(&self, now: i64) -> Result<Vec<ClientActivity>, StoreError> {
+        const SQL: &str = "SELECT client_id, MAX(last_token_at) AS last_token_at, \
+             SUM(live) AS live_grants, SUM(consents) AS consents FROM ( \
+             SELECT client_id, created_at AS last_token_at, \
+             CASE WHEN revoked_at IS NULL AND rotated_at IS NULL AND expires_at > $1 THEN 1 ELSE 0 END AS live, \
+             0 AS consents FROM refresh_tokens \
+             UNION ALL SELECT client_id, NULL, 0, 1 FROM consents) AS seen \
+             GROUP BY client_id ORDER BY client_id";
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as::<_, ClientActivity>(SQL)
+                .bind(now)
+                .fetch_all(pool)
+                .await
+        })?)
     }
 
     /// Remove a client with its consents, and revoke its refresh tokens.

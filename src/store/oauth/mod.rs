@@ -47,6 +47,18 @@ pub struct GrantRecord {
     pub expires_at: i64,
 }
 
+/// What the store knows of a client from its grants and consents.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClientActivity {
+    pub client_id: String,
+    /// When it last obtained a refresh token (a sign-in or a refresh).
+    pub last_token_at: Option<i64>,
+    /// Refresh tokens that are current (not rotated, revoked or expired).
+    pub live_grants: i64,
+    /// Users who remember consenting to it.
+    pub consents: i64,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SigningKeyRecord {
     pub kid: String,

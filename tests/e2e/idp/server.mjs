@@ -52,6 +52,7 @@ const state = {
   // resource indicator -> { format: 'jwt'|'opaque', scope: string, audience?: string }
   resources: new Map(),
   clients: new Map(), // client_id -> static client metadata
+  groups: new Map(), // account id -> its groups (the `groups` claim, profile scope); none: no claim
 };
 
 function addResource(resource, format, scope = RS_SCOPES.join(' '), audience = undefined) {
@@ -148,8 +149,10 @@ function findAccount(_ctx, id) {
   return {
     accountId: id,
     async claims() {
+      const groups = state.groups.get(id);
       return {
         sub: id, name: id, preferred_username: id, email: `${id}@example.test`, email_verified: true,
+        ...(groups ? { groups } : {}),
       };
     },
   };
@@ -166,7 +169,7 @@ function buildProvider(issuer) {
     claims: {
       openid: ['sub'],
       email: ['email', 'email_verified'],
-      profile: ['name', 'preferred_username'],
+      profile: ['name', 'preferred_username', 'groups'],
     },
     features: {
       devInteractions: { enabled: true },
@@ -333,8 +336,15 @@ async function admin(req, res, url) {
         }
         return sendJson(res, 200, { client_id: p.client_id });
       }
+      case 'POST /__admin/groups': {
+        // Sets an account's groups (comma-separated; empty: member of none) for its next sign-in.
+        const p = await params(req, url);
+        if (!p.account) throw new Error('account is required');
+        state.groups.set(p.account, list(p.groups));
+        return sendJson(res, 200, { account: p.account, groups: state.groups.get(p.account) });
+      }
       default:
-        return sendJson(res, 404, { error: 'not_found', routes: ['GET /__admin/info', 'GET /__admin/counts', 'GET /__admin/jwks-hits', 'POST /__admin/jwks-hits/reset', 'POST /__admin/rotate', 'POST /__admin/ttl', 'POST /__admin/resources', 'POST /__admin/clients'] });
+        return sendJson(res, 404, { error: 'not_found', routes: ['GET /__admin/info', 'GET /__admin/counts', 'GET /__admin/jwks-hits', 'POST /__admin/jwks-hits/reset', 'POST /__admin/rotate', 'POST /__admin/ttl', 'POST /__admin/resources', 'POST /__admin/clients', 'POST /__admin/groups'] });
     }
   } catch (e) {
     return sendJson(res, 400, { error: 'invalid_request', error_description: String(e.message || e) });
