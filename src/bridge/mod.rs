@@ -41,7 +41,9 @@ use crate::{
     auth::settings::ResourceAuthSettings,
     auth::{jwks::read_capped, verify},
     clock::{self, SharedClock},
+    funnel::{AttemptKey, Funnel, FunnelEvent, Reason, Step, StopReason},
     oauth::{
+        client_auth::unverified_claim,
         client_credentials::{
             ClientCredentialsError, ClientCredentialsRequest, ClientCredentialsToken,
         },
@@ -105,6 +107,15 @@ pub enum BridgeError {
     Internal(String),
     #[error("cannot set up the bridge: {0}")]
     Setup(String),
+    /// A refusal whose cause the catalogue names more precisely than the
+    /// RFC code (`pkce_missing`, `redirect_uri_mismatch`, `unknown_client`,
+    /// `code_invalid`), as the local server's `OAuthError::Refused`.
+    #[error("{detail}")]
+    Refused {
+        code: OAuthErrorCode,
+        reason: Reason,
+        detail: String,
+    },
 }
 
 impl BridgeError {
@@ -125,13 +136,22 @@ impl BridgeError {
                 OAuthErrorCode::TemporarilyUnavailable
             }
             BridgeError::Store(_) | BridgeError::Internal(_) => OAuthErrorCode::ServerError,
+            BridgeError::Refused { code, .. } => *code,
+        }
+    }
+
+    fn refused(code: OAuthErrorCode, reason: Reason, detail: &str) -> BridgeError {
+        BridgeError::Refused {
+            code,
+            reason,
+            detail: detail.to_owned(),
         }
     }
 
     /// The catalogue's reason (`crate::funnel::reasons`).
-    pub fn reason(&self) -> crate::funnel::Reason {
-        use crate::funnel::Reason;
+    pub fn reason(&self) -> Reason {
         match self {
+            BridgeError::Refused { reason, .. } => *reason,
             BridgeError::Forbidden(_) => Reason::RequestExpired,
             BridgeError::TooLarge(_) => Reason::TooLarge,
             BridgeError::RateLimited | BridgeError::TooManyRequests => Reason::RateLimited,
@@ -268,6 +288,61 @@ pub struct Bridge {
     authorizations: WindowLimiter,
     http: reqwest::Client,
     clock: SharedClock,
+    /// Where each attempt's steps and stop reasons go (`crate::funnel`).
+    funnel: Funnel,
+}
+
+/// What a bridged step has shown about its attempt so far (filled in as the
+/// checks learn it), for its funnel row: a client this server registered,
+/// the request's PKCE challenge, the user the IdP named.
+#[derive(Default)]
+struct Trace {
+    client_id: Option<String>,
+    challenge: Option<String>,
+    user_id: Option<String>,
+}
+
+impl Trace {
+    /// The step's event: joined by the challenge when there is one; a
+    /// client nobody registered here is counted only.
+    fn event(&self, step: Step) -> FunnelEvent {
+        let mut event = match &self.client_id {
+            Some(client_id) => FunnelEvent::new(step, client_id),
+            None => FunnelEvent::new(step, "-").unknown_client(),
+        };
+        if let Some(challenge) = &self.challenge {
+            event = event.challenge(challenge);
+        }
+        if let Some(user) = &self.user_id {
+            event = event.user(user);
+        }
+        event
+    }
+}
+
+/// The PKCE challenge of a pending request (its query for the IdP).
+fn challenge_of(idp_query: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_json::from_str(idp_query).ok()?;
+    field(&pairs, "code_challenge").map(str::to_owned)
+}
+
+/// The user the IdP's token answer names: `sub` of its access token, or of
+/// its ID token. Read without verification: the answer came straight from
+/// the IdP's token endpoint, and it only labels a funnel row.
+fn subject_of(answer: &Value) -> Option<String> {
+    ["access_token", "id_token"]
+        .iter()
+        .filter_map(|name| answer.get(*name).and_then(Value::as_str))
+        .find_map(|jwt| unverified_claim(jwt, "sub"))
+        .filter(|sub| sub.len() <= 200)
+}
+
+/// The IdP's refusal as a stop reason: `idp_error:<its error code>`.
+fn idp_refusal(answer: &Relayed) -> StopReason {
+    match answer.body.get("error").and_then(Value::as_str) {
+        Some(code) => StopReason::idp(code),
+        None => StopReason::idp(&format!("http_{}", answer.status)),
+    }
 }
 
 impl Bridge {
@@ -368,7 +443,14 @@ impl Bridge {
             http,
             clock,
             origin,
+            funnel: Funnel::off(),
         })
+    }
+
+    /// Record the attempts' steps on `funnel`.
+    pub fn with_funnel(mut self, funnel: Funnel) -> Self {
+        self.funnel = funnel;
+        self
     }
 
     /// `https` origins get a `__Host-` cookie with `Secure`; http loopback
@@ -409,6 +491,25 @@ impl Bridge {
         held: Option<&str>,
         client_address: &str,
     ) -> Result<ConsentPrompt, BridgeError> {
+        let mut trace = Trace::default();
+        let result = self
+            .authorize_traced(&mut trace, pairs, held, client_address)
+            .await;
+        let mut event = trace.event(Step::Authorize);
+        if let Err(e) = &result {
+            event = event.stopped(e.reason());
+        }
+        self.funnel.record(event);
+        result
+    }
+
+    async fn authorize_traced(
+        &self,
+        trace: &mut Trace,
+        pairs: &[(String, String)],
+        held: Option<&str>,
+        client_address: &str,
+    ) -> Result<ConsentPrompt, BridgeError> {
         if !self.authorizations.hit(client_address).await? {
             return Err(BridgeError::TooManyRequests);
         }
@@ -422,8 +523,14 @@ impl Bridge {
         let client_id = get("client_id")
             .ok_or_else(|| BridgeError::InvalidRequest("client_id is missing".to_owned()))?;
         let client = self.store.bridge_client(client_id).await?.ok_or_else(|| {
-            BridgeError::InvalidRequest("this client is not registered here".to_owned())
+            BridgeError::refused(
+                OAuthErrorCode::InvalidRequest,
+                Reason::UnknownClient,
+                "this client is not registered here",
+            )
         })?;
+        trace.client_id = Some(client_id.to_owned());
+        trace.challenge = get("code_challenge").map(str::to_owned);
         if client.callback_key.is_none() {
             // Registered before callbacks were per client: the IdP would send
             // its codes to the shared callback, which no longer exists.
@@ -433,11 +540,18 @@ impl Bridge {
         }
         let registered: Vec<String> =
             serde_json::from_str(&client.redirect_uris).unwrap_or_default();
-        let redirect_uri = resolve_redirect(&registered, get("redirect_uri"))
-            .map_err(|e| BridgeError::InvalidRequest(e.to_string()))?;
+        let redirect_uri = resolve_redirect(&registered, get("redirect_uri")).map_err(|e| {
+            BridgeError::refused(
+                OAuthErrorCode::InvalidRequest,
+                Reason::RedirectUriMismatch,
+                &e.to_string(),
+            )
+        })?;
         if get("code_challenge").is_none() || get("code_challenge_method") != Some("S256") {
-            return Err(BridgeError::InvalidRequest(
-                "PKCE is required: send code_challenge with code_challenge_method=S256".to_owned(),
+            return Err(BridgeError::refused(
+                OAuthErrorCode::InvalidRequest,
+                Reason::PkceMissing,
+                "PKCE is required: send code_challenge with code_challenge_method=S256",
             ));
         }
         if get("state").is_some_and(|s| s.len() > MAX_CLIENT_STATE_BYTES) {
@@ -523,6 +637,27 @@ impl Bridge {
         browser: &str,
         answer: ConsentAnswer,
     ) -> Result<String, BridgeError> {
+        let mut trace = Trace::default();
+        let result = self
+            .decide_traced(&mut trace, request_id, csrf, browser, answer)
+            .await;
+        let event = trace.event(Step::Consent);
+        self.funnel.record(match &result {
+            Err(e) => event.stopped(e.reason()),
+            Ok(_) if answer == ConsentAnswer::Deny => event.stopped(Reason::ConsentDenied),
+            Ok(_) => event,
+        });
+        result
+    }
+
+    async fn decide_traced(
+        &self,
+        trace: &mut Trace,
+        request_id: &str,
+        csrf: &str,
+        browser: &str,
+        answer: ConsentAnswer,
+    ) -> Result<String, BridgeError> {
         if browser.is_empty() || !ct_eq(csrf, &csrf_token(request_id, browser)) {
             return Err(BridgeError::Forbidden(
                 "this form does not belong to this browser; start again from your app".to_owned(),
@@ -534,6 +669,8 @@ impl Bridge {
             .take_bridge_request(BridgeStage::Consent, &sha256_b64(request_id), now)
             .await?
             .ok_or_else(expired)?;
+        trace.client_id = Some(request.client_id.clone());
+        trace.challenge = challenge_of(&request.idp_query);
         if !ct_eq(&request.browser_hash, &sha256_b64(browser)) {
             return Err(BridgeError::Forbidden(
                 "this sign-in was started in another browser; start again from your app".to_owned(),
@@ -596,6 +733,25 @@ impl Bridge {
         pairs: &[(String, String)],
         browser: &str,
     ) -> Result<String, BridgeError> {
+        let mut trace = Trace::default();
+        let result = self.callback_traced(&mut trace, key, pairs, browser).await;
+        let event = trace.event(Step::UpstreamCallback);
+        self.funnel.record(match (&result, field(pairs, "error")) {
+            (Err(e), _) => event.stopped(e.reason()),
+            // Passed on to the client, but the attempt stops here.
+            (Ok(_), Some(code)) => event.stopped(StopReason::idp(code)),
+            (Ok(_), None) => event,
+        });
+        result
+    }
+
+    async fn callback_traced(
+        &self,
+        trace: &mut Trace,
+        key: &str,
+        pairs: &[(String, String)],
+        browser: &str,
+    ) -> Result<String, BridgeError> {
         let get = |name: &str| field(pairs, name);
         let state = get("state").ok_or_else(|| {
             BridgeError::InvalidRequest("the identity provider's answer has no state".to_owned())
@@ -606,6 +762,8 @@ impl Bridge {
             .take_bridge_request(BridgeStage::Idp, &sha256_b64(state), now)
             .await?
             .ok_or_else(expired)?;
+        trace.client_id = Some(request.client_id.clone());
+        trace.challenge = challenge_of(&request.idp_query);
         let client = self.store.bridge_client(&request.client_id).await?;
         if client.and_then(|c| c.callback_key).as_deref() != Some(key) {
             // The IdP sent this to another client's callback: the code (if
@@ -639,6 +797,7 @@ impl Bridge {
                     redirect_uri: request.redirect_uri.clone(),
                     callback: self.callback_url(key),
                     expires_at: now + REQUEST_TTL_SECS,
+                    code_challenge: trace.challenge.clone(),
                 })
                 .await?;
         }
@@ -680,11 +839,61 @@ impl Bridge {
         pairs: &[(String, String)],
         authorization: Option<&str>,
     ) -> Result<Relayed, BridgeError> {
-        // The IdP judges a malformed header; here it just names no client.
-        let presented = match authorization.map(BasicCredentials::parse) {
-            Some(Ok(Some(basic))) => Some(basic.client_id),
-            _ => field(pairs, "client_id").map(str::to_owned),
+        let step = match field(pairs, "grant_type") {
+            Some("authorization_code") => Step::CodeRedeemed,
+            Some("refresh_token") => Step::Refresh,
+            // Other grants are the IdP's own business: relayed, no step.
+            _ => return self.token_traced(&mut Trace::default(), pairs, authorization).await,
         };
+        let mut trace = Trace::default();
+        let result = self.token_traced(&mut trace, pairs, authorization).await;
+        if let Ok(answer) = &result {
+            trace.user_id = (answer.status == 200)
+                .then(|| subject_of(&answer.body))
+                .flatten();
+        }
+        if step == Step::Refresh {
+            // The IdP's refresh token is opaque here: a refresh joins the
+            // attempt that redeemed a code for the same client and user. Was
+            // the client one of ours? A success has touched it; a refusal
+            // costs one read.
+            trace.client_id = match &result {
+                Ok(answer) if answer.status == 200 => trace.client_id.take(),
+                _ => self.registered_client(pairs, authorization).await,
+            };
+        }
+        let mut event = trace.event(step);
+        if step == Step::Refresh && trace.user_id.is_some() {
+            event = event.keyed(AttemptKey::User);
+        }
+        self.funnel.record(match &result {
+            Err(e) => event.stopped(e.reason()),
+            Ok(answer) if answer.status != 200 => event.stopped(idp_refusal(answer)),
+            Ok(_) => event,
+        });
+        result
+    }
+
+    /// The client a token request names, if it is registered here.
+    async fn registered_client(
+        &self,
+        pairs: &[(String, String)],
+        authorization: Option<&str>,
+    ) -> Option<String> {
+        let named = presented_client(pairs, authorization)?;
+        match self.store.bridge_client(&named).await {
+            Ok(Some(_)) => Some(named),
+            _ => None,
+        }
+    }
+
+    async fn token_traced(
+        &self,
+        trace: &mut Trace,
+        pairs: &[(String, String)],
+        authorization: Option<&str>,
+    ) -> Result<Relayed, BridgeError> {
+        let presented = presented_client(pairs, authorization);
         let mut relayed: Vec<(String, String)> = pairs
             .iter()
             .filter(|(k, _)| k != "resource" && k != "redirect_uri")
@@ -701,9 +910,10 @@ impl Bridge {
                 .bridge_code(&sha256_b64(code), self.clock.now())
                 .await?
                 .ok_or_else(|| {
-                    BridgeError::InvalidGrant(
-                        "the code is unknown or expired, or did not come through this server"
-                            .to_owned(),
+                    BridgeError::refused(
+                        OAuthErrorCode::InvalidGrant,
+                        Reason::CodeInvalid,
+                        "the code is unknown or expired, or did not come through this server",
                     )
                 })?;
             if presented.as_deref() != Some(issued.client_id.as_str()) {
@@ -715,9 +925,14 @@ impl Bridge {
                     "the code was not issued to this client".to_owned(),
                 ));
             }
+            // The attempt is this client's: the code came back for it.
+            trace.client_id = Some(issued.client_id.clone());
+            trace.challenge = issued.code_challenge.clone();
             if field(pairs, "redirect_uri").is_some_and(|r| r != issued.redirect_uri) {
-                return Err(BridgeError::InvalidGrant(
-                    "redirect_uri does not match the authorization request".to_owned(),
+                return Err(BridgeError::refused(
+                    OAuthErrorCode::InvalidGrant,
+                    Reason::RedirectUriMismatch,
+                    "redirect_uri does not match the authorization request",
                 ));
             }
             relayed.push(("redirect_uri".to_owned(), issued.callback));
@@ -733,12 +948,16 @@ impl Bridge {
         let answer = self.relay(request).await?;
         if answer.status == 200
             && let Some(client_id) = &presented
-            && let Err(e) = self
+        {
+            match self
                 .store
                 .touch_bridge_client(client_id, self.clock.now())
                 .await
-        {
-            tracing::warn!(error = %e, "bridge: could not record a client's use");
+            {
+                Ok(true) => trace.client_id = Some(client_id.clone()),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "bridge: could not record a client's use"),
+            }
         }
         Ok(answer)
     }
@@ -781,6 +1000,15 @@ fn metadata(
         jwks_uri,
         revocation_endpoint,
         ..AuthorizationServerMetadata::new(origin, scopes)
+    }
+}
+
+/// The client a token request names (Basic credentials or `client_id`).
+/// The IdP judges a malformed header; here it just names no client.
+fn presented_client(pairs: &[(String, String)], authorization: Option<&str>) -> Option<String> {
+    match authorization.map(BasicCredentials::parse) {
+        Some(Ok(Some(basic))) => Some(basic.client_id),
+        _ => field(pairs, "client_id").map(str::to_owned),
     }
 }
 
