@@ -843,7 +843,11 @@ impl Bridge {
             Some("authorization_code") => Step::CodeRedeemed,
             Some("refresh_token") => Step::Refresh,
             // Other grants are the IdP's own business: relayed, no step.
-            _ => return self.token_traced(&mut Trace::default(), pairs, authorization).await,
+            _ => {
+                return self
+                    .token_traced(&mut Trace::default(), pairs, authorization)
+                    .await;
+            }
         };
         let mut trace = Trace::default();
         let result = self.token_traced(&mut trace, pairs, authorization).await;
