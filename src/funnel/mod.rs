@@ -52,6 +52,12 @@ pub enum Step {
     McpCall,
     /// `POST /token` with a refresh token.
     Refresh,
+    /// `grant_type=client_credentials`: a machine client's whole attempt.
+    ClientCredentials,
+    /// `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` with an
+    /// ID-JAG (enterprise-managed authorization): the exchange of an
+    /// identity assertion for an access token, a whole attempt.
+    IdentityAssertion,
 }
 
 impl Step {
@@ -67,6 +73,8 @@ impl Step {
             Step::CodeRedeemed => "code_redeemed",
             Step::McpCall => "mcp_call",
             Step::Refresh => "refresh",
+            Step::ClientCredentials => "client_credentials",
+            Step::IdentityAssertion => "identity_assertion",
         }
     }
 }

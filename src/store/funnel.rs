@@ -67,6 +67,9 @@ pub struct FunnelAttempt {
 /// Rows of a user's MCP calls carry this attempt prefix until the query
 /// joins them to that user's latest redeemed attempt for the client.
 pub const USER_ATTEMPT_PREFIX: &str = "u:";
+/// Steps that issue a token from scratch: a later MCP call of the same
+/// client and user joins the latest of them.
+const ISSUING_STEPS: &[&str] = &["code_redeemed", "client_credentials", "identity_assertion"];
 /// Rows of refreshes carry this prefix and the grant key.
 pub const GRANT_ATTEMPT_PREFIX: &str = "g:";
 
@@ -198,7 +201,9 @@ pub fn join_attempts(rows: Vec<FunnelRow>, limit: usize) -> Vec<FunnelAttempt> {
         } else {
             row.attempt.clone()
         };
-        if row.step == "code_redeemed" && row.reason.is_none() {
+        // A code redemption, or a machine grant (its own whole attempt),
+        // issued the token the user's later MCP calls carry.
+        if ISSUING_STEPS.contains(&row.step.as_str()) && row.reason.is_none() {
             if let Some(g) = &row.grant_key {
                 grants.insert(g.clone(), key.clone());
             }
