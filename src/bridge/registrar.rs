@@ -57,7 +57,7 @@ impl Bridge {
                 (200 | 201, Some(id)) => FunnelEvent::new(Step::Registered, id),
                 _ => FunnelEvent::new(Step::Registered, "-")
                     .unknown_client()
-                    .stopped(super::idp_refusal(answer)),
+                    .stopped(super::funnel_steps::idp_refusal(answer)),
             },
             Err(e) => FunnelEvent::new(Step::Registered, "-")
                 .unknown_client()
