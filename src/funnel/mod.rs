@@ -170,7 +170,8 @@ enum Command {
 /// that find it stored already count nothing.
 struct Queued {
     row: FunnelRow,
-    once: Option<Once>,
+    /// Boxed: most rows have none, and the queue holds thousands.
+    once: Option<Box<Once>>,
 }
 
 struct Once {
@@ -275,7 +276,7 @@ impl Funnel {
         let row = self.row(event, None);
         let queued = Queued {
             row,
-            once: Some(Once { key, labels }),
+            once: Some(Box::new(Once { key, labels })),
         };
         if sender.try_send(Command::Row(queued)).is_err() {
             self.inner.dropped.inc();
