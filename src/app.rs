@@ -181,7 +181,8 @@ async fn front(
                     store.clone(),
                     clock,
                 )
-                .await?,
+                .await?
+                .with_funnel(funnel.clone()),
             );
             Front {
                 authorization_server: Some(crate::bridge::http::routes(

@@ -73,13 +73,21 @@ impl FunnelSummary {
     }
 }
 
-/// An attempt completed when it redeemed a code or made an MCP call
-/// without a stop reason.
+/// Steps that, passed, mean the attempt obtained a token (or used one).
+const COMPLETING_STEPS: &[&str] = &[
+    "code_redeemed",
+    "mcp_call",
+    "client_credentials",
+    "identity_assertion",
+];
+
+/// An attempt completed when it redeemed a code, obtained a token by a
+/// machine grant, or made an MCP call, without a stop reason.
 fn completed(attempt: &FunnelAttempt) -> bool {
     attempt
         .steps
         .iter()
-        .any(|s| s.reason.is_none() && (s.step == "code_redeemed" || s.step == "mcp_call"))
+        .any(|s| s.reason.is_none() && COMPLETING_STEPS.contains(&s.step.as_str()))
 }
 
 /// Sum `attempts` (of the window `[now - secs, now]`) per client and per
@@ -225,6 +233,8 @@ mod tests {
                 now - 3700,
                 &[("consent", Some("consent_denied"))],
             ),
+            // A machine client's grant: one step, completed.
+            attempt("m", "c3", now - 60, &[("client_credentials", None)]),
             // A refresh that joined nothing in the window: not an attempt.
             attempt("g:x", "c1", now, &[("refresh", Some("refresh_reused"))]),
             // Older than the window's first bucket: counted per client only.
@@ -238,7 +248,7 @@ mod tests {
         let s = summarize(&list, now, 86_400, 3600);
         assert_eq!(s.buckets.len(), 24);
         assert_eq!(s.buckets[23].start, 10 * 3600);
-        assert_eq!((s.buckets[23].attempts, s.buckets[23].completed), (1, 1));
+        assert_eq!((s.buckets[23].attempts, s.buckets[23].completed), (2, 2));
         assert_eq!((s.buckets[22].attempts, s.buckets[22].completed), (3, 0));
         let c1 = &s.clients[0];
         assert_eq!(
@@ -255,6 +265,10 @@ mod tests {
         );
         assert_eq!(s.clients[1].client_id, "c2");
         assert_eq!(s.clients[1].completed, 0);
+        assert_eq!(
+            (s.clients[2].client_id.as_str(), s.clients[2].completed),
+            ("c3", 1)
+        );
     }
 
     #[test]

@@ -80,7 +80,8 @@ fn error(bridge: &Bridge, err: BridgeError) -> Response {
         | BridgeError::InvalidClientMetadata(_)
         | BridgeError::InvalidRedirectUri(_)
         | BridgeError::InvalidGrant(_)
-        | BridgeError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
+        | BridgeError::InvalidTarget(_)
+        | BridgeError::Refused { .. } => StatusCode::BAD_REQUEST,
     };
     let mut response = front::error_json(
         status,

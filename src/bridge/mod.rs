@@ -27,9 +27,11 @@
 //! checks the IdP's `iss`, restores the client's `state` and redirect URI and
 //! adds its own `iss`.
 
+mod funnel_steps;
 pub mod http;
 mod registrar;
 pub mod settings;
+mod target;
 
 use std::time::Duration;
 
@@ -37,10 +39,14 @@ use serde_json::Value;
 
 pub use settings::{BridgeConfig, BridgeRegistrar};
 
+use funnel_steps::{Trace, challenge_of};
+use target::IdpTarget;
+
 use crate::{
     auth::settings::ResourceAuthSettings,
     auth::{jwks::read_capped, verify},
     clock::{self, SharedClock},
+    funnel::{Funnel, Reason},
     oauth::{
         client_credentials::{
             ClientCredentialsError, ClientCredentialsRequest, ClientCredentialsToken,
@@ -105,6 +111,15 @@ pub enum BridgeError {
     Internal(String),
     #[error("cannot set up the bridge: {0}")]
     Setup(String),
+    /// A refusal whose cause the catalogue names more precisely than the
+    /// RFC code (`pkce_missing`, `redirect_uri_mismatch`, `unknown_client`,
+    /// `code_invalid`), as the local server's `OAuthError::Refused`.
+    #[error("{detail}")]
+    Refused {
+        code: OAuthErrorCode,
+        reason: Reason,
+        detail: String,
+    },
 }
 
 impl BridgeError {
@@ -125,13 +140,22 @@ impl BridgeError {
                 OAuthErrorCode::TemporarilyUnavailable
             }
             BridgeError::Store(_) | BridgeError::Internal(_) => OAuthErrorCode::ServerError,
+            BridgeError::Refused { code, .. } => *code,
+        }
+    }
+
+    fn refused(code: OAuthErrorCode, reason: Reason, detail: &str) -> BridgeError {
+        BridgeError::Refused {
+            code,
+            reason,
+            detail: detail.to_owned(),
         }
     }
 
     /// The catalogue's reason (`crate::funnel::reasons`).
-    pub fn reason(&self) -> crate::funnel::Reason {
-        use crate::funnel::Reason;
+    pub fn reason(&self) -> Reason {
         match self {
+            BridgeError::Refused { reason, .. } => *reason,
             BridgeError::Forbidden(_) => Reason::RequestExpired,
             BridgeError::TooLarge(_) => Reason::TooLarge,
             BridgeError::RateLimited | BridgeError::TooManyRequests => Reason::RateLimited,
@@ -193,56 +217,6 @@ pub enum ConsentAnswer {
     Deny,
 }
 
-/// What tells the IdP whom the token is for, on `/authorize` and `/token`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum IdpTarget {
-    /// `[auth.bridge] audience`: sent as `audience`; the client's `resource`
-    /// is dropped (Auth0 and Entra reject or misread it).
-    Audience(String),
-    /// No audience configured: mcpgate's `/mcp` is sent as `resource`
-    /// (RFC 8707), whatever spelling of it the client used, so the token's
-    /// `aud` is exactly what `/mcp` accepts. An IdP with no default resource
-    /// (oidc-provider as shipped) otherwise issues an opaque token.
-    Resource(String),
-}
-
-impl IdpTarget {
-    fn of(audience: Option<&str>, origin: &str) -> IdpTarget {
-        match audience {
-            Some(a) => IdpTarget::Audience(a.to_owned()),
-            None => IdpTarget::Resource(format!("{origin}/mcp")),
-        }
-    }
-
-    /// The `resource` to send the IdP for a client that asked for
-    /// `requested`: none with an audience; mcpgate's `/mcp` otherwise, and
-    /// `invalid_target` for any other resource (nothing else is served here).
-    fn resource(&self, requested: Option<&str>) -> Result<Option<&str>, BridgeError> {
-        match self {
-            IdpTarget::Audience(_) => Ok(None),
-            IdpTarget::Resource(ours) => match requested {
-                Some(r) if !same_resource(ours, r) => Err(BridgeError::InvalidTarget(format!(
-                    "resource is not served here (this server serves {ours})"
-                ))),
-                _ => Ok(Some(ours)),
-            },
-        }
-    }
-}
-
-/// `candidate` names `ours`: same scheme, host, port and path up to a
-/// trailing slash, no fragment (as the local server's `is_our_resource`).
-fn same_resource(ours: &str, candidate: &str) -> bool {
-    let (Ok(ours), Ok(theirs)) = (url::Url::parse(ours), url::Url::parse(candidate)) else {
-        return false;
-    };
-    theirs.fragment().is_none()
-        && ours.scheme() == theirs.scheme()
-        && ours.host_str() == theirs.host_str()
-        && ours.port_or_known_default() == theirs.port_or_known_default()
-        && ours.path().trim_end_matches('/') == theirs.path().trim_end_matches('/')
-}
-
 /// How clients get registered at the IdP, with what each way needs.
 enum Registration {
     /// Relayed to the IdP's own registration endpoint (RFC 7591).
@@ -268,6 +242,8 @@ pub struct Bridge {
     authorizations: WindowLimiter,
     http: reqwest::Client,
     clock: SharedClock,
+    /// Where each attempt's steps and stop reasons go (`crate::funnel`).
+    funnel: Funnel,
 }
 
 impl Bridge {
@@ -368,7 +344,14 @@ impl Bridge {
             http,
             clock,
             origin,
+            funnel: Funnel::off(),
         })
+    }
+
+    /// Record the attempts' steps on `funnel`.
+    pub fn with_funnel(mut self, funnel: Funnel) -> Self {
+        self.funnel = funnel;
+        self
     }
 
     /// `https` origins get a `__Host-` cookie with `Secure`; http loopback
@@ -398,13 +381,10 @@ impl Bridge {
         )
     }
 
-    /// `/authorize`: check the client's request and keep it, bound to the
-    /// browser (`held`: the browser secret its cookie already carries), until
-    /// the user approves it on mcpgate's consent page. Nothing goes to the IdP
-    /// yet. PKCE S256 is required here so no client can downgrade it at the IdP.
-    /// `pairs` name each parameter once ([`crate::oauth::front::form_pairs`]).
-    pub async fn authorize(
+    /// [`Bridge::authorize`]'s work; `trace` learns the client and challenge.
+    async fn authorize_traced(
         &self,
+        trace: &mut Trace,
         pairs: &[(String, String)],
         held: Option<&str>,
         client_address: &str,
@@ -422,8 +402,14 @@ impl Bridge {
         let client_id = get("client_id")
             .ok_or_else(|| BridgeError::InvalidRequest("client_id is missing".to_owned()))?;
         let client = self.store.bridge_client(client_id).await?.ok_or_else(|| {
-            BridgeError::InvalidRequest("this client is not registered here".to_owned())
+            BridgeError::refused(
+                OAuthErrorCode::InvalidRequest,
+                Reason::UnknownClient,
+                "this client is not registered here",
+            )
         })?;
+        trace.client_id = Some(client_id.to_owned());
+        trace.challenge = get("code_challenge").map(str::to_owned);
         if client.callback_key.is_none() {
             // Registered before callbacks were per client: the IdP would send
             // its codes to the shared callback, which no longer exists.
@@ -433,11 +419,18 @@ impl Bridge {
         }
         let registered: Vec<String> =
             serde_json::from_str(&client.redirect_uris).unwrap_or_default();
-        let redirect_uri = resolve_redirect(&registered, get("redirect_uri"))
-            .map_err(|e| BridgeError::InvalidRequest(e.to_string()))?;
+        let redirect_uri = resolve_redirect(&registered, get("redirect_uri")).map_err(|e| {
+            BridgeError::refused(
+                OAuthErrorCode::InvalidRequest,
+                Reason::RedirectUriMismatch,
+                &e.to_string(),
+            )
+        })?;
         if get("code_challenge").is_none() || get("code_challenge_method") != Some("S256") {
-            return Err(BridgeError::InvalidRequest(
-                "PKCE is required: send code_challenge with code_challenge_method=S256".to_owned(),
+            return Err(BridgeError::refused(
+                OAuthErrorCode::InvalidRequest,
+                Reason::PkceMissing,
+                "PKCE is required: send code_challenge with code_challenge_method=S256",
             ));
         }
         if get("state").is_some_and(|s| s.len() > MAX_CLIENT_STATE_BYTES) {
@@ -512,12 +505,10 @@ impl Bridge {
         })
     }
 
-    /// The consent form: only the browser that started the request, with the
-    /// CSRF token derived from its cookie, decides it, once. Approve: on to
-    /// the IdP with the client's own callback and a fresh state. Deny:
-    /// `access_denied` to the client's checked redirect URI.
-    pub async fn decide(
+    /// [`Bridge::decide`]'s work; `trace` learns the client and challenge.
+    async fn decide_traced(
         &self,
+        trace: &mut Trace,
         request_id: &str,
         csrf: &str,
         browser: &str,
@@ -534,6 +525,8 @@ impl Bridge {
             .take_bridge_request(BridgeStage::Consent, &sha256_b64(request_id), now)
             .await?
             .ok_or_else(expired)?;
+        trace.client_id = Some(request.client_id.clone());
+        trace.challenge = challenge_of(&request.idp_query);
         if !ct_eq(&request.browser_hash, &sha256_b64(browser)) {
             return Err(BridgeError::Forbidden(
                 "this sign-in was started in another browser; start again from your app".to_owned(),
@@ -586,12 +579,10 @@ impl Bridge {
         Ok(url.to_string())
     }
 
-    /// `/callback/<key>`: the IdP's answer goes on to the client with the
-    /// client's `state` and mcpgate's `iss`, if it came back for the client
-    /// and to the browser that started the request. Single use; an answer
-    /// naming another issuer (a mix-up) stops here.
-    pub async fn callback(
+    /// [`Bridge::callback`]'s work; `trace` learns the client and challenge.
+    async fn callback_traced(
         &self,
+        trace: &mut Trace,
         key: &str,
         pairs: &[(String, String)],
         browser: &str,
@@ -606,6 +597,8 @@ impl Bridge {
             .take_bridge_request(BridgeStage::Idp, &sha256_b64(state), now)
             .await?
             .ok_or_else(expired)?;
+        trace.client_id = Some(request.client_id.clone());
+        trace.challenge = challenge_of(&request.idp_query);
         let client = self.store.bridge_client(&request.client_id).await?;
         if client.and_then(|c| c.callback_key).as_deref() != Some(key) {
             // The IdP sent this to another client's callback: the code (if
@@ -639,6 +632,7 @@ impl Bridge {
                     redirect_uri: request.redirect_uri.clone(),
                     callback: self.callback_url(key),
                     expires_at: now + REQUEST_TTL_SECS,
+                    code_challenge: trace.challenge.clone(),
                 })
                 .await?;
         }
@@ -671,20 +665,15 @@ impl Bridge {
         Ok(url.to_string())
     }
 
-    /// `/token`: relayed to the IdP with the client's own authentication and
-    /// `resource` as [`IdpTarget`] says (none with an audience). A code
-    /// is relayed only for the client it came back for, with that client's
-    /// callback as `redirect_uri`. `pairs` name each parameter once.
-    pub async fn token(
+    /// [`Bridge::token`]'s work; `trace` learns the client (and, for a
+    /// code, the challenge kept with it).
+    async fn token_traced(
         &self,
+        trace: &mut Trace,
         pairs: &[(String, String)],
         authorization: Option<&str>,
     ) -> Result<Relayed, BridgeError> {
-        // The IdP judges a malformed header; here it just names no client.
-        let presented = match authorization.map(BasicCredentials::parse) {
-            Some(Ok(Some(basic))) => Some(basic.client_id),
-            _ => field(pairs, "client_id").map(str::to_owned),
-        };
+        let presented = presented_client(pairs, authorization);
         let mut relayed: Vec<(String, String)> = pairs
             .iter()
             .filter(|(k, _)| k != "resource" && k != "redirect_uri")
@@ -701,9 +690,10 @@ impl Bridge {
                 .bridge_code(&sha256_b64(code), self.clock.now())
                 .await?
                 .ok_or_else(|| {
-                    BridgeError::InvalidGrant(
-                        "the code is unknown or expired, or did not come through this server"
-                            .to_owned(),
+                    BridgeError::refused(
+                        OAuthErrorCode::InvalidGrant,
+                        Reason::CodeInvalid,
+                        "the code is unknown or expired, or did not come through this server",
                     )
                 })?;
             if presented.as_deref() != Some(issued.client_id.as_str()) {
@@ -715,9 +705,14 @@ impl Bridge {
                     "the code was not issued to this client".to_owned(),
                 ));
             }
+            // The attempt is this client's: the code came back for it.
+            trace.client_id = Some(issued.client_id.clone());
+            trace.challenge = issued.code_challenge.clone();
             if field(pairs, "redirect_uri").is_some_and(|r| r != issued.redirect_uri) {
-                return Err(BridgeError::InvalidGrant(
-                    "redirect_uri does not match the authorization request".to_owned(),
+                return Err(BridgeError::refused(
+                    OAuthErrorCode::InvalidGrant,
+                    Reason::RedirectUriMismatch,
+                    "redirect_uri does not match the authorization request",
                 ));
             }
             relayed.push(("redirect_uri".to_owned(), issued.callback));
@@ -733,12 +728,16 @@ impl Bridge {
         let answer = self.relay(request).await?;
         if answer.status == 200
             && let Some(client_id) = &presented
-            && let Err(e) = self
+        {
+            match self
                 .store
                 .touch_bridge_client(client_id, self.clock.now())
                 .await
-        {
-            tracing::warn!(error = %e, "bridge: could not record a client's use");
+            {
+                Ok(true) => trace.client_id = Some(client_id.clone()),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "bridge: could not record a client's use"),
+            }
         }
         Ok(answer)
     }
@@ -781,6 +780,15 @@ fn metadata(
         jwks_uri,
         revocation_endpoint,
         ..AuthorizationServerMetadata::new(origin, scopes)
+    }
+}
+
+/// The client a token request names (Basic credentials or `client_id`).
+/// The IdP judges a malformed header; here it just names no client.
+fn presented_client(pairs: &[(String, String)], authorization: Option<&str>) -> Option<String> {
+    match authorization.map(BasicCredentials::parse) {
+        Some(Ok(Some(basic))) => Some(basic.client_id),
+        _ => field(pairs, "client_id").map(str::to_owned),
     }
 }
 

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::{Bridge, BridgeError, Registration, Relayed};
 use crate::{
+    funnel::{FunnelEvent, Step},
     oauth::{
         clients::{AuthMethod, ClientMetadata},
         crypto::random_token,
@@ -45,6 +46,28 @@ impl Bridge {
     /// policy and are kept here; the IdP registers only the client's own
     /// callback, `public_url/callback/<key>`.
     pub async fn register(
+        &self,
+        body: Value,
+        client_address: &str,
+    ) -> Result<Relayed, BridgeError> {
+        let result = self.register_at_idp(body, client_address).await;
+        // Only a client the IdP registered gets a row; refusals are counted.
+        let event = match &result {
+            Ok(answer) => match (answer.status, answer.body["client_id"].as_str()) {
+                (200 | 201, Some(id)) => FunnelEvent::new(Step::Registered, id),
+                _ => FunnelEvent::new(Step::Registered, "-")
+                    .unknown_client()
+                    .stopped(super::funnel_steps::idp_refusal(answer)),
+            },
+            Err(e) => FunnelEvent::new(Step::Registered, "-")
+                .unknown_client()
+                .stopped(e.reason()),
+        };
+        self.funnel.record(event);
+        result
+    }
+
+    async fn register_at_idp(
         &self,
         body: Value,
         client_address: &str,

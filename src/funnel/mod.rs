@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     clock::SharedClock,
-    store::{FunnelRow, GRANT_ATTEMPT_PREFIX, Store, USER_ATTEMPT_PREFIX},
+    store::{FunnelRow, GRANT_ATTEMPT_PREFIX, NewFunnelRow, Store, USER_ATTEMPT_PREFIX},
     telemetry::metrics::{FunnelLabels, Metrics},
 };
 pub use reasons::{Reason, StopReason};
@@ -47,10 +47,17 @@ pub enum Step {
     UpstreamCallback,
     /// `POST /token` with the code.
     CodeRedeemed,
-    /// The first `/mcp` request with a token (per token and replica).
+    /// The first `/mcp` request with a token (once per token across
+    /// replicas), or a refused one.
     McpCall,
     /// `POST /token` with a refresh token.
     Refresh,
+    /// `grant_type=client_credentials`: a machine client's whole attempt.
+    ClientCredentials,
+    /// `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` with an
+    /// ID-JAG (enterprise-managed authorization): the exchange of an
+    /// identity assertion for an access token, a whole attempt.
+    IdentityAssertion,
 }
 
 impl Step {
@@ -66,6 +73,8 @@ impl Step {
             Step::CodeRedeemed => "code_redeemed",
             Step::McpCall => "mcp_call",
             Step::Refresh => "refresh",
+            Step::ClientCredentials => "client_credentials",
+            Step::IdentityAssertion => "identity_assertion",
         }
     }
 }
@@ -152,8 +161,22 @@ const QUEUE: usize = 4096;
 const BATCH: usize = crate::store::FUNNEL_INSERT_MAX_ROWS;
 
 enum Command {
-    Row(FunnelRow),
+    Row(Queued),
     Flush(oneshot::Sender<()>),
+}
+
+/// A row for the writer. A once-only row (a token's first call) is counted
+/// and audited by the writer, and only if the store took it: the replicas
+/// that find it stored already count nothing.
+struct Queued {
+    row: FunnelRow,
+    /// Boxed: most rows have none, and the queue holds thousands.
+    once: Option<Box<Once>>,
+}
+
+struct Once {
+    key: String,
+    labels: FunnelLabels,
 }
 
 /// The recorder; cheap to clone.
@@ -167,7 +190,8 @@ struct Inner {
     counter: Family<FunnelLabels, Counter>,
     dropped: Counter,
     labels: Mutex<HashSet<String>>,
-    /// Tokens this replica has seen at `/mcp`: only a token's first call is a step.
+    /// Tokens this replica has seen at `/mcp`: only a token's first call is
+    /// a step, and only the first replica's row of it is stored and counted.
     seen_tokens: moka::sync::Cache<String, ()>,
     clock: SharedClock,
 }
@@ -176,7 +200,7 @@ impl Funnel {
     /// A recorder storing into `store` (a writer task is spawned).
     pub fn start(store: Store, metrics: &Metrics, clock: SharedClock) -> Funnel {
         let (sender, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(write_rows(store, receiver));
+        tokio::spawn(write_rows(store, receiver, metrics.auth_funnel.clone()));
         Funnel::with_sender(Some(sender), metrics, clock)
     }
 
@@ -230,44 +254,45 @@ impl Funnel {
         }
     }
 
-    /// True the first time this replica sees `token` (kept as a hash).
-    pub fn first_call_with(&self, token: &str) -> bool {
+    /// A token's first `/mcp` call (`event`, a passed [`Step::McpCall`]):
+    /// one row and one count per token across replicas, with no store round
+    /// trip on the request. This replica drops the token's later calls (an
+    /// in-memory set of token hashes); the writer stores the row under the
+    /// token's hash ON CONFLICT DO NOTHING and counts and audits it only if
+    /// it was stored, so another replica's first call of the same token
+    /// adds nothing.
+    pub fn record_first_call(&self, token: &str, event: FunnelEvent) {
         let key = sha256_b64(token);
         if self.inner.seen_tokens.contains_key(&key) {
-            return false;
+            return;
         }
-        self.inner.seen_tokens.insert(key, ());
-        true
+        self.inner.seen_tokens.insert(key.clone(), ());
+        let Some(sender) = self.inner.sender.as_ref().filter(|_| event.known_client) else {
+            // Nothing stored: nothing to agree on with other replicas.
+            self.record(event);
+            return;
+        };
+        let labels = self.labels(&event);
+        let row = self.row(event, None);
+        let queued = Queued {
+            row,
+            once: Some(Box::new(Once { key, labels })),
+        };
+        if sender.try_send(Command::Row(queued)).is_err() {
+            self.inner.dropped.inc();
+        }
     }
 
     /// Count the step and queue its row; never waits, never fails.
     pub fn record(&self, event: FunnelEvent) {
         let reason = event.reason.as_ref().map(StopReason::code);
-        // The audit line of the step: the same reason as the funnel row and
-        // the error body. A client id nobody registered is not echoed.
-        tracing::info!(
-            target: "audit",
-            step = event.step.as_str(),
-            client = if event.known_client { event.client_id.as_str() } else { "-" },
-            user = event.user_id.as_deref().unwrap_or("-"),
-            outcome = if event.reason.is_some() { "stopped" } else { "ok" },
-            reason = reason.as_deref().unwrap_or("-"),
-            "auth step"
+        audit(
+            event.step.as_str(),
+            event.known_client.then_some(event.client_id.as_str()),
+            event.user_id.as_deref(),
+            reason.as_deref(),
         );
-        self.inner
-            .counter
-            .get_or_create(&FunnelLabels {
-                client: self.client_label(&event),
-                step: event.step.as_str().to_owned(),
-                // The metric keeps the catalogue code only: an IdP's own
-                // code would make the label set unbounded.
-                reason: event
-                    .reason
-                    .as_ref()
-                    .map_or("ok", |r| r.reason.code())
-                    .to_owned(),
-            })
-            .inc();
+        self.inner.counter.get_or_create(&self.labels(&event)).inc();
         let Some(sender) = &self.inner.sender else {
             return;
         };
@@ -275,8 +300,25 @@ impl Funnel {
             return;
         }
         let row = self.row(event, reason);
-        if sender.try_send(Command::Row(row)).is_err() {
+        if sender
+            .try_send(Command::Row(Queued { row, once: None }))
+            .is_err()
+        {
             self.inner.dropped.inc();
+        }
+    }
+
+    fn labels(&self, event: &FunnelEvent) -> FunnelLabels {
+        FunnelLabels {
+            client: self.client_label(event),
+            step: event.step.as_str().to_owned(),
+            // The metric keeps the catalogue code only: an IdP's own
+            // code would make the label set unbounded.
+            reason: event
+                .reason
+                .as_ref()
+                .map_or("ok", |r| r.reason.code())
+                .to_owned(),
         }
     }
 
@@ -342,6 +384,20 @@ impl Funnel {
     }
 }
 
+/// The audit line of a step: the same reason as the funnel row and the
+/// error body. A client id nobody registered (`None`) is not echoed.
+fn audit(step: &str, client: Option<&str>, user: Option<&str>, reason: Option<&str>) {
+    tracing::info!(
+        target: "audit",
+        step,
+        client = client.unwrap_or("-"),
+        user = user.unwrap_or("-"),
+        outcome = if reason.is_some() { "stopped" } else { "ok" },
+        reason = reason.unwrap_or("-"),
+        "auth step"
+    );
+}
+
 /// 16 characters of SHA-256: a join key that reveals nothing it was made of
 /// (a PKCE challenge, a family id).
 fn short_hash(text: &str) -> String {
@@ -365,7 +421,11 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(250);
 /// The writer: gathers rows for [`LINGER`] (or until [`BATCH`] rows or a
 /// flush), stores them in one INSERT, and waits for the next. A failed
 /// write is logged and its rows dropped; requests never wait on it.
-async fn write_rows(store: Store, mut receiver: mpsc::Receiver<Command>) {
+async fn write_rows(
+    store: Store,
+    mut receiver: mpsc::Receiver<Command>,
+    counter: Family<FunnelLabels, Counter>,
+) {
     let mut rows = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
     let mut open = true;
@@ -374,7 +434,7 @@ async fn write_rows(store: Store, mut receiver: mpsc::Receiver<Command>) {
             break;
         };
         let take = |command: Command,
-                    rows: &mut Vec<FunnelRow>,
+                    rows: &mut Vec<Queued>,
                     flushes: &mut Vec<oneshot::Sender<()>>| match command {
             Command::Row(row) => rows.push(row),
             Command::Flush(done) => flushes.push(done),
@@ -391,8 +451,33 @@ async fn write_rows(store: Store, mut receiver: mpsc::Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = store.insert_funnel_rows(&rows).await {
-            tracing::warn!(error = %e, rows = rows.len(), "auth funnel rows not stored");
+        let batch: Vec<NewFunnelRow> = rows
+            .iter()
+            .map(|q| NewFunnelRow {
+                row: q.row.clone(),
+                once_key: q.once.as_ref().map(|o| o.key.clone()),
+            })
+            .collect();
+        match store.insert_funnel_batch(&batch).await {
+            Ok(stored) => {
+                for queued in rows.drain(..) {
+                    let (Some(once), row) = (queued.once, queued.row) else {
+                        continue;
+                    };
+                    if stored.contains(&once.key) {
+                        counter.get_or_create(&once.labels).inc();
+                        audit(
+                            &row.step,
+                            Some(&row.client_id),
+                            row.user_id.as_deref(),
+                            None,
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, rows = rows.len(), "auth funnel rows not stored");
+            }
         }
         rows.clear();
         for done in flushes.drain(..) {
@@ -548,12 +633,58 @@ mod tests {
         assert!(text.contains("1970-01-01T00:00:00Z"), "{text}");
     }
 
+    fn first_call(client: &str) -> FunnelEvent {
+        FunnelEvent::new(Step::McpCall, client)
+            .keyed(AttemptKey::User)
+            .user("u")
+    }
+
+    fn count(metrics: &Metrics, client: &str) -> u64 {
+        metrics
+            .auth_funnel
+            .get_or_create(&FunnelLabels {
+                client: client.to_owned(),
+                step: "mcp_call".to_owned(),
+                reason: "ok".to_owned(),
+            })
+            .get()
+    }
+
     #[test]
-    fn only_a_tokens_first_call_is_a_step() {
-        let funnel = Funnel::off();
-        assert!(funnel.first_call_with("t1"));
-        assert!(!funnel.first_call_with("t1"));
-        assert!(funnel.first_call_with("t2"));
+    fn without_a_store_a_tokens_first_call_on_this_replica_is_counted() {
+        let metrics = Metrics::new();
+        let funnel = Funnel::counting_only(&metrics, crate::clock::system());
+        funnel.record_first_call("t1", first_call("c"));
+        funnel.record_first_call("t1", first_call("c"));
+        funnel.record_first_call("t2", first_call("c"));
+        assert_eq!(count(&metrics, "c"), 2);
+    }
+
+    /// Two replicas (own recorder, own metrics, own store handle) on one
+    /// store: a token's first call on both is one row and one count.
+    #[tokio::test]
+    async fn a_tokens_first_call_is_stored_and_counted_once_across_replicas() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("f.db").display());
+        let (store_a, store_b) = (
+            Store::connect(&url, 2).await.unwrap(),
+            Store::connect(&url, 2).await.unwrap(),
+        );
+        let (metrics_a, metrics_b) = (Metrics::new(), Metrics::new());
+        let clock = crate::clock::ManualClock::new();
+        let a = Funnel::start(store_a.clone(), &metrics_a, clock.clone());
+        let b = Funnel::start(store_b, &metrics_b, clock.clone());
+        a.record_first_call("t1", first_call("c"));
+        a.record_first_call("t1", first_call("c"));
+        a.flush().await;
+        b.record_first_call("t1", first_call("c"));
+        b.record_first_call("t2", first_call("c"));
+        b.flush().await;
+        assert_eq!(count(&metrics_a, "c"), 1);
+        assert_eq!(count(&metrics_b, "c"), 1, "only t2 is new on b");
+        let attempts = store_a.funnel_attempts(Some("c"), 0, 10).await.unwrap();
+        let calls: usize = attempts.iter().map(|a| a.steps.len()).sum();
+        assert_eq!(calls, 2, "{attempts:?}");
     }
 
     #[tokio::test]

@@ -91,6 +91,18 @@ catalogue! {
     RefreshReused => "refresh_reused",
         "a rotated refresh token was used again, so the whole grant is revoked",
         "keep only the newest refresh token of each response, and sign in again now";
+    ClientAssertionInvalid => "client_assertion_invalid",
+        "the client's private_key_jwt assertion was refused (signature, key, alg, iss/sub, aud or lifetime)",
+        "sign a fresh assertion with a key in the client's registered jwks, iss = sub = the client_id, aud = this server's token endpoint, exp within 10 minutes";
+    ClientAssertionReplayed => "client_assertion_replayed",
+        "the client assertion's jti was used before (each assertion is single use)",
+        "sign a new assertion with a new jti for every token request";
+    IdentityAssertionInvalid => "identity_assertion_invalid",
+        "the identity assertion (ID-JAG) was refused: untrusted issuer, bad signature, wrong aud, client or resource, or expired",
+        "ask the enterprise identity provider for a new ID-JAG for this client with aud = this server's issuer and resource = its /mcp";
+    IdentityAssertionReplayed => "identity_assertion_replayed",
+        "the identity assertion's jti was used before (each ID-JAG is single use)",
+        "ask the enterprise identity provider for a new ID-JAG for every token request";
     GrantInvalid => "invalid_grant",
         "the grant (code, refresh token or assertion) is not valid",
         "get a new grant: sign in again, or ask the identity provider for a new assertion";

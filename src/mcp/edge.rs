@@ -173,10 +173,9 @@ async fn authenticate(cfg: &EdgeState, headers: &HeaderMap) -> Result<Principal,
     };
     match verifier.verify(token).await {
         Ok(principal) => {
-            if cfg.funnel.first_call_with(token)
-                && let Some(client_id) = &principal.client_id
-            {
-                cfg.funnel.record(
+            if let Some(client_id) = &principal.client_id {
+                cfg.funnel.record_first_call(
+                    token,
                     FunnelEvent::new(Step::McpCall, client_id)
                         .keyed(AttemptKey::User)
                         .user(&principal.subject),

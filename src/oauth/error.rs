@@ -150,6 +150,10 @@ impl OAuthError {
     pub fn reason(&self) -> Reason {
         match self {
             OAuthError::Refused { reason, .. } => *reason,
+            OAuthError::ClientAssertion(AssertionError::Replayed) => {
+                Reason::ClientAssertionReplayed
+            }
+            OAuthError::ClientAssertion(_) => Reason::ClientAssertionInvalid,
             OAuthError::RateLimited => Reason::RateLimited,
             OAuthError::TooLarge(_) => Reason::TooLarge,
             OAuthError::TooManyClients => Reason::TooManyClients,

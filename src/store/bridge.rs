@@ -59,6 +59,9 @@ pub struct BridgeCodeRecord {
     pub redirect_uri: String,
     pub callback: String,
     pub expires_at: i64,
+    /// The PKCE challenge of the request the code answers (the funnel
+    /// attempt's key); `None` for codes stored before it was kept.
+    pub code_challenge: Option<String>,
 }
 
 impl Store {
@@ -93,15 +96,17 @@ impl Store {
     }
 
     /// A client obtained tokens: it is in use and must not be swept.
-    pub async fn touch_bridge_client(&self, client_id: &str, now: i64) -> Result<(), StoreError> {
+    /// Mark a client used now; `false` when no such client is registered
+    /// here (the funnel then keeps no row for it).
+    pub async fn touch_bridge_client(&self, client_id: &str, now: i64) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE bridge_clients SET last_used_at = $2 WHERE client_id = $1";
-        on_db!(self.db(), |pool| sqlx::query(SQL)
+        let touched = on_db!(self.db(), |pool| sqlx::query(SQL)
             .bind(client_id)
             .bind(now)
             .execute(pool)
             .await
-            .map(|_| ()))?;
-        Ok(())
+            .map(|r| r.rows_affected()))?;
+        Ok(touched > 0)
     }
 
     /// Clients mcpgate created that obtained no token since `cutoff`
@@ -174,13 +179,14 @@ impl Store {
 
     pub async fn save_bridge_code(&self, record: &BridgeCodeRecord) -> Result<(), StoreError> {
         // The IdP's codes are unique; a repeat is the same answer delivered twice.
-        const SQL: &str = "INSERT INTO bridge_codes (code_hash, client_id, redirect_uri, callback, expires_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (code_hash) DO NOTHING";
+        const SQL: &str = "INSERT INTO bridge_codes (code_hash, client_id, redirect_uri, callback, expires_at, code_challenge) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (code_hash) DO NOTHING";
         on_db!(self.db(), |pool| sqlx::query(SQL)
             .bind(&record.code_hash)
             .bind(&record.client_id)
             .bind(&record.redirect_uri)
             .bind(&record.callback)
             .bind(record.expires_at)
+            .bind(&record.code_challenge)
             .execute(pool)
             .await
             .map(|_| ()))?;
@@ -192,7 +198,7 @@ impl Store {
         code_hash: &str,
         now: i64,
     ) -> Result<Option<BridgeCodeRecord>, StoreError> {
-        const SQL: &str = "SELECT code_hash, client_id, redirect_uri, callback, expires_at FROM bridge_codes WHERE code_hash = $1 AND expires_at > $2";
+        const SQL: &str = "SELECT code_hash, client_id, redirect_uri, callback, expires_at, code_challenge FROM bridge_codes WHERE code_hash = $1 AND expires_at > $2";
         Ok(on_db!(self.db(), |pool| sqlx::query_as::<
             _,
             BridgeCodeRecord,

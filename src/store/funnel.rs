@@ -13,8 +13,9 @@ use super::{Store, StoreError, on_db};
 pub const FUNNEL_TTL_SECS: i64 = 7 * 86_400;
 /// At most this many rows are kept (the newest), whatever their age.
 pub const FUNNEL_MAX_ROWS: i64 = 200_000;
-/// The most rows one INSERT carries (7 values each).
-pub const FUNNEL_INSERT_MAX_ROWS: usize = 128;
+/// The most rows one INSERT carries (8 values each: under SQLite's
+/// historical bound of 999 values per statement).
+pub const FUNNEL_INSERT_MAX_ROWS: usize = 120;
 /// The most rows one query reads (the newest within its window).
 const QUERY_MAX_ROWS: i64 = 20_000;
 
@@ -28,6 +29,15 @@ pub struct FunnelRow {
     pub step: String,
     pub reason: Option<String>,
     pub grant_key: Option<String>,
+}
+
+/// A row on its way in. With `once_key` (a token's first MCP call: a hash
+/// of the token), at most one row with that key is ever stored, whichever
+/// replica writes first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFunnelRow {
+    pub row: FunnelRow,
+    pub once_key: Option<String>,
 }
 
 /// One step of an attempt as shown.
@@ -57,37 +67,61 @@ pub struct FunnelAttempt {
 /// Rows of a user's MCP calls carry this attempt prefix until the query
 /// joins them to that user's latest redeemed attempt for the client.
 pub const USER_ATTEMPT_PREFIX: &str = "u:";
+/// Steps that issue a token from scratch: a later MCP call of the same
+/// client and user joins the latest of them.
+const ISSUING_STEPS: &[&str] = &["code_redeemed", "client_credentials", "identity_assertion"];
 /// Rows of refreshes carry this prefix and the grant key.
 pub const GRANT_ATTEMPT_PREFIX: &str = "g:";
 
 impl Store {
-    /// Append `rows` in one multi-row INSERT: one round trip, and no
-    /// transaction held open between statements (a writer task that is not
-    /// polled for a while then holds no lock). At most
-    /// [`FUNNEL_INSERT_MAX_ROWS`] rows (SQLite's 999 bound values).
+    /// Append `rows` (none of them once-only): [`Store::insert_funnel_batch`].
     pub async fn insert_funnel_rows(&self, rows: &[FunnelRow]) -> Result<(), StoreError> {
+        let rows: Vec<NewFunnelRow> = rows
+            .iter()
+            .map(|row| NewFunnelRow {
+                row: row.clone(),
+                once_key: None,
+            })
+            .collect();
+        self.insert_funnel_batch(&rows).await.map(|_| ())
+    }
+
+    /// Append `rows` in one multi-row INSERT per [`FUNNEL_INSERT_MAX_ROWS`]:
+    /// one round trip, and no transaction held open between statements (a
+    /// writer task that is not polled for a while then holds no lock). A
+    /// row whose `once_key` is stored already (by this or another replica)
+    /// is skipped (`ON CONFLICT DO NOTHING` on the unique `once_key`).
+    /// Returns the once-keys this call stored: what the caller counts.
+    pub async fn insert_funnel_batch(
+        &self,
+        rows: &[NewFunnelRow],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut stored = Vec::new();
         for chunk in rows.chunks(FUNNEL_INSERT_MAX_ROWS) {
-            on_db!(self.db(), |pool| {
+            let keys: Vec<Option<String>> = on_db!(self.db(), |pool| {
                 let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO auth_funnel (at, attempt, client_id, user_id, step, reason, grant_key) ",
+                    "INSERT INTO auth_funnel (at, attempt, client_id, user_id, step, reason, grant_key, once_key) ",
                 );
-                insert.push_values(chunk, |mut b, r| {
+                insert.push_values(chunk, |mut b, new| {
+                    let r = &new.row;
                     b.push_bind(r.at)
                         .push_bind(&r.attempt)
                         .push_bind(&r.client_id)
                         .push_bind(&r.user_id)
                         .push_bind(&r.step)
                         .push_bind(&r.reason)
-                        .push_bind(&r.grant_key);
+                        .push_bind(&r.grant_key)
+                        .push_bind(&new.once_key);
                 });
+                insert.push(" ON CONFLICT DO NOTHING RETURNING once_key");
                 insert
-                    .build()
-                    .execute(pool)
+                    .build_query_scalar::<Option<String>>()
+                    .fetch_all(pool)
                     .await
-                    .map(|r| r.rows_affected())
             })?;
+            stored.extend(keys.into_iter().flatten());
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Delete rows older than [`FUNNEL_TTL_SECS`] and beyond the newest
@@ -167,7 +201,9 @@ pub fn join_attempts(rows: Vec<FunnelRow>, limit: usize) -> Vec<FunnelAttempt> {
         } else {
             row.attempt.clone()
         };
-        if row.step == "code_redeemed" && row.reason.is_none() {
+        // A code redemption, or a machine grant (its own whole attempt),
+        // issued the token the user's later MCP calls carry.
+        if ISSUING_STEPS.contains(&row.step.as_str()) && row.reason.is_none() {
             if let Some(g) = &row.grant_key {
                 grants.insert(g.clone(), key.clone());
             }

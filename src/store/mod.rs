@@ -28,7 +28,7 @@ pub use bridge::{BridgeClientRecord, BridgeCodeRecord, BridgeRequestRecord, Brid
 pub use federation::{IdpLoginRecord, IdpTokenRecord, NO_PASSWORD};
 pub use funnel::{
     FUNNEL_INSERT_MAX_ROWS, FUNNEL_MAX_ROWS, FUNNEL_TTL_SECS, FunnelAttempt, FunnelRow, FunnelStep,
-    GRANT_ATTEMPT_PREFIX, USER_ATTEMPT_PREFIX, join_attempts,
+    GRANT_ATTEMPT_PREFIX, NewFunnelRow, USER_ATTEMPT_PREFIX, join_attempts,
 };
 pub use health::{StoreHealth, StoreProbe};
 pub use limits::{WindowCount, WindowFull};

@@ -3,12 +3,15 @@ login and consent pages (local_browser.py, as in test_local_mode.py) twice, once
 consent and once approving it. `mcpgate funnel --json` (a separate process reading the store) then
 shows each attempt's step series and the reason the first one stopped; /metrics counts the same
 steps by client, step and reason; the audit file (`[telemetry] audit`) has the steps as JSON lines
-and none of the flow's secrets.
+and none of the flow's secrets. A machine client (the SDK's `ClientCredentialsOAuthProvider`) with a
+wrong and then the right secret: each request is a `client_credentials` attempt, the first stopped
+with `invalid_client`, the second joined by its token's first MCP call.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import urllib.request
 from pathlib import Path
@@ -17,6 +20,7 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
+from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.client.streamable_http import streamable_http_client
 
 from local_fixtures import LocalGate
@@ -113,3 +117,41 @@ def test_a_denied_and_a_successful_sdk_flow_show_their_step_series(local_factory
     text = audit_path.read_text()
     assert access not in text and g.users["alice"] not in text
     assert storage.tokens.refresh_token is None or storage.tokens.refresh_token not in text
+
+
+def test_a_machine_clients_sdk_requests_are_client_credentials_attempts(local_factory):
+    secret = secrets.token_urlsafe(32)
+    g = local_factory(local_extra=["[[auth.local.clients]]", 'client_id = "e2e-bot"', f'client_secret = "{secret}"'])
+
+    def run_machine(client_secret: str) -> str:
+        provider = ClientCredentialsOAuthProvider(server_url=g.mcp_url, storage=MemoryStorage(),
+                                                  client_id="e2e-bot", client_secret=client_secret,
+                                                  issuer=g.issuer)
+
+        async def flow() -> str:
+            async with httpx2.AsyncClient(auth=provider, timeout=httpx2.Timeout(20)) as http:
+                with anyio.fail_after(TIMEOUT):
+                    async with Client(streamable_http_client(g.mcp_url, http_client=http), cache=None) as client:
+                        return tool_text(await client.call_tool("add", {"a": 2, "b": 3}))
+
+        return anyio.run(flow)
+
+    with pytest.raises(BaseException):
+        run_machine("not-" + secret)
+    assert run_machine(secret) == "5"
+
+    def done(attempts: list[dict]) -> bool:
+        return any(series(a) == ["client_credentials", "mcp_call"] for a in attempts)
+
+    attempts = funnel_json(g, done)["attempts"]
+    shown = sorted(series(a) for a in attempts if a["client_id"] == "e2e-bot")
+    assert shown == [["client_credentials", "mcp_call"], ["client_credentials:invalid_client"]], \
+        json.dumps(attempts, indent=1)
+    metrics = urllib.request.urlopen(f"{g.base_url}/metrics", timeout=10).read().decode()
+    for line in (
+        'mcpgate_auth_funnel_total{client="e2e-bot",step="client_credentials",reason="invalid_client"} 1',
+        'mcpgate_auth_funnel_total{client="e2e-bot",step="client_credentials",reason="ok"} 1',
+        'mcpgate_auth_funnel_total{client="e2e-bot",step="mcp_call",reason="ok"} 1',
+    ):
+        assert line in metrics, f"{line} not in /metrics:\n" + "\n".join(
+            m for m in metrics.splitlines() if "auth_funnel" in m)

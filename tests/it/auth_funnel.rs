@@ -226,7 +226,7 @@ async fn every_oauth_and_mcp_refusal_names_its_reason_and_links_its_section() {
 
 /// The server's funnel rows for `client_id`, once `want` holds (the writer
 /// stores them in the background).
-async fn attempts_until(
+pub async fn attempts_until(
     server: &TestServer,
     client_id: &str,
     want: impl Fn(&[FunnelAttempt]) -> bool,
@@ -248,7 +248,7 @@ async fn attempts_until(
     }
 }
 
-fn series(attempt: &FunnelAttempt) -> Vec<String> {
+pub fn series(attempt: &FunnelAttempt) -> Vec<String> {
     attempt
         .steps
         .iter()
@@ -740,4 +740,103 @@ async fn proxy_mode_traces_the_upstream_callback_with_the_idps_error() {
     assert!(metrics.contains(&format!(
         r#"mcpgate_auth_funnel_total{{client="{client_id}",step="upstream_callback",reason="idp_error"}} 1"#
     )));
+}
+
+/// `/metrics` of `server` once it shows `series` (the writer counts a
+/// token's first call when it has stored it, just after the row).
+pub async fn metrics_until(server: &TestServer, series: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = server.get_text("/metrics").await;
+        if metrics.contains(series) || std::time::Instant::now() > deadline {
+            return metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A token's first MCP call is one `mcp_call` row and one count, however
+/// many replicas serve its first calls: two app instances on one store
+/// (SQLite file, and PostgreSQL when available) each see the token for the
+/// first time; only the first replica's row is stored and counted.
+#[tokio::test]
+async fn a_tokens_first_calls_on_two_replicas_are_one_mcp_call_row() {
+    const PUBLIC_URL: &str = "http://127.0.0.1:1";
+    const CALLED: &str =
+        r#"mcpgate_auth_funnel_total{client="test-client",step="mcp_call",reason="ok"} 1"#;
+    let idp = FakeIdp::start().await;
+    idp.set_resource(&format!("{PUBLIC_URL}/mcp"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = vec![sqlite_url(dir.path())];
+    stores.extend(crate::common::fresh_postgres_database("funnel_first_call").await);
+    for url in stores {
+        let replica = || {
+            let (url, issuer) = (url.clone(), idp.issuer.clone());
+            TestServer::start_with(move |raw| {
+                raw.store.url = Some(url);
+                raw.public_url = Some(PUBLIC_URL.to_owned());
+                raw.auth.mode = Some("resource".into());
+                raw.auth.resource = Some(mcpgate::config::RawResourceAuth {
+                    issuer: Some(issuer),
+                    ..mcpgate::config::RawResourceAuth::default()
+                });
+            })
+        };
+        let (mut a, mut b) = (replica().await, replica().await);
+        let token = idp.token("alice", "calc");
+        async fn call(server: &TestServer, token: &str) -> u16 {
+            server.set_token(token);
+            server
+                .stateless_call(1, "tools/list", None, json!({}))
+                .await
+                .0
+        }
+        assert_eq!(call(&a, &token).await, 200, "{url}");
+        assert_eq!(call(&a, &token).await, 200, "{url}");
+        let metrics = metrics_until(&a, CALLED).await;
+        assert!(metrics.contains(CALLED), "{url}: {metrics}");
+        // Replica b has never seen the token: its first call there.
+        assert_eq!(call(&b, &token).await, 200, "{url}");
+        assert_eq!(call(&b, &token).await, 200, "{url}");
+        // A marker queued after it on b: once stored, b's writer is past
+        // the first call's row (and counted it if it stored it).
+        let mut expired = idp.claims("alice", "calc");
+        expired["exp"] = json!(now() - 120);
+        b.set_token(&idp.sign(&expired));
+        b.stateless_call(2, "tools/list", None, json!({})).await;
+        let store = Store::connect(&url, 1).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !store
+            .funnel_attempts(Some("test-client"), 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.stopped.as_deref() == Some("token_expired"))
+        {
+            assert!(std::time::Instant::now() < deadline, "{url}: no marker row");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let metrics = b.get_text("/metrics").await;
+        assert!(
+            !metrics.contains(r#"step="mcp_call",reason="ok""#),
+            "{url}: replica b counted a call replica a had counted:\n{metrics}"
+        );
+        for server in [&mut a, &mut b] {
+            server.signal_shutdown();
+            if let Some(task) = server.task.take() {
+                task.await.unwrap().unwrap();
+            }
+        }
+        let attempts = store
+            .funnel_attempts(Some("test-client"), 0, 10)
+            .await
+            .unwrap();
+        let steps: Vec<String> = attempts.iter().flat_map(series).collect();
+        assert_eq!(
+            steps,
+            ["mcp_call", "mcp_call:token_expired"],
+            "{url}: {attempts:#?}"
+        );
+        store.close().await;
+    }
 }

@@ -532,3 +532,199 @@ async fn the_bridge_edge_answers_as_the_local_server_does() {
     let to = approve(&server, &mut browser, &query).await;
     assert!(to.starts_with(&idp.issuer), "{to}");
 }
+
+/// Issue 18 item 4 in bridge mode: failed and successful bridged flows are
+/// traced step by step with their reasons, joined into attempts as on the
+/// local server (by the PKCE challenge up to the code's redemption, then by
+/// client and user), counted, and shown by `mcpgate funnel --json`.
+#[tokio::test]
+async fn bridged_attempts_are_traced_with_their_reasons() {
+    use crate::{
+        auth_funnel::{attempts_until, series},
+        local_auth::admin_cli,
+        security_bridge::consent_page,
+    };
+    let idp = FakeIdp::start().await;
+    let server = bridge(&idp, |b| {
+        b.registrar = Some("passthrough".to_owned());
+        b.management_client_id = None;
+        b.management_client_secret = None;
+    })
+    .await;
+    let (status, body) = register(
+        &server,
+        json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let client = "dcr-client-1";
+    let query = |challenge: &str| {
+        format!(
+            "response_type=code&client_id={client}&redirect_uri={}&code_challenge={challenge}&code_challenge_method=S256&state=s",
+            urlencode(REDIRECT)
+        )
+    };
+
+    // 1. No PKCE: refused at /authorize.
+    let r = no_redirects()
+        .get(server.url(&format!(
+            "/authorize?response_type=code&client_id={client}&redirect_uri={}",
+            urlencode(REDIRECT)
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // 2. Denied on mcpgate's consent page.
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    let (request, csrf) = consent_page(&server, &mut browser, &query(&challenge)).await;
+    let denied = browser
+        .post(
+            &server.url("/consent"),
+            &[("request", &request), ("csrf", &csrf), ("decision", "deny")],
+        )
+        .await;
+    assert_eq!(query_of(&location(&denied))["error"], "access_denied");
+    // 3. Declined at the IdP: its error code is the reason's detail.
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    let p = query_of(&approve(&server, &mut browser, &query(&challenge)).await);
+    let r = browser
+        .get(&format!(
+            "{}?error=access_denied&state={}",
+            p["redirect_uri"], p["state"]
+        ))
+        .await;
+    assert_eq!(query_of(&location(&r))["error"], "access_denied");
+
+    // 4. The whole way: code, a call on /mcp, a refresh; then the code again
+    // (the IdP refuses it) and a refresh token the IdP does not know.
+    let (verifier, challenge) = pkce();
+    let mut browser = Browser::default();
+    let p = query_of(&approve(&server, &mut browser, &query(&challenge)).await);
+    let r = browser
+        .get(&format!(
+            "{}?code=idp-code&state={}",
+            p["redirect_uri"], p["state"]
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let mut claims = idp.claims("alice", "calc");
+    claims["client_id"] = json!(client);
+    let access = idp.sign(&claims);
+    let redeem = || {
+        server.client.post(server.url("/token")).form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", client),
+            ("code", "idp-code"),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ])
+    };
+    let refresh = |token: &str| {
+        server.client.post(server.url("/token")).form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", client),
+            ("refresh_token", token),
+        ])
+    };
+    idp.answer_token(
+        200,
+        json!({"access_token": access, "token_type": "Bearer", "refresh_token": "r-1"}),
+    );
+    let r = redeem().send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    server.set_token(&access);
+    let (status, _) = server
+        .stateless_call(1, "tools/list", None, json!({}))
+        .await;
+    assert_eq!(status, 200);
+    idp.answer_token(
+        200,
+        json!({"access_token": idp.sign(&claims), "token_type": "Bearer", "refresh_token": "r-2"}),
+    );
+    assert_eq!(
+        refresh("r-1").send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    idp.answer_token(400, json!({"error": "invalid_grant"}));
+    assert_eq!(
+        redeem().send().await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    idp.answer_token(400, json!({"error": "invalid_grant"}));
+    assert_eq!(
+        refresh("r-unknown").send().await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+
+    let attempts = attempts_until(&server, client, |a| {
+        a.iter().map(|a| a.steps.len()).sum::<usize>() >= 15
+    })
+    .await;
+    let mut all: Vec<Vec<String>> = attempts.iter().map(series).collect();
+    all.sort();
+    let mut expected: Vec<Vec<&str>> = vec![
+        vec!["authorize:pkce_missing"],
+        vec!["authorize", "consent:consent_denied"],
+        vec![
+            "authorize",
+            "consent",
+            "upstream_callback:idp_error:access_denied",
+        ],
+        vec![
+            "authorize",
+            "consent",
+            "upstream_callback",
+            "code_redeemed",
+            "mcp_call",
+            "refresh",
+            "code_redeemed:idp_error:invalid_grant",
+        ],
+        vec!["refresh:idp_error:invalid_grant"],
+        vec!["registered"],
+    ];
+    expected.sort();
+    assert_eq!(all, expected, "{attempts:#?}");
+    let whole = attempts.iter().find(|a| a.steps.len() == 7).unwrap();
+    assert_eq!(whole.user_id.as_deref(), Some("alice"));
+
+    let metrics = server.get_text("/metrics").await;
+    for series in [
+        format!(
+            r#"mcpgate_auth_funnel_total{{client="{client}",step="upstream_callback",reason="idp_error"}} 1"#
+        ),
+        format!(
+            r#"mcpgate_auth_funnel_total{{client="{client}",step="consent",reason="consent_denied"}} 1"#
+        ),
+        format!(
+            r#"mcpgate_auth_funnel_total{{client="{client}",step="code_redeemed",reason="ok"}} 1"#
+        ),
+        format!(r#"mcpgate_auth_funnel_total{{client="{client}",step="refresh",reason="ok"}} 1"#),
+    ] {
+        assert!(
+            metrics.contains(&series),
+            "{series} missing from\n{metrics}"
+        );
+    }
+
+    let (ok, out, err) = admin_cli(
+        &server,
+        &["funnel", "--client", client, "--since", "2h", "--json"],
+    );
+    assert!(ok, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    let shown = shown["attempts"].as_array().unwrap();
+    assert_eq!(shown.len(), 6, "{shown:?}");
+    assert!(
+        shown
+            .iter()
+            .any(|a| a["stopped"] == "idp_error:access_denied"),
+        "{shown:?}"
+    );
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}

@@ -529,3 +529,79 @@ async fn an_unreachable_idp_key_set_is_temporarily_unavailable() {
         "{body}"
     );
 }
+
+/// Issue 18 item 4 for enterprise-managed authorization: each ID-JAG
+/// exchange is one funnel attempt (step `identity_assertion`), passed or
+/// stopped with its precise reason; the token's first MCP call joins it.
+#[tokio::test]
+async fn each_assertion_exchange_is_a_funnel_attempt_with_its_reason() {
+    use crate::auth_funnel::{attempts_until, series};
+    let e = enterprise(|_| {}).await;
+    let assertion = e.sign(&e.claims());
+    let (status, body) = e.exchange(&assertion, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    e.server.set_token(body["access_token"].as_str().unwrap());
+    let (status, _) = e
+        .server
+        .stateless_call(1, "tools/list", None, json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let refusals = [
+        (
+            e.exchange(&assertion, &[]).await,
+            "identity-assertion-replayed",
+        ),
+        (
+            e.exchange(
+                &e.assertion_with(json!({"aud": "https://elsewhere.example"})),
+                &[],
+            )
+            .await,
+            "identity-assertion-invalid",
+        ),
+        (
+            e.exchange(
+                &e.sign(&e.claims()),
+                &[("resource", "https://elsewhere.example/mcp")],
+            )
+            .await,
+            "invalid-target",
+        ),
+        (
+            e.exchange_as("agent", OTHER_SECRET, &e.sign(&e.claims()), &[])
+                .await,
+            "invalid-client",
+        ),
+    ];
+    for ((status, body), anchor) in &refusals {
+        assert!(status.is_client_error(), "{anchor}: {body}");
+        assert_eq!(
+            body["error_uri"],
+            e.server.url(&format!("/errors#{anchor}")),
+            "{body}"
+        );
+    }
+    let attempts = attempts_until(&e.server, "agent", |a| a.len() == 5).await;
+    let mut all: Vec<Vec<String>> = attempts.iter().map(series).collect();
+    all.sort();
+    assert_eq!(
+        all,
+        [
+            vec!["identity_assertion", "mcp_call"],
+            vec!["identity_assertion:identity_assertion_invalid"],
+            vec!["identity_assertion:identity_assertion_replayed"],
+            vec!["identity_assertion:invalid_client"],
+            vec!["identity_assertion:invalid_target"],
+        ],
+        "{attempts:#?}"
+    );
+    let called = r#"mcpgate_auth_funnel_total{client="agent",step="mcp_call",reason="ok"} 1"#;
+    let metrics = crate::auth_funnel::metrics_until(&e.server, called).await;
+    for series in [
+        r#"mcpgate_auth_funnel_total{client="agent",step="identity_assertion",reason="ok"} 1"#,
+        r#"mcpgate_auth_funnel_total{client="agent",step="identity_assertion",reason="identity_assertion_replayed"} 1"#,
+        called,
+    ] {
+        assert!(metrics.contains(series), "{series} missing from\n{metrics}");
+    }
+}

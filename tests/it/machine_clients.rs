@@ -719,3 +719,146 @@ fn unix_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// Issue 18 item 4 for machine clients: each `client_credentials` request
+/// is one funnel attempt, passed or stopped with its precise reason (a bad
+/// secret, a scope or resource the client may not have, a refused or
+/// replayed private_key_jwt assertion); the token's first MCP call joins
+/// the attempt that issued it. Unknown clients are counted, not stored.
+#[tokio::test]
+async fn each_client_credentials_request_is_a_funnel_attempt_with_its_reason() {
+    use crate::auth_funnel::{attempts_until, series};
+    use jsonwebtoken::{Algorithm, Header};
+    let key = crate::fake_idp::new_es256_key("kb-1");
+    let server = local(|l| {
+        l.clients = vec![
+            machine("ci-bot", SECRET),
+            RawConfiguredClient {
+                client_id: "key-bot".to_owned(),
+                jwks: Some(json!({ "keys": [key.jwk.clone()] }).to_string()),
+                ..RawConfiguredClient::default()
+            },
+        ];
+    })
+    .await;
+    let (status, answer) = basic_grant(&server, "ci-bot", SECRET, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, _) = {
+        server.set_token(answer["access_token"].as_str().unwrap());
+        server
+            .stateless_call(1, "tools/list", None, json!({}))
+            .await
+    };
+    assert_eq!(status, 200);
+    for (form, secret, reason) in [
+        (vec![], OTHER_SECRET, "invalid_client"),
+        (vec![("scope", "no-such-scope")], SECRET, "invalid_scope"),
+        (
+            vec![("resource", "https://elsewhere.example/mcp")],
+            SECRET,
+            "invalid_target",
+        ),
+    ] {
+        let (status, body) = basic_grant(&server, "ci-bot", secret, &form).await;
+        assert!(status.is_client_error(), "{reason}: {body}");
+        assert!(
+            body["error_uri"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with(&format!("/errors#{}", reason.replace('_', "-"))),
+            "{reason}: {body}"
+        );
+    }
+    assert_eq!(
+        basic_grant(&server, "nobody", SECRET, &[]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // key-bot authenticates with an assertion: once, not twice, not for
+    // another audience.
+    let sign = |aud: &str| {
+        let now = crate::fake_idp::now();
+        let claims = json!({
+            "iss": "key-bot", "sub": "key-bot", "aud": aud,
+            "iat": now, "exp": now + 60, "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap()
+    };
+    let by_assertion = |assertion: String| {
+        let server = &server;
+        async move {
+            token(
+                server,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", "key-bot"),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", &assertion),
+                ],
+            )
+            .await
+        }
+    };
+    let assertion = sign(&server.url("/token"));
+    assert_eq!(by_assertion(assertion.clone()).await.0, StatusCode::OK);
+    let (status, body) = by_assertion(assertion).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "invalid_client");
+    assert_eq!(
+        body["error_uri"],
+        server.url("/errors#client-assertion-replayed")
+    );
+    let (status, body) = by_assertion(sign("https://elsewhere.example/token")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(
+        body["error_uri"],
+        server.url("/errors#client-assertion-invalid")
+    );
+
+    let sorted = |attempts: &[mcpgate::store::FunnelAttempt]| {
+        let mut all: Vec<Vec<String>> = attempts.iter().map(series).collect();
+        all.sort();
+        all
+    };
+    let attempts = attempts_until(&server, "ci-bot", |a| a.len() == 4).await;
+    assert_eq!(
+        sorted(&attempts),
+        [
+            vec!["client_credentials", "mcp_call"],
+            vec!["client_credentials:invalid_client"],
+            vec!["client_credentials:invalid_scope"],
+            vec!["client_credentials:invalid_target"],
+        ],
+        "{attempts:#?}"
+    );
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.user_id.is_some() || a.stopped.is_some())
+    );
+    let attempts = attempts_until(&server, "key-bot", |a| a.len() == 3).await;
+    assert_eq!(
+        sorted(&attempts),
+        [
+            vec!["client_credentials"],
+            vec!["client_credentials:client_assertion_invalid"],
+            vec!["client_credentials:client_assertion_replayed"],
+        ],
+        "{attempts:#?}"
+    );
+    assert!(attempts_until(&server, "nobody", |_| true).await.is_empty());
+    let metrics = server.get_text("/metrics").await;
+    for series in [
+        r#"mcpgate_auth_funnel_total{client="ci-bot",step="client_credentials",reason="ok"} 1"#,
+        r#"mcpgate_auth_funnel_total{client="ci-bot",step="client_credentials",reason="invalid_scope"} 1"#,
+        r#"mcpgate_auth_funnel_total{client="key-bot",step="client_credentials",reason="client_assertion_replayed"} 1"#,
+        r#"mcpgate_auth_funnel_total{client="other",step="client_credentials",reason="invalid_client"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} missing from\n{metrics}");
+    }
+}

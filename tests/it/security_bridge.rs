@@ -875,10 +875,20 @@ async fn the_bridge_store_holds_on_sqlite_and_postgres() {
             redirect_uri: VICTIM_APP.to_owned(),
             callback: "cb".to_owned(),
             expires_at: now + 600,
+            code_challenge: Some("challenge".to_owned()),
         };
         store.save_bridge_code(&code).await.unwrap();
         store.save_bridge_code(&code).await.unwrap();
-        assert!(store.bridge_code("ch", now).await.unwrap().is_some());
+        assert_eq!(
+            store
+                .bridge_code("ch", now)
+                .await
+                .unwrap()
+                .and_then(|c| c.code_challenge)
+                .as_deref(),
+            Some("challenge"),
+            "{backend}: the funnel's join key is kept"
+        );
         assert_eq!(store.sweep_bridge(now + 601).await.unwrap(), 1, "{backend}");
         assert!(store.bridge_code("ch", now).await.unwrap().is_none());
         store.delete_bridge_client("c1").await.unwrap();

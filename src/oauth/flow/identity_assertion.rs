@@ -15,14 +15,15 @@ use std::collections::BTreeSet;
 use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
 use serde_json::{Map, Value};
 
-use super::{AuthorizationServer, Client, ClientCredentials, TokenResponse};
+use super::{AuthorizationServer, Client, ClientCredentials, TokenResponse, machine::MachineTrace};
+use crate::funnel::{Reason, Step};
 use crate::idp::Identity;
 use crate::oauth::{
     client_auth::unverified_claim,
     configured_clients::GRANT_JWT_BEARER,
     crypto::sha256_b64,
     enterprise::{ID_JAG_TYP, TrustedIdp},
-    error::OAuthError,
+    error::{OAuthError, OAuthErrorCode},
 };
 use crate::store::Consumed;
 
@@ -40,7 +41,11 @@ struct Assertion<'a> {
 }
 
 fn refused(why: &str) -> OAuthError {
-    OAuthError::InvalidGrant(format!("identity assertion refused: {why}"))
+    OAuthError::refused(
+        OAuthErrorCode::InvalidGrant,
+        Reason::IdentityAssertionInvalid,
+        format!("identity assertion refused: {why}"),
+    )
 }
 
 fn string_claim<'c>(claims: &'c Map<String, Value>, name: &str) -> Option<&'c str> {
@@ -70,8 +75,25 @@ impl AuthorizationServer {
     /// `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`: exchange an
     /// ID-JAG presented by an authenticated configured client for an access
     /// token acting as the enterprise user it names.
+    /// The attempt is one funnel step, `identity_assertion`.
     pub async fn identity_assertion_grant(
         &self,
+        creds: &ClientCredentials,
+        assertion: Option<&str>,
+        scope: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let mut trace = MachineTrace::default();
+        let result = self
+            .identity_assertion_traced(&mut trace, creds, assertion, scope, resource)
+            .await;
+        self.record_machine_step(Step::IdentityAssertion, trace, &result);
+        result
+    }
+
+    async fn identity_assertion_traced(
+        &self,
+        trace: &mut MachineTrace,
         creds: &ClientCredentials,
         assertion: Option<&str>,
         scope: Option<&str>,
@@ -82,7 +104,7 @@ impl AuthorizationServer {
                 "grant_type {GRANT_JWT_BEARER} is not supported: no enterprise identity provider is configured"
             )));
         }
-        let client = self.authenticate_client(creds).await?;
+        let client = self.authenticate_named(creds, &mut trace.client_id).await?;
         if !client
             .configured
             .as_ref()
@@ -124,7 +146,11 @@ impl AuthorizationServer {
             == Consumed::Lost
         {
             tracing::warn!(client_id = %client.client_id, issuer = %idp.issuer, "identity assertion replayed");
-            return Err(refused("it was already used"));
+            return Err(OAuthError::refused(
+                OAuthErrorCode::InvalidGrant,
+                Reason::IdentityAssertionReplayed,
+                "identity assertion refused: it was already used",
+            ));
         }
         let email = string_claim(claims, &idp.email_claim).map(str::to_owned);
         let identity = Identity {
@@ -138,6 +164,7 @@ impl AuthorizationServer {
             claims: serde_json::Map::new(),
         };
         let user_id = enterprise_user_id(&idp.issuer, &idp.user_claim, &user);
+        trace.user_id = Some(user_id.clone());
         self.store
             .upsert_upstream_user(
                 &user_id,

@@ -10,10 +10,20 @@
 //! is dropped: this grant issues no refresh token (RFC 6749 §4.4.3).
 
 use super::{AuthorizationServer, ClientCredentials, TokenResponse};
+use crate::funnel::{FunnelEvent, Step};
 use crate::oauth::{
     configured_clients::{ConfiguredClient, GRANT_CLIENT_CREDENTIALS},
     error::OAuthError,
 };
+
+/// What a machine grant has shown about its attempt, for its funnel row:
+/// the client it names (once known to exist here) and the user the token
+/// would act as.
+#[derive(Default)]
+pub(super) struct MachineTrace {
+    pub(super) client_id: Option<String>,
+    pub(super) user_id: Option<String>,
+}
 
 /// Asking for it here is harmless but changes nothing: no refresh token.
 const OFFLINE_ACCESS: &str = "offline_access";
@@ -22,13 +32,52 @@ impl AuthorizationServer {
     /// `grant_type=client_credentials`. The client authenticates the one
     /// way every grant does ([`AuthorizationServer::authenticate_client`]);
     /// only configured clients allowed this grant get a token.
+    /// The attempt is one funnel step, `client_credentials`.
     pub async fn client_credentials_grant(
         &self,
         creds: &ClientCredentials,
         scope: Option<&str>,
         resource: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        let client = self.authenticate_client(creds).await?;
+        let mut trace = MachineTrace::default();
+        let result = self
+            .client_credentials_traced(&mut trace, creds, scope, resource)
+            .await;
+        self.record_machine_step(Step::ClientCredentials, trace, &result);
+        result
+    }
+
+    /// A machine grant's attempt: one step of its own (no browser, no PKCE
+    /// challenge to join on); the token's first MCP call joins it (by client
+    /// and user, as after a code redemption). A request naming no client
+    /// known here is counted only.
+    pub(super) fn record_machine_step(
+        &self,
+        step: Step,
+        trace: MachineTrace,
+        result: &Result<TokenResponse, OAuthError>,
+    ) {
+        let mut event = match &trace.client_id {
+            Some(client_id) => FunnelEvent::new(step, client_id),
+            None => FunnelEvent::new(step, "-").unknown_client(),
+        };
+        if let Some(user) = &trace.user_id {
+            event = event.user(user);
+        }
+        if let Err(e) = result {
+            event = event.stopped(e.reason());
+        }
+        self.funnel.record(event);
+    }
+
+    async fn client_credentials_traced(
+        &self,
+        trace: &mut MachineTrace,
+        creds: &ClientCredentials,
+        scope: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let client = self.authenticate_named(creds, &mut trace.client_id).await?;
         let configured = match &client.configured {
             Some(c) if c.allows_grant(GRANT_CLIENT_CREDENTIALS) => c.clone(),
             Some(_) => {
@@ -43,6 +92,7 @@ impl AuthorizationServer {
                 ));
             }
         };
+        trace.user_id = Some(configured.subject.clone());
         let resource = self.machine_resource(&configured, resource)?;
         let scope = self.machine_scope(&configured, scope)?;
         self.mint(&client, &configured.subject, &scope, &resource, None, None)

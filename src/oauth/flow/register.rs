@@ -232,6 +232,17 @@ impl AuthorizationServer {
         &self,
         creds: &ClientCredentials,
     ) -> Result<Client, OAuthError> {
+        self.authenticate_named(creds, &mut None).await
+    }
+
+    /// [`AuthorizationServer::authenticate_client`], noting in `named` the
+    /// client the request names once it is known to exist here, whether or
+    /// not it then authenticates (the funnel keeps rows of known clients only).
+    pub(super) async fn authenticate_named(
+        &self,
+        creds: &ClientCredentials,
+        named: &mut Option<String>,
+    ) -> Result<Client, OAuthError> {
         let assertion = match (&creds.assertion, &creds.assertion_type) {
             (None, None) => None,
             (Some(assertion), Some(kind)) if kind == CLIENT_ASSERTION_TYPE => {
@@ -262,6 +273,7 @@ impl AuthorizationServer {
             }
             Err(e) => return Err(e),
         };
+        *named = Some(client.client_id.clone());
         let methods = client.auth_methods();
         if let Some(assertion) = assertion {
             if !methods.contains(&AuthMethod::PrivateKeyJwt) {
