@@ -2,6 +2,7 @@
 //! mcpgate's own `/mcp` as the RFC 8707 `resource` (src/bridge/README.md).
 
 use super::BridgeError;
+use crate::oauth::flow::same_resource;
 
 /// What tells the IdP whom the token is for, on `/authorize` and `/token`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,17 +39,4 @@ impl IdpTarget {
             },
         }
     }
-}
-
-/// `candidate` names `ours`: same scheme, host, port and path up to a
-/// trailing slash, no fragment (as the local server's `is_our_resource`).
-fn same_resource(ours: &str, candidate: &str) -> bool {
-    let (Ok(ours), Ok(theirs)) = (url::Url::parse(ours), url::Url::parse(candidate)) else {
-        return false;
-    };
-    theirs.fragment().is_none()
-        && ours.scheme() == theirs.scheme()
-        && ours.host_str() == theirs.host_str()
-        && ours.port_or_known_default() == theirs.port_or_known_default()
-        && ours.path().trim_end_matches('/') == theirs.path().trim_end_matches('/')
 }

@@ -337,18 +337,9 @@ impl AuthorizationServer {
         })
     }
 
-    /// RFC 8707: our resource, tolerating case in scheme/host, a trailing
-    /// slash, and query parameters some clients append.
+    /// RFC 8707: our resource (see [`same_resource`]).
     pub fn is_our_resource(&self, candidate: &str) -> bool {
-        let (Ok(ours), Ok(theirs)) = (url::Url::parse(&self.resource), url::Url::parse(candidate))
-        else {
-            return false;
-        };
-        theirs.fragment().is_none()
-            && ours.scheme() == theirs.scheme()
-            && ours.host_str() == theirs.host_str()
-            && ours.port_or_known_default() == theirs.port_or_known_default()
-            && ours.path().trim_end_matches('/') == theirs.path().trim_end_matches('/')
+        same_resource(&self.resource, candidate)
     }
 
     /// Requested scopes we know, or the baseline when none are known.
@@ -412,4 +403,18 @@ fn server_error<E: Into<OAuthError>>(e: E) -> AuthorizeError {
 
 pub(super) fn csrf_token(request_id: &str, browser: &str) -> String {
     sha256_b64(&format!("csrf|{request_id}|{browser}"))
+}
+
+/// RFC 8707: `candidate` names the resource `ours`, tolerating case in
+/// scheme and host, a trailing slash, and query parameters some clients
+/// append; never a fragment.
+pub fn same_resource(ours: &str, candidate: &str) -> bool {
+    let (Ok(ours), Ok(theirs)) = (url::Url::parse(ours), url::Url::parse(candidate)) else {
+        return false;
+    };
+    theirs.fragment().is_none()
+        && ours.scheme() == theirs.scheme()
+        && ours.host_str() == theirs.host_str()
+        && ours.port_or_known_default() == theirs.port_or_known_default()
+        && ours.path().trim_end_matches('/') == theirs.path().trim_end_matches('/')
 }

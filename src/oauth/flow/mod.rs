@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 pub use authorize::{
     Authorization, AuthorizeError, AuthorizeParams, AuthorizeStep, MAX_STATE_BYTES, Pending,
-    PendingError, PendingRequest, REQUEST_TTL_SECS,
+    PendingError, PendingRequest, REQUEST_TTL_SECS, same_resource,
 };
 pub use consent::{Consent, ConsentError, RememberConsent};
 pub use grants::TokenResponse;
