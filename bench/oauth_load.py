@@ -266,69 +266,96 @@ def pct(xs: list[float], p: float) -> float:
     return xs[k]
 
 
+def _flow_worker(a, i: int, users: list[str], resource: str, start_evt, stop_at, out) -> None:
+    """One worker's flows until `stop_at`; its results go to `out` (a list or a queue)."""
+    res = {"durations": [], "logins": [], "tokens": [], "failures": [], "kinds": {}, "sent": 0}
+    ag = Agent(a.base)
+    user = users[i % len(users)]
+    if a.signed_in:
+        try:  # sign in (one unmeasured flow) before the clock starts
+            flow(ag, user, a.password, resource, {}, signed_in=True)
+        except Exception as e:  # noqa: BLE001 - counted and reported
+            res["failures"].append(f"sign-in {type(e).__name__}: {e}")
+            res["kinds"]["sign-in"] = res["kinds"].get("sign-in", 0) + 1
+    start_evt.wait()
+    while time.perf_counter() < stop_at.value:
+        t: dict = {}
+        s = time.perf_counter()
+        r0 = ag.requests
+        try:
+            flow(ag, user, a.password, resource, t, signed_in=a.signed_in)
+            res["durations"].append(time.perf_counter() - s)
+            res["sent"] += ag.requests - r0
+            if "login" in t:
+                res["logins"].append(t["login"])
+            res["tokens"].append(t["token"])
+        except Exception as e:  # noqa: BLE001 - counted and reported
+            res["failures"].append(f"{type(e).__name__}: {e}")
+            res["kinds"][fail_kind(e)] = res["kinds"].get(fail_kind(e), 0) + 1
+            ag.close()
+    ag.close()
+    if hasattr(out, "put"):
+        out.put(res)
+    else:
+        out.append(res)
+
+
+class _Stop:
+    """The shared deadline for thread workers (a multiprocessing Value for process workers)."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+
 def cmd_flows(a) -> int:
+    """N workers: threads (one GIL, the default) or, with --processes, one process each, so
+    the driver's own Python does not limit what is measured."""
+    import multiprocessing as mp
     users = a.users.split(",")
     resource = a.resource or f"{a.base.rstrip('/')}/mcp"
-    durations: list[float] = []
-    logins: list[float] = []
-    tokens: list[float] = []
-    failures: list[str] = []
-    kinds: dict[str, int] = {}
-    lock = threading.Lock()
-    start_evt = threading.Barrier(a.workers + 1)
-    stop_at = [0.0]
-    sent = [0]  # requests of the successful flows
-
-    def worker(i: int) -> None:
-        ag = Agent(a.base)
-        user = users[i % len(users)]
-        if a.signed_in:
-            try:  # sign in (one unmeasured flow) before the clock starts
-                flow(ag, user, a.password, resource, {}, signed_in=True)
-            except Exception as e:  # noqa: BLE001 - counted and reported
-                with lock:
-                    failures.append(f"sign-in {type(e).__name__}: {e}")
-                    kinds["sign-in"] = kinds.get("sign-in", 0) + 1
-        start_evt.wait()
-        while time.perf_counter() < stop_at[0]:
-            t: dict = {}
-            s = time.perf_counter()
-            r0 = ag.requests
-            try:
-                flow(ag, user, a.password, resource, t, signed_in=a.signed_in)
-                d = time.perf_counter() - s
-                with lock:
-                    sent[0] += ag.requests - r0
-                    durations.append(d)
-                    if "login" in t:
-                        logins.append(t["login"])
-                    tokens.append(t["token"])
-            except Exception as e:  # noqa: BLE001 - counted and reported
-                with lock:
-                    failures.append(f"{type(e).__name__}: {e}")
-                    kinds[fail_kind(e)] = kinds.get(fail_kind(e), 0) + 1
-                ag.close()
-        ag.close()
-
-    ths = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(a.workers)]
-    for th in ths:
-        th.start()
+    if a.processes:
+        ctx = mp.get_context("fork")
+        start_evt, stop_at, out = ctx.Barrier(a.workers + 1), ctx.Value("d", 0.0), ctx.Queue()
+        runners = [ctx.Process(target=_flow_worker, args=(a, i, users, resource, start_evt, stop_at, out),
+                               daemon=True) for i in range(a.workers)]
+    else:
+        start_evt, stop_at, out = threading.Barrier(a.workers + 1), _Stop(), []
+        runners = [threading.Thread(target=_flow_worker, args=(a, i, users, resource, start_evt, stop_at, out),
+                                    daemon=True) for i in range(a.workers)]
+    for r in runners:
+        r.start()
     c0 = os.times()
     t0 = time.perf_counter()
-    stop_at[0] = t0 + a.duration
+    stop_at.value = t0 + a.duration
     start_evt.wait()
-    for th in ths:
-        th.join(timeout=a.duration + 120)
+    results = []
+    if a.processes:
+        for _ in runners:
+            results.append(out.get(timeout=a.duration + 120))
+    for r in runners:
+        r.join(timeout=a.duration + 120)
+    if not a.processes:
+        results = out
     wall = time.perf_counter() - t0
     c1 = os.times()
-    cpu = (c1.user - c0.user) + (c1.system - c0.system)
+    cpu = (c1.user - c0.user) + (c1.system - c0.system) \
+        + (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
+    durations = [d for r in results for d in r["durations"]]
+    logins = [d for r in results for d in r["logins"]]
+    tokens = [d for r in results for d in r["tokens"]]
+    failures = [f for r in results for f in r["failures"]]
+    kinds: dict[str, int] = {}
+    for r in results:
+        for k, n in r["kinds"].items():
+            kinds[k] = kinds.get(k, 0) + n
+    sent = sum(r["sent"] for r in results)
     ms = lambda s: f"{s * 1000:.1f}"  # noqa: E731
     print(f"BENCH_FLOW flows={len(durations)} duration_s={wall:.2f} flows_per_s={len(durations) / wall:.2f} "
           f"p50_ms={ms(pct(durations, 50))} p90_ms={ms(pct(durations, 90))} p99_ms={ms(pct(durations, 99))} "
           f"max_ms={ms(max(durations) if durations else 0)} failed={len(failures)} "
           f"login_p50_ms={ms(pct(logins, 50))} login_n={len(logins)} token_p50_ms={ms(pct(tokens, 50))} "
           f"workers={a.workers} client_cpu_pct={cpu / wall * 100:.0f} "
-          f"requests_per_flow={sent[0] / len(durations) if durations else 0:.1f} "
+          f"requests_per_flow={sent / len(durations) if durations else 0:.1f} "
           f"fail_kinds={','.join(f'{k}:{n}' for k, n in sorted(kinds.items())) or '-'}")
     if failures:
         print(f"BENCH_FIRST_FAILURE {failures[0]}")
@@ -479,6 +506,8 @@ def main() -> int:
     f.add_argument("--password", required=True)
     f.add_argument("--resource")
     f.add_argument("--signed-in", action="store_true")
+    f.add_argument("--processes", action="store_true",
+                   help="one process per worker instead of threads sharing one GIL")
     k = sub.add_parser("codes")
     k.add_argument("base")
     k.add_argument("--n", type=int, required=True)

@@ -38,6 +38,8 @@
 #   STORE_MAX_CONNECTIONS [unset = mcpgate's default pool size]
 #   REGISTRATIONS_PER_MINUTE [10000000]: auth.local.registrations_per_minute (mcpgate's default,
 #     60 per client address, would turn the register/flow points into 429s from one address)
+#   FLOW_PROCESSES [0]: 1 runs each flow worker in a process of its own (bench/oauth_load.py
+#     flows --processes) instead of threads sharing one GIL, so the driver does not cap the rate
 #   RUST_LOG [warn]  MCPGATE_LOG__LEVEL [warn]
 set -euo pipefail
 
@@ -48,6 +50,9 @@ FLOW_WORKERS="${FLOW_WORKERS:-1 4 16}"
 REFRESH_CONNS="${REFRESH_CONNS:-1 8 64}"
 REGISTER_CONNS="${REGISTER_CONNS:-8}"
 SIGNED_IN_WORKERS="${SIGNED_IN_WORKERS-1 4}"
+FLOW_PROCESSES="${FLOW_PROCESSES:-0}"
+PROCESSES_FLAG=()
+[ "$FLOW_PROCESSES" = 1 ] && PROCESSES_FLAG=(--processes)
 CODE_CONNS="${CODE_CONNS-1 8}"
 CODES_PER_POINT="${CODES_PER_POINT:-25000}"
 STORES="${STORES-sqlite postgres}"
@@ -211,13 +216,13 @@ measured() {
 # shellcheck disable=SC2317  # (flows_run and wrk_run are invoked by measured)
 flows_run() {
   "$PY" "$LOAD" flows "$1" --workers "$2" --duration "$DURATION" --users "$USERS" --password "$PASSWORD" \
-    2>>"$OUT/load.err" | tee "$3" | grep '^BENCH_FLOW ' | head -1
+    "${PROCESSES_FLAG[@]}" 2>>"$OUT/load.err" | tee "$3" | grep '^BENCH_FLOW ' | head -1
 }
 # signed_in_run BASE W OUTFILE: the same, by signed-in browsers
 # shellcheck disable=SC2317
 signed_in_run() {
   "$PY" "$LOAD" flows "$1" --workers "$2" --duration "$DURATION" --users "$USERS" --password "$PASSWORD" \
-    --signed-in 2>>"$OUT/load.err" | tee "$3" | grep '^BENCH_FLOW ' | head -1
+    --signed-in "${PROCESSES_FLAG[@]}" 2>>"$OUT/load.err" | tee "$3" | grep '^BENCH_FLOW ' | head -1
 }
 # wrk_run BASE CONNS THREADS SCRIPT OUTFILE [ENV=VAL...]: prints the BENCH line
 # shellcheck disable=SC2317
@@ -315,7 +320,7 @@ ANY_FAIL=0
   echo "- mcpgate: \`$MCPGATE_BIN\` ($(mcpgate_version)), \`auth.mode = \"local\"\`, MCPGATE_LOG__LEVEL=$MCPGATE_LOG__LEVEL, store pool ${STORE_MAX_CONNECTIONS:-default}, \`registrations_per_minute = $REGISTRATIONS_PER_MINUTE\` (default 60 per address; all load here comes from one address); SQLite WAL + synchronous=NORMAL"
   [ -z "${PG_VERSION:-}" ] || echo "- PostgreSQL $PG_VERSION, $PG_NOTE: $PG_SETTINGS"
   [ "$FASTMCP" != 1 ] || echo "- FastMCP: $(fastmcp_versions), \`InMemoryOAuthProvider\` (bench/fastmcp_server.py --oauth), 1 uvicorn worker, access log off"
-  echo "- load: flows by bench/oauth_load.py (Python threads, one keep-alive connection per worker, a new cookie jar per flow); register and refresh by wrk $(wrk_version), refresh with one thread per connection; everything on the same $(nproc) cores; all servers up for the whole run, measured one at a time; ${DURATION}s per point, $ROUNDS round(s) of every point, round-robin over the servers (figures are medians over the rounds, range = min-max)"
+  echo "- load: flows by bench/oauth_load.py ($([ "$FLOW_PROCESSES" = 1 ] && echo "one Python process per worker" || echo "Python threads"), one keep-alive connection per worker, a new cookie jar per flow); register and refresh by wrk $(wrk_version), refresh with one thread per connection; everything on the same $(nproc) cores; all servers up for the whole run, measured one at a time; ${DURATION}s per point, $ROUNDS round(s) of every point, round-robin over the servers (figures are medians over the rounds, range = min-max)"
   echo "- host CPU steal during the points: $STEAL_PCT % of the $(nproc) cores; a rate marked (cN) comes from a point during which cargo/rustc ran (at its start or end) in N of the rounds"
   echo "- **mcpgate's login hashes the password with Argon2id (m = 19 MiB, t = 2), which costs tens of ms of CPU per login on purpose**: it dominates the complete-flow figures (see the login p50 column). FastMCP's InMemoryOAuthProvider has no login and no consent page (its /authorize redirects with a code at once), keeps everything in memory and issues opaque random tokens: see the requests/flow column and docs/benchmarks.md for what differs."
   echo

@@ -581,8 +581,15 @@ fn bar_chart(buckets: &[Bucket], window: &str) -> String {
             let x = LEFT + i64::try_from(i).unwrap_or(0) * SLOT + 2;
             let text = when(b.start);
             let short = text.get(5..16).unwrap_or(&text);
+            // The last label ends at its bars, so it is not cut off at the
+            // chart's right edge.
+            let (x, anchor) = if i + 1 == n && n > 1 {
+                (x + 23, " text-anchor=\"end\"")
+            } else {
+                (x, "")
+            };
             labels.push_str(&format!(
-                "<text class=\"chart-label\" x=\"{x}\" y=\"{}\">{}</text>",
+                "<text class=\"chart-label\" x=\"{x}\" y=\"{}\"{anchor}>{}</text>",
                 HEIGHT - 6,
                 escape(short)
             ));

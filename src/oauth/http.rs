@@ -321,7 +321,11 @@ async fn authorize(
             Some(challenge) => FunnelEvent::new(Step::CimdResolved, c).challenge(challenge),
             None => FunnelEvent::new(Step::CimdResolved, c),
         });
-    let Authorization { step, browser } = match state
+    let Authorization {
+        step,
+        browser,
+        remembered,
+    } = match state
         .server
         .begin(
             params,
@@ -378,6 +382,9 @@ async fn authorize(
         state.record(resolved);
     }
     state.record(event);
+    if let Some(consent) = remembered {
+        state.record(consent);
+    }
     let mut response = render_step(&state, step);
     // The browser binding secret is the cookie; it is per browser, not per
     // request, and lives as long as the pending request it guards.

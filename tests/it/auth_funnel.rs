@@ -666,10 +666,10 @@ async fn a_remembered_consent_is_the_attempts_consent_step() {
     .await;
     // The same browser again: signed in, consent remembered: no page at all.
     let (verifier, challenge) = pkce();
-    let first = browser
+    let back = browser
         .get(&authorize_url(&server, &client_id, &challenge, REDIRECT))
         .await;
-    let back = browser.get(&server.url(&location(&first))).await;
+    assert!(location(&back).starts_with(REDIRECT), "{}", location(&back));
     let code = query_of(&location(&back))["code"].clone();
     let (status, _) = exchange_code(&server, &client_id, &code, &verifier).await;
     assert_eq!(status, StatusCode::OK);

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::{AuthorizationServer, consent::RememberConsent};
-use crate::funnel::Reason;
+use crate::funnel::{FunnelEvent, Reason};
 use crate::oauth::{
     clients::resolve_redirect,
     configured_clients::GRANT_AUTHORIZATION_CODE,
@@ -78,6 +78,9 @@ pub enum AuthorizeStep {
 pub struct Authorization {
     pub step: AuthorizeStep,
     pub browser: String,
+    /// A remembered consent taken on the way, to be recorded after the
+    /// `authorize` step itself.
+    pub remembered: Option<FunnelEvent>,
 }
 
 /// Why a pending request cannot be used by this browser.
@@ -288,11 +291,15 @@ impl AuthorizationServer {
             request,
         };
         let user = self.signed_in_user(session).await;
-        let step = self
+        let (step, remembered) = self
             .first_step(pending, &browser, user.as_deref())
             .await
             .map_err(AuthorizeError::Server)?;
-        Ok(Authorization { step, browser })
+        Ok(Authorization {
+            step,
+            browser,
+            remembered,
+        })
     }
 
     /// After a valid `/authorize`: proxy mode asks for consent first, then
@@ -304,7 +311,7 @@ impl AuthorizationServer {
         pending: Pending,
         browser: &str,
         user: Option<&str>,
-    ) -> Result<AuthorizeStep, OAuthError> {
+    ) -> Result<(AuthorizeStep, Option<FunnelEvent>), OAuthError> {
         if self.is_proxy() {
             let remembered = match user {
                 Some(user_id) => {
@@ -321,20 +328,24 @@ impl AuthorizationServer {
                         user,
                     )
                     .await?;
-                return Ok(AuthorizeStep::GoToIdp { location });
+                return Ok((AuthorizeStep::GoToIdp { location }, None));
             }
-            return Ok(AuthorizeStep::ShowConsent {
-                pending,
-                idp_name: self.upstream_name(),
-                account: None,
-            });
+            return Ok((
+                AuthorizeStep::ShowConsent {
+                    pending,
+                    idp_name: self.upstream_name(),
+                    account: None,
+                },
+                None,
+            ));
         }
-        Ok(match user {
-            Some(_) => AuthorizeStep::GoToConsent {
-                request_id: pending.request_id,
-            },
-            None => AuthorizeStep::ShowLogin(pending),
-        })
+        match user {
+            Some(user_id) => {
+                self.consent_for(&pending.request_id, browser, pending.request, user_id)
+                    .await
+            }
+            None => Ok((AuthorizeStep::ShowLogin(pending), None)),
+        }
     }
 
     /// RFC 8707: our resource (see [`same_resource`]).

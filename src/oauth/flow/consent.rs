@@ -58,14 +58,35 @@ impl AuthorizationServer {
             .signed_in_user(session)
             .await
             .ok_or(ConsentError::NotSignedIn)?;
+        let (step, remembered) = self
+            .consent_for(request_id, browser, request, &user_id)
+            .await?;
+        if let Some(event) = remembered {
+            self.funnel.record(event);
+        }
+        Ok(step)
+    }
+
+    /// The consent step for `user_id`, signed in, on a pending request
+    /// already checked against its browser: the page, or the next redirect
+    /// when this consent is remembered, with that remembered consent's
+    /// funnel step for the caller to record (after its own step, so the
+    /// attempt reads in order). `/authorize` takes it directly for a browser
+    /// that is signed in (one redirect fewer), `/consent` after a sign-in.
+    pub(super) async fn consent_for(
+        &self,
+        request_id: &str,
+        browser: &str,
+        request: PendingRequest,
+        user_id: &str,
+    ) -> Result<(AuthorizeStep, Option<FunnelEvent>), OAuthError> {
+        let user_id = user_id.to_owned();
         if matches!(self.remembered(&user_id, &request).await, Ok(true)) {
             // A remembered consent is the attempt's consent step (no page).
-            self.funnel.record(
-                FunnelEvent::new(Step::Consent, &request.client_id)
-                    .challenge(&request.code_challenge)
-                    .user(&user_id),
-            );
-            return Ok(if self.is_proxy() {
+            let event = FunnelEvent::new(Step::Consent, &request.client_id)
+                .challenge(&request.code_challenge)
+                .user(&user_id);
+            let step = if self.is_proxy() {
                 let location = self
                     .begin_idp_login(
                         request_id,
@@ -81,7 +102,8 @@ impl AuthorizationServer {
                 };
                 let location = self.decide(request_id, &user_id, consent).await?;
                 AuthorizeStep::ReturnToClient { location }
-            });
+            };
+            return Ok((step, Some(event)));
         }
         // Proxy mode shows no account: the sign-in that counts is the one
         // at the identity provider, after this page.
@@ -90,15 +112,18 @@ impl AuthorizationServer {
         } else {
             self.account_name(&user_id).await
         };
-        Ok(AuthorizeStep::ShowConsent {
-            pending: Pending {
-                request_id: request_id.to_owned(),
-                csrf: csrf_token(request_id, browser),
-                request,
+        Ok((
+            AuthorizeStep::ShowConsent {
+                pending: Pending {
+                    request_id: request_id.to_owned(),
+                    csrf: csrf_token(request_id, browser),
+                    request,
+                },
+                idp_name: self.upstream_name(),
+                account,
             },
-            idp_name: self.upstream_name(),
-            account,
-        })
+            None,
+        ))
     }
 
     /// `POST /consent` (the form already checked against its browser and
