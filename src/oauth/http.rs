@@ -428,9 +428,6 @@ fn render_step(state: &OAuthState, step: AuthorizeStep) -> Response {
                 },
             ),
         ),
-        AuthorizeStep::GoToConsent { request_id } => {
-            see_other(&format!("/consent?request={request_id}"))
-        }
         AuthorizeStep::GoToIdp { location } | AuthorizeStep::ReturnToClient { location } => {
             see_other(&location)
         }

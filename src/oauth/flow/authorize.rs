@@ -64,8 +64,6 @@ pub enum AuthorizeStep {
         /// Local mode: the signed-in user's name ("not you? sign out").
         account: Option<String>,
     },
-    /// Local mode, signed in: the consent page at its own address.
-    GoToConsent { request_id: String },
     /// Proxy mode after consent: sign in at the identity provider.
     GoToIdp { location: String },
     /// Back to the client: a code, or `access_denied`.
