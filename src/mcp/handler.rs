@@ -59,6 +59,32 @@ fn cache_hints(principal: &Principal, upstream_ttl: Option<u64>) -> (u64, CacheS
     (ttl, scope)
 }
 
+/// The caller's `_meta` for the upstream: rmcp hands it to the handler in
+/// the request context, not in the params, so a forwarded call would lose
+/// it. Everything passes — a W3C `traceparent`/`tracestate`/`baggage`
+/// (SEP-414), a client's own keys — except what describes the client's hop
+/// to mcpgate: its progress token (the link sets its own) and the reserved
+/// `io.modelcontextprotocol/` keys (version, capabilities, client info). A
+/// key the params already carry is kept.
+fn carry_caller_meta(
+    caller: &rmcp::model::RequestMetaObject,
+    params: &mut Option<rmcp::model::RequestMetaObject>,
+) {
+    let forwarded: Vec<_> = caller
+        .0
+        .0
+        .iter()
+        .filter(|(k, _)| *k != "progressToken" && !k.starts_with("io.modelcontextprotocol/"))
+        .collect();
+    if forwarded.is_empty() {
+        return;
+    }
+    let target = &mut params.get_or_insert_with(Default::default).0.0;
+    for (k, v) in forwarded {
+        target.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+}
+
 /// Sets a list result's `ttlMs` and `cacheScope` from [`cache_hints`].
 macro_rules! with_cache_hints {
     ($result:expr, $hints:expr) => {{
@@ -515,6 +541,8 @@ impl ServerHandler for McpHandler {
             );
             return response;
         };
+        let mut request = request;
+        carry_caller_meta(&context.meta, &mut request.meta);
         let result = gateway
             .call_tool(
                 &upstream,
@@ -713,5 +741,36 @@ impl ServerHandler for McpHandler {
             ServerResult::CompleteResult(r) => Ok(r),
             _ => Err(unexpected("completion/complete")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_callers_meta_passes_but_its_hop_does_not() {
+        let caller: rmcp::model::RequestMetaObject = serde_json::from_value(serde_json::json!({
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "tracestate": "v=1",
+            "progressToken": 7,
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "acme/tag": "x"
+        }))
+        .unwrap();
+        let mut params =
+            Some(serde_json::from_value(serde_json::json!({"acme/tag": "kept"})).unwrap());
+        carry_caller_meta(&caller, &mut params);
+        assert_eq!(
+            serde_json::to_value(params.unwrap()).unwrap(),
+            serde_json::json!({
+                "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "tracestate": "v=1",
+                "acme/tag": "kept"
+            })
+        );
+        let mut none = None;
+        carry_caller_meta(&rmcp::model::RequestMetaObject::default(), &mut none);
+        assert!(none.is_none());
     }
 }

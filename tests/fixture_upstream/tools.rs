@@ -667,5 +667,8 @@ fn http_headers(context: &RequestContext<RoleServer>) -> Outcome {
             }
         }
     }
-    Ok(CallToolResult::structured(json!({ "headers": headers })).into())
+    // The request's `_meta` too, so a test can see what the gateway forwarded
+    // there (a `traceparent`, say).
+    let meta = serde_json::to_value(&context.meta).unwrap_or(Value::Null);
+    Ok(CallToolResult::structured(json!({ "headers": headers, "meta": meta })).into())
 }

@@ -1049,3 +1049,24 @@ async fn merged_lists_carry_the_shortest_ttl_and_a_private_scope_for_signed_in_c
         assert_eq!(message["result"]["ttlMs"], 60_000, "{method}: {message}");
     }
 }
+
+/// W3C trace context in `_meta` (SEP-414) reaches an HTTP upstream with the
+/// call, so a trace spans client, gateway and upstream.
+#[tokio::test]
+async fn a_calls_traceparent_in_meta_reaches_the_upstream() {
+    let fixture = HttpFixture::start("127.0.0.1:0");
+    let server = gateway(vec![http("h", &fixture.url)]).await;
+    let sid = server.initialize().await;
+    const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let reply = server
+        .session_call(
+            &sid,
+            2,
+            "tools/call",
+            json!({"name": "http_headers", "arguments": {}, "_meta": {"traceparent": TRACE, "tracestate": "vendor=1"}}),
+        )
+        .await;
+    let meta = &structured(&reply)["meta"];
+    assert_eq!(meta["traceparent"], TRACE, "{reply}");
+    assert_eq!(meta["tracestate"], "vendor=1", "{reply}");
+}
