@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{AuthorizationServer, consent::RememberConsent};
+use super::{AuthorizationServer, consent::RememberConsent, login::Account};
 use crate::funnel::{FunnelEvent, Reason};
 use crate::oauth::{
     clients::resolve_redirect,
@@ -272,25 +272,27 @@ impl AuthorizationServer {
         let csrf = csrf_token(&request_id, &browser);
         let now = self.clock.now();
         let text = serde_json::to_string(&request).map_err(server_error)?;
-        self.store
-            .insert_auth_request(&AuthRequestRecord {
-                id_hash: sha256_b64(&request_id),
-                browser_hash: sha256_b64(&browser),
-                csrf_hash: sha256_b64(&csrf),
-                request: text,
-                created_at: now,
-                expires_at: now + REQUEST_TTL_SECS,
-            })
-            .await
-            .map_err(|e| AuthorizeError::Server(e.into()))?;
+        let record = AuthRequestRecord {
+            id_hash: sha256_b64(&request_id),
+            browser_hash: sha256_b64(&browser),
+            csrf_hash: sha256_b64(&csrf),
+            request: text,
+            created_at: now,
+            expires_at: now + REQUEST_TTL_SECS,
+        };
+        // Independent: on PostgreSQL the two round trips overlap.
+        let (inserted, account) = tokio::join!(
+            self.store.insert_auth_request(&record),
+            self.signed_in_account(session)
+        );
+        inserted.map_err(|e| AuthorizeError::Server(e.into()))?;
         let pending = Pending {
             request_id,
             csrf,
             request,
         };
-        let user = self.signed_in_user(session).await;
         let (step, remembered) = self
-            .first_step(pending, &browser, user.as_deref())
+            .first_step(pending, &browser, account.as_ref())
             .await
             .map_err(AuthorizeError::Server)?;
         Ok(Authorization {
@@ -308,8 +310,9 @@ impl AuthorizationServer {
         &self,
         pending: Pending,
         browser: &str,
-        user: Option<&str>,
+        account: Option<&Account>,
     ) -> Result<(AuthorizeStep, Option<FunnelEvent>), OAuthError> {
+        let user = account.map(|a| a.user_id.as_str());
         if self.is_proxy() {
             let remembered = match user {
                 Some(user_id) => {
@@ -337,9 +340,9 @@ impl AuthorizationServer {
                 None,
             ));
         }
-        match user {
-            Some(user_id) => {
-                self.consent_for(&pending.request_id, browser, pending.request, user_id)
+        match account {
+            Some(account) => {
+                self.consent_for(&pending.request_id, browser, pending.request, account)
                     .await
             }
             None => Ok((AuthorizeStep::ShowLogin(pending), None)),

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use super::{
     AuthorizationServer,
     authorize::{AuthorizeStep, Pending, PendingError, PendingRequest, csrf_token},
+    login::Account,
 };
 use crate::funnel::{FunnelEvent, Step};
 use crate::oauth::{
@@ -54,12 +55,12 @@ impl AuthorizationServer {
         session: Option<&str>,
     ) -> Result<AuthorizeStep, ConsentError> {
         let request = self.pending(request_id, browser, None).await?;
-        let user_id = self
-            .signed_in_user(session)
+        let account = self
+            .signed_in_account(session)
             .await
             .ok_or(ConsentError::NotSignedIn)?;
         let (step, remembered) = self
-            .consent_for(request_id, browser, request, &user_id)
+            .consent_for(request_id, browser, request, &account)
             .await?;
         if let Some(event) = remembered {
             self.funnel.record(event);
@@ -78,9 +79,9 @@ impl AuthorizationServer {
         request_id: &str,
         browser: &str,
         request: PendingRequest,
-        user_id: &str,
+        account: &Account,
     ) -> Result<(AuthorizeStep, Option<FunnelEvent>), OAuthError> {
-        let user_id = user_id.to_owned();
+        let user_id = account.user_id.clone();
         if matches!(self.remembered(&user_id, &request).await, Ok(true)) {
             // A remembered consent is the attempt's consent step (no page).
             let event = FunnelEvent::new(Step::Consent, &request.client_id)
@@ -110,7 +111,7 @@ impl AuthorizationServer {
         let account = if self.is_proxy() {
             None
         } else {
-            self.account_name(&user_id).await
+            Some(account.username.clone())
         };
         Ok((
             AuthorizeStep::ShowConsent {
@@ -235,30 +236,39 @@ impl AuthorizationServer {
     ) -> Result<String, OAuthError> {
         let request = self.take_request(request_hash).await?;
         let scope = request.scope.join(" ");
-        if remember == RememberConsent::Remember && self.config.remember_consent {
-            self.store
-                .save_consent(user_id, &request.client_id, &scope)
-                .await?;
-        }
         let code = random_token(32)?;
         let now = self.clock.now();
-        self.store
-            .insert_code(&CodeRecord {
-                code_hash: sha256_b64(&code),
-                client_id: request.client_id.clone(),
-                user_id: user_id.to_owned(),
-                redirect_uri: request.redirect_uri.clone(),
-                code_challenge: request.code_challenge.clone(),
-                scope,
-                resource: request.resource.clone(),
-                family_id: family_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                created_at: now,
-                expires_at: now + self.config.code_ttl_secs as i64,
-                redeemed_at: None,
-                response_sealed: None,
-                redirect_uri_sent: request.redirect_uri_sent,
-            })
-            .await?;
+        let record = CodeRecord {
+            code_hash: sha256_b64(&code),
+            client_id: request.client_id.clone(),
+            user_id: user_id.to_owned(),
+            redirect_uri: request.redirect_uri.clone(),
+            code_challenge: request.code_challenge.clone(),
+            scope: scope.clone(),
+            resource: request.resource.clone(),
+            family_id: family_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            created_at: now,
+            expires_at: now + self.config.code_ttl_secs as i64,
+            redeemed_at: None,
+            response_sealed: None,
+            redirect_uri_sent: request.redirect_uri_sent,
+        };
+        // Independent writes: on PostgreSQL the two round trips overlap.
+        let remember = remember == RememberConsent::Remember && self.config.remember_consent;
+        let (saved, inserted) = tokio::join!(
+            async {
+                if remember {
+                    self.store
+                        .save_consent(user_id, &request.client_id, &scope)
+                        .await
+                } else {
+                    Ok(())
+                }
+            },
+            self.store.insert_code(&record)
+        );
+        saved?;
+        inserted?;
         Ok(self.redirect_with(
             &request.redirect_uri,
             &[("code", &code)],

@@ -27,6 +27,14 @@ pub struct BrowserSession {
     pub lifetime_secs: i64,
 }
 
+/// The signed-in user of a browser session: who the consent page says is
+/// signed in, and whom a code is issued to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user_id: String,
+    pub username: String,
+}
+
 /// Why a password sign-in was not even tried.
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -132,7 +140,23 @@ impl AuthorizationServer {
     /// The user of a live login session cookie, if any (a store failure
     /// counts as no session: the user is asked to sign in again).
     pub async fn signed_in_user(&self, session: Option<&str>) -> Option<String> {
-        self.session_user(session?).await.ok().flatten()
+        self.signed_in_account(session).await.map(|a| a.user_id)
+    }
+
+    /// [`AuthorizationServer::signed_in_user`] with the user name, which
+    /// the session's row already joins (the consent page shows it: no
+    /// second read).
+    pub async fn signed_in_account(&self, session: Option<&str>) -> Option<Account> {
+        let user = self
+            .store
+            .session_user(&sha256_b64(session?), self.clock.now())
+            .await
+            .ok()
+            .flatten()?;
+        Some(Account {
+            user_id: user.id,
+            username: user.username,
+        })
     }
 
     /// `GET /login?request=`: the sign-in form again for a pending request
@@ -156,13 +180,5 @@ impl AuthorizationServer {
             self.store.delete_session(&sha256_b64(cookie)).await?;
         }
         Ok(())
-    }
-
-    /// The user name of a user id, for "signed in as" (`None` if gone).
-    pub async fn account_name(&self, user_id: &str) -> Option<String> {
-        match self.store.find_user(user_id).await {
-            Ok(user) => user.map(|u| u.username),
-            Err(_) => None,
-        }
     }
 }
