@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::{Store, StoreError, on_db};
+use super::inline::Access;
+use super::{Grants, Store, StoreError, on_db};
 
 /// Rows older than this are swept.
 pub const FUNNEL_TTL_SECS: i64 = 7 * 86_400;
@@ -16,6 +17,40 @@ pub const FUNNEL_MAX_ROWS: i64 = 200_000;
 /// The most rows one INSERT carries (8 values each: under SQLite's
 /// historical bound of 999 values per statement).
 pub const FUNNEL_INSERT_MAX_ROWS: usize = 120;
+const INSERT_HEAD: &str =
+    "INSERT INTO auth_funnel (at, attempt, client_id, user_id, step, reason, grant_key, once_key) ";
+const INSERT_TAIL: &str = " ON CONFLICT DO NOTHING RETURNING once_key";
+
+/// [`Store::insert_funnel_batch`]'s statement for one chunk, on SQLite: the
+/// same multi-row INSERT. Prepared anew each time: batches are seldom, and
+/// one cached statement per chunk size would push the grants' hot
+/// statements out of the connection's cache.
+fn insert_on_sqlite(
+    conn: &mut rusqlite::Connection,
+    chunk: &[NewFunnelRow],
+) -> rusqlite::Result<Vec<Option<String>>> {
+    let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+    let sql = format!("{INSERT_HEAD}VALUES {values}{INSERT_TAIL}");
+    let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 8);
+    for new in chunk {
+        let r = &new.row;
+        params.extend([
+            &r.at as &dyn rusqlite::ToSql,
+            &r.attempt,
+            &r.client_id,
+            &r.user_id,
+            &r.step,
+            &r.reason,
+            &r.grant_key,
+            &new.once_key,
+        ]);
+    }
+    let mut statement = conn.prepare(&sql)?;
+    statement
+        .query_map(params.as_slice(), |row| row.get::<_, Option<String>>(0))?
+        .collect()
+}
+
 /// The most rows one query reads (the newest within its window).
 const QUERY_MAX_ROWS: i64 = 20_000;
 
@@ -98,10 +133,21 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let mut stored = Vec::new();
         for chunk in rows.chunks(FUNNEL_INSERT_MAX_ROWS) {
+            // SQLite: on the grants' connections, so the batch takes its turn
+            // with the sign-in path's writes instead of holding SQLite's lock
+            // while they poll for it.
+            if let Grants::Sqlite(db) = self.grants() {
+                let chunk = chunk.to_vec();
+                let keys = db
+                    .run(Access::Ephemeral, move |conn| {
+                        insert_on_sqlite(conn, &chunk)
+                    })
+                    .await?;
+                stored.extend(keys.into_iter().flatten());
+                continue;
+            }
             let keys: Vec<Option<String>> = on_db!(self.db(), |pool| {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO auth_funnel (at, attempt, client_id, user_id, step, reason, grant_key, once_key) ",
-                );
+                let mut insert = sqlx::QueryBuilder::new(INSERT_HEAD);
                 insert.push_values(chunk, |mut b, new| {
                     let r = &new.row;
                     b.push_bind(r.at)
@@ -113,7 +159,7 @@ impl Store {
                         .push_bind(&r.grant_key)
                         .push_bind(&new.once_key);
                 });
-                insert.push(" ON CONFLICT DO NOTHING RETURNING once_key");
+                insert.push(INSERT_TAIL);
                 insert
                     .build_query_scalar::<Option<String>>()
                     .fetch_all(pool)

@@ -38,8 +38,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct InlineSqlite {
     target: Target,
     idle: Mutex<Vec<Connection>>,
-    /// Held by a write while it runs in place.
-    write_turn: Mutex<()>,
+    /// Held by a write while it runs, in place or, when it waits for
+    /// SQLite's lock, on a blocking thread: this process's writes queue
+    /// here (woken in order) rather than in SQLite's busy handler, which
+    /// polls with sleeps of 1, 2, 5, 10 ms... An async mutex, so a write
+    /// that waits its turn does not block a runtime thread.
+    write_turn: Arc<tokio::sync::Mutex<()>>,
     commits: AtomicU64,
     /// Statements that found SQLite's lock taken and waited off the runtime.
     waited: AtomicU64,
@@ -99,7 +103,7 @@ impl InlineSqlite {
         InlineSqlite {
             target,
             idle: Mutex::new(Vec::new()),
-            write_turn: Mutex::new(()),
+            write_turn: Arc::new(tokio::sync::Mutex::new(())),
             commits: AtomicU64::new(0),
             waited: AtomicU64::new(0),
             checkpointing: Arc::new(AtomicBool::new(false)),
@@ -149,20 +153,22 @@ impl InlineSqlite {
         F: Fn(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let mut conn = self.take().map_err(StoreError::from)?;
-        let first = {
-            // This process's writers take turns here (each holds the turn
-            // for the few microseconds its statements run) instead of
-            // colliding in SQLite's lock, where the loser would go to a
-            // blocking thread and SQLite's sleeping busy handler.
-            let _turn = access
-                .writes()
-                .then(|| self.write_turn.lock().unwrap_or_else(|e| e.into_inner()));
-            work(&mut conn)
+        // This process's writers take turns here (each holds the turn for
+        // the few microseconds its statements run) instead of colliding in
+        // SQLite's lock. Only a writer outside these connections (sqlx's
+        // pool) can still hold that lock.
+        let turn = match access.writes() {
+            true => Some(self.write_turn.clone().lock_owned().await),
+            false => None,
         };
+        let first = work(&mut conn);
         let result = match first {
             Err(e) if busy(&e) => {
                 self.waited.fetch_add(1, Ordering::Relaxed);
                 let waited = tokio::task::spawn_blocking(move || {
+                    // The turn stays taken while this write waits, so the
+                    // others queue behind it instead of colliding too.
+                    let _turn = turn;
                     conn.busy_timeout(BUSY_TIMEOUT)?;
                     let result = work(&mut conn);
                     conn.busy_timeout(Duration::ZERO)?;
@@ -179,7 +185,10 @@ impl InlineSqlite {
                     Err(e) => return Err(e.into()),
                 }
             }
-            other => other,
+            other => {
+                drop(turn);
+                other
+            }
         };
         match &result {
             // A statement's own failure leaves the connection as it was;
@@ -345,6 +354,47 @@ mod tests {
             .query_row("PRAGMA busy_timeout", [], |row| row.get(0))
             .unwrap();
         assert_eq!(timeout, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_waiting_for_the_lock_keeps_the_turn_so_the_next_queues_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(on_file(&dir));
+        let mut other = Connection::open(dir.path().join("t.db")).unwrap();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let tx = other
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .unwrap();
+            tx.execute("INSERT INTO t (k, v) VALUES ('held', 1)", [])
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            tx.commit().unwrap();
+        });
+        locked_rx.recv().unwrap();
+        let first = tokio::spawn({
+            let db = db.clone();
+            async move { db.run(Access::Write, insert("first")).await }
+        });
+        // The first write is parked on a blocking thread, holding the turn.
+        while db.waited() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let second = tokio::spawn({
+            let db = db.clone();
+            async move { db.run(Access::Ephemeral, insert("second")).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished());
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(second.await.unwrap().unwrap(), 1);
+        // The second waited for its turn, not in SQLite's busy handler.
+        assert_eq!(db.waited(), 1);
+        assert_eq!(db.run(Access::Read, count).await.unwrap(), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
