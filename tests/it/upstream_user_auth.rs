@@ -636,3 +636,72 @@ async fn a_2026_client_gets_input_required_with_a_sealed_state_bound_to_its_user
         "{reply}"
     );
 }
+
+#[tokio::test]
+async fn the_admin_console_shows_a_users_connections_and_revokes_one_with_its_csrf_token() {
+    use crate::{
+        admin_console::{act, console_as, user_id},
+        local_auth::admin_cli,
+    };
+    let idp = FakeIdp::start().await;
+    let fixture = HttpFixture::start("127.0.0.1:0");
+    let server = protected_gateway(&idp, &fixture).await;
+    let (token, mut alice) = token_and_browser(&server, ALICE).await;
+    server.set_token(&token);
+    let sid = server.initialize().await;
+    let reply = call(&server, &sid, 2, "gh__http_headers", json!({})).await;
+    let link = elicitation(&reply)["url"].as_str().unwrap().to_owned();
+    connect_in_browser(&idp, &mut alice, &link).await;
+    structured(&call(&server, &sid, 3, "gh__http_headers", json!({})).await);
+
+    // Bob is an admin; his console shows alice's connection to gh.
+    let (ok, _, err) = admin_cli(&server, &["users", "set-admin", BOB.0]);
+    assert!(ok, "{err}");
+    let (mut console, csrf) = console_as(&server, BOB.0, BOB.1).await;
+    assert!(!csrf.is_empty());
+    let alice_id = user_id(&server, ALICE.0);
+    let page = console
+        .get(&server.url(&format!("/admin/user?id={alice_id}")))
+        .await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<h2>Upstream connections</h2>"), "{html}");
+    assert!(html.contains("<td><code>gh</code></td>"), "{html}");
+    assert!(html.contains("value=\"connection.revoke\""), "{html}");
+
+    // A forged form changes nothing.
+    let revoke = [
+        ("action", "connection.revoke"),
+        ("user", alice_id.as_str()),
+        ("upstream", "gh"),
+    ];
+    for forged in ["", "forged", &csrf[..csrf.len() - 1]] {
+        let r = act(&server, &mut console, forged, &revoke).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "csrf {forged:?}");
+    }
+    structured(&call(&server, &sid, 4, "gh__http_headers", json!({})).await);
+
+    // With the session's token: revoked here and at the authorization server.
+    let r = act(&server, &mut console, &csrf, &revoke).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        location(&r).starts_with("/admin/user?id="),
+        "{}",
+        location(&r)
+    );
+    assert_eq!(
+        idp.revoked.lock().unwrap().as_slice(),
+        ["IDP-ACCESS-TOKEN(user=alice-at-gh,client=dcr-client-1)"]
+    );
+    let html = console
+        .get(&server.url(&format!("/admin/user?id={alice_id}")))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("No upstream connections."), "{html}");
+    // Her next call asks her to connect again; a second revoke finds nothing.
+    elicitation(&call(&server, &sid, 5, "gh__http_headers", json!({})).await);
+    let r = act(&server, &mut console, &csrf, &revoke).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
