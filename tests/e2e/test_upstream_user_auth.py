@@ -11,9 +11,10 @@
 - the clients: the Python SDK (mcp 2.3.0) in `legacy` mode (2025-11-25, a session) with and
   without an elicitation callback, and in its default mode (2026-07-28, stateless) with one; the
   TypeScript SDK 1.32.2 (`ts_connect_first.mjs`, no elicitation capability);
-- the browsers: the scripted user agents (stdlib, `local_browser.py` on mcpgate's own sign-in
-  and consent pages, `idp_agent.py` on the IdP's), each with its own cookie jar, so alice's jar
-  holds her mcpgate session when she follows a connect link. (Not Chromium: see the report.)
+- the browsers: Debian's Chromium, headless, driven by puppeteer-core (`browser_connect.mjs`),
+  one browser context per user: alice and bob sign in to mcpgate on its own pages (typing and
+  clicking), and alice's context, holding her mcpgate session, follows the connect link through
+  the IdP's sign-in and consent pages back to mcpgate's callback.
 
 What it shows: a call before connecting gets -32042 (no callback; the TS SDK) or a URL
 elicitation (2025-11-25 with the callback: the call waits and then returns the result) or an
@@ -24,9 +25,9 @@ bob's browser is refused at alice's link; `whoami` sees alice's own `sub` at the
 
 from __future__ import annotations
 
-import http.cookiejar
 import json
 import os
+import select
 import subprocess
 import time
 import urllib.error
@@ -42,9 +43,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import ElicitResult
 
-import idp_agent
-from conftest import E2E_DIR, node_env, run
-from idp_fixtures import start_idp
+from conftest import E2E_DIR, NODE22, node_env, run
+from idp_fixtures import AuthResult, start_idp
 from local_fixtures import LocalGate
 from mcpgate_process import free_port, stop_process, upstream_toml
 from rs_fixtures import ALL_SCOPES
@@ -98,41 +98,66 @@ def gw(local_factory, whoami_url: str) -> LocalGate:
 
 
 # ====================================================================== helpers
-def sign_in(gw: LocalGate, user: str) -> tuple[str, http.cookiejar.CookieJar]:
-    """`user`'s access token at mcpgate and the cookie jar of the browser that signed in for it."""
-    redirect = "http://127.0.0.1:9/callback"
-    client = gw.register(redirect_uris=[redirect], client_name=f"e2e-{user}")
-    jar = http.cookiejar.CookieJar()
-    res = gw.authorize(client["client_id"], redirect, user=user, scope=ALL_SCOPES, cookie_jar=jar)
-    status, tok = gw.exchange_code(res, client["client_id"])
-    assert status == 200, (status, tok, res.steps)
-    return tok["access_token"], jar
+CHROMIUM = Path(os.environ.get("MCPGATE_CHROMIUM", "/usr/bin/chromium"))
+REDIRECT = "http://127.0.0.1:9/callback"
 
 
-def _opener(jar: http.cookiejar.CookieJar):
-    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), idp_agent._NoRedirect())
+class Chromium:
+    """browser_connect.mjs: Chromium with one context (cookie jar) per user; one JSON line per command."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = open(log, "wb")
+        self.proc = subprocess.Popen([str(NODE22), str(E2E_DIR / "browser_connect.mjs"), str(CHROMIUM)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                     env=node_env(), cwd=E2E_DIR, start_new_session=True)
+
+    def ask(self, **cmd) -> dict:
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], 45)
+        assert ready, f"the browser did not answer {cmd['op']} within 45 s"
+        answer = json.loads(self.proc.stdout.readline() or b'{"error": "the browser ended"}')
+        assert "error" not in answer, answer["error"]
+        return answer
+
+    def close(self) -> None:
+        stop_process(self.proc)
+        self.log.close()
 
 
-def open_page(jar: http.cookiejar.CookieJar, url: str) -> tuple[int, str, str]:
-    """GET with the browser's cookies, no redirects: status, Location, body."""
+@pytest.fixture
+def chromium(tmp_path: Path):
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} missing: run scripts/e2e-install.sh as root (apt-get install chromium)")
+    browser = Chromium(tmp_path / "browser_connect.log")
     try:
-        r = _opener(jar).open(url, timeout=15)
-        return r.status, r.headers.get("Location", ""), r.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers.get("Location", ""), e.read().decode("utf-8", "replace")
+        yield browser
+    finally:
+        browser.close()
 
 
-def connect(gw: LocalGate, jar: http.cookiejar.CookieJar, link: str, idp_user: str) -> str:
-    """The browser follows a connect link: mcpgate's page (303 to the IdP), the IdP's login and
-    consent as `idp_user` (the agent stops at mcpgate's callback), then the callback. Returns the
-    final page."""
-    status, to_idp, body = open_page(jar, link)
-    assert status == 303, (status, body[:800])
-    callback = f"{gw.base_url}/connect/callback"
-    final = idp_agent.authorize(to_idp, idp_user, redirect_uri=callback, cookie_jar=jar, timeout=15)
-    status, _, page = open_page(jar, final)
-    assert status == 200 and "connected" in page.lower(), (status, page[:800])
-    return page
+def sign_in(gw: LocalGate, chromium: Chromium, user: str) -> str:
+    """`user` signs in to mcpgate in their Chromium context (which keeps the session); their token."""
+    client = gw.register(redirect_uris=[REDIRECT], client_name=f"e2e-{user}")
+    url, state, verifier = gw.authorization_url(client["client_id"], REDIRECT, scope=ALL_SCOPES)
+    final = chromium.ask(op="sign_in", who=user, url=url, redirect=REDIRECT, username=user,
+                         password=gw.users[user])["callback"]
+    params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(final).query))
+    assert params.get("state") == state, final
+    status, tok = gw.exchange_code(AuthResult(final, params, verifier, state, REDIRECT, []), client["client_id"])
+    assert status == 200, (status, tok)
+    return tok["access_token"]
+
+
+def follow_link(gw: LocalGate, chromium: Chromium, who: str, link: str, idp_user: str) -> dict:
+    """`who`'s Chromium follows a connect link to the end (IdP sign-in as `idp_user`)."""
+    return chromium.ask(op="connect", who=who, url=link, idp_user=idp_user, done=f"{gw.base_url}/connect/callback")
+
+
+def connect(gw: LocalGate, chromium: Chromium, link: str, idp_user: str) -> None:
+    page = follow_link(gw, chromium, "alice", link, idp_user)
+    assert page["status"] == 303 and page["url"].startswith(f"{gw.base_url}/connect/callback"), page
+    assert "connected" in page["text"].lower(), page
 
 
 def call_whoami(gw: LocalGate, token: str, *, mode: str, elicit=None):
@@ -166,9 +191,10 @@ def whoami(result) -> dict:
 
 
 # ====================================================================== the test
-def test_connect_first_in_every_client_shape_then_whoami_and_revoke(gw: LocalGate, idp, whoami_url: str):
-    alice_token, alice_jar = sign_in(gw, "alice")
-    _, bob_jar = sign_in(gw, "bob")
+def test_connect_first_in_every_client_shape_then_whoami_and_revoke(gw: LocalGate, idp, whoami_url: str,
+                                                                     chromium: Chromium):
+    alice_token = sign_in(gw, chromium, "alice")
+    sign_in(gw, chromium, "bob")
 
     # (a) The Python SDK, 2025-11-25 without an elicitation callback: -32042 with the link.
     version, err = call_whoami(gw, alice_token, mode="legacy")
@@ -184,8 +210,10 @@ def test_connect_first_in_every_client_shape_then_whoami_and_revoke(gw: LocalGat
     assert ts["error"]["data"]["elicitations"][0]["url"].startswith(f"{gw.base_url}/connect/who?e="), ts
 
     # (d) Bob's browser, signed in to mcpgate as bob, is refused at alice's link.
-    status, location, page = open_page(bob_jar, link)
-    assert status == 403 and not location and "another mcpgate user" in page, (status, location, page[:600])
+    page = follow_link(gw, chromium, "bob", link, "bob-at-idp")
+    assert page["status"] == 403 and page["url"] == link, page
+    assert "another mcpgate user" in page["text"], page
+    assert not idp.counts()["authorize"], "nothing reached the IdP"
 
     # (a, c) 2025-11-25 with a callback: mcpgate sends elicitation/create (mode url); the callback
     # has alice's browser complete the upstream sign-in; the waiting call then returns its result.
@@ -193,7 +221,7 @@ def test_connect_first_in_every_client_shape_then_whoami_and_revoke(gw: LocalGat
 
     async def elicit_connecting(context, params):
         asked.append(params)
-        await anyio.to_thread.run_sync(lambda: connect(gw, alice_jar, params.url, "alice-at-idp"))
+        await anyio.to_thread.run_sync(lambda: connect(gw, chromium, params.url, "alice-at-idp"))
         return ElicitResult(action="accept")
 
     version, result = call_whoami(gw, alice_token, mode="legacy", elicit=elicit_connecting)
