@@ -121,6 +121,12 @@ class Chromium:
         return answer
 
     def close(self) -> None:
+        try:  # closes Chromium and ends; stop_process is the fallback
+            self.proc.stdin.write(b'{"op": "quit"}\n')
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
         stop_process(self.proc)
         self.log.close()
 
