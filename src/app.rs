@@ -377,7 +377,7 @@ impl App {
                     config.public_origin(),
                     keys.clone(),
                     metrics.clone(),
-                    user_auth,
+                    user_auth.clone(),
                 )
                 .map_err(StartError::GatewayClient)?,
             )
@@ -414,6 +414,7 @@ impl App {
                     sealer: parts.sealer,
                     access_token_ttl_secs: parts.access_token_ttl_secs,
                     gateway: gateway.clone(),
+                    user_auth,
                     metrics: metrics.clone(),
                     clock: clock.clone(),
                 },

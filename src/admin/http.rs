@@ -47,6 +47,8 @@ pub struct ConsoleState {
     pub sealer: Arc<Sealer>,
     pub access_token_ttl_secs: i64,
     pub gateway: Option<Arc<Gateway>>,
+    /// `user_auth` upstreams: users' connections (shown and revoked on the user page).
+    pub user_auth: Option<Arc<crate::upstream::user_auth::UserAuth>>,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
 }
@@ -153,12 +155,16 @@ impl ConsoleState {
             | AdminError::NoGrant { .. }
             | AdminError::NoFamily(_)
             | AdminError::NoSession(_)
-            | AdminError::NoClientGrants(_) => StatusCode::NOT_FOUND,
+            | AdminError::NoClientGrants(_)
+            | AdminError::NoConnection { .. } => StatusCode::NOT_FOUND,
             AdminError::BadName | AdminError::BadPassword | AdminError::OwnAccount => {
                 StatusCode::BAD_REQUEST
             }
             AdminError::Store(crate::store::StoreError::Conflict(_)) => StatusCode::CONFLICT,
-            AdminError::Hash | AdminError::Keys(_) | AdminError::Store(_) => {
+            AdminError::Hash
+            | AdminError::Keys(_)
+            | AdminError::Store(_)
+            | AdminError::UserAuth(_) => {
                 tracing::error!(error = %e, "admin console failure");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -257,7 +263,21 @@ async fn user_page(
             .ok_or_else(|| AdminError::NoUser(id.to_owned()))?;
         let consents = store.consents_of(&user.id).await?;
         let grants = store.grants_of(&user.id, state.clock.now()).await?;
-        Ok(pages::user(frame, &user, &consents, &grants))
+        let connections = match &state.user_auth {
+            Some(auth) => Some(
+                auth.connections(&user.id)
+                    .await
+                    .map_err(|e| AdminError::UserAuth(e.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok(pages::user(
+            frame,
+            &user,
+            &consents,
+            &grants,
+            connections.as_deref(),
+        ))
     })
     .await
 }
@@ -622,6 +642,21 @@ async fn act(State(state): State<ConsoleState>, headers: HeaderMap, body: Bytes)
                 .map(|_| ()),
             user_page,
         ),
+        "connection.revoke" => match &state.user_auth {
+            Some(auth) => (
+                admin
+                    .revoke_connection(&actor, auth, &user, &get("upstream"))
+                    .await,
+                user_page,
+            ),
+            None => (
+                Err(AdminError::NoConnection {
+                    user: user.clone(),
+                    upstream: get("upstream"),
+                }),
+                user_page,
+            ),
+        },
         "key.rotate" => (
             admin
                 .rotate_key(

@@ -28,6 +28,10 @@ pub enum AdminError {
     NoSession(String),
     #[error("{0} has neither remembered consents nor refresh tokens")]
     NoClientGrants(String),
+    #[error("{user} has no connection to the upstream {upstream}")]
+    NoConnection { user: String, upstream: String },
+    #[error("the upstream connection could not be revoked: {0}")]
+    UserAuth(String),
     #[error("user names are 1 to 100 characters without spaces")]
     BadName,
     #[error("passwords are 8 to 1000 characters")]
@@ -51,10 +55,14 @@ impl AdminError {
             | AdminError::NoGrant { .. }
             | AdminError::NoFamily(_)
             | AdminError::NoSession(_)
-            | AdminError::NoClientGrants(_) => "not_found",
+            | AdminError::NoClientGrants(_)
+            | AdminError::NoConnection { .. } => "not_found",
             AdminError::BadName | AdminError::BadPassword | AdminError::OwnAccount => "refused",
             AdminError::Store(StoreError::Conflict(_)) => "conflict",
-            AdminError::Hash | AdminError::Keys(_) | AdminError::Store(_) => "error",
+            AdminError::Hash
+            | AdminError::Keys(_)
+            | AdminError::Store(_)
+            | AdminError::UserAuth(_) => "error",
         }
     }
 }
@@ -364,6 +372,37 @@ impl Admin {
             actor,
             "consent.revoke",
             &format!("{user} -> {client_id}"),
+            result,
+        )
+    }
+
+    /// Remove a user's connection to a `user_auth` upstream (user by id);
+    /// its tokens are revoked at the upstream's authorization server too,
+    /// best effort (`UserAuth::revoke`). The next call asks the user again.
+    pub async fn revoke_connection(
+        &self,
+        actor: &Actor,
+        auth: &crate::upstream::user_auth::UserAuth,
+        user: &str,
+        upstream: &str,
+    ) -> Result<(), AdminError> {
+        let result = async {
+            let found = self.store.find_user(user).await?;
+            let user_id = found.ok_or_else(|| AdminError::NoUser(user.to_owned()))?.id;
+            match auth.revoke(upstream, &user_id).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(AdminError::NoConnection {
+                    user: user.to_owned(),
+                    upstream: upstream.to_owned(),
+                }),
+                Err(e) => Err(AdminError::UserAuth(e.to_string())),
+            }
+        }
+        .await;
+        audited(
+            actor,
+            "connection.revoke",
+            &format!("{user} -> {upstream}"),
             result,
         )
     }

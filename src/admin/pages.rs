@@ -173,6 +173,7 @@ pub fn user(
     user: &UserRecord,
     consents: &[(String, String, i64)],
     grants: &[GrantRecord],
+    connections: Option<&[crate::upstream::user_auth::Connection]>,
 ) -> String {
     let name = user.username.as_str();
     let local = user.password_hash != crate::store::NO_PASSWORD;
@@ -249,8 +250,41 @@ pub fn user(
             )
         })
         .collect();
+    // Only with `user_auth` upstreams configured.
+    let connections = connections
+        .map(|list| {
+            let rows: Vec<String> = list
+                .iter()
+                .map(|c| {
+                    format!(
+                        "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        escape(&c.upstream),
+                        escape(c.scope.as_deref().unwrap_or("")),
+                        when(c.connected_at),
+                        when(c.refreshed_at),
+                        c.expires_at.map(when).unwrap_or_else(|| "never".to_owned()),
+                        frame.button(
+                            "connection.revoke",
+                            &[("user", &user.id), ("upstream", &c.upstream)],
+                            "Revoke",
+                            true
+                        )
+                    )
+                })
+                .collect();
+            format!(
+                "<h2>Upstream connections</h2><p class=\"small muted\">Accounts this user connected at OAuth-protected upstreams (<code>user_auth</code>). Revoking deletes the tokens here and revokes them at the upstream's authorization server when it can; the user's next call there asks them to connect again.</p>{}",
+                table(
+                    "Upstream connections",
+                    &["Upstream", "Scopes", "Connected", "Refreshed", "Access token expires", ""],
+                    &rows,
+                    "No upstream connections."
+                )
+            )
+        })
+        .unwrap_or_default();
     let content = format!(
-        "<p><a href=\"/admin\">All users</a></p>{facts}<div class=\"actions\">{actions}</div>{reset}<h2>Remembered consents</h2>{consents}<h2>Live grants</h2><p class=\"small muted\">Each is a sign-in to a client with a live refresh token. Revoking ends the refresh token; access tokens already issued stay valid until they expire.</p>{grants}",
+        "<p><a href=\"/admin\">All users</a></p>{facts}<div class=\"actions\">{actions}</div>{reset}<h2>Remembered consents</h2>{consents}<h2>Live grants</h2><p class=\"small muted\">Each is a sign-in to a client with a live refresh token. Revoking ends the refresh token; access tokens already issued stay valid until they expire.</p>{grants}{connections}",
         actions = actions.concat(),
         consents = table(
             "Remembered consents",

@@ -32,7 +32,10 @@ use crate::{
     },
     telemetry::metrics::{Metrics, Outcome, ToolLabels, UpstreamCallLabels},
     toolsets::{ToolError, Toolbox},
-    upstream::{Gateway, GatewayError, hub::Subscription, lists::shortest, relay::Origin},
+    upstream::{
+        ConnectShape, Gateway, GatewayError, ToolCaller, hub::Subscription, lists::shortest,
+        relay::Origin,
+    },
 };
 
 /// A JSON-RPC error for calls the policy refuses regardless of scopes.
@@ -543,15 +546,20 @@ impl ServerHandler for McpHandler {
         };
         let mut request = request;
         carry_caller_meta(&context.meta, &mut request.meta);
+        // A not-yet-connected `user_auth` upstream asks the user to connect
+        // first, in the shape this client supports.
+        let caller = ToolCaller {
+            principal: &principal,
+            exposed: &name,
+            shape: ConnectShape::of(
+                context.protocol_version().as_ref(),
+                context.client_capabilities().as_ref(),
+            ),
+            origin: self.origin(&context),
+            cancel: &context.ct,
+        };
         let result = gateway
-            .call_tool(
-                &upstream,
-                request,
-                original.clone(),
-                &principal,
-                self.origin(&context),
-                &context.ct,
-            )
+            .call_tool_connecting(&upstream, request, original.clone(), caller)
             .await;
         let (outcome, response) = match result {
             Ok(ServerResult::CallToolResult(r)) => {

@@ -17,6 +17,8 @@ pub mod settings;
 mod unconnected;
 pub mod user_auth;
 
+pub use self::unconnected::{ConnectShape, ToolCaller};
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, RwLock, atomic::Ordering},
@@ -80,6 +82,9 @@ pub enum GatewayError {
     ConnectRequired(Box<user_auth::ConnectLink>),
     #[error("upstream {upstream}: {reason}")]
     UserAuth { upstream: String, reason: String },
+    /// A 2026-07-28 retry whose mcpgate `requestState` does not verify.
+    #[error("invalid requestState: {0}")]
+    BadRequestState(#[from] user_auth::request_state::RequestStateError),
 }
 
 /// The JSON-RPC code clients use for "request timed out".
@@ -102,6 +107,7 @@ impl GatewayError {
                 link.message(),
                 Some(serde_json::json!({ "elicitations": [link.url_params()] })),
             ),
+            GatewayError::BadRequestState(_) => ErrorData::invalid_params(self.to_string(), None),
             other => ErrorData::internal_error(other.to_string(), None),
         }
     }
@@ -118,6 +124,7 @@ impl GatewayError {
             GatewayError::NotFound(_) => "not_found",
             GatewayError::ConnectRequired(_) => "connect_required",
             GatewayError::UserAuth { .. } => "user_auth",
+            GatewayError::BadRequestState(_) => "bad_request_state",
         }
     }
 }

@@ -30,6 +30,7 @@ use crate::{
 };
 
 pub mod admin;
+pub mod request_state;
 mod server;
 #[cfg(test)]
 mod tests;

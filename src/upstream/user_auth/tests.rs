@@ -236,3 +236,88 @@ async fn removing_a_user_removes_their_connections() {
             .is_some()
     );
 }
+
+fn caller(subject: &str, issuer: &str) -> crate::auth::Principal {
+    crate::auth::Principal {
+        subject: subject.into(),
+        issuer: issuer.into(),
+        ..crate::auth::Principal::anonymous()
+    }
+}
+
+#[tokio::test]
+async fn a_request_state_opens_only_for_its_user_and_tool_until_it_expires_and_is_sealed() {
+    use super::request_state::{RequestStateError, is_own_request_state};
+    let (_dir, store) = store().await;
+    let clock = ManualClock::new();
+    let auth = auth(&store, &clock, None);
+    let alice = caller("user-1", "https://gate.example");
+    let link = auth.connect_link("gh", "user-1").unwrap();
+    let state = auth
+        .seal_request_state(&alice, "gh__issues", &link)
+        .unwrap();
+    assert!(is_own_request_state(&state));
+    assert!(!is_own_request_state("an-upstreams-own-state"));
+    let retry = auth
+        .open_request_state(&state, &alice, "gh__issues")
+        .unwrap();
+    assert_eq!(retry.upstream, "gh");
+    assert_eq!(retry.elicitation_id, link.elicitation_id);
+    // Sealed: nothing readable in it, and no edit opens.
+    assert!(!state.contains("user-1") && !state.contains("gh__issues"));
+    let mut edited = state.clone();
+    edited.replace_range(state.len() - 4.., "AAAA");
+    assert_eq!(
+        auth.open_request_state(&edited, &alice, "gh__issues"),
+        Err(RequestStateError::Tampered)
+    );
+    // Sealed under another context (a connect link's), or by another key: refused.
+    let link_seal = link.url.split_once("?e=").unwrap().1;
+    assert_eq!(
+        auth.open_request_state(
+            &format!("{}{link_seal}", super::request_state::REQUEST_STATE_PREFIX),
+            &alice,
+            "gh__issues"
+        ),
+        Err(RequestStateError::Tampered)
+    );
+    let other_key = UserAuth::new(
+        &config(None),
+        store.clone(),
+        Arc::new(Sealer::new(&[8u8; 32]).unwrap()),
+        clock.clone(),
+        "https://gate.example".into(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        other_key.open_request_state(&state, &alice, "gh__issues"),
+        Err(RequestStateError::Tampered)
+    );
+    // Another user: another subject, or the same subject at another issuer.
+    for other in [
+        caller("user-2", "https://gate.example"),
+        caller("user-1", "https://other.example"),
+    ] {
+        assert_eq!(
+            auth.open_request_state(&state, &other, "gh__issues"),
+            Err(RequestStateError::WrongUser)
+        );
+    }
+    // Another tool.
+    assert_eq!(
+        auth.open_request_state(&state, &alice, "gh__delete_repo"),
+        Err(RequestStateError::WrongTool("gh__issues".into()))
+    );
+    // Expired.
+    clock.advance(Duration::from_secs(ELICITATION_TTL_SECS as u64 - 1));
+    assert!(
+        auth.open_request_state(&state, &alice, "gh__issues")
+            .is_ok()
+    );
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        auth.open_request_state(&state, &alice, "gh__issues"),
+        Err(RequestStateError::Expired)
+    );
+}
