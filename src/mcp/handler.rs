@@ -25,6 +25,7 @@ use rmcp::{
     service::{NotificationContext, RequestContext, SubscriptionContext},
 };
 
+use super::input_bridge::{BridgeError, CallerBinding, InputBridge};
 use crate::{
     auth::{
         Principal,
@@ -110,6 +111,8 @@ pub struct McpHandler {
     session_principal: Option<Principal>,
     /// This instance's downstream session, for relaying upstream messages.
     session: u64,
+    /// Upstream requests for 2026-07-28 callers (with a gateway).
+    bridge: Option<Arc<InputBridge>>,
 }
 
 fn denied(kind: &str, name: &str, decision: &Decision) -> ErrorData {
@@ -157,7 +160,16 @@ impl McpHandler {
             gateway: gateway.filter(|g| !g.is_empty()),
             session_principal: None,
             session: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            bridge: None,
         }
+    }
+
+    pub fn gateway(&self) -> Option<&Arc<Gateway>> {
+        self.gateway.as_ref()
+    }
+
+    pub fn with_input_bridge(self, bridge: Option<Arc<InputBridge>>) -> Self {
+        McpHandler { bridge, ..self }
     }
 
     /// A fresh instance for a new downstream session.
@@ -212,6 +224,7 @@ impl McpHandler {
             session: self.session,
             peer: context.peer.clone(),
             progress: context.meta.get_progress_token(),
+            asks: None,
         }
     }
 
@@ -233,7 +246,7 @@ impl McpHandler {
 
     async fn get_prompt_for(
         &self,
-        request: GetPromptRequestParams,
+        mut request: GetPromptRequestParams,
         principal: &Principal,
         context: &RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
@@ -249,6 +262,7 @@ impl McpHandler {
         let Some((upstream, original)) = gateway.route_name(&request.name) else {
             return Err(not_found());
         };
+        carry_caller_meta(&context.meta, &mut request.meta);
         match gateway
             .get_prompt(
                 &upstream,
@@ -269,7 +283,7 @@ impl McpHandler {
 
     async fn read_resource_for(
         &self,
-        request: ReadResourceRequestParams,
+        mut request: ReadResourceRequestParams,
         principal: &Principal,
         context: &RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
@@ -280,6 +294,7 @@ impl McpHandler {
         let Some(gateway) = &self.gateway else {
             return Err(GatewayError::NotFound(request.uri).into_error_data());
         };
+        carry_caller_meta(&context.meta, &mut request.meta);
         match gateway
             .read_resource(request, principal, self.origin(context), &context.ct)
             .await
@@ -289,6 +304,64 @@ impl McpHandler {
             ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
             _ => Err(unexpected("resources/read")),
         }
+    }
+
+    /// A proxied `tools/call`. A 2026-07-28 caller's runs through the
+    /// [`InputBridge`], so an upstream's request for the caller becomes
+    /// `input_required`; its retry with a `requestState` mcpgate minted is
+    /// resumed there. An upstream's own `requestState` passes through.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_call(
+        &self,
+        gateway: &Gateway,
+        upstream: Arc<crate::upstream::Upstream>,
+        mut request: CallToolRequestParams,
+        original: &str,
+        name: &str,
+        principal: &Principal,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<ServerResult, BridgeError> {
+        let stateless = context
+            .protocol_version()
+            .is_some_and(|version| !version.has_initialize());
+        let Some(bridge) = self.bridge.as_ref().filter(|_| stateless) else {
+            return Ok(gateway
+                .call_tool(
+                    &upstream,
+                    request,
+                    original.to_owned(),
+                    principal,
+                    self.origin(context),
+                    &context.ct,
+                )
+                .await?);
+        };
+        let caller = CallerBinding::new(principal, name, &upstream.config.name);
+        if let Some(state) = request.request_state.take() {
+            if InputBridge::minted(&state) {
+                return bridge
+                    .resume(
+                        &state,
+                        request.input_responses.take(),
+                        caller,
+                        &principal.owner_key(),
+                        &context.ct,
+                    )
+                    .await;
+            }
+            request.request_state = Some(state);
+        }
+        bridge
+            .start(
+                upstream,
+                request,
+                original.to_owned(),
+                principal.clone(),
+                self.origin(context),
+                caller,
+                &context.ct,
+            )
+            .await
     }
 
     async fn call_builtin(
@@ -422,11 +495,12 @@ impl ServerHandler for McpHandler {
         let ct = &context.request_context().ct;
         // Resource updates need a subscription upstream; the stream's own
         // filter then picks what it asked for.
+        let mut placed = Vec::new();
         for uri in &uris {
             if self.decide(&principal, ItemKind::Resource, uri) != Decision::Allow {
                 continue;
             }
-            if let Err(e) = gateway
+            match gateway
                 .subscribe(
                     SubscribeRequestParams::new(uri.clone()),
                     &principal,
@@ -436,7 +510,10 @@ impl ServerHandler for McpHandler {
                 )
                 .await
             {
-                tracing::debug!(uri = %uri, error = %e, "resource subscription not placed upstream");
+                Ok(()) => placed.push(uri.clone()),
+                Err(e) => {
+                    tracing::debug!(uri = %uri, error = %e, "resource subscription not placed upstream")
+                }
             }
         }
         gateway
@@ -444,6 +521,24 @@ impl ServerHandler for McpHandler {
             .listen(stream, principal.owner_key(), context.sink().clone());
         context.cancelled().await;
         gateway.hub().unlisten(stream);
+        // The stream has ended: what it placed upstream goes, unless another
+        // session or stream still follows it (the request's own token is
+        // cancelled now, so these run on a fresh one).
+        let cleanup = tokio_util::sync::CancellationToken::new();
+        for uri in placed {
+            if let Err(e) = gateway
+                .subscribe(
+                    SubscribeRequestParams::new(uri.clone()),
+                    &principal,
+                    stream,
+                    Subscription::Unsubscribe,
+                    &cleanup,
+                )
+                .await
+            {
+                tracing::debug!(uri = %uri, error = %e, "resource subscription not removed upstream");
+            }
+        }
         Ok(())
     }
 
@@ -543,14 +638,15 @@ impl ServerHandler for McpHandler {
         };
         let mut request = request;
         carry_caller_meta(&context.meta, &mut request.meta);
-        let result = gateway
-            .call_tool(
-                &upstream,
+        let result = self
+            .forward_call(
+                gateway,
+                upstream.clone(),
                 request,
-                original.clone(),
+                &original,
+                &name,
                 &principal,
-                self.origin(&context),
-                &context.ct,
+                &context,
             )
             .await;
         let (outcome, response) = match result {
@@ -567,8 +663,11 @@ impl ServerHandler for McpHandler {
             }
             Ok(ServerResult::CreateTaskResult(r)) => (Outcome::ok, Ok(CallToolResponse::Task(r))),
             Ok(_) => (Outcome::error, Err(unexpected("tools/call"))),
-            Err(GatewayError::Upstream(e)) => (Outcome::protocol_error, Err(e)),
-            Err(e) => (Outcome::error, Err(e.into_error_data())),
+            Err(BridgeError::Gateway(GatewayError::Upstream(e)) | BridgeError::Relayed(e)) => {
+                (Outcome::protocol_error, Err(e))
+            }
+            Err(BridgeError::Gateway(e)) => (Outcome::error, Err(e.into_error_data())),
+            Err(e) => (Outcome::rejected, Err(e.into_error_data())),
         };
         let detail = match &response {
             Err(e) => e.message.to_string(),

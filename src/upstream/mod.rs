@@ -639,6 +639,20 @@ impl Gateway {
                 ClientRequest::SubscribeRequest(SubscribeRequest::new(params))
             }
             Subscription::Unsubscribe => {
+                // The upstream holds one subscription per link: it is
+                // removed only when no other session or listen stream on
+                // that link still follows the resource.
+                self.context
+                    .hub
+                    .subscribe(&upstream.config.name, &uri, session, change);
+                let owner = upstream.shared.is_none().then(|| principal.owner_key());
+                if self
+                    .context
+                    .hub
+                    .followed(&upstream.config.name, &uri, owner.as_deref())
+                {
+                    return Ok(());
+                }
                 let mut unsubscribe = UnsubscribeRequestParams::new(params.uri);
                 unsubscribe.meta = params.meta;
                 ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(unsubscribe))

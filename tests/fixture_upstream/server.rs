@@ -126,6 +126,16 @@ impl FixtureServer {
         version
     }
 
+    /// How many sessions hold a `resources/subscribe` here, for tests that
+    /// check a gateway removes the subscriptions it placed.
+    pub fn subscribed_sessions(&self) -> usize {
+        self.shared
+            .watchers()
+            .iter()
+            .filter(|w| matches!(w.channel, Channel::Session(_)))
+            .count()
+    }
+
     fn unwatch(&self, id: u64) {
         self.shared.watchers().retain(|w| w.id != id);
     }
@@ -210,8 +220,13 @@ impl ServerHandler for FixtureServer {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        if request.uri == catalog::META_ECHO {
+            return Ok(
+                ReadResourceResult::new(vec![catalog::meta_echo_contents(&context.meta)]).into(),
+            );
+        }
         let version = self.shared.watched_version.load(Ordering::Relaxed);
         let contents = catalog::read(&request.uri, version)?;
         Ok(ReadResourceResult::new(contents).into())
@@ -283,8 +298,11 @@ impl ServerHandler for FixtureServer {
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        if request.name == catalog::META_ECHO_PROMPT {
+            return Ok(catalog::meta_echo_prompt(&context.meta).into());
+        }
         Ok(catalog::get_prompt(&request)?.into())
     }
 
