@@ -43,7 +43,8 @@ async fn post_2026(server: &TestServer, id: i64, method: &str, mut params: Value
         .mcp_post()
         .header("mcp-protocol-version", "2026-07-28")
         .header("mcp-method", method);
-    if let Some(name) = params.get("name").and_then(Value::as_str) {
+    let named = params.get("name").or_else(|| params.get("uri"));
+    if let Some(name) = named.and_then(Value::as_str) {
         request = request.header("mcp-name", name);
     }
     let response = request
