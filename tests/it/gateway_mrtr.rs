@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use mcpgate::clock::ManualClock;
 use rmcp::{
-    ClientHandler, ErrorData, RoleClient,
+    ClientHandler, ErrorData, RoleClient, ServiceExt,
     model::{
         CallToolRequestParams, ClientCapabilities, ClientConfig, CreateMessageRequestParams,
         CreateMessageResult, ElicitRequestParams, ElicitResult, ElicitationAction, Implementation,
@@ -361,6 +361,54 @@ async fn a_retry_on_another_replica_completes_the_call_held_by_the_first() {
     // Refusals come back from the holder with their cause.
     let reply = post_2026(&b, 3, "tools/call", retry(call, &key, answer, &state)).await;
     assert!(refusal(&reply).contains("no longer waiting"), "{reply}");
+}
+
+// ------------------------------------- an upstream's own input_required
+
+#[tokio::test]
+async fn an_upstreams_own_input_required_passes_to_a_2026_client_and_is_asked_of_a_2025_session() {
+    let server = TestServer::start_with(|raw| raw.upstreams = vec![stdio("fx")]).await;
+    // 2026-07-28: as the upstream gave it, its requestState untouched; the
+    // retry's state and answers reach it unchanged.
+    let call = json!({"name": "ask_in_result", "arguments": {}});
+    let first = post_2026(&server, 1, "tools/call", call.clone()).await;
+    let (key, request, state) = asked(&first);
+    assert_eq!(
+        (key.as_str(), state.as_str()),
+        ("who", "fixture-state"),
+        "{first}"
+    );
+    assert_eq!(request["method"], "elicitation/create", "{first}");
+    let answer = json!({"action": "accept", "content": {"name": "raw"}});
+    let done = post_2026(&server, 2, "tools/call", retry(call, &key, answer, &state)).await;
+    assert_eq!(text_of(&done), r#"answered: {"name":"raw"}"#, "{done}");
+    let client = modern_client(&server).await;
+    let result = client
+        .call_tool(call_params("ask_in_result", json!({})))
+        .await
+        .unwrap();
+    assert!(
+        result_text(&result).contains("alice@example.com"),
+        "{result:?}"
+    );
+    let _ = client.cancel().await;
+
+    // A 2025 session cannot take input_required: mcpgate asks the
+    // elicitation on the session itself and retries the upstream.
+    let session = Answering
+        .serve(StreamableHttpClientTransport::from_uri(server.url("/mcp")))
+        .await
+        .unwrap();
+    let result = session
+        .call_tool(call_params("ask_in_result", json!({})))
+        .await
+        .unwrap();
+    let text = result_text(&result);
+    assert!(
+        text.starts_with("answered: ") && text.contains("alice@example.com"),
+        "{text}"
+    );
+    let _ = session.cancel().await;
 }
 
 // ------------------------------------------------- _meta on prompts, reads
