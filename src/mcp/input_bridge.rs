@@ -93,6 +93,10 @@ impl BridgeError {
         match self {
             BridgeError::Gateway(e) => e.into_error_data(),
             BridgeError::Relayed(e) => e,
+            // Ours, not the client's.
+            e @ BridgeError::State(RequestStateError::Seal(_)) => {
+                ErrorData::internal_error(e.to_string(), None)
+            }
             other => ErrorData::invalid_params(other.to_string(), None),
         }
     }
