@@ -336,7 +336,12 @@ impl McpHandler {
                 )
                 .await?);
         };
-        let caller = CallerBinding::new(principal, name, &upstream.config.name);
+        let caller = CallerBinding::new(
+            principal,
+            name,
+            &upstream.config.name,
+            context.client_capabilities(),
+        );
         if let Some(state) = request.request_state.take() {
             if InputBridge::minted(&state) {
                 return bridge

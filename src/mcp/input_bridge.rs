@@ -29,7 +29,8 @@ use std::{
 use rmcp::{
     ErrorData,
     model::{
-        CallToolRequestParams, CallToolResult, InputRequiredResult, InputResponses, ServerResult,
+        CallToolRequestParams, CallToolResult, ClientCapabilities, InputRequest,
+        InputRequiredResult, InputResponses, ServerResult,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -73,8 +74,6 @@ pub enum BridgeError {
         "requestState names a call that is no longer waiting for input (it finished, expired, or was answered already)"
     )]
     NotWaiting,
-    #[error("inputResponses has no answer for the input request {0:?}")]
-    MissingResponse(String),
     #[error("the gateway replica holding this call is gone; start the request again")]
     HolderGone,
     /// Refused by the replica holding the call (the message says why).
@@ -110,15 +109,40 @@ pub struct CallerBinding {
     /// The tool's exposed name.
     pub tool: String,
     pub upstream: String,
+    /// What the client declared it can answer (this request's); not bound.
+    #[serde(default)]
+    pub capabilities: Option<ClientCapabilities>,
 }
 
 impl CallerBinding {
-    pub fn new(principal: &Principal, tool: &str, upstream: &str) -> Self {
+    pub fn new(
+        principal: &Principal,
+        tool: &str,
+        upstream: &str,
+        capabilities: Option<ClientCapabilities>,
+    ) -> Self {
         CallerBinding {
             subject: principal.subject.clone(),
             issuer: principal.issuer.clone(),
             tool: tool.to_owned(),
             upstream: upstream.to_owned(),
+            capabilities,
+        }
+    }
+
+    /// Why the client cannot be asked `request`: the spec forbids input
+    /// requests of a kind the client did not declare.
+    fn cannot_answer(&self, request: &InputRequest) -> Option<&'static str> {
+        let caps = self.capabilities.as_ref();
+        match request {
+            InputRequest::CreateMessage(_) if caps.is_none_or(|c| c.sampling.is_none()) => {
+                Some("sampling")
+            }
+            InputRequest::Elicitation(_) if caps.is_none_or(|c| c.elicitation.is_none()) => {
+                Some("elicitation")
+            }
+            InputRequest::ListRoots(_) if caps.is_none_or(|c| c.roots.is_none()) => Some("roots"),
+            _ => None,
         }
     }
 
@@ -158,6 +182,7 @@ impl Drop for RunningCall {
 struct Parked {
     call: RunningCall,
     key: String,
+    request: InputRequest,
     round: u32,
     answer: oneshot::Sender<Result<serde_json::Value, ErrorData>>,
 }
@@ -312,45 +337,66 @@ impl InputBridge {
             Asked(InputAsk),
             Cancelled,
         }
-        let next = tokio::select! {
-            Some(ask) = call.asks.recv() => Next::Asked(ask),
-            done = &mut call.task => Next::Done(done.unwrap_or_else(|_| {
-                Err(GatewayError::Closed { upstream: call.upstream.clone() })
-            })),
-            _ = ct.cancelled() => Next::Cancelled,
-        };
-        let ask = match next {
-            Next::Done(result) => return Ok(result?),
-            // Dropping the call cancels it upstream.
-            Next::Cancelled => return Err(GatewayError::Cancelled.into()),
-            Next::Asked(ask) => ask,
+        let ask = loop {
+            let next = tokio::select! {
+                Some(ask) = call.asks.recv() => Next::Asked(ask),
+                done = &mut call.task => Next::Done(done.unwrap_or_else(|_| {
+                    Err(GatewayError::Closed { upstream: call.upstream.clone() })
+                })),
+                _ = ct.cancelled() => Next::Cancelled,
+            };
+            let ask = match next {
+                Next::Done(result) => return Ok(result?),
+                // Dropping the call cancels it upstream.
+                Next::Cancelled => return Err(GatewayError::Cancelled.into()),
+                Next::Asked(ask) => ask,
+            };
+            match caller.cannot_answer(&ask.request) {
+                None => break ask,
+                // Refused to the upstream, which may go on without it.
+                Some(kind) => {
+                    let _ = ask.answer.send(Err(ErrorData::invalid_request(
+                        format!("the client does not support {kind}"),
+                        None,
+                    )));
+                }
+            }
         };
         let handle = match handle {
             Some(handle) => handle,
             None => random_token(16).map_err(RequestStateError::from)?,
         };
-        let key = format!("upstream-{round}");
+        let InputAsk { request, answer } = ask;
+        let parked = Parked {
+            call,
+            key: format!("upstream-{round}"),
+            request,
+            round,
+            answer,
+        };
+        self.ask_again(handle, parked, caller)
+    }
+
+    /// Park the call and answer `input_required` for its pending request.
+    fn ask_again(
+        &self,
+        handle: String,
+        parked: Parked,
+        caller: &CallerBinding,
+    ) -> Result<ServerResult, BridgeError> {
         let pending = Pending {
             handle: handle.clone(),
-            round,
+            round: parked.round,
         };
         let sealed = self.codec.seal(
             &caller.binding(&self.replica),
             &pending,
             self.clock.now() + PARK_SECS,
         )?;
-        let InputAsk { request, answer } = ask;
-        self.park(
-            handle,
-            Parked {
-                call,
-                key: key.clone(),
-                round,
-                answer,
-            },
-        );
+        let requests = BTreeMap::from([(parked.key.clone(), parked.request.clone())]);
+        self.park(handle, parked);
         Ok(ServerResult::InputRequiredResult(InputRequiredResult::new(
-            Some(BTreeMap::from([(key, request)])),
+            Some(requests),
             Some(format!("{STATE_PREFIX}{}~{sealed}", self.replica)),
         )))
     }
@@ -415,10 +461,8 @@ impl InputBridge {
         }
         .ok_or(BridgeError::NotWaiting)?;
         let Some(answer) = responses.and_then(|mut r| r.remove(&parked.key)) else {
-            let key = parked.key.clone();
-            // Still waiting: a corrected retry may answer it.
-            lock(&self.parked).insert(pending.handle, parked);
-            return Err(BridgeError::MissingResponse(key));
+            // The spec's SHOULD: ask for the missing answer again.
+            return self.ask_again(pending.handle, parked, caller);
         };
         let Parked {
             call, answer: to, ..

@@ -55,6 +55,25 @@ async fn post_2026(server: &TestServer, id: i64, method: &str, mut params: Value
     response_message(response).await
 }
 
+/// A 2026-07-28 `tools/call` whose `_meta` already holds the client's
+/// capabilities (as declared, possibly none).
+async fn post_2026_as_declared(server: &TestServer, id: i64, mut params: Value) -> Value {
+    let meta = &mut params["_meta"];
+    meta["io.modelcontextprotocol/protocolVersion"] = json!("2026-07-28");
+    meta["io.modelcontextprotocol/clientInfo"] = json!({"name": "it", "version": "1"});
+    let name = params["name"].as_str().unwrap().to_owned();
+    let response = server
+        .mcp_post()
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", name)
+        .json(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":params}))
+        .send()
+        .await
+        .unwrap();
+    response_message(response).await
+}
+
 fn sampling_call(prompt: &str) -> Value {
     json!({"name": "test_sampling", "arguments": {"prompt": prompt}})
 }
@@ -208,6 +227,15 @@ async fn the_input_request_and_the_retry_have_the_specs_shape() {
     .await;
     assert_eq!(text_of(&done), "LLM response: Paris", "{done}");
     assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    // Once no call waits, a client that declared no sampling is never
+    // asked for it: the upstream gets the refusal.
+    let mut undeclared = sampling_call("capital of France?");
+    undeclared["_meta"] = json!({"io.modelcontextprotocol/clientCapabilities": {}});
+    let refused = post_2026_as_declared(&server, 9, undeclared).await;
+    assert!(
+        text_of(&refused).contains("does not support sampling"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
@@ -242,7 +270,8 @@ async fn a_forged_replayed_misdirected_or_incomplete_retry_is_refused_with_its_c
     .await;
     assert!(refusal(&reply).contains("another tool"), "{reply}");
 
-    // Without the answer the input request asked for: still waiting.
+    // Without the answer the input request asked for: asked again (the
+    // spec's SHOULD), the call still waiting.
     let reply = post_2026(
         &server,
         4,
@@ -250,7 +279,9 @@ async fn a_forged_replayed_misdirected_or_incomplete_retry_is_refused_with_its_c
         retry(call.clone(), "other-key", sampled("x"), &state),
     )
     .await;
-    assert!(refusal(&reply).contains(&key), "{reply}");
+    let (again, request, _) = asked(&reply);
+    assert_eq!(again, key, "{reply}");
+    assert_eq!(request["method"], "sampling/createMessage", "{reply}");
 
     // The right retry completes; the same state again finds nothing waiting.
     let reply = post_2026(
