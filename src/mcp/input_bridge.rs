@@ -256,6 +256,8 @@ pub struct InputBridge {
     me: Weak<InputBridge>,
 }
 
+/// The gateway's policy (`upstream/locks.rs`): these maps' updates are
+/// single statements a panic cannot leave half-done, so recover and go on.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
