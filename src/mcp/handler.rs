@@ -25,7 +25,7 @@ use rmcp::{
     service::{NotificationContext, RequestContext, SubscriptionContext},
 };
 
-use super::input_bridge::{BridgeError, CallerBinding, InputBridge};
+use super::input_bridge::{BridgeError, CallerBinding, InputBridge, Item};
 use crate::{
     auth::{
         Principal,
@@ -83,6 +83,19 @@ fn carry_caller_meta(
     let target = &mut params.get_or_insert_with(Default::default).0.0;
     for (k, v) in forwarded {
         target.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+}
+
+/// A retry's `requestState` and answers when mcpgate minted the state (the
+/// bridge takes them); an upstream's own stay in the params for it.
+fn minted_state(
+    state: &mut Option<String>,
+    responses: &mut Option<rmcp::model::InputResponses>,
+) -> (Option<String>, Option<rmcp::model::InputResponses>) {
+    if state.as_deref().is_some_and(InputBridge::minted) {
+        (state.take(), responses.take())
+    } else {
+        (None, None)
     }
 }
 
@@ -263,17 +276,26 @@ impl McpHandler {
             return Err(not_found());
         };
         carry_caller_meta(&context.meta, &mut request.meta);
-        match gateway
-            .get_prompt(
-                &upstream,
-                request,
-                original,
+        let name = request.name.clone();
+        let upstream_name = upstream.config.name.clone();
+        let state = minted_state(&mut request.request_state, &mut request.input_responses);
+        let (gateway, who) = (gateway.clone(), principal.clone());
+        match self
+            .forward_read(
+                Item::Prompt,
+                &name,
+                &upstream_name,
+                state,
                 principal,
-                self.origin(context),
-                &context.ct,
+                context,
+                |origin, cancel| async move {
+                    gateway
+                        .get_prompt(&upstream, request, original, &who, origin, &cancel)
+                        .await
+                },
             )
             .await
-            .map_err(GatewayError::into_error_data)?
+            .map_err(BridgeError::into_error_data)?
         {
             ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
             ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
@@ -295,10 +317,24 @@ impl McpHandler {
             return Err(GatewayError::NotFound(request.uri).into_error_data());
         };
         carry_caller_meta(&context.meta, &mut request.meta);
-        match gateway
-            .read_resource(request, principal, self.origin(context), &context.ct)
+        let uri = request.uri.clone();
+        let state = minted_state(&mut request.request_state, &mut request.input_responses);
+        let (gateway, who) = (gateway.clone(), principal.clone());
+        // The URI names the resource on whichever upstream serves it.
+        match self
+            .forward_read(
+                Item::Resource,
+                &uri,
+                "",
+                state,
+                principal,
+                context,
+                |origin, cancel| async move {
+                    gateway.read_resource(request, &who, origin, &cancel).await
+                },
+            )
             .await
-            .map_err(GatewayError::into_error_data)?
+            .map_err(BridgeError::into_error_data)?
         {
             ServerResult::ReadResourceResult(r) => Ok(ReadResourceResponse::Complete(r)),
             ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
@@ -338,6 +374,7 @@ impl McpHandler {
         };
         let caller = CallerBinding::new(
             principal,
+            Item::Tool,
             name,
             &upstream.config.name,
             context.client_capabilities(),
@@ -356,17 +393,70 @@ impl McpHandler {
             }
             request.request_state = Some(state);
         }
+        let (gateway, principal, original) =
+            (self.gateway.clone(), principal.clone(), original.to_owned());
+        let Some(gateway) = gateway else {
+            return Err(GatewayError::NotFound(original).into());
+        };
         bridge
             .start(
-                upstream,
-                request,
-                original.to_owned(),
-                principal.clone(),
                 self.origin(context),
                 caller,
                 &context.ct,
+                |origin, cancel| async move {
+                    gateway
+                        .call_tool(&upstream, request, original, &principal, origin, &cancel)
+                        .await
+                },
             )
             .await
+    }
+
+    /// A proxied `prompts/get` or `resources/read` (`run`): for a 2026-07-28
+    /// caller through the [`InputBridge`], as [`Self::forward_call`].
+    async fn forward_read<F>(
+        &self,
+        kind: Item,
+        item: &str,
+        upstream: &str,
+        state: (Option<String>, Option<rmcp::model::InputResponses>),
+        principal: &Principal,
+        context: &RequestContext<RoleServer>,
+        run: impl FnOnce(Origin, tokio_util::sync::CancellationToken) -> F,
+    ) -> Result<ServerResult, BridgeError>
+    where
+        F: Future<Output = Result<ServerResult, GatewayError>> + Send + 'static,
+    {
+        let stateless = context
+            .protocol_version()
+            .is_some_and(|version| !version.has_initialize());
+        let bridge = self.bridge.as_ref().filter(|_| stateless);
+        let caller = CallerBinding::new(
+            principal,
+            kind,
+            item,
+            upstream,
+            context.client_capabilities(),
+        );
+        match (bridge, state) {
+            (Some(bridge), (Some(state), responses)) if InputBridge::minted(&state) => {
+                bridge
+                    .resume(
+                        &state,
+                        responses,
+                        caller,
+                        &principal.owner_key(),
+                        &context.ct,
+                    )
+                    .await
+            }
+            (Some(bridge), _) => {
+                bridge
+                    .start(self.origin(context), caller, &context.ct, run)
+                    .await
+            }
+            (None, _) => Ok(run(self.origin(context), context.ct.clone()).await?),
+        }
     }
 
     async fn call_builtin(

@@ -1,14 +1,15 @@
 //! An upstream's sampling, elicitation and roots requests for 2026-07-28
 //! callers, which have no back-channel: asked with `input_required`.
 //!
-//! A 2026-07-28 `tools/call` runs upstream in a task of its own. When the
+//! A 2026-07-28 `tools/call`, `prompts/get` or `resources/read` runs
+//! upstream in a task of its own. When the
 //! upstream asks the caller something during it (the link's `RelayClient`
 //! hands the request to the call's `asks` channel instead of a session), the
 //! client's request is answered with `input_required`: the upstream's
 //! request as the one input request, and a `requestState` mcpgate mints:
 //! `mcpgate~<replica>~<sealed>`, sealed ([`RequestStateCodec`]) over the
 //! pending call's handle and bound to the caller (subject, issuer), the
-//! tool, the upstream and the replica holding the call, for
+//! tool (prompt, resource), the upstream and the replica holding the call, for
 //! [`PARK_SECS`]. The upstream call stays open meanwhile (its own
 //! `call_timeout` still bounds it). The client's retry carries the state
 //! and its answer: checked, handed to the waiting upstream request, and the
@@ -29,8 +30,8 @@ use std::{
 use rmcp::{
     ErrorData,
     model::{
-        CallToolRequestParams, CallToolResult, ClientCapabilities, InputRequest,
-        InputRequiredResult, InputResponses, ServerResult,
+        CallToolResult, ClientCapabilities, GetPromptResult, InputRequest, InputRequiredResult,
+        InputResponses, ReadResourceResult, ServerResult,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -47,7 +48,7 @@ use crate::{
     oauth::crypto::random_token,
     store::{RelayedResponse, Store},
     upstream::{
-        Gateway, GatewayError, Upstream,
+        GatewayError,
         relay::{InputAsk, Origin},
     },
 };
@@ -101,13 +102,33 @@ impl BridgeError {
     }
 }
 
+/// What kind of request a bridged call answers (MRTR's three).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Item {
+    Tool,
+    Prompt,
+    Resource,
+}
+
+impl Item {
+    fn part(self) -> &'static str {
+        match self {
+            Item::Tool => "tool",
+            Item::Prompt => "prompt",
+            Item::Resource => "resource",
+        }
+    }
+}
+
 /// Who retries, for what: every part must match the state's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CallerBinding {
     pub subject: String,
     pub issuer: String,
-    /// The tool's exposed name.
-    pub tool: String,
+    pub kind: Item,
+    /// The tool's or prompt's exposed name, or the resource's URI.
+    pub item: String,
     pub upstream: String,
     /// What the client declared it can answer (this request's); not bound.
     #[serde(default)]
@@ -117,14 +138,16 @@ pub struct CallerBinding {
 impl CallerBinding {
     pub fn new(
         principal: &Principal,
-        tool: &str,
+        kind: Item,
+        item: &str,
         upstream: &str,
         capabilities: Option<ClientCapabilities>,
     ) -> Self {
         CallerBinding {
             subject: principal.subject.clone(),
             issuer: principal.issuer.clone(),
-            tool: tool.to_owned(),
+            kind,
+            item: item.to_owned(),
             upstream: upstream.to_owned(),
             capabilities,
         }
@@ -150,7 +173,7 @@ impl CallerBinding {
         Binding::new()
             .with("user", self.subject.as_str())
             .with("issuer", self.issuer.as_str())
-            .with("tool", self.tool.as_str())
+            .with(self.kind.part(), self.item.as_str())
             .with("upstream", self.upstream.as_str())
             .with("replica", replica)
     }
@@ -221,7 +244,7 @@ impl From<Result<ServerResult, BridgeError>> for Wire {
 }
 
 impl Wire {
-    fn into_outcome(self) -> Result<ServerResult, BridgeError> {
+    fn into_outcome(self, kind: Item) -> Result<ServerResult, BridgeError> {
         let value = match self {
             Wire::Error(e) => return Err(BridgeError::Relayed(e)),
             Wire::Refused(message) => return Err(BridgeError::RefusedThere(message)),
@@ -231,20 +254,26 @@ impl Wire {
             BridgeError::Relayed(ErrorData::internal_error(e.to_string(), None))
         };
         if value["resultType"] == "input_required" {
-            serde_json::from_value::<InputRequiredResult>(value)
+            return serde_json::from_value::<InputRequiredResult>(value)
                 .map(ServerResult::InputRequiredResult)
-                .map_err(unreadable)
-        } else {
-            serde_json::from_value::<CallToolResult>(value)
-                .map(ServerResult::CallToolResult)
-                .map_err(unreadable)
+                .map_err(unreadable);
         }
+        match kind {
+            Item::Tool => {
+                serde_json::from_value::<CallToolResult>(value).map(ServerResult::CallToolResult)
+            }
+            Item::Prompt => {
+                serde_json::from_value::<GetPromptResult>(value).map(ServerResult::GetPromptResult)
+            }
+            Item::Resource => serde_json::from_value::<ReadResourceResult>(value)
+                .map(ServerResult::ReadResourceResult),
+        }
+        .map_err(unreadable)
     }
 }
 
 /// The pending upstream calls of 2026-07-28 callers on this replica.
 pub struct InputBridge {
-    gateway: Arc<Gateway>,
     codec: RequestStateCodec,
     replica: String,
     store: Store,
@@ -264,7 +293,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl InputBridge {
     pub fn new(
-        gateway: Arc<Gateway>,
         codec: RequestStateCodec,
         replica: String,
         store: Store,
@@ -272,7 +300,6 @@ impl InputBridge {
         stop: CancellationToken,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| InputBridge {
-            gateway,
             codec,
             replica,
             store,
@@ -289,34 +316,26 @@ impl InputBridge {
         state.starts_with(STATE_PREFIX)
     }
 
-    /// Run a 2026-07-28 caller's `tools/call` upstream; its result, or
-    /// `input_required` when the upstream asks the caller something.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn start(
+    /// Run a 2026-07-28 caller's `tools/call`, `prompts/get` or
+    /// `resources/read` upstream (`run`, given the call's origin and
+    /// cancellation); its result, or `input_required` when the upstream asks
+    /// the caller something.
+    pub async fn start<F>(
         &self,
-        upstream: Arc<Upstream>,
-        params: CallToolRequestParams,
-        original: String,
-        principal: Principal,
         mut origin: Origin,
         caller: CallerBinding,
         ct: &CancellationToken,
-    ) -> Result<ServerResult, BridgeError> {
+        run: impl FnOnce(Origin, CancellationToken) -> F,
+    ) -> Result<ServerResult, BridgeError>
+    where
+        F: Future<Output = Result<ServerResult, GatewayError>> + Send + 'static,
+    {
         let (asks, asked) = mpsc::channel(1);
         origin.asks = Some(asks);
         let cancel = self.stop.child_token();
-        let gateway = self.gateway.clone();
-        let name = upstream.config.name.clone();
-        let task = {
-            let cancel = cancel.clone();
-            tokio::spawn(async move {
-                gateway
-                    .call_tool(&upstream, params, original, &principal, origin, &cancel)
-                    .await
-            })
-        };
+        let task = tokio::spawn(run(origin, cancel.clone()));
         let call = RunningCall {
-            upstream: name,
+            upstream: caller.upstream.clone(),
             task,
             asks: asked,
             cancel,
@@ -488,6 +507,7 @@ impl InputBridge {
             return Err(BridgeError::HolderGone);
         }
         let nonce = random_token(16).map_err(RequestStateError::from)?;
+        let kind = caller.kind;
         let message = serde_json::to_string(&HandOff {
             reply_to: self.replica.clone(),
             state: state.to_owned(),
@@ -522,7 +542,7 @@ impl InputBridge {
             },
         };
         lock(&self.replies).remove(&nonce);
-        outcome.ok_or(BridgeError::HolderGone)?.into_outcome()
+        outcome.ok_or(BridgeError::HolderGone)?.into_outcome(kind)
     }
 
     /// Whether a relayed row is the bridge's (a retry or its outcome).

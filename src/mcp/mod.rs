@@ -55,9 +55,8 @@ pub fn routes(
     let ids = RequestIds::new(uuid::Uuid::new_v4().simple().to_string());
     // An upstream's requests for 2026-07-28 callers, asked with
     // `input_required`; a retry on another replica is handed to this one.
-    let bridge = handler.gateway().map(|gateway| {
+    let bridge = handler.gateway().map(|_| {
         InputBridge::new(
-            gateway.clone(),
             codec,
             ids.origin().to_owned(),
             edge.store.clone(),

@@ -24,6 +24,10 @@ pub const WATCHED: &str = "test://watched-resource";
 /// the request's `_meta` as JSON text, so a test sees what the gateway forwarded.
 pub const META_ECHO: &str = "test://echo-meta";
 pub const META_ECHO_PROMPT: &str = "echo_meta";
+/// Unlisted: reading it (or getting the prompt `asks_sampling`) asks the
+/// client to sample first, and answers `sampled: <text>`.
+pub const ASKS_SAMPLING: &str = "test://asks-sampling";
+pub const ASKS_SAMPLING_PROMPT: &str = "asks_sampling";
 const TEMPLATE: &str = "test://template/{id}/data";
 const TEMPLATE_PREFIX: &str = "test://template/";
 const TEMPLATE_SUFFIX: &str = "/data";

@@ -24,6 +24,8 @@ use rmcp::{
     service::{RequestContext, SubscriptionContext, SubscriptionSink},
 };
 
+use rmcp::model::{GetPromptResult, PromptMessage, ResourceContents, Role};
+
 use crate::{catalog, tools};
 
 /// State every session sees: the tool list, the watched resource and who watches it.
@@ -141,6 +143,30 @@ impl FixtureServer {
     }
 }
 
+/// Asks the client (over the session: 2025 revisions) to sample `question`;
+/// the answer's text, as `sampled: <text>`.
+#[allow(deprecated)] // sampling: see SEP-2577
+async fn sample(context: &RequestContext<RoleServer>, question: &str) -> Result<String, ErrorData> {
+    use rmcp::model::{CreateMessageRequestParams, SamplingMessage, SamplingMessageContentBlock};
+    let params = CreateMessageRequestParams::new(vec![SamplingMessage::user_text(question)], 50);
+    let result = context
+        .peer
+        .create_message(params)
+        .await
+        .map_err(|e| ErrorData::internal_error(format!("sampling failed: {e}"), None))?;
+    let text: String = result
+        .message
+        .content
+        .into_vec()
+        .into_iter()
+        .filter_map(|block| match block {
+            SamplingMessageContentBlock::Text(text) => Some(text.text),
+            _ => None,
+        })
+        .collect();
+    Ok(format!("sampled: {text}"))
+}
+
 /// Logging levels in increasing severity, as RFC 5424 orders them.
 fn severity(level: LoggingLevel) -> u8 {
     match level {
@@ -222,6 +248,14 @@ impl ServerHandler for FixtureServer {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        if request.uri == catalog::ASKS_SAMPLING {
+            let text = sample(&context, "which resource?").await?;
+            return Ok(ReadResourceResult::new(vec![ResourceContents::text(
+                text,
+                catalog::ASKS_SAMPLING,
+            )])
+            .into());
+        }
         if request.uri == catalog::META_ECHO {
             return Ok(
                 ReadResourceResult::new(vec![catalog::meta_echo_contents(&context.meta)]).into(),
@@ -300,6 +334,12 @@ impl ServerHandler for FixtureServer {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        if request.name == catalog::ASKS_SAMPLING_PROMPT {
+            let text = sample(&context, "which prompt?").await?;
+            return Ok(
+                GetPromptResult::new(vec![PromptMessage::new_text(Role::User, text)]).into(),
+            );
+        }
         if request.name == catalog::META_ECHO_PROMPT {
             return Ok(catalog::meta_echo_prompt(&context.meta).into());
         }

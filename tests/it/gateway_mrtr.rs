@@ -207,6 +207,48 @@ async fn an_upstreams_sampling_and_elicitation_reach_a_2026_client_as_input_requ
 }
 
 #[tokio::test]
+async fn prompts_get_and_resources_read_are_bridged_too() {
+    let server = TestServer::start_with(|raw| raw.upstreams = vec![stdio("fx")]).await;
+    // A real client drives the rounds of both.
+    let client = modern_client(&server).await;
+    let prompt = client
+        .get_prompt(rmcp::model::GetPromptRequestParams::new("asks_sampling"))
+        .await
+        .unwrap();
+    let text = serde_json::to_value(&prompt.messages[0]).unwrap()["content"]["text"].clone();
+    assert!(
+        text.as_str().unwrap().starts_with("sampled: answer to")
+            && text.to_string().contains("which prompt?"),
+        "{text}"
+    );
+    let read = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "test://asks-sampling",
+        ))
+        .await
+        .unwrap();
+    let text = serde_json::to_value(&read.contents[0]).unwrap()["text"].clone();
+    assert!(text.to_string().contains("which resource?"), "{text}");
+    let _ = client.cancel().await;
+    // A state minted for the prompt is not one for the resource.
+    let first = post_2026(&server, 1, "prompts/get", json!({"name": "asks_sampling"})).await;
+    let (key, _, state) = asked(&first);
+    let mut read = json!({"uri": "test://asks-sampling"});
+    read["inputResponses"] = json!({ key.clone(): sampled("x") });
+    read["requestState"] = json!(state);
+    let reply = post_2026(&server, 2, "resources/read", read).await;
+    assert!(refusal(&reply).contains("another"), "{reply}");
+    let mut retry = json!({"name": "asks_sampling"});
+    retry["inputResponses"] = json!({ key: sampled("the prompt's") });
+    retry["requestState"] = json!(state);
+    let done = post_2026(&server, 3, "prompts/get", retry).await;
+    assert_eq!(
+        done["result"]["messages"][0]["content"]["text"], "sampled: the prompt's",
+        "{done}"
+    );
+}
+
+#[tokio::test]
 async fn the_input_request_and_the_retry_have_the_specs_shape() {
     let server = TestServer::start_with(|raw| raw.upstreams = vec![stdio("fx")]).await;
     let call = sampling_call("capital of France?");
