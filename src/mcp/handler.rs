@@ -282,9 +282,7 @@ impl McpHandler {
         let (gateway, who) = (gateway.clone(), principal.clone());
         match self
             .forward_read(
-                Item::Prompt,
-                &name,
-                &upstream_name,
+                (Item::Prompt, &name, &upstream_name),
                 state,
                 principal,
                 context,
@@ -323,9 +321,7 @@ impl McpHandler {
         // The URI names the resource on whichever upstream serves it.
         match self
             .forward_read(
-                Item::Resource,
-                &uri,
-                "",
+                (Item::Resource, &uri, ""),
                 state,
                 principal,
                 context,
@@ -416,9 +412,7 @@ impl McpHandler {
     /// caller through the [`InputBridge`], as [`Self::forward_call`].
     async fn forward_read<F>(
         &self,
-        kind: Item,
-        item: &str,
-        upstream: &str,
+        (kind, item, upstream): (Item, &str, &str),
         state: (Option<String>, Option<rmcp::model::InputResponses>),
         principal: &Principal,
         context: &RequestContext<RoleServer>,
