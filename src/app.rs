@@ -56,6 +56,8 @@ pub enum StartError {
     Branding(#[from] crate::branding::BrandingError),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
+    #[error("cannot create the key for 2026-07-28 requestState: {0}")]
+    RequestState(String),
 }
 
 /// What one auth mode contributes to the server.
@@ -385,7 +387,15 @@ impl App {
         let shutdown = CancellationToken::new();
         let handler = McpHandler::new(toolbox, metrics.clone(), policy, gateway.clone());
         let docs_auth = docs.as_ref().map(|_| edge.clone());
-        let mcp_routes = mcp::routes(handler, edge, shutdown.clone());
+        // 2026-07-28 `requestState`s are sealed with the store's keys, so
+        // any replica's retry opens; without them (`auth.mode = "none"`),
+        // with a key of this process's own.
+        let codec = match &sealer {
+            Some(sealer) => mcp::request_state::RequestStateCodec::new(sealer.clone()),
+            None => mcp::request_state::RequestStateCodec::ephemeral()
+                .map_err(|e| StartError::RequestState(e.to_string()))?,
+        };
+        let mcp_routes = mcp::routes(handler, edge, codec, shutdown.clone());
         let in_flight = Arc::new(crate::server::InFlight::default());
         let draining = crate::server::Draining::default();
         let store_probe = Arc::new(tokio::sync::Mutex::new(

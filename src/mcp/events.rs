@@ -276,10 +276,12 @@ impl SharedSessions {
         clock: SharedClock,
         tails: Arc<Tails>,
         ids: RequestIds,
+        bridge: Option<Arc<super::input_bridge::InputBridge>>,
         shutdown: CancellationToken,
     ) -> Self {
         let inbox = Arc::new(ResponseInbox {
             ids: ids.clone(),
+            bridge,
             local: local.clone(),
             store: store.clone(),
             clock: clock.clone(),

@@ -25,6 +25,7 @@ use rmcp::{
     service::{NotificationContext, RequestContext, SubscriptionContext},
 };
 
+use super::input_bridge::{BridgeError, CallerBinding, InputBridge, Item};
 use crate::{
     auth::{
         Principal,
@@ -88,6 +89,19 @@ fn carry_caller_meta(
     }
 }
 
+/// A retry's `requestState` and answers when mcpgate minted the state (the
+/// bridge takes them); an upstream's own stay in the params for it.
+fn minted_state(
+    state: &mut Option<String>,
+    responses: &mut Option<rmcp::model::InputResponses>,
+) -> (Option<String>, Option<rmcp::model::InputResponses>) {
+    if state.as_deref().is_some_and(InputBridge::minted) {
+        (state.take(), responses.take())
+    } else {
+        (None, None)
+    }
+}
+
 /// Sets a list result's `ttlMs` and `cacheScope` from [`cache_hints`].
 macro_rules! with_cache_hints {
     ($result:expr, $hints:expr) => {{
@@ -113,6 +127,8 @@ pub struct McpHandler {
     session_principal: Option<Principal>,
     /// This instance's downstream session, for relaying upstream messages.
     session: u64,
+    /// Upstream requests for 2026-07-28 callers (with a gateway).
+    bridge: Option<Arc<InputBridge>>,
 }
 
 fn denied(kind: &str, name: &str, decision: &Decision) -> ErrorData {
@@ -160,7 +176,16 @@ impl McpHandler {
             gateway: gateway.filter(|g| !g.is_empty()),
             session_principal: None,
             session: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            bridge: None,
         }
+    }
+
+    pub fn gateway(&self) -> Option<&Arc<Gateway>> {
+        self.gateway.as_ref()
+    }
+
+    pub fn with_input_bridge(self, bridge: Option<Arc<InputBridge>>) -> Self {
+        McpHandler { bridge, ..self }
     }
 
     /// A fresh instance for a new downstream session.
@@ -215,6 +240,7 @@ impl McpHandler {
             session: self.session,
             peer: context.peer.clone(),
             progress: context.meta.get_progress_token(),
+            asks: None,
         }
     }
 
@@ -236,7 +262,7 @@ impl McpHandler {
 
     async fn get_prompt_for(
         &self,
-        request: GetPromptRequestParams,
+        mut request: GetPromptRequestParams,
         principal: &Principal,
         context: &RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
@@ -252,17 +278,25 @@ impl McpHandler {
         let Some((upstream, original)) = gateway.route_name(&request.name) else {
             return Err(not_found());
         };
-        match gateway
-            .get_prompt(
-                &upstream,
-                request,
-                original,
+        carry_caller_meta(&context.meta, &mut request.meta);
+        let name = request.name.clone();
+        let upstream_name = upstream.config.name.clone();
+        let state = minted_state(&mut request.request_state, &mut request.input_responses);
+        let (gateway, who) = (gateway.clone(), principal.clone());
+        match self
+            .forward_read(
+                (Item::Prompt, &name, &upstream_name),
+                state,
                 principal,
-                self.origin(context),
-                &context.ct,
+                context,
+                |origin, cancel| async move {
+                    gateway
+                        .get_prompt(&upstream, request, original, &who, origin, &cancel)
+                        .await
+                },
             )
             .await
-            .map_err(GatewayError::into_error_data)?
+            .map_err(BridgeError::into_error_data)?
         {
             ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
             ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
@@ -272,7 +306,7 @@ impl McpHandler {
 
     async fn read_resource_for(
         &self,
-        request: ReadResourceRequestParams,
+        mut request: ReadResourceRequestParams,
         principal: &Principal,
         context: &RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
@@ -283,14 +317,159 @@ impl McpHandler {
         let Some(gateway) = &self.gateway else {
             return Err(GatewayError::NotFound(request.uri).into_error_data());
         };
-        match gateway
-            .read_resource(request, principal, self.origin(context), &context.ct)
+        carry_caller_meta(&context.meta, &mut request.meta);
+        let uri = request.uri.clone();
+        let state = minted_state(&mut request.request_state, &mut request.input_responses);
+        let (gateway, who) = (gateway.clone(), principal.clone());
+        // The URI names the resource on whichever upstream serves it.
+        match self
+            .forward_read(
+                (Item::Resource, &uri, ""),
+                state,
+                principal,
+                context,
+                |origin, cancel| async move {
+                    gateway.read_resource(request, &who, origin, &cancel).await
+                },
+            )
             .await
-            .map_err(GatewayError::into_error_data)?
+            .map_err(BridgeError::into_error_data)?
         {
             ServerResult::ReadResourceResult(r) => Ok(ReadResourceResponse::Complete(r)),
             ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
             _ => Err(unexpected("resources/read")),
+        }
+    }
+
+    /// A proxied `tools/call`. A 2026-07-28 caller's runs through the
+    /// [`InputBridge`], so an upstream's request for the caller becomes
+    /// `input_required`; its retry with a `requestState` mcpgate minted is
+    /// resumed there. An upstream's own `requestState` passes through.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_call(
+        &self,
+        gateway: &Gateway,
+        upstream: Arc<crate::upstream::Upstream>,
+        mut request: CallToolRequestParams,
+        original: &str,
+        name: &str,
+        principal: &Principal,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<ServerResult, BridgeError> {
+        let stateless = context
+            .protocol_version()
+            .is_some_and(|version| !version.has_initialize());
+        // A not-yet-connected `user_auth` upstream asks the user to connect
+        // first, in the shape this client supports.
+        let shape = ConnectShape::of(
+            context.protocol_version().as_ref(),
+            context.client_capabilities().as_ref(),
+        );
+        let Some(bridge) = self.bridge.as_ref().filter(|_| stateless) else {
+            let caller = ToolCaller {
+                principal,
+                exposed: name,
+                shape,
+                origin: self.origin(context),
+                cancel: &context.ct,
+            };
+            return Ok(gateway
+                .call_tool_connecting(&upstream, request, original.to_owned(), caller)
+                .await?);
+        };
+        let caller = CallerBinding::new(
+            principal,
+            Item::Tool,
+            name,
+            &upstream.config.name,
+            context.client_capabilities(),
+        );
+        if let Some(state) = request.request_state.take() {
+            if InputBridge::minted(&state) {
+                return bridge
+                    .resume(
+                        &state,
+                        request.input_responses.take(),
+                        caller,
+                        &principal.owner_key(),
+                        &context.ct,
+                    )
+                    .await;
+            }
+            request.request_state = Some(state);
+        }
+        let (gateway, principal, original, exposed) = (
+            self.gateway.clone(),
+            principal.clone(),
+            original.to_owned(),
+            name.to_owned(),
+        );
+        let Some(gateway) = gateway else {
+            return Err(GatewayError::NotFound(original).into());
+        };
+        bridge
+            .start(
+                self.origin(context),
+                caller,
+                &context.ct,
+                |origin, cancel| async move {
+                    let caller = ToolCaller {
+                        principal: &principal,
+                        exposed: &exposed,
+                        shape,
+                        origin,
+                        cancel: &cancel,
+                    };
+                    gateway
+                        .call_tool_connecting(&upstream, request, original, caller)
+                        .await
+                },
+            )
+            .await
+    }
+
+    /// A proxied `prompts/get` or `resources/read` (`run`): for a 2026-07-28
+    /// caller through the [`InputBridge`], as [`Self::forward_call`].
+    async fn forward_read<F>(
+        &self,
+        (kind, item, upstream): (Item, &str, &str),
+        state: (Option<String>, Option<rmcp::model::InputResponses>),
+        principal: &Principal,
+        context: &RequestContext<RoleServer>,
+        run: impl FnOnce(Origin, tokio_util::sync::CancellationToken) -> F,
+    ) -> Result<ServerResult, BridgeError>
+    where
+        F: Future<Output = Result<ServerResult, GatewayError>> + Send + 'static,
+    {
+        let stateless = context
+            .protocol_version()
+            .is_some_and(|version| !version.has_initialize());
+        let bridge = self.bridge.as_ref().filter(|_| stateless);
+        let caller = CallerBinding::new(
+            principal,
+            kind,
+            item,
+            upstream,
+            context.client_capabilities(),
+        );
+        match (bridge, state) {
+            (Some(bridge), (Some(state), responses)) if InputBridge::minted(&state) => {
+                bridge
+                    .resume(
+                        &state,
+                        responses,
+                        caller,
+                        &principal.owner_key(),
+                        &context.ct,
+                    )
+                    .await
+            }
+            (Some(bridge), _) => {
+                bridge
+                    .start(self.origin(context), caller, &context.ct, run)
+                    .await
+            }
+            (None, _) => Ok(run(self.origin(context), context.ct.clone()).await?),
         }
     }
 
@@ -425,11 +604,12 @@ impl ServerHandler for McpHandler {
         let ct = &context.request_context().ct;
         // Resource updates need a subscription upstream; the stream's own
         // filter then picks what it asked for.
+        let mut placed = Vec::new();
         for uri in &uris {
             if self.decide(&principal, ItemKind::Resource, uri) != Decision::Allow {
                 continue;
             }
-            if let Err(e) = gateway
+            match gateway
                 .subscribe(
                     SubscribeRequestParams::new(uri.clone()),
                     &principal,
@@ -439,7 +619,10 @@ impl ServerHandler for McpHandler {
                 )
                 .await
             {
-                tracing::debug!(uri = %uri, error = %e, "resource subscription not placed upstream");
+                Ok(()) => placed.push(uri.clone()),
+                Err(e) => {
+                    tracing::debug!(uri = %uri, error = %e, "resource subscription not placed upstream")
+                }
             }
         }
         gateway
@@ -447,6 +630,24 @@ impl ServerHandler for McpHandler {
             .listen(stream, principal.owner_key(), context.sink().clone());
         context.cancelled().await;
         gateway.hub().unlisten(stream);
+        // The stream has ended: what it placed upstream goes, unless another
+        // session or stream still follows it (the request's own token is
+        // cancelled now, so these run on a fresh one).
+        let cleanup = tokio_util::sync::CancellationToken::new();
+        for uri in placed {
+            if let Err(e) = gateway
+                .subscribe(
+                    SubscribeRequestParams::new(uri.clone()),
+                    &principal,
+                    stream,
+                    Subscription::Unsubscribe,
+                    &cleanup,
+                )
+                .await
+            {
+                tracing::debug!(uri = %uri, error = %e, "resource subscription not removed upstream");
+            }
+        }
         Ok(())
     }
 
@@ -546,20 +747,16 @@ impl ServerHandler for McpHandler {
         };
         let mut request = request;
         carry_caller_meta(&context.meta, &mut request.meta);
-        // A not-yet-connected `user_auth` upstream asks the user to connect
-        // first, in the shape this client supports.
-        let caller = ToolCaller {
-            principal: &principal,
-            exposed: &name,
-            shape: ConnectShape::of(
-                context.protocol_version().as_ref(),
-                context.client_capabilities().as_ref(),
-            ),
-            origin: self.origin(&context),
-            cancel: &context.ct,
-        };
-        let result = gateway
-            .call_tool_connecting(&upstream, request, original.clone(), caller)
+        let result = self
+            .forward_call(
+                gateway,
+                upstream.clone(),
+                request,
+                &original,
+                &name,
+                &principal,
+                &context,
+            )
             .await;
         let (outcome, response) = match result {
             Ok(ServerResult::CallToolResult(r)) => {
@@ -575,8 +772,11 @@ impl ServerHandler for McpHandler {
             }
             Ok(ServerResult::CreateTaskResult(r)) => (Outcome::ok, Ok(CallToolResponse::Task(r))),
             Ok(_) => (Outcome::error, Err(unexpected("tools/call"))),
-            Err(GatewayError::Upstream(e)) => (Outcome::protocol_error, Err(e)),
-            Err(e) => (Outcome::error, Err(e.into_error_data())),
+            Err(BridgeError::Gateway(GatewayError::Upstream(e)) | BridgeError::Relayed(e)) => {
+                (Outcome::protocol_error, Err(e))
+            }
+            Err(BridgeError::Gateway(e)) => (Outcome::error, Err(e.into_error_data())),
+            Err(e) => (Outcome::rejected, Err(e.into_error_data())),
         };
         let detail = match &response {
             Err(e) => e.message.to_string(),

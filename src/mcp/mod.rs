@@ -4,8 +4,10 @@
 pub mod edge;
 pub mod events;
 pub mod handler;
+pub mod input_bridge;
 pub mod legacy_sse;
 mod post_streams;
+pub mod request_state;
 mod rpc_errors;
 mod server_requests;
 pub mod sessions;
@@ -26,13 +28,20 @@ use self::{
     edge::{EdgeState, StreamableEdge},
     events::{EventLog, SharedSessions, Tails},
     handler::McpHandler,
+    input_bridge::InputBridge,
     legacy_sse::LegacySse,
+    request_state::RequestStateCodec,
     server_requests::RequestIds,
     sessions::SessionBook,
 };
 
 /// `/mcp`, `/mcp/`, `/sse` and `/messages`, each behind the edge checks.
-pub fn routes(handler: McpHandler, edge: Arc<EdgeState>, shutdown: CancellationToken) -> Router {
+pub fn routes(
+    handler: McpHandler,
+    edge: Arc<EdgeState>,
+    codec: RequestStateCodec,
+    shutdown: CancellationToken,
+) -> Router {
     // Sessions live in memory where they are used and in the store for every
     // replica: a replica restores one it has not seen from its stored
     // initialize parameters.
@@ -44,6 +53,18 @@ pub fn routes(handler: McpHandler, edge: Arc<EdgeState>, shutdown: CancellationT
     // another replica is relayed here; a POST's events name their stream,
     // so a broken one resumes on any replica.
     let ids = RequestIds::new(uuid::Uuid::new_v4().simple().to_string());
+    // An upstream's requests for 2026-07-28 callers, asked with
+    // `input_required`; a retry on another replica is handed to this one.
+    let bridge = handler.gateway().map(|_| {
+        InputBridge::new(
+            codec,
+            ids.origin().to_owned(),
+            edge.store.clone(),
+            edge.clock.clone(),
+            shutdown.child_token(),
+        )
+    });
+    let handler = handler.with_input_bridge(bridge.clone());
     let tails = Arc::new(Tails::default());
     let events = EventLog::new(
         edge.store.clone(),
@@ -74,6 +95,7 @@ pub fn routes(handler: McpHandler, edge: Arc<EdgeState>, shutdown: CancellationT
         edge.clock.clone(),
         tails,
         ids,
+        bridge,
         shutdown.child_token(),
     ));
     let service = StreamableHttpService::new(

@@ -129,6 +129,8 @@ fn named(id: &RequestId) -> Option<(&str, i64)> {
 /// the sessions here.
 pub struct ResponseInbox {
     pub ids: RequestIds,
+    /// Takes the rows of 2026-07-28 retries handed between replicas.
+    pub bridge: Option<Arc<super::input_bridge::InputBridge>>,
     pub local: Arc<LocalSessionManager>,
     pub store: Store,
     pub clock: SharedClock,
@@ -145,6 +147,12 @@ impl ResponseInbox {
             }
         };
         for response in relayed {
+            if super::input_bridge::InputBridge::takes(&response.session) {
+                if let Some(bridge) = &self.bridge {
+                    bridge.take(response);
+                }
+                continue;
+            }
             if let Err(e) = self.deliver(response).await {
                 tracing::warn!(error = %e, "a relayed MCP answer was not delivered");
             }

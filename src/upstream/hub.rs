@@ -63,6 +63,30 @@ impl Hub {
         subs.retain(|_, v| !v.is_empty());
     }
 
+    /// Whether any session or listen stream (of `owner`, when the link
+    /// serves one principal) still follows `uri` on `upstream`: the
+    /// upstream's subscription is one per link, shared by all of them.
+    pub fn followed(&self, upstream: &str, uri: &str, owner: Option<&str>) -> bool {
+        let ids = lock(&self.subscriptions)
+            .get(&(upstream.to_owned(), uri.to_owned()))
+            .cloned()
+            .unwrap_or_default();
+        let Some(owner) = owner else {
+            return !ids.is_empty();
+        };
+        let sessions = lock(&self.sessions);
+        let listeners = lock(&self.listeners);
+        ids.iter().any(|id| {
+            let of = sessions
+                .get(id)
+                .map(|(o, _)| o)
+                .or_else(|| listeners.get(id).map(|(o, _)| o));
+            // A listen stream subscribes before it is registered: unknown
+            // ids count, as the cautious choice is to keep the subscription.
+            of.is_none_or(|o| o == owner)
+        })
+    }
+
     /// Sessions (of `owner`, when the link serves one principal).
     pub fn peers(&self, owner: Option<&str>) -> Vec<Peer<RoleServer>> {
         lock(&self.sessions)
@@ -81,5 +105,23 @@ impl Hub {
         ids.iter()
             .filter_map(|id| sessions.get(id).map(|(_, p)| p.clone()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resource_stays_followed_while_any_session_or_stream_of_the_links_owner_follows_it() {
+        let hub = Hub::default();
+        hub.subscribe("fx", "u", 1, Subscription::Subscribe);
+        hub.subscribe("fx", "u", 2, Subscription::Subscribe);
+        hub.subscribe("fx", "u", 1, Subscription::Unsubscribe);
+        assert!(hub.followed("fx", "u", None));
+        assert!(!hub.followed("fx", "other", None));
+        assert!(!hub.followed("other", "u", None));
+        hub.subscribe("fx", "u", 2, Subscription::Unsubscribe);
+        assert!(!hub.followed("fx", "u", None));
     }
 }

@@ -85,6 +85,11 @@ pub enum GatewayError {
     /// A 2026-07-28 retry whose mcpgate `requestState` does not verify.
     #[error("invalid requestState: {0}")]
     BadRequestState(#[from] user_auth::request_state::RequestStateError),
+    #[error("upstream {upstream} still asked for input after {rounds} rounds")]
+    InputRounds { upstream: String, rounds: usize },
+    /// The caller's client failed an input request asked on its session.
+    #[error("{}", .0.message)]
+    Downstream(ErrorData),
 }
 
 /// The JSON-RPC code clients use for "request timed out".
@@ -99,7 +104,7 @@ impl GatewayError {
     /// errors pass through unchanged.
     pub fn into_error_data(self) -> ErrorData {
         match self {
-            GatewayError::Upstream(e) => e,
+            GatewayError::Upstream(e) | GatewayError::Downstream(e) => e,
             GatewayError::Timeout { .. } => ErrorData::new(REQUEST_TIMEOUT, self.to_string(), None),
             GatewayError::NotFound(_) => ErrorData::new(RESOURCE_NOT_FOUND, self.to_string(), None),
             GatewayError::ConnectRequired(link) => ErrorData::new(
@@ -125,6 +130,8 @@ impl GatewayError {
             GatewayError::ConnectRequired(_) => "connect_required",
             GatewayError::UserAuth { .. } => "user_auth",
             GatewayError::BadRequestState(_) => "bad_request_state",
+            GatewayError::InputRounds { .. } => "input_rounds",
+            GatewayError::Downstream(_) => "client_error",
         }
     }
 }
@@ -225,6 +232,44 @@ fn header_sources(upstream: &Upstream, caller: Option<Arc<CallerIdentity>>) -> H
             .collect();
     }
     sources
+}
+
+/// The most `input_required` rounds mcpgate drives for a session caller.
+const INPUT_ROUNDS: usize = rmcp::model::DEFAULT_MRTR_MAX_ROUNDS;
+
+/// Ask a session's client an upstream's input requests (sampling,
+/// elicitation, roots) as server requests; its answers, by key.
+async fn ask_session(
+    peer: &rmcp::service::Peer<rmcp::RoleServer>,
+    requests: rmcp::model::InputRequests,
+) -> Result<rmcp::model::InputResponses, GatewayError> {
+    use rmcp::model::{InputRequest, ServerRequest};
+    let mut answers = rmcp::model::InputResponses::new();
+    for (key, request) in requests {
+        let request = match request {
+            InputRequest::CreateMessage(r) => ServerRequest::CreateMessageRequest(r),
+            InputRequest::Elicitation(r) => ServerRequest::ElicitRequest(r),
+            InputRequest::ListRoots(r) => ServerRequest::ListRootsRequest(r),
+            _ => {
+                return Err(GatewayError::Downstream(ErrorData::internal_error(
+                    "the upstream asked for an input mcpgate cannot ask",
+                    None,
+                )));
+            }
+        };
+        let answer = peer.send_request(request).await.map_err(|e| match e {
+            rmcp::ServiceError::McpError(e) => GatewayError::Downstream(e),
+            other => GatewayError::Downstream(ErrorData::internal_error(
+                format!("the client did not answer: {other}"),
+                None,
+            )),
+        })?;
+        let value = serde_json::to_value(&answer).map_err(|e| {
+            GatewayError::Downstream(ErrorData::internal_error(e.to_string(), None))
+        })?;
+        answers.insert(key, value);
+    }
+    Ok(answers)
 }
 
 /// A result from an upstream on a 2025 revision has no `resultType`; rmcp's
@@ -576,15 +621,45 @@ impl Gateway {
         let labels = UpstreamLabels {
             upstream: upstream.config.name.clone(),
         };
-        let result = self
+        // A caller with a back-channel (a session) cannot take an upstream's
+        // `input_required`: mcpgate asks it the input requests itself and
+        // retries. A 2026-07-28 caller (`origin.asks`) gets it as it is.
+        let session = origin.asks.is_none().then(|| origin.peer.clone());
+        let retry = session.as_ref().map(|_| params.clone());
+        let mut result = self
             .forward(
                 upstream,
                 principal,
                 ClientRequest::CallToolRequest(CallToolRequest::new(params)),
-                Some(origin),
+                Some(origin.clone()),
                 cancel,
             )
             .await;
+        if let (Some(peer), Some(mut retry)) = (session, retry) {
+            let mut rounds = 0;
+            while let Ok(ServerResult::InputRequiredResult(asked)) = &result {
+                rounds += 1;
+                if rounds > INPUT_ROUNDS {
+                    return Err(GatewayError::InputRounds {
+                        upstream: upstream.config.name.clone(),
+                        rounds: INPUT_ROUNDS,
+                    });
+                }
+                retry.input_responses = Some(
+                    ask_session(&peer, asked.input_requests.clone().unwrap_or_default()).await?,
+                );
+                retry.request_state = asked.request_state.clone();
+                result = self
+                    .forward(
+                        upstream,
+                        principal,
+                        ClientRequest::CallToolRequest(CallToolRequest::new(retry.clone())),
+                        Some(origin.clone()),
+                        cancel,
+                    )
+                    .await;
+            }
+        }
         self.context
             .metrics
             .upstream_duration
@@ -646,6 +721,20 @@ impl Gateway {
                 ClientRequest::SubscribeRequest(SubscribeRequest::new(params))
             }
             Subscription::Unsubscribe => {
+                // The upstream holds one subscription per link: it is
+                // removed only when no other session or listen stream on
+                // that link still follows the resource.
+                self.context
+                    .hub
+                    .subscribe(&upstream.config.name, &uri, session, change);
+                let owner = upstream.shared.is_none().then(|| principal.owner_key());
+                if self
+                    .context
+                    .hub
+                    .followed(&upstream.config.name, &uri, owner.as_deref())
+                {
+                    return Ok(());
+                }
                 let mut unsubscribe = UnsubscribeRequestParams::new(params.uri);
                 unsubscribe.meta = params.meta;
                 ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(unsubscribe))

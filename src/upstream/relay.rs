@@ -20,14 +20,17 @@ use rmcp::{
     model::{
         ClientCapabilities, ClientConfig, ClientResult, CreateMessageRequest,
         CreateMessageRequestParams, CreateMessageResult, ElicitRequest, ElicitRequestParams,
-        ElicitResult, Implementation, JsonRpcMessage, JsonRpcNotification, ListRootsRequest,
-        ListRootsResult, LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
-        ResourceUpdatedNotificationParam, ServerNotification, ServerRequest,
+        ElicitResult, Implementation, InputRequest, JsonRpcMessage, JsonRpcNotification,
+        ListRootsRequest, ListRootsResult, LoggingMessageNotificationParam,
+        ProgressNotificationParam, ProgressToken, ResourceUpdatedNotificationParam,
+        ServerNotification, ServerRequest,
     },
     service::{NotificationContext, Peer, RequestContext},
     service::{RxJsonRpcMessage, TxJsonRpcMessage},
     transport::Transport as RmcpTransport,
 };
+
+use tokio::sync::{mpsc, oneshot};
 
 use super::{hub::Hub, locks::lock};
 
@@ -38,6 +41,53 @@ pub struct Origin {
     pub peer: Peer<RoleServer>,
     /// The downstream request's progress token, if it asked for progress.
     pub progress: Option<ProgressToken>,
+    /// For a 2026-07-28 caller, which has no back-channel: the upstream's
+    /// requests go here, to be asked with `input_required` and answered by
+    /// the caller's retry (`mcp/input_bridge.rs`), not to `peer`.
+    pub asks: Option<mpsc::Sender<InputAsk>>,
+}
+
+/// An upstream's sampling, elicitation or roots request for a caller
+/// without a back-channel, and where its answer (the client's result) goes.
+pub struct InputAsk {
+    pub request: InputRequest,
+    pub answer: oneshot::Sender<Result<serde_json::Value, ErrorData>>,
+}
+
+/// Where an upstream's request for the caller goes.
+enum Caller {
+    Peer(Peer<RoleServer>),
+    Asks(mpsc::Sender<InputAsk>),
+}
+
+impl Caller {
+    fn of(origin: Origin) -> Caller {
+        match origin.asks {
+            Some(asks) => Caller::Asks(asks),
+            None => Caller::Peer(origin.peer),
+        }
+    }
+}
+
+/// Ask a caller without a back-channel; its answer, read as `T`.
+async fn ask<T: serde::de::DeserializeOwned>(
+    asks: &mpsc::Sender<InputAsk>,
+    request: InputRequest,
+    what: &str,
+) -> Result<T, ErrorData> {
+    let (answer, answered) = oneshot::channel();
+    asks.send(InputAsk { request, answer })
+        .await
+        .map_err(|_| ErrorData::internal_error("the caller's request has ended", None))?;
+    let value = answered.await.map_err(|_| {
+        ErrorData::internal_error(format!("the client did not answer the {what}"), None)
+    })??;
+    serde_json::from_value(value).map_err(|e| {
+        ErrorData::invalid_params(
+            format!("the client's answer to the {what} is malformed: {e}"),
+            None,
+        )
+    })
 }
 
 struct InFlight {
@@ -105,14 +155,16 @@ impl Relay {
     /// and HTTP responses do not say which call caused them, so the answer
     /// is only certain when every call in flight comes from one session;
     /// otherwise the request is refused rather than shown to the wrong user.
-    fn attributable(&self) -> Option<Peer<RoleServer>> {
+    fn attributable(&self) -> Option<Origin> {
         let calls = lock(&self.calls);
         let mut sessions = calls
             .values()
             .filter(|c| c.finished.is_none())
-            .map(|c| (c.origin.session, &c.origin.peer));
-        let (first, peer) = sessions.next()?;
-        sessions.all(|(s, _)| s == first).then(|| peer.clone())
+            .map(|c| &c.origin);
+        let first = sessions.next()?;
+        sessions
+            .all(|o| o.session == first.session)
+            .then(|| first.clone())
     }
 
     /// rmcp hands each notification to a task of its own, so progress or a
@@ -231,10 +283,22 @@ impl ClientHandler for RelayClient {
         params: CreateMessageRequestParams,
         _context: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, ErrorData> {
-        let peer = self
+        let origin = self
             .relay
             .attributable()
             .ok_or_else(|| no_caller("sampling request"))?;
+        let peer = match Caller::of(origin) {
+            Caller::Asks(asks) => {
+                let request = CreateMessageRequest::new(params);
+                return ask(
+                    &asks,
+                    InputRequest::CreateMessage(request),
+                    "sampling request",
+                )
+                .await;
+            }
+            Caller::Peer(peer) => peer,
+        };
         match peer
             .send_request(ServerRequest::CreateMessageRequest(
                 CreateMessageRequest::new(params),
@@ -255,10 +319,17 @@ impl ClientHandler for RelayClient {
         params: ElicitRequestParams,
         _context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
-        let peer = self
+        let origin = self
             .relay
             .attributable()
             .ok_or_else(|| no_caller("elicitation"))?;
+        let peer = match Caller::of(origin) {
+            Caller::Asks(asks) => {
+                let request = InputRequest::Elicitation(ElicitRequest::new(params));
+                return ask(&asks, request, "elicitation").await;
+            }
+            Caller::Peer(peer) => peer,
+        };
         match peer
             .send_request(ServerRequest::ElicitRequest(ElicitRequest::new(params)))
             .await
@@ -276,10 +347,17 @@ impl ClientHandler for RelayClient {
         &self,
         _context: RequestContext<RoleClient>,
     ) -> Result<ListRootsResult, ErrorData> {
-        let peer = self
+        let origin = self
             .relay
             .attributable()
             .ok_or_else(|| no_caller("roots request"))?;
+        let peer = match Caller::of(origin) {
+            Caller::Asks(asks) => {
+                let request = InputRequest::ListRoots(ListRootsRequest::default());
+                return ask(&asks, request, "roots request").await;
+            }
+            Caller::Peer(peer) => peer,
+        };
         match peer
             .send_request(ServerRequest::ListRootsRequest(ListRootsRequest::default()))
             .await
@@ -317,9 +395,11 @@ impl ClientHandler for RelayClient {
         _context: NotificationContext<RoleClient>,
     ) {
         let _relayed = Relaying(&self.relay.relayed);
+        // To the request that is open (a 2026-07-28 caller's first round:
+        // its later rounds are other requests, and this one is ignored).
         match self.relay.attributable() {
-            Some(peer) => {
-                let _ = peer.notify_logging_message(params).await;
+            Some(origin) => {
+                let _ = origin.peer.notify_logging_message(params).await;
             }
             None => tracing::debug!(
                 upstream = %self.relay.upstream,

@@ -20,6 +20,14 @@ pub const WAV_BASE64: &str =
 pub const STATIC_TEXT: &str = "test://static-text";
 pub const STATIC_BINARY: &str = "test://static-binary";
 pub const WATCHED: &str = "test://watched-resource";
+/// Unlisted: a read of it (and a get of the prompt `echo_meta`) answers with
+/// the request's `_meta` as JSON text, so a test sees what the gateway forwarded.
+pub const META_ECHO: &str = "test://echo-meta";
+pub const META_ECHO_PROMPT: &str = "echo_meta";
+/// Unlisted: reading it (or getting the prompt `asks_sampling`) asks the
+/// client to sample first, and answers `sampled: <text>`.
+pub const ASKS_SAMPLING: &str = "test://asks-sampling";
+pub const ASKS_SAMPLING_PROMPT: &str = "asks_sampling";
 const TEMPLATE: &str = "test://template/{id}/data";
 const TEMPLATE_PREFIX: &str = "test://template/";
 const TEMPLATE_SUFFIX: &str = "/data";
@@ -186,4 +194,18 @@ pub fn complete(request: &CompleteRequestParams) -> Result<CompletionInfo, Error
         .map(|candidate| (*candidate).to_owned())
         .collect();
     CompletionInfo::with_all_values(values).map_err(|e| ErrorData::internal_error(e, None))
+}
+
+fn meta_json(meta: &rmcp::model::RequestMetaObject) -> String {
+    serde_json::to_value(meta)
+        .unwrap_or(serde_json::Value::Null)
+        .to_string()
+}
+
+pub fn meta_echo_contents(meta: &rmcp::model::RequestMetaObject) -> ResourceContents {
+    ResourceContents::text(meta_json(meta), META_ECHO).with_mime_type("application/json")
+}
+
+pub fn meta_echo_prompt(meta: &rmcp::model::RequestMetaObject) -> GetPromptResult {
+    GetPromptResult::new(vec![PromptMessage::new_text(Role::User, meta_json(meta))])
 }

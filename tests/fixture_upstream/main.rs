@@ -12,6 +12,7 @@
 //! (port 0 picks a free port and the line shows which).
 
 mod catalog;
+mod old_mrtr;
 mod server;
 mod tools;
 
@@ -78,7 +79,7 @@ async fn main() -> ExitCode {
 
 /// Serves one session until stdin closes.
 async fn serve_stdio() -> anyhow::Result<()> {
-    let running = FixtureServer::new(Shared::new())
+    let running = old_mrtr::AsksInResult(FixtureServer::new(Shared::new()))
         .serve(stdio())
         .await
         .context("MCP initialization over stdio failed")?;

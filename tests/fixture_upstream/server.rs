@@ -24,6 +24,8 @@ use rmcp::{
     service::{RequestContext, SubscriptionContext, SubscriptionSink},
 };
 
+use rmcp::model::{GetPromptResult, PromptMessage, ResourceContents, Role};
+
 use crate::{catalog, tools};
 
 /// State every session sees: the tool list, the watched resource and who watches it.
@@ -126,9 +128,43 @@ impl FixtureServer {
         version
     }
 
+    /// How many sessions hold a `resources/subscribe` here, for tests that
+    /// check a gateway removes the subscriptions it placed.
+    pub fn subscribed_sessions(&self) -> usize {
+        self.shared
+            .watchers()
+            .iter()
+            .filter(|w| matches!(w.channel, Channel::Session(_)))
+            .count()
+    }
+
     fn unwatch(&self, id: u64) {
         self.shared.watchers().retain(|w| w.id != id);
     }
+}
+
+/// Asks the client (over the session: 2025 revisions) to sample `question`;
+/// the answer's text, as `sampled: <text>`.
+#[allow(deprecated)] // sampling: see SEP-2577
+async fn sample(context: &RequestContext<RoleServer>, question: &str) -> Result<String, ErrorData> {
+    use rmcp::model::{CreateMessageRequestParams, SamplingMessage, SamplingMessageContentBlock};
+    let params = CreateMessageRequestParams::new(vec![SamplingMessage::user_text(question)], 50);
+    let result = context
+        .peer
+        .create_message(params)
+        .await
+        .map_err(|e| ErrorData::internal_error(format!("sampling failed: {e}"), None))?;
+    let text: String = result
+        .message
+        .content
+        .into_vec()
+        .into_iter()
+        .filter_map(|block| match block {
+            SamplingMessageContentBlock::Text(text) => Some(text.text),
+            _ => None,
+        })
+        .collect();
+    Ok(format!("sampled: {text}"))
 }
 
 /// Logging levels in increasing severity, as RFC 5424 orders them.
@@ -210,8 +246,21 @@ impl ServerHandler for FixtureServer {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        if request.uri == catalog::ASKS_SAMPLING {
+            let text = sample(&context, "which resource?").await?;
+            return Ok(ReadResourceResult::new(vec![ResourceContents::text(
+                text,
+                catalog::ASKS_SAMPLING,
+            )])
+            .into());
+        }
+        if request.uri == catalog::META_ECHO {
+            return Ok(
+                ReadResourceResult::new(vec![catalog::meta_echo_contents(&context.meta)]).into(),
+            );
+        }
         let version = self.shared.watched_version.load(Ordering::Relaxed);
         let contents = catalog::read(&request.uri, version)?;
         Ok(ReadResourceResult::new(contents).into())
@@ -283,8 +332,17 @@ impl ServerHandler for FixtureServer {
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        if request.name == catalog::ASKS_SAMPLING_PROMPT {
+            let text = sample(&context, "which prompt?").await?;
+            return Ok(
+                GetPromptResult::new(vec![PromptMessage::new_text(Role::User, text)]).into(),
+            );
+        }
+        if request.name == catalog::META_ECHO_PROMPT {
+            return Ok(catalog::meta_echo_prompt(&context.meta).into());
+        }
         Ok(catalog::get_prompt(&request)?.into())
     }
 

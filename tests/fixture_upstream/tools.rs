@@ -177,6 +177,11 @@ pub fn list() -> Vec<Tool> {
             no_args(),
         ),
         Tool::new(
+            "subscribed_sessions",
+            "How many sessions hold a resources/subscribe on this server, as text",
+            no_args(),
+        ),
+        Tool::new(
             "announce_tools",
             "Sends notifications/tools/list_changed to the calling session",
             no_args(),
@@ -252,6 +257,7 @@ pub async fn call(
             let version = server.touch_watched().await;
             text(format!("{WATCHED} is now at version {version}"))
         }
+        "subscribed_sessions" => text(server.subscribed_sessions().to_string()),
         "announce_tools" => match context.peer.notify_tool_list_changed().await {
             Ok(()) => text("announced"),
             Err(e) => text(format!("not announced: {e}")),
