@@ -7,6 +7,8 @@
 #   direct   the fixture alone (wrk -> fixture-upstream --http)
 #   mg-http  mcpgate and, separately, the fixture behind it (wrk -> mcpgate -> the same fixture)
 #   mg-stdio mcpgate and its own fixture child over stdio
+#   mg-http-other  as mg-http, with the mcpgate binary OTHER_BIN (to compare two builds in one
+#            run, point by point, on a machine whose load changes)
 # With PERF=1 (and `perf` installed), mcpgate's mg-http points are also recorded with
 # `perf record` (PERF_ARGS, default `-F 999`; e.g. `--call-graph dwarf -F 299`) into $OUT/perf-mg-http-c<N>.data, and the top of `perf report` is printed.
 #
@@ -15,6 +17,7 @@
 # Env knobs (defaults in brackets): MCPGATE_BIN [target/release/mcpgate]
 #   FIXTURE_BIN [target/release/examples/fixture-upstream]  DURATION [10]  ROUNDS [2]
 #   CONNS ["1 64"]  LEGS ["direct mg-http mg-stdio"]  PERF [0]  ECHO_TEXT [gateway-bench]
+#   OTHER_BIN [unset]: the mcpgate binary of the mg-http-other leg
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -54,7 +57,9 @@ name = \"fixture\"
 $2
 max_concurrent_calls = 128
 call_timeout_secs = 30"
-  start_mcpgate "$leg" "$TMP/$leg.toml"
+  local bin="$MCPGATE_BIN"
+  [ "$leg" != mg-http-other ] || bin="${OTHER_BIN:?OTHER_BIN is needed for the mg-http-other leg}"
+  MCPGATE_BIN="$bin" start_mcpgate "$leg" "$TMP/$leg.toml"
   PORT[$leg]="$port"; PID[$leg]="$STARTED_PID"
   wait_healthz "$leg" "$port" "$STARTED_PID"
   for _ in $(seq 1 200); do
@@ -66,7 +71,7 @@ call_timeout_secs = 30"
 for leg in $LEGS; do
   case "$leg" in
     direct) ;;
-    mg-http) start_gateway mg-http "url = \"$FX_URL\""; UPID[mg-http]="$FX_PID" ;;
+    mg-http | mg-http-other) start_gateway "$leg" "url = \"$FX_URL\""; UPID[$leg]="$FX_PID" ;;
     mg-stdio)
       start_gateway mg-stdio "command = [\"$FIXTURE_BIN\", \"--stdio\"]"
       UPID[mg-stdio]="$(pgrep -P "${PID[mg-stdio]}" -f -- '--stdio' | head -1 || true)"
@@ -108,7 +113,7 @@ done
 {
   echo "### CPU per call $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
-  echo "- mcpgate: \`$MCPGATE_BIN\`; fixture: \`$FIXTURE_BIN\`; ${DURATION}s per point, $ROUNDS round(s), medians; load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+  echo "- mcpgate: \`$MCPGATE_BIN\`${OTHER_BIN:+ (mg-http-other: \`$OTHER_BIN\`)}; fixture: \`$FIXTURE_BIN\`; ${DURATION}s per point, $ROUNDS round(s), medians; load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
   echo
   echo "| conns | leg | calls/s | p50 ms | front CPU us/call | fixture CPU us/call | failed |"
   echo "|---:|---|---:|---:|---:|---:|---:|"
