@@ -426,6 +426,12 @@ impl Link {
 
     /// The connection, waiting a little if it is (re)starting.
     async fn peer(&self) -> Result<Peer<RoleClient>, GatewayError> {
+        // The usual case, without a subscription and a timer.
+        if let LinkState::Up(peer) = &*self.state.borrow()
+            && !peer.is_transport_closed()
+        {
+            return Ok(peer.clone());
+        }
         let mut rx = self.state.subscribe();
         let wait = CONNECT_WAIT.min(self.config.call_timeout);
         let ready = tokio::time::timeout(
@@ -464,15 +470,18 @@ impl Link {
     ) -> Result<ServerResult, GatewayError> {
         *lock(&self.last_used) = Instant::now();
         let timeout = self.config.call_timeout;
-        let _permit =
-            match tokio::time::timeout(timeout, self.permits.clone().acquire_owned()).await {
+        // A free permit is taken without arming a timer.
+        let _permit = match self.permits.try_acquire() {
+            Ok(p) => p,
+            Err(_) => match tokio::time::timeout(timeout, self.permits.acquire()).await {
                 Ok(Ok(p)) => p,
                 _ => {
                     return Err(GatewayError::Busy {
                         upstream: self.upstream.clone(),
                     });
                 }
-            };
+            },
+        };
         let peer = self.peer().await?;
         let call = self.relay.begin(origin);
         let handle = peer

@@ -320,9 +320,11 @@ impl StreamableHttpClient for GatewayHttpClient {
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         let (auth, ours) = self.sources.current().await;
         let headers = with_protocol_headers(custom_headers, ours);
-        self.inner
+        let response = self
+            .inner
             .post_message(uri, message, session_id, auth, headers)
-            .await
+            .await;
+        answered_at_once(response)
     }
 
     async fn post_message_with_max_sse_event_size(
@@ -336,7 +338,8 @@ impl StreamableHttpClient for GatewayHttpClient {
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         let (auth, ours) = self.sources.current().await;
         let headers = with_protocol_headers(custom_headers, ours);
-        self.inner
+        let response = self
+            .inner
             .post_message_with_max_sse_event_size(
                 uri,
                 message,
@@ -345,7 +348,8 @@ impl StreamableHttpClient for GatewayHttpClient {
                 headers,
                 max_sse_event_size,
             )
-            .await
+            .await;
+        answered_at_once(response)
     }
 
     async fn post_message_with_response_limits(
@@ -359,9 +363,11 @@ impl StreamableHttpClient for GatewayHttpClient {
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         let (auth, ours) = self.sources.current().await;
         let headers = with_protocol_headers(custom_headers, ours);
-        self.inner
+        let response = self
+            .inner
             .post_message_with_response_limits(uri, message, session_id, auth, headers, limits)
-            .await
+            .await;
+        answered_at_once(response)
     }
 
     async fn delete_session(
@@ -417,6 +423,70 @@ impl StreamableHttpClient for GatewayHttpClient {
     }
 }
 
+/// An SSE answer that is already complete when its headers are read (the
+/// usual answer of a quick tool: a priming event, then the result, then the
+/// end) is handed to rmcp as the JSON answer it amounts to. rmcp would
+/// otherwise spawn a task per answer to read the stream, resume it if it
+/// broke, pass the result through one more channel and arm a 50 ms timer
+/// to drain it. Only a stream that ended, whose one message is the
+/// response, is taken this way; anything else (progress, a request from the
+/// upstream, an unfinished or broken stream, an event of another type) goes
+/// to rmcp as the stream it was, with the events already read in front.
+fn answered_at_once<E>(
+    response: Result<StreamableHttpPostResponse, StreamableHttpError<E>>,
+) -> Result<StreamableHttpPostResponse, StreamableHttpError<E>>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    use futures::{FutureExt, StreamExt};
+    use rmcp::model::ServerJsonRpcMessage;
+    let Ok(StreamableHttpPostResponse::Sse(mut stream, session)) = response else {
+        return response;
+    };
+    let mut read = Vec::new();
+    let mut answer = None;
+    let complete = loop {
+        let Some(next) = stream.next().now_or_never() else {
+            break false;
+        };
+        let Some(event) = next else {
+            break true;
+        };
+        let usable = match &event {
+            Ok(sse) if matches!(sse.event.as_deref(), None | Some("") | Some("message")) => {
+                match sse.data.as_deref().map(str::trim) {
+                    None | Some("") => true,
+                    Some(data) if answer.is_none() => {
+                        match serde_json::from_str::<ServerJsonRpcMessage>(data) {
+                            Ok(
+                                message @ (ServerJsonRpcMessage::Response(_)
+                                | ServerJsonRpcMessage::Error(_)),
+                            ) => {
+                                answer = Some(message);
+                                true
+                            }
+                            _ => false,
+                        }
+                    }
+                    Some(_) => false,
+                }
+            }
+            _ => false,
+        };
+        read.push(event);
+        if !usable {
+            break false;
+        }
+    };
+    match answer {
+        Some(message) if complete => Ok(StreamableHttpPostResponse::Json(message, session)),
+        _ => Ok(StreamableHttpPostResponse::Sse(
+            futures::stream::iter(read).chain(stream).boxed(),
+            session,
+        )),
+    }
+}
+
 /// rmcp's protocol headers — `MCP-Protocol-Version` (the version the link
 /// negotiated; without it an upstream must assume 2025-03-26) and, on a
 /// 2026-07-28 link, `Mcp-Method`, `Mcp-Name` and the `Mcp-Param-*` it
@@ -445,6 +515,88 @@ fn with_protocol_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(data: Option<&str>) -> Result<Sse, SseError> {
+        Ok(Sse {
+            data: data.map(str::to_owned),
+            id: Some("0".to_owned()),
+            ..Sse::default()
+        })
+    }
+
+    const RESULT: &str = r#"{"jsonrpc":"2.0","id":3,"result":{"content":[]}}"#;
+    const PROGRESS: &str = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#;
+
+    fn sse(
+        events: Vec<Result<Sse, SseError>>,
+        ended: bool,
+    ) -> Result<StreamableHttpPostResponse, StreamableHttpError<std::io::Error>> {
+        use futures::StreamExt;
+        let stream = futures::stream::iter(events);
+        let stream = if ended {
+            stream.boxed()
+        } else {
+            stream.chain(futures::stream::pending()).boxed()
+        };
+        Ok(StreamableHttpPostResponse::Sse(
+            stream,
+            Some("s1".to_owned()),
+        ))
+    }
+
+    /// The events a stream handed on still yields, without waiting.
+    fn drained(response: StreamableHttpPostResponse) -> Vec<Option<String>> {
+        use futures::{FutureExt, StreamExt};
+        let StreamableHttpPostResponse::Sse(mut stream, _) = response else {
+            panic!("not a stream: {response:?}");
+        };
+        let mut out = Vec::new();
+        while let Some(Some(e)) = stream.next().now_or_never() {
+            out.push(e.unwrap().data);
+        }
+        out
+    }
+
+    #[test]
+    fn a_finished_sse_answer_becomes_its_json_message() {
+        let answer = answered_at_once(sse(vec![event(None), event(Some(RESULT))], true)).unwrap();
+        let StreamableHttpPostResponse::Json(message, session) = answer else {
+            panic!("not JSON: {answer:?}");
+        };
+        assert_eq!(session.as_deref(), Some("s1"));
+        assert_eq!(
+            serde_json::to_value(&message).unwrap(),
+            serde_json::from_str::<serde_json::Value>(RESULT).unwrap()
+        );
+    }
+
+    #[test]
+    fn anything_but_a_finished_lone_answer_stays_a_stream_with_every_event() {
+        // Progress before the result: rmcp must relay it.
+        let answer =
+            answered_at_once(sse(vec![event(Some(PROGRESS)), event(Some(RESULT))], true)).unwrap();
+        assert_eq!(
+            drained(answer),
+            vec![Some(PROGRESS.to_owned()), Some(RESULT.to_owned())]
+        );
+        // The result read, but the stream not ended yet.
+        let answer = answered_at_once(sse(vec![event(None), event(Some(RESULT))], false)).unwrap();
+        assert_eq!(drained(answer), vec![None, Some(RESULT.to_owned())]);
+        // Another event type goes to rmcp's own handling.
+        let mut endpoint = event(Some("/x")).unwrap();
+        endpoint.event = Some("endpoint".to_owned());
+        let answer = answered_at_once(sse(vec![Ok(endpoint), event(Some(RESULT))], true)).unwrap();
+        assert_eq!(
+            drained(answer),
+            vec![Some("/x".to_owned()), Some(RESULT.to_owned())]
+        );
+        // Nothing but priming: rmcp resumes the stream or fails the call.
+        let answer = answered_at_once(sse(vec![event(None)], true)).unwrap();
+        assert_eq!(drained(answer), vec![None]);
+        // A JSON answer passes as it is.
+        let json = answered_at_once::<std::io::Error>(Ok(StreamableHttpPostResponse::Accepted));
+        assert!(matches!(json, Ok(StreamableHttpPostResponse::Accepted)));
+    }
 
     #[test]
     fn only_the_protocols_headers_pass_from_rmcp_and_ours_win() {

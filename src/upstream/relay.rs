@@ -7,7 +7,7 @@
 #![allow(deprecated)]
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -110,6 +110,9 @@ pub struct Relay {
     owner: Option<String>,
     hub: Arc<Hub>,
     calls: Mutex<HashMap<u64, InFlight>>,
+    /// Finished calls in the order they finished, to drop each from `calls`
+    /// once its grace is over without scanning them all on every call.
+    finished: Mutex<VecDeque<(Instant, u64)>>,
     next: AtomicU64,
     /// Progress and log notifications read from the upstream, and relayed.
     received: AtomicU64,
@@ -123,6 +126,7 @@ impl Relay {
             owner,
             hub,
             calls: Mutex::new(HashMap::new()),
+            finished: Mutex::new(VecDeque::new()),
             next: AtomicU64::new(1),
             received: AtomicU64::new(0),
             relayed: AtomicU64::new(0),
@@ -149,6 +153,23 @@ impl Relay {
             );
         }
         CallGuard { relay: self, call }
+    }
+
+    /// Marks `call` finished at `now` and forgets the calls whose grace is
+    /// over, oldest first: only those are looked at, not every call kept.
+    fn finish(&self, call: u64, now: Instant) {
+        let mut calls = lock(&self.calls);
+        let mut finished = lock(&self.finished);
+        if let Some(c) = calls.get_mut(&call) {
+            c.finished = Some(now);
+            finished.push_back((now, call));
+        }
+        while let Some(&(at, old)) = finished.front()
+            && now.saturating_duration_since(at) >= LATE_NOTIFICATION_GRACE
+        {
+            finished.pop_front();
+            calls.remove(&old);
+        }
     }
 
     /// The downstream session a server-to-client request belongs to. stdio
@@ -467,13 +488,6 @@ impl CallGuard<'_> {
 
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
-        let mut calls = lock(&self.relay.calls);
-        if let Some(c) = calls.get_mut(&self.call) {
-            c.finished = Some(Instant::now());
-        }
-        calls.retain(|_, c| {
-            c.finished
-                .is_none_or(|f| f.elapsed() < LATE_NOTIFICATION_GRACE)
-        });
+        self.relay.finish(self.call, Instant::now());
     }
 }
