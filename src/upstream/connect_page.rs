@@ -87,9 +87,10 @@ impl ConnectPages {
             | UserAuthError::Unreachable(_) => {
                 (StatusCode::BAD_GATEWAY, Trouble::IdentityProviderDown)
             }
-            UserAuthError::Store(_) | UserAuthError::Crypto(_) | UserAuthError::RefreshStuck => {
-                (StatusCode::INTERNAL_SERVER_ERROR, Trouble::ServerError)
-            }
+            UserAuthError::Store(_)
+            | UserAuthError::Crypto(_)
+            | UserAuthError::RefreshStuck
+            | UserAuthError::Seal(_) => (StatusCode::INTERNAL_SERVER_ERROR, Trouble::ServerError),
         };
         if status.is_server_error() {
             tracing::warn!(error = %err, "connecting an upstream account failed");

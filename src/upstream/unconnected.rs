@@ -149,7 +149,7 @@ impl Gateway {
                 .ok_or(RequestStateError::Tampered)?;
             let retry = auth.open_request_state(&state, caller.principal, caller.exposed)?;
             if retry.upstream != name {
-                return Err(RequestStateError::WrongTool(caller.exposed.to_owned()).into());
+                return Err(RequestStateError::WrongTool.into());
             }
             let answer = params
                 .input_responses

@@ -76,6 +76,8 @@ pub enum UserAuthError {
     Unreachable(String),
     #[error("the connection is being refreshed elsewhere and did not finish in time")]
     RefreshStuck,
+    #[error("the requestState could not be sealed: {0}")]
+    Seal(String),
 }
 
 /// What a connect link carries, sealed: for whom, to what, until when.

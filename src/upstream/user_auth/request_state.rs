@@ -11,23 +11,18 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConnectLink, UserAuth, UserAuthError};
 use crate::auth::Principal;
+use crate::mcp::request_state::{self, Binding, RequestStateCodec};
 
-/// Only in `requestState`, never stored.
-const REQUEST_STATE_CONTEXT: &str = "upstream_connect.request_state";
 /// Marks mcpgate's own `requestState` among an upstream's.
 pub const REQUEST_STATE_PREFIX: &str = "mcpgate-connect.";
 /// As long as the connect link it comes with.
 const REQUEST_STATE_TTL_SECS: i64 = super::ELICITATION_TTL_SECS;
 
-/// What the sealed state carries.
+/// What the sealed state carries besides its binding.
 #[derive(Debug, Serialize, Deserialize)]
 struct ConnectState {
-    sub: String,
-    iss: String,
-    tool: String,
     upstream: String,
     elicitation_id: String,
-    expires_at: i64,
 }
 
 /// Why a retry's `requestState` was refused (JSON-RPC -32602).
@@ -37,8 +32,8 @@ pub enum RequestStateError {
     Tampered,
     #[error("requestState was issued to another user")]
     WrongUser,
-    #[error("requestState was issued for tool {0}, not this one")]
-    WrongTool(String),
+    #[error("requestState was issued for another tool, not this one")]
+    WrongTool,
     #[error("requestState has expired; call the tool again without it")]
     Expired,
 }
@@ -55,7 +50,21 @@ pub fn is_own_request_state(state: &str) -> bool {
     state.starts_with(REQUEST_STATE_PREFIX)
 }
 
+/// The parts a connect state is bound to: the user (subject and issuer)
+/// and the tool as the client named it.
+fn binding(principal: &Principal, tool: &str) -> Binding {
+    Binding::new()
+        .with("subject", principal.subject.clone())
+        .with("issuer", principal.issuer.clone())
+        .with("tool", tool)
+}
+
 impl UserAuth {
+    /// The shared `requestState` codec over this store's sealing keys.
+    fn request_state_codec(&self) -> RequestStateCodec {
+        RequestStateCodec::new(self.sealer.clone())
+    }
+
     /// The `requestState` for an `input_required` answer to `principal`'s
     /// call of `tool` that needs `link` followed first.
     pub fn seal_request_state(
@@ -65,14 +74,17 @@ impl UserAuth {
         link: &ConnectLink,
     ) -> Result<String, UserAuthError> {
         let state = ConnectState {
-            sub: principal.subject.clone(),
-            iss: principal.issuer.clone(),
-            tool: tool.to_owned(),
             upstream: link.upstream.clone(),
             elicitation_id: link.elicitation_id.clone(),
-            expires_at: self.clock.now() + REQUEST_STATE_TTL_SECS,
         };
-        let sealed = self.sealer.seal_json(REQUEST_STATE_CONTEXT, &state)?;
+        let sealed = self
+            .request_state_codec()
+            .seal(
+                &binding(principal, tool),
+                &state,
+                self.clock.now() + REQUEST_STATE_TTL_SECS,
+            )
+            .map_err(|e| UserAuthError::Seal(e.to_string()))?;
         Ok(format!("{REQUEST_STATE_PREFIX}{sealed}"))
     }
 
@@ -88,20 +100,20 @@ impl UserAuth {
             .strip_prefix(REQUEST_STATE_PREFIX)
             .ok_or(RequestStateError::Tampered)?;
         let opened: ConnectState = self
-            .sealer
-            .open_json(REQUEST_STATE_CONTEXT, sealed)
-            .map_err(|_| RequestStateError::Tampered)?;
-        let same_user = crate::constant_time::ct_eq(&opened.sub, &principal.subject)
-            && crate::constant_time::ct_eq(&opened.iss, &principal.issuer);
-        if !same_user {
-            return Err(RequestStateError::WrongUser);
-        }
-        if opened.tool != tool {
-            return Err(RequestStateError::WrongTool(opened.tool));
-        }
-        if opened.expires_at <= self.clock.now() {
-            return Err(RequestStateError::Expired);
-        }
+            .request_state_codec()
+            .open(sealed, &binding(principal, tool), self.clock.now())
+            .map_err(|e| match e {
+                request_state::RequestStateError::Mismatch(part)
+                    if part == "subject" || part == "issuer" =>
+                {
+                    RequestStateError::WrongUser
+                }
+                request_state::RequestStateError::Mismatch(part) if part == "tool" => {
+                    RequestStateError::WrongTool
+                }
+                request_state::RequestStateError::Expired => RequestStateError::Expired,
+                _ => RequestStateError::Tampered,
+            })?;
         Ok(ConnectRetry {
             upstream: opened.upstream,
             elicitation_id: opened.elicitation_id,

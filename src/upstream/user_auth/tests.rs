@@ -307,7 +307,7 @@ async fn a_request_state_opens_only_for_its_user_and_tool_until_it_expires_and_i
     // Another tool.
     assert_eq!(
         auth.open_request_state(&state, &alice, "gh__delete_repo"),
-        Err(RequestStateError::WrongTool("gh__issues".into()))
+        Err(RequestStateError::WrongTool)
     );
     // Expired.
     clock.advance(Duration::from_secs(ELICITATION_TTL_SECS as u64 - 1));
