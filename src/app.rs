@@ -391,8 +391,8 @@ impl App {
         // any replica's retry opens; without them (`auth.mode = "none"`),
         // with a key of this process's own.
         let codec = match &sealer {
-            Some(sealer) => mcp::request_state::RequestStateCodec::new(sealer.clone()),
-            None => mcp::request_state::RequestStateCodec::ephemeral()
+            Some(sealer) => crate::request_state::RequestStateCodec::new(sealer.clone()),
+            None => crate::request_state::RequestStateCodec::ephemeral()
                 .map_err(|e| StartError::RequestState(e.to_string()))?,
         };
         let mcp_routes = mcp::routes(handler, edge, codec, shutdown.clone());

@@ -42,6 +42,7 @@ pub mod idp;
 pub mod mcp;
 pub mod oauth;
 pub mod problems;
+pub mod request_state;
 pub mod server;
 pub mod store;
 pub mod telemetry;

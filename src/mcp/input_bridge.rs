@@ -41,7 +41,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::request_state::{Binding, RequestStateCodec, RequestStateError};
+use crate::request_state::{Binding, RequestStateCodec, RequestStateError};
 use crate::{
     auth::Principal,
     clock::SharedClock,

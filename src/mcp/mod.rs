@@ -7,7 +7,6 @@ pub mod handler;
 pub mod input_bridge;
 pub mod legacy_sse;
 mod post_streams;
-pub mod request_state;
 mod rpc_errors;
 mod server_requests;
 pub mod sessions;
@@ -24,13 +23,14 @@ use rmcp::transport::streamable_http_server::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::request_state::RequestStateCodec;
+
 use self::{
     edge::{EdgeState, StreamableEdge},
     events::{EventLog, SharedSessions, Tails},
     handler::McpHandler,
     input_bridge::InputBridge,
     legacy_sse::LegacySse,
-    request_state::RequestStateCodec,
     server_requests::RequestIds,
     sessions::SessionBook,
 };

@@ -581,7 +581,7 @@ async fn a_2026_client_gets_input_required_with_a_sealed_state_bound_to_its_user
         json!({"requestState": state, "inputResponses": accept}),
     )
     .await;
-    invalid_params(&reply, "issued for tool gh__http_headers");
+    invalid_params(&reply, "issued for another tool");
     server.set_token(&bob_token);
     let reply = modern_call(
         &server,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConnectLink, UserAuth, UserAuthError};
 use crate::auth::Principal;
-use crate::mcp::request_state::{self, Binding, RequestStateCodec};
+use crate::request_state::{self, Binding, RequestStateCodec};
 
 /// Marks mcpgate's own `requestState` among an upstream's.
 pub const REQUEST_STATE_PREFIX: &str = "mcpgate-connect.";
