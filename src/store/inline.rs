@@ -313,11 +313,11 @@ mod tests {
         conn.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_write_that_finds_the_lock_taken_waits_for_it_off_the_async_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = on_file(&dir);
-        // Another connection (as sqlx's pool would be) holds the write lock.
+    /// Another connection (as sqlx's pool would be) takes the write lock
+    /// and holds it until told: the sender that releases it, and its thread.
+    fn hold_the_lock(
+        dir: &tempfile::TempDir,
+    ) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
         let mut other = Connection::open(dir.path().join("t.db")).unwrap();
         let (locked_tx, locked_rx) = std::sync::mpsc::channel();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
@@ -332,6 +332,15 @@ mod tests {
             tx.commit().unwrap();
         });
         locked_rx.recv().unwrap();
+        (release_tx, holder)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_finds_the_lock_taken_waits_for_it_off_the_async_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = on_file(&dir);
+        // Another connection (as sqlx's pool would be) holds the write lock.
+        let (release_tx, holder) = hold_the_lock(&dir);
         assert_eq!(db.waited(), 0);
         let write = tokio::spawn(async move {
             let n = db.run(Access::Write, insert("waited")).await;
@@ -360,20 +369,7 @@ mod tests {
     async fn a_write_waiting_for_the_lock_keeps_the_turn_so_the_next_queues_behind_it() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(on_file(&dir));
-        let mut other = Connection::open(dir.path().join("t.db")).unwrap();
-        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let holder = std::thread::spawn(move || {
-            let tx = other
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .unwrap();
-            tx.execute("INSERT INTO t (k, v) VALUES ('held', 1)", [])
-                .unwrap();
-            locked_tx.send(()).unwrap();
-            release_rx.recv().unwrap();
-            tx.commit().unwrap();
-        });
-        locked_rx.recv().unwrap();
+        let (release_tx, holder) = hold_the_lock(&dir);
         let first = tokio::spawn({
             let db = db.clone();
             async move { db.run(Access::Write, insert("first")).await }
