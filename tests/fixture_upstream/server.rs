@@ -147,24 +147,14 @@ impl FixtureServer {
 /// the answer's text, as `sampled: <text>`.
 #[allow(deprecated)] // sampling: see SEP-2577
 async fn sample(context: &RequestContext<RoleServer>, question: &str) -> Result<String, ErrorData> {
-    use rmcp::model::{CreateMessageRequestParams, SamplingMessage, SamplingMessageContentBlock};
+    use rmcp::model::{CreateMessageRequestParams, SamplingMessage};
     let params = CreateMessageRequestParams::new(vec![SamplingMessage::user_text(question)], 50);
     let result = context
         .peer
         .create_message(params)
         .await
         .map_err(|e| ErrorData::internal_error(format!("sampling failed: {e}"), None))?;
-    let text: String = result
-        .message
-        .content
-        .into_vec()
-        .into_iter()
-        .filter_map(|block| match block {
-            SamplingMessageContentBlock::Text(text) => Some(text.text),
-            _ => None,
-        })
-        .collect();
-    Ok(format!("sampled: {text}"))
+    Ok(format!("sampled: {}", crate::tools::sampled_text(result)))
 }
 
 /// Logging levels in increasing severity, as RFC 5424 orders them.

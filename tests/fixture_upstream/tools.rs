@@ -395,7 +395,12 @@ async fn sampling(
             CallToolResult::error(vec![ContentBlock::text(format!("sampling failed: {err}"))])
         })?
     };
-    let answer: Vec<String> = result
+    text(format!("LLM response: {}", sampled_text(result)))
+}
+
+/// The text blocks of a sampling answer, joined.
+pub(crate) fn sampled_text(result: rmcp::model::CreateMessageResult) -> String {
+    result
         .message
         .content
         .into_vec()
@@ -404,8 +409,7 @@ async fn sampling(
             SamplingMessageContentBlock::Text(text) => Some(text.text),
             _ => None,
         })
-        .collect();
-    text(format!("LLM response: {}", answer.join("")))
+        .collect()
 }
 
 async fn elicit_user(

@@ -199,7 +199,7 @@ impl TestServer {
         (status, response_message(response).await)
     }
 
-    /// A 2026-07-28 stateless request.
+    /// A 2026-07-28 stateless request declaring no client capabilities.
     pub async fn stateless_call(
         &self,
         id: i64,
@@ -207,11 +207,23 @@ impl TestServer {
         name: Option<&str>,
         mut params: Value,
     ) -> (u16, Value) {
-        params["_meta"] = json!({
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientInfo": {"name": "it", "version": "1"},
-            "io.modelcontextprotocol/clientCapabilities": {}
-        });
+        params["_meta"] = json!({"io.modelcontextprotocol/clientCapabilities": {}});
+        self.stateless_request(id, method, name, params).await
+    }
+
+    /// A 2026-07-28 stateless request: `params._meta` (kept as given, so its
+    /// capabilities are the caller's) completed by the protocol version and
+    /// client info; `name` goes into `Mcp-Name`.
+    pub async fn stateless_request(
+        &self,
+        id: i64,
+        method: &str,
+        name: Option<&str>,
+        mut params: Value,
+    ) -> (u16, Value) {
+        let meta = &mut params["_meta"];
+        meta["io.modelcontextprotocol/protocolVersion"] = json!("2026-07-28");
+        meta["io.modelcontextprotocol/clientInfo"] = json!({"name": "it", "version": "1"});
         let mut request = self
             .mcp_post()
             .header("mcp-protocol-version", "2026-07-28")

@@ -24,54 +24,31 @@ use rmcp::{
 use serde_json::{Value, json};
 
 use crate::{
-    common::{TestServer, fresh_postgres_database, response_message},
+    common::{TestServer, fresh_postgres_database},
     gateway::{ALICE, BOB, local_gateway, stdio},
     oauth_browser::user_token,
 };
 
-/// A 2026-07-28 request with `params._meta` completed by the required keys.
+/// A 2026-07-28 request declaring sampling and elicitation.
 async fn post_2026(server: &TestServer, id: i64, method: &str, mut params: Value) -> Value {
-    let meta = params
-        .as_object_mut()
-        .unwrap()
-        .entry("_meta")
-        .or_insert_with(|| json!({}));
-    meta["io.modelcontextprotocol/protocolVersion"] = json!("2026-07-28");
-    meta["io.modelcontextprotocol/clientInfo"] = json!({"name": "it", "version": "1"});
-    meta["io.modelcontextprotocol/clientCapabilities"] = json!({"sampling": {}, "elicitation": {}});
-    let mut request = server
-        .mcp_post()
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", method);
+    params["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+        json!({"sampling": {}, "elicitation": {}});
     let named = params.get("name").or_else(|| params.get("uri"));
-    if let Some(name) = named.and_then(Value::as_str) {
-        request = request.header("mcp-name", name);
-    }
-    let response = request
-        .json(&json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}))
-        .send()
+    let name = named.and_then(Value::as_str).map(str::to_owned);
+    server
+        .stateless_request(id, method, name.as_deref(), params)
         .await
-        .unwrap();
-    response_message(response).await
+        .1
 }
 
 /// A 2026-07-28 `tools/call` whose `_meta` already holds the client's
 /// capabilities (as declared, possibly none).
-async fn post_2026_as_declared(server: &TestServer, id: i64, mut params: Value) -> Value {
-    let meta = &mut params["_meta"];
-    meta["io.modelcontextprotocol/protocolVersion"] = json!("2026-07-28");
-    meta["io.modelcontextprotocol/clientInfo"] = json!({"name": "it", "version": "1"});
+async fn post_2026_as_declared(server: &TestServer, id: i64, params: Value) -> Value {
     let name = params["name"].as_str().unwrap().to_owned();
-    let response = server
-        .mcp_post()
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", name)
-        .json(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":params}))
-        .send()
+    server
+        .stateless_request(id, "tools/call", Some(&name), params)
         .await
-        .unwrap();
-    response_message(response).await
+        .1
 }
 
 fn sampling_call(prompt: &str) -> Value {
