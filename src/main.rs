@@ -13,6 +13,12 @@ use mcpgate::{
     telemetry,
 };
 
+/// mimalloc instead of glibc's malloc: a proxied call allocates many
+/// mid-size blocks across tokio's threads, where glibc's arenas spent a
+/// quarter of the hop's CPU (docs/benchmarks.md, "A cheaper hop").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for configuration problems, distinct from runtime failures.
 const EXIT_CONFIG: u8 = 2;
 /// Exit status when the reader of the output went away: 128 + SIGPIPE, what

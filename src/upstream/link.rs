@@ -29,9 +29,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     GatewayError,
+    http_call::{HttpCallError, HttpCaller},
     legacy_sse::LegacySseError,
     locks::lock,
-    outbound::{GatewayHttpClient, HeaderSources},
+    outbound::{GatewayHttpClient, HeaderSources, SessionRoute},
     relay::{CountingTransport, Origin, Relay, RelayClient},
     settings::{Transport, UpstreamConfig},
 };
@@ -152,6 +153,9 @@ pub struct Link {
     /// The stdio child's own empty working directory when none is configured;
     /// removed when the link ends.
     workdir: Mutex<Option<std::path::PathBuf>>,
+    /// Posts calls itself on a Streamable HTTP connection's session
+    /// (`http_call.rs`); none on stdio and legacy HTTP+SSE.
+    http_call: Mutex<Option<Arc<HttpCaller>>>,
 }
 
 /// Longest wait for a starting or restarting upstream before a call fails.
@@ -183,8 +187,10 @@ impl Link {
             connection: Mutex::new(None),
             legacy_sse: std::sync::atomic::AtomicBool::new(false),
             workdir: Mutex::new(None),
+            http_call: Mutex::new(None),
         });
         let supervised = link.clone();
+        let headers = Arc::new(headers);
         tokio::spawn(async move { supervised.supervise(headers, http, on_change).await });
         link
     }
@@ -224,7 +230,7 @@ impl Link {
 
     async fn supervise(
         self: Arc<Self>,
-        headers: HeaderSources,
+        headers: Arc<HeaderSources>,
         http: reqwest::Client,
         on_change: StateHook,
     ) {
@@ -339,10 +345,11 @@ impl Link {
 
     async fn connect(
         &self,
-        headers: &HeaderSources,
+        headers: &Arc<HeaderSources>,
         http: &reqwest::Client,
     ) -> Result<rmcp::service::RunningService<RoleClient, RelayClient>, ConnectError> {
         let client = RelayClient::new(self.relay.clone());
+        *lock(&self.http_call) = None;
         match &self.config.transport {
             Transport::Stdio {
                 program,
@@ -385,12 +392,21 @@ impl Link {
                 if !self.legacy_sse.load(Ordering::Relaxed) {
                     let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
                         .max_concurrent_requests(self.config.max_concurrent_calls);
+                    let route = Arc::new(SessionRoute::default());
                     let transport = StreamableHttpClientTransport::with_client(
-                        GatewayHttpClient::new(http.clone(), headers.clone()),
+                        GatewayHttpClient::new(http.clone(), headers.clone(), route.clone()),
                         config,
                     );
                     match client.clone().serve(self.counted(transport)).await {
-                        Ok(running) => return Ok(running),
+                        Ok(running) => {
+                            *lock(&self.http_call) = Some(Arc::new(HttpCaller::new(
+                                url.clone(),
+                                http.clone(),
+                                headers.clone(),
+                                route,
+                            )));
+                            return Ok(running);
+                        }
                         Err(streamable) => {
                             let legacy = super::legacy_sse::connect(url, http, headers).await;
                             let transport = match legacy {
@@ -483,6 +499,30 @@ impl Link {
             },
         };
         let peer = self.peer().await?;
+        let mut request = request;
+        let http_call = lock(&self.http_call).clone();
+        if let Some(caller) = http_call
+            && let Some(session) = caller.session()
+        {
+            let call = self.relay.begin(origin.clone());
+            let posted = caller
+                .request(
+                    &self.relay,
+                    session,
+                    &mut request,
+                    origin.as_ref(),
+                    timeout,
+                    cancel,
+                )
+                .await;
+            drop(call);
+            match posted {
+                Ok(result) => return Ok(result),
+                // Nothing ran: rmcp's client re-initializes and sends it again.
+                Err(HttpCallError::SessionGone) => {}
+                Err(e) => return Err(self.http_failure(e)),
+            }
+        }
         let call = self.relay.begin(origin);
         let handle = peer
             .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
@@ -503,6 +543,34 @@ impl Link {
                 let _ = peer.send_notification(notice.into()).await;
                 Err(GatewayError::Cancelled)
             }
+        }
+    }
+
+    fn http_failure(&self, e: HttpCallError) -> GatewayError {
+        let upstream = self.upstream.clone();
+        match e {
+            HttpCallError::Rpc(e) => GatewayError::Upstream(e),
+            HttpCallError::Timeout => GatewayError::Timeout {
+                upstream,
+                secs: self.config.call_timeout.as_secs(),
+            },
+            HttpCallError::Cancelled => GatewayError::Cancelled,
+            HttpCallError::Unreachable(_) => {
+                // As for rmcp's own sends below: the link shows down and
+                // reconnects with backoff.
+                if let Some(connection) = lock(&self.connection).take() {
+                    connection.cancel();
+                }
+                GatewayError::Unavailable {
+                    upstream,
+                    reason: "cannot connect".to_owned(),
+                }
+            }
+            HttpCallError::Ended => GatewayError::Closed { upstream },
+            other => GatewayError::Unavailable {
+                upstream,
+                reason: other.to_string(),
+            },
         }
     }
 

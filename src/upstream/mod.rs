@@ -6,6 +6,7 @@
 #![allow(deprecated)]
 
 pub mod connect_page;
+pub mod http_call;
 pub mod hub;
 pub mod legacy_sse;
 pub mod link;

@@ -289,6 +289,53 @@ impl HeaderSources {
     }
 }
 
+/// The session a Streamable HTTP upstream connection is on, as rmcp last
+/// sent it: the session id (none for a stateless upstream) and the
+/// negotiated `MCP-Protocol-Version`. Calls posted by mcpgate itself
+/// (`http_call.rs`) go out with the same two headers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionHeaders {
+    pub session: Option<Arc<str>>,
+    pub version: HeaderValue,
+}
+
+/// Where [`GatewayHttpClient`] notes the [`SessionHeaders`] of its
+/// connection. Empty until `initialize` is done, and on a 2026-07-28
+/// connection, whose requests need headers derived per call by rmcp
+/// (`Mcp-Method`, `Mcp-Name`, `Mcp-Param-*`).
+#[derive(Default)]
+pub struct SessionRoute(std::sync::Mutex<Option<SessionHeaders>>);
+
+impl SessionRoute {
+    pub fn current(&self) -> Option<SessionHeaders> {
+        lock(&self.0).clone()
+    }
+
+    fn note(&self, session: &Option<Arc<str>>, headers: &HashMap<HeaderName, HeaderValue>) {
+        // Looked up by `HeaderName`: a `&str` key hashes differently.
+        let noted = if headers.contains_key(&HeaderName::from_static("mcp-method")) {
+            None
+        } else {
+            match headers.get(&HeaderName::from_static("mcp-protocol-version")) {
+                Some(version) => Some(SessionHeaders {
+                    session: session.clone(),
+                    version: version.clone(),
+                }),
+                // `initialize` itself: nothing negotiated yet.
+                None => return,
+            }
+        };
+        let mut current = lock(&self.0);
+        if *current != noted {
+            *current = noted;
+        }
+    }
+
+    fn forget(&self) {
+        *lock(&self.0) = None;
+    }
+}
+
 /// reqwest with [`HeaderSources`] applied to every request. Of what rmcp
 /// passes, only the protocol's own headers go out (see
 /// [`with_protocol_headers`]); its auth header is replaced by ours.
@@ -296,13 +343,19 @@ impl HeaderSources {
 pub struct GatewayHttpClient {
     inner: reqwest::Client,
     sources: Arc<HeaderSources>,
+    route: Arc<SessionRoute>,
 }
 
 impl GatewayHttpClient {
-    pub fn new(inner: reqwest::Client, sources: HeaderSources) -> Self {
+    pub fn new(
+        inner: reqwest::Client,
+        sources: Arc<HeaderSources>,
+        route: Arc<SessionRoute>,
+    ) -> Self {
         GatewayHttpClient {
             inner,
-            sources: Arc::new(sources),
+            sources,
+            route,
         }
     }
 }
@@ -318,6 +371,7 @@ impl StreamableHttpClient for GatewayHttpClient {
         _auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        self.route.note(&session_id, &custom_headers);
         let (auth, ours) = self.sources.current().await;
         let headers = with_protocol_headers(custom_headers, ours);
         let response = self
@@ -336,6 +390,7 @@ impl StreamableHttpClient for GatewayHttpClient {
         custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        self.route.note(&session_id, &custom_headers);
         let (auth, ours) = self.sources.current().await;
         let headers = with_protocol_headers(custom_headers, ours);
         let response = self
@@ -361,6 +416,7 @@ impl StreamableHttpClient for GatewayHttpClient {
         custom_headers: HashMap<HeaderName, HeaderValue>,
         limits: StreamableHttpResponseLimits,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        self.route.note(&session_id, &custom_headers);
         let (auth, ours) = self.sources.current().await;
         let headers = with_protocol_headers(custom_headers, ours);
         let response = self
@@ -377,6 +433,7 @@ impl StreamableHttpClient for GatewayHttpClient {
         _auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<(), StreamableHttpError<Self::Error>> {
+        self.route.forget();
         let (auth, ours) = self.sources.current().await;
         let headers = with_protocol_headers(custom_headers, ours);
         self.inner
@@ -555,6 +612,43 @@ mod tests {
             out.push(e.unwrap().data);
         }
         out
+    }
+
+    #[test]
+    fn the_session_is_noted_from_rmcps_posts_after_initialize_only_on_a_2025_link() {
+        let route = SessionRoute::default();
+        let version = |v: &'static str| {
+            HashMap::from([(
+                HeaderName::from_static("mcp-protocol-version"),
+                HeaderValue::from_static(v),
+            )])
+        };
+        // `initialize` carries no version yet: nothing to post on.
+        route.note(&None, &HashMap::new());
+        assert_eq!(route.current(), None);
+        let session: Option<Arc<str>> = Some("s-1".into());
+        route.note(&session, &version("2025-11-25"));
+        assert_eq!(
+            route.current(),
+            Some(SessionHeaders {
+                session: session.clone(),
+                version: HeaderValue::from_static("2025-11-25"),
+            })
+        );
+        // A stateless upstream: the version, no session id.
+        route.note(&None, &version("2025-06-18"));
+        assert_eq!(route.current().unwrap().session, None);
+        // A 2026-07-28 link derives headers per call: not posted directly.
+        let mut modern = version("2026-07-28");
+        modern.insert(
+            HeaderName::from_static("mcp-method"),
+            HeaderValue::from_static("tools/call"),
+        );
+        route.note(&session, &modern);
+        assert_eq!(route.current(), None);
+        route.note(&session, &version("2025-11-25"));
+        route.forget();
+        assert_eq!(route.current(), None);
     }
 
     #[test]

@@ -287,6 +287,160 @@ fn downstream_failed(e: ServiceError) -> ErrorData {
     }
 }
 
+/// An upstream's sampling request, asked of `origin`'s caller.
+async fn sample(
+    origin: Origin,
+    params: CreateMessageRequestParams,
+) -> Result<CreateMessageResult, ErrorData> {
+    let peer = match Caller::of(origin) {
+        Caller::Asks(asks) => {
+            let request = CreateMessageRequest::new(params);
+            return ask(
+                &asks,
+                InputRequest::CreateMessage(request),
+                "sampling request",
+            )
+            .await;
+        }
+        Caller::Peer(peer) => peer,
+    };
+    match peer
+        .send_request(ServerRequest::CreateMessageRequest(
+            CreateMessageRequest::new(params),
+        ))
+        .await
+        .map_err(downstream_failed)?
+    {
+        ClientResult::CreateMessageResult(r) => Ok(*r),
+        _ => Err(ErrorData::internal_error(
+            "the client answered sampling with something else",
+            None,
+        )),
+    }
+}
+
+/// An upstream's elicitation, asked of `origin`'s caller.
+async fn elicit(origin: Origin, params: ElicitRequestParams) -> Result<ElicitResult, ErrorData> {
+    let peer = match Caller::of(origin) {
+        Caller::Asks(asks) => {
+            let request = InputRequest::Elicitation(ElicitRequest::new(params));
+            return ask(&asks, request, "elicitation").await;
+        }
+        Caller::Peer(peer) => peer,
+    };
+    match peer
+        .send_request(ServerRequest::ElicitRequest(ElicitRequest::new(params)))
+        .await
+        .map_err(downstream_failed)?
+    {
+        ClientResult::ElicitResult(r) => Ok(r),
+        _ => Err(ErrorData::internal_error(
+            "the client answered elicitation with something else",
+            None,
+        )),
+    }
+}
+
+/// An upstream's roots request, asked of `origin`'s caller.
+async fn roots(origin: Origin) -> Result<ListRootsResult, ErrorData> {
+    let peer = match Caller::of(origin) {
+        Caller::Asks(asks) => {
+            let request = InputRequest::ListRoots(ListRootsRequest::default());
+            return ask(&asks, request, "roots request").await;
+        }
+        Caller::Peer(peer) => peer,
+    };
+    match peer
+        .send_request(ServerRequest::ListRootsRequest(ListRootsRequest::default()))
+        .await
+        .map_err(downstream_failed)?
+    {
+        ClientResult::ListRootsResult(r) => Ok(r),
+        _ => Err(ErrorData::internal_error(
+            "the client answered roots/list with something else",
+            None,
+        )),
+    }
+}
+
+/// The answer to an upstream's request made while serving `origin`'s call
+/// (the request came on that call's own answer stream, so it is certainly
+/// that caller's).
+pub async fn answer_for(origin: Origin, request: ServerRequest) -> Result<ClientResult, ErrorData> {
+    match request {
+        ServerRequest::PingRequest(_) => Ok(ClientResult::empty(())),
+        ServerRequest::CreateMessageRequest(r) => sample(origin, r.params)
+            .await
+            .map(|r| ClientResult::CreateMessageResult(Box::new(r))),
+        ServerRequest::ElicitRequest(r) => elicit(origin, r.params)
+            .await
+            .map(ClientResult::ElicitResult),
+        ServerRequest::ListRootsRequest(_) => {
+            roots(origin).await.map(ClientResult::ListRootsResult)
+        }
+        ServerRequest::CustomRequest(r) => Err(ErrorData::new(
+            rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+            format!("mcpgate does not relay {} to its clients", r.method),
+            None,
+        )),
+        _ => Err(ErrorData::new(
+            rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+            "mcpgate does not relay this request to its clients",
+            None,
+        )),
+    }
+}
+
+/// Progress for `origin`'s call, under the caller's own token; dropped when
+/// the caller asked for none.
+pub async fn progress_to(origin: &Origin, mut params: ProgressNotificationParam) {
+    if let Some(token) = &origin.progress {
+        params.progress_token = token.clone();
+        let _ = origin.peer.notify_progress(params).await;
+    }
+}
+
+impl Relay {
+    /// A notification that is not about one call: resource updates to the
+    /// sessions that follow the resource, list changes to every session (of
+    /// this link's principal).
+    pub async fn fan_out(&self, notification: ServerNotification) {
+        let owner = self.owner.as_deref();
+        match notification {
+            ServerNotification::ResourceUpdatedNotification(n) => {
+                for peer in self.hub.subscribers(&self.upstream, &n.params.uri) {
+                    let _ = peer.notify_resource_updated(n.params.clone()).await;
+                }
+            }
+            ServerNotification::ResourceListChangedNotification(_) => {
+                for peer in self.hub.peers(owner) {
+                    let _ = peer.notify_resource_list_changed().await;
+                }
+                for sink in self.hub.sinks(owner) {
+                    let _ = sink.notify_resource_list_changed().await;
+                }
+            }
+            ServerNotification::ToolListChangedNotification(_) => {
+                for peer in self.hub.peers(owner) {
+                    let _ = peer.notify_tool_list_changed().await;
+                }
+                for sink in self.hub.sinks(owner) {
+                    let _ = sink.notify_tool_list_changed().await;
+                }
+            }
+            ServerNotification::PromptListChangedNotification(_) => {
+                for peer in self.hub.peers(owner) {
+                    let _ = peer.notify_prompt_list_changed().await;
+                }
+                for sink in self.hub.sinks(owner) {
+                    let _ = sink.notify_prompt_list_changed().await;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 impl ClientHandler for RelayClient {
     fn get_info(&self) -> ClientConfig {
         let mut capabilities = ClientCapabilities::default();
@@ -308,31 +462,7 @@ impl ClientHandler for RelayClient {
             .relay
             .attributable()
             .ok_or_else(|| no_caller("sampling request"))?;
-        let peer = match Caller::of(origin) {
-            Caller::Asks(asks) => {
-                let request = CreateMessageRequest::new(params);
-                return ask(
-                    &asks,
-                    InputRequest::CreateMessage(request),
-                    "sampling request",
-                )
-                .await;
-            }
-            Caller::Peer(peer) => peer,
-        };
-        match peer
-            .send_request(ServerRequest::CreateMessageRequest(
-                CreateMessageRequest::new(params),
-            ))
-            .await
-            .map_err(downstream_failed)?
-        {
-            ClientResult::CreateMessageResult(r) => Ok(*r),
-            _ => Err(ErrorData::internal_error(
-                "the client answered sampling with something else",
-                None,
-            )),
-        }
+        sample(origin, params).await
     }
 
     async fn create_elicitation(
@@ -344,24 +474,7 @@ impl ClientHandler for RelayClient {
             .relay
             .attributable()
             .ok_or_else(|| no_caller("elicitation"))?;
-        let peer = match Caller::of(origin) {
-            Caller::Asks(asks) => {
-                let request = InputRequest::Elicitation(ElicitRequest::new(params));
-                return ask(&asks, request, "elicitation").await;
-            }
-            Caller::Peer(peer) => peer,
-        };
-        match peer
-            .send_request(ServerRequest::ElicitRequest(ElicitRequest::new(params)))
-            .await
-            .map_err(downstream_failed)?
-        {
-            ClientResult::ElicitResult(r) => Ok(r),
-            _ => Err(ErrorData::internal_error(
-                "the client answered elicitation with something else",
-                None,
-            )),
-        }
+        elicit(origin, params).await
     }
 
     async fn list_roots(
@@ -372,24 +485,7 @@ impl ClientHandler for RelayClient {
             .relay
             .attributable()
             .ok_or_else(|| no_caller("roots request"))?;
-        let peer = match Caller::of(origin) {
-            Caller::Asks(asks) => {
-                let request = InputRequest::ListRoots(ListRootsRequest::default());
-                return ask(&asks, request, "roots request").await;
-            }
-            Caller::Peer(peer) => peer,
-        };
-        match peer
-            .send_request(ServerRequest::ListRootsRequest(ListRootsRequest::default()))
-            .await
-            .map_err(downstream_failed)?
-        {
-            ClientResult::ListRootsResult(r) => Ok(r),
-            _ => Err(ErrorData::internal_error(
-                "the client answered roots/list with something else",
-                None,
-            )),
-        }
+        roots(origin).await
     }
 
     async fn on_progress(
@@ -398,15 +494,11 @@ impl ClientHandler for RelayClient {
         _context: NotificationContext<RoleClient>,
     ) {
         let _relayed = Relaying(&self.relay.relayed);
-        let target = lock(&self.relay.calls).values().find_map(|c| {
-            (c.upstream_token.as_ref() == Some(&params.progress_token))
-                .then(|| (c.origin.peer.clone(), c.origin.progress.clone()))
+        let origin = lock(&self.relay.calls).values().find_map(|c| {
+            (c.upstream_token.as_ref() == Some(&params.progress_token)).then(|| c.origin.clone())
         });
-        // Only callers that asked for progress get it, under their own token.
-        if let Some((peer, Some(token))) = target {
-            let mut forwarded = params;
-            forwarded.progress_token = token;
-            let _ = peer.notify_progress(forwarded).await;
+        if let Some(origin) = origin {
+            progress_to(&origin, params).await;
         }
     }
 
@@ -434,40 +526,36 @@ impl ClientHandler for RelayClient {
         params: ResourceUpdatedNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        for peer in self
-            .relay
-            .hub
-            .subscribers(&self.relay.upstream, &params.uri)
-        {
-            let _ = peer.notify_resource_updated(params.clone()).await;
-        }
+        let notification = rmcp::model::ResourceUpdatedNotification::new(params);
+        self.relay
+            .fan_out(ServerNotification::ResourceUpdatedNotification(
+                notification,
+            ))
+            .await;
     }
 
     async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        for peer in self.relay.hub.peers(self.relay.owner.as_deref()) {
-            let _ = peer.notify_resource_list_changed().await;
-        }
-        for sink in self.relay.hub.sinks(self.relay.owner.as_deref()) {
-            let _ = sink.notify_resource_list_changed().await;
-        }
+        self.relay
+            .fan_out(ServerNotification::ResourceListChangedNotification(
+                Default::default(),
+            ))
+            .await;
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        for peer in self.relay.hub.peers(self.relay.owner.as_deref()) {
-            let _ = peer.notify_tool_list_changed().await;
-        }
-        for sink in self.relay.hub.sinks(self.relay.owner.as_deref()) {
-            let _ = sink.notify_tool_list_changed().await;
-        }
+        self.relay
+            .fan_out(ServerNotification::ToolListChangedNotification(
+                Default::default(),
+            ))
+            .await;
     }
 
     async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        for peer in self.relay.hub.peers(self.relay.owner.as_deref()) {
-            let _ = peer.notify_prompt_list_changed().await;
-        }
-        for sink in self.relay.hub.sinks(self.relay.owner.as_deref()) {
-            let _ = sink.notify_prompt_list_changed().await;
-        }
+        self.relay
+            .fan_out(ServerNotification::PromptListChangedNotification(
+                Default::default(),
+            ))
+            .await;
     }
 }
 

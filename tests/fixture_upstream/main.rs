@@ -5,6 +5,7 @@
 //! ```text
 //! fixture-upstream [--stdio]            MCP over stdin/stdout
 //! fixture-upstream --http ADDR          Streamable HTTP at http://ADDR/mcp
+//! fixture-upstream --http-json ADDR     the same, answering each POST with one JSON body
 //! ```
 //!
 //! stdout carries the protocol in stdio mode, so diagnostics go to stderr only. In HTTP mode
@@ -31,20 +32,21 @@ use rmcp::{
 
 use crate::server::{FixtureServer, Shared};
 
-const USAGE: &str = "usage: fixture-upstream [--stdio | --http HOST:PORT]";
+const USAGE: &str = "usage: fixture-upstream [--stdio | --http HOST:PORT | --http-json HOST:PORT]";
 
 enum Mode {
     Stdio,
-    Http(SocketAddr),
+    /// The address, and whether POSTs are answered with JSON bodies (no SSE).
+    Http(SocketAddr, bool),
 }
 
 fn parse_args(args: &[String]) -> Result<Mode, String> {
     match args {
         [] => Ok(Mode::Stdio),
         [flag] if flag == "--stdio" => Ok(Mode::Stdio),
-        [flag, addr] if flag == "--http" => addr
+        [flag, addr] if flag == "--http" || flag == "--http-json" => addr
             .parse()
-            .map(Mode::Http)
+            .map(|addr| Mode::Http(addr, flag == "--http-json"))
             .map_err(|err| format!("bad address {addr:?}: {err}")),
         _ => Err(format!("unexpected arguments: {}", args.join(" "))),
     }
@@ -66,7 +68,7 @@ async fn main() -> ExitCode {
     };
     let served = match mode {
         Mode::Stdio => serve_stdio().await,
-        Mode::Http(addr) => serve_http(addr).await,
+        Mode::Http(addr, json) => serve_http(addr, json).await,
     };
     match served {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,14 +92,15 @@ async fn serve_stdio() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve_http(addr: SocketAddr) -> anyhow::Result<()> {
+async fn serve_http(addr: SocketAddr, json: bool) -> anyhow::Result<()> {
     let shared = Shared::new();
     // rmcp's defaults: sessions for the 2025 revisions, stateless for 2026-07-28, SSE
-    // responses (so notifications reach the client mid-call), and only loopback Host headers.
+    // responses (so notifications reach the client mid-call; JSON bodies with --http-json),
+    // and only loopback Host headers.
     let service = StreamableHttpService::new(
         move || Ok(FixtureServer::new(Arc::clone(&shared))),
         Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default(),
+        StreamableHttpServerConfig::default().with_json_response(json),
     );
     let router = axum::Router::new().route_service("/mcp", service);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -99,7 +99,7 @@ pub async fn call(server: &TestServer, sid: &str, id: i64, name: &str, arguments
 }
 
 /// The text of a successful tool result.
-fn text(message: &Value) -> String {
+pub fn text(message: &Value) -> String {
     assert_eq!(message["result"]["isError"], json!(false), "{message}");
     message["result"]["content"][0]["text"]
         .as_str()
@@ -114,7 +114,7 @@ pub fn structured(message: &Value) -> &Value {
 }
 
 /// The JSON-RPC error code of a response that must be an error.
-fn error_code(message: &Value) -> i64 {
+pub fn error_code(message: &Value) -> i64 {
     message["error"]["code"]
         .as_i64()
         .unwrap_or_else(|| panic!("not a JSON-RPC error: {message}"))
@@ -199,7 +199,7 @@ async fn metric(server: &TestServer, series: &str) -> Option<f64> {
 }
 
 /// The `/readyz` entry of one upstream.
-async fn readiness(server: &TestServer, upstream: &str) -> (Value, Value) {
+pub async fn readiness(server: &TestServer, upstream: &str) -> (Value, Value) {
     let body = server.get_json("/readyz").await;
     let entry = body["upstreams"]
         .as_array()
@@ -220,20 +220,28 @@ fn jwt_claims(token: &str) -> Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
-/// The fixture serving Streamable HTTP; killed on drop.
+/// The fixture serving Streamable HTTP; killed on drop. Its stderr goes to
+/// a file, readable with [`HttpFixture::stderr`].
 pub struct HttpFixture {
     child: std::process::Child,
     pub url: String,
+    stderr: tempfile::NamedTempFile,
 }
 
 impl HttpFixture {
     /// On `addr`; port 0 lets it pick a free port (the URL says which).
     pub fn start(addr: &str) -> HttpFixture {
+        HttpFixture::start_as("--http", addr)
+    }
+
+    /// With the fixture's mode flag: `--http` (SSE answers) or `--http-json`.
+    pub fn start_as(flag: &str, addr: &str) -> HttpFixture {
+        let stderr = tempfile::NamedTempFile::new().unwrap();
         let mut child = Command::new(fixture_bin())
-            .args(["--http", addr])
+            .args([flag, addr])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(stderr.reopen().unwrap()))
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -252,21 +260,27 @@ impl HttpFixture {
         HttpFixture {
             url: url.to_owned(),
             child,
+            stderr,
         }
     }
 
-    fn addr(&self) -> String {
+    pub fn addr(&self) -> String {
         let url = url::Url::parse(&self.url).unwrap();
         format!("{}:{}", url.host_str().unwrap(), url.port().unwrap())
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// What the fixture wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
     }
 }
 

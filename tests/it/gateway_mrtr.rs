@@ -94,7 +94,7 @@ fn refusal(message: &Value) -> String {
 
 /// A 2026-07-28 client that answers sampling and elicitation.
 #[derive(Clone)]
-struct Answering;
+pub struct Answering;
 
 impl ClientHandler for Answering {
     fn get_info(&self) -> ClientConfig {
@@ -126,7 +126,7 @@ impl ClientHandler for Answering {
     }
 }
 
-async fn modern_client(server: &TestServer) -> RunningService<RoleClient, Answering> {
+pub async fn modern_client(server: &TestServer) -> RunningService<RoleClient, Answering> {
     let transport = StreamableHttpClientTransport::from_uri(server.url("/mcp"));
     Answering
         .serve_with_lifecycle(
@@ -139,14 +139,14 @@ async fn modern_client(server: &TestServer) -> RunningService<RoleClient, Answer
         .unwrap()
 }
 
-fn call_params(name: &str, arguments: Value) -> CallToolRequestParams {
+pub fn call_params(name: &str, arguments: Value) -> CallToolRequestParams {
     let Value::Object(arguments) = arguments else {
         panic!("arguments must be an object")
     };
     CallToolRequestParams::new(name.to_owned()).with_arguments(arguments)
 }
 
-fn result_text(result: &rmcp::model::CallToolResult) -> String {
+pub fn result_text(result: &rmcp::model::CallToolResult) -> String {
     serde_json::to_value(&result.content[0]).unwrap()["text"]
         .as_str()
         .unwrap()

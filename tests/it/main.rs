@@ -17,6 +17,7 @@ mod drain;
 mod enterprise_auth;
 mod fake_idp;
 mod gateway;
+mod gateway_http;
 mod gateway_mrtr;
 mod local_auth;
 mod machine_clients;

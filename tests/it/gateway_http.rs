@@ -1,0 +1,313 @@
+//! Calls mcpgate posts itself to a Streamable HTTP upstream
+//! (`src/upstream/http_call.rs`), against the fixture over real HTTP: what
+//! the upstream sends about a call while running it (progress, log
+//! messages, its sampling request) reaches that call's caller, in both eras;
+//! its errors pass through; a JSON answer works as an SSE one does; a
+//! timeout or a client's cancellation reaches the upstream; an upstream that
+//! forgot the session (restarted) is re-initialized without failing the call;
+//! one that is gone fails the call with its name.
+
+// Sampling and logging are deprecated by SEP-2577 but still what an upstream may send.
+#![allow(deprecated)]
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use rmcp::{
+    ClientHandler, ErrorData, RoleClient, ServiceExt,
+    model::{
+        CallToolRequestParams, ClientCapabilities, ClientConfig, CreateMessageRequestParams,
+        CreateMessageResult, Implementation, LoggingLevel, LoggingMessageNotificationParam,
+        ProgressNotificationParam, SamplingMessage, SetLevelRequestParams,
+    },
+    service::{NotificationContext, RequestContext},
+    transport::StreamableHttpClientTransport,
+};
+use serde_json::json;
+
+use crate::{
+    common::TestServer,
+    gateway::{HttpFixture, call, error_code, http, readiness, text},
+    gateway_mrtr::{call_params, modern_client, result_text},
+};
+
+/// mcpgate without authentication in front of one HTTP upstream "web".
+async fn gateway_to(url: &str, timeout_secs: Option<u64>) -> TestServer {
+    let url = url.to_owned();
+    TestServer::start_with(move |raw| {
+        raw.upstreams = vec![mcpgate::upstream::settings::RawUpstream {
+            call_timeout_secs: timeout_secs,
+            ..http("web", &url)
+        }]
+    })
+    .await
+}
+
+/// A 2025-11-25 session client that answers sampling and keeps the
+/// progress and log notifications it gets.
+#[derive(Clone, Default)]
+struct Recording {
+    progress: Arc<Mutex<Vec<f64>>>,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl ClientHandler for Recording {
+    fn get_info(&self) -> ClientConfig {
+        let mut capabilities = ClientCapabilities::default();
+        capabilities.sampling = Some(Default::default());
+        ClientConfig::new(capabilities, Implementation::new("it-http-call", "1"))
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let asked = serde_json::to_value(&params.messages).unwrap();
+        let prompt = asked[0]["content"]["text"]
+            .as_str()
+            .unwrap_or("?")
+            .to_owned();
+        Ok(CreateMessageResult::new(
+            SamplingMessage::assistant_text(format!("sampled {prompt}")),
+            "it-model".to_owned(),
+        ))
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress.lock().unwrap().push(params.progress);
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.logs.lock().unwrap().push(params.data.to_string());
+    }
+}
+
+/// Whether `check` holds within 5 s.
+async fn eventually(check: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+fn named(name: &str) -> CallToolRequestParams {
+    CallToolRequestParams::new(name.to_owned())
+}
+
+#[tokio::test]
+async fn an_http_upstreams_progress_logs_and_sampling_reach_the_session_that_called() {
+    let fixture = HttpFixture::start("127.0.0.1:0");
+    let server = gateway_to(&fixture.url, None).await;
+    let handler = Recording::default();
+    let client = handler
+        .clone()
+        .serve(StreamableHttpClientTransport::from_uri(server.url("/mcp")))
+        .await
+        .unwrap();
+    client
+        .set_level(SetLevelRequestParams::new(LoggingLevel::Debug))
+        .await
+        .unwrap();
+
+    // rmcp's client asks for progress on every call; the upstream's reach it
+    // under the client's own token, before the result.
+    let result = client
+        .call_tool(named("test_tool_with_progress"))
+        .await
+        .unwrap();
+    assert_eq!(
+        result_text(&result),
+        "Tool with progress executed successfully"
+    );
+    // rmcp's client handles each notification in a task of its own, so the
+    // last ones may be handled just after the result.
+    let all_progress = || handler.progress.lock().unwrap().len() == 3;
+    assert!(eventually(all_progress).await);
+    assert_eq!(*handler.progress.lock().unwrap(), vec![0.0, 50.0, 100.0]);
+
+    let result = client
+        .call_tool(named("test_tool_with_logging"))
+        .await
+        .unwrap();
+    assert_eq!(
+        result_text(&result),
+        "Tool with logging executed successfully"
+    );
+    assert!(eventually(|| handler.logs.lock().unwrap().len() >= 3).await);
+    let logs = handler.logs.lock().unwrap().join("\n");
+    for step in [
+        "Tool execution started",
+        "Tool processing data",
+        "Tool execution completed",
+    ] {
+        assert!(logs.contains(step), "{step} missing from {logs}");
+    }
+
+    // The upstream's sampling request, asked on the call's own answer stream,
+    // goes to this client and its answer back upstream.
+    let result = client
+        .call_tool(call_params(
+            "test_sampling",
+            json!({"prompt": "two plus two"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(result_text(&result), "LLM response: sampled two plus two");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_http_upstreams_sampling_reaches_a_2026_client_as_input_required() {
+    let fixture = HttpFixture::start("127.0.0.1:0");
+    let server = gateway_to(&fixture.url, None).await;
+    let client = modern_client(&server).await;
+    let result = client
+        .call_tool(call_params("test_sampling", json!({"prompt": "hello"})))
+        .await
+        .unwrap();
+    assert!(
+        result_text(&result).starts_with("LLM response: answer to"),
+        "{result:?}"
+    );
+    assert!(result_text(&result).contains("hello"), "{result:?}");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_http_upstreams_errors_and_json_answers_pass_through() {
+    for flag in ["--http", "--http-json"] {
+        let fixture = HttpFixture::start_as(flag, "127.0.0.1:0");
+        let server = gateway_to(&fixture.url, None).await;
+        let sid = server.initialize().await;
+        let reply = call(&server, &sid, 2, "echo", json!({"text": "plain"})).await;
+        assert_eq!(text(&reply), "plain", "{flag}: {reply}");
+        // The upstream's JSON-RPC error, unchanged.
+        let reply = call(&server, &sid, 3, "no_such_tool", json!({})).await;
+        assert_eq!(error_code(&reply), -32602, "{flag}: {reply}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("unknown tool: no_such_tool"),
+            "{flag}: {reply}"
+        );
+        // A tool error is a result, also unchanged.
+        let reply = call(&server, &sid, 4, "test_error_handling", json!({})).await;
+        assert_eq!(reply["result"]["isError"], json!(true), "{flag}: {reply}");
+    }
+}
+
+/// Waits (bounded) for `needle` in the fixture's stderr.
+async fn wait_stderr(fixture: &HttpFixture, needle: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if fixture.stderr().contains(needle) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_timeout_or_a_cancellation_reaches_the_http_upstream_and_the_link_stays_usable() {
+    let fixture = HttpFixture::start("127.0.0.1:0");
+    let server = gateway_to(&fixture.url, Some(1)).await;
+    let sid = server.initialize().await;
+    let started = Instant::now();
+    let reply = call(&server, &sid, 2, "sleep", json!({"seconds": 20})).await;
+    assert_eq!(error_code(&reply), -32001, "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{reply}");
+    assert!(
+        wait_stderr(&fixture, "sleep cancelled").await,
+        "the upstream was not told: {}",
+        fixture.stderr()
+    );
+    let reply = call(&server, &sid, 3, "echo", json!({"text": "still here"})).await;
+    assert_eq!(text(&reply), "still here");
+
+    // A client's own cancellation, with rmcp's client.
+    let fixture = HttpFixture::start("127.0.0.1:0");
+    let server = gateway_to(&fixture.url, None).await;
+    let client = Recording::default()
+        .serve(StreamableHttpClientTransport::from_uri(server.url("/mcp")))
+        .await
+        .unwrap();
+    let handle = client
+        .send_cancellable_request(
+            rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(
+                call_params("sleep", json!({"seconds": 20})),
+            )),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    handle
+        .cancel(Some("the user gave up".to_owned()))
+        .await
+        .unwrap();
+    assert!(
+        wait_stderr(&fixture, "sleep cancelled").await,
+        "the cancellation did not reach the upstream: {}",
+        fixture.stderr()
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_http_upstream_that_restarted_gets_a_new_session_and_the_call_succeeds() {
+    let mut fixture = HttpFixture::start("127.0.0.1:0");
+    let addr = fixture.addr();
+    let server = gateway_to(&fixture.url, None).await;
+    let sid = server.initialize().await;
+    let first = call(&server, &sid, 2, "pid", json!({})).await;
+    let before = first["result"]["structuredContent"]["pid"].clone();
+    fixture.kill();
+    // The same address, a new process that knows no session.
+    let fixture = HttpFixture::start(&addr);
+    let reply = call(&server, &sid, 3, "pid", json!({})).await;
+    let after = reply["result"]["structuredContent"]["pid"].clone();
+    assert_eq!(after, json!(fixture.pid()), "{reply}");
+    assert_ne!(before, after);
+    let reply = call(&server, &sid, 4, "echo", json!({"text": "again"})).await;
+    assert_eq!(text(&reply), "again");
+}
+
+#[tokio::test]
+async fn a_gone_http_upstream_fails_the_call_with_its_name_and_shows_down() {
+    let mut fixture = HttpFixture::start("127.0.0.1:0");
+    let server = gateway_to(&fixture.url, None).await;
+    let sid = server.initialize().await;
+    let reply = call(&server, &sid, 2, "echo", json!({"text": "up"})).await;
+    assert_eq!(text(&reply), "up");
+    fixture.kill();
+    let reply = call(&server, &sid, 3, "echo", json!({"text": "down"})).await;
+    assert_eq!(error_code(&reply), -32603, "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(message.contains("web"), "{reply}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, entry) = readiness(&server, "web").await;
+        if entry["state"] != json!("up") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still up: {entry}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
