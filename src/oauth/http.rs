@@ -643,7 +643,17 @@ async fn consent_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (pairs, request) = match bound_form(&state, &headers, &body).await {
+    let session = state.cookie(SESSION_COOKIE).read(&headers);
+    // Local mode: the session is looked up while the form is checked (two
+    // reads, one round trip's wait); proxy mode signs in after this page.
+    let (form, signed_in) = tokio::join!(bound_form(&state, &headers, &body), async {
+        if state.server.is_proxy() {
+            None
+        } else {
+            state.server.signed_in_user(session.as_deref()).await
+        }
+    });
+    let (pairs, request) = match form {
         Ok(form) => form,
         Err(page) => return page,
     };
@@ -660,7 +670,6 @@ async fn consent_post(
         Consent::Deny
     };
     let browser = state.cookie(AUTH_COOKIE).read(&headers).unwrap_or_default();
-    let session = state.cookie(SESSION_COOKIE).read(&headers);
     let event =
         FunnelEvent::new(Step::Consent, &request.client_id).challenge(&request.code_challenge);
     let event = match &consent {
@@ -669,7 +678,7 @@ async fn consent_post(
     };
     match state
         .server
-        .answer_consent(request_id, &browser, session.as_deref(), consent)
+        .answer_consent(request_id, &browser, signed_in, consent)
         .await
     {
         Ok(step) => {

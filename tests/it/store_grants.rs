@@ -287,3 +287,55 @@ async fn the_code_read_says_when_its_user_is_gone() {
         assert!(store.get_code_and_user("nope").await.unwrap().is_none());
     }
 }
+
+/// The refresh grant's short way checks nothing against the store before
+/// its write, so the write itself refuses a token presented for another
+/// client or after its expiry, and writes nothing then.
+#[tokio::test]
+async fn a_rotation_needs_the_tokens_own_client_and_an_unexpired_token() {
+    for (store, _dir) in backends().await {
+        let backend = store.backend();
+        let now = 1_700_000_000;
+        let (client, user, code, family) = client_user_code(&store, now).await;
+        let first = refresh(&format!("{family}-1"), &family, &client, &user, now);
+        let won = store
+            .redeem_code(&code, now, "sealed-1", Some(&first), None)
+            .await
+            .unwrap();
+        assert_eq!(won, Consumed::Won, "{backend}");
+
+        // Another client's successor: lost, nothing written.
+        let foreign = refresh(&format!("{family}-f"), &family, "another", &user, now);
+        let lost = store
+            .rotate_refresh(&first.token_hash, now + 1, "sealed-f", &foreign, true)
+            .await
+            .unwrap();
+        assert_eq!(lost, Consumed::Lost, "{backend}");
+        assert!(
+            store
+                .get_refresh(&foreign.token_hash)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // At its expiry (first.expires_at = now + 600): lost, nothing written.
+        let late = refresh(&format!("{family}-l"), &family, &client, &user, now);
+        let lost = store
+            .rotate_refresh(&first.token_hash, now + 600, "sealed-l", &late, false)
+            .await
+            .unwrap();
+        assert_eq!(lost, Consumed::Lost, "{backend}");
+        assert!(store.get_refresh(&late.token_hash).await.unwrap().is_none());
+        let old = store.get_refresh(&first.token_hash).await.unwrap().unwrap();
+        assert_eq!((old.rotated_at, old.response_sealed), (None, None));
+        assert_eq!(last_used(&store, &client).await, None, "{backend}");
+
+        // Just before it, by its own client: won.
+        let won = store
+            .rotate_refresh(&first.token_hash, now + 599, "sealed-2", &late, false)
+            .await
+            .unwrap();
+        assert_eq!(won, Consumed::Won, "{backend}");
+    }
+}

@@ -142,8 +142,23 @@ impl AuthorizationServer {
         session: Option<&str>,
         client_address: &str,
     ) -> Result<Authorization, AuthorizeError> {
+        // A registration is read while the request is counted (two store
+        // round trips in the time of one): a read has no effect, so the
+        // count still decides first. A document's client id is resolved only
+        // after the count (resolving may fetch it: not for a refused request).
+        let is_document = |c: &str| self.config.cimd.enabled && self.cimd.is_document_id(c);
+        let registered = params
+            .client_id
+            .as_deref()
+            .filter(|c| !c.is_empty() && !is_document(c));
+        let (counted, early) = tokio::join!(self.authorizations.hit(client_address), async {
+            match registered {
+                Some(client_id) => Some(self.client(client_id).await),
+                None => None,
+            }
+        });
         // Counted in the store across replicas; if it cannot count, refuse.
-        match self.authorizations.hit(client_address).await {
+        match counted {
             Ok(true) => {}
             Ok(false) => return Err(AuthorizeError::RateLimited),
             Err(e) => return Err(AuthorizeError::Server(super::limits_unavailable(e))),
@@ -174,7 +189,11 @@ impl AuthorizationServer {
                 &format!("invalid_request: state is longer than {MAX_STATE_BYTES} bytes"),
             );
         }
-        let client = match self.client(&client_id).await {
+        let looked_up = match early {
+            Some(looked_up) => looked_up,
+            None => self.client(&client_id).await,
+        };
+        let client = match looked_up {
             Ok(Some(c)) => c,
             Ok(None) => return page(Reason::UnknownClient, "this client is not registered here"),
             Err(OAuthError::InvalidClientMetadata(m)) => {

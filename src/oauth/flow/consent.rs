@@ -130,12 +130,14 @@ impl AuthorizationServer {
     /// `POST /consent` (the form already checked against its browser and
     /// CSRF token). Proxy mode records the consent in the upstream login and
     /// sends the browser to the identity provider; nobody is signed in yet.
-    /// Local mode issues the code to the signed-in user.
+    /// Local mode issues the code to the signed-in user, `signed_in`
+    /// ([`AuthorizationServer::signed_in_user`] of the request's session,
+    /// which the edge looks up while it checks the form).
     pub async fn answer_consent(
         &self,
         request_id: &str,
         browser: &str,
-        session: Option<&str>,
+        signed_in: Option<String>,
         consent: Consent,
     ) -> Result<AuthorizeStep, ConsentError> {
         if self.is_proxy() {
@@ -150,10 +152,7 @@ impl AuthorizationServer {
                 },
             });
         }
-        let user_id = self
-            .signed_in_user(session)
-            .await
-            .ok_or(ConsentError::NotSignedIn)?;
+        let user_id = signed_in.ok_or(ConsentError::NotSignedIn)?;
         let location = self.decide(request_id, &user_id, consent).await?;
         Ok(AuthorizeStep::ReturnToClient { location })
     }

@@ -10,10 +10,10 @@ use super::{AuthorizationServer, register::ClientCredentials};
 use crate::funnel::{AttemptKey, FunnelEvent, Reason, Step};
 use crate::idp::Identity;
 use crate::oauth::{
-    crypto::{ct_eq, pkce_s256, random_token, sha256_b64},
+    crypto::{ct_eq, pkce_s256, sha256_b64},
     error::{OAuthError, OAuthErrorCode},
 };
-use crate::store::{Consumed, NewRefresh};
+use crate::store::Consumed;
 
 pub(in crate::oauth) const CODE_CONTEXT: &str = "auth_codes.response";
 
@@ -254,7 +254,16 @@ impl AuthorizationServer {
                     .scope
                     .split_whitespace()
                     .any(|s| s == "offline_access"))
-            .then(|| random_token(32))
+            .then(|| {
+                self.issue_refresh_token(
+                    &record.family_id,
+                    &record.client_id,
+                    &record.user_id,
+                    &record.scope,
+                    &record.resource,
+                    now,
+                )
+            })
             .transpose()?;
             let profile = self.profile_of(&record.user_id).await?;
             let response = self.mint(
@@ -262,19 +271,11 @@ impl AuthorizationServer {
                 &record.user_id,
                 &record.scope,
                 &record.resource,
-                refresh.as_deref(),
+                refresh.as_ref().map(|(token, _)| token.as_str()),
                 profile.as_ref(),
             )?;
             let sealed = self.sealer.seal_json(CODE_CONTEXT, &response)?;
-            let new_refresh = refresh.as_deref().map(|r| NewRefresh {
-                token_hash: sha256_b64(r),
-                family_id: record.family_id.clone(),
-                client_id: record.client_id.clone(),
-                user_id: record.user_id.clone(),
-                scope: record.scope.clone(),
-                resource: record.resource.clone(),
-                expires_at: now + self.config.refresh_token_ttl_secs as i64,
-            });
+            let new_refresh = refresh.map(|(_, row)| row);
             let touch = client.touch_due(now).then_some(record.client_id.as_str());
             if self
                 .store
@@ -311,8 +312,24 @@ impl AuthorizationServer {
         scope: Option<&str>,
         resource: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        // Side by side, as for codes.
         let hash = token.map(sha256_b64);
+        // The short way: a token that describes its grant, from a client
+        // known without a store read, rotates in one write
+        // (`refresh_token.rs`). Anything else, or a write that finds no live
+        // row, goes the long way below, which answers exactly.
+        if let (Some(token), Some(hash)) = (token, &hash)
+            && let Some(claims) = self.refresh_claims(token)
+            && let Some(client) = self.authenticate_from_memory(creds).await
+            && let Some(response) = self
+                .rotate_described(&client, &claims, hash, scope, resource)
+                .await?
+        {
+            trace.client_id = Some(client.client_id);
+            trace.user_id = Some(claims.user_id);
+            trace.grant = Some(claims.family_id);
+            return Ok(response);
+        }
+        // Side by side, as for codes.
         let (client, record) = tokio::join!(self.authenticate_client(creds), async {
             match &hash {
                 Some(hash) => self.store.get_refresh(hash).await,
@@ -347,24 +364,19 @@ impl AuthorizationServer {
                 "resource differs from the authorized one".to_owned(),
             ));
         }
-        let granted: BTreeSet<&str> = record.scope.split_whitespace().collect();
-        let scope = match scope {
-            Some(s) => {
-                let asked: Vec<&str> = s.split_whitespace().collect();
-                if asked.iter().any(|a| !granted.contains(a)) {
-                    return Err(OAuthError::InvalidScope(
-                        "a requested scope was not granted".to_owned(),
-                    ));
-                }
-                asked.join(" ")
-            }
-            None => record.scope.clone(),
-        };
+        let scope = narrowed_scope(&record.scope, scope)?;
         // A removed user's refresh tokens were revoked with the user (same
         // transaction), so `revoked_at` above already covers that case.
         if record.rotated_at.is_none() {
             let profile = self.profile_of(&record.user_id).await?;
-            let next = random_token(32)?;
+            let (next, new) = self.issue_refresh_token(
+                &record.family_id,
+                &record.client_id,
+                &record.user_id,
+                &record.scope,
+                &record.resource,
+                now,
+            )?;
             let response = self.mint(
                 &client,
                 &record.user_id,
@@ -374,15 +386,6 @@ impl AuthorizationServer {
                 profile.as_ref(),
             )?;
             let sealed = self.sealer.seal_json(REFRESH_CONTEXT, &response)?;
-            let new = NewRefresh {
-                token_hash: sha256_b64(&next),
-                family_id: record.family_id.clone(),
-                client_id: record.client_id.clone(),
-                user_id: record.user_id.clone(),
-                scope: record.scope.clone(),
-                resource: record.resource.clone(),
-                expires_at: now + self.config.refresh_token_ttl_secs as i64,
-            };
             let touch = client.touch_due(now);
             if self
                 .store
@@ -390,6 +393,9 @@ impl AuthorizationServer {
                 .await?
                 == Consumed::Won
             {
+                if touch {
+                    self.registered_clients.touched(&client.client_id, now);
+                }
                 // Proxy mode: only the winner of the rotation talks to the IdP
                 // (concurrent upstream refreshes would look like a replay
                 // there), and a grant the IdP ended ends here too.
@@ -512,6 +518,22 @@ struct Spent {
     response_sealed: Option<String>,
     family_id: String,
     client_id: String,
+}
+
+/// The scope of a refreshed access token: the family's `granted` scope, or
+/// the part of it the request asks for (RFC 6749 §6: never more).
+pub(super) fn narrowed_scope(granted: &str, asked: Option<&str>) -> Result<String, OAuthError> {
+    let Some(asked) = asked else {
+        return Ok(granted.to_owned());
+    };
+    let granted: BTreeSet<&str> = granted.split_whitespace().collect();
+    let asked: Vec<&str> = asked.split_whitespace().collect();
+    if asked.iter().any(|a| !granted.contains(a)) {
+        return Err(OAuthError::InvalidScope(
+            "a requested scope was not granted".to_owned(),
+        ));
+    }
+    Ok(asked.join(" "))
 }
 
 /// RFC 7636 §4.1: 43 to 128 unreserved characters. A short verifier could be

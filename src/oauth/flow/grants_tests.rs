@@ -15,7 +15,7 @@ use crate::{
     funnel::Reason,
     oauth::{
         cimd::CimdResolver,
-        crypto::{Sealer, pkce_s256, random_token},
+        crypto::{Sealer, pkce_s256, random_token, sha256_b64},
         error::{OAuthError, OAuthErrorCode},
         keys::KeyRing,
         passwords::hash_password,
@@ -218,4 +218,220 @@ async fn refresh_reuse_is_replayed_in_the_grace_window_and_revokes_the_family_af
         .await
         .unwrap_err();
     assert_eq!(cut.reason(), Reason::RefreshInvalid);
+}
+
+impl Fixture {
+    /// A fresh grant's refresh token.
+    async fn refresh_token(&self, scope: &str) -> String {
+        let (code, verifier) = self.code(scope).await;
+        let first = self.redeem(&code, &verifier).await.unwrap();
+        first.refresh_token.unwrap()
+    }
+
+    /// The registered client as `/token` authenticates it.
+    async fn registered(&self) -> super::Client {
+        self.server.authenticate_client(&self.client).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_token_names_its_grant_and_rotates_in_one_write() {
+    let f = fixture(|l| l.refresh_reuse_grace_secs = Some(5)).await;
+    let token = f.refresh_token("read write").await;
+    let claims = f.server.refresh_claims(&token).unwrap();
+    let client = f.registered().await;
+    assert_eq!(
+        (claims.client_id.as_str(), claims.user_id.as_str()),
+        (client.client_id.as_str(), f.user_id.as_str())
+    );
+    assert_eq!(claims.scope, "read write");
+    // Its claims are sealed: nothing of the grant shows in the clear. And
+    // it does not look like a JWT (three dot-separated parts).
+    assert!(!token.contains(&f.user_id) && !token.contains(&client.client_id));
+    assert!(!token.contains('.'), "{token}");
+
+    // The short way alone: no read, one write, the successor minted from the
+    // claims (narrowed here).
+    let hash = sha256_b64(&token);
+    let rotated = f
+        .server
+        .rotate_described(&client, &claims, &hash, Some("read"), None)
+        .await
+        .unwrap()
+        .expect("a live token rotates the short way");
+    assert_eq!(rotated.scope, "read");
+    let successor = f
+        .server
+        .refresh_claims(rotated.refresh_token.as_deref().unwrap())
+        .unwrap();
+    assert_eq!(
+        (successor.family_id.as_str(), successor.scope.as_str()),
+        (claims.family_id.as_str(), "read write")
+    );
+    // A second short way finds the row rotated: nothing written, and the
+    // long way answers the retry with the winner's response.
+    assert!(
+        f.server
+            .rotate_described(&client, &claims, &hash, None, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(f.refresh(&token, Some("read")).await.unwrap(), rotated);
+    // The successor rotates through `/token`'s entry point too.
+    let next = f
+        .refresh(rotated.refresh_token.as_deref().unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(next.scope, "read write");
+}
+
+#[tokio::test]
+async fn an_altered_or_forged_refresh_token_is_refused_and_touches_nothing() {
+    let f = fixture(|l| l.refresh_reuse_grace_secs = Some(5)).await;
+    let token = f.refresh_token("read").await;
+    let claims = f.server.refresh_claims(&token).unwrap();
+    let refused = |e: OAuthError| {
+        assert_eq!(
+            (e.code(), e.reason()),
+            (OAuthErrorCode::InvalidGrant, Reason::RefreshInvalid),
+            "{e:?}"
+        );
+    };
+
+    // One character of the sealed body changed.
+    let mut altered = token.clone().into_bytes();
+    let last = altered.len() - 5;
+    altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).unwrap();
+    assert!(f.server.refresh_claims(&altered).is_none());
+    refused(f.refresh(&altered, None).await.unwrap_err());
+
+    // The same claims sealed with another key, under this key's id.
+    let other = Sealer::new(&[7u8; 32]).unwrap();
+    let forged = other
+        .seal_json("refresh_tokens.presented", &claims)
+        .unwrap()
+        .replacen(other.key_id(), f.server.sealer.key_id(), 1)
+        .replace('.', "~");
+    assert!(forged.starts_with(&format!("v1~{}~", f.server.sealer.key_id())));
+    assert!(f.server.refresh_claims(&forged).is_none());
+    refused(f.refresh(&forged, None).await.unwrap_err());
+
+    // Sealed with the server's own key (a key holder, or a token never
+    // stored): the claims open, but no row has its hash.
+    let mut value = serde_json::to_value(&claims).unwrap();
+    value["n"] = json!(random_token(32).unwrap());
+    let minted = f
+        .server
+        .sealer
+        .seal_json("refresh_tokens.presented", &value)
+        .unwrap()
+        .replace('.', "~");
+    assert!(f.server.refresh_claims(&minted).is_some());
+    refused(f.refresh(&minted, None).await.unwrap_err());
+
+    // Nothing was rotated, revoked or added: the real token still rotates
+    // once, and its retry gets the same answer (a second successor would
+    // have been refused as a reuse of a spent token).
+    let rotated = f.refresh(&token, None).await.unwrap();
+    assert_eq!(f.refresh(&token, None).await.unwrap(), rotated);
+    assert!(
+        f.refresh(rotated.refresh_token.as_deref().unwrap(), None)
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn the_short_way_keeps_client_binding_expiry_and_removal() {
+    let f = fixture(|l| l.refresh_token_ttl_secs = Some(100)).await;
+    let token = f.refresh_token("read").await;
+
+    // Another registered client presenting it: as unknown, nothing rotates.
+    let other = f
+        .server
+        .register(
+            json!({
+                "redirect_uris": ["http://127.0.0.1:9/other"],
+                "token_endpoint_auth_method": "none",
+                "grant_types": ["authorization_code", "refresh_token"],
+            }),
+            "test",
+        )
+        .await
+        .unwrap();
+    let other = ClientCredentials {
+        client_id: other["client_id"].as_str().map(str::to_owned),
+        ..ClientCredentials::default()
+    };
+    f.server.authenticate_client(&other).await.unwrap();
+    let stolen = f
+        .server
+        .refresh(&other, Some(&token), None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(stolen.reason(), Reason::RefreshInvalid);
+    let token = f
+        .refresh(&token, None)
+        .await
+        .unwrap()
+        .refresh_token
+        .unwrap();
+
+    // Expired: refused although its claims open.
+    f.clock.advance(Duration::from_secs(101));
+    let expired = f.refresh(&token, None).await.unwrap_err();
+    assert_eq!(
+        (expired.code(), expired.reason()),
+        (OAuthErrorCode::InvalidGrant, Reason::RefreshInvalid)
+    );
+
+    // A removed client, still remembered by this replica: `invalid_client`,
+    // as when it is read from the store.
+    let token = f.refresh_token("read").await;
+    let client_id = f.client.client_id.clone().unwrap();
+    assert!(f.server.store.delete_client(&client_id).await.unwrap());
+    assert!(matches!(
+        f.refresh(&token, None).await,
+        Err(OAuthError::InvalidClient)
+    ));
+}
+
+#[tokio::test]
+async fn a_refresh_token_of_the_earlier_opaque_kind_still_rotates() {
+    let f = fixture(|_| {}).await;
+    let token = f.refresh_token("read").await;
+    let claims = f.server.refresh_claims(&token).unwrap();
+    // A token as issued before refresh tokens described their grant: 32
+    // random bytes, stored by hash in the same family.
+    let opaque = random_token(32).unwrap();
+    let now = crate::clock::Clock::now(f.clock.as_ref());
+    let row = crate::store::NewRefresh {
+        token_hash: sha256_b64(&opaque),
+        family_id: claims.family_id.clone(),
+        client_id: claims.client_id.clone(),
+        user_id: claims.user_id.clone(),
+        scope: claims.scope.clone(),
+        resource: claims.resource.clone(),
+        expires_at: now + 600,
+    };
+    let hash = sha256_b64(&token);
+    assert_eq!(
+        f.server
+            .store
+            .rotate_refresh(&hash, now, "sealed", &row, false)
+            .await
+            .unwrap(),
+        crate::store::Consumed::Won
+    );
+    assert!(f.server.refresh_claims(&opaque).is_none());
+    let rotated = f.refresh(&opaque, None).await.unwrap();
+    assert_eq!(rotated.scope, "read");
+    // Its successor is of the new kind.
+    assert!(
+        f.server
+            .refresh_claims(rotated.refresh_token.as_deref().unwrap())
+            .is_some()
+    );
 }

@@ -16,6 +16,7 @@ mod identity_assertion;
 mod introspect;
 mod login;
 mod machine;
+mod refresh_token;
 mod register;
 
 use std::sync::Arc;
@@ -77,6 +78,8 @@ pub struct AuthorizationServer {
     enterprise: EnterpriseTrust,
     /// Where each attempt's steps and stop reasons go (`crate::funnel`).
     pub(super) funnel: Funnel,
+    /// Registrations read before, for the refresh grant's short way.
+    registered_clients: Arc<register::RegisteredClients>,
     clock: crate::clock::SharedClock,
 }
 
@@ -135,6 +138,7 @@ impl AuthorizationServer {
             admin_roles: None,
             enterprise: EnterpriseTrust::default(),
             funnel: Funnel::off(),
+            registered_clients: Arc::default(),
             clock: crate::clock::system(),
         }
     }

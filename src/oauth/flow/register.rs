@@ -79,6 +79,77 @@ impl Client {
     }
 }
 
+/// Whether credentials without a client assertion authenticate `client`:
+/// a public client needs none, else the secret by a method it may use.
+fn accepts_without_assertion(client: &Client, creds: &ClientCredentials) -> bool {
+    let methods = client.auth_methods();
+    if methods.contains(&AuthMethod::None) {
+        return true;
+    }
+    // A `private_key_jwt` client presenting a secret or nothing ends here.
+    let (Some(hash), Some(presented)) = (&client.secret_hash, creds.secret.as_deref()) else {
+        return false;
+    };
+    let used = if creds.basic {
+        AuthMethod::SecretBasic
+    } else {
+        AuthMethod::SecretPost
+    };
+    methods.contains(&used) && ct_eq(hash, &sha256_b64(presented))
+}
+
+/// Where [`AuthorizationServer::lookup_client`] may find a registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Registrations {
+    Store,
+    Memory,
+}
+
+/// Registered clients this replica has read, for the refresh grant's short
+/// way. A registration never changes after it is made (only its
+/// `last_used_at`, kept here as this replica last wrote or read it), so what
+/// is remembered authenticates exactly as the row would. A removed client is
+/// no risk: its removal revoked its refresh tokens in the same transaction,
+/// so the short way's write finds no live row and the long way reads the
+/// store (and forgets the client here).
+#[derive(Debug, Default)]
+pub(super) struct RegisteredClients {
+    clients: std::sync::Mutex<std::collections::HashMap<String, Client>>,
+}
+
+/// Beyond this many the memory starts over (registrations are unbounded).
+const REMEMBERED_CLIENTS: usize = 4096;
+
+impl RegisteredClients {
+    fn get(&self, client_id: &str) -> Option<Client> {
+        self.clients.lock().ok()?.get(client_id).cloned()
+    }
+
+    fn remember(&self, client: &Client) {
+        if let Ok(mut clients) = self.clients.lock() {
+            if clients.len() >= REMEMBERED_CLIENTS && !clients.contains_key(&client.client_id) {
+                clients.clear();
+            }
+            clients.insert(client.client_id.clone(), client.clone());
+        }
+    }
+
+    fn forget(&self, client_id: &str) {
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.remove(client_id);
+        }
+    }
+
+    /// A grant wrote the client's `last_used_at` (so the next is not due).
+    pub(super) fn touched(&self, client_id: &str, now: i64) {
+        if let Ok(mut clients) = self.clients.lock()
+            && let Some(client) = clients.get_mut(client_id)
+        {
+            client.last_used_at = Some(now);
+        }
+    }
+}
+
 /// Credentials a token-endpoint caller presented.
 #[derive(Debug, Clone, Default)]
 pub struct ClientCredentials {
@@ -160,6 +231,17 @@ impl AuthorizationServer {
     /// Look a client up by id: one configured in `[[auth.local.clients]]`,
     /// a document URL, or a registration.
     pub async fn client(&self, client_id: &str) -> Result<Option<Client>, OAuthError> {
+        self.lookup_client(client_id, Registrations::Store).await
+    }
+
+    /// [`AuthorizationServer::client`]; a registration is read from the store
+    /// (and remembered), or with [`Registrations::Memory`] only from what this
+    /// replica read before (`None` if it has not).
+    async fn lookup_client(
+        &self,
+        client_id: &str,
+        registrations: Registrations,
+    ) -> Result<Option<Client>, OAuthError> {
         if let Some(configured) = self
             .config
             .clients
@@ -195,18 +277,44 @@ impl AuthorizationServer {
                     .and_then(|u| u.host_str().map(str::to_owned)),
             }));
         }
+        if registrations == Registrations::Memory {
+            return Ok(self.registered_clients.get(client_id));
+        }
         let Some(record) = self.store.get_client(client_id).await? else {
+            self.registered_clients.forget(client_id);
             return Ok(None);
         };
         let metadata: ClientMetadata = serde_json::from_str(&record.metadata)?;
-        Ok(Some(Client {
+        let client = Client {
             client_id: record.client_id,
             metadata: Arc::new(metadata),
             secret_hash: record.secret_hash,
             document_host: None,
             last_used_at: record.last_used_at,
             configured: None,
-        }))
+        };
+        self.registered_clients.remember(&client);
+        Ok(Some(client))
+    }
+
+    /// The refresh grant's short way (`refresh_token.rs`): the client the
+    /// credentials name, authenticated without a store read, or `None`
+    /// (then the long way authenticates as [`Self::authenticate_client`]).
+    /// A client assertion always goes the long way (its `jti` is recorded
+    /// in the store).
+    pub(super) async fn authenticate_from_memory(
+        &self,
+        creds: &ClientCredentials,
+    ) -> Option<Client> {
+        if creds.assertion.is_some() || creds.assertion_type.is_some() {
+            return None;
+        }
+        let client_id = creds.client_id.as_deref()?;
+        let client = self
+            .lookup_client(client_id, Registrations::Memory)
+            .await
+            .ok()??;
+        accepts_without_assertion(&client, creds).then_some(client)
     }
 
     /// How long `client`'s access tokens live: its own setting (configured
@@ -282,19 +390,7 @@ impl AuthorizationServer {
             self.verify_client_assertion(&client, assertion).await?;
             return Ok(client);
         }
-        if methods.contains(&AuthMethod::None) {
-            return Ok(client);
-        }
-        // A `private_key_jwt` client presenting a secret or nothing ends here.
-        let (Some(hash), Some(presented)) = (&client.secret_hash, creds.secret.as_deref()) else {
-            return Err(OAuthError::InvalidClient);
-        };
-        let used = if creds.basic {
-            AuthMethod::SecretBasic
-        } else {
-            AuthMethod::SecretPost
-        };
-        if methods.contains(&used) && ct_eq(hash, &sha256_b64(presented)) {
+        if accepts_without_assertion(&client, creds) {
             Ok(client)
         } else {
             Err(OAuthError::InvalidClient)

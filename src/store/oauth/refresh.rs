@@ -52,7 +52,7 @@ impl Store {
         touch: bool,
     ) -> Result<Consumed, StoreError> {
         const POSTGRES: &str = concat!(
-            "WITH old AS (UPDATE refresh_tokens SET rotated_at = $1, response_sealed = $2 WHERE token_hash = $3 AND rotated_at IS NULL AND revoked_at IS NULL RETURNING token_hash), ",
+            "WITH old AS (UPDATE refresh_tokens SET rotated_at = $1, response_sealed = $2 WHERE token_hash = $3 AND client_id = $6 AND expires_at > $1 AND rotated_at IS NULL AND revoked_at IS NULL RETURNING token_hash), ",
             "next AS (INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scope, resource, created_at, expires_at) SELECT $4, $5, $6, $7, $8, $9, $1, $10 FROM old), ",
             "touched AS (UPDATE oauth_clients SET last_used_at = $1 WHERE $11 AND client_id = $6 AND EXISTS (SELECT 1 FROM old)) ",
             "SELECT token_hash FROM old"
@@ -104,7 +104,10 @@ impl Store {
 
     /// Rotate a refresh token once: exactly one concurrent caller wins.
     /// `touch` also records that the client obtained tokens (in the same
-    /// write; unused clients are swept).
+    /// write; unused clients are swept). Only a live token rotates: not
+    /// rotated, not revoked, unexpired at `now`, and issued to the
+    /// successor's client (the refresh grant's short way checks nothing
+    /// else against the store before this write).
     pub async fn rotate_refresh(
         &self,
         old_hash: &str,
@@ -165,8 +168,8 @@ fn rotate_on_sqlite(
 ) -> rusqlite::Result<bool> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let won = tx
-        .prepare_cached("UPDATE refresh_tokens SET rotated_at = ?1, response_sealed = ?2 WHERE token_hash = ?3 AND rotated_at IS NULL AND revoked_at IS NULL")?
-        .execute(rusqlite::params![now, response_sealed, old_hash])?
+        .prepare_cached("UPDATE refresh_tokens SET rotated_at = ?1, response_sealed = ?2 WHERE token_hash = ?3 AND client_id = ?4 AND expires_at > ?1 AND rotated_at IS NULL AND revoked_at IS NULL")?
+        .execute(rusqlite::params![now, response_sealed, old_hash, next.client_id])?
         == 1;
     if won {
         tx.prepare_cached("INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scope, resource, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
