@@ -515,11 +515,15 @@ impl Link {
                     cancel,
                 )
                 .await;
-            drop(call);
             match posted {
-                Ok(result) => return Ok(result),
+                Ok(result) => {
+                    // Log messages rmcp read from the GET stream before this
+                    // answer go out first, as on rmcp's own path.
+                    self.relay.settle().await;
+                    return Ok(result);
+                }
                 // Nothing ran: rmcp's client re-initializes and sends it again.
-                Err(HttpCallError::SessionGone) => {}
+                Err(HttpCallError::SessionGone) => drop(call),
                 Err(e) => return Err(self.http_failure(e)),
             }
         }

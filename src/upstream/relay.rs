@@ -188,6 +188,19 @@ impl Relay {
             .then(|| first.clone())
     }
 
+    /// The downstream session a log message from the upstream's GET stream
+    /// belongs to: as [`Relay::attributable`], counting the calls that ended
+    /// within the grace too, so that the one session they all come from gets
+    /// it (refused as soon as two sessions are among them).
+    fn attributable_log(&self) -> Option<Origin> {
+        let calls = lock(&self.calls);
+        let mut sessions = calls.values().map(|c| &c.origin);
+        let first = sessions.next()?;
+        sessions
+            .all(|o| o.session == first.session)
+            .then(|| first.clone())
+    }
+
     /// rmcp hands each notification to a task of its own, so progress or a
     /// log message the upstream sent before its answer may still be waiting
     /// to be relayed when the answer arrives. The transport counted them as
@@ -509,8 +522,11 @@ impl ClientHandler for RelayClient {
     ) {
         let _relayed = Relaying(&self.relay.relayed);
         // To the request that is open (a 2026-07-28 caller's first round:
-        // its later rounds are other requests, and this one is ignored).
-        match self.relay.attributable() {
+        // its later rounds are other requests, and this one is ignored), or
+        // that just ended: an upstream may log on its GET stream just before
+        // answering on the call's own stream, and mcpgate may read the answer
+        // first (`http_call.rs`).
+        match self.relay.attributable_log() {
             Some(origin) => {
                 let _ = origin.peer.notify_logging_message(params).await;
             }
