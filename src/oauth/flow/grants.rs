@@ -368,38 +368,17 @@ impl AuthorizationServer {
         // A removed user's refresh tokens were revoked with the user (same
         // transaction), so `revoked_at` above already covers that case.
         if record.rotated_at.is_none() {
-            let profile = self.profile_of(&record.user_id).await?;
-            let (next, new) = self.issue_refresh_token(
-                &record.family_id,
-                &record.client_id,
-                &record.user_id,
-                &record.scope,
-                &record.resource,
-                now,
-            )?;
-            let response = self.mint(
-                &client,
-                &record.user_id,
-                &scope,
-                &record.resource,
-                Some(&next),
-                profile.as_ref(),
-            )?;
-            let sealed = self.sealer.seal_json(REFRESH_CONTEXT, &response)?;
-            let touch = client.touch_due(now);
-            if self
-                .store
-                .rotate_refresh(&hash, now, &sealed, &new, touch)
+            let grant = super::refresh_token::Grant {
+                family_id: &record.family_id,
+                client_id: &record.client_id,
+                user_id: &record.user_id,
+                scope: &record.scope,
+                resource: &record.resource,
+            };
+            if let Some(response) = self
+                .rotate_to_successor(&client, &grant, &scope, &hash, now)
                 .await?
-                == Consumed::Won
             {
-                if touch {
-                    self.registered_clients.touched(&client.client_id, now);
-                }
-                // Proxy mode: only the winner of the rotation talks to the IdP
-                // (concurrent upstream refreshes would look like a replay
-                // there), and a grant the IdP ended ends here too.
-                self.check_idp_grant(&record.family_id, now).await?;
                 return Ok(response);
             }
         }

@@ -33,6 +33,16 @@ const CLAIMS_CONTEXT: &str = "refresh_tokens.presented";
 /// tokens). Neither the key id nor the base64url body contains it.
 const TOKEN_SEPARATOR: &str = "~";
 
+/// The grant a refresh token belongs to, as its claims or its row say.
+pub(super) struct Grant<'a> {
+    pub family_id: &'a str,
+    pub client_id: &'a str,
+    pub user_id: &'a str,
+    /// The family's granted scope (a narrowed refresh keeps it).
+    pub scope: &'a str,
+    pub resource: &'a str,
+}
+
 /// What a refresh token says about its grant.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(super) struct RefreshClaims {
@@ -123,20 +133,44 @@ impl AuthorizationServer {
         let Ok(scope) = super::grants::narrowed_scope(&claims.scope, scope) else {
             return Ok(None);
         };
-        let profile = self.profile_of(&claims.user_id).await?;
+        let grant = Grant {
+            family_id: &claims.family_id,
+            client_id: &claims.client_id,
+            user_id: &claims.user_id,
+            scope: &claims.scope,
+            resource: &claims.resource,
+        };
+        self.rotate_to_successor(client, &grant, &scope, token_hash, now)
+            .await
+    }
+
+    /// The rotation's one write, on both ways: the successor token and the
+    /// response that carries it (`scope`, the request's, possibly narrowed),
+    /// sealed for a replay, stored in place of the token `token_hash`. `None`
+    /// when the write finds no live row of this client's (rotated, revoked,
+    /// expired): nothing was written.
+    pub(super) async fn rotate_to_successor(
+        &self,
+        client: &Client,
+        grant: &Grant<'_>,
+        scope: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<TokenResponse>, OAuthError> {
+        let profile = self.profile_of(grant.user_id).await?;
         let (next, row) = self.issue_refresh_token(
-            &claims.family_id,
-            &claims.client_id,
-            &claims.user_id,
-            &claims.scope,
-            &claims.resource,
+            grant.family_id,
+            grant.client_id,
+            grant.user_id,
+            grant.scope,
+            grant.resource,
             now,
         )?;
         let response = self.mint(
             client,
-            &claims.user_id,
-            &scope,
-            &claims.resource,
+            grant.user_id,
+            scope,
+            grant.resource,
             Some(&next),
             profile.as_ref(),
         )?;
@@ -156,8 +190,10 @@ impl AuthorizationServer {
         if touch {
             self.registered_clients.touched(&client.client_id, now);
         }
-        // Proxy mode: as on the long way, only the winner asks the IdP.
-        self.check_idp_grant(&claims.family_id, now).await?;
+        // Proxy mode: only the winner of the rotation talks to the IdP
+        // (concurrent upstream refreshes would look like a replay there), and
+        // a grant the IdP ended ends here too.
+        self.check_idp_grant(grant.family_id, now).await?;
         Ok(Some(response))
     }
 }
