@@ -20,8 +20,8 @@ use rmcp::{
     model::{
         ClientCapabilities, ClientConfig, ClientResult, CreateMessageRequest,
         CreateMessageRequestParams, CreateMessageResult, ElicitRequest, ElicitRequestParams,
-        ElicitResult, Implementation, InputRequest, JsonRpcMessage, JsonRpcNotification,
-        ListRootsRequest, ListRootsResult, LoggingMessageNotificationParam,
+        ElicitResult, GetExtensions, Implementation, InputRequest, JsonRpcMessage,
+        JsonRpcNotification, ListRootsRequest, ListRootsResult, LoggingMessageNotificationParam,
         ProgressNotificationParam, ProgressToken, ResourceUpdatedNotificationParam,
         ServerNotification, ServerRequest,
     },
@@ -93,6 +93,7 @@ async fn ask<T: serde::de::DeserializeOwned>(
 struct InFlight {
     origin: Origin,
     upstream_token: Option<ProgressToken>,
+    started: Instant,
     /// When the answer arrived. rmcp handles each notification in a task of
     /// its own, so one the upstream sent just before its answer may be
     /// handled just after it: finished calls stay findable for a moment.
@@ -101,6 +102,12 @@ struct InFlight {
 
 /// How long a finished call still receives its late notifications.
 const LATE_NOTIFICATION_GRACE: Duration = Duration::from_secs(2);
+/// How long after a call's answer a log message read from the upstream's
+/// GET stream may still be the call's: the two arrive on different
+/// connections, so one sent just before the answer can be read just after
+/// it. Short, so that a call that ended earlier does not make the log of the
+/// next session's call ambiguous (clients run calls back to back).
+const LATE_LOG_WINDOW: Duration = Duration::from_millis(20);
 /// The longest a finished call waits for its notifications to be relayed.
 const SETTLE_LIMIT: Duration = Duration::from_millis(50);
 
@@ -148,6 +155,7 @@ impl Relay {
                 InFlight {
                     origin,
                     upstream_token: None,
+                    started: Instant::now(),
                     finished: None,
                 },
             );
@@ -188,17 +196,19 @@ impl Relay {
             .then(|| first.clone())
     }
 
-    /// The downstream session a log message from the upstream's GET stream
-    /// belongs to: as [`Relay::attributable`], counting the calls that ended
-    /// within the grace too, so that the one session they all come from gets
-    /// it (refused as soon as two sessions are among them).
-    fn attributable_log(&self) -> Option<Origin> {
+    /// The downstream session a log message from the upstream's GET stream,
+    /// read at `read_at`, belongs to: the calls that may have caused it
+    /// ([`may_have_logged`]) must all come from one session, otherwise it is
+    /// dropped rather than shown to the wrong caller.
+    fn attributable_log(&self, read_at: Instant) -> Option<Origin> {
         let calls = lock(&self.calls);
-        let mut sessions = calls.values().map(|c| &c.origin);
-        let first = sessions.next()?;
-        sessions
-            .all(|o| o.session == first.session)
-            .then(|| first.clone())
+        let mut causes = calls
+            .values()
+            .filter(|c| may_have_logged(c.started, c.finished, read_at));
+        let first = causes.next()?;
+        causes
+            .all(|c| c.origin.session == first.origin.session)
+            .then(|| first.origin.clone())
     }
 
     /// rmcp hands each notification to a task of its own, so progress or a
@@ -217,6 +227,19 @@ impl Relay {
         }
     }
 }
+
+/// Whether a call that started at `started` (and ended at `finished`) may
+/// have caused a log message read at `read_at`: it had begun, and it was
+/// still running or had ended within [`LATE_LOG_WINDOW`].
+fn may_have_logged(started: Instant, finished: Option<Instant>, read_at: Instant) -> bool {
+    started <= read_at
+        && finished.is_none_or(|f| read_at.saturating_duration_since(f) <= LATE_LOG_WINDOW)
+}
+
+/// When the transport read a notification; rmcp hands it to the handler
+/// later, in a task of its own, so the handler's clock would be late.
+#[derive(Clone, Copy)]
+struct ReadAt(Instant);
 
 /// Marks one progress or log notification relayed (or dropped) when dropped.
 struct Relaying<'a>(&'a AtomicU64);
@@ -262,9 +285,14 @@ impl<T: RmcpTransport<RoleClient>> RmcpTransport<RoleClient> for CountingTranspo
     }
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
-        let message = self.inner.receive().await?;
+        let mut message = self.inner.receive().await?;
         if is_relayed_notification(&message) {
             self.relay.received.fetch_add(1, Ordering::AcqRel);
+            if let JsonRpcMessage::Notification(n) = &mut message {
+                n.notification
+                    .extensions_mut()
+                    .insert(ReadAt(Instant::now()));
+            }
         }
         Some(message)
     }
@@ -518,15 +546,19 @@ impl ClientHandler for RelayClient {
     async fn on_logging_message(
         &self,
         params: LoggingMessageNotificationParam,
-        _context: NotificationContext<RoleClient>,
+        context: NotificationContext<RoleClient>,
     ) {
         let _relayed = Relaying(&self.relay.relayed);
-        // To the request that is open (a 2026-07-28 caller's first round:
-        // its later rounds are other requests, and this one is ignored), or
-        // that just ended: an upstream may log on its GET stream just before
-        // answering on the call's own stream, and mcpgate may read the answer
-        // first (`http_call.rs`).
-        match self.relay.attributable_log() {
+        let read_at = context
+            .extensions
+            .get::<ReadAt>()
+            .map_or_else(Instant::now, |r| r.0);
+        // To the request that was open when it was read (a 2026-07-28
+        // caller's first round: its later rounds are other requests, and
+        // this one is ignored), or that had just ended: an upstream may log on
+        // its GET stream just before answering on the call's own stream, and
+        // mcpgate may read the answer first (`http_call.rs`).
+        match self.relay.attributable_log(read_at) {
             Some(origin) => {
                 let _ = origin.peer.notify_logging_message(params).await;
             }
@@ -593,5 +625,32 @@ impl CallGuard<'_> {
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         self.relay.finish(self.call, Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_belongs_to_the_calls_running_when_it_was_read() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Running when read.
+        assert!(may_have_logged(at(0), None, at(5)));
+        assert!(may_have_logged(at(0), Some(at(10)), at(5)));
+        // Ended just before it was read: the answer came first.
+        assert!(may_have_logged(
+            at(0),
+            Some(at(10)),
+            at(10) + LATE_LOG_WINDOW
+        ));
+        // Not begun yet, or ended well before: not this call's.
+        assert!(!may_have_logged(at(6), None, at(5)));
+        assert!(!may_have_logged(
+            at(0),
+            Some(at(10)),
+            at(11) + LATE_LOG_WINDOW
+        ));
     }
 }

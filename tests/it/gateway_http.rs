@@ -171,6 +171,56 @@ async fn an_http_upstreams_progress_logs_and_sampling_reach_the_session_that_cal
     client.cancel().await.unwrap();
 }
 
+/// Clients such as the conformance runner open a session per scenario and
+/// call back to back: the call another session just finished must not make
+/// the next session's log messages (read from the upstream's GET stream)
+/// look ambiguous for longer than the moment an answer and a log sent just
+/// before it can be read out of order.
+#[tokio::test]
+async fn logs_reach_a_session_that_calls_right_after_another_sessions_call() {
+    let fixture = HttpFixture::start("127.0.0.1:0");
+    let server = gateway_to(&fixture.url, None).await;
+    let other =
+        ().serve(StreamableHttpClientTransport::from_uri(server.url("/mcp")))
+            .await
+            .unwrap();
+    let handler = Recording::default();
+    let client = handler
+        .clone()
+        .serve(StreamableHttpClientTransport::from_uri(server.url("/mcp")))
+        .await
+        .unwrap();
+    client
+        .set_level(SetLevelRequestParams::new(LoggingLevel::Debug))
+        .await
+        .unwrap();
+
+    other.call_tool(named("test_simple_text")).await.unwrap();
+    let result = client
+        .call_tool(named("test_tool_with_logging"))
+        .await
+        .unwrap();
+    assert_eq!(
+        result_text(&result),
+        "Tool with logging executed successfully"
+    );
+    // The fixture logs 50 ms and 100 ms into the call, well after the other
+    // session's call ended; its first message, sent at once, may be dropped
+    // as ambiguous, never sent to the other session.
+    let later = |logs: &Vec<String>| {
+        ["Tool processing data", "Tool execution completed"]
+            .iter()
+            .all(|step| logs.iter().any(|l| l.contains(step)))
+    };
+    assert!(
+        eventually(|| later(&handler.logs.lock().unwrap())).await,
+        "logs: {:?}",
+        handler.logs.lock().unwrap()
+    );
+    other.cancel().await.unwrap();
+    client.cancel().await.unwrap();
+}
+
 #[tokio::test]
 async fn an_http_upstreams_sampling_reaches_a_2026_client_as_input_required() {
     let fixture = HttpFixture::start("127.0.0.1:0");
