@@ -100,8 +100,12 @@ struct InFlight {
     finished: Option<Instant>,
 }
 
-/// How long a finished call still receives its late notifications.
-const LATE_NOTIFICATION_GRACE: Duration = Duration::from_secs(2);
+/// How long a finished call still receives its late notifications. Only
+/// progress read just after the answer needs it ([`Relay::settle`] waits for
+/// what was read before); a kept call holds its caller's `Peer`, and with it
+/// that request's whole rmcp service, so a longer grace costs memory in
+/// proportion to the call rate (2 s: about 200 MB at 4 000 calls/s).
+const LATE_NOTIFICATION_GRACE: Duration = Duration::from_millis(250);
 /// How long after a call's answer a log message read from the upstream's
 /// GET stream may still be the call's: the two arrive on different
 /// connections, so one sent just before the answer can be read just after
