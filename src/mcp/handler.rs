@@ -200,6 +200,7 @@ impl McpHandler {
     fn origin(&self, context: &RequestContext<RoleServer>) -> Origin {
         Origin {
             session: self.session,
+            owner: self.principal(context).map(|p| p.owner_key()),
             peer: context.peer.clone(),
             progress: context.meta.get_progress_token(),
             asks: None,

@@ -38,6 +38,9 @@ use super::{hub::Hub, locks::lock};
 #[derive(Clone)]
 pub struct Origin {
     pub session: u64,
+    /// Who called (`Principal::owner_key`), when known: messages that
+    /// cannot be tied to one session may still be tied to one caller.
+    pub owner: Option<String>,
     pub peer: Peer<RoleServer>,
     /// The downstream request's progress token, if it asked for progress.
     pub progress: Option<ProgressToken>,
@@ -201,18 +204,24 @@ impl Relay {
     }
 
     /// The downstream session a log message from the upstream's GET stream,
-    /// read at `read_at`, belongs to: the calls that may have caused it
-    /// ([`may_have_logged`]) must all come from one session, otherwise it is
-    /// dropped rather than shown to the wrong caller.
+    /// read at `read_at`, belongs to ([`log_recipient`] over the calls that
+    /// may have caused it, [`may_have_logged`]); `None` drops it rather than
+    /// show it to the wrong caller.
     fn attributable_log(&self, read_at: Instant) -> Option<Origin> {
         let calls = lock(&self.calls);
-        let mut causes = calls
+        let causes: Vec<&InFlight> = calls
             .values()
-            .filter(|c| may_have_logged(c.started, c.finished, read_at));
-        let first = causes.next()?;
+            .filter(|c| may_have_logged(c.started, c.finished, read_at))
+            .collect();
+        let session = log_recipient(causes.iter().map(|c| LogCause {
+            session: c.origin.session,
+            owner: c.origin.owner.as_deref(),
+            running: c.finished.is_none_or(|f| f > read_at),
+        }))?;
         causes
-            .all(|c| c.origin.session == first.origin.session)
-            .then(|| first.origin.clone())
+            .iter()
+            .find(|c| c.origin.session == session)
+            .map(|c| c.origin.clone())
     }
 
     /// rmcp hands each notification to a task of its own, so progress or a
@@ -238,6 +247,36 @@ impl Relay {
 fn may_have_logged(started: Instant, finished: Option<Instant>, read_at: Instant) -> bool {
     started <= read_at
         && finished.is_none_or(|f| read_at.saturating_duration_since(f) <= LATE_LOG_WINDOW)
+}
+
+/// A call that may have caused a log message: its session, its caller, and
+/// whether it was still running when the message was read.
+#[derive(Clone, Copy)]
+struct LogCause<'a> {
+    session: u64,
+    owner: Option<&'a str>,
+    running: bool,
+}
+
+/// The session a log message goes to, given the calls that may have caused
+/// it: theirs if they are all one session's. If they are one caller's (a
+/// call of another of the caller's sessions that just ended, say), the one
+/// session whose calls were still running gets it: the caller sees only
+/// their own messages either way. Calls of two callers, or no session still
+/// running among one caller's: `None`.
+fn log_recipient<'a>(causes: impl Iterator<Item = LogCause<'a>> + Clone) -> Option<u64> {
+    let mut all = causes.clone();
+    let first = all.next()?;
+    if all.all(|c| c.session == first.session) {
+        return Some(first.session);
+    }
+    let one_caller = first.owner.is_some() && causes.clone().all(|c| c.owner == first.owner);
+    if !one_caller {
+        return None;
+    }
+    let mut running = causes.filter(|c| c.running).map(|c| c.session);
+    let session = running.next()?;
+    running.all(|s| s == session).then_some(session)
 }
 
 /// When the transport read a notification; rmcp hands it to the handler
@@ -656,5 +695,42 @@ mod tests {
             Some(at(10)),
             at(11) + LATE_LOG_WINDOW
         ));
+    }
+
+    #[test]
+    fn a_log_goes_to_one_session_or_to_no_one() {
+        let cause = |session, owner, running| LogCause {
+            session,
+            owner,
+            running,
+        };
+        let to = |causes: &[LogCause<'static>]| log_recipient(causes.iter().copied());
+        assert_eq!(to(&[]), None);
+        // One session, running or just ended.
+        assert_eq!(to(&[cause(1, Some("a"), false)]), Some(1));
+        assert_eq!(
+            to(&[cause(1, Some("a"), true), cause(1, Some("a"), false)]),
+            Some(1)
+        );
+        // One caller's two sessions: the one still running.
+        assert_eq!(
+            to(&[cause(1, Some("a"), false), cause(2, Some("a"), true)]),
+            Some(2)
+        );
+        // ... unless both are running, or neither is.
+        assert_eq!(
+            to(&[cause(1, Some("a"), true), cause(2, Some("a"), true)]),
+            None
+        );
+        assert_eq!(
+            to(&[cause(1, Some("a"), false), cause(2, Some("a"), false)]),
+            None
+        );
+        // Two callers, or callers not known: never.
+        assert_eq!(
+            to(&[cause(1, Some("b"), false), cause(2, Some("a"), true)]),
+            None
+        );
+        assert_eq!(to(&[cause(1, None, false), cause(2, None, true)]), None);
     }
 }
