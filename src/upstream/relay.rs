@@ -111,10 +111,11 @@ struct InFlight {
 const LATE_NOTIFICATION_GRACE: Duration = Duration::from_millis(250);
 /// How long after a call's answer a log message read from the upstream's
 /// GET stream may still be the call's: the two arrive on different
-/// connections, so one sent just before the answer can be read just after
-/// it. Short, so that a call that ended earlier does not make the log of the
-/// next session's call ambiguous (clients run calls back to back).
-const LATE_LOG_WINDOW: Duration = Duration::from_millis(20);
+/// connections, so one sent just before the answer can be read after it,
+/// later still on a loaded machine. As long as the call is kept: a call of
+/// another caller that ended in that time makes the message ambiguous
+/// (dropped), never someone else's.
+const LATE_LOG_WINDOW: Duration = LATE_NOTIFICATION_GRACE;
 /// The longest a finished call waits for its notifications to be relayed.
 const SETTLE_LIMIT: Duration = Duration::from_millis(50);
 
@@ -216,7 +217,7 @@ impl Relay {
         let session = log_recipient(causes.iter().map(|c| LogCause {
             session: c.origin.session,
             owner: c.origin.owner.as_deref(),
-            running: c.finished.is_none_or(|f| f > read_at),
+            ended: c.finished.filter(|f| *f <= read_at),
         }))?;
         causes
             .iter()
@@ -250,20 +251,22 @@ fn may_have_logged(started: Instant, finished: Option<Instant>, read_at: Instant
 }
 
 /// A call that may have caused a log message: its session, its caller, and
-/// whether it was still running when the message was read.
+/// when it had ended by the time the message was read (`None`: running).
 #[derive(Clone, Copy)]
 struct LogCause<'a> {
     session: u64,
     owner: Option<&'a str>,
-    running: bool,
+    ended: Option<Instant>,
 }
 
 /// The session a log message goes to, given the calls that may have caused
 /// it: theirs if they are all one session's. If they are one caller's (a
-/// call of another of the caller's sessions that just ended, say), the one
-/// session whose calls were still running gets it: the caller sees only
-/// their own messages either way. Calls of two callers, or no session still
-/// running among one caller's: `None`.
+/// call of another of the caller's sessions that just ended, say: clients
+/// such as the conformance runner call back to back from fresh sessions),
+/// the one session whose calls were still running gets it, or with none
+/// running the session whose call ended last: the caller sees only their own
+/// messages either way. Calls of two callers, or two of one caller's
+/// sessions still running: `None`.
 fn log_recipient<'a>(causes: impl Iterator<Item = LogCause<'a>> + Clone) -> Option<u64> {
     let mut all = causes.clone();
     let first = all.next()?;
@@ -274,9 +277,14 @@ fn log_recipient<'a>(causes: impl Iterator<Item = LogCause<'a>> + Clone) -> Opti
     if !one_caller {
         return None;
     }
-    let mut running = causes.filter(|c| c.running).map(|c| c.session);
-    let session = running.next()?;
-    running.all(|s| s == session).then_some(session)
+    let mut running = causes
+        .clone()
+        .filter(|c| c.ended.is_none())
+        .map(|c| c.session);
+    match running.next() {
+        Some(session) => running.all(|s| s == session).then_some(session),
+        None => causes.max_by_key(|c| c.ended).map(|c| c.session),
+    }
 }
 
 /// When the transport read a notification; rmcp hands it to the handler
@@ -699,38 +707,45 @@ mod tests {
 
     #[test]
     fn a_log_goes_to_one_session_or_to_no_one() {
-        let cause = |session, owner, running| LogCause {
+        let t0 = Instant::now();
+        let ended = |ms: u64| Some(t0 + Duration::from_millis(ms));
+        let cause = |session, owner, ended| LogCause {
             session,
             owner,
-            running,
+            ended,
         };
         let to = |causes: &[LogCause<'static>]| log_recipient(causes.iter().copied());
         assert_eq!(to(&[]), None);
         // One session, running or just ended.
-        assert_eq!(to(&[cause(1, Some("a"), false)]), Some(1));
+        assert_eq!(to(&[cause(1, Some("a"), ended(5))]), Some(1));
         assert_eq!(
-            to(&[cause(1, Some("a"), true), cause(1, Some("a"), false)]),
+            to(&[cause(1, Some("a"), None), cause(1, Some("a"), ended(5))]),
             Some(1)
         );
-        // One caller's two sessions: the one still running.
+        // One caller's two sessions: the one still running, else the one
+        // whose call ended last.
         assert_eq!(
-            to(&[cause(1, Some("a"), false), cause(2, Some("a"), true)]),
+            to(&[cause(1, Some("a"), ended(5)), cause(2, Some("a"), None)]),
             Some(2)
         );
-        // ... unless both are running, or neither is.
         assert_eq!(
-            to(&[cause(1, Some("a"), true), cause(2, Some("a"), true)]),
+            to(&[cause(1, Some("a"), ended(9)), cause(2, Some("a"), ended(5))]),
+            Some(1)
+        );
+        // ... but not when both are running.
+        assert_eq!(
+            to(&[cause(1, Some("a"), None), cause(2, Some("a"), None)]),
+            None
+        );
+        // Two callers, or callers not known: never, running or not.
+        assert_eq!(
+            to(&[cause(1, Some("b"), ended(5)), cause(2, Some("a"), None)]),
             None
         );
         assert_eq!(
-            to(&[cause(1, Some("a"), false), cause(2, Some("a"), false)]),
+            to(&[cause(1, Some("b"), ended(9)), cause(2, Some("a"), ended(5))]),
             None
         );
-        // Two callers, or callers not known: never.
-        assert_eq!(
-            to(&[cause(1, Some("b"), false), cause(2, Some("a"), true)]),
-            None
-        );
-        assert_eq!(to(&[cause(1, None, false), cause(2, None, true)]), None);
+        assert_eq!(to(&[cause(1, None, ended(5)), cause(2, None, None)]), None);
     }
 }
