@@ -72,8 +72,8 @@ pub enum Command {
     Funnel {
         #[arg(long, env = "MCPGATE_CONFIG")]
         config: Option<PathBuf>,
-        /// Only this client id.
-        #[arg(long)]
+        /// Only this client id (generated ids may begin with `-`).
+        #[arg(long, allow_hyphen_values = true)]
         client: Option<String>,
         /// How far back: 90s, 15m, 1h, 2d.
         #[arg(long, default_value = "1h", value_parser = crate::funnel::parse_window)]
@@ -197,7 +197,7 @@ pub struct TokenClientArgs {
     /// The token endpoint itself, instead of discovery.
     #[arg(long, conflicts_with = "issuer")]
     pub token_endpoint: Option<String>,
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub client_id: String,
     /// The client secret: a file, or `-` for stdin (never on the command line).
     #[arg(long, value_name = "FILE|-")]
@@ -347,10 +347,16 @@ pub enum ClientsAction {
         all: bool,
     },
     /// Remove a registered client with its consents and revoke its refresh tokens.
-    Remove { client_id: String },
+    Remove {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Forget every consent to a client and revoke its refresh tokens,
     /// keeping it (configured and CIMD clients: their registration is not the store's).
-    RevokeGrants { client_id: String },
+    RevokeGrants {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -358,7 +364,10 @@ pub enum SessionsAction {
     /// List live MCP sessions: handle, transport, owner, started, expires.
     List,
     /// End a session by its handle (from `sessions list`): every replica answers 404 for it.
-    End { handle: String },
+    End {
+        #[arg(allow_hyphen_values = true)]
+        handle: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -366,11 +375,18 @@ pub enum ConsentsAction {
     /// List the clients a user has consented to.
     List { user: String },
     /// Forget a user's consent to a client and revoke the refresh tokens it produced.
-    Revoke { user: String, client_id: String },
+    Revoke {
+        user: String,
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// List a user's live grants (sign-ins to clients with a live refresh token).
     Grants { user: String },
     /// Revoke one grant by its id (from `consents grants`).
-    RevokeGrant { grant: String },
+    RevokeGrant {
+        #[arg(allow_hyphen_values = true)]
+        grant: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -478,6 +494,33 @@ pub async fn healthcheck(url: &str, timeout: Duration) -> Result<(), Healthcheck
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Client ids, session handles and grant ids are base64url, so about one
+    /// in 64 begins with `-`: each is taken as the value, not as a flag.
+    #[test]
+    fn ids_that_begin_with_a_hyphen_are_values() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("mcpgate").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())
+        };
+        let id = "-Xipe6m2CuELyuRsvIv3VgZV";
+        match parse(&["funnel", "--client", id]).unwrap().command {
+            Command::Funnel { client, .. } => assert_eq!(client.as_deref(), Some(id)),
+            other => panic!("{other:?}"),
+        }
+        for args in [
+            &["clients", "remove", id][..],
+            &["clients", "revoke-grants", id],
+            &["sessions", "end", id],
+            &["consents", "revoke", "alice", id],
+            &["consents", "revoke-grant", id],
+        ] {
+            let parsed = format!("{:?}", parse(args).unwrap().command);
+            assert!(parsed.contains(id), "{args:?}: {parsed}");
+        }
+        // A real flag is still a flag.
+        assert!(parse(&["funnel", "--client"]).is_err());
+    }
 
     #[test]
     fn a_wildcard_listen_address_is_probed_over_loopback() {
