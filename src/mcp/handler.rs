@@ -197,10 +197,10 @@ impl McpHandler {
         }
     }
 
-    fn origin(&self, context: &RequestContext<RoleServer>) -> Origin {
+    fn origin(&self, context: &RequestContext<RoleServer>, principal: &Principal) -> Origin {
         Origin {
             session: self.session,
-            owner: self.principal(context).map(|p| p.owner_key()),
+            owner: Some(principal.owner_key()),
             peer: context.peer.clone(),
             progress: context.meta.get_progress_token(),
             asks: None,

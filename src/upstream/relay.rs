@@ -103,19 +103,15 @@ struct InFlight {
     finished: Option<Instant>,
 }
 
-/// How long a finished call still receives its late notifications. Only
-/// progress read just after the answer needs it ([`Relay::settle`] waits for
-/// what was read before); a kept call holds its caller's `Peer`, and with it
-/// that request's whole rmcp service, so a longer grace costs memory in
-/// proportion to the call rate (2 s: about 200 MB at 4 000 calls/s).
+/// How long a finished call still receives its late notifications: progress
+/// and log messages read just after its answer ([`Relay::settle`] waits for
+/// what was read before). A log message on the upstream's GET stream and the
+/// answer arrive on different connections, so one sent just before the
+/// answer can be read after it, later still on a loaded machine. A kept call
+/// holds its caller's `Peer`, and with it that request's whole rmcp service,
+/// so a longer grace costs memory in proportion to the call rate (2 s: about
+/// 200 MB at 4 000 calls/s).
 const LATE_NOTIFICATION_GRACE: Duration = Duration::from_millis(250);
-/// How long after a call's answer a log message read from the upstream's
-/// GET stream may still be the call's: the two arrive on different
-/// connections, so one sent just before the answer can be read after it,
-/// later still on a loaded machine. As long as the call is kept: a call of
-/// another caller that ended in that time makes the message ambiguous
-/// (dropped), never someone else's.
-const LATE_LOG_WINDOW: Duration = LATE_NOTIFICATION_GRACE;
 /// The longest a finished call waits for its notifications to be relayed.
 const SETTLE_LIMIT: Duration = Duration::from_millis(50);
 
@@ -244,10 +240,13 @@ impl Relay {
 
 /// Whether a call that started at `started` (and ended at `finished`) may
 /// have caused a log message read at `read_at`: it had begun, and it was
-/// still running or had ended within [`LATE_LOG_WINDOW`].
+/// still running or had ended within [`LATE_NOTIFICATION_GRACE`] (finished
+/// calls are forgotten only when a later one finishes). A call of another
+/// caller that ended in that time makes the message ambiguous (dropped),
+/// never someone else's.
 fn may_have_logged(started: Instant, finished: Option<Instant>, read_at: Instant) -> bool {
     started <= read_at
-        && finished.is_none_or(|f| read_at.saturating_duration_since(f) <= LATE_LOG_WINDOW)
+        && finished.is_none_or(|f| read_at.saturating_duration_since(f) <= LATE_NOTIFICATION_GRACE)
 }
 
 /// A call that may have caused a log message: its session, its caller, and
@@ -694,14 +693,14 @@ mod tests {
         assert!(may_have_logged(
             at(0),
             Some(at(10)),
-            at(10) + LATE_LOG_WINDOW
+            at(10) + LATE_NOTIFICATION_GRACE
         ));
         // Not begun yet, or ended well before: not this call's.
         assert!(!may_have_logged(at(6), None, at(5)));
         assert!(!may_have_logged(
             at(0),
             Some(at(10)),
-            at(11) + LATE_LOG_WINDOW
+            at(11) + LATE_NOTIFICATION_GRACE
         ));
     }
 

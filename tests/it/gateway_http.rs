@@ -22,7 +22,7 @@ use rmcp::{
         CreateMessageResult, Implementation, LoggingLevel, LoggingMessageNotificationParam,
         ProgressNotificationParam, SamplingMessage, SetLevelRequestParams,
     },
-    service::{NotificationContext, RequestContext},
+    service::{NotificationContext, RequestContext, RunningService},
     transport::StreamableHttpClientTransport,
 };
 use serde_json::json;
@@ -105,14 +105,11 @@ async fn eventually(check: impl Fn() -> bool) -> bool {
     true
 }
 
-fn named(name: &str) -> CallToolRequestParams {
-    CallToolRequestParams::new(name.to_owned())
-}
-
-#[tokio::test]
-async fn an_http_upstreams_progress_logs_and_sampling_reach_the_session_that_called() {
-    let fixture = HttpFixture::start("127.0.0.1:0");
-    let server = gateway_to(&fixture.url, None).await;
+/// A [`Recording`] session on `server`'s `/mcp` that asked for every log
+/// level: its handler (what it received) and the running client.
+async fn recording_session(
+    server: &TestServer,
+) -> (Recording, RunningService<RoleClient, Recording>) {
     let handler = Recording::default();
     let client = handler
         .clone()
@@ -123,6 +120,18 @@ async fn an_http_upstreams_progress_logs_and_sampling_reach_the_session_that_cal
         .set_level(SetLevelRequestParams::new(LoggingLevel::Debug))
         .await
         .unwrap();
+    (handler, client)
+}
+
+fn named(name: &str) -> CallToolRequestParams {
+    CallToolRequestParams::new(name.to_owned())
+}
+
+#[tokio::test]
+async fn an_http_upstreams_progress_logs_and_sampling_reach_the_session_that_called() {
+    let fixture = HttpFixture::start("127.0.0.1:0");
+    let server = gateway_to(&fixture.url, None).await;
+    let (handler, client) = recording_session(&server).await;
 
     // rmcp's client asks for progress on every call; the upstream's reach it
     // under the client's own token, before the result.
@@ -180,24 +189,8 @@ async fn an_http_upstreams_progress_logs_and_sampling_reach_the_session_that_cal
 async fn logs_reach_a_session_that_calls_right_after_another_sessions_call() {
     let fixture = HttpFixture::start("127.0.0.1:0");
     let server = gateway_to(&fixture.url, None).await;
-    let earlier = Recording::default();
-    let other = earlier
-        .clone()
-        .serve(StreamableHttpClientTransport::from_uri(server.url("/mcp")))
-        .await
-        .unwrap();
-    let handler = Recording::default();
-    let client = handler
-        .clone()
-        .serve(StreamableHttpClientTransport::from_uri(server.url("/mcp")))
-        .await
-        .unwrap();
-    for session in [&other, &client] {
-        session
-            .set_level(SetLevelRequestParams::new(LoggingLevel::Debug))
-            .await
-            .unwrap();
-    }
+    let (earlier, other) = recording_session(&server).await;
+    let (handler, client) = recording_session(&server).await;
 
     other.call_tool(named("test_simple_text")).await.unwrap();
     let result = client

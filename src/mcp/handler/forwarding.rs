@@ -157,7 +157,7 @@ impl McpHandler {
                 principal,
                 exposed: name,
                 shape,
-                origin: self.origin(context),
+                origin: self.origin(context, principal),
                 cancel: &context.ct,
             };
             return Ok(gateway
@@ -196,7 +196,7 @@ impl McpHandler {
         };
         bridge
             .start(
-                self.origin(context),
+                self.origin(context, &principal),
                 caller,
                 &context.ct,
                 |origin, cancel| async move {
@@ -253,10 +253,10 @@ impl McpHandler {
             }
             (Some(bridge), _) => {
                 bridge
-                    .start(self.origin(context), caller, &context.ct, run)
+                    .start(self.origin(context, principal), caller, &context.ct, run)
                     .await
             }
-            (None, _) => Ok(run(self.origin(context), context.ct.clone()).await?),
+            (None, _) => Ok(run(self.origin(context, principal), context.ct.clone()).await?),
         }
     }
 }
