@@ -32,6 +32,10 @@ pub(crate) const CHECKPOINT_EVERY: u64 = 256;
 /// The WAL's size left on disk once it starts over, in bytes.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
+/// Checkpoint passes run beside the writes before the one that holds the
+/// write turn: each copies what was written during the one before.
+const PASSES_BESIDE_WRITES: usize = 3;
+
 /// How long a statement run off the async worker waits for SQLite's lock,
 /// as the pool's connections do.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -227,13 +231,16 @@ impl InlineSqlite {
             // Under a steady load a checkpoint that writes run beside never
             // copies the frames appended meanwhile, so the WAL never starts
             // over and grows without end (90 MB/s was seen at 3000
-            // refreshes/s). So it runs twice: beside the writes, copying
-            // the bulk (and waiting for the flushes), then holding the
-            // write turn, copying the few frames written meanwhile. The
-            // next commit then writes the WAL from its start again.
+            // refreshes/s). So it runs beside the writes first, copying the
+            // bulk (and waiting for the flushes), again for what was
+            // written meanwhile, each pass shorter, and last holding the
+            // write turn, which stops our writes only for the few frames
+            // left. The next commit then writes the WAL from its start again.
             let first = tokio::task::spawn_blocking(move || {
                 let conn = conn.or_else(|_| Self::open(&target))?;
-                checkpoint(&conn)?;
+                for _ in 0..PASSES_BESIDE_WRITES {
+                    checkpoint(&conn)?;
+                }
                 Ok::<_, rusqlite::Error>(conn)
             })
             .await;
