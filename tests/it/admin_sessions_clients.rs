@@ -107,6 +107,29 @@ async fn an_mcp_session_ended_from_the_console_or_cli_gets_404_next() {
     let (ok, _, err) = admin_cli(&server, &["sessions", "end", &other_handle]);
     assert!(!ok);
     assert!(err.contains("no live MCP session"), "{err}");
+
+    // A handle is base64url: about one in 64 begins with '-', and the CLI
+    // once took such a handle for a flag (this test then failed now and
+    // then). Sessions are opened until one has such a handle.
+    let (dashed, dashed_handle) = session_with_a_dashed_handle(&server).await;
+    let (ok, out, err) = admin_cli(&server, &["sessions", "end", &dashed_handle]);
+    assert!(ok, "{dashed_handle}: {out}{err}");
+    let (status, _) = server
+        .session_request(&dashed, 2, "tools/list", json!({}))
+        .await;
+    assert_eq!(status, 404);
+}
+
+/// A session whose handle begins with '-', and that handle.
+async fn session_with_a_dashed_handle(server: &crate::common::TestServer) -> (String, String) {
+    for _ in 0..2000 {
+        let sid = server.initialize().await;
+        let handle = session_handle(&sid);
+        if handle.starts_with('-') {
+            return (sid, handle);
+        }
+    }
+    panic!("no handle beginning with '-' in 2000 sessions (one in 64 expected)");
 }
 
 const DOCUMENT_CLIENT: &str = "https://app.example.com/mcp-client.json";
