@@ -12,8 +12,8 @@
 //! timeout. Writes of this process take turns on a mutex first, so they do
 //! not find the lock taken by each other. Nor do they checkpoint the WAL as
 //! they commit (that can fsync): every [`CHECKPOINT_EVERY`] commits a
-//! checkpoint runs on a blocking thread instead, holding the write turn so
-//! that it copies every frame and the WAL starts over.
+//! checkpoint runs on a blocking thread instead, its last pass holding the
+//! write turn so that every frame is copied and the WAL starts over.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -186,7 +186,7 @@ impl InlineSqlite {
                     Ok::<_, rusqlite::Error>((conn, result))
                 })
                 .await
-                .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?;
+                .map_err(task_failed)?;
                 match waited {
                     Ok((back, result)) => {
                         conn = back;
@@ -236,32 +236,27 @@ impl InlineSqlite {
             // written meanwhile, each pass shorter, and last holding the
             // write turn, which stops our writes only for the few frames
             // left. The next commit then writes the WAL from its start again.
-            let first = tokio::task::spawn_blocking(move || {
-                let conn = conn.or_else(|_| Self::open(&target))?;
-                for _ in 0..PASSES_BESIDE_WRITES {
-                    checkpoint(&conn)?;
-                }
-                Ok::<_, rusqlite::Error>(conn)
-            })
-            .await;
-            let ran = match first {
-                Ok(Ok(conn)) => {
-                    let turn = turn.lock_owned().await;
-                    tokio::task::spawn_blocking(move || {
-                        let _turn = turn;
-                        checkpoint(&conn)
-                    })
-                    .await
-                }
-                Ok(Err(e)) => Ok(Err(e)),
-                Err(e) => Err(e),
+            let ran = async {
+                let conn = tokio::task::spawn_blocking(move || {
+                    let conn = conn.or_else(|_| Self::open(&target))?;
+                    for _ in 0..PASSES_BESIDE_WRITES {
+                        checkpoint(&conn)?;
+                    }
+                    Ok::<_, rusqlite::Error>(conn)
+                })
+                .await
+                .map_err(task_failed)??;
+                let turn = turn.lock_owned().await;
+                tokio::task::spawn_blocking(move || {
+                    let _turn = turn;
+                    checkpoint(&conn)
+                })
+                .await
+                .map_err(task_failed)??;
+                Ok::<_, StoreError>(())
             };
-            match ran {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %StoreError::from(e), "WAL checkpoint did not run");
-                }
-                Err(e) => tracing::debug!(error = %e, "WAL checkpoint task failed"),
+            if let Err(e) = ran.await {
+                tracing::debug!(error = %e, "WAL checkpoint did not run");
             }
             running.store(false, Ordering::Release);
         });
@@ -278,6 +273,11 @@ impl InlineSqlite {
     fn waited(&self) -> u64 {
         self.waited.load(Ordering::Relaxed)
     }
+}
+
+/// A blocking task that panicked or was cancelled.
+fn task_failed(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Unavailable(format!("store task failed: {e}"))
 }
 
 /// PASSIVE: copies what no reader still needs, waits for nobody.
