@@ -633,25 +633,25 @@ async fn the_unused_client_cap_and_the_redirect_uri_flag_hold_on_both_backends()
         };
         assert!(
             store
-                .insert_client_capped(&client("a", None), 2)
+                .insert_client_capped(&client("a", None), Some(2))
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .insert_client_capped(&client("b", Some(now)), 2)
+                .insert_client_capped(&client("b", Some(now)), Some(2))
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .insert_client_capped(&client("c", None), 2)
+                .insert_client_capped(&client("c", None), Some(2))
                 .await
                 .unwrap()
         );
         assert!(
             !store
-                .insert_client_capped(&client("d", None), 2)
+                .insert_client_capped(&client("d", None), Some(2))
                 .await
                 .unwrap()
         );
@@ -659,10 +659,26 @@ async fn the_unused_client_cap_and_the_redirect_uri_flag_hold_on_both_backends()
         store.touch_client("a", now).await.unwrap();
         assert!(
             store
-                .insert_client_capped(&client("d", None), 2)
+                .insert_client_capped(&client("d", None), Some(2))
                 .await
                 .unwrap()
         );
+        // The count the registration path takes once a second: up to the cap.
+        assert_eq!(store.count_unused_clients(10).await.unwrap(), 2, "{url}");
+        assert_eq!(store.count_unused_clients(1).await.unwrap(), 1, "{url}");
+        // Without a cap the insert does not count (the caller knows it is far),
+        // and a taken id is still a conflict, not a second row.
+        assert!(
+            store
+                .insert_client_capped(&client("e", None), None)
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            store.insert_client_capped(&client("e", None), None).await,
+            Err(mcpgate::store::StoreError::Conflict(_))
+        ));
+        assert_eq!(store.count_unused_clients(10).await.unwrap(), 3, "{url}");
         for (hash, sent) in [("h1", true), ("h2", false)] {
             store
                 .insert_code(&CodeRecord {

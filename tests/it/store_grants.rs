@@ -33,7 +33,7 @@ async fn client_user_code(store: &Store, now: i64) -> (String, String, String, S
                     created_at: now,
                     last_used_at: None,
                 },
-                1_000_000,
+                Some(1_000_000),
             )
             .await
             .unwrap()

@@ -80,6 +80,8 @@ pub struct AuthorizationServer {
     pub(super) funnel: Funnel,
     /// Registrations read before, for the refresh grant's short way.
     registered_clients: Arc<register::RegisteredClients>,
+    /// The registrations never used, as last counted (the cap's cheap side).
+    unused_clients: Arc<register::UnusedClients>,
     clock: crate::clock::SharedClock,
 }
 
@@ -139,6 +141,7 @@ impl AuthorizationServer {
             enterprise: EnterpriseTrust::default(),
             funnel: Funnel::off(),
             registered_clients: Arc::default(),
+            unused_clients: Arc::default(),
             clock: crate::clock::system(),
         }
     }

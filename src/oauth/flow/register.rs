@@ -98,6 +98,72 @@ fn accepts_without_assertion(client: &Client, creds: &ClientCredentials) -> bool
     methods.contains(&used) && ct_eq(hash, &sha256_b64(presented))
 }
 
+/// How a registration is inserted: see [`UnusedClients`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Insert {
+    /// Far from the cap: a plain insert.
+    Plain,
+    /// Near (or at) the cap: the insert counts the unused clients itself.
+    Counted,
+}
+
+/// The registrations that never obtained a token, as this replica last
+/// counted them. The cap (`max_unused_clients`) bounds what junk
+/// registrations can store. Counting reads up to the cap's number of index
+/// entries, and doing so in every registration made each one slower as
+/// unused clients piled up (at 15 000 of them, registration throughput
+/// halved), most of all under the flood the cap is there for. So the count
+/// is taken at most once a clock second, registrations made since are added
+/// to it, and while that sum is below the cap by more than a tenth of it an
+/// insert does not count. Closer than that, every insert counts in its own
+/// statement as before, so the cap holds exactly as it did on one replica;
+/// replicas together can pass the far side of the margin only by registering
+/// more than a tenth of the cap in one second, which the per-address limit
+/// on `/register` stands in the way of.
+#[derive(Debug, Default)]
+pub(super) struct UnusedClients {
+    last: std::sync::Mutex<Option<UnusedCount>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct UnusedCount {
+    /// As counted (up to the cap).
+    counted: u64,
+    /// The clock second it was counted in.
+    at: i64,
+    /// Registrations this replica made since.
+    since: u64,
+}
+
+impl UnusedClients {
+    /// `None`: no count of this clock second; take one and call [`Self::counted`].
+    fn plan(&self, now: i64, cap: u64) -> Option<Insert> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let count = last.as_mut().filter(|c| c.at == now)?;
+        Some(Self::admit(count, cap))
+    }
+
+    fn counted(&self, now: i64, counted: u64, cap: u64) -> Insert {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let count = last.insert(UnusedCount {
+            counted,
+            at: now,
+            since: 0,
+        });
+        Self::admit(count, cap)
+    }
+
+    fn admit(count: &mut UnusedCount, cap: u64) -> Insert {
+        let margin = (cap / 10).max(1);
+        if count.counted.saturating_add(count.since) < cap.saturating_sub(margin) {
+            count.since += 1;
+            Insert::Plain
+        } else {
+            Insert::Counted
+        }
+    }
+}
+
 /// Where [`AuthorizationServer::lookup_client`] may find a registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Registrations {
@@ -195,7 +261,16 @@ impl AuthorizationServer {
         };
         let now = self.clock.now();
         let stored = serde_json::to_string(&metadata)?;
-        let max_unused = i64::try_from(self.config.max_unused_clients).unwrap_or(i64::MAX);
+        let cap = self.config.max_unused_clients;
+        let max_unused = i64::try_from(cap).unwrap_or(i64::MAX);
+        let insert = match self.unused_clients.plan(now, cap) {
+            Some(insert) => insert,
+            None => {
+                let counted = self.store.count_unused_clients(max_unused).await?;
+                self.unused_clients
+                    .counted(now, u64::try_from(counted).unwrap_or(0), cap)
+            }
+        };
         let inserted = self
             .store
             .insert_client_capped(
@@ -206,7 +281,7 @@ impl AuthorizationServer {
                     created_at: now,
                     last_used_at: None,
                 },
-                max_unused,
+                (insert == Insert::Counted).then_some(max_unused),
             )
             .await?;
         if !inserted {
@@ -444,5 +519,42 @@ impl AuthorizationServer {
                 Err(OAuthError::ClientAssertion(AssertionError::Replayed))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod unused_clients_tests {
+    use super::{Insert, UnusedClients};
+
+    #[test]
+    fn far_from_the_cap_inserts_do_not_count_and_the_count_is_taken_once_a_second() {
+        let unused = UnusedClients::default();
+        assert_eq!(unused.plan(100, 1000), None, "no count yet");
+        assert_eq!(unused.counted(100, 0, 1000), Insert::Plain);
+        // The same second: the registrations made since add to the count.
+        for _ in 0..899 {
+            assert_eq!(unused.plan(100, 1000), Some(Insert::Plain));
+        }
+        // 900 made since a count of 0: the next is within a tenth of the cap.
+        assert_eq!(unused.plan(100, 1000), Some(Insert::Counted));
+        assert_eq!(unused.plan(100, 1000), Some(Insert::Counted));
+        // A new second asks for a new count, which starts the sum over.
+        assert_eq!(unused.plan(101, 1000), None);
+        assert_eq!(unused.counted(101, 10, 1000), Insert::Plain);
+        // A clock that went back also asks for one.
+        assert_eq!(unused.plan(99, 1000), None);
+    }
+
+    #[test]
+    fn near_or_at_the_cap_every_insert_counts() {
+        let unused = UnusedClients::default();
+        assert_eq!(unused.counted(5, 900, 1000), Insert::Counted);
+        assert_eq!(unused.counted(6, 1000, 1000), Insert::Counted);
+        assert_eq!(unused.counted(7, 5000, 1000), Insert::Counted);
+        // Small caps keep a margin of one: the last free place is counted.
+        assert_eq!(unused.counted(8, 0, 2), Insert::Plain);
+        assert_eq!(unused.plan(8, 2), Some(Insert::Counted));
+        assert_eq!(unused.counted(9, 0, 1), Insert::Counted);
+        assert_eq!(unused.counted(10, 0, 0), Insert::Counted);
     }
 }

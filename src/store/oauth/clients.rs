@@ -13,35 +13,53 @@ macro_rules! client_columns {
 }
 
 impl Store {
-    /// Insert a dynamic registration unless `max_unused` clients that never
-    /// obtained a token exist already: `false` then, and nothing is written.
-    /// One statement, so concurrent registrations cannot overshoot much
-    /// (SQLite: not at all). The count stops at the cap and reads the
-    /// partial index of unused clients, not every client.
+    /// Insert a dynamic registration. With `max_unused`, only unless that
+    /// many clients that never obtained a token exist already: `false` then,
+    /// and nothing is written. One statement, so concurrent registrations
+    /// cannot overshoot much (SQLite: not at all). The count stops at the cap
+    /// and reads the partial index of unused clients, not every client; still,
+    /// it reads up to `max_unused` entries, which is why the caller passes
+    /// `None` while it knows the cap is far (`oauth::flow::register`).
     pub async fn insert_client_capped(
         &self,
         client: &ClientRecord,
-        max_unused: i64,
+        max_unused: Option<i64>,
     ) -> Result<bool, StoreError> {
-        const SQL: &str = concat!(
+        const CAPPED: &str = concat!(
             "INSERT INTO oauth_clients (",
             client_columns!(),
             ") SELECT $1, $2, $3, $4, $5 WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM oauth_clients WHERE last_used_at IS NULL LIMIT $6) AS unused) < $6"
         );
+        const PLAIN: &str = concat!(
+            "INSERT INTO oauth_clients (",
+            client_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5)"
+        );
+        let sql = if max_unused.is_some() { CAPPED } else { PLAIN };
         // A taken id comes out as `None` (a statement error: the
         // connection stays), anything else as the store's error.
         let inserted = match self.grants() {
             Grants::Sqlite(db) => {
                 let client = client.clone();
                 db.run(Access::Write, move |conn| {
-                    let done = conn.prepare_cached(SQL)?.execute(rusqlite::params![
-                        client.client_id,
-                        client.secret_hash,
-                        client.metadata,
-                        client.created_at,
-                        client.last_used_at,
-                        max_unused,
-                    ]);
+                    let mut statement = conn.prepare_cached(sql)?;
+                    let done = match max_unused {
+                        Some(cap) => statement.execute(rusqlite::params![
+                            client.client_id,
+                            client.secret_hash,
+                            client.metadata,
+                            client.created_at,
+                            client.last_used_at,
+                            cap,
+                        ]),
+                        None => statement.execute(rusqlite::params![
+                            client.client_id,
+                            client.secret_hash,
+                            client.metadata,
+                            client.created_at,
+                            client.last_used_at,
+                        ]),
+                    };
                     match done {
                         Ok(n) => Ok(Some(n as u64)),
                         Err(e) if is_unique_violation(&e) => Ok(None),
@@ -50,25 +68,47 @@ impl Store {
                 })
                 .await?
             }
-            Grants::Postgres(sets) => {
-                on_pg!(sets.set(Access::Write), |conn| match sqlx::query(SQL)
+            Grants::Postgres(sets) => on_pg!(sets.set(Access::Write), |conn| {
+                let query = sqlx::query(sql)
                     .bind(&client.client_id)
                     .bind(&client.secret_hash)
                     .bind(&client.metadata)
                     .bind(client.created_at)
-                    .bind(client.last_used_at)
-                    .bind(max_unused)
-                    .execute(conn)
-                    .await
-                {
+                    .bind(client.last_used_at);
+                let query = match max_unused {
+                    Some(cap) => query.bind(cap),
+                    None => query,
+                };
+                match query.execute(conn).await {
                     Ok(done) => Ok(Some(done.rows_affected())),
                     Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(None),
                     Err(e) => Err(e),
-                })?
-            }
+                }
+            })?,
         }
         .ok_or_else(|| StoreError::Conflict("client id taken".to_owned()))?;
         Ok(inserted == 1)
+    }
+
+    /// How many registered clients never obtained a token, counted up to
+    /// `cap` (the partial index of unused clients; at most `cap` entries read).
+    pub async fn count_unused_clients(&self, cap: i64) -> Result<i64, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM oauth_clients WHERE last_used_at IS NULL LIMIT $1) AS unused";
+        match self.grants() {
+            Grants::Sqlite(db) => {
+                db.run(Access::Read, move |conn| {
+                    conn.prepare_cached(SQL)?
+                        .query_row([cap], |row| row.get::<_, i64>(0))
+                })
+                .await
+            }
+            Grants::Postgres(sets) => on_pg!(sets.set(Access::Read), |conn| {
+                sqlx::query_scalar::<_, i64>(SQL)
+                    .bind(cap)
+                    .fetch_one(conn)
+                    .await
+            }),
+        }
     }
 
     pub async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
