@@ -106,6 +106,24 @@ impl Store {
             == 1)
     }
 
+    /// Give the lease back after a refresh that failed for a passing reason
+    /// (the authorization server was down), so the next call tries again at
+    /// once instead of waiting out the lease.
+    pub async fn release_user_upstream_refresh(
+        &self,
+        connection_id: &str,
+        version: i64,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE upstream_user_tokens SET refresh_lease_until = NULL WHERE connection_id = $1 AND version = $2";
+        on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(connection_id)
+            .bind(version)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
     /// Write a refreshed token set over `version` (the lease holder's); the
     /// lease ends. `false`: the row changed meanwhile (revoked or reconnected).
     pub async fn finish_user_upstream_refresh(
@@ -219,6 +237,23 @@ impl Store {
         .bind(issuer)
         .fetch_optional(pool)
         .await)?)
+    }
+
+    /// Forget the registration at `issuer` (the authorization server no
+    /// longer knows it: `invalid_client`); the next attempt registers anew.
+    pub async fn forget_upstream_client(
+        &self,
+        upstream: &str,
+        issuer: &str,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "DELETE FROM upstream_clients WHERE upstream = $1 AND issuer = $2";
+        on_db!(self.db(), |pool| sqlx::query(SQL)
+            .bind(upstream)
+            .bind(issuer)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
     }
 
     /// Keep a registration unless another replica stored one first; the

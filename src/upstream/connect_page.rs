@@ -77,13 +77,14 @@ impl ConnectPages {
     fn trouble(&self, err: &UserAuthError) -> Response {
         let (status, trouble) = match err {
             UserAuthError::WrongUser => (StatusCode::FORBIDDEN, Trouble::CannotContinue),
-            UserAuthError::BadLink | UserAuthError::BadAttempt => {
+            UserAuthError::BadLink | UserAuthError::BadAttempt | UserAuthError::WrongIssuer => {
                 (StatusCode::BAD_REQUEST, Trouble::CannotContinue)
             }
             UserAuthError::UnknownUpstream(_) => (StatusCode::NOT_FOUND, Trouble::BadRequest),
             UserAuthError::Discovery(_)
             | UserAuthError::Registration(_)
             | UserAuthError::Refused(_)
+            | UserAuthError::ClientRejected(_)
             | UserAuthError::Unreachable(_) => {
                 (StatusCode::BAD_GATEWAY, Trouble::IdentityProviderDown)
             }
@@ -130,7 +131,12 @@ async fn start(
             ),
         );
     };
-    match state.auth.begin(&upstream, &e, &user).await {
+    let browser = state.cookie(CONNECT_COOKIE).read(&headers);
+    match state
+        .auth
+        .begin(&upstream, &e, &user, browser.as_deref())
+        .await
+    {
         Ok(redirect) => {
             let mut response = (
                 StatusCode::SEE_OTHER,
@@ -153,6 +159,8 @@ struct CallbackQuery {
     code: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+    /// RFC 9207.
+    iss: Option<String>,
 }
 
 async fn callback(
@@ -201,7 +209,13 @@ async fn callback(
     };
     match state
         .auth
-        .finish(&attempt_state, &code, &browser, user.as_deref())
+        .finish(
+            &attempt_state,
+            &code,
+            query.iss.as_deref(),
+            &browser,
+            user.as_deref(),
+        )
         .await
     {
         Ok(upstream) => state.page(

@@ -30,6 +30,8 @@ use crate::{
 };
 
 pub mod admin;
+#[cfg(test)]
+mod peer_tests;
 pub mod request_state;
 mod server;
 #[cfg(test)]
@@ -72,6 +74,16 @@ pub enum UserAuthError {
     Registration(String),
     #[error("the upstream's authorization server refused: {0}")]
     Refused(String),
+    /// `invalid_client`: the server does not know (or no longer accepts)
+    /// mcpgate's client; a registration of ours is forgotten and made anew.
+    #[error("the upstream's authorization server does not accept mcpgate's client: {0}")]
+    ClientRejected(String),
+    /// RFC 9207: the authorization response came from another server than
+    /// the one the attempt went to (a mix-up), or did not say which.
+    #[error(
+        "the authorization response does not come from the authorization server this attempt went to; nothing was connected"
+    )]
+    WrongIssuer,
     #[error("the upstream's authorization server is unreachable: {0}")]
     Unreachable(String),
     #[error("the connection is being refreshed elsewhere and did not finish in time")]
@@ -141,6 +153,21 @@ struct ClientCredentials {
     client_id: String,
     #[serde(default)]
     client_secret: Option<String>,
+    /// How the secret goes to the token endpoint: what the registration
+    /// answer said (RFC 7591's default is `client_secret_basic`), or for a
+    /// configured client what the server's metadata lists.
+    #[serde(default)]
+    token_endpoint_auth_method: Option<String>,
+    /// Made by RFC 7591 registration and kept in the store (so it can be
+    /// forgotten when the server no longer knows it).
+    #[serde(skip)]
+    registered: bool,
+}
+
+impl ClientCredentials {
+    fn secret_in_body(&self) -> bool {
+        self.token_endpoint_auth_method.as_deref() == Some("client_secret_post")
+    }
 }
 
 /// The parts of RFC 8414 metadata used here.
@@ -157,10 +184,19 @@ struct ServerMetadata {
     code_challenge_methods_supported: Option<Vec<String>>,
     #[serde(default)]
     client_id_metadata_document_supported: bool,
+    #[serde(default)]
+    scopes_supported: Option<Vec<String>>,
+    #[serde(default)]
+    token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// RFC 9207: the server puts `iss` in its authorization responses.
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
 }
 
 #[derive(Deserialize)]
 struct ResourceMetadata {
+    #[serde(default)]
+    resource: Option<String>,
     #[serde(default)]
     authorization_servers: Vec<String>,
     #[serde(default)]
@@ -170,6 +206,9 @@ struct ResourceMetadata {
 struct Discovered {
     server: ServerMetadata,
     scopes: Vec<String>,
+    /// RFC 8707 `resource`: the value the upstream's metadata names for
+    /// itself, else its URL as configured.
+    resource: String,
 }
 
 #[derive(Deserialize)]
@@ -177,10 +216,19 @@ struct TokenAnswer {
     access_token: String,
     #[serde(default)]
     refresh_token: Option<String>,
-    #[serde(default)]
+    /// A number, or (Entra's v1 endpoint) a string of digits.
+    #[serde(default, deserialize_with = "seconds")]
     expires_in: Option<i64>,
     #[serde(default)]
     scope: Option<String>,
+}
+
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Some(serde_json::Value::String(t)) => t.trim().parse().ok(),
+        _ => None,
+    })
 }
 
 #[derive(Deserialize)]
@@ -351,6 +399,7 @@ impl UserAuth {
         upstream: &str,
         sealed: &str,
         session_user: &str,
+        browser: Option<&str>,
     ) -> Result<Redirect, UserAuthError> {
         let e = self.open_link(upstream, sealed)?;
         // The spec's MUST: a link forwarded to (or phished from) another
@@ -358,12 +407,16 @@ impl UserAuth {
         if !crate::constant_time::ct_eq(&e.user_id, session_user) {
             return Err(UserAuthError::WrongUser);
         }
-        let target = self.target(upstream)?;
         let found = self.discover(upstream).await?;
         let client = self.client(upstream, &found.server).await?;
         let verifier = random_token(32)?;
         let state = random_token(32)?;
-        let browser = random_token(32)?;
+        // The cookie names the browser, not the attempt: a second connect in
+        // the same browser (two upstreams at once) keeps the first one valid.
+        let browser = match browser.filter(|b| b.len() >= 43) {
+            Some(b) => b.to_owned(),
+            None => random_token(32)?,
+        };
         let now = self.clock.now();
         self.store
             .insert_connect_attempt(&ConnectAttemptRecord {
@@ -392,7 +445,7 @@ impl UserAuth {
                 .append_pair("state", &state)
                 .append_pair("code_challenge", &pkce_s256(&verifier))
                 .append_pair("code_challenge_method", "S256")
-                .append_pair("resource", target.url.as_str());
+                .append_pair("resource", &found.resource);
             if !found.scopes.is_empty() {
                 q.append_pair("scope", &found.scopes.join(" "));
             }
@@ -409,6 +462,7 @@ impl UserAuth {
         &self,
         state: &str,
         code: &str,
+        iss: Option<&str>,
         browser: &str,
         session_user: Option<&str>,
     ) -> Result<String, UserAuthError> {
@@ -416,10 +470,19 @@ impl UserAuth {
         let secrets: AttemptSecrets = self
             .sealer
             .open_json(ATTEMPT_CONTEXT, &attempt.secrets_sealed)?;
-        let target = self.target(&attempt.upstream)?;
         let found = self.discover(&attempt.upstream).await?;
         if found.server.issuer != secrets.issuer {
             return Err(UserAuthError::BadAttempt);
+        }
+        // RFC 9207 §2.4: an `iss` must be the attempt's server; a server that
+        // says it sends one must have sent it. Every upstream shares one
+        // redirect URI, so this is what stops a mix-up between them.
+        match iss {
+            Some(iss) if iss != secrets.issuer => return Err(UserAuthError::WrongIssuer),
+            None if found.server.authorization_response_iss_parameter_supported => {
+                return Err(UserAuthError::WrongIssuer);
+            }
+            _ => {}
         }
         let client = self.client(&attempt.upstream, &found.server).await?;
         let redirect_uri = self.redirect_uri();
@@ -428,11 +491,19 @@ impl UserAuth {
             ("code", code),
             ("redirect_uri", redirect_uri.as_str()),
             ("code_verifier", secrets.verifier.as_str()),
-            ("resource", target.url.as_str()),
+            ("resource", found.resource.as_str()),
         ];
-        let answer = self
+        let answer = match self
             .token_request(&found.server.token_endpoint, &client, &form)
-            .await?;
+            .await
+        {
+            Err(UserAuthError::ClientRejected(reason)) => {
+                self.forget_client(&attempt.upstream, &found.server, &client)
+                    .await?;
+                return Err(UserAuthError::ClientRejected(reason));
+            }
+            other => other?,
+        };
         self.save(
             &attempt.upstream,
             &attempt.user_id,
@@ -495,7 +566,10 @@ impl UserAuth {
             refresh_token: answer
                 .refresh_token
                 .or_else(|| previous.as_ref().and_then(|(_, p)| p.refresh_token.clone())),
-            scope: answer.scope,
+            // RFC 6749 §5.1: a refresh may leave out an unchanged scope.
+            scope: answer
+                .scope
+                .or_else(|| previous.as_ref().and_then(|(_, p)| p.scope.clone())),
             issuer: server.issuer.clone(),
         };
         let expires_at = answer.expires_in.map(|s| now + s.max(0));
@@ -586,7 +660,14 @@ impl UserAuth {
                 )
                 .await?
             {
-                return self.refresh(upstream, user_id, &record, set).await;
+                let refreshed = self.refresh(upstream, user_id, &record, set).await;
+                if refreshed.is_err() {
+                    // A passing failure: the next call tries again at once.
+                    self.store
+                        .release_user_upstream_refresh(&record.connection_id, record.version)
+                        .await?;
+                }
+                return refreshed;
             }
             // Another replica holds the lease: its result lands in the row.
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -608,13 +689,12 @@ impl UserAuth {
                 .await?;
             return Ok(None);
         };
-        let target = self.target(upstream)?;
         let found = self.discover(upstream).await?;
         let client = self.client(upstream, &found.server).await?;
         let form = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.as_str()),
-            ("resource", target.url.as_str()),
+            ("resource", found.resource.as_str()),
         ];
         match self
             .token_request(&found.server.token_endpoint, &client, &form)
@@ -630,7 +710,11 @@ impl UserAuth {
                 )
                 .await
             }
-            Err(UserAuthError::Refused(reason)) => {
+            Err(refused @ (UserAuthError::Refused(_) | UserAuthError::ClientRejected(_))) => {
+                if matches!(refused, UserAuthError::ClientRejected(_)) {
+                    self.forget_client(upstream, &found.server, &client).await?;
+                }
+                let reason = refused.to_string();
                 tracing::info!(
                     upstream,
                     user = user_id,

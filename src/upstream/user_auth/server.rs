@@ -22,10 +22,19 @@ impl UserAuth {
             return Ok(d.clone());
         }
         let target = self.target(upstream)?;
-        let (issuer, listed_scopes) = match &target.settings.authorization_server {
-            Some(issuer) => (issuer.to_string(), Vec::new()),
+        let configured_url = resource_uri(&target.url);
+        let (issuer, listed_scopes, resource) = match &target.settings.authorization_server {
+            Some(issuer) => (issuer.to_string(), Vec::new(), configured_url),
             None => {
                 let prm = self.resource_metadata(&target.url).await?;
+                // RFC 9728 §3.3: the metadata names the resource it is for;
+                // send exactly that (servers compare `resource` as a string)
+                // when it is this URL, give or take a trailing slash.
+                let resource = prm
+                    .resource
+                    .clone()
+                    .filter(|r| r.trim_end_matches('/') == configured_url.trim_end_matches('/'))
+                    .unwrap_or(configured_url);
                 let issuer = prm
                     .authorization_servers
                     .into_iter()
@@ -35,7 +44,7 @@ impl UserAuth {
                             "the protected-resource metadata names no authorization server".into(),
                         )
                     })?;
-                (issuer, prm.scopes_supported)
+                (issuer, prm.scopes_supported, resource)
             }
         };
         let server = self.server_metadata(&issuer).await?;
@@ -48,12 +57,28 @@ impl UserAuth {
                 "the authorization server does not support PKCE S256".into(),
             ));
         }
-        let scopes = if target.settings.scopes.is_empty() {
+        let mut scopes = if target.settings.scopes.is_empty() {
             listed_scopes
         } else {
             target.settings.scopes.clone()
         };
-        let found = Arc::new(Discovered { server, scopes });
+        // Entra ID, Okta and Auth0 issue a refresh token only for
+        // `offline_access`; without one the user would connect again at every
+        // expiry. Asked for when the server lists it (as the MCP SDKs do).
+        if !scopes.is_empty()
+            && !scopes.iter().any(|s| s == "offline_access")
+            && server
+                .scopes_supported
+                .as_ref()
+                .is_some_and(|listed| listed.iter().any(|s| s == "offline_access"))
+        {
+            scopes.push("offline_access".to_owned());
+        }
+        let found = Arc::new(Discovered {
+            server,
+            scopes,
+            resource,
+        });
         lock(&self.discovered).insert(upstream.to_owned(), found.clone());
         Ok(found)
     }
@@ -143,6 +168,13 @@ impl UserAuth {
     ) -> Result<ClientCredentials, UserAuthError> {
         let target = self.target(upstream)?;
         if let Some(id) = &target.settings.client_id {
+            // Basic unless the server lists only the body method (RFC 8414's
+            // default for an absent list is Basic).
+            let listed = server.token_endpoint_auth_methods_supported.as_deref();
+            let post_only = listed.is_some_and(|m| {
+                m.iter().any(|x| x == "client_secret_post")
+                    && !m.iter().any(|x| x == "client_secret_basic")
+            });
             return Ok(ClientCredentials {
                 client_id: id.clone(),
                 client_secret: target
@@ -150,6 +182,8 @@ impl UserAuth {
                     .client_secret
                     .as_ref()
                     .map(|s| s.expose_secret().to_owned()),
+                token_endpoint_auth_method: post_only.then(|| "client_secret_post".to_owned()),
+                registered: false,
             });
         }
         if server.client_id_metadata_document_supported
@@ -158,10 +192,14 @@ impl UserAuth {
             return Ok(ClientCredentials {
                 client_id: self.client_metadata_url(),
                 client_secret: None,
+                token_endpoint_auth_method: None,
+                registered: false,
             });
         }
         if let Some(sealed) = self.store.upstream_client(upstream, &server.issuer).await? {
-            return Ok(self.sealer.open_json(CLIENT_CONTEXT, &sealed)?);
+            let mut kept: ClientCredentials = self.sealer.open_json(CLIENT_CONTEXT, &sealed)?;
+            kept.registered = true;
+            return Ok(kept);
         }
         let Some(endpoint) = &server.registration_endpoint else {
             return Err(UserAuthError::Registration(
@@ -195,10 +233,37 @@ impl UserAuth {
             .store
             .save_upstream_client(upstream, &server.issuer, &sealed, self.clock.now())
             .await?;
-        Ok(self.sealer.open_json(CLIENT_CONTEXT, &kept)?)
+        let mut kept: ClientCredentials = self.sealer.open_json(CLIENT_CONTEXT, &kept)?;
+        kept.registered = true;
+        Ok(kept)
     }
 
-    /// Client authentication: HTTP Basic with a secret, else the client id alone.
+    /// The server answered `invalid_client`: a registration of ours it no
+    /// longer knows (expired, its store reset, another redirect URI) is
+    /// forgotten, so the next connect registers anew instead of failing for
+    /// every user. A configured client is the operator's to fix.
+    pub(super) async fn forget_client(
+        &self,
+        upstream: &str,
+        server: &ServerMetadata,
+        client: &ClientCredentials,
+    ) -> Result<(), UserAuthError> {
+        if client.registered {
+            tracing::warn!(
+                upstream,
+                issuer = %server.issuer,
+                "the upstream's authorization server no longer accepts mcpgate's registration; registering again on the next connect"
+            );
+            self.store
+                .forget_upstream_client(upstream, &server.issuer)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Client authentication: the secret in HTTP Basic, or in the body for
+    /// `client_secret_post`; without a secret the client id alone. Answers
+    /// are asked for as JSON (GitHub answers a form otherwise).
     pub(super) fn authenticated(
         &self,
         request: reqwest::RequestBuilder,
@@ -206,7 +271,13 @@ impl UserAuth {
         form: &[(&str, &str)],
     ) -> reqwest::RequestBuilder {
         let mut form: Vec<(&str, &str)> = form.to_vec();
+        let request = request.header(reqwest::header::ACCEPT, "application/json");
         let request = match &client.client_secret {
+            Some(secret) if client.secret_in_body() => {
+                form.push(("client_id", client.client_id.as_str()));
+                form.push(("client_secret", secret.as_str()));
+                request
+            }
             Some(secret) => request.basic_auth(
                 form_urlencode(&client.client_id),
                 Some(form_urlencode(secret)),
@@ -235,23 +306,63 @@ impl UserAuth {
             .bytes()
             .await
             .map_err(|e| UserAuthError::Unreachable(e.without_url().to_string()))?;
-        if status.is_success() {
-            return serde_json::from_slice(&body)
-                .map_err(|_| UserAuthError::Refused("the token answer is not a token".into()));
-        }
-        let reason = serde_json::from_slice::<ErrorAnswer>(&body)
-            .map(|e| match e.error_description {
-                Some(d) => format!("{}: {d}", e.error),
-                None => e.error,
-            })
-            .unwrap_or_else(|_| format!("HTTP {status}"));
+        token_answer(status, &body)
+    }
+}
+
+/// What a token endpoint's answer means. A token (JSON, or a form as GitHub
+/// sends without `Accept`); an OAuth error the server stands by (RFC 6749
+/// §5.2: 400 or 401, or GitHub's 200 with `error`), after which a connection
+/// is dropped; anything else (5xx, 429, a proxy's page) is a passing failure
+/// that leaves the connection as it is.
+pub(super) fn token_answer(
+    status: reqwest::StatusCode,
+    body: &[u8],
+) -> Result<TokenAnswer, UserAuthError> {
+    let json = serde_json::from_slice::<serde_json::Value>(body).ok();
+    let form = || -> serde_json::Value {
+        url::form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let fields = json.filter(|v| v.is_object()).unwrap_or_else(form);
+    if let Ok(error) = serde_json::from_value::<ErrorAnswer>(fields.clone()) {
+        let reason = match error.error_description {
+            Some(d) => format!("{}: {d}", error.error),
+            None => error.error.clone(),
+        };
         // Shown on a page and logged: only visible characters, bounded.
         let reason: String = reason
             .chars()
             .filter(|c| !crate::visible_text::is_hidden_or_control(*c))
             .take(300)
             .collect();
-        Err(UserAuthError::Refused(reason))
+        return Err(match status.as_u16() {
+            200..=299 | 400 | 401 if error.error == "invalid_client" => {
+                UserAuthError::ClientRejected(reason)
+            }
+            200..=299 | 400 | 401 => UserAuthError::Refused(reason),
+            _ => UserAuthError::Unreachable(format!("answered HTTP {status}: {reason}")),
+        });
+    }
+    if !status.is_success() {
+        return Err(UserAuthError::Unreachable(format!(
+            "answered HTTP {status}"
+        )));
+    }
+    serde_json::from_value(fields)
+        .map_err(|_| UserAuthError::Unreachable("the token answer is not a token".into()))
+}
+
+/// The upstream's URL as a `resource` value: as configured, without the
+/// slash the URL parser adds to an empty path (`https://mcp.example.com`).
+pub(super) fn resource_uri(url: &Url) -> String {
+    let text = url.as_str();
+    if url.path() == "/" && url.query().is_none() && url.fragment().is_none() {
+        text.trim_end_matches('/').to_owned()
+    } else {
+        text.to_owned()
     }
 }
 

@@ -132,7 +132,7 @@ async fn a_connect_link_opens_only_for_its_upstream_until_it_expires_and_names_i
     ));
     // Another user at the page is refused before anything leaves mcpgate.
     assert!(matches!(
-        auth.begin("gh", sealed, "user-2").await,
+        auth.begin("gh", sealed, "user-2", None).await,
         Err(UserAuthError::WrongUser)
     ));
     clock.advance(Duration::from_secs(ELICITATION_TTL_SECS as u64 + 1));
