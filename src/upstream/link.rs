@@ -571,6 +571,15 @@ impl Link {
                 }
             }
             HttpCallError::Ended => GatewayError::Closed { upstream },
+            HttpCallError::Status(status)
+                if status == reqwest::StatusCode::UNAUTHORIZED
+                    || status == reqwest::StatusCode::FORBIDDEN =>
+            {
+                GatewayError::CredentialsRefused {
+                    upstream,
+                    status: status.as_u16(),
+                }
+            }
             other => GatewayError::Unavailable {
                 upstream,
                 reason: other.to_string(),
@@ -598,6 +607,9 @@ impl Link {
                     reason: "cannot connect".to_owned(),
                 }
             }
+            ServiceError::TransportSend(e) if let Some(status) = credentials_refused(&e) => {
+                GatewayError::CredentialsRefused { upstream, status }
+            }
             ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
                 GatewayError::Closed { upstream }
             }
@@ -611,6 +623,19 @@ impl Link {
 
 /// Whether a send failed because the HTTP upstream cannot be reached at all
 /// (not for an answer it gave).
+/// rmcp's client read a 401 or a 403 `insufficient_scope` from the upstream.
+fn credentials_refused(e: &rmcp::transport::DynamicTransportError) -> Option<u16> {
+    use rmcp::transport::streamable_http_client::StreamableHttpError;
+    match e
+        .error
+        .downcast_ref::<StreamableHttpError<reqwest::Error>>()
+    {
+        Some(StreamableHttpError::AuthRequired(_)) => Some(401),
+        Some(StreamableHttpError::InsufficientScope(_)) => Some(403),
+        _ => None,
+    }
+}
+
 fn unreachable(e: &rmcp::transport::DynamicTransportError) -> bool {
     use rmcp::transport::streamable_http_client::StreamableHttpError;
     matches!(

@@ -70,6 +70,10 @@ pub enum GatewayError {
     TooManyUsers { upstream: String, max: usize },
     #[error("upstream {upstream} closed the connection before answering")]
     Closed { upstream: String },
+    /// HTTP 401 or 403 from the upstream itself: the credentials mcpgate
+    /// sent are not (or no longer) good there. Nothing ran.
+    #[error("upstream {upstream} refused mcpgate's credentials (HTTP {status})")]
+    CredentialsRefused { upstream: String, status: u16 },
     #[error("cancelled by the client")]
     Cancelled,
     #[error("{0}")]
@@ -124,6 +128,7 @@ impl GatewayError {
             GatewayError::Timeout { .. } => "timeout",
             GatewayError::Busy { .. } | GatewayError::TooManyUsers { .. } => "busy",
             GatewayError::Closed { .. } => "closed",
+            GatewayError::CredentialsRefused { .. } => "credentials_refused",
             GatewayError::Cancelled => "cancelled",
             GatewayError::Unavailable { .. } => "unavailable",
             GatewayError::UnexpectedResult { .. } => "bad_result",

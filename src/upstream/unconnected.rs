@@ -177,16 +177,43 @@ impl Gateway {
                 _ => {}
             }
         }
-        let first = self
-            .call_tool(
-                upstream,
-                params.clone(),
-                original.clone(),
-                caller.principal,
-                caller.origin.clone(),
-                caller.cancel,
-            )
-            .await;
+        let mut refreshed = false;
+        let first = loop {
+            let result = self
+                .call_tool(
+                    upstream,
+                    params.clone(),
+                    original.clone(),
+                    caller.principal,
+                    caller.origin.clone(),
+                    caller.cancel,
+                )
+                .await;
+            let Err(GatewayError::CredentialsRefused { .. }) = &result else {
+                break result;
+            };
+            // The user's own token was refused (revoked at the upstream, or
+            // expired early): refresh once and retry, then ask to connect.
+            let Some(auth) = self.context.user_auth.as_ref().filter(|a| a.covers(name)) else {
+                break result;
+            };
+            let failed = |e: user_auth::UserAuthError| GatewayError::UserAuth {
+                upstream: name.to_owned(),
+                reason: e.to_string(),
+            };
+            if auth
+                .refused_by_upstream(name, &caller.principal.subject, refreshed)
+                .await
+                .map_err(failed)?
+            {
+                refreshed = true;
+                continue;
+            }
+            break Err(GatewayError::ConnectRequired(Box::new(
+                auth.connect_link(name, &caller.principal.subject)
+                    .map_err(failed)?,
+            )));
+        };
         let link = match first {
             Err(GatewayError::ConnectRequired(link)) => link,
             other => return other,

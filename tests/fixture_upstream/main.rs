@@ -8,6 +8,9 @@
 //! fixture-upstream --http-json ADDR     the same, answering each POST with one JSON body
 //! ```
 //!
+//! With `FIXTURE_REFUSE_TOKENS_FILE` set, an HTTP request whose bearer token is a line of that
+//! file is refused with 401 `invalid_token`, as a server does with a token its user revoked.
+//!
 //! stdout carries the protocol in stdio mode, so diagnostics go to stderr only. In HTTP mode
 //! the one stdout line is `listening on http://ADDR/mcp`, printed once the socket is bound
 //! (port 0 picks a free port and the line shows which).
@@ -92,6 +95,33 @@ async fn serve_stdio() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// 401 for a bearer token listed in `file` (read on every request: a test adds to it).
+async fn refuse_listed(
+    file: Option<std::path::PathBuf>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let token = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    if let (Some(file), Some(token)) = (file, token) {
+        let listed = std::fs::read_to_string(file).unwrap_or_default();
+        if listed.lines().any(|line| line == token) {
+            return axum::response::IntoResponse::into_response((
+                axum::http::StatusCode::UNAUTHORIZED,
+                [(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    "Bearer error=\"invalid_token\", error_description=\"the token was revoked\"",
+                )],
+            ));
+        }
+    }
+    next.run(request).await
+}
+
 async fn serve_http(addr: SocketAddr, json: bool) -> anyhow::Result<()> {
     let shared = Shared::new();
     // rmcp's defaults: sessions for the 2025 revisions, stateless for 2026-07-28, SSE
@@ -102,7 +132,13 @@ async fn serve_http(addr: SocketAddr, json: bool) -> anyhow::Result<()> {
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default().with_json_response(json),
     );
-    let router = axum::Router::new().route_service("/mcp", service);
+    let refused = std::env::var_os("FIXTURE_REFUSE_TOKENS_FILE").map(std::path::PathBuf::from);
+    let router =
+        axum::Router::new()
+            .route_service("/mcp", service)
+            .layer(axum::middleware::from_fn(move |request, next| {
+                refuse_listed(refused.clone(), request, next)
+            }));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;

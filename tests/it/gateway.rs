@@ -236,9 +236,15 @@ impl HttpFixture {
 
     /// With the fixture's mode flag: `--http` (SSE answers) or `--http-json`.
     pub fn start_as(flag: &str, addr: &str) -> HttpFixture {
+        HttpFixture::start_with(flag, addr, &[])
+    }
+
+    /// With environment variables (e.g. `FIXTURE_REFUSE_TOKENS_FILE`).
+    pub fn start_with(flag: &str, addr: &str, env: &[(&str, &std::path::Path)]) -> HttpFixture {
         let stderr = tempfile::NamedTempFile::new().unwrap();
         let mut child = Command::new(fixture_bin())
             .args([flag, addr])
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr.reopen().unwrap()))

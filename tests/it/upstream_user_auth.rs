@@ -270,6 +270,56 @@ async fn a_denied_sign_in_is_shown_and_a_revoked_connection_asks_again() {
     elicitation(&reply);
 }
 
+#[tokio::test]
+async fn a_token_the_upstream_refuses_is_refreshed_or_the_user_is_asked_to_connect_again() {
+    let idp = FakeIdp::start().await;
+    let refused = tempfile::NamedTempFile::new().unwrap();
+    let fixture = HttpFixture::start_with(
+        "--http",
+        "127.0.0.1:0",
+        &[("FIXTURE_REFUSE_TOKENS_FILE", refused.path())],
+    );
+    let server = protected_gateway(&idp, &fixture).await;
+    let (token, mut alice) = token_and_browser(&server, ALICE).await;
+    server.set_token(&token);
+    let sid = server.initialize().await;
+    let reply = call(&server, &sid, 2, "gh__http_headers", json!({})).await;
+    let link = elicitation(&reply)["url"].as_str().unwrap().to_owned();
+    connect_in_browser(&idp, &mut alice, &link).await;
+    let reply = call(&server, &sid, 3, "gh__http_headers", json!({})).await;
+    let upstream_token = structured(&reply)["headers"]["authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned();
+
+    // Alice revokes mcpgate's access at the upstream: it answers 401. This
+    // authorization server gave no refresh token, so there is nothing to
+    // refresh with: the same call asks her to connect again (not an opaque
+    // failure, and not a connection that stays broken).
+    std::fs::write(refused.path(), format!("{upstream_token}\n")).unwrap();
+    let reply = call(&server, &sid, 4, "gh__http_headers", json!({})).await;
+    let link = elicitation(&reply)["url"].as_str().unwrap().to_owned();
+    let (ok, out, err) = connections_cli(
+        &server,
+        (&idp, &fixture),
+        &["connections", "list", "--user", "alice"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(!out.contains("gh\tconnected"), "{out}");
+
+    // She connects again and the upstream takes the new token.
+    std::fs::write(refused.path(), "").unwrap();
+    connect_in_browser(&idp, &mut alice, &link).await;
+    let reply = call(&server, &sid, 5, "gh__http_headers", json!({})).await;
+    assert!(
+        structured(&reply)["headers"]["authorization"].is_string(),
+        "{reply}"
+    );
+}
+
 /// The CLI against the test server's store, with the same upstream; run
 /// without blocking this runtime, which serves the fake IdP.
 async fn connections_cli(

@@ -730,6 +730,56 @@ impl UserAuth {
         }
     }
 
+    /// The upstream refused the user's token (401, or 403 for scope).
+    /// A token it no longer takes may just be older than its expiry said
+    /// (or said nothing): refresh it now, whatever its expiry, and `true`
+    /// means "retry the call". `false`: nothing to refresh with, or the
+    /// server refused; the connection is then gone and the user connects again.
+    pub async fn refused_by_upstream(
+        &self,
+        upstream: &str,
+        user_id: &str,
+        refreshed_already: bool,
+    ) -> Result<bool, UserAuthError> {
+        let Some(record) = self.store.user_upstream_tokens(upstream, user_id).await? else {
+            return Ok(false);
+        };
+        if refreshed_already {
+            // Refused again with a new token: connecting again is the way out.
+            tracing::info!(
+                upstream,
+                user = user_id,
+                "the upstream refused the user's token again; the user connects again"
+            );
+            self.store
+                .delete_user_upstream_tokens(upstream, user_id)
+                .await?;
+            return Ok(false);
+        }
+        let now = self.clock.now();
+        if !self
+            .store
+            .lease_user_upstream_refresh(
+                &record.connection_id,
+                record.version,
+                now,
+                now + REFRESH_LEASE_SECS,
+            )
+            .await?
+        {
+            // Someone is refreshing it now: the retry takes their token.
+            return Ok(true);
+        }
+        let set: TokenSet = self.sealer.open_json(TOKENS_CONTEXT, &record.sealed)?;
+        let refreshed = self.refresh(upstream, user_id, &record, set).await;
+        if refreshed.is_err() {
+            self.store
+                .release_user_upstream_refresh(&record.connection_id, record.version)
+                .await?;
+        }
+        Ok(refreshed?.is_some())
+    }
+
     // -- connections
 
     pub async fn connections(&self, user_id: &str) -> Result<Vec<Connection>, UserAuthError> {

@@ -494,3 +494,39 @@ async fn an_authorization_response_from_another_server_connects_nothing() {
         .unwrap();
     assert!(auth.is_connected("up", "u").await.unwrap());
 }
+
+#[tokio::test]
+async fn a_token_the_upstream_refuses_before_its_expiry_is_refreshed_once_then_the_connection_ends()
+{
+    let (_dir, store) = store().await;
+    let clock = ManualClock::new();
+    let peer = peer().await;
+    let auth = auth_at(&store, &clock, &peer, registered());
+    expired_connection(&auth, &store, &clock, &peer, "u").await;
+    // Its expiry says it is good for an hour more (or the server gave none).
+    let row = store
+        .user_upstream_tokens("up", "u")
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .put_user_upstream_tokens("up", "u", &row.sealed, None, clock.now())
+        .await
+        .unwrap();
+    assert!(
+        auth.refused_by_upstream("up", "u", false).await.unwrap(),
+        "retry"
+    );
+    assert_eq!(
+        auth.token("up", "u")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose_secret(),
+        "access-new"
+    );
+    assert_eq!(lock(&peer.seen).len(), 1);
+    // Refused again with the new token: the user connects again.
+    assert!(!auth.refused_by_upstream("up", "u", true).await.unwrap());
+    assert!(!auth.is_connected("up", "u").await.unwrap());
+}
