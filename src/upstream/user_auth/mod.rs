@@ -51,6 +51,8 @@ const EXPIRY_MARGIN_SECS: i64 = 30;
 /// The longest one refresh may hold the lease; then another caller may try.
 const REFRESH_LEASE_SECS: i64 = 30;
 const METADATA_MAX_BYTES: usize = 64 * 1024;
+/// How long a process keeps what discovery found (servers move, rarely).
+const DISCOVERY_TTL_SECS: i64 = 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserAuthError {
@@ -269,7 +271,8 @@ pub struct UserAuth {
     fetcher: FencedFetcher,
     public_origin: String,
     targets: HashMap<String, Target>,
-    discovered: std::sync::Mutex<HashMap<String, Arc<Discovered>>>,
+    /// What discovery found per upstream, and when.
+    discovered: std::sync::Mutex<HashMap<String, (i64, Arc<Discovered>)>>,
     /// One refresh per connection in this process; the store lease covers replicas.
     refreshing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }

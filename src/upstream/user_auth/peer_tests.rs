@@ -530,3 +530,96 @@ async fn a_token_the_upstream_refuses_before_its_expiry_is_refreshed_once_then_t
     assert!(!auth.refused_by_upstream("up", "u", true).await.unwrap());
     assert!(!auth.is_connected("up", "u").await.unwrap());
 }
+
+#[test]
+fn bearer_challenges_are_read_with_quotes_escapes_and_bare_tokens() {
+    let c = super::server::bearer_challenge(
+        r#"Bearer realm="mcp", error="invalid_token", resource_metadata="https://a.example/.well-known/oauth-protected-resource/mcp", scope="repo read:org""#,
+    )
+    .unwrap();
+    assert_eq!(
+        c["resource_metadata"],
+        "https://a.example/.well-known/oauth-protected-resource/mcp"
+    );
+    assert_eq!(c["scope"], "repo read:org");
+    let c = super::server::bearer_challenge(r#"bearer error=insufficient_scope,scope="a \"b\"""#)
+        .unwrap();
+    assert_eq!(
+        (c["error"].as_str(), c["scope"].as_str()),
+        ("insufficient_scope", "a \"b\"")
+    );
+    assert!(super::server::bearer_challenge("Basic realm=\"x\"").is_none());
+    assert!(
+        super::server::bearer_challenge("Bearer")
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// An upstream whose metadata is reachable only through its 401: at a
+/// path of its own, naming a scope, with a first authorization server that
+/// is down and a second that works.
+#[tokio::test]
+async fn discovery_follows_the_upstreams_challenge_and_tries_each_listed_server() {
+    let (_dir, store) = store().await;
+    let clock = ManualClock::new();
+    let peer = peer().await;
+    let origin = lock(&peer.origin).clone();
+    let upstream = {
+        let origin = origin.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = format!("http://{}", listener.local_addr().unwrap());
+        let challenge = format!(
+            r#"Bearer error="invalid_request", resource_metadata="{at}/custom/prm", scope="issues:read""#
+        );
+        let prm = serde_json::json!({
+            "resource": format!("{at}/mcp"),
+            "authorization_servers": ["http://127.0.0.1:9/down", origin],
+            "scopes_supported": ["issues:read", "issues:write"],
+        });
+        let app = Router::new()
+            .route(
+                "/mcp",
+                post(move || {
+                    let challenge = challenge.clone();
+                    async move {
+                        (
+                            StatusCode::UNAUTHORIZED,
+                            [(header::WWW_AUTHENTICATE, challenge)],
+                        )
+                    }
+                }),
+            )
+            .route("/custom/prm", get(move || async move { Json(prm.clone()) }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        at
+    };
+    *lock(&peer.origin) = format!("{upstream}/mcp");
+    let auth = auth_at(&store, &clock, &peer, registered());
+    *lock(&peer.origin) = origin.clone();
+    let found = auth.discover("up").await.unwrap();
+    assert_eq!(found.server.issuer, origin);
+    assert_eq!(found.scopes, ["issues:read"], "the challenge's scope first");
+    assert_eq!(found.resource, format!("{upstream}/mcp"));
+}
+
+/// 2025-03-26: no protected-resource metadata and no server metadata; the
+/// default endpoints at the upstream's origin.
+#[tokio::test]
+async fn an_upstream_without_any_metadata_gets_the_default_endpoints_at_its_origin() {
+    let (_dir, store) = store().await;
+    let clock = ManualClock::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, Router::new()).await });
+    let peer = Peer::default();
+    *lock(&peer.origin) = format!("{at}/mcp");
+    let auth = auth_at(&store, &clock, &peer, registered());
+    let found = auth.discover("up").await.unwrap();
+    assert_eq!(found.server.issuer, at);
+    assert_eq!(found.server.token_endpoint, format!("{at}/token"));
+    assert_eq!(
+        found.server.registration_endpoint,
+        Some(format!("{at}/register"))
+    );
+}

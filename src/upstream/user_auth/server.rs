@@ -3,51 +3,104 @@
 //! there (configured, metadata document, or RFC 7591 registration shared by
 //! replicas), and the token endpoint.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use secrecy::ExposeSecret;
 use url::Url;
 
 use super::{
-    CLIENT_CONTEXT, ClientCredentials, Discovered, ErrorAnswer, METADATA_MAX_BYTES,
-    ResourceMetadata, ServerMetadata, TokenAnswer, UserAuth, UserAuthError,
+    CLIENT_CONTEXT, ClientCredentials, DISCOVERY_TTL_SECS, Discovered, ErrorAnswer,
+    METADATA_MAX_BYTES, ResourceMetadata, ServerMetadata, TokenAnswer, UserAuth, UserAuthError,
 };
 use crate::{oauth::fenced_fetch::FetchError, upstream::locks::lock};
 
 impl UserAuth {
-    /// RFC 9728 metadata of the upstream (or the configured issuer), then
-    /// the issuer's RFC 8414 / OpenID metadata; cached per process.
+    /// The upstream's authorization server, as MCP 2025-11-25 finds it: the
+    /// configured issuer; else the RFC 9728 metadata its 401 names
+    /// (`resource_metadata`, with the challenge's `scope` first), or the
+    /// well-known URLs; each server it lists in turn (RFC 8414 / OpenID
+    /// metadata); and for an upstream with no such metadata (2025-03-26)
+    /// the server at its origin. Kept for an hour per process; a failure is
+    /// not kept.
     pub(super) async fn discover(&self, upstream: &str) -> Result<Arc<Discovered>, UserAuthError> {
-        if let Some(d) = lock(&self.discovered).get(upstream) {
+        let now = self.clock.now();
+        if let Some((at, d)) = lock(&self.discovered).get(upstream)
+            && now.saturating_sub(*at) < DISCOVERY_TTL_SECS
+        {
             return Ok(d.clone());
         }
         let target = self.target(upstream)?;
         let configured_url = resource_uri(&target.url);
-        let (issuer, listed_scopes, resource) = match &target.settings.authorization_server {
-            Some(issuer) => (issuer.to_string(), Vec::new(), configured_url),
+        let (server, listed_scopes, resource) = match &target.settings.authorization_server {
+            Some(issuer) => (
+                self.server_metadata(issuer.as_str()).await?,
+                Vec::new(),
+                configured_url,
+            ),
             None => {
-                let prm = self.resource_metadata(&target.url).await?;
-                // RFC 9728 §3.3: the metadata names the resource it is for;
-                // send exactly that (servers compare `resource` as a string)
-                // when it is this URL, give or take a trailing slash.
-                let resource = prm
-                    .resource
-                    .clone()
-                    .filter(|r| r.trim_end_matches('/') == configured_url.trim_end_matches('/'))
-                    .unwrap_or(configured_url);
-                let issuer = prm
-                    .authorization_servers
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| {
-                        UserAuthError::Discovery(
-                            "the protected-resource metadata names no authorization server".into(),
-                        )
-                    })?;
-                (issuer, prm.scopes_supported, resource)
+                let challenge = self.challenge(&target.url).await;
+                match self
+                    .resource_metadata(&target.url, challenge.get("resource_metadata"))
+                    .await
+                {
+                    Ok(prm) => {
+                        // RFC 9728 §3.3: the metadata names the resource it
+                        // is for; send exactly that (servers compare
+                        // `resource` as a string) when it is this URL, give
+                        // or take a trailing slash.
+                        let resource = prm
+                            .resource
+                            .clone()
+                            .filter(|r| {
+                                r.trim_end_matches('/') == configured_url.trim_end_matches('/')
+                            })
+                            .unwrap_or(configured_url);
+                        if prm.authorization_servers.is_empty() {
+                            return Err(UserAuthError::Discovery(
+                                "the protected-resource metadata names no authorization server"
+                                    .into(),
+                            ));
+                        }
+                        let mut last = None;
+                        let mut found = None;
+                        for issuer in &prm.authorization_servers {
+                            match self.server_metadata(issuer).await {
+                                Ok(m) => {
+                                    found = Some(m);
+                                    break;
+                                }
+                                Err(e) => last = Some(e),
+                            }
+                        }
+                        let Some(server) = found else {
+                            return Err(last.unwrap_or_else(|| {
+                                UserAuthError::Discovery("no authorization server".into())
+                            }));
+                        };
+                        // The challenge's scope is what this server asks for now.
+                        let scopes = match challenge.get("scope") {
+                            Some(scope) => scope.split_whitespace().map(str::to_owned).collect(),
+                            None => prm.scopes_supported,
+                        };
+                        (server, scopes, resource)
+                    }
+                    // 2025-03-26: no protected-resource metadata; the
+                    // authorization server is the upstream's origin.
+                    Err(no_prm) => {
+                        let origin = target.url.origin().ascii_serialization();
+                        let server = match self.server_metadata(&origin).await {
+                            Ok(m) => m,
+                            Err(_) => self.default_endpoints(&origin).map_err(|_| no_prm)?,
+                        };
+                        let scopes = challenge
+                            .get("scope")
+                            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+                            .unwrap_or_default();
+                        (server, scopes, configured_url)
+                    }
+                }
             }
         };
-        let server = self.server_metadata(&issuer).await?;
         if server
             .code_challenge_methods_supported
             .as_ref()
@@ -79,8 +132,61 @@ impl UserAuth {
             scopes,
             resource,
         });
-        lock(&self.discovered).insert(upstream.to_owned(), found.clone());
+        lock(&self.discovered).insert(upstream.to_owned(), (now, found.clone()));
         Ok(found)
+    }
+
+    /// The parameters of the upstream's `Bearer` challenge to a request
+    /// without a token (an `initialize`), if it answers 401 with one.
+    async fn challenge(&self, url: &Url) -> HashMap<String, String> {
+        let probe = self
+            .http
+            .post(url.clone())
+            .header(
+                reqwest::header::ACCEPT,
+                "application/json, text/event-stream",
+            )
+            .json(&serde_json::json!({
+                "jsonrpc": "2.0", "id": 0, "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "mcpgate", "version": env!("CARGO_PKG_VERSION")},
+                },
+            }))
+            .send()
+            .await;
+        match probe {
+            Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => r
+                .headers()
+                .get_all(reqwest::header::WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(bearer_challenge)
+                .unwrap_or_default(),
+            _ => HashMap::new(),
+        }
+    }
+
+    /// 2025-03-26's default endpoints at the upstream's origin, for a server
+    /// that publishes no metadata at all.
+    fn default_endpoints(&self, origin: &str) -> Result<ServerMetadata, UserAuthError> {
+        let m = ServerMetadata {
+            issuer: origin.to_owned(),
+            authorization_endpoint: format!("{origin}/authorize"),
+            token_endpoint: format!("{origin}/token"),
+            registration_endpoint: Some(format!("{origin}/register")),
+            revocation_endpoint: None,
+            code_challenge_methods_supported: None,
+            client_id_metadata_document_supported: false,
+            scopes_supported: None,
+            token_endpoint_auth_methods_supported: None,
+            authorization_response_iss_parameter_supported: false,
+        };
+        self.fetcher
+            .check_url(&m.authorization_endpoint)
+            .map_err(|e| UserAuthError::Discovery(format!("{origin}: {e}")))?;
+        Ok(m)
     }
 
     async fn fetch_json<T: serde::de::DeserializeOwned>(
@@ -94,14 +200,18 @@ impl UserAuth {
             .map_err(|_| FetchError::BadUrl("not the JSON expected"))
     }
 
-    async fn resource_metadata(&self, resource: &Url) -> Result<ResourceMetadata, UserAuthError> {
+    async fn resource_metadata(
+        &self,
+        resource: &Url,
+        named: Option<&String>,
+    ) -> Result<ResourceMetadata, UserAuthError> {
         let path = resource.path().trim_end_matches('/');
         let origin = resource.origin().ascii_serialization();
         let mut last = None;
-        for candidate in [
+        for candidate in named.cloned().into_iter().chain([
             format!("{origin}/.well-known/oauth-protected-resource{path}"),
             format!("{origin}/.well-known/oauth-protected-resource"),
-        ] {
+        ]) {
             match self
                 .fetch_json::<ResourceMetadata>(&candidate, "protected-resource metadata")
                 .await
@@ -353,6 +463,53 @@ pub(super) fn token_answer(
     }
     serde_json::from_value(fields)
         .map_err(|_| UserAuthError::Unreachable("the token answer is not a token".into()))
+}
+
+/// The auth-params of a `Bearer` challenge (RFC 6750 §3, RFC 9110 §11.2):
+/// `name=token` or `name="quoted"`, comma-separated. `None` for another scheme.
+pub(super) fn bearer_challenge(header: &str) -> Option<HashMap<String, String>> {
+    let (scheme, mut rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut params = HashMap::new();
+    loop {
+        rest = rest.trim_start_matches([' ', ',', '\t']);
+        let Some((name, after)) = rest.split_once('=') else {
+            break;
+        };
+        let name = name.trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, next) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let mut value = String::new();
+                let mut chars = quoted.char_indices();
+                let mut end = quoted.len();
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => {
+                            if let Some((_, escaped)) = chars.next() {
+                                value.push(escaped);
+                            }
+                        }
+                        '"' => {
+                            end = i + 1;
+                            break;
+                        }
+                        c => value.push(c),
+                    }
+                }
+                (value, &quoted[end..])
+            }
+            None => {
+                let end = after.find(',').unwrap_or(after.len());
+                (after[..end].trim().to_owned(), &after[end..])
+            }
+        };
+        params.insert(name, value);
+        rest = next;
+    }
+    Some(params)
 }
 
 /// The upstream's URL as a `resource` value: as configured, without the
