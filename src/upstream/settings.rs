@@ -89,6 +89,9 @@ pub struct RawUserAuth {
     /// The authorization server's issuer, when the upstream publishes no
     /// protected-resource metadata.
     pub authorization_server: Option<String>,
+    /// RFC 8707 `resource` on the authorization and token requests
+    /// (default true; Entra ID v2 refuses it).
+    pub resource_indicator: Option<bool>,
 }
 
 /// Validated `[upstreams.user_auth]`.
@@ -98,6 +101,9 @@ pub struct UserAuthSettings {
     pub client_secret: Option<SecretString>,
     pub scopes: Vec<String>,
     pub authorization_server: Option<Url>,
+    /// Send RFC 8707 `resource` (the MCP specification's MUST; off only for
+    /// servers that refuse it).
+    pub resource_indicator: bool,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -345,6 +351,7 @@ fn user_auth(
         client_secret,
         scopes: raw.scopes,
         authorization_server,
+        resource_indicator: raw.resource_indicator.unwrap_or(true),
     })
 }
 

@@ -160,6 +160,13 @@ struct ClientCredentials {
     /// configured client what the server's metadata lists.
     #[serde(default)]
     token_endpoint_auth_method: Option<String>,
+    /// RFC 7591: when the secret stops working (0: never).
+    #[serde(default)]
+    client_secret_expires_at: Option<i64>,
+    /// The redirect URI a registration was made with (a changed
+    /// `public_url` needs a new one).
+    #[serde(default)]
+    redirect_uri: Option<String>,
     /// Made by RFC 7591 registration and kept in the store (so it can be
     /// forgotten when the server no longer knows it).
     #[serde(skip)]
@@ -209,8 +216,16 @@ struct Discovered {
     server: ServerMetadata,
     scopes: Vec<String>,
     /// RFC 8707 `resource`: the value the upstream's metadata names for
-    /// itself, else its URL as configured.
-    resource: String,
+    /// itself, else its URL as configured; `None` when the settings turn
+    /// the parameter off.
+    resource: Option<String>,
+}
+
+impl Discovered {
+    /// `("resource", …)` for a token request's form, when one is sent.
+    fn resource_pair(&self) -> Option<(&'static str, &str)> {
+        self.resource.as_deref().map(|r| ("resource", r))
+    }
 }
 
 #[derive(Deserialize)]
@@ -448,7 +463,7 @@ impl UserAuth {
                 .append_pair("state", &state)
                 .append_pair("code_challenge", &pkce_s256(&verifier))
                 .append_pair("code_challenge_method", "S256")
-                .append_pair("resource", &found.resource);
+                .extend_pairs(found.resource_pair());
             if !found.scopes.is_empty() {
                 q.append_pair("scope", &found.scopes.join(" "));
             }
@@ -489,13 +504,13 @@ impl UserAuth {
         }
         let client = self.client(&attempt.upstream, &found.server).await?;
         let redirect_uri = self.redirect_uri();
-        let form = vec![
+        let mut form = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", redirect_uri.as_str()),
             ("code_verifier", secrets.verifier.as_str()),
-            ("resource", found.resource.as_str()),
         ];
+        form.extend(found.resource_pair());
         let answer = match self
             .token_request(&found.server.token_endpoint, &client, &form)
             .await
@@ -694,11 +709,11 @@ impl UserAuth {
         };
         let found = self.discover(upstream).await?;
         let client = self.client(upstream, &found.server).await?;
-        let form = vec![
+        let mut form = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.as_str()),
-            ("resource", found.resource.as_str()),
         ];
+        form.extend(found.resource_pair());
         match self
             .token_request(&found.server.token_endpoint, &client, &form)
             .await

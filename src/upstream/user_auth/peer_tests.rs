@@ -179,6 +179,7 @@ fn registered() -> UserAuthSettings {
         client_secret: None,
         scopes: Vec::new(),
         authorization_server: None,
+        resource_indicator: true,
     }
 }
 
@@ -600,7 +601,7 @@ async fn discovery_follows_the_upstreams_challenge_and_tries_each_listed_server(
     let found = auth.discover("up").await.unwrap();
     assert_eq!(found.server.issuer, origin);
     assert_eq!(found.scopes, ["issues:read"], "the challenge's scope first");
-    assert_eq!(found.resource, format!("{upstream}/mcp"));
+    assert_eq!(found.resource, Some(format!("{upstream}/mcp")));
 }
 
 /// 2025-03-26: no protected-resource metadata and no server metadata; the
@@ -622,4 +623,85 @@ async fn an_upstream_without_any_metadata_gets_the_default_endpoints_at_its_orig
         found.server.registration_endpoint,
         Some(format!("{at}/register"))
     );
+}
+
+#[tokio::test]
+async fn a_registration_made_for_another_public_url_or_with_an_expired_secret_is_made_anew() {
+    let (_dir, store) = store().await;
+    let clock = ManualClock::new();
+    let peer = peer().await;
+    let auth = auth_at(&store, &clock, &peer, registered());
+    let server = auth.discover("up").await.unwrap().server.clone();
+    for (stale, n) in [
+        (
+            serde_json::json!({"client_id": "old", "redirect_uri": "https://old.example/connect/callback"}),
+            1,
+        ),
+        (
+            serde_json::json!({"client_id": "old", "client_secret": "s", "client_secret_expires_at": clock.now() - 1}),
+            2,
+        ),
+    ] {
+        let sealed = auth.sealer.seal_json(CLIENT_CONTEXT, &stale).unwrap();
+        store
+            .forget_upstream_client("up", &server.issuer)
+            .await
+            .unwrap();
+        store
+            .save_upstream_client("up", &server.issuer, &sealed, clock.now())
+            .await
+            .unwrap();
+        let client = auth.client("up", &server).await.unwrap();
+        assert_eq!(client.client_id, format!("registered-{n}"));
+        assert_eq!(
+            client.redirect_uri.as_deref(),
+            Some("https://gate.example/connect/callback")
+        );
+    }
+    // A registration that still fits is kept (one without the fields, made
+    // before they were kept, too).
+    let sealed = auth
+        .sealer
+        .seal_json(CLIENT_CONTEXT, &serde_json::json!({"client_id": "older"}))
+        .unwrap();
+    store
+        .forget_upstream_client("up", &server.issuer)
+        .await
+        .unwrap();
+    store
+        .save_upstream_client("up", &server.issuer, &sealed, clock.now())
+        .await
+        .unwrap();
+    assert_eq!(auth.client("up", &server).await.unwrap().client_id, "older");
+}
+
+#[tokio::test]
+async fn without_the_resource_indicator_no_request_names_a_resource() {
+    let (_dir, store) = store().await;
+    let clock = ManualClock::new();
+    let peer = peer().await;
+    let auth = auth_at(
+        &store,
+        &clock,
+        &peer,
+        UserAuthSettings {
+            resource_indicator: false,
+            ..registered()
+        },
+    );
+    let link = auth.connect_link("up", "u").unwrap();
+    let go = auth
+        .begin("up", link.url.split_once("?e=").unwrap().1, "u", None)
+        .await
+        .unwrap();
+    assert!(!query(&go.location).contains_key("resource"));
+    let state = query(&go.location)["state"].clone();
+    auth.finish(&state, "code", None, &go.browser, Some("u"))
+        .await
+        .unwrap();
+    expired_connection(&auth, &store, &clock, &peer, "u").await;
+    auth.token("up", "u").await.unwrap().unwrap();
+    let seen = lock(&peer.seen).clone();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|s| !s.form.contains_key("resource")));
 }

@@ -130,7 +130,7 @@ impl UserAuth {
         let found = Arc::new(Discovered {
             server,
             scopes,
-            resource,
+            resource: target.settings.resource_indicator.then_some(resource),
         });
         lock(&self.discovered).insert(upstream.to_owned(), (now, found.clone()));
         Ok(found)
@@ -293,6 +293,8 @@ impl UserAuth {
                     .as_ref()
                     .map(|s| s.expose_secret().to_owned()),
                 token_endpoint_auth_method: post_only.then(|| "client_secret_post".to_owned()),
+                client_secret_expires_at: None,
+                redirect_uri: None,
                 registered: false,
             });
         }
@@ -303,13 +305,27 @@ impl UserAuth {
                 client_id: self.client_metadata_url(),
                 client_secret: None,
                 token_endpoint_auth_method: None,
+                client_secret_expires_at: None,
+                redirect_uri: None,
                 registered: false,
             });
         }
         if let Some(sealed) = self.store.upstream_client(upstream, &server.issuer).await? {
             let mut kept: ClientCredentials = self.sealer.open_json(CLIENT_CONTEXT, &sealed)?;
             kept.registered = true;
-            return Ok(kept);
+            // Made for another `public_url`, or its secret expired: the
+            // server would refuse it, so register anew.
+            let stale = kept
+                .redirect_uri
+                .as_deref()
+                .is_some_and(|r| r != self.redirect_uri())
+                || kept
+                    .client_secret_expires_at
+                    .is_some_and(|t| t > 0 && t <= self.clock.now());
+            if !stale {
+                return Ok(kept);
+            }
+            self.forget_client(upstream, server, &kept).await?;
         }
         let Some(endpoint) = &server.registration_endpoint else {
             return Err(UserAuthError::Registration(
@@ -333,10 +349,11 @@ impl UserAuth {
         if !status.is_success() {
             return Err(UserAuthError::Registration(format!("answered {status}")));
         }
-        let client: ClientCredentials = response
+        let mut client: ClientCredentials = response
             .json()
             .await
             .map_err(|_| UserAuthError::Registration("not a registration answer".into()))?;
+        client.redirect_uri = Some(self.redirect_uri());
         let sealed = self.sealer.seal_json(CLIENT_CONTEXT, &client)?;
         // Another replica may have registered first: everyone uses the stored one.
         let kept = self

@@ -81,6 +81,7 @@ fn config(issuer: Option<&str>) -> GatewayConfig {
                 client_secret: None,
                 scopes: Vec::new(),
                 authorization_server: issuer.map(|i| Url::parse(i).unwrap()),
+                resource_indicator: true,
             }),
         }],
     }
