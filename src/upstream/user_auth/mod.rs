@@ -668,24 +668,11 @@ impl UserAuth {
             if fresh(&record, now) {
                 return Ok(Some(SecretString::from(set.access_token)));
             }
-            if self
-                .store
-                .lease_user_upstream_refresh(
-                    &record.connection_id,
-                    record.version,
-                    now,
-                    now + REFRESH_LEASE_SECS,
-                )
+            if let Some(refreshed) = self
+                .refresh_under_lease(upstream, user_id, &record, set, now)
                 .await?
             {
-                let refreshed = self.refresh(upstream, user_id, &record, set).await;
-                if refreshed.is_err() {
-                    // A passing failure: the next call tries again at once.
-                    self.store
-                        .release_user_upstream_refresh(&record.connection_id, record.version)
-                        .await?;
-                }
-                return refreshed;
+                return Ok(refreshed);
             }
             // Another replica holds the lease: its result lands in the row.
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -774,7 +761,28 @@ impl UserAuth {
                 .await?;
             return Ok(false);
         }
-        let now = self.clock.now();
+        let set: TokenSet = self.sealer.open_json(TOKENS_CONTEXT, &record.sealed)?;
+        match self
+            .refresh_under_lease(upstream, user_id, &record, set, self.clock.now())
+            .await?
+        {
+            Some(refreshed) => Ok(refreshed.is_some()),
+            // Someone is refreshing it now: the retry takes their token.
+            None => Ok(true),
+        }
+    }
+
+    /// Take the row's refresh lease and refresh; `None`: another caller
+    /// holds the lease. A failure that is not a refusal (the server was
+    /// down) gives the lease back, so the next call tries again at once.
+    async fn refresh_under_lease(
+        &self,
+        upstream: &str,
+        user_id: &str,
+        record: &UserTokenRecord,
+        set: TokenSet,
+        now: i64,
+    ) -> Result<Option<Option<SecretString>>, UserAuthError> {
         if !self
             .store
             .lease_user_upstream_refresh(
@@ -785,17 +793,15 @@ impl UserAuth {
             )
             .await?
         {
-            // Someone is refreshing it now: the retry takes their token.
-            return Ok(true);
+            return Ok(None);
         }
-        let set: TokenSet = self.sealer.open_json(TOKENS_CONTEXT, &record.sealed)?;
-        let refreshed = self.refresh(upstream, user_id, &record, set).await;
+        let refreshed = self.refresh(upstream, user_id, record, set).await;
         if refreshed.is_err() {
             self.store
                 .release_user_upstream_refresh(&record.connection_id, record.version)
                 .await?;
         }
-        Ok(refreshed?.is_some())
+        refreshed.map(Some)
     }
 
     // -- connections

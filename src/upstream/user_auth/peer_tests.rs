@@ -14,7 +14,7 @@ use axum::{
 };
 use secrecy::ExposeSecret;
 
-use super::*;
+use super::{tests::store, *};
 use crate::{
     clock::{Clock, ManualClock},
     upstream::settings::{Isolation, PrefixMode, UpstreamConfig},
@@ -181,12 +181,6 @@ fn registered() -> UserAuthSettings {
         authorization_server: None,
         resource_indicator: true,
     }
-}
-
-async fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    (dir, Store::connect(&url, 4).await.unwrap())
 }
 
 /// A connection for `user` whose access token is past its expiry.
@@ -399,16 +393,12 @@ async fn a_configured_secret_goes_in_the_body_when_the_server_takes_it_only_ther
     let peer = peer().await;
     *lock(&peer.extra) =
         serde_json::json!({"token_endpoint_auth_methods_supported": ["client_secret_post"]});
-    let auth = auth_at(
-        &store,
-        &clock,
-        &peer,
-        UserAuthSettings {
-            client_id: Some("gate".into()),
-            client_secret: Some(SecretString::from("s3cret")),
-            ..registered()
-        },
-    );
+    let configured = || UserAuthSettings {
+        client_id: Some("gate".into()),
+        client_secret: Some(SecretString::from("s3cret")),
+        ..registered()
+    };
+    let auth = auth_at(&store, &clock, &peer, configured());
     expired_connection(&auth, &store, &clock, &peer, "u").await;
     auth.token("up", "u").await.unwrap().unwrap();
     let seen = lock(&peer.seen)[0].clone();
@@ -422,16 +412,7 @@ async fn a_configured_secret_goes_in_the_body_when_the_server_takes_it_only_ther
     );
     // A server that lists Basic (or nothing) gets Basic.
     *lock(&peer.extra) = serde_json::json!({});
-    let auth = auth_at(
-        &store,
-        &clock,
-        &peer,
-        UserAuthSettings {
-            client_id: Some("gate".into()),
-            client_secret: Some(SecretString::from("s3cret")),
-            ..registered()
-        },
-    );
+    let auth = auth_at(&store, &clock, &peer, configured());
     expired_connection(&auth, &store, &clock, &peer, "v").await;
     auth.token("up", "v").await.unwrap().unwrap();
     let seen = lock(&peer.seen)[1].clone();

@@ -87,7 +87,7 @@ fn config(issuer: Option<&str>) -> GatewayConfig {
     }
 }
 
-async fn store() -> (tempfile::TempDir, Store) {
+pub(super) async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     (dir, Store::connect(&url, 4).await.unwrap())
