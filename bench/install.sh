@@ -5,6 +5,7 @@
 #   cryptography (already FastMCP dependencies; pinned here because bench/jwt_tool.py mints the
 #   tokens of bench/run_auth.sh with them)
 # - openssl (bench/run_auth.sh generates its RSA key with `openssl genpkey`)
+# - nginx (bench/run_gateway.sh's plain-proxy leg)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # 4.1.3..4.1.6 need certifi>=2026.10.19 (via fastmcp-slim[server]), which the registry does
@@ -19,6 +20,11 @@ if ! command -v wrk >/dev/null 2>&1; then
   echo "install.sh: installing wrk via apt-get" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
+fi
+# nginx: run_gateway.sh's plain-proxy leg (the floor any HTTP proxy starts from)
+if ! command -v nginx >/dev/null 2>&1; then
+  echo "install.sh: installing nginx-light via apt-get" >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light >/dev/null
 fi
 if ! command -v curl >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq curl >/dev/null

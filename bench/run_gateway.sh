@@ -5,10 +5,14 @@
 #   mg-http   wrk -> mcpgate (auth.mode = "none") -> the same fixture process over HTTP
 #   mg-stdio  wrk -> mcpgate -> a fixture child of mcpgate over stdio
 #   fm-proxy  wrk -> FastMCP's proxy (bench/fastmcp_proxy.py) -> the same fixture over HTTP
+#   nginx     wrk -> nginx (one process, keep-alive upstream, no buffering) -> the same fixture
+#             over HTTP: a plain HTTP proxy that reads no MCP and checks nothing, the floor any
+#             proxy on these cores starts from
 # All four get the same request bytes (the stateless 2026-07-28 shape of bench/tools_call.lua)
 # and every response is checked (a JSON-RPC result, not isError, containing the echoed text).
 # The fixture answers with an SSE stream (rmcp's default, JSON responses off), so the direct leg
-# also accepts text/event-stream; mcpgate and FastMCP must answer application/json. Every
+# also accepts text/event-stream (so does the nginx leg, which passes the fixture's answer on);
+# mcpgate and FastMCP must answer application/json. Every
 # point runs ROUNDS times, round-robin over the legs (round 1: c=1 direct, mg-http, mg-stdio,
 # fm-proxy, c=64 ...; then round 2 ...), and the report gives medians. Prints a markdown report
 # on stdout; raw wrk output and logs go to bench/out/gateway-<timestamp>/.
@@ -18,7 +22,8 @@
 # Env knobs (defaults in brackets):
 #   MCPGATE_BIN [target/release/mcpgate]   FIXTURE_BIN [target/release/examples/fixture-upstream]
 #   DURATION [10] seconds per point   ROUNDS [3]   WARMUP [3] seconds   CONNS ["1 64"]
-#   WRK_THREADS [1 for 1 connection, else 2]   LEGS ["direct mg-http mg-stdio fm-proxy"]
+#   WRK_THREADS [1 for 1 connection, else 2]   LEGS ["direct mg-http mg-stdio fm-proxy nginx"]
+#     (nginx is left out, with a note, when the nginx binary is missing: bench/install.sh)
 #   WRK_TIMEOUT [30s]: wrk's --timeout (its 2 s default would drop the FastMCP proxy's
 #     64-connection latencies, which are seconds)
 #   ERA [2026]: request shape of every leg (see bench/tools_call.lua; "legacy" fails on the
@@ -36,7 +41,10 @@ FIXTURE_BIN="${FIXTURE_BIN:-$ROOT/target/release/examples/fixture-upstream}"
 WARMUP="${WARMUP:-3}"
 CONNS="${CONNS:-1 64}"
 ROUNDS="${ROUNDS:-3}"
-LEGS="${LEGS:-direct mg-http mg-stdio fm-proxy}"
+if [ -z "${LEGS:-}" ]; then
+  LEGS="direct mg-http mg-stdio fm-proxy nginx"
+  command -v nginx >/dev/null 2>&1 || { LEGS="${LEGS% nginx}"; echo "${0##*/}: nginx not found: no nginx leg (bench/install.sh installs it)" >&2; }
+fi
 ERA="${ERA:-2026}"
 ECHO_TEXT="${ECHO_TEXT:-gateway-bench}"
 UPSTREAM_MAX_CALLS="${UPSTREAM_MAX_CALLS:-128}"
@@ -50,7 +58,7 @@ TOOLSETS_TOML=""
 [ -x "$FIXTURE_BIN" ] || die "fixture-upstream not found at $FIXTURE_BIN (cargo build --release --example fixture-upstream, or set FIXTURE_BIN)"
 case "$FIXTURE_BIN" in *debug*) echo "${0##*/}: WARNING: $FIXTURE_BIN looks like a debug build; numbers are not representative" >&2 ;; esac
 for leg in $LEGS; do
-  case "$leg" in direct | mg-http | mg-stdio | fm-proxy) ;; *) die "unknown leg $leg (direct | mg-http | mg-stdio | fm-proxy)" ;; esac
+  case "$leg" in direct | mg-http | mg-stdio | fm-proxy | nginx) ;; *) die "unknown leg $leg (direct | mg-http | mg-stdio | fm-proxy | nginx)" ;; esac
 done
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 bench_init gateway-
@@ -114,12 +122,44 @@ for leg in $LEGS; do
       "$PY" "$HERE/fastmcp_proxy.py" "$port" "$FX_URL" >"$OUT/fm-proxy.log" 2>&1 &
       PID[fm-proxy]=$!; PIDS+=("${PID[fm-proxy]}"); PORT[fm-proxy]="$port"; UPID[fm-proxy]="$FX_PID"
       wait_listen fm-proxy "$port" "${PID[fm-proxy]}" ;;
+    nginx)
+      command -v nginx >/dev/null 2>&1 || die "nginx leg: no nginx binary (bench/install.sh)"
+      port="$(free_port)"; mkdir -p "$TMP/nginx/tmp"
+      # One process (no master/worker split), so its CPU is the leg's front CPU. Host is set
+      # to the fixture's: rmcp's server refuses Host headers that are not loopback ones.
+      cat >"$TMP/nginx/nginx.conf" <<NGINX
+daemon off;
+master_process off;
+worker_processes 1;
+error_log $OUT/nginx.log warn;
+pid $TMP/nginx/nginx.pid;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $TMP/nginx/tmp;
+  proxy_temp_path $TMP/nginx/tmp;
+  upstream fixture { server 127.0.0.1:$FX_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      proxy_pass http://fixture;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host 127.0.0.1;
+      proxy_buffering off;
+    }
+  }
+}
+NGINX
+      nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" >>"$OUT/nginx.log" 2>&1 &
+      PID[nginx]=$!; PIDS+=("${PID[nginx]}"); PORT[nginx]="$port"; UPID[nginx]="$FX_PID"
+      wait_listen nginx "$port" "${PID[nginx]}" ;;
   esac
 done
 
 # ---------------------------------------------------------------- warm-up (also the request check)
 for leg in $LEGS; do
-  sse=0; [ "$leg" = direct ] && sse=1
+  sse=0; { [ "$leg" = direct ] || [ "$leg" = nginx ]; } && sse=1
   ACCEPT_SSE="$sse" verify_and_warm "$leg" "${PORT[$leg]}" "$ERA" echo "${PID[$leg]}"
 done
 # what each leg answered (first response of the warm-up is not kept; one more by curl)
@@ -141,7 +181,7 @@ STEAL0="$(steal_ticks)"; T0="$(date +%s)"
 for r in $(seq 1 "$ROUNDS"); do
   for c in $CONNS; do for leg in $LEGS; do
     echo "run_gateway.sh: round $r/$ROUNDS: c=$c: $leg ${DURATION}s" >&2
-    sse=0; [ "$leg" = direct ] && sse=1
+    sse=0; { [ "$leg" = direct ] || [ "$leg" = nginx ]; } && sse=1
     comp="$(compiling)"; u0="$(ticks_or_0 "${UPID[$leg]}")"
     line="$(ACCEPT_SSE="$sse" run_point "$leg-r$r" "${PORT[$leg]}" "$ERA" echo "$c" "$DURATION" "${PID[$leg]}")"
     u1="$(ticks_or_0 "${UPID[$leg]}")"
@@ -162,7 +202,8 @@ done
 # ---------------------------------------------------------------- report
 label() { case "$1" in
   direct) echo 'direct: fixture over HTTP' ;; mg-http) echo 'mcpgate -> fixture, HTTP' ;;
-  mg-stdio) echo 'mcpgate -> fixture, stdio' ;; fm-proxy) echo 'FastMCP proxy -> fixture, HTTP' ;; *) echo "$1" ;; esac; }
+  mg-stdio) echo 'mcpgate -> fixture, stdio' ;; fm-proxy) echo 'FastMCP proxy -> fixture, HTTP' ;;
+  nginx) echo 'nginx -> fixture, HTTP' ;; *) echo "$1" ;; esac; }
 # has LEG: whether LEG was measured
 has() { [[ " $LEGS " == *" $1 "* ]]; }
 # medv FIELD LEG C: median of a field, or 0 if the leg was not run
@@ -203,6 +244,17 @@ ANY_FAIL=0
       "$(added p50_us mg-http "$c")" "$(added p99_us mg-http "$c")" "$(added p50_us mg-stdio "$c")" \
       "$(added p99_us mg-stdio "$c")" "$(added p50_us fm-proxy "$c")" "$(added p99_us fm-proxy "$c")"
   done
+  if has nginx; then
+    echo
+    echo "A plain HTTP proxy in the same run (nginx $(nginx -v 2>&1 | sed 's|.*/||'), one process, reads no MCP, no auth): what any proxy on these cores starts from."
+    echo
+    echo "| conns | nginx / direct | mcpgate-HTTP / nginx | added p50 / p99 ms: nginx |"
+    echo "|---:|---:|---:|---:|"
+    for c in $CONNS; do
+      printf '| %s | %s | %s | %s / %s |\n' "$c" "$(ratio "$(medv rps nginx "$c")" "$(medv rps direct "$c")")" \
+        "$(ratio "$(medv rps mg-http "$c")" "$(medv rps nginx "$c")")" "$(added p50_us nginx "$c")" "$(added p99_us nginx "$c")"
+    done
+  fi
   echo
   echo "Ratios are of median req/s; added latency = the leg's median p50 (p99) minus the direct leg's. front CPU % = CPU time of the process wrk talks to during the point / wall time (100 = one core); fixture CPU % = the fixture process serving that leg (the shared HTTP one, or mcpgate's stdio child)."
   echo -n "RSS at the end of the run (MB):"
