@@ -8,6 +8,7 @@
 //! need the scopes [`policy::AccessPolicy`] names. `settings` holds
 //! `[auth.resource]` and `[[policy]]`.
 
+pub mod challenge;
 pub mod jwks;
 pub mod policy;
 pub mod settings;

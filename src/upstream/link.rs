@@ -621,8 +621,6 @@ impl Link {
     }
 }
 
-/// Whether a send failed because the HTTP upstream cannot be reached at all
-/// (not for an answer it gave).
 /// rmcp's client read a 401 or a 403 `insufficient_scope` from the upstream.
 fn credentials_refused(e: &rmcp::transport::DynamicTransportError) -> Option<u16> {
     use rmcp::transport::streamable_http_client::StreamableHttpError;
@@ -636,6 +634,8 @@ fn credentials_refused(e: &rmcp::transport::DynamicTransportError) -> Option<u16
     }
 }
 
+/// Whether a send failed because the HTTP upstream cannot be reached at all
+/// (not for an answer it gave).
 fn unreachable(e: &rmcp::transport::DynamicTransportError) -> bool {
     use rmcp::transport::streamable_http_client::StreamableHttpError;
     matches!(

@@ -97,6 +97,14 @@ fn refused(upstream: &str, action: &str) -> ServerResult {
     ))]))
 }
 
+/// A `user_auth` failure at `upstream`, as the gateway reports it.
+fn failed(upstream: &str) -> impl Fn(user_auth::UserAuthError) -> GatewayError + '_ {
+    move |e| GatewayError::UserAuth {
+        upstream: upstream.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
 impl Gateway {
     /// `user_auth` upstreams: `ConnectRequired` (a fresh connect link) when
     /// `principal` has not connected their account there.
@@ -112,20 +120,16 @@ impl Gateway {
         if !auth.covers(name) {
             return Ok(());
         }
-        let failed = |e: user_auth::UserAuthError| GatewayError::UserAuth {
-            upstream: name.clone(),
-            reason: e.to_string(),
-        };
         if auth
             .is_connected(name, &principal.subject)
             .await
-            .map_err(failed)?
+            .map_err(failed(name))?
         {
             return Ok(());
         }
         let link = auth
             .connect_link(name, &principal.subject)
-            .map_err(failed)?;
+            .map_err(failed(name))?;
         Err(GatewayError::ConnectRequired(Box::new(link)))
     }
 
@@ -197,21 +201,17 @@ impl Gateway {
             let Some(auth) = self.context.user_auth.as_ref().filter(|a| a.covers(name)) else {
                 break result;
             };
-            let failed = |e: user_auth::UserAuthError| GatewayError::UserAuth {
-                upstream: name.to_owned(),
-                reason: e.to_string(),
-            };
             if auth
                 .refused_by_upstream(name, &caller.principal.subject, refreshed)
                 .await
-                .map_err(failed)?
+                .map_err(failed(name))?
             {
                 refreshed = true;
                 continue;
             }
             break Err(GatewayError::ConnectRequired(Box::new(
                 auth.connect_link(name, &caller.principal.subject)
-                    .map_err(failed)?,
+                    .map_err(failed(name))?,
             )));
         };
         let link = match first {
@@ -221,10 +221,6 @@ impl Gateway {
         match caller.shape {
             ConnectShape::Error => Err(GatewayError::ConnectRequired(link)),
             ConnectShape::InputRequired => {
-                let failed = |e: user_auth::UserAuthError| GatewayError::UserAuth {
-                    upstream: name.to_owned(),
-                    reason: e.to_string(),
-                };
                 let auth = self
                     .context
                     .user_auth
@@ -232,7 +228,7 @@ impl Gateway {
                     .ok_or_else(|| GatewayError::ConnectRequired(link.clone()))?;
                 let state = auth
                     .seal_request_state(caller.principal, caller.exposed, &link)
-                    .map_err(failed)?;
+                    .map_err(failed(name))?;
                 let mut requests = InputRequests::new();
                 requests.insert(
                     input_key(name),

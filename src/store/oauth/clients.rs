@@ -42,24 +42,15 @@ impl Store {
             Grants::Sqlite(db) => {
                 let client = client.clone();
                 db.run(Access::Write, move |conn| {
-                    let mut statement = conn.prepare_cached(sql)?;
-                    let done = match max_unused {
-                        Some(cap) => statement.execute(rusqlite::params![
-                            client.client_id,
-                            client.secret_hash,
-                            client.metadata,
-                            client.created_at,
-                            client.last_used_at,
-                            cap,
-                        ]),
-                        None => statement.execute(rusqlite::params![
-                            client.client_id,
-                            client.secret_hash,
-                            client.metadata,
-                            client.created_at,
-                            client.last_used_at,
-                        ]),
-                    };
+                    let mut values: Vec<&dyn rusqlite::ToSql> = vec![
+                        &client.client_id,
+                        &client.secret_hash,
+                        &client.metadata,
+                        &client.created_at,
+                        &client.last_used_at,
+                    ];
+                    values.extend(max_unused.as_ref().map(|cap| cap as &dyn rusqlite::ToSql));
+                    let done = conn.prepare_cached(sql)?.execute(values.as_slice());
                     match done {
                         Ok(n) => Ok(Some(n as u64)),
                         Err(e) if is_unique_violation(&e) => Ok(None),

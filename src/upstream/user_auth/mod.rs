@@ -150,7 +150,7 @@ struct AttemptSecrets {
 }
 
 /// mcpgate's client at an authorization server.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 struct ClientCredentials {
     client_id: String,
     #[serde(default)]

@@ -513,31 +513,6 @@ async fn a_token_the_upstream_refuses_before_its_expiry_is_refreshed_once_then_t
     assert!(!auth.is_connected("up", "u").await.unwrap());
 }
 
-#[test]
-fn bearer_challenges_are_read_with_quotes_escapes_and_bare_tokens() {
-    let c = super::server::bearer_challenge(
-        r#"Bearer realm="mcp", error="invalid_token", resource_metadata="https://a.example/.well-known/oauth-protected-resource/mcp", scope="repo read:org""#,
-    )
-    .unwrap();
-    assert_eq!(
-        c["resource_metadata"],
-        "https://a.example/.well-known/oauth-protected-resource/mcp"
-    );
-    assert_eq!(c["scope"], "repo read:org");
-    let c = super::server::bearer_challenge(r#"bearer error=insufficient_scope,scope="a \"b\"""#)
-        .unwrap();
-    assert_eq!(
-        (c["error"].as_str(), c["scope"].as_str()),
-        ("insufficient_scope", "a \"b\"")
-    );
-    assert!(super::server::bearer_challenge("Basic realm=\"x\"").is_none());
-    assert!(
-        super::server::bearer_challenge("Bearer")
-            .unwrap()
-            .is_empty()
-    );
-}
-
 /// An upstream whose metadata is reachable only through its 401: at a
 /// path of its own, naming a scope, with a first authorization server that
 /// is down and a second that works.

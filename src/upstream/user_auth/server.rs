@@ -12,7 +12,9 @@ use super::{
     CLIENT_CONTEXT, ClientCredentials, DISCOVERY_TTL_SECS, Discovered, ErrorAnswer,
     METADATA_MAX_BYTES, ResourceMetadata, ServerMetadata, TokenAnswer, UserAuth, UserAuthError,
 };
-use crate::{oauth::fenced_fetch::FetchError, upstream::locks::lock};
+use crate::{
+    auth::challenge::parse_bearer, oauth::fenced_fetch::FetchError, upstream::locks::lock,
+};
 
 impl UserAuth {
     /// The upstream's authorization server, as MCP 2025-11-25 finds it: the
@@ -39,6 +41,10 @@ impl UserAuth {
             ),
             None => {
                 let challenge = self.challenge(&target.url).await;
+                // The challenge's scope is what the upstream asks for now.
+                let challenged: Option<Vec<String>> = challenge
+                    .get("scope")
+                    .map(|s| s.split_whitespace().map(str::to_owned).collect());
                 match self
                     .resource_metadata(&target.url, challenge.get("resource_metadata"))
                     .await
@@ -55,34 +61,8 @@ impl UserAuth {
                                 r.trim_end_matches('/') == configured_url.trim_end_matches('/')
                             })
                             .unwrap_or(configured_url);
-                        if prm.authorization_servers.is_empty() {
-                            return Err(UserAuthError::Discovery(
-                                "the protected-resource metadata names no authorization server"
-                                    .into(),
-                            ));
-                        }
-                        let mut last = None;
-                        let mut found = None;
-                        for issuer in &prm.authorization_servers {
-                            match self.server_metadata(issuer).await {
-                                Ok(m) => {
-                                    found = Some(m);
-                                    break;
-                                }
-                                Err(e) => last = Some(e),
-                            }
-                        }
-                        let Some(server) = found else {
-                            return Err(last.unwrap_or_else(|| {
-                                UserAuthError::Discovery("no authorization server".into())
-                            }));
-                        };
-                        // The challenge's scope is what this server asks for now.
-                        let scopes = match challenge.get("scope") {
-                            Some(scope) => scope.split_whitespace().map(str::to_owned).collect(),
-                            None => prm.scopes_supported,
-                        };
-                        (server, scopes, resource)
+                        let server = self.first_server(&prm.authorization_servers).await?;
+                        (server, challenged.unwrap_or(prm.scopes_supported), resource)
                     }
                     // 2025-03-26: no protected-resource metadata; the
                     // authorization server is the upstream's origin.
@@ -92,11 +72,7 @@ impl UserAuth {
                             Ok(m) => m,
                             Err(_) => self.default_endpoints(&origin).map_err(|_| no_prm)?,
                         };
-                        let scopes = challenge
-                            .get("scope")
-                            .map(|s| s.split_whitespace().map(str::to_owned).collect())
-                            .unwrap_or_default();
-                        (server, scopes, configured_url)
+                        (server, challenged.unwrap_or_default(), configured_url)
                     }
                 }
             }
@@ -136,6 +112,20 @@ impl UserAuth {
         Ok(found)
     }
 
+    /// The metadata of the first of `issuers` that has it, in order.
+    async fn first_server(&self, issuers: &[String]) -> Result<ServerMetadata, UserAuthError> {
+        let mut last = UserAuthError::Discovery(
+            "the protected-resource metadata names no authorization server".into(),
+        );
+        for issuer in issuers {
+            match self.server_metadata(issuer).await {
+                Ok(m) => return Ok(m),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// The parameters of the upstream's `Bearer` challenge to a request
     /// without a token (an `initialize`), if it answers 401 with one.
     async fn challenge(&self, url: &Url) -> HashMap<String, String> {
@@ -162,7 +152,8 @@ impl UserAuth {
                 .get_all(reqwest::header::WWW_AUTHENTICATE)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
-                .find_map(bearer_challenge)
+                .find_map(parse_bearer)
+                .map(|params| params.into_iter().map(|p| (p.name, p.value)).collect())
                 .unwrap_or_default(),
             _ => HashMap::new(),
         }
@@ -293,9 +284,7 @@ impl UserAuth {
                     .as_ref()
                     .map(|s| s.expose_secret().to_owned()),
                 token_endpoint_auth_method: post_only.then(|| "client_secret_post".to_owned()),
-                client_secret_expires_at: None,
-                redirect_uri: None,
-                registered: false,
+                ..ClientCredentials::default()
             });
         }
         if server.client_id_metadata_document_supported
@@ -303,16 +292,11 @@ impl UserAuth {
         {
             return Ok(ClientCredentials {
                 client_id: self.client_metadata_url(),
-                client_secret: None,
-                token_endpoint_auth_method: None,
-                client_secret_expires_at: None,
-                redirect_uri: None,
-                registered: false,
+                ..ClientCredentials::default()
             });
         }
         if let Some(sealed) = self.store.upstream_client(upstream, &server.issuer).await? {
-            let mut kept: ClientCredentials = self.sealer.open_json(CLIENT_CONTEXT, &sealed)?;
-            kept.registered = true;
+            let kept = self.registration(&sealed)?;
             // Made for another `public_url`, or its secret expired: the
             // server would refuse it, so register anew.
             let stale = kept
@@ -360,9 +344,14 @@ impl UserAuth {
             .store
             .save_upstream_client(upstream, &server.issuer, &sealed, self.clock.now())
             .await?;
-        let mut kept: ClientCredentials = self.sealer.open_json(CLIENT_CONTEXT, &kept)?;
-        kept.registered = true;
-        Ok(kept)
+        self.registration(&kept)
+    }
+
+    /// A registration of mcpgate's as the store keeps it, sealed.
+    fn registration(&self, sealed: &str) -> Result<ClientCredentials, UserAuthError> {
+        let mut client: ClientCredentials = self.sealer.open_json(CLIENT_CONTEXT, sealed)?;
+        client.registered = true;
+        Ok(client)
     }
 
     /// The server answered `invalid_client`: a registration of ours it no
@@ -480,53 +469,6 @@ pub(super) fn token_answer(
     }
     serde_json::from_value(fields)
         .map_err(|_| UserAuthError::Unreachable("the token answer is not a token".into()))
-}
-
-/// The auth-params of a `Bearer` challenge (RFC 6750 §3, RFC 9110 §11.2):
-/// `name=token` or `name="quoted"`, comma-separated. `None` for another scheme.
-pub(super) fn bearer_challenge(header: &str) -> Option<HashMap<String, String>> {
-    let (scheme, mut rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let mut params = HashMap::new();
-    loop {
-        rest = rest.trim_start_matches([' ', ',', '\t']);
-        let Some((name, after)) = rest.split_once('=') else {
-            break;
-        };
-        let name = name.trim().to_ascii_lowercase();
-        let after = after.trim_start();
-        let (value, next) = match after.strip_prefix('"') {
-            Some(quoted) => {
-                let mut value = String::new();
-                let mut chars = quoted.char_indices();
-                let mut end = quoted.len();
-                while let Some((i, c)) = chars.next() {
-                    match c {
-                        '\\' => {
-                            if let Some((_, escaped)) = chars.next() {
-                                value.push(escaped);
-                            }
-                        }
-                        '"' => {
-                            end = i + 1;
-                            break;
-                        }
-                        c => value.push(c),
-                    }
-                }
-                (value, &quoted[end..])
-            }
-            None => {
-                let end = after.find(',').unwrap_or(after.len());
-                (after[..end].trim().to_owned(), &after[end..])
-            }
-        };
-        params.insert(name, value);
-        rest = next;
-    }
-    Some(params)
 }
 
 /// The upstream's URL as a `resource` value: as configured, without the
