@@ -4,9 +4,10 @@
 //! password sign-ins.
 //!
 //! A store that cannot be reached fails closed: the caller refuses the
-//! request (`Err(StoreError)`) rather than serve it uncounted. The only
-//! state kept in memory is the cap on password checks running at once in
-//! this process; it can refuse more, never admit more than the store allows.
+//! request (`Err(StoreError)`) rather than serve it uncounted. What is kept
+//! in memory can refuse more, never admit more than the store allows: the
+//! cap on password checks running at once in this process, and the events a
+//! [`WindowLimiter`] with a large limit took from the store ahead (a lease).
 
 use crate::{
     clock::SharedClock,
@@ -22,7 +23,31 @@ pub struct WindowLimiter {
     store: Store,
     /// Where windows are read (tests move a manual clock).
     clock: SharedClock,
+    /// Events of [`WindowLimiter::hit`] counted in the store ahead of use,
+    /// by store key.
+    leases: Mutex<HashMap<String, Lease>>,
 }
+
+/// Events this replica counted in the store for a key's window and has not
+/// used yet. Every replica's leases come out of the one count in the store,
+/// so together they never exceed the limit; a lease nobody uses (its
+/// replica stopped, or the window ended) is budget lost, never gained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lease {
+    window_start: i64,
+    left: u32,
+}
+
+/// A lease is at most this fraction of the limit. The default limits (60 a
+/// minute) lease nothing, so each event is a store write as before; a limit
+/// raised for a busy deployment (thousands a minute from one address, say
+/// behind a NAT) costs a write per 1/32 of it. With N replicas at most
+/// N - 1 leases' worth of a window can sit unused on other replicas while
+/// one replica refuses: the budget shrinks by that much, never grows.
+const LEASE_PARTS: u32 = 32;
+/// Keys holding a lease at once; beyond that, events are counted one by one
+/// again (as without leases), so many addresses cannot grow the table.
+const MAX_LEASES: usize = 4096;
 
 /// One attempt taken from a key's allowance, to give back if it succeeded.
 #[derive(Debug)]
@@ -39,6 +64,7 @@ impl WindowLimiter {
             window,
             store,
             clock: crate::clock::system(),
+            leases: Mutex::new(HashMap::new()),
         }
     }
 
@@ -59,12 +85,92 @@ impl WindowLimiter {
     }
 
     /// Count one event for `key`; `false` if it is over the limit.
+    ///
+    /// With a limit of at least [`LEASE_PARTS`] * 2 the store is asked for a
+    /// lease of `limit / LEASE_PARTS` events at once and the rest are used
+    /// from memory until the window ends; the store still counts every one
+    /// of them, so the replicas together admit at most `limit`.
     pub async fn hit(&self, key: &str) -> Result<bool, StoreError> {
+        let key = self.key(key);
+        let now = self.clock.now();
+        let window = self.window_secs();
+        let lease = self.limit / LEASE_PARTS;
+        if lease > 1 && self.use_leased(&key, now, window) {
+            return Ok(true);
+        }
+        let want = if lease > 1 && self.has_room_for_a_lease() {
+            lease
+        } else {
+            1
+        };
         let counted = self
             .store
-            .hit_window(&self.key(key), self.window_secs(), self.clock.now())
+            .hit_window(&key, i64::from(want), window, now)
             .await?;
-        Ok(counted.count <= i64::from(self.limit))
+        // The events this write counted are the last `want` of the count;
+        // those at or below the limit are this replica's.
+        let before = counted.count - i64::from(want);
+        let granted = (i64::from(self.limit) - before).clamp(0, i64::from(want));
+        if granted == 0 {
+            return Ok(false);
+        }
+        if granted > 1 {
+            let left = u32::try_from(granted - 1).unwrap_or(0);
+            self.keep_lease(key, counted.window_start, left);
+        }
+        Ok(true)
+    }
+
+    /// Use one leased event for `key` if its window is still on.
+    fn use_leased(&self, key: &str, now: i64, window: i64) -> bool {
+        let Ok(mut leases) = self.leases.lock() else {
+            return false;
+        };
+        let Some(lease) = leases.get_mut(key) else {
+            return false;
+        };
+        // The store starts the window over once `now - window` reaches its
+        // start: from then on the lease's events belong to a past window.
+        if lease.window_start > now - window && lease.left > 0 {
+            lease.left -= 1;
+            if lease.left == 0 {
+                leases.remove(key);
+            }
+            return true;
+        }
+        leases.remove(key);
+        false
+    }
+
+    fn has_room_for_a_lease(&self) -> bool {
+        let Ok(mut leases) = self.leases.lock() else {
+            return false;
+        };
+        if leases.len() < MAX_LEASES {
+            return true;
+        }
+        let oldest_live = self.clock.now() - self.window_secs();
+        leases.retain(|_, lease| lease.window_start > oldest_live);
+        leases.len() < MAX_LEASES
+    }
+
+    fn keep_lease(&self, key: String, window_start: i64, left: u32) {
+        let Ok(mut leases) = self.leases.lock() else {
+            return;
+        };
+        let full = leases.len() >= MAX_LEASES;
+        match leases.get_mut(&key) {
+            // Two hits that both went to the store share what they got.
+            Some(lease) if lease.window_start == window_start => lease.left += left,
+            Some(lease) if lease.window_start < window_start => {
+                *lease = Lease { window_start, left };
+            }
+            Some(_) => {}
+            None if full => {}
+            None => {
+                leases.insert(key, Lease { window_start, left });
+            }
+        }
     }
 
     /// Take one attempt from `key`'s allowance before doing the work it
@@ -106,7 +212,11 @@ impl WindowLimiter {
     }
 
     pub async fn clear(&self, key: &str) -> Result<(), StoreError> {
-        self.store.clear_window(&self.key(key)).await
+        let key = self.key(key);
+        if let Ok(mut leases) = self.leases.lock() {
+            leases.remove(&key);
+        }
+        self.store.clear_window(&key).await
     }
 }
 
@@ -324,7 +434,7 @@ impl LoginAttempt<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::{Clock, ManualClock};
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -363,6 +473,102 @@ mod tests {
         assert!(!l.hit("a").await.unwrap());
         clock.advance(Duration::from_secs(1));
         assert!(l.hit("a").await.unwrap());
+    }
+
+    /// Hits on `l` for `key` until one is refused; how many passed.
+    async fn hits_until_refused(l: &WindowLimiter, key: &str) -> u32 {
+        let mut passed = 0;
+        while l.hit(key).await.unwrap() {
+            passed += 1;
+            assert!(passed <= l.limit, "more than the limit passed");
+        }
+        passed
+    }
+
+    /// What the store counted for `key` of limiter `name` in the window
+    /// starting at `now`'s (one more event, not admitted by anyone).
+    async fn counted(store: &Store, name: &str, key: &str, now: i64) -> i64 {
+        store
+            .hit_window(&format!("{name}|{key}"), 1, 60, now)
+            .await
+            .unwrap()
+            .count
+            - 1
+    }
+
+    #[tokio::test]
+    async fn a_large_limit_is_leased_from_the_store_and_admits_exactly_the_limit() {
+        let (_dir, store) = store().await;
+        let clock = ManualClock::new();
+        let l = WindowLimiter::new("t", 100, Duration::from_secs(60), store.clone())
+            .with_clock(clock.clone());
+        // 100 / 32: leases of 3, the store written once per lease (each
+        // probe of the count is one more event).
+        assert!(l.hit("a").await.unwrap());
+        assert_eq!(counted(&store, "t", "a", clock.now()).await, 3);
+        assert!(l.hit("a").await.unwrap());
+        assert!(l.hit("a").await.unwrap());
+        assert_eq!(counted(&store, "t", "a", clock.now()).await, 4);
+        // 3 hits and 2 probes so far: exactly 95 more pass.
+        assert_eq!(hits_until_refused(&l, "a").await, 95);
+        // A lease never outlives its window, and the next window is whole.
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(hits_until_refused(&l, "a").await, 100);
+        // Another key has its own budget; clear forgets the lease too.
+        assert!(l.hit("b").await.unwrap());
+        l.clear("b").await.unwrap();
+        assert_eq!(hits_until_refused(&l, "b").await, 100);
+    }
+
+    #[tokio::test]
+    async fn replicas_leasing_one_budget_never_admit_more_than_it() {
+        let (_dir, store) = store().await;
+        let clock = ManualClock::new();
+        let replicas: Vec<WindowLimiter> = (0..3)
+            .map(|_| {
+                WindowLimiter::new("t", 320, Duration::from_secs(60), store.clone())
+                    .with_clock(clock.clone())
+            })
+            .collect();
+        let mut admitted = 0;
+        let mut refused = [false; 3];
+        let mut turn = 0;
+        while refused.contains(&false) {
+            let i = turn % 3;
+            turn += 1;
+            if refused[i] {
+                continue;
+            }
+            if replicas[i].hit("k").await.unwrap() {
+                admitted += 1;
+            } else {
+                refused[i] = true;
+            }
+        }
+        // Leases of 10: at most what two other replicas hold unused is lost.
+        assert!(admitted <= 320, "admitted {admitted}");
+        assert!(admitted >= 320 - 2 * 9, "admitted {admitted}");
+        // Once every replica refused, the store refuses anyone else too.
+        let late =
+            WindowLimiter::new("t", 320, Duration::from_secs(60), store).with_clock(clock.clone());
+        assert!(!late.hit("k").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn many_keys_do_not_grow_the_leases_past_their_cap() {
+        let (_dir, store) = store().await;
+        let l = WindowLimiter::new("t", 640, Duration::from_secs(60), store.clone());
+        for i in 0..MAX_LEASES + 10 {
+            assert!(l.hit(&format!("k{i}")).await.unwrap());
+        }
+        assert_eq!(l.leases.lock().unwrap().len(), MAX_LEASES);
+        // Past the cap a key is counted one event at a time, as without leases.
+        let now = l.clock.now();
+        assert_eq!(
+            counted(&store, "t", &format!("k{}", MAX_LEASES + 9), now).await,
+            1
+        );
+        assert_eq!(counted(&store, "t", "k0", now).await, 20);
     }
 
     #[tokio::test]

@@ -26,14 +26,17 @@ pub struct WindowFull {
     pub window_start: i64,
 }
 
-/// `$1` key, `$2` now, `$3` window length. A row whose window has passed
-/// (`window_start <= now - window`) restarts at 1.
+/// `$1` key, `$2` now, `$3` window length, `$increment` how many events (a
+/// literal or a parameter). A row whose window has passed
+/// (`window_start <= now - window`) restarts at the increment.
 macro_rules! upsert_hit {
-    ($condition:expr) => {
+    ($increment:literal, $condition:expr) => {
         concat!(
-            "INSERT INTO rate_limits (key, hits, window_start, expires_at) VALUES ($1, 1, $2, $2 + $3) \
+            "INSERT INTO rate_limits (key, hits, window_start, expires_at) VALUES ($1, ",
+            $increment,
+            ", $2, $2 + $3) \
              ON CONFLICT (key) DO UPDATE SET \
-             hits = CASE WHEN rate_limits.window_start <= $2 - $3 THEN 1 ELSE rate_limits.hits + 1 END, \
+             hits = CASE WHEN rate_limits.window_start <= $2 - $3 THEN excluded.hits ELSE rate_limits.hits + excluded.hits END, \
              window_start = CASE WHEN rate_limits.window_start <= $2 - $3 THEN $2 ELSE rate_limits.window_start END, \
              expires_at = CASE WHEN rate_limits.window_start <= $2 - $3 THEN $2 + $3 ELSE rate_limits.expires_at END",
             $condition,
@@ -43,23 +46,31 @@ macro_rules! upsert_hit {
 }
 
 impl Store {
-    /// Count one event for `key` in a window of `window_secs` and return the
-    /// count so far (over the limit too: the caller compares).
+    /// Count `events` (at least 1) for `key` in a window of `window_secs`
+    /// and return the count so far, these included (over the limit too: the
+    /// caller compares).
     pub async fn hit_window(
         &self,
         key: &str,
+        events: i64,
         window_secs: i64,
         now: i64,
     ) -> Result<WindowCount, StoreError> {
-        const SQL: &str = upsert_hit!("");
+        const SQL: &str = upsert_hit!("$4", "");
+        let events = events.max(1);
         let (count, window_start): (i64, i64) = match self.grants() {
             Grants::Sqlite(db) => {
                 let key = key.to_owned();
                 db.run(Access::Ephemeral, move |conn| {
                     conn.prepare_cached(SQL)?
-                        .query_row(rusqlite::params![key, now, window_secs], |row| {
-                            Ok((row.get(0)?, row.get(1)?))
-                        })
+                        // By name: SQLite numbers `$n` parameters in the order
+                        // they first appear, and `$4` comes before `$2` here.
+                        .query_row(
+                            rusqlite::named_params! {
+                                "$1": key, "$2": now, "$3": window_secs, "$4": events
+                            },
+                            |row| Ok((row.get(0)?, row.get(1)?)),
+                        )
                 })
                 .await?
             }
@@ -68,6 +79,7 @@ impl Store {
                     .bind(key)
                     .bind(now)
                     .bind(window_secs)
+                    .bind(events)
                     .fetch_one(conn)
                     .await)?
             }
@@ -90,8 +102,10 @@ impl Store {
     ) -> Result<Result<WindowCount, WindowFull>, StoreError> {
         // `$4` limit: a full window that has not passed is left untouched and
         // returns no row.
-        const SQL: &str =
-            upsert_hit!(" WHERE rate_limits.window_start <= $2 - $3 OR rate_limits.hits < $4");
+        const SQL: &str = upsert_hit!(
+            "1",
+            " WHERE rate_limits.window_start <= $2 - $3 OR rate_limits.hits < $4"
+        );
         const FULL: &str = "SELECT window_start FROM rate_limits WHERE key = $1";
         let taken: Option<(i64, i64)> = match self.grants() {
             Grants::Sqlite(db) => {
@@ -268,13 +282,13 @@ mod tests {
         let (_dir, store) = store().await;
         for expected in 1..=3 {
             assert_eq!(
-                store.hit_window("k", 60, 1000).await.unwrap().count,
+                store.hit_window("k", 1, 60, 1000).await.unwrap().count,
                 expected
             );
         }
         // Still inside the window at 1059, a new one at 1060.
-        assert_eq!(store.hit_window("k", 60, 1059).await.unwrap().count, 4);
-        let fresh = store.hit_window("k", 60, 1060).await.unwrap();
+        assert_eq!(store.hit_window("k", 1, 60, 1059).await.unwrap().count, 4);
+        let fresh = store.hit_window("k", 1, 60, 1060).await.unwrap();
         assert_eq!(
             fresh,
             WindowCount {
@@ -282,7 +296,14 @@ mod tests {
                 window_start: 1060
             }
         );
-        assert_eq!(store.hit_window("other", 60, 1060).await.unwrap().count, 1);
+        assert_eq!(
+            store.hit_window("other", 1, 60, 1060).await.unwrap().count,
+            1
+        );
+        // Several events at once (a lease): counted together, and a new
+        // window starts at their number.
+        assert_eq!(store.hit_window("k", 5, 60, 1061).await.unwrap().count, 6);
+        assert_eq!(store.hit_window("k", 5, 60, 1120).await.unwrap().count, 5);
     }
 
     #[tokio::test]
@@ -344,8 +365,8 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_removes_only_what_has_expired() {
         let (_dir, store) = store().await;
-        store.hit_window("old", 60, 1000).await.unwrap();
-        store.hit_window("new", 60, 1050).await.unwrap();
+        store.hit_window("old", 1, 60, 1000).await.unwrap();
+        store.hit_window("new", 1, 60, 1050).await.unwrap();
         store
             .remember_login_address("acct", "addr", 1100)
             .await
@@ -373,7 +394,7 @@ mod tests {
         assert_eq!(store.fetch_failure("cimd:x", 1060).await.unwrap(), None);
         // At 1060: "old" (ended 1060) and the failure go; "new" and the address stay.
         assert_eq!(store.sweep_limits(1060).await.unwrap(), 2);
-        assert_eq!(store.hit_window("new", 60, 1061).await.unwrap().count, 2);
+        assert_eq!(store.hit_window("new", 1, 60, 1061).await.unwrap().count, 2);
         assert!(
             store
                 .is_known_login_address("acct", "addr", 1061)

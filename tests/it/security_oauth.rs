@@ -614,6 +614,45 @@ async fn a_code_presented_by_another_client_does_not_revoke_the_victims_grant() 
 // ------------------------------------------------------------ the store's half, on both backends
 
 #[tokio::test]
+async fn rate_limit_windows_count_several_events_at_once_on_both_backends() {
+    use mcpgate::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let mut urls = vec![sqlite_url(dir.path())];
+    if let Some(url) = crate::common::fresh_postgres_database("sec_limits").await {
+        urls.push(url);
+    }
+    for url in urls {
+        let store = Store::connect(&url, 4).await.unwrap();
+        // A lease of 5, then single events, then a new window that starts
+        // at the lease's size; keys apart.
+        assert_eq!(
+            store.hit_window("k", 5, 60, 1000).await.unwrap().count,
+            5,
+            "{url}"
+        );
+        assert_eq!(
+            store.hit_window("k", 1, 60, 1030).await.unwrap().count,
+            6,
+            "{url}"
+        );
+        let fresh = store.hit_window("k", 5, 60, 1060).await.unwrap();
+        assert_eq!((fresh.count, fresh.window_start), (5, 1060), "{url}");
+        assert_eq!(
+            store.hit_window("j", 1, 60, 1060).await.unwrap().count,
+            1,
+            "{url}"
+        );
+        // The all-or-nothing take still counts one.
+        let taken = store
+            .take_from_window("k", 10, 60, 1061)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(taken.count, 6, "{url}");
+    }
+}
+
+#[tokio::test]
 async fn the_unused_client_cap_and_the_redirect_uri_flag_hold_on_both_backends() {
     use mcpgate::store::{ClientRecord, CodeRecord, Store, now_epoch};
     let dir = tempfile::tempdir().unwrap();
