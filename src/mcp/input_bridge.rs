@@ -2,7 +2,9 @@
 //! callers, which have no back-channel: asked with `input_required`.
 //!
 //! A 2026-07-28 `tools/call`, `prompts/get` or `resources/read` runs
-//! upstream in a task of its own. When the
+//! upstream in the request's own task; when the upstream asks the caller
+//! something, the call moves to a task of its own (it must outlive the
+//! request: it waits for the retry). When the
 //! upstream asks the caller something during it (the link's `RelayClient`
 //! hands the request to the call's `asks` channel instead of a session), the
 //! client's request is answered with `input_required`: the upstream's
@@ -201,6 +203,48 @@ impl Drop for RunningCall {
     }
 }
 
+/// A call polled in its request's own task ([`InputBridge::start`]). Dropped
+/// unfinished (the request was cancelled, or went away), it is told to cancel
+/// and finishes in a task of its own, so the upstream hears of it
+/// (`notifications/cancelled`) as it does of a call in a task.
+struct InlineCall<F: Future<Output = Result<ServerResult, GatewayError>> + Send + 'static> {
+    running: Option<std::pin::Pin<Box<F>>>,
+    cancel: CancellationToken,
+}
+
+impl<F: Future<Output = Result<ServerResult, GatewayError>> + Send + 'static> InlineCall<F> {
+    /// The call's outcome; it is then over (nothing left to cancel).
+    async fn finished(&mut self) -> Result<ServerResult, GatewayError> {
+        let outcome = match self.running.as_mut() {
+            Some(running) => running.as_mut().await,
+            None => Err(GatewayError::Cancelled),
+        };
+        self.running = None;
+        outcome
+    }
+
+    /// The call, unfinished, in a task of its own.
+    fn into_task(mut self) -> JoinHandle<Result<ServerResult, GatewayError>> {
+        match self.running.take() {
+            Some(running) => tokio::spawn(running),
+            None => tokio::spawn(async { Err(GatewayError::Cancelled) }),
+        }
+    }
+}
+
+impl<F: Future<Output = Result<ServerResult, GatewayError>> + Send + 'static> Drop
+    for InlineCall<F>
+{
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            self.cancel.cancel();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(running);
+            }
+        }
+    }
+}
+
 /// A call waiting for the client's answer to `key`.
 struct Parked {
     call: RunningCall,
@@ -330,17 +374,30 @@ impl InputBridge {
     where
         F: Future<Output = Result<ServerResult, GatewayError>> + Send + 'static,
     {
-        let (asks, asked) = mpsc::channel(1);
+        let (asks, mut asked) = mpsc::channel(1);
         origin.asks = Some(asks);
         let cancel = self.stop.child_token();
-        let task = tokio::spawn(run(origin, cancel.clone()));
+        // Polled here until the upstream asks something. Most calls never
+        // do, and a task per call is a spawn and a hand-off between threads
+        // more on every call. Once it asks, the call must outlive this
+        // request (it waits for the retry), so it moves to a task.
+        let mut inline = InlineCall {
+            running: Some(Box::pin(run(origin, cancel.clone()))),
+            cancel: cancel.clone(),
+        };
+        let first = tokio::select! {
+            Some(ask) = asked.recv() => ask,
+            done = inline.finished() => return Ok(done?),
+            // `inline` dropped: cancelled as a task's call is.
+            _ = ct.cancelled() => return Err(GatewayError::Cancelled.into()),
+        };
         let call = RunningCall {
             upstream: caller.upstream.clone(),
-            task,
+            task: inline.into_task(),
             asks: asked,
             cancel,
         };
-        self.round(call, None, 1, &caller, ct).await
+        self.round(call, Some(first), None, 1, &caller, ct).await
     }
 
     /// Wait for the call's next event: its result, or a request for the
@@ -348,6 +405,7 @@ impl InputBridge {
     async fn round(
         &self,
         mut call: RunningCall,
+        mut first: Option<InputAsk>,
         handle: Option<String>,
         round: u32,
         caller: &CallerBinding,
@@ -359,12 +417,16 @@ impl InputBridge {
             Cancelled,
         }
         let ask = loop {
-            let next = tokio::select! {
+            let next = if let Some(ask) = first.take() {
+                Next::Asked(ask)
+            } else {
+                tokio::select! {
                 Some(ask) = call.asks.recv() => Next::Asked(ask),
                 done = &mut call.task => Next::Done(done.unwrap_or_else(|_| {
                     Err(GatewayError::Closed { upstream: call.upstream.clone() })
                 })),
                 _ = ct.cancelled() => Next::Cancelled,
+                }
             };
             let ask = match next {
                 Next::Done(result) => return Ok(result?),
@@ -489,8 +551,15 @@ impl InputBridge {
             call, answer: to, ..
         } = parked;
         let _ = to.send(Ok(answer));
-        self.round(call, Some(pending.handle), pending.round + 1, caller, ct)
-            .await
+        self.round(
+            call,
+            None,
+            Some(pending.handle),
+            pending.round + 1,
+            caller,
+            ct,
+        )
+        .await
     }
 
     /// Hand a retry to `replica`, which holds its call, and wait for the outcome.

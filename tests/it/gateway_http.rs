@@ -320,6 +320,42 @@ async fn a_timeout_or_a_cancellation_reaches_the_http_upstream_and_the_link_stay
 }
 
 #[tokio::test]
+async fn a_2026_call_whose_client_goes_away_is_cancelled_upstream() {
+    // The call is polled in the request's own task until the upstream asks
+    // something (input_bridge.rs): dropped with the request, it must still
+    // tell the upstream, as a call in a task of its own does.
+    let fixture = HttpFixture::start("127.0.0.1:0");
+    let server = gateway_to(&fixture.url, None).await;
+    let gone = tokio::time::timeout(
+        Duration::from_millis(500),
+        server.stateless_request(
+            2,
+            "tools/call",
+            Some("sleep"),
+            json!({"name": "sleep", "arguments": {"seconds": 20},
+                "_meta": {"io.modelcontextprotocol/clientCapabilities": {}}}),
+        ),
+    )
+    .await;
+    assert!(gone.is_err(), "the call ended early: {gone:?}");
+    assert!(
+        wait_stderr(&fixture, "sleep cancelled").await,
+        "the upstream was not told: {}",
+        fixture.stderr()
+    );
+    let (status, reply) = server
+        .stateless_request(
+            3,
+            "tools/call",
+            Some("echo"),
+            json!({"name": "echo", "arguments": {"text": "still here"},
+                "_meta": {"io.modelcontextprotocol/clientCapabilities": {}}}),
+        )
+        .await;
+    assert_eq!((status, text(&reply)), (200, "still here".to_owned()), "{reply}");
+}
+
+#[tokio::test]
 async fn an_http_upstream_that_restarted_gets_a_new_session_and_the_call_succeeds() {
     let mut fixture = HttpFixture::start("127.0.0.1:0");
     let addr = fixture.addr();
