@@ -67,44 +67,7 @@ pub struct RawUpstream {
     pub user_auth: Option<RawUserAuthSetting>,
 }
 
-/// `user_auth = true` or `[upstreams.user_auth]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(untagged)]
-pub enum RawUserAuthSetting {
-    Flag(bool),
-    Table(RawUserAuth),
-}
-
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawUserAuth {
-    /// A client registered at the upstream's authorization server by hand;
-    /// without it mcpgate registers itself (RFC 7591).
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-    pub client_secret_file: Option<PathBuf>,
-    /// Scopes to ask for; default: those the upstream's metadata lists.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// The authorization server's issuer, when the upstream publishes no
-    /// protected-resource metadata.
-    pub authorization_server: Option<String>,
-    /// RFC 8707 `resource` on the authorization and token requests
-    /// (default true; Entra ID v2 refuses it).
-    pub resource_indicator: Option<bool>,
-}
-
-/// Validated `[upstreams.user_auth]`.
-#[derive(Clone)]
-pub struct UserAuthSettings {
-    pub client_id: Option<String>,
-    pub client_secret: Option<SecretString>,
-    pub scopes: Vec<String>,
-    pub authorization_server: Option<Url>,
-    /// Send RFC 8707 `resource` (the MCP specification's MUST; off only for
-    /// servers that refuse it).
-    pub resource_indicator: bool,
-}
+pub use super::user_auth::settings::{RawUserAuth, RawUserAuthSetting, UserAuthSettings};
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -244,7 +207,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// One secret given inline or as a file; `None` when neither is set.
-fn secret(
+pub(super) fn secret(
     section: &str,
     key: &str,
     inline: Option<&String>,
@@ -292,67 +255,6 @@ fn same_audience(a: &str, b: &str) -> bool {
         Err(_) => s.trim().trim_end_matches('/').to_owned(),
     };
     norm(a) == norm(b)
-}
-
-/// `user_auth`: only for url upstreams, alone (no static credentials or
-/// identity beside the user's token), and only where users sign in to mcpgate.
-fn user_auth(
-    section: &str,
-    u: &RawUpstream,
-    around: &Surroundings<'_>,
-    errors: &mut Vec<String>,
-) -> Option<UserAuthSettings> {
-    let raw = match u.user_auth.as_ref()? {
-        RawUserAuthSetting::Flag(false) => return None,
-        RawUserAuthSetting::Flag(true) => RawUserAuth::default(),
-        RawUserAuthSetting::Table(t) => t.clone(),
-    };
-    let s = format!("{section}.user_auth");
-    if u.url.is_none() {
-        errors.push(format!("{s}: needs a url upstream"));
-    }
-    if u.oauth.is_some()
-        || u.identity.as_deref().is_some_and(|i| i != "none")
-        || u.headers
-            .keys()
-            .any(|k| k.eq_ignore_ascii_case("authorization"))
-    {
-        errors.push(format!(
-            "{s}: the upstream gets the user's own token; remove oauth and identity"
-        ));
-    }
-    if !around.has_browser_sign_in {
-        errors.push(format!(
-            "{s}: needs auth.mode = \"local\" or \"proxy\" (the connect page must know who the browser is)"
-        ));
-    }
-    let client_secret = secret(
-        &s,
-        "client_secret",
-        raw.client_secret.as_ref(),
-        raw.client_secret_file.as_ref(),
-        errors,
-    );
-    if client_secret.is_some() && raw.client_id.is_none() {
-        errors.push(format!("{s}: a client_secret needs its client_id"));
-    }
-    let authorization_server = match raw.authorization_server.as_deref().map(Url::parse) {
-        None => None,
-        Some(Ok(a)) if matches!(a.scheme(), "http" | "https") => Some(a),
-        Some(_) => {
-            errors.push(format!(
-                "{s}.authorization_server: an http(s) URL is required"
-            ));
-            None
-        }
-    };
-    Some(UserAuthSettings {
-        client_id: raw.client_id.filter(|c| !c.is_empty()),
-        client_secret,
-        scopes: raw.scopes,
-        authorization_server,
-        resource_indicator: raw.resource_indicator.unwrap_or(true),
-    })
 }
 
 pub fn validate(
@@ -531,7 +433,7 @@ pub fn validate(
                 continue;
             }
         };
-        let user_auth = user_auth(&section, u, around, errors);
+        let user_auth = super::user_auth::settings::validate(&section, u, around, errors);
         let isolation = match u.isolation.as_deref() {
             // Each user's token is their own: a per-user connection carries it.
             None if user_auth.is_some() => Isolation::PerUser,
@@ -651,12 +553,12 @@ pub fn validate(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const OWN_RESOURCE: &str = "https://gate.example/mcp";
 
-    fn around(can_mint_jwt: bool) -> Surroundings<'static> {
+    pub(crate) fn around(can_mint_jwt: bool) -> Surroundings<'static> {
         Surroundings {
             can_mint_jwt,
             own_resource: OWN_RESOURCE,

@@ -352,7 +352,11 @@ async fn a_2026_call_whose_client_goes_away_is_cancelled_upstream() {
                 "_meta": {"io.modelcontextprotocol/clientCapabilities": {}}}),
         )
         .await;
-    assert_eq!((status, text(&reply)), (200, "still here".to_owned()), "{reply}");
+    assert_eq!(
+        (status, text(&reply)),
+        (200, "still here".to_owned()),
+        "{reply}"
+    );
 }
 
 #[tokio::test]

@@ -34,6 +34,7 @@ pub mod admin;
 mod peer_tests;
 pub mod request_state;
 mod server;
+pub mod settings;
 #[cfg(test)]
 mod tests;
 
@@ -219,6 +220,9 @@ struct Discovered {
     /// itself, else its URL as configured; `None` when the settings turn
     /// the parameter off.
     resource: Option<String>,
+    /// More parameters of the authorization request: the configured ones,
+    /// and what the server's kind needs for a refresh token.
+    authorize_params: Vec<(String, String)>,
 }
 
 impl Discovered {
@@ -463,7 +467,8 @@ impl UserAuth {
                 .append_pair("state", &state)
                 .append_pair("code_challenge", &pkce_s256(&verifier))
                 .append_pair("code_challenge_method", "S256")
-                .extend_pairs(found.resource_pair());
+                .extend_pairs(found.resource_pair())
+                .extend_pairs(found.authorize_params.iter());
             if !found.scopes.is_empty() {
                 q.append_pair("scope", &found.scopes.join(" "));
             }

@@ -180,6 +180,7 @@ fn registered() -> UserAuthSettings {
         scopes: Vec::new(),
         authorization_server: None,
         resource_indicator: true,
+        authorize_params: Default::default(),
     }
 }
 
@@ -445,6 +446,64 @@ async fn connecting_asks_for_offline_access_names_the_resource_as_it_does_and_ke
     // Not a value of ours: a new one.
     let third = auth.begin("up", sealed, "u", Some("short")).await.unwrap();
     assert_ne!(third.browser, "short");
+}
+
+#[tokio::test]
+async fn configured_authorize_params_go_on_the_authorization_request_and_google_gets_offline_access()
+ {
+    let (_dir, store) = store().await;
+    let clock = ManualClock::new();
+    let peer = peer().await;
+    let auth = auth_at(
+        &store,
+        &clock,
+        &peer,
+        UserAuthSettings {
+            authorize_params: [
+                ("audience".to_owned(), "https://api.example/".to_owned()),
+                ("prompt".to_owned(), "login".to_owned()),
+            ]
+            .into(),
+            ..registered()
+        },
+    );
+    let link = auth.connect_link("up", "u").unwrap();
+    let go = auth
+        .begin("up", link.url.split_once("?e=").unwrap().1, "u", None)
+        .await
+        .unwrap();
+    let q = query(&go.location);
+    assert_eq!(q["audience"], "https://api.example/");
+    assert_eq!(q["prompt"], "login");
+    assert_eq!(
+        q["code_challenge_method"], "S256",
+        "the flow's own are kept"
+    );
+    assert!(
+        !q.contains_key("access_type"),
+        "only Google's server gets it"
+    );
+    // Google's issuer: a refresh token needs access_type=offline (and
+    // prompt=consent for a user who consented before), unless configured.
+    let none = std::collections::BTreeMap::new();
+    let google = super::server::authorize_params("https://accounts.google.com", &none);
+    assert_eq!(
+        google,
+        vec![
+            ("access_type".to_owned(), "offline".to_owned()),
+            ("prompt".to_owned(), "consent".to_owned())
+        ]
+    );
+    let chosen = [("prompt".to_owned(), "select_account".to_owned())].into();
+    let google = super::server::authorize_params("https://accounts.google.com/", &chosen);
+    assert_eq!(
+        google,
+        vec![
+            ("prompt".to_owned(), "select_account".to_owned()),
+            ("access_type".to_owned(), "offline".to_owned())
+        ]
+    );
+    assert!(super::server::authorize_params("https://login.example", &none).is_empty());
 }
 
 #[tokio::test]

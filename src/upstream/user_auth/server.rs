@@ -103,10 +103,12 @@ impl UserAuth {
         {
             scopes.push("offline_access".to_owned());
         }
+        let authorize_params = authorize_params(&server.issuer, &target.settings.authorize_params);
         let found = Arc::new(Discovered {
             server,
             scopes,
             resource: target.settings.resource_indicator.then_some(resource),
+            authorize_params,
         });
         lock(&self.discovered).insert(upstream.to_owned(), (now, found.clone()));
         Ok(found)
@@ -485,4 +487,30 @@ pub(super) fn resource_uri(url: &Url) -> String {
 /// RFC 6749 §2.3.1: client credentials in Basic are form-urlencoded first.
 fn form_urlencode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// Google's authorization server (issuer `https://accounts.google.com`)
+/// issues a refresh token only for `access_type=offline`, and again for a
+/// user who consented before only with `prompt=consent`; it lists no
+/// `offline_access`. Without them the user would connect again every hour.
+const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+
+/// The authorization request's extra parameters: the configured ones, and
+/// Google's two where the configuration does not name them.
+pub(super) fn authorize_params(
+    issuer: &str,
+    configured: &std::collections::BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut params: Vec<(String, String)> = configured
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if issuer.trim_end_matches('/') == GOOGLE_ISSUER {
+        for (name, value) in [("access_type", "offline"), ("prompt", "consent")] {
+            if !configured.contains_key(name) {
+                params.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+    params
 }

@@ -82,6 +82,7 @@ fn config(issuer: Option<&str>) -> GatewayConfig {
                 scopes: Vec::new(),
                 authorization_server: issuer.map(|i| Url::parse(i).unwrap()),
                 resource_indicator: true,
+                authorize_params: Default::default(),
             }),
         }],
     }
