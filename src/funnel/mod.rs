@@ -17,7 +17,7 @@ use std::{
 };
 
 use prometheus_client::metrics::{counter::Counter, family::Family};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
     clock::SharedClock,
@@ -187,6 +187,8 @@ pub struct Funnel {
 
 struct Inner {
     sender: Option<mpsc::Sender<Command>>,
+    /// Wakes a lingering writer for a [`Funnel::flush`] (rows do not).
+    flush_wanted: Arc<Notify>,
     counter: Family<FunnelLabels, Counter>,
     dropped: Counter,
     labels: Mutex<HashSet<String>>,
@@ -200,13 +202,19 @@ impl Funnel {
     /// A recorder storing into `store` (a writer task is spawned).
     pub fn start(store: Store, metrics: &Metrics, clock: SharedClock) -> Funnel {
         let (sender, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(write_rows(store, receiver, metrics.auth_funnel.clone()));
-        Funnel::with_sender(Some(sender), metrics, clock)
+        let flush_wanted = Arc::new(Notify::new());
+        tokio::spawn(write_rows(
+            store,
+            receiver,
+            flush_wanted.clone(),
+            metrics.auth_funnel.clone(),
+        ));
+        Funnel::with_sender(Some(sender), flush_wanted, metrics, clock)
     }
 
     /// A recorder that only counts (no store): unit tests.
     pub fn counting_only(metrics: &Metrics, clock: SharedClock) -> Funnel {
-        Funnel::with_sender(None, metrics, clock)
+        Funnel::with_sender(None, Arc::default(), metrics, clock)
     }
 
     /// A recorder that records nothing anyone reads: the default of parts
@@ -214,6 +222,7 @@ impl Funnel {
     pub fn off() -> Funnel {
         Funnel::build(
             None,
+            Arc::default(),
             Family::default(),
             Counter::default(),
             crate::clock::system(),
@@ -222,11 +231,13 @@ impl Funnel {
 
     fn with_sender(
         sender: Option<mpsc::Sender<Command>>,
+        flush_wanted: Arc<Notify>,
         metrics: &Metrics,
         clock: SharedClock,
     ) -> Funnel {
         Funnel::build(
             sender,
+            flush_wanted,
             metrics.auth_funnel.clone(),
             metrics.auth_funnel_dropped.clone(),
             clock,
@@ -235,6 +246,7 @@ impl Funnel {
 
     fn build(
         sender: Option<mpsc::Sender<Command>>,
+        flush_wanted: Arc<Notify>,
         counter: Family<FunnelLabels, Counter>,
         dropped: Counter,
         clock: SharedClock,
@@ -242,6 +254,7 @@ impl Funnel {
         Funnel {
             inner: Arc::new(Inner {
                 sender,
+                flush_wanted,
                 counter,
                 dropped,
                 labels: Mutex::new(HashSet::new()),
@@ -330,6 +343,7 @@ impl Funnel {
         };
         let (done, written) = oneshot::channel();
         if sender.send(Command::Flush(done)).await.is_ok() {
+            self.inner.flush_wanted.notify_one();
             let _ = written.await;
         }
     }
@@ -421,9 +435,16 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(250);
 /// The writer: gathers rows for [`LINGER`] (or until [`BATCH`] rows or a
 /// flush), stores them in one INSERT, and waits for the next. A failed
 /// write is logged and its rows dropped; requests never wait on it.
+///
+/// While it lingers it sleeps and then takes what was queued, rather than
+/// waiting on the queue: a row queued then wakes nobody (under a stream of
+/// grants that would be a task wake-up, often another thread's, per grant).
+/// A flush wakes it ([`Funnel::flush`]); a full batch is written as soon as
+/// the writer looks, which under load is right after the previous one.
 async fn write_rows(
     store: Store,
     mut receiver: mpsc::Receiver<Command>,
+    flush_wanted: Arc<Notify>,
     counter: Family<FunnelLabels, Counter>,
 ) {
     let mut rows = Vec::with_capacity(BATCH);
@@ -441,14 +462,27 @@ async fn write_rows(
         };
         take(first, &mut rows, &mut flushes);
         let deadline = tokio::time::Instant::now() + LINGER;
-        while rows.len() < BATCH && flushes.is_empty() {
-            match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(command)) => take(command, &mut rows, &mut flushes),
-                Ok(None) => {
-                    open = false;
-                    break;
+        loop {
+            while rows.len() < BATCH && flushes.is_empty() {
+                match receiver.try_recv() {
+                    Ok(command) => take(command, &mut rows, &mut flushes),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
                 }
-                Err(_) => break,
+            }
+            if rows.len() >= BATCH
+                || !flushes.is_empty()
+                || !open
+                || tokio::time::Instant::now() >= deadline
+            {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = flush_wanted.notified() => {}
             }
         }
         let batch: Vec<NewFunnelRow> = rows
@@ -685,6 +719,44 @@ mod tests {
         let attempts = store_a.funnel_attempts(Some("c"), 0, 10).await.unwrap();
         let calls: usize = attempts.iter().map(|a| a.steps.len()).sum();
         assert_eq!(calls, 2, "{attempts:?}");
+    }
+
+    /// Rows are written without a flush once the writer's linger is over,
+    /// a flush does not wait for the linger, and a burst of many batches'
+    /// worth is written in full (batches follow each other, none dropped).
+    #[tokio::test]
+    async fn the_writer_lingers_without_losing_rows_and_a_flush_cuts_it_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("f.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        let metrics = Metrics::new();
+        let funnel = Funnel::start(store.clone(), &metrics, crate::clock::system());
+        let stored = |client: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .funnel_attempts(Some(client), 0, 10_000)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.steps.len())
+                    .sum::<usize>()
+            }
+        };
+        funnel.record(FunnelEvent::new(Step::Registered, "alone"));
+        let waited = std::time::Instant::now();
+        while stored("alone").await == 0 {
+            assert!(waited.elapsed() < LINGER * 20, "the row was never written");
+            tokio::time::sleep(LINGER / 5).await;
+        }
+        for _ in 0..BATCH * 5 {
+            funnel.record(FunnelEvent::new(Step::Registered, "burst"));
+        }
+        let flushed = std::time::Instant::now();
+        funnel.flush().await;
+        assert!(flushed.elapsed() < LINGER * 4, "{:?}", flushed.elapsed());
+        assert_eq!(stored("burst").await, BATCH * 5);
+        assert_eq!(metrics.auth_funnel_dropped.get(), 0);
     }
 
     #[tokio::test]
