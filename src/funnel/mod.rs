@@ -291,9 +291,7 @@ impl Funnel {
             row,
             once: Some(Box::new(Once { key, labels })),
         };
-        if sender.try_send(Command::Row(queued)).is_err() {
-            self.inner.dropped.inc();
-        }
+        self.queue(sender, queued);
     }
 
     /// Count the step and queue its row; never waits, never fails.
@@ -313,11 +311,17 @@ impl Funnel {
             return;
         }
         let row = self.row(event, reason);
-        if sender
-            .try_send(Command::Row(Queued { row, once: None }))
-            .is_err()
-        {
+        self.queue(sender, Queued { row, once: None });
+    }
+
+    /// Queue a row for the writer, which lingers asleep: once a batch's
+    /// worth is waiting it is woken to write it, or a fast stream of rows
+    /// would fill the queue during the linger and lose some.
+    fn queue(&self, sender: &mpsc::Sender<Command>, queued: Queued) {
+        if sender.try_send(Command::Row(queued)).is_err() {
             self.inner.dropped.inc();
+        } else if sender.max_capacity() - sender.capacity() >= BATCH {
+            self.inner.flush_wanted.notify_one();
         }
     }
 
@@ -439,8 +443,9 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(250);
 /// While it lingers it sleeps and then takes what was queued, rather than
 /// waiting on the queue: a row queued then wakes nobody (under a stream of
 /// grants that would be a task wake-up, often another thread's, per grant).
-/// A flush wakes it ([`Funnel::flush`]); a full batch is written as soon as
-/// the writer looks, which under load is right after the previous one.
+/// A flush wakes it ([`Funnel::flush`]), and so does a batch's worth of
+/// queued rows ([`Funnel::queue`]), so a fast stream is written batch after
+/// batch.
 async fn write_rows(
     store: Store,
     mut receiver: mpsc::Receiver<Command>,
@@ -722,9 +727,10 @@ mod tests {
     }
 
     /// Rows are written without a flush once the writer's linger is over,
-    /// a flush does not wait for the linger, and a burst of many batches'
-    /// worth is written in full (batches follow each other, none dropped).
-    #[tokio::test]
+    /// a flush cuts the linger short, and a stream that queues more than
+    /// the queue holds within one linger loses nothing: a batch's worth
+    /// wakes the writer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_writer_lingers_without_losing_rows_and_a_flush_cuts_it_short() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("f.db").display());
@@ -735,7 +741,7 @@ mod tests {
             let store = store.clone();
             async move {
                 store
-                    .funnel_attempts(Some(client), 0, 10_000)
+                    .funnel_attempts(Some(client), 0, 20_000)
                     .await
                     .unwrap()
                     .iter()
@@ -749,14 +755,24 @@ mod tests {
             assert!(waited.elapsed() < LINGER * 20, "the row was never written");
             tokio::time::sleep(LINGER / 5).await;
         }
-        for _ in 0..BATCH * 5 {
-            funnel.record(FunnelEvent::new(Step::Registered, "burst"));
-        }
+        // One row starts a linger; the flush must not wait for its end.
+        funnel.record(FunnelEvent::new(Step::Registered, "flushed"));
+        tokio::time::sleep(LINGER / 10).await;
         let flushed = std::time::Instant::now();
         funnel.flush().await;
-        assert!(flushed.elapsed() < LINGER * 4, "{:?}", flushed.elapsed());
-        assert_eq!(stored("burst").await, BATCH * 5);
+        assert!(flushed.elapsed() < LINGER / 2, "{:?}", flushed.elapsed());
+        assert_eq!(stored("flushed").await, 1);
+        // More rows than the queue holds, all within one linger.
+        let rows = QUEUE + BATCH * 4;
+        for i in 0..rows {
+            funnel.record(FunnelEvent::new(Step::Registered, "stream"));
+            if i % BATCH == BATCH - 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        funnel.flush().await;
         assert_eq!(metrics.auth_funnel_dropped.get(), 0);
+        assert_eq!(stored("stream").await, rows);
     }
 
     #[tokio::test]

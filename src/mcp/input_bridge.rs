@@ -29,6 +29,7 @@ use std::{
     time::Duration,
 };
 
+use futures::FutureExt;
 use rmcp::{
     ErrorData,
     model::{
@@ -381,8 +382,14 @@ impl InputBridge {
         // do, and a task per call is a spawn and a hand-off between threads
         // more on every call. Once it asks, the call must outlive this
         // request (it waits for the retry), so it moves to a task.
+        // A panic in the call ends it as a task's panic did (the link is
+        // reported closed), here and after it moved to a task.
+        let upstream = caller.upstream.clone();
+        let running = std::panic::AssertUnwindSafe(run(origin, cancel.clone()))
+            .catch_unwind()
+            .map(move |outcome| outcome.unwrap_or(Err(GatewayError::Closed { upstream })));
         let mut inline = InlineCall {
-            running: Some(Box::pin(run(origin, cancel.clone()))),
+            running: Some(Box::pin(running)),
             cancel: cancel.clone(),
         };
         let first = tokio::select! {

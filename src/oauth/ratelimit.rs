@@ -48,6 +48,11 @@ const LEASE_PARTS: u32 = 32;
 /// Keys holding a lease at once; beyond that, events are counted one by one
 /// again (as without leases), so many addresses cannot grow the table.
 const MAX_LEASES: usize = 4096;
+/// A lease ends this much (at most a quarter of the window) before its
+/// window does: the store's window restarts on the clock of whichever
+/// replica hits first, and a replica whose clock is behind must not spend
+/// a past window's lease in the next one.
+const LEASE_CLOCK_MARGIN_SECS: i64 = 2;
 
 /// One attempt taken from a key's allowance, to give back if it succeeded.
 #[derive(Debug)]
@@ -130,8 +135,10 @@ impl WindowLimiter {
             return false;
         };
         // The store starts the window over once `now - window` reaches its
-        // start: from then on the lease's events belong to a past window.
-        if lease.window_start > now - window && lease.left > 0 {
+        // start: from then on the lease's events belong to a past window
+        // (a margin earlier, for the other replicas' clocks).
+        let margin = LEASE_CLOCK_MARGIN_SECS.min(window / 4);
+        if lease.window_start > now - window + margin && lease.left > 0 {
             lease.left -= 1;
             if lease.left == 0 {
                 leases.remove(key);
@@ -211,6 +218,8 @@ impl WindowLimiter {
         }
     }
 
+    /// Forget `key`'s count, and this replica's lease of it (another
+    /// replica's lease runs to its window's end).
     pub async fn clear(&self, key: &str) -> Result<(), StoreError> {
         let key = self.key(key);
         if let Ok(mut leases) = self.leases.lock() {
@@ -514,6 +523,13 @@ mod tests {
         // A lease never outlives its window, and the next window is whole.
         clock.advance(Duration::from_secs(60));
         assert_eq!(hits_until_refused(&l, "a").await, 100);
+        // Nor is it used in the last seconds of its window: a replica whose
+        // clock is behind might otherwise spend it in the next one.
+        clock.advance(Duration::from_secs(60));
+        assert!(l.hit("c").await.unwrap());
+        clock.advance(Duration::from_secs(58));
+        assert!(l.hit("c").await.unwrap());
+        assert_eq!(counted(&store, "t", "c", clock.now() - 58).await, 6);
         // Another key has its own budget; clear forgets the lease too.
         assert!(l.hit("b").await.unwrap());
         l.clear("b").await.unwrap();

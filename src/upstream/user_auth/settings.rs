@@ -65,6 +65,11 @@ const FLOW_PARAMS: &[&str] = &[
     "code_challenge_method",
     "resource",
     "scope",
+    // Would move the answer to a POST the callback does not take, or let a
+    // request object replace the parameters above (RFC 9101).
+    "response_mode",
+    "request",
+    "request_uri",
 ];
 
 /// `user_auth`: only for url upstreams, alone (no static credentials or
@@ -189,6 +194,7 @@ mod tests {
             ("state", "sets this parameter itself"),
             ("scope", "list scopes in scopes"),
             ("resource", "see resource_indicator"),
+            ("request_uri", "sets this parameter itself"),
             ("", "must be a visible name"),
         ] {
             let mut errors = Vec::new();
