@@ -187,8 +187,9 @@ pub struct Funnel {
 
 struct Inner {
     sender: Option<mpsc::Sender<Command>>,
-    /// Wakes a lingering writer for a [`Funnel::flush`] (rows do not).
-    flush_wanted: Arc<Notify>,
+    /// Wakes a lingering writer: for a [`Funnel::flush`], or once a batch's
+    /// worth of rows is queued (a single row does not).
+    wake_writer: Arc<Notify>,
     counter: Family<FunnelLabels, Counter>,
     dropped: Counter,
     labels: Mutex<HashSet<String>>,
@@ -202,14 +203,14 @@ impl Funnel {
     /// A recorder storing into `store` (a writer task is spawned).
     pub fn start(store: Store, metrics: &Metrics, clock: SharedClock) -> Funnel {
         let (sender, receiver) = mpsc::channel(QUEUE);
-        let flush_wanted = Arc::new(Notify::new());
+        let wake_writer = Arc::new(Notify::new());
         tokio::spawn(write_rows(
             store,
             receiver,
-            flush_wanted.clone(),
+            wake_writer.clone(),
             metrics.auth_funnel.clone(),
         ));
-        Funnel::with_sender(Some(sender), flush_wanted, metrics, clock)
+        Funnel::with_sender(Some(sender), wake_writer, metrics, clock)
     }
 
     /// A recorder that only counts (no store): unit tests.
@@ -231,13 +232,13 @@ impl Funnel {
 
     fn with_sender(
         sender: Option<mpsc::Sender<Command>>,
-        flush_wanted: Arc<Notify>,
+        wake_writer: Arc<Notify>,
         metrics: &Metrics,
         clock: SharedClock,
     ) -> Funnel {
         Funnel::build(
             sender,
-            flush_wanted,
+            wake_writer,
             metrics.auth_funnel.clone(),
             metrics.auth_funnel_dropped.clone(),
             clock,
@@ -246,7 +247,7 @@ impl Funnel {
 
     fn build(
         sender: Option<mpsc::Sender<Command>>,
-        flush_wanted: Arc<Notify>,
+        wake_writer: Arc<Notify>,
         counter: Family<FunnelLabels, Counter>,
         dropped: Counter,
         clock: SharedClock,
@@ -254,7 +255,7 @@ impl Funnel {
         Funnel {
             inner: Arc::new(Inner {
                 sender,
-                flush_wanted,
+                wake_writer,
                 counter,
                 dropped,
                 labels: Mutex::new(HashSet::new()),
@@ -321,7 +322,7 @@ impl Funnel {
         if sender.try_send(Command::Row(queued)).is_err() {
             self.inner.dropped.inc();
         } else if sender.max_capacity() - sender.capacity() >= BATCH {
-            self.inner.flush_wanted.notify_one();
+            self.inner.wake_writer.notify_one();
         }
     }
 
@@ -347,7 +348,7 @@ impl Funnel {
         };
         let (done, written) = oneshot::channel();
         if sender.send(Command::Flush(done)).await.is_ok() {
-            self.inner.flush_wanted.notify_one();
+            self.inner.wake_writer.notify_one();
             let _ = written.await;
         }
     }
@@ -449,7 +450,7 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(250);
 async fn write_rows(
     store: Store,
     mut receiver: mpsc::Receiver<Command>,
-    flush_wanted: Arc<Notify>,
+    wake_writer: Arc<Notify>,
     counter: Family<FunnelLabels, Counter>,
 ) {
     let mut rows = Vec::with_capacity(BATCH);
@@ -487,7 +488,7 @@ async fn write_rows(
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {}
-                _ = flush_wanted.notified() => {}
+                _ = wake_writer.notified() => {}
             }
         }
         let batch: Vec<NewFunnelRow> = rows

@@ -428,11 +428,11 @@ impl InputBridge {
                 Next::Asked(ask)
             } else {
                 tokio::select! {
-                Some(ask) = call.asks.recv() => Next::Asked(ask),
-                done = &mut call.task => Next::Done(done.unwrap_or_else(|_| {
-                    Err(GatewayError::Closed { upstream: call.upstream.clone() })
-                })),
-                _ = ct.cancelled() => Next::Cancelled,
+                    Some(ask) = call.asks.recv() => Next::Asked(ask),
+                    done = &mut call.task => Next::Done(done.unwrap_or_else(|_| {
+                        Err(GatewayError::Closed { upstream: call.upstream.clone() })
+                    })),
+                    _ = ct.cancelled() => Next::Cancelled,
                 }
             };
             let ask = match next {

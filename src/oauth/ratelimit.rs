@@ -38,6 +38,25 @@ struct Lease {
     left: u32,
 }
 
+impl Lease {
+    /// Whether the lease's window is still on at `now`. The store starts the
+    /// window over once `now - window` reaches its start: from then on the
+    /// lease's events belong to a past window (a margin earlier, for the
+    /// other replicas' clocks).
+    fn live(&self, now: i64, window: i64) -> bool {
+        let margin = LEASE_CLOCK_MARGIN_SECS.min(window / 4);
+        self.window_start > now - window + margin
+    }
+}
+
+/// What [`WindowLimiter::hit`] does next.
+enum NextHit {
+    /// It used an event this replica had leased.
+    Leased,
+    /// It asks the store for this many events.
+    AskStore(u32),
+}
+
 /// A lease is at most this fraction of the limit. The default limits (60 a
 /// minute) lease nothing, so each event is a store write as before; a limit
 /// raised for a busy deployment (thousands a minute from one address, say
@@ -99,14 +118,9 @@ impl WindowLimiter {
         let key = self.key(key);
         let now = self.clock.now();
         let window = self.window_secs();
-        let lease = self.limit / LEASE_PARTS;
-        if lease > 1 && self.use_leased(&key, now, window) {
-            return Ok(true);
-        }
-        let want = if lease > 1 && self.has_room_for_a_lease() {
-            lease
-        } else {
-            1
+        let want = match self.use_lease(&key, now, window) {
+            NextHit::Leased => return Ok(true),
+            NextHit::AskStore(want) => want,
         };
         let counted = self
             .store
@@ -126,39 +140,31 @@ impl WindowLimiter {
         Ok(true)
     }
 
-    /// Use one leased event for `key` if its window is still on.
-    fn use_leased(&self, key: &str, now: i64, window: i64) -> bool {
+    /// Use one leased event for `key` if its window is still on; else how
+    /// many events to ask the store for: a lease when the limit is large
+    /// enough and the table has room (after forgetting ended leases), else 1.
+    fn use_lease(&self, key: &str, now: i64, window: i64) -> NextHit {
+        let lease = self.limit / LEASE_PARTS;
+        if lease <= 1 {
+            return NextHit::AskStore(1);
+        }
         let Ok(mut leases) = self.leases.lock() else {
-            return false;
+            return NextHit::AskStore(1);
         };
-        let Some(lease) = leases.get_mut(key) else {
-            return false;
-        };
-        // The store starts the window over once `now - window` reaches its
-        // start: from then on the lease's events belong to a past window
-        // (a margin earlier, for the other replicas' clocks).
-        let margin = LEASE_CLOCK_MARGIN_SECS.min(window / 4);
-        if lease.window_start > now - window + margin && lease.left > 0 {
-            lease.left -= 1;
-            if lease.left == 0 {
-                leases.remove(key);
+        if let Some(held) = leases.get_mut(key) {
+            if held.live(now, window) && held.left > 0 {
+                held.left -= 1;
+                if held.left == 0 {
+                    leases.remove(key);
+                }
+                return NextHit::Leased;
             }
-            return true;
+            leases.remove(key);
         }
-        leases.remove(key);
-        false
-    }
-
-    fn has_room_for_a_lease(&self) -> bool {
-        let Ok(mut leases) = self.leases.lock() else {
-            return false;
-        };
-        if leases.len() < MAX_LEASES {
-            return true;
+        if leases.len() >= MAX_LEASES {
+            leases.retain(|_, held| held.live(now, window));
         }
-        let oldest_live = self.clock.now() - self.window_secs();
-        leases.retain(|_, lease| lease.window_start > oldest_live);
-        leases.len() < MAX_LEASES
+        NextHit::AskStore(if leases.len() < MAX_LEASES { lease } else { 1 })
     }
 
     fn keep_lease(&self, key: String, window_start: i64, left: u32) {

@@ -184,6 +184,15 @@ fn registered() -> UserAuthSettings {
     }
 }
 
+/// User `u`'s connect link to `up`, opened in a new browser: the redirect
+/// to the authorization server.
+async fn begin_connect(auth: &UserAuth) -> super::Redirect {
+    let link = auth.connect_link("up", "u").unwrap();
+    auth.begin("up", link.url.split_once("?e=").unwrap().1, "u", None)
+        .await
+        .unwrap()
+}
+
 /// A connection for `user` whose access token is past its expiry.
 async fn expired_connection(
     auth: &UserAuth,
@@ -467,11 +476,7 @@ async fn configured_authorize_params_go_on_the_authorization_request_and_google_
             ..registered()
         },
     );
-    let link = auth.connect_link("up", "u").unwrap();
-    let go = auth
-        .begin("up", link.url.split_once("?e=").unwrap().1, "u", None)
-        .await
-        .unwrap();
+    let go = begin_connect(&auth).await;
     let q = query(&go.location);
     assert_eq!(q["audience"], "https://api.example/");
     assert_eq!(q["prompt"], "login");
@@ -704,11 +709,7 @@ async fn without_the_resource_indicator_no_request_names_a_resource() {
             ..registered()
         },
     );
-    let link = auth.connect_link("up", "u").unwrap();
-    let go = auth
-        .begin("up", link.url.split_once("?e=").unwrap().1, "u", None)
-        .await
-        .unwrap();
+    let go = begin_connect(&auth).await;
     assert!(!query(&go.location).contains_key("resource"));
     let state = query(&go.location)["state"].clone();
     auth.finish(&state, "code", None, &go.browser, Some("u"))
