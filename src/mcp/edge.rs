@@ -34,6 +34,7 @@ use crate::{
     telemetry::metrics::{McpLabels, McpMethodLabels, Metrics, Outcome, method_label},
 };
 
+use super::direct_call::DirectCalls;
 pub use super::rpc_errors::{
     JSONRPC_INVALID_REQUEST, JSONRPC_PARSE_ERROR, JSONRPC_SERVER_ERROR, JSONRPC_SESSION_NOT_FOUND,
     JSONRPC_UNSUPPORTED_VERSION, jsonrpc_error, jsonrpc_refusal, jsonrpc_refusal_with,
@@ -66,6 +67,8 @@ pub struct EdgeState {
 pub struct StreamableEdge {
     pub edge: Arc<EdgeState>,
     pub sessions: Arc<SessionBook>,
+    /// 2026-07-28 calls of upstream tools served here, not by rmcp.
+    pub direct: Option<DirectCalls>,
 }
 
 /// The `Authorization: Bearer` token; never taken from the query string.
@@ -424,6 +427,7 @@ pub async fn streamable_http_edge(
     let StreamableEdge {
         edge: cfg,
         sessions,
+        direct,
     } = state;
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
@@ -484,6 +488,12 @@ pub async fn streamable_http_edge(
         if let Err(response) = check_protocol_version(&parts.headers, &call) {
             count(&cfg, call.method.as_deref(), Outcome::rejected, started);
             return response;
+        }
+        if let Some(direct) = &direct
+            && let Some(served) = direct.take(&parts.headers, &message, session_id.is_some())
+        {
+            let response = direct.serve(served, principal).await;
+            return finish_response(&cfg, &sessions, response, call, exchange).await;
         }
         Request::from_parts(parts, Body::from(bytes))
     } else {

@@ -16,11 +16,12 @@ use rmcp::model::{SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequ
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams,
-        CompleteResult, ContentBlock, ErrorCode, GetPromptRequestParams, GetPromptResponse,
-        Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-        ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-        ServerCapabilities, ServerConfig, ServerResult, SubscriptionFilter, Tool, ToolAnnotations,
+        CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
+        CompleteRequestParams, CompleteResult, ContentBlock, ErrorCode, GetPromptRequestParams,
+        GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult,
+        ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
+        ReadResourceRequestParams, ReadResourceResponse, RequestMetaObject, ServerCapabilities,
+        ServerConfig, ServerResult, SubscriptionFilter, Tool, ToolAnnotations,
     },
     service::{NotificationContext, RequestContext, SubscriptionContext},
 };
@@ -33,8 +34,14 @@ use crate::{
     },
     telemetry::metrics::{Metrics, Outcome, ToolLabels, UpstreamCallLabels},
     toolsets::{ToolError, Toolbox},
-    upstream::{Gateway, GatewayError, hub::Subscription, lists::shortest, relay::Origin},
+    upstream::{
+        Gateway, GatewayError,
+        hub::Subscription,
+        lists::shortest,
+        relay::{Downstream, Origin},
+    },
 };
+use tokio_util::sync::CancellationToken;
 
 /// A JSON-RPC error for calls the policy refuses regardless of scopes.
 const FORBIDDEN: ErrorCode = ErrorCode(-32003);
@@ -76,6 +83,38 @@ macro_rules! with_cache_hints {
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// What a call needs of the request that carries it: taken from rmcp's
+/// request context, or by the edge from a 2026-07-28 call it serves itself
+/// (`direct_call.rs`).
+pub(crate) struct CallScope {
+    /// The request's `_meta` (rmcp moves it out of the params).
+    pub meta: RequestMetaObject,
+    pub protocol_version: Option<ProtocolVersion>,
+    pub client_capabilities: Option<ClientCapabilities>,
+    /// Cancelled when the caller cancels or goes away.
+    pub ct: CancellationToken,
+    pub downstream: Downstream,
+}
+
+impl CallScope {
+    fn of(context: RequestContext<RoleServer>) -> CallScope {
+        CallScope {
+            protocol_version: context.protocol_version(),
+            client_capabilities: context.client_capabilities(),
+            downstream: Downstream::Peer(context.peer),
+            meta: context.meta,
+            ct: context.ct,
+        }
+    }
+
+    /// A 2026-07-28 caller: no `initialize`, no session, no back-channel.
+    fn stateless(&self) -> bool {
+        self.protocol_version
+            .as_ref()
+            .is_some_and(|version| !version.has_initialize())
+    }
+}
 
 #[derive(Clone)]
 pub struct McpHandler {
@@ -146,6 +185,10 @@ impl McpHandler {
         self.gateway.as_ref()
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn with_input_bridge(self, bridge: Option<Arc<InputBridge>>) -> Self {
         McpHandler { bridge, ..self }
     }
@@ -197,14 +240,121 @@ impl McpHandler {
         }
     }
 
-    fn origin(&self, context: &RequestContext<RoleServer>, principal: &Principal) -> Origin {
+    fn origin(&self, scope: &CallScope, principal: &Principal) -> Origin {
         Origin {
             session: self.session,
             owner: Some(principal.owner_key()),
-            peer: context.peer.clone(),
-            progress: context.meta.get_progress_token(),
+            downstream: scope.downstream.clone(),
+            progress: scope.meta.get_progress_token(),
             asks: None,
         }
+    }
+
+    /// A `tools/call` by `principal`: a built-in tool, or an upstream's
+    /// through the gateway. rmcp's handler and the edge's direct 2026-07-28
+    /// calls (`direct_call.rs`) both end here.
+    pub(crate) async fn call_tool_as(
+        &self,
+        request: CallToolRequestParams,
+        principal: Principal,
+        scope: CallScope,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let started = Instant::now();
+        let name = request.name.to_string();
+        // The HTTP edge already answered 403 for scope gaps on /mcp; this
+        // covers deny rules and the legacy transport.
+        let decision = self.decide(&principal, ItemKind::Tool, &name);
+        if decision != Decision::Allow {
+            self.count(&name, Outcome::rejected);
+            tracing::info!(
+                target: "audit",
+                subject = %principal.subject,
+                client = principal.client_id.as_deref().unwrap_or("-"),
+                tool = name.as_str(),
+                outcome = "denied",
+                "tool call"
+            );
+            return Err(denied("tool", &name, &decision));
+        }
+        let builtin = self.is_builtin_tool(&name);
+        let route = match (&self.gateway, builtin) {
+            (Some(gateway), false) => gateway.route_name(&name),
+            _ => None,
+        };
+        let (Some(gateway), Some((upstream, original))) = (&self.gateway, route) else {
+            let (outcome, response) = self.call_builtin(request, &principal).await;
+            tracing::info!(
+                target: "audit",
+                subject = %principal.subject,
+                client = principal.client_id.as_deref().unwrap_or("-"),
+                tool = name.as_str(),
+                outcome = ?outcome,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "tool call"
+            );
+            return response;
+        };
+        let mut request = request;
+        carry_caller_meta(&scope.meta, &mut request.meta);
+        let result = self
+            .forward_call(
+                gateway,
+                upstream.clone(),
+                request,
+                &original,
+                &name,
+                &principal,
+                &scope,
+            )
+            .await;
+        let (outcome, response) = match result {
+            Ok(ServerResult::CallToolResult(r)) => {
+                let outcome = if r.is_error == Some(true) {
+                    Outcome::tool_error
+                } else {
+                    Outcome::ok
+                };
+                (outcome, Ok(CallToolResponse::Complete(r)))
+            }
+            Ok(ServerResult::InputRequiredResult(r)) => {
+                (Outcome::ok, Ok(CallToolResponse::InputRequired(r)))
+            }
+            Ok(ServerResult::CreateTaskResult(r)) => (Outcome::ok, Ok(CallToolResponse::Task(r))),
+            Ok(_) => (Outcome::error, Err(unexpected("tools/call"))),
+            Err(BridgeError::Gateway(GatewayError::Upstream(e)) | BridgeError::Relayed(e)) => {
+                (Outcome::protocol_error, Err(e))
+            }
+            Err(BridgeError::Gateway(e)) => (Outcome::error, Err(e.into_error_data())),
+            Err(e) => (Outcome::rejected, Err(e.into_error_data())),
+        };
+        let detail = match &response {
+            Err(e) => e.message.to_string(),
+            Ok(_) => String::new(),
+        };
+        tracing::info!(
+            target: "audit",
+            subject = %principal.subject,
+            client = principal.client_id.as_deref().unwrap_or("-"),
+            upstream = %upstream.config.name,
+            tool = original.as_str(),
+            outcome = ?outcome,
+            error = %detail,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "tool call"
+        );
+        self.metrics
+            .upstream_calls
+            .get_or_create(&UpstreamCallLabels {
+                upstream: upstream.config.name.clone(),
+                outcome,
+            })
+            .inc();
+        response
+    }
+
+    /// One of mcpgate's own tools, which shadows an upstream's of that name.
+    pub(crate) fn is_builtin_tool(&self, name: &str) -> bool {
+        self.tools.iter().any(|t| t.name == name)
     }
 
     fn count(&self, tool: &str, outcome: Outcome) {
@@ -459,98 +609,9 @@ impl ServerHandler for McpHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let started = Instant::now();
-        let name = request.name.to_string();
         let principal = self.require_principal(&context)?;
-        // The HTTP edge already answered 403 for scope gaps on /mcp; this
-        // covers deny rules and the legacy transport.
-        let decision = self.decide(&principal, ItemKind::Tool, &name);
-        if decision != Decision::Allow {
-            self.count(&name, Outcome::rejected);
-            tracing::info!(
-                target: "audit",
-                subject = %principal.subject,
-                client = principal.client_id.as_deref().unwrap_or("-"),
-                tool = name.as_str(),
-                outcome = "denied",
-                "tool call"
-            );
-            return Err(denied("tool", &name, &decision));
-        }
-        let builtin = self.tools.iter().any(|t| t.name == name);
-        let route = match (&self.gateway, builtin) {
-            (Some(gateway), false) => gateway.route_name(&name),
-            _ => None,
-        };
-        let (Some(gateway), Some((upstream, original))) = (&self.gateway, route) else {
-            let (outcome, response) = self.call_builtin(request, &principal).await;
-            tracing::info!(
-                target: "audit",
-                subject = %principal.subject,
-                client = principal.client_id.as_deref().unwrap_or("-"),
-                tool = name.as_str(),
-                outcome = ?outcome,
-                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "tool call"
-            );
-            return response;
-        };
-        let mut request = request;
-        carry_caller_meta(&context.meta, &mut request.meta);
-        let result = self
-            .forward_call(
-                gateway,
-                upstream.clone(),
-                request,
-                &original,
-                &name,
-                &principal,
-                &context,
-            )
-            .await;
-        let (outcome, response) = match result {
-            Ok(ServerResult::CallToolResult(r)) => {
-                let outcome = if r.is_error == Some(true) {
-                    Outcome::tool_error
-                } else {
-                    Outcome::ok
-                };
-                (outcome, Ok(CallToolResponse::Complete(r)))
-            }
-            Ok(ServerResult::InputRequiredResult(r)) => {
-                (Outcome::ok, Ok(CallToolResponse::InputRequired(r)))
-            }
-            Ok(ServerResult::CreateTaskResult(r)) => (Outcome::ok, Ok(CallToolResponse::Task(r))),
-            Ok(_) => (Outcome::error, Err(unexpected("tools/call"))),
-            Err(BridgeError::Gateway(GatewayError::Upstream(e)) | BridgeError::Relayed(e)) => {
-                (Outcome::protocol_error, Err(e))
-            }
-            Err(BridgeError::Gateway(e)) => (Outcome::error, Err(e.into_error_data())),
-            Err(e) => (Outcome::rejected, Err(e.into_error_data())),
-        };
-        let detail = match &response {
-            Err(e) => e.message.to_string(),
-            Ok(_) => String::new(),
-        };
-        tracing::info!(
-            target: "audit",
-            subject = %principal.subject,
-            client = principal.client_id.as_deref().unwrap_or("-"),
-            upstream = %upstream.config.name,
-            tool = original.as_str(),
-            outcome = ?outcome,
-            error = %detail,
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "tool call"
-        );
-        self.metrics
-            .upstream_calls
-            .get_or_create(&UpstreamCallLabels {
-                upstream: upstream.config.name.clone(),
-                outcome,
-            })
-            .inc();
-        response
+        self.call_tool_as(request, principal, CallScope::of(context))
+            .await
     }
 
     async fn list_prompts(
@@ -578,7 +639,9 @@ impl ServerHandler for McpHandler {
         let started = Instant::now();
         let principal = self.require_principal(&context)?;
         let name = request.name.clone();
-        let result = self.get_prompt_for(request, &principal, &context).await;
+        let result = self
+            .get_prompt_for(request, &principal, CallScope::of(context))
+            .await;
         audit_read(&principal, "prompt", &name, started, &result);
         result
     }
@@ -626,7 +689,9 @@ impl ServerHandler for McpHandler {
         let started = Instant::now();
         let principal = self.require_principal(&context)?;
         let uri = request.uri.clone();
-        let result = self.read_resource_for(request, &principal, &context).await;
+        let result = self
+            .read_resource_for(request, &principal, CallScope::of(context))
+            .await;
         audit_read(&principal, "resource", &uri, started, &result);
         result
     }

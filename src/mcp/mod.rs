@@ -1,6 +1,7 @@
 //! MCP serving. All rmcp types stay inside this module. See README.md for the
 //! protocol eras and the session model.
 
+mod direct_call;
 pub mod edge;
 pub mod events;
 pub mod handler;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::request_state::RequestStateCodec;
 
 use self::{
+    direct_call::DirectCalls,
     edge::{EdgeState, StreamableEdge},
     events::{EventLog, SharedSessions, Tails},
     handler::McpHandler,
@@ -89,6 +91,8 @@ pub fn routes(
         .with_cancellation_token(shutdown.child_token());
     config.session_store = Some(sessions.rmcp_store());
     let factory_handler = handler.clone();
+    // Calls of upstream tools by 2026-07-28 clients skip rmcp's server.
+    let direct = DirectCalls::new(&handler);
     let manager = Arc::new(SharedSessions::new(
         local,
         edge.store.clone(),
@@ -112,6 +116,7 @@ pub fn routes(
             StreamableEdge {
                 edge: edge.clone(),
                 sessions: sessions.clone(),
+                direct,
             },
             edge::streamable_http_edge,
         ));

@@ -131,6 +131,8 @@ pub struct Metrics {
     pub upstream_calls: Family<UpstreamCallLabels, Counter>,
     pub upstream_duration: Family<UpstreamLabels, Histogram>,
     pub password_checks: Counter,
+    /// 2026-07-28 calls of upstream tools the edge served without rmcp.
+    pub direct_calls: Counter,
     pub auth_funnel: Family<FunnelLabels, Counter>,
     /// Funnel steps not stored because the writer fell behind.
     pub auth_funnel_dropped: Counter,
@@ -242,6 +244,12 @@ impl Metrics {
             "Argon2 password checks run for sign-ins",
             password_checks.clone(),
         );
+        let direct_calls = Counter::default();
+        registry.register(
+            "mcp_direct_calls",
+            "2026-07-28 tools/call requests for upstream tools served by the edge without rmcp's server",
+            direct_calls.clone(),
+        );
         let auth_funnel = Family::<FunnelLabels, Counter>::default();
         registry.register(
             "auth_funnel",
@@ -270,6 +278,7 @@ impl Metrics {
             upstream_calls,
             upstream_duration,
             password_checks,
+            direct_calls,
         })
     }
 

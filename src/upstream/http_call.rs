@@ -391,7 +391,7 @@ async fn relay_notification(
         }
         ServerNotification::LoggingMessageNotification(n) => {
             if let Some(origin) = origin {
-                let _ = origin.peer.notify_logging_message(n.params).await;
+                origin.downstream.notify_logging_message(n.params).await;
             }
         }
         other => relay.fan_out(other).await,

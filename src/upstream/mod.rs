@@ -630,7 +630,11 @@ impl Gateway {
         // A caller with a back-channel (a session) cannot take an upstream's
         // `input_required`: mcpgate asks it the input requests itself and
         // retries. A 2026-07-28 caller (`origin.asks`) gets it as it is.
-        let session = origin.asks.is_none().then(|| origin.peer.clone());
+        let session = origin
+            .asks
+            .is_none()
+            .then(|| origin.downstream.peer().cloned())
+            .flatten();
         let retry = session.as_ref().map(|_| params.clone());
         let mut result = self
             .forward(

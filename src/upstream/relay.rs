@@ -41,13 +41,70 @@ pub struct Origin {
     /// Who called (`Principal::owner_key`), when known: messages that
     /// cannot be tied to one session may still be tied to one caller.
     pub owner: Option<String>,
-    pub peer: Peer<RoleServer>,
+    pub downstream: Downstream,
     /// The downstream request's progress token, if it asked for progress.
     pub progress: Option<ProgressToken>,
     /// For a 2026-07-28 caller, which has no back-channel: the upstream's
     /// requests go here, to be asked with `input_required` and answered by
-    /// the caller's retry (`mcp/input_bridge.rs`), not to `peer`.
+    /// the caller's retry (`mcp/input_bridge.rs`), not to `downstream`.
     pub asks: Option<mpsc::Sender<InputAsk>>,
+}
+
+/// How many notifications a call served without rmcp keeps for its answer;
+/// past that an upstream's flood of log messages is dropped, not buffered.
+pub const COLLECTED_NOTIFICATIONS: usize = 256;
+
+/// Where the messages for a proxied request's caller go.
+#[derive(Clone)]
+pub enum Downstream {
+    /// rmcp's peer: the caller's session, or its stateless request.
+    Peer(Peer<RoleServer>),
+    /// A 2026-07-28 call the edge serves without rmcp (`mcp/direct_call.rs`):
+    /// its notifications are kept and sent before its result. Such a caller
+    /// has no back-channel, so the upstream's requests go to `Origin::asks`.
+    Collected(mpsc::Sender<ServerNotification>),
+}
+
+impl Downstream {
+    /// The caller's rmcp peer, when there is one to send requests to.
+    pub fn peer(&self) -> Option<&Peer<RoleServer>> {
+        match self {
+            Downstream::Peer(peer) => Some(peer),
+            Downstream::Collected(_) => None,
+        }
+    }
+
+    pub async fn notify_progress(&self, params: ProgressNotificationParam) {
+        match self {
+            Downstream::Peer(peer) => {
+                let _ = peer.notify_progress(params).await;
+            }
+            Downstream::Collected(kept) => Self::keep(
+                kept,
+                ServerNotification::ProgressNotification(rmcp::model::Notification::new(params)),
+            ),
+        }
+    }
+
+    pub async fn notify_logging_message(&self, params: LoggingMessageNotificationParam) {
+        match self {
+            Downstream::Peer(peer) => {
+                let _ = peer.notify_logging_message(params).await;
+            }
+            Downstream::Collected(kept) => Self::keep(
+                kept,
+                ServerNotification::LoggingMessageNotification(rmcp::model::Notification::new(
+                    params,
+                )),
+            ),
+        }
+    }
+
+    fn keep(kept: &mpsc::Sender<ServerNotification>, notification: ServerNotification) {
+        if kept.try_send(notification).is_err() {
+            tracing::debug!("a notification for a caller was dropped: too many, or the call ended");
+        }
+    }
 }
 
 /// An upstream's sampling, elicitation or roots request for a caller
@@ -64,10 +121,14 @@ enum Caller {
 }
 
 impl Caller {
-    fn of(origin: Origin) -> Caller {
-        match origin.asks {
-            Some(asks) => Caller::Asks(asks),
-            None => Caller::Peer(origin.peer),
+    fn of(origin: Origin) -> Result<Caller, ErrorData> {
+        match (origin.asks, origin.downstream) {
+            (Some(asks), _) => Ok(Caller::Asks(asks)),
+            (None, Downstream::Peer(peer)) => Ok(Caller::Peer(peer)),
+            (None, Downstream::Collected(_)) => Err(ErrorData::internal_error(
+                "the caller has no channel for the upstream's request",
+                None,
+            )),
         }
     }
 }
@@ -383,7 +444,7 @@ async fn sample(
     origin: Origin,
     params: CreateMessageRequestParams,
 ) -> Result<CreateMessageResult, ErrorData> {
-    let peer = match Caller::of(origin) {
+    let peer = match Caller::of(origin)? {
         Caller::Asks(asks) => {
             let request = CreateMessageRequest::new(params);
             return ask(
@@ -412,7 +473,7 @@ async fn sample(
 
 /// An upstream's elicitation, asked of `origin`'s caller.
 async fn elicit(origin: Origin, params: ElicitRequestParams) -> Result<ElicitResult, ErrorData> {
-    let peer = match Caller::of(origin) {
+    let peer = match Caller::of(origin)? {
         Caller::Asks(asks) => {
             let request = InputRequest::Elicitation(ElicitRequest::new(params));
             return ask(&asks, request, "elicitation").await;
@@ -434,7 +495,7 @@ async fn elicit(origin: Origin, params: ElicitRequestParams) -> Result<ElicitRes
 
 /// An upstream's roots request, asked of `origin`'s caller.
 async fn roots(origin: Origin) -> Result<ListRootsResult, ErrorData> {
-    let peer = match Caller::of(origin) {
+    let peer = match Caller::of(origin)? {
         Caller::Asks(asks) => {
             let request = InputRequest::ListRoots(ListRootsRequest::default());
             return ask(&asks, request, "roots request").await;
@@ -487,7 +548,7 @@ pub async fn answer_for(origin: Origin, request: ServerRequest) -> Result<Client
 pub async fn progress_to(origin: &Origin, mut params: ProgressNotificationParam) {
     if let Some(token) = &origin.progress {
         params.progress_token = token.clone();
-        let _ = origin.peer.notify_progress(params).await;
+        origin.downstream.notify_progress(params).await;
     }
 }
 
@@ -610,7 +671,7 @@ impl ClientHandler for RelayClient {
         // mcpgate may read the answer first (`http_call.rs`).
         match self.relay.attributable_log(read_at) {
             Some(origin) => {
-                let _ = origin.peer.notify_logging_message(params).await;
+                origin.downstream.notify_logging_message(params).await;
             }
             None => tracing::debug!(
                 upstream = %self.relay.upstream,

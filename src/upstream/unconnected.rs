@@ -240,7 +240,9 @@ impl Gateway {
                 )))
             }
             ConnectShape::Elicit => {
-                let peer = caller.origin.peer.clone();
+                let Some(peer) = caller.origin.downstream.peer().cloned() else {
+                    return Err(GatewayError::ConnectRequired(link));
+                };
                 let asked = tokio::select! {
                     _ = caller.cancel.cancelled() => return Err(GatewayError::Cancelled),
                     answer = peer.create_elicitation_with_timeout(url_params(&link), Some(ELICITATION_WAIT)) => answer,

@@ -25,7 +25,7 @@ use rmcp::{
     service::{NotificationContext, RequestContext, RunningService},
     transport::StreamableHttpClientTransport,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
     common::TestServer,
@@ -399,4 +399,160 @@ async fn a_gone_http_upstream_fails_the_call_with_its_name_and_shows_down() {
         assert!(Instant::now() < deadline, "still up: {entry}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A raw 2026-07-28 `tools/call`: its status, content type and messages
+/// (an SSE body's data lines in order). With `encoded`, `Mcp-Name` carries
+/// the name in SEP-2243's base64 form, which the edge leaves to rmcp.
+async fn raw_2026_call(
+    server: &TestServer,
+    id: Value,
+    name: &str,
+    arguments: Value,
+    encoded: bool,
+) -> (u16, String, Vec<Value>) {
+    use base64::Engine as _;
+    let header = if encoded {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(name);
+        format!("=?base64?{b64}?=")
+    } else {
+        name.to_owned()
+    };
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+    "name": name, "arguments": arguments,
+    "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "it", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}
+    }}});
+    let response = server
+        .mcp_post()
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", header)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let text = response.text().await.unwrap();
+    let messages = if content_type.starts_with("text/event-stream") {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    } else {
+        vec![serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))]
+    };
+    (status, content_type, messages)
+}
+
+async fn direct_calls(server: &TestServer) -> u64 {
+    let metrics = server.get_text("/metrics").await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mcpgate_mcp_direct_calls_total "))
+        .unwrap_or_else(|| panic!("no direct call counter: {metrics}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_2026_call_the_edge_serves_itself_answers_as_rmcp_does() {
+    // The edge serves a plain 2026-07-28 call of an upstream tool without
+    // rmcp's server (direct_call.rs); the same call with its name base64
+    // encoded goes through rmcp. Both must give the same answer.
+    let fixture = HttpFixture::start("127.0.0.1:0");
+    let server = gateway_to(&fixture.url, None).await;
+    let cases = [
+        (json!(1), "echo", json!({"text": "same"})),
+        (json!("call-2"), "echo", json!({"text": 7})),
+        (json!(3), "test_error_handling", json!({})),
+        (json!(4), "test_simple_text", json!({})),
+        (json!(5), "no_such_tool", json!({})),
+    ];
+    for (id, name, arguments) in cases {
+        let before = direct_calls(&server).await;
+        let direct = raw_2026_call(&server, id.clone(), name, arguments.clone(), false).await;
+        assert_eq!(
+            direct_calls(&server).await,
+            before + 1,
+            "{name} not served directly"
+        );
+        let by_rmcp = raw_2026_call(&server, id, name, arguments, true).await;
+        assert_eq!(
+            direct_calls(&server).await,
+            before + 1,
+            "{name} encoded served directly"
+        );
+        assert_eq!(direct, by_rmcp, "{name}");
+    }
+    // An upstream's request for the caller: input_required, its sealed
+    // state differing only in its random bytes.
+    let input_required = |(status, kind, mut messages): (u16, String, Vec<Value>)| {
+        let result = &mut messages[0]["result"];
+        assert_eq!(result["resultType"], json!("input_required"), "{result}");
+        let state = result["requestState"].take();
+        assert!(state.as_str().is_some_and(|s| !s.is_empty()), "{state}");
+        (status, kind, messages)
+    };
+    let arguments = json!({"message": "Which one?"});
+    let before = direct_calls(&server).await;
+    let direct = raw_2026_call(
+        &server,
+        json!(9),
+        "test_elicitation",
+        arguments.clone(),
+        false,
+    );
+    let direct = input_required(direct.await);
+    assert_eq!(direct_calls(&server).await, before + 1);
+    let by_rmcp = raw_2026_call(&server, json!(9), "test_elicitation", arguments, true).await;
+    assert_eq!(direct, input_required(by_rmcp));
+    // What rmcp must judge is left to it: a name header that does not
+    // match the body (refused), a call asking for progress (streamed).
+    let (status, _, messages) = raw_2026_call(&server, json!(6), "echo", json!({}), false).await;
+    assert_eq!((status, direct_calls(&server).await), (200, before + 2));
+    assert_eq!(
+        messages[0]["result"]["isError"],
+        json!(true),
+        "{messages:?}"
+    );
+    let mismatched = server
+        .mcp_post()
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "not_echo")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+            "name": "echo", "arguments": {"text": "x"},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "it", "version": "1"},
+                "io.modelcontextprotocol/clientCapabilities": {}
+            }}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mismatched.status().as_u16(), 400);
+    let (status, progress) = server
+        .stateless_request(
+            8,
+            "tools/call",
+            Some("test_tool_with_progress"),
+            json!({"name": "test_tool_with_progress", "arguments": {},
+                "_meta": {"progressToken": "p-1",
+                    "io.modelcontextprotocol/clientCapabilities": {}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{progress}");
+    assert!(progress["result"].is_object(), "{progress}");
+    assert_eq!(direct_calls(&server).await, before + 2);
 }

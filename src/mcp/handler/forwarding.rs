@@ -51,7 +51,7 @@ impl McpHandler {
         &self,
         mut request: GetPromptRequestParams,
         principal: &Principal,
-        context: &RequestContext<RoleServer>,
+        scope: CallScope,
     ) -> Result<GetPromptResponse, ErrorData> {
         let decision = self.decide(principal, ItemKind::Prompt, &request.name);
         if decision != Decision::Allow {
@@ -65,7 +65,7 @@ impl McpHandler {
         let Some((upstream, original)) = gateway.route_name(&request.name) else {
             return Err(not_found());
         };
-        carry_caller_meta(&context.meta, &mut request.meta);
+        carry_caller_meta(&scope.meta, &mut request.meta);
         let name = request.name.clone();
         let upstream_name = upstream.config.name.clone();
         let state = minted_state(&mut request.request_state, &mut request.input_responses);
@@ -75,7 +75,7 @@ impl McpHandler {
                 (Item::Prompt, &name, &upstream_name),
                 state,
                 principal,
-                context,
+                &scope,
                 |origin, cancel| async move {
                     gateway
                         .get_prompt(&upstream, request, original, &who, origin, &cancel)
@@ -95,7 +95,7 @@ impl McpHandler {
         &self,
         mut request: ReadResourceRequestParams,
         principal: &Principal,
-        context: &RequestContext<RoleServer>,
+        scope: CallScope,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let decision = self.decide(principal, ItemKind::Resource, &request.uri);
         if decision != Decision::Allow {
@@ -104,7 +104,7 @@ impl McpHandler {
         let Some(gateway) = &self.gateway else {
             return Err(GatewayError::NotFound(request.uri).into_error_data());
         };
-        carry_caller_meta(&context.meta, &mut request.meta);
+        carry_caller_meta(&scope.meta, &mut request.meta);
         let uri = request.uri.clone();
         let state = minted_state(&mut request.request_state, &mut request.input_responses);
         let (gateway, who) = (gateway.clone(), principal.clone());
@@ -114,7 +114,7 @@ impl McpHandler {
                 (Item::Resource, &uri, ""),
                 state,
                 principal,
-                context,
+                &scope,
                 |origin, cancel| async move {
                     gateway.read_resource(request, &who, origin, &cancel).await
                 },
@@ -141,24 +141,22 @@ impl McpHandler {
         original: &str,
         name: &str,
         principal: &Principal,
-        context: &RequestContext<RoleServer>,
+        scope: &CallScope,
     ) -> Result<ServerResult, BridgeError> {
-        let stateless = context
-            .protocol_version()
-            .is_some_and(|version| !version.has_initialize());
+        let stateless = scope.stateless();
         // A not-yet-connected `user_auth` upstream asks the user to connect
         // first, in the shape this client supports.
         let shape = ConnectShape::of(
-            context.protocol_version().as_ref(),
-            context.client_capabilities().as_ref(),
+            scope.protocol_version.as_ref(),
+            scope.client_capabilities.as_ref(),
         );
         let Some(bridge) = self.bridge.as_ref().filter(|_| stateless) else {
             let caller = ToolCaller {
                 principal,
                 exposed: name,
                 shape,
-                origin: self.origin(context, principal),
-                cancel: &context.ct,
+                origin: self.origin(scope, principal),
+                cancel: &scope.ct,
             };
             return Ok(gateway
                 .call_tool_connecting(&upstream, request, original.to_owned(), caller)
@@ -169,7 +167,7 @@ impl McpHandler {
             Item::Tool,
             name,
             &upstream.config.name,
-            context.client_capabilities(),
+            scope.client_capabilities.clone(),
         );
         if let Some(state) = request.request_state.take() {
             if InputBridge::minted(&state) {
@@ -179,7 +177,7 @@ impl McpHandler {
                         request.input_responses.take(),
                         caller,
                         &principal.owner_key(),
-                        &context.ct,
+                        &scope.ct,
                     )
                     .await;
             }
@@ -196,9 +194,9 @@ impl McpHandler {
         };
         bridge
             .start(
-                self.origin(context, &principal),
+                self.origin(scope, &principal),
                 caller,
-                &context.ct,
+                &scope.ct,
                 |origin, cancel| async move {
                     let caller = ToolCaller {
                         principal: &principal,
@@ -222,41 +220,32 @@ impl McpHandler {
         (kind, item, upstream): (Item, &str, &str),
         state: (Option<String>, Option<rmcp::model::InputResponses>),
         principal: &Principal,
-        context: &RequestContext<RoleServer>,
+        scope: &CallScope,
         run: impl FnOnce(Origin, tokio_util::sync::CancellationToken) -> F,
     ) -> Result<ServerResult, BridgeError>
     where
         F: Future<Output = Result<ServerResult, GatewayError>> + Send + 'static,
     {
-        let stateless = context
-            .protocol_version()
-            .is_some_and(|version| !version.has_initialize());
-        let bridge = self.bridge.as_ref().filter(|_| stateless);
+        let bridge = self.bridge.as_ref().filter(|_| scope.stateless());
         let caller = CallerBinding::new(
             principal,
             kind,
             item,
             upstream,
-            context.client_capabilities(),
+            scope.client_capabilities.clone(),
         );
         match (bridge, state) {
             (Some(bridge), (Some(state), responses)) if InputBridge::minted(&state) => {
                 bridge
-                    .resume(
-                        &state,
-                        responses,
-                        caller,
-                        &principal.owner_key(),
-                        &context.ct,
-                    )
+                    .resume(&state, responses, caller, &principal.owner_key(), &scope.ct)
                     .await
             }
             (Some(bridge), _) => {
                 bridge
-                    .start(self.origin(context, principal), caller, &context.ct, run)
+                    .start(self.origin(scope, principal), caller, &scope.ct, run)
                     .await
             }
-            (None, _) => Ok(run(self.origin(context, principal), context.ct.clone()).await?),
+            (None, _) => Ok(run(self.origin(scope, principal), scope.ct.clone()).await?),
         }
     }
 }
