@@ -13,17 +13,24 @@
 //!
 //! The answer is the one rmcp gives: the same handler
 //! ([`McpHandler::call_tool_as`]), the same checks on its result, the same
-//! JSON-RPC body and HTTP status. Notifications the upstream sends before
-//! its result (log messages) are kept and sent before it on an SSE answer,
-//! where rmcp would have streamed them as they came.
+//! JSON-RPC body and HTTP status. When the upstream sends a notification
+//! about the call before its result (a log message), the answer becomes an
+//! SSE stream, as with rmcp: the notifications as they come, the result
+//! last, a keep-alive comment every 15 s. Unlike rmcp's, that stream is not
+//! stored for a `Last-Event-ID` resumption. A caller that goes away cancels
+//! the call, which still finishes (and is audited) in a task.
+
+use std::{future::Future, time::Duration};
 
 use axum::{body::Body, response::Response};
+use bytes::Bytes;
+use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use rmcp::{
     ErrorData,
     model::{
         CallToolRequestParams, CallToolResponse, ClientCapabilities, ErrorCode, ProtocolVersion,
-        RequestId, RequestMetaObject, ServerJsonRpcMessage, ServerResult,
+        RequestId, RequestMetaObject, ServerJsonRpcMessage, ServerNotification, ServerResult,
     },
 };
 use serde::Deserialize;
@@ -31,12 +38,29 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::detached::DetachOnDrop;
 use super::handler::{CallScope, McpHandler};
 use crate::auth::Principal;
 use crate::upstream::relay::{COLLECTED_NOTIFICATIONS, Downstream};
 
 /// The one version served here: the one without sessions.
 const VERSION: &str = "2026-07-28";
+
+/// How often an SSE answer that waits for its result says it is alive
+/// (rmcp's default).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The body as rmcp's message type reads it, minus its cost: a request
+/// and nothing else, no field twice (serde refuses a repeated field, as
+/// rmcp's parse does, where the edge's JSON value keeps the last one).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    jsonrpc: String,
+    id: RequestId,
+    method: String,
+    params: CallToolRequestParams,
+}
 
 /// A call taken from its request, to be served here.
 pub struct DirectCall {
@@ -49,27 +73,39 @@ pub struct DirectCall {
 #[derive(Clone)]
 pub struct DirectCalls {
     handler: McpHandler,
+    /// Cancels the calls in flight when the server stops, as rmcp's token.
+    shutdown: CancellationToken,
 }
 
 impl DirectCalls {
     /// Present when there are upstream tools to call.
-    pub fn new(handler: &McpHandler) -> Option<DirectCalls> {
+    pub fn new(handler: &McpHandler, shutdown: CancellationToken) -> Option<DirectCalls> {
         handler.gateway()?;
         Some(DirectCalls {
             handler: handler.clone(),
+            shutdown,
         })
     }
 
     /// The call in this request, when it is one rmcp would serve as it is
     /// and the gateway routes to an upstream; `None` leaves it to rmcp.
-    /// `message` is the body the edge parsed.
+    /// `message` is the body the edge parsed from `bytes`.
     pub fn take(
         &self,
         headers: &HeaderMap,
         message: &Value,
+        bytes: &[u8],
         has_session: bool,
     ) -> Option<DirectCall> {
         if has_session || single(headers, "mcp-protocol-version")? != VERSION {
+            return None;
+        }
+        // An Accept with parameters (quality values) is for rmcp to weigh.
+        if headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .any(|value| value.as_bytes().contains(&b';'))
+        {
             return None;
         }
         // Cheap refusals first, on the body already parsed.
@@ -91,24 +127,22 @@ impl DirectCalls {
         {
             return None;
         }
+        // rmcp checks `Mcp-Param-*` headers against the schema `get_tool`
+        // gives, which only mcpgate's own tools have (handler.rs): an
+        // upstream's tool has nothing more to check.
         let gateway = self.handler.gateway()?;
         if self.handler.is_builtin_tool(name) || gateway.route_name(name).is_none() {
             return None;
         }
-        // A request and nothing else, as rmcp's shape check wants; its
-        // id and params read as rmcp reads them, from the body the edge
-        // parsed (reading it again as rmcp's message type costs more than
-        // rmcp's whole service loop).
-        let envelope = message.as_object()?;
-        if envelope.get("jsonrpc")? != "2.0"
-            || envelope
-                .keys()
-                .any(|key| !matches!(key.as_str(), "jsonrpc" | "id" | "method" | "params"))
-        {
+        let Envelope {
+            jsonrpc,
+            id,
+            method,
+            mut params,
+        } = serde_json::from_slice(bytes).ok()?;
+        if jsonrpc != "2.0" || method != "tools/call" {
             return None;
         }
-        let id = RequestId::deserialize(envelope.get("id")?).ok()?;
-        let mut params = CallToolRequestParams::deserialize(params).ok()?;
         // rmcp hands the handler the `_meta` in its context, not in the params.
         let meta = params.meta.take()?;
         if meta.protocol_version() != Some(ProtocolVersion::V_2026_07_28)
@@ -128,36 +162,38 @@ impl DirectCalls {
         let (kept, mut collected) = mpsc::channel(COLLECTED_NOTIFICATIONS);
         let capabilities = meta.client_capabilities();
         let declared_tasks = capabilities.as_ref().is_some_and(|c| c.supports_tasks());
-        let ct = CancellationToken::new();
-        // The caller went away (this future dropped): the call is cancelled,
-        // as rmcp cancels a stateless request's handler. Once answered, a
-        // call that moved to a task (input_required) runs on its own token.
-        let _cancel_when_dropped = ct.clone().drop_guard();
+        let ct = self.shutdown.child_token();
         let scope = CallScope {
             meta,
             protocol_version: Some(ProtocolVersion::V_2026_07_28),
             client_capabilities: capabilities,
-            ct,
+            ct: ct.clone(),
             downstream: Downstream::Collected(kept),
         };
-        let answer = self
-            .handler
-            .for_new_session()
-            .call_tool_as(params, principal, scope)
-            .await;
-        let message = match answered(answer, declared_tasks) {
-            Ok(result) => ServerJsonRpcMessage::response(result, id),
-            Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
-        };
-        let mut before = Vec::new();
-        while let Ok(notification) = collected.try_recv() {
-            before.push(ServerJsonRpcMessage::notification(notification));
-        }
-        if before.is_empty() {
-            json_response(&message)
-        } else {
-            before.push(message);
-            sse_response(&before)
+        let handler = self.handler.for_new_session();
+        // Dropped with its request (the caller went away), the call is
+        // cancelled and finishes in a task: the upstream is told and the
+        // call audited, as when rmcp's handler task sees its token cancelled.
+        // A call that moved to a task (input_required) runs on its own token.
+        let mut call = DetachOnDrop::new(
+            async move { handler.call_tool_as(params, principal, scope).await },
+            ct,
+        );
+        tokio::select! {
+            biased;
+            Some(first) = collected.recv() => {
+                sse_stream(first, collected, call, id, declared_tasks)
+            }
+            answer = &mut call => {
+                let message = message_for(answer, id, declared_tasks);
+                // Sent in the poll that answered: they still go first.
+                let before = drain(&mut collected);
+                if before.is_empty() {
+                    json_response(&message)
+                } else {
+                    sse_response(before, &message)
+                }
+            }
         }
     }
 }
@@ -173,29 +209,40 @@ fn single<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// What rmcp's server makes of a handler's `tools/call` answer for a
-/// 2026-07-28 caller: a task only for a client that declared tasks, list
-/// results with their cache hints, and -32602 for a missing resource.
+/// 2026-07-28 caller: a task only for a client that declared tasks, and the
+/// cache hints of a cacheable result. A handler's error passes unchanged
+/// (rmcp returns it before its -32002 to -32602 mapping of other methods).
 fn answered(
     answer: Result<CallToolResponse, ErrorData>,
     declared_tasks: bool,
 ) -> Result<ServerResult, ErrorData> {
-    answer
-        .and_then(|response| {
-            if matches!(response, CallToolResponse::Task(_)) && !declared_tasks {
-                return Err(ErrorData::missing_required_client_capability(
-                    ClientCapabilities::builder().enable_tasks().build(),
-                ));
-            }
-            let mut result = ServerResult::from(response);
-            result.fill_missing_cache_hints();
-            Ok(result)
-        })
-        .map_err(|mut error| {
-            if error.code == ErrorCode::RESOURCE_NOT_FOUND {
-                error.code = ErrorCode::INVALID_PARAMS;
-            }
-            error
-        })
+    let response = answer?;
+    if matches!(response, CallToolResponse::Task(_)) && !declared_tasks {
+        return Err(ErrorData::missing_required_client_capability(
+            ClientCapabilities::builder().enable_tasks().build(),
+        ));
+    }
+    let mut result = ServerResult::from(response);
+    result.fill_missing_cache_hints();
+    Ok(result)
+}
+
+/// The JSON-RPC message answering `id`.
+fn message_for(
+    answer: Option<Result<CallToolResponse, ErrorData>>,
+    id: RequestId,
+    declared_tasks: bool,
+) -> ServerJsonRpcMessage {
+    let answer = answer.unwrap_or_else(|| {
+        Err(ErrorData::internal_error(
+            "the call was already answered",
+            None,
+        ))
+    });
+    match answered(answer, declared_tasks) {
+        Ok(result) => ServerJsonRpcMessage::response(result, id),
+        Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
+    }
 }
 
 /// The HTTP status rmcp gives a stateless request's JSON-RPC answer.
@@ -225,17 +272,36 @@ fn json_response(message: &ServerJsonRpcMessage) -> Response {
     response
 }
 
-/// Notifications, then the answer, as one SSE body.
-fn sse_response(messages: &[ServerJsonRpcMessage]) -> Response {
-    let mut body = Vec::new();
-    for message in messages {
-        body.extend_from_slice(b"data: ");
-        if let Err(e) = serde_json::to_writer(&mut body, message) {
-            return unencodable(&e);
-        }
-        body.extend_from_slice(b"\n\n");
+/// An SSE event carrying `message`.
+fn event(message: &ServerJsonRpcMessage) -> Bytes {
+    let mut event = b"data: ".to_vec();
+    if let Err(e) = serde_json::to_writer(&mut event, message) {
+        // Only JSON values inside: a bug, reported as the call's error.
+        tracing::error!(error = %e, "a message for the caller could not be encoded");
+        return Bytes::from_static(b"data: {\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32603,\"message\":\"Internal error\"}}\n\n");
     }
-    let mut response = Response::new(Body::from(body));
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
+}
+
+/// The notifications queued now, as SSE events.
+fn drain(collected: &mut mpsc::Receiver<ServerNotification>) -> Vec<Bytes> {
+    let mut events = Vec::new();
+    while let Ok(notification) = collected.try_recv() {
+        events.push(event(&ServerJsonRpcMessage::notification(notification)));
+    }
+    events
+}
+
+/// Notifications and the answer, all there, as one SSE body.
+fn sse_response(before: Vec<Bytes>, message: &ServerJsonRpcMessage) -> Response {
+    let mut body = before.concat();
+    body.extend_from_slice(&event(message));
+    sse(Body::from(body))
+}
+
+fn sse(body: Body) -> Response {
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -246,6 +312,60 @@ fn sse_response(messages: &[ServerJsonRpcMessage]) -> Response {
     response
 }
 
+/// The answer as an SSE stream: `first` and the notifications after it as
+/// they come, then the result, and a keep-alive comment while it waits.
+/// Dropped (the caller went away), it drops `call`, which cancels it.
+fn sse_stream<F>(
+    first: ServerNotification,
+    collected: mpsc::Receiver<ServerNotification>,
+    call: DetachOnDrop<F>,
+    id: RequestId,
+    declared_tasks: bool,
+) -> Response
+where
+    F: Future<Output = Result<CallToolResponse, ErrorData>> + Send + 'static,
+{
+    struct Open<F: Future<Output = Result<CallToolResponse, ErrorData>> + Send + 'static> {
+        collected: mpsc::Receiver<ServerNotification>,
+        call: DetachOnDrop<F>,
+        id: RequestId,
+        declared_tasks: bool,
+        keep_alive: tokio::time::Interval,
+    }
+    let open = Open {
+        collected,
+        call,
+        id,
+        declared_tasks,
+        keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
+    };
+    let first = event(&ServerJsonRpcMessage::notification(first));
+    let rest = futures::stream::unfold(Some(open), |open| async move {
+        let mut open = open?;
+        let chunk = tokio::select! {
+            biased;
+            Some(notification) = open.collected.recv() => {
+                event(&ServerJsonRpcMessage::notification(notification))
+            }
+            answer = &mut open.call => {
+                let message = message_for(answer, open.id.clone(), open.declared_tasks);
+                let mut last = Vec::new();
+                for notification in drain(&mut open.collected) {
+                    last.extend_from_slice(&notification);
+                }
+                last.extend_from_slice(&event(&message));
+                return Some((Bytes::from(last), None));
+            }
+            _ = open.keep_alive.tick() => Bytes::from_static(b": keep-alive\n\n"),
+        };
+        Some((chunk, Some(open)))
+    });
+    let body = futures::stream::once(async move { first })
+        .chain(rest)
+        .map(Ok::<_, std::convert::Infallible>);
+    sse(Body::from_stream(body))
+}
+
 /// A result serde cannot write (it holds only JSON values, so this is a
 /// bug): a 500 the edge turns into a JSON-RPC error body.
 fn unencodable(error: &serde_json::Error) -> Response {
@@ -253,4 +373,48 @@ fn unencodable(error: &serde_json::Error) -> Response {
     let mut response = Response::new(Body::from("the answer could not be encoded"));
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::{CallToolResult, ContentBlock};
+
+    #[test]
+    fn a_handlers_error_passes_unchanged_as_rmcp_passes_a_tool_calls() {
+        let missing = ErrorData::resource_not_found("no such resource", None);
+        let message = message_for(Some(Err(missing)), RequestId::Number(3), false);
+        let ServerJsonRpcMessage::Error(error) = &message else {
+            panic!("{message:?}");
+        };
+        assert_eq!(error.error.code, ErrorCode::RESOURCE_NOT_FOUND);
+        assert_eq!(status_of(&message), StatusCode::OK);
+    }
+
+    #[test]
+    fn statuses_are_rmcps_for_a_stateless_answer() {
+        let error = |code| ServerJsonRpcMessage::error(ErrorData::new(code, "x", None), None);
+        assert_eq!(
+            status_of(&error(ErrorCode::HEADER_MISMATCH)),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_of(&error(ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY)),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_of(&error(ErrorCode::METHOD_NOT_FOUND)),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(status_of(&error(ErrorCode::INVALID_PARAMS)), StatusCode::OK);
+        let done = CallToolResult::success(vec![ContentBlock::text("ok")]);
+        let message = message_for(
+            Some(Ok(CallToolResponse::Complete(done))),
+            RequestId::Number(1),
+            false,
+        );
+        assert_eq!(status_of(&message), StatusCode::OK);
+        let body = serde_json::to_value(&message).unwrap();
+        assert_eq!(body["result"]["resultType"], "complete", "{body}");
+    }
 }

@@ -490,7 +490,8 @@ pub async fn streamable_http_edge(
             return response;
         }
         if let Some(direct) = &direct
-            && let Some(served) = direct.take(&parts.headers, &message, session_id.is_some())
+            && let Some(served) =
+                direct.take(&parts.headers, &message, &bytes, session_id.is_some())
         {
             let response = direct.serve(served, principal).await;
             return finish_response(&cfg, &sessions, response, call, exchange).await;

@@ -44,6 +44,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::detached::DetachOnDrop;
 use crate::request_state::{Binding, RequestStateCodec, RequestStateError};
 use crate::{
     auth::Principal,
@@ -204,48 +205,6 @@ impl Drop for RunningCall {
     }
 }
 
-/// A call polled in its request's own task ([`InputBridge::start`]). Dropped
-/// unfinished (the request was cancelled, or went away), it is told to cancel
-/// and finishes in a task of its own, so the upstream hears of it
-/// (`notifications/cancelled`) as it does of a call in a task.
-struct InlineCall<F: Future<Output = Result<ServerResult, GatewayError>> + Send + 'static> {
-    running: Option<std::pin::Pin<Box<F>>>,
-    cancel: CancellationToken,
-}
-
-impl<F: Future<Output = Result<ServerResult, GatewayError>> + Send + 'static> InlineCall<F> {
-    /// The call's outcome; it is then over (nothing left to cancel).
-    async fn finished(&mut self) -> Result<ServerResult, GatewayError> {
-        let outcome = match self.running.as_mut() {
-            Some(running) => running.as_mut().await,
-            None => Err(GatewayError::Cancelled),
-        };
-        self.running = None;
-        outcome
-    }
-
-    /// The call, unfinished, in a task of its own.
-    fn into_task(mut self) -> JoinHandle<Result<ServerResult, GatewayError>> {
-        match self.running.take() {
-            Some(running) => tokio::spawn(running),
-            None => tokio::spawn(async { Err(GatewayError::Cancelled) }),
-        }
-    }
-}
-
-impl<F: Future<Output = Result<ServerResult, GatewayError>> + Send + 'static> Drop
-    for InlineCall<F>
-{
-    fn drop(&mut self) {
-        if let Some(running) = self.running.take() {
-            self.cancel.cancel();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(running);
-            }
-        }
-    }
-}
-
 /// A call waiting for the client's answer to `key`.
 struct Parked {
     call: RunningCall,
@@ -388,19 +347,18 @@ impl InputBridge {
         let running = std::panic::AssertUnwindSafe(run(origin, cancel.clone()))
             .catch_unwind()
             .map(move |outcome| outcome.unwrap_or(Err(GatewayError::Closed { upstream })));
-        let mut inline = InlineCall {
-            running: Some(Box::pin(running)),
-            cancel: cancel.clone(),
-        };
+        let mut inline = DetachOnDrop::new(running, cancel.clone());
         let first = tokio::select! {
             Some(ask) = asked.recv() => ask,
-            done = inline.finished() => return Ok(done?),
+            done = &mut inline => return Ok(done.unwrap_or(Err(GatewayError::Cancelled))?),
             // `inline` dropped: cancelled as a task's call is.
             _ = ct.cancelled() => return Err(GatewayError::Cancelled.into()),
         };
         let call = RunningCall {
             upstream: caller.upstream.clone(),
-            task: inline.into_task(),
+            task: inline
+                .into_task()
+                .unwrap_or_else(|| tokio::spawn(async { Err(GatewayError::Cancelled) })),
             asks: asked,
             cancel,
         };

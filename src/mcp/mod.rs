@@ -1,6 +1,7 @@
 //! MCP serving. All rmcp types stay inside this module. See README.md for the
 //! protocol eras and the session model.
 
+mod detached;
 mod direct_call;
 pub mod edge;
 pub mod events;
@@ -92,7 +93,7 @@ pub fn routes(
     config.session_store = Some(sessions.rmcp_store());
     let factory_handler = handler.clone();
     // Calls of upstream tools by 2026-07-28 clients skip rmcp's server.
-    let direct = DirectCalls::new(&handler);
+    let direct = DirectCalls::new(&handler, shutdown.child_token());
     let manager = Arc::new(SharedSessions::new(
         local,
         edge.store.clone(),

@@ -493,6 +493,40 @@ async fn a_2026_call_the_edge_serves_itself_answers_as_rmcp_does() {
         );
         assert_eq!(direct, by_rmcp, "{name}");
     }
+    // Log messages before the answer: an SSE answer on both paths, the
+    // answer last. The upstream's last message and its answer race (the
+    // message may be read just after the answer, then it is dropped on
+    // either path), so the direct answer's messages are a prefix of rmcp's.
+    let before = direct_calls(&server).await;
+    let (status, kind, direct) = raw_2026_call(
+        &server,
+        json!(10),
+        "test_tool_with_logging",
+        json!({}),
+        false,
+    )
+    .await;
+    assert_eq!(direct_calls(&server).await, before + 1);
+    let (_, _, by_rmcp) = raw_2026_call(
+        &server,
+        json!(10),
+        "test_tool_with_logging",
+        json!({}),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(kind.starts_with("text/event-stream"), "{kind}: {direct:?}");
+    let (answer, logs) = direct.split_last().unwrap();
+    assert_eq!(Some(answer), by_rmcp.last());
+    assert!(
+        !logs.is_empty() && by_rmcp.starts_with(logs),
+        "{direct:?} {by_rmcp:?}"
+    );
+    assert!(
+        logs.iter()
+            .all(|m| m["method"] == json!("notifications/message"))
+    );
     // An upstream's request for the caller: input_required, its sealed
     // state differing only in its random bytes.
     let input_required = |(status, kind, mut messages): (u16, String, Vec<Value>)| {
@@ -515,33 +549,7 @@ async fn a_2026_call_the_edge_serves_itself_answers_as_rmcp_does() {
     assert_eq!(direct_calls(&server).await, before + 1);
     let by_rmcp = raw_2026_call(&server, json!(9), "test_elicitation", arguments, true).await;
     assert_eq!(direct, input_required(by_rmcp));
-    // What rmcp must judge is left to it: a name header that does not
-    // match the body (refused), a call asking for progress (streamed).
-    let (status, _, messages) = raw_2026_call(&server, json!(6), "echo", json!({}), false).await;
-    assert_eq!((status, direct_calls(&server).await), (200, before + 2));
-    assert_eq!(
-        messages[0]["result"]["isError"],
-        json!(true),
-        "{messages:?}"
-    );
-    let mismatched = server
-        .mcp_post()
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "not_echo")
-        .json(
-            &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
-            "name": "echo", "arguments": {"text": "x"},
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientInfo": {"name": "it", "version": "1"},
-                "io.modelcontextprotocol/clientCapabilities": {}
-            }}}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(mismatched.status().as_u16(), 400);
+    // A call asking for progress is left to rmcp, which streams it.
     let (status, progress) = server
         .stateless_request(
             8,
@@ -554,5 +562,115 @@ async fn a_2026_call_the_edge_serves_itself_answers_as_rmcp_does() {
         .await;
     assert_eq!(status, 200, "{progress}");
     assert!(progress["result"].is_object(), "{progress}");
-    assert_eq!(direct_calls(&server).await, before + 2);
+    assert_eq!(direct_calls(&server).await, before + 1);
+}
+
+#[tokio::test]
+async fn a_2026_call_rmcp_would_judge_differently_is_left_to_rmcp() {
+    // Each of these differs from a plain call in one way rmcp looks at; none
+    // may be served by the edge itself (direct_call.rs).
+    let fixture = HttpFixture::start("127.0.0.1:0");
+    let server = gateway_to(&fixture.url, None).await;
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "it", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    let plain = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "x"}, "_meta": meta}})
+    .to_string();
+    let headers = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "echo"),
+    ];
+    let post = |body: String, extra: &[(&'static str, &'static str)], skip: &'static str| {
+        let mut request = server.mcp_post();
+        for (name, value) in headers.iter().filter(|(name, _)| *name != skip) {
+            request = request.header(*name, *value);
+        }
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        request.body(body).send()
+    };
+    // The plain call is served directly.
+    let before = direct_calls(&server).await;
+    assert_eq!(post(plain.clone(), &[], "").await.unwrap().status(), 200);
+    assert_eq!(direct_calls(&server).await, before + 1);
+    let plain_value: Value = serde_json::from_str(&plain).unwrap();
+    let mut without_capabilities = plain_value.clone();
+    without_capabilities["params"]["_meta"]
+        .as_object_mut()
+        .unwrap()
+        .remove("io.modelcontextprotocol/clientCapabilities");
+    let without_capabilities = without_capabilities.to_string();
+    let mut other_version = plain_value.clone();
+    other_version["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] =
+        json!("2025-11-25");
+    let other_version = other_version.to_string();
+    // What differs, the body, headers added, a header left out.
+    type Case = (
+        &'static str,
+        String,
+        Vec<(&'static str, &'static str)>,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "another name in Mcp-Name",
+            plain.clone(),
+            vec![("mcp-name", "not_echo")],
+            "mcp-name",
+        ),
+        (
+            "a repeated Mcp-Name",
+            plain.clone(),
+            vec![("mcp-name", "echo")],
+            "",
+        ),
+        ("no Mcp-Method", plain.clone(), vec![], "mcp-method"),
+        (
+            "a session id",
+            plain.clone(),
+            vec![("mcp-session-id", "not-a-session")],
+            "",
+        ),
+        (
+            "an Accept with quality values",
+            plain.clone(),
+            vec![("accept", "application/json;q=0.9")],
+            "",
+        ),
+        ("no client capabilities", without_capabilities, vec![], ""),
+        ("another version in _meta", other_version, vec![], ""),
+        (
+            "a key beside the request's",
+            plain.replacen('{', r#"{"extra":1,"#, 1),
+            vec![],
+            "",
+        ),
+        (
+            "a repeated id",
+            plain.replacen('{', r#"{"id":2,"#, 1),
+            vec![],
+            "",
+        ),
+        (
+            "a repeated name",
+            plain.replacen(r#""params":{"#, r#""params":{"name":"echo","#, 1),
+            vec![],
+            "",
+        ),
+    ];
+    for (what, body, extra, skip) in cases {
+        let response = post(body, &extra, skip).await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(
+            direct_calls(&server).await,
+            before + 1,
+            "{what} served directly: {status} {text}"
+        );
+    }
 }
