@@ -75,34 +75,32 @@ impl Downstream {
     }
 
     pub async fn notify_progress(&self, params: ProgressNotificationParam) {
-        match self {
-            Downstream::Peer(peer) => {
-                let _ = peer.notify_progress(params).await;
-            }
-            Downstream::Collected(kept) => Self::keep(
-                kept,
-                ServerNotification::ProgressNotification(rmcp::model::Notification::new(params)),
-            ),
-        }
+        self.notify(ServerNotification::ProgressNotification(
+            rmcp::model::Notification::new(params),
+        ))
+        .await;
     }
 
     pub async fn notify_logging_message(&self, params: LoggingMessageNotificationParam) {
-        match self {
-            Downstream::Peer(peer) => {
-                let _ = peer.notify_logging_message(params).await;
-            }
-            Downstream::Collected(kept) => Self::keep(
-                kept,
-                ServerNotification::LoggingMessageNotification(rmcp::model::Notification::new(
-                    params,
-                )),
-            ),
-        }
+        self.notify(ServerNotification::LoggingMessageNotification(
+            rmcp::model::Notification::new(params),
+        ))
+        .await;
     }
 
-    fn keep(kept: &mpsc::Sender<ServerNotification>, notification: ServerNotification) {
-        if kept.try_send(notification).is_err() {
-            tracing::debug!("a notification for a caller was dropped: too many, or the call ended");
+    /// To the peer (what rmcp's `notify_*` send), or kept for the answer.
+    async fn notify(&self, notification: ServerNotification) {
+        match self {
+            Downstream::Peer(peer) => {
+                let _ = peer.send_notification(notification).await;
+            }
+            Downstream::Collected(kept) => {
+                if kept.try_send(notification).is_err() {
+                    tracing::debug!(
+                        "a notification for a caller was dropped: too many, or the call ended"
+                    );
+                }
+            }
         }
     }
 }
